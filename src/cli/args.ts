@@ -1,0 +1,389 @@
+// Command-line grammar of dockerfuse: subcommands, options, `-o` lists and the original Go tool's
+// single-dash flags. Parsing yields a plain Invocation value; nothing here has side effects.
+
+import {
+  command,
+  extendType,
+  flag,
+  multioption,
+  number,
+  oneOf,
+  option,
+  positional,
+  runSafely,
+  string,
+  subcommands,
+} from "cmd-ts";
+import type { Type } from "cmd-ts";
+
+/** What `dockerfuse mount` was asked to do. */
+export interface MountOptions {
+  container: string;
+  mountpoint: string;
+  /** Directory inside the container that becomes the root of the mount. */
+  path: string;
+  readOnly: boolean;
+  allowOther: boolean;
+  daemon: boolean;
+  debug: boolean;
+  logFormat: "text" | "json";
+  /** Kernel cache timeouts in seconds. */
+  attrTimeout: number;
+  entryTimeout: number;
+  negativeTimeout: number;
+  /** Seconds before an unanswered request fails with EIO. */
+  requestTimeout: number;
+  /** User the satellite runs as inside the container (docker exec --user). */
+  user: string;
+  /** Mount over a non-empty directory. */
+  nonEmpty: boolean;
+  /** Kernel writeback cache (faster small writes; see README for caveats). */
+  writebackCache: boolean;
+}
+
+/** A parsed command line. */
+export type Invocation =
+  | { kind: "mount"; options: MountOptions }
+  | { kind: "unmount"; mountpoint: string }
+  | { kind: "version"; json: boolean }
+  | { kind: "help"; text: string; exitCode: number }
+  | { kind: "usage-error"; text: string };
+
+/** The defaults of `dockerfuse mount`. */
+export const MOUNT_DEFAULTS = {
+  path: "/",
+  attrTimeout: 1,
+  entryTimeout: 1,
+  negativeTimeout: 1,
+  requestTimeout: 30,
+  user: "root",
+} as const;
+
+const seconds: Type<string, number> = extendType(number, {
+  displayName: "seconds",
+  from(value: number): Promise<number> {
+    if (!Number.isFinite(value) || value < 0 || value > 86_400) {
+      return Promise.reject(new Error(`expected seconds between 0 and 86400, got ${value}`));
+    }
+    return Promise.resolve(value);
+  },
+});
+
+const containerPath: Type<string, string> = extendType(string, {
+  displayName: "path",
+  from(value: string): Promise<string> {
+    if (!value.startsWith("/")) {
+      return Promise.reject(
+        new Error(`expected an absolute path inside the container, got '${value}'`),
+      );
+    }
+    if (value.includes("\0")) return Promise.reject(new Error("the path contains a NUL byte"));
+    return Promise.resolve(value);
+  },
+});
+
+/** Applies one mount(8)-style `-o` list to the options; returns an error text or undefined. */
+export function applyMountOptionList(options: MountOptions, list: string): string | undefined {
+  for (const item of list.split(",")) {
+    if (item === "") continue;
+    const eq = item.indexOf("=");
+    const key = eq < 0 ? item : item.slice(0, eq);
+    const value = eq < 0 ? undefined : item.slice(eq + 1);
+    const needValue = (): string | undefined =>
+      value === undefined || value === "" ? `-o ${key} needs a value (${key}=…)` : undefined;
+    const needSeconds = (): number | string => {
+      const n = Number(value);
+      return value !== undefined && value !== "" && Number.isFinite(n) && n >= 0 && n <= 86_400
+        ? n
+        : `-o ${key} needs seconds between 0 and 86400, got '${value ?? ""}'`;
+    };
+    const flagOnly = (): string | undefined =>
+      value === undefined ? undefined : `-o ${key} takes no value`;
+    let problem: string | undefined;
+    switch (key) {
+      case "ro":
+        problem = flagOnly() ?? (options.readOnly = true, undefined);
+        break;
+      case "rw":
+        problem = flagOnly() ?? (options.readOnly = false, undefined);
+        break;
+      case "allow_other":
+        problem = flagOnly() ?? (options.allowOther = true, undefined);
+        break;
+      case "nonempty":
+        problem = flagOnly() ?? (options.nonEmpty = true, undefined);
+        break;
+      case "debug":
+        problem = flagOnly() ?? (options.debug = true, undefined);
+        break;
+      case "writeback_cache":
+        problem = flagOnly() ?? (options.writebackCache = true, undefined);
+        break;
+      case "path":
+        problem = needValue() ??
+          (value!.startsWith("/")
+            ? (options.path = value!, undefined)
+            : `-o path must be absolute`);
+        break;
+      case "user":
+        problem = needValue() ?? (options.user = value!, undefined);
+        break;
+      case "attr_timeout":
+      case "entry_timeout":
+      case "negative_timeout":
+      case "request_timeout": {
+        const n = needSeconds();
+        if (typeof n === "string") problem = n;
+        else if (key === "attr_timeout") options.attrTimeout = n;
+        else if (key === "entry_timeout") options.entryTimeout = n;
+        else if (key === "negative_timeout") options.negativeTimeout = n;
+        else options.requestTimeout = n;
+        break;
+      }
+      default:
+        problem = `unknown mount option '${key}' (known: ro, rw, allow_other, nonempty, debug, ` +
+          `writeback_cache, path=, user=, attr_timeout=, entry_timeout=, negative_timeout=, ` +
+          `request_timeout=)`;
+    }
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+const mountCommand = command({
+  name: "mount",
+  description: "Mount the filesystem of a running container on a local directory. " +
+    "Runs in the foreground until Ctrl-C (or SIGTERM), then unmounts.",
+  examples: [
+    { description: "Mount container 'web' on ./web", command: "dockerfuse mount web ./web" },
+    {
+      description: "Mount only /var/log of 'web', read-only, in the background",
+      command: "dockerfuse mount --path /var/log --read-only --daemon web ./logs",
+    },
+    {
+      description: "The same with mount(8)-style options",
+      command: "dockerfuse mount -o ro,path=/var/log,attr_timeout=5 web ./logs",
+    },
+  ],
+  args: {
+    container: positional({
+      type: string,
+      displayName: "container",
+      description: "name or id prefix",
+    }),
+    mountpoint: positional({
+      type: string,
+      displayName: "mountpoint",
+      description: "local directory",
+    }),
+    path: option({
+      type: containerPath,
+      long: "path",
+      short: "p",
+      defaultValue: () => MOUNT_DEFAULTS.path,
+      defaultValueIsSerializable: true,
+      description: "directory inside the container to mount",
+    }),
+    readOnly: flag({
+      long: "read-only",
+      short: "r",
+      description: "mount read-only (writes fail with EROFS)",
+    }),
+    allowOther: flag({
+      long: "allow-other",
+      description: "let other local users access the mount",
+    }),
+    daemon: flag({
+      long: "daemon",
+      short: "d",
+      description: "return once the mount answers, serve in the background",
+    }),
+    debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
+    logFormat: option({
+      type: oneOf(["text", "json"] as const),
+      long: "log-format",
+      defaultValue: () => "text" as const,
+      defaultValueIsSerializable: true,
+      description: "log lines as text or JSON",
+    }),
+    attrTimeout: option({
+      type: seconds,
+      long: "attr-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.attrTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds the kernel caches attributes",
+    }),
+    entryTimeout: option({
+      type: seconds,
+      long: "entry-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.entryTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds the kernel caches names (and their absence)",
+    }),
+    requestTimeout: option({
+      type: seconds,
+      long: "request-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.requestTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds before an unanswered request fails with EIO (0: never)",
+    }),
+    user: option({
+      type: string,
+      long: "user",
+      short: "u",
+      defaultValue: () => MOUNT_DEFAULTS.user,
+      defaultValueIsSerializable: true,
+      description: "user the satellite runs as inside the container",
+    }),
+    nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
+    writebackCache: flag({
+      long: "writeback-cache",
+      description: "kernel writeback cache for writes (see README)",
+    }),
+    o: multioption({
+      type: {
+        from: (values: string[]) => Promise.resolve(values),
+        defaultValue: () => [] as string[],
+      },
+      long: "options",
+      short: "o",
+      description: "mount(8)-style comma-separated options, e.g. -o ro,allow_other,path=/srv",
+    }),
+  },
+  handler: (a): Invocation => {
+    const options: MountOptions = {
+      container: a.container,
+      mountpoint: a.mountpoint,
+      path: a.path,
+      readOnly: a.readOnly,
+      allowOther: a.allowOther,
+      daemon: a.daemon,
+      debug: a.debug,
+      logFormat: a.logFormat,
+      attrTimeout: a.attrTimeout,
+      entryTimeout: a.entryTimeout,
+      negativeTimeout: a.entryTimeout,
+      requestTimeout: a.requestTimeout,
+      user: a.user,
+      nonEmpty: a.nonEmpty,
+      writebackCache: a.writebackCache,
+    };
+    for (const list of a.o) {
+      const problem = applyMountOptionList(options, list);
+      if (problem) return { kind: "usage-error", text: problem };
+    }
+    if (options.container === "") {
+      return { kind: "usage-error", text: "the container name is empty" };
+    }
+    return { kind: "mount", options };
+  },
+});
+
+const unmountCommand = command({
+  name: "unmount",
+  aliases: ["umount"],
+  description:
+    "Unmount a dockerfuse mount (lazily if it is busy); also cleans a stale mount left " +
+    "by a crashed process.",
+  examples: [{ description: "Unmount ./web", command: "dockerfuse unmount ./web" }],
+  args: { mountpoint: positional({ type: string, displayName: "mountpoint" }) },
+  handler: (a): Invocation => ({ kind: "unmount", mountpoint: a.mountpoint }),
+});
+
+const versionCommand = command({
+  name: "version",
+  description: "Print the version of dockerfuse and of its protocol.",
+  args: { json: flag({ long: "json", description: "print as JSON" }) },
+  handler: (a): Invocation => ({ kind: "version", json: a.json }),
+});
+
+const cli = subcommands({
+  name: "dockerfuse",
+  description: "Mount the filesystem of a running Docker container through FUSE, with nothing " +
+    "installed in the container beforehand.",
+  examples: [
+    { description: "Mount container 'web' until Ctrl-C", command: "dockerfuse mount web ./web" },
+    {
+      description: "The original tool's spelling still works",
+      command: "dockerfuse -id web -mount ./web",
+    },
+    { description: "Unmount", command: "dockerfuse unmount ./web" },
+  ],
+  cmds: {
+    mount: mountCommand,
+    unmount: unmountCommand,
+    umount: unmountCommand,
+    version: versionCommand,
+  },
+});
+
+const LEGACY_VALUE_FLAGS: Readonly<Record<string, string>> = {
+  id: "container",
+  i: "container",
+  mount: "mountpoint",
+  m: "mountpoint",
+  path: "--path",
+  p: "--path",
+};
+const LEGACY_BOOL_FLAGS: Readonly<Record<string, string[]>> = {
+  d: ["--daemon"],
+  daemonize: ["--daemon"],
+  debug: ["--debug"],
+  json: ["--log-format", "json"],
+  j: ["--log-format", "json"],
+};
+
+/**
+ * Rewrites the original Go tool's flags (`-id web -mount ./web -d -debug -json -v`) into the
+ * subcommand form, or returns undefined when the arguments are not in that style.
+ */
+export function translateLegacyArgs(args: readonly string[]): string[] | undefined {
+  const first = args[0];
+  if (first === undefined || !/^--?[a-z]+(=.*)?$/.test(first)) return undefined;
+  const name = first.replace(/^--?/, "").replace(/=.*$/, "");
+  if (
+    !(name in LEGACY_VALUE_FLAGS) && !(name in LEGACY_BOOL_FLAGS) && name !== "v" &&
+    name !== "version"
+  ) {
+    return undefined;
+  }
+  let container: string | undefined;
+  let mountpoint: string | undefined;
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const match = /^--?([a-z]+)(?:=(.*))?$/.exec(arg);
+    if (!match) return undefined;
+    const [, flagName, inline] = match as unknown as [string, string, string | undefined];
+    if (flagName === "v" || flagName === "version") return ["version"];
+    const target = LEGACY_VALUE_FLAGS[flagName];
+    if (target) {
+      const value = inline ?? args[++i];
+      if (value === undefined) return undefined;
+      if (target === "container") container = value;
+      else if (target === "mountpoint") mountpoint = value;
+      else rest.push(target, value);
+      continue;
+    }
+    const bool = LEGACY_BOOL_FLAGS[flagName];
+    if (!bool || inline !== undefined && inline !== "true") return undefined;
+    rest.push(...bool);
+  }
+  if (container === undefined || mountpoint === undefined) return undefined;
+  return ["mount", ...rest, container, mountpoint];
+}
+
+/** Parses a command line into an Invocation; never exits the process. */
+export async function parseArgs(args: readonly string[]): Promise<Invocation> {
+  const argv = translateLegacyArgs(args) ?? [...args];
+  const result = await runSafely(cli, argv);
+  if (result._tag === "ok") {
+    const value = result.value as { value?: Invocation } | Invocation;
+    return "command" in value && "value" in value
+      ? (value.value as Invocation)
+      : value as Invocation;
+  }
+  const { exitCode, message, into } = result.error.config;
+  if (into === "stdout") return { kind: "help", text: message, exitCode };
+  return { kind: "usage-error", text: message };
+}

@@ -1,0 +1,121 @@
+// The test runner behind `deno task test[:group]`.
+//
+// It prepares what a group needs (the Docker test bed, FUSE tools, the packaged satellite), runs
+// `deno test` over the group's folders and ends with one plain line `N passed, N failed` taken
+// from the real run. A preparation that fails counts as a failed test: nothing is skipped quietly.
+
+const ROOT = new URL("../", import.meta.url);
+
+type Need = "bed" | "fuse" | "satellite";
+
+interface Group {
+  readonly paths: readonly string[];
+  readonly needs: readonly Need[];
+}
+
+const GROUPS: Readonly<Record<string, Group>> = {
+  unit: { paths: ["src/", "satellite/"], needs: [] },
+  fuse: { paths: ["src/fuse/", "tests/fuse/"], needs: ["fuse"] },
+  satellite: {
+    paths: ["src/protocol/", "satellite/", "tests/satellite/"],
+    needs: ["bed", "satellite"],
+  },
+  docker: { paths: ["src/docker/", "tests/docker/"], needs: ["bed", "satellite"] },
+  testbed: { paths: ["tests/testbed/"], needs: ["bed"] },
+  e2e: { paths: ["src/fs/", "src/cli/", "tests/e2e/"], needs: ["bed", "fuse", "satellite"] },
+};
+
+/** Every test at once, with the union of the groups' needs. */
+function allGroups(): Group {
+  const needs = new Set<Need>();
+  for (const group of Object.values(GROUPS)) group.needs.forEach((n) => needs.add(n));
+  return { paths: ["src/", "satellite/", "tests/"], needs: [...needs] };
+}
+
+/** Parses deno test's summary line; undefined when there is none (the run crashed). */
+export function parseSummary(output: string): { passed: number; failed: number } | undefined {
+  const lines = output.split("\n").reverse();
+  for (const line of lines) {
+    // deno-lint-ignore no-control-regex
+    const plain = line.replace(/\x1b\[[0-9;]*m/g, "");
+    const match = /^(?:ok|FAILED) \| (\d+) passed.*\| (\d+) failed/.exec(plain);
+    if (match) return { passed: Number(match[1]), failed: Number(match[2]) };
+  }
+  return undefined;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(new URL(path, ROOT));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function prepare(need: Need): Promise<void> {
+  switch (need) {
+    case "bed": {
+      const { ensureTestBed } = await import("./testbed/mod.ts");
+      await ensureTestBed();
+      return;
+    }
+    case "fuse": {
+      const { ensureFuseTools } = await import("./testbed/mod.ts");
+      await ensureFuseTools();
+      return;
+    }
+    case "satellite": {
+      const status = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "tasks/build_satellite.ts"],
+        cwd: ROOT,
+      }).spawn().status;
+      if (!status.success) throw new Error("deno task build-satellite failed");
+      return;
+    }
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  const name = args[0] ?? "all";
+  const group = name === "all" ? allGroups() : GROUPS[name];
+  if (!group) {
+    console.error(`Unknown test group '${name}'. Groups: all, ${Object.keys(GROUPS).join(", ")}`);
+    return 2;
+  }
+  let setupFailures = 0;
+  for (const need of group.needs) {
+    try {
+      await prepare(need);
+    } catch (error) {
+      setupFailures++;
+      console.error(`Cannot prepare '${need}' for the tests: ${(error as Error).message}`);
+    }
+  }
+  const paths = [];
+  for (const path of group.paths) if (await exists(path)) paths.push(path);
+
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", ...args.slice(1), ...paths],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "inherit",
+    env: { DOCKERFUSE_TEST_GROUP: name },
+  }).spawn();
+  let output = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    await Deno.stdout.write(chunk);
+    output += decoder.decode(chunk, { stream: true });
+    if (output.length > 1 << 20) output = output.slice(-(1 << 16));
+  }
+  const status = await child.status;
+  const summary = parseSummary(output);
+  const passed = summary?.passed ?? 0;
+  let failed = (summary?.failed ?? 0) + setupFailures;
+  if (!summary || (!status.success && failed === 0)) failed++; // crashed or failed to type-check
+  console.log(`${passed} passed, ${failed} failed`);
+  return failed === 0 ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
