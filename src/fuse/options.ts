@@ -1,0 +1,72 @@
+/**
+ * Options of a FUSE mount and the handle of a running session.
+ *
+ * @module
+ */
+
+import type { Errno } from "./errno.ts";
+import type { Logger, Node } from "./filesystem.ts";
+
+/** Options for `mount()`. Timeouts are in seconds. */
+export interface MountOptions {
+  /** `fsname` shown in /proc/mounts (default "dockerfuse"). */
+  fsName?: string;
+  /** `subtype` shown as fuse.<subtype> (default none). */
+  subtype?: string;
+  readOnly?: boolean;
+  /** Let other users access the mount (non-root needs user_allow_other in /etc/fuse.conf). */
+  allowOther?: boolean;
+  /** Kernel-side permission checks from mode/uid/gid (default true). */
+  defaultPermissions?: boolean;
+  /** nosuid (default true). */
+  noSuid?: boolean;
+  /** nodev (default true). */
+  noDev?: boolean;
+  /** Mount over a non-empty directory instead of refusing (default false). */
+  allowNonEmpty?: boolean;
+  /** Default name cache timeout (default 1). */
+  entryTimeout?: number;
+  /** Default attribute cache timeout (default 1). */
+  attrTimeout?: number;
+  /** Cache ENOENT from lookup this long (default 0: no negative caching). */
+  negativeTimeout?: number;
+  /** Kernel writeback cache (FUSE_WRITEBACK_CACHE); default false. */
+  writebackCache?: boolean;
+  /** Largest WRITE payload (default and maximum 1 MiB). */
+  maxWrite?: number;
+  /** Largest readahead the kernel may do (default 1 MiB). */
+  maxReadahead?: number;
+  /** Kernel limit on background requests (default 64). */
+  maxBackground?: number;
+  /** Concurrent device reads (reader threads) in the request loop (default 4). */
+  readers?: number;
+  /**
+   * How to mount: "auto" (mount(2) as root, else fusermount3), "syscall", or "fusermount".
+   */
+  mountMethod?: "auto" | "syscall" | "fusermount";
+  /** Receives warnings, errors and (with `debug`) the rx/tx trace. Default: silent. */
+  logger?: Logger;
+  /** Trace one `rx` and one `tx` line per request through `logger.debug`. */
+  debug?: boolean;
+}
+
+/** A mounted, serving FUSE session. */
+export interface FuseSession {
+  readonly mountpoint: string;
+  /** Resolves when the session ended (unmounted by us or by anyone else); never rejects. */
+  readonly closed: Promise<void>;
+  /** Number of requests being handled right now. */
+  readonly inFlight: number;
+  /**
+   * Unmount: lazy (MNT_DETACH / `fusermount3 -u -z`) by default, then waits for `closed`.
+   * Idempotent.
+   */
+  unmount(options?: { lazy?: boolean }): Promise<void>;
+  /** Ask the kernel to drop its cached name (parent, name) (FUSE_NOTIFY_INVAL_ENTRY). */
+  invalidateEntry(parent: Node, name: string): Errno | undefined;
+  /**
+   * Ask the kernel to drop cached attributes and, for the byte range (offset, length; length 0
+   * = to the end, offset -1 = attributes only), cached data of `node` (FUSE_NOTIFY_INVAL_INODE).
+   */
+  invalidateInode(node: Node, offset?: number, length?: number): Errno | undefined;
+}
