@@ -1,0 +1,539 @@
+/**
+ * The engine client: dockerode for regular API calls, raw hijacked connections for exec streams.
+ */
+
+import Docker from "dockerode";
+import { Readable } from "node:stream";
+import { Buffer } from "node:buffer";
+import { type EngineConfig, resolveEngineConfig } from "./config.ts";
+import { DockerError, errorMessage } from "./errors.ts";
+import { createExecSession, type ExecSession, type ExecState } from "./exec.ts";
+import { buildTar, type TarEntry } from "./tar.ts";
+import { type ByteConn, createDialer, type Dialer, startExecHijacked } from "./transport.ts";
+
+export interface EngineOptions {
+  /** environment to read DOCKER_* from; default Deno.env */
+  env?: Record<string, string | undefined>;
+  /** home directory holding .docker; default $HOME */
+  home?: string;
+  /** how exec streams travel: our own connection (default) or dockerode's hijacked socket */
+  execTransport?: "raw" | "dockerode";
+}
+
+export interface ContainerInfo {
+  id: string;
+  /** without the leading "/" */
+  name: string;
+  running: boolean;
+  /** "x86_64" | "aarch64", or the image's raw architecture (e.g. "riscv64", "arm/v7") */
+  arch: string;
+  /** e.g. "linux/arm64/v8" */
+  platform: string;
+}
+
+/** Newest API version this client knows; older engines are spoken to in their own version. */
+const CLIENT_API_VERSION = "1.47";
+/** Oldest API version we accept (Docker 1.12+). */
+const MIN_API_VERSION = "1.24";
+
+// dockerode has no bundled types; these are the parts we use.
+interface DockerodeModem {
+  dial(options: Record<string, unknown>, callback: (error: unknown, data: unknown) => void): void;
+  version?: string;
+  sshOptions?: Record<string, unknown>;
+}
+interface DockerodeContainer {
+  inspect(): Promise<Record<string, unknown>>;
+  infoArchive(options: { path: string }): Promise<{ resume(): void }>;
+  putArchive(file: unknown, options: { path: string }): Promise<unknown>;
+  getArchive(options: { path: string }): Promise<NodeDuplex>;
+  exec(options: Record<string, unknown>): Promise<DockerodeExec>;
+}
+interface DockerodeExec {
+  id: string;
+  start(options: Record<string, unknown>): Promise<NodeDuplex>;
+  inspect(): Promise<Record<string, unknown>>;
+}
+interface NodeDuplex {
+  on(event: string, listener: (...args: unknown[]) => void): void;
+  write(data: Uint8Array, callback?: (error?: unknown) => void): boolean;
+  end(callback?: () => void): void;
+  destroy(): void;
+  pause(): void;
+  resume(): void;
+}
+interface Dockerode {
+  modem: DockerodeModem;
+  ping(): Promise<unknown>;
+  version(): Promise<Record<string, unknown>>;
+  getContainer(id: string): DockerodeContainer;
+  getImage(id: string): { inspect(): Promise<Record<string, unknown>> };
+  getExec(id: string): DockerodeExec;
+}
+
+interface HttpError {
+  statusCode?: number;
+  json?: unknown;
+  message?: string;
+}
+
+function httpStatus(error: unknown): number | undefined {
+  const status = (error as HttpError | null)?.statusCode;
+  return typeof status === "number" ? status : undefined;
+}
+
+/** The engine's message from a dockerode error, without dockerode's "(HTTP code …)" prefix. */
+function engineMessage(error: unknown): string {
+  const json = (error as HttpError | null)?.json;
+  if (typeof json === "object" && json !== null) {
+    const message = (json as { message?: unknown }).message;
+    if (typeof message === "string") return message;
+  }
+  return errorMessage(error).replace(/^\(HTTP code \d+\) [^-]*- /, "").trim();
+}
+
+function compareVersions(a: string, b: string): number {
+  const [amaj, amin] = a.split(".").map(Number);
+  const [bmaj, bmin] = b.split(".").map(Number);
+  return amaj !== bmaj ? amaj - bmaj : amin - bmin;
+}
+
+/** Maps an image architecture to the satellite's arch names; others are returned raw. */
+export function satelliteArch(architecture: string, variant?: string): string {
+  if (architecture === "amd64" || architecture === "x86_64") return "x86_64";
+  if (architecture === "arm64" || architecture === "aarch64") return "aarch64";
+  return variant ? `${architecture}/${variant}` : architecture;
+}
+
+function isNetworkError(error: unknown): boolean {
+  if (httpStatus(error) !== undefined) return false;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ||
+    /ECONNREFUSED|ENOENT|EACCES|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|socket hang up|certificate|connect/i
+      .test(errorMessage(error));
+}
+
+export class Engine {
+  /** e.g. "unix:///var/run/docker.sock"; never contains credentials */
+  readonly description: string;
+  readonly isRemote: boolean;
+  /** the API version in use, e.g. "1.47" */
+  readonly apiVersion: string;
+  #docker: Dockerode;
+  #dial: Dialer;
+  #execTransport: "raw" | "dockerode";
+  #closed = false;
+
+  constructor(
+    docker: Dockerode,
+    dial: Dialer,
+    init: {
+      description: string;
+      isRemote: boolean;
+      apiVersion: string;
+      execTransport?: "raw" | "dockerode";
+    },
+  ) {
+    this.#docker = docker;
+    this.#dial = dial;
+    this.description = init.description;
+    this.isRemote = init.isRemote;
+    this.apiVersion = init.apiVersion;
+    this.#execTransport = init.execTransport ?? "raw";
+  }
+
+  #wrap(error: unknown, what: string): DockerError {
+    if (error instanceof DockerError) return error;
+    if (isNetworkError(error)) {
+      return new DockerError(
+        "unreachable",
+        `Cannot ${what}: the Docker engine at ${this.description} is unreachable: ${
+          errorMessage(error)
+        }`,
+        { cause: error },
+      );
+    }
+    return new DockerError("api", `Cannot ${what}: ${engineMessage(error)}`, { cause: error });
+  }
+
+  /**
+   * Finds a container by name or id prefix. Throws DockerError "not-found", or "not-running"
+   * for a stopped or paused container unless `allowStopped` is set.
+   */
+  async inspectContainer(
+    nameOrIdPrefix: string,
+    options?: { allowStopped?: boolean },
+  ): Promise<ContainerInfo> {
+    const what = `use container '${nameOrIdPrefix}'`;
+    if (nameOrIdPrefix === "" || /[\/?#\s]/.test(nameOrIdPrefix.replace(/^\//, ""))) {
+      throw new DockerError("not-found", `Cannot ${what}: not a container name or id`);
+    }
+    let info: Record<string, unknown>;
+    try {
+      info = await this.#docker.getContainer(nameOrIdPrefix.replace(/^\//, "")).inspect();
+    } catch (error) {
+      const status = httpStatus(error);
+      if (status === 404) {
+        throw new DockerError("not-found", `Cannot ${what}: no such container`, { cause: error });
+      }
+      if (status === 400 && /multiple/i.test(engineMessage(error))) {
+        throw new DockerError(
+          "not-found",
+          `Cannot ${what}: the id prefix matches several containers`,
+          { cause: error },
+        );
+      }
+      throw this.#wrap(error, what);
+    }
+    const state = (info.State ?? {}) as { Running?: boolean; Paused?: boolean; Status?: string };
+    const id = String(info.Id ?? "");
+    const name = String(info.Name ?? "").replace(/^\//, "");
+    const running = state.Running === true && state.Paused !== true;
+    if (!running && options?.allowStopped !== true) {
+      const status = state.Paused ? "paused" : state.Status ?? "not running";
+      throw new DockerError(
+        "not-running",
+        `Cannot use container '${name || nameOrIdPrefix}': it is ${status}, not running`,
+      );
+    }
+    let architecture = "";
+    let variant: string | undefined;
+    let os = "linux";
+    try {
+      const image = await this.#docker.getImage(String(info.Image ?? "")).inspect();
+      architecture = String(image.Architecture ?? "");
+      variant = typeof image.Variant === "string" && image.Variant !== ""
+        ? image.Variant
+        : undefined;
+      os = String(image.Os ?? "linux");
+    } catch (error) {
+      throw this.#wrap(error, `inspect the image of container '${name}'`);
+    }
+    return {
+      id,
+      name,
+      running,
+      arch: satelliteArch(architecture, variant),
+      platform: [os, architecture, variant].filter((part) => part).join("/"),
+    };
+  }
+
+  /** Whether a path exists in the container (HEAD on the archive endpoint; symlinks not followed). */
+  async pathExists(containerId: string, path: string): Promise<boolean> {
+    try {
+      const response = await this.#docker.getContainer(containerId).infoArchive({ path });
+      response.resume();
+      return true;
+    } catch (error) {
+      if (httpStatus(error) === 404) return false;
+      throw this.#wrap(error, `check '${path}' in container ${containerId.slice(0, 12)}`);
+    }
+  }
+
+  /**
+   * Downloads a path as a tar archive (GET archive), at most `limit` bytes; undefined if the path
+   * does not exist. Throws DockerError when the archive is larger than the limit.
+   */
+  async download(
+    containerId: string,
+    path: string,
+    limit: number,
+  ): Promise<Uint8Array | undefined> {
+    const what = `read '${path}' from container ${containerId.slice(0, 12)}`;
+    let stream: NodeDuplex;
+    try {
+      stream = await this.#docker.getContainer(containerId).getArchive({ path });
+    } catch (error) {
+      if (httpStatus(error) === 404) return undefined;
+      throw this.#wrap(error, what);
+    }
+    return await new Promise<Uint8Array>((resolve, reject) => {
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      stream.on("data", (chunk) => {
+        const bytes = chunk as Uint8Array;
+        total += bytes.length;
+        if (total > limit) {
+          stream.destroy();
+          reject(new DockerError("api", `Cannot ${what}: larger than ${limit} bytes`));
+          return;
+        }
+        chunks.push(bytes);
+      });
+      stream.on("error", (error) => reject(this.#wrap(error, what)));
+      stream.on("end", () => {
+        const out = new Uint8Array(total);
+        let at = 0;
+        for (const chunk of chunks) {
+          out.set(chunk, at);
+          at += chunk.length;
+        }
+        resolve(out);
+      });
+    });
+  }
+
+  /**
+   * Uploads entries (built into a tar in memory) into an existing directory of the container.
+   * With gzip (default: when the engine is remote) the archive travels compressed.
+   */
+  async upload(
+    containerId: string,
+    targetDir: string,
+    entries: TarEntry[],
+    options?: { gzip?: boolean; onProgress?: (sent: number, total: number) => void },
+  ): Promise<void> {
+    let body = buildTar(entries);
+    if (options?.gzip ?? this.isRemote) body = await gzip(body);
+    const total = body.length;
+    const onProgress = options?.onProgress;
+    const chunkSize = 256 * 1024;
+    const stream = Readable.from((function* (): Generator<Buffer> {
+      for (let sent = 0; sent < total; sent += chunkSize) {
+        const end = Math.min(total, sent + chunkSize);
+        yield Buffer.from(body.buffer, body.byteOffset + sent, end - sent);
+        onProgress?.(end, total);
+      }
+    })());
+    try {
+      await this.#docker.getContainer(containerId).putArchive(stream, { path: targetDir });
+    } catch (error) {
+      const status = httpStatus(error);
+      const message = `Cannot upload into '${targetDir}' of container ${containerId.slice(0, 12)}`;
+      if (status === 404) {
+        const container = /no such container/i.test(engineMessage(error));
+        throw new DockerError(
+          container ? "not-found" : "api",
+          `${message}: ${engineMessage(error)}`,
+          { cause: error },
+        );
+      }
+      throw this.#wrap(error, message.slice("Cannot ".length));
+    }
+  }
+
+  /** Starts a process with stdin/stdout/stderr attached, no TTY. */
+  async exec(
+    containerId: string,
+    argv: string[],
+    options?: { user?: string; env?: Record<string, string> },
+  ): Promise<ExecSession> {
+    const what = `run '${argv[0] ?? ""}' in container ${containerId.slice(0, 12)}`;
+    let exec: DockerodeExec;
+    try {
+      exec = await this.#docker.getContainer(containerId).exec({
+        AttachStdin: true,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
+        Cmd: argv,
+        ...(options?.user ? { User: options.user } : {}),
+        ...(options?.env
+          ? { Env: Object.entries(options.env).map(([key, value]) => `${key}=${value}`) }
+          : {}),
+      });
+    } catch (error) {
+      const status = httpStatus(error);
+      if (status === 404) {
+        throw new DockerError("not-found", `Cannot ${what}: no such container`, { cause: error });
+      }
+      if (status === 409) {
+        throw new DockerError("not-running", `Cannot ${what}: ${engineMessage(error)}`, {
+          cause: error,
+        });
+      }
+      throw this.#wrap(error, what);
+    }
+    const inspect = async (): Promise<ExecState> => {
+      const info = await this.#docker.getExec(exec.id).inspect();
+      const code = info.ExitCode;
+      return { running: info.Running === true, code: typeof code === "number" ? code : null };
+    };
+    const label = `'${argv[0] ?? ""}' in ${containerId.slice(0, 12)}`;
+    if (this.#execTransport === "dockerode") {
+      let socket: NodeDuplex;
+      try {
+        socket = await exec.start({ hijack: true, stdin: true, Detach: false, Tty: false });
+      } catch (error) {
+        throw this.#wrap(error, what);
+      }
+      return createExecSession(nodeDuplexConn(socket), new Uint8Array(), inspect, label);
+    }
+    const prefix = `/v${this.apiVersion}`;
+    const { conn, rest } = await startExecHijacked(this.#dial, prefix, exec.id);
+    return createExecSession(conn, rest, inspect, label);
+  }
+
+  /** Releases the client; open exec sessions keep their own connections. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+}
+
+async function gzip(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+    new CompressionStream("gzip"),
+  );
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+/** Adapts dockerode's hijacked node socket to ByteConn (for the throughput comparison). */
+function nodeDuplexConn(socket: NodeDuplex): ByteConn {
+  const queue: Uint8Array[] = [];
+  let ended = false;
+  let failure: unknown;
+  let waiter: (() => void) | undefined;
+  const wake = (): void => {
+    const w = waiter;
+    waiter = undefined;
+    w?.();
+  };
+  socket.on("data", (chunk) => {
+    queue.push(chunk as Uint8Array);
+    if (queue.length > 16) socket.pause();
+    wake();
+  });
+  socket.on("end", () => {
+    ended = true;
+    wake();
+  });
+  socket.on("close", () => {
+    ended = true;
+    wake();
+  });
+  socket.on("error", (error) => {
+    failure = error;
+    ended = true;
+    wake();
+  });
+  return {
+    async read(buffer: Uint8Array): Promise<number | null> {
+      while (queue.length === 0) {
+        if (failure !== undefined) throw failure;
+        if (ended) return null;
+        await new Promise<void>((resolve) => waiter = resolve);
+      }
+      const head = queue[0];
+      const n = Math.min(head.length, buffer.length);
+      buffer.set(head.subarray(0, n));
+      if (n === head.length) queue.shift();
+      else queue[0] = head.subarray(n);
+      if (queue.length <= 4) socket.resume();
+      return n;
+    },
+    write(data: Uint8Array): Promise<number> {
+      return new Promise((resolve, reject) => {
+        socket.write(Buffer.from(data), (error) => error ? reject(error) : resolve(data.length));
+      });
+    },
+    closeWrite(): Promise<void> {
+      return new Promise((resolve) => socket.end(() => resolve()));
+    },
+    close(): void {
+      socket.destroy();
+    },
+  };
+}
+
+/**
+ * Connects to the engine the Docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT, current context,
+ * TLS material), pings it and settles the API version. Throws DockerError "config" or
+ * "unreachable" with a message naming the address (never credentials).
+ */
+export async function connectEngine(options?: EngineOptions): Promise<Engine> {
+  const env = options?.env ?? Deno.env.toObject();
+  const home = options?.home ?? env.HOME ?? "/root";
+  const config = await resolveEngineConfig({ env, home });
+  const docker = createDockerode(config);
+  const dial = createDialer(config.endpoint, config.description);
+  let apiVersion = config.apiVersion;
+  try {
+    // ping: is anyone there at all
+    await docker.ping();
+    const version = await docker.version();
+    const serverApi = String(version.ApiVersion ?? "");
+    const serverMin = String(version.MinAPIVersion ?? MIN_API_VERSION);
+    if (apiVersion === undefined) {
+      if (!/^\d+\.\d+$/.test(serverApi)) {
+        throw new DockerError(
+          "unsupported",
+          `Cannot use the Docker engine at ${config.description}: it reports no API version`,
+        );
+      }
+      apiVersion = compareVersions(serverApi, CLIENT_API_VERSION) < 0
+        ? serverApi
+        : (compareVersions(serverMin, CLIENT_API_VERSION) > 0 ? serverMin : CLIENT_API_VERSION);
+      if (compareVersions(apiVersion, MIN_API_VERSION) < 0) {
+        throw new DockerError(
+          "unsupported",
+          `Cannot use the Docker engine at ${config.description}: its API ${serverApi} is older than ${MIN_API_VERSION}`,
+        );
+      }
+    }
+  } catch (error) {
+    if (error instanceof DockerError) throw error;
+    const status = httpStatus(error);
+    throw new DockerError(
+      status === undefined ? "unreachable" : "api",
+      `Cannot connect to the Docker engine at ${config.description}: ${
+        status === undefined ? errorMessage(error) : engineMessage(error)
+      }`,
+      { cause: error },
+    );
+  }
+  docker.modem.version = `v${apiVersion}`;
+  return new Engine(docker, dial, {
+    description: config.description,
+    isRemote: config.endpoint.kind !== "unix",
+    apiVersion,
+    execTransport: options?.execTransport,
+  });
+}
+
+function createDockerode(config: EngineConfig): Dockerode {
+  const endpoint = config.endpoint;
+  // Every connection option is given explicitly so docker-modem's own reading of process.env
+  // (DOCKER_HOST, DOCKER_CERT_PATH, …) cannot leak in.
+  const base: Record<string, unknown> = {
+    socketPath: undefined,
+    host: undefined,
+    port: undefined,
+    protocol: undefined,
+    ca: undefined,
+    cert: undefined,
+    key: undefined,
+    pathPrefix: "/",
+    timeout: undefined,
+    version: undefined,
+  };
+  let options: Record<string, unknown>;
+  switch (endpoint.kind) {
+    case "unix":
+      options = { ...base, socketPath: endpoint.path };
+      break;
+    case "tcp":
+      options = endpoint.tls === undefined
+        ? { ...base, host: endpoint.hostname, port: endpoint.port, protocol: "http" }
+        : {
+          ...base,
+          host: endpoint.hostname,
+          port: endpoint.port,
+          protocol: "https",
+          ca: endpoint.tls.ca,
+          cert: endpoint.tls.cert,
+          key: endpoint.tls.key,
+        };
+      break;
+    case "ssh":
+      throw new DockerError(
+        "unsupported",
+        `Cannot connect to the Docker engine at ${config.description}: ssh:// is not supported yet`,
+      );
+  }
+  // deno-lint-ignore no-explicit-any
+  return new (Docker as any)(options) as Dockerode;
+}

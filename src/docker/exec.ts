@@ -1,0 +1,186 @@
+/**
+ * An exec session over a hijacked engine connection: stdin is written raw, stdout/stderr come
+ * demultiplexed from the 8-byte-header framing, `exited` resolves after the stream ends.
+ */
+
+import { Demuxer } from "./demux.ts";
+import { DockerError } from "./errors.ts";
+import { type ByteConn, writeAll } from "./transport.ts";
+
+export interface ExecSession {
+  /** closing it half-closes the connection (the process sees EOF on stdin) */
+  readonly stdin: WritableStream<Uint8Array>;
+  /** demultiplexed raw bytes */
+  readonly stdout: ReadableStream<Uint8Array>;
+  readonly stderr: ReadableStream<Uint8Array>;
+  /** resolves when the stream has ended; the code comes from exec inspect (null if unknown) */
+  readonly exited: Promise<{ code: number | null }>;
+  /** tears the connection down */
+  kill(): void;
+}
+
+export interface ExecState {
+  running: boolean;
+  code: number | null;
+}
+
+/** Bytes read per connection read; reads go into fresh regions so chunks can be handed out. */
+const READ_SIZE = 256 * 1024;
+const MIN_READ = 64 * 1024;
+/** stdout back-pressure: the pump waits while more than this is queued unread */
+const STDOUT_HIGH_WATER = 1024 * 1024;
+/** stderr is diagnostics: never blocks the pump; beyond this much unread, new bytes are dropped */
+const STDERR_LIMIT = 1024 * 1024;
+
+export function createExecSession(
+  conn: ByteConn,
+  initial: Uint8Array,
+  inspect: () => Promise<ExecState>,
+  label: string,
+): ExecSession {
+  let stdoutController!: ReadableStreamDefaultController<Uint8Array>;
+  let stderrController!: ReadableStreamDefaultController<Uint8Array>;
+  let stdoutOpen = true;
+  let stderrOpen = true;
+  let killed = false;
+  let wakePump: (() => void) | undefined;
+
+  const stdout = new ReadableStream<Uint8Array>({
+    start(controller) {
+      stdoutController = controller;
+    },
+    pull() {
+      wakePump?.();
+    },
+    cancel() {
+      stdoutOpen = false;
+      wakePump?.();
+    },
+  }, new ByteLengthQueuingStrategy({ highWaterMark: STDOUT_HIGH_WATER }));
+
+  const stderr = new ReadableStream<Uint8Array>({
+    start(controller) {
+      stderrController = controller;
+    },
+    cancel() {
+      stderrOpen = false;
+    },
+  }, new ByteLengthQueuingStrategy({ highWaterMark: STDERR_LIMIT }));
+
+  const demuxer = new Demuxer({
+    stdout(chunk) {
+      if (stdoutOpen) stdoutController.enqueue(chunk);
+    },
+    stderr(chunk) {
+      if (stderrOpen && (stderrController.desiredSize ?? 0) > 0) stderrController.enqueue(chunk);
+    },
+  });
+
+  const finishStreams = (error?: DockerError): void => {
+    for (
+      const [open, controller] of [[stdoutOpen, stdoutController], [
+        stderrOpen,
+        stderrController,
+      ]] as const
+    ) {
+      if (!open) continue;
+      try {
+        if (error) controller.error(error);
+        else controller.close();
+      } catch {
+        // already closed
+      }
+    }
+    stdoutOpen = false;
+    stderrOpen = false;
+  };
+
+  const pump = async (): Promise<void> => {
+    let failure: DockerError | undefined;
+    let result = demuxer.push(initial);
+    let buffer = new Uint8Array(READ_SIZE);
+    let offset = 0;
+    try {
+      while (result.ok) {
+        while (stdoutOpen && (stdoutController.desiredSize ?? 1) <= 0 && !killed) {
+          await new Promise<void>((resolve) => wakePump = resolve);
+          wakePump = undefined;
+        }
+        if (buffer.length - offset < MIN_READ) {
+          buffer = new Uint8Array(READ_SIZE);
+          offset = 0;
+        }
+        const n = await conn.read(buffer.subarray(offset));
+        if (n === null) {
+          result = demuxer.finish();
+          break;
+        }
+        result = demuxer.push(buffer.subarray(offset, offset + n));
+        offset += n;
+      }
+      if (!result.ok && !killed) {
+        failure = new DockerError("protocol", `Exec ${label}: ${result.error}`);
+      }
+    } catch (error) {
+      if (!killed) {
+        failure = new DockerError(
+          "unreachable",
+          `Exec ${label}: the engine connection failed: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          { cause: error },
+        );
+      }
+    }
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+    finishStreams(failure);
+  };
+
+  const exited = pump().then(async () => {
+    // The exit code is recorded a moment after the stream ends; poll briefly.
+    for (let attempt = 0; attempt < 40; attempt++) {
+      let state: ExecState;
+      try {
+        state = await inspect();
+      } catch {
+        return { code: null };
+      }
+      if (!state.running) return { code: state.code };
+      if (killed) return { code: null };
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10 * (attempt + 1), 100)));
+    }
+    return { code: null };
+  });
+
+  let stdinClosed = false;
+  const stdin = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      if (killed) throw new DockerError("unreachable", `Exec ${label}: the session was killed`);
+      await writeAll(conn, chunk);
+    },
+    async close() {
+      stdinClosed = true;
+      if (!killed) await conn.closeWrite();
+    },
+    abort() {
+      if (!stdinClosed) kill();
+    },
+  });
+
+  const kill = (): void => {
+    if (killed) return;
+    killed = true;
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+    wakePump?.();
+  };
+
+  return { stdin, stdout, stderr, exited, kill };
+}

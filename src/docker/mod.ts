@@ -1,0 +1,17 @@
+/**
+ * The Docker layer: engine connection (Docker CLI conventions), container inspection, archive
+ * upload, exec streams, and satellite deployment.
+ */
+
+export { DockerError, type DockerErrorCode } from "./errors.ts";
+export { connectEngine, type ContainerInfo, Engine, type EngineOptions } from "./engine.ts";
+export type { ExecSession } from "./exec.ts";
+export type { TarEntry } from "./tar.ts";
+export {
+  type DeployOptions,
+  deploySatellite,
+  readManifest,
+  type SatelliteManifest,
+} from "./satellite.ts";
+export { type EngineConfig, resolveEngineConfig } from "./config.ts";
+export { Demuxer, type DemuxResult, type DemuxSink } from "./demux.ts";
