@@ -1,0 +1,228 @@
+/**
+ * The real Docker test bed: an engine, FUSE tools, qemu for arm64 and four test images
+ * built from Debian packages without any registry.
+ *
+ * @module
+ */
+
+import { docker, dockerHostFromEnv, engineAnswers, startPrivateDockerd } from "./engine.ts";
+import {
+  ALL_KINDS,
+  buildImage,
+  buildNeeds,
+  IMAGE_REPO,
+  type ImageKind,
+  imageRef,
+} from "./images.ts";
+import {
+  Apt,
+  binfmtFlags,
+  cacheDir,
+  ensureQemuAarch64,
+  hasCachedDeb,
+  hasCommand,
+  isDebian,
+  isRoot,
+  lockFile,
+  log,
+} from "./system.ts";
+
+export type { ImageKind } from "./images.ts";
+export { ALL_KINDS, IMAGE_REPO, KEEP_ALIVE } from "./images.ts";
+export {
+  type DataEntry,
+  LARGE_FILE_SIZE,
+  largeFileBytes,
+  smallDataEntries,
+  treeEntries,
+} from "./data.ts";
+
+export interface TestBed {
+  /** DOCKER_HOST-style address of the engine the bed ensured, e.g. "unix:///var/run/docker.sock". */
+  readonly dockerHost: string;
+  /** image references ("dockerfuse-test/glibc:<recipe-hash>") per kind */
+  readonly images: Readonly<Record<ImageKind, string>>;
+}
+
+/** Label on every container started by startTestContainer (used by `testbed clean`). */
+export const CONTAINER_LABEL = "dockerfuse-testbed=1";
+
+async function allRefs(): Promise<Record<ImageKind, string>> {
+  const refs = await Promise.all(ALL_KINDS.map((k) => imageRef(k)));
+  return Object.fromEntries(ALL_KINDS.map((k, i) => [k, refs[i]])) as Record<ImageKind, string>;
+}
+
+async function presentImages(host: string): Promise<Set<string>> {
+  const r = await docker(host, [
+    "image",
+    "ls",
+    "--filter",
+    `reference=${IMAGE_REPO}/*`,
+    "--format",
+    "{{.Repository}}:{{.Tag}}",
+  ]);
+  return new Set(r.stdout.split("\n").filter((l) => l.length > 0));
+}
+
+async function qemuReady(): Promise<boolean> {
+  return ((await binfmtFlags("qemu-aarch64")) ?? "").includes("F");
+}
+
+/** True when nothing needs doing for these kinds (the fast path). */
+async function ready(host: string, images: Record<ImageKind, string>, kinds: ImageKind[]) {
+  if (!(await hasCommand("docker")) || !(await engineAnswers(host))) return false;
+  const present = await presentImages(host);
+  if (!kinds.every((k) => present.has(images[k]))) return false;
+  return !kinds.includes("arm64") || await qemuReady();
+}
+
+function cannot(reason: string): Error {
+  return new Error(`Cannot set up the test bed: ${reason}`);
+}
+
+/** Idempotent, fast (< 1 s) when everything is already there; installs/starts/builds otherwise.
+ *  Throws an Error with a clear message if the bed cannot be set up. Logs progress to stderr. */
+export async function ensureTestBed(options: { kinds?: ImageKind[] } = {}): Promise<TestBed> {
+  const kinds = options.kinds ?? [...ALL_KINDS];
+  const host = dockerHostFromEnv();
+  const images = await allRefs();
+  const bed: TestBed = { dockerHost: host, images };
+  if (await ready(host, images, kinds)) return bed;
+
+  const cache = cacheDir();
+  await Deno.mkdir(cache, { recursive: true });
+  const lock = await lockFile(`${cache}/lock`);
+  try {
+    // Another process may have finished the work while we waited for the lock.
+    if (await ready(host, images, kinds)) return bed;
+    await setUp(host, images, kinds, cache);
+  } finally {
+    lock.release();
+  }
+  return bed;
+}
+
+async function setUp(
+  host: string,
+  images: Record<ImageKind, string>,
+  kinds: ImageKind[],
+  cache: string,
+): Promise<void> {
+  const started = Date.now();
+  const apt = new Apt();
+  const privileged = isRoot() && await isDebian();
+  const explicitHost = (Deno.env.get("DOCKER_HOST") ?? "") !== "";
+
+  // 1. Decide everything apt has to do, so it runs once.
+  const packages = new Set<string>();
+  const haveCli = await hasCommand("docker");
+  let engineUp = haveCli && await engineAnswers(host);
+  if (!engineUp) {
+    if (explicitHost) {
+      throw cannot(`the Docker engine at DOCKER_HOST=${host} does not answer`);
+    }
+    if (!haveCli || !(await hasCommand("dockerd"))) packages.add("docker.io");
+  }
+  if (!(await hasCommand("fusermount3"))) packages.add("fuse3");
+
+  let present = engineUp ? await presentImages(host) : new Set<string>();
+  const missing = kinds.filter((k) => !present.has(images[k]));
+  const downloads: { pkg: string; arch: string }[] = [];
+  let foreignArch: string | undefined;
+  const needKinds = new Set<ImageKind>(missing);
+  if (kinds.includes("arm64")) needKinds.add("arm64"); // qemu is needed to run it, built or not
+  for (const kind of needKinds) {
+    const needs = await buildNeeds(kind, cache);
+    for (const p of needs.packages) if (!(await hasCommand(commandOf(p)))) packages.add(p);
+    if (!missing.includes(kind)) continue;
+    for (const d of needs.downloads) {
+      if (!(await hasCachedDeb(`${cache}/debs`, d.pkg, d.arch))) downloads.push(d);
+    }
+    if (needs.foreignArch) foreignArch = needs.foreignArch;
+  }
+
+  if ((packages.size > 0 || downloads.length > 0) && !privileged) {
+    const what = [...packages, ...downloads.map((d) => `${d.pkg}:${d.arch}`)].join(", ");
+    throw cannot(
+      `missing ${what}; installing them needs root on Debian (run 'deno task testbed ensure' as root)`,
+    );
+  }
+  if (foreignArch && downloads.some((d) => d.arch === foreignArch)) {
+    await apt.addArchitecture(foreignArch);
+  }
+  await apt.install([...packages]);
+
+  // 2. Engine.
+  if (!engineUp) {
+    if (!privileged) {
+      throw cannot(`no Docker engine answers at ${host} and I am not root on Debian`);
+    }
+    await startPrivateDockerd();
+    engineUp = true;
+    present = await presentImages(host);
+  }
+
+  // 3. qemu for arm64 containers.
+  if (kinds.includes("arm64") && !(await qemuReady())) {
+    if (!isRoot()) throw cannot("qemu-aarch64 is not registered in binfmt_misc (needs root)");
+    await ensureQemuAarch64();
+  }
+
+  // 4. Images.
+  for (const kind of kinds) {
+    if (present.has(images[kind])) continue;
+    await buildImage({ host, cache, apt }, kind, images[kind]);
+  }
+  log(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
+/** The command whose presence shows a package is installed. */
+function commandOf(pkg: string): string {
+  switch (pkg) {
+    case "qemu-user-static":
+      return "/usr/bin/qemu-aarch64-static";
+    case "fuse3":
+      return "fusermount3";
+    case "docker.io":
+      return "dockerd";
+    default:
+      return pkg;
+  }
+}
+
+/** Ensures fuse3 (fusermount3) is installed; throws if impossible. */
+export async function ensureFuseTools(): Promise<void> {
+  if (await hasCommand("fusermount3")) return;
+  if (!isRoot() || !(await isDebian())) {
+    throw new Error("Cannot find fusermount3: install fuse3 (needs root on Debian)");
+  }
+  await new Apt().install(["fuse3"]);
+  if (!(await hasCommand("fusermount3"))) {
+    throw new Error("Cannot find fusermount3 after installing fuse3");
+  }
+}
+
+/** docker run -d --network none --name <name> <image> (keep-alive entrypoint per kind); returns id. */
+export async function startTestContainer(
+  bed: TestBed,
+  kind: ImageKind,
+  options: { name?: string; args?: string[] } = {},
+): Promise<string> {
+  const args = ["run", "-d", "--network", "none", "--label", CONTAINER_LABEL];
+  if (kind === "arm64") args.push("--platform", "linux/arm64");
+  if (options.name) args.push("--name", options.name);
+  args.push(bed.images[kind], ...(options.args ?? []));
+  const r = await docker(bed.dockerHost, args, false);
+  if (r.code !== 0) {
+    throw new Error(`Cannot start a ${kind} test container: ${r.stderr.trim()}`);
+  }
+  return r.stdout.trim().split("\n").pop()!;
+}
+
+/** docker rm -f; a container that does not exist is not an error. */
+export async function removeTestContainer(bed: TestBed, idOrName: string): Promise<void> {
+  const r = await docker(bed.dockerHost, ["rm", "-f", idOrName], false);
+  if (r.code !== 0 && !/no such container/i.test(r.stderr)) {
+    throw new Error(`Cannot remove test container '${idOrName}': ${r.stderr.trim()}`);
+  }
+}
