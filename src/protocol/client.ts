@@ -1,0 +1,390 @@
+/**
+ * The typed RPC client: `client.call.lstat({ path: "etc" })`.
+ *
+ * Calls never throw or reject: they resolve to an {@link RpcResult}, whose failure carries the
+ * Linux errno number. Timeouts and a closed connection give EIO, cancellation gives EINTR.
+ *
+ * @module
+ */
+
+import type { Packr, Unpackr } from "msgpackr";
+import { ERRNO_NUMBERS, errnoNumber } from "./errno.ts";
+import {
+  type Hello,
+  helloSchema,
+  isMethodName,
+  MAX_FRAME_BYTES,
+  type MethodName,
+  METHODS,
+  type ParamsOf,
+  PROTOCOL_VERSION,
+  type ResultOf,
+} from "./methods.ts";
+import { INVALID, str } from "./schema.ts";
+import { createPackr, createUnpackr, decodeBody, encodeFrame, FrameDecoder, Kind } from "./wire.ts";
+
+/** Outcome of a call. */
+export type RpcResult<T> =
+  | { readonly ok: true; readonly value: T }
+  | RpcFailureResult;
+
+/** A failed call: errno number and name, plus a message for logs. */
+export interface RpcFailureResult {
+  readonly ok: false;
+  /** Linux errno number (host numbering), e.g. 2. */
+  readonly errno: number;
+  /** Errno name, e.g. "ENOENT". */
+  readonly code: string;
+  readonly message: string;
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Fail with EIO after this many milliseconds (0: never). Default: the client's `timeoutMs`. */
+  timeoutMs?: number;
+  /** Aborting fails the call with EINTR (the satellite may still carry it out). */
+  signal?: AbortSignal;
+}
+
+/** One typed function per method of the table. */
+export type RpcCalls = {
+  readonly [M in MethodName]: (
+    params: ParamsOf<M>,
+    options?: CallOptions,
+  ) => Promise<RpcResult<ResultOf<M>>>;
+};
+
+/** Why the connection ended. */
+export interface CloseInfo {
+  /** Human-readable reason, e.g. "satellite closed its output". */
+  readonly reason: string;
+  /** True for protocol violations and stream errors, false for an orderly end. */
+  readonly error: boolean;
+}
+
+/** Options of {@link RpcClient}. */
+export interface RpcClientOptions {
+  /** When set, the handshake fails unless the satellite reports this build id. */
+  expectedBuildId?: string;
+  /** Default per-call timeout in milliseconds; 0 disables. Default 60000. */
+  timeoutMs?: number;
+  /** Observes every call's completion (for --debug traces). */
+  onTrace?: (event: TraceEvent) => void;
+}
+
+/** A completed call, for tracing. */
+export interface TraceEvent {
+  readonly id: number;
+  readonly method: MethodName;
+  readonly params: unknown;
+  readonly result: RpcResult<unknown>;
+}
+
+interface Pending {
+  readonly method: MethodName;
+  readonly params: unknown;
+  readonly resolve: (r: RpcResult<unknown>) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+const SMALL_FRAME = 64 * 1024;
+
+function failure(code: string, message: string): RpcFailureResult {
+  return { ok: false, errno: errnoNumber(code), code, message };
+}
+
+/**
+ * Client side of the protocol over injected byte streams (the satellite's stdout and stdin).
+ * Chunks read from `readable` must not be modified afterwards: results may be views into them.
+ */
+export class RpcClient {
+  /** Typed calls, e.g. `await client.call.read({ handle, offset: 0n, size: 4096 })`. */
+  readonly call: RpcCalls;
+  /** Resolves with the satellite's handshake; rejects (with a clear message) on mismatch. */
+  readonly ready: Promise<Hello>;
+  /** Resolves once when the connection has ended, with the reason. */
+  readonly closed: Promise<CloseInfo>;
+
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #packr: Packr = createPackr();
+  readonly #unpackr: Unpackr = createUnpackr();
+  readonly #decoder = new FrameDecoder(MAX_FRAME_BYTES);
+  readonly #pending = new Map<number, Pending>();
+  readonly #timeoutMs: number;
+  readonly #expectedBuildId: string | undefined;
+  readonly #onTrace: ((event: TraceEvent) => void) | undefined;
+  #nextId = 1;
+  #queue: Uint8Array[] = [];
+  #flushing = false;
+  #hello: Hello | undefined;
+  #closeInfo: CloseInfo | undefined;
+  #resolveReady!: (hello: Hello) => void;
+  #rejectReady!: (error: Error) => void;
+  #resolveClosed!: (info: CloseInfo) => void;
+
+  constructor(
+    readable: ReadableStream<Uint8Array>,
+    writable: WritableStream<Uint8Array>,
+    options: RpcClientOptions = {},
+  ) {
+    this.#timeoutMs = options.timeoutMs ?? 60_000;
+    this.#expectedBuildId = options.expectedBuildId;
+    this.#onTrace = options.onTrace;
+    this.ready = new Promise((resolve, reject) => {
+      this.#resolveReady = resolve;
+      this.#rejectReady = reject;
+    });
+    this.ready.catch(() => {}); // observed through `closed` too
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#writer = writable.getWriter();
+    this.#reader = readable.getReader();
+    const call: Record<string, unknown> = {};
+    for (const method of Object.keys(METHODS)) {
+      if (!isMethodName(method)) continue;
+      call[method] = (params: unknown, opts?: CallOptions) => this.#call(method, params, opts);
+    }
+    this.call = call as RpcCalls;
+    this.#readLoop();
+  }
+
+  /** The satellite's handshake, once `ready` has resolved. */
+  get hello(): Hello | undefined {
+    return this.#hello;
+  }
+
+  /** Calls sent and not yet answered. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** True once the connection has ended. */
+  get isClosed(): boolean {
+    return this.#closeInfo !== undefined;
+  }
+
+  /**
+   * Ends the connection: closes the satellite's stdin (it exits) and fails pending calls
+   * with EIO. Resolves when done.
+   */
+  async close(reason = "closed by the client"): Promise<void> {
+    this.#finish(reason, false);
+    await this.closed;
+  }
+
+  #call(method: MethodName, params: unknown, options?: CallOptions): Promise<RpcResult<unknown>> {
+    if (this.#closeInfo) {
+      return Promise.resolve(failure("EIO", `connection closed: ${this.#closeInfo.reason}`));
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.resolve(failure("EINTR", `${method} cancelled`));
+    let frame: Uint8Array;
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
+    try {
+      frame = encodeFrame(this.#packr, [Kind.REQUEST, id, method, params]);
+    } catch (e) {
+      return Promise.resolve(failure("EINVAL", `cannot encode ${method} params: ${e}`));
+    }
+    if (frame.length - 4 > MAX_FRAME_BYTES) {
+      return Promise.resolve(failure("EINVAL", `${method} request exceeds the frame limit`));
+    }
+    return new Promise((resolve) => {
+      const pending: Pending = {
+        method,
+        params,
+        resolve,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+      };
+      const timeoutMs = options?.timeoutMs ?? this.#timeoutMs;
+      if (timeoutMs > 0) {
+        pending.timer = setTimeout(() => {
+          this.#complete(id, failure("EIO", `${method} timed out after ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      if (signal) {
+        pending.onAbort = () => this.#complete(id, failure("EINTR", `${method} cancelled`));
+        signal.addEventListener("abort", pending.onAbort, { once: true });
+      }
+      this.#pending.set(id, pending);
+      this.#send(frame);
+    });
+  }
+
+  #complete(id: number, result: RpcResult<unknown>): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return; // late answer after timeout/cancel
+    this.#pending.delete(id);
+    if (pending.timer !== undefined) clearTimeout(pending.timer);
+    if (pending.onAbort) pending.signal?.removeEventListener("abort", pending.onAbort);
+    if (this.#onTrace) {
+      this.#onTrace({ id, method: pending.method, params: pending.params, result });
+    }
+    pending.resolve(result);
+  }
+
+  #send(frame: Uint8Array): void {
+    this.#queue.push(frame);
+    if (!this.#flushing) {
+      this.#flushing = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /** Writes queued frames, coalescing small ones into one chunk. */
+  async #flush(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && !this.#closeInfo) {
+        const frames = this.#queue;
+        this.#queue = [];
+        let i = 0;
+        while (i < frames.length) {
+          let j = i;
+          let total = 0;
+          while (j < frames.length && (j === i || total + frames[j].length <= SMALL_FRAME)) {
+            total += frames[j].length;
+            j++;
+          }
+          let chunk: Uint8Array;
+          if (j - i === 1) {
+            chunk = frames[i];
+          } else {
+            chunk = new Uint8Array(total);
+            let at = 0;
+            for (let k = i; k < j; k++) {
+              chunk.set(frames[k], at);
+              at += frames[k].length;
+            }
+          }
+          i = j;
+          await this.#writer.write(chunk);
+        }
+      }
+    } catch (e) {
+      this.#finish(`cannot write to the satellite: ${e instanceof Error ? e.message : e}`, true);
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const onFrame = (body: Uint8Array) => this.#onFrame(body);
+    try {
+      while (!this.#closeInfo) {
+        const { value, done } = await this.#reader.read();
+        if (done) {
+          this.#finish(
+            this.#hello ? "satellite closed its output" : "satellite exited before the handshake",
+            this.#pending.size > 0 || !this.#hello,
+          );
+          return;
+        }
+        const error = this.#decoder.push(value, onFrame);
+        if (error) {
+          this.#finish(`protocol error from the satellite: ${error}`, true);
+          return;
+        }
+      }
+    } catch (e) {
+      this.#finish(`cannot read from the satellite: ${e instanceof Error ? e.message : e}`, true);
+    }
+  }
+
+  #onFrame(body: Uint8Array): void {
+    if (this.#closeInfo) return;
+    const decoded = decodeBody(this.#unpackr, body);
+    if (!decoded.ok) {
+      this.#finish(`protocol error from the satellite: ${decoded.error}`, true);
+      return;
+    }
+    const message = decoded.value;
+    const kind = message[0];
+    if (!this.#hello && kind !== Kind.HELLO && kind !== Kind.FATAL) {
+      this.#finish("protocol error from the satellite: no handshake", true);
+      return;
+    }
+    switch (kind) {
+      case Kind.RESULT: {
+        const id = message[1];
+        if (typeof id !== "number") break;
+        const pending = this.#pending.get(id);
+        if (!pending) return;
+        const value = METHODS[pending.method].result.parse(message[2]);
+        this.#complete(
+          id,
+          value === INVALID
+            ? failure("EIO", `malformed ${pending.method} result from the satellite`)
+            : { ok: true, value },
+        );
+        return;
+      }
+      case Kind.ERROR: {
+        const id = message[1];
+        if (typeof id !== "number") break;
+        const code = typeof message[2] === "string" ? message[2] : "EIO";
+        const text = str(4096).parse(message[3]);
+        this.#complete(
+          id,
+          failure(
+            Object.hasOwn(ERRNO_NUMBERS, code) ? code : "EIO",
+            text === INVALID ? code : text,
+          ),
+        );
+        return;
+      }
+      case Kind.HELLO: {
+        if (this.#hello) break;
+        const hello = helloSchema.parse(message[1]);
+        if (hello === INVALID) {
+          this.#finish("protocol error from the satellite: malformed handshake", true);
+          return;
+        }
+        if (hello.protocol !== PROTOCOL_VERSION) {
+          this.#finish(
+            `satellite speaks protocol ${hello.protocol}, this client ${PROTOCOL_VERSION}: ` +
+              "the satellite bundle is stale (run `deno task build-satellite`)",
+            true,
+          );
+          return;
+        }
+        if (this.#expectedBuildId !== undefined && hello.buildId !== this.#expectedBuildId) {
+          this.#finish(
+            `satellite build ${hello.buildId} does not match the bundle's ${this.#expectedBuildId}`,
+            true,
+          );
+          return;
+        }
+        this.#hello = hello;
+        this.#resolveReady(hello);
+        return;
+      }
+      case Kind.FATAL: {
+        const text = str(4096).parse(message[1]);
+        this.#finish(
+          `satellite reported a protocol error: ${text === INVALID ? "(no message)" : text}`,
+          true,
+        );
+        return;
+      }
+    }
+    this.#finish(`protocol error from the satellite: unexpected message kind ${kind}`, true);
+  }
+
+  #finish(reason: string, error: boolean): void {
+    if (this.#closeInfo) return;
+    const info = { reason, error };
+    this.#closeInfo = info;
+    this.#queue = [];
+    for (const id of [...this.#pending.keys()]) {
+      this.#complete(id, failure("EIO", `connection closed: ${reason}`));
+    }
+    if (!this.#hello) this.#rejectReady(new Error(`Cannot start the satellite: ${reason}`));
+    // The writer may be stuck on a full pipe: do not wait for it.
+    (error ? this.#writer.abort(reason) : this.#writer.close()).catch(() => {});
+    this.#reader.cancel(reason).catch(() => {}).finally(() => this.#resolveClosed(info));
+  }
+}

@@ -1,0 +1,319 @@
+/**
+ * The satellite's methods, declared once: name → params schema, result schema.
+ *
+ * Conventions:
+ * - Paths are relative to the satellite's root: `""` is the root itself, `"a/b"` a descendant.
+ *   No leading `/`, no `.`/`..`/empty components. A path (or name) is a UTF-8 string, or raw
+ *   bytes (`Uint8Array`) when it is not valid UTF-8; both forms are accepted everywhere.
+ * - Offsets, sizes and inode numbers are bigint (exact beyond 2^53).
+ * - Open flags use the protocol's numbering ({@link OpenFlags}, x86_64's values); convert
+ *   with {@link openFlagsToWire} / {@link openFlagsFromWire} on other architectures.
+ * - Methods that create an inode take an optional `owner`; a satellite running as root
+ *   chowns the new inode to it (pass the FUSE caller's uid/gid). They return its Stat.
+ * - Modes are applied exactly as given: the satellite runs with umask 0.
+ *
+ * @module
+ */
+
+import {
+  arr,
+  bool,
+  bytes,
+  type Infer,
+  int,
+  name,
+  nil,
+  obj,
+  opt,
+  type Schema,
+  str,
+  u32,
+  u64,
+} from "./schema.ts";
+
+/** Protocol version spoken by this module; the handshake rejects any other. */
+export const PROTOCOL_VERSION = 1;
+/** Largest payload of one read or write. */
+export const MAX_IO_BYTES = 1 << 20;
+/** Largest frame body (msgpack message) either side accepts; headroom for 1 MiB writes. */
+export const MAX_FRAME_BYTES = MAX_IO_BYTES + 64 * 1024;
+/** Most directory entries one readdir answers. */
+export const MAX_READDIR_ENTRIES = 4096;
+
+/** A path relative to the root, or a name: UTF-8 string, or bytes when not valid UTF-8. */
+export type PathArg = string | Uint8Array;
+
+const path = name;
+const handle = u32;
+
+/** Owner for newly created inodes (applied when the satellite is root). */
+const owner = opt(obj({ uid: u32, gid: u32 }));
+
+/** `lstat` result: struct statx, without following a final symlink. */
+export const statSchema = obj({
+  ino: u64,
+  /** File type and permission bits (S_IFMT | 07777). */
+  mode: u32,
+  nlink: u32,
+  uid: u32,
+  gid: u32,
+  rdevMajor: u32,
+  rdevMinor: u32,
+  size: u64,
+  /** Allocated 512-byte blocks. */
+  blocks: u64,
+  blksize: u32,
+  atimeSec: int,
+  atimeNsec: u32,
+  mtimeSec: int,
+  mtimeNsec: u32,
+  ctimeSec: int,
+  ctimeNsec: u32,
+});
+/** File attributes (struct statx). */
+export type Stat = Infer<typeof statSchema>;
+
+/** One directory entry; `offset` is the cookie to pass to continue after it. */
+export const dirEntrySchema = obj({
+  name,
+  ino: u64,
+  /** DT_* type (DT_UNKNOWN 0, DT_DIR 4, DT_REG 8, DT_LNK 10, ...). */
+  type: u32,
+  offset: u64,
+  /** Attributes when asked (`plus`); absent for "." and ".." and entries that vanished. */
+  stat: opt(statSchema),
+});
+/** A directory entry. */
+export type DirEntry = Infer<typeof dirEntrySchema>;
+
+/** statvfs of the filesystem holding a path. */
+export const statFsSchema = obj({
+  bsize: u32,
+  frsize: u32,
+  blocks: u64,
+  bfree: u64,
+  bavail: u64,
+  files: u64,
+  ffree: u64,
+  favail: u64,
+  namemax: u32,
+  flags: u32,
+});
+/** Filesystem statistics. */
+export type StatFs = Infer<typeof statFsSchema>;
+
+/** A timestamp for utimens; `nsec` may be UTIME_NOW or UTIME_OMIT. */
+const time = opt(obj({ sec: int, nsec: u32 }));
+/** utimensat's "set to now" nsec value. */
+export const UTIME_NOW = (1 << 30) - 1;
+/** utimensat's "leave unchanged" nsec value. */
+export const UTIME_OMIT = (1 << 30) - 2;
+
+/** renameat2 flags. */
+export const RENAME_NOREPLACE = 1;
+/** renameat2 flags. */
+export const RENAME_EXCHANGE = 2;
+/** lseek whence values. */
+export const SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
+/** setxattr flags. */
+export const XATTR_CREATE = 1, XATTR_REPLACE = 2;
+
+function method<P, R>(
+  params: Schema<P>,
+  result: Schema<R>,
+): { params: Schema<P>; result: Schema<R> } {
+  return { params, result };
+}
+
+const handleResult = obj({ handle });
+
+/**
+ * The method table. Every call site and every satellite handler is typed from it.
+ * Failures are errno names (see errno.ts), never part of the result types.
+ */
+export const METHODS = {
+  /** Attributes of `path` (final symlink not followed). */
+  lstat: method(obj({ path }), statSchema),
+  /** Opens a directory for readdir; release it with `release`. */
+  opendir: method(obj({ path }), handleResult),
+  /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
+  readdir: method(
+    obj({ handle, offset: u64, plus: bool, maxEntries: opt(u32) }),
+    obj({ entries: arr(dirEntrySchema, MAX_READDIR_ENTRIES), eof: bool }),
+  ),
+  /** Opens an existing file (never creates; O_NOFOLLOW is implied). */
+  open: method(obj({ path, flags: u32 }), handleResult),
+  /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
+  create: method(
+    obj({ path, flags: u32, mode: u32, owner }),
+    obj({ handle, stat: statSchema }),
+  ),
+  /** Up to `size` bytes at `offset`; shorter at end of file. */
+  read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES)),
+  /** Writes `data` at `offset`; returns bytes written. */
+  write: method(obj({ handle, offset: u64, data: bytes(MAX_IO_BYTES) }), u32),
+  /** Closes a file or directory handle. */
+  release: method(obj({ handle }), nil),
+  /** close()-time flush of a file handle (reports deferred write errors). */
+  flush: method(obj({ handle }), nil),
+  /** fsync, or fdatasync when `datasync`. Works on directory handles too. */
+  fsync: method(obj({ handle, datasync: bool }), nil),
+  /** Truncates `path` (final symlink not followed). */
+  truncate: method(obj({ path, size: u64 }), nil),
+  /** Truncates an open file. */
+  ftruncate: method(obj({ handle, size: u64 }), nil),
+  /**
+   * Applies the given attribute changes in order chown, chmod, truncate, utimens (final
+   * symlink not followed; `handle` used for truncate when given) and returns the new Stat.
+   */
+  setattr: method(
+    obj({
+      path,
+      handle: opt(handle),
+      mode: opt(u32),
+      uid: opt(u32),
+      gid: opt(u32),
+      size: opt(u64),
+      atime: time,
+      mtime: time,
+    }),
+    statSchema,
+  ),
+  mkdir: method(obj({ path, mode: u32, owner }), statSchema),
+  rmdir: method(obj({ path }), nil),
+  unlink: method(obj({ path }), nil),
+  /** renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags. */
+  rename: method(obj({ from: path, to: path, flags: u32 }), nil),
+  /** Hard link `to` → existing `from`; returns the Stat of the inode. */
+  link: method(obj({ from: path, to: path }), statSchema),
+  /** Creates symlink `path` with content `target`. */
+  symlink: method(obj({ path, target: name, owner }), statSchema),
+  readlink: method(obj({ path }), name),
+  /** chmod (final symlink not followed: EOPNOTSUPP on a symlink). */
+  chmod: method(obj({ path, mode: u32 }), nil),
+  /** fchownat(AT_SYMLINK_NOFOLLOW); an absent id is left unchanged. */
+  chown: method(obj({ path, uid: opt(u32), gid: opt(u32) }), nil),
+  /** utimensat(AT_SYMLINK_NOFOLLOW); an absent time is left unchanged. */
+  utimens: method(obj({ path, atime: time, mtime: time }), nil),
+  statfs: method(obj({ path }), statFsSchema),
+  /** Creates a fifo, socket or device node (`mode` includes the S_IF* type). */
+  mknod: method(
+    obj({ path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
+    statSchema,
+  ),
+  /** The value of an extended attribute (final symlink not followed). */
+  getxattr: method(obj({ path, name: str(255) }), bytes(65536)),
+  setxattr: method(obj({ path, name: str(255), value: bytes(65536), flags: u32 }), nil),
+  listxattr: method(obj({ path }), arr(name, 65536)),
+  removexattr: method(obj({ path, name: str(255) }), nil),
+  fallocate: method(obj({ handle, mode: u32, offset: u64, length: u64 }), nil),
+  /** lseek; for SEEK_DATA / SEEK_HOLE. Returns the new offset. */
+  lseek: method(obj({ handle, offset: u64, whence: u32 }), u64),
+  /** copy_file_range between two open files; returns bytes copied. */
+  copyFileRange: method(
+    obj({
+      handleIn: handle,
+      offsetIn: u64,
+      handleOut: handle,
+      offsetOut: u64,
+      length: u64,
+      flags: u32,
+    }),
+    u64,
+  ),
+} as const;
+
+/** Name of a method of the table. */
+export type MethodName = keyof typeof METHODS;
+/** Params of method `M`. */
+export type ParamsOf<M extends MethodName> = Infer<(typeof METHODS)[M]["params"]>;
+/** Result of method `M`. */
+export type ResultOf<M extends MethodName> = Infer<(typeof METHODS)[M]["result"]>;
+
+/** True when `name` is a method of the table. */
+export function isMethodName(name: unknown): name is MethodName {
+  return typeof name === "string" && Object.hasOwn(METHODS, name);
+}
+
+/** The first frame the satellite sends: who it is. */
+export const helloSchema = obj({
+  protocol: u32,
+  buildId: str(200),
+  pid: u32,
+  uid: u32,
+  gid: u32,
+  arch: str(64),
+  /** The root directory served (as given on the command line). */
+  root: str(4096),
+  maxFrameBytes: u32,
+});
+/** The satellite's handshake. */
+export type Hello = Infer<typeof helloSchema>;
+
+/**
+ * Open flags in the protocol's numbering (= x86_64's). Only the access mode and these bits
+ * cross the wire; others are dropped.
+ */
+export const OpenFlags = {
+  O_WRONLY: 0o1,
+  O_RDWR: 0o2,
+  O_CREAT: 0o100,
+  O_EXCL: 0o200,
+  O_NOCTTY: 0o400,
+  O_TRUNC: 0o1000,
+  O_APPEND: 0o2000,
+  O_NONBLOCK: 0o4000,
+  O_DSYNC: 0o10000,
+  O_DIRECT: 0o40000,
+  O_LARGEFILE: 0o100000,
+  O_DIRECTORY: 0o200000,
+  O_NOFOLLOW: 0o400000,
+  O_NOATIME: 0o1000000,
+  O_CLOEXEC: 0o2000000,
+  O_SYNC: 0o4010000,
+  O_PATH: 0o10000000,
+} as const;
+
+/** Flags whose values differ on aarch64 (asm-generic numbering), by name. */
+const AARCH64_DIFFERENT: Partial<Record<keyof typeof OpenFlags, number>> = {
+  O_DIRECTORY: 0o40000,
+  O_NOFOLLOW: 0o100000,
+  O_DIRECT: 0o200000,
+  O_LARGEFILE: 0o400000,
+};
+
+function nativeTable(arch: string): [number, number][] {
+  return (Object.keys(OpenFlags) as (keyof typeof OpenFlags)[]).map((k) => [
+    OpenFlags[k],
+    arch === "aarch64" ? AARCH64_DIFFERENT[k] ?? OpenFlags[k] : OpenFlags[k],
+  ]);
+}
+
+function translate(flags: number, table: [number, number][], from: 0 | 1): number {
+  let out = flags & 3;
+  for (const pair of table) {
+    const bit = pair[from];
+    if (bit > 3 && (flags & bit) === bit) out |= pair[1 - from];
+  }
+  return out >>> 0;
+}
+
+/** Converts open flags of `arch` ("x86_64", "aarch64") to the protocol's numbering. */
+export function openFlagsToWire(nativeFlags: number, arch: string): number {
+  return translate(nativeFlags, nativeTable(arch), 1);
+}
+
+/** Converts protocol open flags to `arch`'s numbering. */
+export function openFlagsFromWire(wireFlags: number, arch: string): number {
+  return translate(wireFlags, nativeTable(arch), 0);
+}
+
+/** Linux's 32-bit device encoding (as in FUSE's attr.rdev) from major/minor. */
+export function encodeDev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
+/** Major/minor from Linux's 32-bit device encoding. */
+export function decodeDev(dev: number): { major: number; minor: number } {
+  return { major: (dev >>> 8) & 0xfff, minor: ((dev & 0xff) | ((dev >>> 12) & 0xfff00)) >>> 0 };
+}

@@ -1,0 +1,47 @@
+/**
+ * The protocol between the dockerfuse client and its satellite: the method table, framing,
+ * the typed client and the satellite-side dispatcher. A leaf module: it imports nothing else
+ * from the project.
+ *
+ * ```ts
+ * const client = new RpcClient(child.stdout, child.stdin, { expectedBuildId });
+ * const hello = await client.ready;
+ * const r = await client.call.lstat({ path: "etc/hostname" });
+ * if (!r.ok) return r.errno; // Linux errno number, e.g. 2
+ * console.log(r.value.size); // bigint
+ * ```
+ *
+ * @module
+ */
+
+export * from "./errno.ts";
+export * from "./methods.ts";
+export {
+  type CallOptions,
+  type CloseInfo,
+  type RpcCalls,
+  RpcClient,
+  type RpcClientOptions,
+  type RpcFailureResult,
+  type RpcResult,
+  type TraceEvent,
+} from "./client.ts";
+export {
+  BytesReply,
+  Dispatcher,
+  type Fatal,
+  type Handlers,
+  type Reply,
+  RpcFailure,
+} from "./server.ts";
+export { type Infer, INVALID, type Schema } from "./schema.ts";
+export {
+  createPackr,
+  createUnpackr,
+  decodeBody,
+  encodeFrame,
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  Kind,
+  preview,
+} from "./wire.ts";

@@ -1,0 +1,151 @@
+/**
+ * The satellite side: a dispatcher typed from the method table. It validates each request,
+ * calls the handler synchronously and encodes the response frame.
+ *
+ * @module
+ */
+
+import type { Packr, Unpackr } from "msgpackr";
+import type { ErrnoName } from "./errno.ts";
+import {
+  type Hello,
+  isMethodName,
+  type MethodName,
+  METHODS,
+  type ParamsOf,
+  type ResultOf,
+} from "./methods.ts";
+import { INVALID } from "./schema.ts";
+import {
+  createPackr,
+  createUnpackr,
+  decodeBody,
+  encodeFrame,
+  FRAME_HEADER_BYTES,
+  Kind,
+} from "./wire.ts";
+
+/** A handler's failure: an errno name and an optional message. */
+export class RpcFailure {
+  readonly code: ErrnoName;
+  readonly message: string | undefined;
+  constructor(code: ErrnoName, message?: string) {
+    this.code = code;
+    this.message = message;
+  }
+}
+
+/** Bytes of a BytesReply frame before the data: length, fixarray, kind, uint32 id, bin32 length. */
+const BYTES_REPLY_HEADER = FRAME_HEADER_BYTES + 1 + 1 + 5 + 5;
+
+/**
+ * A bytes result written in place: the handler fills `data` (e.g. pread straight into it) and
+ * sets `length`; the dispatcher adds the header around it, so the payload is never copied.
+ */
+export class BytesReply {
+  /** The whole frame buffer, header space included. */
+  readonly frame: Uint8Array;
+  /** Where the handler writes the payload (capacity bytes). */
+  readonly data: Uint8Array;
+  /** Payload bytes actually written. */
+  length = 0;
+  constructor(capacity: number) {
+    this.frame = new Uint8Array(BYTES_REPLY_HEADER + capacity);
+    this.data = this.frame.subarray(BYTES_REPLY_HEADER);
+  }
+}
+
+/** What a handler returns: the result, or a failure; bytes results may be a BytesReply. */
+export type Reply<R> = R | RpcFailure | (R extends Uint8Array ? BytesReply : never);
+
+/** One synchronous handler per method of the table. */
+export type Handlers = {
+  readonly [M in MethodName]: (params: ParamsOf<M>) => Reply<ResultOf<M>>;
+};
+
+/** A fatal protocol error: the connection must be closed after sending `frame`. */
+export interface Fatal {
+  readonly fatal: string;
+  readonly frame: Uint8Array;
+}
+
+/** Decodes requests, calls handlers, encodes responses. */
+export class Dispatcher {
+  readonly #handlers: Handlers;
+  readonly #packr: Packr = createPackr();
+  readonly #unpackr: Unpackr = createUnpackr();
+  readonly #onError: ((method: string, error: unknown) => void) | undefined;
+
+  /** `onError` observes handler exceptions (they answer EIO). */
+  constructor(handlers: Handlers, onError?: (method: string, error: unknown) => void) {
+    this.#handlers = handlers;
+    this.#onError = onError;
+  }
+
+  /** The handshake frame, sent first. */
+  helloFrame(hello: Hello): Uint8Array {
+    return encodeFrame(this.#packr, [Kind.HELLO, hello]);
+  }
+
+  /** The frame announcing a fatal protocol error, sent last. */
+  fatalFrame(message: string): Uint8Array {
+    return encodeFrame(this.#packr, [Kind.FATAL, message]);
+  }
+
+  /** Handles one request frame body; returns the response frame, or a Fatal. Never throws. */
+  handle(body: Uint8Array): Uint8Array | Fatal {
+    const decoded = decodeBody(this.#unpackr, body);
+    if (!decoded.ok) return this.#fatal(decoded.error);
+    const message = decoded.value;
+    const id = message[1];
+    if (message[0] !== Kind.REQUEST || typeof id !== "number" || !(id >= 0 && id <= 0xffffffff)) {
+      return this.#fatal("expected a request");
+    }
+    const method = message[2];
+    if (!isMethodName(method)) {
+      return this.#error(id, "ENOSYS", `unknown method ${String(method).slice(0, 64)}`);
+    }
+    const params = METHODS[method].params.parse(message[3]);
+    if (params === INVALID) {
+      return this.#error(id, "EINVAL", `invalid ${method} params`);
+    }
+    let reply: unknown;
+    try {
+      reply = (this.#handlers[method] as (p: unknown) => unknown)(params);
+    } catch (e) {
+      this.#onError?.(method, e);
+      return this.#error(id, "EIO", `${method} failed: ${e instanceof Error ? e.message : e}`);
+    }
+    if (reply instanceof RpcFailure) return this.#error(id, reply.code, reply.message);
+    if (reply instanceof BytesReply) return bytesFrame(id, reply);
+    try {
+      return encodeFrame(this.#packr, [Kind.RESULT, id, reply]);
+    } catch (e) {
+      this.#onError?.(method, e);
+      return this.#error(id, "EIO", `${method} result cannot be encoded`);
+    }
+  }
+
+  #error(id: number, code: ErrnoName, message: string | undefined): Uint8Array {
+    return encodeFrame(this.#packr, [Kind.ERROR, id, code, message ?? null]);
+  }
+
+  #fatal(message: string): Fatal {
+    return { fatal: message, frame: this.fatalFrame(message) };
+  }
+}
+
+function bytesFrame(id: number, reply: BytesReply): Uint8Array {
+  const f = reply.frame;
+  const n = reply.length;
+  const bodyLength = BYTES_REPLY_HEADER - FRAME_HEADER_BYTES + n;
+  const view = new DataView(f.buffer, f.byteOffset, BYTES_REPLY_HEADER);
+  view.setUint32(0, bodyLength);
+  f[4] = 0x93; // fixarray(3)
+  f[5] = Kind.RESULT;
+  f[6] = 0xce; // uint32
+  view.setUint32(7, id);
+  f[11] = 0xc6; // bin32
+  view.setUint32(12, n);
+  return f.subarray(0, BYTES_REPLY_HEADER + n);
+}

@@ -1,0 +1,160 @@
+/**
+ * Frames and messages on the byte stream.
+ *
+ * A frame is a 4-byte big-endian body length followed by the body, one msgpack value:
+ * - `[0, id, method, params]` request (client → satellite)
+ * - `[1, id, result]` success
+ * - `[2, id, errnoName, message]` failure
+ * - `[3, hello]` handshake, the satellite's first frame
+ * - `[4, message]` fatal protocol error, the satellite's last frame
+ *
+ * Binary values travel as msgpack bin and decode as views into the frame (no copy).
+ *
+ * @module
+ */
+
+import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr";
+import { MAX_FRAME_BYTES } from "./methods.ts";
+
+/** Message kinds (first array element). */
+export const Kind = { REQUEST: 0, RESULT: 1, ERROR: 2, HELLO: 3, FATAL: 4 } as const;
+
+/** Bytes of the length prefix. */
+export const FRAME_HEADER_BYTES = 4;
+
+/** A msgpack encoder with the protocol's settings (bigint → 64-bit ints, no records). */
+export function createPackr(): Packr {
+  return new Packr({ useRecords: false, encodeUndefinedAsNil: true });
+}
+
+/** A msgpack decoder with the protocol's settings (64-bit ints → bigint, bin as views). */
+export function createUnpackr(): Unpackr {
+  return new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" });
+}
+
+/** Encodes `message` as one frame (length prefix included). Throws only on unencodable input. */
+export function encodeFrame(packr: Packr, message: unknown): Uint8Array {
+  const frame = packr.pack(message, RESERVE_START_SPACE | FRAME_HEADER_BYTES);
+  const bodyLength = frame.length - FRAME_HEADER_BYTES;
+  frame[0] = bodyLength >>> 24;
+  frame[1] = (bodyLength >>> 16) & 0xff;
+  frame[2] = (bodyLength >>> 8) & 0xff;
+  frame[3] = bodyLength & 0xff;
+  return frame;
+}
+
+/** Decodes a frame body; never throws. */
+export function decodeBody(
+  unpackr: Unpackr,
+  body: Uint8Array,
+): { ok: true; value: unknown[] } | { ok: false; error: string } {
+  let value: unknown;
+  try {
+    value = unpackr.unpack(body);
+  } catch (e) {
+    return {
+      ok: false,
+      error: `undecodable frame (${e instanceof Error ? e.message : String(e)})`,
+    };
+  }
+  if (!Array.isArray(value) || value.length < 2 || typeof value[0] !== "number") {
+    return { ok: false, error: "frame is not a protocol message" };
+  }
+  return { ok: true, value };
+}
+
+/** Printable preview of bytes, for error messages about garbage on the stream. */
+export function preview(bytes: Uint8Array, max = 48): string {
+  let s = "";
+  for (let i = 0; i < Math.min(bytes.length, max); i++) {
+    const b = bytes[i];
+    s += b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`;
+  }
+  return bytes.length > max ? s + "…" : s;
+}
+
+/**
+ * Splits a byte stream into frame bodies. Complete frames inside one chunk are handed out as
+ * views into it (no copy); frames spanning chunks are assembled. Never throws: a bad length
+ * poisons the decoder and returns the error.
+ */
+export class FrameDecoder {
+  readonly #maxFrameBytes: number;
+  readonly #header = new Uint8Array(FRAME_HEADER_BYTES);
+  #headerFill = 0;
+  #body: Uint8Array | null = null;
+  #bodyFill = 0;
+  #error: string | undefined;
+  #seen = 0;
+
+  constructor(maxFrameBytes: number = MAX_FRAME_BYTES) {
+    this.#maxFrameBytes = maxFrameBytes;
+  }
+
+  /** True when no partial frame is buffered. */
+  get idle(): boolean {
+    return this.#headerFill === 0 && this.#body === null;
+  }
+
+  /** Feeds a chunk; calls `onFrame` per complete body. Returns an error string if the stream is bad. */
+  push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): string | undefined {
+    if (this.#error !== undefined) return this.#error;
+    let pos = 0;
+    const end = chunk.length;
+    while (pos < end) {
+      if (this.#body !== null) {
+        const n = Math.min(end - pos, this.#body.length - this.#bodyFill);
+        this.#body.set(chunk.subarray(pos, pos + n), this.#bodyFill);
+        this.#bodyFill += n;
+        pos += n;
+        if (this.#bodyFill === this.#body.length) {
+          const body = this.#body;
+          this.#body = null;
+          this.#bodyFill = 0;
+          this.#seen++;
+          onFrame(body);
+        }
+        continue;
+      }
+      let length: number;
+      if (this.#headerFill === 0 && end - pos >= FRAME_HEADER_BYTES) {
+        length = ((chunk[pos] << 24) | (chunk[pos + 1] << 16) | (chunk[pos + 2] << 8) |
+          chunk[pos + 3]) >>> 0;
+        const error = this.#check(length, chunk.subarray(pos));
+        if (error) return error;
+        pos += FRAME_HEADER_BYTES;
+        if (end - pos >= length) {
+          this.#seen++;
+          onFrame(chunk.subarray(pos, pos + length));
+          pos += length;
+          continue;
+        }
+      } else {
+        const n = Math.min(end - pos, FRAME_HEADER_BYTES - this.#headerFill);
+        this.#header.set(chunk.subarray(pos, pos + n), this.#headerFill);
+        this.#headerFill += n;
+        pos += n;
+        if (this.#headerFill < FRAME_HEADER_BYTES) continue;
+        this.#headerFill = 0;
+        const h = this.#header;
+        length = ((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]) >>> 0;
+        const error = this.#check(length, h);
+        if (error) return error;
+      }
+      this.#body = new Uint8Array(length);
+      this.#bodyFill = 0;
+    }
+    return undefined;
+  }
+
+  #check(length: number, head: Uint8Array): string | undefined {
+    if (length === 0) {
+      this.#error = "empty frame";
+    } else if (length > this.#maxFrameBytes) {
+      this.#error = this.#seen === 0
+        ? `stream does not start with a protocol frame (got "${preview(head)}")`
+        : `frame of ${length} bytes exceeds the maximum of ${this.#maxFrameBytes}`;
+    }
+    return this.#error;
+  }
+}
