@@ -1,0 +1,590 @@
+/**
+ * The FUSE kernel ABI (linux/fuse.h, protocol 7.x) in one place: opcodes, flags, struct
+ * layouts (byte offsets, little-endian host order), and the Linux constants the layer uses.
+ *
+ * Decoders never throw: they return `undefined` when the input is too short.
+ *
+ * @module
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Versions and sizes
+
+export const FUSE_KERNEL_VERSION = 7;
+/** The minor version this layer speaks (replies are laid out for it). */
+export const FUSE_KERNEL_MINOR_VERSION = 38;
+/** Oldest kernel minor version accepted (max_pages and PARALLEL_DIROPS need 7.28). */
+export const FUSE_MIN_KERNEL_MINOR = 28;
+export const FUSE_ROOT_ID = 1n;
+export const FUSE_MIN_READ_BUFFER = 8192;
+
+export const IN_HEADER_SIZE = 40;
+export const OUT_HEADER_SIZE = 16;
+export const ATTR_SIZE = 88;
+export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE; // 128
+export const ATTR_OUT_SIZE = 16 + ATTR_SIZE; // 104
+export const OPEN_OUT_SIZE = 16;
+export const WRITE_OUT_SIZE = 8;
+export const STATFS_OUT_SIZE = 80;
+export const GETXATTR_OUT_SIZE = 8;
+export const INIT_OUT_SIZE = 64;
+export const LSEEK_OUT_SIZE = 8;
+export const DIRENT_HEADER_SIZE = 24;
+export const DIRENTPLUS_HEADER_SIZE = ENTRY_OUT_SIZE + DIRENT_HEADER_SIZE; // 152
+
+// ---------------------------------------------------------------------------------------------
+// Opcodes
+
+export const Opcode = {
+  LOOKUP: 1,
+  FORGET: 2,
+  GETATTR: 3,
+  SETATTR: 4,
+  READLINK: 5,
+  SYMLINK: 6,
+  MKNOD: 8,
+  MKDIR: 9,
+  UNLINK: 10,
+  RMDIR: 11,
+  RENAME: 12,
+  LINK: 13,
+  OPEN: 14,
+  READ: 15,
+  WRITE: 16,
+  STATFS: 17,
+  RELEASE: 18,
+  FSYNC: 20,
+  SETXATTR: 21,
+  GETXATTR: 22,
+  LISTXATTR: 23,
+  REMOVEXATTR: 24,
+  FLUSH: 25,
+  INIT: 26,
+  OPENDIR: 27,
+  READDIR: 28,
+  RELEASEDIR: 29,
+  FSYNCDIR: 30,
+  GETLK: 31,
+  SETLK: 32,
+  SETLKW: 33,
+  ACCESS: 34,
+  CREATE: 35,
+  INTERRUPT: 36,
+  BMAP: 37,
+  DESTROY: 38,
+  IOCTL: 39,
+  POLL: 40,
+  NOTIFY_REPLY: 41,
+  BATCH_FORGET: 42,
+  FALLOCATE: 43,
+  READDIRPLUS: 44,
+  RENAME2: 45,
+  LSEEK: 46,
+  COPY_FILE_RANGE: 47,
+  SETUPMAPPING: 48,
+  REMOVEMAPPING: 49,
+  SYNCFS: 50,
+  TMPFILE: 51,
+} as const;
+
+const opcodeNames = new Map<number, string>(
+  Object.entries(Opcode).map(([name, code]) => [code, name]),
+);
+
+/** "LOOKUP", ... or "OP<n>" for unknown opcodes. */
+export function opcodeName(opcode: number): string {
+  return opcodeNames.get(opcode) ?? `OP${opcode}`;
+}
+
+export const NotifyCode = {
+  POLL: 1,
+  INVAL_INODE: 2,
+  INVAL_ENTRY: 3,
+  STORE: 4,
+  RETRIEVE: 5,
+  DELETE: 6,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// INIT flags (64 bits: flags | flags2 << 32)
+
+export const InitFlag = {
+  ASYNC_READ: 1n << 0n,
+  POSIX_LOCKS: 1n << 1n,
+  FILE_OPS: 1n << 2n,
+  ATOMIC_O_TRUNC: 1n << 3n,
+  EXPORT_SUPPORT: 1n << 4n,
+  BIG_WRITES: 1n << 5n,
+  DONT_MASK: 1n << 6n,
+  SPLICE_WRITE: 1n << 7n,
+  SPLICE_MOVE: 1n << 8n,
+  SPLICE_READ: 1n << 9n,
+  FLOCK_LOCKS: 1n << 10n,
+  HAS_IOCTL_DIR: 1n << 11n,
+  AUTO_INVAL_DATA: 1n << 12n,
+  DO_READDIRPLUS: 1n << 13n,
+  READDIRPLUS_AUTO: 1n << 14n,
+  ASYNC_DIO: 1n << 15n,
+  WRITEBACK_CACHE: 1n << 16n,
+  NO_OPEN_SUPPORT: 1n << 17n,
+  PARALLEL_DIROPS: 1n << 18n,
+  HANDLE_KILLPRIV: 1n << 19n,
+  POSIX_ACL: 1n << 20n,
+  ABORT_ERROR: 1n << 21n,
+  MAX_PAGES: 1n << 22n,
+  CACHE_SYMLINKS: 1n << 23n,
+  NO_OPENDIR_SUPPORT: 1n << 24n,
+  EXPLICIT_INVAL_DATA: 1n << 25n,
+  MAP_ALIGNMENT: 1n << 26n,
+  SUBMOUNTS: 1n << 27n,
+  HANDLE_KILLPRIV_V2: 1n << 28n,
+  SETXATTR_EXT: 1n << 29n,
+  INIT_EXT: 1n << 30n,
+  INIT_RESERVED: 1n << 31n,
+  SECURITY_CTX: 1n << 32n,
+  HAS_INODE_DAX: 1n << 33n,
+  CREATE_SUPP_GROUP: 1n << 34n,
+  HAS_EXPIRE_ONLY: 1n << 35n,
+  DIRECT_IO_ALLOW_MMAP: 1n << 36n,
+} as const;
+
+// FATTR_* (setattr valid bits)
+export const FATTR_MODE = 1 << 0;
+export const FATTR_UID = 1 << 1;
+export const FATTR_GID = 1 << 2;
+export const FATTR_SIZE = 1 << 3;
+export const FATTR_ATIME = 1 << 4;
+export const FATTR_MTIME = 1 << 5;
+export const FATTR_FH = 1 << 6;
+export const FATTR_ATIME_NOW = 1 << 7;
+export const FATTR_MTIME_NOW = 1 << 8;
+export const FATTR_LOCKOWNER = 1 << 9;
+export const FATTR_CTIME = 1 << 10;
+export const FATTR_KILL_SUIDGID = 1 << 11;
+
+// FOPEN_* (open_out.open_flags)
+export const FOPEN_DIRECT_IO = 1 << 0;
+export const FOPEN_KEEP_CACHE = 1 << 1;
+export const FOPEN_NONSEEKABLE = 1 << 2;
+export const FOPEN_CACHE_DIR = 1 << 3;
+export const FOPEN_STREAM = 1 << 4;
+export const FOPEN_NOFLUSH = 1 << 5;
+
+export const FUSE_RELEASE_FLUSH = 1 << 0;
+export const FUSE_GETATTR_FH = 1 << 0;
+export const FUSE_WRITE_CACHE = 1 << 0;
+export const FUSE_WRITE_LOCKOWNER = 1 << 1;
+export const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+export const FUSE_READ_LOCKOWNER = 1 << 1;
+export const FUSE_FSYNC_FDATASYNC = 1 << 0;
+
+// ---------------------------------------------------------------------------------------------
+// Linux constants used by the layer and by implementations
+
+export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+export const S_IFDIR = 0o040000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
+export const S_ISUID = 0o4000;
+export const S_ISGID = 0o2000;
+export const S_ISVTX = 0o1000;
+
+export const O_ACCMODE = 0o3;
+export const O_RDONLY = 0o0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NOCTTY = 0o400;
+export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+export const O_NONBLOCK = 0o4000;
+export const O_DIRECT = 0o40000;
+export const O_DIRECTORY = 0o200000;
+export const O_NOFOLLOW = 0o400000;
+export const O_CLOEXEC = 0o2000000;
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+export const RENAME_WHITEOUT = 4;
+
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+
+export const SEEK_SET = 0;
+export const SEEK_CUR = 1;
+export const SEEK_END = 2;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+/** Longest name (bytes) the layer passes on. */
+export const NAME_MAX = 255;
+/** Largest xattr value / list the layer answers (XATTR_SIZE_MAX). */
+export const XATTR_SIZE_MAX = 65536;
+
+/** Errno numbers the raw layer itself uses (the full set is in errno.ts). */
+export const ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EIO: 5,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EINVAL: 22,
+  ENODEV: 19,
+  ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ENOSYS: 38,
+  ENODATA: 61,
+  EOVERFLOW: 75,
+  EILSEQ: 84,
+  EPROTO: 71,
+  ENOTCONN: 107,
+  E2BIG: 7,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Request header (struct fuse_in_header, 40 bytes)
+//   0 u32 len | 4 u32 opcode | 8 u64 unique | 16 u64 nodeid | 24 u32 uid | 28 u32 gid
+//  32 u32 pid | 36 u16 total_extlen | 38 u16 padding
+
+export interface InHeader {
+  len: number;
+  opcode: number;
+  unique: bigint;
+  nodeId: bigint;
+  uid: number;
+  gid: number;
+  pid: number;
+  totalExtlen: number;
+}
+
+export function decodeInHeader(view: DataView, length: number): InHeader | undefined {
+  if (length < IN_HEADER_SIZE) return undefined;
+  return {
+    len: view.getUint32(0, true),
+    opcode: view.getUint32(4, true),
+    unique: view.getBigUint64(8, true),
+    nodeId: view.getBigUint64(16, true),
+    uid: view.getUint32(24, true),
+    gid: view.getUint32(28, true),
+    pid: view.getUint32(32, true),
+    totalExtlen: view.getUint16(36, true),
+  };
+}
+
+// Reply header (struct fuse_out_header, 16 bytes): 0 u32 len | 4 i32 error (-errno) | 8 u64 unique
+export function encodeOutHeader(view: DataView, len: number, error: number, unique: bigint): void {
+  view.setUint32(0, len, true);
+  view.setInt32(4, error, true);
+  view.setBigUint64(8, unique, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies. Offsets are relative to the start of the body (after the 40-byte header).
+
+/** fuse_init_in (7.36+: 64 bytes; older: 16). 0 major | 4 minor | 8 max_readahead | 12 flags | 16 flags2 */
+export interface InitIn {
+  major: number;
+  minor: number;
+  maxReadahead: number;
+  flags: bigint;
+}
+export function decodeInitIn(v: DataView, o: number, n: number): InitIn | undefined {
+  if (n < 8) return undefined;
+  const major = v.getUint32(o, true);
+  const minor = v.getUint32(o + 4, true);
+  if (n < 16) return { major, minor, maxReadahead: 0, flags: 0n };
+  let flags = BigInt(v.getUint32(o + 12, true));
+  if (n >= 20 && (flags & InitFlag.INIT_EXT) !== 0n) {
+    flags |= BigInt(v.getUint32(o + 16, true)) << 32n;
+  }
+  return { major, minor, maxReadahead: v.getUint32(o + 8, true), flags };
+}
+
+/** fuse_init_out (64 bytes). */
+export interface InitOut {
+  major: number;
+  minor: number;
+  maxReadahead: number;
+  flags: bigint;
+  maxBackground: number;
+  congestionThreshold: number;
+  maxWrite: number;
+  timeGran: number;
+  maxPages: number;
+}
+export function encodeInitOut(v: DataView, o: number, x: InitOut): void {
+  v.setUint32(o, x.major, true);
+  v.setUint32(o + 4, x.minor, true);
+  v.setUint32(o + 8, x.maxReadahead, true);
+  v.setUint32(o + 12, Number(x.flags & 0xffffffffn), true);
+  v.setUint16(o + 16, x.maxBackground, true);
+  v.setUint16(o + 18, x.congestionThreshold, true);
+  v.setUint32(o + 20, x.maxWrite, true);
+  v.setUint32(o + 24, x.timeGran, true);
+  v.setUint16(o + 28, x.maxPages, true);
+  v.setUint16(o + 30, 0, true); // map_alignment
+  v.setUint32(o + 32, Number((x.flags >> 32n) & 0xffffffffn), true);
+}
+
+/** fuse_forget_in: 0 u64 nlookup */
+/** fuse_batch_forget_in: 0 u32 count | 4 u32 dummy; then count × fuse_forget_one (u64 nodeid, u64 nlookup) */
+
+/** fuse_getattr_in (16): 0 u32 getattr_flags | 4 u32 dummy | 8 u64 fh */
+export interface GetattrIn {
+  flags: number;
+  fh: bigint;
+}
+export function decodeGetattrIn(v: DataView, o: number, n: number): GetattrIn | undefined {
+  if (n < 16) return undefined;
+  return { flags: v.getUint32(o, true), fh: v.getBigUint64(o + 8, true) };
+}
+
+/**
+ * fuse_setattr_in (88): 0 valid | 4 pad | 8 fh | 16 size | 24 lock_owner | 32 atime | 40 mtime
+ * | 48 ctime | 56 atimensec | 60 mtimensec | 64 ctimensec | 68 mode | 72 unused | 76 uid | 80 gid
+ * | 84 unused
+ */
+export const SETATTR_IN_SIZE = 88;
+export interface SetattrIn {
+  valid: number;
+  fh: bigint;
+  size: bigint;
+  lockOwner: bigint;
+  atime: bigint;
+  mtime: bigint;
+  ctime: bigint;
+  atimensec: number;
+  mtimensec: number;
+  ctimensec: number;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+export function decodeSetattrIn(v: DataView, o: number, n: number): SetattrIn | undefined {
+  if (n < SETATTR_IN_SIZE) return undefined;
+  return {
+    valid: v.getUint32(o, true),
+    fh: v.getBigUint64(o + 8, true),
+    size: v.getBigUint64(o + 16, true),
+    lockOwner: v.getBigUint64(o + 24, true),
+    atime: v.getBigUint64(o + 32, true),
+    mtime: v.getBigUint64(o + 40, true),
+    ctime: v.getBigUint64(o + 48, true),
+    atimensec: v.getUint32(o + 56, true),
+    mtimensec: v.getUint32(o + 60, true),
+    ctimensec: v.getUint32(o + 64, true),
+    mode: v.getUint32(o + 68, true),
+    uid: v.getUint32(o + 76, true),
+    gid: v.getUint32(o + 80, true),
+  };
+}
+
+/** fuse_mknod_in (16): 0 mode | 4 rdev | 8 umask | 12 pad; then name\0 */
+export const MKNOD_IN_SIZE = 16;
+/** fuse_mkdir_in (8): 0 mode | 4 umask; then name\0 */
+export const MKDIR_IN_SIZE = 8;
+/** fuse_rename_in (8): 0 u64 newdir; then old\0 new\0 */
+export const RENAME_IN_SIZE = 8;
+/** fuse_rename2_in (16): 0 u64 newdir | 8 u32 flags | 12 pad; then old\0 new\0 */
+export const RENAME2_IN_SIZE = 16;
+/** fuse_link_in (8): 0 u64 oldnodeid; then name\0 */
+export const LINK_IN_SIZE = 8;
+/** fuse_open_in (8): 0 flags | 4 open_flags */
+export const OPEN_IN_SIZE = 8;
+/** fuse_create_in (16): 0 flags | 4 mode | 8 umask | 12 open_flags; then name\0 */
+export const CREATE_IN_SIZE = 16;
+/** fuse_release_in (24): 0 u64 fh | 8 flags | 12 release_flags | 16 u64 lock_owner */
+export const RELEASE_IN_SIZE = 24;
+/** fuse_flush_in (24): 0 u64 fh | 8 unused | 12 pad | 16 u64 lock_owner */
+export const FLUSH_IN_SIZE = 24;
+/** fuse_read_in (40): 0 fh | 8 offset | 16 size | 20 read_flags | 24 lock_owner | 32 flags | 36 pad */
+export const READ_IN_SIZE = 40;
+/** fuse_write_in (40): same layout as read_in; the data follows */
+export const WRITE_IN_SIZE = 40;
+/** fuse_fsync_in (16): 0 u64 fh | 8 fsync_flags | 12 pad */
+export const FSYNC_IN_SIZE = 16;
+/** fuse_setxattr_in compat (8): 0 size | 4 flags; then name\0 value (SETXATTR_EXT not negotiated) */
+export const SETXATTR_IN_SIZE = 8;
+/** fuse_getxattr_in (8): 0 size | 4 pad; then name\0 (GETXATTR) */
+export const GETXATTR_IN_SIZE = 8;
+/** fuse_access_in (8): 0 mask | 4 pad */
+export const ACCESS_IN_SIZE = 8;
+/** fuse_interrupt_in (8): 0 u64 unique */
+export const INTERRUPT_IN_SIZE = 8;
+/** fuse_fallocate_in (32): 0 fh | 8 offset | 16 length | 24 mode | 28 pad */
+export const FALLOCATE_IN_SIZE = 32;
+/** fuse_lseek_in (24): 0 fh | 8 offset | 16 whence | 20 pad */
+export const LSEEK_IN_SIZE = 24;
+/** fuse_copy_file_range_in (56): 0 fh_in | 8 off_in | 16 nodeid_out | 24 fh_out | 32 off_out | 40 len | 48 flags */
+export const COPY_FILE_RANGE_IN_SIZE = 56;
+/** fuse_forget_in (8) */
+export const FORGET_IN_SIZE = 8;
+/** fuse_batch_forget_in (8) + count × 16 */
+export const BATCH_FORGET_IN_SIZE = 8;
+export const FORGET_ONE_SIZE = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Reply bodies
+
+/** The attributes as the layer encodes them (see filesystem.ts `Attr`). */
+export interface AttrFields {
+  ino: bigint;
+  size: number;
+  blocks: number;
+  atime: { sec: number; nsec: number };
+  mtime: { sec: number; nsec: number };
+  ctime: { sec: number; nsec: number };
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  blksize?: number;
+}
+
+function u64(v: DataView, o: number, x: number): void {
+  // Numbers above 2^53 cannot occur; negative values are clamped to 0.
+  v.setBigUint64(o, x > 0 ? BigInt(Math.floor(x)) : 0n, true);
+}
+function i64(v: DataView, o: number, x: number): void {
+  v.setBigInt64(o, BigInt(Math.trunc(x)), true);
+}
+
+/**
+ * fuse_attr (88): 0 ino | 8 size | 16 blocks | 24 atime | 32 mtime | 40 ctime | 48 atimensec
+ * | 52 mtimensec | 56 ctimensec | 60 mode | 64 nlink | 68 uid | 72 gid | 76 rdev | 80 blksize
+ * | 84 flags
+ */
+export function encodeAttr(v: DataView, o: number, a: AttrFields): void {
+  v.setBigUint64(o, BigInt.asUintN(64, a.ino), true);
+  u64(v, o + 8, a.size);
+  u64(v, o + 16, a.blocks);
+  i64(v, o + 24, a.atime.sec);
+  i64(v, o + 32, a.mtime.sec);
+  i64(v, o + 40, a.ctime.sec);
+  v.setUint32(o + 48, a.atime.nsec >>> 0, true);
+  v.setUint32(o + 52, a.mtime.nsec >>> 0, true);
+  v.setUint32(o + 56, a.ctime.nsec >>> 0, true);
+  v.setUint32(o + 60, a.mode >>> 0, true);
+  v.setUint32(o + 64, a.nlink >>> 0, true);
+  v.setUint32(o + 68, a.uid >>> 0, true);
+  v.setUint32(o + 72, a.gid >>> 0, true);
+  v.setUint32(o + 76, a.rdev >>> 0, true);
+  v.setUint32(o + 80, (a.blksize ?? 4096) >>> 0, true);
+  v.setUint32(o + 84, 0, true);
+}
+
+/** Splits a timeout in seconds into whole seconds and nanoseconds (negative → 0). */
+export function splitTimeout(seconds: number): [bigint, number] {
+  if (!(seconds > 0)) return [0n, 0];
+  const whole = Math.floor(seconds);
+  const nsec = Math.min(999_999_999, Math.round((seconds - whole) * 1e9));
+  return [BigInt(Math.min(whole, Number.MAX_SAFE_INTEGER)), nsec];
+}
+
+/**
+ * fuse_entry_out (128): 0 nodeid | 8 generation | 16 entry_valid | 24 attr_valid
+ * | 32 entry_valid_nsec | 36 attr_valid_nsec | 40 attr
+ */
+export function encodeEntryOut(
+  v: DataView,
+  o: number,
+  nodeId: bigint,
+  generation: number,
+  entryTimeout: number,
+  attrTimeout: number,
+  attr: AttrFields | undefined,
+): void {
+  v.setBigUint64(o, nodeId, true);
+  v.setBigUint64(o + 8, BigInt(Math.max(0, Math.floor(generation))), true);
+  const [es, ens] = splitTimeout(entryTimeout);
+  const [as, ans] = splitTimeout(attrTimeout);
+  v.setBigUint64(o + 16, es, true);
+  v.setBigUint64(o + 24, as, true);
+  v.setUint32(o + 32, ens, true);
+  v.setUint32(o + 36, ans, true);
+  if (attr) encodeAttr(v, o + 40, attr);
+  else new Uint8Array(v.buffer, v.byteOffset + o + 40, ATTR_SIZE).fill(0);
+}
+
+/** fuse_attr_out (104): 0 attr_valid | 8 attr_valid_nsec | 12 dummy | 16 attr */
+export function encodeAttrOut(v: DataView, o: number, timeout: number, attr: AttrFields): void {
+  const [s, ns] = splitTimeout(timeout);
+  v.setBigUint64(o, s, true);
+  v.setUint32(o + 8, ns, true);
+  v.setUint32(o + 12, 0, true);
+  encodeAttr(v, o + 16, attr);
+}
+
+/** fuse_open_out (16): 0 fh | 8 open_flags | 12 pad */
+export function encodeOpenOut(v: DataView, o: number, fh: bigint, openFlags: number): void {
+  v.setBigUint64(o, fh, true);
+  v.setUint32(o + 8, openFlags, true);
+  v.setUint32(o + 12, 0, true);
+}
+
+/**
+ * fuse_kstatfs (80): 0 blocks | 8 bfree | 16 bavail | 24 files | 32 ffree | 40 bsize
+ * | 44 namelen | 48 frsize | 52 pad | 56 spare[6]
+ */
+export interface StatfsFields {
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  bsize: number;
+  namelen: number;
+  frsize: number;
+}
+export function encodeStatfsOut(v: DataView, o: number, s: StatfsFields): void {
+  u64(v, o, s.blocks);
+  u64(v, o + 8, s.bfree);
+  u64(v, o + 16, s.bavail);
+  u64(v, o + 24, s.files);
+  u64(v, o + 32, s.ffree);
+  v.setUint32(o + 40, s.bsize >>> 0, true);
+  v.setUint32(o + 44, s.namelen >>> 0, true);
+  v.setUint32(o + 48, s.frsize >>> 0, true);
+}
+
+/** fuse_dirent (24 + name, padded to 8): 0 ino | 8 off | 16 namelen | 20 type | 24 name */
+export function direntSize(nameLength: number, plus: boolean): number {
+  const base = (plus ? DIRENTPLUS_HEADER_SIZE : DIRENT_HEADER_SIZE) + nameLength;
+  return (base + 7) & ~7;
+}
+export function encodeDirent(
+  bytes: Uint8Array,
+  v: DataView,
+  o: number,
+  ino: bigint,
+  off: number,
+  type: number,
+  name: Uint8Array,
+): number {
+  v.setBigUint64(o, BigInt.asUintN(64, ino), true);
+  v.setBigUint64(o + 8, BigInt(off), true);
+  v.setUint32(o + 16, name.length, true);
+  v.setUint32(o + 20, type, true);
+  bytes.set(name, o + 24);
+  const end = o + 24 + name.length;
+  const padded = (end + 7) & ~7;
+  bytes.fill(0, end, padded);
+  return padded;
+}
+
+/** fuse_notify_inval_inode_out (24): 0 ino(nodeid) | 8 i64 off | 16 i64 len */
+export const NOTIFY_INVAL_INODE_SIZE = 24;
+/** fuse_notify_inval_entry_out (16): 0 parent | 8 namelen | 12 flags; then name\0 */
+export const NOTIFY_INVAL_ENTRY_SIZE = 16;

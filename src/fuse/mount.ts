@@ -1,0 +1,323 @@
+/**
+ * Mounting and unmounting: mount(2) on /dev/fuse as root, `fusermount3` otherwise; mountpoint
+ * checks and stale-mount recovery.
+ *
+ * @module
+ */
+
+import { FuseDevice } from "./device.ts";
+import type { FileSystem } from "./filesystem.ts";
+import {
+  AF_UNIX,
+  cstr,
+  errno,
+  libc,
+  MNT_DETACH,
+  MS_NODEV,
+  MS_NOSUID,
+  MS_RDONLY,
+  O_CLOEXEC,
+  O_RDWR,
+  SCM_RIGHTS,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  strerror,
+} from "./libc.ts";
+import type { FuseSession, MountOptions } from "./options.ts";
+import { Session } from "./session.ts";
+import type { Errno } from "./errno.ts";
+import type { Node } from "./filesystem.ts";
+
+/** What is at a mountpoint path. */
+export type MountpointState =
+  | "empty" // an empty directory: ready to mount on
+  | "non-empty" // a directory with entries
+  | "missing"
+  | "not-directory"
+  | "stale" // a FUSE mount whose server is gone (ENOTCONN)
+  | "mounted"; // something is mounted there and answers
+
+/** Characters allowed in fsname/subtype (they end up in a comma-separated option string). */
+const SAFE_OPTION = /^[A-Za-z0-9._:@/+-]*$/;
+
+function absolute(path: string): string {
+  if (path.startsWith("/")) return normalize(path);
+  return normalize(`${Deno.cwd()}/${path}`);
+}
+
+function normalize(path: string): string {
+  const out: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return "/" + out.join("/");
+}
+
+/** Mount points listed in /proc/self/mountinfo (octal escapes decoded). */
+async function mountPoints(): Promise<Set<string>> {
+  const set = new Set<string>();
+  try {
+    const text = await Deno.readTextFile("/proc/self/mountinfo");
+    for (const line of text.split("\n")) {
+      const field = line.split(" ")[4];
+      if (field) {
+        set.add(field.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))));
+      }
+    }
+  } catch { /* no /proc: treat as nothing mounted */ }
+  return set;
+}
+
+/** Tells what is at `path` (async; safe to call from the process serving a mount there). */
+export async function inspectMountpoint(path: string): Promise<MountpointState> {
+  const abs = absolute(path);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(abs);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === "ENOTCONN" || error instanceof Deno.errors.NotConnected) return "stale";
+    if (error instanceof Deno.errors.NotFound) return "missing";
+    throw new Error(`Cannot inspect mountpoint '${path}': ${(error as Error).message}`);
+  }
+  if ((await mountPoints()).has(abs)) return "mounted";
+  if (!info.isDirectory) return "not-directory";
+  for await (const _ of Deno.readDir(abs)) return "non-empty";
+  return "empty";
+}
+
+async function runFusermount(args: string[], env?: Record<string, string>): Promise<string> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("fusermount3", {
+      args,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new Error("fusermount3 is not installed (install the fuse3 package)");
+    }
+    throw error;
+  }
+  const text = new TextDecoder().decode(out.stderr).trim();
+  if (!out.success) throw new Error(text || `fusermount3 exited with ${out.code}`);
+  return text;
+}
+
+/**
+ * Unmounts `path`: umount2(2) as root (MNT_DETACH when lazy), else `fusermount3 -u [-z]`.
+ * Throws `Cannot unmount '<path>': reason`.
+ */
+export async function unmount(path: string, options: { lazy?: boolean } = {}): Promise<void> {
+  const abs = absolute(path);
+  if (libc().geteuid() === 0) {
+    const r = libc().umount2(cstr(abs), options.lazy ? MNT_DETACH : 0);
+    if (r !== 0) {
+      const e = errno();
+      throw new Error(`Cannot unmount '${path}': ${strerror(e)}`);
+    }
+    return;
+  }
+  try {
+    await runFusermount(["-u", ...(options.lazy ? ["-z"] : []), "--", abs]);
+  } catch (error) {
+    throw new Error(`Cannot unmount '${path}': ${(error as Error).message}`);
+  }
+}
+
+/** Lazily unmounts a stale mount at `path` (see `inspectMountpoint`); no-op otherwise. */
+export async function recoverStaleMount(path: string): Promise<boolean> {
+  if ((await inspectMountpoint(path)) !== "stale") return false;
+  await unmount(path, { lazy: true });
+  return true;
+}
+
+/** Opens /dev/fuse and mounts it at `abs` with mount(2) (root only). */
+function mountSyscall(abs: string, opts: MountOptions, rootMode: number): number {
+  const c = libc();
+  const fd = c.open(cstr("/dev/fuse"), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) throw new Error(`cannot open /dev/fuse: ${strerror(errno())}`);
+  const data = [
+    `fd=${fd}`,
+    `rootmode=${rootMode.toString(8)}`,
+    `user_id=${c.geteuid()}`,
+    `group_id=${c.getegid()}`,
+    ...commonOptions(opts, false),
+  ].join(",");
+  let flags = 0;
+  if (opts.noSuid ?? true) flags |= MS_NOSUID;
+  if (opts.noDev ?? true) flags |= MS_NODEV;
+  if (opts.readOnly) flags |= MS_RDONLY;
+  const type = opts.subtype ? `fuse.${opts.subtype}` : "fuse";
+  const r = c.mount(
+    cstr(opts.fsName ?? "dockerfuse"),
+    cstr(abs),
+    cstr(type),
+    BigInt(flags),
+    cstr(data),
+  );
+  if (r !== 0) {
+    const e = errno();
+    c.close(fd);
+    throw new Error(`mount(2) failed: ${strerror(e)}`);
+  }
+  return fd;
+}
+
+/** Options understood by both the kernel and fusermount3. */
+function commonOptions(opts: MountOptions, forFusermount: boolean): string[] {
+  const list: string[] = [];
+  if (opts.defaultPermissions ?? true) list.push("default_permissions");
+  if (opts.allowOther) list.push("allow_other");
+  list.push(`max_read=${Math.min(1 << 20, opts.maxWrite ?? 1 << 20)}`);
+  if (forFusermount) {
+    list.push(opts.readOnly ? "ro" : "rw");
+    if (opts.noSuid ?? true) list.push("nosuid");
+    if (opts.noDev ?? true) list.push("nodev");
+    list.push(`fsname=${opts.fsName ?? "dockerfuse"}`);
+    if (opts.subtype) list.push(`subtype=${opts.subtype}`);
+  }
+  return list;
+}
+
+/** Runs fusermount3 with a socket in `_FUSE_COMMFD` and receives the /dev/fuse fd. */
+async function mountFusermount(abs: string, opts: MountOptions): Promise<number> {
+  const c = libc();
+  const pair = new Int32Array(2);
+  if (c.socketpair(AF_UNIX, SOCK_STREAM, 0, new Uint8Array(pair.buffer)) !== 0) {
+    throw new Error(`socketpair failed: ${strerror(errno())}`);
+  }
+  const [ours, theirs] = pair;
+  try {
+    // The child inherits `theirs` (no CLOEXEC); it sends the device fd over it, then exits.
+    await runFusermount(["-o", commonOptions(opts, true).join(","), "--", abs], {
+      _FUSE_COMMFD: String(theirs),
+    });
+  } finally {
+    c.close(theirs);
+  }
+  try {
+    return receiveFd(ours);
+  } finally {
+    c.close(ours);
+  }
+}
+
+/** recvmsg(2) one SCM_RIGHTS fd (the data is already queued: fusermount3 has exited). */
+function receiveFd(sock: number): number {
+  const c = libc();
+  const data = new Uint8Array(8);
+  const iov = new BigUint64Array(2);
+  iov[0] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(data)));
+  iov[1] = BigInt(data.length);
+  const control = new Uint8Array(64);
+  const msg = new DataView(new ArrayBuffer(56));
+  // struct msghdr (64-bit): 0 name | 8 namelen | 16 iov | 24 iovlen | 32 control | 40 controllen | 48 flags
+  msg.setBigUint64(16, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(iov))), true);
+  msg.setBigUint64(24, 1n, true);
+  msg.setBigUint64(32, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(control))), true);
+  msg.setBigUint64(40, BigInt(control.length), true);
+  const MSG_DONTWAIT = 0x40;
+  const n = Number(c.recvmsg(sock, new Uint8Array(msg.buffer), MSG_DONTWAIT));
+  if (n < 0) throw new Error(`fusermount3 sent no device: ${strerror(errno())}`);
+  if (n === 0) throw new Error("fusermount3 sent no device");
+  const cv = new DataView(control.buffer);
+  const controllen = Number(msg.getBigUint64(40, true));
+  // struct cmsghdr: 0 len (u64) | 8 level | 12 type | 16 data
+  if (
+    controllen < 20 || cv.getInt32(8, true) !== SOL_SOCKET || cv.getInt32(12, true) !== SCM_RIGHTS
+  ) {
+    throw new Error("fusermount3 sent no device descriptor");
+  }
+  return cv.getInt32(16, true);
+}
+
+class MountedSession implements FuseSession {
+  readonly mountpoint: string;
+  readonly closed: Promise<void>;
+  #session: Session;
+  #unmounted = false;
+
+  constructor(mountpoint: string, session: Session) {
+    this.mountpoint = mountpoint;
+    this.#session = session;
+    this.closed = session.closed;
+  }
+
+  get inFlight(): number {
+    return this.#session.inFlight;
+  }
+
+  async unmount(options: { lazy?: boolean } = {}): Promise<void> {
+    if (!this.#unmounted) {
+      this.#unmounted = true;
+      try {
+        await unmount(this.mountpoint, { lazy: options.lazy ?? true });
+      } catch (error) {
+        this.#unmounted = false;
+        throw error;
+      }
+    }
+    await this.closed;
+  }
+
+  invalidateEntry(parent: Node, name: string): Errno | undefined {
+    return this.#session.invalidateEntry(parent, name);
+  }
+
+  invalidateInode(node: Node, offset?: number, length?: number): Errno | undefined {
+    return this.#session.invalidateInode(node, offset, length);
+  }
+}
+
+/**
+ * Mounts `fs` at `mountpoint` and serves it until unmounted. Resolves once the kernel's INIT
+ * was answered (the mount answers requests). Throws `Cannot mount '<mountpoint>': reason`
+ * for a missing, non-directory, non-empty (unless `allowNonEmpty`), stale or already mounted
+ * mountpoint, or when mounting fails.
+ */
+export async function mount<H>(
+  fs: FileSystem<H>,
+  mountpoint: string,
+  options: MountOptions = {},
+): Promise<FuseSession> {
+  const fail = (reason: string): never => {
+    throw new Error(`Cannot mount '${mountpoint}': ${reason}`);
+  };
+  for (const [k, v] of [["fsName", options.fsName], ["subtype", options.subtype]] as const) {
+    if (v !== undefined && !SAFE_OPTION.test(v)) fail(`${k} may only contain [A-Za-z0-9._:@/+-]`);
+  }
+  const abs = absolute(mountpoint);
+  const state = await inspectMountpoint(abs).catch((e) => fail((e as Error).message));
+  if (state === "missing") fail("no such directory");
+  if (state === "not-directory") fail("not a directory");
+  if (state === "stale") {
+    fail("a stale FUSE mount is there (unmount it first, e.g. recoverStaleMount)");
+  }
+  if (state === "mounted") fail("something is already mounted there");
+  if (state === "non-empty" && !options.allowNonEmpty) fail("the directory is not empty");
+  const rootMode = (await Deno.stat(abs)).mode! & 0o170000;
+
+  const method = options.mountMethod ?? "auto";
+  const useSyscall = method === "syscall" || (method === "auto" && libc().geteuid() === 0);
+  let fd: number;
+  try {
+    fd = useSyscall ? mountSyscall(abs, options, rootMode) : await mountFusermount(abs, options);
+  } catch (error) {
+    return fail((error as Error).message);
+  }
+  const session = new Session(fs, new FuseDevice(fd), options);
+  session.start();
+  try {
+    await session.ready;
+  } catch (error) {
+    await unmount(abs, { lazy: true }).catch(() => {});
+    return fail((error as Error).message);
+  }
+  return new MountedSession(abs, session as Session);
+}

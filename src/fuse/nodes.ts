@@ -1,0 +1,190 @@
+/**
+ * The inode table: FUSE node ids, kernel lookup counts, and the (parent, name) links that give
+ * each node its current path. See filesystem.ts for the invariants implementations rely on.
+ *
+ * @module
+ */
+
+import { FUSE_ROOT_ID, S_IFMT } from "./abi.ts";
+import type { Node } from "./filesystem.ts";
+
+/** Most names remembered per node (hard links); older ones are dropped first. */
+const MAX_LINKS = 16;
+/** Deepest chain walked by `path` (guards against a corrupted, cyclic chain). */
+const MAX_DEPTH = 4096;
+
+interface Link {
+  parent: NodeImpl;
+  name: string;
+}
+
+/** A node of the table (the layer's view; implementations see it as `Node`). */
+export class NodeImpl implements Node {
+  readonly nodeId: bigint;
+  readonly key: string;
+  ino: bigint;
+  /** File type bits (S_IFMT) of the object, 0 if not known. */
+  type: number;
+  data: unknown = undefined;
+  /** Kernel lookup count; the node is dropped when FORGET brings it to 0 (root: never). */
+  lookups = 0;
+  /** Known names, current first. */
+  links: Link[] = [];
+  /** Children known by name (only for directories that had entries answered). */
+  children: Map<string, NodeImpl> | undefined;
+
+  constructor(nodeId: bigint, key: string, ino: bigint, type: number) {
+    this.nodeId = nodeId;
+    this.key = key;
+    this.ino = ino;
+    this.type = type;
+  }
+
+  get parent(): Node | undefined {
+    return this.links[0]?.parent;
+  }
+
+  get name(): string {
+    return this.links[0]?.name ?? "";
+  }
+
+  get path(): string | undefined {
+    if (this.nodeId === FUSE_ROOT_ID) return "/";
+    const names: string[] = [];
+    // deno-lint-ignore no-this-alias
+    let n: NodeImpl = this;
+    for (let depth = 0; depth < MAX_DEPTH; depth++) {
+      if (n.nodeId === FUSE_ROOT_ID) {
+        let p = "";
+        for (let i = names.length - 1; i >= 0; i--) p += "/" + names[i];
+        return p;
+      }
+      const link = n.links[0];
+      if (!link) return undefined;
+      names.push(link.name);
+      n = link.parent;
+    }
+    return undefined;
+  }
+}
+
+/** Node ids, keys and names of a session. */
+export class NodeTable {
+  readonly root: NodeImpl;
+  #byId = new Map<bigint, NodeImpl>();
+  #byKey = new Map<string, NodeImpl>();
+  #nextId = 2n;
+
+  constructor(rootIno: bigint = 1n) {
+    this.root = new NodeImpl(FUSE_ROOT_ID, "", rootIno, 0o040000);
+    this.root.lookups = 1;
+    this.#byId.set(FUSE_ROOT_ID, this.root);
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get(nodeId: bigint): NodeImpl | undefined {
+    return this.#byId.get(nodeId);
+  }
+
+  /** The node the table knows at (parent, name), if any. */
+  child(parent: NodeImpl, name: string): NodeImpl | undefined {
+    return parent.children?.get(name);
+  }
+
+  /**
+   * Records an entry answered for (parent, name) and counts one kernel lookup.
+   * Reuses the node with the same key unless it is unlinked or of another type (the key was
+   * reused by a new object); otherwise allocates a fresh node id.
+   */
+  enter(parent: NodeImpl, name: string, key: string, ino: bigint, mode: number): NodeImpl {
+    const type = mode & S_IFMT;
+    let node = this.#byKey.get(key);
+    if (node && node !== this.root && (node.links.length === 0 || (type && node.type !== type))) {
+      node = undefined;
+    }
+    if (!node) {
+      node = new NodeImpl(this.#nextId++, key, ino, type);
+      this.#byId.set(node.nodeId, node);
+      this.#byKey.set(key, node);
+    } else {
+      node.ino = ino;
+      if (type) node.type = type;
+    }
+    if (node !== this.root) {
+      const previous = parent.children?.get(name);
+      if (previous && previous !== node) this.#removeLink(previous, parent, name);
+      this.#addLink(node, parent, name);
+    }
+    node.lookups++;
+    return node;
+  }
+
+  /** FORGET: drops `count` lookups; returns the node if it was removed from the table. */
+  forget(nodeId: bigint, count: number): NodeImpl | undefined {
+    const node = this.#byId.get(nodeId);
+    if (!node || node === this.root) return undefined;
+    node.lookups -= count;
+    if (node.lookups > 0) return undefined;
+    this.#byId.delete(nodeId);
+    if (this.#byKey.get(node.key) === node) this.#byKey.delete(node.key);
+    for (const link of node.links) {
+      if (link.parent.children?.get(link.name) === node) link.parent.children.delete(link.name);
+    }
+    // Links are kept: an implementation still holding the node can read its last path.
+    return node;
+  }
+
+  /** unlink/rmdir succeeded for (parent, name). */
+  removeName(parent: NodeImpl, name: string): void {
+    const node = parent.children?.get(name);
+    if (node) this.#removeLink(node, parent, name);
+  }
+
+  /** rename succeeded; `exchange` swaps the two names. */
+  rename(
+    parent: NodeImpl,
+    name: string,
+    newParent: NodeImpl,
+    newName: string,
+    exchange: boolean,
+  ): void {
+    const moved = parent.children?.get(name);
+    const target = newParent.children?.get(newName);
+    if (moved) this.#removeLink(moved, parent, name);
+    if (target) this.#removeLink(target, newParent, newName);
+    if (moved) this.#addLink(moved, newParent, newName);
+    if (exchange && target) this.#addLink(target, parent, name);
+  }
+
+  #addLink(node: NodeImpl, parent: NodeImpl, name: string): void {
+    const links = node.links;
+    for (let i = 0; i < links.length; i++) {
+      if (links[i].parent === parent && links[i].name === name) {
+        links.splice(i, 1);
+        break;
+      }
+    }
+    links.unshift({ parent, name });
+    if (links.length > MAX_LINKS) {
+      const dropped = links.pop()!;
+      if (dropped.parent.children?.get(dropped.name) === node) {
+        dropped.parent.children.delete(dropped.name);
+      }
+    }
+    (parent.children ??= new Map()).set(name, node);
+  }
+
+  #removeLink(node: NodeImpl, parent: NodeImpl, name: string): void {
+    const links = node.links;
+    for (let i = 0; i < links.length; i++) {
+      if (links[i].parent === parent && links[i].name === name) {
+        links.splice(i, 1);
+        break;
+      }
+    }
+    if (parent.children?.get(name) === node) parent.children.delete(name);
+  }
+}
