@@ -365,7 +365,7 @@ export class RpcClient {
       case Kind.FATAL: {
         const text = str(4096).parse(message[1]);
         this.#finish(
-          `satellite reported a protocol error: ${text === INVALID ? "(no message)" : text}`,
+          `satellite failed: ${text === INVALID ? "(no message)" : text}`,
           true,
         );
         return;

@@ -1,0 +1,942 @@
+/**
+ * The satellite's filesystem handlers: every method of the protocol's table, against a root
+ * directory, through libc.
+ *
+ * Path safety: a protocol path never has `..`, `.`, empty or absolute components (EINVAL).
+ * Its parent directory is opened beneath the root with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS) (or, where openat2 is unavailable, one O_NOFOLLOW openat per
+ * component), so a symlink in an intermediate component can never lead out of the root; the
+ * operation then works on (parent fd, last name) without following a final symlink.
+ *
+ * @module
+ */
+
+import {
+  BytesReply,
+  type DirEntry,
+  encodeDev,
+  errnoName,
+  type Handlers,
+  MAX_IO_BYTES,
+  MAX_READDIR_ENTRIES,
+  OpenFlags,
+  openFlagsFromWire,
+  type ParamsOf,
+  type PathArg,
+  RpcFailure,
+  type Stat,
+  type StatFs,
+  UTIME_OMIT,
+} from "../src/protocol/mod.ts";
+import { big, cString, type Libc, num } from "./libc.ts";
+
+const AT_SYMLINK_NOFOLLOW = 0x100;
+const AT_REMOVEDIR = 0x200;
+const AT_EMPTY_PATH = 0x1000;
+const AT_NO_AUTOMOUNT = 0x800;
+const STATX_BASIC_STATS = 0x7ff;
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const RESOLVE_NO_SYMLINKS = 0x04;
+const RESOLVE_BENEATH = 0x08;
+const S_IFMT = 0o170000;
+const S_IFLNK = 0o120000;
+const ENOSYS = 38, EPERM = 1, EINTR = 4, ERANGE = 34, EOPNOTSUPP = 95, ENOENT = 2, EINVAL = 22;
+const I64_MAX = (1n << 63n) - 1n;
+/** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
+const READDIR_BUDGET = 512 * 1024;
+
+interface FileHandle {
+  readonly fd: number;
+  dir?: DirState;
+}
+
+interface DirState {
+  /** Cookie of the next entry getdents64 will return. */
+  position: bigint;
+  /** Entries read but not yet returned, from `position`. */
+  buffered: RawEntry[];
+}
+
+interface RawEntry {
+  name: Uint8Array;
+  ino: bigint;
+  type: number;
+  offset: bigint;
+}
+
+/** A resolved path: parent fd (owned unless it is the root fd) and last component. */
+interface Resolved {
+  readonly dirfd: number;
+  readonly name: Uint8Array;
+  readonly owned: boolean;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const DOT = cString(".")!;
+const EMPTY = cString("")!;
+
+function failure(errno: number, what?: string): RpcFailure {
+  return new RpcFailure(errnoName(errno), what);
+}
+
+/** Decodes a name as UTF-8, or keeps the bytes when they are not valid UTF-8. */
+export function decodeName(bytes: Uint8Array): string | Uint8Array {
+  let ascii = true;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return bytes.slice();
+  }
+}
+
+/** Splits a protocol path into NUL-free components; undefined when it is not allowed. */
+export function splitPath(path: PathArg): Uint8Array[] | undefined {
+  const bytes = typeof path === "string" ? new TextEncoder().encode(path) : path;
+  if (bytes.length === 0) return [];
+  if (bytes.length > 4096) return undefined;
+  const parts: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i === bytes.length || bytes[i] === 0x2f) {
+      const part = bytes.subarray(start, i);
+      if (
+        part.length === 0 || part.length > 255 ||
+        (part.length === 1 && part[0] === 0x2e) ||
+        (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e)
+      ) return undefined;
+      parts.push(part);
+      start = i + 1;
+    } else if (bytes[i] === 0) {
+      return undefined;
+    }
+  }
+  return parts;
+}
+
+function joinBytes(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length + 1;
+  const out = new Uint8Array(n); // last separator becomes the NUL terminator
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+    out[at++] = 0x2f;
+  }
+  out[n - 1] = 0;
+  return out;
+}
+
+function withNul(part: Uint8Array): Uint8Array {
+  const out = new Uint8Array(part.length + 1);
+  out.set(part);
+  return out;
+}
+
+/** Options of {@link SatelliteFs}. */
+export interface SatelliteFsOptions {
+  /** Host path of /proc/self/fd, for the l*xattr calls (undefined: use root-joined paths). */
+  procFd?: string;
+  /** Absolute path of the root, for the xattr fallback without /proc. */
+  rootPath: string;
+  /** Diagnostics sink (stderr). */
+  log?: (message: string) => void;
+}
+
+/** The handlers, bound to a root directory fd. */
+export class SatelliteFs {
+  readonly #c: Libc;
+  readonly #rootFd: number;
+  readonly #handles = new Map<number, FileHandle>();
+  readonly #euid: number;
+  readonly #options: SatelliteFsOptions;
+  readonly #statBuf = new Uint8Array(256);
+  readonly #statView = new DataView(this.#statBuf.buffer);
+  readonly #dentBuf = new Uint8Array(64 * 1024);
+  readonly #dentView = new DataView(this.#dentBuf.buffer);
+  readonly #flags: Record<
+    "O_PATH" | "O_DIRECTORY" | "O_NOFOLLOW" | "O_CLOEXEC" | "O_RDONLY" | "O_WRONLY",
+    number
+  >;
+  readonly #creatExcl: number;
+  #nextHandle = 1;
+  #openat2 = true;
+
+  constructor(libc: Libc, rootFd: number, options: SatelliteFsOptions) {
+    this.#c = libc;
+    this.#rootFd = rootFd;
+    this.#options = options;
+    this.#euid = libc.fn.geteuid();
+    const f = (bit: number) => openFlagsFromWire(bit, libc.arch);
+    this.#flags = {
+      O_PATH: f(OpenFlags.O_PATH),
+      O_DIRECTORY: f(OpenFlags.O_DIRECTORY),
+      O_NOFOLLOW: f(OpenFlags.O_NOFOLLOW),
+      O_CLOEXEC: f(OpenFlags.O_CLOEXEC),
+      O_RDONLY: 0,
+      O_WRONLY: 1,
+    };
+    this.#creatExcl = f(OpenFlags.O_CREAT | OpenFlags.O_EXCL);
+  }
+
+  /** Number of open handles. */
+  get openHandles(): number {
+    return this.#handles.size;
+  }
+
+  /** Closes every handle (at exit). */
+  closeAll(): void {
+    for (const h of this.#handles.values()) this.#c.fn.close(h.fd);
+    this.#handles.clear();
+  }
+
+  /** The handler table for the dispatcher. */
+  handlers(): Handlers {
+    const handlers: Handlers = {
+      lstat: (p) => this.#lstat(p.path),
+      opendir: (p) => this.#opendir(p),
+      readdir: (p) => this.#readdir(p),
+      open: (p) => this.#open(p),
+      create: (p) => this.#create(p),
+      read: (p) => this.#read(p),
+      write: (p) => this.#write(p),
+      release: (p) => this.#release(p.handle),
+      flush: (p) =>
+        this.#fdOp(p.handle, (fd) => {
+          const dup = this.#c.fn.dup(fd);
+          return dup < 0 ? dup : this.#c.fn.close(dup);
+        }),
+      fsync: (p) =>
+        this.#fdOp(p.handle, (fd) => p.datasync ? this.#c.fn.fdatasync(fd) : this.#c.fn.fsync(fd)),
+      truncate: (p) => this.#truncatePath(p.path, p.size),
+      ftruncate: (p) => this.#fdOp(p.handle, (fd) => this.#c.fn.ftruncate64(fd, p.size)),
+      setattr: (p) => this.#setattr(p),
+      mkdir: (p) =>
+        this.#createNode(p.path, p.owner, (dirfd, name) => this.#c.fn.mkdirat(dirfd, name, p.mode)),
+      rmdir: (p) => this.#atOp(p.path, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
+      unlink: (p) => this.#atOp(p.path, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
+      rename: (p) => this.#rename(p),
+      link: (p) => this.#link(p),
+      symlink: (p) => {
+        const target = cString(p.target);
+        if (!target) return new RpcFailure("EINVAL", "NUL in symlink target");
+        return this.#createNode(
+          p.path,
+          p.owner,
+          (dirfd, name) => this.#c.fn.symlinkat(target, dirfd, name),
+        );
+      },
+      readlink: (p) => this.#readlink(p.path),
+      chmod: (p) => this.#chmod(p.path, p.mode),
+      chown: (p) =>
+        this.#atOp(
+          p.path,
+          (d, n) =>
+            this.#c.fn.fchownat(
+              d,
+              n,
+              p.uid ?? 0xffffffff,
+              p.gid ?? 0xffffffff,
+              AT_SYMLINK_NOFOLLOW,
+            ),
+        ),
+      utimens: (p) => this.#utimens(p.path, p.atime, p.mtime),
+      statfs: (p) => this.#statfs(p.path),
+      mknod: (p) =>
+        this.#createNode(
+          p.path,
+          p.owner,
+          (dirfd, name) =>
+            num(
+              this.#c.fn.sys_mknodat(
+                this.#c.sys.mknodat,
+                dirfd,
+                name,
+                p.mode,
+                encodeDev(p.rdevMajor, p.rdevMinor),
+              ),
+            ),
+        ),
+      getxattr: (p) => this.#getxattr(p.path, p.name),
+      setxattr: (p) => {
+        const name = cString(p.name);
+        if (!name) return new RpcFailure("EINVAL");
+        return this.#xattrPath(
+          p.path,
+          (path) => this.#c.fn.lsetxattr(path, name, p.value, BigInt(p.value.length), p.flags),
+        );
+      },
+      listxattr: (p) => this.#listxattr(p.path),
+      removexattr: (p) => {
+        const name = cString(p.name);
+        if (!name) return new RpcFailure("EINVAL");
+        return this.#xattrPath(p.path, (path) => this.#c.fn.lremovexattr(path, name));
+      },
+      fallocate: (p) =>
+        this.#fdOp(p.handle, (fd) => this.#c.fn.fallocate64(fd, p.mode, p.offset, p.length)),
+      lseek: (p) => {
+        const h = this.#handles.get(p.handle);
+        if (!h) return new RpcFailure("EBADF");
+        const r = big(this.#c.fn.lseek64(h.fd, p.offset, p.whence));
+        return r < 0n ? failure(this.#c.errno()) : r;
+      },
+      copyFileRange: (p) => this.#copyFileRange(p),
+    };
+    return guardOffsets(handlers);
+  }
+
+  // --- path resolution -------------------------------------------------------------------
+
+  /** Opens the parent of `path` beneath the root. Returns an errno (positive) on failure. */
+  #resolve(path: PathArg): Resolved | number {
+    const parts = splitPath(path);
+    if (parts === undefined) return 22; // EINVAL
+    if (parts.length === 0) return { dirfd: this.#rootFd, name: DOT, owned: false };
+    const name = withNul(parts[parts.length - 1]);
+    if (parts.length === 1) return { dirfd: this.#rootFd, name, owned: false };
+    const parents = parts.slice(0, -1);
+    const flags = this.#flags.O_PATH | this.#flags.O_DIRECTORY | this.#flags.O_CLOEXEC;
+    if (this.#openat2) {
+      const how = new BigUint64Array([
+        BigInt(flags),
+        0n,
+        BigInt(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS),
+      ]);
+      const fd = num(
+        this.#c.fn.sys_openat2(
+          this.#c.sys.openat2,
+          this.#rootFd,
+          joinBytes(parents),
+          new Uint8Array(how.buffer),
+          24n,
+        ),
+      );
+      if (fd >= 0) return { dirfd: fd, name, owned: true };
+      const errno = this.#c.errno();
+      if (errno !== ENOSYS && errno !== EPERM) return errno;
+      this.#openat2 = false; // kernel too old, or seccomp refuses it: walk instead
+      this.#options.log?.(
+        `openat2 unavailable (${errnoName(errno)}): resolving paths per component`,
+      );
+    }
+    let dirfd = this.#rootFd;
+    for (const part of parents) {
+      const fd = this.#c.fn.openat(dirfd, withNul(part), flags | this.#flags.O_NOFOLLOW, 0);
+      const errno = fd < 0 ? this.#c.errno() : 0;
+      if (dirfd !== this.#rootFd) this.#c.fn.close(dirfd);
+      if (fd < 0) return errno;
+      dirfd = fd;
+    }
+    return { dirfd, name, owned: true };
+  }
+
+  #release_(r: Resolved): void {
+    if (r.owned) this.#c.fn.close(r.dirfd);
+  }
+
+  /** Runs an *at call on the resolved path; result null or the call's errno. */
+  #atOp(path: PathArg, op: (dirfd: number, name: Uint8Array) => number): null | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      return op(r.dirfd, r.name) < 0 ? failure(this.#c.errno()) : null;
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  #fdOp(handle: number, op: (fd: number) => number): null | RpcFailure {
+    const h = this.#handles.get(handle);
+    if (!h) return new RpcFailure("EBADF", `no handle ${handle}`);
+    for (;;) {
+      if (op(h.fd) >= 0) return null;
+      const errno = this.#c.errno();
+      if (errno !== EINTR) return failure(errno);
+    }
+  }
+
+  // --- attributes --------------------------------------------------------------------------
+
+  /** statx into the shared buffer; returns 0 or an errno. */
+  #statx(dirfd: number, name: Uint8Array, flags: number): number {
+    const r = num(
+      this.#c.fn.sys_statx(
+        this.#c.sys.statx,
+        dirfd,
+        name,
+        flags | AT_NO_AUTOMOUNT,
+        STATX_BASIC_STATS,
+        this.#statBuf,
+      ),
+    );
+    return r < 0 ? this.#c.errno() : 0;
+  }
+
+  #readStat(): Stat {
+    const v = this.#statView;
+    return {
+      ino: v.getBigUint64(32, true),
+      mode: v.getUint16(28, true),
+      nlink: v.getUint32(16, true),
+      uid: v.getUint32(20, true),
+      gid: v.getUint32(24, true),
+      rdevMajor: v.getUint32(128, true),
+      rdevMinor: v.getUint32(132, true),
+      size: v.getBigUint64(40, true),
+      blocks: v.getBigUint64(48, true),
+      blksize: v.getUint32(4, true),
+      atimeSec: Number(v.getBigInt64(64, true)),
+      atimeNsec: v.getUint32(72, true),
+      mtimeSec: Number(v.getBigInt64(112, true)),
+      mtimeNsec: v.getUint32(120, true),
+      ctimeSec: Number(v.getBigInt64(96, true)),
+      ctimeNsec: v.getUint32(104, true),
+    };
+  }
+
+  #statAt(dirfd: number, name: Uint8Array): Stat | RpcFailure {
+    const errno = this.#statx(dirfd, name, AT_SYMLINK_NOFOLLOW);
+    return errno ? failure(errno) : this.#readStat();
+  }
+
+  #statFd(fd: number): Stat | RpcFailure {
+    const errno = this.#statx(fd, EMPTY, AT_EMPTY_PATH);
+    return errno ? failure(errno) : this.#readStat();
+  }
+
+  #lstat(path: PathArg): Stat | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      return this.#statAt(r.dirfd, r.name);
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  // --- directories -------------------------------------------------------------------------
+
+  #addHandle(fd: number, dir: boolean): number {
+    const id = this.#nextHandle;
+    this.#nextHandle = this.#nextHandle >= 0xffffffff ? 1 : this.#nextHandle + 1;
+    this.#handles.set(id, dir ? { fd, dir: { position: 0n, buffered: [] } } : { fd });
+    return id;
+  }
+
+  #openAt(path: PathArg, flags: number, mode = 0): number | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      for (;;) {
+        const fd = this.#c.fn.openat(r.dirfd, r.name, flags, mode);
+        if (fd >= 0) return fd;
+        const errno = this.#c.errno();
+        if (errno !== EINTR) return failure(errno);
+      }
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  #opendir(p: ParamsOf<"opendir">): { handle: number } | RpcFailure {
+    const f = this.#flags;
+    const fd = this.#openAt(p.path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    if (fd instanceof RpcFailure) return fd;
+    return { handle: this.#addHandle(fd, true) };
+  }
+
+  /** Reads the next batch of raw entries into `dir.buffered`; false at end of directory. */
+  #fill(fd: number, dir: DirState): boolean | RpcFailure {
+    const n = num(
+      this.#c.fn.sys_getdents64(
+        this.#c.sys.getdents64,
+        fd,
+        this.#dentBuf,
+        BigInt(this.#dentBuf.length),
+      ),
+    );
+    if (n < 0) return failure(this.#c.errno());
+    if (n === 0) return false;
+    const v = this.#dentView;
+    let at = 0;
+    while (at < n) {
+      const reclen = v.getUint16(at + 16, true);
+      if (reclen < 20 || at + reclen > n) break;
+      let end = at + 19;
+      while (end < at + reclen && this.#dentBuf[end] !== 0) end++;
+      dir.buffered.push({
+        ino: v.getBigUint64(at, true),
+        offset: v.getBigInt64(at + 8, true) & 0xffffffffffffffffn,
+        type: this.#dentBuf[at + 18],
+        name: this.#dentBuf.slice(at + 19, end),
+      });
+      at += reclen;
+    }
+    return true;
+  }
+
+  #readdir(p: ParamsOf<"readdir">): { entries: DirEntry[]; eof: boolean } | RpcFailure {
+    const h = this.#handles.get(p.handle);
+    if (!h?.dir) return new RpcFailure("EBADF", `no directory handle ${p.handle}`);
+    const dir = h.dir;
+    if (p.offset !== dir.position) {
+      const r = big(this.#c.fn.lseek64(h.fd, p.offset, 0));
+      if (r < 0n) return failure(this.#c.errno());
+      dir.position = p.offset;
+      dir.buffered = [];
+    }
+    const max = Math.min(p.maxEntries ?? 256, MAX_READDIR_ENTRIES);
+    const entries: DirEntry[] = [];
+    let budget = READDIR_BUDGET;
+    let eof = false;
+    while (entries.length < max && budget > 0) {
+      if (dir.buffered.length === 0) {
+        const more = this.#fill(h.fd, dir);
+        if (more instanceof RpcFailure) {
+          if (entries.length === 0) return more;
+          break;
+        }
+        if (!more) {
+          eof = true;
+          break;
+        }
+        continue;
+      }
+      const raw = dir.buffered.shift()!;
+      dir.position = raw.offset;
+      const name = decodeName(raw.name);
+      const entry: DirEntry = { name, ino: raw.ino, type: raw.type, offset: raw.offset };
+      budget -= raw.name.length + 48;
+      const dots = raw.name.length <= 2 && raw.name[0] === 0x2e &&
+        (raw.name.length === 1 || raw.name[1] === 0x2e);
+      if (p.plus && !dots) {
+        const errno = this.#statx(h.fd, withNul(raw.name), AT_SYMLINK_NOFOLLOW);
+        if (errno === 0) {
+          entry.stat = this.#readStat();
+          budget -= 160;
+        } else if (errno === ENOENT) {
+          continue; // vanished since getdents64
+        }
+      }
+      entries.push(entry);
+    }
+    return { entries, eof: eof && dir.buffered.length === 0 };
+  }
+
+  // --- files -------------------------------------------------------------------------------
+
+  #openFlags(wire: number): number {
+    const f = this.#flags;
+    const native = openFlagsFromWire(
+      wire & ~(OpenFlags.O_CREAT | OpenFlags.O_EXCL | OpenFlags.O_PATH | OpenFlags.O_NOCTTY),
+      this.#c.arch,
+    );
+    return native | f.O_NOFOLLOW | f.O_CLOEXEC;
+  }
+
+  #open(p: ParamsOf<"open">): { handle: number } | RpcFailure {
+    const fd = this.#openAt(p.path, this.#openFlags(p.flags));
+    if (fd instanceof RpcFailure) return fd;
+    return { handle: this.#addHandle(fd, false) };
+  }
+
+  #create(p: ParamsOf<"create">): { handle: number; stat: Stat } | RpcFailure {
+    const flags = this.#openFlags(p.flags);
+    let fd = this.#openAt(p.path, flags | this.#creatExcl, p.mode & 0o7777);
+    let created = true;
+    if (
+      fd instanceof RpcFailure && fd.code === "EEXIST" && (p.flags & OpenFlags.O_EXCL) === 0
+    ) {
+      created = false;
+      fd = this.#openAt(p.path, flags);
+    }
+    if (fd instanceof RpcFailure) return fd;
+    if (created && p.owner && this.#euid === 0) {
+      this.#c.fn.fchown(fd, p.owner.uid, p.owner.gid);
+      // chown clears set-id bits; the requested mode wins
+      if (p.mode & 0o6000) this.#c.fn.fchmod(fd, p.mode & 0o7777);
+    }
+    const stat = this.#statFd(fd);
+    if (stat instanceof RpcFailure) {
+      this.#c.fn.close(fd);
+      return stat;
+    }
+    return { handle: this.#addHandle(fd, false), stat };
+  }
+
+  #read(p: ParamsOf<"read">): BytesReply | RpcFailure {
+    const h = this.#handles.get(p.handle);
+    if (!h) return new RpcFailure("EBADF", `no handle ${p.handle}`);
+    const size = Math.min(p.size, MAX_IO_BYTES);
+    const reply = new BytesReply(size);
+    let done = 0;
+    while (done < size) {
+      const n = num(
+        this.#c.fn.pread64(
+          h.fd,
+          done === 0 ? reply.data : reply.data.subarray(done),
+          BigInt(size - done),
+          p.offset + BigInt(done),
+        ),
+      );
+      if (n < 0) {
+        const errno = this.#c.errno();
+        if (errno === EINTR) continue;
+        if (done > 0) break;
+        return failure(errno);
+      }
+      if (n === 0) break;
+      done += n;
+    }
+    reply.length = done;
+    return reply;
+  }
+
+  #write(p: ParamsOf<"write">): number | RpcFailure {
+    const h = this.#handles.get(p.handle);
+    if (!h) return new RpcFailure("EBADF", `no handle ${p.handle}`);
+    const data = p.data;
+    let done = 0;
+    while (done < data.length) {
+      const n = num(
+        this.#c.fn.pwrite64(
+          h.fd,
+          done === 0 ? data : data.subarray(done),
+          BigInt(data.length - done),
+          p.offset + BigInt(done),
+        ),
+      );
+      if (n < 0) {
+        const errno = this.#c.errno();
+        if (errno === EINTR) continue;
+        if (done > 0) break;
+        return failure(errno);
+      }
+      if (n === 0) break;
+      done += n;
+    }
+    return done;
+  }
+
+  #release(handle: number): null | RpcFailure {
+    const h = this.#handles.get(handle);
+    if (!h) return new RpcFailure("EBADF", `no handle ${handle}`);
+    this.#handles.delete(handle);
+    return this.#c.fn.close(h.fd) < 0 ? failure(this.#c.errno()) : null;
+  }
+
+  #truncatePath(path: PathArg, size: bigint): null | RpcFailure {
+    const f = this.#flags;
+    const fd = this.#openAt(path, f.O_WRONLY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    if (fd instanceof RpcFailure) return fd;
+    try {
+      return this.#c.fn.ftruncate64(fd, size) < 0 ? failure(this.#c.errno()) : null;
+    } finally {
+      this.#c.fn.close(fd);
+    }
+  }
+
+  #chmod(path: PathArg, mode: number): null | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      // Never follow a final symlink: refuse it like fchmodat(AT_SYMLINK_NOFOLLOW) does.
+      const errno = this.#statx(r.dirfd, r.name, AT_SYMLINK_NOFOLLOW);
+      if (errno) return failure(errno);
+      if ((this.#statView.getUint16(28, true) & S_IFMT) === S_IFLNK) return failure(EOPNOTSUPP);
+      return this.#c.fn.fchmodat(r.dirfd, r.name, mode & 0o7777, 0) < 0
+        ? failure(this.#c.errno())
+        : null;
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  #utimens(
+    path: PathArg,
+    atime: { sec: number; nsec: number } | undefined,
+    mtime: { sec: number; nsec: number } | undefined,
+  ): null | RpcFailure {
+    const times = new BigInt64Array([
+      BigInt(atime?.sec ?? 0),
+      BigInt(atime?.nsec ?? UTIME_OMIT),
+      BigInt(mtime?.sec ?? 0),
+      BigInt(mtime?.nsec ?? UTIME_OMIT),
+    ]);
+    const buf = new Uint8Array(times.buffer);
+    return this.#atOp(path, (d, n) => this.#c.fn.utimensat(d, n, buf, AT_SYMLINK_NOFOLLOW));
+  }
+
+  #setattr(p: ParamsOf<"setattr">): Stat | RpcFailure {
+    if (p.uid !== undefined || p.gid !== undefined) {
+      const r = this.#atOp(
+        p.path,
+        (d, n) =>
+          this.#c.fn.fchownat(d, n, p.uid ?? 0xffffffff, p.gid ?? 0xffffffff, AT_SYMLINK_NOFOLLOW),
+      );
+      if (r) return r;
+    }
+    if (p.mode !== undefined) {
+      const r = this.#chmod(p.path, p.mode);
+      if (r) return r;
+    }
+    if (p.size !== undefined) {
+      const size = p.size;
+      const r = p.handle !== undefined
+        ? this.#fdOp(p.handle, (fd) => this.#c.fn.ftruncate64(fd, size))
+        : this.#truncatePath(p.path, size);
+      if (r) return r;
+    }
+    if (p.atime !== undefined || p.mtime !== undefined) {
+      const r = this.#utimens(p.path, p.atime, p.mtime);
+      if (r) return r;
+    }
+    return this.#lstat(p.path);
+  }
+
+  /** Creates an inode with `op`, chowns it to `owner` when root, and returns its Stat. */
+  #createNode(
+    path: PathArg,
+    owner: { uid: number; gid: number } | undefined,
+    op: (dirfd: number, name: Uint8Array) => number,
+  ): Stat | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      if (op(r.dirfd, r.name) < 0) return failure(this.#c.errno());
+      if (owner && this.#euid === 0) {
+        this.#c.fn.fchownat(r.dirfd, r.name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW);
+      }
+      return this.#statAt(r.dirfd, r.name);
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  #rename(p: ParamsOf<"rename">): null | RpcFailure {
+    const from = this.#resolve(p.from);
+    if (typeof from === "number") return failure(from);
+    const to = this.#resolve(p.to);
+    if (typeof to === "number") {
+      this.#release_(from);
+      return failure(to);
+    }
+    try {
+      let r = num(
+        this.#c.fn.sys_renameat2(
+          this.#c.sys.renameat2,
+          from.dirfd,
+          from.name,
+          to.dirfd,
+          to.name,
+          p.flags,
+        ),
+      );
+      if (r < 0 && p.flags === 0 && this.#c.errno() === ENOSYS) {
+        r = this.#c.fn.renameat(from.dirfd, from.name, to.dirfd, to.name);
+      }
+      return r < 0 ? failure(this.#c.errno()) : null;
+    } finally {
+      this.#release_(from);
+      this.#release_(to);
+    }
+  }
+
+  #link(p: ParamsOf<"link">): Stat | RpcFailure {
+    const from = this.#resolve(p.from);
+    if (typeof from === "number") return failure(from);
+    const to = this.#resolve(p.to);
+    if (typeof to === "number") {
+      this.#release_(from);
+      return failure(to);
+    }
+    try {
+      if (this.#c.fn.linkat(from.dirfd, from.name, to.dirfd, to.name, 0) < 0) {
+        return failure(this.#c.errno());
+      }
+      return this.#statAt(to.dirfd, to.name);
+    } finally {
+      this.#release_(from);
+      this.#release_(to);
+    }
+  }
+
+  #readlink(path: PathArg): string | Uint8Array | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      const buf = new Uint8Array(4096);
+      const n = num(this.#c.fn.readlinkat(r.dirfd, r.name, buf, BigInt(buf.length)));
+      if (n < 0) return failure(this.#c.errno());
+      return decodeName(buf.subarray(0, n));
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  #statfs(path: PathArg): StatFs | RpcFailure {
+    const f = this.#flags;
+    const fd = this.#openAt(path, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC);
+    if (fd instanceof RpcFailure) return fd;
+    try {
+      const buf = new Uint8Array(128);
+      if (this.#c.fn.fstatvfs(fd, buf) < 0) return failure(this.#c.errno());
+      const v = new DataView(buf.buffer);
+      const u = (at: number) => v.getBigUint64(at, true);
+      return {
+        bsize: Number(u(0) & 0xffffffffn),
+        frsize: Number(u(8) & 0xffffffffn),
+        blocks: u(16),
+        bfree: u(24),
+        bavail: u(32),
+        files: u(40),
+        ffree: u(48),
+        favail: u(56),
+        flags: Number(u(72) & 0xffffffffn),
+        namemax: Number(u(80) & 0xffffffffn),
+      };
+    } finally {
+      this.#c.fn.close(fd);
+    }
+  }
+
+  // --- xattrs ------------------------------------------------------------------------------
+
+  /**
+   * Runs an l*xattr call on a path naming the target without following a final symlink:
+   * /proc/self/fd/<parent fd>/<name> (the parent was opened beneath the root).
+   */
+  #xattrPath<T>(
+    path: PathArg,
+    op: (cpath: Uint8Array) => number,
+    ok: (n: number) => T | RpcFailure = () => null as T,
+  ): T | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      const name = r.name.subarray(0, r.name.length - 1);
+      const prefix = this.#options.procFd !== undefined
+        ? `${this.#options.procFd}/${r.dirfd}/`
+        : undefined;
+      let full: Uint8Array;
+      if (prefix !== undefined) {
+        const head = new TextEncoder().encode(prefix);
+        full = new Uint8Array(head.length + name.length + 1);
+        full.set(head);
+        full.set(name, head.length);
+      } else {
+        const parts = splitPath(path)!;
+        const root = new TextEncoder().encode(this.#options.rootPath.replace(/\/+$/, ""));
+        const rest = parts.length ? joinBytes(parts) : new Uint8Array([0]);
+        full = new Uint8Array(root.length + 1 + rest.length);
+        full.set(root);
+        full[root.length] = parts.length ? 0x2f : 0;
+        full.set(rest, root.length + 1);
+      }
+      for (;;) {
+        const n = op(full);
+        if (n >= 0) return ok(n);
+        const errno = this.#c.errno();
+        if (errno !== EINTR) return failure(errno);
+      }
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  #getxattr(path: PathArg, attr: string): Uint8Array | RpcFailure {
+    const name = cString(attr);
+    if (!name) return new RpcFailure("EINVAL");
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const size = this.#xattrPath(
+        path,
+        (p) => num(this.#c.fn.lgetxattr(p, name, null, 0n)),
+        (n) => n,
+      );
+      if (size instanceof RpcFailure) return size;
+      const buf = new Uint8Array(Math.max(size, 1));
+      const got = this.#xattrPath(
+        path,
+        (p) => num(this.#c.fn.lgetxattr(p, name, buf, BigInt(size))),
+        (n) => buf.subarray(0, n),
+      );
+      if (got instanceof RpcFailure && got.code === errnoName(ERANGE)) continue; // grew meanwhile
+      return got;
+    }
+    return failure(ERANGE);
+  }
+
+  #listxattr(path: PathArg): (string | Uint8Array)[] | RpcFailure {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const size = this.#xattrPath(path, (p) => num(this.#c.fn.llistxattr(p, null, 0n)), (n) => n);
+      if (size instanceof RpcFailure) return size;
+      const buf = new Uint8Array(Math.max(size, 1));
+      const got = this.#xattrPath(
+        path,
+        (p) => num(this.#c.fn.llistxattr(p, buf, BigInt(size))),
+        (n) => {
+          const names: (string | Uint8Array)[] = [];
+          let start = 0;
+          for (let i = 0; i < n; i++) {
+            if (buf[i] === 0) {
+              if (i > start) names.push(decodeName(buf.subarray(start, i)));
+              start = i + 1;
+            }
+          }
+          return names;
+        },
+      );
+      if (got instanceof RpcFailure && got.code === errnoName(ERANGE)) continue;
+      return got;
+    }
+    return failure(ERANGE);
+  }
+
+  #copyFileRange(p: ParamsOf<"copyFileRange">): bigint | RpcFailure {
+    const hin = this.#handles.get(p.handleIn);
+    const hout = this.#handles.get(p.handleOut);
+    if (!hin || !hout) return new RpcFailure("EBADF");
+    const offIn = new BigInt64Array([BigInt.asIntN(64, p.offsetIn)]);
+    const offOut = new BigInt64Array([BigInt.asIntN(64, p.offsetOut)]);
+    const length = p.length > BigInt(MAX_IO_BYTES) * 1024n
+      ? BigInt(MAX_IO_BYTES) * 1024n
+      : p.length;
+    const r = big(
+      this.#c.fn.sys_copy_file_range(
+        this.#c.sys.copy_file_range,
+        hin.fd,
+        new Uint8Array(offIn.buffer),
+        hout.fd,
+        new Uint8Array(offOut.buffer),
+        length,
+        p.flags,
+      ),
+    );
+    return r < 0n ? failure(this.#c.errno()) : r;
+  }
+}
+
+const OFFSET_KEYS = ["offset", "size", "length", "offsetIn", "offsetOut"] as const;
+
+/** Wraps handlers so 64-bit params beyond off_t's range answer EINVAL, as the kernel would. */
+function guardOffsets(handlers: Handlers): Handlers {
+  const out: Record<string, (p: Record<string, unknown>) => unknown> = {};
+  for (const [method, handler] of Object.entries(handlers)) {
+    const fn = handler as (p: Record<string, unknown>) => unknown;
+    out[method] = (p) => {
+      for (const key of OFFSET_KEYS) {
+        const v = p[key];
+        if (typeof v === "bigint" && v > I64_MAX) return failure(EINVAL, `${key} beyond 2^63-1`);
+      }
+      return fn(p);
+    };
+  }
+  return out as unknown as Handlers;
+}

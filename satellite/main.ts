@@ -1,0 +1,200 @@
+/**
+ * The dockerfuse satellite: serves the protocol on stdin/stdout for one root directory.
+ *
+ *     satellite --root PATH [--self DIR]
+ *
+ * `--self DIR` is deleted (recursively) as soon as the satellite runs: its own upload. Nothing
+ * but protocol frames goes to stdout; diagnostics go to stderr. It exits when stdin closes.
+ * The loop is fully synchronous (blocking reads and writes through libc): one request at a
+ * time, in arrival order, responses batched per input chunk.
+ *
+ * @module
+ */
+
+import {
+  Dispatcher,
+  FrameDecoder,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+} from "../src/protocol/mod.ts";
+import { SatelliteFs } from "./fs.ts";
+import { cString, Libc, num } from "./libc.ts";
+
+/** Replaced by the packaging step with the bundle's build id. */
+const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
+const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
+
+const USAGE = "usage: satellite --root PATH [--self DIR]";
+const EINTR = 4;
+const F_SETPIPE_SZ = 1031;
+const AT_FDCWD = -100;
+const BATCH_BYTES = 256 * 1024;
+
+function log(message: string): void {
+  try {
+    Deno.stderr.writeSync(new TextEncoder().encode(`dockerfuse-satellite: ${message}\n`));
+  } catch {
+    // stderr gone: nothing to do
+  }
+}
+
+function parseArgs(args: string[]): { root: string; self?: string } | string {
+  let root: string | undefined;
+  let self: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--root" && i + 1 < args.length) root = args[++i];
+    else if (a === "--self" && i + 1 < args.length) self = args[++i];
+    else if (a === "--help" || a === "-h") return USAGE;
+    else return `unexpected argument '${a}'\n${USAGE}`;
+  }
+  if (root === undefined) return `--root is required\n${USAGE}`;
+  if (!root.startsWith("/")) return `--root must be an absolute path, got '${root}'`;
+  return { root, self };
+}
+
+/** Batches frames and writes them to fd 1 with blocking writes. */
+class Output {
+  readonly #libc: Libc;
+  readonly #batch = new Uint8Array(BATCH_BYTES);
+  #fill = 0;
+  broken = false;
+
+  constructor(libc: Libc) {
+    this.#libc = libc;
+  }
+
+  push(frame: Uint8Array): void {
+    if (frame.length > BATCH_BYTES / 4) {
+      this.flush();
+      this.#write(frame);
+      return;
+    }
+    if (this.#fill + frame.length > BATCH_BYTES) this.flush();
+    this.#batch.set(frame, this.#fill);
+    this.#fill += frame.length;
+  }
+
+  flush(): void {
+    if (this.#fill === 0) return;
+    const n = this.#fill;
+    this.#fill = 0;
+    this.#write(this.#batch.subarray(0, n));
+  }
+
+  #write(bytes: Uint8Array): void {
+    let done = 0;
+    while (done < bytes.length && !this.broken) {
+      const n = num(
+        this.#libc.fn.write(1, done ? bytes.subarray(done) : bytes, BigInt(bytes.length - done)),
+      );
+      if (n < 0) {
+        if (this.#libc.errno() === EINTR) continue;
+        this.broken = true; // the client is gone
+        return;
+      }
+      done += n;
+    }
+  }
+}
+
+function main(): number {
+  const args = parseArgs(Deno.args);
+  if (typeof args === "string") {
+    log(args);
+    return args === USAGE ? 0 : 2;
+  }
+  if (args.self !== undefined) {
+    try {
+      Deno.removeSync(args.self, { recursive: true });
+    } catch (e) {
+      log(`cannot remove ${args.self}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+  const libc = new Libc();
+  libc.fn.umask(0);
+  // Larger pipes mean fewer context switches for 1 MiB reads (best effort).
+  libc.fn.fcntl(0, F_SETPIPE_SZ, 1 << 20);
+  libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
+  const out = new Output(libc);
+
+  const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, 0o10000000 | 0o2000000, 0); // O_PATH|O_CLOEXEC
+  const fs = rootFd >= 0
+    ? new SatelliteFs(libc, rootFd, {
+      rootPath: args.root,
+      procFd: procFdPath(),
+      log,
+    })
+    : undefined;
+  const dispatcher = new Dispatcher(
+    fs?.handlers() ?? ({} as never),
+    (method, error) => log(`${method}: ${error instanceof Error ? error.stack : error}`),
+  );
+  if (!fs) {
+    const message = `Cannot open root '${args.root}': errno ${libc.errno()}`;
+    log(message);
+    out.push(dispatcher.fatalFrame(message));
+    out.flush();
+    return 1;
+  }
+  out.push(dispatcher.helloFrame({
+    protocol: PROTOCOL_VERSION,
+    buildId: BUILD_ID,
+    pid: Deno.pid,
+    uid: libc.fn.geteuid(),
+    gid: libc.fn.getegid(),
+    arch: libc.arch,
+    root: args.root,
+    maxFrameBytes: MAX_FRAME_BYTES,
+  }));
+  out.flush();
+
+  const decoder = new FrameDecoder(MAX_FRAME_BYTES);
+  const input = new Uint8Array(MAX_FRAME_BYTES + 4);
+  let fatal: string | undefined;
+  const onFrame = (body: Uint8Array) => {
+    if (fatal !== undefined) return;
+    const response = dispatcher.handle(body);
+    if (response instanceof Uint8Array) {
+      out.push(response);
+    } else {
+      fatal = response.fatal;
+      out.push(response.frame);
+    }
+  };
+  for (;;) {
+    const n = num(libc.fn.read(0, input, BigInt(input.length)));
+    if (n < 0) {
+      if (libc.errno() === EINTR) continue;
+      log(`cannot read stdin: errno ${libc.errno()}`);
+      break;
+    }
+    if (n === 0) break; // client closed our stdin: done
+    const error = decoder.push(input.subarray(0, n), onFrame);
+    if (error !== undefined && fatal === undefined) {
+      fatal = error;
+      out.push(dispatcher.fatalFrame(error));
+    }
+    out.flush();
+    if (fatal !== undefined) {
+      log(`protocol error: ${fatal}`);
+      fs.closeAll();
+      return 3;
+    }
+    if (out.broken) break;
+  }
+  fs.closeAll();
+  return 0;
+}
+
+function procFdPath(): string | undefined {
+  try {
+    Deno.statSync("/proc/self/fd");
+    return "/proc/self/fd";
+  } catch {
+    log("/proc is not mounted: xattr calls follow paths from the root");
+    return undefined;
+  }
+}
+
+Deno.exit(main());

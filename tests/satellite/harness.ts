@@ -1,0 +1,85 @@
+/**
+ * Test harness: a satellite started from source over pipes, against a host directory.
+ *
+ * @module
+ */
+
+import { RpcClient, type RpcResult } from "../../src/protocol/mod.ts";
+
+const SATELLITE = new URL("../../satellite/main.ts", import.meta.url);
+
+/** A running satellite and its client. */
+export interface Harness {
+  readonly client: RpcClient;
+  readonly child: Deno.ChildProcess;
+  readonly stderr: Promise<string>;
+  /** Closes the client and waits for the satellite to exit; returns its exit code. */
+  stop(): Promise<number>;
+}
+
+/** Options of {@link startSatellite}. */
+export interface StartOptions {
+  /** Run as this user (through setpriv); root otherwise. */
+  user?: { uid: number; gid: number };
+  /** Extra satellite arguments. */
+  args?: string[];
+}
+
+/** Starts `deno run satellite/main.ts --root <root>` and connects a client. */
+export function startSatellite(root: string, options: StartOptions = {}): Harness {
+  const satArgs = [
+    "run",
+    "-A",
+    "--no-lock",
+    SATELLITE.pathname,
+    "--root",
+    root,
+    ...(options.args ?? []),
+  ];
+  const command = options.user
+    ? new Deno.Command("setpriv", {
+      args: [
+        `--reuid=${options.user.uid}`,
+        `--regid=${options.user.gid}`,
+        "--clear-groups",
+        Deno.execPath(),
+        ...satArgs,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { DENO_DIR: Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno` },
+    })
+    : new Deno.Command(Deno.execPath(), {
+      args: satArgs,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    });
+  const child = command.spawn();
+  const client = new RpcClient(child.stdout, child.stdin);
+  const stderr = new Response(child.stderr).text();
+  return {
+    client,
+    child,
+    stderr,
+    async stop() {
+      await client.close();
+      const status = await child.status;
+      await stderr;
+      return status.code;
+    },
+  };
+}
+
+/** The value of a successful result; throws with the errno otherwise (test helper). */
+export function ok<T>(result: RpcResult<T>): T {
+  if (!result.ok) throw new Error(`expected success, got ${result.code}: ${result.message}`);
+  return result.value;
+}
+
+/** The errno name of a failed result; throws on success (test helper). */
+export function code<T>(result: RpcResult<T>): string {
+  if (result.ok) throw new Error(`expected a failure, got ${Deno.inspect(result.value)}`);
+  return result.code;
+}
