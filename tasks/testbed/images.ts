@@ -118,15 +118,15 @@ export async function buildImage(ctx: BuildContext, kind: ImageKind, ref: string
   } finally {
     await removeTree(dir);
   }
-  await removeOldTags(ctx.host, kind, ref);
+  await removeOldTags(ctx.host, ref);
   log(`built ${ref} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
-async function removeOldTags(host: string, kind: ImageKind, keep: string): Promise<void> {
+/** Untags other versions of `keep`'s repository (older recipes of the same kind). */
+async function removeOldTags(host: string, keep: string): Promise<void> {
+  const repo = keep.slice(0, keep.lastIndexOf(":") + 1);
   const r = await docker(host, ["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], false);
-  const old = r.stdout.split("\n").filter((l) =>
-    l.startsWith(`${IMAGE_REPO}/${kind}:`) && l !== keep
-  );
+  const old = r.stdout.split("\n").filter((l) => l.startsWith(repo) && l !== keep);
   for (const ref of old) await docker(host, ["rmi", ref], false);
 }
 

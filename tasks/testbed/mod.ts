@@ -5,7 +5,13 @@
  * @module
  */
 
-import { docker, dockerHostFromEnv, engineAnswers, startPrivateDockerd } from "./engine.ts";
+import {
+  DEFAULT_DOCKER_HOST,
+  docker,
+  dockerHostFromEnv,
+  engineAnswers,
+  startPrivateDockerd,
+} from "./engine.ts";
 import {
   ALL_KINDS,
   buildImage,
@@ -43,6 +49,9 @@ export interface TestBed {
   /** image references ("dockerfuse-test/glibc:<recipe-hash>") per kind */
   readonly images: Readonly<Record<ImageKind, string>>;
 }
+
+/** One apt state per process, so `apt-get update` runs at most once (per architecture change). */
+const sharedApt = new Apt();
 
 /** Label on every container started by startTestContainer (used by `testbed clean`). */
 export const CONTAINER_LABEL = "dockerfuse-testbed=1";
@@ -109,9 +118,10 @@ async function setUp(
   cache: string,
 ): Promise<void> {
   const started = Date.now();
-  const apt = new Apt();
+  const apt = sharedApt;
   const privileged = isRoot() && await isDebian();
-  const explicitHost = (Deno.env.get("DOCKER_HOST") ?? "") !== "";
+  // A private dockerd is only started on the default socket, never for another DOCKER_HOST.
+  const explicitHost = host !== DEFAULT_DOCKER_HOST;
 
   // 1. Decide everything apt has to do, so it runs once.
   const packages = new Set<string>();
@@ -196,7 +206,7 @@ export async function ensureFuseTools(): Promise<void> {
   if (!isRoot() || !(await isDebian())) {
     throw new Error("Cannot find fusermount3: install fuse3 (needs root on Debian)");
   }
-  await new Apt().install(["fuse3"]);
+  await sharedApt.install(["fuse3"]);
   if (!(await hasCommand("fusermount3"))) {
     throw new Error("Cannot find fusermount3 after installing fuse3");
   }
