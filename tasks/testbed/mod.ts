@@ -129,7 +129,11 @@ async function setUp(
   let engineUp = haveCli && await engineAnswers(host);
   if (!engineUp) {
     if (explicitHost) {
-      throw cannot(`the Docker engine at DOCKER_HOST=${host} does not answer`);
+      throw cannot(
+        haveCli
+          ? `the Docker engine at DOCKER_HOST=${host} does not answer`
+          : "no docker CLI on PATH (install docker.io or the Docker CLI)",
+      );
     }
     if (!haveCli || !(await hasCommand("dockerd"))) packages.add("docker.io");
   }
