@@ -1,0 +1,140 @@
+/**
+ * The dockerfuse command: parses the command line, runs the subcommand, maps failures to the
+ * documented exit codes. The only module that touches Deno.args, signals and process exit.
+ *
+ * @module
+ */
+
+import { PROTOCOL_VERSION } from "../protocol/mod.ts";
+import { type MountOptions, parseArgs } from "./args.ts";
+import { CliError, ExitCode } from "./exit_codes.ts";
+import { createLogger } from "./log.ts";
+import { runMount, runUnmount } from "./mount.ts";
+import { progressBar } from "./progress.ts";
+
+/** dockerfuse's own version. */
+export const VERSION = "0.1.0";
+
+/** Set in the background child of `--daemon`; it serves in the foreground of its own session. */
+const DAEMON_CHILD_ENV = "DOCKERFUSE_DAEMON_CHILD";
+
+function bundleRoot(): string {
+  return new URL("../../dist/satellite", import.meta.url).pathname;
+}
+
+/** Argv that re-runs this program (from source or as a compiled executable). */
+function selfCommand(args: readonly string[]): string[] {
+  if (Deno.build.standalone) return [...args];
+  return ["run", "-A", new URL(import.meta.url).pathname, ...args];
+}
+
+/**
+ * `--daemon`: start the same command line in a detached child, wait until it reports the mount
+ * ready (one line on its stdout), then return. The child logs to a file.
+ */
+async function daemonize(args: readonly string[], options: MountOptions): Promise<number> {
+  const log = await Deno.makeTempFile({ prefix: "dockerfuse-", suffix: ".log" });
+  const file = await Deno.open(log, { write: true, append: true });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: selfCommand(args),
+    env: { [DAEMON_CHILD_ENV]: log },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    detached: true,
+  }).spawn();
+  file.close();
+  const reader = child.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+  }
+  reader.releaseLock();
+  if (text.startsWith("ready")) {
+    child.unref();
+    console.error(
+      `Mounted '${options.container}' on '${options.mountpoint}' (pid ${child.pid}, log ${log}). ` +
+        `Unmount with: dockerfuse unmount ${options.mountpoint}`,
+    );
+    return ExitCode.Ok;
+  }
+  const status = await child.status;
+  const logText = await Deno.readTextFile(log).catch(() => "");
+  console.error(logText.trimEnd() || `The background dockerfuse exited with ${status.code}`);
+  return status.code || ExitCode.Internal;
+}
+
+async function main(args: readonly string[]): Promise<number> {
+  const invocation = await parseArgs(args);
+  switch (invocation.kind) {
+    case "help":
+      console.log(invocation.text);
+      return invocation.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage;
+    case "usage-error":
+      console.error(invocation.text);
+      return ExitCode.Usage;
+    case "version":
+      if (invocation.json) {
+        console.log(
+          JSON.stringify({ version: VERSION, protocol: PROTOCOL_VERSION, deno: Deno.version.deno }),
+        );
+      } else {
+        console.log(
+          `dockerfuse ${VERSION} (protocol ${PROTOCOL_VERSION}, Deno ${Deno.version.deno})`,
+        );
+      }
+      return ExitCode.Ok;
+    case "unmount":
+      return await runUnmount(
+        invocation.mountpoint,
+        createLogger({ format: "text", debug: false }),
+      );
+    case "mount": {
+      const options = invocation.options;
+      const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
+      if (options.daemon && daemonLog === undefined) return await daemonize(args, options);
+      const sink = daemonLog === undefined
+        ? Deno.stderr
+        : Deno.openSync(daemonLog, { write: true, append: true });
+      const logger = createLogger({ format: options.logFormat, debug: options.debug, sink });
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+        Deno.addSignalListener(signal, onSignal);
+      }
+      return await runMount(options, {
+        env: Deno.env.toObject(),
+        logger,
+        stop: stop.signal,
+        bundleRoot: bundleRoot(),
+        onReady: () => {
+          if (daemonLog !== undefined) {
+            Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));
+          }
+        },
+        onProgress: daemonLog === undefined && Deno.stderr.isTerminal() ? progressBar() : undefined,
+      });
+    }
+  }
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (error) {
+    const message = error instanceof CliError
+      ? error.message
+      : `dockerfuse: unexpected error: ${(error as Error)?.stack ?? error}`;
+    code = error instanceof CliError ? error.exitCode : ExitCode.Internal;
+    console.error(message);
+    const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
+    if (daemonLog !== undefined) {
+      await Deno.writeTextFile(daemonLog, message + "\n", { append: true }).catch(() => {});
+    }
+  }
+  Deno.exit(code);
+}

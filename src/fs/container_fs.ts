@@ -1,0 +1,606 @@
+/**
+ * The container filesystem: the FUSE layer's `FileSystem` implemented with satellite RPCs.
+ *
+ * Invariants:
+ * - Every operation names its object by the node's current path (kept by the FUSE layer), made
+ *   relative to the satellite's root ("" is the root). A node without a path (unlinked) is only
+ *   reachable through an open handle.
+ * - Failures are errno values; an RPC failure's errno passes through unchanged, so the container's
+ *   own answer (ENOSPC, EROFS, EACCES…) reaches the caller.
+ * - New inodes are owned by the calling uid/gid (the gid of a set-group-ID parent directory wins,
+ *   as on ext4).
+ * - Attributes last seen for a node are kept in `node.data` (for set-group-ID inheritance and
+ *   the page-cache decision on open).
+ *
+ * @module
+ */
+
+import {
+  type Attr,
+  type AttrResult,
+  type Created,
+  type DirEntry,
+  EINVAL,
+  ENOENT,
+  type Entry,
+  type Errno,
+  errnoOf,
+  type FileSystem,
+  type Logger,
+  type Node,
+  type Opened,
+  type ReleaseInfo,
+  type RequestContext,
+  type SetAttrChanges,
+  type StatFs,
+  type Timestamp,
+  type WriteInfo,
+} from "../fuse/mod.ts";
+import {
+  type CallOptions,
+  decodeDev,
+  encodeDev,
+  MAX_IO_BYTES,
+  openFlagsToWire,
+  type RpcCalls,
+  type RpcResult,
+  type Stat,
+  UTIME_NOW,
+} from "../protocol/mod.ts";
+
+/** An open file or directory: the satellite's handle id. */
+export interface Handle {
+  readonly id: number;
+  readonly dir: boolean;
+  /** Directory listing read ahead from the satellite (dirs only). */
+  listing?: Listing;
+}
+
+interface Listing {
+  entries: DirEntry[];
+  /** Index in `entries` of the entry whose `next` cookie is the key. */
+  afterCookie: Map<number, number>;
+  /** Cookie the listing starts at. */
+  start: number;
+  eof: boolean;
+}
+
+/** Options of {@link ContainerFs}. Timeouts in seconds. */
+export interface ContainerFsOptions {
+  attrTimeout: number;
+  entryTimeout: number;
+  /** The host's architecture name as the protocol knows it ("x86_64", "aarch64"). */
+  hostArch: string;
+  logger: Logger;
+}
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_ISGID = 0o2000;
+const DT_TO_IFMT: Readonly<Record<number, number>> = {
+  1: 0o010000, // DT_FIFO
+  2: 0o020000, // DT_CHR
+  4: S_IFDIR,
+  6: 0o060000, // DT_BLK
+  8: S_IFREG,
+  10: 0o120000, // DT_LNK
+  12: 0o140000, // DT_SOCK
+};
+/** Entries asked of the satellite per readdir round trip. */
+const READDIR_BATCH = 1024;
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Converts the satellite's Stat to FUSE attributes. */
+export function statToAttr(stat: Stat): Attr {
+  return {
+    ino: stat.ino,
+    mode: stat.mode,
+    nlink: stat.nlink,
+    uid: stat.uid,
+    gid: stat.gid,
+    rdev: encodeDev(stat.rdevMajor, stat.rdevMinor),
+    size: Number(stat.size),
+    blocks: Number(stat.blocks),
+    blksize: stat.blksize || 4096,
+    atime: { sec: stat.atimeSec, nsec: stat.atimeNsec },
+    mtime: { sec: stat.mtimeSec, nsec: stat.mtimeNsec },
+    ctime: { sec: stat.ctimeSec, nsec: stat.ctimeNsec },
+  };
+}
+
+function wireTime(t: Timestamp | "now" | undefined): { sec: number; nsec: number } | undefined {
+  if (t === undefined) return undefined;
+  return t === "now" ? { sec: 0, nsec: UTIME_NOW } : { sec: t.sec, nsec: t.nsec };
+}
+
+/** Relative protocol path of a node ("" for the root), or undefined when it has none. */
+function relPath(node: Node): string | undefined {
+  const path = node.path;
+  return path === undefined ? undefined : path.slice(1);
+}
+
+/** The FUSE filesystem of one container, served by its satellite. */
+export class ContainerFs implements FileSystem<Handle> {
+  readonly #rpc: RpcCalls;
+  readonly #options: ContainerFsOptions;
+  #warnedNames = false;
+
+  constructor(rpc: RpcCalls, options: ContainerFsOptions) {
+    this.#rpc = rpc;
+    this.#options = options;
+  }
+
+  #opts(ctx: RequestContext): CallOptions {
+    return { signal: ctx.signal };
+  }
+
+  #childPath(parent: Node, name: string): string | Errno {
+    const base = relPath(parent);
+    if (base === undefined) return ENOENT;
+    return base === "" ? name : `${base}/${name}`;
+  }
+
+  #entry(node: Node | undefined, stat: Stat): Entry {
+    const attr = statToAttr(stat);
+    if (node) node.data = attr;
+    return {
+      attr,
+      key: String(stat.ino),
+      entryTimeout: this.#options.entryTimeout,
+      attrTimeout: this.#options.attrTimeout,
+    };
+  }
+
+  /** Owner of a new inode in `parent`: the caller, with a set-group-ID directory's group. */
+  #owner(ctx: RequestContext, parent: Node): { uid: number; gid: number } {
+    const attr = parent.data as Attr | undefined;
+    const gid = attr && (attr.mode & S_ISGID) !== 0 ? attr.gid : ctx.gid;
+    return { uid: ctx.uid, gid };
+  }
+
+  #fail(result: RpcResult<unknown> & { ok: false }): Errno {
+    return errnoOf(result.errno);
+  }
+
+  async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
+    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+  }
+
+  async getattr(ctx: RequestContext, node: Node): Promise<AttrResult | Errno> {
+    const path = relPath(node);
+    if (path === undefined) {
+      const attr = node.data as Attr | undefined;
+      return attr ? { attr, timeout: 0 } : ENOENT;
+    }
+    const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    const attr = statToAttr(r.value);
+    node.data = attr;
+    return { attr, timeout: this.#options.attrTimeout };
+  }
+
+  async setattr(
+    ctx: RequestContext,
+    node: Node,
+    changes: SetAttrChanges,
+    handle: Handle | undefined,
+  ): Promise<AttrResult | Errno> {
+    const path = relPath(node);
+    if (path === undefined) {
+      // Unlinked but open: only a truncate through the handle is possible.
+      if (handle && changes.size !== undefined && Object.keys(changes).length === 1) {
+        const r = await this.#rpc.ftruncate(
+          { handle: handle.id, size: BigInt(changes.size) },
+          this.#opts(ctx),
+        );
+        if (!r.ok) return this.#fail(r);
+        const attr = node.data as Attr | undefined;
+        if (!attr) return ENOENT;
+        const updated = { ...attr, size: changes.size };
+        node.data = updated;
+        return { attr: updated, timeout: 0 };
+      }
+      return ENOENT;
+    }
+    const r = await this.#rpc.setattr({
+      path,
+      handle: handle?.id,
+      mode: changes.mode,
+      uid: changes.uid,
+      gid: changes.gid,
+      size: changes.size === undefined ? undefined : BigInt(changes.size),
+      atime: wireTime(changes.atime),
+      mtime: wireTime(changes.mtime),
+    }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    const attr = statToAttr(r.value);
+    node.data = attr;
+    return { attr, timeout: this.#options.attrTimeout };
+  }
+
+  async readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    if (typeof r.value === "string") return r.value;
+    try {
+      return decoder.decode(r.value);
+    } catch {
+      return EINVAL; // a target that is not UTF-8 cannot be shown faithfully
+    }
+  }
+
+  async symlink(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+    target: string,
+  ): Promise<Entry | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const r = await this.#rpc.symlink(
+      { path, target, owner: this.#owner(ctx, parent) },
+      this.#opts(ctx),
+    );
+    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+  }
+
+  async mknod(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+    mode: number,
+    rdev: number,
+  ): Promise<Entry | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const { major, minor } = decodeDev(rdev);
+    const r = await this.#rpc.mknod(
+      { path, mode, rdevMajor: major, rdevMinor: minor, owner: this.#owner(ctx, parent) },
+      this.#opts(ctx),
+    );
+    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+  }
+
+  async mkdir(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+    mode: number,
+  ): Promise<Entry | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const parentAttr = parent.data as Attr | undefined;
+    // A directory made in a set-group-ID directory inherits the bit, as on ext4.
+    const inherited = parentAttr && (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
+    const r = await this.#rpc.mkdir(
+      { path, mode: mode | inherited, owner: this.#owner(ctx, parent) },
+      this.#opts(ctx),
+    );
+    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+  }
+
+  async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const r = await this.#rpc.unlink({ path }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const r = await this.#rpc.rmdir({ path }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async rename(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+    newParent: Node,
+    newName: string,
+    flags: number,
+  ): Promise<void | Errno> {
+    const from = this.#childPath(parent, name);
+    if (typeof from !== "string") return from;
+    const to = this.#childPath(newParent, newName);
+    if (typeof to !== "string") return to;
+    const r = await this.#rpc.rename({ from, to, flags }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async link(
+    ctx: RequestContext,
+    node: Node,
+    newParent: Node,
+    newName: string,
+  ): Promise<Entry | Errno> {
+    const from = relPath(node);
+    if (from === undefined) return ENOENT;
+    const to = this.#childPath(newParent, newName);
+    if (typeof to !== "string") return to;
+    const r = await this.#rpc.link({ from, to }, this.#opts(ctx));
+    return r.ok ? this.#entry(node, r.value) : this.#fail(r);
+  }
+
+  /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */
+  #opened(node: Node, id: number): Opened<Handle> {
+    const attr = node.data as Attr | undefined;
+    const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
+    return { handle: { id, dir: false }, directIo: special, keepCache: !special };
+  }
+
+  async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.open(
+      { path, flags: openFlagsToWire(flags, this.#options.hostArch) },
+      this.#opts(ctx),
+    );
+    return r.ok ? this.#opened(node, r.value.handle) : this.#fail(r);
+  }
+
+  async create(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+    mode: number,
+    flags: number,
+  ): Promise<Created<Handle> | Errno> {
+    const path = this.#childPath(parent, name);
+    if (typeof path !== "string") return path;
+    const r = await this.#rpc.create({
+      path,
+      flags: openFlagsToWire(flags, this.#options.hostArch),
+      mode,
+      owner: this.#owner(ctx, parent),
+    }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    return {
+      handle: { id: r.value.handle, dir: false },
+      entry: this.#entry(undefined, r.value.stat),
+    };
+  }
+
+  async read(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    offset: number,
+    size: number,
+  ): Promise<Uint8Array | Errno> {
+    const r = await this.#rpc.read(
+      { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
+      this.#opts(ctx),
+    );
+    return r.ok ? r.value : this.#fail(r);
+  }
+
+  async write(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    offset: number,
+    data: Uint8Array,
+    _info: WriteInfo,
+  ): Promise<number | Errno> {
+    const r = await this.#rpc.write(
+      { handle: handle.id, offset: BigInt(offset), data },
+      this.#opts(ctx),
+    );
+    return r.ok ? r.value : this.#fail(r);
+  }
+
+  async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    const r = await this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async release(
+    _ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    _info: ReleaseInfo,
+  ): Promise<void | Errno> {
+    // Not cancellable: the satellite's handle must be closed whatever the caller does.
+    const r = await this.#rpc.release({ handle: handle.id });
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async fsync(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    datasync: boolean,
+  ): Promise<void | Errno> {
+    const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async fallocate(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    offset: number,
+    length: number,
+    mode: number,
+  ): Promise<void | Errno> {
+    const r = await this.#rpc.fallocate(
+      { handle: handle.id, mode, offset: BigInt(offset), length: BigInt(length) },
+      this.#opts(ctx),
+    );
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async lseek(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    offset: number,
+    whence: number,
+  ): Promise<number | Errno> {
+    const r = await this.#rpc.lseek(
+      { handle: handle.id, offset: BigInt(offset), whence },
+      this.#opts(ctx),
+    );
+    return r.ok ? Number(r.value) : this.#fail(r);
+  }
+
+  async copyFileRange(
+    ctx: RequestContext,
+    _nodeIn: Node,
+    handleIn: Handle,
+    offsetIn: number,
+    _nodeOut: Node,
+    handleOut: Handle,
+    offsetOut: number,
+    length: number,
+    flags: number,
+  ): Promise<number | Errno> {
+    const r = await this.#rpc.copyFileRange({
+      handleIn: handleIn.id,
+      offsetIn: BigInt(offsetIn),
+      handleOut: handleOut.id,
+      offsetOut: BigInt(offsetOut),
+      length: BigInt(length),
+      flags,
+    }, this.#opts(ctx));
+    return r.ok ? Number(r.value) : this.#fail(r);
+  }
+
+  async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.opendir({ path }, this.#opts(ctx));
+    return r.ok ? { handle: { id: r.value.handle, dir: true } } : this.#fail(r);
+  }
+
+  async readdir(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    offset: number,
+    plus: boolean,
+  ): Promise<DirEntry[] | Errno> {
+    let listing = handle.listing;
+    let index = -1;
+    if (listing !== undefined) {
+      index = offset === listing.start ? 0 : (listing.afterCookie.get(offset) ?? -2) + 1;
+      if (index === listing.entries.length && listing.eof) return [];
+    }
+    if (listing === undefined || index < 0 || index >= listing.entries.length) {
+      const fetched = await this.#fetchListing(ctx, handle, offset, plus);
+      if (!("entries" in fetched)) return fetched;
+      listing = handle.listing = fetched;
+      index = 0;
+    }
+    return listing.entries.slice(index);
+  }
+
+  async #fetchListing(
+    ctx: RequestContext,
+    handle: Handle,
+    offset: number,
+    plus: boolean,
+  ): Promise<Listing | Errno> {
+    const r = await this.#rpc.readdir(
+      { handle: handle.id, offset: BigInt(offset), plus, maxEntries: READDIR_BATCH },
+      this.#opts(ctx),
+    );
+    if (!r.ok) return this.#fail(r);
+    const entries: DirEntry[] = [];
+    const afterCookie = new Map<number, number>();
+    for (const e of r.value.entries) {
+      if (typeof e.name !== "string") {
+        // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
+        if (!this.#warnedNames) {
+          this.#warnedNames = true;
+          this.#options.logger.warn("skipping directory entries whose names are not UTF-8");
+        }
+        continue;
+      }
+      const next = Number(e.offset);
+      afterCookie.set(next, entries.length);
+      entries.push({
+        name: e.name,
+        ino: e.ino,
+        mode: DT_TO_IFMT[e.type] ?? 0,
+        next,
+        entry: plus && e.stat ? this.#entry(undefined, e.stat) : undefined,
+      });
+    }
+    return { entries, afterCookie, start: offset, eof: r.value.eof };
+  }
+
+  async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    const r = await this.#rpc.release({ handle: handle.id });
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async fsyncdir(
+    ctx: RequestContext,
+    _node: Node,
+    handle: Handle,
+    datasync: boolean,
+  ): Promise<void | Errno> {
+    const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async statfs(ctx: RequestContext): Promise<StatFs | Errno> {
+    const r = await this.#rpc.statfs({ path: "" }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    const s = r.value;
+    return {
+      blocks: Number(s.blocks),
+      bfree: Number(s.bfree),
+      bavail: Number(s.bavail),
+      files: Number(s.files),
+      ffree: Number(s.ffree),
+      bsize: s.bsize,
+      namelen: s.namemax,
+      frsize: s.frsize,
+    };
+  }
+
+  async setxattr(
+    ctx: RequestContext,
+    node: Node,
+    name: string,
+    value: Uint8Array,
+    flags: number,
+  ): Promise<void | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.setxattr({ path, name, value, flags }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+
+  async getxattr(ctx: RequestContext, node: Node, name: string): Promise<Uint8Array | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.getxattr({ path, name }, this.#opts(ctx));
+    return r.ok ? r.value : this.#fail(r);
+  }
+
+  async listxattr(ctx: RequestContext, node: Node): Promise<string[] | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    return r.value.filter((n): n is string => typeof n === "string");
+  }
+
+  async removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {
+    const path = relPath(node);
+    if (path === undefined) return ENOENT;
+    const r = await this.#rpc.removexattr({ path, name }, this.#opts(ctx));
+    return r.ok ? undefined : this.#fail(r);
+  }
+}
