@@ -14,9 +14,9 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-/** Writes one progress line to stderr. */
+/** Writes one progress line to stderr, with seconds since the process started. */
 export function log(message: string): void {
-  console.error(`testbed: ${message}`);
+  console.error(`testbed [${(performance.now() / 1000).toFixed(1)} s]: ${message}`);
 }
 
 /** Runs a command to completion, capturing its output. */
@@ -188,10 +188,7 @@ export async function hasCachedDeb(dir: string, pkg: string, arch: string): Prom
 
 /** The Debian mirror apt uses for the main archive (debootstrap must use the same). */
 export async function debianMirror(): Promise<string> {
-  const texts: string[] = [];
-  for (const path of ["/etc/apt/sources.list"]) {
-    texts.push(await Deno.readTextFile(path).catch(() => ""));
-  }
+  const texts = [await Deno.readTextFile("/etc/apt/sources.list").catch(() => "")];
   try {
     const names: string[] = [];
     for await (const e of Deno.readDir("/etc/apt/sources.list.d")) names.push(e.name);
@@ -201,20 +198,29 @@ export async function debianMirror(): Promise<string> {
   } catch {
     // no sources.list.d
   }
+  return parseMirror(texts, "bookworm") ?? "http://deb.debian.org/debian";
+}
+
+/**
+ * First URI serving `suite` in apt source texts (one-line or deb822 format), in order;
+ * undefined when none does.
+ */
+export function parseMirror(texts: string[], suite: string): string | undefined {
   for (const text of texts) {
-    // one-line format: deb [opts] URI suite components
     for (const line of text.split("\n")) {
       const m = line.match(/^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/);
-      if (m && m[2] === "bookworm") return m[1];
+      if (m && m[2] === suite) return m[1];
     }
-    // deb822 format: stanzas separated by blank lines
     for (const stanza of text.split(/\n\s*\n/)) {
+      if (/^Enabled:\s*no\s*$/im.test(stanza)) continue;
+      const types = stanza.match(/^Types:\s*(.+)$/m);
       const uris = stanza.match(/^URIs:\s*(\S+)/m);
       const suites = stanza.match(/^Suites:\s*(.+)$/m);
-      if (uris && suites && suites[1].split(/\s+/).includes("bookworm")) return uris[1];
+      if (!types || !types[1].split(/\s+/).includes("deb")) continue;
+      if (uris && suites && suites[1].trim().split(/\s+/).includes(suite)) return uris[1];
     }
   }
-  return "http://deb.debian.org/debian";
+  return undefined;
 }
 
 const BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
