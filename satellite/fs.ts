@@ -574,7 +574,10 @@ export class SatelliteFs {
   #read(p: ParamsOf<"read">): BytesReply | RpcFailure {
     const h = this.#handles.get(p.handle);
     if (!h) return new RpcFailure("EBADF", `no handle ${p.handle}`);
-    const size = Math.min(p.size, MAX_IO_BYTES);
+    if (p.size > MAX_IO_BYTES) {
+      return failure(EINVAL, `read of ${p.size} bytes exceeds ${MAX_IO_BYTES}`);
+    }
+    const size = p.size;
     const reply = new BytesReply(size);
     let done = 0;
     while (done < size) {

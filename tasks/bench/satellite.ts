@@ -1,0 +1,136 @@
+/**
+ * Satellite benchmark over local pipes (no Docker): small requests per second with 64 in
+ * flight, and 1 MiB reads in MB/s. `deno run -A tasks/bench/satellite.ts [--json]`; the
+ * project's tasks/bench.ts calls {@link benchSatellite}.
+ *
+ * @module
+ */
+
+import { RpcClient } from "../../src/protocol/mod.ts";
+
+const SATELLITE = new URL("../../satellite/main.ts", import.meta.url);
+
+/** Measured figures. */
+export interface SatelliteBenchResult {
+  /** lstat calls per second with `inFlight` outstanding. */
+  smallRequestsPerSecond: number;
+  inFlight: number;
+  smallRequests: number;
+  /** MB/s (10^6 bytes) of 1 MiB reads from a cached file, `readInFlight` outstanding. */
+  readMBps: number;
+  readInFlight: number;
+  readBytes: number;
+  /** 1 MiB writes in MB/s. */
+  writeMBps: number;
+  /** Milliseconds from spawn to handshake (deno run from source). */
+  startMs: number;
+}
+
+/** Options of {@link benchSatellite}. */
+export interface SatelliteBenchOptions {
+  smallRequests?: number;
+  inFlight?: number;
+  /** Bytes read (and written) in total for the throughput figures. */
+  readBytes?: number;
+  readInFlight?: number;
+  /** Command that runs the satellite (argv); default `deno run -A satellite/main.ts`. */
+  command?: string[];
+}
+
+async function pool(total: number, inFlight: number, one: (i: number) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < total) await one(next++);
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+}
+
+/** Runs the benchmark against a fresh temporary directory. */
+export async function benchSatellite(
+  options: SatelliteBenchOptions = {},
+): Promise<SatelliteBenchResult> {
+  const smallRequests = options.smallRequests ?? 100_000;
+  const inFlight = options.inFlight ?? 64;
+  const readBytes = options.readBytes ?? 2 * 1024 ** 3;
+  const readInFlight = options.readInFlight ?? 4;
+  const chunk = 1 << 20;
+  const fileSize = 64 * chunk;
+  const dir = await Deno.makeTempDir({ prefix: "dockerfuse-bench-" });
+  try {
+    await Deno.writeFile(`${dir}/small.txt`, new TextEncoder().encode("x"));
+    await Deno.writeFile(`${dir}/large.bin`, new Uint8Array(fileSize).fill(0x5a));
+    const argv = options.command ??
+      [Deno.execPath(), "run", "-A", "--no-lock", SATELLITE.pathname];
+    const started = performance.now();
+    const child = new Deno.Command(argv[0], {
+      args: [...argv.slice(1), "--root", dir],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const client = new RpcClient(child.stdout, child.stdin, { timeoutMs: 0 });
+    await client.ready;
+    const startMs = performance.now() - started;
+    const call = client.call;
+
+    // warm-up
+    await pool(2000, inFlight, async () => {
+      await call.lstat({ path: "small.txt" });
+    });
+    let t = performance.now();
+    await pool(smallRequests, inFlight, async () => {
+      const r = await call.lstat({ path: "small.txt" });
+      if (!r.ok) throw new Error(r.message);
+    });
+    const smallRequestsPerSecond = smallRequests / ((performance.now() - t) / 1000);
+
+    const file = await call.open({ path: "large.bin", flags: 2 });
+    if (!file.ok) throw new Error(file.message);
+    const handle = file.value.handle;
+    const reads = Math.ceil(readBytes / chunk);
+    t = performance.now();
+    await pool(reads, readInFlight, async (i) => {
+      const offset = BigInt((i % 64) * chunk);
+      const r = await call.read({ handle, offset, size: chunk });
+      if (!r.ok || r.value.length !== chunk) throw new Error("short read");
+    });
+    const readMBps = reads * chunk / 1e6 / ((performance.now() - t) / 1000);
+
+    const data = new Uint8Array(chunk).fill(0x33);
+    const writes = Math.ceil(reads / 2);
+    t = performance.now();
+    await pool(writes, readInFlight, async (i) => {
+      const offset = BigInt((i % 64) * chunk);
+      const r = await call.write({ handle, offset, data });
+      if (!r.ok || r.value !== chunk) throw new Error("short write");
+    });
+    const writeMBps = writes * chunk / 1e6 / ((performance.now() - t) / 1000);
+    await call.release({ handle });
+    await client.close();
+    await child.status;
+    return {
+      smallRequestsPerSecond: Math.round(smallRequestsPerSecond),
+      inFlight,
+      smallRequests,
+      readMBps: Math.round(readMBps),
+      readInFlight,
+      readBytes: reads * chunk,
+      writeMBps: Math.round(writeMBps),
+      startMs: Math.round(startMs),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+if (import.meta.main) {
+  const result = await benchSatellite();
+  if (Deno.args.includes("--json")) console.log(JSON.stringify(result));
+  else {
+    console.log(
+      `satellite over pipes: ${result.smallRequestsPerSecond} lstat/s (${result.inFlight} in flight), ` +
+        `1 MiB reads ${result.readMBps} MB/s, 1 MiB writes ${result.writeMBps} MB/s ` +
+        `(${result.readInFlight} in flight), start ${result.startMs} ms`,
+    );
+  }
+}
