@@ -381,7 +381,11 @@ async function gzip(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
-/** Adapts dockerode's hijacked node socket to ByteConn (for the throughput comparison). */
+/**
+ * Adapts dockerode's hijacked node socket to ByteConn. Kept for the throughput comparison only:
+ * it has no back-pressure, because pause()/resume() on a TLS socket under Deno's node
+ * compatibility stalled the stream for good (measured with Deno 2.9.6).
+ */
 function nodeDuplexConn(socket: NodeDuplex): ByteConn {
   const queue: Uint8Array[] = [];
   let ended = false;
@@ -394,7 +398,6 @@ function nodeDuplexConn(socket: NodeDuplex): ByteConn {
   };
   socket.on("data", (chunk) => {
     queue.push(chunk as Uint8Array);
-    if (queue.length > 16) socket.pause();
     wake();
   });
   socket.on("end", () => {
@@ -422,7 +425,6 @@ function nodeDuplexConn(socket: NodeDuplex): ByteConn {
       buffer.set(head.subarray(0, n));
       if (n === head.length) queue.shift();
       else queue[0] = head.subarray(n);
-      if (queue.length <= 4) socket.resume();
       return n;
     },
     write(data: Uint8Array): Promise<number> {

@@ -1,0 +1,270 @@
+// Docker layer against the real engine of the test bed: connection, inspection, archive, exec.
+
+import { connectEngine, DockerError, type Engine } from "../../src/docker/mod.ts";
+import {
+  assert,
+  assertRejects,
+  bed,
+  dockerCli,
+  engineFor,
+  freePort,
+  randomBytes,
+  readAll,
+  sha256,
+  withContainer,
+} from "./helpers.ts";
+
+const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
+
+async function run(
+  engine: Engine,
+  id: string,
+  argv: string[],
+  options?: { user?: string; env?: Record<string, string> },
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const session = await engine.exec(id, argv, options);
+  await session.stdin.close();
+  const [stdout, stderr] = await Promise.all([readAll(session.stdout), readAll(session.stderr)]);
+  const { code } = await session.exited;
+  return { code, stdout: text(stdout), stderr: text(stderr) };
+}
+
+Deno.test("engine: connects to the default socket and negotiates the API version", async () => {
+  const theBed = await bed();
+  assert(theBed.dockerHost === "unix:///var/run/docker.sock", theBed.dockerHost);
+  const engine = await connectEngine({ env: {}, home: "/nonexistent-home" });
+  assert(engine.description === "unix:///var/run/docker.sock", engine.description);
+  assert(!engine.isRemote);
+  const server = (await dockerCli(theBed, ["version", "--format", "{{.Server.APIVersion}}"]))
+    .stdout.trim();
+  const [smaj, smin] = server.split(".").map(Number);
+  const [emaj, emin] = engine.apiVersion.split(".").map(Number);
+  assert(emaj === smaj && emin <= smin, `engine ${engine.apiVersion}, server ${server}`);
+  engine.close();
+});
+
+Deno.test("engine: DOCKER_API_VERSION is used as given", async () => {
+  const theBed = await bed();
+  const engine = await connectEngine({
+    env: { DOCKER_HOST: theBed.dockerHost, DOCKER_API_VERSION: "1.40" },
+    home: "/nonexistent-home",
+  });
+  assert(engine.apiVersion === "1.40");
+  await withContainer("musl", async (id) => {
+    const info = await engine.inspectContainer(id);
+    assert(info.id === id);
+    const result = await run(engine, id, ["echo", "v1.40"]);
+    assert(result.stdout === "v1.40\n" && result.code === 0, JSON.stringify(result));
+  });
+});
+
+Deno.test("engine: an unreachable engine is a clear error naming the address", async () => {
+  const missing = "/tmp/dfh-no-such-dir/docker.sock";
+  const unix = await assertRejects(
+    connectEngine({ env: { DOCKER_HOST: `unix://${missing}` }, home: "/nonexistent-home" }),
+    DockerError,
+  );
+  assert(unix.code === "unreachable", unix.code);
+  assert(unix.message.includes(`unix://${missing}`), unix.message);
+  const port = freePort();
+  const tcp = await assertRejects(
+    connectEngine({
+      env: { DOCKER_HOST: `tcp://someone:s3cret@127.0.0.1:${port}` },
+      home: "/nonexistent-home",
+    }),
+    DockerError,
+  );
+  assert(tcp.code === "unreachable", tcp.code);
+  assert(tcp.message.includes(`tcp://127.0.0.1:${port}`), tcp.message);
+  assert(!tcp.message.includes("s3cret"), tcp.message);
+});
+
+Deno.test("engine: containers by name or id prefix; missing and stopped ones", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  await withContainer("glibc", async (id) => {
+    const byId = await engine.inspectContainer(id.slice(0, 12));
+    assert(byId.id === id && byId.running, JSON.stringify(byId));
+    const byName = await engine.inspectContainer(byId.name);
+    assert(byName.id === id);
+    assert(byId.arch === "x86_64" && byId.platform === "linux/amd64", JSON.stringify(byId));
+  });
+  const missing = await assertRejects(
+    engine.inspectContainer("dfh-no-such-container"),
+    DockerError,
+  );
+  assert(missing.code === "not-found", missing.code);
+  assert(missing.message.includes("'dfh-no-such-container'"), missing.message);
+
+  const created = await dockerCli(theBed, [
+    "create",
+    "--network",
+    "none",
+    "--label",
+    "dockerfuse-testbed=1",
+    theBed.images.musl,
+  ]);
+  assert(created.code === 0, created.stderr);
+  const stoppedId = created.stdout.trim();
+  try {
+    const stopped = await assertRejects(engine.inspectContainer(stoppedId), DockerError);
+    assert(stopped.code === "not-running", stopped.code);
+    assert(/not running/.test(stopped.message), stopped.message);
+    const info = await engine.inspectContainer(stoppedId, { allowStopped: true });
+    assert(!info.running && info.id === stoppedId);
+    const exec = await assertRejects(engine.exec(stoppedId, ["true"]), DockerError);
+    assert(exec.code === "not-running", `${exec.code}: ${exec.message}`);
+  } finally {
+    await dockerCli(theBed, ["rm", "-f", stoppedId]);
+  }
+});
+
+Deno.test("engine: the architecture comes from the image (arm64 → aarch64)", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  const created = await dockerCli(theBed, [
+    "create",
+    "--platform",
+    "linux/arm64",
+    "--network",
+    "none",
+    "--label",
+    "dockerfuse-testbed=1",
+    theBed.images.arm64,
+  ]);
+  assert(created.code === 0, created.stderr);
+  const id = created.stdout.trim();
+  try {
+    const info = await engine.inspectContainer(id, { allowStopped: true });
+    assert(info.arch === "aarch64", info.arch);
+    assert(info.platform.startsWith("linux/arm64"), info.platform);
+  } finally {
+    await dockerCli(theBed, ["rm", "-f", id]);
+  }
+});
+
+Deno.test("engine: pathExists through HEAD on the archive endpoint", async () => {
+  const engine = await engineFor(await bed());
+  await withContainer("glibc", async (id) => {
+    assert(await engine.pathExists(id, "/data/large.bin"));
+    assert(await engine.pathExists(id, "/data"));
+    assert(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2"));
+    assert(!(await engine.pathExists(id, "/data/no-such-file")));
+  });
+  await withContainer("static", async (id) => {
+    assert(await engine.pathExists(id, "/pause"));
+    assert(!(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2")));
+  });
+});
+
+Deno.test("engine: upload a tree (plain and gzip) and read it back", async () => {
+  const engine = await engineFor(await bed());
+  await withContainer("glibc", async (id) => {
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    for (const gzip of [false, true]) {
+      const progress: [number, number][] = [];
+      const root = gzip ? "up-gz" : "up-plain";
+      await engine.upload(id, "/tmp", [
+        { path: root, type: "directory", mode: 0o700 },
+        { path: `${root}/sub`, type: "directory", mode: 0o750, uid: 65534, gid: 65534 },
+        { path: `${root}/sub/blob`, type: "file", mode: 0o600, data },
+        { path: `${root}/tool`, type: "file", mode: 0o700, data: new TextEncoder().encode("x") },
+      ], { gzip, onProgress: (sent, total) => progress.push([sent, total]) });
+      assert(progress.length > 0, "no progress reported");
+      const [lastSent, total] = progress[progress.length - 1];
+      assert(lastSent === total && total > 0, JSON.stringify(progress.slice(-2)));
+      if (gzip) assert(total > data.length, "random data does not shrink: gzip size must exceed");
+      const stat = await run(engine, id, [
+        "stat",
+        "-c",
+        "%n %a %u:%g",
+        `/tmp/${root}`,
+        `/tmp/${root}/sub`,
+        `/tmp/${root}/sub/blob`,
+        `/tmp/${root}/tool`,
+      ]);
+      assert(stat.code === 0, stat.stderr);
+      assert(
+        stat.stdout ===
+          `/tmp/${root} 700 0:0\n/tmp/${root}/sub 750 65534:65534\n` +
+            `/tmp/${root}/sub/blob 600 0:0\n/tmp/${root}/tool 700 0:0\n`,
+        stat.stdout,
+      );
+      const session = await engine.exec(id, ["cat", `/tmp/${root}/sub/blob`]);
+      await session.stdin.close();
+      const back = await readAll(session.stdout);
+      assert((await sha256(back)) === (await sha256(data)), "content differs");
+      assert((await session.exited).code === 0);
+    }
+  });
+});
+
+async function roundTrip(engine: Engine, id: string, size: number): Promise<void> {
+  const data = randomBytes(size);
+  const session = await engine.exec(id, ["cat"]);
+  const writing = (async () => {
+    const writer = session.stdin.getWriter();
+    for (let at = 0; at < data.length; at += 1024 * 1024) {
+      await writer.write(data.subarray(at, at + 1024 * 1024));
+    }
+    await writer.close();
+  })();
+  const [back, stderr] = await Promise.all([readAll(session.stdout), readAll(session.stderr)]);
+  await writing;
+  assert(back.length === data.length, `got ${back.length} of ${data.length} bytes`);
+  assert((await sha256(back)) === (await sha256(data)), "echoed bytes differ");
+  assert(stderr.length === 0, text(stderr));
+  const { code } = await session.exited;
+  assert(code === 0, `cat exited with ${code}`);
+}
+
+Deno.test("exec: 64 MiB through stdin → cat → stdout, glibc and musl", async () => {
+  const engine = await engineFor(await bed());
+  for (const kind of ["glibc", "musl"] as const) {
+    await withContainer(kind, (id) => roundTrip(engine, id, 64 * 1024 * 1024));
+  }
+});
+
+Deno.test("exec: stderr kept apart, exit code, user and environment", async () => {
+  const engine = await engineFor(await bed());
+  await withContainer("musl", async (id) => {
+    const result = await run(engine, id, [
+      "sh",
+      "-c",
+      'echo "out $FOO"; echo err >&2; id -u; exit 7',
+    ], { env: { FOO: "bar baz" }, user: "nobody" });
+    assert(result.stdout === "out bar baz\n65534\n", result.stdout);
+    assert(result.stderr === "err\n", result.stderr);
+    assert(result.code === 7, `code ${result.code}`);
+    const missing = await run(engine, id, ["/no/such/binary"]);
+    assert(missing.code !== 0 && missing.code !== null, `code ${missing.code}`);
+  });
+});
+
+Deno.test("exec: kill tears the session down; the process sees EOF and ends", async () => {
+  const engine = await engineFor(await bed());
+  await withContainer("musl", async (id) => {
+    const session = await engine.exec(id, ["sh", "-c", "echo ready; cat >/dev/null; echo gone"]);
+    const reader = session.stdout.getReader();
+    const first = await reader.read();
+    assert(text(first.value ?? new Uint8Array()) === "ready\n");
+    session.kill();
+    const rest = await reader.read();
+    assert(rest.done === true);
+    await session.exited;
+    // the process ends because its stdin closed with the connection
+    let left = "";
+    for (let attempt = 0; attempt < 50; attempt++) {
+      left = (await run(engine, id, ["sh", "-c", "ps | grep -c '[c]at >/dev/null' || true"]))
+        .stdout.trim();
+      if (left === "0") break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert(left === "0", `the killed session's process is still running (${left})`);
+  });
+});
+
+Deno.test("exec: the dockerode transport gives the same bytes", async () => {
+  const engine = await engineFor(await bed(), { execTransport: "dockerode" });
+  await withContainer("musl", (id) => roundTrip(engine, id, 4 * 1024 * 1024));
+});
