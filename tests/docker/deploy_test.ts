@@ -1,0 +1,207 @@
+// deploySatellite with a stand-in bundle (a shell script) in the real test containers: command
+// choice by glibc probe, private dir and modes, argv/env substitution, nothing left behind.
+
+import { deploySatellite, DockerError, type Engine } from "../../src/docker/mod.ts";
+import {
+  assert,
+  assertRejects,
+  bed,
+  dockerCli,
+  engineFor,
+  readAll,
+  withContainer,
+} from "./helpers.ts";
+
+const FAKE_SATELLITE = `#!/bin/sh
+# Stand-in satellite: reports what it got, removes its dir like the real one, then echoes stdin.
+echo "variant=$1"
+shift
+root=; self=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) root=$2; shift 2 ;;
+    --self) self=$2; shift 2 ;;
+    *) shift ;;
+  esac
+done
+echo "root=$root"
+echo "self=$self"
+echo "env=$FAKE_DIR"
+stat -c '%n %a %u' "$self" "$self/fake.sh" "$self/lib" "$self/lib/data.txt"
+rm -rf "$self"
+echo removed
+exec cat
+`;
+
+async function makeBundle(arch = "x86_64"): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-bundle-" });
+  await Deno.writeTextFile(`${dir}/fake.sh`, FAKE_SATELLITE, { mode: 0o755 });
+  await Deno.mkdir(`${dir}/lib`);
+  await Deno.writeTextFile(`${dir}/lib/data.txt`, "data\n", { mode: 0o644 });
+  await Deno.writeTextFile(
+    `${dir}/manifest.json`,
+    JSON.stringify({
+      formatVersion: 1,
+      arch,
+      mode: "runtime",
+      buildId: "test",
+      files: [{ path: "fake.sh", mode: 0o755 }, { path: "lib/data.txt", mode: 0o644 }],
+      command: ["/bin/sh", "{dir}/fake.sh", "command"],
+      loaderCommand: ["/bin/sh", "{dir}/fake.sh", "loader"],
+      glibcProbe: ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"],
+      env: { FAKE_DIR: "{dir}/deno-dir" },
+    }),
+  );
+  return dir;
+}
+
+/** Reads stdout lines until "removed", then checks the echo and ends the session. */
+async function deployAndCheck(
+  engine: Engine,
+  id: string,
+  options: { user?: string },
+): Promise<Map<string, string> & { stat: string[] }> {
+  const bundle = await makeBundle();
+  try {
+    const container = await engine.inspectContainer(id);
+    let progressed = false;
+    const session = await deploySatellite(engine, container, bundle, {
+      root: "/data",
+      user: options.user,
+      onProgress: () => progressed = true,
+    });
+    assert(progressed, "no upload progress reported");
+    const reader = session.stdout.getReader();
+    let output = "";
+    while (!output.includes("removed\n")) {
+      const { value, done } = await reader.read();
+      if (done) {
+        throw new Error(
+          `satellite ended early: ${output}${
+            new TextDecoder().decode(await readAll(session.stderr))
+          }`,
+        );
+      }
+      output += new TextDecoder().decode(value);
+    }
+    const writer = session.stdin.getWriter();
+    await writer.write(new TextEncoder().encode("ping\n"));
+    await writer.close();
+    let echo = "";
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      echo += new TextDecoder().decode(value);
+    }
+    assert(echo === "ping\n", `echo: '${echo}'`);
+    assert((await session.exited).code === 0);
+    const fields = new Map<string, string>() as Map<string, string> & { stat: string[] };
+    fields.stat = [];
+    for (const line of output.trim().split("\n")) {
+      const eq = line.indexOf("=");
+      if (/^[a-z]+=/.test(line)) fields.set(line.slice(0, eq), line.slice(eq + 1));
+      else if (line !== "removed") fields.stat.push(line);
+    }
+    return fields;
+  } finally {
+    await Deno.remove(bundle, { recursive: true });
+  }
+}
+
+function checkPrivateDir(
+  fields: Map<string, string> & { stat: string[] },
+  parent: string,
+  uid: number,
+): string {
+  const self = fields.get("self") ?? "";
+  const prefix = parent === "/" ? "/.dockerfuse-" : `${parent}/.dockerfuse-`;
+  assert(self.startsWith(prefix) && /^[0-9a-f]{16}$/.test(self.slice(prefix.length)), self);
+  assert(fields.get("root") === "/data", fields.get("root"));
+  assert(fields.get("env") === `${self}/deno-dir`, fields.get("env"));
+  const expected = [
+    `${self} 700 ${uid}`,
+    `${self}/fake.sh 700 ${uid}`,
+    `${self}/lib 700 ${uid}`,
+    `${self}/lib/data.txt 600 ${uid}`,
+  ];
+  assert(fields.stat.join("\n") === expected.join("\n"), fields.stat.join("\n"));
+  return self;
+}
+
+Deno.test("deploy: glibc container uses `command`, private dir in /, docker diff unchanged", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  await withContainer("glibc", async (id) => {
+    const before = await dockerCli(theBed, ["diff", id]);
+    const fields = await deployAndCheck(engine, id, {});
+    assert(fields.get("variant") === "command", fields.get("variant"));
+    const self = checkPrivateDir(fields, "/", 0);
+    assert(!(await engine.pathExists(id, self)), `${self} is left behind`);
+    const after = await dockerCli(theBed, ["diff", id]);
+    assert(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
+  });
+});
+
+Deno.test("deploy: musl container (no glibc) uses `loaderCommand`", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  await withContainer("musl", async (id) => {
+    const before = await dockerCli(theBed, ["diff", id]);
+    const fields = await deployAndCheck(engine, id, {});
+    assert(fields.get("variant") === "loader", fields.get("variant"));
+    checkPrivateDir(fields, "/", 0);
+    const after = await dockerCli(theBed, ["diff", id]);
+    assert(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
+  });
+});
+
+Deno.test("deploy: a non-root user gets its own private dir under /tmp", async () => {
+  const engine = await engineFor(await bed());
+  await withContainer("musl", async (id) => {
+    const fields = await deployAndCheck(engine, id, { user: "nobody" });
+    checkPrivateDir(fields, "/tmp", 65534);
+  });
+  await withContainer("musl", async (id) => {
+    const fields = await deployAndCheck(engine, id, { user: "65534:65534" });
+    checkPrivateDir(fields, "/tmp", 65534);
+  });
+});
+
+Deno.test("deploy: wrong architecture, unknown user and missing bundle are clear errors", async () => {
+  const engine = await engineFor(await bed());
+  const bundle = await makeBundle("x86_64");
+  try {
+    const arm = {
+      id: "0",
+      name: "armbox",
+      running: true,
+      arch: "aarch64",
+      platform: "linux/arm64",
+    };
+    const wrongArch = await assertRejects(
+      deploySatellite(engine, arm, bundle, { root: "/" }),
+      DockerError,
+    );
+    assert(wrongArch.code === "unsupported" && wrongArch.message.includes("aarch64"));
+    await withContainer("musl", async (id) => {
+      const container = await engine.inspectContainer(id);
+      const noUser = await assertRejects(
+        deploySatellite(engine, container, bundle, { root: "/", user: "nosuchuser" }),
+        DockerError,
+      );
+      assert(noUser.message.includes("nosuchuser"), noUser.message);
+    });
+    const missing = await assertRejects(
+      deploySatellite(
+        engine,
+        { ...arm, arch: "x86_64" },
+        `${bundle}/nonexistent`,
+        { root: "/" },
+      ),
+      DockerError,
+    );
+    assert(missing.code === "config" && missing.message.includes("build-satellite"));
+  } finally {
+    await Deno.remove(bundle, { recursive: true });
+  }
+});
