@@ -148,6 +148,8 @@ export interface SatelliteFsOptions {
   rootPath: string;
   /** Diagnostics sink (stderr). */
   log?: (message: string) => void;
+  /** Resolve per component even where openat2 exists (tests the fallback). */
+  walkPaths?: boolean;
 }
 
 /** The handlers, bound to a root directory fd. */
@@ -184,6 +186,7 @@ export class SatelliteFs {
       O_WRONLY: 1,
     };
     this.#creatExcl = f(OpenFlags.O_CREAT | OpenFlags.O_EXCL);
+    this.#openat2 = !options.walkPaths;
   }
 
   /** Number of open handles. */

@@ -24,7 +24,7 @@ import { cString, Libc, num } from "./libc.ts";
 const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
 const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
 
-const USAGE = "usage: satellite --root PATH [--self DIR]";
+const USAGE = "usage: satellite --root PATH [--self DIR] [--walk-paths]";
 const EINTR = 4;
 const F_SETPIPE_SZ = 1031;
 const AT_FDCWD = -100;
@@ -38,19 +38,23 @@ function log(message: string): void {
   }
 }
 
-function parseArgs(args: string[]): { root: string; self?: string } | string {
+function parseArgs(
+  args: string[],
+): { root: string; self?: string; walkPaths: boolean } | string {
   let root: string | undefined;
   let self: string | undefined;
+  let walkPaths = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--root" && i + 1 < args.length) root = args[++i];
     else if (a === "--self" && i + 1 < args.length) self = args[++i];
+    else if (a === "--walk-paths") walkPaths = true; // resolve without openat2 (tests)
     else if (a === "--help" || a === "-h") return USAGE;
     else return `unexpected argument '${a}'\n${USAGE}`;
   }
   if (root === undefined) return `--root is required\n${USAGE}`;
   if (!root.startsWith("/")) return `--root must be an absolute path, got '${root}'`;
-  return { root, self };
+  return { root, self, walkPaths };
 }
 
 /** Batches frames and writes them to fd 1 with blocking writes. */
@@ -124,6 +128,7 @@ function main(): number {
       rootPath: args.root,
       procFd: procFdPath(),
       log,
+      walkPaths: args.walkPaths,
     })
     : undefined;
   const dispatcher = new Dispatcher(

@@ -49,8 +49,13 @@ export function decodeBody(
   body: Uint8Array,
 ): { ok: true; value: unknown[] } | { ok: false; error: string } {
   let value: unknown;
+  // Decode from a plain Uint8Array so bin values are plain views too (a Buffer's slice()
+  // does not copy, a surprise for callers).
+  const source = body.constructor === Uint8Array
+    ? body
+    : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   try {
-    value = unpackr.unpack(body);
+    value = unpackr.unpack(source);
   } catch (e) {
     return {
       ok: false,

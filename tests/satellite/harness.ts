@@ -21,6 +21,8 @@ export interface Harness {
 export interface StartOptions {
   /** Run as this user (through setpriv); root otherwise. */
   user?: { uid: number; gid: number };
+  /** DENO_DIR for a satellite run as another user (must be writable by it). */
+  denoDir?: string;
   /** Extra satellite arguments. */
   args?: string[];
 }
@@ -48,7 +50,7 @@ export function startSatellite(root: string, options: StartOptions = {}): Harnes
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { DENO_DIR: Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno` },
+      env: options.denoDir ? { DENO_DIR: options.denoDir } : {},
     })
     : new Deno.Command(Deno.execPath(), {
       args: satArgs,

@@ -1,0 +1,109 @@
+// Paths never escape the root; errors as a non-root satellite (user nobody).
+
+import { ok as assert, strictEqual as is } from "node:assert/strict";
+import { OpenFlags } from "../../src/protocol/mod.ts";
+import { code, ok, startSatellite } from "./harness.ts";
+
+const NOBODY = { uid: 65534, gid: 65534 };
+
+async function makeRoot(): Promise<string> {
+  const root = await Deno.makeTempDir({ prefix: "dfsat-sec-" });
+  Deno.mkdirSync(`${root}/dir`);
+  Deno.writeTextFileSync(`${root}/dir/file`, "inside");
+  Deno.symlinkSync("/", `${root}/escape`); // absolute symlink out of the root
+  Deno.symlinkSync("../..", `${root}/dir/up`); // relative symlink out of the root
+  return root;
+}
+
+for (const walk of [false, true]) {
+  Deno.test(`paths cannot escape the root (${walk ? "per-component walk" : "openat2"})`, async () => {
+    const root = await makeRoot();
+    const h = startSatellite(root, { args: walk ? ["--walk-paths"] : [] });
+    const c = h.client.call;
+    try {
+      await h.client.ready;
+      for (
+        const bad of [
+          "..",
+          "dir/..",
+          "../etc/passwd",
+          "/etc/passwd",
+          "dir//file",
+          "./dir",
+          "dir/",
+          "dir/./file",
+          "dir\0file",
+          new Uint8Array([0x64, 0, 0x66]),
+          new Uint8Array([0x2e, 0x2e]),
+        ]
+      ) {
+        is(code(await c.lstat({ path: bad })), "EINVAL", `lstat ${JSON.stringify(String(bad))}`);
+        is(code(await c.open({ path: bad, flags: 0 })), "EINVAL");
+      }
+      // symlinks in intermediate components are refused, whatever they point to
+      for (const path of ["escape/etc/passwd", "dir/up/etc/passwd", "escape/tmp"]) {
+        const r = await c.lstat({ path });
+        assert(["ELOOP", "ENOTDIR"].includes(code(r)), `${path}: ${code(r)}`);
+        is(code(await c.mkdir({ path: `${path}x`, mode: 0o755 })), code(r));
+      }
+      // a final symlink is never followed
+      is(ok(await c.lstat({ path: "escape" })).mode & 0o170000, 0o120000);
+      is(code(await c.open({ path: "escape", flags: 0 })), "ELOOP");
+      assert(["ELOOP", "ENOTDIR"].includes(code(await c.opendir({ path: "escape" }))));
+      is(code(await c.truncate({ path: "escape", size: 0n })), "ELOOP");
+      is(code(await c.chmod({ path: "escape", mode: 0o777 })), "EOPNOTSUPP");
+      // the legitimate paths still work
+      is(ok(await c.lstat({ path: "dir/file" })).size, 6n);
+      is(ok(await c.readlink({ path: "dir/up" })), "../..");
+    } finally {
+      await h.stop();
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+}
+
+Deno.test("a satellite running as nobody gets EACCES/EPERM from the kernel", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dfsat-nobody-" });
+  const denoDir = await Deno.makeTempDir({ prefix: "dfsat-denodir-" });
+  Deno.chmodSync(root, 0o755);
+  Deno.chmodSync(denoDir, 0o777);
+  Deno.mkdirSync(`${root}/private`, { mode: 0o700 });
+  Deno.chmodSync(`${root}/private`, 0o700);
+  Deno.writeTextFileSync(`${root}/private/secret`, "s");
+  Deno.writeTextFileSync(`${root}/rootonly`, "r");
+  Deno.chmodSync(`${root}/rootonly`, 0o600);
+  Deno.mkdirSync(`${root}/open`, { mode: 0o777 });
+  Deno.chmodSync(`${root}/open`, 0o777);
+  const h = startSatellite(root, { user: NOBODY, denoDir });
+  const c = h.client.call;
+  try {
+    const hello = await h.client.ready;
+    is(hello.uid, NOBODY.uid);
+    is(code(await c.lstat({ path: "private/secret" })), "EACCES");
+    is(code(await c.opendir({ path: "private" })), "EACCES");
+    is(code(await c.open({ path: "rootonly", flags: 0 })), "EACCES");
+    is(code(await c.mkdir({ path: "newdir", mode: 0o755 })), "EACCES");
+    is(code(await c.unlink({ path: "rootonly" })), "EACCES");
+    is(code(await c.chown({ path: "rootonly", uid: 65534 })), "EPERM");
+    is(code(await c.chmod({ path: "rootonly", mode: 0o777 })), "EPERM");
+    is(
+      code(await c.mknod({ path: "open/dev", mode: 0o20600, rdevMajor: 1, rdevMinor: 3 })),
+      "EPERM",
+    );
+    // the owner argument is ignored when the satellite is not root
+    const made = ok(
+      await c.create({
+        path: "open/mine",
+        flags: OpenFlags.O_RDWR,
+        mode: 0o644,
+        owner: { uid: 0, gid: 0 },
+      }),
+    );
+    is(made.stat.uid, NOBODY.uid);
+    ok(await c.release({ handle: made.handle }));
+  } finally {
+    await h.stop();
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
