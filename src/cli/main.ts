@@ -122,6 +122,9 @@ async function main(args: readonly string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // `deno task` runs in the project folder; relative paths mean the caller's folder.
+  const initCwd = Deno.env.get("INIT_CWD");
+  if (initCwd) Deno.chdir(initCwd);
   let code: number;
   try {
     code = await main(Deno.args);

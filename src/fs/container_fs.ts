@@ -56,13 +56,18 @@ export interface Handle {
   listing?: Listing;
 }
 
+/**
+ * A directory stream read ahead from the satellite. Cookies given to the kernel are positions
+ * (entries before it), dense from 0; `cookies[k]` is the satellite's own cookie that resumes
+ * after k entries (ext4's are 63-bit hashes, which a position keeps exact).
+ */
 interface Listing {
-  entries: DirEntry[];
-  /** Index in `entries` of the entry whose `next` cookie is the key. */
-  afterCookie: Map<number, number>;
-  /** Cookie the listing starts at. */
-  start: number;
-  eof: boolean;
+  cookies: bigint[];
+  buffer: DirEntry[];
+  /** Position of `buffer[0]`. */
+  bufferStart: number;
+  /** Position where the stream ends, once the satellite said so. */
+  end: number | undefined;
 }
 
 /** Options of {@link ContainerFs}. Timeouts in seconds. */
@@ -488,34 +493,23 @@ export class ContainerFs implements FileSystem<Handle> {
     offset: number,
     plus: boolean,
   ): Promise<DirEntry[] | Errno> {
-    let listing = handle.listing;
-    let index = -1;
-    if (listing !== undefined) {
-      index = offset === listing.start ? 0 : (listing.afterCookie.get(offset) ?? -2) + 1;
-      if (index === listing.entries.length && listing.eof) return [];
-    }
-    if (listing === undefined || index < 0 || index >= listing.entries.length) {
-      const fetched = await this.#fetchListing(ctx, handle, offset, plus);
-      if (!("entries" in fetched)) return fetched;
-      listing = handle.listing = fetched;
-      index = 0;
-    }
-    return listing.entries.slice(index);
-  }
-
-  async #fetchListing(
-    ctx: RequestContext,
-    handle: Handle,
-    offset: number,
-    plus: boolean,
-  ): Promise<Listing | Errno> {
+    const listing = handle.listing ??= {
+      cookies: [0n],
+      buffer: [],
+      bufferStart: 0,
+      end: undefined,
+    };
+    if (listing.end !== undefined && offset >= listing.end) return [];
+    const index = offset - listing.bufferStart;
+    if (index >= 0 && index < listing.buffer.length) return listing.buffer.slice(index);
+    const cookie = listing.cookies[offset];
+    if (cookie === undefined) return EINVAL; // not a position this stream produced
     const r = await this.#rpc.readdir(
-      { handle: handle.id, offset: BigInt(offset), plus, maxEntries: READDIR_BATCH },
+      { handle: handle.id, offset: cookie, plus, maxEntries: READDIR_BATCH },
       this.#opts(ctx),
     );
     if (!r.ok) return this.#fail(r);
-    const entries: DirEntry[] = [];
-    const afterCookie = new Map<number, number>();
+    const buffer: DirEntry[] = [];
     for (const e of r.value.entries) {
       if (typeof e.name !== "string") {
         // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
@@ -525,9 +519,9 @@ export class ContainerFs implements FileSystem<Handle> {
         }
         continue;
       }
-      const next = Number(e.offset);
-      afterCookie.set(next, entries.length);
-      entries.push({
+      const next = offset + buffer.length + 1;
+      listing.cookies[next] = e.offset;
+      buffer.push({
         name: e.name,
         ino: e.ino,
         mode: DT_TO_IFMT[e.type] ?? 0,
@@ -535,7 +529,17 @@ export class ContainerFs implements FileSystem<Handle> {
         entry: plus && e.stat ? this.#entry(undefined, e.stat) : undefined,
       });
     }
-    return { entries, afterCookie, start: offset, eof: r.value.eof };
+    if (buffer.length === 0 && !r.value.eof) {
+      // Only undecodable names in this batch: continue after them.
+      const last = r.value.entries.at(-1);
+      if (last === undefined) return [];
+      listing.cookies[offset] = last.offset;
+      return await this.readdir(ctx, _node, handle, offset, plus);
+    }
+    listing.buffer = buffer;
+    listing.bufferStart = offset;
+    if (r.value.eof) listing.end = offset + buffer.length;
+    return buffer;
   }
 
   async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {

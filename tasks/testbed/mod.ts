@@ -204,15 +204,21 @@ function commandOf(pkg: string): string {
   }
 }
 
-/** Ensures fuse3 (fusermount3) is installed; throws if impossible. */
+/** Ensures fuse3 (fusermount3) and attr (setfattr) are installed; throws if impossible. */
 export async function ensureFuseTools(): Promise<void> {
-  if (await hasCommand("fusermount3")) return;
+  // fuse3: fusermount3 for non-root mounts; attr: setfattr/getfattr used by the xattr tests.
+  const needed: [command: string, pkg: string][] = [["fusermount3", "fuse3"], ["setfattr", "attr"]];
+  const missing: string[] = [];
+  for (const [command, pkg] of needed) if (!(await hasCommand(command))) missing.push(pkg);
+  if (missing.length === 0) return;
   if (!isRoot() || !(await isDebian())) {
-    throw new Error("Cannot find fusermount3: install fuse3 (needs root on Debian)");
+    throw new Error(`Cannot find FUSE tools: install ${missing.join(", ")} (needs root on Debian)`);
   }
-  await sharedApt.install(["fuse3"]);
-  if (!(await hasCommand("fusermount3"))) {
-    throw new Error("Cannot find fusermount3 after installing fuse3");
+  await sharedApt.install(missing);
+  for (const [command, pkg] of needed) {
+    if (!(await hasCommand(command))) {
+      throw new Error(`Cannot find ${command} after installing ${pkg}`);
+    }
   }
 }
 

@@ -1,0 +1,90 @@
+/**
+ * Test harness: the container filesystem mounted for real, served by a satellite started from
+ * source against a host directory (no Docker). Client-side file operations must go through
+ * async APIs or child processes: this process serves the mount.
+ *
+ * @module
+ */
+
+import { ContainerFs } from "../../src/fs/mod.ts";
+import { type FuseSession, type Logger, mount } from "../../src/fuse/mod.ts";
+import { type Harness, startSatellite } from "../satellite/harness.ts";
+
+/** A mounted container filesystem over a local satellite. */
+export interface MountedFs {
+  /** Directory the satellite serves (the "container side"). */
+  readonly backing: string;
+  /** Where it is mounted. */
+  readonly mountpoint: string;
+  readonly session: FuseSession;
+  readonly satellite: Harness;
+  /** Unmounts, stops the satellite, removes both directories. */
+  close(): Promise<void>;
+}
+
+const quiet: Logger = {
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: (m) => console.error(m),
+};
+
+/** Mounts a fresh backing directory through satellite → RPC → ContainerFs → FUSE. */
+export async function mountLocal(
+  options: { attrTimeout?: number; entryTimeout?: number; readOnly?: boolean } = {},
+): Promise<MountedFs> {
+  const backing = await Deno.makeTempDir({ prefix: "dockerfuse-backing-" });
+  const mountpoint = await Deno.makeTempDir({ prefix: "dockerfuse-mnt-" });
+  await Deno.chmod(backing, 0o755);
+  const satellite = startSatellite(backing);
+  await satellite.client.ready;
+  const attrTimeout = options.attrTimeout ?? 1;
+  const entryTimeout = options.entryTimeout ?? 1;
+  const fs = new ContainerFs(satellite.client.call, {
+    attrTimeout,
+    entryTimeout,
+    hostArch: Deno.build.arch,
+    logger: quiet,
+  });
+  const session = await mount(fs, mountpoint, {
+    fsName: "dockerfuse:test",
+    subtype: "dockerfuse",
+    attrTimeout,
+    entryTimeout,
+    readOnly: options.readOnly,
+    allowOther: true, // tests act as other users too
+    logger: quiet,
+  });
+  return {
+    backing,
+    mountpoint,
+    session,
+    satellite,
+    async close() {
+      await session.unmount({ lazy: true });
+      await satellite.stop();
+      await Deno.remove(mountpoint, { recursive: true }).catch(() => {});
+      await Deno.remove(backing, { recursive: true });
+    },
+  };
+}
+
+/** Runs `sh -c script` (with $M = mountpoint, $B = backing dir) and returns its stdout. */
+export async function sh(
+  fs: MountedFs,
+  script: string,
+  options: { user?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const args = options.user === undefined
+    ? ["-c", script]
+    : [`--reuid=${options.user}`, `--regid=${options.user}`, "--clear-groups", "sh", "-c", script];
+  const out = await new Deno.Command(options.user === undefined ? "sh" : "setpriv", {
+    args,
+    env: { M: fs.mountpoint, B: fs.backing },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
