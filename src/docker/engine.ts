@@ -9,7 +9,13 @@ import { type EngineConfig, resolveEngineConfig } from "./config.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import { createExecSession, type ExecSession, type ExecState } from "./exec.ts";
 import { buildTar, type TarEntry } from "./tar.ts";
-import { type ByteConn, createDialer, type Dialer, startExecHijacked } from "./transport.ts";
+import {
+  type ByteConn,
+  createDialer,
+  type Dialer,
+  startExecHijacked,
+  startForwarder,
+} from "./transport.ts";
 
 export interface EngineOptions {
   /** environment to read DOCKER_* from; default Deno.env */
@@ -122,6 +128,7 @@ export class Engine {
   #docker: Dockerode;
   #dial: Dialer;
   #execTransport: "raw" | "dockerode";
+  #onClose: (() => void) | undefined;
   #closed = false;
 
   constructor(
@@ -132,8 +139,11 @@ export class Engine {
       isRemote: boolean;
       apiVersion: string;
       execTransport?: "raw" | "dockerode";
+      /** releases what the connection holds (e.g. the ssh forwarder) */
+      onClose?: () => void;
     },
   ) {
+    this.#onClose = init.onClose;
     this.#docker = docker;
     this.#dial = dial;
     this.description = init.description;
@@ -366,7 +376,9 @@ export class Engine {
 
   /** Releases the client; open exec sessions keep their own connections. */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
+    this.#onClose?.();
   }
 
   get closed(): boolean {
@@ -450,8 +462,11 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
   const env = options?.env ?? Deno.env.toObject();
   const home = options?.home ?? env.HOME ?? "/root";
   const config = await resolveEngineConfig({ env, home });
-  const docker = createDockerode(config);
   const dial = createDialer(config.endpoint, config.description);
+  // dockerode cannot speak through an ssh child process; give it a private unix socket whose
+  // connections are forwarded over `ssh … docker system dial-stdio`.
+  const forwarder = config.endpoint.kind === "ssh" ? await startForwarder(dial) : undefined;
+  const docker = createDockerode(config, forwarder?.socketPath);
   let apiVersion = config.apiVersion;
   try {
     // ping: is anyone there at all
@@ -477,6 +492,7 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
       }
     }
   } catch (error) {
+    forwarder?.close();
     if (error instanceof DockerError) throw error;
     const status = httpStatus(error);
     throw new DockerError(
@@ -493,10 +509,11 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
     isRemote: config.endpoint.kind !== "unix",
     apiVersion,
     execTransport: options?.execTransport,
+    onClose: forwarder?.close,
   });
 }
 
-function createDockerode(config: EngineConfig): Dockerode {
+function createDockerode(config: EngineConfig, forwarderSocket?: string): Dockerode {
   const endpoint = config.endpoint;
   // Every connection option is given explicitly so docker-modem's own reading of process.env
   // (DOCKER_HOST, DOCKER_CERT_PATH, …) cannot leak in.
@@ -531,10 +548,8 @@ function createDockerode(config: EngineConfig): Dockerode {
         };
       break;
     case "ssh":
-      throw new DockerError(
-        "unsupported",
-        `Cannot connect to the Docker engine at ${config.description}: ssh:// is not supported yet`,
-      );
+      options = { ...base, socketPath: forwarderSocket };
+      break;
   }
   // deno-lint-ignore no-explicit-any
   return new (Docker as any)(options) as Dockerode;

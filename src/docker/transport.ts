@@ -113,6 +113,76 @@ function sshConn(endpoint: Extract<Endpoint, { kind: "ssh" }>): ByteConn {
   };
 }
 
+/**
+ * A private unix socket that forwards each connection to the engine through a new dialed
+ * connection (used for ssh:// so dockerode can speak HTTP over `docker system dial-stdio`).
+ */
+export async function startForwarder(
+  dial: Dialer,
+): Promise<{ socketPath: string; close(): void }> {
+  const dir = await Deno.makeTempDir({ prefix: "dockerfuse-" }); // mode 0700
+  const socketPath = `${dir}/engine.sock`;
+  const listener = Deno.listen({ transport: "unix", path: socketPath });
+  const open = new Set<ByteConn>();
+  const copy = async (from: ByteConn, to: ByteConn): Promise<void> => {
+    const buffer = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        await writeAll(to, buffer.subarray(0, n));
+      }
+      await to.closeWrite();
+    } catch {
+      closeQuietly(from);
+      closeQuietly(to);
+    }
+  };
+  const serve = async (client: Deno.UnixConn): Promise<void> => {
+    let upstream: ByteConn;
+    try {
+      upstream = await dial();
+    } catch {
+      client.close();
+      return;
+    }
+    open.add(client).add(upstream);
+    await Promise.all([copy(client, upstream), copy(upstream, client)]);
+    for (const conn of [client, upstream]) {
+      open.delete(conn);
+      closeQuietly(conn);
+    }
+  };
+  (async () => {
+    try {
+      for await (const client of listener) serve(client);
+    } catch {
+      // listener closed
+    }
+  })();
+  return {
+    socketPath,
+    close(): void {
+      try {
+        listener.close();
+      } catch {
+        // already closed
+      }
+      for (const conn of open) closeQuietly(conn);
+      Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Closes a connection that may already be closed. */
+export function closeQuietly(conn: ByteConn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
 export async function writeAll(conn: ByteConn, data: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < data.length) {
