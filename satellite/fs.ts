@@ -168,6 +168,7 @@ export class SatelliteFs {
     number
   >;
   readonly #creatExcl: number;
+  readonly #nonblock: number;
   #nextHandle = 1;
   #openat2 = true;
 
@@ -186,6 +187,7 @@ export class SatelliteFs {
       O_WRONLY: 1,
     };
     this.#creatExcl = f(OpenFlags.O_CREAT | OpenFlags.O_EXCL);
+    this.#nonblock = f(OpenFlags.O_NONBLOCK);
     this.#openat2 = !options.walkPaths;
   }
 
@@ -541,7 +543,9 @@ export class SatelliteFs {
       wire & ~(OpenFlags.O_CREAT | OpenFlags.O_EXCL | OpenFlags.O_PATH | OpenFlags.O_NOCTTY),
       this.#c.arch,
     );
-    return native | f.O_NOFOLLOW | f.O_CLOEXEC;
+    // O_NONBLOCK: opening or reading a fifo or device must never stall the single-threaded
+    // satellite (regular files ignore it; FUSE serves special files in the host kernel).
+    return native | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock;
   }
 
   #open(p: ParamsOf<"open">): { handle: number } | RpcFailure {
@@ -640,7 +644,7 @@ export class SatelliteFs {
 
   #truncatePath(path: PathArg, size: bigint): null | RpcFailure {
     const f = this.#flags;
-    const fd = this.#openAt(path, f.O_WRONLY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    const fd = this.#openAt(path, f.O_WRONLY | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock);
     if (fd instanceof RpcFailure) return fd;
     try {
       return this.#c.fn.ftruncate64(fd, size) < 0 ? failure(this.#c.errno()) : null;

@@ -156,9 +156,8 @@ export class FrameDecoder {
     if (length === 0) {
       this.#error = "empty frame";
     } else if (length > this.#maxFrameBytes) {
-      this.#error = this.#seen === 0
-        ? `stream does not start with a protocol frame (got "${preview(head)}")`
-        : `frame of ${length} bytes exceeds the maximum of ${this.#maxFrameBytes}`;
+      this.#error = `frame of ${length} bytes exceeds the maximum of ${this.#maxFrameBytes}` +
+        (this.#seen === 0 ? ` (not a protocol stream? it starts with "${preview(head)}")` : "");
     }
     return this.#error;
   }

@@ -1,0 +1,66 @@
+// Pure protocol pieces: errno table, open flag numbering, device numbers, schemas.
+
+import { deepStrictEqual as eq, strictEqual as is } from "node:assert/strict";
+import {
+  decodeDev,
+  encodeDev,
+  errnoName,
+  errnoNumber,
+  INVALID,
+  METHODS,
+  OpenFlags,
+  openFlagsFromWire,
+  openFlagsToWire,
+} from "../../src/protocol/mod.ts";
+
+Deno.test("errno names map to Linux numbers and back", () => {
+  is(errnoNumber("ENOENT"), 2);
+  is(errnoNumber("ENOTEMPTY"), 39);
+  is(errnoNumber("ELOOP"), 40);
+  is(errnoNumber("EOPNOTSUPP"), 95);
+  is(errnoNumber("ENOT_A_NAME"), 5);
+  is(errnoName(13), "EACCES");
+  is(errnoName(61), "ENODATA");
+  is(errnoName(9999), "EIO");
+});
+
+Deno.test("open flags: aarch64's differing bits are translated both ways", () => {
+  const arm = 0o40000 | 0o100000 | 0o2 | 0o2000; // O_DIRECTORY|O_NOFOLLOW|O_RDWR|O_APPEND on arm64
+  const wire = openFlagsToWire(arm, "aarch64");
+  is(wire, OpenFlags.O_DIRECTORY | OpenFlags.O_NOFOLLOW | OpenFlags.O_RDWR | OpenFlags.O_APPEND);
+  is(openFlagsFromWire(wire, "aarch64"), arm);
+  is(openFlagsFromWire(wire, "x86_64"), wire);
+  is(
+    openFlagsToWire(OpenFlags.O_SYNC | OpenFlags.O_TRUNC, "x86_64"),
+    OpenFlags.O_SYNC | OpenFlags.O_TRUNC,
+  );
+  is(openFlagsFromWire(OpenFlags.O_DIRECT, "aarch64"), 0o200000);
+});
+
+Deno.test("device numbers use Linux's 32-bit encoding", () => {
+  is(encodeDev(1, 3), 0x103);
+  eq(decodeDev(encodeDev(259, 70000)), { major: 259, minor: 70000 });
+  eq(decodeDev(encodeDev(4095, 0xfffff)), { major: 4095, minor: 0xfffff });
+});
+
+Deno.test("schemas validate, normalise and drop unknown keys", () => {
+  const p = METHODS.read.params;
+  eq(p.parse({ handle: 1, offset: 5, size: 10, extra: "x" }), { handle: 1, offset: 5n, size: 10 });
+  eq(p.parse({ handle: 1, offset: (1n << 64n) - 1n, size: 10 }), {
+    handle: 1,
+    offset: (1n << 64n) - 1n,
+    size: 10,
+  });
+  is(p.parse({ handle: 1, offset: 1n << 64n, size: 10 }), INVALID);
+  is(p.parse({ handle: -1, offset: 0n, size: 10 }), INVALID);
+  is(p.parse({ handle: 1, offset: 0.5, size: 10 }), INVALID);
+  is(p.parse([1, 0n, 10]), INVALID);
+  is(p.parse(null), INVALID);
+  eq(METHODS.create.params.parse({ path: "a", flags: 0, mode: 0o644, owner: null }), {
+    path: "a",
+    flags: 0,
+    mode: 0o644,
+  });
+  is(METHODS.lstat.params.parse({ path: new Uint8Array(9000) }), INVALID);
+  is(METHODS.write.params.parse({ handle: 1, offset: 0n, data: [1, 2, 3] }), INVALID);
+});
