@@ -5,7 +5,9 @@ export type DockerErrorCode =
   | "api" // the engine answered with an unexpected error
   | "not-found" // no such container
   | "not-running" // the container exists but is stopped or paused
-  | "unsupported" // e.g. an API version or engine feature we cannot use
+  | "unsupported" // e.g. an API version, or a bundle for another architecture
+  | "bundle" // the satellite bundle on this host is missing or malformed
+  | "user" // the exec user does not exist in the container
   | "protocol"; // the engine's byte stream was malformed
 
 /** An error at the Docker edge. `message` reads like "Cannot …: reason" and holds no credentials. */

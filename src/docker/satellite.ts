@@ -29,7 +29,7 @@ export interface DeployOptions {
   randomName?: () => string;
 }
 
-/** Reads and checks a manifest.json. Throws DockerError("config") with a clear message. */
+/** Reads and checks a manifest.json. Throws DockerError("bundle") with a clear message. */
 export async function readManifest(bundleDir: string): Promise<SatelliteManifest> {
   const path = `${bundleDir}/manifest.json`;
   let parsed: unknown;
@@ -37,7 +37,7 @@ export async function readManifest(bundleDir: string): Promise<SatelliteManifest
     parsed = JSON.parse(await Deno.readTextFile(path));
   } catch (error) {
     throw new DockerError(
-      "config",
+      "bundle",
       `Cannot read the satellite bundle '${path}': ${
         error instanceof Deno.errors.NotFound
           ? "it does not exist (run `deno task build-satellite`)"
@@ -57,7 +57,7 @@ export async function readManifest(bundleDir: string): Promise<SatelliteManifest
     m.loaderCommand!.length === 0
   ) {
     throw new DockerError(
-      "config",
+      "bundle",
       `Cannot use the satellite bundle '${path}': not a format 1 manifest`,
     );
   }
@@ -89,7 +89,7 @@ export async function bundleEntries(
   for (const file of manifest.files) {
     const parts = file.path.split("/");
     if (file.path.startsWith("/") || parts.some((p) => p === ".." || p === "" || p === ".")) {
-      throw new DockerError("config", `Cannot use the satellite bundle: bad path '${file.path}'`);
+      throw new DockerError("bundle", `Cannot use the satellite bundle: bad path '${file.path}'`);
     }
     for (let i = 1; i < parts.length; i++) {
       const dir = parts.slice(0, i).join("/");
@@ -102,7 +102,7 @@ export async function bundleEntries(
       data = await Deno.readFile(`${bundleDir}/${file.path}`);
     } catch (error) {
       throw new DockerError(
-        "config",
+        "bundle",
         `Cannot read satellite file '${bundleDir}/${file.path}': ${errorMessage(error)}`,
       );
     }
@@ -157,7 +157,7 @@ export async function resolveUser(
       gid = Number(line[3]);
     } else if (uid === undefined) {
       throw new DockerError(
-        "config",
+        "user",
         `Cannot run the satellite as '${user}': no user '${userPart}' in the container's /etc/passwd`,
       );
     }
@@ -170,7 +170,7 @@ export async function resolveUser(
       const line = group.split("\n").map((l) => l.split(":")).find((f) => f[0] === groupPart);
       if (line === undefined) {
         throw new DockerError(
-          "config",
+          "user",
           `Cannot run the satellite as '${user}': no group '${groupPart}' in the container's /etc/group`,
         );
       }
@@ -178,7 +178,7 @@ export async function resolveUser(
     }
   }
   if (!Number.isSafeInteger(uid) || !Number.isSafeInteger(gid ?? uid)) {
-    throw new DockerError("config", `Cannot run the satellite as '${user}': bad uid/gid`);
+    throw new DockerError("user", `Cannot run the satellite as '${user}': bad uid/gid`);
   }
   return { uid: uid!, gid: gid ?? uid! };
 }
