@@ -35,6 +35,10 @@ export interface ContainerInfo {
   arch: string;
   /** e.g. "linux/arm64/v8" */
   platform: string;
+  /** destinations of read-write volume and bind mounts (upload places for read-only rootfs) */
+  writableMounts?: string[];
+  /** the container was started with --read-only */
+  readOnlyRootfs?: boolean;
 }
 
 /** Newest API version this client knows; older engines are spoken to in their own version. */
@@ -219,12 +223,18 @@ export class Engine {
     } catch (error) {
       throw this.#wrap(error, `inspect the image of container '${name}'`);
     }
+    const mounts = Array.isArray(info.Mounts) ? info.Mounts as Record<string, unknown>[] : [];
+    const hostConfig = (info.HostConfig ?? {}) as { ReadonlyRootfs?: boolean };
     return {
       id,
       name,
       running,
       arch: satelliteArch(architecture, variant),
       platform: [os, architecture, variant].filter((part) => part).join("/"),
+      writableMounts: mounts
+        .filter((m) => m.RW === true && typeof m.Destination === "string")
+        .map((m) => m.Destination as string),
+      readOnlyRootfs: hostConfig.ReadonlyRootfs === true,
     };
   }
 

@@ -188,8 +188,9 @@ export async function resolveUser(
  * bundle into a fresh private dir and starts it with `--root <root> --self <dir>`.
  *
  * Location: as root, `/.dockerfuse-<random>` (a new entry directly in "/" leaves nothing in
- * `docker diff` once the satellite removed it; "/" itself is never listed). For other users,
- * or when "/" is read-only, `/tmp/.dockerfuse-<random>` where /tmp exists.
+ * `docker diff` once the satellite removed it; "/" itself is never listed; /tmp would show up as
+ * changed). For other users `/tmp/.dockerfuse-<random>` (they cannot remove entries of "/").
+ * With a read-only rootfs the engine only extracts into volumes: the first writable mount.
  */
 export async function deploySatellite(
   engine: Engine,
@@ -214,7 +215,12 @@ export async function deploySatellite(
   const owner = await resolveUser(engine, container.id, options.user);
   const dirName = `.dockerfuse-${(options.randomName ?? randomHex)()}`;
   const entries = await bundleEntries(bundleDir, manifest, dirName, owner);
-  const parents = owner.uid === 0 ? ["/", "/tmp"] : ["/tmp"];
+  // Read-only rootfs: the archive API only writes into volumes, so try the writable mounts.
+  const parents = container.readOnlyRootfs
+    ? [...(container.writableMounts ?? [])]
+    : owner.uid === 0
+    ? ["/", "/tmp"]
+    : ["/tmp"];
   let parent: string | undefined;
   let lastError: unknown;
   for (const candidate of parents) {
@@ -229,13 +235,14 @@ export async function deploySatellite(
     }
   }
   if (parent === undefined) {
+    const why = lastError !== undefined
+      ? errorMessage(lastError)
+      : container.readOnlyRootfs
+      ? "its root filesystem is read-only and it has no writable volume to upload into"
+      : "it has no /tmp to upload into for a non-root user";
     throw new DockerError(
       "api",
-      `Cannot upload the satellite into '${container.name}': ${
-        lastError === undefined
-          ? "no writable place (no /tmp for a non-root user)"
-          : errorMessage(lastError)
-      }`,
+      `Cannot upload the satellite into '${container.name}': ${why}`,
       { cause: lastError },
     );
   }

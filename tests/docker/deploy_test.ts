@@ -167,6 +167,46 @@ Deno.test("deploy: a non-root user gets its own private dir under /tmp", async (
   });
 });
 
+Deno.test("deploy: a read-only rootfs gets the satellite through a writable volume", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  const start = async (extra: string[]): Promise<string> => {
+    const started = await dockerCli(theBed, [
+      "run",
+      "-d",
+      "--network",
+      "none",
+      "--label",
+      "dockerfuse-testbed=1",
+      "--read-only",
+      ...extra,
+      theBed.images.musl,
+    ]);
+    assert(started.code === 0, started.stderr);
+    return started.stdout.trim();
+  };
+  const withVolume = await start(["-v", "/scratch"]);
+  try {
+    const fields = await deployAndCheck(engine, withVolume, {});
+    checkPrivateDir(fields, "/scratch", 0);
+  } finally {
+    await dockerCli(theBed, ["rm", "-f", "-v", withVolume]);
+  }
+  const without = await start(["--tmpfs", "/tmp"]);
+  const bundle = await makeBundle();
+  try {
+    const container = await engine.inspectContainer(without);
+    const error = await assertRejects(
+      deploySatellite(engine, container, bundle, { root: "/" }),
+      DockerError,
+    );
+    assert(error.message.includes("read-only"), error.message);
+  } finally {
+    await dockerCli(theBed, ["rm", "-f", without]);
+    await Deno.remove(bundle, { recursive: true });
+  }
+});
+
 Deno.test("deploy: wrong architecture, unknown user and missing bundle are clear errors", async () => {
   const engine = await engineFor(await bed());
   const bundle = await makeBundle("x86_64");
