@@ -164,7 +164,17 @@ export function createExecSession(
   const stdin = new WritableStream<Uint8Array>({
     async write(chunk) {
       if (killed) throw new DockerError("unreachable", `Exec ${label}: the session was killed`);
-      await writeAll(conn, chunk);
+      try {
+        await writeAll(conn, chunk);
+      } catch (error) {
+        throw new DockerError(
+          "unreachable",
+          `Exec ${label}: cannot write to stdin: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          { cause: error },
+        );
+      }
     },
     async close() {
       stdinClosed = true;
