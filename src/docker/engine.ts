@@ -8,7 +8,7 @@ import { Buffer } from "node:buffer";
 import { type EngineConfig, resolveEngineConfig } from "./config.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import { createExecSession, type ExecSession, type ExecState } from "./exec.ts";
-import { buildTar, type TarEntry } from "./tar.ts";
+import { type TarEntry, tarParts } from "./tar.ts";
 import {
   type ByteConn,
   createDialer,
@@ -303,16 +303,23 @@ export class Engine {
     entries: TarEntry[],
     options?: { gzip?: boolean; onProgress?: (sent: number, total: number) => void },
   ): Promise<void> {
-    let body = buildTar(entries);
-    if (options?.gzip ?? this.isRemote) body = await gzip(body);
-    const total = body.length;
+    let parts = tarParts(entries);
+    if (options?.gzip ?? this.isRemote) parts = [await gzip(parts)];
+    let total = 0;
+    for (const part of parts) total += part.length;
     const onProgress = options?.onProgress;
-    const chunkSize = 256 * 1024;
+    const chunkSize = 1024 * 1024;
+    // The parts go out as they are (file data uncopied), in chunks of at most 1 MiB so that
+    // progress follows what the socket consumed.
     const stream = Readable.from((function* (): Generator<Buffer> {
-      for (let sent = 0; sent < total; sent += chunkSize) {
-        const end = Math.min(total, sent + chunkSize);
-        yield Buffer.from(body.buffer, body.byteOffset + sent, end - sent);
-        onProgress?.(end, total);
+      let sent = 0;
+      for (const part of parts) {
+        for (let at = 0; at < part.length; at += chunkSize) {
+          const end = Math.min(part.length, at + chunkSize);
+          yield Buffer.from(part.buffer, part.byteOffset + at, end - at);
+          sent += end - at;
+          onProgress?.(sent, total);
+        }
       }
     })());
     try {
@@ -396,8 +403,8 @@ export class Engine {
   }
 }
 
-async function gzip(data: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+async function gzip(parts: Uint8Array[]): Promise<Uint8Array> {
+  const stream = new Blob(parts as Uint8Array<ArrayBuffer>[]).stream().pipeThrough(
     new CompressionStream("gzip"),
   );
   return new Uint8Array(await new Response(stream).arrayBuffer());

@@ -107,6 +107,23 @@ function padded(data: Uint8Array): number {
 
 /** Builds a complete tar archive. Throws RangeError for invalid entries. */
 export function buildTar(entries: readonly TarEntry[]): Uint8Array {
+  const parts = tarParts(entries);
+  let total = 0;
+  for (const part of parts) total += part.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/**
+ * The archive as a list of byte ranges (headers, the entries' own data arrays uncopied, padding)
+ * whose concatenation is the tar file. Throws RangeError for invalid entries.
+ */
+export function tarParts(entries: readonly TarEntry[]): Uint8Array[] {
   const parts: Uint8Array[] = [];
   for (const entry of entries) {
     checkPath(entry.path);
@@ -158,15 +175,7 @@ export function buildTar(entries: readonly TarEntry[]): Uint8Array {
     }
   }
   parts.push(new Uint8Array(2 * BLOCK));
-  let total = 0;
-  for (const part of parts) total += part.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return parts;
 }
 
 export interface TarFile {
