@@ -268,3 +268,17 @@ Deno.test("exec: the dockerode transport gives the same bytes", async () => {
   const engine = await engineFor(await bed(), { execTransport: "dockerode" });
   await withContainer("musl", (id) => roundTrip(engine, id, 4 * 1024 * 1024));
 });
+
+Deno.test("exec: the stream ends when the container is killed", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  await withContainer("musl", async (id) => {
+    const session = await engine.exec(id, ["cat"]);
+    const killed = await dockerCli(theBed, ["kill", id]);
+    assert(killed.code === 0, killed.stderr);
+    const rest = await readAll(session.stdout);
+    assert(rest.length === 0);
+    const { code } = await session.exited;
+    assert(code !== 0, `code ${code}`);
+  });
+});
