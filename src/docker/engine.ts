@@ -516,7 +516,7 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
       status === undefined ? "unreachable" : "api",
       `Cannot connect to the Docker engine at ${config.description}: ${
         status === undefined ? errorMessage(error) : engineMessage(error)
-      }`,
+      }${status === undefined ? hint(errorMessage(error)) : ""}`,
       { cause: error },
     );
   }
@@ -528,6 +528,20 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
     execTransport: options?.execTransport,
     onClose: forwarder?.close,
   });
+}
+
+/** A short hint for the usual causes of a failed connection. */
+function hint(message: string): string {
+  if (/ENOENT|ECONNREFUSED|No such file|refused/i.test(message)) {
+    return " (is the Docker daemon running? DOCKER_HOST and DOCKER_CONTEXT choose another engine)";
+  }
+  if (/EACCES|permission denied/i.test(message)) {
+    return " (permission denied: run as root or as a member of the docker group)";
+  }
+  if (/certificate|UnknownIssuer|verif/i.test(message)) {
+    return " (TLS verification failed: check DOCKER_CERT_PATH/ca.pem)";
+  }
+  return "";
 }
 
 function createDockerode(config: EngineConfig, forwarderSocket?: string): Dockerode {
