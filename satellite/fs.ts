@@ -162,6 +162,7 @@ export class SatelliteFs {
   readonly #statBuf = new Uint8Array(256);
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
+  readonly #readBuf = new Uint8Array(BytesReply.bytesFor(MAX_IO_BYTES));
   readonly #dentView = new DataView(this.#dentBuf.buffer);
   readonly #flags: Record<
     "O_PATH" | "O_DIRECTORY" | "O_NOFOLLOW" | "O_CLOEXEC" | "O_RDONLY" | "O_WRONLY",
@@ -585,7 +586,9 @@ export class SatelliteFs {
       return failure(EINVAL, `read of ${p.size} bytes exceeds ${MAX_IO_BYTES}`);
     }
     const size = p.size;
-    const reply = new BytesReply(size);
+    // One read buffer for every read: the main loop writes each large frame out before it
+    // handles the next request (see Output.push), so the memory is free again by then.
+    const reply = new BytesReply(size, this.#readBuf);
     let done = 0;
     while (done < size) {
       const n = num(

@@ -68,6 +68,7 @@ class Output {
     this.#libc = libc;
   }
 
+  /** Queues a frame. Large frames are written before this returns (callers reuse them). */
   push(frame: Uint8Array): void {
     if (frame.length > BATCH_BYTES / 4) {
       this.flush();

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Packr, Unpackr } from "msgpackr";
+import type { Packr, Unpackr } from "msgpackr/pack";
 import { ERRNO_NUMBERS, errnoNumber } from "./errno.ts";
 import {
   type Hello,

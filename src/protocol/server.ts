@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Packr, Unpackr } from "msgpackr";
+import type { Packr, Unpackr } from "msgpackr/pack";
 import type { ErrnoName } from "./errno.ts";
 import {
   type Hello,
@@ -49,9 +49,21 @@ export class BytesReply {
   readonly data: Uint8Array;
   /** Payload bytes actually written. */
   length = 0;
-  constructor(capacity: number) {
-    this.frame = new Uint8Array(BYTES_REPLY_HEADER + capacity);
+  /**
+   * `backing` (optional) is reused memory of at least `BytesReply.bytesFor(capacity)` bytes;
+   * the frame then stays valid only until the backing is reused.
+   */
+  constructor(capacity: number, backing?: Uint8Array) {
+    const size = BYTES_REPLY_HEADER + capacity;
+    this.frame = backing && backing.length >= size
+      ? backing.subarray(0, size)
+      : new Uint8Array(size);
     this.data = this.frame.subarray(BYTES_REPLY_HEADER);
+  }
+
+  /** Bytes of frame memory a reply of `capacity` payload bytes needs. */
+  static bytesFor(capacity: number): number {
+    return BYTES_REPLY_HEADER + capacity;
   }
 }
 

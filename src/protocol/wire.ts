@@ -13,7 +13,9 @@
  * @module
  */
 
-import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr";
+// "msgpackr/pack" resolves to msgpackr's pure-JS entry under Deno's conditions: no native
+// addon loader (which would probe the system with child processes inside containers).
+import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr/pack";
 import { MAX_FRAME_BYTES } from "./methods.ts";
 
 /** Message kinds (first array element). */

@@ -22,7 +22,7 @@ export interface SatelliteBenchResult {
   readBytes: number;
   /** 1 MiB writes in MB/s. */
   writeMBps: number;
-  /** Milliseconds from spawn to handshake (deno run from source). */
+  /** Milliseconds from spawn to handshake. */
   startMs: number;
 }
 
@@ -35,6 +35,8 @@ export interface SatelliteBenchOptions {
   readInFlight?: number;
   /** Command that runs the satellite (argv); default `deno run -A satellite/main.ts`. */
   command?: string[];
+  /** Extra environment for that command. */
+  env?: Record<string, string>;
 }
 
 async function pool(total: number, inFlight: number, one: (i: number) => Promise<void>) {
@@ -67,6 +69,7 @@ export async function benchSatellite(
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
+      env: options.env,
     }).spawn();
     const client = new RpcClient(child.stdout, child.stdin, { timeoutMs: 0 });
     await client.ready;
@@ -123,8 +126,25 @@ export async function benchSatellite(
   }
 }
 
+/**
+ * The argv (and env) that starts the packaged satellite of this host's arch from
+ * dist/satellite/<arch>/ through its private glibc loader, as in a container without libc.
+ */
+export async function packagedCommand(): Promise<{ argv: string[]; env: Record<string, string> }> {
+  const dir = new URL(`../../dist/satellite/${Deno.build.arch}/`, import.meta.url).pathname
+    .replace(/\/$/, "");
+  const manifest = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+  const sub = (s: string) => s.replaceAll("{dir}", dir);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(manifest.env as Record<string, string>)) env[k] = sub(v);
+  return { argv: (manifest.loaderCommand as string[]).map(sub), env };
+}
+
 if (import.meta.main) {
-  const result = await benchSatellite();
+  const packaged = Deno.args.includes("--packaged") ? await packagedCommand() : undefined;
+  const result = await benchSatellite(
+    packaged ? { command: packaged.argv, env: packaged.env } : {},
+  );
   if (Deno.args.includes("--json")) console.log(JSON.stringify(result));
   else {
     console.log(
