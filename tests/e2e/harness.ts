@@ -1,0 +1,180 @@
+/**
+ * End-to-end harness: a test container from the bed, and `dockerfuse mount` running as a child
+ * process on a fresh mountpoint, exactly as a user runs it.
+ *
+ * @module
+ */
+
+import {
+  ensureTestBed,
+  type ImageKind,
+  removeTestContainer,
+  startTestContainer,
+  type TestBed,
+} from "../../tasks/testbed/mod.ts";
+
+const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** A running `dockerfuse mount` and its container. */
+export interface E2EMount {
+  readonly bed: TestBed;
+  readonly kind: ImageKind;
+  readonly container: string;
+  readonly mountpoint: string;
+  readonly child: Deno.ChildProcess;
+  /** Everything the client printed on stderr so far. */
+  stderr(): string;
+  /** Sends `signal` and waits for the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+  /** Stops whatever is still running, removes the container and the mountpoint. */
+  cleanup(): Promise<void>;
+}
+
+/** True while `path` is listed in /proc/self/mountinfo. */
+export async function isMounted(path: string): Promise<boolean> {
+  const text = await Deno.readTextFile("/proc/self/mountinfo");
+  return text.split("\n").some((line) => line.split(" ")[4] === path);
+}
+
+/** Runs the dockerfuse CLI to completion. */
+export async function dockerfuse(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Runs `docker …` and returns its output; throws on failure unless `check` is false. */
+export async function docker(
+  args: string[],
+  check = true,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("docker", {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const r = {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+  };
+  if (check && r.code !== 0) throw new Error(`docker ${args.join(" ")} failed: ${r.stderr}`);
+  return r;
+}
+
+/** Options of {@link startMount}. */
+export interface StartMountOptions {
+  /** Extra `dockerfuse mount` arguments before CONTAINER MOUNTPOINT. */
+  args?: string[];
+  /** Replace the whole argument list; {container} and {mountpoint} are substituted. */
+  argv?: string[];
+  /** Use this container instead of starting one. */
+  container?: string;
+  mountpoint?: string;
+  env?: Record<string, string>;
+}
+
+/** Starts a container of `kind` and mounts it; resolves once the mount answers. */
+export async function startMount(
+  kind: ImageKind,
+  options: StartMountOptions = {},
+): Promise<E2EMount> {
+  const bed = await ensureTestBed({ kinds: [kind] });
+  const container = options.container ?? await startTestContainer(bed, kind);
+  const mountpoint = options.mountpoint ?? await Deno.makeTempDir({ prefix: "dockerfuse-e2e-" });
+  const argv =
+    options.argv?.map((a) =>
+      a.replace("{container}", container).replace("{mountpoint}", mountpoint)
+    ) ??
+      ["mount", ...(options.args ?? []), container, mountpoint];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...argv],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: options.env,
+  }).spawn();
+  let stderr = "";
+  const pump = (async () => {
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  child.stdout.cancel().catch(() => {});
+  let exited = false;
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  const mount: E2EMount = {
+    bed,
+    kind,
+    container,
+    mountpoint,
+    child,
+    stderr: () => stderr,
+    async stop(signal: Deno.Signal = "SIGTERM") {
+      if (!exited) child.kill(signal);
+      const s = await status;
+      await pump.catch(() => {});
+      return s.code;
+    },
+    async cleanup() {
+      if (!exited) {
+        child.kill("SIGKILL");
+        await status;
+      }
+      if (await isMounted(mountpoint)) {
+        await new Deno.Command("umount", { args: ["-l", mountpoint] }).output();
+      }
+      if (!options.container) await removeTestContainer(bed, container);
+      if (!options.mountpoint) await Deno.remove(mountpoint, { recursive: true }).catch(() => {});
+    },
+  };
+  const deadline = Date.now() + 120_000;
+  // Ready once the client says so (a stale mount may be listed at the same place before).
+  while (!stderr.includes(" Mounted '") || !(await isMounted(mountpoint))) {
+    if (exited || Date.now() > deadline) {
+      await mount.cleanup();
+      throw new Error(
+        `dockerfuse did not mount ${kind} container ${container} (${
+          exited ? "it exited" : "timeout"
+        }):\n${stderr}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return mount;
+}
+
+/** Runs `sh -c script` on the host with $M set to the mountpoint. */
+export async function sh(
+  mountpoint: string,
+  script: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command("sh", {
+    args: ["-c", script],
+    env: { M: mountpoint },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Reads a file from inside the container without a shell (docker cp to stdout is a tar). */
+export async function readInside(container: string, path: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "dockerfuse-cp-" });
+  try {
+    await docker(["cp", `${container}:${path}`, `${dir}/out`]);
+    return await Deno.readTextFile(`${dir}/out`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

@@ -1,0 +1,154 @@
+// dockerfuse end to end against the real engine: each test image mounted by the CLI as a user
+// runs it, changes made through the mount checked from inside the container.
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { ALL_KINDS, ensureTestBed, type ImageKind } from "../../tasks/testbed/mod.ts";
+import { startTlsDockerd } from "../docker/tls_engine.ts";
+import {
+  docker,
+  dockerfuse,
+  type E2EMount,
+  isMounted,
+  readInside,
+  sh,
+  startMount,
+} from "./harness.ts";
+
+async function withMount(
+  kind: ImageKind,
+  fn: (m: E2EMount) => Promise<void>,
+  options: Parameters<typeof startMount>[1] = {},
+): Promise<void> {
+  const m = await startMount(kind, options);
+  try {
+    await fn(m);
+  } finally {
+    await m.cleanup();
+  }
+}
+
+async function ok(mountpoint: string, script: string): Promise<string> {
+  const r = await sh(mountpoint, script);
+  if (r.code !== 0) throw new Error(`'${script}' failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+for (const kind of ALL_KINDS) {
+  Deno.test(`e2e ${kind}: read, write, rename, symlink, chmod; seen inside; SIGTERM unmounts`, async () => {
+    await withMount(kind, async (m) => {
+      const M = m.mountpoint;
+      assertEquals(await Deno.readTextFile(`${M}/data/hello.txt`), `hello from ${kind}\n`);
+      await ok(
+        M,
+        'mkdir "$M/data/new" && printf "written from the host" > "$M/data/new/f.txt" && ' +
+          'mv "$M/data/new/f.txt" "$M/data/new/g.txt" && ln -s g.txt "$M/data/new/link" && ' +
+          'chmod 600 "$M/data/new/g.txt" && rm "$M/data/empty"',
+      );
+      assertEquals(await readInside(m.container, "/data/new/g.txt"), "written from the host");
+      const listing = await ok(
+        M,
+        'ls -la "$M/data/new"; readlink "$M/data/new/link"; ls "$M/data"',
+      );
+      assert(/-rw------- .* g\.txt/.test(listing), listing);
+      assert(listing.includes("\ng.txt\n"), listing);
+      assert(!/\bempty\b/.test(listing.split("\n").slice(-6).join("\n")), listing);
+      const diff = await docker(["diff", m.container]);
+      assert(!diff.stdout.includes(".dockerfuse"), `satellite files left behind:\n${diff.stdout}`);
+      assertEquals(await m.stop("SIGTERM"), 0, m.stderr());
+      assert(!(await isMounted(M)), "SIGTERM left the mount in place");
+    });
+  });
+}
+
+Deno.test("e2e glibc: a 64 MiB file reads back intact; ls -lR of the tree works", async () => {
+  await withMount("glibc", async (m) => {
+    const sum = await ok(m.mountpoint, 'sha256sum "$M/data/large.bin" | cut -d" " -f1');
+    const expected = (await readInside(m.container, "/data/large.bin.sha256")).split(" ")[0];
+    assertEquals(sum.trim(), expected!.trim());
+    const files = await ok(m.mountpoint, 'ls -lR "$M/data/tree" | grep -c "^-"');
+    assert(Number(files) >= 300, files);
+  });
+});
+
+Deno.test("e2e: stopping the container ends the mount with exit code 8 and no stale mount", async () => {
+  await withMount("musl", async (m) => {
+    await docker(["kill", m.container]);
+    const code = await m.stop("SIGCONT"); // no-op signal: just wait for the client to notice
+    assertEquals(code, 8, m.stderr());
+    assert(/stopped|ended/.test(m.stderr()), m.stderr());
+    assert(!(await isMounted(m.mountpoint)), "a stale mount was left behind");
+  });
+});
+
+Deno.test("e2e: --path mounts a subdirectory; --read-only refuses writes with EROFS", async () => {
+  await withMount("musl", async (m) => {
+    assertEquals(await Deno.readTextFile(`${m.mountpoint}/hello.txt`), "hello from musl\n");
+    const r = await sh(m.mountpoint, 'echo x > "$M/new.txt"');
+    assert(r.code !== 0 && /read-only/i.test(r.stderr), r.stderr);
+  }, { args: ["--path", "/data", "--read-only"] });
+});
+
+Deno.test("e2e: the original tool's flags (-id/-mount) still mount", async () => {
+  await withMount("musl", async (m) => {
+    assertEquals(await Deno.readTextFile(`${m.mountpoint}/data/hello.txt`), "hello from musl\n");
+  }, { argv: ["-id", "{container}", "-mount", "{mountpoint}"] });
+});
+
+Deno.test("e2e: a stale mount left by a killed client is recovered by the next mount", async () => {
+  await withMount("musl", async (first) => {
+    await first.stop("SIGKILL");
+    assert(await isMounted(first.mountpoint), "expected the killed client's mount to be left");
+    const second = await startMount("musl", {
+      container: first.container,
+      mountpoint: first.mountpoint,
+    });
+    try {
+      assertEquals(
+        await Deno.readTextFile(`${second.mountpoint}/data/hello.txt`),
+        "hello from musl\n",
+      );
+      assert(second.stderr().includes("stale"), second.stderr());
+      assertEquals(await second.stop(), 0);
+    } finally {
+      await second.cleanup();
+    }
+  });
+});
+
+Deno.test("e2e: unmount subcommand, and clear errors for a missing container", async () => {
+  await withMount("musl", async (m) => {
+    const r = await dockerfuse(["unmount", m.mountpoint]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(await m.stop("SIGCONT"), 0, m.stderr());
+    assert(!(await isMounted(m.mountpoint)));
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    const r = await dockerfuse(["mount", "no-such-container-dockerfuse", dir]);
+    assertEquals(r.code, 4, r.stderr);
+    assert(/no-such-container-dockerfuse/.test(r.stderr), r.stderr);
+  } finally {
+    await Deno.remove(dir);
+  }
+});
+
+Deno.test("e2e: mounts a container of a remote engine over verified TLS (tcp://127.0.0.1)", async () => {
+  const remote = await startTlsDockerd(await ensureTestBed({ kinds: ["musl"] }));
+  try {
+    await withMount("musl", async (m) => {
+      assertEquals(await Deno.readTextFile(`${m.mountpoint}/data/hello.txt`), "hello from musl\n");
+      await Deno.writeTextFile(`${m.mountpoint}/data/remote.txt`, "over tls");
+      assertEquals(await ok(m.mountpoint, 'cat "$M/data/remote.txt"'), "over tls");
+      assertEquals(await m.stop(), 0, m.stderr());
+    }, {
+      container: remote.containerId,
+      env: {
+        DOCKER_HOST: `tcp://127.0.0.1:${remote.port}`,
+        DOCKER_TLS_VERIFY: "1",
+        DOCKER_CERT_PATH: remote.certDir,
+      },
+    });
+  } finally {
+    await remote.stop();
+  }
+});
