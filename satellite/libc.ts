@@ -100,7 +100,7 @@ export class Libc {
 
   constructor(arch: Arch = hostArch()) {
     this.arch = arch;
-    this.fn = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+    this.fn = lazySymbols();
     this.sys = SYSCALLS[arch];
     const location = this.fn.__errno_location();
     if (location === null) throw new Error("Cannot locate errno");
@@ -111,6 +111,34 @@ export class Libc {
   errno(): number {
     return this.#errno.getInt32();
   }
+}
+
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/**
+ * Binds each symbol on first use: Deno compiles a call trampoline per symbol, ~5 ms for all
+ * natively but ~300 ms under qemu (arm64 containers on x86_64), so startup binds only a few.
+ */
+function lazySymbols(): Symbols {
+  const fn = {} as Record<string, unknown>;
+  const libraries: unknown[] = []; // keep every handle reachable
+  for (const name of Object.keys(SYMBOLS) as (keyof typeof SYMBOLS)[]) {
+    Object.defineProperty(fn, name, {
+      configurable: true,
+      enumerable: true,
+      get: () => {
+        const lib = Deno.dlopen(
+          "libc.so.6",
+          { [name]: SYMBOLS[name] } as Pick<typeof SYMBOLS, typeof name>,
+        );
+        libraries.push(lib);
+        const bound = (lib.symbols as Record<string, unknown>)[name];
+        Object.defineProperty(fn, name, { value: bound, enumerable: true });
+        return bound;
+      },
+    });
+  }
+  return fn as Symbols;
 }
 
 /** The architecture Deno runs on, as the satellite names it. */

@@ -164,7 +164,13 @@ async function bundle(rootDir: string, cacheDir: string): Promise<string> {
   if (/from "node:|__require\(/.test(text)) {
     throw new Error("The satellite bundle pulls in Node built-ins; it must stay self-contained");
   }
-  return text;
+  // msgpackr probes `typeof Buffer`, which makes Deno load its Node Buffer polyfill: ~10 ms
+  // natively, ~650 ms under qemu (arm64 containers on x86_64 hosts). A module-scope binding
+  // shadows the global, so msgpackr uses plain Uint8Arrays and the polyfill stays unloaded.
+  if (/\b(let|const|class|function) Buffer\b/.test(text)) {
+    throw new Error("The satellite bundle declares Buffer; cannot shadow the global");
+  }
+  return `var Buffer; // shadows Deno's lazily loaded Node Buffer global (see tasks/satellite)\n${text}`;
 }
 
 /** The deno executable for `arch`, same version as node_modules/deno. */
