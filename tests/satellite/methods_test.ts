@@ -176,6 +176,14 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       const again = ok(await c.readdir({ handle: dir.handle, offset: 0n, plus: false }));
       is(again.entries.length, 256);
       is(again.entries[0].stat, undefined);
+      // a cookie from the middle resumes right after that entry, also on another handle
+      const cookie = again.entries[99].offset;
+      const other = ok(await c.opendir({ path: "d" }));
+      const resumed = ok(
+        await c.readdir({ handle: other.handle, offset: cookie, plus: false, maxEntries: 5 }),
+      );
+      eq(resumed.entries.map((e) => e.name), again.entries.slice(100, 105).map((e) => e.name));
+      ok(await c.release({ handle: other.handle }));
       ok(await c.release({ handle: dir.handle }));
       is(code(await c.rmdir({ path: "d" })), "ENOTEMPTY");
       is(code(await c.readdir({ handle: dir.handle, offset: 0n, plus: false })), "EBADF");
@@ -280,6 +288,11 @@ Deno.test("satellite serves every method over pipes", async (t) => {
           [0o100600, 99, 98, 1n, 77, 5],
         );
         is(code(await c.setattr({ path: "nope", mode: 0o600 })), "ENOENT");
+        // truncate through an open handle, even after the mode forbids writing
+        const w = ok(await c.open({ path: "f.txt", flags: OpenFlags.O_RDWR }));
+        ok(await c.chmod({ path: "f.txt", mode: 0o400 }));
+        is(ok(await c.setattr({ path: "f.txt", handle: w.handle, size: 9n })).size, 9n);
+        ok(await c.release({ handle: w.handle }));
       },
     );
 
