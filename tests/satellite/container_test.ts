@@ -69,6 +69,17 @@ for (const kind of KINDS) {
         if (e?.type !== "file") throw new Error(`no ${path} in the test data`);
         return e.content;
       };
+      const firstAt = performance.now();
+      const first = await client.call.lstat({ path: "data" }); // what a mount's first ls needs
+      const firstDir = await client.call.opendir({ path: "data" });
+      assert(first.ok && firstDir.ok);
+      const firstList = await client.call.readdir({
+        handle: firstDir.value.handle,
+        offset: 0n,
+        plus: true,
+      });
+      assert(firstList.ok);
+      const firstMs = Math.round(performance.now() - firstAt);
       const file = await client.call.open({ path: "data/hello.txt", flags: 0 });
       assert(file.ok, !file.ok ? file.message : "");
       const data = await client.call.read({ handle: file.value.handle, offset: 0n, size: 4096 });
@@ -110,7 +121,7 @@ for (const kind of KINDS) {
       eq(await dockerDiff(bed, id), before);
       console.log(
         `${kind} (${info.arch}): ${startMs} ms from deploy to handshake ` +
-          `(upload + exec ${deployMs} ms), ` +
+          `(upload + exec ${deployMs} ms), first lstat+opendir+readdir ${firstMs} ms, ` +
           `bundle ${(await bundleBytes(bundleDir, manifest.files)) / 1e6} MB`,
       );
     } finally {
