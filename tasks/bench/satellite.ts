@@ -140,13 +140,110 @@ export async function packagedCommand(): Promise<{ argv: string[]; env: Record<s
   return { argv: (manifest.loaderCommand as string[]).map(sub), env };
 }
 
+/** Startup of the packaged satellite in one test image (medians over `runs`). */
+export interface StartupResult {
+  kind: string;
+  arch: string;
+  /** Upload through the archive API plus exec creation, ms. */
+  deployMs: number;
+  /** From the start of the deployment to the handshake, ms. */
+  handshakeMs: number;
+  /** lstat + opendir + readdir(plus) right after the handshake, ms. */
+  firstRequestsMs: number;
+  bundleBytes: number;
+}
+
+function median(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  return Math.round(v[Math.floor(v.length / 2)]);
+}
+
+/**
+ * Deploys the packaged satellite into a fresh container of each test image kind and times
+ * upload, start and the first requests. Needs the test bed (Docker) and a built bundle.
+ */
+export async function benchStartup(
+  kinds: ("glibc" | "musl" | "static" | "arm64")[] = ["glibc", "musl", "static", "arm64"],
+  runs = 3,
+): Promise<StartupResult[]> {
+  const { connectEngine, deploySatellite, readManifest } = await import("../../src/docker/mod.ts");
+  const testbed = await import("../testbed/mod.ts");
+  const bed = await testbed.ensureTestBed({ kinds });
+  const engine = await connectEngine({ env: { DOCKER_HOST: bed.dockerHost } });
+  const results: StartupResult[] = [];
+  try {
+    for (const kind of kinds) {
+      const id = await testbed.startTestContainer(bed, kind, {
+        name: `dfh-bench-sat-${kind}-${crypto.randomUUID().slice(0, 6)}`,
+      });
+      try {
+        const info = await engine.inspectContainer(id);
+        const dir = new URL(`../../dist/satellite/${info.arch}`, import.meta.url).pathname;
+        const manifest = await readManifest(dir);
+        let bundleBytes = 0;
+        for (const f of manifest.files) bundleBytes += (await Deno.stat(`${dir}/${f.path}`)).size;
+        const deploy: number[] = [], handshake: number[] = [], first: number[] = [];
+        for (let i = 0; i < runs; i++) {
+          const t0 = performance.now();
+          const session = await deploySatellite(engine, info, dir, { root: "/" });
+          deploy.push(performance.now() - t0);
+          session.stderr.cancel().catch(() => {});
+          const client = new RpcClient(session.stdout, session.stdin, {
+            expectedBuildId: manifest.buildId,
+          });
+          await client.ready;
+          handshake.push(performance.now() - t0);
+          const t1 = performance.now();
+          await client.call.lstat({ path: "" });
+          const d = await client.call.opendir({ path: "" });
+          if (d.ok) await client.call.readdir({ handle: d.value.handle, offset: 0n, plus: true });
+          first.push(performance.now() - t1);
+          await client.close();
+          await session.exited;
+        }
+        results.push({
+          kind,
+          arch: info.arch,
+          deployMs: median(deploy),
+          handshakeMs: median(handshake),
+          firstRequestsMs: median(first),
+          bundleBytes,
+        });
+      } finally {
+        await testbed.removeTestContainer(bed, id);
+      }
+    }
+  } finally {
+    engine.close();
+  }
+  return results;
+}
+
 if (import.meta.main) {
   const packaged = Deno.args.includes("--packaged") ? await packagedCommand() : undefined;
   const result = await benchSatellite(
     packaged ? { command: packaged.argv, env: packaged.env } : {},
   );
-  if (Deno.args.includes("--json")) console.log(JSON.stringify(result));
+  let startup: StartupResult[] | string = "not measured (--no-containers)";
+  if (!Deno.args.includes("--no-containers")) {
+    try {
+      startup = await benchStartup();
+    } catch (e) {
+      startup = `not measured: ${e instanceof Error ? e.message : e}`;
+    }
+  }
+  if (Deno.args.includes("--json")) console.log(JSON.stringify({ ...result, startup }));
   else {
+    if (typeof startup === "string") console.log(`startup per image kind: ${startup}`);
+    else {
+      for (const r of startup) {
+        console.log(
+          `startup ${r.kind} (${r.arch}, ${(r.bundleBytes / 1e6).toFixed(1)} MB): ` +
+            `upload+exec ${r.deployMs} ms, handshake ${r.handshakeMs} ms, ` +
+            `first lstat+readdir ${r.firstRequestsMs} ms (median of 3)`,
+        );
+      }
+    }
     console.log(
       `satellite over pipes: ${result.smallRequestsPerSecond} lstat/s (${result.inFlight} in flight), ` +
         `1 MiB reads ${result.readMBps} MB/s, 1 MiB writes ${result.writeMBps} MB/s ` +
