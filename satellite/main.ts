@@ -109,13 +109,7 @@ function main(): number {
     log(args);
     return args === USAGE ? 0 : 2;
   }
-  if (args.self !== undefined) {
-    try {
-      Deno.removeSync(args.self, { recursive: true });
-    } catch (e) {
-      log(`cannot remove ${args.self}: ${e instanceof Error ? e.message : e}`);
-    }
-  }
+  if (args.self !== undefined) removeSelf(args.self);
   const libc = new Libc();
   libc.fn.umask(0);
   // Larger pipes mean fewer context switches for 1 MiB reads (best effort).
@@ -191,6 +185,27 @@ function main(): number {
   }
   fs.closeAll();
   return 0;
+}
+
+/**
+ * Deletes the upload directory. Only the directory holding this very script qualifies, so a
+ * wrong argument can never delete anything else.
+ */
+function removeSelf(dir: string): void {
+  const self = dir.replace(/\/+$/, "");
+  const main = new URL(Deno.mainModule);
+  const mainDir = main.protocol === "file:"
+    ? decodeURIComponent(main.pathname).replace(/\/[^/]*$/, "")
+    : undefined;
+  if (self === "" || self !== mainDir) {
+    log(`not removing ${dir}: it is not the directory of the running satellite (${mainDir})`);
+    return;
+  }
+  try {
+    Deno.removeSync(self, { recursive: true });
+  } catch (e) {
+    log(`cannot remove ${dir}: ${e instanceof Error ? e.message : e}`);
+  }
 }
 
 function procFdPath(): string | undefined {

@@ -107,3 +107,41 @@ Deno.test("a satellite running as nobody gets EACCES/EPERM from the kernel", asy
     await Deno.remove(denoDir, { recursive: true });
   }
 });
+
+Deno.test("--self removes only the directory holding the running satellite", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dfsat-self-root-" });
+  const upload = await Deno.makeTempDir({ prefix: "dfsat-self-upload-" });
+  const bystander = await Deno.makeTempDir({ prefix: "dfsat-self-other-" });
+  try {
+    const main = new URL("../../satellite/main.ts", import.meta.url).pathname;
+    const bundled = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--platform", "deno", "--quiet", "-o", `${upload}/satellite.js`, main],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    is(bundled.success, true, new TextDecoder().decode(bundled.stderr));
+    const run = async (script: string, self: string) =>
+      await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--no-lock", "--no-config", script, "--root", root, "--self", self],
+        stdin: "null", // EOF at once: the satellite exits after its startup
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+    // a directory that does not hold the script is left alone
+    const refused = await run(`${upload}/satellite.js`, bystander);
+    is(refused.code, 0);
+    assert(new TextDecoder().decode(refused.stderr).includes("not removing"));
+    await Deno.stat(bystander);
+    // its own upload directory is removed
+    const removed = await run(`${upload}/satellite.js`, `${upload}/`);
+    is(removed.code, 0, new TextDecoder().decode(removed.stderr));
+    await Deno.stat(upload).then(
+      () => assert(false, "the upload dir must be gone"),
+      (e) => assert(e instanceof Deno.errors.NotFound),
+    );
+  } finally {
+    for (const d of [root, upload, bystander]) {
+      await Deno.remove(d, { recursive: true }).catch(() => {});
+    }
+  }
+});
