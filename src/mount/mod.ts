@@ -99,6 +99,10 @@ export interface ContainerMount {
 const SUPPORTED_ARCHES = ["x86_64", "aarch64"];
 const STDERR_TAIL = 4096;
 const HANDSHAKE_TIMEOUT_MS = 60_000;
+/** How long a lost mount looks for a container stop before blaming the satellite. */
+const LOST_POLLS = 10;
+const LOST_POLL_MS = 150;
+const LOST_INSPECT_TIMEOUT_MS = 5_000;
 
 function dockerKind(error: DockerError): MountErrorKind {
   switch (error.code) {
@@ -303,6 +307,31 @@ export async function mountContainer(
   }
 }
 
+/**
+ * Why the exec stream ended when it was not the satellite's own doing: the container stopped or
+ * was removed, or the engine is out of reach; undefined while the container still runs. The
+ * engine reports a stop a moment after the exec stream ends, hence the short polling.
+ */
+async function whyLost(engine: Engine, container: ContainerInfo): Promise<string | undefined> {
+  for (let attempt = 0; attempt < LOST_POLLS; attempt++) {
+    try {
+      const info = await withTimeout(
+        engine.inspectContainer(container.id, { allowStopped: true }),
+        LOST_INSPECT_TIMEOUT_MS,
+        "inspecting the container",
+      );
+      if (!info.running) return `container '${container.name}' stopped`;
+    } catch (error) {
+      if (error instanceof DockerError && error.code === "not-found") {
+        return `container '${container.name}' was removed`;
+      }
+      return `lost the connection to the Docker engine (${(error as Error).message})`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, LOST_POLL_MS));
+  }
+  return undefined;
+}
+
 function live(
   container: ContainerInfo,
   mountpoint: string,
@@ -327,16 +356,11 @@ function live(
   const ended = ending.then(async (end): Promise<MountEnding> => {
     if (closing) return { kind: "closed" };
     if (end.kind === "lost") {
-      const running = await engine.inspectContainer(container.id).then(
-        (c) => c.running,
-        () => false,
-      );
       const tail = stderrTail().split("\n").pop();
+      const why = await whyLost(engine, container);
       end = {
         kind: "lost",
-        reason: running
-          ? `the satellite ended (${end.reason})${tail ? `: ${tail}` : ""}`
-          : `container '${container.name}' stopped`,
+        reason: why ?? `the satellite ended (${end.reason})${tail ? `: ${tail}` : ""}`,
       };
     }
     await teardown();
