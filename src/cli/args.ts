@@ -15,6 +15,11 @@ import {
   subcommands,
 } from "cmd-ts";
 import type { Type } from "cmd-ts";
+import {
+  DEFAULT_PLUGIN_SOCKET,
+  DEFAULT_STATE_DIR,
+  type VolumePluginOptions,
+} from "../plugin/mod.ts";
 
 /** What `dockerfuse mount` was asked to do. */
 export interface MountOptions {
@@ -45,6 +50,7 @@ export interface MountOptions {
 export type Invocation =
   | { kind: "mount"; options: MountOptions }
   | { kind: "unmount"; mountpoint: string }
+  | { kind: "volume-plugin"; options: VolumePluginOptions }
   | { kind: "version"; json: boolean }
   | { kind: "help"; text: string; exitCode: number }
   | { kind: "usage-error"; text: string };
@@ -290,6 +296,47 @@ const unmountCommand = command({
   handler: (a): Invocation => ({ kind: "unmount", mountpoint: a.mountpoint }),
 });
 
+const volumePluginCommand = command({
+  name: "volume-plugin",
+  description: "Serve a Docker volume plugin whose volumes are the filesystems of running " +
+    "containers (until SIGTERM, which unmounts everything and removes the socket).",
+  examples: [
+    { description: "Start the plugin (as root)", command: "dockerfuse volume-plugin" },
+    {
+      description: "Then, elsewhere: a volume showing container 'web'",
+      command: "docker volume create -d dockerfuse -o container=web webfs",
+    },
+  ],
+  args: {
+    socket: option({
+      type: string,
+      long: "socket",
+      defaultValue: () => DEFAULT_PLUGIN_SOCKET,
+      defaultValueIsSerializable: true,
+      description: "unix socket dockerd discovers (its file name is the driver name)",
+    }),
+    stateDir: option({
+      type: string,
+      long: "state-dir",
+      defaultValue: () => DEFAULT_STATE_DIR,
+      defaultValueIsSerializable: true,
+      description: "volume definitions and mountpoints",
+    }),
+    debug: flag({ long: "debug", description: "log every plugin call, FUSE request and RPC" }),
+    logFormat: option({
+      type: oneOf(["text", "json"] as const),
+      long: "log-format",
+      defaultValue: () => "text" as const,
+      defaultValueIsSerializable: true,
+      description: "log lines as text or JSON",
+    }),
+  },
+  handler: (a): Invocation => ({
+    kind: "volume-plugin",
+    options: { socket: a.socket, stateDir: a.stateDir, debug: a.debug, logFormat: a.logFormat },
+  }),
+});
+
 const versionCommand = command({
   name: "version",
   description: "Print the version of dockerfuse and of its protocol.",
@@ -313,6 +360,7 @@ const cli = subcommands({
     mount: mountCommand,
     unmount: unmountCommand,
     umount: unmountCommand,
+    "volume-plugin": volumePluginCommand,
     version: versionCommand,
   },
 });

@@ -11,6 +11,7 @@ import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
 import { runMount, runUnmount } from "./mount.ts";
 import { progressBar } from "./progress.ts";
+import { runVolumePlugin } from "../plugin/mod.ts";
 
 /** dockerfuse's own version. */
 export const VERSION = "0.1.0";
@@ -92,6 +93,20 @@ async function main(args: readonly string[]): Promise<number> {
         invocation.mountpoint,
         createLogger({ format: "text", debug: false }),
       );
+    case "volume-plugin": {
+      const { options } = invocation;
+      const stop = new AbortController();
+      for (const signal of ["SIGINT", "SIGTERM"] as const) {
+        Deno.addSignalListener(signal, () => stop.abort());
+      }
+      const served = await runVolumePlugin(options, {
+        env: Deno.env.toObject(),
+        logger: createLogger({ format: options.logFormat, debug: options.debug }),
+        bundleRoot: bundleRoot(),
+        stop: stop.signal,
+      });
+      return served ? ExitCode.Ok : ExitCode.Internal;
+    }
     case "mount": {
       const options = invocation.options;
       const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);

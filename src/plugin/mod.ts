@@ -1,0 +1,143 @@
+/**
+ * `dockerfuse volume-plugin`: a Docker volume plugin (legacy discovery through a unix socket in
+ * /run/docker/plugins) whose volumes are the filesystems of running containers.
+ *
+ * Invariants:
+ * - While serving, the socket answers; after `stop` is aborted every mount is closed (lazily if
+ *   busy) and the socket file is removed, before `runVolumePlugin` resolves.
+ * - Volume definitions survive restarts (`<state-dir>/volumes.json`); volumes that callers had
+ *   mounted are mounted again on start.
+ *
+ * @module
+ */
+
+import type { Logger } from "../fuse/mod.ts";
+import { mountContainer } from "../mount/mod.ts";
+import { type MountFunction, VolumeDriver } from "./driver.ts";
+import { handlePluginRequest } from "./http.ts";
+import { JsonFileStore } from "./store.ts";
+
+export {
+  type LiveMount,
+  type MountFunction,
+  VolumeDriver,
+  type VolumeDriverDeps,
+  VolumeError,
+  type VolumeInfo,
+} from "./driver.ts";
+export { handlePluginRequest, PLUGIN_CONTENT_TYPE } from "./http.ts";
+export { JsonFileStore, parseStore, type VolumeRecord, type VolumeStore } from "./store.ts";
+
+/** Where dockerd looks for legacy plugin sockets; the file name is the driver name. */
+export const DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/dockerfuse.sock";
+/** Volume definitions and mountpoints. */
+export const DEFAULT_STATE_DIR = "/var/lib/dockerfuse";
+/** How long a stopping plugin lets requests in flight finish. */
+const SHUTDOWN_GRACE_MS = 2000;
+
+/** What `dockerfuse volume-plugin` was asked to do. */
+export interface VolumePluginOptions {
+  socket: string;
+  stateDir: string;
+  debug: boolean;
+  logFormat: "text" | "json";
+}
+
+/** Surroundings of the plugin (injected). */
+export interface VolumePluginDeps {
+  env: Record<string, string | undefined>;
+  logger: Logger;
+  /** Folder holding `<arch>/manifest.json` satellite bundles. */
+  bundleRoot: string;
+  /** Aborted on SIGINT/SIGTERM. */
+  stop: AbortSignal;
+  /** Replaces `mountContainer` (tests). */
+  mount?: MountFunction;
+  now?: () => Date;
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+/** Removes a socket file left by an earlier run; refuses if something still answers on it. */
+async function claimSocket(path: string): Promise<void> {
+  try {
+    await Deno.lstat(path);
+  } catch {
+    return;
+  }
+  let answered = false;
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    answered = true;
+  } catch { /* nobody listens: a leftover */ }
+  if (answered) throw new Error(`another process is serving '${path}'`);
+  await Deno.remove(path);
+}
+
+/** Removes the socket file unless another instance has replaced it meanwhile. */
+async function removeOwnSocket(path: string, ino: number | null): Promise<void> {
+  try {
+    if ((await Deno.lstat(path)).ino === ino) await Deno.remove(path);
+  } catch { /* already gone */ }
+}
+
+/** Serves the plugin until `deps.stop` is aborted; false when it could not start. */
+export async function runVolumePlugin(
+  options: VolumePluginOptions,
+  deps: VolumePluginDeps,
+): Promise<boolean> {
+  const { logger } = deps;
+  const driverName = options.socket.slice(options.socket.lastIndexOf("/") + 1)
+    .replace(/\.sock$/, "");
+  let driver: VolumeDriver;
+  let server: Deno.HttpServer<Deno.UnixAddr>;
+  let socketIno: number | null;
+  try {
+    await Deno.mkdir(`${options.stateDir}/volumes`, { recursive: true, mode: 0o755 });
+    driver = await VolumeDriver.open({
+      store: new JsonFileStore(`${options.stateDir}/volumes.json`),
+      mount: deps.mount ??
+        ((o) => mountContainer(o, { env: deps.env, logger, bundleRoot: deps.bundleRoot })),
+      volumesDir: `${options.stateDir}/volumes`,
+      now: deps.now ?? (() => new Date()),
+      logger,
+      debug: options.debug,
+    });
+    await Deno.mkdir(dirname(options.socket), { recursive: true, mode: 0o755 });
+    await claimSocket(options.socket);
+    server = Deno.serve(
+      { path: options.socket, onListen: () => {} },
+      (request) => handlePluginRequest(driver, request, logger),
+    );
+    socketIno = (await Deno.lstat(options.socket)).ino;
+  } catch (error) {
+    logger.error(`Cannot start the volume plugin: ${(error as Error).message}`);
+    return false;
+  }
+  logger.info(
+    `Volume plugin '${driverName}' serving on '${options.socket}' ` +
+      `(state in '${options.stateDir}', ${driver.list().length} volume(s))`,
+  );
+  const restored = driver.restore();
+  await new Promise<void>((resolve) => {
+    if (deps.stop.aborted) resolve();
+    deps.stop.addEventListener("abort", () => resolve(), { once: true });
+  });
+  logger.info("Stopping: unmounting every volume");
+  // Requests in flight may finish, within bounds.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    server.shutdown().catch(() => {}),
+    new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+  await restored;
+  await driver.shutdown();
+  await removeOwnSocket(options.socket, socketIno);
+  logger.info("Volume plugin stopped");
+  return true;
+}
