@@ -1,0 +1,306 @@
+// Faults against the real engine: whatever takes the other side away, the client notices, fails
+// pending requests with EIO instead of hanging, unmounts, exits 8 naming the cause, and leaves no
+// stale mount and no process behind (neither the satellite in the container nor a child here).
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { ensureTestBed } from "../../tasks/testbed/mod.ts";
+import { startTlsDockerd } from "../docker/tls_engine.ts";
+import {
+  alive,
+  assertNoStaleMount,
+  containerCommands,
+  descendants,
+  docker,
+  type E2EMount,
+  exitWithin,
+  isMounted,
+  satellitePid,
+  sh,
+  shWithin,
+  sleep,
+  startMount,
+  withMount,
+} from "./helpers.ts";
+
+/** Bound for noticing a fault and exiting (the issue asks for "a second or two"; CI is slow). */
+const NOTICE_MS = 20_000;
+
+/** A reader that keeps a request in flight through the mount until it fails. */
+function background(m: E2EMount, script: string): Promise<{ code: number; stderr: string }> {
+  return shWithin(m.mountpoint, script, NOTICE_MS);
+}
+
+/** What every fault must leave: exit 8 with `cause` named, no mount, no satellite, no child. */
+async function assertCleanEnd(
+  m: E2EMount,
+  cause: RegExp,
+  children: number[],
+  started: number,
+): Promise<number> {
+  const code = await exitWithin(m, NOTICE_MS);
+  const ms = Math.round(performance.now() - started);
+  assertEquals(code, 8, m.stderr());
+  const last = m.stderr().trim().split("\n").pop() ?? "";
+  assert(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
+  await assertNoStaleMount(m.mountpoint);
+  for (const pid of children) assert(!(await alive(pid)), `child ${pid} of the client survived`);
+  const left = (await containerCommands(m.container)).filter((c) => /satellite|dockerfuse/.test(c));
+  assertEquals(left, [], "the satellite is still running in the container");
+  console.log(`  noticed and exited in ${ms} ms: ${last.replace(/^\S+ \S+\s+/, "")}`);
+  return ms;
+}
+
+Deno.test("fault: satellite killed (kill -9 inside) → EIO, unmount, exit 8, nothing left", async () => {
+  await withMount("musl", async (m) => {
+    const pid = satellitePid(m);
+    const children = await descendants(m.child.pid);
+    await Deno.writeTextFile(`${m.mountpoint}/data/f.txt`, "x");
+    const reader = background(
+      m,
+      'while cat "$M/data/f.txt" >/dev/null; do :; done; cat "$M/data/f.txt"',
+    );
+    await sleep(200);
+    const started = performance.now();
+    await docker(["exec", m.container, "kill", "-9", String(pid)]);
+    const r = await reader;
+    assert(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
+    await assertCleanEnd(m, /satellite/i, children, started);
+  });
+});
+
+Deno.test("fault: container killed with a request pending → the request fails with EIO", async () => {
+  await withMount("musl", async (m) => {
+    const children = await descendants(m.child.pid);
+    // Frozen container: the next request stays pending (no request timeout).
+    await docker(["pause", m.container]);
+    const pending = background(m, 'cat "$M/data/hello.txt"; echo "exit $?" >&2');
+    await sleep(500);
+    const started = performance.now();
+    await docker(["kill", m.container]);
+    const r = await pending;
+    assert(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
+    await assertCleanEnd(m, /container .* stopped/i, children, started);
+  }, { args: ["--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"] });
+});
+
+Deno.test("fault: container stopped (docker stop) → unmount, exit 8 naming the container", async () => {
+  await withMount("musl", async (m) => {
+    const children = await descendants(m.child.pid);
+    const started = performance.now();
+    await docker(["stop", "-t", "1", m.container]);
+    await assertCleanEnd(m, /container .* stopped/i, children, started);
+  });
+});
+
+Deno.test("fault: client SIGKILLed → the satellite exits and is gone, the next mount recovers", async () => {
+  await withMount("musl", async (first) => {
+    const pid = satellitePid(first);
+    await first.stop("SIGKILL");
+    // The satellite sees its stdin close and exits by itself.
+    let running = true;
+    for (let i = 0; i < 100 && running; i++) {
+      running = (await containerCommands(first.container)).some((c) => /satellite/.test(c));
+      if (running) await sleep(100);
+    }
+    assert(!running, `satellite (pid ${pid} in the container) still runs after the client died`);
+    const diff = await docker(["diff", first.container]);
+    assert(!diff.stdout.includes("dockerfuse"), `satellite files left:\n${diff.stdout}`);
+    const second = await startMount("musl", {
+      container: first.container,
+      mountpoint: first.mountpoint,
+    });
+    try {
+      assertEquals(
+        await Deno.readTextFile(`${second.mountpoint}/data/hello.txt`),
+        "hello from musl\n",
+      );
+      assertEquals(await second.stop(), 0, second.stderr());
+      assert(!(await isMounted(second.mountpoint)));
+    } finally {
+      await second.cleanup();
+    }
+  });
+});
+
+Deno.test("fault: a paused container times requests out with EIO; nothing wedges; resumes", async () => {
+  await withMount("musl", async (m) => {
+    await docker(["pause", m.container]);
+    try {
+      const r = await shWithin(m.mountpoint, 'cat "$M/data/hello.txt"', 15_000);
+      assert(r.code !== 0 && /Input\/output error/.test(r.stderr), JSON.stringify(r));
+      console.log(`  request failed with EIO after ${Math.round(r.ms)} ms (timeout 2 s)`);
+      // An interrupted request (Ctrl-C) returns at once, not after the timeout.
+      const child = new Deno.Command("cat", {
+        args: [`${m.mountpoint}/data/other`],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await sleep(300);
+      const t0 = performance.now();
+      child.kill("SIGINT");
+      await child.status;
+      console.log(`  SIGINT ended a pending cat in ${Math.round(performance.now() - t0)} ms`);
+    } finally {
+      await docker(["unpause", m.container]);
+    }
+    const again = await sh(m.mountpoint, 'cat "$M/data/hello.txt"');
+    assertEquals(again.stdout, "hello from musl\n", again.stderr);
+    assertEquals(await m.stop(), 0, m.stderr());
+  }, { args: ["--request-timeout", "2", "--attr-timeout", "0", "--entry-timeout", "0"] });
+});
+
+Deno.test("fault: remote engine connection dropped; remote dockerd restarted → exit 8", async () => {
+  const remote = await startTlsDockerd(await ensureTestBed({ kinds: ["musl"] }));
+  const env = {
+    DOCKER_HOST: "",
+    DOCKER_TLS_VERIFY: "1",
+    DOCKER_CERT_PATH: remote.certDir,
+  };
+  let restarted: Deno.ChildProcess | undefined;
+  try {
+    // 1. The TCP connection to the engine drops (a forwarder in between closes everything).
+    const proxy = tcpForwarder(remote.port);
+    try {
+      const m = await startMount("musl", {
+        container: remote.containerId,
+        env: { ...env, DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
+      });
+      try {
+        const children = await descendants(m.child.pid);
+        const started = performance.now();
+        proxy.dropAll();
+        await assertCleanEndRemote(m, /engine|connection/i, children, started);
+        // The satellite saw its stdin close with the connection and exited.
+        let left = ["?"];
+        for (let i = 0; i < 50 && left.length > 0; i++) {
+          const top = await docker([
+            "-H",
+            remote.unixHost,
+            "top",
+            remote.containerId,
+            "-o",
+            "args",
+          ]);
+          left = top.stdout.split("\n").filter((l) => /satellite/.test(l));
+          if (left.length > 0) await sleep(100);
+        }
+        assertEquals(left, [], "the satellite survived the dropped connection");
+      } finally {
+        await m.cleanup();
+      }
+    } finally {
+      proxy.close();
+    }
+    // 2. dockerd restarted under a live mount.
+    const m = await startMount("musl", {
+      container: remote.containerId,
+      env: { ...env, DOCKER_HOST: `tcp://127.0.0.1:${remote.port}` },
+    });
+    try {
+      const children = await descendants(m.child.pid);
+      const started = performance.now();
+      restarted = await restartDockerd(remote.unixHost);
+      const code = await exitWithin(m, 60_000);
+      assertEquals(code, 8, m.stderr());
+      const last = m.stderr().trim().split("\n").pop() ?? "";
+      assert(/stopped|engine|connection|satellite/i.test(last), m.stderr());
+      await assertNoStaleMount(m.mountpoint);
+      for (const pid of children) assert(!(await alive(pid)), `child ${pid} survived`);
+      console.log(
+        `  dockerd restart noticed in ${Math.round(performance.now() - started)} ms: ${last}`,
+      );
+    } finally {
+      await m.cleanup();
+    }
+  } finally {
+    if (restarted) await stopProcess(restarted);
+    await remote.stop();
+  }
+});
+
+/** Like assertCleanEnd, without looking into the container (its engine may be unreachable). */
+async function assertCleanEndRemote(
+  m: E2EMount,
+  cause: RegExp,
+  children: number[],
+  started: number,
+): Promise<void> {
+  const code = await exitWithin(m, NOTICE_MS);
+  assertEquals(code, 8, m.stderr());
+  const last = m.stderr().trim().split("\n").pop() ?? "";
+  assert(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
+  await assertNoStaleMount(m.mountpoint);
+  for (const pid of children) assert(!(await alive(pid)), `child ${pid} of the client survived`);
+  console.log(`  noticed in ${Math.round(performance.now() - started)} ms: ${last}`);
+}
+
+/** A loopback TCP forwarder to 127.0.0.1:`target` whose connections can all be cut at once. */
+function tcpForwarder(target: number): { port: number; dropAll(): void; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  let dropping = false;
+  (async () => {
+    for await (const conn of listener) {
+      if (dropping) {
+        conn.close();
+        continue;
+      }
+      conns.add(conn);
+      (async () => {
+        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
+        conns.add(upstream);
+        await Promise.allSettled([
+          conn.readable.pipeTo(upstream.writable),
+          upstream.readable.pipeTo(conn.writable),
+        ]);
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    dropAll() {
+      dropping = true;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      conns.clear();
+    },
+    close() {
+      this.dropAll();
+      try {
+        listener.close();
+      } catch { /* closed */ }
+    },
+  };
+}
+
+/** Restarts the dockerd listening on `unixHost`: SIGTERM, then the same command line again. */
+async function restartDockerd(unixHost: string): Promise<Deno.ChildProcess> {
+  const dir = unixHost.replace(/^unix:\/\//, "").replace(/\/docker\.sock$/, "");
+  const pid = Number((await Deno.readTextFile(`${dir}/docker.pid`)).trim());
+  const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").filter((a) => a);
+  Deno.kill(pid, "SIGTERM");
+  for (let i = 0; i < 300 && await alive(pid); i++) await sleep(100);
+  const child = new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return child;
+}
+
+async function stopProcess(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, 15_000);
+  await child.status;
+  clearTimeout(timer);
+}
