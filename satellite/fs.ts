@@ -40,7 +40,14 @@ const RESOLVE_NO_SYMLINKS = 0x04;
 const RESOLVE_BENEATH = 0x08;
 const S_IFMT = 0o170000;
 const S_IFLNK = 0o120000;
-const ENOSYS = 38, EPERM = 1, EINTR = 4, ERANGE = 34, EOPNOTSUPP = 95, ENOENT = 2, EINVAL = 22;
+const ENOSYS = 38,
+  EPERM = 1,
+  EINTR = 4,
+  ERANGE = 34,
+  EOPNOTSUPP = 95,
+  ENOENT = 2,
+  EINVAL = 22,
+  ENAMETOOLONG = 36;
 const I64_MAX = (1n << 63n) - 1n;
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
@@ -118,6 +125,20 @@ export function splitPath(path: PathArg): Uint8Array[] | undefined {
     }
   }
   return parts;
+}
+
+/** True when a path is refused for its length (past PATH_MAX, or a name past NAME_MAX). */
+function tooLong(path: PathArg): boolean {
+  const bytes = typeof path === "string" ? new TextEncoder().encode(path) : path;
+  if (bytes.length > 4096) return true;
+  let start = 0;
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i === bytes.length || bytes[i] === 0x2f) {
+      if (i - start > 255) return true;
+      start = i + 1;
+    }
+  }
+  return false;
 }
 
 function joinBytes(parts: Uint8Array[]): Uint8Array {
@@ -303,7 +324,7 @@ export class SatelliteFs {
   /** Opens the parent of `path` beneath the root. Returns an errno (positive) on failure. */
   #resolve(path: PathArg): Resolved | number {
     const parts = splitPath(path);
-    if (parts === undefined) return 22; // EINVAL
+    if (parts === undefined) return tooLong(path) ? ENAMETOOLONG : EINVAL;
     if (parts.length === 0) return { dirfd: this.#rootFd, name: DOT, owned: false };
     const name = withNul(parts[parts.length - 1]);
     if (parts.length === 1) return { dirfd: this.#rootFd, name, owned: false };
