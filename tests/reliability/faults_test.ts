@@ -8,6 +8,7 @@ import { startTlsDockerd } from "../docker/tls_engine.ts";
 import {
   alive,
   assertNoStaleMount,
+  cli,
   containerCommands,
   descendants,
   docker,
@@ -158,18 +159,36 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
   };
   let restarted: Deno.ChildProcess | undefined;
   try {
+    // 0. TLS verification is on: a CA that did not sign the engine's certificate is refused.
+    const dir = await Deno.makeTempDir({ prefix: "dfh-tls-" });
+    try {
+      const r = await cli(["mount", remote.containerId, dir], {
+        ...env,
+        DOCKER_HOST: `tcp://127.0.0.1:${remote.port}`,
+        DOCKER_CERT_PATH: remote.wrongCaDir,
+      });
+      assertEquals(r.code, 3, r.stderr);
+      assert(/certificate|verif|TLS/i.test(r.stderr), r.stderr);
+      assert(!(await isMounted(dir)));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    const keyLine = (await Deno.readTextFile(`${remote.certDir}/key.pem`)).split("\n")[1]!;
     // 1. The TCP connection to the engine drops (a forwarder in between closes everything).
     const proxy = tcpForwarder(remote.port);
     try {
       const m = await startMount("musl", {
         container: remote.containerId,
         env: { ...env, DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
+        args: ["--debug"],
       });
       try {
         const children = await descendants(m.child.pid);
         const started = performance.now();
         proxy.dropAll();
         await assertCleanEndRemote(m, /engine|connection/i, children, started);
+        // Even the debug log holds no key material.
+        assert(!m.stderr().includes(keyLine) && !/PRIVATE KEY/.test(m.stderr()), "key printed");
         // The satellite saw its stdin close with the connection and exited.
         let left = ["?"];
         for (let i = 0; i < 50 && left.length > 0; i++) {
@@ -179,7 +198,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
             "top",
             remote.containerId,
             "-o",
-            "args",
+            "pid,args",
           ]);
           left = top.stdout.split("\n").filter((l) => /satellite/.test(l));
           if (left.length > 0) await sleep(100);

@@ -12,6 +12,22 @@ import { docker, type E2EMount, isMounted, startMount } from "../e2e/harness.ts"
 export { docker, dockerfuse, isMounted, readInside, sh, startMount } from "../e2e/harness.ts";
 export type { E2EMount } from "../e2e/harness.ts";
 
+/** Runs the dockerfuse CLI to completion with extra environment variables. */
+export async function cli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../src/cli/main.ts", import.meta.url).pathname, ...args],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
 /** True when DOCKERFUSE_LONG=1 asks for the long local runs. */
 export const LONG = Deno.env.get("DOCKERFUSE_LONG") === "1";
 
@@ -50,18 +66,16 @@ export function satellitePid(m: E2EMount): number {
   return Number(match[1]);
 }
 
-/** Host pids of every process of `container` (docker top), empty if it is not running. */
-export async function containerPids(container: string): Promise<number[]> {
-  const r = await docker(["top", container, "-o", "pid"], false);
-  if (r.code !== 0) return [];
-  return r.stdout.split("\n").slice(1).map(Number).filter((n) => n > 0);
-}
-
 /** Command lines of the processes of `container` (host view). */
 export async function containerCommands(container: string): Promise<string[]> {
-  const r = await docker(["top", container, "-o", "args"], false);
-  if (r.code !== 0) return [];
-  return r.stdout.split("\n").slice(1).filter((l) => l.trim() !== "");
+  // docker top needs the pid column; a container that is not running has no processes.
+  const r = await docker(["top", container, "-o", "pid,args"], false);
+  if (r.code !== 0) {
+    if (/is not running|No such container/i.test(r.stderr)) return [];
+    throw new Error(`docker top ${container} failed: ${r.stderr}`);
+  }
+  return r.stdout.split("\n").slice(1).filter((l) => l.trim() !== "")
+    .map((l) => l.trim().replace(/^\d+\s+/, ""));
 }
 
 /** Every descendant pid of `pid` on the host, from /proc/<n>/stat. */
