@@ -21,6 +21,13 @@ const symbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  pollAsync: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
@@ -69,6 +76,9 @@ export function cstr(s: string): Uint8Array<ArrayBuffer> {
 
 export const O_RDWR = 0o2;
 export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
 export const POLLIN = 0x1;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;

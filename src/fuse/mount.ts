@@ -24,7 +24,7 @@ import {
   strerror,
 } from "./libc.ts";
 import type { FuseSession, MountOptions } from "./options.ts";
-import { Session } from "./session.ts";
+import { requestBufferSize, Session } from "./session.ts";
 import type { Errno } from "./errno.ts";
 import type { Node } from "./filesystem.ts";
 
@@ -311,7 +311,12 @@ export async function mount<H>(
   } catch (error) {
     return fail((error as Error).message);
   }
-  const session = new Session(fs, new FuseDevice(fd), options);
+  const device = new FuseDevice(fd, {
+    slots: options.slots,
+    slotSize: requestBufferSize(options),
+    spinMicros: options.spinMicros,
+  });
+  const session = new Session(fs, device, options);
   session.start();
   try {
     await session.ready;

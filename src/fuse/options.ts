@@ -38,8 +38,14 @@ export interface MountOptions {
   maxReadahead?: number;
   /** Kernel limit on background requests (default 64). */
   maxBackground?: number;
-  /** Concurrent device reads (reader threads) in the request loop (default 4). */
-  readers?: number;
+  /** Requests the reader may read ahead of the handlers (default 16, each max_write + 8 KiB). */
+  slots?: number;
+  /**
+   * After a burst of requests, keep checking for the next one on the JS thread this long (µs)
+   * before sleeping: lower latency for back-to-back requests on idle-prone VMs, at the cost of
+   * CPU. Default 0.
+   */
+  spinMicros?: number;
   /**
    * How to mount: "auto" (mount(2) as root, else fusermount3), "syscall", or "fusermount".
    */

@@ -2,13 +2,14 @@
  * The request loop and the opcode dispatch table.
  *
  * Invariants:
- * - Several reads of the device are outstanding at once (`readers`); each completed read is
- *   dispatched synchronously and the reader immediately reads again: the loop never waits for
- *   a handler. Replies are written in completion order.
+ * - The loop drains the (non-blocking) device synchronously and dispatches each request at
+ *   once: it never waits for a handler before reading the next request, so many requests are
+ *   in flight; replies are written in completion order. When the device is empty it waits
+ *   for readiness with poll() on a worker thread.
  * - Every request except FORGET, BATCH_FORGET, INTERRUPT (when found) and NOTIFY_REPLY gets
  *   exactly one reply. Nothing a request contains can throw out of `dispatch`.
- * - Read buffers come from a pool and go back as soon as the handler has decoded its input
- *   (WRITE keeps its buffer until the implementation settles).
+ * - A request buffer goes back to the device as soon as the handler's synchronous part has
+ *   decoded (and copied) its input; WRITE data is copied out.
  *
  * @module
  */
@@ -64,7 +65,7 @@ import {
   STATFS_OUT_SIZE,
   XATTR_SIZE_MAX,
 } from "./abi.ts";
-import type { Device } from "./device.ts";
+import type { Device, RequestBuffer } from "./device.ts";
 import { Errno, errnoOf } from "./errno.ts";
 import type {
   Entry,
@@ -93,9 +94,15 @@ export interface SessionOptions {
   maxWrite?: number;
   maxReadahead?: number;
   maxBackground?: number;
-  readers?: number;
+  /** Request slots read ahead by the device reader (default 16). */
+  slots?: number;
   logger?: Logger;
   debug?: boolean;
+}
+
+/** Size of request buffers for these options: max_write + 8 KiB (smaller reads fail). */
+export function requestBufferSize(options: SessionOptions): number {
+  return Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB)) + 8192;
 }
 
 /** One request in flight; it is also the `RequestContext` given to the implementation. */
@@ -107,18 +114,16 @@ class Request implements RequestContext {
   readonly gid: number;
   readonly pid: number;
   /** The read buffer (valid until released) and the body's place in it. */
-  bytes: Uint8Array<ArrayBuffer>;
+  bytes: Uint8Array;
   view: DataView;
   readonly bodyOffset: number;
   readonly bodyLength: number;
   replied = false;
-  /** The handler keeps the buffer beyond its synchronous part (it releases it itself). */
-  holdBuffer = false;
   #controller: AbortController | undefined;
   #interrupted = false;
 
   constructor(
-    bytes: Uint8Array<ArrayBuffer>,
+    bytes: Uint8Array,
     view: DataView,
     length: number,
     opcode: number,
@@ -150,11 +155,6 @@ class Request implements RequestContext {
   }
 }
 
-interface PoolBuffer {
-  bytes: Uint8Array<ArrayBuffer>;
-  view: DataView;
-}
-
 type Handler = (req: Request) => void | Promise<void>;
 
 const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
@@ -178,9 +178,6 @@ export class Session<H = unknown> {
   #maxWrite: number;
   #maxReadahead: number;
   #maxBackground: number;
-  #readers: number;
-  #bufferSize: number;
-  #pool: PoolBuffer[] = [];
   #scratch: Uint8Array<ArrayBuffer>;
   #scratchView: DataView;
   #inflight = new Map<bigint, Request>();
@@ -208,9 +205,6 @@ export class Session<H = unknown> {
     this.#maxWrite = Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB));
     this.#maxReadahead = Math.max(0, Math.min(MiB, options.maxReadahead ?? MiB));
     this.#maxBackground = Math.max(1, Math.min(65535, options.maxBackground ?? 64));
-    this.#readers = Math.max(1, Math.min(32, options.readers ?? 4));
-    // The kernel refuses reads into buffers smaller than max_write + headers.
-    this.#bufferSize = this.#maxWrite + 8192;
     this.#scratch = new Uint8Array(64 * 1024);
     this.#scratchView = new DataView(this.#scratch.buffer);
     this.nodes = new NodeTable();
@@ -228,37 +222,17 @@ export class Session<H = unknown> {
     return this.#inflight.size;
   }
 
-  /** Starts the reader loops (once). */
+  /** Starts serving: the device delivers requests to `dispatch` (once). */
   start(): void {
     if (this.#started) return;
     this.#started = true;
-    const loops: Promise<void>[] = [];
-    for (let i = 0; i < this.#readers; i++) loops.push(this.#readLoop());
-    Promise.all(loops).then(() => this.#finish());
-  }
-
-  async #readLoop(): Promise<void> {
-    let failures = 0;
-    while (!this.#ended) {
-      const buf = this.#pool.pop() ?? this.#newBuffer();
-      let n: number;
-      try {
-        n = await this.#device.read(buf.bytes);
-      } catch (error) {
-        this.#log.error(`FUSE device read failed: ${error}`);
-        n = -ERRNO.ENODEV;
-      }
-      if (n < 0) {
-        this.#pool.push(buf);
-        if (n === -ERRNO.ENODEV || n === -ERRNO.EBADF || ++failures > 1000) {
-          this.#ended = true;
-          break;
-        }
-        continue;
-      }
-      failures = 0;
-      this.dispatch(buf, n);
-    }
+    this.#device.start({
+      request: (buffer, length) => this.dispatch(buffer, length),
+      end: (code) => {
+        if (code !== ERRNO.ENODEV) this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}`);
+        this.#finish();
+      },
+    });
   }
 
   async #finish(): Promise<void> {
@@ -281,26 +255,17 @@ export class Session<H = unknown> {
     }
   }
 
-  #newBuffer(): PoolBuffer {
-    const bytes = new Uint8Array(this.#bufferSize);
-    return { bytes, view: new DataView(bytes.buffer) };
-  }
-
-  #release(buf: PoolBuffer): void {
-    if (this.#pool.length < this.#readers * 2) this.#pool.push(buf);
-  }
-
   /**
    * Handles one request of `length` bytes in `buf` (exposed for tests; the loop calls it).
    * Never throws.
    */
-  dispatch(buf: PoolBuffer, length: number): void {
+  dispatch(buf: RequestBuffer, length: number): void {
     let req: Request | undefined;
     try {
       const view = buf.view;
       if (length < IN_HEADER_SIZE || length > buf.bytes.length) {
         this.#log.warn(`FUSE: dropped a ${length}-byte request (shorter than its header)`);
-        this.#release(buf);
+        buf.release();
         return;
       }
       const len = view.getUint32(0, true);
@@ -317,32 +282,32 @@ export class Session<H = unknown> {
       if (len !== length) {
         this.#log.warn(`FUSE: request ${unique} says ${len} bytes but has ${length}`);
         this.#replyError(req, ERRNO.EINVAL);
-        this.#release(buf);
+        buf.release();
         return;
       }
       if (opcode === Opcode.FORGET || opcode === Opcode.BATCH_FORGET) {
         this.#forget(req);
-        this.#release(buf);
+        buf.release();
         return;
       }
       if (opcode === Opcode.INTERRUPT) {
         this.#interrupt(req);
-        this.#release(buf);
+        buf.release();
         return;
       }
       if (opcode === Opcode.NOTIFY_REPLY) {
-        this.#release(buf);
+        buf.release();
         return;
       }
       if (!this.#initialized && opcode !== Opcode.INIT) {
         this.#replyError(req, ERRNO.EIO);
-        this.#release(buf);
+        buf.release();
         return;
       }
       const handler = this.#table[opcode];
       if (!handler) {
         this.#replyError(req, ERRNO.ENOSYS);
-        this.#release(buf);
+        buf.release();
         return;
       }
       this.#inflight.set(unique, req);
@@ -353,19 +318,14 @@ export class Session<H = unknown> {
       } catch (error) {
         this.#fail(req, error);
       }
-      if (pending instanceof Promise) {
-        const settled = pending.catch((error) => this.#fail(r, error));
-        // WRITE data lives in the read buffer until the implementation settles.
-        if (r.holdBuffer) settled.finally(() => this.#release(buf));
-        else this.#release(buf);
-      } else {
-        this.#release(buf);
-      }
+      // Handlers decode (and copy) everything they need synchronously.
+      buf.release();
+      if (pending instanceof Promise) pending.catch((error) => this.#fail(r, error));
     } catch (error) {
       // Only a bug in the layer gets here; keep serving.
       this.#log.error(`FUSE: internal error on a request: ${error}`);
       if (req && !req.replied) this.#replyError(req, ERRNO.EIO);
-      this.#release(buf);
+      buf.release();
     }
   }
 
@@ -964,7 +924,8 @@ export class Session<H = unknown> {
       if (offset < 0) return this.#replyError(req, 27 /* EFBIG */);
       if (size > req.bodyLength - 40) return this.#replyError(req, ERRNO.EINVAL);
       if (!fs.write) return this.#replyError(req, ERRNO.ENOSYS);
-      const data = req.bytes.subarray(o + 40, o + 40 + size);
+      // A copy: the request buffer is reused at once (and is shared memory).
+      const data = req.bytes.slice(o + 40, o + 40 + size);
       const info = {
         writeFlags: v.getUint32(o + 20, true),
         lockOwner: v.getBigUint64(o + 24, true),
@@ -972,7 +933,6 @@ export class Session<H = unknown> {
       };
       const handle = this.#handle(fh) as H;
       const r = fs.write(req, node, handle, offset, data, info);
-      if (r instanceof Promise) req.holdBuffer = true;
       return this.#then(req, r, (n) => {
         const s = this.#scratchFor(OUT_HEADER_SIZE + 8);
         s.setUint32(OUT_HEADER_SIZE, Math.max(0, Math.min(n, size)), true);
