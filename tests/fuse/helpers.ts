@@ -169,7 +169,8 @@ export async function requireFuse(): Promise<void> {
 
 /** Deep equality through JSON (enough for the plain values these tests compare). */
 export function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  const a = JSON.stringify(actual), e = JSON.stringify(expected);
+  const big = (_: string, v: unknown) => typeof v === "bigint" ? `${v}n` : v;
+  const a = JSON.stringify(actual, big), e = JSON.stringify(expected, big);
   if (a !== e) throw new Error(`${message ? message + ": " : ""}expected ${e}, got ${a}`);
 }
 

@@ -1,0 +1,509 @@
+// Byte-fixture tests of request decoding and reply encoding, and a fuzz test of the decoder,
+// through the session with a fake device (no kernel).
+
+import type { Device, DeviceSink } from "../../src/fuse/device.ts";
+import { ENOENT, type FileSystem, type Node, Session } from "../../src/fuse/mod.ts";
+import { assert, assertEquals, TestLogger } from "./helpers.ts";
+import { MemFs } from "./memfs.ts";
+
+const BUF = (1 << 20) + 8192;
+
+class FakeDevice implements Device {
+  replies: Uint8Array[] = [];
+  #sink: DeviceSink | undefined;
+  start(sink: DeviceSink): void {
+    this.#sink = sink;
+  }
+  /** Delivers one frame (length `length`, default the frame's). */
+  send(frame: Uint8Array, length = frame.length): void {
+    const bytes = new Uint8Array(BUF);
+    bytes.set(frame.subarray(0, Math.min(frame.length, BUF)));
+    this.#sink!.request({ bytes, view: new DataView(bytes.buffer), release() {} }, length);
+  }
+  write(parts: Uint8Array[], total: number): number {
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    this.replies.push(out);
+    return 0;
+  }
+  end(): void {
+    this.#sink!.end(19);
+  }
+  close(): void {}
+  take(): Uint8Array[] {
+    const r = this.replies;
+    this.replies = [];
+    return r;
+  }
+}
+
+interface Frame {
+  opcode: number;
+  unique?: bigint;
+  nodeId?: bigint;
+  uid?: number;
+  gid?: number;
+  pid?: number;
+  body?: Uint8Array;
+}
+
+function frame(f: Frame): Uint8Array {
+  const body = f.body ?? new Uint8Array(0);
+  const out = new Uint8Array(40 + body.length);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, out.length, true);
+  v.setUint32(4, f.opcode, true);
+  v.setBigUint64(8, f.unique ?? 1n, true);
+  v.setBigUint64(16, f.nodeId ?? 1n, true);
+  v.setUint32(24, f.uid ?? 0, true);
+  v.setUint32(28, f.gid ?? 0, true);
+  v.setUint32(32, f.pid ?? 1, true);
+  out.set(body, 40);
+  return out;
+}
+
+/** Little-endian body builder. */
+function body(...fields: ([number, "u32" | "u64"] | Uint8Array | string)[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const f of fields) {
+    if (typeof f === "string") parts.push(new TextEncoder().encode(f + "\0"));
+    else if (f instanceof Uint8Array) parts.push(f);
+    else {
+      const b = new Uint8Array(f[1] === "u32" ? 4 : 8);
+      const v = new DataView(b.buffer);
+      if (f[1] === "u32") v.setUint32(0, f[0], true);
+      else v.setBigUint64(0, BigInt(f[0]), true);
+      parts.push(b);
+    }
+  }
+  const total = parts.reduce((a, p) => a + p.length, 0);
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function header(reply: Uint8Array): { len: number; error: number; unique: bigint } {
+  const v = new DataView(reply.buffer, reply.byteOffset);
+  return { len: v.getUint32(0, true), error: v.getInt32(4, true), unique: v.getBigUint64(8, true) };
+}
+
+const INIT_BODY = body(
+  [7, "u32"],
+  [45, "u32"],
+  [131072, "u32"],
+  [0xffffffff, "u32"],
+  [0, "u32"],
+  new Uint8Array(44),
+);
+
+async function started(fs: FileSystem = new MemFs(), debug = false) {
+  const device = new FakeDevice();
+  const logger = new TestLogger();
+  const traced: string[] = [];
+  logger.debug = (m: string) => void traced.push(m);
+  const session = new Session(fs, device, { logger, debug });
+  session.start();
+  device.send(frame({ opcode: 26, unique: 1n, body: INIT_BODY }));
+  await session.ready;
+  device.take();
+  return { device, session, logger, traced };
+}
+
+/** Lets pending promise callbacks run. */
+const settle = () => new Promise((r) => setTimeout(r, 0));
+
+Deno.test("fixture: INIT reply layout and negotiated values", async () => {
+  const device = new FakeDevice();
+  const session = new Session(new MemFs(), device, {});
+  session.start();
+  device.send(frame({ opcode: 26, unique: 7n, body: INIT_BODY }));
+  await session.ready;
+  const [r] = device.take();
+  assertEquals(header(r), { len: 80, error: 0, unique: 7n });
+  const v = new DataView(r.buffer, 16);
+  assertEquals(
+    {
+      major: v.getUint32(0, true),
+      minor: v.getUint32(4, true),
+      readahead: v.getUint32(8, true),
+      maxBackground: v.getUint16(16, true),
+      congestion: v.getUint16(18, true),
+      maxWrite: v.getUint32(20, true),
+      timeGran: v.getUint32(24, true),
+      maxPages: v.getUint16(28, true),
+    },
+    {
+      major: 7,
+      minor: 38,
+      readahead: 131072,
+      maxBackground: 64,
+      congestion: 48,
+      maxWrite: 1 << 20,
+      timeGran: 1,
+      maxPages: 256,
+    },
+  );
+  const flags = v.getUint32(12, true);
+  const want = (1 << 0) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15) |
+    (1 << 18) | (1 << 22);
+  assertEquals(flags >>> 0, want >>> 0, "flags");
+  assertEquals(flags & (1 << 4), 0, "EXPORT_SUPPORT off");
+  assertEquals(flags & (1 << 16), 0, "writeback cache off by default");
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: INIT from a newer major gets our version; too old a minor gets EPROTO", async () => {
+  const device = new FakeDevice();
+  const session = new Session(new MemFs(), device, { logger: new TestLogger() });
+  session.start();
+  device.send(
+    frame({ opcode: 26, unique: 2n, body: body([8, "u32"], [0, "u32"], [0, "u32"], [0, "u32"]) }),
+  );
+  await settle();
+  const [r] = device.take();
+  assertEquals(header(r), { len: 24, error: 0, unique: 2n });
+  assertEquals([
+    new DataView(r.buffer).getUint32(16, true),
+    new DataView(r.buffer).getUint32(20, true),
+  ], [7, 38]);
+  device.send(
+    frame({ opcode: 26, unique: 3n, body: body([7, "u32"], [20, "u32"], [0, "u32"], [0, "u32"]) }),
+  );
+  await settle();
+  assertEquals(header(device.take()[0]).error, -71);
+  let rejected = false;
+  await session.ready.catch(() => rejected = true);
+  assert(rejected, "ready rejects");
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: requests before INIT get EIO; unknown opcodes ENOSYS; bad length EINVAL", async () => {
+  const device = new FakeDevice();
+  const session = new Session(new MemFs(), device, { logger: new TestLogger() });
+  session.start();
+  device.send(frame({ opcode: 3, unique: 5n, body: new Uint8Array(16) }));
+  assertEquals(header(device.take()[0]), { len: 16, error: -5, unique: 5n });
+  device.send(frame({ opcode: 26, unique: 6n, body: INIT_BODY }));
+  await session.ready;
+  device.take();
+  device.send(frame({ opcode: 999, unique: 8n }));
+  device.send(frame({ opcode: 40, unique: 9n, body: new Uint8Array(24) })); // POLL
+  device.send(frame({ opcode: 31, unique: 10n, body: new Uint8Array(48) })); // GETLK
+  assertEquals(device.take().map((r) => header(r).error), [-38, -38, -38]);
+  const f = frame({ opcode: 3, unique: 11n, body: new Uint8Array(16) });
+  new DataView(f.buffer).setUint32(0, 4000, true);
+  device.send(f);
+  assertEquals(header(device.take()[0]), { len: 16, error: -22, unique: 11n });
+  device.send(new Uint8Array(10)); // shorter than a header: dropped
+  assertEquals(device.take().length, 0);
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: LOOKUP entry_out layout, then FORGET drops the node", async () => {
+  const fs = new MemFs();
+  const { device, session } = await started(fs);
+  device.send(frame({ opcode: 9, unique: 20n, body: body([0o755, "u32"], [0o022, "u32"], "dir") }));
+  device.send(frame({ opcode: 1, unique: 21n, body: body("dir") }));
+  const [mk, lk] = device.take();
+  assertEquals(header(mk), { len: 144, error: 0, unique: 20n });
+  const v = new DataView(lk.buffer, 16);
+  const nodeId = v.getBigUint64(0, true);
+  assertEquals(nodeId, 2n);
+  assertEquals(v.getBigUint64(8, true), 0n, "generation");
+  assertEquals(v.getBigUint64(16, true), 1n, "entry_valid default 1 s");
+  assertEquals(v.getBigUint64(24, true), 1n, "attr_valid default 1 s");
+  const attr = 40;
+  assertEquals(v.getBigUint64(attr, true), 2n, "ino");
+  assertEquals(v.getUint32(attr + 60, true), 0o040755, "mode");
+  assertEquals(v.getUint32(attr + 64, true), 2, "nlink");
+  assertEquals(v.getUint32(attr + 80, true), 4096, "blksize");
+  assert(v.getBigUint64(attr + 32, true) > 1_600_000_000n, "mtime seconds");
+  assertEquals(session.nodes.get(2n)?.path, "/dir");
+  // Two lookups counted (mkdir + lookup): forgetting one keeps the node, two drop it.
+  device.send(frame({ opcode: 2, unique: 22n, nodeId: 2n, body: body([1, "u64"]) }));
+  assert(session.nodes.get(2n) !== undefined, "still known after 1 of 2 forgets");
+  device.send(
+    frame({ opcode: 42, unique: 23n, body: body([1, "u32"], [0, "u32"], [2, "u64"], [1, "u64"]) }),
+  );
+  assertEquals(session.nodes.get(2n), undefined);
+  assertEquals(fs.forgotten, 1);
+  assertEquals(device.take().length, 0, "FORGET and BATCH_FORGET get no reply");
+  device.send(frame({ opcode: 1, unique: 24n, body: body("missing") }));
+  assertEquals(header(device.take()[0]), { len: 16, error: -2, unique: 24n });
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: names: invalid UTF-8 EILSEQ, unterminated EINVAL, too long ENAMETOOLONG", async () => {
+  const { device, session } = await started();
+  device.send(frame({ opcode: 1, unique: 30n, body: new Uint8Array([0x61, 0xff, 0]) }));
+  device.send(frame({ opcode: 1, unique: 31n, body: new Uint8Array([0x61, 0x62]) }));
+  device.send(frame({ opcode: 1, unique: 32n, body: body("x".repeat(256)) }));
+  device.send(frame({ opcode: 1, unique: 33n, body: body("..") }));
+  assertEquals(device.take().map((r) => header(r).error), [-84, -22, -36, -22]);
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: GETXATTR size probe, ERANGE and value; LISTXATTR encoding", async () => {
+  const { device, session } = await started();
+  device.send(
+    frame({
+      opcode: 21,
+      unique: 40n,
+      body: body([5, "u32"], [0, "u32"], "user.k", new TextEncoder().encode("value")),
+    }),
+  );
+  device.send(frame({ opcode: 22, unique: 41n, body: body([0, "u32"], [0, "u32"], "user.k") }));
+  device.send(frame({ opcode: 22, unique: 42n, body: body([3, "u32"], [0, "u32"], "user.k") }));
+  device.send(frame({ opcode: 22, unique: 43n, body: body([64, "u32"], [0, "u32"], "user.k") }));
+  device.send(frame({ opcode: 23, unique: 44n, body: body([64, "u32"], [0, "u32"]) }));
+  const [set, probe, small, full, list] = device.take();
+  assertEquals(header(set).error, 0);
+  assertEquals([header(probe).len, new DataView(probe.buffer).getUint32(16, true)], [24, 5]);
+  assertEquals(header(small).error, -34);
+  assertEquals(new TextDecoder().decode(full.subarray(16)), "value");
+  assertEquals(new TextDecoder().decode(list.subarray(16)), "user.k\0");
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: READDIR packs aligned dirents with next offsets", async () => {
+  const { device, session } = await started();
+  for (const [i, n] of ["a", "bbbbbbbbb"].entries()) {
+    device.send(
+      frame({ opcode: 9, unique: BigInt(50 + i), body: body([0o755, "u32"], [0, "u32"], n) }),
+    );
+  }
+  device.send(frame({ opcode: 27, unique: 52n, body: body([0, "u32"], [0, "u32"]) }));
+  const fh = new DataView(device.take()[2].buffer).getBigUint64(16, true);
+  device.send(
+    frame({
+      opcode: 28,
+      unique: 53n,
+      body: body(
+        [Number(fh), "u64"],
+        [0, "u64"],
+        [4096, "u32"],
+        [0, "u32"],
+        [0, "u64"],
+        [0, "u32"],
+        [0, "u32"],
+      ),
+    }),
+  );
+  const [r] = device.take();
+  const v = new DataView(r.buffer);
+  const entries: [string, number, number][] = [];
+  for (let at = 16; at < r.length;) {
+    const namelen = v.getUint32(at + 16, true);
+    entries.push([
+      new TextDecoder().decode(r.subarray(at + 24, at + 24 + namelen)),
+      Number(v.getBigUint64(at + 8, true)),
+      v.getUint32(at + 20, true),
+    ]);
+    at += (24 + namelen + 7) & ~7;
+  }
+  assertEquals(entries, [[".", 1, 4], ["..", 2, 4], ["a", 3, 4], ["bbbbbbbbb", 4, 4]]);
+  assertEquals(r.length, 16 + 32 + 32 + 32 + 40);
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: INTERRUPT aborts the request's signal; handler errors become EIO", async () => {
+  let seen: AbortSignal | undefined;
+  const fs: FileSystem = {
+    getattr: (ctx) =>
+      new Promise((resolve) => {
+        seen = ctx.signal;
+        ctx.signal.addEventListener("abort", () => resolve(ENOENT));
+      }),
+    statfs: () => {
+      throw new Error("boom");
+    },
+  };
+  const { device, session, logger } = await started(fs);
+  device.send(frame({ opcode: 3, unique: 60n, body: new Uint8Array(16) }));
+  await settle();
+  assertEquals(session.inFlight, 1);
+  device.send(frame({ opcode: 36, unique: 61n, body: body([60, "u64"]) }));
+  await settle();
+  assert(seen?.aborted, "signal aborted");
+  device.send(frame({ opcode: 36, unique: 62n, body: body([12345, "u64"]) }));
+  device.send(frame({ opcode: 17, unique: 63n }));
+  const errors = device.take().map((r) => [header(r).unique, header(r).error]);
+  assertEquals(errors, [[60n, -2], [62n, -11], [63n, -5]].map(([u, e]) => [u, e]));
+  assert(logger.lines.some((l) => l.includes("boom")), "the exception is logged");
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: the debug trace has one rx and one tx line per request", async () => {
+  const { device, session, traced } = await started(new MemFs(), true);
+  traced.length = 0;
+  device.send(frame({ opcode: 1, unique: 70n, body: body("nope") }));
+  device.send(frame({ opcode: 3, unique: 71n, body: new Uint8Array(16) }));
+  assertEquals(traced.filter((l) => l.startsWith("rx 70 LOOKUP")).length, 1);
+  assertEquals(traced.filter((l) => l.startsWith("tx 70 ENOENT")).length, 1);
+  assertEquals(traced.filter((l) => l.startsWith("rx 71 GETATTR")).length, 1);
+  assertEquals(traced.filter((l) => l.startsWith("tx 71 OK")).length, 1);
+  device.end();
+  await session.closed;
+});
+
+/** Deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  return () => {
+    seed |= 0;
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("fuzz: random and mutated frames never escape the decoder", async () => {
+  const seed = Number(Deno.env.get("FUSE_FUZZ_SEED") ?? 12345);
+  const random = rng(seed);
+  const { device, session, logger } = await started();
+  // Seed corpus: valid frames of many opcodes.
+  const corpus: Uint8Array[] = [
+    frame({ opcode: 1, body: body("a") }),
+    frame({ opcode: 9, body: body([0o755, "u32"], [0, "u32"], "d") }),
+    frame({ opcode: 35, body: body([0o102, "u32"], [0o644, "u32"], [0, "u32"], [0, "u32"], "f") }),
+    frame({
+      opcode: 16,
+      nodeId: 2n,
+      body: body(
+        [1, "u64"],
+        [0, "u64"],
+        [3, "u32"],
+        [0, "u32"],
+        [0, "u64"],
+        [0, "u32"],
+        [0, "u32"],
+        new Uint8Array([1, 2, 3]),
+      ),
+    }),
+    frame({
+      opcode: 15,
+      nodeId: 2n,
+      body: body([1, "u64"], [0, "u64"], [4096, "u32"], [0, "u32"], [0, "u64"], [0, "u32"], [
+        0,
+        "u32",
+      ]),
+    }),
+    frame({ opcode: 4, body: new Uint8Array(88) }),
+    frame({ opcode: 45, body: body([1, "u64"], [1, "u32"], [0, "u32"], "a", "b") }),
+    frame({ opcode: 21, body: body([1, "u32"], [0, "u32"], "user.x", new Uint8Array([9])) }),
+    frame({
+      opcode: 42,
+      body: body([2, "u32"], [0, "u32"], [2, "u64"], [1, "u64"], [3, "u64"], [1, "u64"]),
+    }),
+    frame({
+      opcode: 44,
+      body: body([0, "u64"], [0, "u64"], [4096, "u32"], [0, "u32"], [0, "u64"], [0, "u32"], [
+        0,
+        "u32",
+      ]),
+    }),
+    frame({ opcode: 47, body: new Uint8Array(56) }),
+    frame({ opcode: 46, body: new Uint8Array(24) }),
+    frame({ opcode: 43, body: new Uint8Array(32) }),
+    frame({ opcode: 36, body: body([5, "u64"]) }),
+    frame({ opcode: 6, body: body("s", "target") }),
+    frame({ opcode: 13, body: body([2, "u64"], "hard") }),
+  ];
+  let cases = 0;
+  for (let i = 0; i < 5000; i++) {
+    let f: Uint8Array;
+    const kind = random();
+    if (kind < 0.2) {
+      // Pure noise, with a plausible header length half of the time.
+      f = new Uint8Array(Math.floor(random() * 200));
+      for (let j = 0; j < f.length; j++) f[j] = random() * 256;
+      if (f.length >= 8 && random() < 0.5) {
+        new DataView(f.buffer).setUint32(0, f.length, true);
+        new DataView(f.buffer).setUint32(4, Math.floor(random() * 60), true);
+      }
+    } else {
+      f = corpus[Math.floor(random() * corpus.length)].slice();
+      const v = new DataView(f.buffer);
+      const flips = 1 + Math.floor(random() * 6);
+      for (let j = 0; j < flips; j++) {
+        const at = 16 + Math.floor(random() * Math.max(1, f.length - 16));
+        if (at < f.length) f[at] = random() * 256;
+      }
+      if (random() < 0.3) {
+        // Truncate, keeping the header's length consistent (the kernel's guarantee) or not.
+        const cut = Math.floor(random() * f.length);
+        f = f.slice(0, Math.max(cut, 0));
+        if (f.length >= 4 && random() < 0.8) new DataView(f.buffer).setUint32(0, f.length, true);
+      }
+      if (f.length >= 24 && random() < 0.3) {
+        v.setBigUint64(16, BigInt(Math.floor(random() * 8)), true);
+      }
+      if (f.length >= 16) new DataView(f.buffer).setBigUint64(8, BigInt(1000 + i), true);
+    }
+    device.send(f); // must not throw
+    cases++;
+  }
+  await settle();
+  await settle();
+  for (const r of device.take()) {
+    const h = header(r);
+    assertEquals(h.len, r.length, `seed ${seed}: reply length field`);
+    assert(h.error <= 0 && h.error > -4096, `seed ${seed}: error range ${h.error}`);
+  }
+  assert(
+    !logger.lines.some((l) => l.includes("internal error")),
+    `seed ${seed}: no internal errors`,
+  );
+  assertEquals(cases, 5000);
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: a node's path follows rename and unlink (layer view)", async () => {
+  const { device, session } = await started();
+  const mk = (u: bigint, parent: bigint, name: string) =>
+    device.send(
+      frame({ opcode: 9, unique: u, nodeId: parent, body: body([0o755, "u32"], [0, "u32"], name) }),
+    );
+  mk(80n, 1n, "a");
+  mk(81n, 2n, "b");
+  device.send(
+    frame({
+      opcode: 35,
+      unique: 82n,
+      nodeId: 3n,
+      body: body([0o101, "u32"], [0o100644, "u32"], [0, "u32"], [0, "u32"], "f"),
+    }),
+  );
+  device.take();
+  const f: Node = session.nodes.get(4n)!;
+  assertEquals(f.path, "/a/b/f");
+  device.send(frame({ opcode: 12, unique: 83n, nodeId: 1n, body: body([1, "u64"], "a", "z") }));
+  assertEquals(header(device.take()[0]).error, 0);
+  assertEquals(f.path, "/z/b/f");
+  device.send(frame({ opcode: 13, unique: 84n, nodeId: 1n, body: body([4, "u64"], "hard") }));
+  device.send(frame({ opcode: 10, unique: 85n, nodeId: 3n, body: body("f") }));
+  device.take();
+  assertEquals(f.path, "/hard");
+  device.send(frame({ opcode: 10, unique: 86n, nodeId: 1n, body: body("hard") }));
+  device.take();
+  assertEquals(f.path, undefined);
+  device.end();
+  await session.closed;
+});
