@@ -159,6 +159,13 @@ export async function requireFuse(): Promise<void> {
   } catch {
     throw new Error("/dev/fuse is missing: FUSE tests need it");
   }
+  // Distributions ship /dev/fuse as 0666 (fusermount3 opens it as the calling user); some
+  // containers/VMs create it 0600, which breaks every non-root mount.
+  const info = await Deno.stat("/dev/fuse");
+  if ((info.mode! & 0o777) !== 0o666 && Deno.uid() === 0) {
+    console.error("FUSE tests: /dev/fuse was not mode 0666; setting it (as udev would)");
+    await Deno.chmod("/dev/fuse", 0o666);
+  }
   try {
     const { ensureFuseTools } = await import("../../tasks/testbed/mod.ts");
     await ensureFuseTools();

@@ -1,0 +1,247 @@
+// Mount lifecycle through real kernel mounts: mountpoint checks, unmount with open files,
+// unmount from outside, stale mounts and their recovery, non-root mounts via fusermount3,
+// INTERRUPT and ENOSYS defaults.
+
+import {
+  EINTR,
+  ENOENT,
+  type Entry,
+  type FileSystem,
+  inspectMountpoint,
+  mount,
+  recoverStaleMount,
+  S_IFDIR,
+  S_IFREG,
+  unmount,
+} from "../../src/fuse/mod.ts";
+import { assert, assertEquals, py, requireFuse, withMount } from "./helpers.ts";
+import { MemFs } from "./memfs.ts";
+
+await requireFuse();
+
+const DENO = Deno.execPath();
+const SERVE = new URL("./serve_memfs.ts", import.meta.url).pathname;
+
+async function expectError(p: Promise<unknown>, pattern: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (error) {
+    const m = (error as Error).message;
+    assert(pattern.test(m), `error '${m}' should match ${pattern}`);
+    return;
+  }
+  throw new Error(`expected an error matching ${pattern}`);
+}
+
+Deno.test("mount: refuses a missing, non-directory or non-empty mountpoint", async () => {
+  const base = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  try {
+    const fs = new MemFs();
+    await expectError(mount(fs, `${base}/missing`), /^Cannot mount '.*missing': no such directory/);
+    await Deno.writeTextFile(`${base}/file`, "x");
+    await expectError(mount(fs, `${base}/file`), /not a directory/);
+    await Deno.mkdir(`${base}/full`);
+    await Deno.writeTextFile(`${base}/full/x`, "x");
+    assertEquals(await inspectMountpoint(`${base}/full`), "non-empty");
+    await expectError(mount(fs, `${base}/full`), /not empty/);
+    await expectError(mount(fs, base, { fsName: "a,allow_other" }), /fsName may only contain/);
+    // Asked explicitly, a non-empty directory is accepted (and hidden while mounted).
+    const s = await mount(fs, `${base}/full`, { allowNonEmpty: true });
+    assertEquals(await inspectMountpoint(`${base}/full`), "mounted");
+    await expectError(mount(fs, `${base}/full`, { allowNonEmpty: true }), /already mounted/);
+    const r = await py(`R["list"] = os.listdir(${JSON.stringify(`${base}/full`)})`);
+    assertEquals(r.list, []);
+    await s.unmount();
+    assertEquals(await inspectMountpoint(`${base}/full`), "non-empty");
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("mount: lazy unmount while a file is open keeps it readable until closed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  const session = await mount(new MemFs({ rootMode: 0o777 }), dir);
+  try {
+    await py(`write_file(${JSON.stringify(`${dir}/f`)}, b"kept")`);
+    const child = new Deno.Command("/usr/bin/python3", {
+      args: [
+        "-c",
+        `import os, sys
+fd = os.open(${JSON.stringify(`${dir}/f`)}, os.O_RDONLY)
+print("opened", flush=True)
+sys.stdin.readline()
+print(os.pread(fd, 100, 0).decode(), flush=True)
+os.close(fd)`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    assertEquals((await reader.read()).value?.trim(), "opened");
+    await unmount(dir, { lazy: true });
+    assertEquals(await inspectMountpoint(dir), "empty", "detached from the tree");
+    let closed = false;
+    session.closed.then(() => closed = true);
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode("go\n"));
+    await w.close();
+    assertEquals((await reader.read()).value?.trim(), "kept");
+    assertEquals((await child.status).code, 0);
+    await session.closed;
+    assert(closed, "the session ends once the last file is closed");
+  } finally {
+    await session.unmount().catch(() => {});
+    await Deno.remove(dir);
+  }
+});
+
+Deno.test("mount: an unmount from outside ends the session (ENODEV)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  let destroyed = false;
+  const fs = new MemFs();
+  const session = await mount(
+    Object.assign(fs, { destroy: () => void (destroyed = true) }),
+    dir,
+  );
+  const out = await new Deno.Command("umount", { args: [dir] }).output();
+  assert(out.success, "umount(8) works");
+  await session.closed;
+  assert(destroyed, "destroy() called");
+  await Deno.remove(dir);
+});
+
+Deno.test("mount: a stale mount is detected and recovered", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  const child = new Deno.Command(DENO, {
+    args: ["run", "-A", SERVE, dir],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assertEquals((await reader.read()).value?.trim(), "ready");
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  assertEquals(await inspectMountpoint(dir), "stale");
+  await expectError(mount(new MemFs(), dir), /stale FUSE mount/);
+  assertEquals(await recoverStaleMount(dir), true);
+  assertEquals(await inspectMountpoint(dir), "empty");
+  assertEquals(await recoverStaleMount(dir), false);
+  await Deno.remove(dir);
+});
+
+Deno.test("mount: non-root user mounts through fusermount3", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  const denoDir = await Deno.makeTempDir({ prefix: "dfh-denodir-" });
+  await Deno.chown(dir, 65534, 65534);
+  await Deno.chown(denoDir, 65534, 65534);
+  try {
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        DENO,
+        "run",
+        "-A",
+        "--no-lock",
+        SERVE,
+        dir,
+        "--run",
+        `cd ${dir} && echo hi > f && cat f && mkdir d && ls && stat -c '%u %g %a' f && id -u`,
+      ],
+      env: { HOME: denoDir, DENO_DIR: denoDir, PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert(out.success, `child failed: ${stderr}`);
+    const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+    assertEquals(lines[0], "ready");
+    const r = JSON.parse(lines[1]);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(r.stdout, "hi\nd\nf\n65534 65534 644\n65534\n");
+    assert(
+      r.mounts.some((l: string) => l.includes("fuse") && l.includes("user_id=65534")),
+      "a user mount",
+    );
+    assertEquals(await inspectMountpoint(dir), "empty", "unmounted afterwards");
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
+
+/** A tiny filesystem: one file whose reads wait until interrupted; nothing else implemented. */
+function slowFs(seen: { aborted: boolean }): FileSystem<number> {
+  const t = { sec: 1_700_000_000, nsec: 0 };
+  const attr = (ino: bigint, mode: number) => ({
+    ino,
+    mode,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    size: 100,
+    blocks: 0,
+    atime: t,
+    mtime: t,
+    ctime: t,
+  });
+  return {
+    lookup: (_c, _p, name): Entry | typeof ENOENT =>
+      name === "slow" ? { attr: attr(2n, S_IFREG | 0o644) } : ENOENT,
+    getattr: (_c, node) => ({
+      attr: node.nodeId === 1n ? attr(1n, S_IFDIR | 0o755) : attr(2n, S_IFREG | 0o644),
+    }),
+    open: () => ({ handle: 1, directIo: true }),
+    read: (ctx) =>
+      new Promise((resolve) => {
+        ctx.signal.addEventListener("abort", () => {
+          seen.aborted = true;
+          resolve(EINTR);
+        });
+      }),
+  };
+}
+
+Deno.test("mount: a signal to a blocked reader INTERRUPTs the request", async () => {
+  const seen = { aborted: false };
+  await withMount(async ({ dir }) => {
+    const r = await py(`
+class Alarm(Exception): pass
+def on_alarm(*a): raise Alarm()
+signal.signal(signal.SIGALRM, on_alarm)
+fd = os.open(${JSON.stringify(`${dir}/slow`)}, os.O_RDONLY)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    os.read(fd, 10)
+    R["result"] = "read returned"
+except Alarm:
+    R["result"] = "interrupted"
+os.close(fd)
+`);
+    assertEquals(r.result, "interrupted");
+  }, { fs: slowFs(seen) as unknown as MemFs });
+  assert(seen.aborted, "the handler's AbortSignal fired");
+});
+
+Deno.test("mount: operations a filesystem does not implement answer ENOSYS", async () => {
+  await withMount(async ({ dir }) => {
+    const r = await py(`
+p = ${JSON.stringify(dir)}
+R["mkdir"] = E(os.mkdir, p + "/d")
+R["symlink"] = E(os.symlink, "x", p + "/l")
+R["setxattr"] = E(os.setxattr, p + "/slow", "user.a", b"1")
+R["stat"] = os.stat(p + "/slow").st_size
+R["statfs_namemax"] = os.statvfs(p).f_namemax
+`);
+    assertEquals(r, {
+      mkdir: "ENOSYS",
+      symlink: "ENOSYS",
+      setxattr: "ENOTSUP", // the kernel answers ENOSYS from setxattr with EOPNOTSUPP (= ENOTSUP)
+      stat: 100,
+      statfs_namemax: 255,
+    });
+  }, { fs: slowFs({ aborted: false }) as unknown as MemFs });
+});
