@@ -453,12 +453,26 @@ export interface AttrFields {
   blksize?: number;
 }
 
+const TWO32 = 4294967296;
+
+/** Writes a non-negative safe integer as u64 without BigInt (negative/NaN → 0). */
 function u64(v: DataView, o: number, x: number): void {
-  // Numbers above 2^53 cannot occur; negative values are clamped to 0.
-  v.setBigUint64(o, x > 0 ? BigInt(Math.floor(x)) : 0n, true);
+  if (!(x > 0)) x = 0;
+  else if (x > Number.MAX_SAFE_INTEGER) x = Number.MAX_SAFE_INTEGER;
+  else x = Math.floor(x);
+  v.setUint32(o, x % TWO32, true);
+  v.setUint32(o + 4, Math.floor(x / TWO32), true);
 }
+
+/** Writes a safe integer as two's-complement i64 without BigInt. */
 function i64(v: DataView, o: number, x: number): void {
-  v.setBigInt64(o, BigInt(Math.trunc(x)), true);
+  x = Math.trunc(x) || 0;
+  if (x >= 0) return u64(v, o, x);
+  if (x < -Number.MAX_SAFE_INTEGER) x = -Number.MAX_SAFE_INTEGER;
+  // -x - 1 fits in the positive range; complement both halves.
+  const m = -x - 1;
+  v.setUint32(o, ~(m % TWO32) >>> 0, true);
+  v.setUint32(o + 4, ~Math.floor(m / TWO32) >>> 0, true);
 }
 
 /**

@@ -43,6 +43,11 @@ export interface Device {
   start(sink: DeviceSink): void;
   /** Writes one reply made of `parts` (`total` bytes); 0 or a positive errno. */
   write(parts: Uint8Array[], total: number): number;
+  /**
+   * Writes a notification from a worker thread (the kernel may block it on locks held by
+   * requests this thread must answer); true if the kernel accepted it.
+   */
+  notify(message: Uint8Array<ArrayBuffer>): Promise<boolean>;
   /** Releases the device (after `end`). */
   close(): void;
 }
@@ -204,6 +209,12 @@ export class FuseDevice implements Device {
     }
     if (n < 0) return errno() || ENODEV;
     return 0;
+  }
+
+  async notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {
+    if (this.#closed) return false;
+    const n = await libc().writeAsync(this.fd, message, BigInt(message.length));
+    return Number(n) === message.length;
   }
 
   close(): void {

@@ -25,7 +25,6 @@ import {
 } from "./libc.ts";
 import type { FuseSession, MountOptions } from "./options.ts";
 import { requestBufferSize, Session } from "./session.ts";
-import type { Errno } from "./errno.ts";
 import type { Node } from "./filesystem.ts";
 
 /** What is at a mountpoint path. */
@@ -266,11 +265,11 @@ class MountedSession implements FuseSession {
     await this.closed;
   }
 
-  invalidateEntry(parent: Node, name: string): Errno | undefined {
+  invalidateEntry(parent: Node, name: string): Promise<boolean> {
     return this.#session.invalidateEntry(parent, name);
   }
 
-  invalidateInode(node: Node, offset?: number, length?: number): Errno | undefined {
+  invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean> {
     return this.#session.invalidateInode(node, offset, length);
   }
 }

@@ -4,7 +4,6 @@
  * @module
  */
 
-import type { Errno } from "./errno.ts";
 import type { Logger, Node } from "./filesystem.ts";
 
 /** Options for `mount()`. Timeouts are in seconds. */
@@ -68,11 +67,16 @@ export interface FuseSession {
    * Idempotent.
    */
   unmount(options?: { lazy?: boolean }): Promise<void>;
-  /** Ask the kernel to drop its cached name (parent, name) (FUSE_NOTIFY_INVAL_ENTRY). */
-  invalidateEntry(parent: Node, name: string): Errno | undefined;
+  /**
+   * Ask the kernel to drop its cached name (parent, name) (FUSE_NOTIFY_INVAL_ENTRY). Written
+   * from a worker thread, so it is safe to call from inside a request handler; resolves true
+   * if the kernel accepted it (false also when it had nothing cached).
+   */
+  invalidateEntry(parent: Node, name: string): Promise<boolean>;
   /**
    * Ask the kernel to drop cached attributes and, for the byte range (offset, length; length 0
    * = to the end, offset -1 = attributes only), cached data of `node` (FUSE_NOTIFY_INVAL_INODE).
+   * Like `invalidateEntry`, safe inside handlers; resolves true if the kernel accepted it.
    */
-  invalidateInode(node: Node, offset?: number, length?: number): Errno | undefined;
+  invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
 }

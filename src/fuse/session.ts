@@ -494,8 +494,8 @@ export class Session<H = unknown> {
   // -------------------------------------------------------------------------------------------
   // Notifications (unique 0)
 
-  /** FUSE_NOTIFY_INVAL_ENTRY for (parent, name); returns an Errno if the kernel refused it. */
-  invalidateEntry(parent: Node, name: string): Errno | undefined {
+  /** FUSE_NOTIFY_INVAL_ENTRY for (parent, name); true if the kernel accepted it. */
+  invalidateEntry(parent: Node, name: string): Promise<boolean> {
     const nameBytes = utf8Encoder.encode(name);
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_ENTRY_SIZE + nameBytes.length + 1;
     const buf = new Uint8Array(total);
@@ -504,12 +504,11 @@ export class Session<H = unknown> {
     v.setBigUint64(16, parent.nodeId, true);
     v.setUint32(24, nameBytes.length, true);
     buf.set(nameBytes, 32);
-    const e = this.#device.write([buf], total);
-    return e === 0 ? undefined : errnoOf(e);
+    return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
   }
 
   /** FUSE_NOTIFY_INVAL_INODE; offset -1 = attributes only, length 0 = to the end. */
-  invalidateInode(node: Node, offset = 0, length = 0): Errno | undefined {
+  invalidateInode(node: Node, offset = 0, length = 0): Promise<boolean> {
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_INODE_SIZE;
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
@@ -517,8 +516,7 @@ export class Session<H = unknown> {
     v.setBigUint64(16, node.nodeId, true);
     v.setBigInt64(24, BigInt(offset), true);
     v.setBigInt64(32, BigInt(length), true);
-    const e = this.#device.write([buf], total);
-    return e === 0 ? undefined : errnoOf(e);
+    return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
   }
 
   // -------------------------------------------------------------------------------------------

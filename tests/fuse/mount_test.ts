@@ -9,7 +9,9 @@ import {
   type FileSystem,
   inspectMountpoint,
   mount,
+  type Node,
   recoverStaleMount,
+  type RequestContext,
   S_IFDIR,
   S_IFREG,
   unmount,
@@ -244,4 +246,44 @@ R["statfs_namemax"] = os.statvfs(p).f_namemax
       statfs_namemax: 255,
     });
   }, { fs: slowFs({ aborted: false }) as unknown as MemFs });
+});
+
+/** A MemFs remembering the nodes the kernel asked attributes of, by path. */
+class WatchedFs extends MemFs {
+  nodes = new Map<string, Node>();
+  override getattr(ctx: RequestContext, node: Node, handle: Parameters<MemFs["getattr"]>[2]) {
+    if (node.path) this.nodes.set(node.path, node);
+    return super.getattr(ctx, node, handle);
+  }
+}
+
+Deno.test("mount: invalidateInode and invalidateEntry drop kernel caches", async () => {
+  const fs = new WatchedFs({ rootMode: 0o777, attrTimeout: 3600, entryTimeout: 3600 });
+  await withMount(async ({ dir, session }) => {
+    const p = JSON.stringify(dir);
+    const r1 = await py(`write_file(${p} + "/f", b"abc"); R["size"] = os.stat(${p} + "/f").st_size
+R["missing"] = E(os.stat, ${p} + "/later")`);
+    assertEquals(r1, { size: 3, missing: "ENOENT" });
+    const node = fs.nodes.get("/f")!;
+    const root = fs.nodes.get("/")!;
+    // Change the file behind the kernel's back: the cached size stays until invalidated.
+    const ctx = {
+      uid: 0,
+      gid: 0,
+      pid: 0,
+      unique: 0n,
+      opcode: 0,
+      signal: new AbortController().signal,
+    };
+    const opened = fs.open(ctx, node, 1);
+    assert("handle" in opened);
+    fs.write(ctx, node, opened.handle, 3, new TextEncoder().encode("defg"));
+    fs.create(ctx, root, "later", 0o100644, 1);
+    assertEquals((await py(`R["size"] = os.stat(${p} + "/f").st_size`)).size, 3);
+    assertEquals(await session.invalidateInode(node, -1), true);
+    assertEquals(await session.invalidateEntry(root, "later"), true);
+    const r2 = await py(`R["size"] = os.stat(${p} + "/f").st_size
+R["later"] = os.path.exists(${p} + "/later")`);
+    assertEquals(r2, { size: 7, later: true });
+  }, { fs, mount: { negativeTimeout: 3600, attrTimeout: 3600, entryTimeout: 3600 } });
 });

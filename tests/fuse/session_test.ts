@@ -30,6 +30,11 @@ class FakeDevice implements Device {
     this.replies.push(out);
     return 0;
   }
+  notifications: Uint8Array[] = [];
+  notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {
+    this.notifications.push(message.slice());
+    return Promise.resolve(true);
+  }
   end(): void {
     this.#sink!.end(19);
   }
