@@ -241,11 +241,28 @@ class MountedSession implements FuseSession {
   readonly closed: Promise<void>;
   #session: Session;
   #unmounted = false;
+  #connection: number | undefined;
 
-  constructor(mountpoint: string, session: Session) {
+  constructor(mountpoint: string, session: Session, connection: number | undefined) {
     this.mountpoint = mountpoint;
     this.#session = session;
     this.closed = session.closed;
+    this.#connection = connection;
+  }
+
+  async abort(): Promise<boolean> {
+    if (!this.#unmounted) {
+      this.#unmounted = true;
+      await unmount(this.mountpoint, { lazy: true }).catch(() => {});
+    }
+    if (this.#connection === undefined) return false;
+    try {
+      await Deno.writeTextFile(`/sys/fs/fuse/connections/${this.#connection}/abort`, "1");
+    } catch {
+      return false;
+    }
+    await this.closed;
+    return true;
   }
 
   get inFlight(): number {
@@ -323,5 +340,11 @@ export async function mount<H>(
     await unmount(abs, { lazy: true }).catch(() => {});
     return fail((error as Error).message);
   }
-  return new MountedSession(abs, session as Session);
+  // The fusectl connection id is the minor device number of the mount (for abort()).
+  let connection: number | undefined;
+  try {
+    const dev = (await Deno.stat(abs)).dev;
+    connection = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+  } catch { /* abort() will report false */ }
+  return new MountedSession(abs, session as Session, connection);
 }

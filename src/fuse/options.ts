@@ -68,6 +68,13 @@ export interface FuseSession {
    */
   unmount(options?: { lazy?: boolean }): Promise<void>;
   /**
+   * Ends the session even while files are open: lazy unmount, then abort the connection
+   * through fusectl (/sys/fs/fuse/connections, needs it mounted and owner or root). Open files
+   * then fail with ENOTCONN. Resolves true once `closed` resolved, false if fusectl was not
+   * usable (then only the lazy unmount happened; exiting the process also ends it).
+   */
+  abort(): Promise<boolean>;
+  /**
    * Ask the kernel to drop its cached name (parent, name) (FUSE_NOTIFY_INVAL_ENTRY). Written
    * from a worker thread, so it is safe to call from inside a request handler; resolves true
    * if the kernel accepted it (false also when it had nothing cached).

@@ -287,3 +287,42 @@ R["later"] = os.path.exists(${p} + "/later")`);
     assertEquals(r2, { size: 7, later: true });
   }, { fs, mount: { negativeTimeout: 3600, attrTimeout: 3600, entryTimeout: 3600 } });
 });
+
+Deno.test("mount: abort() ends a session whose files are still open", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  const session = await mount(new MemFs({ rootMode: 0o777 }), dir);
+  const child = new Deno.Command("/usr/bin/python3", {
+    args: [
+      "-c",
+      `import os, sys
+fd = os.open(${JSON.stringify(`${dir}/f`)}, os.O_RDWR | os.O_CREAT, 0o644)
+print("opened", flush=True)
+sys.stdin.readline()
+try:
+    os.pwrite(fd, b"x", 0)
+    print("wrote", flush=True)
+except OSError as e:
+    print(e.errno, flush=True)`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  assertEquals((await reader.read()).value?.trim(), "opened");
+  const fusectl = await Deno.stat("/sys/fs/fuse/connections").then(
+    (i) => i.isDirectory,
+    () => false,
+  );
+  if (!fusectl) {
+    await new Deno.Command("mount", { args: ["-t", "fusectl", "none", "/sys/fs/fuse/connections"] })
+      .output();
+  }
+  assertEquals(await session.abort(), true);
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode("go\n"));
+  await w.close();
+  assertEquals((await reader.read()).value?.trim(), "107", "ENOTCONN after abort");
+  await child.status;
+  assertEquals(await inspectMountpoint(dir), "empty");
+  await Deno.remove(dir);
+});
