@@ -54,19 +54,25 @@ function normalize(path: string): string {
   return "/" + out.join("/");
 }
 
-/** Mount points listed in /proc/self/mountinfo (octal escapes decoded). */
-async function mountPoints(): Promise<Set<string>> {
-  const set = new Set<string>();
+/** Mount points listed in /proc/self/mountinfo (octal escapes decoded) → filesystem type. */
+async function mountPoints(): Promise<Map<string, string>> {
+  const map = new Map<string, string>();
+  const unescape = (f: string) =>
+    f.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
   try {
     const text = await Deno.readTextFile("/proc/self/mountinfo");
     for (const line of text.split("\n")) {
-      const field = line.split(" ")[4];
-      if (field) {
-        set.add(field.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))));
-      }
+      const fields = line.split(" ");
+      const sep = fields.indexOf("-");
+      if (fields[4] && sep > 0) map.set(unescape(fields[4]), fields[sep + 1] ?? "");
     }
   } catch { /* no /proc: treat as nothing mounted */ }
-  return set;
+  return map;
+}
+
+function isNotConnected(error: unknown): boolean {
+  return (error as { code?: string }).code === "ENOTCONN" ||
+    error instanceof Deno.errors.NotConnected;
 }
 
 /** Tells what is at `path` (async; safe to call from the process serving a mount there). */
@@ -76,12 +82,22 @@ export async function inspectMountpoint(path: string): Promise<MountpointState> 
   try {
     info = await Deno.stat(abs);
   } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code === "ENOTCONN" || error instanceof Deno.errors.NotConnected) return "stale";
+    if (isNotConnected(error)) return "stale";
     if (error instanceof Deno.errors.NotFound) return "missing";
     throw new Error(`Cannot inspect mountpoint '${path}': ${(error as Error).message}`);
   }
-  if ((await mountPoints()).has(abs)) return "mounted";
+  const type = (await mountPoints()).get(abs);
+  if (type !== undefined) {
+    // stat may be answered from the kernel's attribute cache; opendir always reaches the server.
+    if (type === "fuse" || type.startsWith("fuse.")) {
+      try {
+        for await (const _ of Deno.readDir(abs)) break;
+      } catch (error) {
+        if (isNotConnected(error)) return "stale";
+      }
+    }
+    return "mounted";
+  }
   if (!info.isDirectory) return "not-directory";
   for await (const _ of Deno.readDir(abs)) return "non-empty";
   return "empty";

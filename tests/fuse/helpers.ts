@@ -184,3 +184,28 @@ export function assertEquals(actual: unknown, expected: unknown, message?: strin
 export function assert(condition: unknown, message = "assertion failed"): asserts condition {
   if (!condition) throw new Error(message);
 }
+
+/** Reads a byte stream line by line (`next()` resolves to the next line without "\n"). */
+export class LineReader {
+  #reader: ReadableStreamDefaultReader<string>;
+  #buffer = "";
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  }
+  async next(): Promise<string | undefined> {
+    for (;;) {
+      const nl = this.#buffer.indexOf("\n");
+      if (nl >= 0) {
+        const line = this.#buffer.slice(0, nl);
+        this.#buffer = this.#buffer.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await this.#reader.read();
+      if (done) return this.#buffer ? this.#buffer : undefined;
+      this.#buffer += value;
+    }
+  }
+  release(): void {
+    this.#reader.releaseLock();
+  }
+}

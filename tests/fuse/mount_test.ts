@@ -16,7 +16,7 @@ import {
   S_IFREG,
   unmount,
 } from "../../src/fuse/mod.ts";
-import { assert, assertEquals, py, requireFuse, withMount } from "./helpers.ts";
+import { assert, assertEquals, LineReader, py, requireFuse, withMount } from "./helpers.ts";
 import { MemFs } from "./memfs.ts";
 
 await requireFuse();
@@ -78,8 +78,8 @@ os.close(fd)`,
       stdin: "piped",
       stdout: "piped",
     }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    assertEquals((await reader.read()).value?.trim(), "opened");
+    const reader = new LineReader(child.stdout);
+    assertEquals(await reader.next(), "opened");
     await unmount(dir, { lazy: true });
     assertEquals(await inspectMountpoint(dir), "empty", "detached from the tree");
     let closed = false;
@@ -87,7 +87,7 @@ os.close(fd)`,
     const w = child.stdin.getWriter();
     await w.write(new TextEncoder().encode("go\n"));
     await w.close();
-    assertEquals((await reader.read()).value?.trim(), "kept");
+    assertEquals(await reader.next(), "kept");
     assertEquals((await child.status).code, 0);
     await session.closed;
     assert(closed, "the session ends once the last file is closed");
@@ -119,11 +119,11 @@ Deno.test("mount: a stale mount is detected and recovered", async () => {
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  assertEquals((await reader.read()).value?.trim(), "ready");
+  const reader = new LineReader(child.stdout);
+  assertEquals(await reader.next(), "ready");
   child.kill("SIGKILL");
   await child.status;
-  reader.releaseLock();
+  reader.release();
   assertEquals(await inspectMountpoint(dir), "stale");
   await expectError(mount(new MemFs(), dir), /stale FUSE mount/);
   assertEquals(await recoverStaleMount(dir), true);
@@ -307,8 +307,8 @@ except OSError as e:
     stdin: "piped",
     stdout: "piped",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  assertEquals((await reader.read()).value?.trim(), "opened");
+  const reader = new LineReader(child.stdout);
+  assertEquals(await reader.next(), "opened");
   const fusectl = await Deno.stat("/sys/fs/fuse/connections").then(
     (i) => i.isDirectory,
     () => false,
@@ -321,7 +321,7 @@ except OSError as e:
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode("go\n"));
   await w.close();
-  assertEquals((await reader.read()).value?.trim(), "107", "ENOTCONN after abort");
+  assertEquals(await reader.next(), "107", "ENOTCONN after abort");
   await child.status;
   assertEquals(await inspectMountpoint(dir), "empty");
   await Deno.remove(dir);
