@@ -114,22 +114,26 @@ Deno.test("mount: an unmount from outside ends the session (ENODEV)", async () =
 
 Deno.test("mount: a stale mount is detected and recovered", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
-  const child = new Deno.Command(DENO, {
-    args: ["run", "-A", SERVE, dir],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = new LineReader(child.stdout);
-  assertEquals(await reader.next(), "ready");
-  child.kill("SIGKILL");
-  await child.status;
-  reader.release();
-  assertEquals(await inspectMountpoint(dir), "stale");
-  await expectError(mount(new MemFs(), dir), /stale FUSE mount/);
-  assertEquals(await recoverStaleMount(dir), true);
-  assertEquals(await inspectMountpoint(dir), "empty");
-  assertEquals(await recoverStaleMount(dir), false);
-  await Deno.remove(dir);
+  try {
+    const child = new Deno.Command(DENO, {
+      args: ["run", "-A", SERVE, dir],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = new LineReader(child.stdout);
+    assertEquals(await reader.next(), "ready");
+    child.kill("SIGKILL");
+    await child.status;
+    reader.release();
+    assertEquals(await inspectMountpoint(dir), "stale");
+    await expectError(mount(new MemFs(), dir), /stale FUSE mount/);
+    assertEquals(await recoverStaleMount(dir), true);
+    assertEquals(await inspectMountpoint(dir), "empty");
+    assertEquals(await recoverStaleMount(dir), false);
+  } finally {
+    await unmount(dir, { lazy: true }).catch(() => {});
+    await Deno.remove(dir);
+  }
 });
 
 Deno.test("mount: non-root user mounts through fusermount3", async () => {
