@@ -274,10 +274,17 @@ Deno.test("exec: the stream ends when the container is killed", async () => {
   const engine = await engineFor(theBed);
   await withContainer("musl", async (id) => {
     const session = await engine.exec(id, ["cat"]);
+    // Kill only once cat runs (an echo comes back); earlier, the engine reports a failed start.
+    const writer = session.stdin.getWriter();
+    await writer.write(new TextEncoder().encode("up\n"));
+    const reader = session.stdout.getReader();
+    const echo = await reader.read();
+    assert(new TextDecoder().decode(echo.value) === "up\n", "cat did not echo");
     const killed = await dockerCli(theBed, ["kill", id]);
     assert(killed.code === 0, killed.stderr);
-    const rest = await readAll(session.stdout);
-    assert(rest.length === 0);
+    let rest = 0;
+    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += r.value.length;
+    assert(rest === 0, `${rest} bytes after the kill`);
     const { code } = await session.exited;
     assert(code !== 0, `code ${code}`);
   });
