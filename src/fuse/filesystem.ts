@@ -276,7 +276,11 @@ export interface FileSystem<H = unknown> {
   /** New hard link to `node` at (newParent, newName); answer the node's entry (nlink updated). */
   link?(ctx: RequestContext, node: Node, newParent: Node, newName: string): Result<Entry>;
 
-  /** `flags` are the open(2) flags (O_CREAT/O_EXCL/O_NOCTTY removed by the kernel). */
+  /**
+   * `flags` are the open(2) flags (O_CREAT/O_EXCL/O_NOCTTY removed by the kernel). With the
+   * writeback cache the layer also removes O_APPEND: the kernel then positions appends itself
+   * (and it may READ through a handle opened O_WRONLY to fill partial pages).
+   */
   open?(ctx: RequestContext, node: Node, flags: number): Result<Opened<H>>;
   /** Atomic create+open; `mode` includes S_IFREG, umask applied. flags include O_CREAT, maybe O_EXCL. */
   create?(

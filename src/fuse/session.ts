@@ -56,6 +56,7 @@ import {
   NOTIFY_INVAL_ENTRY_SIZE,
   NOTIFY_INVAL_INODE_SIZE,
   NotifyCode,
+  O_APPEND,
   Opcode,
   opcodeName,
   OUT_HEADER_SIZE,
@@ -185,6 +186,8 @@ export class Session<H = unknown> {
   #nextHandle = 1n;
   #table: (Handler | undefined)[] = [];
   #initialized = false;
+  /** Applied to open flags given to the implementation (drops O_APPEND in writeback mode). */
+  #openFlagMask = ~0;
   #ended = false;
   #destroyed = false;
   #proto = FUSE_KERNEL_MINOR_VERSION;
@@ -604,6 +607,9 @@ export class Session<H = unknown> {
       maxReadahead,
       writebackCache: (flags & InitFlag.WRITEBACK_CACHE) !== 0n,
     };
+    // With the writeback cache the kernel positions O_APPEND writes itself (and writes pages
+    // back through any handle): implementations must not append on their own.
+    if (info.writebackCache) this.#openFlagMask = ~O_APPEND;
     try {
       await this.#fs.init?.(info);
     } catch (error) {
@@ -849,7 +855,7 @@ export class Session<H = unknown> {
       const node = this.#node(req);
       if (typeof node === "number") return this.#replyError(req, node);
       if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const flags = req.view.getUint32(req.bodyOffset, true);
+      const flags = req.view.getUint32(req.bodyOffset, true) & this.#openFlagMask;
       const op = dir ? fs.opendir : fs.open;
       if (!op) {
         if (!dir) return this.#replyError(req, ERRNO.ENOSYS);
@@ -881,7 +887,7 @@ export class Session<H = unknown> {
         parent,
         nm[0],
         v.getUint32(o + 4, true),
-        v.getUint32(o, true),
+        v.getUint32(o, true) & this.#openFlagMask,
         v.getUint32(o + 8, true),
       );
       return this.#then(req, r, (c) => {
@@ -927,7 +933,7 @@ export class Session<H = unknown> {
       const info = {
         writeFlags: v.getUint32(o + 20, true),
         lockOwner: v.getBigUint64(o + 24, true),
-        flags: v.getUint32(o + 32, true),
+        flags: v.getUint32(o + 32, true) & this.#openFlagMask,
       };
       const handle = this.#handle(fh) as H;
       const r = fs.write(req, node, handle, offset, data, info);

@@ -330,3 +330,22 @@ except OSError as e:
   assertEquals(await inspectMountpoint(dir), "empty");
   await Deno.remove(dir);
 });
+
+Deno.test("mount: writeback cache mode keeps file contents right", async () => {
+  await withMount(async ({ dir }) => {
+    const r = await py(`
+p = ${JSON.stringify(dir)} + "/f"
+fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"hello ")
+os.pwrite(fd, b"X", 2)
+os.close(fd)
+a = os.open(p, os.O_WRONLY | os.O_APPEND)
+os.write(a, b"world")
+os.close(a)
+os.truncate(p, 9)
+R["data"] = read_file(p).decode()
+R["size"] = os.stat(p).st_size
+`);
+    assertEquals(r, { data: "heXlo wor", size: 9 });
+  }, { mount: { writebackCache: true } });
+});
