@@ -24,6 +24,7 @@ const GROUPS: Readonly<Record<string, Group>> = {
   testbed: { paths: ["tests/testbed/"], needs: ["bed"] },
   fs: { paths: ["src/fs/", "tests/fs/"], needs: ["fuse"] },
   e2e: { paths: ["src/cli/", "tests/e2e/"], needs: ["bed", "fuse", "satellite"] },
+  volume: { paths: ["src/plugin/", "tests/volume/"], needs: ["bed", "fuse", "satellite"] },
   reliability: { paths: ["tests/reliability/"], needs: ["bed", "fuse", "satellite"] },
 };
 

@@ -50,6 +50,26 @@ export interface VolumeInfo {
   Status: Record<string, unknown>;
 }
 
+/** fusectl: one directory per FUSE connection, named by the kernel's device number. */
+const FUSECTL = "/sys/fs/fuse/connections";
+/** How long an unmount may take before a connection held elsewhere is aborted. */
+const CLOSE_GRACE_MS = 3000;
+
+/**
+ * The fusectl name of the FUSE connection mounted at `path` (the kernel's dev_t of its
+ * superblock, decoded from stat's userspace encoding), or undefined when it cannot be told.
+ */
+async function fuseConnectionOf(path: string): Promise<number | undefined> {
+  try {
+    const dev = (await Deno.stat(path)).dev;
+    const major = Math.floor(dev / 256) & 0xfff;
+    const minor = (dev & 0xff) | (Math.floor(dev / 4096) & ~0xff);
+    return major * 2 ** 20 + minor;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Docker's own rule for volume names (also keeps names safe as directory names). */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const OPTIONS = ["container", "path", "readonly"];
@@ -320,8 +340,28 @@ export class VolumeDriver {
     const live = volume.live;
     if (!live) return;
     volume.live = undefined;
-    await live.close();
-    this.#deps.logger.info(`Unmounted volume '${volume.record.name}'`);
+    const name = volume.record.name;
+    const connection = await fuseConnectionOf(this.mountpointOf(name));
+    const closed = live.close().then(() => true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const inTime = await Promise.race([
+      closed,
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS)),
+    ]);
+    clearTimeout(timer);
+    if (!inTime && connection !== undefined) {
+      // A container still holds a bind of the mount in its own mount namespace: the kernel
+      // keeps the FUSE connection open and the session never ends. Abort it: that container
+      // sees ENOTCONN, which is the truth once we stop serving.
+      this.#deps.logger.warn(
+        `Volume '${name}' is still used by a container; aborting its FUSE connection`,
+      );
+      await Deno.writeTextFile(`${FUSECTL}/${connection}/abort`, "1").catch((error) =>
+        this.#deps.logger.warn(`Cannot abort FUSE connection ${connection}: ${error.message}`)
+      );
+    }
+    await closed;
+    this.#deps.logger.info(`Unmounted volume '${name}'`);
   }
 
   async #removeDir(name: string): Promise<void> {

@@ -1,0 +1,115 @@
+/**
+ * Helpers of the pseudo-volume tests: the volume plugin as a child process, mount checks.
+ *
+ * @module
+ */
+
+export { docker, isMounted } from "../e2e/harness.ts";
+
+const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** A random suffix for names of plugins, volumes and containers of one test. */
+export function uniqueSuffix(): string {
+  return crypto.randomUUID().slice(0, 8);
+}
+
+/** Mount points listed in /proc/mounts at or below `dir`. */
+export async function mountsBelow(dir: string): Promise<string[]> {
+  return (await Deno.readTextFile("/proc/mounts")).split("\n")
+    .map((line) => line.split(" ")[1] ?? "")
+    .filter((p) => p === dir || p.startsWith(dir + "/"));
+}
+
+/** Lazily unmounts everything at or below `dir` (cleanup after a failed test). */
+export async function unmountAllBelow(dir: string): Promise<void> {
+  const mounts = (await mountsBelow(dir)).sort((a, b) => b.length - a.length);
+  for (const p of mounts) await new Deno.Command("umount", { args: ["-l", p] }).output();
+}
+
+/** Polls `check` every 100 ms until it is true; throws after `ms`. */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  ms = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * The driver name of the tests' plugin. One fixed name: dockerd remembers every legacy plugin
+ * it ever activated and keeps asking it (with 30 s of retries) for `docker volume ls` and for
+ * volume names it does not know, so each new name would slow the engine down for good.
+ */
+export const TEST_DRIVER = "dockerfuse-test";
+
+/** Serializes the plugin tests of concurrent test runs on this host (one socket name). */
+export async function lockPluginTests(): Promise<{ release(): void }> {
+  const file = await Deno.open("/run/lock/dockerfuse-volume-tests.lock", {
+    create: true,
+    write: true,
+  });
+  await file.lock(true);
+  return { release: () => file.close() };
+}
+
+/** A running `dockerfuse volume-plugin`. */
+export interface PluginProcess {
+  readonly socket: string;
+  stderr(): string;
+  /** SIGTERM and the exit code (SIGKILL after 20 s). */
+  stop(): Promise<number>;
+  /** SIGKILL if still running. */
+  kill(): Promise<void>;
+}
+
+/** Starts the plugin on /run/docker/plugins/<driver>.sock; resolves once it serves. */
+export async function startPlugin(driver: string, stateDir: string): Promise<PluginProcess> {
+  const socket = `/run/docker/plugins/${driver}.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "volume-plugin", "--socket", socket, "--state-dir", stateDir],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let stderr = "";
+  const pump = (async () => {
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  let exited = false;
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  const plugin: PluginProcess = {
+    socket,
+    stderr: () => stderr,
+    async stop() {
+      if (!exited) child.kill("SIGTERM");
+      const timer = setTimeout(() => !exited && child.kill("SIGKILL"), 20_000);
+      const s = await status;
+      clearTimeout(timer);
+      await pump.catch(() => {});
+      return s.code;
+    },
+    async kill() {
+      if (!exited) child.kill("SIGKILL");
+      await status;
+      await pump.catch(() => {});
+    },
+  };
+  try {
+    await waitFor("the plugin to serve", () => {
+      if (exited) throw new Error(`the plugin exited:\n${stderr}`);
+      return Promise.resolve(stderr.includes(" serving on "));
+    }, 60_000);
+  } catch (error) {
+    await plugin.kill();
+    throw error;
+  }
+  return plugin;
+}
