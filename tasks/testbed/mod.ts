@@ -208,6 +208,7 @@ function commandOf(pkg: string): string {
 export async function ensureFuseTools(): Promise<void> {
   // fuse3: fusermount3 for non-root mounts; attr: setfattr/getfattr used by the xattr tests.
   const needed: [command: string, pkg: string][] = [["fusermount3", "fuse3"], ["setfattr", "attr"]];
+  await ensureFuseDevice();
   const missing: string[] = [];
   for (const [command, pkg] of needed) if (!(await hasCommand(command))) missing.push(pkg);
   if (missing.length === 0) return;
@@ -220,6 +221,13 @@ export async function ensureFuseTools(): Promise<void> {
       throw new Error(`Cannot find ${command} after installing ${pkg}`);
     }
   }
+}
+
+/** /dev/fuse usable by unprivileged users (fusermount3), as distributions ship it (0666). */
+async function ensureFuseDevice(): Promise<void> {
+  const info = await Deno.stat("/dev/fuse").catch(() => undefined);
+  if (!info) throw new Error("Cannot find /dev/fuse: this kernel or container has no FUSE device");
+  if ((info.mode! & 0o666) !== 0o666 && isRoot()) await Deno.chmod("/dev/fuse", 0o666);
 }
 
 /** docker run -d --network none --name <name> <image> (keep-alive entrypoint per kind); returns id. */
