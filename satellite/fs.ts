@@ -416,6 +416,8 @@ export class SatelliteFs {
       gid: v.getUint32(24, true),
       rdevMajor: v.getUint32(128, true),
       rdevMinor: v.getUint32(132, true),
+      devMajor: v.getUint32(136, true),
+      devMinor: v.getUint32(140, true),
       size: v.getBigUint64(40, true),
       blocks: v.getBigUint64(48, true),
       blksize: v.getUint32(4, true),

@@ -151,7 +151,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (node) node.data = attr;
     return {
       attr,
-      key: String(stat.ino),
+      // Inode numbers repeat across the container's filesystems (/, /proc, volumes…).
+      key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`,
       entryTimeout: this.#options.entryTimeout,
       attrTimeout: this.#options.attrTimeout,
     };

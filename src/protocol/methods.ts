@@ -59,6 +59,9 @@ export const statSchema = obj({
   gid: u32,
   rdevMajor: u32,
   rdevMinor: u32,
+  /** Device holding the inode: (dev, ino) identifies it across the container's filesystems. */
+  devMajor: u32,
+  devMinor: u32,
   size: u64,
   /** Allocated 512-byte blocks. */
   blocks: u64,

@@ -21,6 +21,8 @@ function statOf(size: bigint): Stat {
     gid: 0,
     rdevMajor: 0,
     rdevMinor: 0,
+    devMajor: 0,
+    devMinor: 0,
     size,
     blocks: 0n,
     blksize: 4096,
