@@ -28,6 +28,9 @@ import {
   type FileSystem,
   type Logger,
   type Node,
+  O_ACCMODE,
+  O_RDWR,
+  O_WRONLY,
   type Opened,
   type ReleaseInfo,
   type RequestContext,
@@ -76,6 +79,8 @@ export interface ContainerFsOptions {
   entryTimeout: number;
   /** The host's architecture name as the protocol knows it ("x86_64", "aarch64"). */
   hostArch: string;
+  /** The mount uses the kernel's writeback cache (it may READ through write-only opens). */
+  writebackCache?: boolean;
   logger: Logger;
 }
 
@@ -134,6 +139,14 @@ export class ContainerFs implements FileSystem<Handle> {
   constructor(rpc: RpcCalls, options: ContainerFsOptions) {
     this.#rpc = rpc;
     this.#options = options;
+  }
+
+  /** Open flags for the satellite: with writeback caching, write-only opens become read-write. */
+  #wireFlags(flags: number): number {
+    const adjusted = this.#options.writebackCache && (flags & O_ACCMODE) === O_WRONLY
+      ? (flags & ~O_ACCMODE) | O_RDWR
+      : flags;
+    return openFlagsToWire(adjusted, this.#options.hostArch);
   }
 
   #opts(ctx: RequestContext): CallOptions {
@@ -346,7 +359,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const r = await this.#rpc.open(
-      { path, flags: openFlagsToWire(flags, this.#options.hostArch) },
+      { path, flags: this.#wireFlags(flags) },
       this.#opts(ctx),
     );
     return r.ok ? this.#opened(node, r.value.handle) : this.#fail(r);
@@ -363,7 +376,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (typeof path !== "string") return path;
     const r = await this.#rpc.create({
       path,
-      flags: openFlagsToWire(flags, this.#options.hostArch),
+      flags: this.#wireFlags(flags),
       mode,
       owner: this.#owner(ctx, parent),
     }, this.#opts(ctx));

@@ -265,6 +265,7 @@ export async function mountContainer(
       attrTimeout: options.attrTimeout,
       entryTimeout: options.entryTimeout,
       hostArch: Deno.build.arch,
+      writebackCache: options.writebackCache,
       logger,
     });
     try {

@@ -4,8 +4,11 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { type MountedFs, mountLocal, sh } from "./harness.ts";
 
-async function withMount(fn: (fs: MountedFs) => Promise<void>): Promise<void> {
-  const fs = await mountLocal();
+async function withMount(
+  fn: (fs: MountedFs) => Promise<void>,
+  options: Parameters<typeof mountLocal>[0] = {},
+): Promise<void> {
+  const fs = await mountLocal(options);
   try {
     await fn(fs);
   } finally {
@@ -135,4 +138,18 @@ Deno.test("fs: large sparse offsets, truncate, xattrs, statfs and fifos", async 
     await ok(fs, 'mkfifo "$M/fifo"');
     assert((await Deno.lstat(`${fs.backing}/fifo`)).isFifo);
   });
+});
+
+Deno.test("fs: with the writeback cache, partial writes through write-only opens keep the rest", async () => {
+  await withMount(async (fs) => {
+    await Deno.writeTextFile(`${fs.backing}/w.txt`, "abcdefgh");
+    // dd opens O_WRONLY; older kernels read the page around byte 3 through that handle.
+    await ok(
+      fs,
+      'printf X | dd of="$M/w.txt" bs=1 seek=3 conv=notrunc 2>/dev/null && sync "$M/w.txt"',
+    );
+    assertEquals(await ok(fs, 'cat "$M/w.txt"'), "abcXefgh");
+    await fs.session.unmount({ lazy: false });
+    assertEquals(await Deno.readTextFile(`${fs.backing}/w.txt`), "abcXefgh");
+  }, { writebackCache: true });
 });

@@ -31,7 +31,12 @@ const quiet: Logger = {
 
 /** Mounts a fresh backing directory through satellite → RPC → ContainerFs → FUSE. */
 export async function mountLocal(
-  options: { attrTimeout?: number; entryTimeout?: number; readOnly?: boolean } = {},
+  options: {
+    attrTimeout?: number;
+    entryTimeout?: number;
+    readOnly?: boolean;
+    writebackCache?: boolean;
+  } = {},
 ): Promise<MountedFs> {
   const backing = await Deno.makeTempDir({ prefix: "dockerfuse-backing-" });
   const mountpoint = await Deno.makeTempDir({ prefix: "dockerfuse-mnt-" });
@@ -44,6 +49,7 @@ export async function mountLocal(
     attrTimeout,
     entryTimeout,
     hostArch: Deno.build.arch,
+    writebackCache: options.writebackCache,
     logger: quiet,
   });
   const session = await mount(fs, mountpoint, {
@@ -52,6 +58,7 @@ export async function mountLocal(
     attrTimeout,
     entryTimeout,
     readOnly: options.readOnly,
+    writebackCache: options.writebackCache,
     allowOther: true, // tests act as other users too
     logger: quiet,
   });
