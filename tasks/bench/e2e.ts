@@ -1,0 +1,535 @@
+// End-to-end benchmark (issue 6): dockerfuse against sshfs over `docker exec` (passive sftp), the
+// native path /proc/<pid>/root and the raw exec channel, on fresh mounts of one glibc container.
+// Every timed run starts on a cold mount with the host page cache dropped; figures are medians.
+// Prints a table (seconds, ratios), `--json` prints the figures as JSON instead, and the SVG chart
+// is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all).
+// Run: deno task bench e2e [--runs N] [--json] [--only a,b]
+// Needs root (drop_caches, mounts), Docker, and sshfs/socat/openssh-sftp-server (apt-installed
+// when missing).
+
+import {
+  ensureTestBed,
+  removeTestContainer,
+  startTestContainer,
+  type TestBed,
+} from "../testbed/mod.ts";
+
+const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+const SVG_DEFAULT = new URL("./e2e.svg", import.meta.url).pathname;
+const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
+const BIG_MIB = 256;
+const SMALL_FILES = 500;
+const decoder = new TextDecoder();
+
+/** Who is measured. */
+export type Contender = "dockerfuse" | "sshfs" | "native" | "channel";
+const CONTENDERS: Contender[] = ["dockerfuse", "sshfs", "native", "channel"];
+
+/** One workload: a shell script run with $P set to the container's root as a contender sees it. */
+interface Workload {
+  id: string;
+  label: string;
+  /** Script timed; absent for contenders that cannot run it. */
+  script?: (p: string) => string;
+  /** Script for the raw channel (container given as $C). */
+  channel?: string;
+  /** Untimed preparation on the same mount before the timed script. */
+  before?: (p: string) => string;
+  /** Untimed cleanup after it. */
+  after?: (p: string) => string;
+}
+
+const WORKLOADS: Workload[] = [
+  { id: "find", label: "find 6,000-entry tree", script: (p) => `find ${p}/bench/tree >/dev/null` },
+  {
+    id: "ls",
+    label: "ls -lR 6,000-entry tree",
+    script: (p) => `ls -lR ${p}/bench/tree >/dev/null`,
+  },
+  {
+    id: "grep",
+    label: "grep -r doc tree",
+    script: (p) => `grep -r -c needle ${p}/bench/docs >/dev/null`,
+  },
+  {
+    id: "read",
+    label: `read ${BIG_MIB} MiB`,
+    script: (p) => `cat ${p}/bench/big.bin >/dev/null`,
+    channel: `docker exec $C cat /bench/big.bin >/dev/null`,
+  },
+  {
+    id: "write",
+    label: `write ${BIG_MIB} MiB + fsync`,
+    script: (p) =>
+      `dd if=/dev/zero of=${p}/bench/w.bin bs=1M count=${BIG_MIB} conv=fsync status=none`,
+    channel: `head -c ${BIG_MIB}M /dev/zero | docker exec -i $C sh -c 'cat >/dev/null'`,
+    after: (p) => `rm -f ${p}/bench/w.bin`,
+  },
+  {
+    id: "create",
+    label: `create ${SMALL_FILES} files`,
+    before: (p) => `rm -rf ${p}/bench/small; mkdir ${p}/bench/small`,
+    script: (p) =>
+      `i=0; while [ $i -lt ${SMALL_FILES} ]; do echo "small file $i" > ${p}/bench/small/f$i; ` +
+      `i=$((i+1)); done`,
+  },
+  {
+    id: "readsmall",
+    label: `read ${SMALL_FILES} files`,
+    script: (p) => `cat ${p}/bench/small/* >/dev/null`,
+  },
+  {
+    id: "rm",
+    label: `delete ${SMALL_FILES} files`,
+    script: (p) => `rm -r ${p}/bench/small`,
+  },
+  { id: "mount", label: "mount → first ls" },
+];
+
+/** Builds the workload files inside the container (once). */
+const SETUP = `
+set -e
+rm -rf /bench; mkdir -p /bench/tree /bench/docs
+cd /bench/tree
+d=0
+while [ $d -lt 60 ]; do
+  mkdir d$d; cd d$d
+  f=0; names=""
+  while [ $f -lt 99 ]; do names="$names f$f.txt"; f=$((f+1)); done
+  touch $names; cd ..; d=$((d+1))
+done
+cd /bench/docs
+line="The quick brown fox jumps over the lazy dog; lorem ipsum dolor sit amet, consectetur."
+i=0; while [ $i -lt 64 ]; do echo "$line $i" ; i=$((i+1)); done > /tmp/para
+cat /tmp/para /tmp/para /tmp/para /tmp/para /tmp/para /tmp/para /tmp/para /tmp/para > /tmp/page
+d=0
+while [ $d -lt 20 ]; do
+  mkdir s$d; f=0
+  while [ $f -lt 25 ]; do cp /tmp/page s$d/doc$f.txt; f=$((f+1)); done
+  d=$((d+1))
+done
+echo needle >> s7/doc3.txt
+rm /tmp/para /tmp/page
+head -c ${BIG_MIB}M /dev/urandom > /bench/big.bin
+sync
+`;
+
+interface Options {
+  runs: number;
+  json: boolean;
+  svg: string | null;
+  only: Set<string> | null;
+  contenders: Set<Contender>;
+  dockerfuseArgs: string[];
+}
+
+function parseArgs(args: string[]): Options {
+  const o: Options = {
+    runs: 3,
+    json: false,
+    svg: SVG_DEFAULT,
+    only: null,
+    contenders: new Set(CONTENDERS),
+    dockerfuseArgs: [],
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--runs") o.runs = Math.max(1, Number(args[++i]) | 0);
+    else if (a === "--json") o.json = true;
+    else if (a === "--svg") o.svg = args[++i];
+    else if (a === "--no-svg") o.svg = null;
+    else if (a === "--only") o.only = new Set(args[++i].split(","));
+    else if (a === "--contenders") o.contenders = new Set(args[++i].split(",") as Contender[]);
+    else if (a === "--dockerfuse-arg") o.dockerfuseArgs.push(args[++i]);
+    else throw new Error(`Cannot run the e2e benchmark: unknown argument '${a}'`);
+  }
+  return o;
+}
+
+async function run(
+  cmd: string,
+  args: string[],
+  env?: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+async function sh(script: string, env?: Record<string, string>): Promise<void> {
+  const r = await run("sh", ["-c", script], env);
+  if (r.code !== 0) throw new Error(`'${script}' failed (${r.code}): ${r.stderr.trim()}`);
+}
+
+async function timed(script: string, env?: Record<string, string>): Promise<number> {
+  const t0 = performance.now();
+  await sh(script, env);
+  return (performance.now() - t0) / 1000;
+}
+
+async function dropCaches(): Promise<void> {
+  await sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+}
+
+async function isMounted(path: string): Promise<boolean> {
+  const text = await Deno.readTextFile("/proc/self/mountinfo");
+  return text.split("\n").some((line) => line.split(" ")[4] === path);
+}
+
+async function which(name: string): Promise<boolean> {
+  return (await run("sh", ["-c", `command -v ${name}`])).code === 0;
+}
+
+/** Installs sshfs, socat and openssh-sftp-server on the host when missing. */
+async function ensureHostTools(): Promise<void> {
+  const missing: string[] = [];
+  if (!(await which("sshfs"))) missing.push("sshfs");
+  if (!(await which("socat"))) missing.push("socat");
+  try {
+    await Deno.stat(SFTP_SERVER);
+  } catch {
+    missing.push("openssh-sftp-server");
+  }
+  if (missing.length === 0) return;
+  console.error(`installing ${missing.join(", ")} …`);
+  const env = { DEBIAN_FRONTEND: "noninteractive", PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" };
+  let r = await run("apt-get", ["install", "-y", "--no-install-recommends", ...missing], env);
+  if (r.code !== 0) {
+    await run("apt-get", ["update"], env);
+    r = await run("apt-get", ["install", "-y", "--no-install-recommends", ...missing], env);
+  }
+  if (r.code !== 0) {
+    throw new Error(`Cannot install ${missing.join(", ")}: ${r.stderr.trim().slice(-500)}`);
+  }
+}
+
+/** A cold mount of one contender; `root` is where the container's / appears. */
+interface Mounted {
+  root: string;
+  unmount(): Promise<void>;
+}
+
+async function waitMounted(mp: string, exited: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!(await isMounted(mp))) {
+    if (exited() || Date.now() > deadline) throw new Error(`Cannot mount ${what} on '${mp}'`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function unmountPath(mp: string): Promise<void> {
+  if (await isMounted(mp)) await run("umount", [mp]);
+  if (await isMounted(mp)) await run("umount", ["-l", mp]);
+}
+
+async function assertUnmounted(mp: string): Promise<void> {
+  await unmountPath(mp);
+  if (await isMounted(mp)) throw new Error(`Cannot mount on '${mp}': still mounted`);
+}
+
+async function mountDockerfuse(container: string, mp: string, extra: string[]): Promise<Mounted> {
+  await assertUnmounted(mp);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "mount", ...extra, container, mp],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let exited = false;
+  let stderr = "";
+  const pump = (async () => {
+    for await (const c of child.stderr) stderr += decoder.decode(c, { stream: true });
+  })();
+  const status = child.status.then((s) => (exited = true, s));
+  try {
+    await waitMounted(mp, () => exited, "dockerfuse");
+  } catch (e) {
+    if (!exited) child.kill("SIGKILL");
+    await status;
+    throw new Error(`${(e as Error).message}: ${stderr}`);
+  }
+  return {
+    root: mp,
+    async unmount() {
+      if (!exited) child.kill("SIGTERM");
+      await status;
+      await pump.catch(() => {});
+      await unmountPath(mp);
+    },
+  };
+}
+
+async function mountSshfs(container: string, mp: string): Promise<Mounted> {
+  await assertUnmounted(mp);
+  const child = new Deno.Command("socat", {
+    args: [
+      `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
+      `EXEC:"sshfs -f -o passive :/ ${mp}"`,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let exited = false;
+  let stderr = "";
+  const pump = (async () => {
+    for await (const c of child.stderr) stderr += decoder.decode(c, { stream: true });
+  })();
+  const status = child.status.then((s) => (exited = true, s));
+  try {
+    await waitMounted(mp, () => exited, "sshfs");
+  } catch (e) {
+    if (!exited) child.kill("SIGKILL");
+    await status;
+    throw new Error(`${(e as Error).message}: ${stderr}`);
+  }
+  return {
+    root: mp,
+    async unmount() {
+      await unmountPath(mp);
+      const timer = setTimeout(() => {
+        if (!exited) child.kill("SIGKILL");
+      }, 5000);
+      await status;
+      clearTimeout(timer);
+      await pump.catch(() => {});
+    },
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Container-side state each workload expects before it starts (native path, untimed). */
+async function prepare(w: Workload, native: string): Promise<void> {
+  if (w.id === "readsmall" || w.id === "rm") {
+    // Same files as the create workload left; recreated natively so every run starts equal.
+    await sh(
+      `rm -rf ${native}/bench/small; mkdir ${native}/bench/small; i=0; ` +
+        `while [ $i -lt ${SMALL_FILES} ]; do echo "small file $i" > ${native}/bench/small/f$i; ` +
+        `i=$((i+1)); done`,
+    );
+  }
+}
+
+async function measureOnce(
+  w: Workload,
+  who: Contender,
+  container: string,
+  native: string,
+  mp: string,
+  opts: Options,
+): Promise<number | null> {
+  if (who === "channel") {
+    if (!w.channel) return null;
+    await dropCaches();
+    return await timed(w.channel, { C: container, PATH: Deno.env.get("PATH") ?? "" });
+  }
+  if (w.id === "mount") {
+    await dropCaches();
+    const t0 = performance.now();
+    let m: Mounted;
+    if (who === "native") {
+      const pid = (await run("docker", ["inspect", "-f", "{{.State.Pid}}", container])).stdout
+        .trim();
+      m = { root: `/proc/${pid}/root`, unmount: () => Promise.resolve() };
+    } else if (who === "dockerfuse") m = await mountDockerfuse(container, mp, opts.dockerfuseArgs);
+    else m = await mountSshfs(container, mp);
+    const r = await run("ls", [m.root]);
+    const t = (performance.now() - t0) / 1000;
+    await m.unmount();
+    if (r.code !== 0 || !r.stdout.includes("bench")) {
+      throw new Error(`first ls failed: ${r.stderr}`);
+    }
+    return t;
+  }
+  if (!w.script) return null;
+  await prepare(w, native);
+  let m: Mounted;
+  if (who === "native") m = { root: native, unmount: () => Promise.resolve() };
+  else if (who === "dockerfuse") m = await mountDockerfuse(container, mp, opts.dockerfuseArgs);
+  else m = await mountSshfs(container, mp);
+  try {
+    if (w.before) await sh(w.before(m.root));
+    await dropCaches();
+    const t = await timed(w.script(m.root));
+    if (w.after) await sh(w.after(m.root));
+    return t;
+  } finally {
+    await m.unmount();
+  }
+}
+
+/** Figures: seconds (median) per workload and contender; null where not applicable. */
+export type Results = Record<string, Record<Contender, number | null>>;
+
+function ratio(a: number | null | undefined, b: number | null | undefined): string {
+  return a === null || a === undefined || b === null || b === undefined || b === 0
+    ? "–"
+    : (a / b).toFixed(2);
+}
+
+function table(results: Results, contenders: Contender[]): string {
+  const head = ["workload", ...contenders.map((c) => `${c} s`), "dfuse/sshfs", "dfuse/native"];
+  const rows = WORKLOADS.filter((w) => results[w.id]).map((w) => {
+    const r = results[w.id];
+    return [
+      w.label,
+      ...contenders.map((c) => (r[c] === null || r[c] === undefined ? "–" : r[c]!.toFixed(3))),
+      ratio(r.dockerfuse, r.sshfs),
+      ratio(r.dockerfuse, r.native),
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) =>
+    "| " +
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(" | ") +
+    " |";
+  const sep = "| " + widths.map((w, i) => (i === 0 ? "-".repeat(w) : "-".repeat(w - 1) + ":"))
+    .join(" | ") +
+    " |";
+  return [line(head), sep, ...rows.map(line)].join("\n");
+}
+
+const COLORS: Record<Contender, string> = {
+  dockerfuse: "#2b6cb0",
+  sshfs: "#c05621",
+  native: "#2f855a",
+  channel: "#718096",
+};
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** Grouped horizontal bars, one group per workload, each group scaled to its slowest bar. */
+export function svgChart(results: Results, contenders: Contender[], caption: string): string {
+  const rows = WORKLOADS.filter((w) => results[w.id]);
+  const labelW = 190, barMax = 430, barH = 12, gap = 2, groupGap = 14, top = 46, valueW = 60;
+  const width = labelW + barMax + valueW + 20;
+  const groupH = (c: number) => c * (barH + gap) + groupGap;
+  let y = top;
+  const parts: string[] = [];
+  for (const w of rows) {
+    const r = results[w.id];
+    const present = contenders.filter((c) => r[c] !== null && r[c] !== undefined);
+    const max = Math.max(...present.map((c) => r[c]!));
+    const h = groupH(present.length);
+    parts.push(
+      `<text x="${labelW - 8}" y="${y + (h - groupGap) / 2 + 4}" text-anchor="end">${
+        escapeXml(w.label)
+      }</text>`,
+    );
+    for (const c of present) {
+      const len = max > 0 ? Math.max(1, (r[c]! / max) * barMax) : 1;
+      parts.push(
+        `<rect x="${labelW}" y="${y}" width="${len.toFixed(1)}" height="${barH}" fill="${
+          COLORS[c]
+        }"/>`,
+        `<text x="${labelW + len + 4}" y="${y + barH - 2}" font-size="10">${
+          r[c]!.toFixed(r[c]! < 1 ? 3 : 2)
+        } s</text>`,
+      );
+      y += barH + gap;
+    }
+    y += groupGap;
+  }
+  const legend = contenders.map((c, i) =>
+    `<rect x="${labelW + i * 110}" y="24" width="10" height="10" fill="${COLORS[c]}"/>` +
+    `<text x="${labelW + i * 110 + 14}" y="33">${c}</text>`
+  ).join("");
+  const height = y + 24;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">\n` +
+    `<rect width="100%" height="100%" fill="#fff"/>\n` +
+    `<text x="10" y="16" font-weight="bold">dockerfuse end-to-end benchmark (seconds, lower is better; ` +
+    `bars scaled per workload)</text>\n${legend}\n${parts.join("\n")}\n` +
+    `<text x="10" y="${height - 8}" font-size="10" fill="#555">${
+      escapeXml(caption)
+    }</text>\n</svg>\n`;
+}
+
+async function machine(): Promise<string> {
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1] ??
+    "unknown CPU";
+  const kernel = (await run("uname", ["-r"])).stdout.trim();
+  return `${navigator.hardwareConcurrency} cores (${cpu}), Linux ${kernel}, Deno ${Deno.version.deno}`;
+}
+
+async function setupContainer(bed: TestBed): Promise<{ container: string; native: string }> {
+  const container = await startTestContainer(bed, "glibc");
+  const mkdir = await run("docker", ["exec", container, "mkdir", "-p", "/usr/lib/openssh"]);
+  if (mkdir.code !== 0) throw new Error(`Cannot prepare the container: ${mkdir.stderr}`);
+  const cp = await run("docker", ["cp", SFTP_SERVER, `${container}:${SFTP_SERVER}`]);
+  if (cp.code !== 0) throw new Error(`Cannot copy sftp-server into the container: ${cp.stderr}`);
+  const setup = await run("docker", ["exec", container, "sh", "-c", SETUP]);
+  if (setup.code !== 0) throw new Error(`Cannot create the workload files: ${setup.stderr}`);
+  const pid = (await run("docker", ["inspect", "-f", "{{.State.Pid}}", container])).stdout.trim();
+  return { container, native: `/proc/${pid}/root` };
+}
+
+async function main(args: string[]): Promise<number> {
+  const opts = parseArgs(args);
+  if (Deno.uid() !== 0) {
+    console.error("Cannot run the e2e benchmark: needs root (drop_caches, mounts)");
+    return 1;
+  }
+  await ensureHostTools();
+  const bed = await ensureTestBed({ kinds: ["glibc"] });
+  const { container, native } = await setupContainer(bed);
+  const mp = await Deno.makeTempDir({ prefix: "dockerfuse-bench-" });
+  const contenders = CONTENDERS.filter((c) => opts.contenders.has(c));
+  const results: Results = {};
+  try {
+    for (const w of WORKLOADS) {
+      if (opts.only && !opts.only.has(w.id)) continue;
+      const row = {} as Record<Contender, number | null>;
+      for (const c of contenders) {
+        const samples: number[] = [];
+        for (let i = 0; i < opts.runs; i++) {
+          const t = await measureOnce(w, c, container, native, mp, opts);
+          if (t === null) break;
+          samples.push(t);
+        }
+        row[c] = samples.length > 0 ? median(samples) : null;
+        if (!opts.json) {
+          console.error(
+            `${w.id.padEnd(10)} ${c.padEnd(10)} ${
+              samples.length ? samples.map((s) => s.toFixed(3)).join(" ") : "n/a"
+            }`,
+          );
+        }
+      }
+      results[w.id] = row;
+    }
+  } finally {
+    await unmountPath(mp);
+    await Deno.remove(mp, { recursive: true }).catch(() => {});
+    await removeTestContainer(bed, container);
+  }
+  const where = await machine();
+  const caption = `${where}; median of ${opts.runs} cold runs; ${
+    new Date().toISOString().slice(0, 10)
+  }`;
+  if (opts.svg) await Deno.writeTextFile(opts.svg, svgChart(results, contenders, caption));
+  if (opts.json) {
+    console.log(JSON.stringify({ machine: where, runs: opts.runs, seconds: results }, null, 2));
+  } else {
+    console.log(table(results, contenders));
+    console.log(
+      `\nmachine: ${where}; median of ${opts.runs} runs, cold mounts, page cache dropped`,
+    );
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
