@@ -124,6 +124,19 @@ async function imageTag(base: string, tini: string): Promise<string> {
   return `${IMAGE_NAME}:${(await sha256Hex(parts.join("\0"))).slice(0, 12)}`;
 }
 
+/** Untags earlier builds (an image still used by a container stays). */
+async function removeOldTags(keep: string): Promise<void> {
+  const r = await run("docker", [
+    "image",
+    "ls",
+    IMAGE_NAME,
+    "--format",
+    "{{.Repository}}:{{.Tag}}",
+  ]);
+  const old = r.stdout.split("\n").filter((t) => t && t !== keep && t !== `${IMAGE_NAME}:latest`);
+  for (const tag of old) await run("docker", ["rmi", tag], { check: false });
+}
+
 /** Builds the image if its inputs changed; returns its reference. */
 export async function ensureContainerImage(): Promise<string> {
   await ensureSatellites();
@@ -147,6 +160,7 @@ export async function ensureContainerImage(): Promise<string> {
   ].join("\n");
   await run("bash", ["-c", script], { timeoutMs: 15 * 60_000 });
   log(`built ${ref} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  await removeOldTags(ref);
   return ref;
 }
 
