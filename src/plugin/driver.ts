@@ -190,13 +190,16 @@ export class VolumeDriver {
     });
   }
 
-  /** `VolumeDriver.Remove`: refused while the volume is mounted. */
+  /**
+   * `VolumeDriver.Remove`. dockerd only removes a volume no container uses, so caller IDs still
+   * recorded here are stale (their Unmount was lost while the plugin was down) and are dropped.
+   */
   remove(name: string): Promise<void> {
     return this.#serial(name, async () => {
       const volume = this.#get(name);
       if (volume.record.mountIds.length > 0) {
-        throw new VolumeError(
-          `volume '${name}' is in use (mounted for ${volume.record.mountIds.length} caller(s))`,
+        this.#deps.logger.warn(
+          `Removing volume '${name}' with ${volume.record.mountIds.length} stale caller(s)`,
         );
       }
       await this.#close(volume);

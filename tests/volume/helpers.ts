@@ -49,6 +49,7 @@ export const TEST_DRIVER = "dockerfuse-test";
 
 /** Serializes the plugin tests of concurrent test runs on this host (one socket name). */
 export async function lockPluginTests(): Promise<{ release(): void }> {
+  await Deno.mkdir("/run/lock", { recursive: true });
   const file = await Deno.open("/run/lock/dockerfuse-volume-tests.lock", {
     create: true,
     write: true,
