@@ -228,6 +228,10 @@ export class SatelliteFs {
   handlers(): Handlers {
     const handlers: Handlers = {
       lstat: (p) => this.#lstat(p.path),
+      fstat: (p) => {
+        const h = this.#handles.get(p.handle);
+        return h ? this.#statFd(h.fd) : new RpcFailure("EBADF", `no handle ${p.handle}`);
+      },
       opendir: (p) => this.#opendir(p),
       readdir: (p) => this.#readdir(p),
       open: (p) => this.#open(p),

@@ -55,6 +55,8 @@ import {
 export interface Handle {
   readonly id: number;
   readonly dir: boolean;
+  /** Identity (`Entry.key`) of the open file; "" for directories. */
+  readonly key: string;
   /** Directory listing read ahead from the satellite (dirs only). */
   listing?: Listing;
 }
@@ -124,6 +126,11 @@ function wireTime(t: Timestamp | "now" | undefined): { sec: number; nsec: number
   return t === "now" ? { sec: 0, nsec: UTIME_NOW } : { sec: t.sec, nsec: t.nsec };
 }
 
+/** Identity of an inode: inode numbers repeat across the container's filesystems. */
+function statKey(stat: Stat): string {
+  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
+}
+
 /** Relative protocol path of a node ("" for the root), or undefined when it has none. */
 function relPath(node: Node): string | undefined {
   const path = node.path;
@@ -135,6 +142,8 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #rpc: RpcCalls;
   readonly #options: ContainerFsOptions;
   #warnedNames = false;
+  /** Open file handles by identity: attributes of an unlinked file come through one of them. */
+  readonly #openFiles = new Map<string, Set<Handle>>();
 
   constructor(rpc: RpcCalls, options: ContainerFsOptions) {
     this.#rpc = rpc;
@@ -164,8 +173,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (node) node.data = attr;
     return {
       attr,
-      // Inode numbers repeat across the container's filesystems (/, /proc, volumes…).
-      key: `${stat.devMajor}:${stat.devMinor}:${stat.ino}`,
+      key: statKey(stat),
       entryTimeout: this.#options.entryTimeout,
       attrTimeout: this.#options.attrTimeout,
     };
@@ -189,13 +197,19 @@ export class ContainerFs implements FileSystem<Handle> {
     return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
   }
 
-  async getattr(ctx: RequestContext, node: Node): Promise<AttrResult | Errno> {
+  async getattr(
+    ctx: RequestContext,
+    node: Node,
+    handle: Handle | undefined,
+  ): Promise<AttrResult | Errno> {
+    // An open file answers for itself, also once unlinked (fstat after unlink).
     const path = relPath(node);
-    if (path === undefined) {
-      const attr = node.data as Attr | undefined;
-      return attr ? { attr, timeout: 0 } : ENOENT;
-    }
-    const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
+    const open = handle ??
+      (path === undefined ? this.#openFiles.get(node.key)?.values().next().value : undefined);
+    if (open === undefined && path === undefined) return ENOENT;
+    const r = open !== undefined
+      ? await this.#rpc.fstat({ handle: open.id }, this.#opts(ctx))
+      : await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
     const attr = statToAttr(r.value);
     node.data = attr;
@@ -352,7 +366,21 @@ export class ContainerFs implements FileSystem<Handle> {
   #opened(node: Node, id: number): Opened<Handle> {
     const attr = node.data as Attr | undefined;
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
-    return { handle: { id, dir: false }, directIo: special, keepCache: !special };
+    return { handle: this.#track(id, node.key), directIo: special, keepCache: !special };
+  }
+
+  #track(id: number, key: string): Handle {
+    const handle = { id, dir: false, key };
+    const set = this.#openFiles.get(key) ?? new Set();
+    set.add(handle);
+    this.#openFiles.set(key, set);
+    return handle;
+  }
+
+  #untrack(handle: Handle): void {
+    const set = this.#openFiles.get(handle.key);
+    set?.delete(handle);
+    if (set?.size === 0) this.#openFiles.delete(handle.key);
   }
 
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
@@ -382,7 +410,7 @@ export class ContainerFs implements FileSystem<Handle> {
     }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
     return {
-      handle: { id: r.value.handle, dir: false },
+      handle: this.#track(r.value.handle, statKey(r.value.stat)),
       entry: this.#entry(undefined, r.value.stat),
     };
   }
@@ -428,6 +456,7 @@ export class ContainerFs implements FileSystem<Handle> {
     _info: ReleaseInfo,
   ): Promise<void | Errno> {
     // Not cancellable: the satellite's handle must be closed whatever the caller does.
+    this.#untrack(handle);
     const r = await this.#rpc.release({ handle: handle.id });
     return r.ok ? undefined : this.#fail(r);
   }
@@ -497,7 +526,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const r = await this.#rpc.opendir({ path }, this.#opts(ctx));
-    return r.ok ? { handle: { id: r.value.handle, dir: true } } : this.#fail(r);
+    return r.ok ? { handle: { id: r.value.handle, dir: true, key: "" } } : this.#fail(r);
   }
 
   async readdir(

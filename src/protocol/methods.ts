@@ -137,6 +137,8 @@ const handleResult = obj({ handle });
 export const METHODS = {
   /** Attributes of `path` (final symlink not followed). */
   lstat: method(obj({ path }), statSchema),
+  /** Attributes of an open file or directory (also once unlinked). */
+  fstat: method(obj({ handle }), statSchema),
   /** Opens a directory for readdir; release it with `release`. */
   opendir: method(obj({ path }), handleResult),
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
