@@ -13,7 +13,14 @@ fi
 
 deno run -A "$MAIN" "$@" &
 child=$!
-forward() { kill -TERM "$child" 2>/dev/null; }
+# After a stop signal dockerfuse unmounts; if a consumer still holds the mount (busy, lazily
+# unmounted) the kernel keeps the FUSE connection and dockerfuse may wait on it: after
+# GRACE seconds it is killed, which closes /dev/fuse and ends the connection.
+GRACE=${DOCKERFUSE_STOP_GRACE:-5}
+forward() {
+  kill -TERM "$child" 2>/dev/null
+  (sleep "$GRACE"; kill -KILL "$child" 2>/dev/null) &
+}
 trap forward INT TERM
 
 # A trapped signal interrupts `wait`; wait again until the child is really gone.
