@@ -82,7 +82,7 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       is(code(await c.open({ path: "", flags: OpenFlags.O_WRONLY })), "EISDIR");
     });
 
-    await t.step("offsets beyond 2^53 (sparse file)", async () => {
+    await t.step("offsets beyond 2^53 (sparse file); fstat after unlink", async () => {
       const r = ok(await c.create({ path: "sparse", flags: OpenFlags.O_RDWR, mode: 0o600 }));
       const far = (1n << 60n) + 12345n;
       is(ok(await c.write({ handle: r.handle, offset: far, data: enc.encode("far") })), 3);
@@ -99,7 +99,12 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       is(code(await c.read({ handle: r.handle, offset: 1n << 63n, size: 1 })), "EINVAL");
       ok(await c.ftruncate({ handle: r.handle, size: 5n }));
       is(ok(await c.lstat({ path: "sparse" })).size, 5n);
+      ok(await c.unlink({ path: "sparse" }));
+      const unlinked = ok(await c.fstat({ handle: r.handle }));
+      is(unlinked.size, 5n);
+      is(unlinked.nlink, 0);
       ok(await c.release({ handle: r.handle }));
+      is(code(await c.fstat({ handle: r.handle })), "EBADF");
     });
 
     await t.step("1 MiB read and write round trip", async () => {
