@@ -3,16 +3,16 @@
  */
 
 import Docker from "dockerode";
-import { Readable } from "node:stream";
 import { Buffer } from "node:buffer";
 import { type EngineConfig, resolveEngineConfig } from "./config.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import { createExecSession, type ExecSession, type ExecState } from "./exec.ts";
-import { type TarEntry, tarParts } from "./tar.ts";
+import { type TarEntry, type TarPart, tarParts } from "./tar.ts";
 import {
   type ByteConn,
   createDialer,
   type Dialer,
+  putArchiveRaw,
   startExecHijacked,
   startForwarder,
 } from "./transport.ts";
@@ -294,7 +294,8 @@ export class Engine {
   }
 
   /**
-   * Uploads entries (built into a tar in memory) into an existing directory of the container.
+   * Uploads entries as a tar (files with a `source` read while sending) into an existing
+   * directory of the container.
    * With gzip (default: when the engine is remote) the archive travels compressed.
    */
   async upload(
@@ -303,40 +304,23 @@ export class Engine {
     entries: TarEntry[],
     options?: { gzip?: boolean; onProgress?: (sent: number, total: number) => void },
   ): Promise<void> {
-    let parts = tarParts(entries);
-    if (options?.gzip ?? this.isRemote) parts = [await gzip(parts)];
+    let parts: TarPart[] = tarParts(entries);
+    // Compressed, the archive is built in memory first so that progress counts what is sent.
+    if (options?.gzip ?? this.isRemote) parts = await gzip(partChunks(parts));
     let total = 0;
     for (const part of parts) total += part.length;
     const onProgress = options?.onProgress;
-    const chunkSize = 1024 * 1024;
-    // The parts go out as they are (file data uncopied), in chunks of at most 1 MiB so that
-    // progress follows what the socket consumed.
-    const stream = Readable.from((function* (): Generator<Buffer> {
+    // The parts go out as they are (file data uncopied, large files read from disk as they are
+    // sent), in chunks of at most 1 MiB so that progress follows what the socket consumed.
+    const bytes = (async function* (): AsyncGenerator<Uint8Array> {
       let sent = 0;
-      for (const part of parts) {
-        for (let at = 0; at < part.length; at += chunkSize) {
-          const end = Math.min(part.length, at + chunkSize);
-          yield Buffer.from(part.buffer, part.byteOffset + at, end - at);
-          sent += end - at;
-          onProgress?.(sent, total);
-        }
+      for await (const chunk of partChunks(parts)) {
+        yield chunk;
+        sent += chunk.length;
+        onProgress?.(sent, total);
       }
-    })());
-    try {
-      await this.#docker.getContainer(containerId).putArchive(stream, { path: targetDir });
-    } catch (error) {
-      const status = httpStatus(error);
-      const message = `Cannot upload into '${targetDir}' of container ${containerId.slice(0, 12)}`;
-      if (status === 404) {
-        const container = /no such container/i.test(engineMessage(error));
-        throw new DockerError(
-          container ? "not-found" : "api",
-          `${message}: ${engineMessage(error)}`,
-          { cause: error },
-        );
-      }
-      throw this.#wrap(error, message.slice("Cannot ".length));
-    }
+    })();
+    await putArchiveRaw(this.#dial, `/v${this.apiVersion}`, containerId, targetDir, bytes);
   }
 
   /** Starts a process with stdin/stdout/stderr attached, no TTY. */
@@ -403,11 +387,42 @@ export class Engine {
   }
 }
 
-async function gzip(parts: Uint8Array[]): Promise<Uint8Array> {
-  const stream = new Blob(parts as Uint8Array<ArrayBuffer>[]).stream().pipeThrough(
-    new CompressionStream("gzip"),
+const UPLOAD_CHUNK = 1024 * 1024;
+
+/** The archive's bytes in chunks of at most 1 MiB; a source of the wrong length is an error. */
+async function* partChunks(parts: TarPart[]): AsyncGenerator<Uint8Array> {
+  for (const part of parts) {
+    if (part instanceof Uint8Array) {
+      for (let at = 0; at < part.length; at += UPLOAD_CHUNK) {
+        yield part.subarray(at, Math.min(part.length, at + UPLOAD_CHUNK));
+      }
+      continue;
+    }
+    let got = 0;
+    for await (const chunk of part.chunks()) {
+      if (got + chunk.length > part.length) break;
+      for (let at = 0; at < chunk.length; at += UPLOAD_CHUNK) {
+        yield chunk.subarray(at, Math.min(chunk.length, at + UPLOAD_CHUNK));
+      }
+      got += chunk.length;
+    }
+    if (got !== part.length) {
+      throw new Error(`a file changed size while being sent (${got} of ${part.length} bytes)`);
+    }
+  }
+}
+
+/** Compresses a byte stream into a list of chunks. */
+async function gzip(bytes: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
+  // The stream may read ahead, and source chunks are only valid until the next one: copy them.
+  const input = ReadableStream.from(
+    (async function* (): AsyncGenerator<Uint8Array<ArrayBuffer>> {
+      for await (const chunk of bytes) yield chunk.slice();
+    })(),
   );
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  const out: Uint8Array[] = [];
+  for await (const chunk of input.pipeThrough(new CompressionStream("gzip"))) out.push(chunk);
+  return out;
 }
 
 /**

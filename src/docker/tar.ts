@@ -11,12 +11,26 @@ export interface TarEntry {
   mode: number;
   /** file contents (files only) */
   data?: Uint8Array;
+  /** file contents read on demand instead of `data` (large files): exactly `size` bytes */
+  source?: TarSource;
   /** owner; 0 (root) by default */
   uid?: number;
   gid?: number;
   /** seconds since the epoch; 0 by default so archives are reproducible */
   mtime?: number;
 }
+
+/**
+ * Contents produced when the archive is sent, so a large file never sits in memory whole. A
+ * chunk is only valid until the next one is asked for (sources may reuse one buffer).
+ */
+export interface TarSource {
+  readonly length: number;
+  chunks(): AsyncIterable<Uint8Array>;
+}
+
+/** A piece of an archive: bytes at hand, or a file's contents read when sent. */
+export type TarPart = Uint8Array | TarSource;
 
 const BLOCK = 512;
 const encoder = new TextEncoder();
@@ -101,13 +115,16 @@ function paxRecord(key: string, value: string): string {
   return record;
 }
 
-function padded(data: Uint8Array): number {
+function padded(data: { length: number }): number {
   return Math.ceil(data.length / BLOCK) * BLOCK;
 }
 
 /** Builds a complete tar archive. Throws RangeError for invalid entries. */
 export function buildTar(entries: readonly TarEntry[]): Uint8Array {
-  const parts = tarParts(entries);
+  const parts = tarParts(entries).map((part) => {
+    if (part instanceof Uint8Array) return part;
+    throw new RangeError("Cannot build a tar archive in memory from a streamed entry");
+  });
   let total = 0;
   for (const part of parts) total += part.length;
   const out = new Uint8Array(total);
@@ -120,14 +137,16 @@ export function buildTar(entries: readonly TarEntry[]): Uint8Array {
 }
 
 /**
- * The archive as a list of byte ranges (headers, the entries' own data arrays uncopied, padding)
- * whose concatenation is the tar file. Throws RangeError for invalid entries.
+ * The archive as a list of byte ranges (headers, the entries' own data arrays uncopied or their
+ * sources, padding) whose concatenation is the tar file. Throws RangeError for invalid entries.
  */
-export function tarParts(entries: readonly TarEntry[]): Uint8Array[] {
-  const parts: Uint8Array[] = [];
+export function tarParts(entries: readonly TarEntry[]): TarPart[] {
+  const parts: TarPart[] = [];
   for (const entry of entries) {
     checkPath(entry.path);
-    const data = entry.type === "file" ? entry.data ?? new Uint8Array() : new Uint8Array();
+    const data: TarPart = entry.type === "file"
+      ? entry.source ?? entry.data ?? new Uint8Array()
+      : new Uint8Array();
     const path = entry.type === "directory" ? `${entry.path}/` : entry.path;
     const uid = entry.uid ?? 0;
     const gid = entry.gid ?? 0;

@@ -322,3 +322,72 @@ export async function startExecHijacked(
     );
   }
 }
+
+/**
+ * PUT /containers/{id}/archive?path=DIR with a chunked body sent as it is produced, so the
+ * socket's back-pressure bounds the memory an upload takes. Throws DockerError: "not-found" for
+ * a missing container, "api" for other refusals, "unreachable" for connection failures, and the
+ * body's own DockerError (e.g. "bundle") as it is.
+ */
+export async function putArchiveRaw(
+  dial: Dialer,
+  apiPrefix: string,
+  containerId: string,
+  targetDir: string,
+  body: AsyncIterable<Uint8Array>,
+): Promise<void> {
+  const what = `upload into '${targetDir}' of container ${containerId.slice(0, 12)}`;
+  const encoder = new TextEncoder();
+  const conn = await dial();
+  let bodyError: unknown;
+  try {
+    const request =
+      `PUT ${apiPrefix}/containers/${encodeURIComponent(containerId)}/archive?path=${
+        encodeURIComponent(targetDir)
+      } HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockerfuse\r\n` +
+      `Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`;
+    let sendError: unknown;
+    try {
+      await writeAll(conn, encoder.encode(request));
+      const iterator = body[Symbol.asyncIterator]();
+      while (true) {
+        let next: IteratorResult<Uint8Array>;
+        try {
+          next = await iterator.next();
+        } catch (error) {
+          bodyError = error;
+          throw error;
+        }
+        if (next.done) break;
+        if (next.value.length === 0) continue;
+        await writeAll(conn, encoder.encode(`${next.value.length.toString(16)}\r\n`));
+        await writeAll(conn, next.value);
+        await writeAll(conn, encoder.encode("\r\n"));
+      }
+      await writeAll(conn, encoder.encode("0\r\n\r\n"));
+    } catch (error) {
+      if (bodyError !== undefined) throw error;
+      sendError = error; // the engine may have answered (and closed) early: read its answer
+    }
+    const head = await readResponseHead(conn);
+    if (typeof head === "string") {
+      throw sendError ?? new DockerError("protocol", `Cannot ${what}: ${head}`);
+    }
+    if (head.status === 200) return;
+    const message = await readSmallBody(conn, head);
+    throw new DockerError(
+      head.status === 404 && /no such container/i.test(message) ? "not-found" : "api",
+      `Cannot ${what}: ${message || `HTTP ${head.status}`}`,
+    );
+  } catch (error) {
+    if (error instanceof DockerError) throw error;
+    if (bodyError !== undefined) {
+      throw new DockerError("bundle", `Cannot ${what}: ${errorMessage(error)}`, { cause: error });
+    }
+    throw new DockerError("unreachable", `Cannot ${what}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  } finally {
+    closeQuietly(conn);
+  }
+}
