@@ -2,7 +2,13 @@
 // runs it, changes made through the mount checked from inside the container.
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { ALL_KINDS, ensureTestBed, type ImageKind } from "../../tasks/testbed/mod.ts";
+import {
+  ALL_KINDS,
+  ensureTestBed,
+  type ImageKind,
+  removeTestContainer,
+  startTestContainer,
+} from "../../tasks/testbed/mod.ts";
 import { startTlsDockerd } from "../docker/tls_engine.ts";
 import {
   docker,
@@ -151,4 +157,46 @@ Deno.test("e2e: mounts a container of a remote engine over verified TLS (tcp://1
   } finally {
     await remote.stop();
   }
+});
+
+Deno.test("e2e: --daemon returns once the mount answers; unmount ends the background server", async () => {
+  const bed = await ensureTestBed({ kinds: ["musl"] });
+  const container = await startTestContainer(bed, "musl");
+  const dir = await Deno.makeTempDir({ prefix: "dockerfuse-e2e-" });
+  try {
+    const r = await dockerfuse(["mount", "--daemon", container, dir]);
+    assertEquals(r.code, 0, r.stderr);
+    const pid = Number(/pid (\d+)/.exec(r.stderr)?.[1]);
+    assert(pid > 0, r.stderr);
+    // Answers right away: the parent returned only after the mount was ready.
+    assertEquals(await Deno.readTextFile(`${dir}/data/hello.txt`), "hello from musl\n");
+    const u = await dockerfuse(["unmount", dir]);
+    assertEquals(u.code, 0, u.stderr);
+    const deadline = Date.now() + 10_000;
+    while (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
+      assert(Date.now() < deadline, `background dockerfuse ${pid} still running after unmount`);
+      await new Promise((done) => setTimeout(done, 50));
+    }
+    assert(!(await isMounted(dir)));
+  } finally {
+    if (await isMounted(dir)) await new Deno.Command("umount", { args: ["-l", dir] }).output();
+    await removeTestContainer(bed, container);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("e2e: version and help answer without an engine", async () => {
+  const v = await dockerfuse(["version"]);
+  assertEquals(v.code, 0);
+  assert(/^dockerfuse \d+\.\d+\.\d+ \(protocol \d+/.test(v.stdout), v.stdout);
+  const legacy = await dockerfuse(["-version"]);
+  assertEquals(legacy.stdout, v.stdout);
+  const help = await dockerfuse(["mount", "--help"]);
+  assertEquals(help.code, 0);
+  assert(
+    help.stdout.includes("--read-only") && help.stdout.includes("dockerfuse mount"),
+    help.stdout,
+  );
+  const bad = await dockerfuse(["mount", "--attr-timeout", "soon", "c", "/tmp"]);
+  assertEquals(bad.code, 2, bad.stderr);
 });
