@@ -9,7 +9,17 @@ import {
 } from "./testbed/mod.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const MOUNTPOINT = `${ROOT}tmp`;
+
+/** ./tmp as the original tool used it, or ./tmp/interactive when ./tmp holds other files. */
+async function mountpoint(): Promise<string> {
+  const tmp = `${ROOT}tmp`;
+  await Deno.mkdir(tmp, { recursive: true });
+  for await (const _ of Deno.readDir(tmp)) {
+    await Deno.mkdir(`${tmp}/interactive`, { recursive: true });
+    return `${tmp}/interactive`;
+  }
+  return tmp;
+}
 
 async function docker(args: string[], timeoutMs: number): Promise<boolean> {
   const child = new Deno.Command("docker", { args, stdout: "null", stderr: "null" }).spawn();
@@ -50,13 +60,14 @@ async function main(): Promise<number> {
     await startTestContainer(bed, "musl", { name });
     remove = () => removeTestContainer(bed, name);
   }
-  await Deno.mkdir(MOUNTPOINT, { recursive: true });
+  const MOUNTPOINT = await mountpoint();
+  const shown = MOUNTPOINT.slice(ROOT.length);
   try {
     console.error(
       [
         "",
-        `Mounting ${name} on ./tmp. Try, in another terminal:`,
-        "  ls -la tmp/    grep -r root tmp/etc    echo hi > tmp/hello-from-host",
+        `Mounting ${name} on ./${shown}. Try, in another terminal:`,
+        `  ls -la ${shown}/    grep -r root ${shown}/etc    echo hi > ${shown}/hello-from-host`,
         `  docker exec ${name} cat /hello-from-host   (your write, seen from inside)`,
         "Press Ctrl-C here to unmount and clean up.",
         "",
@@ -76,7 +87,7 @@ async function main(): Promise<number> {
   } finally {
     await remove();
     await Deno.remove(MOUNTPOINT).catch(() => {});
-    console.error(`Removed ${name} and ./tmp`);
+    console.error(`Removed ${name} and ./${shown}`);
   }
 }
 

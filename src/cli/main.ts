@@ -23,6 +23,27 @@ function bundleRoot(): string {
   return new URL("../../dist/satellite", import.meta.url).pathname;
 }
 
+/**
+ * From a source checkout, (re)builds the satellite for an architecture before mounting (about
+ * 0.1 s when up to date), so the bundle always matches the protocol. A compiled executable
+ * carries its bundles and builds nothing.
+ */
+function bundleBuilder(): ((arch: string) => Promise<void>) | undefined {
+  if (Deno.build.standalone) return undefined;
+  const script = new URL("../../tasks/build_satellite.ts", import.meta.url).pathname;
+  return async (arch) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "--arch", arch],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(new TextDecoder().decode(out.stderr).trim() || `exit code ${out.code}`);
+    }
+  };
+}
+
 /** Argv that re-runs this program (from source or as a compiled executable). */
 function selfCommand(args: readonly string[]): string[] {
   if (Deno.build.standalone) return [...args];
@@ -125,6 +146,7 @@ async function main(args: readonly string[]): Promise<number> {
         logger,
         stop: stop.signal,
         bundleRoot: bundleRoot(),
+        prepareBundle: bundleBuilder(),
         onReady: () => {
           if (daemonLog !== undefined) {
             Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));

@@ -16,6 +16,7 @@ export function progressBar(options: ProgressOptions = {}): (sent: number, total
   const encoder = new TextEncoder();
   const start = now();
   let shown = false;
+  let drawn = -1;
   return (sent, total) => {
     if (!shown && now() - start < delay && sent < total) return;
     if (!shown && sent >= total && now() - start < delay) return;
@@ -23,6 +24,9 @@ export function progressBar(options: ProgressOptions = {}): (sent: number, total
     const fraction = total > 0 ? Math.min(1, sent / total) : 1;
     const width = 30;
     const filled = Math.round(fraction * width);
+    const percent = Math.floor(fraction * 100);
+    if (percent === drawn) return; // redraw only when the figure changes
+    drawn = percent;
     const mib = (n: number): string => (n / (1 << 20)).toFixed(1);
     const line = `\rUploading satellite [${"#".repeat(filled)}${" ".repeat(width - filled)}] ` +
       `${mib(sent)}/${mib(total)} MiB`;

@@ -58,6 +58,8 @@ export interface ContainerMountDeps {
   /** Folder holding `<arch>/manifest.json` satellite bundles. */
   bundleRoot: string;
   onProgress?: (sent: number, total: number) => void;
+  /** Builds (or refreshes) the bundle for an architecture before use; throws on failure. */
+  prepareBundle?: (arch: string) => Promise<void>;
 }
 
 /** Why mounting failed; the CLI maps each kind to an exit code. */
@@ -208,6 +210,25 @@ async function bundleFor(root: string, arch: string): Promise<{ dir: string; bui
   }
 }
 
+/** How long a lazily unmounted session may stay alive (held by another mount namespace). */
+const DETACH_GRACE_MS = 2000;
+
+/**
+ * Lazy unmount; if the session is still held elsewhere after a grace period (a bind mount in
+ * another mount namespace keeps the connection), abort the connection so it ends for everyone.
+ */
+async function detach(fuse: FuseSession, mountpoint: string, logger: Logger): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const ended = await Promise.race([
+    fuse.unmount({ lazy: true }).then(() => true, () => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), DETACH_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+  if (ended) return;
+  logger.warn(`'${mountpoint}' is still held elsewhere (another mount namespace); aborting it`);
+  await fuse.abort().catch(() => false);
+}
+
 /** Mounts a container's filesystem; see the module invariants. */
 export async function mountContainer(
   options: ContainerMountOptions,
@@ -220,13 +241,21 @@ export async function mountContainer(
   let rpc: RpcClient | undefined;
   let fuse: FuseSession | undefined;
   const teardown = async (): Promise<void> => {
-    if (fuse) await fuse.unmount({ lazy: true }).catch(() => {});
+    if (fuse) await detach(fuse, options.mountpoint, logger);
     if (rpc) await rpc.close("the mount ended").catch(() => {});
     exec?.kill();
     engine.close();
   };
   try {
     const container = await findContainer(engine, options.container);
+    if (deps.prepareBundle) {
+      await deps.prepareBundle(container.arch).catch((error) => {
+        throw new MountError(
+          "satellite",
+          `Cannot build the ${container.arch} satellite: ${(error as Error).message}`,
+        );
+      });
+    }
     const bundle = await bundleFor(deps.bundleRoot, container.arch);
     const started = performance.now();
     exec = await deploySatellite(engine, container, bundle.dir, {
