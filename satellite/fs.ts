@@ -155,6 +155,8 @@ function joinBytes(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+const textEncoder = new TextEncoder();
+
 function withNul(part: Uint8Array): Uint8Array {
   const out = new Uint8Array(part.length + 1);
   out.set(part);
@@ -180,6 +182,8 @@ export class SatelliteFs {
   readonly #handles = new Map<number, FileHandle>();
   readonly #euid: number;
   readonly #options: SatelliteFsOptions;
+  /** "/proc/self/fd/<fd>/" of long-lived directory fds (the root), encoded. */
+  readonly #xattrPrefixes = new Map<number, Uint8Array>();
   readonly #statBuf = new Uint8Array(256);
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
@@ -436,12 +440,43 @@ export class SatelliteFs {
 
   #statAt(dirfd: number, name: Uint8Array): Stat | RpcFailure {
     const errno = this.#statx(dirfd, name, AT_SYMLINK_NOFOLLOW);
-    return errno ? failure(errno) : this.#readStat();
+    if (errno) return failure(errno);
+    const stat = this.#readStat();
+    stat.hasXattrs = this.#hasXattrsAt(dirfd, name);
+    return stat;
   }
 
-  #statFd(fd: number): Stat | RpcFailure {
+  #statFd(fd: number, withXattrs = false): Stat | RpcFailure {
     const errno = this.#statx(fd, EMPTY, AT_EMPTY_PATH);
-    return errno ? failure(errno) : this.#readStat();
+    if (errno) return failure(errno);
+    const stat = this.#readStat();
+    if (withXattrs) {
+      const n = num(this.#c.fn.flistxattr(fd, null, 0n));
+      stat.hasXattrs = n >= 0 ? n > 0 : undefined;
+    }
+    return stat;
+  }
+
+  /**
+   * Whether `name` (NUL-terminated) in `dirfd` has extended attributes, without following a final
+   * symlink; undefined when it cannot be told (no /proc, or llistxattr failed).
+   */
+  #hasXattrsAt(dirfd: number, name: Uint8Array): boolean | undefined {
+    const procFd = this.#options.procFd;
+    if (procFd === undefined) return undefined;
+    let prefix = this.#xattrPrefixes.get(dirfd);
+    if (prefix === undefined) {
+      prefix = textEncoder.encode(`${procFd}/${dirfd}/`);
+      if (dirfd === this.#rootFd) this.#xattrPrefixes.set(dirfd, prefix);
+    }
+    const full = new Uint8Array(prefix.length + name.length);
+    full.set(prefix);
+    full.set(name, prefix.length);
+    for (;;) {
+      const n = num(this.#c.fn.llistxattr(full, null, 0n));
+      if (n >= 0) return n > 0;
+      if (this.#c.errno() !== EINTR) return undefined;
+    }
   }
 
   #lstat(path: PathArg): Stat | RpcFailure {
@@ -550,9 +585,11 @@ export class SatelliteFs {
       const dots = raw.name.length <= 2 && raw.name[0] === 0x2e &&
         (raw.name.length === 1 || raw.name[1] === 0x2e);
       if (p.plus && !dots) {
-        const errno = this.#statx(h.fd, withNul(raw.name), AT_SYMLINK_NOFOLLOW);
+        const cname = withNul(raw.name);
+        const errno = this.#statx(h.fd, cname, AT_SYMLINK_NOFOLLOW);
         if (errno === 0) {
           entry.stat = this.#readStat();
+          entry.stat.hasXattrs = this.#hasXattrsAt(h.fd, cname);
           budget -= 160;
         } else if (errno === ENOENT) {
           continue; // vanished since getdents64
@@ -598,7 +635,7 @@ export class SatelliteFs {
       // chown clears set-id bits; the requested mode wins
       if (p.mode & 0o6000) this.#c.fn.fchmod(fd, p.mode & 0o7777);
     }
-    const stat = this.#statFd(fd);
+    const stat = this.#statFd(fd, true);
     if (stat instanceof RpcFailure) {
       this.#c.fn.close(fd);
       return stat;

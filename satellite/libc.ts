@@ -55,6 +55,7 @@ const SYMBOLS = {
   lgetxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
   lsetxattr: { parameters: ["buffer", "buffer", "buffer", "usize", "i32"], result: "i32" },
   llistxattr: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  flistxattr: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   lremovexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   fallocate64: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   dup: { parameters: ["i32"], result: "i32" },

@@ -21,6 +21,7 @@ import {
   type Created,
   type DirEntry,
   EINVAL,
+  ENODATA,
   ENOENT,
   type Entry,
   type Errno,
@@ -99,6 +100,8 @@ const DT_TO_IFMT: Readonly<Record<number, number>> = {
   10: 0o120000, // DT_LNK
   12: 0o140000, // DT_SOCK
 };
+/** Nodes remembered as having no xattrs before expired ones are swept. */
+const NO_XATTRS_SWEEP = 65536;
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -142,6 +145,12 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #rpc: RpcCalls;
   readonly #options: ContainerFsOptions;
   #warnedNames = false;
+  /**
+   * Node keys whose inode had no xattrs when last seen → until when (ms) that is trusted. The
+   * kernel probes every file for ACLs and security.capability (ls -l, each write); inside the
+   * attribute timeout those probes are answered here, like the attributes themselves.
+   */
+  readonly #noXattrs = new Map<string, number>();
   /** Open file handles by identity: attributes of an unlinked file come through one of them. */
   readonly #openFiles = new Map<string, Set<Handle>>();
 
@@ -168,12 +177,48 @@ export class ContainerFs implements FileSystem<Handle> {
     return base === "" ? name : `${base}/${name}`;
   }
 
+  /** Records what the satellite said about `key`'s xattrs along with its attributes. */
+  #noteXattrs(key: string, stat: Stat): void {
+    if (stat.hasXattrs !== false || this.#options.attrTimeout <= 0) {
+      this.#noXattrs.delete(key);
+      return;
+    }
+    const now = Date.now();
+    if (this.#noXattrs.size >= NO_XATTRS_SWEEP) {
+      for (const [k, until] of this.#noXattrs) if (until <= now) this.#noXattrs.delete(k);
+      if (this.#noXattrs.size >= NO_XATTRS_SWEEP) this.#noXattrs.clear();
+    }
+    this.#noXattrs.set(key, now + this.#options.attrTimeout * 1000);
+  }
+
+  /** "yes" inside the timeout; "expired" when it was so before (worth one listxattr to renew). */
+  #noXattrsState(node: Node): "yes" | "expired" | "unknown" {
+    const until = this.#noXattrs.get(node.key);
+    if (until === undefined) return "unknown";
+    return until > Date.now() ? "yes" : "expired";
+  }
+
+  /** True when `node` has no xattrs (known, or renewed with one listxattr). */
+  async #hasNoXattrs(ctx: RequestContext, node: Node, path: string): Promise<boolean> {
+    const state = this.#noXattrsState(node);
+    if (state !== "expired") return state === "yes";
+    this.#noXattrs.delete(node.key);
+    const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
+    if (!r.ok || r.value.length > 0) return false;
+    if (this.#options.attrTimeout > 0) {
+      this.#noXattrs.set(node.key, Date.now() + this.#options.attrTimeout * 1000);
+    }
+    return true;
+  }
+
   #entry(node: Node | undefined, stat: Stat): Entry {
     const attr = statToAttr(stat);
     if (node) node.data = attr;
+    const key = statKey(stat);
+    this.#noteXattrs(node?.key ?? key, stat);
     return {
       attr,
-      key: statKey(stat),
+      key,
       entryTimeout: this.#options.entryTimeout,
       attrTimeout: this.#options.attrTimeout,
     };
@@ -213,6 +258,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (!r.ok) return this.#fail(r);
     const attr = statToAttr(r.value);
     node.data = attr;
+    this.#noteXattrs(node.key, r.value);
     return { attr, timeout: this.#options.attrTimeout };
   }
 
@@ -252,6 +298,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (!r.ok) return this.#fail(r);
     const attr = statToAttr(r.value);
     node.data = attr;
+    this.#noteXattrs(node.key, r.value);
     return { attr, timeout: this.#options.attrTimeout };
   }
 
@@ -625,6 +672,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    this.#noXattrs.delete(node.key);
     const r = await this.#rpc.setxattr({ path, name, value, flags }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
@@ -632,6 +680,7 @@ export class ContainerFs implements FileSystem<Handle> {
   async getxattr(ctx: RequestContext, node: Node, name: string): Promise<Uint8Array | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    if (await this.#hasNoXattrs(ctx, node, path)) return ENODATA;
     const r = await this.#rpc.getxattr({ path, name }, this.#opts(ctx));
     return r.ok ? r.value : this.#fail(r);
   }
@@ -639,6 +688,7 @@ export class ContainerFs implements FileSystem<Handle> {
   async listxattr(ctx: RequestContext, node: Node): Promise<string[] | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    if (this.#noXattrsState(node) === "yes") return [];
     const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
     return r.value.filter((n): n is string => typeof n === "string");
@@ -647,6 +697,7 @@ export class ContainerFs implements FileSystem<Handle> {
   async removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    this.#noXattrs.delete(node.key);
     const r = await this.#rpc.removexattr({ path, name }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }

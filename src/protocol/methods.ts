@@ -72,6 +72,11 @@ export const statSchema = obj({
   mtimeNsec: u32,
   ctimeSec: int,
   ctimeNsec: u32,
+  /**
+   * Whether the inode has extended attributes (llistxattr non-empty); absent when unknown. Lets
+   * the client answer the kernel's per-file getxattr probes (ACLs, security.capability) locally.
+   */
+  hasXattrs: opt(bool),
 });
 /** File attributes (struct statx). */
 export type Stat = Infer<typeof statSchema>;
