@@ -21,6 +21,7 @@ import {
   type Created,
   type DirEntry,
   EINVAL,
+  EIO,
   ENODATA,
   ENOENT,
   type Entry,
@@ -60,6 +61,15 @@ export interface Handle {
   readonly key: string;
   /** Directory listing read ahead from the satellite (dirs only). */
   listing?: Listing;
+  /** Writes are answered once sent (regular files with page cache, no O_SYNC/O_DSYNC). */
+  writeBehind?: boolean;
+  /** Writes sent and not yet answered by the satellite, and their bytes. */
+  pending?: Set<Promise<void>>;
+  pendingBytes?: number;
+  /** First failure of a write answered early: reported by the next write, flush or fsync. */
+  writeError?: Errno;
+  /** Written since the last flush (a clean flush has nothing to report). */
+  dirty?: boolean;
 }
 
 /**
@@ -100,6 +110,14 @@ const DT_TO_IFMT: Readonly<Record<number, number>> = {
   10: 0o120000, // DT_LNK
   12: 0o140000, // DT_SOCK
 };
+/**
+ * Bytes of early-answered writes in flight per handle. The satellite serves requests in order,
+ * so anything sent later (read, getattr, fsync) sees them; errors surface on the next write,
+ * flush or fsync of the handle, like on NFS.
+ */
+const WRITE_BEHIND_BYTES = 8 << 20;
+/** O_DSYNC (O_SYNC includes it): such writes are answered only once done. */
+const O_DSYNC = 0o10000;
 /** Nodes remembered as having no xattrs before expired ones are swept. */
 const NO_XATTRS_SWEEP = 65536;
 /** Entries asked of the satellite per readdir round trip. */
@@ -413,11 +431,12 @@ export class ContainerFs implements FileSystem<Handle> {
   #opened(node: Node, id: number): Opened<Handle> {
     const attr = node.data as Attr | undefined;
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
-    return { handle: this.#track(id, node.key), directIo: special, keepCache: !special };
+    const handle = this.#track(id, node.key, !special);
+    return { handle, directIo: special, keepCache: !special };
   }
 
-  #track(id: number, key: string): Handle {
-    const handle = { id, dir: false, key };
+  #track(id: number, key: string, writeBehind: boolean): Handle {
+    const handle: Handle = { id, dir: false, key, writeBehind };
     const set = this.#openFiles.get(key) ?? new Set();
     set.add(handle);
     this.#openFiles.set(key, set);
@@ -457,7 +476,7 @@ export class ContainerFs implements FileSystem<Handle> {
     }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
     return {
-      handle: this.#track(r.value.handle, statKey(r.value.stat)),
+      handle: this.#track(r.value.handle, statKey(r.value.stat), true),
       entry: this.#entry(undefined, r.value.stat),
     };
   }
@@ -482,16 +501,54 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     offset: number,
     data: Uint8Array,
-    _info: WriteInfo,
+    info: WriteInfo,
   ): Promise<number | Errno> {
-    const r = await this.#rpc.write(
-      { handle: handle.id, offset: BigInt(offset), data },
-      this.#opts(ctx),
-    );
-    return r.ok ? r.value : this.#fail(r);
+    if (handle.writeError !== undefined) return this.#takeWriteError(handle)!;
+    handle.dirty = true;
+    const params = { handle: handle.id, offset: BigInt(offset), data };
+    if (!handle.writeBehind || (info.flags & O_DSYNC) !== 0) {
+      const r = await this.#rpc.write(params, this.#opts(ctx));
+      return r.ok ? r.value : this.#fail(r);
+    }
+    // The frame (a copy of `data`) is queued before this returns: the kernel may reuse `data`.
+    const length = data.length;
+    const sent = this.#rpc.write(params);
+    const pending = handle.pending ??= new Set();
+    const done: Promise<void> = sent.then((r) => {
+      pending.delete(done);
+      handle.pendingBytes! -= length;
+      if (handle.writeError !== undefined) return;
+      if (!r.ok) handle.writeError = this.#fail(r);
+      else if (r.value !== length) handle.writeError = EIO; // short write: the rest is lost
+    });
+    pending.add(done);
+    handle.pendingBytes = (handle.pendingBytes ?? 0) + length;
+    while (handle.pendingBytes > WRITE_BEHIND_BYTES && pending.size > 1) {
+      await pending.values().next().value;
+    }
+    return length;
+  }
+
+  /** Waits for the handle's early-answered writes. */
+  async #settleWrites(handle: Handle): Promise<void> {
+    while (handle.pending !== undefined && handle.pending.size > 0) {
+      await Promise.all([...handle.pending]);
+    }
+  }
+
+  #takeWriteError(handle: Handle): Errno | undefined {
+    const e = handle.writeError;
+    handle.writeError = undefined;
+    return e;
   }
 
   async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    await this.#settleWrites(handle);
+    const error = this.#takeWriteError(handle);
+    if (error !== undefined) return error;
+    // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
+    if (!handle.dirty) return undefined;
+    handle.dirty = false;
     const r = await this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
@@ -504,6 +561,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void | Errno> {
     // Not cancellable: the satellite's handle must be closed whatever the caller does.
     this.#untrack(handle);
+    await this.#settleWrites(handle);
     const r = await this.#rpc.release({ handle: handle.id });
     return r.ok ? undefined : this.#fail(r);
   }
@@ -514,6 +572,9 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     datasync: boolean,
   ): Promise<void | Errno> {
+    await this.#settleWrites(handle);
+    const error = this.#takeWriteError(handle);
+    if (error !== undefined) return error;
     const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
