@@ -18,6 +18,7 @@ import {
   errnoName,
   type Handlers,
   MAX_IO_BYTES,
+  MAX_OPEN_READ_AHEAD,
   MAX_READDIR_ENTRIES,
   OpenFlags,
   openFlagsFromWire,
@@ -40,6 +41,7 @@ const RESOLVE_NO_SYMLINKS = 0x04;
 const RESOLVE_BENEATH = 0x08;
 const S_IFMT = 0o170000;
 const S_IFLNK = 0o120000;
+const S_IFREG = 0o100000;
 const ENOSYS = 38,
   EPERM = 1,
   EINTR = 4,
@@ -613,10 +615,30 @@ export class SatelliteFs {
     return native | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock;
   }
 
-  #open(p: ParamsOf<"open">): { handle: number } | RpcFailure {
+  #open(p: ParamsOf<"open">): { handle: number; data?: Uint8Array } | RpcFailure {
     const fd = this.#openAt(p.path, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
-    return { handle: this.#addHandle(fd, false) };
+    const handle = this.#addHandle(fd, false);
+    if (!p.readAhead) return { handle };
+    // Regular files with a size only: procfs/sysfs files report 0 and are read on demand.
+    if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle };
+    const st = this.#statView;
+    if ((st.getUint16(28, true) & S_IFMT) !== S_IFREG || st.getBigUint64(40, true) === 0n) {
+      return { handle };
+    }
+    // Best effort: a failed read leaves the data to the client's first READ.
+    const data = new Uint8Array(Math.min(p.readAhead, MAX_OPEN_READ_AHEAD));
+    let done = 0;
+    while (done < data.length) {
+      const n = num(
+        this.#c.fn.pread64(fd, data.subarray(done), BigInt(data.length - done), BigInt(done)),
+      );
+      if (n < 0 && this.#c.errno() === EINTR) continue;
+      if (n < 0) return { handle };
+      if (n === 0) break;
+      done += n;
+    }
+    return { handle, data: data.subarray(0, done) };
   }
 
   #create(p: ParamsOf<"create">): { handle: number; stat: Stat } | RpcFailure {

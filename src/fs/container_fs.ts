@@ -31,7 +31,9 @@ import {
   type Logger,
   type Node,
   O_ACCMODE,
+  O_RDONLY,
   O_RDWR,
+  O_TRUNC,
   O_WRONLY,
   type Opened,
   type ReleaseInfo,
@@ -46,6 +48,7 @@ import {
   decodeDev,
   encodeDev,
   MAX_IO_BYTES,
+  MAX_OPEN_READ_AHEAD,
   openFlagsToWire,
   type RpcCalls,
   type RpcResult,
@@ -70,6 +73,11 @@ export interface Handle {
   writeError?: Errno;
   /** Written since the last flush (a clean flush has nothing to report). */
   dirty?: boolean;
+  /** The file's first bytes, read along with the open; until when (ms) they may serve READs. */
+  prefetch?: Uint8Array;
+  prefetchUntil?: number;
+  /** `prefetch` holds the whole file (the read-ahead came back short). */
+  prefetchEof?: boolean;
 }
 
 /**
@@ -286,6 +294,7 @@ export class ContainerFs implements FileSystem<Handle> {
     changes: SetAttrChanges,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
+    if (changes.size !== undefined) this.#dropPrefetch(node.key);
     const path = relPath(node);
     if (path === undefined) {
       // Unlinked but open: only a truncate through the handle is possible.
@@ -452,11 +461,30 @@ export class ContainerFs implements FileSystem<Handle> {
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    // Read-only opens fetch the first bytes in the same round trip: a small file is then read
+    // without another one (the satellite only reads regular files with a size).
+    const readAhead = (flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0 &&
+        this.#options.attrTimeout > 0
+      ? MAX_OPEN_READ_AHEAD
+      : undefined;
     const r = await this.#rpc.open(
-      { path, flags: this.#wireFlags(flags) },
+      { path, flags: this.#wireFlags(flags), readAhead },
       this.#opts(ctx),
     );
-    return r.ok ? this.#opened(node, r.value.handle) : this.#fail(r);
+    if (!r.ok) return this.#fail(r);
+    const opened = this.#opened(node, r.value.handle);
+    const data = r.value.data;
+    if (data !== undefined && !opened.directIo) {
+      opened.handle.prefetch = data;
+      opened.handle.prefetchEof = data.length < MAX_OPEN_READ_AHEAD;
+      opened.handle.prefetchUntil = Date.now() + this.#options.attrTimeout * 1000;
+    }
+    return opened;
+  }
+
+  /** Forgets read-ahead data of every handle open on `key` (the file is being changed). */
+  #dropPrefetch(key: string): void {
+    for (const h of this.#openFiles.get(key) ?? []) h.prefetch = undefined;
   }
 
   async create(
@@ -488,6 +516,13 @@ export class ContainerFs implements FileSystem<Handle> {
     offset: number,
     size: number,
   ): Promise<Uint8Array | Errno> {
+    const pre = handle.prefetch;
+    if (pre !== undefined) {
+      if (handle.prefetchUntil! < Date.now()) handle.prefetch = undefined;
+      else if (offset + size <= pre.length || (handle.prefetchEof && offset <= pre.length)) {
+        return pre.subarray(offset, Math.min(offset + size, pre.length));
+      }
+    }
     const r = await this.#rpc.read(
       { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
       this.#opts(ctx),
@@ -505,6 +540,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<number | Errno> {
     if (handle.writeError !== undefined) return this.#takeWriteError(handle)!;
     handle.dirty = true;
+    this.#dropPrefetch(handle.key);
     const params = { handle: handle.id, offset: BigInt(offset), data };
     if (!handle.writeBehind || (info.flags & O_DSYNC) !== 0) {
       const r = await this.#rpc.write(params, this.#opts(ctx));
@@ -543,13 +579,18 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
+    if (!handle.dirty) {
+      await this.#settleWrites(handle);
+      return this.#takeWriteError(handle);
+    }
+    handle.dirty = false;
+    // Sent behind the pending writes (served in order): one round trip for both.
+    const flushed = this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
     await this.#settleWrites(handle);
+    const r = await flushed;
     const error = this.#takeWriteError(handle);
     if (error !== undefined) return error;
-    // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
-    if (!handle.dirty) return undefined;
-    handle.dirty = false;
-    const r = await this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
 
@@ -572,10 +613,12 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     datasync: boolean,
   ): Promise<void | Errno> {
+    // Sent behind the pending writes (served in order): one round trip for both.
+    const synced = this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
     await this.#settleWrites(handle);
+    const r = await synced;
     const error = this.#takeWriteError(handle);
     if (error !== undefined) return error;
-    const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
 
@@ -587,6 +630,7 @@ export class ContainerFs implements FileSystem<Handle> {
     length: number,
     mode: number,
   ): Promise<void | Errno> {
+    this.#dropPrefetch(handle.key);
     const r = await this.#rpc.fallocate(
       { handle: handle.id, mode, offset: BigInt(offset), length: BigInt(length) },
       this.#opts(ctx),
@@ -619,6 +663,7 @@ export class ContainerFs implements FileSystem<Handle> {
     length: number,
     flags: number,
   ): Promise<number | Errno> {
+    this.#dropPrefetch(handleOut.key);
     const r = await this.#rpc.copyFileRange({
       handleIn: handleIn.id,
       offsetIn: BigInt(offsetIn),

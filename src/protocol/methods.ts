@@ -35,6 +35,8 @@ import {
 export const PROTOCOL_VERSION = 1;
 /** Largest payload of one read or write. */
 export const MAX_IO_BYTES = 1 << 20;
+/** Most bytes an `open` reads ahead. */
+export const MAX_OPEN_READ_AHEAD = 128 << 10;
 /** Largest frame body (msgpack message) either side accepts; headroom for 1 MiB writes. */
 export const MAX_FRAME_BYTES = MAX_IO_BYTES + 64 * 1024;
 /** Most directory entries one readdir answers. */
@@ -151,8 +153,14 @@ export const METHODS = {
     obj({ handle, offset: u64, plus: bool, maxEntries: opt(u32) }),
     obj({ entries: arr(dirEntrySchema, MAX_READDIR_ENTRIES), eof: bool }),
   ),
-  /** Opens an existing file (never creates; O_NOFOLLOW is implied). */
-  open: method(obj({ path, flags: u32 }), handleResult),
+  /**
+   * Opens an existing file (never creates; O_NOFOLLOW is implied). With `readAhead`, also the
+   * file's first bytes (at most MAX_OPEN_READ_AHEAD; fewer means end of file) in the same trip.
+   */
+  open: method(
+    obj({ path, flags: u32, readAhead: opt(u32) }),
+    obj({ handle, data: opt(bytes(MAX_OPEN_READ_AHEAD)) }),
+  ),
   /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
   create: method(
     obj({ path, flags: u32, mode: u32, owner }),
