@@ -257,8 +257,8 @@ export class SatelliteFs {
       setattr: (p) => this.#setattr(p),
       mkdir: (p) =>
         this.#createNode(p.path, p.owner, (dirfd, name) => this.#c.fn.mkdirat(dirfd, name, p.mode)),
-      rmdir: (p) => this.#atOp(p.path, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
-      unlink: (p) => this.#atOp(p.path, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
+      rmdir: (p) => this.#atOpDir(p.path, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
+      unlink: (p) => this.#atOpDir(p.path, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
       rename: (p) => this.#rename(p),
       link: (p) => this.#link(p),
       symlink: (p) => {
@@ -384,6 +384,34 @@ export class SatelliteFs {
     if (typeof r === "number") return failure(r);
     try {
       return op(r.dirfd, r.name) < 0 ? failure(this.#c.errno()) : null;
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  /** Like #atOp, answering the parent directory's attributes after the change. */
+  #atOpDir(
+    path: PathArg,
+    op: (dirfd: number, name: Uint8Array) => number,
+  ): { dir: Stat } | undefined | RpcFailure {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return failure(r);
+    try {
+      if (op(r.dirfd, r.name) < 0) return failure(this.#c.errno());
+      return this.#statx(r.dirfd, EMPTY, AT_EMPTY_PATH) === 0
+        ? { dir: this.#readStat() }
+        : undefined;
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  /** Attributes of the directory holding `path` (undefined when they cannot be had). */
+  #parentStat(path: PathArg): Stat | undefined {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return undefined;
+    try {
+      return this.#statx(r.dirfd, EMPTY, AT_EMPTY_PATH) === 0 ? this.#readStat() : undefined;
     } finally {
       this.#release_(r);
     }
@@ -641,7 +669,7 @@ export class SatelliteFs {
     return { handle, data: data.subarray(0, done) };
   }
 
-  #create(p: ParamsOf<"create">): { handle: number; stat: Stat } | RpcFailure {
+  #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {
     const flags = this.#openFlags(p.flags);
     let fd = this.#openAt(p.path, flags | this.#creatExcl, p.mode & 0o7777);
     let created = true;
@@ -662,7 +690,7 @@ export class SatelliteFs {
       this.#c.fn.close(fd);
       return stat;
     }
-    return { handle: this.#addHandle(fd, false), stat };
+    return { handle: this.#addHandle(fd, false), stat, dir: this.#parentStat(p.path) };
   }
 
   #read(p: ParamsOf<"read">): BytesReply | RpcFailure {

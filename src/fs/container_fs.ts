@@ -177,6 +177,8 @@ export class ContainerFs implements FileSystem<Handle> {
    * attribute timeout those probes are answered here, like the attributes themselves.
    */
   readonly #noXattrs = new Map<string, number>();
+  /** Directories' attributes as the satellite saw them right after our change in them. */
+  readonly #changedDirs = new Map<string, { attr: Attr; until: number }>();
   /** Open file handles by identity: attributes of an unlinked file come through one of them. */
   readonly #openFiles = new Map<string, Set<Handle>>();
 
@@ -201,6 +203,17 @@ export class ContainerFs implements FileSystem<Handle> {
     const base = relPath(parent);
     if (base === undefined) return ENOENT;
     return base === "" ? name : `${base}/${name}`;
+  }
+
+  /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
+  #noteDir(dir: Node, stat: Stat | undefined): void {
+    if (stat === undefined || this.#options.attrTimeout <= 0) {
+      this.#changedDirs.delete(dir.key);
+      return;
+    }
+    if (this.#changedDirs.size >= NO_XATTRS_SWEEP) this.#changedDirs.clear();
+    const until = Date.now() + this.#options.attrTimeout * 1000;
+    this.#changedDirs.set(dir.key, { attr: statToAttr(stat), until });
   }
 
   /** Records what the satellite said about `key`'s xattrs along with its attributes. */
@@ -273,6 +286,15 @@ export class ContainerFs implements FileSystem<Handle> {
     node: Node,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
+    const changed = this.#changedDirs.get(node.key);
+    if (changed !== undefined) {
+      // Asked right after our own change in it (the kernel drops a directory's attributes then).
+      this.#changedDirs.delete(node.key);
+      if (changed.until > Date.now()) {
+        node.data = changed.attr;
+        return { attr: changed.attr, timeout: this.#options.attrTimeout };
+      }
+    }
     // An open file answers for itself, also once unlinked (fstat after unlink).
     const path = relPath(node);
     const open = handle ??
@@ -396,14 +418,16 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.unlink({ path }, this.#opts(ctx));
-    return r.ok ? undefined : this.#fail(r);
+    if (!r.ok) return this.#fail(r);
+    this.#noteDir(parent, r.value?.dir);
   }
 
   async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.rmdir({ path }, this.#opts(ctx));
-    return r.ok ? undefined : this.#fail(r);
+    if (!r.ok) return this.#fail(r);
+    this.#noteDir(parent, r.value?.dir);
   }
 
   async rename(
@@ -503,6 +527,7 @@ export class ContainerFs implements FileSystem<Handle> {
       owner: this.#owner(ctx, parent),
     }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
+    this.#noteDir(parent, r.value.dir);
     return {
       handle: this.#track(r.value.handle, statKey(r.value.stat), true),
       entry: this.#entry(undefined, r.value.stat),

@@ -136,6 +136,11 @@ function method<P, R>(
 }
 
 const handleResult = obj({ handle });
+/**
+ * Attributes of the parent directory right after a change in it (`dir` of create, unlink and
+ * rmdir results): the kernel asks for them next, the client answers without a round trip.
+ */
+const changedDir = obj({ dir: statSchema });
 
 /**
  * The method table. Every call site and every satellite handler is typed from it.
@@ -164,7 +169,7 @@ export const METHODS = {
   /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
   create: method(
     obj({ path, flags: u32, mode: u32, owner }),
-    obj({ handle, stat: statSchema }),
+    obj({ handle, stat: statSchema, dir: opt(statSchema) }),
   ),
   /** Up to `size` bytes at `offset`; shorter at end of file. */
   read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES)),
@@ -198,8 +203,8 @@ export const METHODS = {
     statSchema,
   ),
   mkdir: method(obj({ path, mode: u32, owner }), statSchema),
-  rmdir: method(obj({ path }), nil),
-  unlink: method(obj({ path }), nil),
+  rmdir: method(obj({ path }), opt(changedDir)),
+  unlink: method(obj({ path }), opt(changedDir)),
   /** renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags. */
   rename: method(obj({ from: path, to: path, flags: u32 }), nil),
   /** Hard link `to` → existing `from`; returns the Stat of the inode. */
