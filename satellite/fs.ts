@@ -543,11 +543,17 @@ export class SatelliteFs {
     }
   }
 
-  #opendir(p: ParamsOf<"opendir">): { handle: number } | RpcFailure {
+  #opendir(
+    p: ParamsOf<"opendir">,
+  ): { handle: number; entries?: DirEntry[]; eof?: boolean } | RpcFailure {
     const f = this.#flags;
     const fd = this.#openAt(p.path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
     if (fd instanceof RpcFailure) return fd;
-    return { handle: this.#addHandle(fd, true) };
+    const handle = this.#addHandle(fd, true);
+    if (!p.readAhead) return { handle };
+    const first = this.#readdir({ handle, offset: 0n, plus: true, maxEntries: p.readAhead });
+    // Best effort: a failure is left to the client's first readdir.
+    return first instanceof RpcFailure ? { handle } : { handle, ...first };
   }
 
   /** Reads the next batch of raw entries into `dir.buffered`; false at end of directory. */

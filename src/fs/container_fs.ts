@@ -46,6 +46,7 @@ import {
 import {
   type CallOptions,
   decodeDev,
+  type DirEntry as WireDirEntry,
   encodeDev,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
@@ -703,8 +704,54 @@ export class ContainerFs implements FileSystem<Handle> {
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    const r = await this.#rpc.opendir({ path }, this.#opts(ctx));
-    return r.ok ? { handle: { id: r.value.handle, dir: true, key: "" } } : this.#fail(r);
+    // The first batch comes along (with attributes): a listing costs one round trip.
+    const r = await this.#rpc.opendir({ path, readAhead: READDIR_BATCH }, this.#opts(ctx));
+    if (!r.ok) return this.#fail(r);
+    const handle: Handle = { id: r.value.handle, dir: true, key: "" };
+    const { entries, eof } = r.value;
+    if (entries !== undefined) {
+      const listing: Listing = { cookies: [0n], buffer: [], bufferStart: 0, end: undefined };
+      if (this.#fillListing(listing, 0, entries, eof === true, true)) handle.listing = listing;
+    }
+    return { handle };
+  }
+
+  /**
+   * Makes `entries` (read from position `offset`) the listing's buffer. False when none of them
+   * can be shown (names that are not UTF-8) and the stream goes on: the caller reads further.
+   */
+  #fillListing(
+    listing: Listing,
+    offset: number,
+    entries: readonly WireDirEntry[],
+    eof: boolean,
+    plus: boolean,
+  ): boolean {
+    const buffer: DirEntry[] = [];
+    for (const e of entries) {
+      if (typeof e.name !== "string") {
+        // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
+        if (!this.#warnedNames) {
+          this.#warnedNames = true;
+          this.#options.logger.warn("skipping directory entries whose names are not UTF-8");
+        }
+        continue;
+      }
+      const next = offset + buffer.length + 1;
+      listing.cookies[next] = e.offset;
+      buffer.push({
+        name: e.name,
+        ino: e.ino,
+        mode: DT_TO_IFMT[e.type] ?? 0,
+        next,
+        entry: plus && e.stat ? this.#entry(undefined, e.stat) : undefined,
+      });
+    }
+    if (buffer.length === 0 && !eof) return false;
+    listing.buffer = buffer;
+    listing.bufferStart = offset;
+    if (eof) listing.end = offset + buffer.length;
+    return true;
   }
 
   async readdir(
@@ -730,37 +777,14 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#opts(ctx),
     );
     if (!r.ok) return this.#fail(r);
-    const buffer: DirEntry[] = [];
-    for (const e of r.value.entries) {
-      if (typeof e.name !== "string") {
-        // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
-        if (!this.#warnedNames) {
-          this.#warnedNames = true;
-          this.#options.logger.warn("skipping directory entries whose names are not UTF-8");
-        }
-        continue;
-      }
-      const next = offset + buffer.length + 1;
-      listing.cookies[next] = e.offset;
-      buffer.push({
-        name: e.name,
-        ino: e.ino,
-        mode: DT_TO_IFMT[e.type] ?? 0,
-        next,
-        entry: plus && e.stat ? this.#entry(undefined, e.stat) : undefined,
-      });
-    }
-    if (buffer.length === 0 && !r.value.eof) {
+    if (!this.#fillListing(listing, offset, r.value.entries, r.value.eof, plus)) {
       // Only undecodable names in this batch: continue after them.
       const last = r.value.entries.at(-1);
       if (last === undefined) return [];
       listing.cookies[offset] = last.offset;
       return await this.readdir(ctx, _node, handle, offset, plus);
     }
-    listing.buffer = buffer;
-    listing.bufferStart = offset;
-    if (r.value.eof) listing.end = offset + buffer.length;
-    return buffer;
+    return listing.buffer;
   }
 
   async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {

@@ -135,7 +135,6 @@ function method<P, R>(
   return { params, result };
 }
 
-const handleResult = obj({ handle });
 /**
  * Attributes of the parent directory right after a change in it (`dir` of create, unlink and
  * rmdir results): the kernel asks for them next, the client answers without a round trip.
@@ -152,7 +151,14 @@ export const METHODS = {
   /** Attributes of an open file or directory (also once unlinked). */
   fstat: method(obj({ handle }), statSchema),
   /** Opens a directory for readdir; release it with `release`. */
-  opendir: method(obj({ path }), handleResult),
+  /**
+   * Opens a directory for readdir; with `readAhead`, also up to that many first entries (as
+   * `readdir` from offset 0 with `plus`) in the same round trip.
+   */
+  opendir: method(
+    obj({ path, readAhead: opt(u32) }),
+    obj({ handle, entries: opt(arr(dirEntrySchema, MAX_READDIR_ENTRIES)), eof: opt(bool) }),
+  ),
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
   readdir: method(
     obj({ handle, offset: u64, plus: bool, maxEntries: opt(u32) }),
