@@ -1,0 +1,106 @@
+// The round-trip savers of issue 6 keep their answers right: xattr probes answered locally,
+// write-behind (errors and ordering), reads served from an open's read-ahead, directory
+// listings brought by opendir, and parent attributes brought by create/unlink/rmdir.
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { type MountedFs, mountLocal, sh } from "./harness.ts";
+
+async function withMount(fn: (fs: MountedFs) => Promise<void>): Promise<void> {
+  const fs = await mountLocal();
+  try {
+    await fn(fs);
+  } finally {
+    await fs.close();
+  }
+}
+
+async function ok(fs: MountedFs, script: string): Promise<string> {
+  const r = await sh(fs, script);
+  if (r.code !== 0) throw new Error(`'${script}' failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+Deno.test("fast paths: xattrs set inside or through the mount are seen right after a listing", async () => {
+  await withMount(async (fs) => {
+    await ok(fs, 'touch "$B/plain" "$B/tagged" && setfattr -n user.k -v inside "$B/tagged"');
+    // The listing tells the client which files have no xattrs at all.
+    await ok(fs, 'ls -l "$M" >/dev/null');
+    assertEquals(await ok(fs, 'getfattr --only-values -n user.k "$M/tagged"'), "inside");
+    const none = await sh(fs, 'getfattr -n user.k "$M/plain" 2>&1');
+    assert(/No such attribute/.test(none.stdout), none.stdout);
+    await ok(fs, 'setfattr -n user.k -v through "$M/plain"');
+    assertEquals(await ok(fs, 'getfattr --only-values -n user.k "$M/plain"'), "through");
+    assertEquals(
+      await ok(fs, 'getfattr --absolute-names -d "$M/plain" | grep user.k'),
+      'user.k="through"\n',
+    );
+  });
+});
+
+Deno.test("fast paths: write-behind keeps order and reports ENOSPC to the writer", async () => {
+  await withMount(async (fs) => {
+    await ok(
+      fs,
+      'head -c 9437184 /dev/urandom > "$B/src" && dd if="$B/src" of="$M/copy" bs=1M conv=fsync status=none',
+    );
+    assertEquals(
+      await ok(fs, 'sha256sum < "$M/copy"'),
+      await ok(fs, 'sha256sum < "$B/src"'),
+    );
+    // Overwrites land in order: the last one wins.
+    await ok(
+      fs,
+      'for i in 1 2 3 4 5 6 7 8; do printf "%s" "$i$i$i$i" | dd of="$M/copy" bs=4 seek=0 conv=notrunc status=none; done',
+    );
+    assertEquals(await ok(fs, 'head -c 4 "$B/copy"'), "8888");
+    await ok(fs, 'mkdir "$B/tiny" && mount -t tmpfs -o size=256k tmpfs "$B/tiny"');
+    try {
+      const r = await sh(fs, 'dd if=/dev/zero of="$M/tiny/f" bs=64k count=32 2>&1; echo "rc=$?"');
+      assert(/No space left on device/.test(r.stdout) && !/rc=0/.test(r.stdout), r.stdout);
+      // The mount stays usable.
+      await ok(fs, 'rm "$M/tiny/f" && echo fine > "$M/tiny/g"');
+      assertEquals(await Deno.readTextFile(`${fs.backing}/tiny/g`), "fine\n");
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", `${fs.backing}/tiny`] }).output();
+    }
+  });
+});
+
+Deno.test("fast paths: a read after a write through another descriptor sees the new bytes", async () => {
+  await withMount(async (fs) => {
+    await Deno.writeTextFile(`${fs.backing}/f`, "old contents\n");
+    const out = await ok(
+      fs,
+      `python3 -c '
+import os, sys
+p = os.environ["M"] + "/f"
+r = os.open(p, os.O_RDONLY)
+w = os.open(p, os.O_WRONLY)
+os.pwrite(w, b"NEW", 0)
+os.fsync(w)
+sys.stdout.write(os.pread(r, 100, 0).decode())
+os.close(w); os.close(r)
+'`,
+    );
+    assertEquals(out, "NEW contents\n");
+    // Small files read back whole, empty files read empty.
+    await Deno.writeTextFile(`${fs.backing}/empty`, "");
+    assertEquals(await ok(fs, 'cat "$M/empty"; cat "$M/f"'), "NEW contents\n");
+  });
+});
+
+Deno.test("fast paths: parent attributes after create, unlink, mkdir and rmdir match the backing dir", async () => {
+  await withMount(async (fs) => {
+    const both = async (path: string): Promise<[string, string]> => [
+      await ok(fs, `stat -c '%h %s %Y' "$M/${path}"`),
+      await ok(fs, `stat -c '%h %s %Y' "$B/${path}"`),
+    ];
+    await ok(fs, 'mkdir "$M/d" && sleep 1.1 && echo x > "$M/d/f"');
+    let [m, b] = await both("d");
+    assertEquals(m, b);
+    await ok(fs, 'mkdir "$M/d/e" && rmdir "$M/d/e" && rm "$M/d/f"');
+    [m, b] = await both("d");
+    assertEquals(m, b);
+    assertEquals(await ok(fs, 'ls -A "$M/d" | wc -l'), "0\n");
+  });
+});
