@@ -186,6 +186,7 @@ export class SatelliteFs {
   readonly #options: SatelliteFsOptions;
   /** "/proc/self/fd/<fd>/" of long-lived directory fds (the root), encoded. */
   readonly #xattrPrefixes = new Map<number, Uint8Array>();
+  #listxattrat = true;
   readonly #statBuf = new Uint8Array(256);
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
@@ -492,6 +493,24 @@ export class SatelliteFs {
    * symlink; undefined when it cannot be told (no /proc, or llistxattr failed).
    */
   #hasXattrsAt(dirfd: number, name: Uint8Array): boolean | undefined {
+    // listxattrat(2) (Linux 6.13) spares the walk through /proc.
+    while (this.#listxattrat) {
+      const n = num(
+        this.#c.fn.sys_listxattrat(
+          this.#c.sys.listxattrat,
+          dirfd,
+          name,
+          AT_SYMLINK_NOFOLLOW,
+          null,
+          0n,
+        ),
+      );
+      if (n >= 0) return n > 0;
+      const errno = this.#c.errno();
+      if (errno === EINTR) continue;
+      if (errno !== ENOSYS && errno !== EPERM) return undefined;
+      this.#listxattrat = false; // kernel too old, or seccomp refuses it
+    }
     const procFd = this.#options.procFd;
     if (procFd === undefined) return undefined;
     let prefix = this.#xattrPrefixes.get(dirfd);

@@ -17,6 +17,7 @@ const SYSCALLS: Record<Arch, Record<string, bigint>> = {
     copy_file_range: 326n,
     mknodat: 259n,
     openat2: 437n,
+    listxattrat: 465n,
   },
   aarch64: {
     statx: 291n,
@@ -25,6 +26,7 @@ const SYSCALLS: Record<Arch, Record<string, bigint>> = {
     copy_file_range: 285n,
     mknodat: 33n,
     openat2: 437n,
+    listxattrat: 465n,
   },
 };
 
@@ -88,6 +90,11 @@ const SYMBOLS = {
   sys_openat2: {
     name: "syscall",
     parameters: ["i64", "i32", "buffer", "buffer", "usize"],
+    result: "i64",
+  },
+  sys_listxattrat: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "u32", "buffer", "usize"],
     result: "i64",
   },
 } as const satisfies Deno.ForeignLibraryInterface;
