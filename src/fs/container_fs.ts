@@ -178,6 +178,11 @@ export class ContainerFs implements FileSystem<Handle> {
    * attribute timeout those probes are answered here, like the attributes themselves.
    */
   readonly #noXattrs = new Map<string, number>();
+  /**
+   * Attributes of names just listed with `plus` ("parentKey/name"), for the kernel's LOOKUP of
+   * them right after (rm -r, globbing, grep -r): used once, within the entry timeout.
+   */
+  readonly #listed = new Map<string, { stat: Stat; until: number }>();
   /** Directories' attributes as the satellite saw them right after our change in them. */
   readonly #changedDirs = new Map<string, { attr: Attr; until: number }>();
   /** Open file handles by identity: attributes of an unlinked file come through one of them. */
@@ -275,9 +280,19 @@ export class ContainerFs implements FileSystem<Handle> {
     return errnoOf(result.errno);
   }
 
+  #forgetListed(parent: Node | undefined, name: string): void {
+    if (parent !== undefined && this.#listed.size > 0) this.#listed.delete(`${parent.key}/${name}`);
+  }
+
   async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
+    const key = `${parent.key}/${name}`;
+    const listed = this.#listed.get(key);
+    if (listed !== undefined) {
+      this.#listed.delete(key);
+      if (listed.until > Date.now()) return this.#entry(undefined, listed.stat);
+    }
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
     return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
   }
@@ -317,6 +332,7 @@ export class ContainerFs implements FileSystem<Handle> {
     changes: SetAttrChanges,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
+    this.#forgetListed(node.parent, node.name);
     if (changes.size !== undefined) this.#dropPrefetch(node.key);
     const path = relPath(node);
     if (path === undefined) {
@@ -372,6 +388,7 @@ export class ContainerFs implements FileSystem<Handle> {
     target: string,
   ): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.symlink(
       { path, target, owner: this.#owner(ctx, parent) },
@@ -388,6 +405,7 @@ export class ContainerFs implements FileSystem<Handle> {
     rdev: number,
   ): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
     if (typeof path !== "string") return path;
     const { major, minor } = decodeDev(rdev);
     const r = await this.#rpc.mknod(
@@ -404,6 +422,7 @@ export class ContainerFs implements FileSystem<Handle> {
     mode: number,
   ): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
     if (typeof path !== "string") return path;
     const parentAttr = parent.data as Attr | undefined;
     // A directory made in a set-group-ID directory inherits the bit, as on ext4.
@@ -417,6 +436,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const path = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.unlink({ path }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
@@ -425,6 +445,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const path = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.rmdir({ path }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
@@ -440,6 +461,8 @@ export class ContainerFs implements FileSystem<Handle> {
     flags: number,
   ): Promise<void | Errno> {
     const from = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
+    this.#forgetListed(newParent, newName);
     if (typeof from !== "string") return from;
     const to = this.#childPath(newParent, newName);
     if (typeof to !== "string") return to;
@@ -456,6 +479,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const from = relPath(node);
     if (from === undefined) return ENOENT;
     const to = this.#childPath(newParent, newName);
+    this.#forgetListed(newParent, newName);
     if (typeof to !== "string") return to;
     const r = await this.#rpc.link({ from, to }, this.#opts(ctx));
     return r.ok ? this.#entry(node, r.value) : this.#fail(r);
@@ -520,6 +544,7 @@ export class ContainerFs implements FileSystem<Handle> {
     flags: number,
   ): Promise<Created<Handle> | Errno> {
     const path = this.#childPath(parent, name);
+    this.#forgetListed(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.create({
       path,
@@ -558,7 +583,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async write(
     ctx: RequestContext,
-    _node: Node,
+    node: Node,
     handle: Handle,
     offset: number,
     data: Uint8Array,
@@ -567,6 +592,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (handle.writeError !== undefined) return this.#takeWriteError(handle)!;
     handle.dirty = true;
     this.#dropPrefetch(handle.key);
+    this.#forgetListed(node.parent, node.name);
     const params = { handle: handle.id, offset: BigInt(offset), data };
     if (!handle.writeBehind || (info.flags & O_DSYNC) !== 0) {
       const r = await this.#rpc.write(params, this.#opts(ctx));
@@ -657,6 +683,7 @@ export class ContainerFs implements FileSystem<Handle> {
     mode: number,
   ): Promise<void | Errno> {
     this.#dropPrefetch(handle.key);
+    this.#forgetListed(_node.parent, _node.name);
     const r = await this.#rpc.fallocate(
       { handle: handle.id, mode, offset: BigInt(offset), length: BigInt(length) },
       this.#opts(ctx),
@@ -711,7 +738,9 @@ export class ContainerFs implements FileSystem<Handle> {
     const { entries, eof } = r.value;
     if (entries !== undefined) {
       const listing: Listing = { cookies: [0n], buffer: [], bufferStart: 0, end: undefined };
-      if (this.#fillListing(listing, 0, entries, eof === true, true)) handle.listing = listing;
+      if (this.#fillListing(node, listing, 0, entries, eof === true, true)) {
+        handle.listing = listing;
+      }
     }
     return { handle };
   }
@@ -721,6 +750,7 @@ export class ContainerFs implements FileSystem<Handle> {
    * can be shown (names that are not UTF-8) and the stream goes on: the caller reads further.
    */
   #fillListing(
+    dir: Node,
     listing: Listing,
     offset: number,
     entries: readonly WireDirEntry[],
@@ -728,6 +758,9 @@ export class ContainerFs implements FileSystem<Handle> {
     plus: boolean,
   ): boolean {
     const buffer: DirEntry[] = [];
+    const ttl = Math.min(this.#options.entryTimeout, this.#options.attrTimeout) * 1000;
+    const until = Date.now() + ttl;
+    if (this.#listed.size > NO_XATTRS_SWEEP) this.#listed.clear();
     for (const e of entries) {
       if (typeof e.name !== "string") {
         // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
@@ -739,6 +772,9 @@ export class ContainerFs implements FileSystem<Handle> {
       }
       const next = offset + buffer.length + 1;
       listing.cookies[next] = e.offset;
+      if (e.stat !== undefined && ttl > 0 && e.name !== "." && e.name !== "..") {
+        this.#listed.set(`${dir.key}/${e.name}`, { stat: e.stat, until });
+      }
       buffer.push({
         name: e.name,
         ino: e.ino,
@@ -777,7 +813,7 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#opts(ctx),
     );
     if (!r.ok) return this.#fail(r);
-    if (!this.#fillListing(listing, offset, r.value.entries, r.value.eof, plus)) {
+    if (!this.#fillListing(_node, listing, offset, r.value.entries, r.value.eof, plus)) {
       // Only undecodable names in this batch: continue after them.
       const last = r.value.entries.at(-1);
       if (last === undefined) return [];
@@ -828,6 +864,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     this.#noXattrs.delete(node.key);
+    this.#forgetListed(node.parent, node.name);
     const r = await this.#rpc.setxattr({ path, name, value, flags }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
@@ -853,6 +890,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     this.#noXattrs.delete(node.key);
+    this.#forgetListed(node.parent, node.name);
     const r = await this.#rpc.removexattr({ path, name }, this.#opts(ctx));
     return r.ok ? undefined : this.#fail(r);
   }
