@@ -3,6 +3,8 @@
 // `deno compile` needs `denort` for the target, which Deno downloads from its CDN on first use.
 // Offline, point DENORT_BIN at a denort binary of the same Deno version, or fill the Deno cache.
 
+import { CLIENT_V8_FLAGS } from "../src/cli/launch.ts";
+
 const ROOT = new URL("../", import.meta.url);
 
 async function run(args: string[], env: Record<string, string> = {}): Promise<Deno.CommandOutput> {
@@ -28,6 +30,7 @@ async function main(): Promise<number> {
   const result = await run([
     "compile",
     "--allow-all",
+    `--v8-flags=${CLIENT_V8_FLAGS}`,
     "--include",
     "dist/satellite",
     "--output",

@@ -1,6 +1,7 @@
 // `deno task interactive-test`: start a throw-away container (alpine when the engine can pull
 // it, else the local musl test image), mount it on ./tmp, let you try it, clean up on exit.
 
+import { cliRunArgs } from "../src/cli/launch.ts";
 import {
   ensureFuseTools,
   ensureTestBed,
@@ -74,7 +75,7 @@ async function main(): Promise<number> {
       ].join("\n"),
     );
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}src/cli/main.ts`, "mount", name, MOUNTPOINT],
+      args: cliRunArgs(["mount", name, MOUNTPOINT]),
       stdin: "null",
     }).spawn();
     // Ctrl-C reaches the child through the terminal's process group; we only wait for it.

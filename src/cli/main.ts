@@ -9,6 +9,7 @@ import { PROTOCOL_VERSION } from "../protocol/mod.ts";
 import { type MountOptions, parseArgs } from "./args.ts";
 import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
+import { cliRunArgs } from "./launch.ts";
 import { runMount, runUnmount } from "./mount.ts";
 import { progressBar } from "./progress.ts";
 import { runVolumePlugin } from "../plugin/mod.ts";
@@ -47,7 +48,7 @@ function bundleBuilder(): ((arch: string) => Promise<void>) | undefined {
 /** Argv that re-runs this program (from source or as a compiled executable). */
 function selfCommand(args: readonly string[]): string[] {
   if (Deno.build.standalone) return [...args];
-  return ["run", "-A", new URL(import.meta.url).pathname, ...args];
+  return cliRunArgs(args);
 }
 
 /**
@@ -87,6 +88,21 @@ async function daemonize(args: readonly string[], options: MountOptions): Promis
   const logText = await Deno.readTextFile(log).catch(() => "");
   console.error(logText.trimEnd() || `The background dockerfuse exited with ${status.code}`);
   return status.code || ExitCode.Internal;
+}
+
+/**
+ * glibc raises its mmap threshold after large frees, so 1 MiB request buffers then come from the
+ * heap and keep it grown; a fixed threshold returns them to the system when freed.
+ */
+function tuneAllocator(): void {
+  try {
+    const libc = Deno.dlopen("libc.so.6", {
+      mallopt: { parameters: ["i32", "i32"], result: "i32" },
+    });
+    libc.symbols.mallopt(-3, /* M_MMAP_THRESHOLD */ 256 * 1024);
+  } catch {
+    // Not glibc: nothing to tune.
+  }
 }
 
 async function main(args: readonly string[]): Promise<number> {
@@ -129,6 +145,7 @@ async function main(args: readonly string[]): Promise<number> {
       return served ? ExitCode.Ok : ExitCode.Internal;
     }
     case "mount": {
+      tuneAllocator();
       const options = invocation.options;
       const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
       if (options.daemon && daemonLog === undefined) return await daemonize(args, options);

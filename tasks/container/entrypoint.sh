@@ -11,7 +11,8 @@ if [ "${1:-}" = "mount" ] && [ "$#" -ge 3 ]; then
   mkdir -p -- "$mountpoint"
 fi
 
-deno run -A "$MAIN" "$@" &
+# --max-semi-space-size: see CLIENT_V8_FLAGS in src/cli/launch.ts.
+deno run -A --v8-flags=--max-semi-space-size=4 "$MAIN" "$@" &
 child=$!
 # After a stop signal dockerfuse unmounts; if a consumer still holds the mount (busy, lazily
 # unmounted) the kernel keeps the FUSE connection and dockerfuse may wait on it: after

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { cliRunArgs } from "../../src/cli/launch.ts";
 import {
   ensureTestBed,
   type ImageKind,
@@ -13,7 +14,6 @@ import {
   type TestBed,
 } from "../../tasks/testbed/mod.ts";
 
-const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 /** A running `dockerfuse mount` and its container. */
@@ -42,7 +42,7 @@ export async function dockerfuse(
   args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    args: cliRunArgs(args),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -96,7 +96,7 @@ export async function startMount(
     ) ??
       ["mount", ...(options.args ?? []), container, mountpoint];
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...argv],
+    args: cliRunArgs(argv),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { cliRunArgs } from "../../src/cli/launch.ts";
 import { ok as assert } from "node:assert/strict";
 import type { ImageKind } from "../../tasks/testbed/mod.ts";
 import { docker, type E2EMount, isMounted, startMount } from "../e2e/harness.ts";
@@ -18,7 +19,7 @@ export async function cli(
   env: Record<string, string>,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../../src/cli/main.ts", import.meta.url).pathname, ...args],
+    args: cliRunArgs(args),
     env,
     stdin: "null",
     stdout: "piped",

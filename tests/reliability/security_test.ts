@@ -2,6 +2,7 @@
 // nosuid,nodev with default_permissions and allow_other only on request, credentials never printed.
 // (TLS verification against a wrong CA is checked in faults_test.ts, which has the TLS engine.)
 
+import { cliRunArgs } from "../../src/cli/launch.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { bundleEntries, readManifest } from "../../src/docker/satellite.ts";
 import { containerCommands, docker, dockerfuse, satellitePid, withMount } from "./helpers.ts";
@@ -67,7 +68,7 @@ Deno.test("credentials in DOCKER_HOST are never printed", async () => {
   try {
     for (const args of [["mount", "c", dir], ["mount", "--debug", "c", dir]]) {
       const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", new URL("../../src/cli/main.ts", import.meta.url).pathname, ...args],
+        args: cliRunArgs(args),
         env: { DOCKER_HOST: "tcp://alice:s3cr3t-pw@127.0.0.1:9", DOCKER_TLS_VERIFY: "" },
         stdout: "piped",
         stderr: "piped",

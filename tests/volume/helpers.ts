@@ -4,9 +4,10 @@
  * @module
  */
 
+import { cliRunArgs } from "../../src/cli/launch.ts";
+
 export { docker, isMounted } from "../e2e/harness.ts";
 
-const MAIN = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 /** A random suffix for names of plugins, volumes and containers of one test. */
@@ -72,7 +73,7 @@ export interface PluginProcess {
 export async function startPlugin(driver: string, stateDir: string): Promise<PluginProcess> {
   const socket = `/run/docker/plugins/${driver}.sock`;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "volume-plugin", "--socket", socket, "--state-dir", stateDir],
+    args: cliRunArgs(["volume-plugin", "--socket", socket, "--state-dir", stateDir]),
     stdin: "null",
     stdout: "null",
     stderr: "piped",
