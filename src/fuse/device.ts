@@ -21,6 +21,11 @@ const CTRL_FREED = 1;
 const CTRL_END = 2;
 const CTRL_SLOTS = 4;
 const SLOT_WORDS = 3;
+/** Entries of the reader's no-xattrs table: [nodeId, until ms] pairs, open addressing. */
+const QUICK_SLOTS = 1 << 15;
+const QUICK_PROBES = 8;
+const OP_GETXATTR = 22;
+const ENODATA = 61;
 
 /** One request buffer handed to the session; `release` gives it back to the device. */
 export interface RequestBuffer {
@@ -48,6 +53,11 @@ export interface Device {
    * requests this thread must answer); true if the kernel accepted it.
    */
   notify(message: Uint8Array<ArrayBuffer>): Promise<boolean>;
+  /**
+   * Until `untilMs` (Date.now() clock; 0 clears), the reader answers GETXATTR on `nodeId` with
+   * ENODATA by itself, without handing the request over (the inode has no xattrs).
+   */
+  quickNoXattrs?(nodeId: bigint, untilMs: number): void;
   /** Releases the device (after `end`). */
   close(): void;
 }
@@ -56,15 +66,38 @@ export interface Device {
 const WORKER_SOURCE = `
 const EINTR = 4, EAGAIN = 11, ENOENT = 2;
 self.onmessage = (event) => {
-  const { sab, fd, slots, slotSize, dataOffset } = event.data;
+  const { sab, fd, slots, slotSize, dataOffset, quickSab } = event.data;
   const lib = Deno.dlopen("libc.so.6", {
     read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+    write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
   const errno = () => new Deno.UnsafePointerView(lib.__errno_location()).getInt32(0);
   const ctrl = new Int32Array(sab, 0, ${CTRL_SLOTS} + slots * ${SLOT_WORDS});
   const views = [];
   for (let i = 0; i < slots; i++) views.push(new Uint8Array(sab, dataOffset + i * slotSize, slotSize));
+  const quick = quickSab ? new BigInt64Array(quickSab) : null;
+  const reply = new Uint8Array(16);
+  const replyView = new DataView(reply.buffer);
+  // GETXATTR on a node the table lists as having no xattrs: ENODATA straight away.
+  const answered = (bytes, n) => {
+    if (quick === null || n < 48) return false;
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, n);
+    if (dv.getUint32(4, true) !== ${OP_GETXATTR}) return false;
+    const node = dv.getBigInt64(16, true);
+    const h = Number(BigInt.asUintN(32, node)) & ${QUICK_SLOTS - 1};
+    for (let k = 0; k < ${QUICK_PROBES}; k++) {
+      const i = (h + k) & ${QUICK_SLOTS - 1};
+      if (Atomics.load(quick, 2 * i) !== node) continue;
+      if (Atomics.load(quick, 2 * i + 1) <= BigInt(Date.now())) return false;
+      replyView.setUint32(0, 16, true);
+      replyView.setInt32(4, -${ENODATA}, true);
+      replyView.setBigUint64(8, dv.getBigUint64(8, true), true);
+      lib.write(fd, reply, 16n); // a failure means the request was interrupted: nothing to do
+      return true;
+    }
+    return false;
+  };
   let next = 0, seq = 0, end = 0, failures = 0;
   for (;;) {
     const freed = Atomics.load(ctrl, ${CTRL_FREED});
@@ -82,6 +115,7 @@ self.onmessage = (event) => {
       break;
     }
     failures = 0;
+    if (answered(views[s], n)) continue;
     const base = ${CTRL_SLOTS} + s * ${SLOT_WORDS};
     ctrl[base + 1] = n;
     ctrl[base + 2] = ++seq;
@@ -110,6 +144,7 @@ export class FuseDevice implements Device {
   #iov = new BigUint64Array(16);
   #worker: Worker | undefined;
   #spinMicros: number;
+  #quick: BigInt64Array | undefined;
 
   /**
    * `slotSize` must be at least max_write + 8 KiB; `slots` bounds requests read ahead;
@@ -145,7 +180,9 @@ export class FuseDevice implements Device {
     const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
     this.#worker = new Worker(url, { type: "module" });
     URL.revokeObjectURL(url);
-    this.#worker.postMessage({ sab, fd: this.fd, slots, slotSize, dataOffset });
+    const quickSab = new SharedArrayBuffer(QUICK_SLOTS * 16);
+    this.#quick = new BigInt64Array(quickSab);
+    this.#worker.postMessage({ sab, fd: this.fd, slots, slotSize, dataOffset, quickSab });
 
     const pending: number[] = [];
     const spinMs = this.#spinMicros / 1000;
@@ -209,6 +246,29 @@ export class FuseDevice implements Device {
     }
     if (n < 0) return errno() || ENODEV;
     return 0;
+  }
+
+  quickNoXattrs(nodeId: bigint, untilMs: number): void {
+    const q = this.#quick;
+    if (q === undefined) return;
+    const node = BigInt.asIntN(64, nodeId);
+    const until = BigInt(Math.floor(untilMs));
+    const now = BigInt(Date.now());
+    const h = Number(BigInt.asUintN(32, node)) & (QUICK_SLOTS - 1);
+    let free = -1;
+    for (let k = 0; k < QUICK_PROBES; k++) {
+      const i = (h + k) & (QUICK_SLOTS - 1);
+      if (Atomics.load(q, 2 * i) === node) {
+        Atomics.store(q, 2 * i + 1, until);
+        return;
+      }
+      if (free < 0 && Atomics.load(q, 2 * i + 1) <= now) free = i;
+    }
+    if (free < 0 || until <= now) return;
+    // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
+    Atomics.store(q, 2 * free + 1, 0n);
+    Atomics.store(q, 2 * free, node);
+    Atomics.store(q, 2 * free + 1, until);
   }
 
   async notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {

@@ -81,6 +81,11 @@ export interface Entry {
   entryTimeout?: number;
   /** How long the kernel may cache the attributes (default: mount option `attrTimeout`). */
   attrTimeout?: number;
+  /**
+   * The inode has no extended attributes: for the attribute timeout, GETXATTR on it is answered
+   * ENODATA by the reader thread without calling `getxattr` (SETXATTR/REMOVEXATTR end that).
+   */
+  noXattrs?: boolean;
 }
 
 /** A getattr/setattr answer. */
@@ -88,6 +93,8 @@ export interface AttrResult {
   attr: Attr;
   /** Seconds the kernel may cache it (default: mount option `attrTimeout`). */
   timeout?: number;
+  /** As `Entry.noXattrs`. */
+  noXattrs?: boolean;
 }
 
 /** An open/opendir answer; the flags tell the kernel how to cache. */

@@ -481,7 +481,15 @@ export class Session<H = unknown> {
     );
     const node = this.nodes.enter(parent, name, entry.key ?? String(attr.ino), attr.ino, attr.mode);
     s.setBigUint64(OUT_HEADER_SIZE, node.nodeId, true);
+    if (entry.noXattrs) this.#quickNoXattrs(node.nodeId, entry.attrTimeout ?? this.#attrTimeout);
     return node;
+  }
+
+  /** Lets the reader answer GETXATTR on `nodeId` for `seconds` (0: stop); not when tracing. */
+  #quickNoXattrs(nodeId: bigint, seconds: number): void {
+    if (this.#debug || !this.#device.quickNoXattrs) return;
+    if (seconds > 0) this.#device.quickNoXattrs(nodeId, Date.now() + seconds * 1000);
+    else this.#device.quickNoXattrs(nodeId, 0);
   }
 
   #sendEntry(req: Request, node: NodeImpl, bodyLength: number): void {
@@ -691,6 +699,7 @@ export class Session<H = unknown> {
         const s = this.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
         encodeAttrOut(s, OUT_HEADER_SIZE, a.timeout ?? this.#attrTimeout, a.attr);
         node.ino = a.attr.ino;
+        if (a.noXattrs) this.#quickNoXattrs(node.nodeId, a.timeout ?? this.#attrTimeout);
         this.#replyScratch(req, ATTR_OUT_SIZE);
       });
     };
@@ -1040,6 +1049,7 @@ export class Session<H = unknown> {
       const start = req.bodyOffset + nm[1];
       const value = req.bytes.slice(start, start + size);
       if (!fs.setxattr) return this.#replyError(req, ERRNO.ENOSYS);
+      this.#quickNoXattrs(node.nodeId, 0);
       return this.#then(req, fs.setxattr(req, node, nm[0], value, flags), () => {
         this.#replyScratch(req, 0);
       });
@@ -1091,6 +1101,7 @@ export class Session<H = unknown> {
       const nm = this.#name(req, 0, false);
       if (typeof nm === "number") return this.#replyError(req, nm);
       if (!fs.removexattr) return this.#replyError(req, ERRNO.ENOSYS);
+      this.#quickNoXattrs(node.nodeId, 0);
       return this.#then(req, fs.removexattr(req, node, nm[0]), () => this.#replyScratch(req, 0));
     };
 
@@ -1240,6 +1251,9 @@ export class Session<H = unknown> {
                 e.attr.mode,
               );
               s.setBigUint64(at, child.nodeId, true);
+              if (e.noXattrs) {
+                this.#quickNoXattrs(child.nodeId, e.attrTimeout ?? this.#attrTimeout);
+              }
               entered.push(child);
             } else {
               encodeEntryOut(s, at, 0n, 0, 0, 0, undefined);
