@@ -187,6 +187,8 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #listed = new Map<string, { stat: Stat; until: number }>();
   /** Directories' attributes as the satellite saw them right after our change in them. */
   readonly #changedDirs = new Map<string, { attr: Attr; until: number }>();
+  /** Counts changes to file contents (see `#dropPrefetch`); opens compare it around their trip. */
+  #changes = 0;
   /** Open file handles by identity: attributes of an unlinked file come through one of them. */
   readonly #openFiles = new Map<string, Set<Handle>>();
 
@@ -521,6 +523,7 @@ export class ContainerFs implements FileSystem<Handle> {
         this.#options.attrTimeout > 0
       ? MAX_OPEN_READ_AHEAD
       : undefined;
+    const changesBefore = this.#changes;
     const r = await this.#rpc.open(
       { path, flags: this.#wireFlags(flags), readAhead },
       this.#opts(ctx),
@@ -528,7 +531,9 @@ export class ContainerFs implements FileSystem<Handle> {
     if (!r.ok) return this.#fail(r);
     const opened = this.#opened(node, r.value.handle);
     const data = r.value.data;
-    if (data !== undefined && !opened.directIo) {
+    // A file changed while the open was under way may have been read before the change: such
+    // read-ahead would put old bytes into the kernel's page cache.
+    if (data !== undefined && !opened.directIo && this.#changes === changesBefore) {
       opened.handle.prefetch = data;
       opened.handle.prefetchEof = data.length < MAX_OPEN_READ_AHEAD;
       opened.handle.prefetchUntil = Date.now() + this.#options.attrTimeout * 1000;
@@ -538,6 +543,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   /** Forgets read-ahead data of every handle open on `key` (the file is being changed). */
   #dropPrefetch(key: string): void {
+    this.#changes++;
     for (const h of this.#openFiles.get(key) ?? []) h.prefetch = undefined;
   }
 
