@@ -492,19 +492,25 @@ async function main(args: string[]): Promise<number> {
   try {
     for (const w of WORKLOADS) {
       if (opts.only && !opts.only.has(w.id)) continue;
+      // Runs interleave the contenders, so a change in the machine's load hits them alike.
+      const samples = new Map<Contender, number[]>(contenders.map((c) => [c, []]));
+      const skip = new Set<Contender>();
+      for (let i = 0; i < opts.runs; i++) {
+        for (const c of contenders) {
+          if (skip.has(c)) continue;
+          const t = await measureOnce(w, c, container, native, mp, opts);
+          if (t === null) skip.add(c);
+          else samples.get(c)!.push(t);
+        }
+      }
       const row = {} as Record<Contender, number | null>;
       for (const c of contenders) {
-        const samples: number[] = [];
-        for (let i = 0; i < opts.runs; i++) {
-          const t = await measureOnce(w, c, container, native, mp, opts);
-          if (t === null) break;
-          samples.push(t);
-        }
-        row[c] = samples.length > 0 ? median(samples) : null;
+        const xs = samples.get(c)!;
+        row[c] = xs.length > 0 ? median(xs) : null;
         if (!opts.json) {
           console.error(
             `${w.id.padEnd(10)} ${c.padEnd(10)} ${
-              samples.length ? samples.map((s) => s.toFixed(3)).join(" ") : "n/a"
+              xs.length ? xs.map((s) => s.toFixed(3)).join(" ") : "n/a"
             }`,
           );
         }
