@@ -3,7 +3,7 @@
 // Every timed run starts on a cold mount with the host page cache dropped; figures are medians.
 // Prints a table (seconds, ratios), `--json` prints the figures as JSON instead, and the SVG chart
 // is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all).
-// Run: deno task bench e2e [--runs N] [--json] [--only a,b]
+// Run: deno task bench e2e [--runs=N] [--json] [--only=a,b]
 // Needs root (drop_caches, mounts), Docker, and sshfs/socat/openssh-sftp-server (apt-installed
 // when missing).
 
@@ -132,6 +132,8 @@ function parseArgs(args: string[]): Options {
     contenders: new Set(CONTENDERS),
     dockerfuseArgs: [],
   };
+  // "--runs=3" as well as "--runs 3" (tasks/bench.ts passes only dash-words through).
+  args = args.flatMap((a) => a.startsWith("--") && a.includes("=") ? a.split(/=(.*)/s, 2) : [a]);
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--runs") o.runs = Math.max(1, Number(args[++i]) | 0);
