@@ -26,12 +26,17 @@ function bundleRoot(): string {
 
 /**
  * From a source checkout, (re)builds the satellite for an architecture before mounting (about
- * 0.1 s when up to date), so the bundle always matches the protocol. A compiled executable
- * carries its bundles and builds nothing.
+ * 0.1 s when up to date), so the bundle always matches the protocol. A compiled executable, or
+ * an installation without the build tasks (the container image), uses the bundles it carries.
  */
 function bundleBuilder(): ((arch: string) => Promise<void>) | undefined {
   if (Deno.build.standalone) return undefined;
   const script = new URL("../../tasks/build_satellite.ts", import.meta.url).pathname;
+  try {
+    Deno.statSync(script);
+  } catch {
+    return undefined;
+  }
   return async (arch) => {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", script, "--arch", arch],
