@@ -88,6 +88,33 @@ const containerPath: Type<string, string> = extendType(string, {
   },
 });
 
+/** `-o` options without a value, and what each sets. */
+const FLAG_OPTIONS: Readonly<Record<string, (o: MountOptions) => void>> = {
+  ro: (o) => o.readOnly = true,
+  rw: (o) => o.readOnly = false,
+  allow_other: (o) => o.allowOther = true,
+  nonempty: (o) => o.nonEmpty = true,
+  debug: (o) => o.debug = true,
+  writeback_cache: (o) => o.writebackCache = true,
+};
+
+/** `-o` options taking seconds, and the field each sets. */
+const SECONDS_OPTIONS: Readonly<
+  Record<string, "attrTimeout" | "entryTimeout" | "negativeTimeout" | "requestTimeout">
+> = {
+  attr_timeout: "attrTimeout",
+  entry_timeout: "entryTimeout",
+  negative_timeout: "negativeTimeout",
+  request_timeout: "requestTimeout",
+};
+
+/** `-o` options taking a string: an error text for a bad value, or undefined once applied. */
+const STRING_OPTIONS: Readonly<Record<string, (o: MountOptions, v: string) => string | undefined>> =
+  {
+    path: (o, v) => v.startsWith("/") ? (o.path = v, undefined) : "-o path must be absolute",
+    user: (o, v) => (o.user = v, undefined),
+  };
+
 /** Applies one mount(8)-style `-o` list to the options; returns an error text or undefined. */
 export function applyMountOptionList(options: MountOptions, list: string): string | undefined {
   for (const item of list.split(",")) {
@@ -95,63 +122,29 @@ export function applyMountOptionList(options: MountOptions, list: string): strin
     const eq = item.indexOf("=");
     const key = eq < 0 ? item : item.slice(0, eq);
     const value = eq < 0 ? undefined : item.slice(eq + 1);
-    const needValue = (): string | undefined =>
-      value === undefined || value === "" ? `-o ${key} needs a value (${key}=…)` : undefined;
-    const needSeconds = (): number | string => {
+    const flag = FLAG_OPTIONS[key];
+    const field = SECONDS_OPTIONS[key];
+    const setString = STRING_OPTIONS[key];
+    if (flag) {
+      if (value !== undefined) return `-o ${key} takes no value`;
+      flag(options);
+    } else if (field) {
       const n = Number(value);
-      return value !== undefined && value !== "" && Number.isFinite(n) && n >= 0 && n <= 86_400
-        ? n
-        : `-o ${key} needs seconds between 0 and 86400, got '${value ?? ""}'`;
-    };
-    const flagOnly = (): string | undefined =>
-      value === undefined ? undefined : `-o ${key} takes no value`;
-    let problem: string | undefined;
-    switch (key) {
-      case "ro":
-        problem = flagOnly() ?? (options.readOnly = true, undefined);
-        break;
-      case "rw":
-        problem = flagOnly() ?? (options.readOnly = false, undefined);
-        break;
-      case "allow_other":
-        problem = flagOnly() ?? (options.allowOther = true, undefined);
-        break;
-      case "nonempty":
-        problem = flagOnly() ?? (options.nonEmpty = true, undefined);
-        break;
-      case "debug":
-        problem = flagOnly() ?? (options.debug = true, undefined);
-        break;
-      case "writeback_cache":
-        problem = flagOnly() ?? (options.writebackCache = true, undefined);
-        break;
-      case "path":
-        problem = needValue() ??
-          (value!.startsWith("/")
-            ? (options.path = value!, undefined)
-            : `-o path must be absolute`);
-        break;
-      case "user":
-        problem = needValue() ?? (options.user = value!, undefined);
-        break;
-      case "attr_timeout":
-      case "entry_timeout":
-      case "negative_timeout":
-      case "request_timeout": {
-        const n = needSeconds();
-        if (typeof n === "string") problem = n;
-        else if (key === "attr_timeout") options.attrTimeout = n;
-        else if (key === "entry_timeout") options.entryTimeout = n;
-        else if (key === "negative_timeout") options.negativeTimeout = n;
-        else options.requestTimeout = n;
-        break;
+      if (value === undefined || value === "" || !Number.isFinite(n) || n < 0 || n > 86_400) {
+        return `-o ${key} needs seconds between 0 and 86400, got '${value ?? ""}'`;
       }
-      default:
-        problem = `unknown mount option '${key}' (known: ro, rw, allow_other, nonempty, debug, ` +
-          `writeback_cache, path=, user=, attr_timeout=, entry_timeout=, negative_timeout=, ` +
-          `request_timeout=)`;
+      options[field] = n;
+    } else if (setString) {
+      if (value === undefined || value === "") return `-o ${key} needs a value (${key}=…)`;
+      const problem = setString(options, value);
+      if (problem) return problem;
+    } else {
+      const known = [
+        ...Object.keys(FLAG_OPTIONS),
+        ...[...Object.keys(STRING_OPTIONS), ...Object.keys(SECONDS_OPTIONS)].map((k) => `${k}=`),
+      ];
+      return `unknown mount option '${key}' (known: ${known.join(", ")})`;
     }
-    if (problem) return problem;
   }
   return undefined;
 }
