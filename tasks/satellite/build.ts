@@ -13,21 +13,13 @@
  * @module
  */
 
+import type { SatelliteManifest } from "../../src/docker/mod.ts";
+
 /** Architectures the satellite is packaged for. */
 export type SatelliteArch = "x86_64" | "aarch64";
 
-/** The manifest consumed by the deployer (see notes/contracts.md). */
-export interface SatelliteManifest {
-  formatVersion: 1;
-  arch: SatelliteArch;
-  mode: "runtime" | "compiled";
-  buildId: string;
-  files: { path: string; mode: number }[];
-  command: string[];
-  loaderCommand: string[];
-  glibcProbe: string[];
-  env: Record<string, string>;
-}
+/** The manifest format is the deployer's (src/docker): one definition for both sides. */
+export type { SatelliteManifest };
 
 /** What one arch's build produced. */
 export interface ArchReport {
