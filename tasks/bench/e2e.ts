@@ -341,7 +341,8 @@ async function measureOnce(
     const t0 = performance.now();
     let m: Mounted;
     if (who === "native") {
-      const pid = (await run("docker", ["inspect", "-f", "{{.State.Pid}}", container])).stdout
+      const pid = (await run("docker", ["container", "inspect", "-f", "{{.State.Pid}}", container]))
+        .stdout
         .trim();
       m = { root: `/proc/${pid}/root`, unmount: () => Promise.resolve() };
     } else if (who === "dockerfuse") m = await mountDockerfuse(container, mp, opts.dockerfuseArgs);
@@ -475,7 +476,8 @@ async function setupContainer(bed: TestBed): Promise<{ container: string; native
   if (cp.code !== 0) throw new Error(`Cannot copy sftp-server into the container: ${cp.stderr}`);
   const setup = await run("docker", ["exec", container, "sh", "-c", SETUP]);
   if (setup.code !== 0) throw new Error(`Cannot create the workload files: ${setup.stderr}`);
-  const pid = (await run("docker", ["inspect", "-f", "{{.State.Pid}}", container])).stdout.trim();
+  const pid = (await run("docker", ["container", "inspect", "-f", "{{.State.Pid}}", container]))
+    .stdout.trim();
   return { container, native: `/proc/${pid}/root` };
 }
 

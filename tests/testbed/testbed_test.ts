@@ -113,7 +113,13 @@ Deno.test("testbed: musl image has the musl loader and no glibc", async () => {
 Deno.test("testbed: static image runs its keep-alive binary and has no shell or libc", async () => {
   const bed = await ensureTestBed({ kinds: ["static"] });
   await withContainer(bed, "static", async (id) => {
-    const state = await docker(bed.dockerHost, ["inspect", "-f", "{{.State.Running}}", id]);
+    const state = await docker(bed.dockerHost, [
+      "container",
+      "inspect",
+      "-f",
+      "{{.State.Running}}",
+      id,
+    ]);
     assertEquals(state.stdout.trim(), "true");
     const sh = await exec(bed, id, ["/bin/sh", "-c", "true"]);
     assert(sh.code !== 0, "exec /bin/sh unexpectedly worked");
@@ -158,6 +164,7 @@ Deno.test("testbed: test containers have no network and are removed by name", as
   try {
     assertMatch(id, /^[0-9a-f]{64}$/);
     const net = await docker(bed.dockerHost, [
+      "container",
       "inspect",
       "-f",
       "{{.HostConfig.NetworkMode}}",
@@ -167,7 +174,7 @@ Deno.test("testbed: test containers have no network and are removed by name", as
   } finally {
     await removeTestContainer(bed, name);
   }
-  const gone = await docker(bed.dockerHost, ["inspect", name], false);
+  const gone = await docker(bed.dockerHost, ["container", "inspect", name], false);
   assert(gone.code !== 0, "container still exists after removeTestContainer");
   await removeTestContainer(bed, name); // removing a missing container is not an error
 });

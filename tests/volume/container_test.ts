@@ -58,7 +58,7 @@ Deno.test("container: dockerfuse in a container shares A's files through rshared
     const mountpoint = `${shared}/a`;
     await waitFor("the mount to reach the host", async () => {
       if (await isMounted(mountpoint)) return true;
-      const state = await docker(["inspect", "-f", "{{.State.Running}}", fs]);
+      const state = await docker(["container", "inspect", "-f", "{{.State.Running}}", fs]);
       if (state.stdout.trim() !== "true") {
         throw new Error(`the dockerfuse container exited:\n${(await docker(["logs", fs])).stderr}`);
       }
@@ -92,7 +92,10 @@ Deno.test("container: dockerfuse in a container shares A's files through rshared
     console.log(
       `docker stop of the dockerfuse container: ${Math.round(performance.now() - stopping)} ms`,
     );
-    assertEquals((await docker(["inspect", "-f", "{{.State.ExitCode}}", fs])).stdout.trim(), "0");
+    assertEquals(
+      (await docker(["container", "inspect", "-f", "{{.State.ExitCode}}", fs])).stdout.trim(),
+      "0",
+    );
     assertEquals(await mountsBelow(shared), [shared], "docker stop left a mount behind");
     const logs = (await docker(["logs", fs])).stderr;
     assert(logs.includes("Unmounting '/mnt/dockerfuse/a'"), logs);
