@@ -178,3 +178,17 @@ export async function readInside(container: string, path: string): Promise<strin
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+/** Runs `fn` on a fresh mount of `kind`; the mount and container go away whatever happens. */
+export async function withMount(
+  kind: ImageKind,
+  fn: (m: E2EMount) => Promise<void>,
+  options: Parameters<typeof startMount>[1] = {},
+): Promise<void> {
+  const m = await startMount(kind, options);
+  try {
+    await fn(m);
+  } finally {
+    await m.cleanup();
+  }
+}

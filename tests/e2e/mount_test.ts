@@ -5,33 +5,11 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import {
   ALL_KINDS,
   ensureTestBed,
-  type ImageKind,
   removeTestContainer,
   startTestContainer,
 } from "../../tasks/testbed/mod.ts";
 import { startTlsDockerd } from "../docker/tls_engine.ts";
-import {
-  docker,
-  dockerfuse,
-  type E2EMount,
-  isMounted,
-  readInside,
-  sh,
-  startMount,
-} from "./harness.ts";
-
-async function withMount(
-  kind: ImageKind,
-  fn: (m: E2EMount) => Promise<void>,
-  options: Parameters<typeof startMount>[1] = {},
-): Promise<void> {
-  const m = await startMount(kind, options);
-  try {
-    await fn(m);
-  } finally {
-    await m.cleanup();
-  }
-}
+import { docker, dockerfuse, isMounted, readInside, sh, startMount, withMount } from "./harness.ts";
 
 async function ok(mountpoint: string, script: string): Promise<string> {
   const r = await sh(mountpoint, script);

@@ -7,10 +7,17 @@
 
 import { cliRunArgs } from "../../src/cli/launch.ts";
 import { ok as assert } from "node:assert/strict";
-import type { ImageKind } from "../../tasks/testbed/mod.ts";
-import { docker, type E2EMount, isMounted, startMount } from "../e2e/harness.ts";
+import { docker, type E2EMount, isMounted } from "../e2e/harness.ts";
 
-export { docker, dockerfuse, isMounted, readInside, sh, startMount } from "../e2e/harness.ts";
+export {
+  docker,
+  dockerfuse,
+  isMounted,
+  readInside,
+  sh,
+  startMount,
+  withMount,
+} from "../e2e/harness.ts";
 export type { E2EMount } from "../e2e/harness.ts";
 
 /** Runs the dockerfuse CLI to completion with extra environment variables. */
@@ -31,20 +38,6 @@ export async function cli(
 
 /** True when DOCKERFUSE_LONG=1 asks for the long local runs. */
 export const LONG = Deno.env.get("DOCKERFUSE_LONG") === "1";
-
-/** Runs `fn` on a fresh mount of `kind`; the mount and container go away whatever happens. */
-export async function withMount(
-  kind: ImageKind,
-  fn: (m: E2EMount) => Promise<void>,
-  options: Parameters<typeof startMount>[1] = {},
-): Promise<void> {
-  const m = await startMount(kind, options);
-  try {
-    await fn(m);
-  } finally {
-    await m.cleanup();
-  }
-}
 
 /** Waits for the client to exit by itself; fails (after killing it) if it takes over `ms`. */
 export async function exitWithin(m: E2EMount, ms: number): Promise<number> {
