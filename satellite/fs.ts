@@ -872,15 +872,29 @@ export class SatelliteFs {
     }
   }
 
-  #rename(p: ParamsOf<"rename">): null | RpcFailure {
-    const from = this.#resolve(p.from);
+  /** Resolves two paths, runs `op` on both, and releases them whatever happens. */
+  #withTwo<T>(
+    a: PathArg,
+    b: PathArg,
+    op: (from: Resolved, to: Resolved) => T | RpcFailure,
+  ): T | RpcFailure {
+    const from = this.#resolve(a);
     if (typeof from === "number") return failure(from);
-    const to = this.#resolve(p.to);
+    const to = this.#resolve(b);
     if (typeof to === "number") {
       this.#release_(from);
       return failure(to);
     }
     try {
+      return op(from, to);
+    } finally {
+      this.#release_(from);
+      this.#release_(to);
+    }
+  }
+
+  #rename(p: ParamsOf<"rename">): null | RpcFailure {
+    return this.#withTwo(p.from, p.to, (from, to) => {
       let r = num(
         this.#c.fn.sys_renameat2(
           this.#c.sys.renameat2,
@@ -895,29 +909,16 @@ export class SatelliteFs {
         r = this.#c.fn.renameat(from.dirfd, from.name, to.dirfd, to.name);
       }
       return r < 0 ? failure(this.#c.errno()) : null;
-    } finally {
-      this.#release_(from);
-      this.#release_(to);
-    }
+    });
   }
 
   #link(p: ParamsOf<"link">): Stat | RpcFailure {
-    const from = this.#resolve(p.from);
-    if (typeof from === "number") return failure(from);
-    const to = this.#resolve(p.to);
-    if (typeof to === "number") {
-      this.#release_(from);
-      return failure(to);
-    }
-    try {
+    return this.#withTwo(p.from, p.to, (from, to) => {
       if (this.#c.fn.linkat(from.dirfd, from.name, to.dirfd, to.name, 0) < 0) {
         return failure(this.#c.errno());
       }
       return this.#statAt(to.dirfd, to.name);
-    } finally {
-      this.#release_(from);
-      this.#release_(to);
-    }
+    });
   }
 
   #readlink(path: PathArg): string | Uint8Array | RpcFailure {
