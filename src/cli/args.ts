@@ -149,6 +149,17 @@ export function applyMountOptionList(options: MountOptions, list: string): strin
   return undefined;
 }
 
+/** `--log-format text|json`, shared by the commands that log. */
+function logFormatOption() {
+  return option({
+    type: oneOf(["text", "json"] as const),
+    long: "log-format",
+    defaultValue: () => "text" as const,
+    defaultValueIsSerializable: true,
+    description: "log lines as text or JSON",
+  });
+}
+
 const mountCommand = command({
   name: "mount",
   description: "Mount the filesystem of a running container on a local directory. " +
@@ -198,13 +209,7 @@ const mountCommand = command({
       description: "return once the mount answers, serve in the background",
     }),
     debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
-    logFormat: option({
-      type: oneOf(["text", "json"] as const),
-      long: "log-format",
-      defaultValue: () => "text" as const,
-      defaultValueIsSerializable: true,
-      description: "log lines as text or JSON",
-    }),
+    logFormat: logFormatOption(),
     attrTimeout: option({
       type: seconds,
       long: "attr-timeout",
@@ -316,13 +321,7 @@ const volumePluginCommand = command({
       description: "volume definitions and mountpoints",
     }),
     debug: flag({ long: "debug", description: "log every plugin call, FUSE request and RPC" }),
-    logFormat: option({
-      type: oneOf(["text", "json"] as const),
-      long: "log-format",
-      defaultValue: () => "text" as const,
-      defaultValueIsSerializable: true,
-      description: "log lines as text or JSON",
-    }),
+    logFormat: logFormatOption(),
   },
   handler: (a): Invocation => ({
     kind: "volume-plugin",
