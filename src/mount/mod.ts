@@ -48,6 +48,8 @@ export interface ContainerMountOptions {
   /** Exec user inside the container. */
   user: string;
   writebackCache: boolean;
+  /** No write-behind: a write is answered once the satellite has done it. */
+  syncWrites?: boolean;
   debug: boolean;
 }
 
@@ -295,6 +297,7 @@ export async function mountContainer(
       entryTimeout: options.entryTimeout,
       hostArch: Deno.build.arch,
       writebackCache: options.writebackCache,
+      writeBehind: options.syncWrites !== true,
       logger,
     });
     try {

@@ -5,8 +5,11 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { type MountedFs, mountLocal, sh } from "./harness.ts";
 
-async function withMount(fn: (fs: MountedFs) => Promise<void>): Promise<void> {
-  const fs = await mountLocal();
+async function withMount(
+  fn: (fs: MountedFs) => Promise<void>,
+  options: { writeBehind?: boolean } = {},
+): Promise<void> {
+  const fs = await mountLocal(options);
   try {
     await fn(fs);
   } finally {
@@ -65,6 +68,55 @@ Deno.test("fast paths: write-behind keeps order and reports ENOSPC to the writer
     }
   });
 });
+
+// Writes of 64 KiB into a 256 KiB tmpfs, each followed by a report line: which write failed.
+const FILL_TINY = `python3 -c '
+import os
+fd = os.open(os.environ["M"] + "/tiny/f", os.O_WRONLY | os.O_CREAT, 0o644)
+for i in range(8):
+    try:
+        print(i, os.write(fd, bytes(65536)))
+    except OSError as e:
+        print(i, e.strerror)
+        break
+try:
+    os.close(fd)
+    print("close ok")
+except OSError as e:
+    print("close", e.strerror)
+'`;
+
+for (const writeBehind of [true, false]) {
+  Deno.test(
+    `fast paths: ENOSPC ${
+      writeBehind
+        ? "with write-behind reaches a later write or close"
+        : "without write-behind reaches the write itself"
+    }`,
+    async () => {
+      await withMount(async (fs) => {
+        await ok(fs, 'mkdir "$B/tiny" && mount -t tmpfs -o size=256k tmpfs "$B/tiny"');
+        try {
+          const out = await ok(fs, FILL_TINY);
+          const lines = out.trim().split("\n");
+          const failed = lines.findIndex((l) => /No space left on device/.test(l));
+          assert(failed >= 0, out);
+          // 4 × 64 KiB fill the tmpfs: the 5th write is the first one the container refuses.
+          if (writeBehind) assert(failed >= 5, out); // answered early, refused later
+          else {assertEquals(lines.slice(0, 5), [
+              "0 65536",
+              "1 65536",
+              "2 65536",
+              "3 65536",
+              "4 No space left on device",
+            ]);}
+        } finally {
+          await new Deno.Command("umount", { args: ["-l", `${fs.backing}/tiny`] }).output();
+        }
+      }, { writeBehind });
+    },
+  );
+}
 
 Deno.test("fast paths: a read after a write through another descriptor sees the new bytes", async () => {
   await withMount(async (fs) => {

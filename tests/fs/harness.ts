@@ -36,6 +36,7 @@ export async function mountLocal(
     entryTimeout?: number;
     readOnly?: boolean;
     writebackCache?: boolean;
+    writeBehind?: boolean;
   } = {},
 ): Promise<MountedFs> {
   const backing = await Deno.makeTempDir({ prefix: "dockerfuse-backing-" });
@@ -50,6 +51,7 @@ export async function mountLocal(
     entryTimeout,
     hostArch: Deno.build.arch,
     writebackCache: options.writebackCache,
+    writeBehind: options.writeBehind,
     logger: quiet,
   });
   const session = await mount(fs, mountpoint, {
