@@ -3,7 +3,9 @@
 // Every timed run starts on a cold mount with the host page cache dropped; figures are medians.
 // Prints a table (seconds, ratios), `--json` prints the figures as JSON instead, and the SVG chart
 // is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all).
-// Run: deno task bench e2e [--runs=N] [--json] [--only=a,b]
+// Run: deno task bench e2e [--runs=N] [--json] [--only=a,b] [--cpu]
+// `--cpu` adds, per workload and contender, the CPU seconds each process (by name) spent during
+// the timed runs: where the time goes (dockerd, containerd-shim, satellite, client, sftp-server…).
 // Needs root (drop_caches, mounts), Docker, and sshfs/socat/openssh-sftp-server (apt-installed
 // when missing).
 
@@ -121,6 +123,8 @@ interface Options {
   only: Set<string> | null;
   contenders: Set<Contender>;
   dockerfuseArgs: string[];
+  /** Also account CPU seconds per process name during each timed run (`--cpu`). */
+  cpu: boolean;
 }
 
 function parseArgs(args: string[]): Options {
@@ -131,6 +135,7 @@ function parseArgs(args: string[]): Options {
     only: null,
     contenders: new Set(CONTENDERS),
     dockerfuseArgs: [],
+    cpu: false,
   };
   // "--runs=3" as well as "--runs 3" (tasks/bench.ts passes only dash-words through).
   args = args.flatMap((a) => a.startsWith("--") && a.includes("=") ? a.split(/=(.*)/s, 2) : [a]);
@@ -143,6 +148,7 @@ function parseArgs(args: string[]): Options {
     else if (a === "--only") o.only = new Set(args[++i].split(","));
     else if (a === "--contenders") o.contenders = new Set(args[++i].split(",") as Contender[]);
     else if (a === "--dockerfuse-arg") o.dockerfuseArgs.push(args[++i]);
+    else if (a === "--cpu") o.cpu = true;
     else throw new Error(`Cannot run the e2e benchmark: unknown argument '${a}'`);
   }
   return o;
@@ -323,6 +329,67 @@ async function prepare(w: Workload, native: string): Promise<void> {
   }
 }
 
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux). */
+const TICKS = 100;
+
+/** CPU ticks per process name, and the waited-for children's ticks of this process. */
+type CpuSnapshot = Map<string, number>;
+
+/** Names processes the way the CPU table shows them. */
+function cpuLabel(pid: number, comm: string): string {
+  if (pid === Deno.pid) return "";
+  if (comm === "deno") return "dockerfuse client";
+  if (comm.startsWith("ld-linux")) return "satellite";
+  if (comm.startsWith("containerd-shim")) return "containerd-shim";
+  return comm.replace(/\/.*$/, "");
+}
+
+/** utime+stime of every process (threads included), by name; exited ones are missed. */
+async function cpuSnapshot(): Promise<CpuSnapshot> {
+  const out: CpuSnapshot = new Map();
+  for await (const e of Deno.readDir("/proc")) {
+    const pid = Number(e.name);
+    if (!Number.isInteger(pid)) continue;
+    let text: string;
+    try {
+      text = await Deno.readTextFile(`/proc/${pid}/stat`);
+    } catch {
+      continue; // gone
+    }
+    const close = text.lastIndexOf(")");
+    const comm = text.slice(text.indexOf("(") + 1, close);
+    const f = text.slice(close + 2).split(" ");
+    // Fields after the name: [11] utime, [12] stime, [13] cutime, [14] cstime.
+    if (pid === Deno.pid) {
+      out.set("workload commands", Number(f[13]) + Number(f[14]));
+      continue;
+    }
+    const label = cpuLabel(pid, comm);
+    out.set(label, (out.get(label) ?? 0) + Number(f[11]) + Number(f[12]));
+  }
+  return out;
+}
+
+/** CPU seconds per name between two snapshots. */
+function cpuDelta(before: CpuSnapshot, after: CpuSnapshot): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [k, v] of after) {
+    const d = v - (before.get(k) ?? 0);
+    if (d > 0) out.set(k, d / TICKS);
+  }
+  return out;
+}
+
+/** CPU seconds per process name, summed over the runs, per workload and contender. */
+const cpuSums = new Map<string, { runs: number; seconds: Map<string, number> }>();
+
+function addCpu(key: string, delta: Map<string, number>): void {
+  const entry = cpuSums.get(key) ?? { runs: 0, seconds: new Map() };
+  entry.runs++;
+  for (const [k, v] of delta) entry.seconds.set(k, (entry.seconds.get(k) ?? 0) + v);
+  cpuSums.set(key, entry);
+}
+
 async function measureOnce(
   w: Workload,
   who: Contender,
@@ -364,7 +431,9 @@ async function measureOnce(
   try {
     if (w.before) await sh(w.before(m.root));
     await dropCaches();
+    const before = opts.cpu ? await cpuSnapshot() : undefined;
     const t = await timed(w.script(m.root));
+    if (before) addCpu(`${w.id} ${who}`, cpuDelta(before, await cpuSnapshot()));
     if (w.after) await sh(w.after(m.root));
     return t;
   } finally {
@@ -520,6 +589,20 @@ async function main(args: string[]): Promise<number> {
         }
       }
       results[w.id] = row;
+      if (opts.cpu && !opts.json) {
+        for (const c of contenders) {
+          const entry = cpuSums.get(`${w.id} ${c}`);
+          if (!entry) continue;
+          const top = [...entry.seconds].sort((a, b) => b[1] - a[1]).filter(([, v]) =>
+            v / entry.runs >= 0.005
+          );
+          console.error(
+            `${w.id.padEnd(10)} ${c.padEnd(10)} cpu s/run: ${
+              top.map(([k, v]) => `${k} ${(v / entry.runs).toFixed(3)}`).join(", ")
+            }`,
+          );
+        }
+      }
     }
   } finally {
     await unmountPath(mp);

@@ -284,7 +284,8 @@ interface Source {
 }
 
 async function fingerprint(sources: Source[]): Promise<string> {
-  const parts: string[] = [];
+  // The manifest's launch flags and environment are inputs too.
+  const parts: string[] = [JSON.stringify({ RUN_FLAGS, RUN_ENV })];
   for (const s of sources) {
     if (s.text !== undefined) parts.push(`${s.path}:${await sha256Hex(s.text)}`);
     else {
