@@ -115,10 +115,12 @@ const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_ISGID = 0o2000;
+/** d_type of a directory. */
+const DT_DIR = 4;
 const DT_TO_IFMT: Readonly<Record<number, number>> = {
   1: 0o010000, // DT_FIFO
   2: 0o020000, // DT_CHR
-  4: S_IFDIR,
+  [DT_DIR]: S_IFDIR,
   6: 0o060000, // DT_BLK
   8: S_IFREG,
   10: 0o120000, // DT_LNK
@@ -136,6 +138,12 @@ const O_DSYNC = 0o10000;
 const NO_XATTRS_SWEEP = 65536;
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
+/** Subdirectory listings fetched ahead at once: a user's request waits behind at most these. */
+const LIST_AHEAD_IN_FLIGHT = 2;
+/** Subdirectories queued for listing ahead, and listings kept, at most. */
+const LIST_AHEAD_QUEUE = 1024;
+/** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
+const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Converts the satellite's Stat to FUSE attributes. */
@@ -194,6 +202,23 @@ export class ContainerFs implements FileSystem<Handle> {
   #changes = 0;
   /** Open file handles by identity: attributes of an unlinked file come through one of them. */
   readonly #openFiles = new Map<string, Set<Handle>>();
+  /**
+   * Listing ahead: right after a directory is listed, its subdirectories (same filesystem) are
+   * listed in the background, so a walk (find, ls -R, grep -r, du, rm -r) finds the next listing
+   * ready while the client and the satellite work in parallel. Keyed by the directory's node key;
+   * every change through the mount empties it (`#forgetListed`), and a listing serves only within
+   * the entry/attribute timeout from when the satellite made it, as the kernel's caches would.
+   */
+  readonly #ahead = new Map<string, {
+    path: string;
+    done?: { entries: readonly WireDirEntry[]; at: number };
+    running?: Promise<void>;
+  }>();
+  /** Keys of `#ahead` waiting to be fetched, in order. */
+  #aheadQueue: string[] = [];
+  #aheadRunning = 0;
+  /** Counts changes made through the mount; a listing fetched across one is not kept. */
+  #mutations = 0;
 
   constructor(rpc: RpcCalls, options: ContainerFsOptions) {
     this.#rpc = rpc;
@@ -289,6 +314,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   #forgetListed(parent: Node | undefined, name: string): void {
+    this.#dropAhead();
     if (parent !== undefined && this.#listed.size > 0) this.#listed.delete(`${parent.key}/${name}`);
   }
 
@@ -321,7 +347,8 @@ export class ContainerFs implements FileSystem<Handle> {
     }
     // An open file answers for itself, also once unlinked (fstat after unlink).
     const path = relPath(node);
-    const open = handle ??
+    const given = handle?.id === NO_HANDLE ? undefined : handle;
+    const open = given ??
       (path === undefined ? this.#openFiles.get(node.key)?.values().next().value : undefined);
     if (open === undefined && path === undefined) return ENOENT;
     const r = open !== undefined
@@ -748,6 +775,13 @@ export class ContainerFs implements FileSystem<Handle> {
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    const ahead = await this.#takeAhead(node.key);
+    if (ahead !== undefined) {
+      const listing: Listing = { cookies: [0n], buffer: [], bufferStart: 0, end: undefined };
+      this.#fillListing(node, listing, 0, ahead.entries, true, true, ahead.at);
+      this.#listAhead(node, path, ahead.entries);
+      return { handle: { id: NO_HANDLE, dir: true, key: "", listing } };
+    }
     // The first batch comes along (with attributes): a listing costs one round trip.
     const r = await this.#rpc.opendir({ path, readAhead: READDIR_BATCH }, this.#opts(ctx));
     if (!r.ok) return this.#fail(r);
@@ -758,8 +792,87 @@ export class ContainerFs implements FileSystem<Handle> {
       if (this.#fillListing(node, listing, 0, entries, eof === true, true)) {
         handle.listing = listing;
       }
+      if (eof === true) this.#listAhead(node, path, entries);
     }
     return { handle };
+  }
+
+  /** Seconds a listing fetched ahead may serve; 0 turns listing ahead off. */
+  #aheadTtlMs(): number {
+    return Math.min(this.#options.entryTimeout, this.#options.attrTimeout) * 1000;
+  }
+
+  /** Queues the subdirectories among `entries` of `dir` (on its filesystem) for listing ahead. */
+  #listAhead(dir: Node, path: string, entries: readonly WireDirEntry[]): void {
+    if (this.#aheadTtlMs() <= 0) return;
+    const dev = dir.key.slice(0, dir.key.lastIndexOf(":") + 1);
+    for (const e of entries) {
+      if (e.type !== DT_DIR || typeof e.name !== "string" || e.stat === undefined) continue;
+      if (e.name === "." || e.name === "..") continue;
+      const key = statKey(e.stat);
+      // Mount points (/proc, /sys, volumes) are not walked into ahead of time.
+      if (!key.startsWith(dev) || this.#ahead.has(key)) continue;
+      if (this.#ahead.size >= LIST_AHEAD_QUEUE) break;
+      this.#ahead.set(key, { path: path === "" ? e.name : `${path}/${e.name}` });
+      this.#aheadQueue.push(key);
+    }
+    this.#pumpAhead();
+  }
+
+  #pumpAhead(): void {
+    while (this.#aheadRunning < LIST_AHEAD_IN_FLIGHT && this.#aheadQueue.length > 0) {
+      const key = this.#aheadQueue.shift()!;
+      const slot = this.#ahead.get(key);
+      if (slot === undefined || slot.done !== undefined || slot.running !== undefined) continue;
+      this.#aheadRunning++;
+      slot.running = this.#fetchAhead(key, slot.path).finally(() => {
+        this.#aheadRunning--;
+        slot.running = undefined;
+        this.#pumpAhead();
+      });
+    }
+  }
+
+  async #fetchAhead(key: string, path: string): Promise<void> {
+    const mutations = this.#mutations;
+    const r = await this.#rpc.opendir({ path, readAhead: READDIR_BATCH });
+    if (!r.ok) {
+      this.#ahead.delete(key);
+      return;
+    }
+    this.#rpc.release({ handle: r.value.handle }).catch(() => {});
+    const slot = this.#ahead.get(key);
+    // Kept only when whole and nothing changed through the mount meanwhile.
+    if (
+      slot === undefined || r.value.eof !== true || r.value.entries === undefined ||
+      this.#mutations !== mutations
+    ) {
+      this.#ahead.delete(key);
+      return;
+    }
+    slot.done = { entries: r.value.entries, at: Date.now() };
+  }
+
+  /** A listing of `key` fetched ahead and still fresh (waiting for it if under way). */
+  async #takeAhead(
+    key: string,
+  ): Promise<{ entries: readonly WireDirEntry[]; at: number } | undefined> {
+    const slot = this.#ahead.get(key);
+    if (slot === undefined) return undefined;
+    if (slot.running !== undefined) await slot.running;
+    this.#ahead.delete(key);
+    if (slot.done === undefined || Date.now() - slot.done.at >= this.#aheadTtlMs()) {
+      return undefined;
+    }
+    return slot.done;
+  }
+
+  /** Forgets every listing fetched or queued ahead (something changed through the mount). */
+  #dropAhead(): void {
+    this.#mutations++;
+    if (this.#ahead.size === 0) return;
+    this.#ahead.clear();
+    this.#aheadQueue = [];
   }
 
   /**
@@ -773,10 +886,11 @@ export class ContainerFs implements FileSystem<Handle> {
     entries: readonly WireDirEntry[],
     eof: boolean,
     plus: boolean,
+    fetchedAt: number = Date.now(),
   ): boolean {
     const buffer: DirEntry[] = [];
     const ttl = Math.min(this.#options.entryTimeout, this.#options.attrTimeout) * 1000;
-    const until = Date.now() + ttl;
+    const until = fetchedAt + ttl;
     if (this.#listed.size > NO_XATTRS_SWEEP) this.#listed.clear();
     for (const e of entries) {
       if (typeof e.name !== "string") {
@@ -841,6 +955,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    if (handle.id === NO_HANDLE) return;
     const r = await this.#rpc.release({ handle: handle.id });
     return r.ok ? undefined : this.#fail(r);
   }
@@ -851,7 +966,17 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     datasync: boolean,
   ): Promise<void | Errno> {
-    const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
+    if (handle.id !== NO_HANDLE) {
+      const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
+      return r.ok ? undefined : this.#fail(r);
+    }
+    // Opened from a listing fetched ahead: sync through a handle of its own.
+    const path = relPath(_node);
+    if (path === undefined) return ENOENT;
+    const opened = await this.#rpc.opendir({ path }, this.#opts(ctx));
+    if (!opened.ok) return this.#fail(opened);
+    const r = await this.#rpc.fsync({ handle: opened.value.handle, datasync }, this.#opts(ctx));
+    this.#rpc.release({ handle: opened.value.handle }).catch(() => {});
     return r.ok ? undefined : this.#fail(r);
   }
 

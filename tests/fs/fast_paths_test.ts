@@ -118,6 +118,35 @@ for (const writeBehind of [true, false]) {
   );
 }
 
+Deno.test("fast paths: subdirectories listed ahead serve the next listing, and changes show", async () => {
+  await withMount(async (fs) => {
+    await ok(fs, 'mkdir -p "$B/p/a" "$B/p/b" && touch "$B/p/a/x" "$B/p/b/y"');
+    await ok(fs, 'ls "$M/p" >/dev/null');
+    await new Promise((r) => setTimeout(r, 200)); // the listings ahead arrive
+    const before = fs.satellite.calls.length;
+    assertEquals(await ok(fs, 'ls "$M/p/a"'), "x\n");
+    assertEquals(
+      fs.satellite.calls.slice(before).filter((m) => m === "opendir"),
+      [],
+      "p/a listed ahead",
+    );
+    // A change through the mount drops what was listed ahead.
+    await ok(fs, 'ls "$M/p" >/dev/null; touch "$M/p/b/z"');
+    assertEquals(await ok(fs, 'ls "$M/p/b"'), "y\nz\n");
+    // A change inside the container shows within the entry timeout (1 s here).
+    await ok(fs, 'mkdir "$B/p/c" && ls "$M/p" >/dev/null && touch "$B/p/c/inside"');
+    await new Promise((r) => setTimeout(r, 1100));
+    assertEquals(await ok(fs, 'ls "$M/p/c"'), "inside\n");
+    // fsync of a directory opened from a listing fetched ahead.
+    await ok(fs, 'ls "$M/p" >/dev/null');
+    await new Promise((r) => setTimeout(r, 200));
+    await ok(
+      fs,
+      `python3 -c 'import os; fd = os.open(os.environ["M"] + "/p/a", os.O_RDONLY); os.fsync(fd); print(os.listdir(fd)); os.close(fd)'`,
+    );
+  });
+});
+
 Deno.test("fast paths: a read after a write through another descriptor sees the new bytes", async () => {
   await withMount(async (fs) => {
     await Deno.writeTextFile(`${fs.backing}/f`, "old contents\n");

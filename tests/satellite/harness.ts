@@ -13,6 +13,8 @@ export interface Harness {
   readonly client: RpcClient;
   readonly child: Deno.ChildProcess;
   readonly stderr: Promise<string>;
+  /** Methods answered so far, in order of their answers. */
+  readonly calls: string[];
   /** Closes the client and waits for the satellite to exit; returns its exit code. */
   stop(): Promise<number>;
 }
@@ -59,12 +61,16 @@ export function startSatellite(root: string, options: StartOptions = {}): Harnes
       stderr: "piped",
     });
   const child = command.spawn();
-  const client = new RpcClient(child.stdout, child.stdin);
+  const calls: string[] = [];
+  const client = new RpcClient(child.stdout, child.stdin, {
+    onTrace: (event) => calls.push(event.method),
+  });
   const stderr = new Response(child.stderr).text();
   return {
     client,
     child,
     stderr,
+    calls,
     async stop() {
       await client.close();
       const status = await child.status;
