@@ -307,6 +307,9 @@ class MountedSession implements FuseSession {
   }
 }
 
+/** Read-ahead window of a new mount, KiB (`cat` of 256 MiB: 1.74 s at 128, 1.17 s at 4096). */
+const DEFAULT_READ_AHEAD_KB = 4096;
+
 /**
  * Mounts `fs` at `mountpoint` and serves it until unmounted. Resolves once the kernel's INIT
  * was answered (the mount answers requests). Throws `Cannot mount '<mountpoint>': reason`
@@ -362,5 +365,11 @@ export async function mount<H>(
     const dev = (await Deno.stat(abs)).dev;
     connection = (dev & 0xff) | ((dev >> 12) & 0xfff00);
   } catch { /* abort() will report false */ }
+  const readAheadKb = options.readAheadKb ?? DEFAULT_READ_AHEAD_KB;
+  if (connection !== undefined && readAheadKb > 0) {
+    // sysfs is writable by root only: others keep the kernel's window.
+    await Deno.writeTextFile(`/sys/class/bdi/0:${connection}/read_ahead_kb`, `${readAheadKb}\n`)
+      .catch(() => {});
+  }
   return new MountedSession(abs, session as Session, connection);
 }

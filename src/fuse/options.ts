@@ -35,6 +35,11 @@ export interface MountOptions {
   maxWrite?: number;
   /** Largest readahead the kernel may do (default 1 MiB). */
   maxReadahead?: number;
+  /**
+   * Read-ahead window (KiB) set for the mount in /sys/class/bdi after mounting, where allowed
+   * (root): the kernel starts FUSE mounts at 128 KiB whatever INIT asks. Default 4096; 0 leaves it.
+   */
+  readAheadKb?: number;
   /** Kernel limit on background requests (default 64). */
   maxBackground?: number;
   /** Requests the reader may read ahead of the handlers (default 16, each max_write + 8 KiB). */

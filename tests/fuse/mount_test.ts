@@ -349,3 +349,18 @@ R["size"] = os.stat(p).st_size
     assertEquals(r, { data: "heXlo wor", size: 9 });
   }, { mount: { writebackCache: true } });
 });
+
+Deno.test("mount: the read-ahead window is raised for root (4096 KiB by default, or as asked)", async () => {
+  const window = async (dir: string): Promise<string> => {
+    const dev = (await Deno.stat(dir)).dev;
+    const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    return (await Deno.readTextFile(`/sys/class/bdi/0:${minor}/read_ahead_kb`)).trim();
+  };
+  await withMount(async (m) => assertEquals(await window(m.dir), "4096"));
+  await withMount(async (m) => assertEquals(await window(m.dir), "1024"), {
+    mount: { readAheadKb: 1024 },
+  });
+  await withMount(async (m) => assertEquals(await window(m.dir), "128"), {
+    mount: { readAheadKb: 0 },
+  });
+});
