@@ -797,14 +797,14 @@ export class ContainerFs implements FileSystem<Handle> {
     return { handle };
   }
 
-  /** Seconds a listing fetched ahead may serve; 0 turns listing ahead off. */
-  #aheadTtlMs(): number {
+  /** Milliseconds what a listing told may serve (`#listed`, listing ahead); 0: not at all. */
+  #listedTtlMs(): number {
     return Math.min(this.#options.entryTimeout, this.#options.attrTimeout) * 1000;
   }
 
   /** Queues the subdirectories among `entries` of `dir` (on its filesystem) for listing ahead. */
   #listAhead(dir: Node, path: string, entries: readonly WireDirEntry[]): void {
-    if (this.#aheadTtlMs() <= 0) return;
+    if (this.#listedTtlMs() <= 0) return;
     const dev = dir.key.slice(0, dir.key.lastIndexOf(":") + 1);
     for (const e of entries) {
       if (e.type !== DT_DIR || typeof e.name !== "string" || e.stat === undefined) continue;
@@ -861,7 +861,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (slot === undefined) return undefined;
     if (slot.running !== undefined) await slot.running;
     this.#ahead.delete(key);
-    if (slot.done === undefined || Date.now() - slot.done.at >= this.#aheadTtlMs()) {
+    if (slot.done === undefined || Date.now() - slot.done.at >= this.#listedTtlMs()) {
       return undefined;
     }
     return slot.done;
@@ -889,7 +889,7 @@ export class ContainerFs implements FileSystem<Handle> {
     fetchedAt: number = Date.now(),
   ): boolean {
     const buffer: DirEntry[] = [];
-    const ttl = Math.min(this.#options.entryTimeout, this.#options.attrTimeout) * 1000;
+    const ttl = this.#listedTtlMs();
     const until = fetchedAt + ttl;
     if (this.#listed.size > NO_XATTRS_SWEEP) this.#listed.clear();
     for (const e of entries) {
@@ -962,7 +962,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async fsyncdir(
     ctx: RequestContext,
-    _node: Node,
+    node: Node,
     handle: Handle,
     datasync: boolean,
   ): Promise<void | Errno> {
@@ -971,7 +971,7 @@ export class ContainerFs implements FileSystem<Handle> {
       return r.ok ? undefined : this.#fail(r);
     }
     // Opened from a listing fetched ahead: sync through a handle of its own.
-    const path = relPath(_node);
+    const path = relPath(node);
     if (path === undefined) return ENOENT;
     const opened = await this.#rpc.opendir({ path }, this.#opts(ctx));
     if (!opened.ok) return this.#fail(opened);
