@@ -119,8 +119,14 @@ for (const writeBehind of [true, false]) {
 Deno.test("fast paths: subdirectories listed ahead serve the next listing, and changes show", async () => {
   await withMount(async (fs) => {
     await ok(fs, 'mkdir -p "$B/p/a" "$B/p/b" && touch "$B/p/a/x" "$B/p/b/y"');
+    const opendirs = (): number => fs.satellite.calls.filter((m) => m === "opendir").length;
+    const listed = opendirs();
     await ok(fs, 'ls "$M/p" >/dev/null');
-    await new Promise((r) => setTimeout(r, 200)); // the listings ahead arrive
+    // p itself, then a and b ahead of time.
+    for (let waited = 0; opendirs() < listed + 3 && waited < 5000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(opendirs(), listed + 3, "p, then p/a and p/b listed ahead");
     const before = fs.satellite.calls.length;
     assertEquals(await ok(fs, 'ls "$M/p/a"'), "x\n");
     assertEquals(
