@@ -21,7 +21,14 @@ import {
   type ResultOf,
 } from "./methods.ts";
 import { INVALID, str } from "./schema.ts";
-import { createPackr, createUnpackr, decodeBody, encodeFrame, FrameDecoder, Kind } from "./wire.ts";
+import {
+  createPackr,
+  createUnpackr,
+  decodeBody,
+  encodeRequest,
+  FrameDecoder,
+  Kind,
+} from "./wire.ts";
 
 /** Outcome of a call. */
 export type RpcResult<T> =
@@ -184,7 +191,7 @@ export class RpcClient {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     try {
-      frame = encodeFrame(this.#packr, [Kind.REQUEST, id, method, params]);
+      frame = encodeRequest(this.#packr, id, method, params);
     } catch (e) {
       return Promise.resolve(failure("EINVAL", `cannot encode ${method} params: ${e}`));
     }

@@ -40,8 +40,10 @@ export {
   createUnpackr,
   decodeBody,
   encodeFrame,
+  encodeRequest,
   FRAME_HEADER_BYTES,
   FrameDecoder,
   Kind,
+  LARGE_PAYLOAD_BYTES,
   preview,
 } from "./wire.ts";

@@ -45,6 +45,47 @@ export function encodeFrame(packr: Packr, message: unknown): Uint8Array {
   return frame;
 }
 
+/** A byte payload at least this large is put into a request frame directly (see below). */
+export const LARGE_PAYLOAD_BYTES = 64 * 1024;
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * Encodes a request frame. When the params' last field is a large byte payload (a write's data),
+ * msgpackr packs the rest with an empty payload and the payload is copied once into a frame of
+ * exact size: msgpackr itself would grow its buffer to four times the frame, zeroed, per request
+ * (measured: 16 % of the client's time writing 256 MiB). The bytes are those msgpackr would give.
+ */
+export function encodeRequest(
+  packr: Packr,
+  id: number,
+  method: string,
+  params: unknown,
+): Uint8Array {
+  const fields = params !== null && typeof params === "object" && !(params instanceof Uint8Array)
+    ? params as Readonly<Record<string, unknown>>
+    : {};
+  const keys = Object.keys(fields);
+  const last = keys[keys.length - 1];
+  const payload = last === undefined ? undefined : fields[last];
+  if (!(payload instanceof Uint8Array) || payload.length < LARGE_PAYLOAD_BYTES) {
+    return encodeFrame(packr, [Kind.REQUEST, id, method, params]);
+  }
+  const head = encodeFrame(packr, [Kind.REQUEST, id, method, { ...fields, [last!]: NO_BYTES }]);
+  // The empty payload is the frame's last two bytes (bin8, length 0): bin32 takes its place.
+  const keep = head.length - 2;
+  if (head[keep] !== 0xc4 || head[keep + 1] !== 0) {
+    return encodeFrame(packr, [Kind.REQUEST, id, method, params]);
+  }
+  const frame = new Uint8Array(keep + 5 + payload.length);
+  frame.set(head.subarray(0, keep));
+  const view = new DataView(frame.buffer);
+  frame[keep] = 0xc6;
+  view.setUint32(keep + 1, payload.length);
+  frame.set(payload, keep + 5);
+  view.setUint32(0, frame.length - FRAME_HEADER_BYTES);
+  return frame;
+}
+
 /** Decodes a frame body; never throws. */
 export function decodeBody(
   unpackr: Unpackr,

@@ -1,12 +1,19 @@
 // Pure protocol pieces: errno table, open flag numbering, device numbers, schemas.
 
-import { deepStrictEqual as eq, strictEqual as is } from "node:assert/strict";
+import { deepStrictEqual as eq, ok as assert, strictEqual as is } from "node:assert/strict";
 import {
+  createPackr,
+  createUnpackr,
+  decodeBody,
   decodeDev,
   encodeDev,
+  encodeFrame,
+  encodeRequest,
   errnoName,
   errnoNumber,
   INVALID,
+  Kind,
+  LARGE_PAYLOAD_BYTES,
   METHODS,
   OpenFlags,
   openFlagsFromWire,
@@ -63,4 +70,34 @@ Deno.test("schemas validate, normalise and drop unknown keys", () => {
   });
   is(METHODS.lstat.params.parse({ path: new Uint8Array(9000) }), INVALID);
   is(METHODS.write.params.parse({ handle: 1, offset: 0n, data: [1, 2, 3] }), INVALID);
+});
+
+Deno.test("requests with a large payload encode to msgpackr's own bytes, and decode back", () => {
+  const packr = createPackr();
+  const unpackr = createUnpackr();
+  const payload = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => i * 7);
+  // msgpackr may hand out a Buffer: compare bytes.
+  const same = (a: Uint8Array, b: Uint8Array, what: string): void =>
+    eq(new Uint8Array(a), new Uint8Array(b), what);
+  for (const n of [0, 100, LARGE_PAYLOAD_BYTES - 1, LARGE_PAYLOAD_BYTES, 1 << 20]) {
+    const params = { handle: 3, offset: 1n << 40n, data: payload(n) };
+    const direct = encodeRequest(packr, 9, "write", params);
+    const reference = encodeFrame(createPackr(), [Kind.REQUEST, 9, "write", params]);
+    same(direct, reference, `${n} bytes`);
+    const decoded = decodeBody(unpackr, direct.subarray(4));
+    assert(decoded.ok);
+    eq(decoded.value, [Kind.REQUEST, 9, "write", params]);
+  }
+  // Payload not last, or no params at all: the plain encoding.
+  const mid = { data: payload(LARGE_PAYLOAD_BYTES), handle: 1 };
+  same(
+    encodeRequest(packr, 1, "write", mid),
+    encodeFrame(createPackr(), [Kind.REQUEST, 1, "write", mid]),
+    "payload first",
+  );
+  same(
+    encodeRequest(packr, 2, "statfs", undefined),
+    encodeFrame(createPackr(), [Kind.REQUEST, 2, "statfs", undefined]),
+    "no params",
+  );
 });
