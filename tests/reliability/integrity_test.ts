@@ -71,21 +71,8 @@ async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   while (done < data.length) done += await file.write(data.subarray(done));
 }
 
-async function readChunk(path: string, index: number, len: number): Promise<Uint8Array> {
-  const file = await Deno.open(path, { read: true });
-  try {
-    await file.seek(index * CHUNK, Deno.SeekMode.Start);
-    const out = new Uint8Array(len);
-    let done = 0;
-    while (done < len) {
-      const n = await file.read(out.subarray(done));
-      if (n === null) break;
-      done += n;
-    }
-    return out.subarray(0, done);
-  } finally {
-    file.close();
-  }
+function readChunk(path: string, index: number, len: number): Promise<Uint8Array> {
+  return readChunkAt(path, index * CHUNK, len);
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -392,10 +379,11 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
       own: (w: number) => `${dir}/own${w}`,
       shared: (k: number) => `${dir}/shared${k}`,
     };
-    // Last generation written per (file, slot); writers of a shared file own distinct slots.
-    const last = new Map<string, number>();
-    // Every generation written per (file, slot), noted before the write is issued.
+    // Every generation written per (file, slot), noted before the write is issued; writers of a
+    // shared file own distinct slots. Writer (or reader) w's files are own<w> and shared<w % 2>.
     const written = new Map<string, number[]>();
+    const keyOf = (shared: boolean, w: number, slot: number): string =>
+      `${shared ? `s${w % 2}` : `o${w}`}/${slot}`;
     // Logical clock of finished writes, and the tick at which each slot's first write finished.
     let clock = 0;
     const firstDone = new Map<string, number>();
@@ -416,13 +404,12 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
             ? (Math.floor(random() * (SLOTS / 4)) * 4 + (w >> 1)) % SLOTS
             : Math.floor(random() * SLOTS);
           const file = useShared ? shared : own;
-          const key = `${useShared ? `s${w % 2}` : `o${w}`}/${slot}`;
+          const key = keyOf(useShared, w, slot);
           const notes = written.get(key) ?? [];
           written.set(key, notes);
           notes.push(generation);
           await file.seek(slot * RECORD, Deno.SeekMode.Start);
           await writeAll(file, record(w, slot, generation));
-          last.set(key, generation);
           if (!firstDone.has(key)) firstDone.set(key, ++clock);
           counts.writes++;
           if (generation % 50 === 0) await file.sync();
@@ -440,7 +427,6 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
         const path = useShared ? files.shared(w % 2) : files.own(w);
         // Slot `slot` of shared file k belongs to writer 2 * (slot % 4) + k.
         const ownerOf = (slot: number): number => useShared ? 2 * (slot % 4) + (w % 2) : w;
-        const keyOf = (slot: number): string => `${useShared ? `s${w % 2}` : `o${w}`}/${slot}`;
         const started = clock;
         let bytes: Uint8Array;
         try {
@@ -452,7 +438,7 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
         for (let slot = 0; slot * RECORD < bytes.length; slot++) {
           const rec = bytes.subarray(slot * RECORD, (slot + 1) * RECORD);
           if (rec.length < RECORD) break; // a record being appended
-          const key = keyOf(slot);
+          const key = keyOf(useShared, w, slot);
           const zerosPossible = (firstDone.get(key) ?? Infinity) > started;
           const verdict = checkRecord(
             rec,
@@ -490,9 +476,10 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
     } finally {
       clearTimeout(timer);
     }
-    // Final contents: every slot holds the last generation its writer wrote (or zeros).
+    // Final contents: every slot holds the last generation its writer wrote (all writes are done).
     let verified = 0;
-    for (const [key, generation] of last) {
+    for (const [key, notes] of written) {
+      const generation = notes[notes.length - 1]!;
       const [file, slotText] = key.split("/");
       const slot = Number(slotText);
       const path = file!.startsWith("s")
