@@ -23,6 +23,16 @@ async function ok(fs: MountedFs, script: string): Promise<string> {
   return r.stdout;
 }
 
+/** Runs `body` with a 256 KiB tmpfs mounted at tiny/ of the backing dir ("$M/tiny"). */
+async function withTinyTmpfs(fs: MountedFs, body: () => Promise<void>): Promise<void> {
+  await ok(fs, 'mkdir "$B/tiny" && mount -t tmpfs -o size=256k tmpfs "$B/tiny"');
+  try {
+    await body();
+  } finally {
+    await new Deno.Command("umount", { args: ["-l", `${fs.backing}/tiny`] }).output();
+  }
+}
+
 Deno.test("fast paths: xattrs set inside or through the mount are seen right after a listing", async () => {
   await withMount(async (fs) => {
     await ok(fs, 'touch "$B/plain" "$B/tagged" && setfattr -n user.k -v inside "$B/tagged"');
@@ -56,16 +66,13 @@ Deno.test("fast paths: write-behind keeps order and reports ENOSPC to the writer
       'for i in 1 2 3 4 5 6 7 8; do printf "%s" "$i$i$i$i" | dd of="$M/copy" bs=4 seek=0 conv=notrunc status=none; done',
     );
     assertEquals(await ok(fs, 'head -c 4 "$B/copy"'), "8888");
-    await ok(fs, 'mkdir "$B/tiny" && mount -t tmpfs -o size=256k tmpfs "$B/tiny"');
-    try {
+    await withTinyTmpfs(fs, async () => {
       const r = await sh(fs, 'dd if=/dev/zero of="$M/tiny/f" bs=64k count=32 2>&1; echo "rc=$?"');
       assert(/No space left on device/.test(r.stdout) && !/rc=0/.test(r.stdout), r.stdout);
       // The mount stays usable.
       await ok(fs, 'rm "$M/tiny/f" && echo fine > "$M/tiny/g"');
       assertEquals(await Deno.readTextFile(`${fs.backing}/tiny/g`), "fine\n");
-    } finally {
-      await new Deno.Command("umount", { args: ["-l", `${fs.backing}/tiny`] }).output();
-    }
+    });
   });
 });
 
@@ -95,8 +102,7 @@ for (const writeBehind of [true, false]) {
     }`,
     async () => {
       await withMount(async (fs) => {
-        await ok(fs, 'mkdir "$B/tiny" && mount -t tmpfs -o size=256k tmpfs "$B/tiny"');
-        try {
+        await withTinyTmpfs(fs, async () => {
           const out = await ok(fs, FILL_TINY);
           const lines = out.trim().split("\n");
           const failed = lines.findIndex((l) => /No space left on device/.test(l));
@@ -108,9 +114,7 @@ for (const writeBehind of [true, false]) {
             const expected = ["0 65536", "1 65536", "2 65536", "3 65536"];
             assertEquals(lines.slice(0, 5), [...expected, "4 No space left on device"]);
           }
-        } finally {
-          await new Deno.Command("umount", { args: ["-l", `${fs.backing}/tiny`] }).output();
-        }
+        });
       }, { writeBehind });
     },
   );
