@@ -241,72 +241,74 @@ async function assertUnmounted(mp: string): Promise<void> {
   if (await isMounted(mp)) throw new Error(`Cannot mount on '${mp}': still mounted`);
 }
 
-async function mountDockerfuse(container: string, mp: string, extra: string[]): Promise<Mounted> {
+/** A mounting process started and seen mounted on `mp` (killed, with its stderr, if not). */
+interface MountProcess {
+  exited(): boolean;
+  /** The exit, once the process is gone. */
+  status: Promise<Deno.CommandStatus>;
+  /** Its stderr, read to the end. */
+  drained: Promise<void>;
+  kill(signal: Deno.Signal): void;
+}
+
+async function spawnMount(
+  what: string,
+  cmd: string,
+  args: string[],
+  mp: string,
+): Promise<MountProcess> {
   await assertUnmounted(mp);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "mount", ...extra, container, mp],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "piped" })
+    .spawn();
   let exited = false;
   let stderr = "";
-  const pump = (async () => {
+  const drained = (async () => {
     for await (const c of child.stderr) stderr += decoder.decode(c, { stream: true });
   })();
   const status = child.status.then((s) => (exited = true, s));
   try {
-    await waitMounted(mp, () => exited, "dockerfuse");
+    await waitMounted(mp, () => exited, what);
   } catch (e) {
     if (!exited) child.kill("SIGKILL");
     await status;
     throw new Error(`${(e as Error).message}: ${stderr}`);
   }
+  return { exited: () => exited, status, drained, kill: (signal) => child.kill(signal) };
+}
+
+async function mountDockerfuse(container: string, mp: string, extra: string[]): Promise<Mounted> {
+  const p = await spawnMount(
+    "dockerfuse",
+    Deno.execPath(),
+    ["run", "-A", CLI, "mount", ...extra, container, mp],
+    mp,
+  );
   return {
     root: mp,
     async unmount() {
-      if (!exited) child.kill("SIGTERM");
-      await status;
-      await pump.catch(() => {});
+      if (!p.exited()) p.kill("SIGTERM");
+      await p.status;
+      await p.drained.catch(() => {});
       await unmountPath(mp);
     },
   };
 }
 
 async function mountSshfs(container: string, mp: string): Promise<Mounted> {
-  await assertUnmounted(mp);
-  const child = new Deno.Command("socat", {
-    args: [
-      `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
-      `EXEC:"sshfs -f -o passive :/ ${mp}"`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let exited = false;
-  let stderr = "";
-  const pump = (async () => {
-    for await (const c of child.stderr) stderr += decoder.decode(c, { stream: true });
-  })();
-  const status = child.status.then((s) => (exited = true, s));
-  try {
-    await waitMounted(mp, () => exited, "sshfs");
-  } catch (e) {
-    if (!exited) child.kill("SIGKILL");
-    await status;
-    throw new Error(`${(e as Error).message}: ${stderr}`);
-  }
+  const p = await spawnMount("sshfs", "socat", [
+    `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
+    `EXEC:"sshfs -f -o passive :/ ${mp}"`,
+  ], mp);
   return {
     root: mp,
     async unmount() {
       await unmountPath(mp);
       const timer = setTimeout(() => {
-        if (!exited) child.kill("SIGKILL");
+        if (!p.exited()) p.kill("SIGKILL");
       }, 5000);
-      await status;
+      await p.status;
       clearTimeout(timer);
-      await pump.catch(() => {});
+      await p.drained.catch(() => {});
     },
   };
 }
