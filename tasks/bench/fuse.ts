@@ -5,7 +5,7 @@
 // Run: deno run -A tasks/bench/fuse.ts [--seconds N]
 
 import { mount } from "../../src/fuse/mod.ts";
-import { MemFs } from "../../tests/fuse/memfs.ts";
+import { localContext, MemFs, rootNode } from "../../tests/fuse/memfs.ts";
 
 /** One line of the result table. */
 export interface BenchRow {
@@ -89,23 +89,8 @@ export async function benchFuse(
   const rows: BenchRow[] = [];
   try {
     // The test file, filled in-process (no FUSE traffic): fileMiB of a repeating pattern.
-    const ctx = {
-      uid: 0,
-      gid: 0,
-      pid: 0,
-      unique: 0n,
-      opcode: 0,
-      signal: new AbortController().signal,
-    };
-    const root = {
-      nodeId: 1n,
-      key: "",
-      ino: 1n,
-      parent: undefined,
-      name: "",
-      path: "/",
-      data: undefined,
-    };
+    const ctx = localContext();
+    const root = rootNode();
     const created = fs.create(ctx, root, "big", 0o100644, 2);
     if (!("handle" in created)) throw new Error("cannot create the benchmark file");
     const chunk = new Uint8Array(1 << 20).map((_, i) => i & 255);

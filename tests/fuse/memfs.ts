@@ -55,6 +55,16 @@ const CHUNK = 1 << 20;
 
 let lastNs = 0n;
 /** Current time with nanosecond fields (strictly increasing, so changes are visible). */
+/** A context for calling a filesystem in-process, outside any request: root, nothing to cancel. */
+export function localContext(): RequestContext {
+  return { uid: 0, gid: 0, pid: 0, unique: 0n, opcode: 0, signal: new AbortController().signal };
+}
+
+/** The root node as the FUSE layer knows it, for calling a filesystem in-process. */
+export function rootNode(): Node {
+  return { nodeId: 1n, key: "", ino: 1n, parent: undefined, name: "", path: "/", data: undefined };
+}
+
 export function now(): Timestamp {
   let ns = BigInt(Date.now()) * 1_000_000n +
     BigInt(Math.floor((performance.now() % 1) * 1_000_000));

@@ -17,7 +17,7 @@ import {
   unmount,
 } from "../../src/fuse/mod.ts";
 import { assert, assertEquals, LineReader, py, requireFuse, withMount } from "./helpers.ts";
-import { MemFs } from "./memfs.ts";
+import { localContext, MemFs } from "./memfs.ts";
 
 await requireFuse();
 
@@ -271,14 +271,7 @@ R["missing"] = E(os.stat, ${p} + "/later")`);
     const node = fs.nodes.get("/f")!;
     const root = fs.nodes.get("/")!;
     // Change the file behind the kernel's back: the cached size stays until invalidated.
-    const ctx = {
-      uid: 0,
-      gid: 0,
-      pid: 0,
-      unique: 0n,
-      opcode: 0,
-      signal: new AbortController().signal,
-    };
+    const ctx = localContext();
     const opened = fs.open(ctx, node, 1);
     assert("handle" in opened);
     fs.write(ctx, node, opened.handle, 3, new TextEncoder().encode("defg"));

@@ -2,6 +2,7 @@
 // filesystem. Client operations run in python3 subprocesses (the test process serves the mount).
 
 import { assert, assertEquals, py, requireFuse, withMount } from "./helpers.ts";
+import { localContext, rootNode } from "./memfs.ts";
 import { POSIX_TABLE } from "./posix_table.ts";
 
 await requireFuse();
@@ -19,23 +20,8 @@ for (const { name, run, allowOther } of POSIX_TABLE) {
 Deno.test("posix: readdir of 10,000 entries with telldir/seekdir", () =>
   withMount(async ({ dir, fs }) => {
     // Populate directly (faster than 10,000 creates through the kernel), then list via the kernel.
-    const ctx = {
-      uid: 0,
-      gid: 0,
-      pid: 0,
-      unique: 0n,
-      opcode: 0,
-      signal: new AbortController().signal,
-    };
-    const root = {
-      nodeId: 1n,
-      key: "",
-      ino: 1n,
-      parent: undefined,
-      name: "",
-      path: "/",
-      data: undefined,
-    };
+    const ctx = localContext();
+    const root = rootNode();
     const d = fs.mkdir(ctx, root, "big", 0o755);
     assert(!(d instanceof Error) && "attr" in d);
     const bigNode = { ...root, nodeId: 0n, ino: d.attr.ino };
