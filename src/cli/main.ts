@@ -55,6 +55,7 @@ function bundleBuilder(): ((arch: string) => Promise<void>) | undefined {
 const BUNDLE_SOURCES = [
   "satellite",
   "src/protocol",
+  "src/linux",
   "tasks/satellite",
   "tasks/build_satellite.ts",
   "deno.json",

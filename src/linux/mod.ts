@@ -1,0 +1,7 @@
+/**
+ * Linux constants shared by every layer (a leaf: imports nothing).
+ *
+ * @module
+ */
+
+export * from "./constants.ts";
