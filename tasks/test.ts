@@ -10,6 +10,8 @@ type Need = "bed" | "fuse" | "satellite";
 
 interface Group {
   readonly paths: readonly string[];
+  /** Folders below `paths` left out. */
+  readonly ignore?: readonly string[];
   readonly needs: readonly Need[];
 }
 
@@ -26,15 +28,25 @@ const GROUPS: Readonly<Record<string, Group>> = {
   e2e: { paths: ["src/cli/", "tests/e2e/"], needs: ["bed", "fuse", "satellite"] },
   volume: { paths: ["src/plugin/", "tests/volume/"], needs: ["bed", "fuse", "satellite"] },
   reliability: { paths: ["tests/reliability/"], needs: ["bed", "fuse", "satellite"] },
+  // pjdfstest through a mount: not yet part of `all` (about 100 of 8,798 subtests fail until
+  // protocol v2 names files by handle; see README "Limits").
+  posix: { paths: ["tests/posix/"], needs: ["bed", "fuse", "satellite"] },
 };
+
+/** Groups that `all` leaves out, and their folders. */
+const NOT_IN_ALL = new Set(["posix"]);
 
 /** Every test at once, with the union of the groups' needs. */
 function allGroups(): Group {
   const needs = new Set<Need>();
-  for (const group of Object.values(GROUPS)) group.needs.forEach((n) => needs.add(n));
+  const excluded: string[] = [];
+  for (const [name, group] of Object.entries(GROUPS)) {
+    if (NOT_IN_ALL.has(name)) excluded.push(...group.paths);
+    else group.needs.forEach((n) => needs.add(n));
+  }
   // The bed first: it installs system packages in one go (FUSE tools included).
   const ordered = [...needs].sort((a, b) => Number(b === "bed") - Number(a === "bed"));
-  return { paths: ["src/", "satellite/", "tests/"], needs: ordered };
+  return { paths: ["src/", "satellite/", "tests/"], ignore: excluded, needs: ordered };
 }
 
 /** Parses deno test's summary line; undefined when there is none (the run crashed). */
@@ -101,7 +113,13 @@ async function main(args: string[]): Promise<number> {
   for (const path of group.paths) if (await exists(path)) paths.push(path);
 
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["test", "-A", ...args.slice(1), ...paths],
+    args: [
+      "test",
+      "-A",
+      ...(group.ignore?.length ? [`--ignore=${group.ignore.join(",")}`] : []),
+      ...args.slice(1),
+      ...paths,
+    ],
     cwd: ROOT,
     stdout: "piped",
     stderr: "inherit",

@@ -1,0 +1,65 @@
+/**
+ * POSIX conformance through a dockerfuse mount: pjdfstest (../shared/pjdfstest) run as root from a
+ * directory inside an `--allow-other` mount of the glibc test image. Every subtest must pass.
+ */
+
+import { deepStrictEqual, equal, fail } from "node:assert/strict";
+import {
+  buildPjdfstest,
+  describeFailures,
+  parseProve,
+  runPjdfstest,
+} from "../../tasks/posix/pjdfstest.ts";
+import { withMount } from "../e2e/harness.ts";
+
+const SAMPLE = `/s/tests/chmod/00.t ......... ok
+/s/tests/rename/02.t ........ Failed 2/6 subtests
+/s/tests/unlink/14.t ........ Failed 1/7 subtests
+
+Test Summary Report
+-------------------
+/s/tests/rename/02.t         (Wstat: 0 Tests: 6 Failed: 2)
+  Failed tests:  2-3
+/s/tests/chown/00.t          (Wstat: 0 Tests: 1280 Failed: 0)
+  TODO passed:   1054, 1058
+/s/tests/open/07.t           (Wstat: 0 Tests: 25 Failed: 13)
+  Failed tests:  1-2, 4, 6, 8, 10, 12, 14, 16, 18
+                20, 22, 24
+/s/tests/link/00.t           (Wstat: 256 Tests: 40 Failed: 0)
+  Non-zero exit status: 1
+Files=238, Tests=8798, 111 wallclock secs ( 2.49 usr  0.46 sys + 40.25 cusr 13.00 csys = 56.20 CPU)
+Result: FAIL
+`;
+
+Deno.test("pjdfstest: prove's summary is parsed per file (TODO passes are not failures)", () => {
+  const r = parseProve(SAMPLE, "/s/tests");
+  equal(r.files, 238);
+  equal(r.tests, 8798);
+  equal(r.failed, 16);
+  deepStrictEqual(r.failures.map((f) => [f.file, f.failed, f.detail]), [
+    ["rename/02.t", 2, "2-3"],
+    ["open/07.t", 13, "1-2, 4, 6, 8, 10, 12, 14, 16, 18 20, 22, 24"],
+    ["link/00.t", 1, "Non-zero exit status: 1"],
+  ]);
+});
+
+Deno.test({
+  name: "pjdfstest: every subtest passes through a dockerfuse mount of the glibc image",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const suite = await buildPjdfstest();
+    await withMount("glibc", async (m) => {
+      const work = `${m.mountpoint}/tmp/pjdfstest`;
+      await Deno.mkdir(work, { recursive: true });
+      const run = await runPjdfstest(suite, work);
+      console.log(
+        `pjdfstest: ${run.tests - run.failed} of ${run.tests} subtests passed in ${run.files} ` +
+          `files (${run.seconds.toFixed(0)} s)`,
+      );
+      if (run.failed > 0) {
+        fail(`${run.failed} of ${run.tests} subtests failed:\n${describeFailures(run)}`);
+      }
+    }, { args: ["--allow-other"] });
+  },
+});
