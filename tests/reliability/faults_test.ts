@@ -2,7 +2,7 @@
 // pending requests with EIO instead of hanging, unmounts, exits 8 naming the cause, and leaves no
 // stale mount and no process behind (neither the satellite in the container nor a child here).
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { ensureTestBed } from "../../tasks/testbed/mod.ts";
 import { startTlsDockerd } from "../docker/tls_engine.ts";
 import {
@@ -40,13 +40,13 @@ async function assertCleanEnd(
 ): Promise<number> {
   const code = await exitWithin(m, NOTICE_MS);
   const ms = Math.round(performance.now() - started);
-  assertEquals(code, 8, m.stderr());
+  deepStrictEqual(code, 8, m.stderr());
   const last = m.stderr().trim().split("\n").pop() ?? "";
-  assert(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
+  ok(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
   await assertNoStaleMount(m.mountpoint);
-  for (const pid of children) assert(!(await alive(pid)), `child ${pid} of the client survived`);
+  for (const pid of children) ok(!(await alive(pid)), `child ${pid} of the client survived`);
   const left = (await containerCommands(m.container)).filter((c) => /satellite|dockerfuse/.test(c));
-  assertEquals(left, [], "the satellite is still running in the container");
+  deepStrictEqual(left, [], "the satellite is still running in the container");
   console.log(`  noticed and exited in ${ms} ms: ${last.replace(/^\S+ \S+\s+/, "")}`);
   return ms;
 }
@@ -64,7 +64,7 @@ Deno.test("fault: satellite killed (kill -9 inside) → EIO, unmount, exit 8, no
     const started = performance.now();
     await docker(["exec", m.container, "kill", "-9", String(pid)]);
     const r = await reader;
-    assert(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
+    ok(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /satellite/i, children, started);
   });
 });
@@ -79,7 +79,7 @@ Deno.test("fault: container killed with a request pending → the request fails 
     const started = performance.now();
     await docker(["kill", m.container]);
     const r = await pending;
-    assert(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
+    ok(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /container .* stopped/i, children, started);
   }, { args: ["--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"] });
 });
@@ -103,20 +103,20 @@ Deno.test("fault: client SIGKILLed → the satellite exits and is gone, the next
       running = (await containerCommands(first.container)).some((c) => /satellite/.test(c));
       if (running) await sleep(100);
     }
-    assert(!running, `satellite (pid ${pid} in the container) still runs after the client died`);
+    ok(!running, `satellite (pid ${pid} in the container) still runs after the client died`);
     const diff = await docker(["diff", first.container]);
-    assert(!diff.stdout.includes("dockerfuse"), `satellite files left:\n${diff.stdout}`);
+    ok(!diff.stdout.includes("dockerfuse"), `satellite files left:\n${diff.stdout}`);
     const second = await startMount("musl", {
       container: first.container,
       mountpoint: first.mountpoint,
     });
     try {
-      assertEquals(
+      deepStrictEqual(
         await Deno.readTextFile(`${second.mountpoint}/data/hello.txt`),
         "hello from musl\n",
       );
-      assertEquals(await second.stop(), 0, second.stderr());
-      assert(!(await isMounted(second.mountpoint)));
+      deepStrictEqual(await second.stop(), 0, second.stderr());
+      ok(!(await isMounted(second.mountpoint)));
     } finally {
       await second.cleanup();
     }
@@ -128,7 +128,7 @@ Deno.test("fault: a paused container times requests out with EIO; nothing wedges
     await docker(["pause", m.container]);
     try {
       const r = await shWithin(m.mountpoint, 'cat "$M/data/hello.txt"', 15_000);
-      assert(r.code !== 0 && /Input\/output error/.test(r.stderr), JSON.stringify(r));
+      ok(r.code !== 0 && /Input\/output error/.test(r.stderr), JSON.stringify(r));
       console.log(`  request failed with EIO after ${Math.round(r.ms)} ms (timeout 2 s)`);
       // An interrupted request (Ctrl-C) returns at once, not after the timeout.
       const child = new Deno.Command("cat", {
@@ -145,8 +145,8 @@ Deno.test("fault: a paused container times requests out with EIO; nothing wedges
       await docker(["unpause", m.container]);
     }
     const again = await sh(m.mountpoint, 'cat "$M/data/hello.txt"');
-    assertEquals(again.stdout, "hello from musl\n", again.stderr);
-    assertEquals(await m.stop(), 0, m.stderr());
+    deepStrictEqual(again.stdout, "hello from musl\n", again.stderr);
+    deepStrictEqual(await m.stop(), 0, m.stderr());
   }, { args: ["--request-timeout", "2", "--attr-timeout", "0", "--entry-timeout", "0"] });
 });
 
@@ -167,9 +167,9 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
         DOCKER_HOST: `tcp://127.0.0.1:${remote.port}`,
         DOCKER_CERT_PATH: remote.wrongCaDir,
       });
-      assertEquals(r.code, 3, r.stderr);
-      assert(/certificate|verif|TLS/i.test(r.stderr), r.stderr);
-      assert(!(await isMounted(dir)));
+      deepStrictEqual(r.code, 3, r.stderr);
+      ok(/certificate|verif|TLS/i.test(r.stderr), r.stderr);
+      ok(!(await isMounted(dir)));
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -188,7 +188,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
         proxy.dropAll();
         await assertCleanEndRemote(m, /engine|connection/i, children, started);
         // Even the debug log holds no key material.
-        assert(!m.stderr().includes(keyLine) && !/PRIVATE KEY/.test(m.stderr()), "key printed");
+        ok(!m.stderr().includes(keyLine) && !/PRIVATE KEY/.test(m.stderr()), "key printed");
         // The satellite saw its stdin close with the connection and exited.
         let left = ["?"];
         for (let i = 0; i < 50 && left.length > 0; i++) {
@@ -203,7 +203,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
           left = top.stdout.split("\n").filter((l) => /satellite/.test(l));
           if (left.length > 0) await sleep(100);
         }
-        assertEquals(left, [], "the satellite survived the dropped connection");
+        deepStrictEqual(left, [], "the satellite survived the dropped connection");
       } finally {
         await m.cleanup();
       }
@@ -220,11 +220,11 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
       const started = performance.now();
       restarted = await restartDockerd(remote.unixHost);
       const code = await exitWithin(m, 60_000);
-      assertEquals(code, 8, m.stderr());
+      deepStrictEqual(code, 8, m.stderr());
       const last = m.stderr().trim().split("\n").pop() ?? "";
-      assert(/stopped|engine|connection|satellite/i.test(last), m.stderr());
+      ok(/stopped|engine|connection|satellite/i.test(last), m.stderr());
       await assertNoStaleMount(m.mountpoint);
-      for (const pid of children) assert(!(await alive(pid)), `child ${pid} survived`);
+      for (const pid of children) ok(!(await alive(pid)), `child ${pid} survived`);
       console.log(
         `  dockerd restart noticed in ${Math.round(performance.now() - started)} ms: ${last}`,
       );
@@ -245,11 +245,11 @@ async function assertCleanEndRemote(
   started: number,
 ): Promise<void> {
   const code = await exitWithin(m, NOTICE_MS);
-  assertEquals(code, 8, m.stderr());
+  deepStrictEqual(code, 8, m.stderr());
   const last = m.stderr().trim().split("\n").pop() ?? "";
-  assert(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
+  ok(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
   await assertNoStaleMount(m.mountpoint);
-  for (const pid of children) assert(!(await alive(pid)), `child ${pid} of the client survived`);
+  for (const pid of children) ok(!(await alive(pid)), `child ${pid} of the client survived`);
   console.log(`  noticed in ${Math.round(performance.now() - started)} ms: ${last}`);
 }
 
