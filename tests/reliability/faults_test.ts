@@ -2,7 +2,7 @@
 // pending requests with EIO instead of hanging, unmounts, exits 8 naming the cause, and leaves no
 // stale mount and no process behind (neither the satellite in the container nor a child here).
 
-import { deepStrictEqual, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { ensureTestBed } from "../../tasks/testbed/mod.ts";
 import { startTlsDockerd } from "../docker/tls_engine.ts";
 import {
@@ -29,6 +29,49 @@ const NOTICE_MS = 20_000;
 /** A reader that keeps a request in flight through the mount until it fails. */
 function background(m: E2EMount, script: string): Promise<{ code: number; stderr: string }> {
   return shWithin(m.mountpoint, script, NOTICE_MS);
+}
+
+/** One request in the FUSE trace of a `--debug` mount. */
+interface Traced {
+  unique: string;
+  op: string;
+  pid: number;
+  /** The reply ("OK" or an errno name); undefined while the request is pending. */
+  reply?: string;
+}
+
+/** The requests a `--debug` mount received so far (its `rx`/`tx` trace lines), by unique id. */
+function fuseTrace(m: E2EMount): Map<string, Traced> {
+  const requests = new Map<string, Traced>();
+  for (const line of m.stderr().split("\n")) {
+    const rx = / rx (\d+) (\w+) node=\d+ len=\d+ uid=\d+ pid=(\d+)$/.exec(line);
+    if (rx) requests.set(rx[1]!, { unique: rx[1]!, op: rx[2]!, pid: Number(rx[3]) });
+    const tx = / tx (\d+) (\w+)/.exec(line);
+    const request = tx && requests.get(tx[1]!);
+    if (request) request.reply = tx![2];
+  }
+  return requests;
+}
+
+/** Requests the kernel sends without waiting for an answer of their own. */
+const UNANSWERED = new Set(["FORGET", "BATCH_FORGET", "INTERRUPT"]);
+
+/**
+ * Waits until the `--debug` mount has received a request (from process `pid`, if given) that
+ * it has not answered, and returns it: the proof that a request is pending. Fails after NOTICE_MS.
+ */
+async function pendingRequest(m: E2EMount, pid?: number): Promise<Traced> {
+  const deadline = Date.now() + NOTICE_MS;
+  for (;;) {
+    const pending = [...fuseTrace(m).values()].find((r) =>
+      r.reply === undefined && !UNANSWERED.has(r.op) && (pid === undefined || r.pid === pid)
+    );
+    if (pending) return pending;
+    if (Date.now() > deadline) {
+      throw new Error(`no request${pid ? ` of pid ${pid}` : ""} became pending:\n${m.stderr()}`);
+    }
+    await sleep(20);
+  }
 }
 
 /** What every fault must leave: exit 8 with `cause` named, no mount, no satellite, no child. */
@@ -75,13 +118,15 @@ Deno.test("fault: container killed with a request pending → the request fails 
     // Frozen container: the next request stays pending (no request timeout).
     await docker(["pause", m.container]);
     const pending = background(m, 'cat "$M/data/hello.txt"; echo "exit $?" >&2');
-    await sleep(500);
+    await pendingRequest(m);
     const started = performance.now();
     await docker(["kill", m.container]);
     const r = await pending;
     ok(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /container .* stopped/i, children, started);
-  }, { args: ["--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"] });
+  }, {
+    args: ["--debug", "--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"],
+  });
 });
 
 Deno.test("fault: container stopped (docker stop) → unmount, exit 8 naming the container", async () => {
@@ -130,24 +175,37 @@ Deno.test("fault: a paused container times requests out with EIO; nothing wedges
       const r = await shWithin(m.mountpoint, 'cat "$M/data/hello.txt"', 15_000);
       ok(r.code !== 0 && /Input\/output error/.test(r.stderr), JSON.stringify(r));
       console.log(`  request failed with EIO after ${Math.round(r.ms)} ms (timeout 2 s)`);
-      // An interrupted request (Ctrl-C) returns at once, not after the timeout.
+      // An interrupted request (Ctrl-C) is answered EINTR at once, not EIO after the timeout.
       const child = new Deno.Command("cat", {
         args: [`${m.mountpoint}/data/other`],
         stdout: "null",
         stderr: "null",
       }).spawn();
-      await sleep(300);
+      const request = await pendingRequest(m, child.pid);
       const t0 = performance.now();
       child.kill("SIGINT");
-      await child.status;
+      const status = await child.status;
       console.log(`  SIGINT ended a pending cat in ${Math.round(performance.now() - t0)} ms`);
+      equal(status.signal, "SIGINT", `cat ended with ${JSON.stringify(status)}`);
+      const trace = fuseTrace(m);
+      ok(
+        [...trace.values()].some((r) => r.op === "INTERRUPT"),
+        `the kernel sent no INTERRUPT:\n${m.stderr()}`,
+      );
+      equal(
+        trace.get(request.unique)?.reply,
+        "EINTR",
+        `${request.op} ${request.unique} was not interrupted:\n${m.stderr()}`,
+      );
     } finally {
       await docker(["unpause", m.container]);
     }
     const again = await sh(m.mountpoint, 'cat "$M/data/hello.txt"');
     deepStrictEqual(again.stdout, "hello from musl\n", again.stderr);
     deepStrictEqual(await m.stop(), 0, m.stderr());
-  }, { args: ["--request-timeout", "2", "--attr-timeout", "0", "--entry-timeout", "0"] });
+  }, {
+    args: ["--debug", "--request-timeout", "2", "--attr-timeout", "0", "--entry-timeout", "0"],
+  });
 });
 
 Deno.test("fault: remote engine connection dropped; remote dockerd restarted → exit 8", async () => {

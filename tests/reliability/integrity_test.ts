@@ -387,7 +387,10 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
     // Logical clock of finished writes, and the tick at which each slot's first write finished.
     let clock = 0;
     const firstDone = new Map<string, number>();
-    const counts = { writes: 0, reads: 0, mixed: 0, problems: [] as string[] };
+    const counts = { writes: 0, reads: 0, records: 0, mixed: 0, problems: [] as string[] };
+    // Per writer and reader: a worker that never got to do its job must fail the test.
+    const writesBy = new Array<number>(8).fill(0);
+    const readsBy = new Array<number>(8).fill(0);
     const writer = async (w: number): Promise<void> => {
       const random = prng(1000 + w);
       const own = await Deno.open(files.own(w), { read: true, write: true, create: true });
@@ -412,6 +415,7 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
           await writeAll(file, record(w, slot, generation));
           if (!firstDone.has(key)) firstDone.set(key, ++clock);
           counts.writes++;
+          writesBy[w]++;
           if (generation % 50 === 0) await file.sync();
         }
       } finally {
@@ -447,10 +451,12 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
             written.get(key) ?? [],
             zerosPossible,
           );
+          counts.records++;
           if (verdict === "mixed") counts.mixed++;
           else if (verdict !== "whole") counts.problems.push(`${path}: ${verdict}`);
         }
         counts.reads++;
+        readsBy[r]++;
       }
     };
     const sampler = (async () => {
@@ -494,11 +500,20 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
       verified++;
     }
     console.log(
-      `  ${seconds} s: ${counts.writes} writes, ${counts.reads} whole-file reads ` +
+      `  ${seconds} s: ${counts.writes} writes, ${counts.reads} whole-file reads of ` +
+        `${counts.records} records ` +
         `(${counts.mixed} records read mid-write: old and new bytes interleaved), ` +
         `${verified} final slots verified, peak client RSS ${(peak.rss / 2 ** 20).toFixed(1)} MiB`,
     );
     deepStrictEqual(counts.problems.slice(0, 20), []);
+    // The checks above mean something only if the work happened: every writer wrote, every
+    // reader read files that existed, and records were checked.
+    ok(writesBy.every((n) => n > 0), `writes per writer: ${writesBy.join(", ")}`);
+    ok(
+      readsBy.every((n) => n > 0),
+      `reads per reader (missing files skipped): ${readsBy.join(", ")}`,
+    );
+    ok(counts.records > 0, "no record was ever checked");
     ok(peak.rss > 0 && peak.rss < 200 * 2 ** 20, `peak RSS ${peak.rss} bytes`);
     deepStrictEqual(await m.stop(), 0, m.stderr());
   });

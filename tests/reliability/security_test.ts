@@ -5,7 +5,7 @@
 import { cliRunArgs } from "../../src/cli/launch.ts";
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { bundleEntries, readManifest } from "../../src/docker/satellite.ts";
-import { containerCommands, docker, dockerfuse, satellitePid, withMount } from "./helpers.ts";
+import { cli, containerCommands, docker, satellitePid, withMount } from "./helpers.ts";
 
 const BUNDLE = new URL("../../dist/satellite/x86_64", import.meta.url).pathname;
 
@@ -80,7 +80,11 @@ Deno.test("credentials in DOCKER_HOST are never printed", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  // The CLI keeps quiet about the same on a plain failure path too.
-  const r = await dockerfuse(["version"]);
-  ok(!r.stdout.includes("s3cr3t"));
+  // Nor on the paths that never reach the engine, with the same secret in the environment.
+  for (const args of [["version"], ["version", "--json"], ["unmount", dir]]) {
+    const r = await cli(args, { DOCKER_HOST: "tcp://alice:s3cr3t-pw@127.0.0.1:9" });
+    const text = r.stdout + r.stderr;
+    ok(text.length > 0, `${args.join(" ")} printed nothing`);
+    ok(!text.includes("s3cr3t"), `${args.join(" ")} printed the password:\n${text}`);
+  }
 });
