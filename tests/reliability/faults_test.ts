@@ -53,6 +53,20 @@ function fuseTrace(m: E2EMount): Map<string, Traced> {
   return requests;
 }
 
+/** OPEN requests the `--debug` mount received so far. */
+function openCount(m: E2EMount): number {
+  return [...fuseTrace(m).values()].filter((r) => r.op === "OPEN").length;
+}
+
+/** Polls `done` until true; fails after NOTICE_MS, showing the client's log. */
+async function waitFor(done: () => boolean, what: string, m: E2EMount): Promise<void> {
+  const deadline = Date.now() + NOTICE_MS;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`no sign of ${what}:\n${m.stderr()}`);
+    await sleep(20);
+  }
+}
+
 /** Requests the kernel sends without waiting for an answer of their own. */
 const UNANSWERED = new Set(["FORGET", "BATCH_FORGET", "INTERRUPT"]);
 
@@ -61,17 +75,18 @@ const UNANSWERED = new Set(["FORGET", "BATCH_FORGET", "INTERRUPT"]);
  * it has not answered, and returns it: the proof that a request is pending. Fails after NOTICE_MS.
  */
 async function pendingRequest(m: E2EMount, pid?: number): Promise<Traced> {
-  const deadline = Date.now() + NOTICE_MS;
-  for (;;) {
-    const pending = [...fuseTrace(m).values()].find((r) =>
-      r.reply === undefined && !UNANSWERED.has(r.op) && (pid === undefined || r.pid === pid)
-    );
-    if (pending) return pending;
-    if (Date.now() > deadline) {
-      throw new Error(`no request${pid ? ` of pid ${pid}` : ""} became pending:\n${m.stderr()}`);
-    }
-    await sleep(20);
-  }
+  let pending: Traced | undefined;
+  await waitFor(
+    () => {
+      pending = [...fuseTrace(m).values()].find((r) =>
+        r.reply === undefined && !UNANSWERED.has(r.op) && (pid === undefined || r.pid === pid)
+      );
+      return pending !== undefined;
+    },
+    `a pending request${pid === undefined ? "" : ` of pid ${pid}`}`,
+    m,
+  );
+  return pending!;
 }
 
 /** What every fault must leave: exit 8 with `cause` named, no mount, no satellite, no child. */
@@ -99,17 +114,19 @@ Deno.test("fault: satellite killed (kill -9 inside) → EIO, unmount, exit 8, no
     const pid = satellitePid(m);
     const children = await descendants(m.child.pid);
     await Deno.writeTextFile(`${m.mountpoint}/data/f.txt`, "x");
+    const opened = openCount(m);
     const reader = background(
       m,
       'while cat "$M/data/f.txt" >/dev/null; do :; done; cat "$M/data/f.txt"',
     );
-    await sleep(200);
+    // The reader is at work: its opens reach the mount.
+    await waitFor(() => openCount(m) >= opened + 3, "the reader's opens", m);
     const started = performance.now();
     await docker(["exec", m.container, "kill", "-9", String(pid)]);
     const r = await reader;
     ok(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /satellite/i, children, started);
-  });
+  }, { args: ["--debug"] });
 });
 
 Deno.test("fault: container killed with a request pending → the request fails with EIO", async () => {
