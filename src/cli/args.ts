@@ -15,57 +15,27 @@ import {
   subcommands,
 } from "cmd-ts";
 import type { Type } from "cmd-ts";
+import { type ContainerMountOptions, MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
 import {
   DEFAULT_PLUGIN_SOCKET,
   DEFAULT_STATE_DIR,
   type VolumePluginOptions,
 } from "../plugin/mod.ts";
 
-/** What `dockerfuse mount` was asked to do. */
-export interface MountOptions {
-  container: string;
-  mountpoint: string;
-  /** Directory inside the container that becomes the root of the mount. */
-  path: string;
-  readOnly: boolean;
-  allowOther: boolean;
-  daemon: boolean;
-  debug: boolean;
-  logFormat: "text" | "json";
-  /** Kernel cache timeouts in seconds. */
-  attrTimeout: number;
-  entryTimeout: number;
-  negativeTimeout: number;
-  /** Seconds before an unanswered request fails with EIO. */
-  requestTimeout: number;
-  /** User the satellite runs as inside the container (docker exec --user). */
-  user: string;
-  /** Mount over a non-empty directory. */
-  nonEmpty: boolean;
-  /** Kernel writeback cache (faster small writes; see README for caveats). */
-  writebackCache: boolean;
-  /** Answer each write only once the container has it (no write-behind). */
-  syncWrites: boolean;
-}
-
 /** A parsed command line. */
 export type Invocation =
-  | { kind: "mount"; options: MountOptions }
+  | {
+    kind: "mount";
+    options: ContainerMountOptions;
+    /** Return once the mount answers, serving in the background. */
+    daemon: boolean;
+    logFormat: "text" | "json";
+  }
   | { kind: "unmount"; mountpoint: string }
   | { kind: "volume-plugin"; options: VolumePluginOptions }
   | { kind: "version"; json: boolean }
   | { kind: "help"; text: string; exitCode: number }
   | { kind: "usage-error"; text: string };
-
-/** The defaults of `dockerfuse mount`. */
-export const MOUNT_DEFAULTS = {
-  path: "/",
-  attrTimeout: 1,
-  entryTimeout: 1,
-  negativeTimeout: 1,
-  requestTimeout: 30,
-  user: "root",
-} as const;
 
 const seconds: Type<string, number> = extendType(number, {
   displayName: "seconds",
@@ -91,7 +61,7 @@ const containerPath: Type<string, string> = extendType(string, {
 });
 
 /** `-o` options without a value, and what each sets. */
-const FLAG_OPTIONS: Readonly<Record<string, (o: MountOptions) => void>> = {
+const FLAG_OPTIONS: Readonly<Record<string, (o: ContainerMountOptions) => void>> = {
   ro: (o) => o.readOnly = true,
   rw: (o) => o.readOnly = false,
   allow_other: (o) => o.allowOther = true,
@@ -112,14 +82,18 @@ const SECONDS_OPTIONS: Readonly<
 };
 
 /** `-o` options taking a string: an error text for a bad value, or undefined once applied. */
-const STRING_OPTIONS: Readonly<Record<string, (o: MountOptions, v: string) => string | undefined>> =
-  {
-    path: (o, v) => v.startsWith("/") ? (o.path = v, undefined) : "-o path must be absolute",
-    user: (o, v) => (o.user = v, undefined),
-  };
+const STRING_OPTIONS: Readonly<
+  Record<string, (o: ContainerMountOptions, v: string) => string | undefined>
+> = {
+  path: (o, v) => v.startsWith("/") ? (o.path = v, undefined) : "-o path must be absolute",
+  user: (o, v) => (o.user = v, undefined),
+};
 
 /** Applies one mount(8)-style `-o` list to the options; returns an error text or undefined. */
-export function applyMountOptionList(options: MountOptions, list: string): string | undefined {
+export function applyMountOptionList(
+  options: ContainerMountOptions,
+  list: string,
+): string | undefined {
   for (const item of list.split(",")) {
     if (item === "") continue;
     const eq = item.indexOf("=");
@@ -263,24 +237,20 @@ const mountCommand = command({
     }),
   },
   handler: (a): Invocation => {
-    const options: MountOptions = {
-      container: a.container,
-      mountpoint: a.mountpoint,
+    const options = mountOptions(a.container, a.mountpoint, {
       path: a.path,
       readOnly: a.readOnly,
       allowOther: a.allowOther,
-      daemon: a.daemon,
       debug: a.debug,
-      logFormat: a.logFormat,
       attrTimeout: a.attrTimeout,
       entryTimeout: a.entryTimeout,
-      negativeTimeout: a.entryTimeout,
+      negativeTimeout: a.entryTimeout, // no flag of its own: names and their absence alike
       requestTimeout: a.requestTimeout,
       user: a.user,
       nonEmpty: a.nonEmpty,
       writebackCache: a.writebackCache,
       syncWrites: a.syncWrites,
-    };
+    });
     for (const list of a.o) {
       const problem = applyMountOptionList(options, list);
       if (problem) return { kind: "usage-error", text: problem };
@@ -288,7 +258,7 @@ const mountCommand = command({
     if (options.container === "") {
       return { kind: "usage-error", text: "the container name is empty" };
     }
-    return { kind: "mount", options };
+    return { kind: "mount", options, daemon: a.daemon, logFormat: a.logFormat };
   },
 });
 

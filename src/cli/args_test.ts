@@ -1,14 +1,52 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { MOUNT_DEFAULTS, parseArgs, translateLegacyArgs } from "./args.ts";
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
+import { parseArgs, translateLegacyArgs } from "./args.ts";
 
 Deno.test("args: mount with defaults", async () => {
   const r = await parseArgs(["mount", "web", "./web"]);
-  assert(r.kind === "mount");
-  assertEquals(r.options.container, "web");
-  assertEquals(r.options.mountpoint, "./web");
-  assertEquals(r.options.path, MOUNT_DEFAULTS.path);
-  assertEquals(r.options.attrTimeout, MOUNT_DEFAULTS.attrTimeout);
-  assertEquals([r.options.readOnly, r.options.allowOther, r.options.daemon], [false, false, false]);
+  ok(r.kind === "mount");
+  deepStrictEqual(r.options.container, "web");
+  deepStrictEqual(r.options.mountpoint, "./web");
+  deepStrictEqual(r.options.path, MOUNT_DEFAULTS.path);
+  deepStrictEqual(r.options.attrTimeout, MOUNT_DEFAULTS.attrTimeout);
+  deepStrictEqual([r.options.readOnly, r.options.allowOther, r.daemon], [false, false, false]);
+  deepStrictEqual(r.options, mountOptions("web", "./web"));
+  deepStrictEqual([r.daemon, r.logFormat], [false, "text"]);
+});
+
+Deno.test("args: every mount default comes from MOUNT_DEFAULTS", async () => {
+  const r = await parseArgs(["mount", "web", "/mnt"]);
+  ok(r.kind === "mount");
+  const { container, mountpoint, ...rest } = r.options;
+  deepStrictEqual([container, mountpoint], ["web", "/mnt"]);
+  deepStrictEqual(rest, { ...MOUNT_DEFAULTS });
+});
+
+Deno.test("args: flags override the defaults, the rest stays", async () => {
+  const r = await parseArgs([
+    "mount",
+    "--read-only",
+    "--attr-timeout",
+    "3",
+    "--entry-timeout",
+    "4",
+    "-d",
+    "--log-format",
+    "json",
+    "web",
+    "/mnt",
+  ]);
+  ok(r.kind === "mount");
+  deepStrictEqual(
+    r.options,
+    mountOptions("web", "/mnt", {
+      readOnly: true,
+      attrTimeout: 3,
+      entryTimeout: 4,
+      negativeTimeout: 4, // follows --entry-timeout
+    }),
+  );
+  deepStrictEqual([r.daemon, r.logFormat], [true, "json"]);
 });
 
 Deno.test("args: -o lists set the same options as the flags", async () => {
@@ -21,17 +59,17 @@ Deno.test("args: -o lists set the same options as the flags", async () => {
     "web",
     "/mnt",
   ]);
-  assert(r.kind === "mount");
+  ok(r.kind === "mount");
   const o = r.options;
-  assertEquals(
+  deepStrictEqual(
     [o.readOnly, o.allowOther, o.path, o.attrTimeout, o.requestTimeout, o.user, o.writebackCache],
     [true, true, "/srv", 2.5, 0, "1000:1000", true],
   );
-  assertEquals(o.syncWrites, true);
+  deepStrictEqual(o.syncWrites, true);
   const plain = await parseArgs(["mount", "web", "/mnt"]);
-  assert(plain.kind === "mount" && plain.options.syncWrites === false);
+  ok(plain.kind === "mount" && plain.options.syncWrites === false);
   const flag = await parseArgs(["mount", "--sync-writes", "web", "/mnt"]);
-  assert(flag.kind === "mount" && flag.options.syncWrites === true);
+  ok(flag.kind === "mount" && flag.options.syncWrites === true);
 });
 
 Deno.test("args: bad -o values and flags are usage errors naming the problem", async () => {
@@ -46,26 +84,26 @@ Deno.test("args: bad -o values and flags are usage errors naming the problem", a
   ];
   for (const [argv, pattern] of cases) {
     const r = await parseArgs(argv);
-    assert(r.kind === "usage-error", `${argv.join(" ")} gave ${r.kind}`);
-    assert(pattern.test(r.text), `${argv.join(" ")}: ${r.text}`);
+    ok(r.kind === "usage-error", `${argv.join(" ")} gave ${r.kind}`);
+    ok(pattern.test(r.text), `${argv.join(" ")}: ${r.text}`);
   }
 });
 
 Deno.test("args: the original tool's flags translate to the subcommand form", () => {
-  assertEquals(
+  deepStrictEqual(
     translateLegacyArgs(["-id", "web", "-mount", "./w", "-d", "-debug", "-json", "-p", "/x"]),
     ["mount", "--daemon", "--debug", "--log-format", "json", "--path", "/x", "web", "./w"],
   );
-  assertEquals(translateLegacyArgs(["-i=web", "--m", "./w"]), ["mount", "web", "./w"]);
-  assertEquals(translateLegacyArgs(["-version"]), ["version"]);
-  assertEquals(translateLegacyArgs(["-v"]), ["version"]);
-  assertEquals(translateLegacyArgs(["mount", "web", "./w"]), undefined);
-  assertEquals(translateLegacyArgs(["-id", "web"]), undefined); // no mountpoint: not this style
+  deepStrictEqual(translateLegacyArgs(["-i=web", "--m", "./w"]), ["mount", "web", "./w"]);
+  deepStrictEqual(translateLegacyArgs(["-version"]), ["version"]);
+  deepStrictEqual(translateLegacyArgs(["-v"]), ["version"]);
+  deepStrictEqual(translateLegacyArgs(["mount", "web", "./w"]), undefined);
+  deepStrictEqual(translateLegacyArgs(["-id", "web"]), undefined); // no mountpoint: not this style
 });
 
 Deno.test("args: help and version", async () => {
   const help = await parseArgs(["--help"]);
-  assert(help.kind === "help" && help.text.includes("mount"));
-  assertEquals(await parseArgs(["version", "--json"]), { kind: "version", json: true });
-  assertEquals(await parseArgs(["umount", "/mnt"]), { kind: "unmount", mountpoint: "/mnt" });
+  ok(help.kind === "help" && help.text.includes("mount"));
+  deepStrictEqual(await parseArgs(["version", "--json"]), { kind: "version", json: true });
+  deepStrictEqual(await parseArgs(["umount", "/mnt"]), { kind: "unmount", mountpoint: "/mnt" });
 });

@@ -6,7 +6,8 @@
  */
 
 import { PROTOCOL_VERSION } from "../protocol/mod.ts";
-import { type MountOptions, parseArgs } from "./args.ts";
+import type { ContainerMountOptions } from "../mount/options.ts";
+import { parseArgs } from "./args.ts";
 import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
 import { cliRunArgs } from "./launch.ts";
@@ -96,7 +97,10 @@ function selfCommand(args: readonly string[]): string[] {
  * `--daemon`: start the same command line in a detached child, wait until it reports the mount
  * ready (one line on its stdout), then return. The child logs to a file.
  */
-async function daemonize(args: readonly string[], options: MountOptions): Promise<number> {
+async function daemonize(
+  args: readonly string[],
+  options: ContainerMountOptions,
+): Promise<number> {
   const log = await Deno.makeTempFile({ prefix: "dockerfuse-", suffix: ".log" });
   const file = await Deno.open(log, { write: true, append: true });
   const child = new Deno.Command(Deno.execPath(), {
@@ -198,11 +202,11 @@ async function main(args: readonly string[]): Promise<number> {
       tuneAllocator();
       const options = invocation.options;
       const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
-      if (options.daemon && daemonLog === undefined) return await daemonize(args, options);
+      if (invocation.daemon && daemonLog === undefined) return await daemonize(args, options);
       const sink = daemonLog === undefined
         ? Deno.stderr
         : Deno.openSync(daemonLog, { write: true, append: true });
-      const logger = createLogger({ format: options.logFormat, debug: options.debug, sink });
+      const logger = createLogger({ format: invocation.logFormat, debug: options.debug, sink });
       const stop = new AbortController();
       const onSignal = (): void => stop.abort();
       for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {

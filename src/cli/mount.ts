@@ -8,11 +8,11 @@
 import { inspectMountpoint, type Logger, unmount } from "../fuse/mod.ts";
 import {
   type ContainerMountDeps,
+  type ContainerMountOptions,
   mountContainer,
   MountError,
   type MountErrorKind,
 } from "../mount/mod.ts";
-import type { MountOptions } from "./args.ts";
 import { CliError, ExitCode } from "./exit_codes.ts";
 
 /** What `runMount` needs from its surroundings (injected for tests). */
@@ -32,7 +32,10 @@ const EXIT_FOR: Readonly<Record<MountErrorKind, ExitCode>> = {
 };
 
 /** Mounts per `options` and serves until a signal or the end; returns the exit code. */
-export async function runMount(options: MountOptions, deps: MountDeps): Promise<ExitCode> {
+export async function runMount(
+  options: ContainerMountOptions,
+  deps: MountDeps,
+): Promise<ExitCode> {
   let mounted;
   try {
     mounted = await mountContainer(options, deps);

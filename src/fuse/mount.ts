@@ -311,6 +311,29 @@ class MountedSession implements FuseSession {
 const DEFAULT_READ_AHEAD_KB = 4096;
 
 /**
+ * Throws `Cannot mount '<mountpoint>': reason` unless `mountpoint` is a directory one can mount
+ * on: existing, not mounted or stale, and empty unless `allowNonEmpty`.
+ */
+export async function checkMountpoint(
+  mountpoint: string,
+  options: Pick<MountOptions, "allowNonEmpty"> = {},
+): Promise<void> {
+  const fail = (reason: string): never => {
+    throw new Error(`Cannot mount '${mountpoint}': ${reason}`);
+  };
+  const state = await inspectMountpoint(mountpoint).catch((e) => fail((e as Error).message));
+  if (state === "missing") fail("no such directory (create it first)");
+  if (state === "not-directory") fail("not a directory");
+  if (state === "stale") {
+    fail("a stale FUSE mount is there (unmount it first, e.g. recoverStaleMount)");
+  }
+  if (state === "mounted") fail("something is already mounted there (unmount it first)");
+  if (state === "non-empty" && !options.allowNonEmpty) {
+    fail("the directory is not empty (the nonempty option mounts over it)");
+  }
+}
+
+/**
  * Mounts `fs` at `mountpoint` and serves it until unmounted. Resolves once the kernel's INIT
  * was answered (the mount answers requests). Throws `Cannot mount '<mountpoint>': reason`
  * for a missing, non-directory, non-empty (unless `allowNonEmpty`), stale or already mounted
@@ -328,14 +351,7 @@ export async function mount<H>(
     if (v !== undefined && !SAFE_OPTION.test(v)) fail(`${k} may only contain [A-Za-z0-9._:@/+-]`);
   }
   const abs = absolute(mountpoint);
-  const state = await inspectMountpoint(abs).catch((e) => fail((e as Error).message));
-  if (state === "missing") fail("no such directory");
-  if (state === "not-directory") fail("not a directory");
-  if (state === "stale") {
-    fail("a stale FUSE mount is there (unmount it first, e.g. recoverStaleMount)");
-  }
-  if (state === "mounted") fail("something is already mounted there");
-  if (state === "non-empty" && !options.allowNonEmpty) fail("the directory is not empty");
+  await checkMountpoint(mountpoint, options);
   const rootMode = (await Deno.stat(abs)).mode! & 0o170000;
 
   const method = options.mountMethod ?? "auto";

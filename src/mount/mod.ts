@@ -23,6 +23,7 @@ import {
 } from "../docker/mod.ts";
 import { ContainerFs } from "../fs/mod.ts";
 import {
+  checkMountpoint,
   type FuseSession,
   inspectMountpoint,
   type Logger,
@@ -30,28 +31,17 @@ import {
   recoverStaleMount,
 } from "../fuse/mod.ts";
 import { RpcClient } from "../protocol/mod.ts";
+import { type ContainerMountOptions, layerOptions } from "./options.ts";
 
-/** What to mount, and how. Timeouts in seconds. */
-export interface ContainerMountOptions {
-  container: string;
-  mountpoint: string;
-  /** Directory inside the container that becomes the root of the mount. */
-  path: string;
-  readOnly: boolean;
-  allowOther: boolean;
-  nonEmpty: boolean;
-  attrTimeout: number;
-  entryTimeout: number;
-  negativeTimeout: number;
-  /** Seconds before an unanswered request fails with EIO (0: never). */
-  requestTimeout: number;
-  /** Exec user inside the container. */
-  user: string;
-  writebackCache: boolean;
-  /** No write-behind: a write is answered once the satellite has done it. */
-  syncWrites?: boolean;
-  debug: boolean;
-}
+export {
+  type ContainerMountOptions,
+  type LayerOptions,
+  layerOptions,
+  MOUNT_DEFAULTS,
+  type MountContext,
+  type MountDefaults,
+  mountOptions,
+} from "./options.ts";
 
 /** Surroundings of a mount (injected). */
 export interface ContainerMountDeps {
@@ -161,30 +151,19 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Pr
   }
 }
 
-/** Checks the mountpoint; recovers a stale mount left by a crashed earlier run. */
+/** Recovers a stale mount left by a crashed earlier run, then checks the mountpoint. */
 async function prepareMountpoint(options: ContainerMountOptions, logger: Logger): Promise<void> {
   const where = options.mountpoint;
-  const fail = (reason: string): never => {
-    throw new MountError("mountpoint", `Cannot mount '${where}': ${reason}`);
+  const fail = (error: unknown): never => {
+    throw new MountError("mountpoint", `Cannot mount '${where}': ${(error as Error).message}`);
   };
-  const state = await inspectMountpoint(where).catch((e) => fail((e as Error).message));
-  switch (state) {
-    case "missing":
-      return fail("no such directory (create it with mkdir)");
-    case "not-directory":
-      return fail("not a directory");
-    case "mounted":
-      return fail(`something is already mounted there (dockerfuse unmount ${where})`);
-    case "non-empty":
-      if (!options.nonEmpty) fail("the directory is not empty (use --nonempty to mount over it)");
-      return;
-    case "stale":
-      await recoverStaleMount(where).catch((e) => fail((e as Error).message));
-      logger.warn(`Recovered a stale mount left at '${where}' by an earlier run`);
-      return;
-    case "empty":
-      return;
+  if (await inspectMountpoint(where).catch(fail) === "stale") {
+    await recoverStaleMount(where).catch(fail);
+    logger.warn(`Recovered a stale mount left at '${where}' by an earlier run`);
   }
+  await checkMountpoint(where, { allowNonEmpty: options.nonEmpty }).catch((error) => {
+    throw new MountError("mountpoint", (error as Error).message); // already "Cannot mount …"
+  });
 }
 
 async function findContainer(engine: Engine, name: string): Promise<ContainerInfo> {
@@ -259,16 +238,20 @@ export async function mountContainer(
       });
     }
     const bundle = await bundleFor(deps.bundleRoot, container.arch);
+    const layers = layerOptions(options, {
+      fsName: fsNameFor(container),
+      hostArch: Deno.build.arch,
+      logger,
+    });
     const started = performance.now();
     exec = await deploySatellite(engine, container, bundle.dir, {
-      root: options.path,
-      user: options.user,
+      ...layers.deploy,
       onProgress: deps.onProgress,
     }).catch(rethrowDocker);
     const stderrTail = watchStderr(exec.stderr, logger);
     rpc = new RpcClient(exec.stdout, exec.stdin, {
       expectedBuildId: bundle.buildId,
-      timeoutMs: options.requestTimeout * 1000,
+      ...layers.rpc,
       onTrace: options.debug
         ? (e) =>
           logger.debug(
@@ -292,28 +275,9 @@ export async function mountContainer(
           (tail ? `\nsatellite stderr:\n${tail}` : ""),
       );
     }
-    const fs = new ContainerFs(rpc.call, {
-      attrTimeout: options.attrTimeout,
-      entryTimeout: options.entryTimeout,
-      hostArch: Deno.build.arch,
-      writebackCache: options.writebackCache,
-      writeBehind: options.syncWrites !== true,
-      logger,
-    });
+    const fs = new ContainerFs(rpc.call, layers.fs);
     try {
-      fuse = await mount(fs, options.mountpoint, {
-        fsName: fsNameFor(container),
-        subtype: "dockerfuse",
-        readOnly: options.readOnly,
-        allowOther: options.allowOther,
-        allowNonEmpty: options.nonEmpty,
-        entryTimeout: options.entryTimeout,
-        attrTimeout: options.attrTimeout,
-        negativeTimeout: options.negativeTimeout,
-        writebackCache: options.writebackCache,
-        logger,
-        debug: options.debug,
-      });
+      fuse = await mount(fs, options.mountpoint, layers.fuse);
       await Deno.stat(options.mountpoint); // the mount answers
     } catch (error) {
       throw new MountError("mountpoint", (error as Error).message);
@@ -322,9 +286,9 @@ export async function mountContainer(
     logger.info(
       `Mounted '${container.name}:${options.path}' on '${options.mountpoint}' in ${readyMs} ms`,
     );
-    return live(
+    return live({
       container,
-      options.mountpoint,
+      mountpoint: options.mountpoint,
       readyMs,
       engine,
       fuse,
@@ -333,7 +297,7 @@ export async function mountContainer(
       stderrTail,
       logger,
       teardown,
-    );
+    });
   } catch (error) {
     await teardown();
     throw error;
@@ -365,18 +329,26 @@ async function whyLost(engine: Engine, container: ContainerInfo): Promise<string
   return undefined;
 }
 
-function live(
-  container: ContainerInfo,
-  mountpoint: string,
-  readyMs: number,
-  engine: Engine,
-  fuse: FuseSession,
-  rpc: RpcClient,
-  exec: ExecSession,
-  stderrTail: () => string,
-  logger: Logger,
-  teardown: () => Promise<void>,
-): ContainerMount {
+/** The parts of a mount that is up, for {@link live}. */
+interface LiveParts {
+  container: ContainerInfo;
+  mountpoint: string;
+  readyMs: number;
+  engine: Engine;
+  fuse: FuseSession;
+  rpc: RpcClient;
+  exec: ExecSession;
+  /** The last lines of the satellite's stderr. */
+  stderrTail: () => string;
+  logger: Logger;
+  /** Undoes everything; idempotent. */
+  teardown: () => Promise<void>;
+}
+
+/** The handle of a mount that is up: watches for its end, and closes it. */
+function live(parts: LiveParts): ContainerMount {
+  const { container, mountpoint, readyMs, engine, fuse, rpc, exec, stderrTail, logger, teardown } =
+    parts;
   let closing = false;
   const ending = Promise.race([
     fuse.closed.then((): MountEnding => ({ kind: "unmounted" })),

@@ -14,6 +14,7 @@
 
 import type { Logger } from "../fuse/mod.ts";
 import type { ContainerMount, ContainerMountOptions } from "../mount/mod.ts";
+import { MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
 import type { VolumeRecord, VolumeStore } from "./store.ts";
 
 /** The part of a container mount the driver uses (a fake in unit tests). */
@@ -154,11 +155,13 @@ export class VolumeDriver {
       if (container === "") {
         throw new VolumeError("the option 'container' is required (-o container=NAME)");
       }
-      const path = opts.path ?? "/";
+      const path = opts.path ?? MOUNT_DEFAULTS.path;
       if (!path.startsWith("/") || path.includes("\0")) {
         throw new VolumeError(`the option 'path' must be an absolute path, got '${path}'`);
       }
-      const readOnly = opts.readonly === undefined ? false : parseBoolean(opts.readonly);
+      const readOnly = opts.readonly === undefined
+        ? MOUNT_DEFAULTS.readOnly
+        : parseBoolean(opts.readonly);
       if (readOnly === undefined) {
         throw new VolumeError(
           `the option 'readonly' must be true or false, got '${opts.readonly}'`,
@@ -306,21 +309,14 @@ export class VolumeDriver {
     await Deno.mkdir(mountpoint, { recursive: true, mode: 0o755 });
     let live: LiveMount;
     try {
-      live = await this.#deps.mount({
-        container: record.container,
-        mountpoint,
-        path: record.path,
-        readOnly: record.readOnly,
-        allowOther: true,
-        nonEmpty: false,
-        attrTimeout: 1,
-        entryTimeout: 1,
-        negativeTimeout: 1,
-        requestTimeout: 30,
-        user: "root",
-        writebackCache: false,
-        debug: this.#deps.debug ?? false,
-      });
+      live = await this.#deps.mount(
+        mountOptions(record.container, mountpoint, {
+          path: record.path,
+          readOnly: record.readOnly,
+          allowOther: true, // the consuming containers' processes are other users
+          debug: this.#deps.debug ?? false,
+        }),
+      );
     } catch (error) {
       throw new VolumeError(
         `Cannot mount volume '${record.name}' of container '${record.container}': ` +

@@ -1,6 +1,7 @@
-import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import type { Logger } from "../fuse/mod.ts";
 import type { ContainerMountOptions, MountEnding } from "../mount/mod.ts";
+import { mountOptions } from "../mount/options.ts";
 import { type LiveMount, VolumeDriver, VolumeError } from "./driver.ts";
 import { handlePluginRequest } from "./http.ts";
 import { JsonFileStore, parseStore, type VolumeRecord, type VolumeStore } from "./store.ts";
@@ -80,7 +81,7 @@ Deno.test("driver: create validates options and persists the definition", async 
     await rejects(d.create("v", { container: "web", readonly: "maybe" }), /true or false/);
     await rejects(d.create("../x", { container: "web" }), /invalid volume name/);
     await d.create("v", { container: "web", path: "/srv", readonly: "true" });
-    assertEquals(store.last, [{
+    deepStrictEqual(store.last, [{
       name: "v",
       container: "web",
       path: "/srv",
@@ -96,21 +97,20 @@ Deno.test("driver: create validates options and persists the definition", async 
 Deno.test("driver: mounts are reference-counted by caller ID", async () => {
   await withDriver(async (d, mounts, store, dir) => {
     await d.create("v", { container: "web" });
-    assertEquals(await d.mount("v", "c1"), `${dir}/v`);
-    assertEquals(await d.mount("v", "c2"), `${dir}/v`);
-    assertEquals(await d.mount("v", "c2"), `${dir}/v`);
-    assertEquals(mounts.calls.length, 1);
-    assertEquals(mounts.calls[0]!.allowOther, true);
-    assertEquals(mounts.calls[0]!.mountpoint, `${dir}/v`);
-    assertEquals(store.last[0]!.mountIds, ["c1", "c2"]);
+    deepStrictEqual(await d.mount("v", "c1"), `${dir}/v`);
+    deepStrictEqual(await d.mount("v", "c2"), `${dir}/v`);
+    deepStrictEqual(await d.mount("v", "c2"), `${dir}/v`);
+    deepStrictEqual(mounts.calls.length, 1);
+    deepStrictEqual(mounts.calls[0], mountOptions("web", `${dir}/v`, { allowOther: true }));
+    deepStrictEqual(store.last[0]!.mountIds, ["c1", "c2"]);
     await d.unmount("v", "c1");
-    assertEquals(mounts.closed, 0);
+    deepStrictEqual(mounts.closed, 0);
     await d.unmount("v", "c2");
-    assertEquals(mounts.closed, 1);
+    deepStrictEqual(mounts.closed, 1);
     await rejects(Deno.stat(`${dir}/v`), Deno.errors.NotFound);
-    assertEquals(d.get("v").Status.mounted, false);
+    deepStrictEqual(d.get("v").Status.mounted, false);
     await d.remove("v");
-    assertEquals(store.last, []);
+    deepStrictEqual(store.last, []);
     await rejects(d.mount("v", "c3"), VolumeError);
   });
 });
@@ -120,8 +120,8 @@ Deno.test("driver: remove drops stale callers (dockerd removes only unused volum
     await d.create("v", { container: "web" });
     await d.mount("v", "lost-while-the-plugin-was-down");
     await d.remove("v");
-    assertEquals(mounts.closed, 1);
-    assertEquals(store.last, []);
+    deepStrictEqual(mounts.closed, 1);
+    deepStrictEqual(store.last, []);
     await rejects(Deno.stat(`${dir}/v`), Deno.errors.NotFound);
   });
 });
@@ -131,7 +131,7 @@ Deno.test("driver: a failed mount is reported and not counted", async () => {
     await d.create("v", { container: "gone" });
     mounts.fail = "Cannot mount 'x': container not found";
     await rejects(d.mount("v", "c1"), /Cannot mount volume 'v' of container 'gone'.*not found/);
-    assertEquals(store.last[0]!.mountIds, []);
+    deepStrictEqual(store.last[0]!.mountIds, []);
   });
 });
 
@@ -141,9 +141,9 @@ Deno.test("driver: a lost mount is mounted again by the next caller", async () =
     await d.mount("v", "c1");
     mounts.lose();
     await new Promise((r) => setTimeout(r, 0));
-    assertEquals(d.get("v").Status.mounted, false);
+    deepStrictEqual(d.get("v").Status.mounted, false);
     await d.mount("v", "c2");
-    assertEquals(mounts.calls.length, 2);
+    deepStrictEqual(mounts.calls.length, 2);
   });
 });
 
@@ -153,12 +153,12 @@ Deno.test("driver: restore re-mounts volumes with callers; shutdown closes them"
     { name: "b", container: "db", path: "/", readOnly: true, createdAt: "x", mountIds: [] },
   ];
   await withDriver(async (d, mounts, store) => {
-    assertEquals(d.list().map((v) => v.Name), ["a", "b"]);
+    deepStrictEqual(d.list().map((v) => v.Name), ["a", "b"]);
     await d.restore();
-    assertEquals(mounts.calls.map((c) => c.container), ["web"]);
+    deepStrictEqual(mounts.calls.map((c) => c.container), ["web"]);
     await d.shutdown();
-    assertEquals(mounts.closed, 1);
-    assertEquals(store.saved.length, 0, "shutdown keeps the callers persisted");
+    deepStrictEqual(mounts.closed, 1);
+    deepStrictEqual(store.saved.length, 0, "shutdown keeps the callers persisted");
   }, records);
 });
 
@@ -166,8 +166,8 @@ Deno.test("driver: operations on one volume run one after the other", async () =
   await withDriver(async (d, mounts) => {
     await d.create("v", { container: "web" });
     await Promise.all([d.mount("v", "1"), d.mount("v", "2"), d.unmount("v", "1")]);
-    assertEquals(mounts.calls.length, 1);
-    assertEquals(d.get("v").Status.callers, 1);
+    deepStrictEqual(mounts.calls.length, 1);
+    deepStrictEqual(d.get("v").Status.callers, 1);
   });
 });
 
@@ -180,45 +180,45 @@ async function call(d: VolumeDriver, endpoint: string, body?: unknown): Promise<
     }),
     quiet,
   );
-  assertEquals(response.headers.get("content-type"), "application/vnd.docker.plugins.v1.2+json");
+  deepStrictEqual(response.headers.get("content-type"), "application/vnd.docker.plugins.v1.2+json");
   return await response.json();
 }
 
 Deno.test("http: the plugin protocol endpoints", async () => {
   await withDriver(async (d, _m, _s, dir) => {
-    assertEquals(await call(d, "/Plugin.Activate"), { Implements: ["VolumeDriver"] });
-    assertEquals(await call(d, "/VolumeDriver.Capabilities", {}), {
+    deepStrictEqual(await call(d, "/Plugin.Activate"), { Implements: ["VolumeDriver"] });
+    deepStrictEqual(await call(d, "/VolumeDriver.Capabilities", {}), {
       Capabilities: { Scope: "local" },
     });
-    assertEquals(await call(d, "/VolumeDriver.Create", { Name: "v", Opts: null }), {
+    deepStrictEqual(await call(d, "/VolumeDriver.Create", { Name: "v", Opts: null }), {
       Err: "the option 'container' is required (-o container=NAME)",
     });
-    assertEquals(
+    deepStrictEqual(
       await call(d, "/VolumeDriver.Create", { Name: "v", Opts: { container: "web" } }),
       { Err: "" },
     );
-    assertEquals(await call(d, "/VolumeDriver.Mount", { Name: "v", ID: "c" }), {
+    deepStrictEqual(await call(d, "/VolumeDriver.Mount", { Name: "v", ID: "c" }), {
       Mountpoint: `${dir}/v`,
       Err: "",
     });
-    assertEquals(await call(d, "/VolumeDriver.Path", { Name: "v" }), {
+    deepStrictEqual(await call(d, "/VolumeDriver.Path", { Name: "v" }), {
       Mountpoint: `${dir}/v`,
       Err: "",
     });
     const got = await call(d, "/VolumeDriver.Get", { Name: "v" }) as {
       Volume: { Name: string; CreatedAt: string; Status: { mounted: boolean } };
     };
-    assertEquals(got.Volume.Name, "v");
-    assertEquals(got.Volume.CreatedAt, NOW.toISOString());
-    assertEquals(got.Volume.Status.mounted, true);
+    deepStrictEqual(got.Volume.Name, "v");
+    deepStrictEqual(got.Volume.CreatedAt, NOW.toISOString());
+    deepStrictEqual(got.Volume.Status.mounted, true);
     const list = await call(d, "/VolumeDriver.List", {}) as { Volumes: { Name: string }[] };
-    assertEquals(list.Volumes.map((v) => v.Name), ["v"]);
-    assertEquals(await call(d, "/VolumeDriver.Unmount", { Name: "v", ID: "c" }), { Err: "" });
-    assertEquals(await call(d, "/VolumeDriver.Remove", { Name: "v" }), { Err: "" });
+    deepStrictEqual(list.Volumes.map((v) => v.Name), ["v"]);
+    deepStrictEqual(await call(d, "/VolumeDriver.Unmount", { Name: "v", ID: "c" }), { Err: "" });
+    deepStrictEqual(await call(d, "/VolumeDriver.Remove", { Name: "v" }), { Err: "" });
     const missing = await call(d, "/VolumeDriver.Get", { Name: "v" }) as { Err: string };
-    assert(missing.Err.includes("no such volume"));
+    ok(missing.Err.includes("no such volume"));
     const unknown = await call(d, "/VolumeDriver.Frobnicate", {}) as { Err: string };
-    assert(unknown.Err.includes("unknown endpoint"));
+    ok(unknown.Err.includes("unknown endpoint"));
   });
 });
 
@@ -230,8 +230,8 @@ Deno.test("http: a body that is not a JSON object is an error, not a crash", asy
         new Request("http://plugin/VolumeDriver.Create", { method: "POST", body: text }),
         quiet,
       );
-      assertEquals(response.status, 400);
-      assert(((await response.json()) as { Err: string }).Err.length > 0);
+      deepStrictEqual(response.status, 400);
+      ok(((await response.json()) as { Err: string }).Err.length > 0);
     }
   });
 });
@@ -240,7 +240,7 @@ Deno.test("store: atomic JSON file round trip; hostile content is rejected", asy
   const dir = await Deno.makeTempDir({ prefix: "dockerfuse-store-" });
   try {
     const store = new JsonFileStore(`${dir}/state/volumes.json`);
-    assertEquals(await store.load(), []);
+    deepStrictEqual(await store.load(), []);
     const record: VolumeRecord = {
       name: "v",
       container: "web",
@@ -250,8 +250,8 @@ Deno.test("store: atomic JSON file round trip; hostile content is rejected", asy
       mountIds: ["a"],
     };
     await store.save([record]);
-    assertEquals(await store.load(), [record]);
-    assertEquals([...Deno.readDirSync(`${dir}/state`)].map((e) => e.name), ["volumes.json"]);
+    deepStrictEqual(await store.load(), [record]);
+    deepStrictEqual([...Deno.readDirSync(`${dir}/state`)].map((e) => e.name), ["volumes.json"]);
     for (
       const text of [
         "",
@@ -263,7 +263,7 @@ Deno.test("store: atomic JSON file round trip; hostile content is rejected", asy
         '{"version":1,"volumes":[null]}',
       ]
     ) {
-      assert("error" in parseStore(text), text);
+      ok("error" in parseStore(text), text);
     }
     await Deno.writeTextFile(`${dir}/state/volumes.json`, "{");
     await rejects(store.load(), /Cannot read/);

@@ -2,15 +2,8 @@
 // choice by glibc probe, private dir and modes, argv/env substitution, nothing left behind.
 
 import { deploySatellite, DockerError, type Engine } from "../../src/docker/mod.ts";
-import {
-  assert,
-  assertRejects,
-  bed,
-  dockerCli,
-  engineFor,
-  readAll,
-  withContainer,
-} from "./helpers.ts";
+import { equal, ok } from "node:assert/strict";
+import { assertRejects, bed, dockerCli, engineFor, readAll, withContainer } from "./helpers.ts";
 
 const FAKE_SATELLITE = `#!/bin/sh
 # Stand-in satellite: reports what it got, removes its dir like the real one, then echoes stdin.
@@ -70,7 +63,7 @@ async function deployAndCheck(
       user: options.user,
       onProgress: () => progressed = true,
     });
-    assert(progressed, "no upload progress reported");
+    ok(progressed, "no upload progress reported");
     const reader = session.stdout.getReader();
     let output = "";
     while (!output.includes("removed\n")) {
@@ -93,8 +86,8 @@ async function deployAndCheck(
       if (done) break;
       echo += new TextDecoder().decode(value);
     }
-    assert(echo === "ping\n", `echo: '${echo}'`);
-    assert((await session.exited).code === 0);
+    ok(echo === "ping\n", `echo: '${echo}'`);
+    ok((await session.exited).code === 0);
     const fields = new Map<string, string>() as Map<string, string> & { stat: string[] };
     fields.stat = [];
     for (const line of output.trim().split("\n")) {
@@ -115,16 +108,16 @@ function checkPrivateDir(
 ): string {
   const self = fields.get("self") ?? "";
   const prefix = parent === "/" ? "/.dockerfuse-" : `${parent}/.dockerfuse-`;
-  assert(self.startsWith(prefix) && /^[0-9a-f]{16}$/.test(self.slice(prefix.length)), self);
-  assert(fields.get("root") === "/data", fields.get("root"));
-  assert(fields.get("env") === `${self}/deno-dir`, fields.get("env"));
+  ok(self.startsWith(prefix) && /^[0-9a-f]{16}$/.test(self.slice(prefix.length)), self);
+  equal(fields.get("root"), "/data");
+  equal(fields.get("env"), `${self}/deno-dir`);
   const expected = [
     `${self} 700 ${uid}`,
     `${self}/fake.sh 700 ${uid}`,
     `${self}/lib 700 ${uid}`,
     `${self}/lib/data.txt 600 ${uid}`,
   ];
-  assert(fields.stat.join("\n") === expected.join("\n"), fields.stat.join("\n"));
+  ok(fields.stat.join("\n") === expected.join("\n"), fields.stat.join("\n"));
   return self;
 }
 
@@ -134,11 +127,11 @@ Deno.test("deploy: glibc container uses `command`, private dir in /, docker diff
   await withContainer("glibc", async (id) => {
     const before = await dockerCli(theBed, ["diff", id]);
     const fields = await deployAndCheck(engine, id, {});
-    assert(fields.get("variant") === "command", fields.get("variant"));
+    equal(fields.get("variant"), "command");
     const self = checkPrivateDir(fields, "/", 0);
-    assert(!(await engine.pathExists(id, self)), `${self} is left behind`);
+    ok(!(await engine.pathExists(id, self)), `${self} is left behind`);
     const after = await dockerCli(theBed, ["diff", id]);
-    assert(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
+    ok(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
   });
 });
 
@@ -148,10 +141,10 @@ Deno.test("deploy: musl container (no glibc) uses `loaderCommand`", async () => 
   await withContainer("musl", async (id) => {
     const before = await dockerCli(theBed, ["diff", id]);
     const fields = await deployAndCheck(engine, id, {});
-    assert(fields.get("variant") === "loader", fields.get("variant"));
+    equal(fields.get("variant"), "loader");
     checkPrivateDir(fields, "/", 0);
     const after = await dockerCli(theBed, ["diff", id]);
-    assert(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
+    ok(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
   });
 });
 
@@ -182,7 +175,7 @@ Deno.test("deploy: a read-only rootfs gets the satellite through a writable volu
       ...extra,
       theBed.images.musl,
     ]);
-    assert(started.code === 0, started.stderr);
+    ok(started.code === 0, started.stderr);
     return started.stdout.trim();
   };
   const withVolume = await start(["-v", "/scratch"]);
@@ -200,7 +193,7 @@ Deno.test("deploy: a read-only rootfs gets the satellite through a writable volu
       deploySatellite(engine, container, bundle, { root: "/" }),
       DockerError,
     );
-    assert(error.message.includes("read-only"), error.message);
+    ok(error.message.includes("read-only"), error.message);
   } finally {
     await dockerCli(theBed, ["rm", "-f", without]);
     await Deno.remove(bundle, { recursive: true });
@@ -222,14 +215,14 @@ Deno.test("deploy: wrong architecture, unknown user and missing bundle are clear
       deploySatellite(engine, arm, bundle, { root: "/" }),
       DockerError,
     );
-    assert(wrongArch.code === "unsupported" && wrongArch.message.includes("aarch64"));
+    ok(wrongArch.code === "unsupported" && wrongArch.message.includes("aarch64"));
     await withContainer("musl", async (id) => {
       const container = await engine.inspectContainer(id);
       const noUser = await assertRejects(
         deploySatellite(engine, container, bundle, { root: "/", user: "nosuchuser" }),
         DockerError,
       );
-      assert(noUser.code === "user" && noUser.message.includes("nosuchuser"), noUser.message);
+      ok(noUser.code === "user" && noUser.message.includes("nosuchuser"), noUser.message);
     });
     const missing = await assertRejects(
       deploySatellite(
@@ -240,7 +233,7 @@ Deno.test("deploy: wrong architecture, unknown user and missing bundle are clear
       ),
       DockerError,
     );
-    assert(missing.code === "bundle" && missing.message.includes("build-satellite"));
+    ok(missing.code === "bundle" && missing.message.includes("build-satellite"));
   } finally {
     await Deno.remove(bundle, { recursive: true });
   }

@@ -1,8 +1,8 @@
 // Docker layer against the real engine of the test bed: connection, inspection, archive, exec.
 
 import { connectEngine, DockerError, type Engine } from "../../src/docker/mod.ts";
+import { ok } from "node:assert/strict";
 import {
-  assert,
   assertRejects,
   bed,
   dockerCli,
@@ -31,15 +31,15 @@ async function run(
 
 Deno.test("engine: connects to the default socket and negotiates the API version", async () => {
   const theBed = await bed();
-  assert(theBed.dockerHost === "unix:///var/run/docker.sock", theBed.dockerHost);
+  ok(theBed.dockerHost === "unix:///var/run/docker.sock", theBed.dockerHost);
   const engine = await connectEngine({ env: {}, home: "/nonexistent-home" });
-  assert(engine.description === "unix:///var/run/docker.sock", engine.description);
-  assert(!engine.isRemote);
+  ok(engine.description === "unix:///var/run/docker.sock", engine.description);
+  ok(!engine.isRemote);
   const server = (await dockerCli(theBed, ["version", "--format", "{{.Server.APIVersion}}"]))
     .stdout.trim();
   const [smaj, smin] = server.split(".").map(Number);
   const [emaj, emin] = engine.apiVersion.split(".").map(Number);
-  assert(emaj === smaj && emin <= smin, `engine ${engine.apiVersion}, server ${server}`);
+  ok(emaj === smaj && emin <= smin, `engine ${engine.apiVersion}, server ${server}`);
   engine.close();
 });
 
@@ -49,12 +49,12 @@ Deno.test("engine: DOCKER_API_VERSION is used as given", async () => {
     env: { DOCKER_HOST: theBed.dockerHost, DOCKER_API_VERSION: "1.40" },
     home: "/nonexistent-home",
   });
-  assert(engine.apiVersion === "1.40");
+  ok(engine.apiVersion === "1.40");
   await withContainer("musl", async (id) => {
     const info = await engine.inspectContainer(id);
-    assert(info.id === id);
+    ok(info.id === id);
     const result = await run(engine, id, ["echo", "v1.40"]);
-    assert(result.stdout === "v1.40\n" && result.code === 0, JSON.stringify(result));
+    ok(result.stdout === "v1.40\n" && result.code === 0, JSON.stringify(result));
   });
 });
 
@@ -64,8 +64,8 @@ Deno.test("engine: an unreachable engine is a clear error naming the address", a
     connectEngine({ env: { DOCKER_HOST: `unix://${missing}` }, home: "/nonexistent-home" }),
     DockerError,
   );
-  assert(unix.code === "unreachable", unix.code);
-  assert(unix.message.includes(`unix://${missing}`), unix.message);
+  ok(unix.code === "unreachable", unix.code);
+  ok(unix.message.includes(`unix://${missing}`), unix.message);
   const port = freePort();
   const tcp = await assertRejects(
     connectEngine({
@@ -74,9 +74,9 @@ Deno.test("engine: an unreachable engine is a clear error naming the address", a
     }),
     DockerError,
   );
-  assert(tcp.code === "unreachable", tcp.code);
-  assert(tcp.message.includes(`tcp://127.0.0.1:${port}`), tcp.message);
-  assert(!tcp.message.includes("s3cret"), tcp.message);
+  ok(tcp.code === "unreachable", tcp.code);
+  ok(tcp.message.includes(`tcp://127.0.0.1:${port}`), tcp.message);
+  ok(!tcp.message.includes("s3cret"), tcp.message);
 });
 
 Deno.test("engine: containers by name or id prefix; missing and stopped ones", async () => {
@@ -84,17 +84,17 @@ Deno.test("engine: containers by name or id prefix; missing and stopped ones", a
   const engine = await engineFor(theBed);
   await withContainer("glibc", async (id) => {
     const byId = await engine.inspectContainer(id.slice(0, 12));
-    assert(byId.id === id && byId.running, JSON.stringify(byId));
+    ok(byId.id === id && byId.running, JSON.stringify(byId));
     const byName = await engine.inspectContainer(byId.name);
-    assert(byName.id === id);
-    assert(byId.arch === "x86_64" && byId.platform === "linux/amd64", JSON.stringify(byId));
+    ok(byName.id === id);
+    ok(byId.arch === "x86_64" && byId.platform === "linux/amd64", JSON.stringify(byId));
   });
   const missing = await assertRejects(
     engine.inspectContainer("dfh-no-such-container"),
     DockerError,
   );
-  assert(missing.code === "not-found", missing.code);
-  assert(missing.message.includes("'dfh-no-such-container'"), missing.message);
+  ok(missing.code === "not-found", missing.code);
+  ok(missing.message.includes("'dfh-no-such-container'"), missing.message);
 
   const created = await dockerCli(theBed, [
     "create",
@@ -104,16 +104,16 @@ Deno.test("engine: containers by name or id prefix; missing and stopped ones", a
     "dockerfuse-testbed=1",
     theBed.images.musl,
   ]);
-  assert(created.code === 0, created.stderr);
+  ok(created.code === 0, created.stderr);
   const stoppedId = created.stdout.trim();
   try {
     const stopped = await assertRejects(engine.inspectContainer(stoppedId), DockerError);
-    assert(stopped.code === "not-running", stopped.code);
-    assert(/not running/.test(stopped.message), stopped.message);
+    ok(stopped.code === "not-running", stopped.code);
+    ok(/not running/.test(stopped.message), stopped.message);
     const info = await engine.inspectContainer(stoppedId, { allowStopped: true });
-    assert(!info.running && info.id === stoppedId);
+    ok(!info.running && info.id === stoppedId);
     const exec = await assertRejects(engine.exec(stoppedId, ["true"]), DockerError);
-    assert(exec.code === "not-running", `${exec.code}: ${exec.message}`);
+    ok(exec.code === "not-running", `${exec.code}: ${exec.message}`);
   } finally {
     await dockerCli(theBed, ["rm", "-f", stoppedId]);
   }
@@ -132,12 +132,12 @@ Deno.test("engine: the architecture comes from the image (arm64 → aarch64)", a
     "dockerfuse-testbed=1",
     theBed.images.arm64,
   ]);
-  assert(created.code === 0, created.stderr);
+  ok(created.code === 0, created.stderr);
   const id = created.stdout.trim();
   try {
     const info = await engine.inspectContainer(id, { allowStopped: true });
-    assert(info.arch === "aarch64", info.arch);
-    assert(info.platform.startsWith("linux/arm64"), info.platform);
+    ok(info.arch === "aarch64", info.arch);
+    ok(info.platform.startsWith("linux/arm64"), info.platform);
   } finally {
     await dockerCli(theBed, ["rm", "-f", id]);
   }
@@ -146,14 +146,14 @@ Deno.test("engine: the architecture comes from the image (arm64 → aarch64)", a
 Deno.test("engine: pathExists through HEAD on the archive endpoint", async () => {
   const engine = await engineFor(await bed());
   await withContainer("glibc", async (id) => {
-    assert(await engine.pathExists(id, "/data/large.bin"));
-    assert(await engine.pathExists(id, "/data"));
-    assert(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2"));
-    assert(!(await engine.pathExists(id, "/data/no-such-file")));
+    ok(await engine.pathExists(id, "/data/large.bin"));
+    ok(await engine.pathExists(id, "/data"));
+    ok(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2"));
+    ok(!(await engine.pathExists(id, "/data/no-such-file")));
   });
   await withContainer("static", async (id) => {
-    assert(await engine.pathExists(id, "/pause"));
-    assert(!(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2")));
+    ok(await engine.pathExists(id, "/pause"));
+    ok(!(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2")));
   });
 });
 
@@ -170,10 +170,10 @@ Deno.test("engine: upload a tree (plain and gzip) and read it back", async () =>
         { path: `${root}/sub/blob`, type: "file", mode: 0o600, data },
         { path: `${root}/tool`, type: "file", mode: 0o700, data: new TextEncoder().encode("x") },
       ], { gzip, onProgress: (sent, total) => progress.push([sent, total]) });
-      assert(progress.length > 0, "no progress reported");
+      ok(progress.length > 0, "no progress reported");
       const [lastSent, total] = progress[progress.length - 1];
-      assert(lastSent === total && total > 0, JSON.stringify(progress.slice(-2)));
-      if (gzip) assert(total > data.length, "random data does not shrink: gzip size must exceed");
+      ok(lastSent === total && total > 0, JSON.stringify(progress.slice(-2)));
+      if (gzip) ok(total > data.length, "random data does not shrink: gzip size must exceed");
       const stat = await run(engine, id, [
         "stat",
         "-c",
@@ -183,8 +183,8 @@ Deno.test("engine: upload a tree (plain and gzip) and read it back", async () =>
         `/tmp/${root}/sub/blob`,
         `/tmp/${root}/tool`,
       ]);
-      assert(stat.code === 0, stat.stderr);
-      assert(
+      ok(stat.code === 0, stat.stderr);
+      ok(
         stat.stdout ===
           `/tmp/${root} 700 0:0\n/tmp/${root}/sub 750 65534:65534\n` +
             `/tmp/${root}/sub/blob 600 0:0\n/tmp/${root}/tool 700 0:0\n`,
@@ -193,8 +193,8 @@ Deno.test("engine: upload a tree (plain and gzip) and read it back", async () =>
       const session = await engine.exec(id, ["cat", `/tmp/${root}/sub/blob`]);
       await session.stdin.close();
       const back = await readAll(session.stdout);
-      assert((await sha256(back)) === (await sha256(data)), "content differs");
-      assert((await session.exited).code === 0);
+      ok((await sha256(back)) === (await sha256(data)), "content differs");
+      ok((await session.exited).code === 0);
     }
   });
 });
@@ -211,11 +211,11 @@ async function roundTrip(engine: Engine, id: string, size: number): Promise<void
   })();
   const [back, stderr] = await Promise.all([readAll(session.stdout), readAll(session.stderr)]);
   await writing;
-  assert(back.length === data.length, `got ${back.length} of ${data.length} bytes`);
-  assert((await sha256(back)) === (await sha256(data)), "echoed bytes differ");
-  assert(stderr.length === 0, text(stderr));
+  ok(back.length === data.length, `got ${back.length} of ${data.length} bytes`);
+  ok((await sha256(back)) === (await sha256(data)), "echoed bytes differ");
+  ok(stderr.length === 0, text(stderr));
   const { code } = await session.exited;
-  assert(code === 0, `cat exited with ${code}`);
+  ok(code === 0, `cat exited with ${code}`);
 }
 
 Deno.test("exec: 64 MiB through stdin → cat → stdout, glibc and musl", async () => {
@@ -233,11 +233,11 @@ Deno.test("exec: stderr kept apart, exit code, user and environment", async () =
       "-c",
       'echo "out $FOO"; echo err >&2; id -u; exit 7',
     ], { env: { FOO: "bar baz" }, user: "nobody" });
-    assert(result.stdout === "out bar baz\n65534\n", result.stdout);
-    assert(result.stderr === "err\n", result.stderr);
-    assert(result.code === 7, `code ${result.code}`);
+    ok(result.stdout === "out bar baz\n65534\n", result.stdout);
+    ok(result.stderr === "err\n", result.stderr);
+    ok(result.code === 7, `code ${result.code}`);
     const missing = await run(engine, id, ["/no/such/binary"]);
-    assert(missing.code !== 0 && missing.code !== null, `code ${missing.code}`);
+    ok(missing.code !== 0 && missing.code !== null, `code ${missing.code}`);
   });
 });
 
@@ -247,10 +247,10 @@ Deno.test("exec: kill tears the session down; the process sees EOF and ends", as
     const session = await engine.exec(id, ["sh", "-c", "echo ready; cat >/dev/null; echo gone"]);
     const reader = session.stdout.getReader();
     const first = await reader.read();
-    assert(text(first.value ?? new Uint8Array()) === "ready\n");
+    ok(text(first.value ?? new Uint8Array()) === "ready\n");
     session.kill();
     const rest = await reader.read();
-    assert(rest.done === true);
+    ok(rest.done === true);
     await session.exited;
     // the process ends because its stdin closed with the connection
     let left = "";
@@ -260,7 +260,7 @@ Deno.test("exec: kill tears the session down; the process sees EOF and ends", as
       if (left === "0") break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    assert(left === "0", `the killed session's process is still running (${left})`);
+    ok(left === "0", `the killed session's process is still running (${left})`);
   });
 });
 
@@ -279,13 +279,13 @@ Deno.test("exec: the stream ends when the container is killed", async () => {
     await writer.write(new TextEncoder().encode("up\n"));
     const reader = session.stdout.getReader();
     const echo = await reader.read();
-    assert(new TextDecoder().decode(echo.value) === "up\n", "cat did not echo");
+    ok(new TextDecoder().decode(echo.value) === "up\n", "cat did not echo");
     const killed = await dockerCli(theBed, ["kill", id]);
-    assert(killed.code === 0, killed.stderr);
+    ok(killed.code === 0, killed.stderr);
     let rest = 0;
     for (let r = await reader.read(); !r.done; r = await reader.read()) rest += r.value.length;
-    assert(rest === 0, `${rest} bytes after the kill`);
+    ok(rest === 0, `${rest} bytes after the kill`);
     const { code } = await session.exited;
-    assert(code !== 0, `code ${code}`);
+    ok(code !== 0, `code ${code}`);
   });
 });

@@ -1,5 +1,6 @@
 /** Shared helpers for the Docker layer tests (real engine, via the test bed). */
 
+import { rejects } from "node:assert/strict";
 import {
   ensureTestBed,
   type ImageKind,
@@ -9,21 +10,26 @@ import {
 } from "../../tasks/testbed/mod.ts";
 import { connectEngine, type Engine, type EngineOptions } from "../../src/docker/mod.ts";
 
-export function assert(condition: unknown, message = "assertion failed"): asserts condition {
-  if (!condition) throw new Error(message);
-}
+/**
+ * `ok` from node:assert/strict under its old name here, for test files not converted yet; new
+ * code imports from node:assert/strict.
+ */
+export { ok as assert } from "node:assert/strict";
 
+/** Asserts that `promise` rejects with a `type` (node:assert/strict `rejects`); returns the error. */
 export async function assertRejects<E extends Error>(
   promise: Promise<unknown>,
   type: new (...args: never[]) => E,
 ): Promise<E> {
-  try {
-    await promise;
-  } catch (error) {
-    assert(error instanceof type, `expected ${type.name}, got ${error}`);
-    return error as E;
-  }
-  throw new Error(`expected a ${type.name} rejection`);
+  let caught: unknown;
+  await rejects(
+    promise.catch((error) => {
+      caught = error;
+      throw error;
+    }),
+    type,
+  );
+  return caught as E;
 }
 
 let bedPromise: Promise<TestBed> | undefined;

@@ -2,7 +2,8 @@
 // `ssh` in PATH records its arguments and runs dial-stdio against the test bed's engine.
 
 import { connectEngine } from "../../src/docker/mod.ts";
-import { assert, bed, readAll, withContainer } from "./helpers.ts";
+import { ok } from "node:assert/strict";
+import { bed, readAll, withContainer } from "./helpers.ts";
 
 Deno.test("ssh engine: API calls and exec streams over `docker system dial-stdio`", async () => {
   const theBed = await bed();
@@ -18,27 +19,27 @@ Deno.test("ssh engine: API calls and exec streams over `docker system dial-stdio
       home: "/nonexistent-home",
     });
     try {
-      assert(engine.isRemote);
-      assert(engine.description === "ssh://deploy@engine.example:2222", engine.description);
+      ok(engine.isRemote);
+      ok(engine.description === "ssh://deploy@engine.example:2222", engine.description);
       await withContainer("musl", async (id) => {
         const info = await engine.inspectContainer(id);
-        assert(info.id === id);
+        ok(info.id === id);
         const session = await engine.exec(id, ["sh", "-c", "cat; echo done >&2"]);
         const writer = session.stdin.getWriter();
         await writer.write(new TextEncoder().encode("through ssh\n"));
         await writer.close();
         const [out, err] = await Promise.all([readAll(session.stdout), readAll(session.stderr)]);
-        assert(new TextDecoder().decode(out) === "through ssh\n");
-        assert(new TextDecoder().decode(err) === "done\n");
-        assert((await session.exited).code === 0);
+        ok(new TextDecoder().decode(out) === "through ssh\n");
+        ok(new TextDecoder().decode(err) === "done\n");
+        ok((await session.exited).code === 0);
       });
     } finally {
       engine.close();
     }
     const calls = (await Deno.readTextFile(`${bin}/calls`)).trim().split("\n");
-    assert(calls.length >= 2, calls.join("\n"));
+    ok(calls.length >= 2, calls.join("\n"));
     for (const call of calls) {
-      assert(
+      ok(
         call ===
           "-o ConnectTimeout=30 -T -l deploy -p 2222 -- engine.example docker system dial-stdio",
         call,

@@ -1,7 +1,8 @@
 // A remote engine over TCP with TLS verification on: a second dockerd with --tlsverify.
 
 import { connectEngine, DockerError } from "../../src/docker/mod.ts";
-import { assert, assertRejects, bed, randomBytes, readAll, sha256 } from "./helpers.ts";
+import { ok } from "node:assert/strict";
+import { assertRejects, bed, randomBytes, readAll, sha256 } from "./helpers.ts";
 import { startTlsDockerd } from "./tls_engine.ts";
 
 async function sha256Hex(text: string): Promise<string> {
@@ -18,10 +19,10 @@ Deno.test("remote TLS engine: DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH and
         env: { DOCKER_HOST: address, DOCKER_TLS_VERIFY: "1", DOCKER_CERT_PATH: remote.certDir },
         home: "/nonexistent-home",
       });
-      assert(engine.isRemote);
-      assert(engine.description === `${address} (TLS)`, engine.description);
+      ok(engine.isRemote);
+      ok(engine.description === `${address} (TLS)`, engine.description);
       const info = await engine.inspectContainer(remote.containerId.slice(0, 10));
-      assert(info.id === remote.containerId && info.arch === "x86_64");
+      ok(info.id === remote.containerId && info.arch === "x86_64");
 
       const data = randomBytes(8 * 1024 * 1024);
       const session = await engine.exec(info.id, ["cat"]);
@@ -32,19 +33,19 @@ Deno.test("remote TLS engine: DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH and
       })();
       const back = await readAll(session.stdout);
       await writing;
-      assert((await sha256(back)) === (await sha256(data)), `echo differs (${back.length} bytes)`);
-      assert((await session.exited).code === 0);
+      ok((await sha256(back)) === (await sha256(data)), `echo differs (${back.length} bytes)`);
+      ok((await session.exited).code === 0);
 
       const payload = new TextEncoder().encode("over tls\n".repeat(1000));
       let total = 0;
       await engine.upload(info.id, "/tmp", [
         { path: "tls-upload.txt", type: "file", mode: 0o600, data: payload },
       ], { onProgress: (_sent, all) => total = all });
-      assert(total > 0 && total < payload.length, `not gzipped: ${total} bytes sent`);
+      ok(total > 0 && total < payload.length, `not gzipped: ${total} bytes sent`);
       const cat = await engine.exec(info.id, ["cat", "/tmp/tls-upload.txt"]);
       await cat.stdin.close();
       const read = await readAll(cat.stdout);
-      assert((await sha256(read)) === (await sha256(payload)), "upload differs");
+      ok((await sha256(read)) === (await sha256(payload)), "upload differs");
       engine.close();
     });
 
@@ -60,9 +61,9 @@ Deno.test("remote TLS engine: DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH and
         }),
         DockerError,
       );
-      assert(error.code === "unreachable", error.code);
-      assert(error.message.includes(address), error.message);
-      assert(/certificate|issuer|verif|signature/i.test(error.message), error.message);
+      ok(error.code === "unreachable", error.code);
+      ok(error.message.includes(address), error.message);
+      ok(/certificate|issuer|verif|signature/i.test(error.message), error.message);
     });
 
     await t.step("the current context in config.json with its TLS material", async () => {
@@ -89,11 +90,11 @@ Deno.test("remote TLS engine: DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH and
           await Deno.copyFile(`${remote.certDir}/${file}`, `${tls}/${file}`);
         }
         const engine = await connectEngine({ env: {}, home });
-        assert(engine.description === `${address} (TLS) (context tls-test)`, engine.description);
+        ok(engine.description === `${address} (TLS) (context tls-test)`, engine.description);
         const session = await engine.exec(remote.containerId, ["echo", "context"]);
         await session.stdin.close();
-        assert(new TextDecoder().decode(await readAll(session.stdout)) === "context\n");
-        assert((await session.exited).code === 0);
+        ok(new TextDecoder().decode(await readAll(session.stdout)) === "context\n");
+        ok((await session.exited).code === 0);
       } finally {
         await Deno.remove(home, { recursive: true });
       }

@@ -1,7 +1,7 @@
 // Container-side errors pass through the mount unchanged: ENOSPC from a full tmpfs, EROFS from a
 // read-only rootfs, EACCES when the exec user is not root.
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { CONTAINER_LABEL, ensureTestBed } from "../../tasks/testbed/mod.ts";
 import { docker, readInside, sh, withMount } from "./helpers.ts";
 
@@ -37,11 +37,11 @@ Deno.test("ENOSPC from a full 1 MiB tmpfs in the container reaches the writer", 
         m.mountpoint,
         'dd if=/dev/zero of="$M/data2/big" bs=64k count=64 2>&1; echo "rc=$?"',
       );
-      assert(/No space left on device/.test(r.stdout) && !/rc=0/.test(r.stdout), r.stdout);
+      ok(/No space left on device/.test(r.stdout) && !/rc=0/.test(r.stdout), r.stdout);
       // The mount stays usable once space is freed.
       const again = await sh(m.mountpoint, 'rm "$M/data2/big" && echo ok > "$M/data2/small"');
-      assertEquals(again.code, 0, again.stderr);
-      assertEquals((await docker(["exec", id, "cat", "/data2/small"])).stdout, "ok\n");
+      deepStrictEqual(again.code, 0, again.stderr);
+      deepStrictEqual((await docker(["exec", id, "cat", "/data2/small"])).stdout, "ok\n");
     }, { container: id });
   });
 });
@@ -52,27 +52,27 @@ Deno.test("EROFS from a read-only rootfs (satellite uploaded into the writable v
   await withContainer(["--read-only", "-v", `${vol}:/vol`], async (id) => {
     await withMount("musl", async (m) => {
       const r = await sh(m.mountpoint, 'echo x > "$M/data/new.txt"');
-      assert(r.code !== 0 && /Read-only file system/.test(r.stderr), r.stderr);
+      ok(r.code !== 0 && /Read-only file system/.test(r.stderr), r.stderr);
       const mk = await sh(m.mountpoint, 'mkdir "$M/data/d"');
-      assert(mk.code !== 0 && /Read-only file system/.test(mk.stderr), mk.stderr);
+      ok(mk.code !== 0 && /Read-only file system/.test(mk.stderr), mk.stderr);
       // The writable volume still takes writes.
       const w = await sh(m.mountpoint, 'echo y > "$M/vol/ok.txt" && cat "$M/vol/ok.txt"');
-      assertEquals(w.stdout, "y\n", w.stderr);
+      deepStrictEqual(w.stdout, "y\n", w.stderr);
       const left = await docker(["exec", id, "ls", "-A", "/vol"]);
-      assertEquals(left.stdout.trim(), "ok.txt", "satellite files left in the volume");
+      deepStrictEqual(left.stdout.trim(), "ok.txt", "satellite files left in the volume");
     }, { container: id });
   }).finally(() => Deno.remove(vol, { recursive: true }));
 });
 
 Deno.test("EACCES when the exec user is not root (--user 65534)", async () => {
   await withMount("musl", async (m) => {
-    assertEquals(await Deno.readTextFile(`${m.mountpoint}/data/hello.txt`), "hello from musl\n");
+    deepStrictEqual(await Deno.readTextFile(`${m.mountpoint}/data/hello.txt`), "hello from musl\n");
     const r = await sh(m.mountpoint, 'echo x >> "$M/data/hello.txt"');
-    assert(r.code !== 0 && /Permission denied/.test(r.stderr), r.stderr);
+    ok(r.code !== 0 && /Permission denied/.test(r.stderr), r.stderr);
     const mk = await sh(m.mountpoint, 'mkdir "$M/etc/dfh-test"');
-    assert(mk.code !== 0 && /Permission denied/.test(mk.stderr), mk.stderr);
+    ok(mk.code !== 0 && /Permission denied/.test(mk.stderr), mk.stderr);
     const ls = await sh(m.mountpoint, 'ls "$M/root"');
-    assert(ls.code !== 0 && /Permission denied/.test(ls.stderr), ls.stderr);
-    assertEquals(await readInside(m.container, "/data/hello.txt"), "hello from musl\n");
+    ok(ls.code !== 0 && /Permission denied/.test(ls.stderr), ls.stderr);
+    deepStrictEqual(await readInside(m.container, "/data/hello.txt"), "hello from musl\n");
   }, { args: ["--user", "65534"] });
 });

@@ -2,7 +2,7 @@
 // pending requests with EIO instead of hanging, unmounts, exits 8 naming the cause, and leaves no
 // stale mount and no process behind (neither the satellite in the container nor a child here).
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { ensureTestBed } from "../../tasks/testbed/mod.ts";
 import { startTlsDockerd } from "../docker/tls_engine.ts";
 import {
@@ -31,6 +31,64 @@ function background(m: E2EMount, script: string): Promise<{ code: number; stderr
   return shWithin(m.mountpoint, script, NOTICE_MS);
 }
 
+/** One request in the FUSE trace of a `--debug` mount. */
+interface Traced {
+  unique: string;
+  op: string;
+  pid: number;
+  /** The reply ("OK" or an errno name); undefined while the request is pending. */
+  reply?: string;
+}
+
+/** The requests a `--debug` mount received so far (its `rx`/`tx` trace lines), by unique id. */
+function fuseTrace(m: E2EMount): Map<string, Traced> {
+  const requests = new Map<string, Traced>();
+  for (const line of m.stderr().split("\n")) {
+    const rx = / rx (\d+) (\w+) node=\d+ len=\d+ uid=\d+ pid=(\d+)$/.exec(line);
+    if (rx) requests.set(rx[1]!, { unique: rx[1]!, op: rx[2]!, pid: Number(rx[3]) });
+    const tx = / tx (\d+) (\w+)/.exec(line);
+    const request = tx && requests.get(tx[1]!);
+    if (request) request.reply = tx![2];
+  }
+  return requests;
+}
+
+/** OPEN requests the `--debug` mount received so far. */
+function openCount(m: E2EMount): number {
+  return [...fuseTrace(m).values()].filter((r) => r.op === "OPEN").length;
+}
+
+/** Polls `done` until true; fails after NOTICE_MS, showing the client's log. */
+async function waitFor(done: () => boolean, what: string, m: E2EMount): Promise<void> {
+  const deadline = Date.now() + NOTICE_MS;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`no sign of ${what}:\n${m.stderr()}`);
+    await sleep(20);
+  }
+}
+
+/** Requests the kernel sends without waiting for an answer of their own. */
+const UNANSWERED = new Set(["FORGET", "BATCH_FORGET", "INTERRUPT"]);
+
+/**
+ * Waits until the `--debug` mount has received a request (from process `pid`, if given) that
+ * it has not answered, and returns it: the proof that a request is pending. Fails after NOTICE_MS.
+ */
+async function pendingRequest(m: E2EMount, pid?: number): Promise<Traced> {
+  let pending: Traced | undefined;
+  await waitFor(
+    () => {
+      pending = [...fuseTrace(m).values()].find((r) =>
+        r.reply === undefined && !UNANSWERED.has(r.op) && (pid === undefined || r.pid === pid)
+      );
+      return pending !== undefined;
+    },
+    `a pending request${pid === undefined ? "" : ` of pid ${pid}`}`,
+    m,
+  );
+  return pending!;
+}
+
 /** What every fault must leave: exit 8 with `cause` named, no mount, no satellite, no child. */
 async function assertCleanEnd(
   m: E2EMount,
@@ -40,13 +98,13 @@ async function assertCleanEnd(
 ): Promise<number> {
   const code = await exitWithin(m, NOTICE_MS);
   const ms = Math.round(performance.now() - started);
-  assertEquals(code, 8, m.stderr());
+  deepStrictEqual(code, 8, m.stderr());
   const last = m.stderr().trim().split("\n").pop() ?? "";
-  assert(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
+  ok(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
   await assertNoStaleMount(m.mountpoint);
-  for (const pid of children) assert(!(await alive(pid)), `child ${pid} of the client survived`);
+  for (const pid of children) ok(!(await alive(pid)), `child ${pid} of the client survived`);
   const left = (await containerCommands(m.container)).filter((c) => /satellite|dockerfuse/.test(c));
-  assertEquals(left, [], "the satellite is still running in the container");
+  deepStrictEqual(left, [], "the satellite is still running in the container");
   console.log(`  noticed and exited in ${ms} ms: ${last.replace(/^\S+ \S+\s+/, "")}`);
   return ms;
 }
@@ -56,17 +114,19 @@ Deno.test("fault: satellite killed (kill -9 inside) → EIO, unmount, exit 8, no
     const pid = satellitePid(m);
     const children = await descendants(m.child.pid);
     await Deno.writeTextFile(`${m.mountpoint}/data/f.txt`, "x");
+    const opened = openCount(m);
     const reader = background(
       m,
       'while cat "$M/data/f.txt" >/dev/null; do :; done; cat "$M/data/f.txt"',
     );
-    await sleep(200);
+    // The reader is at work: its opens reach the mount.
+    await waitFor(() => openCount(m) >= opened + 3, "the reader's opens", m);
     const started = performance.now();
     await docker(["exec", m.container, "kill", "-9", String(pid)]);
     const r = await reader;
-    assert(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
+    ok(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /satellite/i, children, started);
-  });
+  }, { args: ["--debug"] });
 });
 
 Deno.test("fault: container killed with a request pending → the request fails with EIO", async () => {
@@ -75,13 +135,15 @@ Deno.test("fault: container killed with a request pending → the request fails 
     // Frozen container: the next request stays pending (no request timeout).
     await docker(["pause", m.container]);
     const pending = background(m, 'cat "$M/data/hello.txt"; echo "exit $?" >&2');
-    await sleep(500);
+    await pendingRequest(m);
     const started = performance.now();
     await docker(["kill", m.container]);
     const r = await pending;
-    assert(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
+    ok(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /container .* stopped/i, children, started);
-  }, { args: ["--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"] });
+  }, {
+    args: ["--debug", "--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"],
+  });
 });
 
 Deno.test("fault: container stopped (docker stop) → unmount, exit 8 naming the container", async () => {
@@ -103,20 +165,20 @@ Deno.test("fault: client SIGKILLed → the satellite exits and is gone, the next
       running = (await containerCommands(first.container)).some((c) => /satellite/.test(c));
       if (running) await sleep(100);
     }
-    assert(!running, `satellite (pid ${pid} in the container) still runs after the client died`);
+    ok(!running, `satellite (pid ${pid} in the container) still runs after the client died`);
     const diff = await docker(["diff", first.container]);
-    assert(!diff.stdout.includes("dockerfuse"), `satellite files left:\n${diff.stdout}`);
+    ok(!diff.stdout.includes("dockerfuse"), `satellite files left:\n${diff.stdout}`);
     const second = await startMount("musl", {
       container: first.container,
       mountpoint: first.mountpoint,
     });
     try {
-      assertEquals(
+      deepStrictEqual(
         await Deno.readTextFile(`${second.mountpoint}/data/hello.txt`),
         "hello from musl\n",
       );
-      assertEquals(await second.stop(), 0, second.stderr());
-      assert(!(await isMounted(second.mountpoint)));
+      deepStrictEqual(await second.stop(), 0, second.stderr());
+      ok(!(await isMounted(second.mountpoint)));
     } finally {
       await second.cleanup();
     }
@@ -128,26 +190,39 @@ Deno.test("fault: a paused container times requests out with EIO; nothing wedges
     await docker(["pause", m.container]);
     try {
       const r = await shWithin(m.mountpoint, 'cat "$M/data/hello.txt"', 15_000);
-      assert(r.code !== 0 && /Input\/output error/.test(r.stderr), JSON.stringify(r));
+      ok(r.code !== 0 && /Input\/output error/.test(r.stderr), JSON.stringify(r));
       console.log(`  request failed with EIO after ${Math.round(r.ms)} ms (timeout 2 s)`);
-      // An interrupted request (Ctrl-C) returns at once, not after the timeout.
+      // An interrupted request (Ctrl-C) is answered EINTR at once, not EIO after the timeout.
       const child = new Deno.Command("cat", {
         args: [`${m.mountpoint}/data/other`],
         stdout: "null",
         stderr: "null",
       }).spawn();
-      await sleep(300);
+      const request = await pendingRequest(m, child.pid);
       const t0 = performance.now();
       child.kill("SIGINT");
-      await child.status;
+      const status = await child.status;
       console.log(`  SIGINT ended a pending cat in ${Math.round(performance.now() - t0)} ms`);
+      equal(status.signal, "SIGINT", `cat ended with ${JSON.stringify(status)}`);
+      const trace = fuseTrace(m);
+      ok(
+        [...trace.values()].some((r) => r.op === "INTERRUPT"),
+        `the kernel sent no INTERRUPT:\n${m.stderr()}`,
+      );
+      equal(
+        trace.get(request.unique)?.reply,
+        "EINTR",
+        `${request.op} ${request.unique} was not interrupted:\n${m.stderr()}`,
+      );
     } finally {
       await docker(["unpause", m.container]);
     }
     const again = await sh(m.mountpoint, 'cat "$M/data/hello.txt"');
-    assertEquals(again.stdout, "hello from musl\n", again.stderr);
-    assertEquals(await m.stop(), 0, m.stderr());
-  }, { args: ["--request-timeout", "2", "--attr-timeout", "0", "--entry-timeout", "0"] });
+    deepStrictEqual(again.stdout, "hello from musl\n", again.stderr);
+    deepStrictEqual(await m.stop(), 0, m.stderr());
+  }, {
+    args: ["--debug", "--request-timeout", "2", "--attr-timeout", "0", "--entry-timeout", "0"],
+  });
 });
 
 Deno.test("fault: remote engine connection dropped; remote dockerd restarted → exit 8", async () => {
@@ -167,9 +242,9 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
         DOCKER_HOST: `tcp://127.0.0.1:${remote.port}`,
         DOCKER_CERT_PATH: remote.wrongCaDir,
       });
-      assertEquals(r.code, 3, r.stderr);
-      assert(/certificate|verif|TLS/i.test(r.stderr), r.stderr);
-      assert(!(await isMounted(dir)));
+      deepStrictEqual(r.code, 3, r.stderr);
+      ok(/certificate|verif|TLS/i.test(r.stderr), r.stderr);
+      ok(!(await isMounted(dir)));
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -188,7 +263,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
         proxy.dropAll();
         await assertCleanEndRemote(m, /engine|connection/i, children, started);
         // Even the debug log holds no key material.
-        assert(!m.stderr().includes(keyLine) && !/PRIVATE KEY/.test(m.stderr()), "key printed");
+        ok(!m.stderr().includes(keyLine) && !/PRIVATE KEY/.test(m.stderr()), "key printed");
         // The satellite saw its stdin close with the connection and exited.
         let left = ["?"];
         for (let i = 0; i < 50 && left.length > 0; i++) {
@@ -203,7 +278,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
           left = top.stdout.split("\n").filter((l) => /satellite/.test(l));
           if (left.length > 0) await sleep(100);
         }
-        assertEquals(left, [], "the satellite survived the dropped connection");
+        deepStrictEqual(left, [], "the satellite survived the dropped connection");
       } finally {
         await m.cleanup();
       }
@@ -220,11 +295,11 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
       const started = performance.now();
       restarted = await restartDockerd(remote.unixHost);
       const code = await exitWithin(m, 60_000);
-      assertEquals(code, 8, m.stderr());
+      deepStrictEqual(code, 8, m.stderr());
       const last = m.stderr().trim().split("\n").pop() ?? "";
-      assert(/stopped|engine|connection|satellite/i.test(last), m.stderr());
+      ok(/stopped|engine|connection|satellite/i.test(last), m.stderr());
       await assertNoStaleMount(m.mountpoint);
-      for (const pid of children) assert(!(await alive(pid)), `child ${pid} survived`);
+      for (const pid of children) ok(!(await alive(pid)), `child ${pid} survived`);
       console.log(
         `  dockerd restart noticed in ${Math.round(performance.now() - started)} ms: ${last}`,
       );
@@ -245,11 +320,11 @@ async function assertCleanEndRemote(
   started: number,
 ): Promise<void> {
   const code = await exitWithin(m, NOTICE_MS);
-  assertEquals(code, 8, m.stderr());
+  deepStrictEqual(code, 8, m.stderr());
   const last = m.stderr().trim().split("\n").pop() ?? "";
-  assert(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
+  ok(cause.test(last), `the last line does not name the cause (${cause}):\n${m.stderr()}`);
   await assertNoStaleMount(m.mountpoint);
-  for (const pid of children) assert(!(await alive(pid)), `child ${pid} of the client survived`);
+  for (const pid of children) ok(!(await alive(pid)), `child ${pid} of the client survived`);
   console.log(`  noticed in ${Math.round(performance.now() - started)} ms: ${last}`);
 }
 

@@ -6,7 +6,7 @@
  */
 
 import { cliRunArgs } from "../../src/cli/launch.ts";
-import { ok as assert } from "node:assert/strict";
+import { ok } from "node:assert/strict";
 import { docker, type E2EMount, isMounted } from "../e2e/harness.ts";
 
 export {
@@ -109,7 +109,7 @@ export async function rssBytes(pid: number): Promise<number> {
 
 /** Asserts the mountpoint is neither mounted nor stale, and usable as a plain directory. */
 export async function assertNoStaleMount(mountpoint: string): Promise<void> {
-  assert(!(await isMounted(mountpoint)), `'${mountpoint}' is still mounted`);
+  ok(!(await isMounted(mountpoint)), `'${mountpoint}' is still mounted`);
   await Deno.stat(mountpoint); // ENOTCONN here would mean a dead mount
 }
 

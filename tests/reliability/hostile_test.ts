@@ -2,7 +2,7 @@
 // paths up to and past PATH_MAX, and nothing reaching outside `--path`.
 // (The protocol decoders' fuzzing lives in tests/satellite/fuzz_test.ts.)
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { docker, sh, withMount } from "./helpers.ts";
 
 async function inside(container: string, script: string): Promise<string> {
@@ -12,13 +12,13 @@ async function inside(container: string, script: string): Promise<string> {
 Deno.test("names with newlines round-trip both ways", async () => {
   await withMount("musl", async (m) => {
     const r = await sh(m.mountpoint, 'nl="$M/data/new\nline"; echo one > "$nl" && cat "$nl"');
-    assertEquals(r.stdout, "one\n", r.stderr);
-    assertEquals(await inside(m.container, 'cat "/data/new\nline"'), "one\n");
+    deepStrictEqual(r.stdout, "one\n", r.stderr);
+    deepStrictEqual(await inside(m.container, 'cat "/data/new\nline"'), "one\n");
     await inside(m.container, 'echo two > "/data/x\n\ty"');
     const ls = await sh(m.mountpoint, 'ls -A "$M/data" | od -An -c | tr -s " "');
-    assert(ls.stdout.includes("x \\n \\t y"), ls.stdout);
+    ok(ls.stdout.includes("x \\n \\t y"), ls.stdout);
     const cat = await sh(m.mountpoint, 'cat "$M/data/x\n\ty" && rm "$M/data/x\n\ty"');
-    assertEquals(cat.stdout, "two\n", cat.stderr);
+    deepStrictEqual(cat.stdout, "two\n", cat.stderr);
   });
 });
 
@@ -28,17 +28,17 @@ Deno.test("names with newlines round-trip both ways", async () => {
 Deno.test("names with invalid UTF-8: EILSEQ from the host, hidden when made inside, no harm", async () => {
   await withMount("musl", async (m) => {
     const r = await sh(m.mountpoint, `echo x > "$M/data/bad$(printf '\\377\\376')name"`);
-    assert(r.code !== 0 && /Invalid or incomplete multibyte/.test(r.stderr), r.stderr);
+    ok(r.code !== 0 && /Invalid or incomplete multibyte/.test(r.stderr), r.stderr);
     await inside(
       m.container,
       `echo three > "/data/x$(printf '\\200\\001')y" && echo ok > /data/fine`,
     );
     const ls = await sh(m.mountpoint, 'ls -A "$M/data"');
-    assertEquals(ls.code, 0, ls.stderr);
-    assert(ls.stdout.split("\n").includes("fine"), ls.stdout);
-    assert(ls.stdout.includes("hello.txt"), ls.stdout);
-    assertEquals(await Deno.readTextFile(`${m.mountpoint}/data/fine`), "ok\n");
-    assert(/not UTF-8/.test(m.stderr()), m.stderr());
+    deepStrictEqual(ls.code, 0, ls.stderr);
+    ok(ls.stdout.split("\n").includes("fine"), ls.stdout);
+    ok(ls.stdout.includes("hello.txt"), ls.stdout);
+    deepStrictEqual(await Deno.readTextFile(`${m.mountpoint}/data/fine`), "ok\n");
+    ok(/not UTF-8/.test(m.stderr()), m.stderr());
   });
 });
 
@@ -46,18 +46,18 @@ Deno.test("255-byte names work; 256 bytes give ENAMETOOLONG", async () => {
   await withMount("musl", async (m) => {
     const n255 = "a".repeat(251) + ".txt";
     await Deno.writeTextFile(`${m.mountpoint}/data/${n255}`, "long");
-    assertEquals(await inside(m.container, `cat /data/${n255}`), "long");
+    deepStrictEqual(await inside(m.container, `cat /data/${n255}`), "long");
     await Deno.mkdir(`${m.mountpoint}/data/${"d".repeat(255)}`);
     await Deno.rename(`${m.mountpoint}/data/${n255}`, `${m.mountpoint}/data/${"b".repeat(255)}`);
     for (const op of ["echo x >", "mkdir", "touch"]) {
       const r = await sh(m.mountpoint, `${op} "$M/data/${"c".repeat(256)}"`);
-      assert(r.code !== 0 && /File name too long/.test(r.stderr), `${op}: ${r.stderr}`);
+      ok(r.code !== 0 && /File name too long/.test(r.stderr), `${op}: ${r.stderr}`);
     }
     const mv = await sh(
       m.mountpoint,
       `mv "$M/data/${"b".repeat(255)}" "$M/data/${"e".repeat(256)}"`,
     );
-    assert(mv.code !== 0 && /File name too long/.test(mv.stderr), mv.stderr);
+    ok(mv.code !== 0 && /File name too long/.test(mv.stderr), mv.stderr);
   });
 });
 
@@ -70,23 +70,23 @@ Deno.test("deep paths: up to PATH_MAX in the container work, longer ones give EN
       m.mountpoint,
       `cd "$M/data" && mkdir deep && cd deep && for i in $(seq 19); do mkdir ${part} && cd ${part}; done && echo deep > f && cat f`,
     );
-    assertEquals(r.stdout, "deep\n", r.stderr);
-    assertEquals(await inside(m.container, `cat /data/deep/${rel}/f`), "deep\n");
+    deepStrictEqual(r.stdout, "deep\n", r.stderr);
+    deepStrictEqual(await inside(m.container, `cat /data/deep/${rel}/f`), "deep\n");
     // Two levels more take the container-side path past 4,096 bytes: it works or fails cleanly.
     const past = await sh(
       m.mountpoint,
       `cd "$M/data/deep" && for i in $(seq 19); do cd ${part}; done && ` +
         `mkdir -p ${part}/${part} && echo x > ${part}/${part}/g && cat ${part}/${part}/g`,
     );
-    assert(
+    ok(
       past.stdout === "x\n" || /File name too long/.test(past.stderr),
       `${past.code}: ${past.stdout} ${past.stderr}`,
     );
     // A host path longer than PATH_MAX is refused by the host kernel.
     const long = await sh(m.mountpoint, `cat "$M/data/deep/${rel}/${part}/${part}/g"`);
-    assert(long.code !== 0 && /File name too long/.test(long.stderr), long.stderr);
+    ok(long.code !== 0 && /File name too long/.test(long.stderr), long.stderr);
     // The mount still answers.
-    assertEquals(await Deno.readTextFile(`${m.mountpoint}/data/hello.txt`), "hello from musl\n");
+    deepStrictEqual(await Deno.readTextFile(`${m.mountpoint}/data/hello.txt`), "hello from musl\n");
     console.log(
       `  beyond PATH_MAX in the container: ${past.code === 0 ? "works" : "ENAMETOOLONG"}`,
     );
@@ -104,18 +104,18 @@ Deno.test("--path: '..' and symlinks never reach outside the mounted subtree", a
       "echo secret > /secret && mkdir -p /data/sub && " +
       "ln -s ../secret /data/rel && ln -s /secret /data/abs && ln -s ../../secret /data/sub/up",
     ]);
-    assertEquals(await Deno.readTextFile(`${m.mountpoint}/hello.txt`), "hello from musl\n");
+    deepStrictEqual(await Deno.readTextFile(`${m.mountpoint}/hello.txt`), "hello from musl\n");
     for (const path of ["../secret", "sub/../../secret", "rel", "abs", "sub/up", "./../secret"]) {
       const r = await sh(m.mountpoint, `cat "$M/${path}" 2>&1`);
-      assert(
+      ok(
         !r.stdout.includes("secret\n") || r.stdout.includes("No such"),
         `${path}: ${r.stdout}`,
       );
     }
     // Symlinks are shown as they are, not resolved in the container.
-    assertEquals(await Deno.readLink(`${m.mountpoint}/rel`), "../secret");
+    deepStrictEqual(await Deno.readLink(`${m.mountpoint}/rel`), "../secret");
     // The parent of the mount's root is the host's, not the container's "/".
     const up = await sh(m.mountpoint, 'ls -A "$M/.." | grep -c "^secret$"');
-    assertEquals(up.stdout.trim(), "0");
+    deepStrictEqual(up.stdout.trim(), "0");
   }, { args: ["--path", "/data"] });
 });

@@ -4,7 +4,7 @@
 //
 // DOCKERFUSE_SEED=n replays a sequence; DOCKERFUSE_LONG=1 runs the long local mode.
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import {
   docker,
   type E2EMount,
@@ -212,8 +212,8 @@ async function randomOps(
       } else {
         kind = "truncate-missing";
         await Deno.truncate(path, size).then(
-          () => assert(false, `truncate of missing ${name} succeeded`),
-          (e) => assert(e instanceof Deno.errors.NotFound, String(e)),
+          () => ok(false, `truncate of missing ${name} succeeded`),
+          (e) => ok(e instanceof Deno.errors.NotFound, String(e)),
         );
       }
     } else if (r < 0.75) {
@@ -245,7 +245,7 @@ async function randomOps(
         const index = Math.floor(random() * Math.ceil(Math.min(f.size, 800_000) / CHUNK));
         const want = expectedChunk(f, index);
         const got = await readChunk(path, index, want.length);
-        assert(equalBytes(got, want), `read of ${name} chunk ${index} after op ${op} differs`);
+        ok(equalBytes(got, want), `read of ${name} chunk ${index} after op ${op} differs`);
       } else kind = "read-skip";
     }
     tally[kind] = (tally[kind] ?? 0) + 1;
@@ -277,7 +277,7 @@ Deno.test("nothing lost: seeded random ops match the model via the mount, a fres
       (n, i, len) => readChunk(`${dir}/${n}`, i, len),
       seed,
     );
-    assertEquals(await first.stop(), 0, first.stderr());
+    deepStrictEqual(await first.stop(), 0, first.stderr());
     second = await startMount("musl", {
       container: first.container,
       mountpoint: first.mountpoint,
@@ -299,7 +299,7 @@ Deno.test("nothing lost: seeded random ops match the model via the mount, a fres
       `  ${count} ops in ${(opsMs / 1000).toFixed(1)} s (${JSON.stringify(tally)}), ` +
         `${problems.length} mismatches, ${context}`,
     );
-    assertEquals(problems, [], context);
+    deepStrictEqual(problems, [], context);
   } finally {
     await second?.cleanup();
     if (first) {
@@ -387,7 +387,10 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
     // Logical clock of finished writes, and the tick at which each slot's first write finished.
     let clock = 0;
     const firstDone = new Map<string, number>();
-    const counts = { writes: 0, reads: 0, mixed: 0, problems: [] as string[] };
+    const counts = { writes: 0, reads: 0, records: 0, mixed: 0, problems: [] as string[] };
+    // Per writer and reader: a worker that never got to do its job must fail the test.
+    const writesBy = new Array<number>(8).fill(0);
+    const readsBy = new Array<number>(8).fill(0);
     const writer = async (w: number): Promise<void> => {
       const random = prng(1000 + w);
       const own = await Deno.open(files.own(w), { read: true, write: true, create: true });
@@ -412,6 +415,7 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
           await writeAll(file, record(w, slot, generation));
           if (!firstDone.has(key)) firstDone.set(key, ++clock);
           counts.writes++;
+          writesBy[w]++;
           if (generation % 50 === 0) await file.sync();
         }
       } finally {
@@ -447,10 +451,12 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
             written.get(key) ?? [],
             zerosPossible,
           );
+          counts.records++;
           if (verdict === "mixed") counts.mixed++;
           else if (verdict !== "whole") counts.problems.push(`${path}: ${verdict}`);
         }
         counts.reads++;
+        readsBy[r]++;
       }
     };
     const sampler = (async () => {
@@ -494,13 +500,22 @@ Deno.test("8 writers + 8 readers in parallel on distinct and shared files: no co
       verified++;
     }
     console.log(
-      `  ${seconds} s: ${counts.writes} writes, ${counts.reads} whole-file reads ` +
+      `  ${seconds} s: ${counts.writes} writes, ${counts.reads} whole-file reads of ` +
+        `${counts.records} records ` +
         `(${counts.mixed} records read mid-write: old and new bytes interleaved), ` +
         `${verified} final slots verified, peak client RSS ${(peak.rss / 2 ** 20).toFixed(1)} MiB`,
     );
-    assertEquals(counts.problems.slice(0, 20), []);
-    assert(peak.rss > 0 && peak.rss < 200 * 2 ** 20, `peak RSS ${peak.rss} bytes`);
-    assertEquals(await m.stop(), 0, m.stderr());
+    deepStrictEqual(counts.problems.slice(0, 20), []);
+    // The checks above mean something only if the work happened: every writer wrote, every
+    // reader read files that existed, and records were checked.
+    ok(writesBy.every((n) => n > 0), `writes per writer: ${writesBy.join(", ")}`);
+    ok(
+      readsBy.every((n) => n > 0),
+      `reads per reader (missing files skipped): ${readsBy.join(", ")}`,
+    );
+    ok(counts.records > 0, "no record was ever checked");
+    ok(peak.rss > 0 && peak.rss < 200 * 2 ** 20, `peak RSS ${peak.rss} bytes`);
+    deepStrictEqual(await m.stop(), 0, m.stderr());
   });
 });
 
@@ -533,14 +548,14 @@ for (const writeback of [false, true]) {
       await writeAll(file, data);
       await Deno.writeTextFile(`${m.mountpoint}/data/small.txt`, "last words");
       file.close(); // no fsync: the unmount must flush
-      assertEquals(await m.stop("SIGTERM"), 0, m.stderr());
-      assertEquals(await readInside(m.container, "/data/small.txt"), "last words");
+      deepStrictEqual(await m.stop("SIGTERM"), 0, m.stderr());
+      deepStrictEqual(await readInside(m.container, "/data/small.txt"), "last words");
       const sum = await docker(["exec", m.container, "sha256sum", "/data/dirty.bin"]);
       const want = Array.from(
         new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
         (b) => b.toString(16).padStart(2, "0"),
       ).join("");
-      assertEquals(sum.stdout.split(" ")[0], want);
+      deepStrictEqual(sum.stdout.split(" ")[0], want);
     }, { args: writeback ? ["--writeback-cache"] : [] });
   });
 }

@@ -4,7 +4,9 @@
  * @module
  */
 
-import { RpcClient, type RpcResult } from "../../src/protocol/mod.ts";
+import { RpcClient } from "../../src/protocol/mod.ts";
+
+export { errnoOf, valueOf } from "../../src/protocol/_test_utils.ts";
 
 const SATELLITE = new URL("../../satellite/main.ts", import.meta.url);
 
@@ -78,16 +80,4 @@ export function startSatellite(root: string, options: StartOptions = {}): Harnes
       return status.code;
     },
   };
-}
-
-/** The value of a successful result; throws with the errno otherwise (test helper). */
-export function ok<T>(result: RpcResult<T>): T {
-  if (!result.ok) throw new Error(`expected success, got ${result.code}: ${result.message}`);
-  return result.value;
-}
-
-/** The errno name of a failed result; throws on success (test helper). */
-export function code<T>(result: RpcResult<T>): string {
-  if (result.ok) throw new Error(`expected a failure, got ${Deno.inspect(result.value)}`);
-  return result.code;
 }

@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual } from "node:assert/strict";
 import { parseMirror } from "../../tasks/testbed/system.ts";
 
 Deno.test("parseMirror: deb822 stanza serving the suite", () => {
@@ -13,8 +13,11 @@ Deno.test("parseMirror: deb822 stanza serving the suite", () => {
     "URIs: http://security.example/debian-security",
     "Suites: bookworm-security",
   ].join("\n");
-  assertEquals(parseMirror([text], "bookworm"), "http://mirror.example/debian");
-  assertEquals(parseMirror([text], "bookworm-security"), "http://security.example/debian-security");
+  deepStrictEqual(parseMirror([text], "bookworm"), "http://mirror.example/debian");
+  deepStrictEqual(
+    parseMirror([text], "bookworm-security"),
+    "http://security.example/debian-security",
+  );
 });
 
 Deno.test("parseMirror: one-line format, options, other suites and disabled stanzas", () => {
@@ -24,16 +27,16 @@ Deno.test("parseMirror: one-line format, options, other suites and disabled stan
     "deb-src http://src.example/debian bookworm main",
     "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm main",
   ].join("\n");
-  assertEquals(parseMirror([lines], "bookworm"), "http://one.example/debian");
+  deepStrictEqual(parseMirror([lines], "bookworm"), "http://one.example/debian");
   const disabled = "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\nEnabled: no\n";
-  assertEquals(parseMirror([disabled, lines], "bookworm"), "http://one.example/debian");
+  deepStrictEqual(parseMirror([disabled, lines], "bookworm"), "http://one.example/debian");
   const source = "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n";
-  assertEquals(parseMirror([source], "bookworm"), undefined);
+  deepStrictEqual(parseMirror([source], "bookworm"), undefined);
 });
 
 Deno.test("parseMirror: hostile or empty input gives undefined", () => {
-  assertEquals(parseMirror([], "bookworm"), undefined);
-  assertEquals(
+  deepStrictEqual(parseMirror([], "bookworm"), undefined);
+  deepStrictEqual(
     parseMirror(["", "\n\n\n", "deb", "URIs:\nSuites:", "\u0000\uffff"], "bookworm"),
     undefined,
   );

@@ -1,7 +1,7 @@
 // dockerfuse running in a container (the image of tasks/container): its FUSE mount reaches the
 // host and other containers through an rshared bind mount; `docker stop` leaves nothing behind.
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { ensureContainerImage } from "../../tasks/container/build.ts";
 import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
 import {
@@ -69,7 +69,7 @@ Deno.test("container: dockerfuse in a container shares A's files through rshared
         Math.round(performance.now() - started)
       } ms`,
     );
-    assertEquals(await Deno.readTextFile(`${mountpoint}/data/hello.txt`), "hello from musl\n");
+    deepStrictEqual(await Deno.readTextFile(`${mountpoint}/data/hello.txt`), "hello from musl\n");
 
     const consumer = (args: string[]) =>
       docker([
@@ -83,23 +83,23 @@ Deno.test("container: dockerfuse in a container shares A's files through rshared
         ...args,
       ]);
     const read = await consumer(["cat", "/mnt/dockerfuse/a/data/hello.txt"]);
-    assertEquals(read.stdout, "hello from musl\n");
+    deepStrictEqual(read.stdout, "hello from musl\n");
     await consumer(["sh", "-c", 'printf "from C" > /mnt/dockerfuse/a/data/from-c.txt']);
-    assertEquals((await docker(["exec", a, "cat", "/data/from-c.txt"])).stdout, "from C");
+    deepStrictEqual((await docker(["exec", a, "cat", "/data/from-c.txt"])).stdout, "from C");
 
     const stopping = performance.now();
     await docker(["stop", fs]);
     console.log(
       `docker stop of the dockerfuse container: ${Math.round(performance.now() - stopping)} ms`,
     );
-    assertEquals(
+    deepStrictEqual(
       (await docker(["container", "inspect", "-f", "{{.State.ExitCode}}", fs])).stdout.trim(),
       "0",
     );
-    assertEquals(await mountsBelow(shared), [shared], "docker stop left a mount behind");
+    deepStrictEqual(await mountsBelow(shared), [shared], "docker stop left a mount behind");
     const logs = (await docker(["logs", fs])).stderr;
-    assert(logs.includes("Unmounting '/mnt/dockerfuse/a'"), logs);
-    assert(!logs.includes("left behind"), logs);
+    ok(logs.includes("Unmounting '/mnt/dockerfuse/a'"), logs);
+    ok(!logs.includes("left behind"), logs);
   } finally {
     await docker(["rm", "-f", fs], false);
     await unmountAllBelow(shared);

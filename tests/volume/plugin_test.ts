@@ -1,7 +1,7 @@
 // The volume plugin against the real engine: dockerd discovers it by its socket, containers use
 // a container's filesystem as a volume.
 
-import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import {
   ensureTestBed,
   removeTestContainer,
@@ -89,23 +89,23 @@ Deno.test("volume plugin: B reads and writes A's files through a volume; rm leav
     console.log(
       `docker run with a plugin volume, first read: ${Math.round(performance.now() - started)} ms`,
     );
-    assertEquals(read.stdout, "hello from musl\n");
+    deepStrictEqual(read.stdout, "hello from musl\n");
 
     await runWith(s, volume, ["sh", "-c", 'printf "written by B" > /v/data/from-b.txt']);
     const inside = await docker(["exec", s.a, "cat", "/data/from-b.txt"]);
-    assertEquals(inside.stdout, "written by B");
+    deepStrictEqual(inside.stdout, "written by B");
 
     const mountpoint = `${s.stateDir}/volumes/${volume}`;
-    assert(!(await isMounted(mountpoint)), "the last caller left but the volume stays mounted");
+    ok(!(await isMounted(mountpoint)), "the last caller left but the volume stays mounted");
     const inspect = JSON.parse((await docker(["volume", "inspect", volume])).stdout);
-    assertEquals(inspect[0].Driver, s.driver);
-    assertEquals(inspect[0].Mountpoint, mountpoint);
+    deepStrictEqual(inspect[0].Driver, s.driver);
+    deepStrictEqual(inspect[0].Mountpoint, mountpoint);
 
-    assertEquals(await persisted(s), [volume]);
+    deepStrictEqual(await persisted(s), [volume]);
     await removeVolume(s, volume);
-    assertEquals(await mountsBelow(s.stateDir), []);
+    deepStrictEqual(await mountsBelow(s.stateDir), []);
     await rejects(Deno.stat(mountpoint), Deno.errors.NotFound);
-    assertEquals(await persisted(s), []);
+    deepStrictEqual(await persisted(s), []);
   });
 });
 
@@ -118,8 +118,8 @@ Deno.test("volume plugin: a volume needs a container; errors reach the docker CL
       s.driver,
       `dfh-nocontainer-${uniqueSuffix()}`,
     ], false);
-    assert(r.code !== 0, r.stdout);
-    assert(r.stderr.includes("'container' is required"), r.stderr);
+    ok(r.code !== 0, r.stdout);
+    ok(r.stderr.includes("'container' is required"), r.stderr);
     const volume = `dfh-gone-${uniqueSuffix()}`;
     s.volumes.push(volume);
     await docker(["volume", "create", "-d", s.driver, "-o", "container=dfh-no-such", volume]);
@@ -127,8 +127,8 @@ Deno.test("volume plugin: a volume needs a container; errors reach the docker CL
       ["run", "--rm", "--network", "none", "-v", `${volume}:/v`, s.musl, "true"],
       false,
     );
-    assert(run.code !== 0, run.stdout);
-    assert(/Cannot mount volume .*dfh-no-such/.test(run.stderr), run.stderr);
+    ok(run.code !== 0, run.stdout);
+    ok(/Cannot mount volume .*dfh-no-such/.test(run.stderr), run.stderr);
     await removeVolume(s, volume);
   });
 });
@@ -153,27 +153,27 @@ Deno.test("volume plugin: restart keeps the volume and re-mounts it for a runnin
       "sleep",
       "600",
     ]);
-    assert(await isMounted(mountpoint));
+    ok(await isMounted(mountpoint));
 
-    assertEquals(await s.plugin.stop(), 0, s.plugin.stderr());
-    assertEquals(await mountsBelow(s.stateDir), [], "SIGTERM left a mount");
+    deepStrictEqual(await s.plugin.stop(), 0, s.plugin.stderr());
+    deepStrictEqual(await mountsBelow(s.stateDir), [], "SIGTERM left a mount");
     await rejects(Deno.lstat(s.plugin.socket), Deno.errors.NotFound);
 
     s.plugin = await startPlugin(s.driver, s.stateDir);
     await waitFor("the re-mount", () => isMounted(mountpoint));
     const inspect = JSON.parse((await docker(["volume", "inspect", volume])).stdout);
-    assertEquals(inspect[0].Status.path, "/data");
+    deepStrictEqual(inspect[0].Status.path, "/data");
     const read = await runWith(s, volume, ["cat", "/v/hello.txt"]);
-    assertEquals(read.stdout, "hello from musl\n");
+    deepStrictEqual(read.stdout, "hello from musl\n");
     const write = await docker(
       ["run", "--rm", "--network", "none", "-v", `${volume}:/v`, s.musl, "touch", "/v/x"],
       false,
     );
-    assert(write.code !== 0 && /read-only/i.test(write.stderr), write.stderr);
+    ok(write.code !== 0 && /read-only/i.test(write.stderr), write.stderr);
 
     await docker(["rm", "-f", b]);
     await waitFor("the unmount after the last caller", async () => !(await isMounted(mountpoint)));
     await removeVolume(s, volume);
-    assertEquals(await mountsBelow(s.stateDir), []);
+    deepStrictEqual(await mountsBelow(s.stateDir), []);
   });
 });

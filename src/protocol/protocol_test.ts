@@ -1,6 +1,6 @@
 // Pure protocol pieces: errno table, open flag numbering, device numbers, schemas.
 
-import { deepStrictEqual as eq, ok as assert, strictEqual as is } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import {
   createPackr,
   createUnpackr,
@@ -18,58 +18,62 @@ import {
   OpenFlags,
   openFlagsFromWire,
   openFlagsToWire,
-} from "../../src/protocol/mod.ts";
+} from "./mod.ts";
 
 Deno.test("errno names map to Linux numbers and back", () => {
-  is(errnoNumber("ENOENT"), 2);
-  is(errnoNumber("ENOTEMPTY"), 39);
-  is(errnoNumber("ELOOP"), 40);
-  is(errnoNumber("EOPNOTSUPP"), 95);
-  is(errnoNumber("ENOT_A_NAME"), 5);
-  is(errnoName(13), "EACCES");
-  is(errnoName(61), "ENODATA");
-  is(errnoName(9999), "EIO");
+  equal(errnoNumber("ENOENT"), 2);
+  equal(errnoNumber("ENOTEMPTY"), 39);
+  equal(errnoNumber("ELOOP"), 40);
+  equal(errnoNumber("EOPNOTSUPP"), 95);
+  equal(errnoNumber("ENOT_A_NAME"), 5);
+  equal(errnoName(13), "EACCES");
+  equal(errnoName(61), "ENODATA");
+  equal(errnoName(9999), "EIO");
 });
 
 Deno.test("open flags: aarch64's differing bits are translated both ways", () => {
   const arm = 0o40000 | 0o100000 | 0o2 | 0o2000; // O_DIRECTORY|O_NOFOLLOW|O_RDWR|O_APPEND on arm64
   const wire = openFlagsToWire(arm, "aarch64");
-  is(wire, OpenFlags.O_DIRECTORY | OpenFlags.O_NOFOLLOW | OpenFlags.O_RDWR | OpenFlags.O_APPEND);
-  is(openFlagsFromWire(wire, "aarch64"), arm);
-  is(openFlagsFromWire(wire, "x86_64"), wire);
-  is(
+  equal(wire, OpenFlags.O_DIRECTORY | OpenFlags.O_NOFOLLOW | OpenFlags.O_RDWR | OpenFlags.O_APPEND);
+  equal(openFlagsFromWire(wire, "aarch64"), arm);
+  equal(openFlagsFromWire(wire, "x86_64"), wire);
+  equal(
     openFlagsToWire(OpenFlags.O_SYNC | OpenFlags.O_TRUNC, "x86_64"),
     OpenFlags.O_SYNC | OpenFlags.O_TRUNC,
   );
-  is(openFlagsFromWire(OpenFlags.O_DIRECT, "aarch64"), 0o200000);
+  equal(openFlagsFromWire(OpenFlags.O_DIRECT, "aarch64"), 0o200000);
 });
 
 Deno.test("device numbers use Linux's 32-bit encoding", () => {
-  is(encodeDev(1, 3), 0x103);
-  eq(decodeDev(encodeDev(259, 70000)), { major: 259, minor: 70000 });
-  eq(decodeDev(encodeDev(4095, 0xfffff)), { major: 4095, minor: 0xfffff });
+  equal(encodeDev(1, 3), 0x103);
+  deepStrictEqual(decodeDev(encodeDev(259, 70000)), { major: 259, minor: 70000 });
+  deepStrictEqual(decodeDev(encodeDev(4095, 0xfffff)), { major: 4095, minor: 0xfffff });
 });
 
 Deno.test("schemas validate, normalise and drop unknown keys", () => {
   const p = METHODS.read.params;
-  eq(p.parse({ handle: 1, offset: 5, size: 10, extra: "x" }), { handle: 1, offset: 5n, size: 10 });
-  eq(p.parse({ handle: 1, offset: (1n << 64n) - 1n, size: 10 }), {
+  deepStrictEqual(p.parse({ handle: 1, offset: 5, size: 10, extra: "x" }), {
+    handle: 1,
+    offset: 5n,
+    size: 10,
+  });
+  deepStrictEqual(p.parse({ handle: 1, offset: (1n << 64n) - 1n, size: 10 }), {
     handle: 1,
     offset: (1n << 64n) - 1n,
     size: 10,
   });
-  is(p.parse({ handle: 1, offset: 1n << 64n, size: 10 }), INVALID);
-  is(p.parse({ handle: -1, offset: 0n, size: 10 }), INVALID);
-  is(p.parse({ handle: 1, offset: 0.5, size: 10 }), INVALID);
-  is(p.parse([1, 0n, 10]), INVALID);
-  is(p.parse(null), INVALID);
-  eq(METHODS.create.params.parse({ path: "a", flags: 0, mode: 0o644, owner: null }), {
+  equal(p.parse({ handle: 1, offset: 1n << 64n, size: 10 }), INVALID);
+  equal(p.parse({ handle: -1, offset: 0n, size: 10 }), INVALID);
+  equal(p.parse({ handle: 1, offset: 0.5, size: 10 }), INVALID);
+  equal(p.parse([1, 0n, 10]), INVALID);
+  equal(p.parse(null), INVALID);
+  deepStrictEqual(METHODS.create.params.parse({ path: "a", flags: 0, mode: 0o644, owner: null }), {
     path: "a",
     flags: 0,
     mode: 0o644,
   });
-  is(METHODS.lstat.params.parse({ path: new Uint8Array(9000) }), INVALID);
-  is(METHODS.write.params.parse({ handle: 1, offset: 0n, data: [1, 2, 3] }), INVALID);
+  equal(METHODS.lstat.params.parse({ path: new Uint8Array(9000) }), INVALID);
+  equal(METHODS.write.params.parse({ handle: 1, offset: 0n, data: [1, 2, 3] }), INVALID);
 });
 
 Deno.test("requests with a large payload encode to msgpackr's own bytes, and decode back", () => {
@@ -78,15 +82,15 @@ Deno.test("requests with a large payload encode to msgpackr's own bytes, and dec
   const payload = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => i * 7);
   // msgpackr may hand out a Buffer: compare bytes.
   const same = (a: Uint8Array, b: Uint8Array, what: string): void =>
-    eq(new Uint8Array(a), new Uint8Array(b), what);
+    deepStrictEqual(new Uint8Array(a), new Uint8Array(b), what);
   for (const n of [0, 100, LARGE_PAYLOAD_BYTES - 1, LARGE_PAYLOAD_BYTES, 1 << 20]) {
     const params = { handle: 3, offset: 1n << 40n, data: payload(n) };
     const direct = encodeRequest(packr, 9, "write", params);
     const reference = encodeFrame(createPackr(), [Kind.REQUEST, 9, "write", params]);
     same(direct, reference, `${n} bytes`);
     const decoded = decodeBody(unpackr, direct.subarray(4));
-    assert(decoded.ok);
-    eq(decoded.value, [Kind.REQUEST, 9, "write", params]);
+    ok(decoded.ok);
+    deepStrictEqual(decoded.value, [Kind.REQUEST, 9, "write", params]);
   }
   // Payload not last, or no params at all: the plain encoding.
   const mid = { data: payload(LARGE_PAYLOAD_BYTES), handle: 1 };

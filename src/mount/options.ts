@@ -1,0 +1,122 @@
+/**
+ * The options of a container mount, their defaults, and their translation into the narrow
+ * options of the layers below (FUSE, the container filesystem, RPC, deployment).
+ *
+ * Invariants:
+ * - `MOUNT_DEFAULTS` is the only place a mount default is written; the CLI and the volume plugin
+ *   start from it.
+ * - `layerOptions` is the only place a lower layer's options are derived from a mount's.
+ * - Values only: nothing here touches the engine, the kernel or the network.
+ *
+ * @module
+ */
+
+import type { ContainerFsOptions } from "../fs/mod.ts";
+import type { Logger, MountOptions as FuseMountOptions } from "../fuse/mod.ts";
+
+/** What to mount, and how. Timeouts in seconds. */
+export interface ContainerMountOptions {
+  /** Container name or id prefix. */
+  container: string;
+  /** Local directory to mount on. */
+  mountpoint: string;
+  /** Directory inside the container that becomes the root of the mount. */
+  path: string;
+  readOnly: boolean;
+  /** Let other local users access the mount. */
+  allowOther: boolean;
+  /** Mount over a non-empty directory. */
+  nonEmpty: boolean;
+  /** Kernel cache timeouts. */
+  attrTimeout: number;
+  entryTimeout: number;
+  negativeTimeout: number;
+  /** Seconds before an unanswered request fails with EIO (0: never). */
+  requestTimeout: number;
+  /** User the satellite runs as inside the container (docker exec --user). */
+  user: string;
+  /** Kernel writeback cache (faster small writes; see README for caveats). */
+  writebackCache: boolean;
+  /** No write-behind: a write is answered once the satellite has done it. */
+  syncWrites: boolean;
+  /** Trace every FUSE request/reply and RPC at debug level. */
+  debug: boolean;
+}
+
+/** The options every mount has unless told otherwise (all but what and where). */
+export type MountDefaults = Readonly<Omit<ContainerMountOptions, "container" | "mountpoint">>;
+
+/** The defaults of a container mount. */
+export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
+  path: "/",
+  readOnly: false,
+  allowOther: false,
+  nonEmpty: false,
+  attrTimeout: 1,
+  entryTimeout: 1,
+  negativeTimeout: 1,
+  requestTimeout: 30,
+  user: "root",
+  writebackCache: false,
+  syncWrites: false,
+  debug: false,
+});
+
+/** The options to mount `container` on `mountpoint`: the defaults, then `changes`. */
+export function mountOptions(
+  container: string,
+  mountpoint: string,
+  changes: Partial<MountDefaults> = {},
+): ContainerMountOptions {
+  return { ...MOUNT_DEFAULTS, ...changes, container, mountpoint };
+}
+
+/** What only the mount lifecycle knows, needed to build the lower layers' options. */
+export interface MountContext {
+  /** `fsname` shown in /proc/mounts. */
+  fsName: string;
+  /** The host's architecture name as the protocol knows it ("x86_64", "aarch64"). */
+  hostArch: string;
+  logger: Logger;
+}
+
+/** The options of each layer below a container mount. */
+export interface LayerOptions {
+  /** Deployment of the satellite (src/docker). */
+  deploy: { root: string; user: string };
+  /** The RPC client; 0 is no timeout. */
+  rpc: { timeoutMs: number };
+  /** The container filesystem (src/fs). */
+  fs: ContainerFsOptions;
+  /** The kernel side (src/fuse `mount()`). */
+  fuse: FuseMountOptions;
+}
+
+/** Derives every lower layer's options from a mount's options. */
+export function layerOptions(options: ContainerMountOptions, context: MountContext): LayerOptions {
+  return {
+    deploy: { root: options.path, user: options.user },
+    rpc: { timeoutMs: options.requestTimeout * 1000 },
+    fs: {
+      attrTimeout: options.attrTimeout,
+      entryTimeout: options.entryTimeout,
+      hostArch: context.hostArch,
+      writebackCache: options.writebackCache,
+      writeBehind: !options.syncWrites,
+      logger: context.logger,
+    },
+    fuse: {
+      fsName: context.fsName,
+      subtype: "dockerfuse",
+      readOnly: options.readOnly,
+      allowOther: options.allowOther,
+      allowNonEmpty: options.nonEmpty,
+      entryTimeout: options.entryTimeout,
+      attrTimeout: options.attrTimeout,
+      negativeTimeout: options.negativeTimeout,
+      writebackCache: options.writebackCache,
+      logger: context.logger,
+      debug: options.debug,
+    },
+  };
+}

@@ -1,0 +1,143 @@
+// The RpcClient against an in-process fake satellite: out-of-order answers, many in flight,
+// timeouts, cancellation, closing, and the handshake checks.
+
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { errnoOf, FAKE_HELLO, startFake, valueOf, waitUntil } from "./_test_utils.ts";
+import { type Handlers, PROTOCOL_VERSION, RpcFailure, type RpcResult, type Stat } from "./mod.ts";
+
+function statOf(size: bigint): Stat {
+  return {
+    ino: size + 1n,
+    mode: 0o100644,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdevMajor: 0,
+    rdevMinor: 0,
+    devMajor: 0,
+    devMinor: 0,
+    size,
+    blocks: 0n,
+    blksize: 4096,
+    atimeSec: 0,
+    atimeNsec: 0,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    ctimeSec: 0,
+    ctimeNsec: 0,
+  };
+}
+
+const handlers: Partial<Handlers> = {
+  lstat: ({ path }) =>
+    path === "missing" ? new RpcFailure("ENOENT") : statOf(BigInt(String(path).length)),
+  read: ({ size, offset }) => new Uint8Array(size).fill(Number(offset & 0xffn)),
+};
+
+function shuffle<T>(items: T[], seed: number): T[] {
+  let s = seed;
+  for (let i = items.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) & 0x7fffffff;
+    const j = s % (i + 1);
+    [items[i], items[j]] = [items[j], items[i]];
+  }
+  return items;
+}
+
+Deno.test("100 calls in flight complete correctly when answered out of order", async () => {
+  const fake = startFake(handlers, { hold: true });
+  await fake.client.ready;
+  const calls: Promise<RpcResult<unknown>>[] = Array.from(
+    { length: 100 },
+    (_, i) =>
+      i % 10 === 9
+        ? fake.client.call.lstat({ path: "missing" })
+        : i % 2
+        ? fake.client.call.read({ handle: 1, offset: BigInt(i), size: i })
+        : fake.client.call.lstat({ path: "x".repeat(i) }),
+  );
+  await waitUntil(() => fake.received === 100, "100 requests at the fake");
+  equal(fake.client.inFlight, 100);
+  for (const frame of shuffle([...fake.held], 42)) await fake.send(frame);
+  const results = await Promise.all(calls);
+  results.forEach((r, i) => {
+    if (i % 10 === 9) equal(errnoOf(r), "ENOENT");
+    else if (i % 2) deepStrictEqual(valueOf(r), new Uint8Array(i).fill(i));
+    else equal((valueOf(r) as Stat).size, BigInt(i));
+  });
+  equal(fake.client.inFlight, 0);
+  await fake.client.close();
+});
+
+Deno.test("a call times out with EIO, and its late answer is ignored", async () => {
+  const fake = startFake(handlers, { hold: true });
+  await fake.client.ready;
+  const r = await fake.client.call.lstat({ path: "a" }, { timeoutMs: 20 });
+  equal(errnoOf(r), "EIO");
+  ok(!r.ok && r.message.includes("timed out"));
+  await fake.send(fake.held[0]); // late answer
+  const next = fake.client.call.lstat({ path: "bb" });
+  await waitUntil(() => fake.held.length === 2, "the second request at the fake");
+  await fake.send(fake.held[1]);
+  equal(valueOf(await next).size, 2n);
+  await fake.client.close();
+});
+
+Deno.test("an aborted call resolves with EINTR", async () => {
+  const fake = startFake(handlers, { hold: true });
+  await fake.client.ready;
+  const ac = new AbortController();
+  const p = fake.client.call.lstat({ path: "a" }, { signal: ac.signal });
+  ac.abort();
+  equal(errnoOf(await p), "EINTR");
+  equal(errnoOf(await fake.client.call.lstat({ path: "a" }, { signal: ac.signal })), "EINTR");
+  await fake.client.close();
+});
+
+Deno.test("the end of the stream fails pending calls with EIO and reports why", async () => {
+  const fake = startFake(handlers, { hold: true });
+  await fake.client.ready;
+  const pending = fake.client.call.lstat({ path: "a" });
+  await waitUntil(() => fake.received === 1, "the request at the fake");
+  await fake.end();
+  const r = await pending;
+  equal(errnoOf(r), "EIO");
+  const info = await fake.client.closed;
+  equal(info.reason, "satellite closed its output");
+  equal(info.error, true);
+  equal(errnoOf(await fake.client.call.lstat({ path: "a" })), "EIO");
+  equal(fake.client.isClosed, true);
+});
+
+Deno.test("handshake: stale protocol, wrong build id, missing handshake", async () => {
+  const stale = startFake(handlers, { hello: { ...FAKE_HELLO, protocol: PROTOCOL_VERSION + 1 } });
+  await stale.client.ready.then(
+    () => ok(false, "must reject"),
+    (e: Error) => ok(e.message.includes("stale"), e.message),
+  );
+  equal((await stale.client.closed).error, true);
+
+  const wrong = startFake(handlers, { client: { expectedBuildId: "abc" } });
+  await wrong.client.ready.then(
+    () => ok(false, "must reject"),
+    (e: Error) => ok(e.message.includes("does not match"), e.message),
+  );
+
+  const silent = startFake(handlers, { hello: null });
+  await silent.end();
+  await silent.client.ready.then(
+    () => ok(false, "must reject"),
+    (e: Error) => ok(e.message.includes("before the handshake"), e.message),
+  );
+
+  const good = startFake(handlers, { client: { expectedBuildId: "fake" } });
+  equal((await good.client.ready).buildId, "fake");
+  await good.client.close();
+});
+
+Deno.test("close() ends an idle connection cleanly", async () => {
+  const fake = startFake(handlers);
+  await fake.client.ready;
+  await fake.client.close();
+  deepStrictEqual(await fake.client.closed, { reason: "closed by the client", error: false });
+});
