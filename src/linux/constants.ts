@@ -126,7 +126,8 @@ export const DT_REG = 8;
 export const DT_LNK = 10;
 export const DT_SOCK = 12;
 
-// open(2) flags.
+// open(2) flags, in x86_64's numbering (also the protocol's). aarch64 numbers O_DIRECTORY,
+// O_NOFOLLOW, O_DIRECT and O_LARGEFILE differently (protocol/methods.ts translates).
 export const O_ACCMODE = 0o3;
 export const O_RDONLY = 0o0;
 export const O_WRONLY = 0o1;
@@ -195,6 +196,20 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const F_SETPIPE_SZ = 1031;
+
+// mount(2) and umount2(2) flags.
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+
+// Sockets (socketpair(2), SCM_RIGHTS fd passing).
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const MSG_DONTWAIT = 0x40;
 
 // Limits (limits.h).
 export const NAME_MAX = 255;
