@@ -236,6 +236,8 @@ export interface MemFsOptions {
   rootUid?: number;
   rootGid?: number;
   rootMode?: number;
+  /** Report `noXattrs` in entries and attributes of inodes without xattrs (the shortcut). */
+  reportNoXattrs?: boolean;
 }
 
 /** The memory filesystem. */
@@ -246,6 +248,8 @@ export class MemFs implements FileSystem<FileHandle> {
   #options: MemFsOptions;
   /** Number of FORGET drops seen (for tests of the lookup count protocol). */
   forgotten = 0;
+  /** Number of getxattr calls that reached the filesystem. */
+  getxattrCalls = 0;
 
   constructor(options: MemFsOptions = {}) {
     this.#options = options;
@@ -271,15 +275,19 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   #entry(inode: Inode): Entry {
-    return {
+    const entry: Entry = {
       attr: inode.attr(),
       entryTimeout: this.#options.entryTimeout,
       attrTimeout: this.#options.attrTimeout,
     };
+    if (this.#options.reportNoXattrs && inode.xattrs.size === 0) entry.noXattrs = true;
+    return entry;
   }
 
   #attr(inode: Inode): AttrResult {
-    return { attr: inode.attr(), timeout: this.#options.attrTimeout };
+    const result: AttrResult = { attr: inode.attr(), timeout: this.#options.attrTimeout };
+    if (this.#options.reportNoXattrs && inode.xattrs.size === 0) result.noXattrs = true;
+    return result;
   }
 
   #new(ctx: RequestContext, parent: Inode, mode: number): Inode {
@@ -700,6 +708,7 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   getxattr(_ctx: RequestContext, node: Node, name: string): Uint8Array | Errno {
+    this.getxattrCalls++;
     const inode = this.#get(node);
     if (!(inode instanceof Inode)) return inode;
     return inode.xattrs.get(name) ?? ENODATA;

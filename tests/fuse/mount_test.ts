@@ -16,7 +16,8 @@ import {
   S_IFREG,
   unmount,
 } from "../../src/fuse/mod.ts";
-import { assert, assertEquals, LineReader, py, requireFuse, withMount } from "./helpers.ts";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { LineReader, py, requireFuse, withMount } from "./helpers.ts";
 import { localContext, MemFs } from "./memfs.ts";
 
 await requireFuse();

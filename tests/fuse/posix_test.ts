@@ -1,7 +1,8 @@
 // The POSIX behaviour table (posix_table.ts), run through real kernel mounts of the memory
 // filesystem. Client operations run in python3 subprocesses (the test process serves the mount).
 
-import { assert, assertEquals, py, requireFuse, withMount } from "./helpers.ts";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { py, requireFuse, withMount } from "./helpers.ts";
 import { localContext, rootNode } from "./memfs.ts";
 import { POSIX_TABLE } from "./posix_table.ts";
 
