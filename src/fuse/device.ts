@@ -78,7 +78,6 @@ export interface Device {
 
 // The reader worker: self-contained (no imports), so it also works in a compiled binary.
 const WORKER_SOURCE = `
-const EINTR = ${ERRNO.EINTR}, EAGAIN = ${ERRNO.EAGAIN}, ENOENT = ${ERRNO.ENOENT}, EIO = ${ERRNO.EIO};
 self.onmessage = (event) => {
   const { sab, fd, slots, slotSize, dataOffset, filterSource, filterState } = event.data;
   const lib = Deno.dlopen("libc.so.6", {
@@ -120,8 +119,10 @@ self.onmessage = (event) => {
     const n = Number(lib.read(fd, views[s], BigInt(slotSize)));
     if (n < 0) {
       const e = errno();
-      if ((e === EINTR || e === EAGAIN || e === ENOENT) && ++failures < 1000) continue;
-      end = e || EIO;
+      // EINTR, EAGAIN, ENOENT (an interrupted request): read again.
+      const retry = e === ${ERRNO.EINTR} || e === ${ERRNO.EAGAIN} || e === ${ERRNO.ENOENT};
+      if (retry && ++failures < 1000) continue;
+      end = e || ${ERRNO.EIO};
       break;
     }
     failures = 0;

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { S_IFMT } from "../linux/mod.ts";
 import { FuseDevice } from "./device.ts";
 import type { FileSystem } from "./filesystem.ts";
 import {
@@ -336,7 +337,7 @@ export async function mount<H>(
   }
   if (state === "mounted") fail("something is already mounted there");
   if (state === "non-empty" && !options.allowNonEmpty) fail("the directory is not empty");
-  const rootMode = (await Deno.stat(abs)).mode! & 0o170000;
+  const rootMode = (await Deno.stat(abs)).mode! & S_IFMT;
 
   const method = options.mountMethod ?? "auto";
   const useSyscall = method === "syscall" || (method === "auto" && libc().geteuid() === 0);

@@ -3,7 +3,7 @@
 // no-xattrs shortcut, through a fake device.
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { MemFs, type MemFsOptions } from "../../tests/fuse/memfs.ts";
+import { MemFs } from "../../tests/fuse/memfs.ts";
 import {
   body,
   FakeDevice,

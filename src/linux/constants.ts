@@ -149,6 +149,13 @@ export const O_CLOEXEC = 0o2000000;
 export const O_SYNC = 0o4010000;
 export const O_PATH = 0o10000000;
 export const O_TMPFILE = 0o20200000;
+/** The open flags aarch64 numbers differently (asm-generic), by name. */
+export const AARCH64_OPEN_FLAGS = {
+  O_DIRECTORY: 0o40000,
+  O_NOFOLLOW: 0o100000,
+  O_DIRECT: 0o200000,
+  O_LARGEFILE: 0o400000,
+} as const;
 
 // *at(2) flags.
 export const AT_FDCWD = -100;
@@ -168,6 +175,12 @@ export const RESOLVE_IN_ROOT = 0x10;
 // statx(2) masks.
 export const STATX_BASIC_STATS = 0x7ff;
 export const STATX_BTIME = 0x800;
+
+// utimensat(2) special nsec values.
+/** Set the time to now. */
+export const UTIME_NOW = (1 << 30) - 1;
+/** Leave the time unchanged. */
+export const UTIME_OMIT = (1 << 30) - 2;
 
 // renameat2(2) flags.
 export const RENAME_NOREPLACE = 1;

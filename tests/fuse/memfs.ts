@@ -26,6 +26,7 @@ import {
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   type FileSystem,
+  MODE_PERM_MASK,
   type Node,
   O_ACCMODE,
   O_APPEND,
@@ -360,7 +361,7 @@ export class MemFs implements FileSystem<FileHandle> {
       inode.data.truncate(c.size);
       inode.mtime = t;
     }
-    if (c.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (c.mode & 0o7777);
+    if (c.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (c.mode & MODE_PERM_MASK);
     if (c.uid !== undefined) inode.uid = c.uid;
     if (c.gid !== undefined) inode.gid = c.gid;
     if (c.killSuidgid) inode.mode &= ~(S_ISUID | S_ISGID);
@@ -408,7 +409,7 @@ export class MemFs implements FileSystem<FileHandle> {
     const dir = this.#dir(parent);
     if (!(dir instanceof Inode)) return dir;
     if (dir.entries!.has(name)) return EEXIST;
-    const inode = this.#new(ctx, dir, S_IFDIR | (mode & 0o7777));
+    const inode = this.#new(ctx, dir, S_IFDIR | (mode & MODE_PERM_MASK));
     this.#add(dir, name, inode);
     return this.#entry(inode);
   }
@@ -543,7 +544,7 @@ export class MemFs implements FileSystem<FileHandle> {
       if (inode.isDir) return EISDIR;
       if ((flags & O_TRUNC) && inode.data) inode.data.truncate(0);
     } else {
-      inode = this.#new(ctx, dir, S_IFREG | (mode & 0o7777));
+      inode = this.#new(ctx, dir, S_IFREG | (mode & MODE_PERM_MASK));
       this.#add(dir, name, inode);
     }
     return { ...this.#opened(inode, flags), entry: this.#entry(inode) };
