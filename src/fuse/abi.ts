@@ -1,6 +1,7 @@
 /**
  * The FUSE kernel ABI (linux/fuse.h, protocol 7.x) in one place: opcodes, flags, struct
- * layouts (byte offsets, little-endian host order), and the Linux constants the layer uses.
+ * layouts (byte offsets, little-endian host order), and the Linux constants the layer uses
+ * (re-exported from src/linux, which defines them).
  *
  * It is the only code that knows byte offsets. Request decoders are total (short or hostile
  * input gives an errno, never a throw); reply encoders write into a caller's buffer.

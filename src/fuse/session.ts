@@ -335,6 +335,8 @@ export class Session<H = unknown> {
   #inflight = new Map<bigint, Request>();
   #handles = new Map<bigint, H>();
   #nextHandle = 1n;
+  /** 1 at the opcodes whose method the filesystem lacks (looked up once, at construction). */
+  #lacks: Uint8Array;
   /** The no-xattrs shortcut; none when tracing (the trace then shows every request). */
   #noXattrs: NoXattrs | undefined;
   #initialized = false;
@@ -363,6 +365,10 @@ export class Session<H = unknown> {
     this.#scratch = new Uint8Array(64 * 1024);
     this.#scratchView = new DataView(this.#scratch.buffer);
     this.#noXattrs = this.#debug ? undefined : new NoXattrs();
+    this.#lacks = new Uint8Array(Session.#OPS.length);
+    for (const [opcode, record] of Session.#OPS.entries()) {
+      if (record?.method !== undefined && fs[record.method] === undefined) this.#lacks[opcode] = 1;
+    }
     this.nodes = new NodeTable();
     this.ready = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
@@ -483,7 +489,7 @@ export class Session<H = unknown> {
       const e = this.#names(req, record.names, record.min);
       if (e !== 0) return e;
     }
-    if (record.method !== undefined && this.#fs[record.method] === undefined) return ERRNO.ENOSYS;
+    if (this.#lacks[req.opcode] === 1) return ERRNO.ENOSYS;
     return 0;
   }
 
