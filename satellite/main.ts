@@ -17,6 +17,7 @@ import {
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
 } from "../src/protocol/mod.ts";
+import { AT_FDCWD, ERRNO, F_SETPIPE_SZ, O_CLOEXEC, O_PATH } from "../src/linux/mod.ts";
 import { SatelliteFs } from "./fs.ts";
 import { cString, Libc, num } from "./libc.ts";
 
@@ -25,9 +26,6 @@ const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
 const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
 
 const USAGE = "usage: satellite --root PATH [--self DIR] [--walk-paths]";
-const EINTR = 4;
-const F_SETPIPE_SZ = 1031;
-const AT_FDCWD = -100;
 const BATCH_BYTES = 256 * 1024;
 
 function log(message: string): void {
@@ -94,7 +92,7 @@ class Output {
         this.#libc.fn.write(1, done ? bytes.subarray(done) : bytes, BigInt(bytes.length - done)),
       );
       if (n < 0) {
-        if (this.#libc.errno() === EINTR) continue;
+        if (this.#libc.errno() === ERRNO.EINTR) continue;
         this.broken = true; // the client is gone
         return;
       }
@@ -117,7 +115,7 @@ function main(): number {
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
 
-  const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, 0o10000000 | 0o2000000, 0); // O_PATH|O_CLOEXEC
+  const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, O_PATH | O_CLOEXEC, 0);
   const fs = rootFd >= 0
     ? new SatelliteFs(libc, rootFd, {
       rootPath: args.root,
@@ -165,7 +163,7 @@ function main(): number {
   for (;;) {
     const n = num(libc.fn.read(0, input, BigInt(input.length)));
     if (n < 0) {
-      if (libc.errno() === EINTR) continue;
+      if (libc.errno() === ERRNO.EINTR) continue;
       log(`cannot read stdin: errno ${libc.errno()}`);
       break;
     }

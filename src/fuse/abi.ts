@@ -1,11 +1,16 @@
 /**
  * The FUSE kernel ABI (linux/fuse.h, protocol 7.x) in one place: opcodes, flags, struct
- * layouts (byte offsets, little-endian host order), and the Linux constants the layer uses.
+ * layouts (byte offsets, little-endian host order), and the Linux constants the layer uses
+ * (re-exported from src/linux, which defines them).
  *
- * Decoders never throw: they return `undefined` when the input is too short.
+ * It is the only code that knows byte offsets. Request decoders are total (short or hostile
+ * input gives an errno, never a throw); reply encoders write into a caller's buffer.
  *
  * @module
  */
+
+import { ERRNO, S_IFMT } from "../linux/mod.ts";
+import type { Timestamp } from "./filesystem.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Versions and sizes
@@ -179,84 +184,62 @@ export const FUSE_READ_LOCKOWNER = 1 << 1;
 export const FUSE_FSYNC_FDATASYNC = 1 << 0;
 
 // ---------------------------------------------------------------------------------------------
-// Linux constants used by the layer and by implementations
+// Linux constants the layer and implementations use (defined in src/linux, re-exported here)
 
-export const S_IFMT = 0o170000;
-export const S_IFSOCK = 0o140000;
-export const S_IFLNK = 0o120000;
-export const S_IFREG = 0o100000;
-export const S_IFBLK = 0o060000;
-export const S_IFDIR = 0o040000;
-export const S_IFCHR = 0o020000;
-export const S_IFIFO = 0o010000;
-export const S_ISUID = 0o4000;
-export const S_ISGID = 0o2000;
-export const S_ISVTX = 0o1000;
-
-export const O_ACCMODE = 0o3;
-export const O_RDONLY = 0o0;
-export const O_WRONLY = 0o1;
-export const O_RDWR = 0o2;
-export const O_CREAT = 0o100;
-export const O_EXCL = 0o200;
-export const O_NOCTTY = 0o400;
-export const O_TRUNC = 0o1000;
-export const O_APPEND = 0o2000;
-export const O_NONBLOCK = 0o4000;
-export const O_DIRECT = 0o40000;
-export const O_DIRECTORY = 0o200000;
-export const O_NOFOLLOW = 0o400000;
-export const O_CLOEXEC = 0o2000000;
-
-export const RENAME_NOREPLACE = 1;
-export const RENAME_EXCHANGE = 2;
-export const RENAME_WHITEOUT = 4;
-
-export const XATTR_CREATE = 1;
-export const XATTR_REPLACE = 2;
-
-export const SEEK_SET = 0;
-export const SEEK_CUR = 1;
-export const SEEK_END = 2;
-export const SEEK_DATA = 3;
-export const SEEK_HOLE = 4;
-
-export const FALLOC_FL_KEEP_SIZE = 0x01;
-export const FALLOC_FL_PUNCH_HOLE = 0x02;
-export const FALLOC_FL_ZERO_RANGE = 0x10;
-
-/** Longest name (bytes) the layer passes on. */
-export const NAME_MAX = 255;
-/** Largest xattr value / list the layer answers (XATTR_SIZE_MAX). */
-export const XATTR_SIZE_MAX = 65536;
-
-/** Errno numbers the raw layer itself uses (the full set is in errno.ts). */
-export const ERRNO = {
-  EPERM: 1,
-  ENOENT: 2,
-  EINTR: 4,
-  EIO: 5,
-  EBADF: 9,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EINVAL: 22,
-  ENODEV: 19,
-  ERANGE: 34,
-  ENAMETOOLONG: 36,
-  ENOSYS: 38,
-  ENODATA: 61,
-  EOVERFLOW: 75,
-  EILSEQ: 84,
-  EPROTO: 71,
-  ENOTCONN: 107,
-  E2BIG: 7,
-} as const;
+export {
+  ERRNO,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  MODE_PERM_MASK,
+  NAME_MAX,
+  O_ACCMODE,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOCTTY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  O_TRUNC,
+  O_WRONLY,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  RENAME_WHITEOUT,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  S_ISGID,
+  S_ISUID,
+  S_ISVTX,
+  SEEK_CUR,
+  SEEK_DATA,
+  SEEK_END,
+  SEEK_HOLE,
+  SEEK_SET,
+  XATTR_CREATE,
+  XATTR_REPLACE,
+  XATTR_SIZE_MAX,
+} from "../linux/mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Request header (struct fuse_in_header, 40 bytes)
 //   0 u32 len | 4 u32 opcode | 8 u64 unique | 16 u64 nodeid | 24 u32 uid | 28 u32 gid
 //  32 u32 pid | 36 u16 total_extlen | 38 u16 padding
 
+/** Byte offsets of the fuse_in_header fields a request filter on the reader thread reads. */
+export const InHeaderOffset = { LEN: 0, OPCODE: 4, UNIQUE: 8, NODEID: 16 } as const;
+
+/** The header fields the layer uses (a request object implements it: no allocation). */
 export interface InHeader {
   len: number;
   opcode: number;
@@ -265,22 +248,21 @@ export interface InHeader {
   uid: number;
   gid: number;
   pid: number;
-  totalExtlen: number;
 }
 
-export function decodeInHeader(view: DataView, length: number): InHeader | undefined {
-  if (length < IN_HEADER_SIZE) return undefined;
-  return {
-    len: view.getUint32(0, true),
-    opcode: view.getUint32(4, true),
-    unique: view.getBigUint64(8, true),
-    nodeId: view.getBigUint64(16, true),
-    uid: view.getUint32(24, true),
-    gid: view.getUint32(28, true),
-    pid: view.getUint32(32, true),
-    totalExtlen: view.getUint16(36, true),
-  };
+/** Reads the header of a request at least IN_HEADER_SIZE bytes long into `into`. */
+export function decodeInHeader(view: DataView, into: InHeader): void {
+  into.len = view.getUint32(0, true);
+  into.opcode = view.getUint32(4, true);
+  into.unique = view.getBigUint64(8, true);
+  into.nodeId = view.getBigUint64(16, true);
+  into.uid = view.getUint32(24, true);
+  into.gid = view.getUint32(28, true);
+  into.pid = view.getUint32(32, true);
 }
+
+/** Byte offsets of the fuse_out_header fields. */
+export const OutHeaderOffset = { LEN: 0, ERROR: 4, UNIQUE: 8 } as const;
 
 // Reply header (struct fuse_out_header, 16 bytes): 0 u32 len | 4 i32 error (-errno) | 8 u64 unique
 export function encodeOutHeader(view: DataView, len: number, error: number, unique: bigint): void {
@@ -291,16 +273,34 @@ export function encodeOutHeader(view: DataView, len: number, error: number, uniq
 
 // ---------------------------------------------------------------------------------------------
 // Request bodies. Offsets are relative to the start of the body (after the 40-byte header).
+//
+// Decoders are total: `(view, bodyOffset, bodyLength)` gives the typed fixed part, or an errno
+// for short or out-of-range input (never a throw). Names (NUL-terminated) follow the fixed
+// part, whose size is the op's *_IN_SIZE constant.
+
+/** A decoded fixed part, or a positive errno. */
+export type Decoded<T> = T | number;
+/** A request body decoder. */
+export type Decoder<T> = (view: DataView, offset: number, length: number) => Decoded<T>;
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** The u64 at `o` as a safe integer, or -1 beyond 2^53 - 1. */
+function safeU64(v: DataView, o: number): number {
+  const x = v.getBigUint64(o, true);
+  return x > MAX_SAFE ? -1 : Number(x);
+}
 
 /** fuse_init_in (7.36+: 64 bytes; older: 16). 0 major | 4 minor | 8 max_readahead | 12 flags | 16 flags2 */
+export const INIT_IN_MIN_SIZE = 8;
 export interface InitIn {
   major: number;
   minor: number;
   maxReadahead: number;
   flags: bigint;
 }
-export function decodeInitIn(v: DataView, o: number, n: number): InitIn | undefined {
-  if (n < 8) return undefined;
+export function decodeInitIn(v: DataView, o: number, n: number): Decoded<InitIn> {
+  if (n < INIT_IN_MIN_SIZE) return ERRNO.EINVAL;
   const major = v.getUint32(o, true);
   const minor = v.getUint32(o + 4, true);
   if (n < 16) return { major, minor, maxReadahead: 0, flags: 0n };
@@ -311,79 +311,86 @@ export function decodeInitIn(v: DataView, o: number, n: number): InitIn | undefi
   return { major, minor, maxReadahead: v.getUint32(o + 8, true), flags };
 }
 
-/** fuse_init_out (64 bytes). */
-export interface InitOut {
-  major: number;
-  minor: number;
-  maxReadahead: number;
-  flags: bigint;
-  maxBackground: number;
-  congestionThreshold: number;
-  maxWrite: number;
-  timeGran: number;
-  maxPages: number;
-}
-export function encodeInitOut(v: DataView, o: number, x: InitOut): void {
-  v.setUint32(o, x.major, true);
-  v.setUint32(o + 4, x.minor, true);
-  v.setUint32(o + 8, x.maxReadahead, true);
-  v.setUint32(o + 12, Number(x.flags & 0xffffffffn), true);
-  v.setUint16(o + 16, x.maxBackground, true);
-  v.setUint16(o + 18, x.congestionThreshold, true);
-  v.setUint32(o + 20, x.maxWrite, true);
-  v.setUint32(o + 24, x.timeGran, true);
-  v.setUint16(o + 28, x.maxPages, true);
-  v.setUint16(o + 30, 0, true); // map_alignment
-  v.setUint32(o + 32, Number((x.flags >> 32n) & 0xffffffffn), true);
+/** fuse_forget_in (8): 0 u64 nlookup */
+export const FORGET_IN_SIZE = 8;
+/** nlookup of a FORGET, or undefined when short (FORGET gets no reply). */
+export function decodeForgetIn(v: DataView, o: number, n: number): bigint | undefined {
+  return n < FORGET_IN_SIZE ? undefined : v.getBigUint64(o, true);
 }
 
-/** fuse_forget_in: 0 u64 nlookup */
-/** fuse_batch_forget_in: 0 u32 count | 4 u32 dummy; then count × fuse_forget_one (u64 nodeid, u64 nlookup) */
+/** fuse_batch_forget_in (8): 0 u32 count | 4 u32 dummy; then count × fuse_forget_one (16) */
+export const BATCH_FORGET_IN_SIZE = 8;
+export const FORGET_ONE_SIZE = 16;
+/** Entries a BATCH_FORGET claims and how many its body holds (-1, -1 when short). */
+export function decodeBatchForgetIn(
+  v: DataView,
+  o: number,
+  n: number,
+): { claimed: number; present: number } | undefined {
+  if (n < BATCH_FORGET_IN_SIZE) return undefined;
+  return {
+    claimed: v.getUint32(o, true),
+    present: Math.floor((n - BATCH_FORGET_IN_SIZE) / FORGET_ONE_SIZE),
+  };
+}
+/** fuse_forget_one i (below `present`): 0 u64 nodeid | 8 u64 nlookup. */
+export function forgetOneNodeId(v: DataView, o: number, i: number): bigint {
+  return v.getBigUint64(o + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE, true);
+}
+export function forgetOneCount(v: DataView, o: number, i: number): bigint {
+  return v.getBigUint64(o + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE + 8, true);
+}
+
+/** fuse_interrupt_in (8): 0 u64 unique */
+export const INTERRUPT_IN_SIZE = 8;
+/** The unique id an INTERRUPT targets, or undefined when short (it gets no reply then). */
+export function decodeInterruptIn(v: DataView, o: number, n: number): bigint | undefined {
+  return n < INTERRUPT_IN_SIZE ? undefined : v.getBigUint64(o, true);
+}
 
 /** fuse_getattr_in (16): 0 u32 getattr_flags | 4 u32 dummy | 8 u64 fh */
+export const GETATTR_IN_SIZE = 16;
 export interface GetattrIn {
   flags: number;
   fh: bigint;
 }
-export function decodeGetattrIn(v: DataView, o: number, n: number): GetattrIn | undefined {
-  if (n < 16) return undefined;
+export function decodeGetattrIn(v: DataView, o: number, n: number): Decoded<GetattrIn> {
+  if (n < GETATTR_IN_SIZE) return ERRNO.EINVAL;
   return { flags: v.getUint32(o, true), fh: v.getBigUint64(o + 8, true) };
 }
 
 /**
  * fuse_setattr_in (88): 0 valid | 4 pad | 8 fh | 16 size | 24 lock_owner | 32 atime | 40 mtime
  * | 48 ctime | 56 atimensec | 60 mtimensec | 64 ctimensec | 68 mode | 72 unused | 76 uid | 80 gid
- * | 84 unused
+ * | 84 unused. A size beyond 2^53 - 1 is EFBIG (with FATTR_SIZE).
  */
 export const SETATTR_IN_SIZE = 88;
 export interface SetattrIn {
   valid: number;
   fh: bigint;
-  size: bigint;
-  lockOwner: bigint;
-  atime: bigint;
-  mtime: bigint;
-  ctime: bigint;
-  atimensec: number;
-  mtimensec: number;
-  ctimensec: number;
+  size: number;
+  atime: Timestamp;
+  mtime: Timestamp;
+  ctime: Timestamp;
   mode: number;
   uid: number;
   gid: number;
 }
-export function decodeSetattrIn(v: DataView, o: number, n: number): SetattrIn | undefined {
-  if (n < SETATTR_IN_SIZE) return undefined;
+function time(v: DataView, o: number, nsecAt: number): Timestamp {
+  return { sec: Number(v.getBigInt64(o, true)), nsec: v.getUint32(nsecAt, true) };
+}
+export function decodeSetattrIn(v: DataView, o: number, n: number): Decoded<SetattrIn> {
+  if (n < SETATTR_IN_SIZE) return ERRNO.EINVAL;
+  const valid = v.getUint32(o, true);
+  const size = safeU64(v, o + 16);
+  if (size < 0 && (valid & FATTR_SIZE) !== 0) return ERRNO.EFBIG;
   return {
-    valid: v.getUint32(o, true),
+    valid,
     fh: v.getBigUint64(o + 8, true),
-    size: v.getBigUint64(o + 16, true),
-    lockOwner: v.getBigUint64(o + 24, true),
-    atime: v.getBigUint64(o + 32, true),
-    mtime: v.getBigUint64(o + 40, true),
-    ctime: v.getBigUint64(o + 48, true),
-    atimensec: v.getUint32(o + 56, true),
-    mtimensec: v.getUint32(o + 60, true),
-    ctimensec: v.getUint32(o + 64, true),
+    size,
+    atime: time(v, o + 32, o + 56),
+    mtime: time(v, o + 40, o + 60),
+    ctime: time(v, o + 48, o + 64),
     mode: v.getUint32(o + 68, true),
     uid: v.getUint32(o + 76, true),
     gid: v.getUint32(o + 80, true),
@@ -392,47 +399,265 @@ export function decodeSetattrIn(v: DataView, o: number, n: number): SetattrIn | 
 
 /** fuse_mknod_in (16): 0 mode | 4 rdev | 8 umask | 12 pad; then name\0 */
 export const MKNOD_IN_SIZE = 16;
+export interface MknodIn {
+  mode: number;
+  rdev: number;
+  umask: number;
+}
+export function decodeMknodIn(v: DataView, o: number, n: number): Decoded<MknodIn> {
+  if (n < MKNOD_IN_SIZE) return ERRNO.EINVAL;
+  return {
+    mode: v.getUint32(o, true),
+    rdev: v.getUint32(o + 4, true),
+    umask: v.getUint32(o + 8, true),
+  };
+}
+
 /** fuse_mkdir_in (8): 0 mode | 4 umask; then name\0 */
 export const MKDIR_IN_SIZE = 8;
+export interface MkdirIn {
+  mode: number;
+  umask: number;
+}
+export function decodeMkdirIn(v: DataView, o: number, n: number): Decoded<MkdirIn> {
+  if (n < MKDIR_IN_SIZE) return ERRNO.EINVAL;
+  return { mode: v.getUint32(o, true), umask: v.getUint32(o + 4, true) };
+}
+
 /** fuse_rename_in (8): 0 u64 newdir; then old\0 new\0 */
 export const RENAME_IN_SIZE = 8;
 /** fuse_rename2_in (16): 0 u64 newdir | 8 u32 flags | 12 pad; then old\0 new\0 */
 export const RENAME2_IN_SIZE = 16;
+export interface RenameIn {
+  newDir: bigint;
+  flags: number;
+}
+export function decodeRenameIn(v: DataView, o: number, n: number): Decoded<RenameIn> {
+  if (n < RENAME_IN_SIZE) return ERRNO.EINVAL;
+  return { newDir: v.getBigUint64(o, true), flags: 0 };
+}
+export function decodeRename2In(v: DataView, o: number, n: number): Decoded<RenameIn> {
+  if (n < RENAME2_IN_SIZE) return ERRNO.EINVAL;
+  return { newDir: v.getBigUint64(o, true), flags: v.getUint32(o + 8, true) };
+}
+
 /** fuse_link_in (8): 0 u64 oldnodeid; then name\0 */
 export const LINK_IN_SIZE = 8;
+export interface LinkIn {
+  oldNodeId: bigint;
+}
+export function decodeLinkIn(v: DataView, o: number, n: number): Decoded<LinkIn> {
+  if (n < LINK_IN_SIZE) return ERRNO.EINVAL;
+  return { oldNodeId: v.getBigUint64(o, true) };
+}
+
 /** fuse_open_in (8): 0 flags | 4 open_flags */
 export const OPEN_IN_SIZE = 8;
+export interface OpenIn {
+  flags: number;
+}
+export function decodeOpenIn(v: DataView, o: number, n: number): Decoded<OpenIn> {
+  if (n < OPEN_IN_SIZE) return ERRNO.EINVAL;
+  return { flags: v.getUint32(o, true) };
+}
+
 /** fuse_create_in (16): 0 flags | 4 mode | 8 umask | 12 open_flags; then name\0 */
 export const CREATE_IN_SIZE = 16;
-/** fuse_release_in (24): 0 u64 fh | 8 flags | 12 release_flags | 16 u64 lock_owner */
-export const RELEASE_IN_SIZE = 24;
-/** fuse_flush_in (24): 0 u64 fh | 8 unused | 12 pad | 16 u64 lock_owner */
-export const FLUSH_IN_SIZE = 24;
+export interface CreateIn {
+  flags: number;
+  mode: number;
+  umask: number;
+}
+export function decodeCreateIn(v: DataView, o: number, n: number): Decoded<CreateIn> {
+  if (n < CREATE_IN_SIZE) return ERRNO.EINVAL;
+  return {
+    flags: v.getUint32(o, true),
+    mode: v.getUint32(o + 4, true),
+    umask: v.getUint32(o + 8, true),
+  };
+}
+
 /** fuse_read_in (40): 0 fh | 8 offset | 16 size | 20 read_flags | 24 lock_owner | 32 flags | 36 pad */
 export const READ_IN_SIZE = 40;
-/** fuse_write_in (40): same layout as read_in; the data follows */
+/** READ and READDIR need only fh, offset, size and read_flags: shorter bodies are accepted. */
+export const READ_IN_MIN_SIZE = 24;
+export interface ReadIn {
+  fh: bigint;
+  /** Offset (beyond 2^53 - 1: EINVAL). */
+  offset: number;
+  size: number;
+}
+export function decodeReadIn(v: DataView, o: number, n: number): Decoded<ReadIn> {
+  if (n < READ_IN_MIN_SIZE) return ERRNO.EINVAL;
+  const offset = safeU64(v, o + 8);
+  if (offset < 0) return ERRNO.EINVAL;
+  return { fh: v.getBigUint64(o, true), offset, size: v.getUint32(o + 16, true) };
+}
+
+/** fuse_write_in (40): same layout as read_in; the data follows at WRITE_IN_SIZE. */
 export const WRITE_IN_SIZE = 40;
+export interface WriteIn {
+  fh: bigint;
+  /** Offset (beyond 2^53 - 1: EFBIG). */
+  offset: number;
+  /** Data bytes; the body holds them all (else EINVAL). */
+  size: number;
+  writeFlags: number;
+  lockOwner: bigint;
+  flags: number;
+}
+export function decodeWriteIn(v: DataView, o: number, n: number): Decoded<WriteIn> {
+  if (n < WRITE_IN_SIZE) return ERRNO.EINVAL;
+  const offset = safeU64(v, o + 8);
+  if (offset < 0) return ERRNO.EFBIG;
+  const size = v.getUint32(o + 16, true);
+  if (size > n - WRITE_IN_SIZE) return ERRNO.EINVAL;
+  return {
+    fh: v.getBigUint64(o, true),
+    offset,
+    size,
+    writeFlags: v.getUint32(o + 20, true),
+    lockOwner: v.getBigUint64(o + 24, true),
+    flags: v.getUint32(o + 32, true),
+  };
+}
+
+/** fuse_release_in (24): 0 u64 fh | 8 flags | 12 release_flags | 16 u64 lock_owner */
+export const RELEASE_IN_SIZE = 24;
+/** lock_owner is optional (0 when absent). */
+export const RELEASE_IN_MIN_SIZE = 16;
+export interface ReleaseIn {
+  fh: bigint;
+  flags: number;
+  releaseFlags: number;
+  lockOwner: bigint;
+}
+export function decodeReleaseIn(v: DataView, o: number, n: number): Decoded<ReleaseIn> {
+  if (n < RELEASE_IN_MIN_SIZE) return ERRNO.EINVAL;
+  return {
+    fh: v.getBigUint64(o, true),
+    flags: v.getUint32(o + 8, true),
+    releaseFlags: v.getUint32(o + 12, true),
+    lockOwner: n >= RELEASE_IN_SIZE ? v.getBigUint64(o + 16, true) : 0n,
+  };
+}
+
+/** fuse_flush_in (24): 0 u64 fh | 8 unused | 12 pad | 16 u64 lock_owner */
+export const FLUSH_IN_SIZE = 24;
+export interface FlushIn {
+  fh: bigint;
+  lockOwner: bigint;
+}
+export function decodeFlushIn(v: DataView, o: number, n: number): Decoded<FlushIn> {
+  if (n < FLUSH_IN_SIZE) return ERRNO.EINVAL;
+  return { fh: v.getBigUint64(o, true), lockOwner: v.getBigUint64(o + 16, true) };
+}
+
 /** fuse_fsync_in (16): 0 u64 fh | 8 fsync_flags | 12 pad */
 export const FSYNC_IN_SIZE = 16;
+export interface FsyncIn {
+  fh: bigint;
+  datasync: boolean;
+}
+export function decodeFsyncIn(v: DataView, o: number, n: number): Decoded<FsyncIn> {
+  if (n < FSYNC_IN_SIZE) return ERRNO.EINVAL;
+  return {
+    fh: v.getBigUint64(o, true),
+    datasync: (v.getUint32(o + 8, true) & FUSE_FSYNC_FDATASYNC) !== 0,
+  };
+}
+
 /** fuse_setxattr_in compat (8): 0 size | 4 flags; then name\0 value (SETXATTR_EXT not negotiated) */
 export const SETXATTR_IN_SIZE = 8;
-/** fuse_getxattr_in (8): 0 size | 4 pad; then name\0 (GETXATTR) */
+export interface SetxattrIn {
+  size: number;
+  flags: number;
+}
+export function decodeSetxattrIn(v: DataView, o: number, n: number): Decoded<SetxattrIn> {
+  if (n < SETXATTR_IN_SIZE) return ERRNO.EINVAL;
+  return { size: v.getUint32(o, true), flags: v.getUint32(o + 4, true) };
+}
+
+/** fuse_getxattr_in (8): 0 size | 4 pad; then name\0 (GETXATTR; LISTXATTR has no name) */
 export const GETXATTR_IN_SIZE = 8;
+export interface GetxattrIn {
+  /** The caller's buffer size: 0 asks for the size only. */
+  size: number;
+}
+export function decodeGetxattrIn(v: DataView, o: number, n: number): Decoded<GetxattrIn> {
+  if (n < GETXATTR_IN_SIZE) return ERRNO.EINVAL;
+  return { size: v.getUint32(o, true) };
+}
+
 /** fuse_access_in (8): 0 mask | 4 pad */
 export const ACCESS_IN_SIZE = 8;
-/** fuse_interrupt_in (8): 0 u64 unique */
-export const INTERRUPT_IN_SIZE = 8;
+export interface AccessIn {
+  mask: number;
+}
+export function decodeAccessIn(v: DataView, o: number, n: number): Decoded<AccessIn> {
+  if (n < ACCESS_IN_SIZE) return ERRNO.EINVAL;
+  return { mask: v.getUint32(o, true) };
+}
+
 /** fuse_fallocate_in (32): 0 fh | 8 offset | 16 length | 24 mode | 28 pad */
 export const FALLOCATE_IN_SIZE = 32;
+export interface FallocateIn {
+  fh: bigint;
+  /** Offset and length beyond 2^53 - 1: EFBIG. */
+  offset: number;
+  length: number;
+  mode: number;
+}
+export function decodeFallocateIn(v: DataView, o: number, n: number): Decoded<FallocateIn> {
+  if (n < FALLOCATE_IN_SIZE) return ERRNO.EINVAL;
+  const offset = safeU64(v, o + 8), length = safeU64(v, o + 16);
+  if (offset < 0 || length < 0) return ERRNO.EFBIG;
+  return { fh: v.getBigUint64(o, true), offset, length, mode: v.getUint32(o + 24, true) };
+}
+
 /** fuse_lseek_in (24): 0 fh | 8 offset | 16 whence | 20 pad */
 export const LSEEK_IN_SIZE = 24;
+export interface LseekIn {
+  fh: bigint;
+  /** Offset beyond 2^53 - 1: ENXIO. */
+  offset: number;
+  whence: number;
+}
+export function decodeLseekIn(v: DataView, o: number, n: number): Decoded<LseekIn> {
+  if (n < LSEEK_IN_SIZE) return ERRNO.EINVAL;
+  const offset = safeU64(v, o + 8);
+  if (offset < 0) return ERRNO.ENXIO;
+  return { fh: v.getBigUint64(o, true), offset, whence: v.getUint32(o + 16, true) };
+}
+
 /** fuse_copy_file_range_in (56): 0 fh_in | 8 off_in | 16 nodeid_out | 24 fh_out | 32 off_out | 40 len | 48 flags */
 export const COPY_FILE_RANGE_IN_SIZE = 56;
-/** fuse_forget_in (8) */
-export const FORGET_IN_SIZE = 8;
-/** fuse_batch_forget_in (8) + count × 16 */
-export const BATCH_FORGET_IN_SIZE = 8;
-export const FORGET_ONE_SIZE = 16;
+export interface CopyFileRangeIn {
+  fhIn: bigint;
+  /** Offsets beyond 2^53 - 1: EINVAL. */
+  offsetIn: number;
+  nodeIdOut: bigint;
+  fhOut: bigint;
+  offsetOut: number;
+  /** At most 2^32 - 1 (the reply's size field is 32 bits). */
+  length: number;
+  flags: number;
+}
+export function decodeCopyFileRangeIn(v: DataView, o: number, n: number): Decoded<CopyFileRangeIn> {
+  if (n < COPY_FILE_RANGE_IN_SIZE) return ERRNO.EINVAL;
+  const offsetIn = safeU64(v, o + 8), offsetOut = safeU64(v, o + 32);
+  if (offsetIn < 0 || offsetOut < 0) return ERRNO.EINVAL;
+  const len = safeU64(v, o + 40);
+  return {
+    fhIn: v.getBigUint64(o, true),
+    offsetIn,
+    nodeIdOut: v.getBigUint64(o + 16, true),
+    fhOut: v.getBigUint64(o + 24, true),
+    offsetOut,
+    length: Math.min(len < 0 ? 0xffffffff : len, 0xffffffff),
+    flags: Number(v.getBigUint64(o + 48, true) & 0xffffffffn),
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Reply bodies
@@ -532,6 +757,11 @@ export function encodeEntryOut(
   else new Uint8Array(v.buffer, v.byteOffset + o + 40, ATTR_SIZE).fill(0);
 }
 
+/** Sets the nodeid of a fuse_entry_out encoded at `o` (known only once the node is entered). */
+export function encodeEntryNodeId(v: DataView, o: number, nodeId: bigint): void {
+  v.setBigUint64(o, nodeId, true);
+}
+
 /** fuse_attr_out (104): 0 attr_valid | 8 attr_valid_nsec | 12 dummy | 16 attr */
 export function encodeAttrOut(v: DataView, o: number, timeout: number, attr: AttrFields): void {
   const [s, ns] = splitTimeout(timeout);
@@ -598,7 +828,89 @@ export function encodeDirent(
   return padded;
 }
 
+/** The dirent type (DT_*) of a file mode. */
+export function direntType(mode: number): number {
+  return (mode & S_IFMT) >>> 12;
+}
+
+/** fuse_init_out (64). */
+export interface InitOut {
+  major: number;
+  minor: number;
+  maxReadahead: number;
+  flags: bigint;
+  maxBackground: number;
+  congestionThreshold: number;
+  maxWrite: number;
+  timeGran: number;
+  maxPages: number;
+}
+/**
+ * 0 major | 4 minor | 8 max_readahead | 12 flags | 16 u16 max_background
+ * | 18 u16 congestion_threshold | 20 max_write | 24 time_gran | 28 u16 max_pages
+ * | 30 u16 map_alignment | 32 flags2 | 36 unused
+ */
+export function encodeInitOut(v: DataView, o: number, x: InitOut): void {
+  v.setUint32(o, x.major, true);
+  v.setUint32(o + 4, x.minor, true);
+  v.setUint32(o + 8, x.maxReadahead, true);
+  v.setUint32(o + 12, Number(x.flags & 0xffffffffn), true);
+  v.setUint16(o + 16, x.maxBackground, true);
+  v.setUint16(o + 18, x.congestionThreshold, true);
+  v.setUint32(o + 20, x.maxWrite, true);
+  v.setUint32(o + 24, x.timeGran, true);
+  v.setUint16(o + 28, x.maxPages, true);
+  v.setUint16(o + 30, 0, true); // map_alignment
+  v.setUint32(o + 32, Number((x.flags >> 32n) & 0xffffffffn), true);
+}
+
+/** The short INIT reply (8) that tells a newer kernel our version: 0 major | 4 minor */
+export const INIT_VERSION_OUT_SIZE = 8;
+export function encodeInitVersionOut(v: DataView, o: number, major: number, minor: number): void {
+  v.setUint32(o, major, true);
+  v.setUint32(o + 4, minor, true);
+}
+
+/** fuse_write_out (8): 0 size | 4 pad (also COPY_FILE_RANGE's reply) */
+export function encodeWriteOut(v: DataView, o: number, size: number): void {
+  v.setUint32(o, size, true);
+  v.setUint32(o + 4, 0, true);
+}
+
+/** fuse_getxattr_out (8): 0 size | 4 pad (the size probe's answer; also LISTXATTR's) */
+export function encodeGetxattrOut(v: DataView, o: number, size: number): void {
+  v.setUint32(o, size, true);
+  v.setUint32(o + 4, 0, true);
+}
+
+/** fuse_lseek_out (8): 0 u64 offset */
+export function encodeLseekOut(v: DataView, o: number, offset: number): void {
+  u64(v, o, offset);
+}
+
 /** fuse_notify_inval_inode_out (24): 0 ino(nodeid) | 8 i64 off | 16 i64 len */
 export const NOTIFY_INVAL_INODE_SIZE = 24;
+export function encodeNotifyInvalInode(
+  v: DataView,
+  o: number,
+  nodeId: bigint,
+  offset: number,
+  length: number,
+): void {
+  v.setBigUint64(o, nodeId, true);
+  v.setBigInt64(o + 8, BigInt(offset), true);
+  v.setBigInt64(o + 16, BigInt(length), true);
+}
+
 /** fuse_notify_inval_entry_out (16): 0 parent | 8 namelen | 12 flags; then name\0 */
 export const NOTIFY_INVAL_ENTRY_SIZE = 16;
+export function encodeNotifyInvalEntry(
+  v: DataView,
+  o: number,
+  parent: bigint,
+  nameLength: number,
+): void {
+  v.setBigUint64(o, parent, true);
+  v.setUint32(o + 8, nameLength, true);
+  v.setUint32(o + 12, 0, true);
+}

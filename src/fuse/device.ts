@@ -11,21 +11,24 @@
  * Control words (Int32Array at the start of the shared buffer):
  *   [0] filled counter (worker → main), [1] slot-freed counter (main → worker),
  *   [2] end errno (set by the worker when it stops), then per slot: state, length, sequence.
- * A slot is owned by the worker while its state is 0 and by the JS thread while it is 1.
+ * A slot is owned by the worker while its state is 0 and by the JS thread while it is 1 or 2.
+ *
+ * The device knows nothing of the protocol: a sink may give a `ReaderFilter` that the reader
+ * runs on each request before handing it over (the session's no-xattrs shortcut).
  *
  * @module
  */
+
+import { ERRNO } from "../linux/mod.ts";
+import { errno, libc } from "./libc.ts";
 
 const CTRL_FILLED = 0;
 const CTRL_FREED = 1;
 const CTRL_END = 2;
 const CTRL_SLOTS = 4;
 const SLOT_WORDS = 3;
-/** Entries of the reader's no-xattrs table: [nodeId, until ms] pairs, open addressing. */
-const QUICK_SLOTS = 1 << 15;
-const QUICK_PROBES = 8;
-const OP_GETXATTR = 22;
-const ENODATA = 61;
+/** Largest reply a reader filter may write. */
+const FILTER_REPLY_MAX = 4096;
 
 /** One request buffer handed to the session; `release` gives it back to the device. */
 export interface RequestBuffer {
@@ -34,12 +37,28 @@ export interface RequestBuffer {
   release(): void;
 }
 
+/** The function a filter's source evaluates to, once given its state. */
+export type RequestFilter = (request: DataView, length: number, reply: DataView) => number;
+
+/**
+ * A request filter the reader runs on its own thread before handing a request over. `source`
+ * is a self-contained JavaScript expression: a function of `state` returning a
+ * `RequestFilter`, which gives the length of a reply it wrote into `reply` (the reader writes
+ * it to the kernel and drops the request) or 0 to pass the request on.
+ */
+export interface ReaderFilter {
+  readonly source: string;
+  readonly state: SharedArrayBuffer;
+}
+
 /** Receives what a device reads. */
 export interface DeviceSink {
   /** One request of `length` bytes in `buffer`; the sink must call `buffer.release()`. */
   request(buffer: RequestBuffer, length: number): void;
-  /** The connection is gone (`errno` 19 ENODEV when unmounted) or the reader failed. */
+  /** The connection is gone (`errno` ENODEV when unmounted) or the reader failed. */
   end(errno: number): void;
+  /** Run by the reader on each request first (devices without a reader thread may ignore it). */
+  readonly filter?: ReaderFilter;
 }
 
 /** Where requests come from and replies go (the kernel, or a test double). */
@@ -53,20 +72,14 @@ export interface Device {
    * requests this thread must answer); true if the kernel accepted it.
    */
   notify(message: Uint8Array<ArrayBuffer>): Promise<boolean>;
-  /**
-   * Until `untilMs` (Date.now() clock; 0 clears), the reader answers GETXATTR on `nodeId` with
-   * ENODATA by itself, without handing the request over (the inode has no xattrs).
-   */
-  quickNoXattrs?(nodeId: bigint, untilMs: number): void;
   /** Releases the device (after `end`). */
   close(): void;
 }
 
 // The reader worker: self-contained (no imports), so it also works in a compiled binary.
 const WORKER_SOURCE = `
-const EINTR = 4, EAGAIN = 11, ENOENT = 2;
 self.onmessage = (event) => {
-  const { sab, fd, slots, slotSize, dataOffset, quickSab } = event.data;
+  const { sab, fd, slots, slotSize, dataOffset, filterSource, filterState } = event.data;
   const lib = Deno.dlopen("libc.so.6", {
     read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
     write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
@@ -74,29 +87,25 @@ self.onmessage = (event) => {
   }).symbols;
   const errno = () => new Deno.UnsafePointerView(lib.__errno_location()).getInt32(0);
   const ctrl = new Int32Array(sab, 0, ${CTRL_SLOTS} + slots * ${SLOT_WORDS});
-  const views = [];
-  for (let i = 0; i < slots; i++) views.push(new Uint8Array(sab, dataOffset + i * slotSize, slotSize));
-  const quick = quickSab ? new BigInt64Array(quickSab) : null;
-  const reply = new Uint8Array(16);
+  const views = [], dataViews = [];
+  for (let i = 0; i < slots; i++) {
+    views.push(new Uint8Array(sab, dataOffset + i * slotSize, slotSize));
+    dataViews.push(new DataView(sab, dataOffset + i * slotSize, slotSize));
+  }
+  const filter = filterSource ? new Function("return (" + filterSource + ");")()(filterState) : null;
+  const reply = new Uint8Array(${FILTER_REPLY_MAX});
   const replyView = new DataView(reply.buffer);
-  // GETXATTR on a node the table lists as having no xattrs: ENODATA straight away.
-  const answered = (bytes, n) => {
-    if (quick === null || n < 48) return false;
-    const dv = new DataView(bytes.buffer, bytes.byteOffset, n);
-    if (dv.getUint32(4, true) !== ${OP_GETXATTR}) return false;
-    const node = dv.getBigInt64(16, true);
-    const h = Number(BigInt.asUintN(32, node)) & ${QUICK_SLOTS - 1};
-    for (let k = 0; k < ${QUICK_PROBES}; k++) {
-      const i = (h + k) & ${QUICK_SLOTS - 1};
-      if (Atomics.load(quick, 2 * i) !== node) continue;
-      if (Atomics.load(quick, 2 * i + 1) <= BigInt(Date.now())) return false;
-      replyView.setUint32(0, 16, true);
-      replyView.setInt32(4, -${ENODATA}, true);
-      replyView.setBigUint64(8, dv.getBigUint64(8, true), true);
-      lib.write(fd, reply, 16n); // a failure means the request was interrupted: nothing to do
-      return true;
+  // A reply the filter wrote: sent here; a failed write means the request was interrupted.
+  const answered = (s, n) => {
+    let r = 0;
+    try {
+      r = filter(dataViews[s], n, replyView);
+    } catch {
+      return false;
     }
-    return false;
+    if (!(r > 0 && r <= ${FILTER_REPLY_MAX})) return false;
+    lib.write(fd, reply, BigInt(r));
+    return true;
   };
   let next = 0, seq = 0, end = 0, failures = 0;
   for (;;) {
@@ -110,12 +119,14 @@ self.onmessage = (event) => {
     const n = Number(lib.read(fd, views[s], BigInt(slotSize)));
     if (n < 0) {
       const e = errno();
-      if ((e === EINTR || e === EAGAIN || e === ENOENT) && ++failures < 1000) continue;
-      end = e || 5;
+      // EINTR, EAGAIN, ENOENT (an interrupted request): read again.
+      const retry = e === ${ERRNO.EINTR} || e === ${ERRNO.EAGAIN} || e === ${ERRNO.ENOENT};
+      if (retry && ++failures < 1000) continue;
+      end = e || ${ERRNO.EIO};
       break;
     }
     failures = 0;
-    if (answered(views[s], n)) continue;
+    if (filter !== null && answered(s, n)) continue;
     const base = ${CTRL_SLOTS} + s * ${SLOT_WORDS};
     ctrl[base + 1] = n;
     ctrl[base + 2] = ++seq;
@@ -131,10 +142,6 @@ self.onmessage = (event) => {
 };
 `;
 
-import { errno, libc } from "./libc.ts";
-
-const ENODEV = 19;
-
 /** A /dev/fuse descriptor served by a reader worker. */
 export class FuseDevice implements Device {
   readonly fd: number;
@@ -144,7 +151,6 @@ export class FuseDevice implements Device {
   #iov = new BigUint64Array(16);
   #worker: Worker | undefined;
   #spinMicros: number;
-  #quick: BigInt64Array | undefined;
 
   /**
    * `slotSize` must be at least max_write + 8 KiB; `slots` bounds requests read ahead;
@@ -180,9 +186,15 @@ export class FuseDevice implements Device {
     const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
     this.#worker = new Worker(url, { type: "module" });
     URL.revokeObjectURL(url);
-    const quickSab = new SharedArrayBuffer(QUICK_SLOTS * 16);
-    this.#quick = new BigInt64Array(quickSab);
-    this.#worker.postMessage({ sab, fd: this.fd, slots, slotSize, dataOffset, quickSab });
+    this.#worker.postMessage({
+      sab,
+      fd: this.fd,
+      slots,
+      slotSize,
+      dataOffset,
+      filterSource: sink.filter?.source,
+      filterState: sink.filter?.state,
+    });
 
     const pending: number[] = [];
     const spinMs = this.#spinMicros / 1000;
@@ -222,12 +234,12 @@ export class FuseDevice implements Device {
     };
     pump().catch((error) => {
       console.error(`FUSE device pump failed: ${error}`);
-      sink.end(5);
+      sink.end(ERRNO.EIO);
     });
   }
 
   write(parts: Uint8Array[], total: number): number {
-    if (this.#closed) return ENODEV;
+    if (this.#closed) return ERRNO.ENODEV;
     const c = libc();
     let n: number;
     if (parts.length === 1) {
@@ -244,31 +256,8 @@ export class FuseDevice implements Device {
       }
       n = Number(c.writev(this.fd, new Uint8Array(iov.buffer), parts.length));
     }
-    if (n < 0) return errno() || ENODEV;
+    if (n < 0) return errno() || ERRNO.ENODEV;
     return 0;
-  }
-
-  quickNoXattrs(nodeId: bigint, untilMs: number): void {
-    const q = this.#quick;
-    if (q === undefined) return;
-    const node = BigInt.asIntN(64, nodeId);
-    const until = BigInt(Math.floor(untilMs));
-    const now = BigInt(Date.now());
-    const h = Number(BigInt.asUintN(32, node)) & (QUICK_SLOTS - 1);
-    let free = -1;
-    for (let k = 0; k < QUICK_PROBES; k++) {
-      const i = (h + k) & (QUICK_SLOTS - 1);
-      if (Atomics.load(q, 2 * i) === node) {
-        Atomics.store(q, 2 * i + 1, until);
-        return;
-      }
-      if (free < 0 && Atomics.load(q, 2 * i + 1) <= now) free = i;
-    }
-    if (free < 0 || until <= now) return;
-    // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
-    Atomics.store(q, 2 * free + 1, 0n);
-    Atomics.store(q, 2 * free, node);
-    Atomics.store(q, 2 * free + 1, until);
   }
 
   async notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { ERRNO, type ErrnoName } from "../linux/mod.ts";
+
 /** A Linux errno value (positive number) returned by a filesystem operation. */
 export class Errno {
   /** The positive Linux errno number, e.g. 2 for ENOENT. */
@@ -22,55 +24,55 @@ export class Errno {
   }
 }
 
+/** One singleton per errno of the Linux table, by number. */
 const byCode = new Map<number, Errno>();
-function def(code: number, name: string): Errno {
-  const e = new Errno(code, name);
-  byCode.set(code, e);
-  return e;
+for (const [name, code] of Object.entries(ERRNO)) byCode.set(code, new Errno(code, name));
+function def(name: ErrnoName): Errno {
+  return byCode.get(ERRNO[name])!;
 }
 
-export const EPERM: Errno = def(1, "EPERM");
-export const ENOENT: Errno = def(2, "ENOENT");
-export const EINTR: Errno = def(4, "EINTR");
-export const EIO: Errno = def(5, "EIO");
-export const ENXIO: Errno = def(6, "ENXIO");
-export const E2BIG: Errno = def(7, "E2BIG");
-export const EBADF: Errno = def(9, "EBADF");
-export const EAGAIN: Errno = def(11, "EAGAIN");
-export const ENOMEM: Errno = def(12, "ENOMEM");
-export const EACCES: Errno = def(13, "EACCES");
-export const EBUSY: Errno = def(16, "EBUSY");
-export const EEXIST: Errno = def(17, "EEXIST");
-export const EXDEV: Errno = def(18, "EXDEV");
-export const ENODEV: Errno = def(19, "ENODEV");
-export const ENOTDIR: Errno = def(20, "ENOTDIR");
-export const EISDIR: Errno = def(21, "EISDIR");
-export const EINVAL: Errno = def(22, "EINVAL");
-export const ENFILE: Errno = def(23, "ENFILE");
-export const EMFILE: Errno = def(24, "EMFILE");
-export const ENOTTY: Errno = def(25, "ENOTTY");
-export const ETXTBSY: Errno = def(26, "ETXTBSY");
-export const EFBIG: Errno = def(27, "EFBIG");
-export const ENOSPC: Errno = def(28, "ENOSPC");
-export const ESPIPE: Errno = def(29, "ESPIPE");
-export const EROFS: Errno = def(30, "EROFS");
-export const EMLINK: Errno = def(31, "EMLINK");
-export const EPIPE: Errno = def(32, "EPIPE");
-export const ERANGE: Errno = def(34, "ERANGE");
-export const EDEADLK: Errno = def(35, "EDEADLK");
-export const ENAMETOOLONG: Errno = def(36, "ENAMETOOLONG");
-export const ENOSYS: Errno = def(38, "ENOSYS");
-export const ENOTEMPTY: Errno = def(39, "ENOTEMPTY");
-export const ELOOP: Errno = def(40, "ELOOP");
-export const ENODATA: Errno = def(61, "ENODATA");
-export const EOVERFLOW: Errno = def(75, "EOVERFLOW");
-export const EILSEQ: Errno = def(84, "EILSEQ");
-export const EOPNOTSUPP: Errno = def(95, "EOPNOTSUPP");
-export const ENOTCONN: Errno = def(107, "ENOTCONN");
-export const ETIMEDOUT: Errno = def(110, "ETIMEDOUT");
-export const ESTALE: Errno = def(116, "ESTALE");
-export const EDQUOT: Errno = def(122, "EDQUOT");
-export const ECANCELED: Errno = def(125, "ECANCELED");
+export const EPERM: Errno = def("EPERM");
+export const ENOENT: Errno = def("ENOENT");
+export const EINTR: Errno = def("EINTR");
+export const EIO: Errno = def("EIO");
+export const ENXIO: Errno = def("ENXIO");
+export const E2BIG: Errno = def("E2BIG");
+export const EBADF: Errno = def("EBADF");
+export const EAGAIN: Errno = def("EAGAIN");
+export const ENOMEM: Errno = def("ENOMEM");
+export const EACCES: Errno = def("EACCES");
+export const EBUSY: Errno = def("EBUSY");
+export const EEXIST: Errno = def("EEXIST");
+export const EXDEV: Errno = def("EXDEV");
+export const ENODEV: Errno = def("ENODEV");
+export const ENOTDIR: Errno = def("ENOTDIR");
+export const EISDIR: Errno = def("EISDIR");
+export const EINVAL: Errno = def("EINVAL");
+export const ENFILE: Errno = def("ENFILE");
+export const EMFILE: Errno = def("EMFILE");
+export const ENOTTY: Errno = def("ENOTTY");
+export const ETXTBSY: Errno = def("ETXTBSY");
+export const EFBIG: Errno = def("EFBIG");
+export const ENOSPC: Errno = def("ENOSPC");
+export const ESPIPE: Errno = def("ESPIPE");
+export const EROFS: Errno = def("EROFS");
+export const EMLINK: Errno = def("EMLINK");
+export const EPIPE: Errno = def("EPIPE");
+export const ERANGE: Errno = def("ERANGE");
+export const EDEADLK: Errno = def("EDEADLK");
+export const ENAMETOOLONG: Errno = def("ENAMETOOLONG");
+export const ENOSYS: Errno = def("ENOSYS");
+export const ENOTEMPTY: Errno = def("ENOTEMPTY");
+export const ELOOP: Errno = def("ELOOP");
+export const ENODATA: Errno = def("ENODATA");
+export const EOVERFLOW: Errno = def("EOVERFLOW");
+export const EILSEQ: Errno = def("EILSEQ");
+export const EOPNOTSUPP: Errno = def("EOPNOTSUPP");
+export const ENOTCONN: Errno = def("ENOTCONN");
+export const ETIMEDOUT: Errno = def("ETIMEDOUT");
+export const ESTALE: Errno = def("ESTALE");
+export const EDQUOT: Errno = def("EDQUOT");
+export const ECANCELED: Errno = def("ECANCELED");
 
 /** ENOTSUP is the same number as EOPNOTSUPP on Linux. */
 export const ENOTSUP: Errno = EOPNOTSUPP;

@@ -2,7 +2,8 @@
  * The filesystem interface served by the FUSE layer (node based, like go-fuse's `fs`).
  *
  * An implementation gets `Node` objects the layer keeps in its inode table. Every method is
- * optional; a missing method answers ENOSYS (exceptions: `opendir`/`releasedir` default to
+ * optional (the session looks them up once, when it is created); a missing method answers
+ * ENOSYS (exceptions: `opendir`/`releasedir` default to
  * success with an `undefined` handle, `forget`/`init`/`destroy` default to doing nothing).
  * Methods return a value or an `Errno` (sync or as a promise). A thrown exception is logged and
  * answered with EIO; a thrown `Errno` is answered with that errno.
@@ -83,7 +84,8 @@ export interface Entry {
   attrTimeout?: number;
   /**
    * The inode has no extended attributes: for the attribute timeout, GETXATTR on it is answered
-   * ENODATA by the reader thread without calling `getxattr` (SETXATTR/REMOVEXATTR end that).
+   * ENODATA by the device's reader thread without calling `getxattr` (SETXATTR/REMOVEXATTR
+   * end that; see no_xattrs.ts). Off while tracing.
    */
   noXattrs?: boolean;
 }

@@ -2,22 +2,29 @@
  * The few libc calls the FUSE layer needs, through `Deno.dlopen`.
  *
  * errno is thread-local: it is only readable (`errno()`) right after a synchronous call.
- * The `*Async` variants run on a worker thread (`nonblocking`); only their return value is
- * meaningful.
+ * `writeAsync` runs on a worker thread (`nonblocking`); only its return value is meaningful.
+ * (The device's reader worker binds its own read/write: it cannot share this library.)
  *
  * @module
  */
 
+// The flags mount.ts passes to these calls (defined in src/linux).
+export {
+  AF_UNIX,
+  MNT_DETACH,
+  MS_NODEV,
+  MS_NOSUID,
+  MS_RDONLY,
+  O_CLOEXEC,
+  O_RDWR,
+  SCM_RIGHTS,
+  SOCK_STREAM,
+  SOL_SOCKET,
+} from "../linux/mod.ts";
+
 const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  readAsync: {
-    name: "read",
-    parameters: ["i32", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   writeAsync: {
     name: "write",
@@ -26,14 +33,6 @@ const symbols = {
     nonblocking: true,
   },
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  pollAsync: {
-    name: "poll",
-    parameters: ["buffer", "u64", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
@@ -78,34 +77,4 @@ export function cstr(s: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(b.length + 1);
   out.set(b);
   return out;
-}
-
-export const O_RDWR = 0o2;
-export const O_CLOEXEC = 0o2000000;
-export const O_NONBLOCK = 0o4000;
-export const F_GETFL = 3;
-export const F_SETFL = 4;
-export const POLLIN = 0x1;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
-export const POLLNVAL = 0x20;
-export const MS_RDONLY = 1;
-export const MS_NOSUID = 2;
-export const MS_NODEV = 4;
-export const MNT_FORCE = 1;
-export const MNT_DETACH = 2;
-export const AF_UNIX = 1;
-export const SOCK_STREAM = 1;
-export const SOL_SOCKET = 1;
-export const SCM_RIGHTS = 1;
-
-/** Synchronous poll of one fd; returns revents, or -errno. */
-export function pollOne(fd: number, events: number, timeoutMs: number): number {
-  const pfd = new Uint8Array(8);
-  const v = new DataView(pfd.buffer);
-  v.setInt32(0, fd, true);
-  v.setInt16(4, events, true);
-  const r = libc().poll(pfd, 1n, timeoutMs);
-  if (r < 0) return -errno();
-  return r === 0 ? 0 : v.getInt16(6, true);
 }

@@ -4,8 +4,8 @@
  * - `mount(fs, mountpoint, options)` mounts and serves a `FileSystem` (filesystem.ts).
  * - `inspectMountpoint`, `recoverStaleMount`, `unmount` for the CLI's mountpoint handling.
  * - `Errno` constants (errno.ts) are what operations return on failure.
- * - Linux constants implementations need (S_IF*, O_*, RENAME_*, XATTR_*, SEEK_*) and the raw
- *   ABI as `abi`.
+ * - Linux constants implementations need (S_IF*, O_*, RENAME_*, XATTR_*, SEEK_*; defined in
+ *   src/linux) and the raw ABI as `abi`.
  *
  * @module
  */
@@ -28,6 +28,7 @@ export {
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
+  MODE_PERM_MASK,
   O_ACCMODE,
   O_APPEND,
   O_CREAT,

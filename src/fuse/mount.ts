@@ -5,6 +5,7 @@
  * @module
  */
 
+import { S_IFMT } from "../linux/mod.ts";
 import { FuseDevice } from "./device.ts";
 import type { FileSystem } from "./filesystem.ts";
 import {
@@ -352,7 +353,7 @@ export async function mount<H>(
   }
   const abs = absolute(mountpoint);
   await checkMountpoint(mountpoint, options);
-  const rootMode = (await Deno.stat(abs)).mode! & 0o170000;
+  const rootMode = (await Deno.stat(abs)).mode! & S_IFMT;
 
   const method = options.mountMethod ?? "auto";
   const useSyscall = method === "syscall" || (method === "auto" && libc().geteuid() === 0);

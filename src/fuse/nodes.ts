@@ -5,7 +5,7 @@
  * @module
  */
 
-import { FUSE_ROOT_ID, S_IFMT } from "./abi.ts";
+import { FUSE_ROOT_ID, S_IFDIR, S_IFMT } from "./abi.ts";
 import type { Node } from "./filesystem.ts";
 
 /** Most names remembered per node (hard links); older ones are dropped first. */
@@ -76,7 +76,7 @@ export class NodeTable {
   #nextId = 2n;
 
   constructor(rootIno: bigint = 1n) {
-    this.root = new NodeImpl(FUSE_ROOT_ID, "", rootIno, 0o040000);
+    this.root = new NodeImpl(FUSE_ROOT_ID, "", rootIno, S_IFDIR);
     this.root.lookups = 1;
     this.#byId.set(FUSE_ROOT_ID, this.root);
   }

@@ -2,32 +2,76 @@
  * The request loop and the opcode dispatch table.
  *
  * Invariants:
- * - The loop drains the (non-blocking) device synchronously and dispatches each request at
- *   once: it never waits for a handler before reading the next request, so many requests are
- *   in flight; replies are written in completion order. When the device is empty it waits
- *   for readiness with poll() on a worker thread.
- * - Every request except FORGET, BATCH_FORGET, INTERRUPT (when found) and NOTIFY_REPLY gets
- *   exactly one reply. Nothing a request contains can throw out of `dispatch`.
+ * - The device's reader worker does blocking read()s into SharedArrayBuffer slots and hands
+ *   each request to `dispatch`, which starts its handler at once: it never waits for a
+ *   handler before taking the next request, so many requests are in flight; replies are
+ *   written in completion order.
+ * - Every request except FORGET, BATCH_FORGET, INTERRUPT (when its target is found) and
+ *   NOTIFY_REPLY gets exactly one reply. Nothing a request contains can throw out of
+ *   `dispatch`.
+ * - The preamble common to all operations (node lookup, size check, decoding the fixed part,
+ *   names, ENOSYS for a missing method) runs once, in `#prepare`, from the op's table record;
+ *   a handler starts with everything it needs on the request.
  * - A request buffer goes back to the device as soon as the handler's synchronous part has
- *   decoded (and copied) its input; WRITE data is copied out.
+ *   run: decoders copy what they read, and WRITE data is copied out.
  *
  * @module
  */
 
 import {
+  ACCESS_IN_SIZE,
+  type AccessIn,
   ATTR_OUT_SIZE,
+  COPY_FILE_RANGE_IN_SIZE,
+  type CopyFileRangeIn,
+  CREATE_IN_SIZE,
+  type CreateIn,
+  decodeAccessIn,
+  decodeBatchForgetIn,
+  decodeCopyFileRangeIn,
+  decodeCreateIn,
+  decodeFallocateIn,
+  decodeFlushIn,
+  decodeForgetIn,
+  decodeFsyncIn,
+  decodeGetattrIn,
+  decodeGetxattrIn,
+  decodeInHeader,
   decodeInitIn,
+  decodeInterruptIn,
+  decodeLinkIn,
+  decodeLseekIn,
+  decodeMkdirIn,
+  decodeMknodIn,
+  decodeOpenIn,
+  type Decoder,
+  decodeReadIn,
+  decodeReleaseIn,
+  decodeRename2In,
+  decodeRenameIn,
   decodeSetattrIn,
+  decodeSetxattrIn,
+  decodeWriteIn,
   direntSize,
+  direntType,
   encodeAttrOut,
   encodeDirent,
+  encodeEntryNodeId,
   encodeEntryOut,
+  encodeGetxattrOut,
   encodeInitOut,
+  encodeInitVersionOut,
+  encodeLseekOut,
+  encodeNotifyInvalEntry,
+  encodeNotifyInvalInode,
   encodeOpenOut,
   encodeOutHeader,
   encodeStatfsOut,
+  encodeWriteOut,
   ENTRY_OUT_SIZE,
   ERRNO,
+  FALLOCATE_IN_SIZE,
+  type FallocateIn,
   FATTR_ATIME,
   FATTR_ATIME_NOW,
   FATTR_CTIME,
@@ -39,19 +83,43 @@ import {
   FATTR_MTIME_NOW,
   FATTR_SIZE,
   FATTR_UID,
+  FLUSH_IN_SIZE,
+  type FlushIn,
   FOPEN_CACHE_DIR,
   FOPEN_DIRECT_IO,
   FOPEN_KEEP_CACHE,
   FOPEN_NOFLUSH,
   FOPEN_NONSEEKABLE,
-  FUSE_FSYNC_FDATASYNC,
+  forgetOneCount,
+  forgetOneNodeId,
+  FSYNC_IN_SIZE,
+  type FsyncIn,
   FUSE_GETATTR_FH,
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   FUSE_MIN_KERNEL_MINOR,
   FUSE_ROOT_ID,
+  GETATTR_IN_SIZE,
+  type GetattrIn,
+  GETXATTR_IN_SIZE,
+  GETXATTR_OUT_SIZE,
+  type GetxattrIn,
   IN_HEADER_SIZE,
+  INIT_IN_MIN_SIZE,
+  INIT_OUT_SIZE,
+  INIT_VERSION_OUT_SIZE,
   InitFlag,
+  type InitIn,
+  LINK_IN_SIZE,
+  type LinkIn,
+  LSEEK_IN_SIZE,
+  LSEEK_OUT_SIZE,
+  type LseekIn,
+  MKDIR_IN_SIZE,
+  type MkdirIn,
+  MKNOD_IN_SIZE,
+  type MknodIn,
+  MODE_PERM_MASK,
   NAME_MAX,
   NOTIFY_INVAL_ENTRY_SIZE,
   NOTIFY_INVAL_INODE_SIZE,
@@ -59,16 +127,34 @@ import {
   O_APPEND,
   Opcode,
   opcodeName,
+  OPEN_IN_SIZE,
+  OPEN_OUT_SIZE,
+  type OpenIn,
   OUT_HEADER_SIZE,
+  READ_IN_MIN_SIZE,
+  type ReadIn,
+  RELEASE_IN_MIN_SIZE,
+  type ReleaseIn,
+  RENAME2_IN_SIZE,
   RENAME_EXCHANGE,
-  S_IFMT,
+  RENAME_IN_SIZE,
+  type RenameIn,
   SETATTR_IN_SIZE,
+  type SetattrIn,
+  SETXATTR_IN_SIZE,
+  type SetxattrIn,
   STATFS_OUT_SIZE,
+  WRITE_IN_SIZE,
+  WRITE_OUT_SIZE,
+  type WriteIn,
   XATTR_SIZE_MAX,
 } from "./abi.ts";
 import type { Device, RequestBuffer } from "./device.ts";
 import { Errno, errnoOf } from "./errno.ts";
 import type {
+  AttrResult,
+  Created,
+  DirEntry,
   Entry,
   FileSystem,
   InitInfo,
@@ -81,6 +167,7 @@ import type {
   StatFs,
 } from "./filesystem.ts";
 import { type NodeImpl, NodeTable } from "./nodes.ts";
+import { NoXattrs } from "./no_xattrs.ts";
 
 const MiB = 1024 * 1024;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -108,55 +195,119 @@ export function requestBufferSize(options: SessionOptions): number {
 
 /** One request in flight; it is also the `RequestContext` given to the implementation. */
 class Request implements RequestContext {
-  readonly unique: bigint;
-  readonly opcode: number;
-  readonly nodeId: bigint;
-  readonly uid: number;
-  readonly gid: number;
-  readonly pid: number;
+  len = 0;
+  opcode = 0;
+  unique = 0n;
+  nodeId = 0n;
+  uid = 0;
+  gid = 0;
+  pid = 0;
   /** The read buffer (valid until released) and the body's place in it. */
-  bytes: Uint8Array;
-  view: DataView;
-  readonly bodyOffset: number;
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly bodyOffset = IN_HEADER_SIZE;
   readonly bodyLength: number;
+  // Filled by the preamble (`Session.#prepare`) from the op's record.
+  node: NodeImpl | undefined = undefined;
+  /** The second node some ops name in their body (new parent, link source, copy target). */
+  node2: NodeImpl | undefined = undefined;
+  /** The decoded fixed part (the op's decoder's type). */
+  input: unknown = undefined;
+  name = "";
+  /** The second name (rename's new name, symlink's target). */
+  name2 = "";
+  /** Body offset just after the last name's NUL. */
+  namesEnd = 0;
   replied = false;
   #controller: AbortController | undefined;
   #interrupted = false;
 
-  constructor(
-    bytes: Uint8Array,
-    view: DataView,
-    length: number,
-    opcode: number,
-    unique: bigint,
-  ) {
+  constructor(bytes: Uint8Array, view: DataView, length: number) {
     this.bytes = bytes;
     this.view = view;
-    this.opcode = opcode;
-    this.unique = unique;
-    this.nodeId = view.getBigUint64(16, true);
-    this.uid = view.getUint32(24, true);
-    this.gid = view.getUint32(28, true);
-    this.pid = view.getUint32(32, true);
-    this.bodyOffset = IN_HEADER_SIZE;
     this.bodyLength = length - IN_HEADER_SIZE;
+    decodeInHeader(view, this);
   }
 
   get signal(): AbortSignal {
     if (!this.#controller) {
       this.#controller = new AbortController();
-      if (this.#interrupted) this.#controller.abort(new Errno(4, "EINTR"));
+      if (this.#interrupted) this.#controller.abort(errnoOf(ERRNO.EINTR));
     }
     return this.#controller.signal;
   }
 
   interrupt(): void {
     this.#interrupted = true;
-    this.#controller?.abort(new Errno(4, "EINTR"));
+    this.#controller?.abort(errnoOf(ERRNO.EINTR));
   }
 }
 
-type Handler = (req: Request) => void | Promise<void>;
+/** How the names after an op's fixed part are read. */
+const Names = {
+  NONE: 0,
+  /** One file name (validated: 1..NAME_MAX bytes, not "." or "..", no "/"). */
+  FILE: 1,
+  /** Two file names (rename). */
+  FILE_PAIR: 2,
+  /** A file name, then a symlink target (not validated as a name). */
+  FILE_TARGET: 3,
+  /** An xattr name (not validated as a file name). */
+  XATTR: 4,
+} as const;
+type NameSpec = typeof Names[keyof typeof Names];
+
+/** How the preamble looks up the request's node. */
+const NodeUse = {
+  /** ENOENT when unknown. */
+  REQUIRED: 0,
+  /** Looked up, may be missing (RELEASE of a forgotten node still drops its handle). */
+  OPTIONAL: 1,
+  /** Not a node request (INIT, DESTROY). */
+  NONE: 2,
+} as const;
+type NodeUseSpec = typeof NodeUse[keyof typeof NodeUse];
+
+/** A handler: starts the operation; the request carries the preamble's results. */
+type Handler<I> = (s: Session, req: Request, input: I) => void | Promise<void>;
+
+/** One record of the dispatch table. */
+interface Op {
+  /** Smallest body: the fixed part (a named *_IN_SIZE constant); names follow it. */
+  readonly min: number;
+  readonly names: NameSpec;
+  readonly node: NodeUseSpec;
+  /** Decodes the fixed part (an errno for bad input); none when the body is only names. */
+  readonly decode: Decoder<unknown> | undefined;
+  /** The id of a second node the body names (ENOENT when unknown). */
+  readonly node2: ((input: never) => bigint) | undefined;
+  /** The FileSystem method called: ENOSYS when the filesystem lacks it. */
+  readonly method: keyof FileSystem | undefined;
+  readonly run: Handler<never>;
+}
+
+function op<I = undefined>(record: {
+  min?: number;
+  names?: NameSpec;
+  node?: NodeUseSpec;
+  decode?: Decoder<I>;
+  node2?: (input: I) => bigint;
+  method?: keyof FileSystem;
+  run: Handler<I>;
+}): Op {
+  return {
+    min: record.min ?? 0,
+    names: record.names ?? Names.NONE,
+    node: record.node ?? NodeUse.REQUIRED,
+    decode: record.decode,
+    node2: record.node2,
+    method: record.method,
+    run: record.run,
+  };
+}
+
+/** Sends the value of a completed operation (the request carries the context). */
+type Reply<T> = (s: Session, req: Request, value: T) => void;
 
 const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -184,7 +335,10 @@ export class Session<H = unknown> {
   #inflight = new Map<bigint, Request>();
   #handles = new Map<bigint, H>();
   #nextHandle = 1n;
-  #table: (Handler | undefined)[] = [];
+  /** 1 at the opcodes whose method the filesystem lacks (looked up once, at construction). */
+  #lacks: Uint8Array;
+  /** The no-xattrs shortcut; none when tracing (the trace then shows every request). */
+  #noXattrs: NoXattrs | undefined;
   #initialized = false;
   /** Applied to open flags given to the implementation (drops O_APPEND in writeback mode). */
   #openFlagMask = ~0;
@@ -210,6 +364,11 @@ export class Session<H = unknown> {
     this.#maxBackground = Math.max(1, Math.min(65535, options.maxBackground ?? 64));
     this.#scratch = new Uint8Array(64 * 1024);
     this.#scratchView = new DataView(this.#scratch.buffer);
+    this.#noXattrs = this.#debug ? undefined : new NoXattrs();
+    this.#lacks = new Uint8Array(Session.#OPS.length);
+    for (const [opcode, record] of Session.#OPS.entries()) {
+      if (record?.method !== undefined && fs[record.method] === undefined) this.#lacks[opcode] = 1;
+    }
     this.nodes = new NodeTable();
     this.ready = new Promise<void>((resolve, reject) => {
       this.#readyResolve = resolve;
@@ -217,7 +376,6 @@ export class Session<H = unknown> {
     });
     this.ready.catch(() => {});
     this.closed = new Promise<void>((resolve) => this.#closedResolve = resolve);
-    this.#buildTable();
   }
 
   /** Number of requests being handled. */
@@ -235,6 +393,7 @@ export class Session<H = unknown> {
         if (code !== ERRNO.ENODEV) this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}`);
         this.#finish();
       },
+      filter: this.#noXattrs?.filter,
     });
   }
 
@@ -265,71 +424,120 @@ export class Session<H = unknown> {
   dispatch(buf: RequestBuffer, length: number): void {
     let req: Request | undefined;
     try {
-      const view = buf.view;
       if (length < IN_HEADER_SIZE || length > buf.bytes.length) {
         this.#log.warn(`FUSE: dropped a ${length}-byte request (shorter than its header)`);
         buf.release();
         return;
       }
-      const len = view.getUint32(0, true);
-      const opcode = view.getUint32(4, true);
-      const unique = view.getBigUint64(8, true);
-      req = new Request(buf.bytes, view, length, opcode, unique);
+      req = new Request(buf.bytes, buf.view, length);
+      const opcode = req.opcode;
       if (this.#debug) {
         this.#log.debug(
-          `rx ${unique} ${
+          `rx ${req.unique} ${
             opcodeName(opcode)
           } node=${req.nodeId} len=${length} uid=${req.uid} pid=${req.pid}`,
         );
       }
-      if (len !== length) {
-        this.#log.warn(`FUSE: request ${unique} says ${len} bytes but has ${length}`);
+      if (req.len !== length) {
+        this.#log.warn(`FUSE: request ${req.unique} says ${req.len} bytes but has ${length}`);
         this.#replyError(req, ERRNO.EINVAL);
-        buf.release();
-        return;
-      }
-      if (opcode === Opcode.FORGET || opcode === Opcode.BATCH_FORGET) {
+      } else if (opcode === Opcode.FORGET || opcode === Opcode.BATCH_FORGET) {
         this.#forget(req);
-        buf.release();
-        return;
-      }
-      if (opcode === Opcode.INTERRUPT) {
+      } else if (opcode === Opcode.INTERRUPT) {
         this.#interrupt(req);
-        buf.release();
-        return;
-      }
-      if (opcode === Opcode.NOTIFY_REPLY) {
-        buf.release();
-        return;
-      }
-      if (!this.#initialized && opcode !== Opcode.INIT) {
+      } else if (opcode === Opcode.NOTIFY_REPLY) {
+        // Answers to notifications the layer never sends (RETRIEVE).
+      } else if (!this.#initialized && opcode !== Opcode.INIT) {
         this.#replyError(req, ERRNO.EIO);
-        buf.release();
-        return;
-      }
-      const handler = this.#table[opcode];
-      if (!handler) {
-        this.#replyError(req, ERRNO.ENOSYS);
-        buf.release();
-        return;
-      }
-      this.#inflight.set(unique, req);
-      const r = req;
-      let pending: void | Promise<void> = undefined;
-      try {
-        pending = handler(req);
-      } catch (error) {
-        this.#fail(req, error);
+      } else {
+        const record = Session.#OPS[opcode];
+        const e = record === undefined ? ERRNO.ENOSYS : this.#prepare(record, req);
+        if (e !== 0) {
+          this.#replyError(req, e);
+        } else {
+          this.#inflight.set(req.unique, req);
+          this.#run(record!, req);
+        }
       }
       // Handlers decode (and copy) everything they need synchronously.
       buf.release();
-      if (pending instanceof Promise) pending.catch((error) => this.#fail(r, error));
     } catch (error) {
       // Only a bug in the layer gets here; keep serving.
       this.#log.error(`FUSE: internal error on a request: ${error}`);
       if (req && !req.replied) this.#replyError(req, ERRNO.EIO);
       buf.release();
     }
+  }
+
+  /** The preamble every op shares; 0, or the errno to answer. */
+  #prepare(record: Op, req: Request): number {
+    if (record.node !== NodeUse.NONE) {
+      req.node = this.nodes.get(req.nodeId);
+      if (req.node === undefined && record.node === NodeUse.REQUIRED) return ERRNO.ENOENT;
+    }
+    if (req.bodyLength < record.min) return ERRNO.EINVAL;
+    if (record.decode !== undefined) {
+      const input = record.decode(req.view, req.bodyOffset, req.bodyLength);
+      if (typeof input === "number") return input;
+      req.input = input;
+      if (record.node2 !== undefined) {
+        req.node2 = this.nodes.get((record.node2 as (i: unknown) => bigint)(input));
+        if (req.node2 === undefined) return ERRNO.ENOENT;
+      }
+    }
+    if (record.names !== Names.NONE) {
+      const e = this.#names(req, record.names, record.min);
+      if (e !== 0) return e;
+    }
+    if (this.#lacks[req.opcode] === 1) return ERRNO.ENOSYS;
+    return 0;
+  }
+
+  #run(record: Op, req: Request): void {
+    let pending: void | Promise<void> = undefined;
+    try {
+      pending = (record.run as Handler<unknown>)(this as Session, req, req.input);
+    } catch (error) {
+      this.#fail(req, error);
+    }
+    if (pending instanceof Promise) pending.catch((error) => this.#fail(req, error));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Names
+
+  /** Reads the names at body offset `at` into the request; 0 or an errno. */
+  #names(req: Request, spec: NameSpec, at: number): number {
+    const first = this.#name(req, at, spec !== Names.XATTR);
+    if (typeof first === "number") return first;
+    req.name = first;
+    if (spec === Names.FILE_PAIR || spec === Names.FILE_TARGET) {
+      const second = this.#name(req, req.namesEnd, spec === Names.FILE_PAIR);
+      if (typeof second === "number") return second;
+      req.name2 = second;
+    }
+    return 0;
+  }
+
+  /** The NUL-terminated name at body offset `at` (sets `namesEnd` after its NUL), or an errno. */
+  #name(req: Request, at: number, isFileName: boolean): string | number {
+    const start = req.bodyOffset + at;
+    const end = req.bodyOffset + req.bodyLength;
+    if (start > end) return ERRNO.EINVAL;
+    const nul = req.bytes.indexOf(0, start);
+    if (nul < 0 || nul >= end) return ERRNO.EINVAL;
+    if (isFileName && nul - start > NAME_MAX) return ERRNO.ENAMETOOLONG;
+    let s: string;
+    try {
+      s = utf8.decode(req.bytes.subarray(start, nul));
+    } catch {
+      return ERRNO.EILSEQ;
+    }
+    if (isFileName && (s === "" || s === "." || s === ".." || s.includes("/"))) {
+      return ERRNO.EINVAL;
+    }
+    req.namesEnd = nul + 1 - req.bodyOffset;
+    return s;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -400,55 +608,148 @@ export class Session<H = unknown> {
     return e;
   }
 
-  /** Runs `ok` with the value, or replies with the errno / EIO for a thrown error. */
-  #then<T>(req: Request, result: Result<T>, ok: (value: T) => void): void | Promise<void> {
+  /** Sends `reply(value)`, or the errno / EIO for a thrown error. */
+  #then<T>(req: Request, result: Result<T>, reply: Reply<T>): void | Promise<void> {
     if (result instanceof Promise) {
-      return result.then((v) => this.#settle(req, v, ok), (e) => this.#fail(req, e));
+      return result.then((v) => this.#settle(req, v, reply), (e) => this.#fail(req, e));
     }
-    this.#settle(req, result, ok);
+    this.#settle(req, result, reply);
   }
 
-  #settle<T>(req: Request, value: T | Errno, ok: (value: T) => void): void {
+  #settle<T>(req: Request, value: T | Errno, reply: Reply<T>): void {
     if (value instanceof Errno) {
       this.#replyError(req, value.code);
       return;
     }
     try {
-      ok(value);
+      reply(this as Session, req, value);
     } catch (error) {
       this.#fail(req, error);
     }
   }
 
   // -------------------------------------------------------------------------------------------
-  // Decoding helpers (all return an errno number on bad input)
+  // Reply encoders shared by the table's handlers (static: no closure per request)
 
-  #node(req: Request, nodeId: bigint = req.nodeId): NodeImpl | number {
-    return this.nodes.get(nodeId) ?? ERRNO.ENOENT;
+  static #empty(s: Session, req: Request): void {
+    s.#replyScratch(req, 0);
   }
 
-  /** A NUL-terminated name at body offset `at`; returns [name, offset after NUL] or an errno. */
-  #name(req: Request, at: number, isName = true): [string, number] | number {
-    const start = req.bodyOffset + at;
-    const end = req.bodyOffset + req.bodyLength;
-    if (start > end) return ERRNO.EINVAL;
-    const nul = req.bytes.indexOf(0, start);
-    if (nul < 0 || nul >= end) return ERRNO.EINVAL;
-    if (isName && nul - start > NAME_MAX) return ERRNO.ENAMETOOLONG;
-    let s: string;
-    try {
-      s = utf8.decode(req.bytes.subarray(start, nul));
-    } catch {
-      return ERRNO.EILSEQ;
+  static #entry(s: Session, req: Request, entry: Entry): void {
+    const node = s.#encodeEntry(req.node!, req.name, entry, 0);
+    s.#sendEntry(req, node, ENTRY_OUT_SIZE);
+  }
+
+  static #attr(s: Session, req: Request, a: AttrResult): void {
+    const timeout = a.timeout ?? s.#attrTimeout;
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
+    encodeAttrOut(sv, OUT_HEADER_SIZE, timeout, a.attr);
+    req.node!.ino = a.attr.ino;
+    if (a.noXattrs) s.#noXattrs?.mark(req.node!.nodeId, timeout);
+    s.#replyScratch(req, ATTR_OUT_SIZE);
+  }
+
+  static #setattrDone(s: Session, req: Request, a: AttrResult): void {
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
+    encodeAttrOut(sv, OUT_HEADER_SIZE, a.timeout ?? s.#attrTimeout, a.attr);
+    s.#replyScratch(req, ATTR_OUT_SIZE);
+  }
+
+  static #removed(s: Session, req: Request): void {
+    s.nodes.removeName(req.node!, req.name);
+    s.#replyScratch(req, 0);
+  }
+
+  static #renamed(s: Session, req: Request): void {
+    const exchange = ((req.input as RenameIn).flags & RENAME_EXCHANGE) !== 0;
+    s.nodes.rename(req.node!, req.name, req.node2!, req.name2, exchange);
+    s.#replyScratch(req, 0);
+  }
+
+  static #opened(s: Session, req: Request, o: Opened<unknown>): void {
+    const fh = s.#addHandle(o.handle);
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + OPEN_OUT_SIZE);
+    encodeOpenOut(sv, OUT_HEADER_SIZE, fh, s.#openFlags(o));
+    if (s.#replyScratch(req, OPEN_OUT_SIZE) === ERRNO.ENOENT) s.#handles.delete(fh);
+  }
+
+  static #openedNoHandle(s: Session, req: Request): void {
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + OPEN_OUT_SIZE);
+    encodeOpenOut(sv, OUT_HEADER_SIZE, 0n, 0);
+    s.#replyScratch(req, OPEN_OUT_SIZE);
+  }
+
+  static #created(s: Session, req: Request, c: Created<unknown>): void {
+    const node = s.#encodeEntry(req.node!, req.name, c.entry, OPEN_OUT_SIZE);
+    const fh = s.#addHandle(c.handle);
+    encodeOpenOut(s.#scratchView, OUT_HEADER_SIZE + ENTRY_OUT_SIZE, fh, s.#openFlags(c));
+    if (s.#replyScratch(req, ENTRY_OUT_SIZE + OPEN_OUT_SIZE) === ERRNO.ENOENT) {
+      s.#handles.delete(fh);
+      s.#dropLookup(node);
     }
-    if (isName && (s === "" || s === "." || s === ".." || s.includes("/"))) return ERRNO.EINVAL;
-    return [s, nul + 1 - req.bodyOffset];
   }
 
-  #u64(req: Request, at: number): number {
-    const v = req.view.getBigUint64(req.bodyOffset + at, true);
-    return v > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(v);
+  static #readlinkDone(s: Session, req: Request, target: string): void {
+    s.#replyData(req, utf8Encoder.encode(target));
   }
+
+  static #read(s: Session, req: Request, d: Uint8Array): void {
+    const size = (req.input as ReadIn).size;
+    s.#replyData(req, d.length > size ? d.subarray(0, size) : d);
+  }
+
+  static #count(s: Session, req: Request, n: number, max: number): void {
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + WRITE_OUT_SIZE);
+    encodeWriteOut(sv, OUT_HEADER_SIZE, Math.max(0, Math.min(n, max)));
+    s.#replyScratch(req, WRITE_OUT_SIZE);
+  }
+
+  static #written(s: Session, req: Request, n: number): void {
+    Session.#count(s, req, n, (req.input as WriteIn).size);
+  }
+
+  static #copied(s: Session, req: Request, n: number): void {
+    Session.#count(s, req, n, (req.input as CopyFileRangeIn).length);
+  }
+
+  static #statfs(s: Session, req: Request, st: StatFs): void {
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + STATFS_OUT_SIZE);
+    s.#scratch.fill(0, OUT_HEADER_SIZE, OUT_HEADER_SIZE + STATFS_OUT_SIZE);
+    encodeStatfsOut(sv, OUT_HEADER_SIZE, st);
+    s.#replyScratch(req, STATFS_OUT_SIZE);
+  }
+
+  /** The xattr size protocol: size 0 asks for the length; a smaller buffer is ERANGE. */
+  static #sized(s: Session, req: Request, data: Uint8Array): void {
+    if (data.length > XATTR_SIZE_MAX) return s.#replyError(req, ERRNO.E2BIG);
+    const size = (req.input as GetxattrIn).size;
+    if (size === 0) {
+      const sv = s.#scratchFor(OUT_HEADER_SIZE + GETXATTR_OUT_SIZE);
+      encodeGetxattrOut(sv, OUT_HEADER_SIZE, data.length);
+      s.#replyScratch(req, GETXATTR_OUT_SIZE);
+    } else if (data.length > size) {
+      s.#replyError(req, ERRNO.ERANGE);
+    } else {
+      s.#replyData(req, data);
+    }
+  }
+
+  static #xattrNames(s: Session, req: Request, names: string[]): void {
+    Session.#sized(s, req, utf8Encoder.encode(names.map((n) => n + "\0").join("")));
+  }
+
+  static #seeked(s: Session, req: Request, at: number): void {
+    const sv = s.#scratchFor(OUT_HEADER_SIZE + LSEEK_OUT_SIZE);
+    encodeLseekOut(sv, OUT_HEADER_SIZE, at);
+    s.#replyScratch(req, LSEEK_OUT_SIZE);
+  }
+
+  static #dirents(s: Session, req: Request, entries: DirEntry[]): void {
+    s.#replyDirents(req, entries);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Helpers
 
   #handle(fh: bigint): H | undefined {
     return this.#handles.get(fh);
@@ -467,29 +768,23 @@ export class Session<H = unknown> {
   }
 
   /** Encodes an entry reply, records the lookup, sends; undoes the lookup if the kernel gave up. */
-  #encodeEntry(parent: NodeImpl, name: string, entry: Entry, extra = 0): NodeImpl {
+  #encodeEntry(parent: NodeImpl, name: string, entry: Entry, extra: number): NodeImpl {
     const s = this.#scratchFor(OUT_HEADER_SIZE + ENTRY_OUT_SIZE + extra);
     const attr = entry.attr;
+    const attrTimeout = entry.attrTimeout ?? this.#attrTimeout;
     encodeEntryOut(
       s,
       OUT_HEADER_SIZE,
       0n,
       entry.generation ?? 0,
       entry.entryTimeout ?? this.#entryTimeout,
-      entry.attrTimeout ?? this.#attrTimeout,
+      attrTimeout,
       attr,
     );
     const node = this.nodes.enter(parent, name, entry.key ?? String(attr.ino), attr.ino, attr.mode);
-    s.setBigUint64(OUT_HEADER_SIZE, node.nodeId, true);
-    if (entry.noXattrs) this.#quickNoXattrs(node.nodeId, entry.attrTimeout ?? this.#attrTimeout);
+    encodeEntryNodeId(s, OUT_HEADER_SIZE, node.nodeId);
+    if (entry.noXattrs) this.#noXattrs?.mark(node.nodeId, attrTimeout);
     return node;
-  }
-
-  /** Lets the reader answer GETXATTR on `nodeId` for `seconds` (0: stop); not when tracing. */
-  #quickNoXattrs(nodeId: bigint, seconds: number): void {
-    if (this.#debug || !this.#device.quickNoXattrs) return;
-    if (seconds > 0) this.#device.quickNoXattrs(nodeId, Date.now() + seconds * 1000);
-    else this.#device.quickNoXattrs(nodeId, 0);
   }
 
   #sendEntry(req: Request, node: NodeImpl, bodyLength: number): void {
@@ -512,9 +807,8 @@ export class Session<H = unknown> {
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
     encodeOutHeader(v, total, NotifyCode.INVAL_ENTRY, 0n);
-    v.setBigUint64(16, parent.nodeId, true);
-    v.setUint32(24, nameBytes.length, true);
-    buf.set(nameBytes, 32);
+    encodeNotifyInvalEntry(v, OUT_HEADER_SIZE, parent.nodeId, nameBytes.length);
+    buf.set(nameBytes, OUT_HEADER_SIZE + NOTIFY_INVAL_ENTRY_SIZE);
     return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
   }
 
@@ -524,9 +818,7 @@ export class Session<H = unknown> {
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
     encodeOutHeader(v, total, NotifyCode.INVAL_INODE, 0n);
-    v.setBigUint64(16, node.nodeId, true);
-    v.setBigInt64(24, BigInt(offset), true);
-    v.setBigInt64(32, BigInt(length), true);
+    encodeNotifyInvalInode(v, OUT_HEADER_SIZE, node.nodeId, offset, length);
     return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
   }
 
@@ -534,21 +826,20 @@ export class Session<H = unknown> {
   // Requests without replies
 
   #forget(req: Request): void {
-    const v = req.view;
-    const o = req.bodyOffset;
+    const v = req.view, o = req.bodyOffset, n = req.bodyLength;
     if (req.opcode === Opcode.FORGET) {
-      if (req.bodyLength < 8) return;
-      const n = v.getBigUint64(o, true);
-      this.#forgetOne(req.nodeId, n);
+      const count = decodeForgetIn(v, o, n);
+      if (count !== undefined) this.#forgetOne(req.nodeId, count);
       return;
     }
-    if (req.bodyLength < 8) return;
-    const count = v.getUint32(o, true);
-    const max = Math.floor((req.bodyLength - 8) / 16);
-    if (count > max) this.#log.warn(`FUSE: BATCH_FORGET claims ${count} entries, has ${max}`);
-    for (let i = 0; i < Math.min(count, max); i++) {
-      const at = o + 8 + i * 16;
-      this.#forgetOne(v.getBigUint64(at, true), v.getBigUint64(at + 8, true));
+    const batch = decodeBatchForgetIn(v, o, n);
+    if (batch === undefined) return;
+    if (batch.claimed > batch.present) {
+      this.#log.warn(`FUSE: BATCH_FORGET claims ${batch.claimed} entries, has ${batch.present}`);
+    }
+    const count = Math.min(batch.claimed, batch.present);
+    for (let i = 0; i < count; i++) {
+      this.#forgetOne(forgetOneNodeId(v, o, i), forgetOneCount(v, o, i));
     }
   }
 
@@ -565,30 +856,26 @@ export class Session<H = unknown> {
   }
 
   #interrupt(req: Request): void {
-    if (req.bodyLength < 8) return;
-    const target = req.view.getBigUint64(req.bodyOffset, true);
+    const target = decodeInterruptIn(req.view, req.bodyOffset, req.bodyLength);
+    if (target === undefined) return;
     const victim = this.#inflight.get(target);
     if (victim) {
       victim.interrupt();
       return;
     }
     // Not (yet) seen: EAGAIN makes the kernel queue the interrupt again.
-    this.#inflight.delete(req.unique);
     if (!this.#ended) this.#replyError(req, ERRNO.EAGAIN);
   }
 
   // -------------------------------------------------------------------------------------------
   // INIT
 
-  async #init(req: Request): Promise<void> {
-    const init = decodeInitIn(req.view, req.bodyOffset, req.bodyLength);
-    if (!init) return this.#replyError(req, ERRNO.EINVAL);
+  async #init(req: Request, init: InitIn): Promise<void> {
     if (init.major > FUSE_KERNEL_VERSION) {
       // The kernel retries with our major version after this short reply.
-      const s = this.#scratchFor(OUT_HEADER_SIZE + 8);
-      s.setUint32(OUT_HEADER_SIZE, FUSE_KERNEL_VERSION, true);
-      s.setUint32(OUT_HEADER_SIZE + 4, FUSE_KERNEL_MINOR_VERSION, true);
-      this.#replyScratch(req, 8);
+      const s = this.#scratchFor(OUT_HEADER_SIZE + INIT_VERSION_OUT_SIZE);
+      encodeInitVersionOut(s, OUT_HEADER_SIZE, FUSE_KERNEL_VERSION, FUSE_KERNEL_MINOR_VERSION);
+      this.#replyScratch(req, INIT_VERSION_OUT_SIZE);
       return;
     }
     if (init.major < FUSE_KERNEL_VERSION || init.minor < FUSE_MIN_KERNEL_MINOR) {
@@ -626,8 +913,8 @@ export class Session<H = unknown> {
       this.#readyReject(new Error(`filesystem init failed: ${error}`));
       return;
     }
-    const s = this.#scratchFor(OUT_HEADER_SIZE + 64);
-    this.#scratch.fill(0, OUT_HEADER_SIZE, OUT_HEADER_SIZE + 64);
+    const s = this.#scratchFor(OUT_HEADER_SIZE + INIT_OUT_SIZE);
+    this.#scratch.fill(0, OUT_HEADER_SIZE, OUT_HEADER_SIZE + INIT_OUT_SIZE);
     encodeInitOut(s, OUT_HEADER_SIZE, {
       major: FUSE_KERNEL_VERSION,
       minor: this.#proto,
@@ -640,7 +927,7 @@ export class Session<H = unknown> {
       maxPages: Math.ceil(this.#maxWrite / 4096),
     });
     this.#initialized = true;
-    const e = this.#replyScratch(req, 64);
+    const e = this.#replyScratch(req, INIT_OUT_SIZE);
     if (e !== 0) {
       this.#readyReject(new Error(`INIT reply failed: ${errnoOf(e).name}`));
       return;
@@ -654,541 +941,321 @@ export class Session<H = unknown> {
   }
 
   // -------------------------------------------------------------------------------------------
-  // The dispatch table
+  // The dispatch table: opcode → record (preamble parameters and handler)
 
-  #buildTable(): void {
-    const t = this.#table;
-    const fs = this.#fs;
-    t[Opcode.INIT] = (req) => this.#init(req);
-    t[Opcode.DESTROY] = async (req) => {
-      await this.#destroy();
-      this.#replyScratch(req, 0);
+  static #ops(): (Op | undefined)[] {
+    const t: (Op | undefined)[] = [];
+    t[Opcode.INIT] = op<InitIn>({
+      min: INIT_IN_MIN_SIZE,
+      node: NodeUse.NONE,
+      decode: decodeInitIn,
+      run: (s, req, init) => s.#init(req, init),
+    });
+    t[Opcode.DESTROY] = op({
+      node: NodeUse.NONE,
+      run: async (s, req) => {
+        await s.#destroy();
+        s.#replyScratch(req, 0);
+      },
+    });
+    t[Opcode.LOOKUP] = op({
+      names: Names.FILE,
+      method: "lookup",
+      run: (s, req) => {
+        const result = s.#fs.lookup!(req, req.node!, req.name);
+        if (!(result instanceof Promise)) return s.#lookupDone(req, result);
+        return result.then((v) => s.#lookupDone(req, v), (e) => s.#fail(req, e));
+      },
+    });
+    t[Opcode.GETATTR] = op<GetattrIn>({
+      min: GETATTR_IN_SIZE,
+      decode: decodeGetattrIn,
+      method: "getattr",
+      run: (s, req, { flags, fh }) => {
+        const handle = (flags & FUSE_GETATTR_FH) !== 0 ? s.#handle(fh) : undefined;
+        return s.#then(req, s.#fs.getattr!(req, req.node!, handle), Session.#attr);
+      },
+    });
+    t[Opcode.SETATTR] = op<SetattrIn>({
+      min: SETATTR_IN_SIZE,
+      decode: decodeSetattrIn,
+      method: "setattr",
+      run: (s, req, inp) => {
+        const handle = (inp.valid & FATTR_FH) !== 0 ? s.#handle(inp.fh) : undefined;
+        const r = s.#fs.setattr!(req, req.node!, setAttrChanges(inp), handle);
+        return s.#then(req, r, Session.#setattrDone);
+      },
+    });
+    t[Opcode.READLINK] = op({
+      method: "readlink",
+      run: (s, req) => s.#then(req, s.#fs.readlink!(req, req.node!), Session.#readlinkDone),
+    });
+    t[Opcode.SYMLINK] = op({
+      names: Names.FILE_TARGET,
+      method: "symlink",
+      run: (s, req) =>
+        s.#then(req, s.#fs.symlink!(req, req.node!, req.name, req.name2), Session.#entry),
+    });
+    t[Opcode.MKNOD] = op<MknodIn>({
+      min: MKNOD_IN_SIZE,
+      names: Names.FILE,
+      decode: decodeMknodIn,
+      method: "mknod",
+      run: (s, req, { mode, rdev, umask }) =>
+        s.#then(req, s.#fs.mknod!(req, req.node!, req.name, mode, rdev, umask), Session.#entry),
+    });
+    t[Opcode.MKDIR] = op<MkdirIn>({
+      min: MKDIR_IN_SIZE,
+      names: Names.FILE,
+      decode: decodeMkdirIn,
+      method: "mkdir",
+      run: (s, req, { mode, umask }) =>
+        s.#then(req, s.#fs.mkdir!(req, req.node!, req.name, mode, umask), Session.#entry),
+    });
+    t[Opcode.UNLINK] = op({
+      names: Names.FILE,
+      method: "unlink",
+      run: (s, req) => s.#then(req, s.#fs.unlink!(req, req.node!, req.name), Session.#removed),
+    });
+    t[Opcode.RMDIR] = op({
+      names: Names.FILE,
+      method: "rmdir",
+      run: (s, req) => s.#then(req, s.#fs.rmdir!(req, req.node!, req.name), Session.#removed),
+    });
+    const rename: Handler<RenameIn> = (s, req, { flags }) => {
+      const r = s.#fs.rename!(req, req.node!, req.name, req.node2!, req.name2, flags);
+      return s.#then(req, r, Session.#renamed);
     };
-
-    t[Opcode.LOOKUP] = (req) => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      const nm = this.#name(req, 0);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      const name = nm[0];
-      if (!fs.lookup) return this.#replyError(req, ERRNO.ENOSYS);
-      const result = fs.lookup(req, parent, name);
-      const ok = (entry: Entry) => {
-        const node = this.#encodeEntry(parent, name, entry);
-        this.#sendEntry(req, node, ENTRY_OUT_SIZE);
-      };
-      if (result instanceof Promise) {
-        return result.then(
-          (v) => this.#lookupDone(req, parent, name, v, ok),
-          (e) => this.#fail(req, e),
-        );
-      }
-      this.#lookupDone(req, parent, name, result, ok);
-    };
-
-    t[Opcode.GETATTR] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 16) return this.#replyError(req, ERRNO.EINVAL);
-      const flags = req.view.getUint32(req.bodyOffset, true);
-      const handle = (flags & FUSE_GETATTR_FH) !== 0
-        ? this.#handle(req.view.getBigUint64(req.bodyOffset + 8, true))
-        : undefined;
-      if (!fs.getattr) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.getattr(req, node, handle), (a) => {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
-        encodeAttrOut(s, OUT_HEADER_SIZE, a.timeout ?? this.#attrTimeout, a.attr);
-        node.ino = a.attr.ino;
-        if (a.noXattrs) this.#quickNoXattrs(node.nodeId, a.timeout ?? this.#attrTimeout);
-        this.#replyScratch(req, ATTR_OUT_SIZE);
-      });
-    };
-
-    t[Opcode.SETATTR] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      const inp = decodeSetattrIn(req.view, req.bodyOffset, req.bodyLength);
-      if (!inp || req.bodyLength < SETATTR_IN_SIZE) return this.#replyError(req, ERRNO.EINVAL);
-      const c: SetAttrChanges = {};
-      const v = inp.valid;
-      if (v & FATTR_MODE) c.mode = inp.mode & 0o7777;
-      if (v & FATTR_UID) c.uid = inp.uid;
-      if (v & FATTR_GID) c.gid = inp.gid;
-      if (v & FATTR_SIZE) {
-        if (inp.size > BigInt(Number.MAX_SAFE_INTEGER)) {
-          return this.#replyError(req, 27 /* EFBIG */);
-        }
-        c.size = Number(inp.size);
-      }
-      if (v & FATTR_ATIME_NOW) c.atime = "now";
-      else if (v & FATTR_ATIME) {
-        c.atime = { sec: Number(BigInt.asIntN(64, inp.atime)), nsec: inp.atimensec };
-      }
-      if (v & FATTR_MTIME_NOW) c.mtime = "now";
-      else if (v & FATTR_MTIME) {
-        c.mtime = { sec: Number(BigInt.asIntN(64, inp.mtime)), nsec: inp.mtimensec };
-      }
-      if (v & FATTR_CTIME) {
-        c.ctime = { sec: Number(BigInt.asIntN(64, inp.ctime)), nsec: inp.ctimensec };
-      }
-      if (v & FATTR_KILL_SUIDGID) c.killSuidgid = true;
-      const handle = (v & FATTR_FH) !== 0 ? this.#handle(inp.fh) : undefined;
-      if (!fs.setattr) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.setattr(req, node, c, handle), (a) => {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
-        encodeAttrOut(s, OUT_HEADER_SIZE, a.timeout ?? this.#attrTimeout, a.attr);
-        this.#replyScratch(req, ATTR_OUT_SIZE);
-      });
-    };
-
-    t[Opcode.READLINK] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (!fs.readlink) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.readlink(req, node), (target) => {
-        this.#replyData(req, utf8Encoder.encode(target));
-      });
-    };
-
-    const entryOp = (
-      req: Request,
-      parent: NodeImpl,
-      name: string,
-      result: Result<Entry>,
-    ): void | Promise<void> =>
-      this.#then(req, result, (entry) => {
-        const node = this.#encodeEntry(parent, name, entry);
-        this.#sendEntry(req, node, ENTRY_OUT_SIZE);
-      });
-
-    t[Opcode.SYMLINK] = (req) => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      const nm = this.#name(req, 0);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      const tg = this.#name(req, nm[1], false);
-      if (typeof tg === "number") return this.#replyError(req, tg);
-      if (!fs.symlink) return this.#replyError(req, ERRNO.ENOSYS);
-      return entryOp(req, parent, nm[0], fs.symlink(req, parent, nm[0], tg[0]));
-    };
-
-    t[Opcode.MKNOD] = (req) => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      if (req.bodyLength < 16) return this.#replyError(req, ERRNO.EINVAL);
-      const v = req.view, o = req.bodyOffset;
-      const nm = this.#name(req, 16);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (!fs.mknod) return this.#replyError(req, ERRNO.ENOSYS);
-      return entryOp(
-        req,
-        parent,
-        nm[0],
-        fs.mknod(
+    t[Opcode.RENAME] = op<RenameIn>({
+      min: RENAME_IN_SIZE,
+      names: Names.FILE_PAIR,
+      decode: decodeRenameIn,
+      node2: (i) => i.newDir,
+      method: "rename",
+      run: rename,
+    });
+    t[Opcode.RENAME2] = op<RenameIn>({
+      min: RENAME2_IN_SIZE,
+      names: Names.FILE_PAIR,
+      decode: decodeRename2In,
+      node2: (i) => i.newDir,
+      method: "rename",
+      run: rename,
+    });
+    t[Opcode.LINK] = op<LinkIn>({
+      min: LINK_IN_SIZE,
+      names: Names.FILE,
+      decode: decodeLinkIn,
+      node2: (i) => i.oldNodeId,
+      method: "link",
+      // The request's node is the new parent; node2 the linked node.
+      run: (s, req) =>
+        s.#then(req, s.#fs.link!(req, req.node2!, req.node!, req.name), Session.#entry),
+    });
+    t[Opcode.OPEN] = op<OpenIn>({
+      min: OPEN_IN_SIZE,
+      decode: decodeOpenIn,
+      method: "open",
+      run: (s, req, { flags }) =>
+        s.#then(req, s.#fs.open!(req, req.node!, flags & s.#openFlagMask), Session.#opened),
+    });
+    t[Opcode.OPENDIR] = op<OpenIn>({
+      min: OPEN_IN_SIZE,
+      decode: decodeOpenIn,
+      // Without opendir: success with no handle (fh 0).
+      run: (s, req, { flags }) => {
+        if (!s.#fs.opendir) return Session.#openedNoHandle(s, req);
+        return s.#then(
           req,
-          parent,
-          nm[0],
-          v.getUint32(o, true),
-          v.getUint32(o + 4, true),
-          v.getUint32(o + 8, true),
-        ),
-      );
-    };
-
-    t[Opcode.MKDIR] = (req) => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const v = req.view, o = req.bodyOffset;
-      const nm = this.#name(req, 8);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (!fs.mkdir) return this.#replyError(req, ERRNO.ENOSYS);
-      return entryOp(
-        req,
-        parent,
-        nm[0],
-        fs.mkdir(req, parent, nm[0], v.getUint32(o, true), v.getUint32(o + 4, true)),
-      );
-    };
-
-    const removeOp = (req: Request, rmdir: boolean): void | Promise<void> => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      const nm = this.#name(req, 0);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      const op = rmdir ? fs.rmdir : fs.unlink;
-      if (!op) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, op.call(fs, req, parent, nm[0]), () => {
-        this.nodes.removeName(parent, nm[0]);
-        this.#replyScratch(req, 0);
-      });
-    };
-    t[Opcode.UNLINK] = (req) => removeOp(req, false);
-    t[Opcode.RMDIR] = (req) => removeOp(req, true);
-
-    const renameOp = (req: Request, v2: boolean): void | Promise<void> => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      const head = v2 ? 16 : 8;
-      if (req.bodyLength < head) return this.#replyError(req, ERRNO.EINVAL);
-      const newDir = req.view.getBigUint64(req.bodyOffset, true);
-      const flags = v2 ? req.view.getUint32(req.bodyOffset + 8, true) : 0;
-      const newParent = this.#node(req, newDir);
-      if (typeof newParent === "number") return this.#replyError(req, newParent);
-      const a = this.#name(req, head);
-      if (typeof a === "number") return this.#replyError(req, a);
-      const b = this.#name(req, a[1]);
-      if (typeof b === "number") return this.#replyError(req, b);
-      if (!fs.rename) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.rename(req, parent, a[0], newParent, b[0], flags), () => {
-        this.nodes.rename(parent, a[0], newParent, b[0], (flags & RENAME_EXCHANGE) !== 0);
-        this.#replyScratch(req, 0);
-      });
-    };
-    t[Opcode.RENAME] = (req) => renameOp(req, false);
-    t[Opcode.RENAME2] = (req) => renameOp(req, true);
-
-    t[Opcode.LINK] = (req) => {
-      const newParent = this.#node(req);
-      if (typeof newParent === "number") return this.#replyError(req, newParent);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const old = this.#node(req, req.view.getBigUint64(req.bodyOffset, true));
-      if (typeof old === "number") return this.#replyError(req, old);
-      const nm = this.#name(req, 8);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (!fs.link) return this.#replyError(req, ERRNO.ENOSYS);
-      return entryOp(req, newParent, nm[0], fs.link(req, old, newParent, nm[0]));
-    };
-
-    const openOp = (req: Request, dir: boolean): void | Promise<void> => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const flags = req.view.getUint32(req.bodyOffset, true) & this.#openFlagMask;
-      const op = dir ? fs.opendir : fs.open;
-      if (!op) {
-        if (!dir) return this.#replyError(req, ERRNO.ENOSYS);
-        const s = this.#scratchFor(OUT_HEADER_SIZE + 16);
-        encodeOpenOut(s, OUT_HEADER_SIZE, 0n, 0);
-        this.#replyScratch(req, 16);
-        return;
-      }
-      return this.#then(req, op.call(fs, req, node, flags), (o) => {
-        const fh = this.#addHandle(o.handle);
-        const s = this.#scratchFor(OUT_HEADER_SIZE + 16);
-        encodeOpenOut(s, OUT_HEADER_SIZE, fh, this.#openFlags(o));
-        if (this.#replyScratch(req, 16) === ERRNO.ENOENT) this.#handles.delete(fh);
-      });
-    };
-    t[Opcode.OPEN] = (req) => openOp(req, false);
-    t[Opcode.OPENDIR] = (req) => openOp(req, true);
-
-    t[Opcode.CREATE] = (req) => {
-      const parent = this.#node(req);
-      if (typeof parent === "number") return this.#replyError(req, parent);
-      if (req.bodyLength < 16) return this.#replyError(req, ERRNO.EINVAL);
-      const v = req.view, o = req.bodyOffset;
-      const nm = this.#name(req, 16);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (!fs.create) return this.#replyError(req, ERRNO.ENOSYS);
-      const r = fs.create(
-        req,
-        parent,
-        nm[0],
-        v.getUint32(o + 4, true),
-        v.getUint32(o, true) & this.#openFlagMask,
-        v.getUint32(o + 8, true),
-      );
-      return this.#then(req, r, (c) => {
-        const node = this.#encodeEntry(parent, nm[0], c.entry, 16);
-        const fh = this.#addHandle(c.handle);
-        encodeOpenOut(this.#scratchView, OUT_HEADER_SIZE + ENTRY_OUT_SIZE, fh, this.#openFlags(c));
-        const e = this.#replyScratch(req, ENTRY_OUT_SIZE + 16);
-        if (e === ERRNO.ENOENT) {
-          this.#handles.delete(fh);
-          this.#dropLookup(node);
+          s.#fs.opendir(req, req.node!, flags & s.#openFlagMask),
+          Session.#opened,
+        );
+      },
+    });
+    t[Opcode.CREATE] = op<CreateIn>({
+      min: CREATE_IN_SIZE,
+      names: Names.FILE,
+      decode: decodeCreateIn,
+      method: "create",
+      run: (s, req, { flags, mode, umask }) => {
+        const r = s.#fs.create!(req, req.node!, req.name, mode, flags & s.#openFlagMask, umask);
+        return s.#then(req, r, Session.#created);
+      },
+    });
+    t[Opcode.READ] = op<ReadIn>({
+      min: READ_IN_MIN_SIZE,
+      decode: decodeReadIn,
+      method: "read",
+      run: (s, req, { fh, offset, size }) => {
+        const r = s.#fs.read!(req, req.node!, s.#handle(fh), offset, Math.min(size, 64 * MiB));
+        return s.#then(req, r, Session.#read);
+      },
+    });
+    t[Opcode.WRITE] = op<WriteIn>({
+      min: WRITE_IN_SIZE,
+      decode: decodeWriteIn,
+      method: "write",
+      run: (s, req, inp) => {
+        // A copy: the request buffer is reused at once (and is shared memory).
+        const at = req.bodyOffset + WRITE_IN_SIZE;
+        const data = req.bytes.slice(at, at + inp.size);
+        const info = {
+          writeFlags: inp.writeFlags,
+          lockOwner: inp.lockOwner,
+          flags: inp.flags & s.#openFlagMask,
+        };
+        const r = s.#fs.write!(req, req.node!, s.#handle(inp.fh), inp.offset, data, info);
+        return s.#then(req, r, Session.#written);
+      },
+    });
+    t[Opcode.STATFS] = op({
+      // Without statfs, like libfuse: an empty filesystem rather than an error (df works).
+      run: (s, req) =>
+        s.#then(req, s.#fs.statfs?.(req, req.node!) ?? EMPTY_STATFS, Session.#statfs),
+    });
+    t[Opcode.RELEASE] = op<ReleaseIn>({
+      min: RELEASE_IN_MIN_SIZE,
+      node: NodeUse.OPTIONAL,
+      decode: decodeReleaseIn,
+      run: (s, req, inp) => s.#release(req, inp, false),
+    });
+    t[Opcode.RELEASEDIR] = op<ReleaseIn>({
+      min: RELEASE_IN_MIN_SIZE,
+      node: NodeUse.OPTIONAL,
+      decode: decodeReleaseIn,
+      run: (s, req, inp) => s.#release(req, inp, true),
+    });
+    t[Opcode.FSYNC] = op<FsyncIn>({
+      min: FSYNC_IN_SIZE,
+      decode: decodeFsyncIn,
+      method: "fsync",
+      run: (s, req, { fh, datasync }) =>
+        s.#then(req, s.#fs.fsync!(req, req.node!, s.#handle(fh), datasync), Session.#empty),
+    });
+    t[Opcode.FSYNCDIR] = op<FsyncIn>({
+      min: FSYNC_IN_SIZE,
+      decode: decodeFsyncIn,
+      method: "fsyncdir",
+      run: (s, req, { fh, datasync }) =>
+        s.#then(req, s.#fs.fsyncdir!(req, req.node!, s.#handle(fh), datasync), Session.#empty),
+    });
+    t[Opcode.FLUSH] = op<FlushIn>({
+      min: FLUSH_IN_SIZE,
+      decode: decodeFlushIn,
+      method: "flush",
+      run: (s, req, { fh, lockOwner }) =>
+        s.#then(req, s.#fs.flush!(req, req.node!, s.#handle(fh), lockOwner), Session.#empty),
+    });
+    t[Opcode.SETXATTR] = op<SetxattrIn>({
+      min: SETXATTR_IN_SIZE,
+      names: Names.XATTR,
+      decode: decodeSetxattrIn,
+      method: "setxattr",
+      run: (s, req, { size, flags }) => {
+        if (req.name === "" || req.name.length > NAME_MAX) return s.#replyError(req, ERRNO.ERANGE);
+        if (size > XATTR_SIZE_MAX || req.namesEnd + size > req.bodyLength) {
+          return s.#replyError(req, ERRNO.E2BIG);
         }
-      });
+        const start = req.bodyOffset + req.namesEnd;
+        const value = req.bytes.slice(start, start + size);
+        s.#noXattrs?.mark(req.node!.nodeId, 0);
+        return s.#then(
+          req,
+          s.#fs.setxattr!(req, req.node!, req.name, value, flags),
+          Session.#empty,
+        );
+      },
+    });
+    t[Opcode.GETXATTR] = op<GetxattrIn>({
+      min: GETXATTR_IN_SIZE,
+      names: Names.XATTR,
+      decode: decodeGetxattrIn,
+      method: "getxattr",
+      run: (s, req) => s.#then(req, s.#fs.getxattr!(req, req.node!, req.name), Session.#sized),
+    });
+    t[Opcode.LISTXATTR] = op<GetxattrIn>({
+      min: GETXATTR_IN_SIZE,
+      decode: decodeGetxattrIn,
+      method: "listxattr",
+      run: (s, req) => s.#then(req, s.#fs.listxattr!(req, req.node!), Session.#xattrNames),
+    });
+    t[Opcode.REMOVEXATTR] = op({
+      names: Names.XATTR,
+      method: "removexattr",
+      run: (s, req) => {
+        s.#noXattrs?.mark(req.node!.nodeId, 0);
+        return s.#then(req, s.#fs.removexattr!(req, req.node!, req.name), Session.#empty);
+      },
+    });
+    const readdir = (plus: boolean): Handler<ReadIn> => (s, req, { fh, offset }) => {
+      const r = s.#fs.readdir!(req, req.node!, s.#handle(fh), offset, plus);
+      return s.#then(req, r, Session.#dirents);
     };
-
-    t[Opcode.READ] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 24) return this.#replyError(req, ERRNO.EINVAL);
-      const fh = req.view.getBigUint64(req.bodyOffset, true);
-      const offset = this.#u64(req, 8);
-      const size = req.view.getUint32(req.bodyOffset + 16, true);
-      if (offset < 0) return this.#replyError(req, ERRNO.EINVAL);
-      if (!fs.read) return this.#replyError(req, ERRNO.ENOSYS);
-      const handle = this.#handle(fh) as H;
-      return this.#then(req, fs.read(req, node, handle, offset, Math.min(size, 64 * MiB)), (d) => {
-        this.#replyData(req, d.length > size ? d.subarray(0, size) : d);
-      });
-    };
-
-    t[Opcode.WRITE] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 40) return this.#replyError(req, ERRNO.EINVAL);
-      const v = req.view, o = req.bodyOffset;
-      const fh = v.getBigUint64(o, true);
-      const offset = this.#u64(req, 8);
-      const size = v.getUint32(o + 16, true);
-      if (offset < 0) return this.#replyError(req, 27 /* EFBIG */);
-      if (size > req.bodyLength - 40) return this.#replyError(req, ERRNO.EINVAL);
-      if (!fs.write) return this.#replyError(req, ERRNO.ENOSYS);
-      // A copy: the request buffer is reused at once (and is shared memory).
-      const data = req.bytes.slice(o + 40, o + 40 + size);
-      const info = {
-        writeFlags: v.getUint32(o + 20, true),
-        lockOwner: v.getBigUint64(o + 24, true),
-        flags: v.getUint32(o + 32, true) & this.#openFlagMask,
-      };
-      const handle = this.#handle(fh) as H;
-      const r = fs.write(req, node, handle, offset, data, info);
-      return this.#then(req, r, (n) => {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + 8);
-        s.setUint32(OUT_HEADER_SIZE, Math.max(0, Math.min(n, size)), true);
-        s.setUint32(OUT_HEADER_SIZE + 4, 0, true);
-        this.#replyScratch(req, 8);
-      });
-    };
-
-    t[Opcode.STATFS] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      const send = (st: StatFs) => {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + STATFS_OUT_SIZE);
-        this.#scratch.fill(0, OUT_HEADER_SIZE, OUT_HEADER_SIZE + STATFS_OUT_SIZE);
-        encodeStatfsOut(s, OUT_HEADER_SIZE, st);
-        this.#replyScratch(req, STATFS_OUT_SIZE);
-      };
-      if (!fs.statfs) {
-        // Like libfuse: an empty filesystem rather than an error, so df(1) works.
-        return send({
-          blocks: 0,
-          bfree: 0,
-          bavail: 0,
-          files: 0,
-          ffree: 0,
-          bsize: 4096,
-          namelen: 255,
-          frsize: 4096,
-        });
-      }
-      return this.#then(req, fs.statfs(req, node), send);
-    };
-
-    const releaseOp = (req: Request, dir: boolean): void | Promise<void> => {
-      const node = this.#node(req);
-      if (req.bodyLength < 16) return this.#replyError(req, ERRNO.EINVAL);
-      const v = req.view, o = req.bodyOffset;
-      const fh = v.getBigUint64(o, true);
-      const had = this.#handles.has(fh);
-      const handle = this.#handles.get(fh) as H;
-      this.#handles.delete(fh);
-      const done = (): void => {
-        this.#replyScratch(req, 0);
-      };
-      if (typeof node === "number" || !had) return void done();
-      const r = dir ? fs.releasedir?.(req, node, handle) : fs.release?.(req, node, handle, {
-        flags: v.getUint32(o + 8, true),
-        releaseFlags: v.getUint32(o + 12, true),
-        lockOwner: req.bodyLength >= 24 ? v.getBigUint64(o + 16, true) : 0n,
-      });
-      if (r instanceof Promise) {
-        return r.then(done, (e) => {
-          this.#log.error(`FUSE release failed: ${e}`);
-          done();
-        });
-      }
-      done();
-    };
-    t[Opcode.RELEASE] = (req) => releaseOp(req, false);
-    t[Opcode.RELEASEDIR] = (req) => releaseOp(req, true);
-
-    const fsyncOp = (req: Request, dir: boolean): void | Promise<void> => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 16) return this.#replyError(req, ERRNO.EINVAL);
-      const fh = req.view.getBigUint64(req.bodyOffset, true);
-      const datasync = (req.view.getUint32(req.bodyOffset + 8, true) & FUSE_FSYNC_FDATASYNC) !== 0;
-      const op = dir ? fs.fsyncdir : fs.fsync;
-      if (!op) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, op.call(fs, req, node, this.#handle(fh) as H, datasync), () => {
-        this.#replyScratch(req, 0);
-      });
-    };
-    t[Opcode.FSYNC] = (req) => fsyncOp(req, false);
-    t[Opcode.FSYNCDIR] = (req) => fsyncOp(req, true);
-
-    t[Opcode.FLUSH] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 24) return this.#replyError(req, ERRNO.EINVAL);
-      const fh = req.view.getBigUint64(req.bodyOffset, true);
-      const owner = req.view.getBigUint64(req.bodyOffset + 16, true);
-      if (!fs.flush) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.flush(req, node, this.#handle(fh) as H, owner), () => {
-        this.#replyScratch(req, 0);
-      });
-    };
-
-    t[Opcode.SETXATTR] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const size = req.view.getUint32(req.bodyOffset, true);
-      const flags = req.view.getUint32(req.bodyOffset + 4, true);
-      const nm = this.#name(req, 8, false);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (nm[0] === "" || nm[0].length > 255) return this.#replyError(req, ERRNO.ERANGE);
-      if (size > XATTR_SIZE_MAX || nm[1] + size > req.bodyLength) {
-        return this.#replyError(req, ERRNO.E2BIG);
-      }
-      const start = req.bodyOffset + nm[1];
-      const value = req.bytes.slice(start, start + size);
-      if (!fs.setxattr) return this.#replyError(req, ERRNO.ENOSYS);
-      this.#quickNoXattrs(node.nodeId, 0);
-      return this.#then(req, fs.setxattr(req, node, nm[0], value, flags), () => {
-        this.#replyScratch(req, 0);
-      });
-    };
-
-    const sizedReply = (req: Request, size: number, data: Uint8Array): void => {
-      if (size === 0) {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + 8);
-        s.setUint32(OUT_HEADER_SIZE, data.length, true);
-        s.setUint32(OUT_HEADER_SIZE + 4, 0, true);
-        this.#replyScratch(req, 8);
-      } else if (data.length > size) {
-        this.#replyError(req, ERRNO.ERANGE);
-      } else {
-        this.#replyData(req, data);
-      }
-    };
-
-    t[Opcode.GETXATTR] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const size = req.view.getUint32(req.bodyOffset, true);
-      const nm = this.#name(req, 8, false);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (!fs.getxattr) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.getxattr(req, node, nm[0]), (value) => {
-        if (value.length > XATTR_SIZE_MAX) return this.#replyError(req, ERRNO.E2BIG);
-        sizedReply(req, size, value);
-      });
-    };
-
-    t[Opcode.LISTXATTR] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      const size = req.view.getUint32(req.bodyOffset, true);
-      if (!fs.listxattr) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.listxattr(req, node), (names) => {
-        const encoded = utf8Encoder.encode(names.map((n) => n + "\0").join(""));
-        if (encoded.length > XATTR_SIZE_MAX) return this.#replyError(req, ERRNO.E2BIG);
-        sizedReply(req, size, encoded);
-      });
-    };
-
-    t[Opcode.REMOVEXATTR] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      const nm = this.#name(req, 0, false);
-      if (typeof nm === "number") return this.#replyError(req, nm);
-      if (!fs.removexattr) return this.#replyError(req, ERRNO.ENOSYS);
-      this.#quickNoXattrs(node.nodeId, 0);
-      return this.#then(req, fs.removexattr(req, node, nm[0]), () => this.#replyScratch(req, 0));
-    };
-
-    t[Opcode.READDIR] = (req) => this.#readdir(req, false);
-    t[Opcode.READDIRPLUS] = (req) => this.#readdir(req, true);
-
-    t[Opcode.ACCESS] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 8) return this.#replyError(req, ERRNO.EINVAL);
-      if (!fs.access) return this.#replyError(req, ERRNO.ENOSYS);
-      const mask = req.view.getUint32(req.bodyOffset, true);
-      return this.#then(req, fs.access(req, node, mask), () => this.#replyScratch(req, 0));
-    };
-
-    t[Opcode.FALLOCATE] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 32) return this.#replyError(req, ERRNO.EINVAL);
-      const fh = req.view.getBigUint64(req.bodyOffset, true);
-      const offset = this.#u64(req, 8), length = this.#u64(req, 16);
-      const mode = req.view.getUint32(req.bodyOffset + 24, true);
-      if (offset < 0 || length < 0) return this.#replyError(req, 27 /* EFBIG */);
-      if (!fs.fallocate) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(
-        req,
-        fs.fallocate(req, node, this.#handle(fh) as H, offset, length, mode),
-        () => this.#replyScratch(req, 0),
-      );
-    };
-
-    t[Opcode.LSEEK] = (req) => {
-      const node = this.#node(req);
-      if (typeof node === "number") return this.#replyError(req, node);
-      if (req.bodyLength < 24) return this.#replyError(req, ERRNO.EINVAL);
-      const fh = req.view.getBigUint64(req.bodyOffset, true);
-      const offset = this.#u64(req, 8);
-      const whence = req.view.getUint32(req.bodyOffset + 16, true);
-      if (offset < 0) return this.#replyError(req, 6 /* ENXIO */);
-      if (!fs.lseek) return this.#replyError(req, ERRNO.ENOSYS);
-      return this.#then(req, fs.lseek(req, node, this.#handle(fh) as H, offset, whence), (at) => {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + 8);
-        s.setBigUint64(OUT_HEADER_SIZE, BigInt(Math.max(0, at)), true);
-        this.#replyScratch(req, 8);
-      });
-    };
-
-    t[Opcode.COPY_FILE_RANGE] = (req) => {
-      const nodeIn = this.#node(req);
-      if (typeof nodeIn === "number") return this.#replyError(req, nodeIn);
-      if (req.bodyLength < 56) return this.#replyError(req, ERRNO.EINVAL);
-      const v = req.view, o = req.bodyOffset;
-      const nodeOut = this.#node(req, v.getBigUint64(o + 16, true));
-      if (typeof nodeOut === "number") return this.#replyError(req, nodeOut);
-      const offIn = this.#u64(req, 8), offOut = this.#u64(req, 32), len = this.#u64(req, 40);
-      if (offIn < 0 || offOut < 0) return this.#replyError(req, ERRNO.EINVAL);
-      const length = Math.min(len < 0 ? 0xffffffff : len, 0xffffffff);
-      if (!fs.copyFileRange) return this.#replyError(req, ERRNO.ENOSYS);
-      const r = fs.copyFileRange(
-        req,
-        nodeIn,
-        this.#handle(v.getBigUint64(o, true)) as H,
-        offIn,
-        nodeOut,
-        this.#handle(v.getBigUint64(o + 24, true)) as H,
-        offOut,
-        length,
-        Number(v.getBigUint64(o + 48, true) & 0xffffffffn),
-      );
-      return this.#then(req, r, (n) => {
-        const s = this.#scratchFor(OUT_HEADER_SIZE + 8);
-        s.setUint32(OUT_HEADER_SIZE, Math.max(0, Math.min(n, length)), true);
-        s.setUint32(OUT_HEADER_SIZE + 4, 0, true);
-        this.#replyScratch(req, 8);
-      });
-    };
+    t[Opcode.READDIR] = op<ReadIn>({
+      min: READ_IN_MIN_SIZE,
+      decode: decodeReadIn,
+      method: "readdir",
+      run: readdir(false),
+    });
+    t[Opcode.READDIRPLUS] = op<ReadIn>({
+      min: READ_IN_MIN_SIZE,
+      decode: decodeReadIn,
+      method: "readdir",
+      run: readdir(true),
+    });
+    t[Opcode.ACCESS] = op<AccessIn>({
+      min: ACCESS_IN_SIZE,
+      decode: decodeAccessIn,
+      method: "access",
+      run: (s, req, { mask }) => s.#then(req, s.#fs.access!(req, req.node!, mask), Session.#empty),
+    });
+    t[Opcode.FALLOCATE] = op<FallocateIn>({
+      min: FALLOCATE_IN_SIZE,
+      decode: decodeFallocateIn,
+      method: "fallocate",
+      run: (s, req, { fh, offset, length, mode }) => {
+        const r = s.#fs.fallocate!(req, req.node!, s.#handle(fh), offset, length, mode);
+        return s.#then(req, r, Session.#empty);
+      },
+    });
+    t[Opcode.LSEEK] = op<LseekIn>({
+      min: LSEEK_IN_SIZE,
+      decode: decodeLseekIn,
+      method: "lseek",
+      run: (s, req, { fh, offset, whence }) =>
+        s.#then(req, s.#fs.lseek!(req, req.node!, s.#handle(fh), offset, whence), Session.#seeked),
+    });
+    t[Opcode.COPY_FILE_RANGE] = op<CopyFileRangeIn>({
+      min: COPY_FILE_RANGE_IN_SIZE,
+      decode: decodeCopyFileRangeIn,
+      node2: (i) => i.nodeIdOut,
+      method: "copyFileRange",
+      run: (s, req, i) => {
+        const r = s.#fs.copyFileRange!(
+          req,
+          req.node!,
+          s.#handle(i.fhIn),
+          i.offsetIn,
+          req.node2!,
+          s.#handle(i.fhOut),
+          i.offsetOut,
+          i.length,
+          i.flags,
+        );
+        return s.#then(req, r, Session.#copied);
+      },
+    });
     // Everything else (GETLK/SETLK/SETLKW, BMAP, IOCTL, POLL, SYNCFS, TMPFILE, ...) has no
-    // entry: ENOSYS. Locks stay local to the kernel since POSIX_LOCKS/FLOCK_LOCKS are off.
+    // record: ENOSYS. Locks stay local to the kernel since POSIX_LOCKS/FLOCK_LOCKS are off.
+    return t;
   }
 
-  #lookupDone(
-    req: Request,
-    _parent: NodeImpl,
-    _name: string,
-    value: Entry | Errno,
-    ok: (e: Entry) => void,
-  ): void {
+  static readonly #OPS: readonly (Op | undefined)[] = Session.#ops();
+
+  // -------------------------------------------------------------------------------------------
+  // Handlers too long for the table
+
+  #lookupDone(req: Request, value: Entry | Errno): void {
     if (value instanceof Errno) {
       if (value.code === ERRNO.ENOENT && this.#negativeTimeout > 0) {
         const s = this.#scratchFor(OUT_HEADER_SIZE + ENTRY_OUT_SIZE);
@@ -1200,78 +1267,116 @@ export class Session<H = unknown> {
       return;
     }
     try {
-      ok(value);
+      Session.#entry(this as Session, req, value);
     } catch (error) {
       this.#fail(req, error);
     }
   }
 
-  #readdir(req: Request, plus: boolean): void | Promise<void> {
-    const node = this.#node(req);
-    if (typeof node === "number") return this.#replyError(req, node);
-    if (req.bodyLength < 24) return this.#replyError(req, ERRNO.EINVAL);
-    const fh = req.view.getBigUint64(req.bodyOffset, true);
-    const offset = this.#u64(req, 8);
-    const size = Math.min(req.view.getUint32(req.bodyOffset + 16, true), 1024 * 1024);
-    if (offset < 0) return this.#replyError(req, ERRNO.EINVAL);
-    const fs = this.#fs;
-    if (!fs.readdir) return this.#replyError(req, ERRNO.ENOSYS);
-    const handle = this.#handle(fh) as H;
-    return this.#then(req, fs.readdir(req, node, handle, offset, plus), (entries) => {
-      const s = this.#scratchFor(OUT_HEADER_SIZE + size);
-      const bytes = this.#scratch;
-      let at = OUT_HEADER_SIZE;
-      const end = OUT_HEADER_SIZE + size;
-      const entered: NodeImpl[] = [];
-      try {
-        for (const d of entries) {
-          const name = utf8Encoder.encode(d.name);
-          if (name.length === 0 || name.length > NAME_MAX) continue;
-          const need = direntSize(name.length, plus);
-          if (at + need > end) break;
-          const type = (d.mode & S_IFMT) >>> 12;
-          if (plus) {
-            const e = d.entry;
-            const dot = d.name === "." || d.name === "..";
-            if (e && !dot) {
-              encodeEntryOut(
-                s,
-                at,
-                0n,
-                e.generation ?? 0,
-                e.entryTimeout ?? this.#entryTimeout,
-                e.attrTimeout ?? this.#attrTimeout,
-                e.attr,
-              );
-              const child = this.nodes.enter(
-                node,
-                d.name,
-                e.key ?? String(e.attr.ino),
-                e.attr.ino,
-                e.attr.mode,
-              );
-              s.setBigUint64(at, child.nodeId, true);
-              if (e.noXattrs) {
-                this.#quickNoXattrs(child.nodeId, e.attrTimeout ?? this.#attrTimeout);
-              }
-              entered.push(child);
-            } else {
-              encodeEntryOut(s, at, 0n, 0, 0, 0, undefined);
-            }
-            encodeDirent(bytes, s, at + ENTRY_OUT_SIZE, d.ino, d.next, type, name);
-          } else {
-            encodeDirent(bytes, s, at, d.ino, d.next, type, name);
-          }
-          at += need;
-        }
-        const e = this.#replyScratch(req, at - OUT_HEADER_SIZE);
-        if (e === ERRNO.ENOENT) { for (const child of entered) this.#dropLookup(child); }
-      } catch (error) {
-        for (const child of entered) this.#dropLookup(child);
-        throw error;
-      }
-    });
+  /** RELEASE/RELEASEDIR: the handle goes in any case; the answer is always success. */
+  #release(req: Request, inp: ReleaseIn, dir: boolean): void | Promise<void> {
+    const had = this.#handles.has(inp.fh);
+    const handle = this.#handles.get(inp.fh) as H;
+    this.#handles.delete(inp.fh);
+    const node = req.node;
+    if (node === undefined || !had) return void this.#replyScratch(req, 0);
+    const r = dir
+      ? this.#fs.releasedir?.(req, node, handle)
+      : this.#fs.release?.(req, node, handle, {
+        flags: inp.flags,
+        releaseFlags: inp.releaseFlags,
+        lockOwner: inp.lockOwner,
+      });
+    if (r instanceof Promise) {
+      return r.then(() => void this.#replyScratch(req, 0), (e) => {
+        this.#log.error(`FUSE release failed: ${e}`);
+        this.#replyScratch(req, 0);
+      });
+    }
+    this.#replyScratch(req, 0);
   }
+
+  /** READDIR(PLUS): packs as many entries as fit in the kernel's buffer. */
+  #replyDirents(req: Request, entries: DirEntry[]): void {
+    const node = req.node!;
+    const plus = req.opcode === Opcode.READDIRPLUS;
+    const size = Math.min((req.input as ReadIn).size, MiB);
+    const s = this.#scratchFor(OUT_HEADER_SIZE + size);
+    const bytes = this.#scratch;
+    let at = OUT_HEADER_SIZE;
+    const end = OUT_HEADER_SIZE + size;
+    const entered: NodeImpl[] = [];
+    try {
+      for (const d of entries) {
+        const name = utf8Encoder.encode(d.name);
+        if (name.length === 0 || name.length > NAME_MAX) continue;
+        const need = direntSize(name.length, plus);
+        if (at + need > end) break;
+        const type = direntType(d.mode);
+        if (plus) {
+          const e = d.entry;
+          const dot = d.name === "." || d.name === "..";
+          if (e && !dot) {
+            const attrTimeout = e.attrTimeout ?? this.#attrTimeout;
+            encodeEntryOut(
+              s,
+              at,
+              0n,
+              e.generation ?? 0,
+              e.entryTimeout ?? this.#entryTimeout,
+              attrTimeout,
+              e.attr,
+            );
+            const key = e.key ?? String(e.attr.ino);
+            const child = this.nodes.enter(node, d.name, key, e.attr.ino, e.attr.mode);
+            encodeEntryNodeId(s, at, child.nodeId);
+            if (e.noXattrs) this.#noXattrs?.mark(child.nodeId, attrTimeout);
+            entered.push(child);
+          } else {
+            encodeEntryOut(s, at, 0n, 0, 0, 0, undefined);
+          }
+          encodeDirent(bytes, s, at + ENTRY_OUT_SIZE, d.ino, d.next, type, name);
+        } else {
+          encodeDirent(bytes, s, at, d.ino, d.next, type, name);
+        }
+        at += need;
+      }
+      const e = this.#replyScratch(req, at - OUT_HEADER_SIZE);
+      if (e === ERRNO.ENOENT) { for (const child of entered) this.#dropLookup(child); }
+    } catch (error) {
+      for (const child of entered) this.#dropLookup(child);
+      throw error;
+    }
+  }
+}
+
+/** The statfs answer when the filesystem has no statfs. */
+const EMPTY_STATFS: StatFs = {
+  blocks: 0,
+  bfree: 0,
+  bavail: 0,
+  files: 0,
+  ffree: 0,
+  bsize: 4096,
+  namelen: NAME_MAX,
+  frsize: 4096,
+};
+
+/** SETATTR's requested changes, from the fields its `valid` bits mark. */
+function setAttrChanges(inp: SetattrIn): SetAttrChanges {
+  const c: SetAttrChanges = {};
+  const v = inp.valid;
+  if (v & FATTR_MODE) c.mode = inp.mode & MODE_PERM_MASK;
+  if (v & FATTR_UID) c.uid = inp.uid;
+  if (v & FATTR_GID) c.gid = inp.gid;
+  if (v & FATTR_SIZE) c.size = inp.size;
+  if (v & FATTR_ATIME_NOW) c.atime = "now";
+  else if (v & FATTR_ATIME) c.atime = inp.atime;
+  if (v & FATTR_MTIME_NOW) c.mtime = "now";
+  else if (v & FATTR_MTIME) c.mtime = inp.mtime;
+  if (v & FATTR_CTIME) c.ctime = inp.ctime;
+  if (v & FATTR_KILL_SUIDGID) c.killSuidgid = true;
+  return c;
 }
 
 /** The root node id (for tests). */

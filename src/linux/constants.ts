@@ -126,7 +126,8 @@ export const DT_REG = 8;
 export const DT_LNK = 10;
 export const DT_SOCK = 12;
 
-// open(2) flags.
+// open(2) flags, in x86_64's numbering (also the protocol's). aarch64 numbers O_DIRECTORY,
+// O_NOFOLLOW, O_DIRECT and O_LARGEFILE differently (protocol/methods.ts translates).
 export const O_ACCMODE = 0o3;
 export const O_RDONLY = 0o0;
 export const O_WRONLY = 0o1;
@@ -148,6 +149,13 @@ export const O_CLOEXEC = 0o2000000;
 export const O_SYNC = 0o4010000;
 export const O_PATH = 0o10000000;
 export const O_TMPFILE = 0o20200000;
+/** The open flags aarch64 numbers differently (asm-generic), by name. */
+export const AARCH64_OPEN_FLAGS = {
+  O_DIRECTORY: 0o40000,
+  O_NOFOLLOW: 0o100000,
+  O_DIRECT: 0o200000,
+  O_LARGEFILE: 0o400000,
+} as const;
 
 // *at(2) flags.
 export const AT_FDCWD = -100;
@@ -167,6 +175,12 @@ export const RESOLVE_IN_ROOT = 0x10;
 // statx(2) masks.
 export const STATX_BASIC_STATS = 0x7ff;
 export const STATX_BTIME = 0x800;
+
+// utimensat(2) special nsec values.
+/** Set the time to now. */
+export const UTIME_NOW = (1 << 30) - 1;
+/** Leave the time unchanged. */
+export const UTIME_OMIT = (1 << 30) - 2;
 
 // renameat2(2) flags.
 export const RENAME_NOREPLACE = 1;
@@ -195,6 +209,20 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const F_SETPIPE_SZ = 1031;
+
+// mount(2) and umount2(2) flags.
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+
+// Sockets (socketpair(2), SCM_RIGHTS fd passing).
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const MSG_DONTWAIT = 0x40;
 
 // Limits (limits.h).
 export const NAME_MAX = 255;

@@ -16,6 +16,26 @@
  */
 
 import {
+  AARCH64_OPEN_FLAGS,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECT,
+  O_DIRECTORY,
+  O_DSYNC,
+  O_EXCL,
+  O_LARGEFILE,
+  O_NOATIME,
+  O_NOCTTY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_PATH,
+  O_RDWR,
+  O_SYNC,
+  O_TRUNC,
+  O_WRONLY,
+} from "../linux/mod.ts";
+import {
   arr,
   bool,
   bytes,
@@ -114,19 +134,20 @@ export type StatFs = Infer<typeof statFsSchema>;
 
 /** A timestamp for utimens; `nsec` may be UTIME_NOW or UTIME_OMIT. */
 const time = opt(obj({ sec: int, nsec: u32 }));
-/** utimensat's "set to now" nsec value. */
-export const UTIME_NOW = (1 << 30) - 1;
-/** utimensat's "leave unchanged" nsec value. */
-export const UTIME_OMIT = (1 << 30) - 2;
-
-/** renameat2 flags. */
-export const RENAME_NOREPLACE = 1;
-/** renameat2 flags. */
-export const RENAME_EXCHANGE = 2;
-/** lseek whence values. */
-export const SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2, SEEK_DATA = 3, SEEK_HOLE = 4;
-/** setxattr flags. */
-export const XATTR_CREATE = 1, XATTR_REPLACE = 2;
+// The Linux flag values methods take (utimensat nsec, renameat2, lseek whence, setxattr).
+export {
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  SEEK_CUR,
+  SEEK_DATA,
+  SEEK_END,
+  SEEK_HOLE,
+  SEEK_SET,
+  UTIME_NOW,
+  UTIME_OMIT,
+  XATTR_CREATE,
+  XATTR_REPLACE,
+} from "../linux/mod.ts";
 
 function method<P, R>(
   params: Schema<P>,
@@ -284,32 +305,27 @@ export type Hello = Infer<typeof helloSchema>;
  * cross the wire; others are dropped.
  */
 export const OpenFlags = {
-  O_WRONLY: 0o1,
-  O_RDWR: 0o2,
-  O_CREAT: 0o100,
-  O_EXCL: 0o200,
-  O_NOCTTY: 0o400,
-  O_TRUNC: 0o1000,
-  O_APPEND: 0o2000,
-  O_NONBLOCK: 0o4000,
-  O_DSYNC: 0o10000,
-  O_DIRECT: 0o40000,
-  O_LARGEFILE: 0o100000,
-  O_DIRECTORY: 0o200000,
-  O_NOFOLLOW: 0o400000,
-  O_NOATIME: 0o1000000,
-  O_CLOEXEC: 0o2000000,
-  O_SYNC: 0o4010000,
-  O_PATH: 0o10000000,
+  O_WRONLY,
+  O_RDWR,
+  O_CREAT,
+  O_EXCL,
+  O_NOCTTY,
+  O_TRUNC,
+  O_APPEND,
+  O_NONBLOCK,
+  O_DSYNC,
+  O_DIRECT,
+  O_LARGEFILE,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_NOATIME,
+  O_CLOEXEC,
+  O_SYNC,
+  O_PATH,
 } as const;
 
 /** Flags whose values differ on aarch64 (asm-generic numbering), by name. */
-const AARCH64_DIFFERENT: Partial<Record<keyof typeof OpenFlags, number>> = {
-  O_DIRECTORY: 0o40000,
-  O_NOFOLLOW: 0o100000,
-  O_DIRECT: 0o200000,
-  O_LARGEFILE: 0o400000,
-};
+const AARCH64_DIFFERENT: Partial<Record<keyof typeof OpenFlags, number>> = AARCH64_OPEN_FLAGS;
 
 function nativeTable(arch: string): [number, number][] {
   return (Object.keys(OpenFlags) as (keyof typeof OpenFlags)[]).map((k) => [

@@ -174,17 +174,6 @@ export async function requireFuse(): Promise<void> {
   }
 }
 
-/** Deep equality through JSON (enough for the plain values these tests compare). */
-export function assertEquals(actual: unknown, expected: unknown, message?: string): void {
-  const big = (_: string, v: unknown) => typeof v === "bigint" ? `${v}n` : v;
-  const a = JSON.stringify(actual, big), e = JSON.stringify(expected, big);
-  if (a !== e) throw new Error(`${message ? message + ": " : ""}expected ${e}, got ${a}`);
-}
-
-export function assert(condition: unknown, message = "assertion failed"): asserts condition {
-  if (!condition) throw new Error(message);
-}
-
 /** Reads a byte stream line by line (`next()` resolves to the next line without "\n"). */
 export class LineReader {
   #reader: ReadableStreamDefaultReader<string>;

@@ -26,6 +26,7 @@ import {
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   type FileSystem,
+  MODE_PERM_MASK,
   type Node,
   O_ACCMODE,
   O_APPEND,
@@ -236,6 +237,8 @@ export interface MemFsOptions {
   rootUid?: number;
   rootGid?: number;
   rootMode?: number;
+  /** Report `noXattrs` in entries and attributes of inodes without xattrs (the shortcut). */
+  reportNoXattrs?: boolean;
 }
 
 /** The memory filesystem. */
@@ -246,6 +249,8 @@ export class MemFs implements FileSystem<FileHandle> {
   #options: MemFsOptions;
   /** Number of FORGET drops seen (for tests of the lookup count protocol). */
   forgotten = 0;
+  /** Number of getxattr calls that reached the filesystem. */
+  getxattrCalls = 0;
 
   constructor(options: MemFsOptions = {}) {
     this.#options = options;
@@ -271,15 +276,19 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   #entry(inode: Inode): Entry {
-    return {
+    const entry: Entry = {
       attr: inode.attr(),
       entryTimeout: this.#options.entryTimeout,
       attrTimeout: this.#options.attrTimeout,
     };
+    if (this.#options.reportNoXattrs && inode.xattrs.size === 0) entry.noXattrs = true;
+    return entry;
   }
 
   #attr(inode: Inode): AttrResult {
-    return { attr: inode.attr(), timeout: this.#options.attrTimeout };
+    const result: AttrResult = { attr: inode.attr(), timeout: this.#options.attrTimeout };
+    if (this.#options.reportNoXattrs && inode.xattrs.size === 0) result.noXattrs = true;
+    return result;
   }
 
   #new(ctx: RequestContext, parent: Inode, mode: number): Inode {
@@ -352,7 +361,7 @@ export class MemFs implements FileSystem<FileHandle> {
       inode.data.truncate(c.size);
       inode.mtime = t;
     }
-    if (c.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (c.mode & 0o7777);
+    if (c.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (c.mode & MODE_PERM_MASK);
     if (c.uid !== undefined) inode.uid = c.uid;
     if (c.gid !== undefined) inode.gid = c.gid;
     if (c.killSuidgid) inode.mode &= ~(S_ISUID | S_ISGID);
@@ -400,7 +409,7 @@ export class MemFs implements FileSystem<FileHandle> {
     const dir = this.#dir(parent);
     if (!(dir instanceof Inode)) return dir;
     if (dir.entries!.has(name)) return EEXIST;
-    const inode = this.#new(ctx, dir, S_IFDIR | (mode & 0o7777));
+    const inode = this.#new(ctx, dir, S_IFDIR | (mode & MODE_PERM_MASK));
     this.#add(dir, name, inode);
     return this.#entry(inode);
   }
@@ -535,7 +544,7 @@ export class MemFs implements FileSystem<FileHandle> {
       if (inode.isDir) return EISDIR;
       if ((flags & O_TRUNC) && inode.data) inode.data.truncate(0);
     } else {
-      inode = this.#new(ctx, dir, S_IFREG | (mode & 0o7777));
+      inode = this.#new(ctx, dir, S_IFREG | (mode & MODE_PERM_MASK));
       this.#add(dir, name, inode);
     }
     return { ...this.#opened(inode, flags), entry: this.#entry(inode) };
@@ -700,6 +709,7 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   getxattr(_ctx: RequestContext, node: Node, name: string): Uint8Array | Errno {
+    this.getxattrCalls++;
     const inode = this.#get(node);
     if (!(inode instanceof Inode)) return inode;
     return inode.xattrs.get(name) ?? ENODATA;

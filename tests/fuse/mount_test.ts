@@ -16,7 +16,8 @@ import {
   S_IFREG,
   unmount,
 } from "../../src/fuse/mod.ts";
-import { assert, assertEquals, LineReader, py, requireFuse, withMount } from "./helpers.ts";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { LineReader, py, requireFuse, withMount } from "./helpers.ts";
 import { localContext, MemFs } from "./memfs.ts";
 
 await requireFuse();
@@ -306,13 +307,14 @@ except OSError as e:
   }).spawn();
   const reader = new LineReader(child.stdout);
   assertEquals(await reader.next(), "opened");
-  const fusectl = await Deno.stat("/sys/fs/fuse/connections").then(
-    (i) => i.isDirectory,
-    () => false,
-  );
-  if (!fusectl) {
-    await new Deno.Command("mount", { args: ["-t", "fusectl", "none", "/sys/fs/fuse/connections"] })
-      .output();
+  // abort() needs the fusectl filesystem (the directory exists without it, empty).
+  const mounts = await Deno.readTextFile("/proc/self/mountinfo");
+  if (!mounts.split("\n").some((l) => l.split(" ")[4] === "/sys/fs/fuse/connections")) {
+    const out = await new Deno.Command("mount", {
+      args: ["-t", "fusectl", "none", "/sys/fs/fuse/connections"],
+      stderr: "piped",
+    }).output();
+    assert(out.success, `cannot mount fusectl: ${new TextDecoder().decode(out.stderr)}`);
   }
   assertEquals(await session.abort(), true);
   const w = child.stdin.getWriter();

@@ -2,7 +2,8 @@
 // filesystem (its client side in python3 subprocesses). Registered against the memory filesystem
 // by tests/fuse/posix_test.ts and against dockerfuse-mounted containers by tests/e2e.
 
-import { assertEquals, py } from "./helpers.ts";
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { py } from "./helpers.ts";
 
 /** One row of the table. */
 export interface PosixCase {

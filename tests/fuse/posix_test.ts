@@ -1,20 +1,22 @@
 // The POSIX behaviour table (posix_table.ts), run through real kernel mounts of the memory
 // filesystem. Client operations run in python3 subprocesses (the test process serves the mount).
 
-import { assert, assertEquals, py, requireFuse, withMount } from "./helpers.ts";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { py, requireFuse, withMount } from "./helpers.ts";
 import { localContext, rootNode } from "./memfs.ts";
 import { POSIX_TABLE } from "./posix_table.ts";
 
 await requireFuse();
 
-// FUSE_TEST_WRITEBACK=1 runs the table with the kernel's writeback cache on.
-const writebackCache = !!Deno.env.get("FUSE_TEST_WRITEBACK");
-
-for (const { name, run, allowOther } of POSIX_TABLE) {
-  Deno.test(
-    `posix: ${name}`,
-    () => withMount(({ dir }) => run(dir), { mount: { allowOther, writebackCache } }),
-  );
+// The table runs twice: page cache in write-through mode, then with the writeback cache.
+for (const writebackCache of [false, true]) {
+  const mode = writebackCache ? " [writeback]" : "";
+  for (const { name, run, allowOther } of POSIX_TABLE) {
+    Deno.test(
+      `posix: ${name}${mode}`,
+      () => withMount(({ dir }) => run(dir), { mount: { allowOther, writebackCache } }),
+    );
+  }
 }
 
 Deno.test("posix: readdir of 10,000 entries with telldir/seekdir", () =>

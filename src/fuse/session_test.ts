@@ -1,103 +1,25 @@
-// Byte-fixture tests of request decoding and reply encoding, and a fuzz test of the decoder,
-// through the session with a fake device (no kernel).
+// The session without a kernel: byte-fixture tests of request decoding and reply encoding,
+// the reply invariant (exactly one reply per request) under swept and fuzzed input, and the
+// no-xattrs shortcut, through a fake device.
 
-import type { Device, DeviceSink } from "../../src/fuse/device.ts";
-import { ENOENT, type FileSystem, type Node, Session } from "../../src/fuse/mod.ts";
-import { assert, assertEquals, TestLogger } from "./helpers.ts";
-import { MemFs } from "./memfs.ts";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { MemFs } from "../../tests/fuse/memfs.ts";
+import {
+  body,
+  FakeDevice,
+  frame,
+  NO_REPLY,
+  RecordingLogger,
+  type Reply,
+  rng,
+} from "./_test_utils.ts";
+import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
+import { ENOENT } from "./errno.ts";
+import type { FileSystem, Node } from "./filesystem.ts";
+import { Session } from "./session.ts";
 
-const BUF = (1 << 20) + 8192;
-
-class FakeDevice implements Device {
-  replies: Uint8Array[] = [];
-  #sink: DeviceSink | undefined;
-  start(sink: DeviceSink): void {
-    this.#sink = sink;
-  }
-  /** Delivers one frame (length `length`, default the frame's). */
-  send(frame: Uint8Array, length = frame.length): void {
-    const bytes = new Uint8Array(BUF);
-    bytes.set(frame.subarray(0, Math.min(frame.length, BUF)));
-    this.#sink!.request({ bytes, view: new DataView(bytes.buffer), release() {} }, length);
-  }
-  write(parts: Uint8Array[], total: number): number {
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    this.replies.push(out);
-    return 0;
-  }
-  notifications: Uint8Array[] = [];
-  notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {
-    this.notifications.push(message.slice());
-    return Promise.resolve(true);
-  }
-  end(): void {
-    this.#sink!.end(19);
-  }
-  close(): void {}
-  take(): Uint8Array[] {
-    const r = this.replies;
-    this.replies = [];
-    return r;
-  }
-}
-
-interface Frame {
-  opcode: number;
-  unique?: bigint;
-  nodeId?: bigint;
-  uid?: number;
-  gid?: number;
-  pid?: number;
-  body?: Uint8Array;
-}
-
-function frame(f: Frame): Uint8Array {
-  const body = f.body ?? new Uint8Array(0);
-  const out = new Uint8Array(40 + body.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, out.length, true);
-  v.setUint32(4, f.opcode, true);
-  v.setBigUint64(8, f.unique ?? 1n, true);
-  v.setBigUint64(16, f.nodeId ?? 1n, true);
-  v.setUint32(24, f.uid ?? 0, true);
-  v.setUint32(28, f.gid ?? 0, true);
-  v.setUint32(32, f.pid ?? 1, true);
-  out.set(body, 40);
-  return out;
-}
-
-/** Little-endian body builder. */
-function body(...fields: ([number, "u32" | "u64"] | Uint8Array | string)[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const f of fields) {
-    if (typeof f === "string") parts.push(new TextEncoder().encode(f + "\0"));
-    else if (f instanceof Uint8Array) parts.push(f);
-    else {
-      const b = new Uint8Array(f[1] === "u32" ? 4 : 8);
-      const v = new DataView(b.buffer);
-      if (f[1] === "u32") v.setUint32(0, f[0], true);
-      else v.setBigUint64(0, BigInt(f[0]), true);
-      parts.push(b);
-    }
-  }
-  const total = parts.reduce((a, p) => a + p.length, 0);
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-function header(reply: Uint8Array): { len: number; error: number; unique: bigint } {
-  const v = new DataView(reply.buffer, reply.byteOffset);
-  return { len: v.getUint32(0, true), error: v.getInt32(4, true), unique: v.getBigUint64(8, true) };
+function header(reply: Reply): { len: number; error: number; unique: bigint } {
+  return { len: reply.len, error: reply.error, unique: reply.unique };
 }
 
 const INIT_BODY = body(
@@ -111,9 +33,8 @@ const INIT_BODY = body(
 
 async function started(fs: FileSystem = new MemFs(), debug = false) {
   const device = new FakeDevice();
-  const logger = new TestLogger();
-  const traced: string[] = [];
-  logger.debug = (m: string) => void traced.push(m);
+  const logger = new RecordingLogger();
+  const traced = logger.traced;
   const session = new Session(fs, device, { logger, debug });
   session.start();
   device.send(frame({ opcode: 26, unique: 1n, body: INIT_BODY }));
@@ -133,7 +54,7 @@ Deno.test("fixture: INIT reply layout and negotiated values", async () => {
   await session.ready;
   const [r] = device.take();
   assertEquals(header(r), { len: 80, error: 0, unique: 7n });
-  const v = new DataView(r.buffer, 16);
+  const v = new DataView(r.bytes.buffer, 16);
   assertEquals(
     {
       major: v.getUint32(0, true),
@@ -168,7 +89,7 @@ Deno.test("fixture: INIT reply layout and negotiated values", async () => {
 
 Deno.test("fixture: INIT from a newer major gets our version; too old a minor gets EPROTO", async () => {
   const device = new FakeDevice();
-  const session = new Session(new MemFs(), device, { logger: new TestLogger() });
+  const session = new Session(new MemFs(), device, { logger: new RecordingLogger() });
   session.start();
   device.send(
     frame({ opcode: 26, unique: 2n, body: body([8, "u32"], [0, "u32"], [0, "u32"], [0, "u32"]) }),
@@ -177,8 +98,8 @@ Deno.test("fixture: INIT from a newer major gets our version; too old a minor ge
   const [r] = device.take();
   assertEquals(header(r), { len: 24, error: 0, unique: 2n });
   assertEquals([
-    new DataView(r.buffer).getUint32(16, true),
-    new DataView(r.buffer).getUint32(20, true),
+    new DataView(r.bytes.buffer).getUint32(16, true),
+    new DataView(r.bytes.buffer).getUint32(20, true),
   ], [7, 38]);
   device.send(
     frame({ opcode: 26, unique: 3n, body: body([7, "u32"], [20, "u32"], [0, "u32"], [0, "u32"]) }),
@@ -194,7 +115,7 @@ Deno.test("fixture: INIT from a newer major gets our version; too old a minor ge
 
 Deno.test("fixture: requests before INIT get EIO; unknown opcodes ENOSYS; bad length EINVAL", async () => {
   const device = new FakeDevice();
-  const session = new Session(new MemFs(), device, { logger: new TestLogger() });
+  const session = new Session(new MemFs(), device, { logger: new RecordingLogger() });
   session.start();
   device.send(frame({ opcode: 3, unique: 5n, body: new Uint8Array(16) }));
   assertEquals(header(device.take()[0]), { len: 16, error: -5, unique: 5n });
@@ -222,7 +143,7 @@ Deno.test("fixture: LOOKUP entry_out layout, then FORGET drops the node", async 
   device.send(frame({ opcode: 1, unique: 21n, body: body("dir") }));
   const [mk, lk] = device.take();
   assertEquals(header(mk), { len: 144, error: 0, unique: 20n });
-  const v = new DataView(lk.buffer, 16);
+  const v = new DataView(lk.bytes.buffer, 16);
   const nodeId = v.getBigUint64(0, true);
   assertEquals(nodeId, 2n);
   assertEquals(v.getBigUint64(8, true), 0n, "generation");
@@ -276,10 +197,10 @@ Deno.test("fixture: GETXATTR size probe, ERANGE and value; LISTXATTR encoding", 
   device.send(frame({ opcode: 23, unique: 44n, body: body([64, "u32"], [0, "u32"]) }));
   const [set, probe, small, full, list] = device.take();
   assertEquals(header(set).error, 0);
-  assertEquals([header(probe).len, new DataView(probe.buffer).getUint32(16, true)], [24, 5]);
+  assertEquals([header(probe).len, new DataView(probe.bytes.buffer).getUint32(16, true)], [24, 5]);
   assertEquals(header(small).error, -34);
-  assertEquals(new TextDecoder().decode(full.subarray(16)), "value");
-  assertEquals(new TextDecoder().decode(list.subarray(16)), "user.k\0");
+  assertEquals(new TextDecoder().decode(full.bytes.subarray(16)), "value");
+  assertEquals(new TextDecoder().decode(list.bytes.subarray(16)), "user.k\0");
   device.end();
   await session.closed;
 });
@@ -292,7 +213,7 @@ Deno.test("fixture: READDIR packs aligned dirents with next offsets", async () =
     );
   }
   device.send(frame({ opcode: 27, unique: 52n, body: body([0, "u32"], [0, "u32"]) }));
-  const fh = new DataView(device.take()[2].buffer).getBigUint64(16, true);
+  const fh = new DataView(device.take()[2].bytes.buffer).getBigUint64(16, true);
   device.send(
     frame({
       opcode: 28,
@@ -308,7 +229,7 @@ Deno.test("fixture: READDIR packs aligned dirents with next offsets", async () =
       ),
     }),
   );
-  const [r] = device.take();
+  const [{ bytes: r }] = device.take();
   const v = new DataView(r.buffer);
   const entries: [string, number, number][] = [];
   for (let at = 16; at < r.length;) {
@@ -367,17 +288,6 @@ Deno.test("fixture: the debug trace has one rx and one tx line per request", asy
   await session.closed;
 });
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed |= 0;
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("fuzz: random and mutated frames never escape the decoder", async () => {
   const seed = Number(Deno.env.get("FUSE_FUZZ_SEED") ?? 12345);
   const random = rng(seed);
@@ -430,7 +340,7 @@ Deno.test("fuzz: random and mutated frames never escape the decoder", async () =
     frame({ opcode: 6, body: body("s", "target") }),
     frame({ opcode: 13, body: body([2, "u64"], "hard") }),
   ];
-  let cases = 0;
+  const sent: Uint8Array[] = [];
   for (let i = 0; i < 5000; i++) {
     let f: Uint8Array;
     const kind = random();
@@ -444,7 +354,6 @@ Deno.test("fuzz: random and mutated frames never escape the decoder", async () =
       }
     } else {
       f = corpus[Math.floor(random() * corpus.length)].slice();
-      const v = new DataView(f.buffer);
       const flips = 1 + Math.floor(random() * 6);
       for (let j = 0; j < flips; j++) {
         const at = 16 + Math.floor(random() * Math.max(1, f.length - 16));
@@ -457,25 +366,119 @@ Deno.test("fuzz: random and mutated frames never escape the decoder", async () =
         if (f.length >= 4 && random() < 0.8) new DataView(f.buffer).setUint32(0, f.length, true);
       }
       if (f.length >= 24 && random() < 0.3) {
-        v.setBigUint64(16, BigInt(Math.floor(random() * 8)), true);
+        new DataView(f.buffer).setBigUint64(16, BigInt(Math.floor(random() * 8)), true);
       }
-      if (f.length >= 16) new DataView(f.buffer).setBigUint64(8, BigInt(1000 + i), true);
     }
+    // Distinct ids, so replies can be matched to requests.
+    if (f.length >= 16) new DataView(f.buffer).setBigUint64(8, BigInt(1000 + i), true);
     device.send(f); // must not throw
-    cases++;
+    sent.push(f);
   }
   await settle();
   await settle();
-  for (const r of device.take()) {
-    const h = header(r);
-    assertEquals(h.len, r.length, `seed ${seed}: reply length field`);
-    assert(h.error <= 0 && h.error > -4096, `seed ${seed}: error range ${h.error}`);
+  const replies = device.take();
+  for (const r of replies) {
+    assertEquals(r.len, r.bytes.length, `seed ${seed}: reply length field`);
+    assert(r.error <= 0 && r.error > -4096, `seed ${seed}: error range ${r.error}`);
   }
+  assertOneReplyEach(sent, replies, `seed ${seed}`);
   assert(
     !logger.lines.some((l) => l.includes("internal error")),
     `seed ${seed}: no internal errors`,
   );
-  assertEquals(cases, 5000);
+  assertEquals(session.inFlight, 0, `seed ${seed}: nothing left in flight`);
+  device.end();
+  await session.closed;
+});
+
+/**
+ * The reply invariant over `sent` frames (distinct unique ids): a frame shorter than a header
+ * is dropped; a length mismatch gets one EINVAL; FORGET, BATCH_FORGET and NOTIFY_REPLY get
+ * none; INTERRUPT at most one; every other request exactly one. No reply names another id.
+ */
+function assertOneReplyEach(sent: Uint8Array[], replies: Reply[], label: string): void {
+  const counts = new Map<bigint, number>();
+  for (const r of replies) counts.set(r.unique, (counts.get(r.unique) ?? 0) + 1);
+  const expected = new Set<bigint>();
+  for (const f of sent) {
+    if (f.length < IN_HEADER_SIZE) continue;
+    const v = new DataView(f.buffer, f.byteOffset, f.length);
+    const opcode = v.getUint32(4, true), unique = v.getBigUint64(8, true);
+    expected.add(unique);
+    const n = counts.get(unique) ?? 0;
+    const what = `${label}: request ${unique} (opcode ${opcode}, ${f.length} bytes)`;
+    if (v.getUint32(0, true) !== f.length) assertEquals(n, 1, `${what}: replies`);
+    else if (NO_REPLY.has(opcode)) assertEquals(n, 0, `${what}: replies`);
+    else if (opcode === Opcode.INTERRUPT) assert(n <= 1, `${what}: ${n} replies`);
+    else assertEquals(n, 1, `${what}: replies`);
+  }
+  for (const unique of counts.keys()) assert(expected.has(unique), `${label}: reply to ${unique}`);
+}
+
+Deno.test("sweep: every opcode at every short length gets exactly one reply (none for FORGET...)", async () => {
+  const fs = new MemFs({ rootMode: 0o777 });
+  const { device, session, logger } = await started(fs);
+  const fills: ((i: number, n: number) => number)[] = [
+    () => 0,
+    () => 0xff,
+    (i, n) => i === n - 1 ? 0 : 0x61, // "aaa…\0": a name filling the body
+    (i) => i % 9 === 8 ? 0 : 0x62 + (i % 3), // short names at several places
+  ];
+  const sent: Uint8Array[] = [];
+  let unique = 100n;
+  for (let opcode = 0; opcode <= 52; opcode++) {
+    if (opcode === Opcode.INIT || opcode === Opcode.DESTROY) continue; // session-wide effects
+    for (const fill of fills) {
+      for (let n = 0; n <= 100; n++) {
+        const b = new Uint8Array(n);
+        for (let i = 0; i < n; i++) b[i] = fill(i, n);
+        const f = frame({ opcode, unique: unique++, body: b });
+        device.send(f);
+        sent.push(f);
+      }
+    }
+  }
+  await settle();
+  assertOneReplyEach(sent, device.take(), "sweep");
+  assert(!logger.lines.some((l) => l.includes("internal error")), logger.lines.join("\n"));
+  assertEquals(session.inFlight, 0);
+  device.end();
+  await session.closed;
+});
+
+Deno.test("reply invariant: async answers, INTERRUPT of a pending request, DESTROY", async () => {
+  const pending: (() => void)[] = [];
+  const later = <T>(value: T): Promise<T> =>
+    new Promise((resolve) => pending.push(() => resolve(value)));
+  const mem = new MemFs();
+  const fs: FileSystem = {
+    lookup: (ctx, parent, name) => later(mem.lookup(ctx, parent, name)),
+    getattr: (ctx, node, h) =>
+      new Promise((resolve) => {
+        ctx.signal.addEventListener("abort", () => resolve(ENOENT));
+        pending.push(() => resolve(mem.getattr(ctx, node, h as undefined)));
+      }),
+    statfs: () => later(mem.statfs()),
+  };
+  const { device, session } = await started(fs);
+  const sent = [
+    frame({ opcode: Opcode.LOOKUP, unique: 10n, body: body("x") }),
+    frame({ opcode: Opcode.GETATTR, unique: 11n, body: new Uint8Array(16) }),
+    frame({ opcode: Opcode.STATFS, unique: 12n }),
+    frame({ opcode: Opcode.INTERRUPT, unique: 13n, body: body([11, "u64"]) }),
+    frame({ opcode: Opcode.GETATTR, unique: 14n, body: new Uint8Array(16) }),
+    frame({ opcode: Opcode.DESTROY, unique: 15n }),
+  ];
+  for (const f of sent) device.send(f);
+  await settle();
+  assertEquals(session.inFlight, 3, "LOOKUP, STATFS and the second GETATTR are pending");
+  for (const resolve of pending.splice(0)) resolve();
+  await settle();
+  const replies = device.take();
+  assertOneReplyEach(sent, replies, "async");
+  assertEquals(replies.find((r) => r.unique === 11n)?.error, -2, "interrupted GETATTR");
+  assertEquals(replies.find((r) => r.unique === 13n), undefined, "INTERRUPT found its target");
+  assertEquals(session.inFlight, 0);
   device.end();
   await session.closed;
 });

@@ -1,0 +1,134 @@
+/**
+ * The "no xattrs" shortcut, in one place: GETXATTR on an inode the filesystem reported as
+ * having no extended attributes (`Entry.noXattrs`, `AttrResult.noXattrs`) is answered ENODATA
+ * on the device's reader thread, without handing the request to the session.
+ *
+ * Why here: the kernel asks for security.capability (and `ls -l` for ACLs) on every file it
+ * looks at — some 12,000 GETXATTRs per `ls -lR` of a container's /usr. The filesystem knows the
+ * answer from the stat it just made; the session records it here as it sends the entry or the
+ * attributes, and the reader answers the kernel at once. Those requests then cost neither a
+ * satellite round trip nor a turn of the JS thread, which is busy with the LOOKUP and
+ * READDIRPLUS replies of the same listing. Only the session writes the table; the device only
+ * runs "a filter that may answer a request" and knows no opcode.
+ *
+ * Invariants: an entry lasts at most the attribute timeout it came with (as the kernel's cached
+ * attributes do); SETXATTR and REMOVEXATTR on the node end it before the filesystem is called;
+ * the table is lossy (a full probe sequence drops the new entry: GETXATTR then reaches the
+ * filesystem, which answers the same).
+ *
+ * @module
+ */
+
+import {
+  ERRNO,
+  GETXATTR_IN_SIZE,
+  IN_HEADER_SIZE,
+  InHeaderOffset,
+  Opcode,
+  OUT_HEADER_SIZE,
+  OutHeaderOffset,
+} from "./abi.ts";
+import type { ReaderFilter, RequestFilter } from "./device.ts";
+
+/** Table entries: [nodeId, until ms] pairs, open addressing (a power of two). */
+const SLOTS = 1 << 15;
+const PROBES = 8;
+
+/** What the filter needs to know of the ABI (it runs where nothing can be imported). */
+interface FilterConstants {
+  readonly opcode: number;
+  readonly enodata: number;
+  readonly minLength: number;
+  readonly lenAt: number;
+  readonly opcodeAt: number;
+  readonly uniqueAt: number;
+  readonly nodeIdAt: number;
+  readonly outSize: number;
+  readonly outLenAt: number;
+  readonly outErrorAt: number;
+  readonly outUniqueAt: number;
+  readonly slots: number;
+  readonly probes: number;
+}
+
+const CONSTANTS: FilterConstants = {
+  opcode: Opcode.GETXATTR,
+  enodata: ERRNO.ENODATA,
+  minLength: IN_HEADER_SIZE + GETXATTR_IN_SIZE,
+  lenAt: InHeaderOffset.LEN,
+  opcodeAt: InHeaderOffset.OPCODE,
+  uniqueAt: InHeaderOffset.UNIQUE,
+  nodeIdAt: InHeaderOffset.NODEID,
+  outSize: OUT_HEADER_SIZE,
+  outLenAt: OutHeaderOffset.LEN,
+  outErrorAt: OutHeaderOffset.ERROR,
+  outUniqueAt: OutHeaderOffset.UNIQUE,
+  slots: SLOTS,
+  probes: PROBES,
+};
+
+/**
+ * The reader-thread side: answers GETXATTR on a listed, unexpired node with ENODATA (returns
+ * the reply's length), else 0. Self-contained (its source is shipped to the reader worker):
+ * it uses only its arguments and JavaScript globals.
+ */
+export function noXattrsFilter(state: SharedArrayBuffer, k: FilterConstants): RequestFilter {
+  const table = new BigInt64Array(state);
+  const mask = k.slots - 1;
+  return (request: DataView, length: number, reply: DataView): number => {
+    if (length < k.minLength || request.getUint32(k.opcodeAt, true) !== k.opcode) return 0;
+    if (request.getUint32(k.lenAt, true) !== length) return 0;
+    const node = request.getBigInt64(k.nodeIdAt, true);
+    const h = request.getUint32(k.nodeIdAt, true) & mask;
+    for (let p = 0; p < k.probes; p++) {
+      const i = (h + p) & mask;
+      if (Atomics.load(table, 2 * i) !== node) continue;
+      if (Atomics.load(table, 2 * i + 1) <= BigInt(Date.now())) return 0;
+      reply.setUint32(k.outLenAt, k.outSize, true);
+      reply.setInt32(k.outErrorAt, -k.enodata, true);
+      reply.setBigUint64(k.outUniqueAt, request.getBigUint64(k.uniqueAt, true), true);
+      return k.outSize;
+    }
+    return 0;
+  };
+}
+
+/** The session-side table of nodes known to have no xattrs. */
+export class NoXattrs {
+  /** What the device runs on its reader thread. */
+  readonly filter: ReaderFilter;
+  #table: BigInt64Array;
+
+  constructor() {
+    const state = new SharedArrayBuffer(SLOTS * 16);
+    this.#table = new BigInt64Array(state);
+    this.filter = {
+      source: `(state) => (${noXattrsFilter.toString()})(state, ${JSON.stringify(CONSTANTS)})`,
+      state,
+    };
+  }
+
+  /** Lists `nodeId` for `seconds` (0 or less: unlists it). */
+  mark(nodeId: bigint, seconds: number): void {
+    const q = this.#table;
+    const node = BigInt.asIntN(64, nodeId);
+    const now = Date.now();
+    const until = BigInt(seconds > 0 ? Math.floor(now + seconds * 1000) : 0);
+    const nowBig = BigInt(now);
+    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
+    let free = -1;
+    for (let k = 0; k < PROBES; k++) {
+      const i = (h + k) & (SLOTS - 1);
+      if (Atomics.load(q, 2 * i) === node) {
+        Atomics.store(q, 2 * i + 1, until);
+        return;
+      }
+      if (free < 0 && Atomics.load(q, 2 * i + 1) <= nowBig) free = i;
+    }
+    if (free < 0 || until <= nowBig) return;
+    // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
+    Atomics.store(q, 2 * free + 1, 0n);
+    Atomics.store(q, 2 * free, node);
+    Atomics.store(q, 2 * free + 1, until);
+  }
+}

@@ -1,0 +1,120 @@
+// The no-xattrs shortcut without a kernel: the reader-side filter (evaluated from its shipped
+// source, as the reader worker does) and the session that fills its table.
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { MemFs } from "../../tests/fuse/memfs.ts";
+import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
+import { ERRNO, Opcode, OUT_HEADER_SIZE } from "./abi.ts";
+import type { RequestFilter } from "./device.ts";
+import { NoXattrs } from "./no_xattrs.ts";
+import { Session } from "./session.ts";
+
+/** The filter as the reader builds it: from source text, in global scope. */
+function shipped(table: NoXattrs): RequestFilter {
+  return new Function(`return (${table.filter.source});`)()(table.filter.state);
+}
+
+function run(filter: RequestFilter, f: Uint8Array, length = f.length): [number, DataView] {
+  const request = new Uint8Array(4096);
+  request.set(f);
+  const reply = new DataView(new ArrayBuffer(4096));
+  return [filter(new DataView(request.buffer), length, reply), reply];
+}
+
+const getxattr = (nodeId: bigint, unique = 7n) =>
+  frame({ opcode: Opcode.GETXATTR, unique, nodeId, body: body([0, "u32"], [0, "u32"], "a.b") });
+
+Deno.test("no-xattrs filter: answers GETXATTR on listed nodes only, with ENODATA", () => {
+  const table = new NoXattrs();
+  const filter = shipped(table);
+  assertEquals(run(filter, getxattr(5n))[0], 0, "unlisted");
+  table.mark(5n, 60);
+  const [n, reply] = run(filter, getxattr(5n, 1234n));
+  assertEquals(n, OUT_HEADER_SIZE);
+  assertEquals(
+    [reply.getUint32(0, true), reply.getInt32(4, true), reply.getBigUint64(8, true)],
+    [OUT_HEADER_SIZE, -ERRNO.ENODATA, 1234n],
+  );
+  assertEquals(run(filter, getxattr(6n))[0], 0, "another node");
+  // 2^15 apart: the same hash slot, a different node.
+  assertEquals(run(filter, getxattr(5n + (1n << 15n)))[0], 0, "same slot, other node");
+  const listxattr = frame({
+    opcode: Opcode.LISTXATTR,
+    nodeId: 5n,
+    body: body([0, "u32"], [0, "u32"]),
+  });
+  assertEquals(run(filter, listxattr)[0], 0, "other opcodes pass");
+  const f = getxattr(5n);
+  assertEquals(run(filter, f, 47)[0], 0, "shorter than header + getxattr_in");
+  assertEquals(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
+  table.mark(5n, 0);
+  assertEquals(run(filter, getxattr(5n))[0], 0, "unlisted again");
+});
+
+Deno.test("no-xattrs filter: colliding nodes share probes; a full probe sequence drops new ones", () => {
+  const table = new NoXattrs();
+  const filter = shipped(table);
+  const colliding = Array.from({ length: 9 }, (_, i) => 3n + (BigInt(i) << 15n));
+  for (const node of colliding) table.mark(node, 60);
+  for (const node of colliding.slice(0, 8)) assertEquals(run(filter, getxattr(node))[0], 16);
+  assertEquals(run(filter, getxattr(colliding[8]))[0], 0, "the ninth found no slot");
+  table.mark(colliding[0], 0);
+  table.mark(colliding[8], 60);
+  assertEquals(run(filter, getxattr(colliding[8]))[0], 16, "an expired slot is reused");
+  assertEquals(run(filter, getxattr(colliding[0]))[0], 0);
+});
+
+Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it", async () => {
+  const fs = new MemFs({ reportNoXattrs: true });
+  const device = new FakeDevice();
+  const session = new Session(fs, device, { logger: new RecordingLogger() });
+  session.start();
+  device.send(
+    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
+  );
+  await session.ready;
+  device.send(
+    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
+  );
+  device.take();
+  device.send(getxattr(2n, 3n));
+  const [answered] = device.take();
+  assert(answered.byFilter, "answered by the reader filter");
+  assertEquals([answered.unique, answered.error], [3n, -ERRNO.ENODATA]);
+  assertEquals(fs.getxattrCalls, 0);
+  device.send(
+    frame({
+      opcode: Opcode.SETXATTR,
+      unique: 4n,
+      nodeId: 2n,
+      body: body([1, "u32"], [0, "u32"], "user.k", new Uint8Array([1])),
+    }),
+  );
+  device.send(getxattr(2n, 5n));
+  const [set, got] = device.take();
+  assertEquals([set.error, got.byFilter, got.unique], [0, false, 5n]);
+  assertEquals(fs.getxattrCalls, 1, "the filesystem answers once the node has xattrs");
+  device.end();
+  await session.closed;
+});
+
+Deno.test("no-xattrs: off while tracing (the trace shows every request)", async () => {
+  const fs = new MemFs({ reportNoXattrs: true });
+  const device = new FakeDevice();
+  const session = new Session(fs, device, { logger: new RecordingLogger(), debug: true });
+  session.start();
+  device.send(
+    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
+  );
+  await session.ready;
+  device.take();
+  device.send(
+    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
+  );
+  device.send(getxattr(2n, 3n));
+  const replies = device.take();
+  assertEquals(replies.map((r) => [r.byFilter, r.error]), [[false, 0], [false, -ERRNO.ENODATA]]);
+  assertEquals(fs.getxattrCalls, 1);
+  device.end();
+  await session.closed;
+});
