@@ -1,0 +1,189 @@
+// ContainerFs against a fake satellite RPC: the FUSE → RPC mapping.
+
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import type { Entry, Errno, Node } from "../fuse/mod.ts";
+import { ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
+import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR } from "../linux/mod.ts";
+import { ContainerFs, type ContainerFsOptions } from "./container_fs.ts";
+import {
+  fail,
+  fakeContext,
+  fakeLogger,
+  fakeNode,
+  FakeRpc,
+  fakeStat,
+  keyOf,
+  ok,
+} from "./_fake_rpc.ts";
+
+function setup(
+  options: Partial<ContainerFsOptions> = {},
+): { rpc: FakeRpc; fs: ContainerFs; root: Node; logger: ReturnType<typeof fakeLogger> } {
+  const rpc = new FakeRpc();
+  const logger = fakeLogger();
+  const fs = new ContainerFs(rpc.call, {
+    attrTimeout: 1,
+    entryTimeout: 1,
+    hostArch: "x86_64",
+    logger,
+    ...options,
+  });
+  return { rpc, fs, root: fakeNode(""), logger };
+}
+
+function value<T>(result: T | Errno): T {
+  if (isErrno(result)) throw new Error(`unexpected ${result.name}`);
+  return result;
+}
+
+/** The node the FUSE layer would make for `entry` found at (parent, name). */
+function nodeFor(entry: Entry, parent: Node, name: string): Node {
+  return fakeNode(entry.key!, parent, name);
+}
+
+const writeInfo = { flags: O_RDWR, writeFlags: 0, lockOwner: 0n };
+
+Deno.test("container fs: a regular file with a size keeps the page cache", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat({ size: 5n })));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const entry = value(await fs.lookup(fakeContext(), root, "f"));
+  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "f"), O_RDONLY));
+  assertEquals([opened.directIo, opened.keepCache], [false, true]);
+});
+
+Deno.test("container fs: a name listed with attributes answers one LOOKUP without a round trip", async () => {
+  const { rpc, fs, root } = setup();
+  const stat = fakeStat({ ino: 7n });
+  rpc.on(
+    "opendir",
+    () =>
+      ok({ handle: 3, eof: true, entries: [{ name: "f", ino: 7n, type: 8, offset: 1n, stat }] }),
+  );
+  rpc.on("lstat", () => ok(stat));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  const before = rpc.calls.length;
+  assertEquals(value(await fs.lookup(fakeContext(), root, "f")).key, keyOf(stat));
+  assertEquals(rpc.calls.length, before, "answered from the listing");
+  value(await fs.lookup(fakeContext(), root, "f"));
+  assertEquals(rpc.methods().slice(before), ["lstat"], "used once");
+});
+
+Deno.test("container fs: GETATTR of a directory right after an unlink in it needs no round trip", async () => {
+  const { rpc, fs, root } = setup();
+  const dir = fakeStat({ ino: 2n, mode: S_IFDIR | 0o755, nlink: 7 });
+  rpc.on("unlink", () => ok({ dir }));
+  rpc.on("lstat", () => ok(fakeStat({ ino: 2n, mode: S_IFDIR | 0o755, nlink: 1 })));
+  await fs.unlink(fakeContext(), root, "f");
+  assertEquals(value(await fs.getattr(fakeContext(), root, undefined)).attr.nlink, 7);
+  assertEquals(value(await fs.getattr(fakeContext(), root, undefined)).attr.nlink, 1);
+  assertEquals(rpc.methods(), ["unlink", "lstat"]);
+});
+
+Deno.test("container fs: xattr probes of an inode without xattrs are answered locally until one is set", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat({ hasXattrs: false })));
+  rpc.on("setxattr", () => ok(null));
+  rpc.on("getxattr", () => ok(new Uint8Array([1])));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  assertEquals(await fs.getxattr(fakeContext(), node, "security.capability"), ENODATA);
+  assertEquals(await fs.listxattr(fakeContext(), node), []);
+  assertEquals(rpc.methods(), ["lstat"]);
+  await fs.setxattr(fakeContext(), node, "user.k", new Uint8Array([1]), 0);
+  assertEquals(await fs.getxattr(fakeContext(), node, "user.k"), new Uint8Array([1]));
+  assertEquals(rpc.methods(), ["lstat", "setxattr", "getxattr"]);
+});
+
+Deno.test("container fs: an open's read-ahead serves reads until the file is written", async () => {
+  const { rpc, fs, root } = setup();
+  const bytes = new TextEncoder().encode("hello");
+  let next = 1;
+  rpc.on("lstat", () => ok(fakeStat({ size: 5n })));
+  rpc.on("open", (p) => ok(p.readAhead ? { handle: next++, data: bytes } : { handle: next++ }));
+  rpc.on("write", (p) => ok(p.data.length));
+  rpc.on("read", () => ok(new TextEncoder().encode("HELLO")));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const reader = value(await fs.open(fakeContext(), node, O_RDONLY)).handle;
+  assertEquals(rpc.paramsOf("open")[0].readAhead! > 0, true);
+  assertEquals(value(await fs.read(fakeContext(), node, reader, 0, 4096)), bytes);
+  assertEquals(rpc.methods(), ["lstat", "open"]);
+  const writer = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  await fs.write(fakeContext(), node, writer, 0, new TextEncoder().encode("HELLO"), writeInfo);
+  assertEquals(
+    new TextDecoder().decode(value(await fs.read(fakeContext(), node, reader, 0, 4096))),
+    "HELLO",
+  );
+});
+
+Deno.test("container fs: a write-behind failure is reported by the handle's next write", async () => {
+  const { rpc, fs, root } = setup();
+  const results = [fail("ENOSPC"), ok(10)];
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("write", () => results.shift()!);
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  assertEquals(await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo), 10);
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(await fs.write(fakeContext(), node, h, 10, new Uint8Array(10), writeInfo), ENOSPC);
+  assertEquals(rpc.paramsOf("write").length, 1, "the failed handle's next write is not sent");
+});
+
+Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite", async () => {
+  for (const [writeBehind, flags] of [[true, O_WRONLY | O_DSYNC], [false, O_WRONLY]] as const) {
+    const { rpc, fs, root } = setup({ writeBehind });
+    rpc.on("lstat", () => ok(fakeStat()));
+    rpc.on("open", () => ok({ handle: 1 }));
+    rpc.on("write", () => fail("EDQUOT"));
+    const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+    const h = value(await fs.open(fakeContext(), node, flags)).handle;
+    const info = { ...writeInfo, flags };
+    const r = await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), info);
+    assertEquals((r as Errno).name, "EDQUOT");
+  }
+});
+
+Deno.test("container fs: a subdirectory listed ahead opens without a round trip; a change drops it", async () => {
+  const { rpc, fs, root } = setup();
+  const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
+  const inSub = { name: "x", ino: 6n, type: 8, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  let next = 10;
+  rpc.on("opendir", (p) =>
+    ok({
+      handle: next++,
+      eof: true,
+      entries: p.path === "" ? [{ name: "d", ino: 5n, type: 4, offset: 1n, stat: sub }] : [inSub],
+    }));
+  rpc.on("release", () => ok(null));
+  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
+  const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
+  const d = nodeFor(
+    value(await fs.readdir(fakeContext(), root, rootDir, 0, true))[0].entry!,
+    root,
+    "d",
+  );
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.paramsOf("opendir").map((p) => p.path), ["", "d"], "d listed ahead");
+  const opened = value(await fs.opendir(fakeContext(), d)).handle;
+  assertEquals(value(await fs.readdir(fakeContext(), d, opened, 0, true)).map((e) => e.name), [
+    "x",
+  ]);
+  assertEquals(rpc.paramsOf("opendir").length, 2, "served from the listing ahead");
+  // Listed ahead again (d was listed), then a change through the mount drops it.
+  await fs.mkdir(fakeContext(), root, "new", 0o755);
+  value(await fs.opendir(fakeContext(), d));
+  assertEquals(rpc.paramsOf("opendir").length, 3);
+});
+
+Deno.test("container fs: an unlinked open file answers GETATTR through its handle", async () => {
+  const { rpc, fs } = setup();
+  rpc.on("open", () => ok({ handle: 9 }));
+  rpc.on("fstat", () => ok(fakeStat({ nlink: 0 })));
+  const root = fakeNode("");
+  const node = fakeNode(keyOf(fakeStat()), root, "f");
+  value(await fs.open(fakeContext(), node, O_RDONLY));
+  const unlinked = fakeNode(node.key, undefined, "x"); // no parent: no path
+  assertEquals(value(await fs.getattr(fakeContext(), unlinked, undefined)).attr.nlink, 0);
+  assertEquals(rpc.paramsOf("fstat"), [{ handle: 9 }]);
+});
