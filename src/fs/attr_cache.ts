@@ -3,9 +3,10 @@
  * trip or to decide like the container would.
  *
  * Invariants:
- * - Node attributes: the last attributes answered about a node (GETATTR, SETATTR, LINK) are
- *   what `attrOf` answers for it, kept in `node.data`. They decide set-group-ID inheritance
- *   and the page-cache policy of an open.
+ * - Node attributes: the last attributes told to the kernel for an inode (by LOOKUP,
+ *   READDIRPLUS, CREATE, GETATTR, SETATTR…) are what `attrOf` answers for its node. Attributes
+ *   told by key before the FUSE layer handed us the node move into `node.data` on first use.
+ *   They decide set-group-ID inheritance and the page-cache policy of an open.
  * - "No xattrs": an inode the satellite said has no xattrs answers GETXATTR/LISTXATTR locally
  *   for the attribute timeout; any xattr change through the mount forgets it.
  * - Listed names: attributes of a name listed with `plus` answer its next LOOKUP once, within
@@ -23,6 +24,8 @@ import { BoundedMap } from "./bounded_map.ts";
 
 /** Bounds of the caches (entries). */
 export interface AttrCacheLimits {
+  /** Attributes told to the kernel for nodes not handed to us yet. */
+  told: number;
   /** Inodes known to have no xattrs. */
   noXattrs: number;
   /** Names listed with their attributes. */
@@ -33,6 +36,7 @@ export interface AttrCacheLimits {
 
 /** Default bounds: a few megabytes at most. */
 export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
+  told: 65536,
   noXattrs: 65536,
   listed: 65536,
   changedDirs: 4096,
@@ -57,6 +61,7 @@ export class AttrCache {
   readonly #attrTtlMs: number;
   readonly #listedTtlMs: number;
   readonly #now: () => number;
+  readonly #told: BoundedMap<string, Attr>;
   /** Inode key → until when (ms) "no xattrs" is trusted. */
   readonly #noXattrs: BoundedMap<string, number>;
   /** "dirKey/name" → the listed attributes and until when they serve. */
@@ -68,6 +73,7 @@ export class AttrCache {
     this.#listedTtlMs = options.listedTtlMs;
     this.#now = options.now ?? Date.now;
     const limits = { ...ATTR_CACHE_LIMITS, ...options.limits };
+    this.#told = new BoundedMap(limits.told);
     this.#noXattrs = new BoundedMap(limits.noXattrs);
     this.#listed = new BoundedMap(limits.listed);
     this.#changedDirs = new BoundedMap(limits.changedDirs);
@@ -80,14 +86,36 @@ export class AttrCache {
 
   // --- node attributes ---------------------------------------------------------------------
 
-  /** Attributes answered about `node`. */
+  /** Attributes told to the kernel for the inode `key` (its node may not exist yet). */
+  tell(key: string, attr: Attr): void {
+    this.#told.set(key, attr);
+  }
+
+  /** Attributes told to the kernel for `node`. */
   setAttr(node: Node, attr: Attr): void {
+    this.#told.delete(node.key);
     node.data = attr;
   }
 
-  /** The attributes last answered about `node`, if known. */
+  /** The attributes last told to the kernel for `node`, if known. */
   attrOf(node: Node): Attr | undefined {
+    const told = this.#told.get(node.key);
+    if (told !== undefined) {
+      this.#told.delete(node.key);
+      node.data = told;
+    }
     return node.data as Attr | undefined;
+  }
+
+  /** `node` was written up to `end` through the mount: its size is at least that now. */
+  extend(node: Node, end: number): void {
+    const attr = this.attrOf(node);
+    if (attr !== undefined && attr.size < end) node.data = { ...attr, size: end };
+  }
+
+  /** The kernel forgot the inode `key`. */
+  forget(key: string): void {
+    this.#told.delete(key);
   }
 
   // --- "no xattrs" -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { AttrCache, type AttrCacheOptions } from "./attr_cache.ts";
 import { statToAttr } from "./checks.ts";
-import { fakeStat } from "./_fake_rpc.ts";
+import { fakeNode, fakeStat } from "./_fake_rpc.ts";
 
 function cache(
   options: Partial<AttrCacheOptions> = {},
@@ -12,6 +12,51 @@ function cache(
     clock,
   };
 }
+
+Deno.test("attr cache: attributes told by key reach the node when it is handed over", () => {
+  const { cache: c } = cache();
+  const attr = statToAttr(fakeStat({ size: 0n }));
+  c.tell("8:1:100", attr);
+  const node = fakeNode("8:1:100");
+  assertEquals(c.attrOf(node), attr);
+  assertEquals(node.data, attr);
+  assertEquals(c.attrOf(fakeNode("8:1:101")), undefined);
+});
+
+Deno.test("attr cache: newer attributes told by key win over the node's older ones", () => {
+  const { cache: c } = cache();
+  const node = fakeNode("k");
+  c.setAttr(node, statToAttr(fakeStat({ size: 1n })));
+  c.tell("k", statToAttr(fakeStat({ size: 2n })));
+  assertEquals(c.attrOf(node)?.size, 2);
+  c.setAttr(node, statToAttr(fakeStat({ size: 3n })));
+  assertEquals(c.attrOf(node)?.size, 3);
+});
+
+Deno.test("attr cache: extend grows a known size only", () => {
+  const { cache: c } = cache();
+  const node = fakeNode("k");
+  c.extend(node, 10);
+  assertEquals(c.attrOf(node), undefined);
+  c.setAttr(node, statToAttr(fakeStat({ size: 0n })));
+  c.extend(node, 10);
+  c.extend(node, 4);
+  assertEquals(c.attrOf(node)?.size, 10);
+});
+
+Deno.test("attr cache: forget drops attributes told for a node never handed over", () => {
+  const { cache: c } = cache();
+  c.tell("k", statToAttr(fakeStat()));
+  c.forget("k");
+  assertEquals(c.attrOf(fakeNode("k")), undefined);
+});
+
+Deno.test("attr cache: told attributes keep their own bound", () => {
+  const { cache: c } = cache({ limits: { told: 2 } });
+  for (const k of ["a", "b", "c"]) c.tell(k, statToAttr(fakeStat()));
+  assertEquals(c.attrOf(fakeNode("a")), undefined);
+  assertEquals(c.attrOf(fakeNode("c"))?.size, 10);
+});
 
 Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires", () => {
   const { cache: c, clock } = cache();

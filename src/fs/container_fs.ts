@@ -15,8 +15,9 @@
  *   own answer (ENOSPC, EROFS, EACCES…) reaches the caller.
  * - New inodes are owned by the calling uid/gid (the gid of a set-group-ID parent directory wins,
  *   as on ext4).
- * - Attributes last answered about a node are kept by `AttrCache` (for set-group-ID inheritance
- *   and the page-cache decision on open).
+ * - Attributes told to the kernel for an inode by any answer (LOOKUP, READDIRPLUS and CREATE
+ *   included) are kept by `AttrCache`: they decide set-group-ID inheritance and the page-cache
+ *   policy of an open. A parent whose attributes are not known is asked for them first.
  *
  * @module
  */
@@ -49,6 +50,7 @@ import {
   O_RDWR,
   O_TRUNC,
   O_WRONLY,
+  S_IFDIR,
   S_IFMT,
   S_IFREG,
   S_ISGID,
@@ -197,6 +199,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const attr = statToAttr(stat);
     const key = statKey(stat);
     if (node !== undefined) this.#attrs.setAttr(node, attr);
+    else this.#attrs.tell(key, attr);
     this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs);
     return {
       attr,
@@ -215,16 +218,35 @@ export class ContainerFs implements FileSystem<Handle> {
     return { attr, timeout: this.#options.attrTimeout, noXattrs: stat.hasXattrs === false };
   }
 
+  /** Mode and group of directory `dir`, asked of the satellite when not known. */
+  async #dirAttr(ctx: RequestContext, dir: Node): Promise<{ mode: number; gid: number }> {
+    const known = this.#attrs.attrOf(dir);
+    if (known !== undefined) return known;
+    const path = relPath(dir);
+    const r = path === undefined ? undefined : await this.#rpc.lstat({ path }, this.#opts(ctx));
+    if (r?.ok) {
+      this.#attrs.setAttr(dir, statToAttr(r.value));
+      return r.value;
+    }
+    return { mode: S_IFDIR, gid: ctx.gid }; // the create itself will report the problem
+  }
+
   /** Owner of a new inode in `parent`: the caller, with a set-group-ID directory's group. */
-  #owner(ctx: RequestContext, parent: Node): { uid: number; gid: number } {
-    const attr = this.#attrs.attrOf(parent);
-    const gid = attr && (attr.mode & S_ISGID) !== 0 ? attr.gid : ctx.gid;
+  #owner(ctx: RequestContext, parentAttr: { mode: number; gid: number }): {
+    uid: number;
+    gid: number;
+  } {
+    const gid = (parentAttr.mode & S_ISGID) !== 0 ? parentAttr.gid : ctx.gid;
     return { uid: ctx.uid, gid };
   }
 
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   #noteDir(dir: Node, stat: Stat | undefined): void {
     this.#attrs.noteChangedDir(dir.key, stat === undefined ? undefined : statToAttr(stat));
+  }
+
+  forget(node: Node): void {
+    this.#attrs.forget(node.key);
   }
 
   async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
@@ -319,7 +341,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = this.#childPath(parent, name);
     this.#changed(parent, name);
     if (typeof path !== "string") return path;
-    const owner = this.#owner(ctx, parent);
+    const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
     const r = await this.#rpc.symlink({ path, target, owner }, this.#opts(ctx));
     return r.ok ? this.#entry(r.value) : fail(r);
   }
@@ -335,7 +357,7 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changed(parent, name);
     if (typeof path !== "string") return path;
     const { major, minor } = decodeDev(rdev);
-    const owner = this.#owner(ctx, parent);
+    const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
     const r = await this.#rpc.mknod(
       { path, mode, rdevMajor: major, rdevMinor: minor, owner },
       this.#opts(ctx),
@@ -352,11 +374,11 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = this.#childPath(parent, name);
     this.#changed(parent, name);
     if (typeof path !== "string") return path;
-    const parentAttr = this.#attrs.attrOf(parent);
+    const parentAttr = await this.#dirAttr(ctx, parent);
     // A directory made in a set-group-ID directory inherits the bit, as on ext4.
-    const inherited = parentAttr && (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
+    const inherited = (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
     const r = await this.#rpc.mkdir(
-      { path, mode: mode | inherited, owner: this.#owner(ctx, parent) },
+      { path, mode: mode | inherited, owner: this.#owner(ctx, parentAttr) },
       this.#opts(ctx),
     );
     return r.ok ? this.#entry(r.value) : fail(r);
@@ -475,7 +497,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = this.#childPath(parent, name);
     this.#changed(parent, name);
     if (typeof path !== "string") return path;
-    const owner = this.#owner(ctx, parent);
+    const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
     const r = await this.#rpc.create(
       { path, flags: this.#wireFlags(flags), mode, owner },
       this.#opts(ctx),
@@ -521,6 +543,7 @@ export class ContainerFs implements FileSystem<Handle> {
     writes.dirty = true;
     this.#changed(node.parent, node.name);
     this.#dropPrefetch(handle.key);
+    this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
     if (writes.early && (info.flags & O_DSYNC) === 0) return this.#writes.write(writes, params);
     const r = await this.#rpc.write(params, this.#opts(ctx));
@@ -625,7 +648,9 @@ export class ContainerFs implements FileSystem<Handle> {
       length: BigInt(length),
       flags,
     }, this.#opts(ctx));
-    return r.ok ? Number(r.value) : fail(r);
+    if (!r.ok) return fail(r);
+    this.#attrs.extend(nodeOut, offsetOut + Number(r.value));
+    return Number(r.value);
   }
 
   /** Fills `listing` from `entries` of directory `dir` (made by the satellite at `at`). */

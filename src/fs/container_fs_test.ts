@@ -3,7 +3,7 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
 import { ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
-import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR } from "../linux/mod.ts";
+import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR, S_IFREG, S_ISGID } from "../linux/mod.ts";
 import { ContainerFs, type ContainerFsOptions } from "./container_fs.ts";
 import {
   fail,
@@ -186,4 +186,67 @@ Deno.test("container fs: an unlinked open file answers GETATTR through its handl
   const unlinked = fakeNode(node.key, undefined, "x"); // no parent: no path
   assertEquals(value(await fs.getattr(fakeContext(), unlinked, undefined)).attr.nlink, 0);
   assertEquals(rpc.paramsOf("fstat"), [{ handle: 9 }]);
+});
+
+Deno.test("container fs: a file of size 0 found by LOOKUP is opened with direct I/O", async () => {
+  const { rpc, fs, root } = setup();
+  const status = fakeStat({ ino: 7n, size: 0n, devMajor: 0, devMinor: 20 });
+  rpc.on("lstat", () => ok(status));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const entry = value(await fs.lookup(fakeContext(), root, "status"));
+  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "status"), O_RDONLY));
+  assertEquals([opened.directIo, opened.keepCache], [true, false]);
+});
+
+Deno.test("container fs: a file of size 0 listed by READDIRPLUS is opened with direct I/O", async () => {
+  const { rpc, fs, root } = setup();
+  const status = fakeStat({ ino: 7n, size: 0n });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "status", ino: 7n, type: 8, offset: 1n, stat: status }],
+    }));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const dir = value(await fs.opendir(fakeContext(), root));
+  const listed = value(await fs.readdir(fakeContext(), root, dir.handle, 0, true));
+  assertEquals(listed.map((e) => e.name), ["status"]);
+  const node = nodeFor(listed[0].entry!, root, "status");
+  const opened = value(await fs.open(fakeContext(), node, O_RDONLY));
+  assertEquals(opened.directIo, true);
+});
+
+Deno.test("container fs: a file created in a set-group-ID directory found by LOOKUP gets its group", async () => {
+  const { rpc, fs, root } = setup();
+  const sg = fakeStat({ ino: 9n, mode: S_IFDIR | S_ISGID | 0o775, gid: 100 });
+  rpc.on("lstat", () => ok(sg));
+  rpc.on("create", (p) => ok({ handle: 4, stat: fakeStat({ ino: 10n, gid: p.owner!.gid }) }));
+  rpc.on("mkdir", (p) => ok(fakeStat({ ino: 11n, mode: S_IFDIR | p.mode, gid: p.owner!.gid })));
+  const dir = nodeFor(value(await fs.lookup(fakeContext(), root, "sg")), root, "sg");
+  const ctx = fakeContext({ uid: 1000, gid: 1000 });
+  value(await fs.create(ctx, dir, "f", S_IFREG | 0o644, O_WRONLY));
+  value(await fs.mkdir(ctx, dir, "d", 0o755));
+  assertEquals(rpc.paramsOf("create")[0].owner, { uid: 1000, gid: 100 });
+  assertEquals(rpc.paramsOf("mkdir")[0].owner, { uid: 1000, gid: 100 });
+  assertEquals(rpc.paramsOf("mkdir")[0].mode, S_ISGID | 0o755);
+});
+
+Deno.test("container fs: a directory listed by READDIRPLUS passes its set-group-ID group on", async () => {
+  const { rpc, fs, root } = setup();
+  const sg = fakeStat({ ino: 9n, mode: S_IFDIR | S_ISGID | 0o775, gid: 100 });
+  rpc.on(
+    "opendir",
+    () =>
+      ok({
+        handle: 3,
+        eof: true,
+        entries: [{ name: "sg", ino: 9n, type: 4, offset: 1n, stat: sg }],
+      }),
+  );
+  rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  const dir = nodeFor(listed[0].entry!, root, "sg");
+  value(await fs.create(fakeContext({ uid: 5, gid: 5 }), dir, "f", S_IFREG | 0o644, O_WRONLY));
+  assertEquals(rpc.paramsOf("create")[0].owner, { uid: 5, gid: 100 });
 });
