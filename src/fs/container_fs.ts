@@ -155,7 +155,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const listedTtlMs = Math.min(options.entryTimeout, options.attrTimeout) * 1000;
     this.#attrs = new AttrCache({ attrTtlMs, listedTtlMs });
     this.#ahead = new ListAhead(rpc, this.#changes, { ttlMs: listedTtlMs, batch: READDIR_BATCH });
-    this.#writes = new WriteBehind(rpc);
+    this.#writes = new WriteBehind(rpc, { logger: options.logger });
   }
 
   #warnOnce(topic: string, message: string): void {
@@ -569,13 +569,13 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async release(
     _ctx: RequestContext,
-    _node: Node,
+    node: Node,
     handle: Handle,
     _info: ReleaseInfo,
   ): Promise<void | Errno> {
     // Not cancellable: the satellite's handle must be closed whatever the caller does.
     this.#untrack(handle);
-    if (handle.writes !== undefined) await this.#writes.settle([handle.writes]);
+    if (handle.writes !== undefined) await this.#writes.release(handle.writes, node.path);
     const r = await this.#rpc.release({ handle: handle.id });
     return r.ok ? undefined : fail(r);
   }
@@ -591,7 +591,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const synced = this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
     await this.#writes.settle(covered);
     const r = await synced;
-    const error = this.#writes.takeError(covered);
+    const error = this.#writes.takeError(covered, handle.key);
     if (error !== undefined) return error;
     return r.ok ? undefined : fail(r);
   }

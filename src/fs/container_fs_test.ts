@@ -1,10 +1,10 @@
 // ContainerFs against a fake satellite RPC: the FUSE → RPC mapping.
 
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
 import { ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
 import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR, S_IFREG, S_ISGID } from "../linux/mod.ts";
-import { ContainerFs, type ContainerFsOptions } from "./container_fs.ts";
+import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
   fail,
   fakeContext,
@@ -249,4 +249,45 @@ Deno.test("container fs: a directory listed by READDIRPLUS passes its set-group-
   const dir = nodeFor(listed[0].entry!, root, "sg");
   value(await fs.create(fakeContext({ uid: 5, gid: 5 }), dir, "f", S_IFREG | 0o644, O_WRONLY));
   assertEquals(rpc.paramsOf("create")[0].owner, { uid: 5, gid: 100 });
+});
+
+/** Opens `node` twice for writing; the fake's writes answer through `answerWrite`. */
+async function twoWriters(
+  options: Partial<ContainerFsOptions>,
+  answerWrite: () => Promise<ReturnType<typeof fail>> | ReturnType<typeof fail>,
+): Promise<
+  {
+    rpc: FakeRpc;
+    fs: ContainerFs;
+    node: Node;
+    a: Handle;
+    b: Handle;
+    logger: ReturnType<typeof fakeLogger>;
+  }
+> {
+  const { rpc, fs, root, logger } = setup(options);
+  let next = 1;
+  rpc.on("lstat", () => ok(fakeStat({ size: 100n })));
+  rpc.on("open", () => ok({ handle: next++ }));
+  rpc.on("write", answerWrite);
+  rpc.on("fsync", () => ok(null));
+  rpc.on("flush", () => ok(null));
+  rpc.on("release", () => ok(null));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const a = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
+  const b = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
+  return { rpc, fs, node, a, b, logger };
+}
+
+const releaseInfo = { flags: O_RDWR, releaseFlags: 0, lockOwner: 0n };
+
+Deno.test("container fs: a write-behind error left at release is logged and reported by fsync on another handle", async () => {
+  const { fs, node, a, b, logger } = await twoWriters({}, () => fail("ENOSPC"));
+  // Answered early; the failure arrives after the write returned.
+  assertEquals(await fs.write(fakeContext(), node, a, 0, new Uint8Array(10), writeInfo), 10);
+  await fs.release(fakeContext(), node, a, releaseInfo);
+  assert(logger.lines.some((l) => l.startsWith("warn:") && /ENOSPC/.test(l)), logger.lines.join());
+  assertEquals(await fs.fsync(fakeContext(), node, b, false), ENOSPC);
+  // Reported once.
+  assertEquals(await fs.fsync(fakeContext(), node, b, false), undefined);
 });

@@ -8,12 +8,16 @@
  *   waits for the oldest ones.
  * - A failure (or short write) of an early-answered write is kept on its handle and reported
  *   once, by the next write, flush or fsync that covers that handle, like on NFS.
+ * - A failure nobody was told of when its handle is released is logged and kept for the inode:
+ *   the next fsync (or flush that covers the inode) of another handle reports it. At most
+ *   `lostLimit` inodes keep such an error.
  *
  * @module
  */
 
-import { EIO, type Errno, errnoOf } from "../fuse/mod.ts";
+import { EIO, type Errno, errnoOf, type Logger } from "../fuse/mod.ts";
 import type { ParamsOf, RpcCalls } from "../protocol/mod.ts";
+import { BoundedMap } from "./bounded_map.ts";
 
 /** Write state of one open file handle. */
 export class FileWrites {
@@ -40,16 +44,24 @@ export class FileWrites {
 export interface WriteBehindOptions {
   /** Bytes of early-answered writes in flight per handle (default 8 MiB). */
   limitBytes?: number;
+  /** Inodes keeping an error of a released handle (default 4096). */
+  lostLimit?: number;
+  logger: Logger;
 }
 
 /** Sends early-answered writes and keeps their errors until someone is told. */
 export class WriteBehind {
   readonly #rpc: Pick<RpcCalls, "write">;
   readonly #limitBytes: number;
+  readonly #logger: Logger;
+  /** Inode key → failure left by a released handle. */
+  readonly #lost: BoundedMap<string, Errno>;
 
-  constructor(rpc: Pick<RpcCalls, "write">, options: WriteBehindOptions = {}) {
+  constructor(rpc: Pick<RpcCalls, "write">, options: WriteBehindOptions) {
     this.#rpc = rpc;
     this.#limitBytes = options.limitBytes ?? 8 << 20;
+    this.#logger = options.logger;
+    this.#lost = new BoundedMap(options.lostLimit ?? 4096);
   }
 
   /**
@@ -82,8 +94,11 @@ export class WriteBehind {
     }
   }
 
-  /** Takes the first unreported failure among `files`: each is reported once. */
-  takeError(files: Iterable<FileWrites>): Errno | undefined {
+  /**
+   * Takes the first unreported failure among `files` (of one inode), else, with `lostOf`, the
+   * one a released handle of that inode left: each is reported once.
+   */
+  takeError(files: Iterable<FileWrites>, lostOf?: string): Errno | undefined {
     for (const file of files) {
       const error = file.error;
       if (error !== undefined) {
@@ -91,6 +106,21 @@ export class WriteBehind {
         return error;
       }
     }
-    return undefined;
+    if (lostOf === undefined) return undefined;
+    const lost = this.#lost.get(lostOf);
+    if (lost !== undefined) this.#lost.delete(lostOf);
+    return lost;
+  }
+
+  /** `file` is released: its writes settle; an unreported failure is logged and kept. */
+  async release(file: FileWrites, path: string | undefined): Promise<void> {
+    await this.settle([file]);
+    const error = file.error;
+    if (error === undefined) return;
+    file.error = undefined;
+    this.#lost.set(file.key, error);
+    this.#logger.warn(
+      `A write to '${path ?? `inode ${file.key}`}' failed after its file was closed: ${error.name}`,
+    );
   }
 }

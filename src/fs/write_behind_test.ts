@@ -1,12 +1,17 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { EIO, ENOSPC } from "../fuse/mod.ts";
 import type { RpcResult } from "../protocol/mod.ts";
 import { FileWrites, WriteBehind } from "./write_behind.ts";
-import { deferred, fail, FakeRpc, ok } from "./_fake_rpc.ts";
+import { deferred, fail, fakeLogger, FakeRpc, ok } from "./_fake_rpc.ts";
 
-function setup(limitBytes?: number): { rpc: FakeRpc; wb: WriteBehind } {
+function setup(limitBytes?: number): {
+  rpc: FakeRpc;
+  wb: WriteBehind;
+  logger: ReturnType<typeof fakeLogger>;
+} {
   const rpc = new FakeRpc();
-  return { rpc, wb: new WriteBehind(rpc.call, { limitBytes }) };
+  const logger = fakeLogger();
+  return { rpc, wb: new WriteBehind(rpc.call, { logger, limitBytes }), logger };
 }
 
 const params = (n: number, offset = 0) => ({
@@ -77,4 +82,32 @@ Deno.test("write behind: settle waits for every given handle", async () => {
   answer.resolve(fail("EDQUOT"));
   await settling;
   assertEquals(wb.takeError([a, b])?.name, "EDQUOT");
+});
+
+Deno.test("write behind: a failure left at release is logged and reported once for the inode", async () => {
+  const { rpc, wb, logger } = setup();
+  rpc.on("write", () => fail("ENOSPC"));
+  const closed = new FileWrites("k", true);
+  const other = new FileWrites("k", true);
+  await wb.write(closed, params(10));
+  await wb.release(closed, "/data/f");
+  assert(
+    logger.lines.some((l) => l.includes("/data/f") && l.includes("ENOSPC")),
+    logger.lines.join(),
+  );
+  assertEquals(wb.takeError([other]), undefined, "only when asked for the inode");
+  assertEquals(wb.takeError([other], "other-key"), undefined);
+  assertEquals(wb.takeError([other], "k"), ENOSPC);
+  assertEquals(wb.takeError([other], "k"), undefined);
+});
+
+Deno.test("write behind: a release after the failure was reported keeps nothing", async () => {
+  const { rpc, wb, logger } = setup();
+  rpc.on("write", () => fail("ENOSPC"));
+  const file = new FileWrites("k", true);
+  await wb.write(file, params(10));
+  await wb.settle([file]);
+  assertEquals(wb.takeError([file]), ENOSPC);
+  await wb.release(file, "/f");
+  assertEquals([logger.lines, wb.takeError([], "k")], [[], undefined]);
 });
