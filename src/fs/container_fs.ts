@@ -529,6 +529,21 @@ export class ContainerFs implements FileSystem<Handle> {
     return r.ok ? r.value : fail(r);
   }
 
+  /** The write states a flush or fsync of `handle` covers (the kernel's writeback cache writes
+   * dirty pages through any writable handle of the inode, so then all of them). */
+  #covered(handle: Handle): FileWrites[] {
+    const own = handle.writes === undefined ? [] : [handle.writes];
+    if (!this.#options.writebackCache) return own;
+    const all = [...this.#openFiles.get(handle.key) ?? []].map((h) => h.writes!);
+    return [...own, ...all.filter((w) => w !== handle.writes)];
+  }
+
+  /** Whose released handles' failures a flush of `handle` reports: the inode's with the
+   * writeback cache (its flush covers every handle), else none (fsync reports them). */
+  #lostOf(handle: Handle): string | undefined {
+    return this.#options.writebackCache ? handle.key : undefined;
+  }
+
   async write(
     ctx: RequestContext,
     node: Node,
@@ -551,18 +566,18 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
-    const covered = handle.writes === undefined ? [] : [handle.writes];
+    const covered = this.#covered(handle);
     // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
     if (!handle.writes?.dirty) {
       await this.#writes.settle(covered);
-      return this.#writes.takeError(covered);
+      return this.#writes.takeError(covered, this.#lostOf(handle));
     }
     handle.writes.dirty = false;
     // Sent behind the pending writes (served in order): one round trip for both.
     const flushed = this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
     await this.#writes.settle(covered);
     const r = await flushed;
-    const error = this.#writes.takeError(covered);
+    const error = this.#writes.takeError(covered, this.#lostOf(handle));
     if (error !== undefined) return error;
     return r.ok ? undefined : fail(r);
   }
@@ -586,7 +601,7 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     datasync: boolean,
   ): Promise<void | Errno> {
-    const covered = handle.writes === undefined ? [] : [handle.writes];
+    const covered = this.#covered(handle);
     // Sent behind the pending writes (served in order): one round trip for both.
     const synced = this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
     await this.#writes.settle(covered);

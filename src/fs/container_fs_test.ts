@@ -6,6 +6,7 @@ import { ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
 import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR, S_IFREG, S_ISGID } from "../linux/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
+  deferred,
   fail,
   fakeContext,
   fakeLogger,
@@ -290,4 +291,24 @@ Deno.test("container fs: a write-behind error left at release is logged and repo
   assertEquals(await fs.fsync(fakeContext(), node, b, false), ENOSPC);
   // Reported once.
   assertEquals(await fs.fsync(fakeContext(), node, b, false), undefined);
+});
+
+Deno.test("container fs: with the writeback cache, fsync and flush settle every handle of the inode", async () => {
+  const answer = deferred<ReturnType<typeof fail>>();
+  const { fs, node, a, b } = await twoWriters({ writebackCache: true }, () => answer.promise);
+  // The kernel writes dirty pages through any writable handle: here b.
+  assertEquals(await fs.write(fakeContext(), node, b, 0, new Uint8Array(10), writeInfo), 10);
+  let synced: void | Errno | "pending" = "pending";
+  const sync = fs.fsync(fakeContext(), node, a, false).then((r) => (synced = r));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(synced, "pending", "fsync waits for the write through the other handle");
+  answer.resolve(fail("ENOSPC"));
+  await sync;
+  assertEquals(synced, ENOSPC);
+});
+
+Deno.test("container fs: with the writeback cache, close (flush) reports a failed write of another handle", async () => {
+  const { fs, node, a, b } = await twoWriters({ writebackCache: true }, () => fail("ENOSPC"));
+  assertEquals(await fs.write(fakeContext(), node, b, 0, new Uint8Array(10), writeInfo), 10);
+  assertEquals(await fs.flush(fakeContext(), node, a), ENOSPC);
 });
