@@ -15,6 +15,8 @@
  *   own answer (ENOSPC, EROFS, EACCES…) reaches the caller.
  * - New inodes are owned by the calling uid/gid (the gid of a set-group-ID parent directory wins,
  *   as on ext4).
+ * - An operation holding a satellite descriptor in its answer (open, opendir) is never cancelled
+ *   mid-way: an interrupted one answers EINTR and releases the descriptor when it arrives.
  * - Attributes told to the kernel for an inode by any answer (LOOKUP, READDIRPLUS and CREATE
  *   included) are kept by `AttrCache`: they decide set-group-ID inheritance and the page-cache
  *   policy of an open. A parent whose attributes are not known is asked for them first.
@@ -26,6 +28,7 @@ import {
   type AttrResult,
   type Created,
   type DirEntry,
+  EINTR,
   EINVAL,
   ENODATA,
   ENOENT,
@@ -33,6 +36,7 @@ import {
   type Errno,
   errnoOf,
   type FileSystem,
+  isErrno,
   type Node,
   type Opened,
   type ReleaseInfo,
@@ -243,6 +247,32 @@ export class ContainerFs implements FileSystem<Handle> {
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   #noteDir(dir: Node, stat: Stat | undefined): void {
     this.#attrs.noteChangedDir(dir.key, stat === undefined ? undefined : statToAttr(stat));
+  }
+
+  /**
+   * Waits for `call`, sent without the request's signal because its answer holds a satellite
+   * descriptor. Interrupted first, it answers EINTR at once and hands the late answer to
+   * `release` (the client would drop it, leaking the descriptor).
+   */
+  #holding<T>(
+    ctx: RequestContext,
+    call: () => Promise<RpcResult<T>>,
+    release: (value: T) => void,
+  ): Promise<RpcResult<T> | Errno> {
+    const signal = ctx.signal;
+    if (signal.aborted) return Promise.resolve(EINTR);
+    const sent = call();
+    return new Promise((resolve) => {
+      const onAbort = (): void => {
+        resolve(EINTR);
+        sent.then((r) => r.ok && release(r.value));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      sent.then((r) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(r);
+      });
+    });
   }
 
   forget(node: Node): void {
@@ -458,6 +488,11 @@ export class ContainerFs implements FileSystem<Handle> {
     if (set?.size === 0) this.#openFiles.delete(handle.key);
   }
 
+  /** Releases a satellite handle whose open was answered EINTR (nobody else will). */
+  #releaseOrphan = (value: { handle: number }): void => {
+    void this.#rpc.release({ handle: value.handle });
+  };
+
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
@@ -468,10 +503,12 @@ export class ContainerFs implements FileSystem<Handle> {
       ? MAX_OPEN_READ_AHEAD
       : undefined;
     const changesBefore = this.#changes.count;
-    const r = await this.#rpc.open(
-      { path, flags: this.#wireFlags(flags), readAhead },
-      this.#opts(ctx),
+    const r = await this.#holding(
+      ctx,
+      () => this.#rpc.open({ path, flags: this.#wireFlags(flags), readAhead }),
+      this.#releaseOrphan,
     );
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const opened = this.#opened(node, r.value.handle);
     const data = r.value.data;
@@ -498,10 +535,11 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changed(parent, name);
     if (typeof path !== "string") return path;
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
-    const r = await this.#rpc.create(
-      { path, flags: this.#wireFlags(flags), mode, owner },
-      this.#opts(ctx),
-    );
+    // Not cancellable: an interrupted create would still make the file in the container, and
+    // answering EINTR would tell the caller it was not made (a retry with O_EXCL would then
+    // fail with EEXIST). The kernel takes a full answer to an interrupted request, so the
+    // create is finished and answered.
+    const r = await this.#rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
     if (!r.ok) return fail(r);
     const entry = this.#entry(r.value.stat);
     this.#noteDir(parent, r.value.dir);
@@ -700,7 +738,12 @@ export class ContainerFs implements FileSystem<Handle> {
       return { handle: { id: NO_HANDLE, dir: true, key: node.key, listing } };
     }
     // The first batch comes along (with attributes): a listing costs one round trip.
-    const r = await this.#rpc.opendir({ path, readAhead: READDIR_BATCH }, this.#opts(ctx));
+    const r = await this.#holding(
+      ctx,
+      () => this.#rpc.opendir({ path, readAhead: READDIR_BATCH }),
+      this.#releaseOrphan,
+    );
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const handle: Handle = { id: r.value.handle, dir: true, key: node.key };
     const { entries, eof } = r.value;
@@ -759,10 +802,15 @@ export class ContainerFs implements FileSystem<Handle> {
     // Opened from a listing fetched ahead: sync through a handle of its own.
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    const opened = await this.#rpc.opendir({ path }, this.#opts(ctx));
+    const opened = await this.#holding(
+      ctx,
+      () => this.#rpc.opendir({ path }),
+      this.#releaseOrphan,
+    );
+    if (isErrno(opened)) return opened;
     if (!opened.ok) return fail(opened);
     const r = await this.#rpc.fsync({ handle: opened.value.handle, datasync }, this.#opts(ctx));
-    void this.#rpc.release({ handle: opened.value.handle });
+    this.#releaseOrphan(opened.value);
     return r.ok ? undefined : fail(r);
   }
 

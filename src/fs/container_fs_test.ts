@@ -2,7 +2,7 @@
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
-import { ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
+import { EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
 import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR, S_IFREG, S_ISGID } from "../linux/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
@@ -311,4 +311,53 @@ Deno.test("container fs: with the writeback cache, close (flush) reports a faile
   const { fs, node, a, b } = await twoWriters({ writebackCache: true }, () => fail("ENOSPC"));
   assertEquals(await fs.write(fakeContext(), node, b, 0, new Uint8Array(10), writeInfo), 10);
   assertEquals(await fs.flush(fakeContext(), node, a), ENOSPC);
+});
+
+Deno.test("container fs: an interrupted open releases the satellite's handle when it arrives", async () => {
+  const { rpc, fs, root } = setup();
+  const answer = deferred<ReturnType<typeof ok<{ handle: number }>>>();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => answer.promise);
+  rpc.on("release", () => ok(null));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const controller = new AbortController();
+  const opening = fs.open(fakeContext({ controller }), node, O_RDONLY);
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.methods(), ["lstat", "open"], "sent before the interrupt");
+  controller.abort();
+  assertEquals(await opening, EINTR);
+  answer.resolve(ok({ handle: 42 }));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.paramsOf("release"), [{ handle: 42 }]);
+});
+
+Deno.test("container fs: an interrupted opendir releases the satellite's handle when it arrives", async () => {
+  const { rpc, fs, root } = setup();
+  const answer = deferred<ReturnType<typeof ok<{ handle: number }>>>();
+  rpc.on("opendir", () => answer.promise);
+  rpc.on("release", () => ok(null));
+  const controller = new AbortController();
+  const opening = fs.opendir(fakeContext({ controller }), root);
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.methods(), ["opendir"], "sent before the interrupt");
+  controller.abort();
+  assertEquals(await opening, EINTR);
+  answer.resolve(ok({ handle: 43 }));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.paramsOf("release"), [{ handle: 43 }]);
+});
+
+Deno.test("container fs: an interrupted create finishes and answers the file it made", async () => {
+  const { rpc, fs, root } = setup();
+  const answer = deferred<
+    ReturnType<typeof ok<{ handle: number; stat: ReturnType<typeof fakeStat> }>>
+  >();
+  rpc.on("create", () => answer.promise);
+  const controller = new AbortController();
+  const creating = fs.create(fakeContext({ controller }), root, "new", S_IFREG | 0o644, O_WRONLY);
+  await new Promise((r) => setTimeout(r, 0));
+  controller.abort();
+  answer.resolve(ok({ handle: 44, stat: fakeStat({ ino: 12n }) }));
+  const created = value(await creating);
+  assertEquals([created.handle.id, created.entry.key], [44, keyOf(fakeStat({ ino: 12n }))]);
 });
