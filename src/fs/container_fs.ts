@@ -65,6 +65,7 @@ import {
   type DirEntry as WireDirEntry,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
+  OpenFlags,
   openFlagsToWire,
   type RpcCalls,
   type RpcResult,
@@ -168,12 +169,16 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#options.logger.warn(message);
   }
 
-  /** Open flags for the satellite: with writeback caching, write-only opens become read-write. */
+  /**
+   * Open flags for the satellite: with writeback caching, write-only opens become read-write;
+   * O_DIRECT is dropped (the kernel already bypassed its cache, and the satellite's buffers
+   * are not aligned as the container's filesystem would require).
+   */
   #wireFlags(flags: number): number {
     const adjusted = this.#options.writebackCache && (flags & O_ACCMODE) === O_WRONLY
       ? (flags & ~O_ACCMODE) | O_RDWR
       : flags;
-    return openFlagsToWire(adjusted, this.#options.hostArch);
+    return (openFlagsToWire(adjusted, this.#options.hostArch) & ~OpenFlags.O_DIRECT) >>> 0;
   }
 
   #opts(ctx: RequestContext): CallOptions {

@@ -3,7 +3,17 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
 import { EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
-import { O_DSYNC, O_RDONLY, O_RDWR, O_WRONLY, S_IFDIR, S_IFREG, S_ISGID } from "../linux/mod.ts";
+import {
+  O_DIRECT,
+  O_DSYNC,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  S_IFDIR,
+  S_IFREG,
+  S_ISGID,
+} from "../linux/mod.ts";
+import { OpenFlags } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
   deferred,
@@ -360,4 +370,26 @@ Deno.test("container fs: an interrupted create finishes and answers the file it 
   answer.resolve(ok({ handle: 44, stat: fakeStat({ ino: 12n }) }));
   const created = value(await creating);
   assertEquals([created.handle.id, created.entry.key], [44, keyOf(fakeStat({ ino: 12n }))]);
+});
+
+Deno.test("container fs: O_DIRECT is not passed to the satellite", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("create", () => ok({ handle: 2, stat: fakeStat({ ino: 12n }) }));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  value(await fs.open(fakeContext(), node, O_RDWR | O_DIRECT));
+  value(await fs.create(fakeContext(), root, "g", S_IFREG | 0o644, O_WRONLY | O_DIRECT));
+  assertEquals(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
+  assertEquals(rpc.paramsOf("create")[0].flags, OpenFlags.O_WRONLY);
+});
+
+Deno.test("container fs: O_DIRECT is stripped in aarch64's numbering too", async () => {
+  const { rpc, fs, root } = setup({ hostArch: "aarch64" });
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const AARCH64_O_DIRECT = 0o200000;
+  value(await fs.open(fakeContext(), node, O_RDWR | AARCH64_O_DIRECT));
+  assertEquals(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
 });
