@@ -13,13 +13,15 @@
  *   reachable through an open handle.
  * - Failures are errno values; an RPC failure's errno passes through unchanged, so the container's
  *   own answer (ENOSPC, EROFS, EACCES…) reaches the caller.
+ * - The satellite is untrusted: names, attributes and counts it answers are checked before they
+ *   reach the kernel (`checks.ts`); what fails the checks is dropped or answered EIO, and logged.
  * - New inodes are owned by the calling uid/gid (the gid of a set-group-ID parent directory wins,
  *   as on ext4).
- * - An operation holding a satellite descriptor in its answer (open, opendir) is never cancelled
- *   mid-way: an interrupted one answers EINTR and releases the descriptor when it arrives.
  * - Attributes told to the kernel for an inode by any answer (LOOKUP, READDIRPLUS and CREATE
  *   included) are kept by `AttrCache`: they decide set-group-ID inheritance and the page-cache
  *   policy of an open. A parent whose attributes are not known is asked for them first.
+ * - An operation holding a satellite descriptor in its answer (open, opendir) is never cancelled
+ *   mid-way: an interrupted one answers EINTR and releases the descriptor when it arrives.
  *
  * @module
  */
@@ -30,6 +32,7 @@ import {
   type DirEntry,
   EINTR,
   EINVAL,
+  EIO,
   ENODATA,
   ENOENT,
   type Entry,
@@ -73,7 +76,7 @@ import {
   UTIME_NOW,
 } from "../protocol/mod.ts";
 import { AttrCache } from "./attr_cache.ts";
-import { statKey, statToAttr } from "./checks.ts";
+import { statKey, statProblem, statToAttr } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { ListAhead } from "./list_ahead.ts";
 import { MountChanges } from "./mount_changes.ts";
@@ -121,6 +124,8 @@ export interface ContainerFsOptions {
 
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
+/** Batches of only unshowable names read in a row before a listing is given up (EIO). */
+const MAX_SKIPPED_BATCHES = 1024;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
 const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -203,8 +208,18 @@ export class ContainerFs implements FileSystem<Handle> {
     for (const h of this.#openFiles.get(key) ?? []) h.prefetch = undefined;
   }
 
-  /** The entry told to the kernel for `stat` (`node`'s when the answer is about it). */
-  #entry(stat: Stat, node?: Node): Entry {
+  /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
+  #checked(stat: Stat): Stat | Errno {
+    const problem = statProblem(stat);
+    if (problem === undefined) return stat;
+    this.#warnOnce("stat", `The satellite answered attributes that cannot be used: ${problem}`);
+    return EIO;
+  }
+
+  /** The entry told to the kernel for `stat` (for `node` when the answer is about it). */
+  #entry(stat: Stat, node?: Node): Entry | Errno {
+    const checked = this.#checked(stat);
+    if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
     const key = statKey(stat);
     if (node !== undefined) this.#attrs.setAttr(node, attr);
@@ -220,7 +235,9 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   /** The attribute answer for `node` from `stat`. */
-  #attrResult(node: Node, stat: Stat): AttrResult {
+  #attrResult(node: Node, stat: Stat): AttrResult | Errno {
+    const checked = this.#checked(stat);
+    if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
     this.#attrs.setAttr(node, attr);
     this.#attrs.noteXattrs(node.key, stat.hasXattrs);
@@ -233,7 +250,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (known !== undefined) return known;
     const path = relPath(dir);
     const r = path === undefined ? undefined : await this.#rpc.lstat({ path }, this.#opts(ctx));
-    if (r?.ok) {
+    if (r?.ok && statProblem(r.value) === undefined) {
       this.#attrs.setAttr(dir, statToAttr(r.value));
       return r.value;
     }
@@ -251,7 +268,8 @@ export class ContainerFs implements FileSystem<Handle> {
 
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   #noteDir(dir: Node, stat: Stat | undefined): void {
-    this.#attrs.noteChangedDir(dir.key, stat === undefined ? undefined : statToAttr(stat));
+    const usable = stat !== undefined && statProblem(stat) === undefined;
+    this.#attrs.noteChangedDir(dir.key, usable ? statToAttr(stat) : undefined);
   }
 
   /**
@@ -547,6 +565,10 @@ export class ContainerFs implements FileSystem<Handle> {
     const r = await this.#rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
     if (!r.ok) return fail(r);
     const entry = this.#entry(r.value.stat);
+    if (isErrno(entry)) {
+      this.#releaseOrphan(r.value);
+      return entry;
+    }
     this.#noteDir(parent, r.value.dir);
     return { handle: this.#track(r.value.handle, entry.key!, true), entry };
   }
@@ -605,7 +627,8 @@ export class ContainerFs implements FileSystem<Handle> {
     const params = { handle: handle.id, offset: BigInt(offset), data };
     if (writes.early && (info.flags & O_DSYNC) === 0) return this.#writes.write(writes, params);
     const r = await this.#rpc.write(params, this.#opts(ctx));
-    return r.ok ? r.value : fail(r);
+    if (!r.ok) return fail(r);
+    return r.value <= data.length ? r.value : EIO; // more than sent: not an answer to this
   }
 
   async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
@@ -682,7 +705,8 @@ export class ContainerFs implements FileSystem<Handle> {
       { handle: handle.id, offset: BigInt(offset), whence },
       this.#opts(ctx),
     );
-    return r.ok ? Number(r.value) : fail(r);
+    if (!r.ok) return fail(r);
+    return r.value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(r.value) : EIO;
   }
 
   async copyFileRange(
@@ -707,6 +731,7 @@ export class ContainerFs implements FileSystem<Handle> {
       flags,
     }, this.#opts(ctx));
     if (!r.ok) return fail(r);
+    if (r.value > BigInt(length)) return EIO; // more than asked: not an answer to this
     this.#attrs.extend(nodeOut, offsetOut + Number(r.value));
     return Number(r.value);
   }
@@ -722,13 +747,20 @@ export class ContainerFs implements FileSystem<Handle> {
     at: number = Date.now(),
   ): boolean {
     const describe = (e: ShownEntry): Entry | undefined => {
-      if (e.stat === undefined) return undefined;
+      if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
       this.#attrs.noteListed(dir.key, e.name, e.stat, at);
-      return plus ? this.#entry(e.stat) : undefined;
+      if (!plus) return undefined;
+      const entry = this.#entry(e.stat);
+      return isErrno(entry) ? undefined : entry;
     };
-    // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
-    const dropped = (): void =>
-      this.#warnOnce("utf8", "skipping directory entries whose names are not UTF-8");
+    const dropped = (e: WireDirEntry, reason: string): void => {
+      if (typeof e.name !== "string") {
+        // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
+        this.#warnOnce("utf8", "skipping directory entries whose names are not UTF-8");
+      } else {
+        this.#warnOnce("name", `skipping directory entries the kernel cannot take (${reason})`);
+      }
+    };
     return listing.fill(offset, entries, eof, describe, dropped);
   }
 
@@ -771,21 +803,26 @@ export class ContainerFs implements FileSystem<Handle> {
     if (listing.end !== undefined && offset >= listing.end) return [];
     const index = offset - listing.bufferStart;
     if (index >= 0 && index < listing.buffer.length) return listing.buffer.slice(index);
-    const cookie = listing.cookies[offset];
-    if (cookie === undefined) return EINVAL; // not a position this stream produced
-    const r = await this.#rpc.readdir(
-      { handle: handle.id, offset: cookie, plus, maxEntries: READDIR_BATCH },
-      this.#opts(ctx),
-    );
-    if (!r.ok) return fail(r);
-    if (!this.#fill(node, listing, offset, r.value.entries, r.value.eof, plus)) {
-      // Only undecodable names in this batch: continue after them.
+    if (handle.id === NO_HANDLE) return EINVAL; // a listing ahead is whole: not a position of it
+    for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
+      const cookie = listing.cookies[offset];
+      if (cookie === undefined) return EINVAL; // not a position this stream produced
+      const r = await this.#rpc.readdir(
+        { handle: handle.id, offset: cookie, plus, maxEntries: READDIR_BATCH },
+        this.#opts(ctx),
+      );
+      if (!r.ok) return fail(r);
+      if (this.#fill(node, listing, offset, r.value.entries, r.value.eof, plus)) {
+        return listing.buffer;
+      }
+      // Only unshowable names in this batch: continue after them.
       const last = r.value.entries.at(-1);
       if (last === undefined) return [];
+      if (last.offset === cookie) break; // the satellite does not move on
       listing.cookies[offset] = last.offset;
-      return await this.readdir(ctx, node, handle, offset, plus);
     }
-    return listing.buffer;
+    this.#warnOnce("stuck", "a directory listing from the satellite does not move on");
+    return EIO;
   }
 
   async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
@@ -875,7 +912,10 @@ export class ContainerFs implements FileSystem<Handle> {
     if (this.#attrs.noXattrs(node.key) === "yes") return [];
     const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
     if (!r.ok) return fail(r);
-    return r.value.filter((n): n is string => typeof n === "string");
+    // The kernel's list is NUL-separated: a name the satellite made up with a NUL would split.
+    return r.value.filter((n): n is string =>
+      typeof n === "string" && n !== "" && !n.includes("\0")
+    );
   }
 
   async removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {

@@ -1,4 +1,4 @@
-// ContainerFs against a fake satellite RPC: the FUSE → RPC mapping.
+// ContainerFs against a fake satellite RPC: the FUSE → RPC mapping and its hardening (issue 15).
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
@@ -13,7 +13,7 @@ import {
   S_IFREG,
   S_ISGID,
 } from "../linux/mod.ts";
-import { OpenFlags } from "../protocol/mod.ts";
+import { type DirEntry as WireDirEntry, OpenFlags } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
   deferred,
@@ -53,6 +53,34 @@ function nodeFor(entry: Entry, parent: Node, name: string): Node {
 }
 
 const writeInfo = { flags: O_RDWR, writeFlags: 0, lockOwner: 0n };
+
+Deno.test("container fs: a file of size 0 found by LOOKUP is opened with direct I/O", async () => {
+  const { rpc, fs, root } = setup();
+  const status = fakeStat({ ino: 7n, size: 0n, devMajor: 0, devMinor: 20 });
+  rpc.on("lstat", () => ok(status));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const entry = value(await fs.lookup(fakeContext(), root, "status"));
+  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "status"), O_RDONLY));
+  assertEquals([opened.directIo, opened.keepCache], [true, false]);
+});
+
+Deno.test("container fs: a file of size 0 listed by READDIRPLUS is opened with direct I/O", async () => {
+  const { rpc, fs, root } = setup();
+  const status = fakeStat({ ino: 7n, size: 0n });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "status", ino: 7n, type: 8, offset: 1n, stat: status }],
+    }));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const dir = value(await fs.opendir(fakeContext(), root));
+  const listed = value(await fs.readdir(fakeContext(), root, dir.handle, 0, true));
+  assertEquals(listed.map((e) => e.name), ["status"]);
+  const node = nodeFor(listed[0].entry!, root, "status");
+  const opened = value(await fs.open(fakeContext(), node, O_RDONLY));
+  assertEquals(opened.directIo, true);
+});
 
 Deno.test("container fs: a regular file with a size keeps the page cache", async () => {
   const { rpc, fs, root } = setup();
@@ -197,34 +225,6 @@ Deno.test("container fs: an unlinked open file answers GETATTR through its handl
   const unlinked = fakeNode(node.key, undefined, "x"); // no parent: no path
   assertEquals(value(await fs.getattr(fakeContext(), unlinked, undefined)).attr.nlink, 0);
   assertEquals(rpc.paramsOf("fstat"), [{ handle: 9 }]);
-});
-
-Deno.test("container fs: a file of size 0 found by LOOKUP is opened with direct I/O", async () => {
-  const { rpc, fs, root } = setup();
-  const status = fakeStat({ ino: 7n, size: 0n, devMajor: 0, devMinor: 20 });
-  rpc.on("lstat", () => ok(status));
-  rpc.on("open", () => ok({ handle: 1 }));
-  const entry = value(await fs.lookup(fakeContext(), root, "status"));
-  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "status"), O_RDONLY));
-  assertEquals([opened.directIo, opened.keepCache], [true, false]);
-});
-
-Deno.test("container fs: a file of size 0 listed by READDIRPLUS is opened with direct I/O", async () => {
-  const { rpc, fs, root } = setup();
-  const status = fakeStat({ ino: 7n, size: 0n });
-  rpc.on("opendir", () =>
-    ok({
-      handle: 3,
-      eof: true,
-      entries: [{ name: "status", ino: 7n, type: 8, offset: 1n, stat: status }],
-    }));
-  rpc.on("open", () => ok({ handle: 1 }));
-  const dir = value(await fs.opendir(fakeContext(), root));
-  const listed = value(await fs.readdir(fakeContext(), root, dir.handle, 0, true));
-  assertEquals(listed.map((e) => e.name), ["status"]);
-  const node = nodeFor(listed[0].entry!, root, "status");
-  const opened = value(await fs.open(fakeContext(), node, O_RDONLY));
-  assertEquals(opened.directIo, true);
 });
 
 Deno.test("container fs: a file created in a set-group-ID directory found by LOOKUP gets its group", async () => {
@@ -392,4 +392,92 @@ Deno.test("container fs: O_DIRECT is stripped in aarch64's numbering too", async
   const AARCH64_O_DIRECT = 0o200000;
   value(await fs.open(fakeContext(), node, O_RDWR | AARCH64_O_DIRECT));
   assertEquals(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
+});
+
+function entry(name: string | Uint8Array, ino: bigint, offset: bigint): WireDirEntry {
+  return { name, ino, type: 8, offset, stat: fakeStat({ ino }) };
+}
+
+Deno.test("container fs: listing entries the kernel must not see are dropped (logged once)", async () => {
+  const { rpc, fs, root, logger } = setup();
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [
+        { name: ".", ino: 2n, type: 4, offset: 1n },
+        { name: "..", ino: 1n, type: 4, offset: 2n },
+        entry("good", 10n, 3n),
+        entry("a/b", 11n, 4n),
+        entry("a\0b", 12n, 5n),
+        entry("", 13n, 6n),
+        entry("x".repeat(256), 14n, 7n),
+        entry("é".repeat(128), 15n, 8n), // 256 bytes in UTF-8
+        entry("good", 16n, 9n),
+        entry(".", 17n, 10n),
+        entry("..", 18n, 11n),
+        entry("y".repeat(255), 19n, 12n),
+      ],
+    }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  assertEquals(listed.map((e) => e.name), [".", "..", "good", "y".repeat(255)]);
+  // Positions stay dense: each entry's cookie is the next position.
+  assertEquals(listed.map((e) => e.next), [1, 2, 3, 4]);
+  assertEquals(listed[2].entry?.key, keyOf(fakeStat({ ino: 10n })));
+  assertEquals(listed[0].entry, undefined);
+  assertEquals(logger.lines.filter((l) => l.startsWith("warn:")).length, 1, logger.lines.join());
+  assertEquals(value(await fs.readdir(fakeContext(), root, handle, 4, true)), []);
+});
+
+Deno.test("container fs: a listed stat that makes no sense is not given to the kernel", async () => {
+  const { rpc, fs, root } = setup();
+  const bad = [
+    fakeStat({ ino: 20n, mode: 0o170644 }), // no such file type
+    fakeStat({ ino: 21n, size: 1n << 60n }), // beyond exact numbers
+    fakeStat({ ino: 22n, mtimeNsec: 1_000_000_000 }),
+  ];
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: bad.map((stat, i) => ({
+        name: `f${i}`,
+        ino: stat.ino,
+        type: 8,
+        offset: BigInt(i + 1),
+        stat,
+      })),
+    }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  assertEquals(listed.map((e) => [e.name, e.entry]), [
+    ["f0", undefined],
+    ["f1", undefined],
+    ["f2", undefined],
+  ]);
+  // A LOOKUP of one of them asks the satellite again, and refuses a senseless answer.
+  rpc.on("lstat", () => ok(bad[1]));
+  assertEquals((await fs.lookup(fakeContext(), root, "f1") as Errno).name, "EIO");
+});
+
+Deno.test("container fs: a write the satellite claims larger than sent is an error", async () => {
+  const { rpc, fs, root } = setup({ writeBehind: false });
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("write", () => ok(4096));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
+  const r = await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo);
+  assertEquals((r as Errno).name, "EIO");
+});
+
+Deno.test("container fs: a batch of only undecodable names that does not advance ends in EIO", async () => {
+  const { rpc, fs, root } = setup();
+  const raw = new Uint8Array([0xff, 0xfe]);
+  rpc.on("opendir", () => ok({ handle: 3 }));
+  rpc.on("readdir", () => ok({ entries: [entry(raw, 5n, 0n)], eof: false }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const r = await fs.readdir(fakeContext(), root, handle, 0, true);
+  assertEquals((r as Errno).name, "EIO");
 });

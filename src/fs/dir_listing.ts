@@ -5,8 +5,9 @@
  * - Cookies given to the kernel are positions (entries before it), dense from 0; `cookies[k]`
  *   is the satellite's own cookie that resumes after k entries (ext4's are 63-bit hashes,
  *   which a position keeps exact).
- * - Names that are not UTF-8 are not shown (the kernel's strings here are UTF-8); "." and ".."
- *   carry no attributes.
+ * - Only entries the kernel accepts are shown (the satellite is untrusted): names that pass
+ *   `nameProblem`, "." and ".." only as directories and without attributes, and each name at
+ *   one position only (a duplicate is dropped; reading a position again shows it again).
  *
  * @module
  */
@@ -20,6 +21,7 @@ import {
   DT_LNK,
   DT_REG,
   DT_SOCK,
+  DT_UNKNOWN,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -29,6 +31,7 @@ import {
   S_IFSOCK,
 } from "../linux/mod.ts";
 import type { DirEntry as WireDirEntry } from "../protocol/mod.ts";
+import { nameProblem } from "./checks.ts";
 
 const DT_TO_IFMT: Readonly<Record<number, number>> = {
   [DT_FIFO]: S_IFIFO,
@@ -40,7 +43,7 @@ const DT_TO_IFMT: Readonly<Record<number, number>> = {
   [DT_SOCK]: S_IFSOCK,
 };
 
-/** A listing entry whose name is shown. */
+/** A listing entry whose name passed the checks. */
 export type ShownEntry = WireDirEntry & { readonly name: string };
 
 /** Why a listing entry was dropped (for the log). */
@@ -54,6 +57,8 @@ export class DirListing {
   bufferStart = 0;
   /** Position where the stream ends, once the satellite said so. */
   end: number | undefined;
+  /** Name → the position it is shown at. */
+  readonly #shownAt = new Map<string, number>();
 
   /**
    * Makes `entries` (read from position `offset`) the buffer; `describe` gives the READDIRPLUS
@@ -69,14 +74,16 @@ export class DirListing {
   ): boolean {
     const buffer: DirEntry[] = [];
     for (const e of entries) {
-      if (typeof e.name !== "string") {
-        dropped(e, "not UTF-8");
+      const problem = this.#problem(e, offset + buffer.length);
+      if (problem !== undefined) {
+        dropped(e, problem);
         continue;
       }
       const shown = e as ShownEntry;
       const dot = shown.name === "." || shown.name === "..";
       const next = offset + buffer.length + 1;
       this.cookies[next] = e.offset;
+      this.#shownAt.set(shown.name, next - 1);
       buffer.push({
         name: shown.name,
         ino: e.ino,
@@ -90,5 +97,17 @@ export class DirListing {
     this.bufferStart = offset;
     if (eof) this.end = offset + buffer.length;
     return true;
+  }
+
+  #problem(e: WireDirEntry, position: number): DropReason | undefined {
+    const problem = nameProblem(e.name);
+    if (problem !== undefined) return problem;
+    const name = e.name as string;
+    if ((name === "." || name === "..") && e.type !== DT_DIR && e.type !== DT_UNKNOWN) {
+      return `'${name}' that is not a directory`;
+    }
+    const at = this.#shownAt.get(name);
+    if (at !== undefined && at !== position) return "duplicate";
+    return undefined;
   }
 }

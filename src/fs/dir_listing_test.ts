@@ -36,24 +36,40 @@ Deno.test("dir listing: positions are dense and map to the satellite's cookies",
   assertEquals([l.bufferStart, l.end, l.buffer[0].next], [3, 4, 4]);
 });
 
-Deno.test("dir listing: names that are not UTF-8 are dropped", () => {
+Deno.test("dir listing: bad names and duplicates are dropped, dots only as directories", () => {
   const l = new DirListing();
-  const { dropped } = fill(
-    l,
-    0,
-    [e(".", 1, DT_DIR), e(new Uint8Array([0xff]), 2), e("b", 3)],
-    true,
-  );
-  assertEquals(l.buffer.map((d) => [d.name, d.next]), [[".", 1], ["b", 2]]);
-  assertEquals(l.cookies, [0n, 100n, 300n]);
-  assertEquals(dropped, ["bytes: not UTF-8"]);
+  const { dropped } = fill(l, 0, [
+    e(".", 1, DT_DIR),
+    e("..", 2, 0),
+    e("a", 3),
+    e("a", 4),
+    e("..", 5, DT_REG),
+    e("b/c", 6),
+    e("", 7),
+    e(new Uint8Array([0xff]), 8),
+    e("b", 9),
+  ], true);
+  assertEquals(l.buffer.map((d) => d.name), [".", "..", "a", "b"]);
+  assertEquals(l.buffer.map((d) => d.next), [1, 2, 3, 4]);
+  assertEquals(l.cookies, [0n, 100n, 200n, 300n, 900n]);
+  assertEquals(dropped.length, 5, dropped.join("; "));
+});
+
+Deno.test("dir listing: reading a position again shows its names again", () => {
+  const l = new DirListing();
+  fill(l, 0, [e("a", 1), e("b", 2)], false);
+  fill(l, 2, [e("c", 3)], true);
+  fill(l, 0, [e("a", 1), e("b", 2)], false); // rewinddir
+  assertEquals(l.buffer.map((d) => d.name), ["a", "b"]);
+  fill(l, 1, [e("b", 2), e("a", 9)], false); // "a" is at position 0, not 2
+  assertEquals(l.buffer.map((d) => d.name), ["b"]);
 });
 
 Deno.test("dir listing: a batch with nothing to show asks for more unless at the end", () => {
   const l = new DirListing();
-  assertEquals(fill(l, 0, [e(new Uint8Array([0xff]), 1)], false).ok, false);
+  assertEquals(fill(l, 0, [e("a/b", 1)], false).ok, false);
   assertEquals(l.buffer, []);
-  assertEquals(fill(l, 0, [e(new Uint8Array([0xff]), 1)], true).ok, true);
+  assertEquals(fill(l, 0, [e("a/b", 1)], true).ok, true);
   assertEquals(l.end, 0);
 });
 

@@ -17,7 +17,7 @@
 
 import { DT_DIR } from "../linux/mod.ts";
 import type { DirEntry as WireDirEntry, RpcCalls } from "../protocol/mod.ts";
-import { statKey } from "./checks.ts";
+import { nameProblem, statKey, statProblem } from "./checks.ts";
 import type { MountChanges } from "./mount_changes.ts";
 
 /** A listing fetched ahead: the first batch of a directory and when the satellite made it. */
@@ -90,7 +90,8 @@ export class ListAhead {
     const dev = dirKey.slice(0, dirKey.lastIndexOf(":") + 1);
     for (const e of entries) {
       if (e.type !== DT_DIR || e.stat === undefined || typeof e.name !== "string") continue;
-      if (e.name === "." || e.name === "..") continue;
+      if (e.name === "." || e.name === ".." || nameProblem(e.name) !== undefined) continue;
+      if (statProblem(e.stat) !== undefined) continue;
       const key = statKey(e.stat);
       if (!key.startsWith(dev) || this.#slots.has(key)) continue;
       if (this.#slots.size >= this.#queueLimit) break;

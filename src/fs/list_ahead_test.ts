@@ -123,6 +123,17 @@ Deno.test("list ahead: at most inFlight fetches at once and queueLimit directori
   for (const answer of answers.slice(1)) answer(ok({ handle: 2, eof: true, entries: listing }));
 });
 
+Deno.test("list ahead: names or stats that fail the checks are never walked into", async () => {
+  const { rpc, ahead } = setup();
+  ahead.queue(DIR_KEY, "", [
+    dir("a/b", 3n),
+    dir("..", 4n),
+    { ...dir("c", 5n), stat: fakeStat({ ino: 5n, mode: 0o170755 }) },
+  ]);
+  await tick();
+  assertEquals(rpc.calls, []);
+});
+
 Deno.test("list ahead: nothing is listed without a time to serve", async () => {
   const { rpc, ahead } = setup({ ttlMs: 0 });
   ahead.queue(DIR_KEY, "", [dir("a", 3n)]);
