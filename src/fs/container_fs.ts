@@ -558,10 +558,11 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changed(parent, name);
     if (typeof path !== "string") return path;
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
-    // Not cancellable: an interrupted create would still make the file in the container, and
-    // answering EINTR would tell the caller it was not made (a retry with O_EXCL would then
-    // fail with EEXIST). The kernel takes a full answer to an interrupted request, so the
-    // create is finished and answered.
+    // Not cancellable once sent: an interrupted create would still make the file in the
+    // container, and answering EINTR would tell the caller it was not made (a retry with O_EXCL
+    // would then fail with EEXIST). The kernel takes a full answer to an interrupted request,
+    // so the create is finished and answered.
+    if (ctx.signal.aborted) return EINTR;
     const r = await this.#rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
     if (!r.ok) return fail(r);
     const entry = this.#entry(r.value.stat);

@@ -372,6 +372,16 @@ Deno.test("container fs: an interrupted create finishes and answers the file it 
   assertEquals([created.handle.id, created.entry.key], [44, keyOf(fakeStat({ ino: 12n }))]);
 });
 
+Deno.test("container fs: a create interrupted before it is sent answers EINTR and makes nothing", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("create", () => ok({ handle: 44, stat: fakeStat({ ino: 12n }) }));
+  const controller = new AbortController();
+  controller.abort();
+  const r = await fs.create(fakeContext({ controller }), root, "new", S_IFREG | 0o644, O_WRONLY);
+  assertEquals(r, EINTR);
+  assertEquals(rpc.paramsOf("create"), []);
+});
+
 Deno.test("container fs: O_DIRECT is not passed to the satellite", async () => {
   const { rpc, fs, root } = setup();
   rpc.on("lstat", () => ok(fakeStat()));
