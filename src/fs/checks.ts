@@ -8,6 +8,7 @@
 import type { Attr } from "../fuse/mod.ts";
 import {
   NAME_MAX,
+  PATH_MAX,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -60,6 +61,19 @@ export function nameProblem(name: string | Uint8Array): string | undefined {
   const long = name.length > NAME_MAX ||
     (name.length * 3 > NAME_MAX && encoder.encode(name).length > NAME_MAX);
   if (long) return `longer than ${NAME_MAX} bytes`;
+  return undefined;
+}
+
+/**
+ * Why a symlink `target` cannot be given to the kernel, or undefined when it can: Linux's are
+ * non-empty, shorter than PATH_MAX bytes and without NUL.
+ */
+export function targetProblem(target: string): string | undefined {
+  if (target === "") return "empty";
+  if (target.includes("\0")) return "contains NUL";
+  const long = target.length >= PATH_MAX ||
+    (target.length * 3 >= PATH_MAX && encoder.encode(target).length >= PATH_MAX);
+  if (long) return `not shorter than ${PATH_MAX} bytes`;
   return undefined;
 }
 

@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { S_IFDIR, S_IFLNK } from "../linux/mod.ts";
-import { nameProblem, statKey, statProblem, statToAttr } from "./checks.ts";
+import { nameProblem, statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { fakeStat } from "./_fake_rpc.ts";
 
 Deno.test("checks: names the kernel takes pass", () => {
@@ -33,4 +33,13 @@ Deno.test("checks: statToAttr and statKey", () => {
   const attr = statToAttr(stat);
   assertEquals([attr.size, attr.blocks, attr.blksize, attr.rdev], [10, 8, 4096, 0x801]);
   assertEquals(statKey(stat), "0:42:100");
+});
+
+Deno.test("checks: symlink targets the kernel cannot take are caught", () => {
+  for (const target of ["a", "../b/c", "/abs", "x".repeat(4095), "é".repeat(2047)]) {
+    assertEquals(targetProblem(target), undefined, target.slice(0, 8));
+  }
+  for (const target of ["", "a\0b", "x".repeat(4096), "é".repeat(2048)]) {
+    assert(targetProblem(target) !== undefined, target.slice(0, 8));
+  }
 });

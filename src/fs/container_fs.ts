@@ -76,7 +76,7 @@ import {
   UTIME_NOW,
 } from "../protocol/mod.ts";
 import { AttrCache } from "./attr_cache.ts";
-import { statKey, statProblem, statToAttr } from "./checks.ts";
+import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { ListAhead } from "./list_ahead.ts";
 import { MountChanges } from "./mount_changes.ts";
@@ -377,12 +377,19 @@ export class ContainerFs implements FileSystem<Handle> {
     if (path === undefined) return ENOENT;
     const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
     if (!r.ok) return fail(r);
-    if (typeof r.value === "string") return r.value;
+    let target: string;
     try {
-      return decoder.decode(r.value);
+      target = typeof r.value === "string" ? r.value : decoder.decode(r.value);
     } catch {
       return EINVAL; // a target that is not UTF-8 cannot be shown faithfully
     }
+    const problem = targetProblem(target);
+    if (problem === undefined) return target;
+    this.#warnOnce(
+      "target",
+      `The satellite answered a symlink target that cannot be used: ${problem}`,
+    );
+    return EIO;
   }
 
   async symlink(

@@ -491,3 +491,12 @@ Deno.test("container fs: a batch of only undecodable names that does not advance
   const r = await fs.readdir(fakeContext(), root, handle, 0, true);
   assertEquals((r as Errno).name, "EIO");
 });
+
+Deno.test("container fs: a symlink target with a NUL or too long for the kernel is EIO", async () => {
+  const { rpc, fs, root } = setup();
+  const targets = ["ok/target", "a\0b", "x".repeat(4096), new Uint8Array([0x61, 0x2f, 0x62])];
+  rpc.on("readlink", () => ok(targets.shift()!));
+  const results = [];
+  for (let i = 0; i < 4; i++) results.push(await fs.readlink(fakeContext(), root));
+  assertEquals(results.map((r) => (isErrno(r) ? r.name : r)), ["ok/target", "EIO", "EIO", "a/b"]);
+});
