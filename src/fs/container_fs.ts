@@ -4,8 +4,9 @@
  * This class is the mapping; what it remembers between calls lives in named parts:
  * `AttrCache` (node attributes, "no xattrs", listed names, changed directories), `ListAhead`
  * (subdirectories listed in the background), `WriteBehind` (early-answered writes and their
- * errors), `DirListing` (one open directory's stream) and `MountChanges` (the one count of
- * changes made through the mount).
+ * errors), `OpenFiles` (open handles by inode and their open's read-ahead), `DirListing` (one
+ * open directory's stream) and `MountChanges` (the one count of changes made through the
+ * mount).
  *
  * Invariants:
  * - Every operation names its object by the node's current path (kept by the FUSE layer), made
@@ -80,16 +81,8 @@ import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { ListAhead } from "./list_ahead.ts";
 import { MountChanges } from "./mount_changes.ts";
+import { OpenFiles, type ReadAhead } from "./open_files.ts";
 import { FileWrites, WriteBehind } from "./write_behind.ts";
-
-/** The first bytes of a file, read along with its open. */
-interface Prefetch {
-  readonly data: Uint8Array;
-  /** Until when (ms) they may serve READs. */
-  readonly until: number;
-  /** `data` holds the whole file (the read-ahead came back short). */
-  readonly eof: boolean;
-}
 
 /** An open file or directory: the satellite's handle id. */
 export interface Handle {
@@ -102,8 +95,8 @@ export interface Handle {
   listing?: DirListing;
   /** Write state (files only). */
   readonly writes?: FileWrites;
-  /** Read-ahead of the open (files only), dropped at any change of the file. */
-  prefetch?: Prefetch;
+  /** Read-ahead of the open (files only; see `OpenFiles`). */
+  readAhead?: ReadAhead;
 }
 
 /** Options of {@link ContainerFs}. Timeouts in seconds. */
@@ -153,8 +146,7 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #changes = new MountChanges();
   readonly #ahead: ListAhead;
   readonly #writes: WriteBehind;
-  /** Open file handles by identity: attributes of an unlinked file come through one of them. */
-  readonly #openFiles = new Map<string, Set<Handle>>();
+  readonly #openFiles: OpenFiles<Handle>;
   /** Topics already logged (each kind of bad answer is logged once per mount). */
   readonly #warned = new Set<string>();
 
@@ -166,6 +158,7 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#attrs = new AttrCache({ attrTtlMs, listedTtlMs });
     this.#ahead = new ListAhead(rpc, this.#changes, { ttlMs: listedTtlMs, batch: READDIR_BATCH });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
+    this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
   }
 
   #warnOnce(topic: string, message: string): void {
@@ -201,11 +194,6 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changes.note();
     this.#ahead.drop();
     if (parent !== undefined) this.#attrs.forgetListed(parent.key, name);
-  }
-
-  /** The contents of `key` change: read-ahead of its open handles is stale. */
-  #dropPrefetch(key: string): void {
-    for (const h of this.#openFiles.get(key) ?? []) h.prefetch = undefined;
   }
 
   /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
@@ -326,7 +314,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = relPath(node);
     const given = handle?.id === NO_HANDLE ? undefined : handle;
     const open = given ??
-      (path === undefined ? this.#openFiles.get(node.key)?.values().next().value : undefined);
+      (path === undefined ? this.#openFiles.any(node.key) : undefined);
     if (open === undefined && path === undefined) return ENOENT;
     const r = open !== undefined
       ? await this.#rpc.fstat({ handle: open.id }, this.#opts(ctx))
@@ -341,7 +329,7 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
     this.#changed(node.parent, node.name);
-    if (changes.size !== undefined) this.#dropPrefetch(node.key);
+    if (changes.size !== undefined) this.#openFiles.changed(node.key);
     const path = relPath(node);
     if (path === undefined) {
       // Unlinked but open: only a truncate through the handle is possible.
@@ -499,23 +487,14 @@ export class ContainerFs implements FileSystem<Handle> {
   #opened(node: Node, id: number): Opened<Handle> {
     const attr = this.#attrs.attrOf(node);
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
-    const handle = this.#track(id, node.key, !special);
+    const handle = this.#newFile(id, node.key, !special);
     return { handle, directIo: special, keepCache: !special };
   }
 
-  #track(id: number, key: string, writeBehind: boolean): Handle {
+  /** A registered handle of the open file `id` of inode `key`. */
+  #newFile(id: number, key: string, writeBehind: boolean): Handle {
     const writes = new FileWrites(key, writeBehind && this.#options.writeBehind !== false);
-    const handle: Handle = { id, dir: false, key, writes };
-    const set = this.#openFiles.get(key) ?? new Set();
-    set.add(handle);
-    this.#openFiles.set(key, set);
-    return handle;
-  }
-
-  #untrack(handle: Handle): void {
-    const set = this.#openFiles.get(handle.key);
-    set?.delete(handle);
-    if (set?.size === 0) this.#openFiles.delete(handle.key);
+    return this.#openFiles.add({ id, dir: false, key, writes });
   }
 
   /** Releases a satellite handle whose open was answered EINTR (nobody else will). */
@@ -532,7 +511,7 @@ export class ContainerFs implements FileSystem<Handle> {
         this.#options.attrTimeout > 0
       ? MAX_OPEN_READ_AHEAD
       : undefined;
-    const changesBefore = this.#changes.count;
+    const mark = this.#openFiles.mark();
     const r = await this.#holding(
       ctx,
       () => this.#rpc.open({ path, flags: this.#wireFlags(flags), readAhead }),
@@ -542,14 +521,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (!r.ok) return fail(r);
     const opened = this.#opened(node, r.value.handle);
     const data = r.value.data;
-    // A change through the mount while the open was under way may have come after the read:
-    // such read-ahead would put old bytes into the kernel's page cache.
-    if (data !== undefined && !opened.directIo && this.#changes.count === changesBefore) {
-      opened.handle.prefetch = {
-        data,
-        eof: data.length < MAX_OPEN_READ_AHEAD,
-        until: Date.now() + this.#options.attrTimeout * 1000,
-      };
+    if (data !== undefined && readAhead !== undefined && !opened.directIo) {
+      this.#openFiles.keepReadAhead(opened.handle, data, readAhead, mark);
     }
     return opened;
   }
@@ -578,7 +551,7 @@ export class ContainerFs implements FileSystem<Handle> {
       return entry;
     }
     this.#noteDir(parent, r.value.dir);
-    return { handle: this.#track(r.value.handle, entry.key!, true), entry };
+    return { handle: this.#newFile(r.value.handle, entry.key!, true), entry };
   }
 
   async read(
@@ -588,13 +561,8 @@ export class ContainerFs implements FileSystem<Handle> {
     offset: number,
     size: number,
   ): Promise<Uint8Array | Errno> {
-    const pre = handle.prefetch;
-    if (pre !== undefined) {
-      if (pre.until < Date.now()) handle.prefetch = undefined;
-      else if (offset + size <= pre.data.length || (pre.eof && offset <= pre.data.length)) {
-        return pre.data.subarray(offset, Math.min(offset + size, pre.data.length));
-      }
-    }
+    const ahead = this.#openFiles.read(handle, offset, size);
+    if (ahead !== undefined) return ahead;
     const r = await this.#rpc.read(
       { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
       this.#opts(ctx),
@@ -607,7 +575,7 @@ export class ContainerFs implements FileSystem<Handle> {
   #covered(handle: Handle): FileWrites[] {
     const own = handle.writes === undefined ? [] : [handle.writes];
     if (!this.#options.writebackCache) return own;
-    const all = [...this.#openFiles.get(handle.key) ?? []].map((h) => h.writes!);
+    const all = this.#openFiles.of(handle.key).map((h) => h.writes!);
     return [...own, ...all.filter((w) => w !== handle.writes)];
   }
 
@@ -630,7 +598,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (error !== undefined) return error;
     writes.dirty = true;
     this.#changed(node.parent, node.name);
-    this.#dropPrefetch(handle.key);
+    this.#openFiles.changed(handle.key);
     this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
     if (writes.early && (info.flags & O_DSYNC) === 0) return this.#writes.write(writes, params);
@@ -663,7 +631,7 @@ export class ContainerFs implements FileSystem<Handle> {
     _info: ReleaseInfo,
   ): Promise<void | Errno> {
     // Not cancellable: the satellite's handle must be closed whatever the caller does.
-    this.#untrack(handle);
+    this.#openFiles.remove(handle);
     if (handle.writes !== undefined) await this.#writes.release(handle.writes, node.path);
     const r = await this.#rpc.release({ handle: handle.id });
     return r.ok ? undefined : fail(r);
@@ -694,7 +662,7 @@ export class ContainerFs implements FileSystem<Handle> {
     mode: number,
   ): Promise<void | Errno> {
     this.#changed(node.parent, node.name);
-    this.#dropPrefetch(handle.key);
+    this.#openFiles.changed(handle.key);
     const r = await this.#rpc.fallocate(
       { handle: handle.id, mode, offset: BigInt(offset), length: BigInt(length) },
       this.#opts(ctx),
@@ -729,7 +697,7 @@ export class ContainerFs implements FileSystem<Handle> {
     flags: number,
   ): Promise<number | Errno> {
     this.#changed(nodeOut.parent, nodeOut.name);
-    this.#dropPrefetch(handleOut.key);
+    this.#openFiles.changed(handleOut.key);
     const r = await this.#rpc.copyFileRange({
       handleIn: handleIn.id,
       offsetIn: BigInt(offsetIn),
