@@ -41,6 +41,7 @@ import {
   errnoOf,
   type FileSystem,
   isErrno,
+  type Logger,
   type Node,
   type Opened,
   type ReleaseInfo,
@@ -50,7 +51,6 @@ import {
   type Timestamp,
   type WriteInfo,
 } from "../fuse/mod.ts";
-import type { Logger } from "../fuse/mod.ts";
 import {
   O_ACCMODE,
   O_DSYNC,
@@ -349,7 +349,7 @@ export class ContainerFs implements FileSystem<Handle> {
     }
     const r = await this.#rpc.setattr({
       path,
-      handle: handle?.id,
+      handle: handle === undefined || handle.id === NO_HANDLE ? undefined : handle.id,
       mode: changes.mode,
       uid: changes.uid,
       gid: changes.gid,

@@ -4,6 +4,8 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
 import { EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
 import {
+  DT_DIR,
+  DT_REG,
   O_DIRECT,
   O_DSYNC,
   O_RDONLY,
@@ -71,7 +73,7 @@ Deno.test("container fs: a file of size 0 listed by READDIRPLUS is opened with d
     ok({
       handle: 3,
       eof: true,
-      entries: [{ name: "status", ino: 7n, type: 8, offset: 1n, stat: status }],
+      entries: [{ name: "status", ino: 7n, type: DT_REG, offset: 1n, stat: status }],
     }));
   rpc.on("open", () => ok({ handle: 1 }));
   const dir = value(await fs.opendir(fakeContext(), root));
@@ -97,7 +99,11 @@ Deno.test("container fs: a name listed with attributes answers one LOOKUP withou
   rpc.on(
     "opendir",
     () =>
-      ok({ handle: 3, eof: true, entries: [{ name: "f", ino: 7n, type: 8, offset: 1n, stat }] }),
+      ok({
+        handle: 3,
+        eof: true,
+        entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }],
+      }),
   );
   rpc.on("lstat", () => ok(stat));
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
@@ -186,13 +192,15 @@ Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite
 Deno.test("container fs: a subdirectory listed ahead opens without a round trip; a change drops it", async () => {
   const { rpc, fs, root } = setup();
   const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
-  const inSub = { name: "x", ino: 6n, type: 8, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
   let next = 10;
   rpc.on("opendir", (p) =>
     ok({
       handle: next++,
       eof: true,
-      entries: p.path === "" ? [{ name: "d", ino: 5n, type: 4, offset: 1n, stat: sub }] : [inSub],
+      entries: p.path === ""
+        ? [{ name: "d", ino: 5n, type: DT_DIR, offset: 1n, stat: sub }]
+        : [inSub],
     }));
   rpc.on("release", () => ok(null));
   rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
@@ -251,7 +259,7 @@ Deno.test("container fs: a directory listed by READDIRPLUS passes its set-group-
       ok({
         handle: 3,
         eof: true,
-        entries: [{ name: "sg", ino: 9n, type: 4, offset: 1n, stat: sg }],
+        entries: [{ name: "sg", ino: 9n, type: DT_DIR, offset: 1n, stat: sg }],
       }),
   );
   rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
@@ -405,7 +413,7 @@ Deno.test("container fs: O_DIRECT is stripped in aarch64's numbering too", async
 });
 
 function entry(name: string | Uint8Array, ino: bigint, offset: bigint): WireDirEntry {
-  return { name, ino, type: 8, offset, stat: fakeStat({ ino }) };
+  return { name, ino, type: DT_REG, offset, stat: fakeStat({ ino }) };
 }
 
 Deno.test("container fs: listing entries the kernel must not see are dropped (logged once)", async () => {
@@ -415,8 +423,8 @@ Deno.test("container fs: listing entries the kernel must not see are dropped (lo
       handle: 3,
       eof: true,
       entries: [
-        { name: ".", ino: 2n, type: 4, offset: 1n },
-        { name: "..", ino: 1n, type: 4, offset: 2n },
+        { name: ".", ino: 2n, type: DT_DIR, offset: 1n },
+        { name: "..", ino: 1n, type: DT_DIR, offset: 2n },
         entry("good", 10n, 3n),
         entry("a/b", 11n, 4n),
         entry("a\0b", 12n, 5n),
@@ -454,7 +462,7 @@ Deno.test("container fs: a listed stat that makes no sense is not given to the k
       entries: bad.map((stat, i) => ({
         name: `f${i}`,
         ino: stat.ino,
-        type: 8,
+        type: DT_REG,
         offset: BigInt(i + 1),
         stat,
       })),
