@@ -1,5 +1,12 @@
 /**
- * The container filesystem: the FUSE layer's `FileSystem` implemented with satellite RPCs.
+ * The container filesystem: the FUSE layer's `FileSystem` mapped onto satellite RPCs.
+ *
+ * This class is the mapping; what it remembers between calls lives in named parts:
+ * `AttrCache` (node attributes, "no xattrs", listed names, changed directories), `ListAhead`
+ * (subdirectories listed in the background), `WriteBehind` (early-answered writes and their
+ * errors), `OpenFiles` (open handles by inode and their open's read-ahead), `DirListing` (one
+ * open directory's stream) and `MountChanges` (the one count of changes made through the
+ * mount).
  *
  * Invariants:
  * - Every operation names its object by the node's current path (kept by the FUSE layer), made
@@ -7,19 +14,24 @@
  *   reachable through an open handle.
  * - Failures are errno values; an RPC failure's errno passes through unchanged, so the container's
  *   own answer (ENOSPC, EROFS, EACCES…) reaches the caller.
+ * - The satellite is untrusted: names, attributes and counts it answers are checked before they
+ *   reach the kernel (`checks.ts`); what fails the checks is dropped or answered EIO, and logged.
  * - New inodes are owned by the calling uid/gid (the gid of a set-group-ID parent directory wins,
  *   as on ext4).
- * - Attributes last seen for a node are kept in `node.data` (for set-group-ID inheritance and
- *   the page-cache decision on open).
+ * - Attributes told to the kernel for an inode by any answer (LOOKUP, READDIRPLUS and CREATE
+ *   included) are kept by `AttrCache`: they decide set-group-ID inheritance and the page-cache
+ *   policy of an open. A parent whose attributes are not known is asked for them first.
+ * - An operation holding a satellite descriptor in its answer (open, opendir) is never cancelled
+ *   mid-way: an interrupted one answers EINTR and releases the descriptor when it arrives.
  *
  * @module
  */
 
 import {
-  type Attr,
   type AttrResult,
   type Created,
   type DirEntry,
+  EINTR,
   EINVAL,
   EIO,
   ENODATA,
@@ -28,13 +40,9 @@ import {
   type Errno,
   errnoOf,
   type FileSystem,
+  isErrno,
   type Logger,
   type Node,
-  O_ACCMODE,
-  O_RDONLY,
-  O_RDWR,
-  O_TRUNC,
-  O_WRONLY,
   type Opened,
   type ReleaseInfo,
   type RequestContext,
@@ -44,55 +52,51 @@ import {
   type WriteInfo,
 } from "../fuse/mod.ts";
 import {
+  O_ACCMODE,
+  O_DSYNC,
+  O_RDONLY,
+  O_RDWR,
+  O_TRUNC,
+  O_WRONLY,
+  S_IFDIR,
+  S_IFMT,
+  S_IFREG,
+  S_ISGID,
+} from "../linux/mod.ts";
+import {
   type CallOptions,
   decodeDev,
   type DirEntry as WireDirEntry,
-  encodeDev,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
+  OpenFlags,
   openFlagsToWire,
   type RpcCalls,
   type RpcResult,
   type Stat,
   UTIME_NOW,
 } from "../protocol/mod.ts";
+import { AttrCache } from "./attr_cache.ts";
+import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
+import { DirListing, type ShownEntry } from "./dir_listing.ts";
+import { ListAhead } from "./list_ahead.ts";
+import { MountChanges } from "./mount_changes.ts";
+import { OpenFiles, type ReadAhead } from "./open_files.ts";
+import { FileWrites, WriteBehind } from "./write_behind.ts";
 
 /** An open file or directory: the satellite's handle id. */
 export interface Handle {
+  /** The satellite's handle id; `NO_HANDLE` for a directory opened from a listing ahead. */
   readonly id: number;
   readonly dir: boolean;
-  /** Identity (`Entry.key`) of the open file; "" for directories. */
+  /** Identity (`Entry.key`) of the open file or directory. */
   readonly key: string;
-  /** Directory listing read ahead from the satellite (dirs only). */
-  listing?: Listing;
-  /** Writes are answered once sent (regular files with page cache, no O_SYNC/O_DSYNC). */
-  writeBehind?: boolean;
-  /** Writes sent and not yet answered by the satellite, and their bytes. */
-  pending?: Set<Promise<void>>;
-  pendingBytes?: number;
-  /** First failure of a write answered early: reported by the next write, flush or fsync. */
-  writeError?: Errno;
-  /** Written since the last flush (a clean flush has nothing to report). */
-  dirty?: boolean;
-  /** The file's first bytes, read along with the open; until when (ms) they may serve READs. */
-  prefetch?: Uint8Array;
-  prefetchUntil?: number;
-  /** `prefetch` holds the whole file (the read-ahead came back short). */
-  prefetchEof?: boolean;
-}
-
-/**
- * A directory stream read ahead from the satellite. Cookies given to the kernel are positions
- * (entries before it), dense from 0; `cookies[k]` is the satellite's own cookie that resumes
- * after k entries (ext4's are 63-bit hashes, which a position keeps exact).
- */
-interface Listing {
-  cookies: bigint[];
-  buffer: DirEntry[];
-  /** Position of `buffer[0]`. */
-  bufferStart: number;
-  /** Position where the stream ends, once the satellite said so. */
-  end: number | undefined;
+  /** The directory's stream (dirs only). */
+  listing?: DirListing;
+  /** Write state (files only). */
+  readonly writes?: FileWrites;
+  /** Read-ahead of the open (files only; see `OpenFiles`). */
+  readAhead?: ReadAhead;
 }
 
 /** Options of {@link ContainerFs}. Timeouts in seconds. */
@@ -111,67 +115,17 @@ export interface ContainerFsOptions {
   logger: Logger;
 }
 
-const S_IFMT = 0o170000;
-const S_IFREG = 0o100000;
-const S_IFDIR = 0o040000;
-const S_ISGID = 0o2000;
-/** d_type of a directory. */
-const DT_DIR = 4;
-const DT_TO_IFMT: Readonly<Record<number, number>> = {
-  1: 0o010000, // DT_FIFO
-  2: 0o020000, // DT_CHR
-  [DT_DIR]: S_IFDIR,
-  6: 0o060000, // DT_BLK
-  8: S_IFREG,
-  10: 0o120000, // DT_LNK
-  12: 0o140000, // DT_SOCK
-};
-/**
- * Bytes of early-answered writes in flight per handle. The satellite serves requests in order,
- * so anything sent later (read, getattr, fsync) sees them; errors surface on the next write,
- * flush or fsync of the handle, like on NFS.
- */
-const WRITE_BEHIND_BYTES = 8 << 20;
-/** O_DSYNC (O_SYNC includes it): such writes are answered only once done. */
-const O_DSYNC = 0o10000;
-/** Nodes remembered as having no xattrs before expired ones are swept. */
-const NO_XATTRS_SWEEP = 65536;
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
-/** Subdirectory listings fetched ahead at once: a user's request waits behind at most these. */
-const LIST_AHEAD_IN_FLIGHT = 2;
-/** Subdirectories queued for listing ahead, and listings kept, at most. */
-const LIST_AHEAD_QUEUE = 1024;
+/** Batches of only unshowable names read in a row before a listing is given up (EIO). */
+const MAX_SKIPPED_BATCHES = 1024;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
 const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Converts the satellite's Stat to FUSE attributes. */
-export function statToAttr(stat: Stat): Attr {
-  return {
-    ino: stat.ino,
-    mode: stat.mode,
-    nlink: stat.nlink,
-    uid: stat.uid,
-    gid: stat.gid,
-    rdev: encodeDev(stat.rdevMajor, stat.rdevMinor),
-    size: Number(stat.size),
-    blocks: Number(stat.blocks),
-    blksize: stat.blksize || 4096,
-    atime: { sec: stat.atimeSec, nsec: stat.atimeNsec },
-    mtime: { sec: stat.mtimeSec, nsec: stat.mtimeNsec },
-    ctime: { sec: stat.ctimeSec, nsec: stat.ctimeNsec },
-  };
-}
-
 function wireTime(t: Timestamp | "now" | undefined): { sec: number; nsec: number } | undefined {
   if (t === undefined) return undefined;
   return t === "now" ? { sec: 0, nsec: UTIME_NOW } : { sec: t.sec, nsec: t.nsec };
-}
-
-/** Identity of an inode: inode numbers repeat across the container's filesystems. */
-function statKey(stat: Stat): string {
-  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
 }
 
 /** Relative protocol path of a node ("" for the root), or undefined when it has none. */
@@ -180,57 +134,49 @@ function relPath(node: Node): string | undefined {
   return path === undefined ? undefined : path.slice(1);
 }
 
+function fail(result: RpcResult<unknown> & { ok: false }): Errno {
+  return errnoOf(result.errno);
+}
+
 /** The FUSE filesystem of one container, served by its satellite. */
 export class ContainerFs implements FileSystem<Handle> {
   readonly #rpc: RpcCalls;
   readonly #options: ContainerFsOptions;
-  #warnedNames = false;
-  /**
-   * Node keys whose inode had no xattrs when last seen → until when (ms) that is trusted. The
-   * kernel probes every file for ACLs and security.capability (ls -l, each write); inside the
-   * attribute timeout those probes are answered here, like the attributes themselves.
-   */
-  readonly #noXattrs = new Map<string, number>();
-  /**
-   * Attributes of names just listed with `plus` ("parentKey/name"), for the kernel's LOOKUP of
-   * them right after (rm -r, globbing, grep -r): used once, within the entry timeout.
-   */
-  readonly #listed = new Map<string, { stat: Stat; until: number }>();
-  /** Directories' attributes as the satellite saw them right after our change in them. */
-  readonly #changedDirs = new Map<string, { attr: Attr; until: number }>();
-  /** Counts changes to file contents (see `#dropPrefetch`); opens compare it around their trip. */
-  #changes = 0;
-  /** Open file handles by identity: attributes of an unlinked file come through one of them. */
-  readonly #openFiles = new Map<string, Set<Handle>>();
-  /**
-   * Listing ahead: right after a directory is listed, its subdirectories (same filesystem) are
-   * listed in the background, so a walk (find, ls -R, grep -r, du, rm -r) finds the next listing
-   * ready while the client and the satellite work in parallel. Keyed by the directory's node key;
-   * every change through the mount empties it (`#forgetListed`), and a listing serves only within
-   * the entry/attribute timeout from when the satellite made it, as the kernel's caches would.
-   */
-  readonly #ahead = new Map<string, {
-    path: string;
-    done?: { entries: readonly WireDirEntry[]; at: number };
-    running?: Promise<void>;
-  }>();
-  /** Keys of `#ahead` waiting to be fetched, in order. */
-  #aheadQueue: string[] = [];
-  #aheadRunning = 0;
-  /** Counts changes made through the mount; a listing fetched across one is not kept. */
-  #mutations = 0;
+  readonly #attrs: AttrCache;
+  readonly #changes = new MountChanges();
+  readonly #ahead: ListAhead;
+  readonly #writes: WriteBehind;
+  readonly #openFiles: OpenFiles<Handle>;
+  /** Topics already logged (each kind of bad answer is logged once per mount). */
+  readonly #warned = new Set<string>();
 
   constructor(rpc: RpcCalls, options: ContainerFsOptions) {
     this.#rpc = rpc;
     this.#options = options;
+    const attrTtlMs = options.attrTimeout * 1000;
+    const listedTtlMs = Math.min(options.entryTimeout, options.attrTimeout) * 1000;
+    this.#attrs = new AttrCache({ attrTtlMs, listedTtlMs });
+    this.#ahead = new ListAhead(rpc, this.#changes, { ttlMs: listedTtlMs, batch: READDIR_BATCH });
+    this.#writes = new WriteBehind(rpc, { logger: options.logger });
+    this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
   }
 
-  /** Open flags for the satellite: with writeback caching, write-only opens become read-write. */
+  #warnOnce(topic: string, message: string): void {
+    if (this.#warned.has(topic)) return;
+    this.#warned.add(topic);
+    this.#options.logger.warn(message);
+  }
+
+  /**
+   * Open flags for the satellite: with writeback caching, write-only opens become read-write;
+   * O_DIRECT is dropped (the kernel already bypassed its cache, and the satellite's buffers
+   * are not aligned as the container's filesystem would require).
+   */
   #wireFlags(flags: number): number {
     const adjusted = this.#options.writebackCache && (flags & O_ACCMODE) === O_WRONLY
       ? (flags & ~O_ACCMODE) | O_RDWR
       : flags;
-    return openFlagsToWire(adjusted, this.#options.hostArch);
+    return (openFlagsToWire(adjusted, this.#options.hostArch) & ~OpenFlags.O_DIRECT) >>> 0;
   }
 
   #opts(ctx: RequestContext): CallOptions {
@@ -243,56 +189,30 @@ export class ContainerFs implements FileSystem<Handle> {
     return base === "" ? name : `${base}/${name}`;
   }
 
-  /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
-  #noteDir(dir: Node, stat: Stat | undefined): void {
-    if (stat === undefined || this.#options.attrTimeout <= 0) {
-      this.#changedDirs.delete(dir.key);
-      return;
-    }
-    if (this.#changedDirs.size >= NO_XATTRS_SWEEP) this.#changedDirs.clear();
-    const until = Date.now() + this.#options.attrTimeout * 1000;
-    this.#changedDirs.set(dir.key, { attr: statToAttr(stat), until });
+  /** Something changes through the mount at (parent, name) (the node itself for the root). */
+  #changed(parent: Node | undefined, name: string): void {
+    this.#changes.note();
+    this.#ahead.drop();
+    if (parent !== undefined) this.#attrs.forgetListed(parent.key, name);
   }
 
-  /** Records what the satellite said about `key`'s xattrs along with its attributes. */
-  #noteXattrs(key: string, stat: Stat): void {
-    if (stat.hasXattrs !== false || this.#options.attrTimeout <= 0) {
-      this.#noXattrs.delete(key);
-      return;
-    }
-    const now = Date.now();
-    if (this.#noXattrs.size >= NO_XATTRS_SWEEP) {
-      for (const [k, until] of this.#noXattrs) if (until <= now) this.#noXattrs.delete(k);
-      if (this.#noXattrs.size >= NO_XATTRS_SWEEP) this.#noXattrs.clear();
-    }
-    this.#noXattrs.set(key, now + this.#options.attrTimeout * 1000);
+  /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
+  #checked(stat: Stat): Stat | Errno {
+    const problem = statProblem(stat);
+    if (problem === undefined) return stat;
+    this.#warnOnce("stat", `The satellite answered attributes that cannot be used: ${problem}`);
+    return EIO;
   }
 
-  /** "yes" inside the timeout; "expired" when it was so before (worth one listxattr to renew). */
-  #noXattrsState(node: Node): "yes" | "expired" | "unknown" {
-    const until = this.#noXattrs.get(node.key);
-    if (until === undefined) return "unknown";
-    return until > Date.now() ? "yes" : "expired";
-  }
-
-  /** True when `node` has no xattrs (known, or renewed with one listxattr). */
-  async #hasNoXattrs(ctx: RequestContext, node: Node, path: string): Promise<boolean> {
-    const state = this.#noXattrsState(node);
-    if (state !== "expired") return state === "yes";
-    this.#noXattrs.delete(node.key);
-    const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
-    if (!r.ok || r.value.length > 0) return false;
-    if (this.#options.attrTimeout > 0) {
-      this.#noXattrs.set(node.key, Date.now() + this.#options.attrTimeout * 1000);
-    }
-    return true;
-  }
-
-  #entry(node: Node | undefined, stat: Stat): Entry {
+  /** The entry told to the kernel for `stat` (for `node` when the answer is about it). */
+  #entry(stat: Stat, node?: Node): Entry | Errno {
+    const checked = this.#checked(stat);
+    if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
-    if (node) node.data = attr;
     const key = statKey(stat);
-    this.#noteXattrs(node?.key ?? key, stat);
+    if (node !== undefined) this.#attrs.setAttr(node, attr);
+    else this.#attrs.tell(key, attr);
+    this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs);
     return {
       attr,
       key,
@@ -302,33 +222,81 @@ export class ContainerFs implements FileSystem<Handle> {
     };
   }
 
+  /** The attribute answer for `node` from `stat`. */
+  #attrResult(node: Node, stat: Stat): AttrResult | Errno {
+    const checked = this.#checked(stat);
+    if (isErrno(checked)) return checked;
+    const attr = statToAttr(stat);
+    this.#attrs.setAttr(node, attr);
+    this.#attrs.noteXattrs(node.key, stat.hasXattrs);
+    return { attr, timeout: this.#options.attrTimeout, noXattrs: stat.hasXattrs === false };
+  }
+
+  /** Mode and group of directory `dir`, asked of the satellite when not known. */
+  async #dirAttr(ctx: RequestContext, dir: Node): Promise<{ mode: number; gid: number }> {
+    const known = this.#attrs.attrOf(dir);
+    if (known !== undefined) return known;
+    const path = relPath(dir);
+    const r = path === undefined ? undefined : await this.#rpc.lstat({ path }, this.#opts(ctx));
+    if (r?.ok && statProblem(r.value) === undefined) {
+      this.#attrs.setAttr(dir, statToAttr(r.value));
+      return r.value;
+    }
+    return { mode: S_IFDIR, gid: ctx.gid }; // the create itself will report the problem
+  }
+
   /** Owner of a new inode in `parent`: the caller, with a set-group-ID directory's group. */
-  #owner(ctx: RequestContext, parent: Node): { uid: number; gid: number } {
-    const attr = parent.data as Attr | undefined;
-    const gid = attr && (attr.mode & S_ISGID) !== 0 ? attr.gid : ctx.gid;
+  #owner(ctx: RequestContext, parentAttr: { mode: number; gid: number }): {
+    uid: number;
+    gid: number;
+  } {
+    const gid = (parentAttr.mode & S_ISGID) !== 0 ? parentAttr.gid : ctx.gid;
     return { uid: ctx.uid, gid };
   }
 
-  #fail(result: RpcResult<unknown> & { ok: false }): Errno {
-    return errnoOf(result.errno);
+  /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
+  #noteDir(dir: Node, stat: Stat | undefined): void {
+    const usable = stat !== undefined && statProblem(stat) === undefined;
+    this.#attrs.noteChangedDir(dir.key, usable ? statToAttr(stat) : undefined);
   }
 
-  #forgetListed(parent: Node | undefined, name: string): void {
-    this.#dropAhead();
-    if (parent !== undefined && this.#listed.size > 0) this.#listed.delete(`${parent.key}/${name}`);
+  /**
+   * Waits for `call`, sent without the request's signal because its answer holds a satellite
+   * descriptor. Interrupted first, it answers EINTR at once and hands the late answer to
+   * `release` (the client would drop it, leaking the descriptor).
+   */
+  #holding<T>(
+    ctx: RequestContext,
+    call: () => Promise<RpcResult<T>>,
+    release: (value: T) => void,
+  ): Promise<RpcResult<T> | Errno> {
+    const signal = ctx.signal;
+    if (signal.aborted) return Promise.resolve(EINTR);
+    const sent = call();
+    return new Promise((resolve) => {
+      const onAbort = (): void => {
+        resolve(EINTR);
+        sent.then((r) => r.ok && release(r.value));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      sent.then((r) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(r);
+      });
+    });
+  }
+
+  forget(node: Node): void {
+    this.#attrs.forget(node.key);
   }
 
   async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
-    const key = `${parent.key}/${name}`;
-    const listed = this.#listed.get(key);
-    if (listed !== undefined) {
-      this.#listed.delete(key);
-      if (listed.until > Date.now()) return this.#entry(undefined, listed.stat);
-    }
+    const listed = this.#attrs.takeListed(parent.key, name);
+    if (listed !== undefined) return this.#entry(listed);
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
-    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+    return r.ok ? this.#entry(r.value) : fail(r);
   }
 
   async getattr(
@@ -336,29 +304,22 @@ export class ContainerFs implements FileSystem<Handle> {
     node: Node,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
-    const changed = this.#changedDirs.get(node.key);
+    // Asked right after our own change in it (the kernel drops a directory's attributes then).
+    const changed = this.#attrs.takeChangedDir(node.key);
     if (changed !== undefined) {
-      // Asked right after our own change in it (the kernel drops a directory's attributes then).
-      this.#changedDirs.delete(node.key);
-      if (changed.until > Date.now()) {
-        node.data = changed.attr;
-        return { attr: changed.attr, timeout: this.#options.attrTimeout };
-      }
+      this.#attrs.setAttr(node, changed);
+      return { attr: changed, timeout: this.#options.attrTimeout };
     }
     // An open file answers for itself, also once unlinked (fstat after unlink).
     const path = relPath(node);
     const given = handle?.id === NO_HANDLE ? undefined : handle;
     const open = given ??
-      (path === undefined ? this.#openFiles.get(node.key)?.values().next().value : undefined);
+      (path === undefined ? this.#openFiles.any(node.key) : undefined);
     if (open === undefined && path === undefined) return ENOENT;
     const r = open !== undefined
       ? await this.#rpc.fstat({ handle: open.id }, this.#opts(ctx))
       : await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
-    const attr = statToAttr(r.value);
-    node.data = attr;
-    this.#noteXattrs(node.key, r.value);
-    return { attr, timeout: this.#options.attrTimeout, noXattrs: r.value.hasXattrs === false };
+    return r.ok ? this.#attrResult(node, r.value) : fail(r);
   }
 
   async setattr(
@@ -367,8 +328,8 @@ export class ContainerFs implements FileSystem<Handle> {
     changes: SetAttrChanges,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
-    this.#forgetListed(node.parent, node.name);
-    if (changes.size !== undefined) this.#dropPrefetch(node.key);
+    this.#changed(node.parent, node.name);
+    if (changes.size !== undefined) this.#openFiles.changed(node.key);
     const path = relPath(node);
     if (path === undefined) {
       // Unlinked but open: only a truncate through the handle is possible.
@@ -377,18 +338,18 @@ export class ContainerFs implements FileSystem<Handle> {
           { handle: handle.id, size: BigInt(changes.size) },
           this.#opts(ctx),
         );
-        if (!r.ok) return this.#fail(r);
-        const attr = node.data as Attr | undefined;
+        if (!r.ok) return fail(r);
+        const attr = this.#attrs.attrOf(node);
         if (!attr) return ENOENT;
         const updated = { ...attr, size: changes.size };
-        node.data = updated;
+        this.#attrs.setAttr(node, updated);
         return { attr: updated, timeout: 0 };
       }
       return ENOENT;
     }
     const r = await this.#rpc.setattr({
       path,
-      handle: handle?.id,
+      handle: handle === undefined || handle.id === NO_HANDLE ? undefined : handle.id,
       mode: changes.mode,
       uid: changes.uid,
       gid: changes.gid,
@@ -396,24 +357,27 @@ export class ContainerFs implements FileSystem<Handle> {
       atime: wireTime(changes.atime),
       mtime: wireTime(changes.mtime),
     }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
-    const attr = statToAttr(r.value);
-    node.data = attr;
-    this.#noteXattrs(node.key, r.value);
-    return { attr, timeout: this.#options.attrTimeout, noXattrs: r.value.hasXattrs === false };
+    return r.ok ? this.#attrResult(node, r.value) : fail(r);
   }
 
   async readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
-    if (typeof r.value === "string") return r.value;
+    if (!r.ok) return fail(r);
+    let target: string;
     try {
-      return decoder.decode(r.value);
+      target = typeof r.value === "string" ? r.value : decoder.decode(r.value);
     } catch {
       return EINVAL; // a target that is not UTF-8 cannot be shown faithfully
     }
+    const problem = targetProblem(target);
+    if (problem === undefined) return target;
+    this.#warnOnce(
+      "target",
+      `The satellite answered a symlink target that cannot be used: ${problem}`,
+    );
+    return EIO;
   }
 
   async symlink(
@@ -423,13 +387,11 @@ export class ContainerFs implements FileSystem<Handle> {
     target: string,
   ): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
+    this.#changed(parent, name);
     if (typeof path !== "string") return path;
-    const r = await this.#rpc.symlink(
-      { path, target, owner: this.#owner(ctx, parent) },
-      this.#opts(ctx),
-    );
-    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+    const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
+    const r = await this.#rpc.symlink({ path, target, owner }, this.#opts(ctx));
+    return r.ok ? this.#entry(r.value) : fail(r);
   }
 
   async mknod(
@@ -440,14 +402,15 @@ export class ContainerFs implements FileSystem<Handle> {
     rdev: number,
   ): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
+    this.#changed(parent, name);
     if (typeof path !== "string") return path;
     const { major, minor } = decodeDev(rdev);
+    const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
     const r = await this.#rpc.mknod(
-      { path, mode, rdevMajor: major, rdevMinor: minor, owner: this.#owner(ctx, parent) },
+      { path, mode, rdevMajor: major, rdevMinor: minor, owner },
       this.#opts(ctx),
     );
-    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+    return r.ok ? this.#entry(r.value) : fail(r);
   }
 
   async mkdir(
@@ -457,33 +420,33 @@ export class ContainerFs implements FileSystem<Handle> {
     mode: number,
   ): Promise<Entry | Errno> {
     const path = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
+    this.#changed(parent, name);
     if (typeof path !== "string") return path;
-    const parentAttr = parent.data as Attr | undefined;
+    const parentAttr = await this.#dirAttr(ctx, parent);
     // A directory made in a set-group-ID directory inherits the bit, as on ext4.
-    const inherited = parentAttr && (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
+    const inherited = (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
     const r = await this.#rpc.mkdir(
-      { path, mode: mode | inherited, owner: this.#owner(ctx, parent) },
+      { path, mode: mode | inherited, owner: this.#owner(ctx, parentAttr) },
       this.#opts(ctx),
     );
-    return r.ok ? this.#entry(undefined, r.value) : this.#fail(r);
+    return r.ok ? this.#entry(r.value) : fail(r);
   }
 
   async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const path = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
+    this.#changed(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.unlink({ path }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
+    if (!r.ok) return fail(r);
     this.#noteDir(parent, r.value?.dir);
   }
 
   async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const path = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
+    this.#changed(parent, name);
     if (typeof path !== "string") return path;
     const r = await this.#rpc.rmdir({ path }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
+    if (!r.ok) return fail(r);
     this.#noteDir(parent, r.value?.dir);
   }
 
@@ -496,13 +459,13 @@ export class ContainerFs implements FileSystem<Handle> {
     flags: number,
   ): Promise<void | Errno> {
     const from = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
-    this.#forgetListed(newParent, newName);
+    this.#changed(parent, name);
+    this.#changed(newParent, newName);
     if (typeof from !== "string") return from;
     const to = this.#childPath(newParent, newName);
     if (typeof to !== "string") return to;
     const r = await this.#rpc.rename({ from, to, flags }, this.#opts(ctx));
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 
   async link(
@@ -514,38 +477,30 @@ export class ContainerFs implements FileSystem<Handle> {
     const from = relPath(node);
     if (from === undefined) return ENOENT;
     const to = this.#childPath(newParent, newName);
-    this.#forgetListed(newParent, newName);
+    this.#changed(newParent, newName);
     if (typeof to !== "string") return to;
     const r = await this.#rpc.link({ from, to }, this.#opts(ctx));
-    return r.ok ? this.#entry(node, r.value) : this.#fail(r);
+    return r.ok ? this.#entry(r.value, node) : fail(r);
   }
 
   /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */
   #opened(node: Node, id: number): Opened<Handle> {
-    const attr = node.data as Attr | undefined;
+    const attr = this.#attrs.attrOf(node);
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
-    const handle = this.#track(id, node.key, !special);
+    const handle = this.#newFile(id, node.key, !special);
     return { handle, directIo: special, keepCache: !special };
   }
 
-  #track(id: number, key: string, writeBehind: boolean): Handle {
-    const handle: Handle = {
-      id,
-      dir: false,
-      key,
-      writeBehind: writeBehind && this.#options.writeBehind !== false,
-    };
-    const set = this.#openFiles.get(key) ?? new Set();
-    set.add(handle);
-    this.#openFiles.set(key, set);
-    return handle;
+  /** A registered handle of the open file `id` of inode `key`. */
+  #newFile(id: number, key: string, writeBehind: boolean): Handle {
+    const writes = new FileWrites(key, writeBehind && this.#options.writeBehind !== false);
+    return this.#openFiles.add({ id, dir: false, key, writes });
   }
 
-  #untrack(handle: Handle): void {
-    const set = this.#openFiles.get(handle.key);
-    set?.delete(handle);
-    if (set?.size === 0) this.#openFiles.delete(handle.key);
-  }
+  /** Releases a satellite handle whose open was answered EINTR (nobody else will). */
+  #releaseOrphan = (value: { handle: number }): void => {
+    void this.#rpc.release({ handle: value.handle });
+  };
 
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
     const path = relPath(node);
@@ -556,28 +511,20 @@ export class ContainerFs implements FileSystem<Handle> {
         this.#options.attrTimeout > 0
       ? MAX_OPEN_READ_AHEAD
       : undefined;
-    const changesBefore = this.#changes;
-    const r = await this.#rpc.open(
-      { path, flags: this.#wireFlags(flags), readAhead },
-      this.#opts(ctx),
+    const mark = this.#openFiles.mark();
+    const r = await this.#holding(
+      ctx,
+      () => this.#rpc.open({ path, flags: this.#wireFlags(flags), readAhead }),
+      this.#releaseOrphan,
     );
-    if (!r.ok) return this.#fail(r);
+    if (isErrno(r)) return r;
+    if (!r.ok) return fail(r);
     const opened = this.#opened(node, r.value.handle);
     const data = r.value.data;
-    // A file changed while the open was under way may have been read before the change: such
-    // read-ahead would put old bytes into the kernel's page cache.
-    if (data !== undefined && !opened.directIo && this.#changes === changesBefore) {
-      opened.handle.prefetch = data;
-      opened.handle.prefetchEof = data.length < MAX_OPEN_READ_AHEAD;
-      opened.handle.prefetchUntil = Date.now() + this.#options.attrTimeout * 1000;
+    if (data !== undefined && readAhead !== undefined && !opened.directIo) {
+      this.#openFiles.keepReadAhead(opened.handle, data, readAhead, mark);
     }
     return opened;
-  }
-
-  /** Forgets read-ahead data of every handle open on `key` (the file is being changed). */
-  #dropPrefetch(key: string): void {
-    this.#changes++;
-    for (const h of this.#openFiles.get(key) ?? []) h.prefetch = undefined;
   }
 
   async create(
@@ -588,20 +535,23 @@ export class ContainerFs implements FileSystem<Handle> {
     flags: number,
   ): Promise<Created<Handle> | Errno> {
     const path = this.#childPath(parent, name);
-    this.#forgetListed(parent, name);
+    this.#changed(parent, name);
     if (typeof path !== "string") return path;
-    const r = await this.#rpc.create({
-      path,
-      flags: this.#wireFlags(flags),
-      mode,
-      owner: this.#owner(ctx, parent),
-    }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
+    const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
+    // Not cancellable once sent: an interrupted create would still make the file in the
+    // container, and answering EINTR would tell the caller it was not made (a retry with O_EXCL
+    // would then fail with EEXIST). The kernel takes a full answer to an interrupted request,
+    // so the create is finished and answered.
+    if (ctx.signal.aborted) return EINTR;
+    const r = await this.#rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
+    if (!r.ok) return fail(r);
+    const entry = this.#entry(r.value.stat);
+    if (isErrno(entry)) {
+      this.#releaseOrphan(r.value);
+      return entry;
+    }
     this.#noteDir(parent, r.value.dir);
-    return {
-      handle: this.#track(r.value.handle, statKey(r.value.stat), true),
-      entry: this.#entry(undefined, r.value.stat),
-    };
+    return { handle: this.#newFile(r.value.handle, entry.key!, true), entry };
   }
 
   async read(
@@ -611,18 +561,28 @@ export class ContainerFs implements FileSystem<Handle> {
     offset: number,
     size: number,
   ): Promise<Uint8Array | Errno> {
-    const pre = handle.prefetch;
-    if (pre !== undefined) {
-      if (handle.prefetchUntil! < Date.now()) handle.prefetch = undefined;
-      else if (offset + size <= pre.length || (handle.prefetchEof && offset <= pre.length)) {
-        return pre.subarray(offset, Math.min(offset + size, pre.length));
-      }
-    }
+    const ahead = this.#openFiles.read(handle, offset, size);
+    if (ahead !== undefined) return ahead;
     const r = await this.#rpc.read(
       { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
       this.#opts(ctx),
     );
-    return r.ok ? r.value : this.#fail(r);
+    return r.ok ? r.value : fail(r);
+  }
+
+  /** The write states a flush or fsync of `handle` covers (the kernel's writeback cache writes
+   * dirty pages through any writable handle of the inode, so then all of them). */
+  #covered(handle: Handle): FileWrites[] {
+    const own = handle.writes === undefined ? [] : [handle.writes];
+    if (!this.#options.writebackCache) return own;
+    const all = this.#openFiles.of(handle.key).map((h) => h.writes!);
+    return [...own, ...all.filter((w) => w !== handle.writes)];
+  }
+
+  /** Whose released handles' failures a flush of `handle` reports: the inode's with the
+   * writeback cache (its flush covers every handle), else none (fsync reports them). */
+  #lostOf(handle: Handle): string | undefined {
+    return this.#options.writebackCache ? handle.key : undefined;
   }
 
   async write(
@@ -633,74 +593,48 @@ export class ContainerFs implements FileSystem<Handle> {
     data: Uint8Array,
     info: WriteInfo,
   ): Promise<number | Errno> {
-    if (handle.writeError !== undefined) return this.#takeWriteError(handle)!;
-    handle.dirty = true;
-    this.#dropPrefetch(handle.key);
-    this.#forgetListed(node.parent, node.name);
+    const writes = handle.writes!;
+    const error = this.#writes.takeError([writes]);
+    if (error !== undefined) return error;
+    writes.dirty = true;
+    this.#changed(node.parent, node.name);
+    this.#openFiles.changed(handle.key);
+    this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
-    if (!handle.writeBehind || (info.flags & O_DSYNC) !== 0) {
-      const r = await this.#rpc.write(params, this.#opts(ctx));
-      return r.ok ? r.value : this.#fail(r);
-    }
-    // The frame (a copy of `data`) is queued before this returns: the kernel may reuse `data`.
-    const length = data.length;
-    const sent = this.#rpc.write(params);
-    const pending = handle.pending ??= new Set();
-    const done: Promise<void> = sent.then((r) => {
-      pending.delete(done);
-      handle.pendingBytes! -= length;
-      if (handle.writeError !== undefined) return;
-      if (!r.ok) handle.writeError = this.#fail(r);
-      else if (r.value !== length) handle.writeError = EIO; // short write: the rest is lost
-    });
-    pending.add(done);
-    handle.pendingBytes = (handle.pendingBytes ?? 0) + length;
-    while (handle.pendingBytes > WRITE_BEHIND_BYTES && pending.size > 1) {
-      await pending.values().next().value;
-    }
-    return length;
-  }
-
-  /** Waits for the handle's early-answered writes. */
-  async #settleWrites(handle: Handle): Promise<void> {
-    while (handle.pending !== undefined && handle.pending.size > 0) {
-      await Promise.all([...handle.pending]);
-    }
-  }
-
-  #takeWriteError(handle: Handle): Errno | undefined {
-    const e = handle.writeError;
-    handle.writeError = undefined;
-    return e;
+    if (writes.early && (info.flags & O_DSYNC) === 0) return this.#writes.write(writes, params);
+    const r = await this.#rpc.write(params, this.#opts(ctx));
+    if (!r.ok) return fail(r);
+    return r.value <= data.length ? r.value : EIO; // more than sent: not an answer to this
   }
 
   async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    const covered = this.#covered(handle);
     // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
-    if (!handle.dirty) {
-      await this.#settleWrites(handle);
-      return this.#takeWriteError(handle);
+    if (!handle.writes?.dirty) {
+      await this.#writes.settle(covered);
+      return this.#writes.takeError(covered, this.#lostOf(handle));
     }
-    handle.dirty = false;
+    handle.writes.dirty = false;
     // Sent behind the pending writes (served in order): one round trip for both.
     const flushed = this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
-    await this.#settleWrites(handle);
+    await this.#writes.settle(covered);
     const r = await flushed;
-    const error = this.#takeWriteError(handle);
+    const error = this.#writes.takeError(covered, this.#lostOf(handle));
     if (error !== undefined) return error;
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 
   async release(
     _ctx: RequestContext,
-    _node: Node,
+    node: Node,
     handle: Handle,
     _info: ReleaseInfo,
   ): Promise<void | Errno> {
     // Not cancellable: the satellite's handle must be closed whatever the caller does.
-    this.#untrack(handle);
-    await this.#settleWrites(handle);
+    this.#openFiles.remove(handle);
+    if (handle.writes !== undefined) await this.#writes.release(handle.writes, node.path);
     const r = await this.#rpc.release({ handle: handle.id });
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 
   async fsync(
@@ -709,30 +643,31 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     datasync: boolean,
   ): Promise<void | Errno> {
+    const covered = this.#covered(handle);
     // Sent behind the pending writes (served in order): one round trip for both.
     const synced = this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
-    await this.#settleWrites(handle);
+    await this.#writes.settle(covered);
     const r = await synced;
-    const error = this.#takeWriteError(handle);
+    const error = this.#writes.takeError(covered, handle.key);
     if (error !== undefined) return error;
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 
   async fallocate(
     ctx: RequestContext,
-    _node: Node,
+    node: Node,
     handle: Handle,
     offset: number,
     length: number,
     mode: number,
   ): Promise<void | Errno> {
-    this.#dropPrefetch(handle.key);
-    this.#forgetListed(_node.parent, _node.name);
+    this.#changed(node.parent, node.name);
+    this.#openFiles.changed(handle.key);
     const r = await this.#rpc.fallocate(
       { handle: handle.id, mode, offset: BigInt(offset), length: BigInt(length) },
       this.#opts(ctx),
     );
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 
   async lseek(
@@ -746,7 +681,8 @@ export class ContainerFs implements FileSystem<Handle> {
       { handle: handle.id, offset: BigInt(offset), whence },
       this.#opts(ctx),
     );
-    return r.ok ? Number(r.value) : this.#fail(r);
+    if (!r.ok) return fail(r);
+    return r.value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(r.value) : EIO;
   }
 
   async copyFileRange(
@@ -754,13 +690,14 @@ export class ContainerFs implements FileSystem<Handle> {
     _nodeIn: Node,
     handleIn: Handle,
     offsetIn: number,
-    _nodeOut: Node,
+    nodeOut: Node,
     handleOut: Handle,
     offsetOut: number,
     length: number,
     flags: number,
   ): Promise<number | Errno> {
-    this.#dropPrefetch(handleOut.key);
+    this.#changed(nodeOut.parent, nodeOut.name);
+    this.#openFiles.changed(handleOut.key);
     const r = await this.#rpc.copyFileRange({
       handleIn: handleIn.id,
       offsetIn: BigInt(offsetIn),
@@ -769,195 +706,105 @@ export class ContainerFs implements FileSystem<Handle> {
       length: BigInt(length),
       flags,
     }, this.#opts(ctx));
-    return r.ok ? Number(r.value) : this.#fail(r);
+    if (!r.ok) return fail(r);
+    if (r.value > BigInt(length)) return EIO; // more than asked: not an answer to this
+    this.#attrs.extend(nodeOut, offsetOut + Number(r.value));
+    return Number(r.value);
+  }
+
+  /** Fills `listing` from `entries` of directory `dir` (made by the satellite at `at`). */
+  #fill(
+    dir: Node,
+    listing: DirListing,
+    offset: number,
+    entries: readonly WireDirEntry[],
+    eof: boolean,
+    plus: boolean,
+    at: number = Date.now(),
+  ): boolean {
+    const describe = (e: ShownEntry): Entry | undefined => {
+      if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
+      this.#attrs.noteListed(dir.key, e.name, e.stat, at);
+      if (!plus) return undefined;
+      const entry = this.#entry(e.stat);
+      return isErrno(entry) ? undefined : entry;
+    };
+    const dropped = (e: WireDirEntry, reason: string): void => {
+      if (typeof e.name !== "string") {
+        // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
+        this.#warnOnce("utf8", "skipping directory entries whose names are not UTF-8");
+      } else {
+        this.#warnOnce("name", `skipping directory entries the kernel cannot take (${reason})`);
+      }
+    };
+    return listing.fill(offset, entries, eof, describe, dropped);
   }
 
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    const ahead = await this.#takeAhead(node.key);
+    const ahead = await this.#ahead.take(node.key);
     if (ahead !== undefined) {
-      const listing: Listing = { cookies: [0n], buffer: [], bufferStart: 0, end: undefined };
-      this.#fillListing(node, listing, 0, ahead.entries, true, true, ahead.at);
-      this.#listAhead(node, path, ahead.entries);
-      return { handle: { id: NO_HANDLE, dir: true, key: "", listing } };
+      const listing = new DirListing();
+      this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at);
+      this.#ahead.queue(node.key, path, ahead.entries);
+      return { handle: { id: NO_HANDLE, dir: true, key: node.key, listing } };
     }
     // The first batch comes along (with attributes): a listing costs one round trip.
-    const r = await this.#rpc.opendir({ path, readAhead: READDIR_BATCH }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
-    const handle: Handle = { id: r.value.handle, dir: true, key: "" };
+    const r = await this.#holding(
+      ctx,
+      () => this.#rpc.opendir({ path, readAhead: READDIR_BATCH }),
+      this.#releaseOrphan,
+    );
+    if (isErrno(r)) return r;
+    if (!r.ok) return fail(r);
+    const handle: Handle = { id: r.value.handle, dir: true, key: node.key };
     const { entries, eof } = r.value;
     if (entries !== undefined) {
-      const listing: Listing = { cookies: [0n], buffer: [], bufferStart: 0, end: undefined };
-      if (this.#fillListing(node, listing, 0, entries, eof === true, true)) {
-        handle.listing = listing;
-      }
-      if (eof === true) this.#listAhead(node, path, entries);
+      const listing = new DirListing();
+      if (this.#fill(node, listing, 0, entries, eof === true, true)) handle.listing = listing;
+      if (eof === true) this.#ahead.queue(node.key, path, entries);
     }
     return { handle };
   }
 
-  /** Milliseconds what a listing told may serve (`#listed`, listing ahead); 0: not at all. */
-  #listedTtlMs(): number {
-    return Math.min(this.#options.entryTimeout, this.#options.attrTimeout) * 1000;
-  }
-
-  /** Queues the subdirectories among `entries` of `dir` (on its filesystem) for listing ahead. */
-  #listAhead(dir: Node, path: string, entries: readonly WireDirEntry[]): void {
-    if (this.#listedTtlMs() <= 0) return;
-    const dev = dir.key.slice(0, dir.key.lastIndexOf(":") + 1);
-    for (const e of entries) {
-      if (e.type !== DT_DIR || typeof e.name !== "string" || e.stat === undefined) continue;
-      if (e.name === "." || e.name === "..") continue;
-      const key = statKey(e.stat);
-      // Mount points (/proc, /sys, volumes) are not walked into ahead of time.
-      if (!key.startsWith(dev) || this.#ahead.has(key)) continue;
-      if (this.#ahead.size >= LIST_AHEAD_QUEUE) break;
-      this.#ahead.set(key, { path: path === "" ? e.name : `${path}/${e.name}` });
-      this.#aheadQueue.push(key);
-    }
-    this.#pumpAhead();
-  }
-
-  #pumpAhead(): void {
-    while (this.#aheadRunning < LIST_AHEAD_IN_FLIGHT && this.#aheadQueue.length > 0) {
-      const key = this.#aheadQueue.shift()!;
-      const slot = this.#ahead.get(key);
-      if (slot === undefined || slot.done !== undefined || slot.running !== undefined) continue;
-      this.#aheadRunning++;
-      slot.running = this.#fetchAhead(key, slot.path).finally(() => {
-        this.#aheadRunning--;
-        slot.running = undefined;
-        this.#pumpAhead();
-      });
-    }
-  }
-
-  async #fetchAhead(key: string, path: string): Promise<void> {
-    const mutations = this.#mutations;
-    const r = await this.#rpc.opendir({ path, readAhead: READDIR_BATCH });
-    if (!r.ok) {
-      this.#ahead.delete(key);
-      return;
-    }
-    this.#rpc.release({ handle: r.value.handle }).catch(() => {});
-    const slot = this.#ahead.get(key);
-    // Kept only when whole and nothing changed through the mount meanwhile.
-    if (
-      slot === undefined || r.value.eof !== true || r.value.entries === undefined ||
-      this.#mutations !== mutations
-    ) {
-      this.#ahead.delete(key);
-      return;
-    }
-    slot.done = { entries: r.value.entries, at: Date.now() };
-  }
-
-  /** A listing of `key` fetched ahead and still fresh (waiting for it if under way). */
-  async #takeAhead(
-    key: string,
-  ): Promise<{ entries: readonly WireDirEntry[]; at: number } | undefined> {
-    const slot = this.#ahead.get(key);
-    if (slot === undefined) return undefined;
-    if (slot.running !== undefined) await slot.running;
-    this.#ahead.delete(key);
-    if (slot.done === undefined || Date.now() - slot.done.at >= this.#listedTtlMs()) {
-      return undefined;
-    }
-    return slot.done;
-  }
-
-  /** Forgets every listing fetched or queued ahead (something changed through the mount). */
-  #dropAhead(): void {
-    this.#mutations++;
-    if (this.#ahead.size === 0) return;
-    this.#ahead.clear();
-    this.#aheadQueue = [];
-  }
-
-  /**
-   * Makes `entries` (read from position `offset`) the listing's buffer. False when none of them
-   * can be shown (names that are not UTF-8) and the stream goes on: the caller reads further.
-   */
-  #fillListing(
-    dir: Node,
-    listing: Listing,
-    offset: number,
-    entries: readonly WireDirEntry[],
-    eof: boolean,
-    plus: boolean,
-    fetchedAt: number = Date.now(),
-  ): boolean {
-    const buffer: DirEntry[] = [];
-    const ttl = this.#listedTtlMs();
-    const until = fetchedAt + ttl;
-    if (this.#listed.size > NO_XATTRS_SWEEP) this.#listed.clear();
-    for (const e of entries) {
-      if (typeof e.name !== "string") {
-        // Names that are not UTF-8 cannot be looked up through the kernel's strings here.
-        if (!this.#warnedNames) {
-          this.#warnedNames = true;
-          this.#options.logger.warn("skipping directory entries whose names are not UTF-8");
-        }
-        continue;
-      }
-      const next = offset + buffer.length + 1;
-      listing.cookies[next] = e.offset;
-      if (e.stat !== undefined && ttl > 0 && e.name !== "." && e.name !== "..") {
-        this.#listed.set(`${dir.key}/${e.name}`, { stat: e.stat, until });
-      }
-      buffer.push({
-        name: e.name,
-        ino: e.ino,
-        mode: DT_TO_IFMT[e.type] ?? 0,
-        next,
-        entry: plus && e.stat ? this.#entry(undefined, e.stat) : undefined,
-      });
-    }
-    if (buffer.length === 0 && !eof) return false;
-    listing.buffer = buffer;
-    listing.bufferStart = offset;
-    if (eof) listing.end = offset + buffer.length;
-    return true;
-  }
-
   async readdir(
     ctx: RequestContext,
-    _node: Node,
+    node: Node,
     handle: Handle,
     offset: number,
     plus: boolean,
   ): Promise<DirEntry[] | Errno> {
-    const listing = handle.listing ??= {
-      cookies: [0n],
-      buffer: [],
-      bufferStart: 0,
-      end: undefined,
-    };
+    const listing = handle.listing ??= new DirListing();
     if (listing.end !== undefined && offset >= listing.end) return [];
     const index = offset - listing.bufferStart;
     if (index >= 0 && index < listing.buffer.length) return listing.buffer.slice(index);
-    const cookie = listing.cookies[offset];
-    if (cookie === undefined) return EINVAL; // not a position this stream produced
-    const r = await this.#rpc.readdir(
-      { handle: handle.id, offset: cookie, plus, maxEntries: READDIR_BATCH },
-      this.#opts(ctx),
-    );
-    if (!r.ok) return this.#fail(r);
-    if (!this.#fillListing(_node, listing, offset, r.value.entries, r.value.eof, plus)) {
-      // Only undecodable names in this batch: continue after them.
+    if (handle.id === NO_HANDLE) return EINVAL; // a listing ahead is whole: not a position of it
+    for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
+      const cookie = listing.cookies[offset];
+      if (cookie === undefined) return EINVAL; // not a position this stream produced
+      const r = await this.#rpc.readdir(
+        { handle: handle.id, offset: cookie, plus, maxEntries: READDIR_BATCH },
+        this.#opts(ctx),
+      );
+      if (!r.ok) return fail(r);
+      if (this.#fill(node, listing, offset, r.value.entries, r.value.eof, plus)) {
+        return listing.buffer;
+      }
+      // Only unshowable names in this batch: continue after them.
       const last = r.value.entries.at(-1);
       if (last === undefined) return [];
+      if (last.offset === cookie) break; // the satellite does not move on
       listing.cookies[offset] = last.offset;
-      return await this.readdir(ctx, _node, handle, offset, plus);
     }
-    return listing.buffer;
+    this.#warnOnce("stuck", "a directory listing from the satellite does not move on");
+    return EIO;
   }
 
   async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
     if (handle.id === NO_HANDLE) return;
     const r = await this.#rpc.release({ handle: handle.id });
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 
   async fsyncdir(
@@ -968,21 +815,26 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void | Errno> {
     if (handle.id !== NO_HANDLE) {
       const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
-      return r.ok ? undefined : this.#fail(r);
+      return r.ok ? undefined : fail(r);
     }
     // Opened from a listing fetched ahead: sync through a handle of its own.
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    const opened = await this.#rpc.opendir({ path }, this.#opts(ctx));
-    if (!opened.ok) return this.#fail(opened);
+    const opened = await this.#holding(
+      ctx,
+      () => this.#rpc.opendir({ path }),
+      this.#releaseOrphan,
+    );
+    if (isErrno(opened)) return opened;
+    if (!opened.ok) return fail(opened);
     const r = await this.#rpc.fsync({ handle: opened.value.handle, datasync }, this.#opts(ctx));
-    this.#rpc.release({ handle: opened.value.handle }).catch(() => {});
-    return r.ok ? undefined : this.#fail(r);
+    this.#releaseOrphan(opened.value);
+    return r.ok ? undefined : fail(r);
   }
 
   async statfs(ctx: RequestContext): Promise<StatFs | Errno> {
     const r = await this.#rpc.statfs({ path: "" }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
+    if (!r.ok) return fail(r);
     const s = r.value;
     return {
       blocks: Number(s.blocks),
@@ -1005,10 +857,21 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    this.#noXattrs.delete(node.key);
-    this.#forgetListed(node.parent, node.name);
+    this.#attrs.forgetXattrs(node.key);
+    this.#changed(node.parent, node.name);
     const r = await this.#rpc.setxattr({ path, name, value, flags }, this.#opts(ctx));
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
+  }
+
+  /** True when `node` has no xattrs (known, or renewed with one listxattr). */
+  async #hasNoXattrs(ctx: RequestContext, node: Node, path: string): Promise<boolean> {
+    const state = this.#attrs.noXattrs(node.key);
+    if (state !== "expired") return state === "yes";
+    this.#attrs.forgetXattrs(node.key);
+    const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
+    if (!r.ok || r.value.length > 0) return false;
+    this.#attrs.noteXattrs(node.key, false);
+    return true;
   }
 
   async getxattr(ctx: RequestContext, node: Node, name: string): Promise<Uint8Array | Errno> {
@@ -1016,24 +879,27 @@ export class ContainerFs implements FileSystem<Handle> {
     if (path === undefined) return ENOENT;
     if (await this.#hasNoXattrs(ctx, node, path)) return ENODATA;
     const r = await this.#rpc.getxattr({ path, name }, this.#opts(ctx));
-    return r.ok ? r.value : this.#fail(r);
+    return r.ok ? r.value : fail(r);
   }
 
   async listxattr(ctx: RequestContext, node: Node): Promise<string[] | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    if (this.#noXattrsState(node) === "yes") return [];
+    if (this.#attrs.noXattrs(node.key) === "yes") return [];
     const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
-    if (!r.ok) return this.#fail(r);
-    return r.value.filter((n): n is string => typeof n === "string");
+    if (!r.ok) return fail(r);
+    // The kernel's list is NUL-separated: a name the satellite made up with a NUL would split.
+    return r.value.filter((n): n is string =>
+      typeof n === "string" && n !== "" && !n.includes("\0")
+    );
   }
 
   async removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    this.#noXattrs.delete(node.key);
-    this.#forgetListed(node.parent, node.name);
+    this.#attrs.forgetXattrs(node.key);
+    this.#changed(node.parent, node.name);
     const r = await this.#rpc.removexattr({ path, name }, this.#opts(ctx));
-    return r.ok ? undefined : this.#fail(r);
+    return r.ok ? undefined : fail(r);
   }
 }

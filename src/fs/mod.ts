@@ -1,3 +1,4 @@
 /** The container filesystem: FUSE operations served by satellite RPCs. */
 
-export { ContainerFs, type ContainerFsOptions, type Handle, statToAttr } from "./container_fs.ts";
+export { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
+export { statToAttr } from "./checks.ts";

@@ -71,6 +71,30 @@ Deno.test("fs: new files are owned by the calling uid/gid; set-group-ID dirs pas
   });
 });
 
+Deno.test("fs: a file made in a set-group-ID directory made inside the container gets its group", async () => {
+  await withMount(async (fs) => {
+    // Made on the container side: the mount learns of it only through LOOKUP.
+    await ok(fs, 'mkdir "$B/shared" && chown 0:100 "$B/shared" && chmod 2775 "$B/shared"');
+    await ok(fs, 'touch "$M/shared/f" && mkdir "$M/shared/d"');
+    assertEquals((await Deno.lstat(`${fs.backing}/shared/f`)).gid, 100);
+    assertEquals((await Deno.lstat(`${fs.backing}/shared/d`)).gid, 100);
+  });
+});
+
+Deno.test("fs: files that report size 0 (procfs) are read whole right after a lookup", async () => {
+  await withMount(async (fs) => {
+    await ok(fs, 'mkdir "$B/proc" && mount -t proc proc "$B/proc"');
+    try {
+      const status = await ok(fs, 'cat "$M/proc/1/status"');
+      assert(/^Name:/m.test(status) && /^Pid:\s+1$/m.test(status), status);
+      const version = await ok(fs, 'cat "$M/proc/version"');
+      assert(version.startsWith("Linux version"), version);
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", `${fs.backing}/proc`] }).output();
+    }
+  });
+});
+
 Deno.test("fs: permissions are enforced for other users (EACCES)", async () => {
   await withMount(async (fs) => {
     await ok(fs, 'echo secret > "$M/private" && chmod 600 "$M/private"');

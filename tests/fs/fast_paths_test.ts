@@ -7,7 +7,7 @@ import { type MountedFs, mountLocal, sh } from "./harness.ts";
 
 async function withMount(
   fn: (fs: MountedFs) => Promise<void>,
-  options: { writeBehind?: boolean } = {},
+  options: { writeBehind?: boolean; attrTimeout?: number; entryTimeout?: number } = {},
 ): Promise<void> {
   const fs = await mountLocal(options);
   try {
@@ -145,14 +145,35 @@ Deno.test("fast paths: subdirectories listed ahead serve the next listing, and c
     await ok(fs, 'mkdir "$B/p/c" && ls "$M/p" >/dev/null && touch "$B/p/c/inside"');
     await new Promise((r) => setTimeout(r, 1100));
     assertEquals(await ok(fs, 'ls "$M/p/c"'), "inside\n");
-    // fsync of a directory opened from a listing fetched ahead.
+  });
+});
+
+Deno.test("fast paths: fsync of a directory opened from a listing fetched ahead syncs it through a handle of its own", async () => {
+  // Long timeouts: the listing ahead stays fresh however slow the machine is.
+  await withMount(async (fs) => {
+    await ok(fs, 'mkdir -p "$B/p/a" "$B/p/b" && touch "$B/p/a/x"');
+    const count = (method: string): number => fs.rpcCalls.filter((c) => c.method === method).length;
+    const [opendirs, releases] = [count("opendir"), count("release")];
     await ok(fs, 'ls "$M/p" >/dev/null');
-    await new Promise((r) => setTimeout(r, 200));
-    await ok(
+    // p, then p/a and p/b listed ahead; each handle closed (p's when the kernel releases it).
+    const settled = (): boolean =>
+      count("opendir") >= opendirs + 3 && count("release") >= releases + 3;
+    for (let waited = 0; !settled() && waited < 5000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals([count("opendir"), count("release")], [opendirs + 3, releases + 3]);
+    const before = fs.rpcCalls.length;
+    const out = await ok(
       fs,
       `python3 -c 'import os; fd = os.open(os.environ["M"] + "/p/a", os.O_RDONLY); os.fsync(fd); print(os.listdir(fd)); os.close(fd)'`,
     );
-  });
+    assertEquals(out, "['x']\n");
+    const during = fs.rpcCalls.slice(before).filter((c) => c.method !== "lstat");
+    // The open came from the listing ahead (no opendir with a read-ahead); the fsync went
+    // through a handle opened for it alone, closed right after.
+    assertEquals(during.map((c) => c.method), ["opendir", "fsync", "release"]);
+    assertEquals(during[0].params, { path: "p/a" });
+  }, { attrTimeout: 60, entryTimeout: 60 });
 });
 
 Deno.test("fast paths: a read after a write through another descriptor sees the new bytes", async () => {

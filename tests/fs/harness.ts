@@ -8,6 +8,7 @@
 
 import { ContainerFs } from "../../src/fs/mod.ts";
 import { type FuseSession, type Logger, mount } from "../../src/fuse/mod.ts";
+import type { RpcCalls } from "../../src/protocol/mod.ts";
 import { type Harness, startSatellite } from "../satellite/harness.ts";
 
 /** A mounted container filesystem over a local satellite. */
@@ -18,8 +19,29 @@ export interface MountedFs {
   readonly mountpoint: string;
   readonly session: FuseSession;
   readonly satellite: Harness;
+  /** Every call the filesystem made to the satellite, with its params, in order. */
+  readonly rpcCalls: readonly RpcCall[];
   /** Unmounts, stops the satellite, removes both directories. */
   close(): Promise<void>;
+}
+
+/** One call of the filesystem to the satellite. */
+export interface RpcCall {
+  readonly method: string;
+  readonly params: Record<string, unknown>;
+}
+
+/** `calls` with every call recorded into `into` as it is made. */
+function recorded(calls: RpcCalls, into: RpcCall[]): RpcCalls {
+  return new Proxy(calls, {
+    get(target, method: string) {
+      const call = target[method as keyof RpcCalls] as (...args: unknown[]) => unknown;
+      return (params: Record<string, unknown>, options?: unknown) => {
+        into.push({ method, params });
+        return call(params, options);
+      };
+    },
+  });
 }
 
 const quiet: Logger = {
@@ -46,7 +68,8 @@ export async function mountLocal(
   await satellite.client.ready;
   const attrTimeout = options.attrTimeout ?? 1;
   const entryTimeout = options.entryTimeout ?? 1;
-  const fs = new ContainerFs(satellite.client.call, {
+  const rpcCalls: RpcCall[] = [];
+  const fs = new ContainerFs(recorded(satellite.client.call, rpcCalls), {
     attrTimeout,
     entryTimeout,
     hostArch: Deno.build.arch,
@@ -69,6 +92,7 @@ export async function mountLocal(
     mountpoint,
     session,
     satellite,
+    rpcCalls,
     async close() {
       await session.unmount({ lazy: true });
       await satellite.stop();

@@ -1,0 +1,184 @@
+/**
+ * What the client remembers about inodes between calls, to answer the kernel without a round
+ * trip or to decide like the container would.
+ *
+ * Invariants:
+ * - Node attributes: the last attributes told to the kernel for an inode (by LOOKUP,
+ *   READDIRPLUS, CREATE, GETATTR, SETATTR…) are what `attrOf` answers for its node. Attributes
+ *   told by key before the FUSE layer handed us the node move into `node.data` on first use.
+ *   They decide set-group-ID inheritance and the page-cache policy of an open.
+ * - "No xattrs": an inode the satellite said has no xattrs answers GETXATTR/LISTXATTR locally
+ *   for the attribute timeout; any xattr change through the mount forgets it.
+ * - Listed names: attributes of a name listed with `plus` answer its next LOOKUP once, within
+ *   min(entry, attribute timeout) of the listing; a change of the name forgets it.
+ * - Changed directories: a directory's attributes returned right after our change in it answer
+ *   its next GETATTR once, within the attribute timeout.
+ * - Every map has its own bound; past it the oldest entry goes (a miss only costs a round trip).
+ *
+ * @module
+ */
+
+import type { Attr, Node } from "../fuse/mod.ts";
+import type { Stat } from "../protocol/mod.ts";
+import { BoundedMap } from "./bounded_map.ts";
+
+/** Bounds of the caches (entries). */
+export interface AttrCacheLimits {
+  /** Attributes told to the kernel for nodes not handed to us yet. */
+  told: number;
+  /** Inodes known to have no xattrs. */
+  noXattrs: number;
+  /** Names listed with their attributes. */
+  listed: number;
+  /** Directories' attributes after our change in them. */
+  changedDirs: number;
+}
+
+/** Default bounds: a few megabytes at most. */
+export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
+  told: 65536,
+  noXattrs: 65536,
+  listed: 65536,
+  changedDirs: 4096,
+};
+
+/** Options of {@link AttrCache}. Times in milliseconds. */
+export interface AttrCacheOptions {
+  /** The kernel's attribute timeout. */
+  attrTtlMs: number;
+  /** How long a listing's attributes may answer a LOOKUP: min(entry, attribute timeout). */
+  listedTtlMs: number;
+  limits?: Partial<AttrCacheLimits>;
+  /** The clock (ms); `Date.now` by default. */
+  now?: () => number;
+}
+
+/** State of the "no xattrs" knowledge of an inode. */
+export type NoXattrsState = "yes" | "expired" | "unknown";
+
+/** The attribute and xattr cache of one mount. */
+export class AttrCache {
+  readonly #attrTtlMs: number;
+  readonly #listedTtlMs: number;
+  readonly #now: () => number;
+  readonly #told: BoundedMap<string, Attr>;
+  /** Inode key → until when (ms) "no xattrs" is trusted. */
+  readonly #noXattrs: BoundedMap<string, number>;
+  /** "dirKey/name" → the listed attributes and until when they serve. */
+  readonly #listed: BoundedMap<string, { stat: Stat; until: number }>;
+  readonly #changedDirs: BoundedMap<string, { attr: Attr; until: number }>;
+
+  constructor(options: AttrCacheOptions) {
+    this.#attrTtlMs = options.attrTtlMs;
+    this.#listedTtlMs = options.listedTtlMs;
+    this.#now = options.now ?? Date.now;
+    const limits = { ...ATTR_CACHE_LIMITS, ...options.limits };
+    this.#told = new BoundedMap(limits.told);
+    this.#noXattrs = new BoundedMap(limits.noXattrs);
+    this.#listed = new BoundedMap(limits.listed);
+    this.#changedDirs = new BoundedMap(limits.changedDirs);
+  }
+
+  /** How long a listing's attributes serve (ms); 0: listings are not remembered. */
+  get listedTtlMs(): number {
+    return this.#listedTtlMs;
+  }
+
+  // --- node attributes ---------------------------------------------------------------------
+
+  /** Attributes told to the kernel for the inode `key` (its node may not exist yet). */
+  tell(key: string, attr: Attr): void {
+    this.#told.set(key, attr);
+  }
+
+  /** Attributes told to the kernel for `node`. */
+  setAttr(node: Node, attr: Attr): void {
+    this.#told.delete(node.key);
+    node.data = attr;
+  }
+
+  /** The attributes last told to the kernel for `node`, if known. */
+  attrOf(node: Node): Attr | undefined {
+    const told = this.#told.get(node.key);
+    if (told !== undefined) {
+      this.#told.delete(node.key);
+      node.data = told;
+    }
+    return node.data as Attr | undefined;
+  }
+
+  /** `node` was written up to `end` through the mount: its size is at least that now. */
+  extend(node: Node, end: number): void {
+    const attr = this.attrOf(node);
+    if (attr !== undefined && attr.size < end) node.data = { ...attr, size: end };
+  }
+
+  /** The kernel forgot the inode `key`. */
+  forget(key: string): void {
+    this.#told.delete(key);
+  }
+
+  // --- "no xattrs" -------------------------------------------------------------------------
+
+  /** Records what the satellite said of `key`'s xattrs along with its attributes. */
+  noteXattrs(key: string, hasXattrs: boolean | undefined): void {
+    if (hasXattrs !== false || this.#attrTtlMs <= 0) {
+      this.#noXattrs.delete(key);
+      return;
+    }
+    this.#noXattrs.set(key, this.#now() + this.#attrTtlMs);
+  }
+
+  /** "yes" inside the timeout; "expired" when it was so before (worth one listxattr to renew). */
+  noXattrs(key: string): NoXattrsState {
+    const until = this.#noXattrs.get(key);
+    if (until === undefined) return "unknown";
+    return until > this.#now() ? "yes" : "expired";
+  }
+
+  /** The xattrs of `key` change (or were seen non-empty). */
+  forgetXattrs(key: string): void {
+    this.#noXattrs.delete(key);
+  }
+
+  // --- listed names ------------------------------------------------------------------------
+
+  /** A listing made at `fetchedAt` (ms) showed `name` in `dirKey` with `stat`. */
+  noteListed(dirKey: string, name: string, stat: Stat, fetchedAt: number): void {
+    if (this.#listedTtlMs <= 0) return;
+    this.#listed.set(`${dirKey}/${name}`, { stat, until: fetchedAt + this.#listedTtlMs });
+  }
+
+  /** The listed attributes of `name` in `dirKey` when still fresh; used once. */
+  takeListed(dirKey: string, name: string): Stat | undefined {
+    const key = `${dirKey}/${name}`;
+    const listed = this.#listed.get(key);
+    if (listed === undefined) return undefined;
+    this.#listed.delete(key);
+    return listed.until > this.#now() ? listed.stat : undefined;
+  }
+
+  /** `name` in `dirKey` changes through the mount. */
+  forgetListed(dirKey: string, name: string): void {
+    if (this.#listed.size > 0) this.#listed.delete(`${dirKey}/${name}`);
+  }
+
+  // --- changed directories -----------------------------------------------------------------
+
+  /** The directory `key`'s attributes right after our change in it (undefined: not known). */
+  noteChangedDir(key: string, attr: Attr | undefined): void {
+    if (attr === undefined || this.#attrTtlMs <= 0) {
+      this.#changedDirs.delete(key);
+      return;
+    }
+    this.#changedDirs.set(key, { attr, until: this.#now() + this.#attrTtlMs });
+  }
+
+  /** The attributes noted by {@link noteChangedDir} when still fresh; used once. */
+  takeChangedDir(key: string): Attr | undefined {
+    const changed = this.#changedDirs.get(key);
+    if (changed === undefined) return undefined;
+    this.#changedDirs.delete(key);
+    return changed.until > this.#now() ? changed.attr : undefined;
+  }
+}

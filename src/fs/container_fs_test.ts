@@ -1,0 +1,510 @@
+// ContainerFs against a fake satellite RPC: the FUSE → RPC mapping and its hardening (issue 15).
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import type { Entry, Errno, Node } from "../fuse/mod.ts";
+import { EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
+import {
+  DT_DIR,
+  DT_REG,
+  O_DIRECT,
+  O_DSYNC,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  S_IFDIR,
+  S_IFREG,
+  S_ISGID,
+} from "../linux/mod.ts";
+import { type DirEntry as WireDirEntry, OpenFlags } from "../protocol/mod.ts";
+import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
+import {
+  deferred,
+  fail,
+  fakeContext,
+  fakeLogger,
+  fakeNode,
+  FakeRpc,
+  fakeStat,
+  keyOf,
+  ok,
+} from "./_fake_rpc.ts";
+
+function setup(
+  options: Partial<ContainerFsOptions> = {},
+): { rpc: FakeRpc; fs: ContainerFs; root: Node; logger: ReturnType<typeof fakeLogger> } {
+  const rpc = new FakeRpc();
+  const logger = fakeLogger();
+  const fs = new ContainerFs(rpc.call, {
+    attrTimeout: 1,
+    entryTimeout: 1,
+    hostArch: "x86_64",
+    logger,
+    ...options,
+  });
+  return { rpc, fs, root: fakeNode(""), logger };
+}
+
+function value<T>(result: T | Errno): T {
+  if (isErrno(result)) throw new Error(`unexpected ${result.name}`);
+  return result;
+}
+
+/** The node the FUSE layer would make for `entry` found at (parent, name). */
+function nodeFor(entry: Entry, parent: Node, name: string): Node {
+  return fakeNode(entry.key!, parent, name);
+}
+
+const writeInfo = { flags: O_RDWR, writeFlags: 0, lockOwner: 0n };
+
+Deno.test("container fs: a file of size 0 found by LOOKUP is opened with direct I/O", async () => {
+  const { rpc, fs, root } = setup();
+  const status = fakeStat({ ino: 7n, size: 0n, devMajor: 0, devMinor: 20 });
+  rpc.on("lstat", () => ok(status));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const entry = value(await fs.lookup(fakeContext(), root, "status"));
+  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "status"), O_RDONLY));
+  assertEquals([opened.directIo, opened.keepCache], [true, false]);
+});
+
+Deno.test("container fs: a file of size 0 listed by READDIRPLUS is opened with direct I/O", async () => {
+  const { rpc, fs, root } = setup();
+  const status = fakeStat({ ino: 7n, size: 0n });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "status", ino: 7n, type: DT_REG, offset: 1n, stat: status }],
+    }));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const dir = value(await fs.opendir(fakeContext(), root));
+  const listed = value(await fs.readdir(fakeContext(), root, dir.handle, 0, true));
+  assertEquals(listed.map((e) => e.name), ["status"]);
+  const node = nodeFor(listed[0].entry!, root, "status");
+  const opened = value(await fs.open(fakeContext(), node, O_RDONLY));
+  assertEquals(opened.directIo, true);
+});
+
+Deno.test("container fs: a regular file with a size keeps the page cache", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat({ size: 5n })));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const entry = value(await fs.lookup(fakeContext(), root, "f"));
+  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "f"), O_RDONLY));
+  assertEquals([opened.directIo, opened.keepCache], [false, true]);
+});
+
+Deno.test("container fs: a name listed with attributes answers one LOOKUP without a round trip", async () => {
+  const { rpc, fs, root } = setup();
+  const stat = fakeStat({ ino: 7n });
+  rpc.on(
+    "opendir",
+    () =>
+      ok({
+        handle: 3,
+        eof: true,
+        entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }],
+      }),
+  );
+  rpc.on("lstat", () => ok(stat));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  const before = rpc.calls.length;
+  assertEquals(value(await fs.lookup(fakeContext(), root, "f")).key, keyOf(stat));
+  assertEquals(rpc.calls.length, before, "answered from the listing");
+  value(await fs.lookup(fakeContext(), root, "f"));
+  assertEquals(rpc.methods().slice(before), ["lstat"], "used once");
+});
+
+Deno.test("container fs: GETATTR of a directory right after an unlink in it needs no round trip", async () => {
+  const { rpc, fs, root } = setup();
+  const dir = fakeStat({ ino: 2n, mode: S_IFDIR | 0o755, nlink: 7 });
+  rpc.on("unlink", () => ok({ dir }));
+  rpc.on("lstat", () => ok(fakeStat({ ino: 2n, mode: S_IFDIR | 0o755, nlink: 1 })));
+  await fs.unlink(fakeContext(), root, "f");
+  assertEquals(value(await fs.getattr(fakeContext(), root, undefined)).attr.nlink, 7);
+  assertEquals(value(await fs.getattr(fakeContext(), root, undefined)).attr.nlink, 1);
+  assertEquals(rpc.methods(), ["unlink", "lstat"]);
+});
+
+Deno.test("container fs: xattr probes of an inode without xattrs are answered locally until one is set", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat({ hasXattrs: false })));
+  rpc.on("setxattr", () => ok(null));
+  rpc.on("getxattr", () => ok(new Uint8Array([1])));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  assertEquals(await fs.getxattr(fakeContext(), node, "security.capability"), ENODATA);
+  assertEquals(await fs.listxattr(fakeContext(), node), []);
+  assertEquals(rpc.methods(), ["lstat"]);
+  await fs.setxattr(fakeContext(), node, "user.k", new Uint8Array([1]), 0);
+  assertEquals(await fs.getxattr(fakeContext(), node, "user.k"), new Uint8Array([1]));
+  assertEquals(rpc.methods(), ["lstat", "setxattr", "getxattr"]);
+});
+
+Deno.test("container fs: an open's read-ahead serves reads until the file is written", async () => {
+  const { rpc, fs, root } = setup();
+  const bytes = new TextEncoder().encode("hello");
+  let next = 1;
+  rpc.on("lstat", () => ok(fakeStat({ size: 5n })));
+  rpc.on("open", (p) => ok(p.readAhead ? { handle: next++, data: bytes } : { handle: next++ }));
+  rpc.on("write", (p) => ok(p.data.length));
+  rpc.on("read", () => ok(new TextEncoder().encode("HELLO")));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const reader = value(await fs.open(fakeContext(), node, O_RDONLY)).handle;
+  assertEquals(rpc.paramsOf("open")[0].readAhead! > 0, true);
+  assertEquals(value(await fs.read(fakeContext(), node, reader, 0, 4096)), bytes);
+  assertEquals(rpc.methods(), ["lstat", "open"]);
+  const writer = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  await fs.write(fakeContext(), node, writer, 0, new TextEncoder().encode("HELLO"), writeInfo);
+  assertEquals(
+    new TextDecoder().decode(value(await fs.read(fakeContext(), node, reader, 0, 4096))),
+    "HELLO",
+  );
+});
+
+Deno.test("container fs: a write-behind failure is reported by the handle's next write", async () => {
+  const { rpc, fs, root } = setup();
+  const results = [fail("ENOSPC"), ok(10)];
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("write", () => results.shift()!);
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  assertEquals(await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo), 10);
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(await fs.write(fakeContext(), node, h, 10, new Uint8Array(10), writeInfo), ENOSPC);
+  assertEquals(rpc.paramsOf("write").length, 1, "the failed handle's next write is not sent");
+});
+
+Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite", async () => {
+  for (const [writeBehind, flags] of [[true, O_WRONLY | O_DSYNC], [false, O_WRONLY]] as const) {
+    const { rpc, fs, root } = setup({ writeBehind });
+    rpc.on("lstat", () => ok(fakeStat()));
+    rpc.on("open", () => ok({ handle: 1 }));
+    rpc.on("write", () => fail("EDQUOT"));
+    const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+    const h = value(await fs.open(fakeContext(), node, flags)).handle;
+    const info = { ...writeInfo, flags };
+    const r = await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), info);
+    assertEquals((r as Errno).name, "EDQUOT");
+  }
+});
+
+Deno.test("container fs: a subdirectory listed ahead opens without a round trip; a change drops it", async () => {
+  const { rpc, fs, root } = setup();
+  const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
+  const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  let next = 10;
+  rpc.on("opendir", (p) =>
+    ok({
+      handle: next++,
+      eof: true,
+      entries: p.path === ""
+        ? [{ name: "d", ino: 5n, type: DT_DIR, offset: 1n, stat: sub }]
+        : [inSub],
+    }));
+  rpc.on("release", () => ok(null));
+  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
+  const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
+  const d = nodeFor(
+    value(await fs.readdir(fakeContext(), root, rootDir, 0, true))[0].entry!,
+    root,
+    "d",
+  );
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.paramsOf("opendir").map((p) => p.path), ["", "d"], "d listed ahead");
+  const opened = value(await fs.opendir(fakeContext(), d)).handle;
+  assertEquals(value(await fs.readdir(fakeContext(), d, opened, 0, true)).map((e) => e.name), [
+    "x",
+  ]);
+  assertEquals(rpc.paramsOf("opendir").length, 2, "served from the listing ahead");
+  // Listed ahead again (d was listed), then a change through the mount drops it.
+  await fs.mkdir(fakeContext(), root, "new", 0o755);
+  value(await fs.opendir(fakeContext(), d));
+  assertEquals(rpc.paramsOf("opendir").length, 3);
+});
+
+Deno.test("container fs: an unlinked open file answers GETATTR through its handle", async () => {
+  const { rpc, fs } = setup();
+  rpc.on("open", () => ok({ handle: 9 }));
+  rpc.on("fstat", () => ok(fakeStat({ nlink: 0 })));
+  const root = fakeNode("");
+  const node = fakeNode(keyOf(fakeStat()), root, "f");
+  value(await fs.open(fakeContext(), node, O_RDONLY));
+  const unlinked = fakeNode(node.key, undefined, "x"); // no parent: no path
+  assertEquals(value(await fs.getattr(fakeContext(), unlinked, undefined)).attr.nlink, 0);
+  assertEquals(rpc.paramsOf("fstat"), [{ handle: 9 }]);
+});
+
+Deno.test("container fs: a file created in a set-group-ID directory found by LOOKUP gets its group", async () => {
+  const { rpc, fs, root } = setup();
+  const sg = fakeStat({ ino: 9n, mode: S_IFDIR | S_ISGID | 0o775, gid: 100 });
+  rpc.on("lstat", () => ok(sg));
+  rpc.on("create", (p) => ok({ handle: 4, stat: fakeStat({ ino: 10n, gid: p.owner!.gid }) }));
+  rpc.on("mkdir", (p) => ok(fakeStat({ ino: 11n, mode: S_IFDIR | p.mode, gid: p.owner!.gid })));
+  const dir = nodeFor(value(await fs.lookup(fakeContext(), root, "sg")), root, "sg");
+  const ctx = fakeContext({ uid: 1000, gid: 1000 });
+  value(await fs.create(ctx, dir, "f", S_IFREG | 0o644, O_WRONLY));
+  value(await fs.mkdir(ctx, dir, "d", 0o755));
+  assertEquals(rpc.paramsOf("create")[0].owner, { uid: 1000, gid: 100 });
+  assertEquals(rpc.paramsOf("mkdir")[0].owner, { uid: 1000, gid: 100 });
+  assertEquals(rpc.paramsOf("mkdir")[0].mode, S_ISGID | 0o755);
+});
+
+Deno.test("container fs: a directory listed by READDIRPLUS passes its set-group-ID group on", async () => {
+  const { rpc, fs, root } = setup();
+  const sg = fakeStat({ ino: 9n, mode: S_IFDIR | S_ISGID | 0o775, gid: 100 });
+  rpc.on(
+    "opendir",
+    () =>
+      ok({
+        handle: 3,
+        eof: true,
+        entries: [{ name: "sg", ino: 9n, type: DT_DIR, offset: 1n, stat: sg }],
+      }),
+  );
+  rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  const dir = nodeFor(listed[0].entry!, root, "sg");
+  value(await fs.create(fakeContext({ uid: 5, gid: 5 }), dir, "f", S_IFREG | 0o644, O_WRONLY));
+  assertEquals(rpc.paramsOf("create")[0].owner, { uid: 5, gid: 100 });
+});
+
+/** Opens `node` twice for writing; the fake's writes answer through `answerWrite`. */
+async function twoWriters(
+  options: Partial<ContainerFsOptions>,
+  answerWrite: () => Promise<ReturnType<typeof fail>> | ReturnType<typeof fail>,
+): Promise<
+  {
+    rpc: FakeRpc;
+    fs: ContainerFs;
+    node: Node;
+    a: Handle;
+    b: Handle;
+    logger: ReturnType<typeof fakeLogger>;
+  }
+> {
+  const { rpc, fs, root, logger } = setup(options);
+  let next = 1;
+  rpc.on("lstat", () => ok(fakeStat({ size: 100n })));
+  rpc.on("open", () => ok({ handle: next++ }));
+  rpc.on("write", answerWrite);
+  rpc.on("fsync", () => ok(null));
+  rpc.on("flush", () => ok(null));
+  rpc.on("release", () => ok(null));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const a = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
+  const b = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
+  return { rpc, fs, node, a, b, logger };
+}
+
+const releaseInfo = { flags: O_RDWR, releaseFlags: 0, lockOwner: 0n };
+
+Deno.test("container fs: a write-behind error left at release is logged and reported by fsync on another handle", async () => {
+  const { fs, node, a, b, logger } = await twoWriters({}, () => fail("ENOSPC"));
+  // Answered early; the failure arrives after the write returned.
+  assertEquals(await fs.write(fakeContext(), node, a, 0, new Uint8Array(10), writeInfo), 10);
+  await fs.release(fakeContext(), node, a, releaseInfo);
+  assert(logger.lines.some((l) => l.startsWith("warn:") && /ENOSPC/.test(l)), logger.lines.join());
+  assertEquals(await fs.fsync(fakeContext(), node, b, false), ENOSPC);
+  // Reported once.
+  assertEquals(await fs.fsync(fakeContext(), node, b, false), undefined);
+});
+
+Deno.test("container fs: with the writeback cache, fsync and flush settle every handle of the inode", async () => {
+  const answer = deferred<ReturnType<typeof fail>>();
+  const { fs, node, a, b } = await twoWriters({ writebackCache: true }, () => answer.promise);
+  // The kernel writes dirty pages through any writable handle: here b.
+  assertEquals(await fs.write(fakeContext(), node, b, 0, new Uint8Array(10), writeInfo), 10);
+  let synced: void | Errno | "pending" = "pending";
+  const sync = fs.fsync(fakeContext(), node, a, false).then((r) => (synced = r));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(synced, "pending", "fsync waits for the write through the other handle");
+  answer.resolve(fail("ENOSPC"));
+  await sync;
+  assertEquals(synced, ENOSPC);
+});
+
+Deno.test("container fs: with the writeback cache, close (flush) reports a failed write of another handle", async () => {
+  const { fs, node, a, b } = await twoWriters({ writebackCache: true }, () => fail("ENOSPC"));
+  assertEquals(await fs.write(fakeContext(), node, b, 0, new Uint8Array(10), writeInfo), 10);
+  assertEquals(await fs.flush(fakeContext(), node, a), ENOSPC);
+});
+
+Deno.test("container fs: an interrupted open releases the satellite's handle when it arrives", async () => {
+  const { rpc, fs, root } = setup();
+  const answer = deferred<ReturnType<typeof ok<{ handle: number }>>>();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => answer.promise);
+  rpc.on("release", () => ok(null));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const controller = new AbortController();
+  const opening = fs.open(fakeContext({ controller }), node, O_RDONLY);
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.methods(), ["lstat", "open"], "sent before the interrupt");
+  controller.abort();
+  assertEquals(await opening, EINTR);
+  answer.resolve(ok({ handle: 42 }));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.paramsOf("release"), [{ handle: 42 }]);
+});
+
+Deno.test("container fs: an interrupted opendir releases the satellite's handle when it arrives", async () => {
+  const { rpc, fs, root } = setup();
+  const answer = deferred<ReturnType<typeof ok<{ handle: number }>>>();
+  rpc.on("opendir", () => answer.promise);
+  rpc.on("release", () => ok(null));
+  const controller = new AbortController();
+  const opening = fs.opendir(fakeContext({ controller }), root);
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.methods(), ["opendir"], "sent before the interrupt");
+  controller.abort();
+  assertEquals(await opening, EINTR);
+  answer.resolve(ok({ handle: 43 }));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(rpc.paramsOf("release"), [{ handle: 43 }]);
+});
+
+Deno.test("container fs: an interrupted create finishes and answers the file it made", async () => {
+  const { rpc, fs, root } = setup();
+  const answer = deferred<
+    ReturnType<typeof ok<{ handle: number; stat: ReturnType<typeof fakeStat> }>>
+  >();
+  rpc.on("create", () => answer.promise);
+  const controller = new AbortController();
+  const creating = fs.create(fakeContext({ controller }), root, "new", S_IFREG | 0o644, O_WRONLY);
+  await new Promise((r) => setTimeout(r, 0));
+  controller.abort();
+  answer.resolve(ok({ handle: 44, stat: fakeStat({ ino: 12n }) }));
+  const created = value(await creating);
+  assertEquals([created.handle.id, created.entry.key], [44, keyOf(fakeStat({ ino: 12n }))]);
+});
+
+Deno.test("container fs: a create interrupted before it is sent answers EINTR and makes nothing", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("create", () => ok({ handle: 44, stat: fakeStat({ ino: 12n }) }));
+  const controller = new AbortController();
+  controller.abort();
+  const r = await fs.create(fakeContext({ controller }), root, "new", S_IFREG | 0o644, O_WRONLY);
+  assertEquals(r, EINTR);
+  assertEquals(rpc.paramsOf("create"), []);
+});
+
+Deno.test("container fs: O_DIRECT is not passed to the satellite", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("create", () => ok({ handle: 2, stat: fakeStat({ ino: 12n }) }));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  value(await fs.open(fakeContext(), node, O_RDWR | O_DIRECT));
+  value(await fs.create(fakeContext(), root, "g", S_IFREG | 0o644, O_WRONLY | O_DIRECT));
+  assertEquals(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
+  assertEquals(rpc.paramsOf("create")[0].flags, OpenFlags.O_WRONLY);
+});
+
+Deno.test("container fs: O_DIRECT is stripped in aarch64's numbering too", async () => {
+  const { rpc, fs, root } = setup({ hostArch: "aarch64" });
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const AARCH64_O_DIRECT = 0o200000;
+  value(await fs.open(fakeContext(), node, O_RDWR | AARCH64_O_DIRECT));
+  assertEquals(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
+});
+
+function entry(name: string | Uint8Array, ino: bigint, offset: bigint): WireDirEntry {
+  return { name, ino, type: DT_REG, offset, stat: fakeStat({ ino }) };
+}
+
+Deno.test("container fs: listing entries the kernel must not see are dropped (logged once)", async () => {
+  const { rpc, fs, root, logger } = setup();
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [
+        { name: ".", ino: 2n, type: DT_DIR, offset: 1n },
+        { name: "..", ino: 1n, type: DT_DIR, offset: 2n },
+        entry("good", 10n, 3n),
+        entry("a/b", 11n, 4n),
+        entry("a\0b", 12n, 5n),
+        entry("", 13n, 6n),
+        entry("x".repeat(256), 14n, 7n),
+        entry("é".repeat(128), 15n, 8n), // 256 bytes in UTF-8
+        entry("good", 16n, 9n),
+        entry(".", 17n, 10n),
+        entry("..", 18n, 11n),
+        entry("y".repeat(255), 19n, 12n),
+      ],
+    }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  assertEquals(listed.map((e) => e.name), [".", "..", "good", "y".repeat(255)]);
+  // Positions stay dense: each entry's cookie is the next position.
+  assertEquals(listed.map((e) => e.next), [1, 2, 3, 4]);
+  assertEquals(listed[2].entry?.key, keyOf(fakeStat({ ino: 10n })));
+  assertEquals(listed[0].entry, undefined);
+  assertEquals(logger.lines.filter((l) => l.startsWith("warn:")).length, 1, logger.lines.join());
+  assertEquals(value(await fs.readdir(fakeContext(), root, handle, 4, true)), []);
+});
+
+Deno.test("container fs: a listed stat that makes no sense is not given to the kernel", async () => {
+  const { rpc, fs, root } = setup();
+  const bad = [
+    fakeStat({ ino: 20n, mode: 0o170644 }), // no such file type
+    fakeStat({ ino: 21n, size: 1n << 60n }), // beyond exact numbers
+    fakeStat({ ino: 22n, mtimeNsec: 1_000_000_000 }),
+  ];
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: bad.map((stat, i) => ({
+        name: `f${i}`,
+        ino: stat.ino,
+        type: DT_REG,
+        offset: BigInt(i + 1),
+        stat,
+      })),
+    }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  assertEquals(listed.map((e) => [e.name, e.entry]), [
+    ["f0", undefined],
+    ["f1", undefined],
+    ["f2", undefined],
+  ]);
+  // A LOOKUP of one of them asks the satellite again, and refuses a senseless answer.
+  rpc.on("lstat", () => ok(bad[1]));
+  assertEquals((await fs.lookup(fakeContext(), root, "f1") as Errno).name, "EIO");
+});
+
+Deno.test("container fs: a write the satellite claims larger than sent is an error", async () => {
+  const { rpc, fs, root } = setup({ writeBehind: false });
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("write", () => ok(4096));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
+  const r = await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo);
+  assertEquals((r as Errno).name, "EIO");
+});
+
+Deno.test("container fs: a batch of only undecodable names that does not advance ends in EIO", async () => {
+  const { rpc, fs, root } = setup();
+  const raw = new Uint8Array([0xff, 0xfe]);
+  rpc.on("opendir", () => ok({ handle: 3 }));
+  rpc.on("readdir", () => ok({ entries: [entry(raw, 5n, 0n)], eof: false }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const r = await fs.readdir(fakeContext(), root, handle, 0, true);
+  assertEquals((r as Errno).name, "EIO");
+});
+
+Deno.test("container fs: a symlink target with a NUL or too long for the kernel is EIO", async () => {
+  const { rpc, fs, root } = setup();
+  const targets = ["ok/target", "a\0b", "x".repeat(4096), new Uint8Array([0x61, 0x2f, 0x62])];
+  rpc.on("readlink", () => ok(targets.shift()!));
+  const results = [];
+  for (let i = 0; i < 4; i++) results.push(await fs.readlink(fakeContext(), root));
+  assertEquals(results.map((r) => (isErrno(r) ? r.name : r)), ["ok/target", "EIO", "EIO", "a/b"]);
+});

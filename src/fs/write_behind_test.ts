@@ -1,0 +1,113 @@
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { EIO, ENOSPC } from "../fuse/mod.ts";
+import type { RpcResult } from "../protocol/mod.ts";
+import { FileWrites, WriteBehind } from "./write_behind.ts";
+import { deferred, fail, fakeLogger, FakeRpc, ok } from "./_fake_rpc.ts";
+
+function setup(limitBytes?: number): {
+  rpc: FakeRpc;
+  wb: WriteBehind;
+  logger: ReturnType<typeof fakeLogger>;
+} {
+  const rpc = new FakeRpc();
+  const logger = fakeLogger();
+  return { rpc, wb: new WriteBehind(rpc.call, { logger, limitBytes }), logger };
+}
+
+const params = (n: number, offset = 0) => ({
+  handle: 1,
+  offset: BigInt(offset),
+  data: new Uint8Array(n),
+});
+
+Deno.test("write behind: a write is answered before the satellite answers it", async () => {
+  const { rpc, wb } = setup();
+  const answer = deferred<RpcResult<number>>();
+  rpc.on("write", () => answer.promise);
+  const file = new FileWrites("k", true);
+  assertEquals(await wb.write(file, params(10)), 10);
+  assertEquals([file.pending.size, file.pendingBytes], [1, 10]);
+  answer.resolve(ok(10));
+  await wb.settle([file]);
+  assertEquals([file.pending.size, file.pendingBytes, file.error], [0, 0, undefined]);
+});
+
+Deno.test("write behind: past the byte limit a write waits for the oldest", async () => {
+  const { rpc, wb } = setup(15);
+  const answers: ((r: RpcResult<number>) => void)[] = [];
+  rpc.on("write", () => {
+    const d = deferred<RpcResult<number>>();
+    answers.push(d.resolve);
+    return d.promise;
+  });
+  const file = new FileWrites("k", true);
+  await wb.write(file, params(10));
+  let second = false;
+  const writing = wb.write(file, params(10, 10)).then(() => (second = true));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(second, false);
+  answers[0](ok(10));
+  await writing;
+  assertEquals(second, true);
+  answers[1](ok(10));
+  await wb.settle([file]);
+});
+
+Deno.test("write behind: the first failure or short write is kept and reported once", async () => {
+  const { rpc, wb } = setup();
+  const results = [fail("ENOSPC"), fail("EIO"), ok(3)];
+  rpc.on("write", () => results.shift()!);
+  const file = new FileWrites("k", true);
+  await wb.write(file, params(10));
+  await wb.write(file, params(10));
+  await wb.settle([file]);
+  assertEquals(wb.takeError([file]), ENOSPC);
+  assertEquals(wb.takeError([file]), undefined);
+  await wb.write(file, params(10));
+  await wb.settle([file]);
+  assertEquals(wb.takeError([file]), EIO, "short write");
+});
+
+Deno.test("write behind: settle waits for every given handle", async () => {
+  const { rpc, wb } = setup();
+  const answer = deferred<RpcResult<number>>();
+  rpc.on("write", () => answer.promise);
+  const a = new FileWrites("k", true);
+  const b = new FileWrites("k", true);
+  await wb.write(b, params(4));
+  let settled = false;
+  const settling = wb.settle([a, b]).then(() => (settled = true));
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(settled, false);
+  answer.resolve(fail("EDQUOT"));
+  await settling;
+  assertEquals(wb.takeError([a, b])?.name, "EDQUOT");
+});
+
+Deno.test("write behind: a failure left at release is logged and reported once for the inode", async () => {
+  const { rpc, wb, logger } = setup();
+  rpc.on("write", () => fail("ENOSPC"));
+  const closed = new FileWrites("k", true);
+  const other = new FileWrites("k", true);
+  await wb.write(closed, params(10));
+  await wb.release(closed, "/data/f");
+  assert(
+    logger.lines.some((l) => l.includes("/data/f") && l.includes("ENOSPC")),
+    logger.lines.join(),
+  );
+  assertEquals(wb.takeError([other]), undefined, "only when asked for the inode");
+  assertEquals(wb.takeError([other], "other-key"), undefined);
+  assertEquals(wb.takeError([other], "k"), ENOSPC);
+  assertEquals(wb.takeError([other], "k"), undefined);
+});
+
+Deno.test("write behind: a release after the failure was reported keeps nothing", async () => {
+  const { rpc, wb, logger } = setup();
+  rpc.on("write", () => fail("ENOSPC"));
+  const file = new FileWrites("k", true);
+  await wb.write(file, params(10));
+  await wb.settle([file]);
+  assertEquals(wb.takeError([file]), ENOSPC);
+  await wb.release(file, "/f");
+  assertEquals([logger.lines, wb.takeError([], "k")], [[], undefined]);
+});
