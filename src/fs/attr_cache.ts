@@ -12,7 +12,8 @@
  * - Listed names: attributes of a name listed with `plus` answer its next LOOKUP once, within
  *   min(entry, attribute timeout) of the listing; a change of the name forgets it.
  * - Changed directories: a directory's attributes returned right after our change in it answer
- *   its next GETATTR once, within the attribute timeout.
+ *   its next GETATTR once, within the attribute timeout, unless newer attributes of it were told
+ *   since (a chmod of the directory must not be answered with its mode from before).
  * - Every map has its own bound; past it the oldest entry goes (a miss only costs a round trip).
  *
  * @module
@@ -89,11 +90,13 @@ export class AttrCache {
   /** Attributes told to the kernel for the inode `key` (its node may not exist yet). */
   tell(key: string, attr: Attr): void {
     this.#told.set(key, attr);
+    if (this.#changedDirs.size > 0) this.#changedDirs.delete(key);
   }
 
   /** Attributes told to the kernel for `node`. */
   setAttr(node: Node, attr: Attr): void {
     this.#told.delete(node.key);
+    if (this.#changedDirs.size > 0) this.#changedDirs.delete(node.key);
     node.data = attr;
   }
 

@@ -125,3 +125,14 @@ Deno.test("attr cache: a changed directory's attributes answer one GETATTR withi
   clock.now += 1000;
   assertEquals(c.takeChangedDir("d"), undefined);
 });
+
+Deno.test("attr cache: newer attributes of a changed directory replace its noted ones (chmod after rmdir)", () => {
+  const { cache: c } = cache();
+  const dir = fakeNode("d");
+  c.noteChangedDir("d", statToAttr(fakeStat({ mode: 0o040755 })));
+  c.setAttr(dir, statToAttr(fakeStat({ mode: 0o040644 })));
+  assertEquals(c.takeChangedDir("d"), undefined, "a GETATTR after the chmod must not see 0755");
+  c.noteChangedDir("d", statToAttr(fakeStat({ mode: 0o040755 })));
+  c.tell("d", statToAttr(fakeStat({ mode: 0o040700 })));
+  assertEquals(c.takeChangedDir("d"), undefined, "attributes told by a lookup are newer too");
+});
