@@ -28,6 +28,7 @@
  */
 
 import {
+  abi,
   type AttrResult,
   type Created,
   type DirEntry,
@@ -62,6 +63,8 @@ import {
   S_IFMT,
   S_IFREG,
   S_ISGID,
+  S_ISUID,
+  S_IXGRP,
 } from "../linux/mod.ts";
 import {
   type CallOptions,
@@ -596,6 +599,10 @@ export class ContainerFs implements FileSystem<Handle> {
     const writes = handle.writes!;
     const error = this.#writes.takeError([writes]);
     if (error !== undefined) return error;
+    if ((info.writeFlags & abi.FUSE_WRITE_KILL_SUIDGID) !== 0) {
+      const killed = await this.#killSuidgid(ctx, node, handle);
+      if (killed !== undefined) return killed;
+    }
     writes.dirty = true;
     this.#changed(node.parent, node.name);
     this.#openFiles.changed(handle.key);
@@ -605,6 +612,30 @@ export class ContainerFs implements FileSystem<Handle> {
     const r = await this.#rpc.write(params, this.#opts(ctx));
     if (!r.ok) return fail(r);
     return r.value <= data.length ? r.value : EIO; // more than sent: not an answer to this
+  }
+
+  /**
+   * A write by a caller without CAP_FSETID through a direct-I/O handle (the kernel then asks us
+   * with FUSE_WRITE_KILL_SUIDGID; through the page cache it sends a SETATTR itself): clears
+   * set-user-ID, and set-group-ID when group-executable, as the kernel's should_remove_suid().
+   * The satellite writes as root, so the container's kernel would keep them.
+   */
+  async #killSuidgid(ctx: RequestContext, node: Node, handle: Handle): Promise<Errno | undefined> {
+    const attr = this.#attrs.attrOf(node);
+    if (attr === undefined) return undefined;
+    let kill = attr.mode & S_ISUID;
+    if ((attr.mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP)) kill |= S_ISGID;
+    if (kill === 0) return undefined;
+    const path = relPath(node);
+    if (path === undefined) return undefined; // unlinked: setattr names files by path
+    const r = await this.#rpc.setattr({
+      path,
+      handle: handle.id === NO_HANDLE ? undefined : handle.id,
+      mode: attr.mode & 0o7777 & ~kill,
+    }, this.#opts(ctx));
+    if (!r.ok) return fail(r);
+    const checked = this.#attrResult(node, r.value);
+    return isErrno(checked) ? checked : undefined;
   }
 
   async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {

@@ -2,7 +2,7 @@
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
-import { EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
+import { abi, EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
 import {
   DT_DIR,
   DT_REG,
@@ -14,6 +14,7 @@ import {
   S_IFDIR,
   S_IFREG,
   S_ISGID,
+  S_ISUID,
 } from "../linux/mod.ts";
 import { type DirEntry as WireDirEntry, OpenFlags } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
@@ -507,4 +508,29 @@ Deno.test("container fs: a symlink target with a NUL or too long for the kernel 
   const results = [];
   for (let i = 0; i < 4; i++) results.push(await fs.readlink(fakeContext(), root));
   assertEquals(results.map((r) => (isErrno(r) ? r.name : r)), ["ok/target", "EIO", "EIO", "a/b"]);
+});
+
+Deno.test("container fs: a write asked to kill set-user/group-ID clears them once (pjdfstest chmod/12)", async () => {
+  const { rpc, fs, root } = setup();
+  const mode = S_IFREG | S_ISUID | S_ISGID | 0o777;
+  rpc.on("lstat", () => ok(fakeStat({ mode, size: 0n })));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("setattr", (p) => ok(fakeStat({ mode: S_IFREG | p.mode!, size: 0n })));
+  rpc.on("write", () => ok(1));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  const kill = { ...writeInfo, writeFlags: abi.FUSE_WRITE_KILL_SUIDGID };
+  assertEquals(await fs.write(fakeContext(), node, h, 0, new Uint8Array(1), kill), 1);
+  assertEquals(rpc.paramsOf("setattr").map((p) => [p.path, p.mode]), [["f", 0o777]]);
+  assertEquals(await fs.write(fakeContext(), node, h, 1, new Uint8Array(1), kill), 1);
+  assertEquals(rpc.paramsOf("setattr").length, 1, "bits already cleared: no second setattr");
+  // Set-group-ID without group execute is mandatory locking, not a privilege: it stays.
+  const { rpc: rpc2, fs: fs2, root: root2 } = setup();
+  rpc2.on("lstat", () => ok(fakeStat({ mode: S_IFREG | S_ISGID | 0o666, size: 0n })));
+  rpc2.on("open", () => ok({ handle: 1 }));
+  rpc2.on("write", () => ok(1));
+  const node2 = nodeFor(value(await fs2.lookup(fakeContext(), root2, "g")), root2, "g");
+  const h2 = value(await fs2.open(fakeContext(), node2, O_WRONLY)).handle;
+  assertEquals(await fs2.write(fakeContext(), node2, h2, 0, new Uint8Array(1), kill), 1);
+  assertEquals(rpc2.paramsOf("setattr").length, 0);
 });

@@ -113,6 +113,7 @@ export const S_IFIFO = 0o010000;
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
 export const S_ISVTX = 0o1000;
+export const S_IXGRP = 0o010;
 /** Permission bits plus set-user-ID, set-group-ID and sticky. */
 export const MODE_PERM_MASK = 0o7777;
 
