@@ -6,7 +6,8 @@
  * @module
  */
 
-import { ERRNO, IN_HEADER_SIZE, Opcode } from "./abi.ts";
+import { ERRNO } from "../linux/mod.ts";
+import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
 import type { Device, DeviceSink, RequestFilter } from "./device.ts";
 import type { Logger } from "./filesystem.ts";
 

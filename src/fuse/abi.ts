@@ -184,54 +184,6 @@ export const FUSE_READ_LOCKOWNER = 1 << 1;
 export const FUSE_FSYNC_FDATASYNC = 1 << 0;
 
 // ---------------------------------------------------------------------------------------------
-// Linux constants the layer and implementations use (defined in src/linux, re-exported here)
-
-export {
-  ERRNO,
-  FALLOC_FL_KEEP_SIZE,
-  FALLOC_FL_PUNCH_HOLE,
-  FALLOC_FL_ZERO_RANGE,
-  MODE_PERM_MASK,
-  NAME_MAX,
-  O_ACCMODE,
-  O_APPEND,
-  O_CLOEXEC,
-  O_CREAT,
-  O_DIRECT,
-  O_DIRECTORY,
-  O_EXCL,
-  O_NOCTTY,
-  O_NOFOLLOW,
-  O_NONBLOCK,
-  O_RDONLY,
-  O_RDWR,
-  O_TRUNC,
-  O_WRONLY,
-  RENAME_EXCHANGE,
-  RENAME_NOREPLACE,
-  RENAME_WHITEOUT,
-  S_IFBLK,
-  S_IFCHR,
-  S_IFDIR,
-  S_IFIFO,
-  S_IFLNK,
-  S_IFMT,
-  S_IFREG,
-  S_IFSOCK,
-  S_ISGID,
-  S_ISUID,
-  S_ISVTX,
-  SEEK_CUR,
-  SEEK_DATA,
-  SEEK_END,
-  SEEK_HOLE,
-  SEEK_SET,
-  XATTR_CREATE,
-  XATTR_REPLACE,
-  XATTR_SIZE_MAX,
-} from "../linux/mod.ts";
-
-// ---------------------------------------------------------------------------------------------
 // Request header (struct fuse_in_header, 40 bytes)
 //   0 u32 len | 4 u32 opcode | 8 u64 unique | 16 u64 nodeid | 24 u32 uid | 28 u32 gid
 //  32 u32 pid | 36 u16 total_extlen | 38 u16 padding

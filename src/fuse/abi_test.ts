@@ -1,6 +1,7 @@
 // The ABI module: decoders are total (short or hostile input gives an errno, never a throw)
 // and read the right offsets; encoders write 64-bit fields exactly without BigInt.
 
+import { ERRNO } from "../linux/mod.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { body, rng } from "./_test_utils.ts";
 import {
@@ -34,7 +35,6 @@ import {
   decodeSetxattrIn,
   decodeWriteIn,
   encodeAttr,
-  ERRNO,
   FALLOCATE_IN_SIZE,
   FATTR_SIZE,
   FLUSH_IN_SIZE,

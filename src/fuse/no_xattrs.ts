@@ -19,8 +19,8 @@
  * @module
  */
 
+import { ERRNO } from "../linux/mod.ts";
 import {
-  ERRNO,
   GETXATTR_IN_SIZE,
   IN_HEADER_SIZE,
   InHeaderOffset,

@@ -1,10 +1,11 @@
 // The no-xattrs shortcut without a kernel: the reader-side filter (evaluated from its shipped
 // source, as the reader worker does) and the session that fills its table.
 
+import { ERRNO } from "../linux/mod.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
 import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
-import { ERRNO, Opcode, OUT_HEADER_SIZE } from "./abi.ts";
+import { Opcode, OUT_HEADER_SIZE } from "./abi.ts";
 import type { RequestFilter } from "./device.ts";
 import { NoXattrs } from "./no_xattrs.ts";
 import { Session } from "./session.ts";

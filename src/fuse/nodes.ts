@@ -5,7 +5,8 @@
  * @module
  */
 
-import { FUSE_ROOT_ID, S_IFDIR, S_IFMT } from "./abi.ts";
+import { S_IFDIR, S_IFMT } from "../linux/mod.ts";
+import { FUSE_ROOT_ID } from "./abi.ts";
 import type { Node } from "./filesystem.ts";
 
 /** Most names remembered per node (hard links); older ones are dropped first. */

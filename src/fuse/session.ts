@@ -19,6 +19,14 @@
  */
 
 import {
+  ERRNO,
+  MODE_PERM_MASK,
+  NAME_MAX,
+  O_APPEND,
+  RENAME_EXCHANGE,
+  XATTR_SIZE_MAX,
+} from "../linux/mod.ts";
+import {
   ACCESS_IN_SIZE,
   type AccessIn,
   ATTR_OUT_SIZE,
@@ -69,7 +77,6 @@ import {
   encodeStatfsOut,
   encodeWriteOut,
   ENTRY_OUT_SIZE,
-  ERRNO,
   FALLOCATE_IN_SIZE,
   type FallocateIn,
   FATTR_ATIME,
@@ -119,12 +126,9 @@ import {
   type MkdirIn,
   MKNOD_IN_SIZE,
   type MknodIn,
-  MODE_PERM_MASK,
-  NAME_MAX,
   NOTIFY_INVAL_ENTRY_SIZE,
   NOTIFY_INVAL_INODE_SIZE,
   NotifyCode,
-  O_APPEND,
   Opcode,
   opcodeName,
   OPEN_IN_SIZE,
@@ -136,7 +140,6 @@ import {
   RELEASE_IN_MIN_SIZE,
   type ReleaseIn,
   RENAME2_IN_SIZE,
-  RENAME_EXCHANGE,
   RENAME_IN_SIZE,
   type RenameIn,
   SETATTR_IN_SIZE,
@@ -147,7 +150,6 @@ import {
   WRITE_IN_SIZE,
   WRITE_OUT_SIZE,
   type WriteIn,
-  XATTR_SIZE_MAX,
 } from "./abi.ts";
 import type { Device, RequestBuffer } from "./device.ts";
 import { Errno, errnoOf } from "./errno.ts";

@@ -2,6 +2,7 @@
 // unmount from outside, stale mounts and their recovery, non-root mounts via fusermount3,
 // INTERRUPT and ENOSYS defaults.
 
+import { S_IFDIR, S_IFREG } from "../../src/linux/mod.ts";
 import {
   EINTR,
   ENOENT,
@@ -12,8 +13,6 @@ import {
   type Node,
   recoverStaleMount,
   type RequestContext,
-  S_IFDIR,
-  S_IFREG,
   unmount,
 } from "../../src/fuse/mod.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
