@@ -1,0 +1,388 @@
+/**
+ * `dockerfuse engine`: the whole engine as one mount (containers/, images/), each target's
+ * files served on demand by a satellite (see tree_fs.ts for the filesystem, attach.ts for the
+ * attach/detach policy).
+ *
+ * Invariants:
+ * - Helper containers (images) carry HELPER_LABEL and an OWNER_LABEL naming this process; they
+ *   are removed on detach and on close, and at the next start when their owner is dead.
+ * - `mountEngine` either returns a mount that answers, or throws a `MountError` having undone
+ *   what it did. Whatever ends the mount, every attachment is detached and the FUSE mount removed.
+ *
+ * @module
+ */
+
+import {
+  connectEngine,
+  type ContainerInfo,
+  DockerError,
+  type Engine,
+  readManifest,
+} from "../docker/mod.ts";
+import { satelliteArch } from "../docker/engine.ts";
+import { bundleEntries } from "../docker/satellite.ts";
+import { type FileSystem, type FuseSession, type Logger, mount } from "../fuse/mod.ts";
+import {
+  connectSatellite,
+  type ContainerMountDeps,
+  type ContainerMountOptions,
+  detach,
+  layerOptions,
+  MountError,
+  prepareMountpoint,
+  type SatelliteLink,
+} from "../mount/mod.ts";
+import type { Attachment } from "./attach.ts";
+import { EngineApi, type EngineEvent } from "./engine_api.ts";
+import type { Section, Target } from "./layout.ts";
+import { TreeFs, type TreeSource } from "./tree_fs.ts";
+
+export { AttachManager } from "./attach.ts";
+export { TreeFs } from "./tree_fs.ts";
+
+/** Label on every helper container of the tree. */
+export const HELPER_LABEL = "dev.dockerfuse.helper";
+/** Label naming the process owning a helper: "<hostname>:<pid>:<process start ticks>". */
+export const OWNER_LABEL = "dev.dockerfuse.owner";
+
+/** Options of an engine mount: a container mount's (but what and which path), plus the policy. */
+export interface EngineMountOptions extends Omit<ContainerMountOptions, "container" | "path"> {
+  /** Seconds without use before a target's satellite is detached. */
+  idleTimeout: number;
+  /** Satellites attached at most at once. */
+  maxAttached: number;
+}
+
+/** The defaults of the engine mount's own options. */
+export const ENGINE_DEFAULTS: Readonly<Pick<EngineMountOptions, "idleTimeout" | "maxAttached">> =
+  Object.freeze({ idleTimeout: 60, maxAttached: 8 });
+
+/** Sections served (volumes need the sidecar's satellite image, not available yet). */
+const SERVED: readonly Section[] = ["containers", "images"];
+/** Kernel cache timeout (s) of the tree's own names: events invalidate them besides. */
+const TREE_TIMEOUT = 0.5;
+/** A listing older than this is asked again even without an event. */
+const LIST_TTL_MS = 1000;
+/** Where a helper's satellite is uploaded. */
+const HELPER_DIR = ".dockerfuse-satellite";
+/** Pause before following events again after the stream broke. */
+const EVENTS_RETRY_MS = 1000;
+
+const CONTAINER_ACTIONS = new Set([
+  "start",
+  "die",
+  "destroy",
+  "rename",
+  "pause",
+  "unpause",
+  "stop",
+]);
+const IMAGE_ACTIONS = new Set(["tag", "untag", "delete", "import", "load", "pull"]);
+
+/** A live engine mount. */
+export interface EngineMount {
+  readonly mountpoint: string;
+  readonly tree: TreeFs;
+  /** Resolves once the mount ended (unmounted by anyone, or closed). */
+  readonly ended: Promise<"closed" | "unmounted">;
+  /** Unmounts (lazily if busy) and detaches everything; idempotent. */
+  close(): Promise<void>;
+}
+
+/** This process as OWNER_LABEL names it. */
+export async function ownerId(): Promise<string> {
+  return `${Deno.hostname()}:${Deno.pid}:${await startTicks(Deno.pid)}`;
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks), or undefined if no such process. */
+async function startTicks(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the process an OWNER_LABEL names is gone (only judged for this host). */
+export async function ownerGone(owner: string): Promise<boolean> {
+  const [host, pid, ticks] = owner.split(":");
+  if (host !== Deno.hostname() || !/^\d+$/.test(pid ?? "")) return false;
+  return (await startTicks(Number(pid))) !== ticks;
+}
+
+/** Removes helper containers whose owner died (a killed client); the number removed. */
+export async function removeLeftovers(api: EngineApi, logger: Logger): Promise<number> {
+  let removed = 0;
+  for (const c of await api.containersLabelled(HELPER_LABEL)) {
+    const owner = c.labels[OWNER_LABEL] ?? "";
+    if (!(await ownerGone(owner))) continue;
+    await api.removeContainer(c.id);
+    logger.info(`Removed helper container ${c.id.slice(0, 12)} left by ${owner}`);
+    removed++;
+  }
+  return removed;
+}
+
+function containerOptions(options: EngineMountOptions, name: string): ContainerMountOptions {
+  return { ...options, container: name, path: "/" };
+}
+
+function linkAttachment(link: SatelliteLink, after?: () => Promise<void>): Attachment<FileSystem> {
+  let closing: Promise<void> | undefined;
+  return {
+    fs: link.fs as FileSystem,
+    ended: Promise.race([link.rpc.closed, link.exec.exited]),
+    close: () =>
+      closing ??= (async () => {
+        await link.close();
+        await after?.();
+      })(),
+  };
+}
+
+/** The engine side of the tree. */
+class EngineSource implements TreeSource {
+  readonly #engine: Engine;
+  readonly #api: EngineApi;
+  readonly #options: EngineMountOptions;
+  readonly #deps: ContainerMountDeps;
+  readonly #owner: string;
+
+  constructor(
+    engine: Engine,
+    api: EngineApi,
+    options: EngineMountOptions,
+    deps: ContainerMountDeps,
+    owner: string,
+  ) {
+    this.#engine = engine;
+    this.#api = api;
+    this.#options = options;
+    this.#deps = deps;
+    this.#owner = owner;
+  }
+
+  async listContainers() {
+    const list = await this.#api.listContainers(false);
+    return list.filter((c) => c.labels[HELPER_LABEL] === undefined);
+  }
+
+  listImages() {
+    return this.#api.listImages();
+  }
+
+  listVolumes() {
+    return Promise.resolve([]);
+  }
+
+  #layers(name: string) {
+    return layerOptions(containerOptions(this.#options, name), {
+      fsName: "dockerfuse:engine",
+      hostArch: Deno.build.arch,
+      logger: this.#deps.logger,
+    });
+  }
+
+  async open(target: Target): Promise<Attachment<FileSystem>> {
+    switch (target.kind) {
+      case "container": {
+        const info = await this.#engine.inspectContainer(target.id);
+        const link = await connectSatellite(
+          this.#engine,
+          info,
+          this.#layers(info.name),
+          this.#options,
+          this.#deps,
+        );
+        return linkAttachment(link);
+      }
+      case "image":
+        return await this.#openImage(target.id, target.ref);
+      case "volume":
+        throw new Error(`Cannot attach volume '${target.name}': volumes are not served yet`);
+    }
+  }
+
+  /** A helper container from the image, the satellite its entrypoint (see module invariants). */
+  async #openImage(imageId: string, ref: string): Promise<Attachment<FileSystem>> {
+    const image = await this.#api.inspectImageRaw(imageId);
+    const architecture = String(image.Architecture ?? "");
+    const variant = typeof image.Variant === "string" && image.Variant ? image.Variant : undefined;
+    const os = String(image.Os ?? "linux");
+    const info: ContainerInfo = {
+      id: "",
+      name: ref,
+      running: true,
+      arch: satelliteArch(architecture, variant),
+      platform: [os, architecture, variant].filter((p) => p).join("/"),
+    };
+    if (info.arch !== "x86_64" && info.arch !== "aarch64") {
+      throw new MountError(
+        "architecture",
+        `Cannot attach image '${ref}': architecture '${info.arch}'`,
+      );
+    }
+    let helper: string | undefined;
+    const remove = async (): Promise<void> => {
+      if (helper !== undefined) await this.#api.removeContainer(helper);
+    };
+    try {
+      const link = await connectSatellite(
+        this.#engine,
+        info,
+        this.#layers(ref),
+        this.#options,
+        this.#deps,
+        async (bundleDir) => {
+          const manifest = await readManifest(bundleDir);
+          const dir = `/${HELPER_DIR}`;
+          const argv = [...manifest.loaderCommand, "--root", "/", "--self", dir]
+            .map((a) => a.replaceAll("{dir}", dir));
+          const env: Record<string, string> = {};
+          for (const [k, v] of Object.entries(manifest.env)) env[k] = v.replaceAll("{dir}", dir);
+          helper = await this.#api.createHelper({
+            image: imageId,
+            entrypoint: argv,
+            env,
+            user: "0",
+            platform: info.platform,
+            labels: { [HELPER_LABEL]: "image", [OWNER_LABEL]: this.#owner },
+          });
+          info.id = helper;
+          const entries = await bundleEntries(bundleDir, manifest, HELPER_DIR, { uid: 0, gid: 0 });
+          await this.#engine.upload(helper, "/", entries, { onProgress: this.#deps.onProgress });
+          return await this.#api.attachAndStart(helper);
+        },
+      );
+      return linkAttachment(link, remove);
+    } catch (error) {
+      await remove().catch(() => {});
+      throw error;
+    }
+  }
+}
+
+/** Follows engine events into `tree.refresh` until `signal` aborts, reconnecting as needed. */
+async function followEvents(
+  api: EngineApi,
+  tree: TreeFs,
+  logger: Logger,
+  signal: AbortSignal,
+  opened: () => void,
+): Promise<void> {
+  const onEvent = (e: EngineEvent): void => {
+    if (e.attributes[HELPER_LABEL] !== undefined) return;
+    if (e.type === "container" && CONTAINER_ACTIONS.has(e.action)) void tree.refresh("containers");
+    if (e.type === "image" && IMAGE_ACTIONS.has(e.action)) void tree.refresh("images");
+    if (e.type === "volume") void tree.refresh("volumes");
+  };
+  while (!signal.aborted) {
+    try {
+      await api.followEvents(signal, onEvent, opened);
+    } catch (error) {
+      if (signal.aborted) return;
+      opened(); // serve without events rather than not at all; listings still age out
+      logger.warn(`${(error as Error).message}; retrying`);
+    }
+    if (signal.aborted) return;
+    // Anything may have changed while the stream was down.
+    for (const s of SERVED) void tree.refresh(s);
+    await new Promise((resolve) => setTimeout(resolve, EVENTS_RETRY_MS));
+  }
+}
+
+function rethrow(error: unknown): never {
+  if (error instanceof MountError) throw error;
+  if (error instanceof DockerError) {
+    throw new MountError(
+      error.code === "config" || error.code === "unreachable" ? "engine" : "satellite",
+      error.message,
+    );
+  }
+  throw error;
+}
+
+/** Mounts the engine on `options.mountpoint`; see the module invariants. */
+export async function mountEngine(
+  options: EngineMountOptions,
+  deps: ContainerMountDeps,
+): Promise<EngineMount> {
+  const { logger } = deps;
+  await prepareMountpoint(options, logger);
+  const engine = await connectEngine({ env: deps.env, home: deps.env.HOME }).catch(rethrow);
+  const stopEvents = new AbortController();
+  let tree: TreeFs | undefined;
+  let fuse: FuseSession | undefined;
+  let events: Promise<void> | undefined;
+  const teardown = async (): Promise<void> => {
+    stopEvents.abort();
+    if (fuse) await detach(fuse, options.mountpoint, logger);
+    await tree?.close();
+    await events;
+    engine.close();
+  };
+  try {
+    const api = await EngineApi.connect(deps.env, engine.apiVersion).catch(rethrow);
+    await removeLeftovers(api, logger).catch(rethrow);
+    const source = new EngineSource(engine, api, options, deps, await ownerId());
+    tree = new TreeFs(source, {
+      sections: SERVED,
+      idleMs: options.idleTimeout * 1000,
+      maxAttached: options.maxAttached,
+      treeTimeout: Math.min(TREE_TIMEOUT, options.entryTimeout),
+      listTtlMs: LIST_TTL_MS,
+      logger,
+    });
+    const started = performance.now();
+    const fuseOptions = layerOptions(containerOptions(options, "engine"), {
+      fsName: "dockerfuse:engine",
+      hostArch: Deno.build.arch,
+      logger,
+    }).fuse;
+    try {
+      fuse = await mount(tree, options.mountpoint, fuseOptions);
+      await Deno.stat(options.mountpoint);
+    } catch (error) {
+      throw new MountError("mountpoint", (error as Error).message);
+    }
+    tree.setInvalidator(fuse);
+    let eventsOpen!: () => void;
+    const subscribed = new Promise<void>((resolve) => eventsOpen = resolve);
+    events = followEvents(api, tree, logger, stopEvents.signal, eventsOpen);
+    await subscribed;
+    logger.info(
+      `Mounted the engine (${api.description}) on '${options.mountpoint}' in ${
+        Math.round(performance.now() - started)
+      } ms`,
+    );
+    let closing = false;
+    const session = fuse;
+    const ended = session.closed.then(async (): Promise<"closed" | "unmounted"> => {
+      if (closing) return "closed";
+      await teardown();
+      return "unmounted";
+    });
+    return {
+      mountpoint: options.mountpoint,
+      tree,
+      ended,
+      async close() {
+        if (closing) return;
+        closing = true;
+        stopEvents.abort();
+        try {
+          await session.unmount({ lazy: false });
+        } catch (error) {
+          logger.warn(
+            `'${options.mountpoint}' is busy (${(error as Error).message}); unmounting lazily`,
+          );
+        }
+        await teardown();
+      },
+    };
+  } catch (error) {
+    await teardown();
+    throw error;
+  }
+}
