@@ -63,7 +63,7 @@ export function imageDirs(
   for (const image of images) {
     for (const ref of image.tags) {
       const colon = ref.lastIndexOf(":");
-      if (colon <= 0 || ref.slice(colon).includes("/")) continue; // no tag
+      if (colon <= 0 || colon === ref.length - 1 || ref.slice(colon).includes("/")) continue; // no tag
       const parts = ref.split("/");
       const leaf = parts.pop()!;
       if (!usableName(leaf) || !parts.every(usableName)) continue;
