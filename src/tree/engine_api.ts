@@ -47,6 +47,8 @@ export interface ImageSummary {
 /** A volume as `GET /volumes` lists it. */
 export interface VolumeSummary {
   name: string;
+  /** Seconds since the epoch (0 if the engine does not say). */
+  created: number;
   labels: Record<string, string>;
 }
 
@@ -252,6 +254,7 @@ export class EngineApi {
     };
     return (answer.Volumes ?? []).map((v) => ({
       name: String(v.Name),
+      created: Math.floor((Date.parse(String(v.CreatedAt ?? "")) || 0) / 1000),
       labels: labelsOf(v.Labels),
     }));
   }
@@ -351,6 +354,55 @@ export class EngineApi {
       return { running: state.Running === true, code: state.ExitCode ?? null };
     };
     return createExecSession(conn as ByteConn, head.rest, inspect, `helper ${id.slice(0, 12)}`);
+  }
+
+  /**
+   * Commits a container's filesystem (a stopped one: nothing to pause) as an untagged image
+   * carrying `labels`; the image id.
+   */
+  async commit(containerId: string, labels: Record<string, string>): Promise<string> {
+    const answer = await this.request(
+      "POST",
+      `/commit?container=${encodeURIComponent(containerId)}&pause=false`,
+      { Labels: labels },
+      `snapshot container ${containerId.slice(0, 12)}`,
+    ) as { Id?: string };
+    if (typeof answer?.Id !== "string") {
+      throw new DockerError("api", `Cannot snapshot container ${containerId.slice(0, 12)}: no id`);
+    }
+    return answer.Id;
+  }
+
+  /** Images carrying `label` ("key" or "key=value"), untagged ones included. */
+  async imagesLabelled(label: string): Promise<ImageSummary[]> {
+    const filters = encodeURIComponent(JSON.stringify({ label: [label] }));
+    const list = await this.request(
+      "GET",
+      `/images/json?all=1&filters=${filters}`,
+      undefined,
+      "list images",
+    ) as Record<string, unknown>[];
+    return list.map((i) => ({
+      id: String(i.Id),
+      tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
+      created: Number(i.Created ?? 0),
+      labels: labelsOf(i.Labels),
+    }));
+  }
+
+  /** Removes an image (forced, untagged children kept); a missing one is no error. */
+  async removeImage(id: string): Promise<void> {
+    try {
+      await this.request(
+        "DELETE",
+        `/images/${encodeURIComponent(id)}?force=1`,
+        undefined,
+        `remove image ${id.slice(0, 19)}`,
+      );
+    } catch (error) {
+      if (error instanceof DockerError && error.code === "not-found") return;
+      throw error;
+    }
   }
 
   /** Removes a container (forced, with its anonymous volumes); a missing one is no error. */

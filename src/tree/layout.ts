@@ -8,7 +8,8 @@
  * - A directory's entries have distinct names; a leaf of `images/` always holds a ":", so it never
  *   collides with a subdirectory made of a repository part (which never holds one, except a
  *   registry port like "host:5000", kept as a directory since a leaf needs a tag after it).
- * - Identity keys: a directory of the tree "t:<path>", a container "c:<id>", an image tag
+ * - Identity keys: a directory of the tree "t:<path>", a running container "c:<id>", a stopped
+ *   one "s:<id>" (so a start or stop makes a new directory inode), an image tag
  *   "i:<id>:<repo:tag>" (per tag: two tags of one image are two directories, never aliases of one
  *   directory inode, which the kernel forbids), a volume "v:<name>".
  *
@@ -18,6 +19,8 @@
 /** Something the tree serves the files of. */
 export type Target =
   | { kind: "container"; id: string; name: string; created: number }
+  /** A stopped (or paused) container: served read-only from a committed snapshot. */
+  | { kind: "stopped"; id: string; name: string; created: number }
   | { kind: "image"; id: string; ref: string; created: number }
   | { kind: "volume"; name: string; created: number };
 
@@ -37,6 +40,8 @@ export function targetKey(target: Target): string {
   switch (target.kind) {
     case "container":
       return `c:${target.id}`;
+    case "stopped":
+      return `s:${target.id}`;
     case "image":
       return `i:${target.id}:${target.ref}`;
     case "volume":
@@ -89,14 +94,24 @@ export function imageDirs(
   return dirs;
 }
 
-/** `/containers` entries from a listing (running containers). */
+/** Whether a target's files are served read-only. */
+export function readOnlyTarget(target: Target): boolean {
+  return target.kind === "image" || target.kind === "stopped";
+}
+
+/** `/containers` entries from a listing (running and stopped containers). */
 export function containerDir(
   containers: readonly { id: string; name: string; running: boolean; created: number }[],
 ): Map<string, TreeEntry> {
   const entries = new Map<string, TreeEntry>();
   for (const c of containers) {
-    if (!c.running || !usableName(c.name)) continue;
-    const target: Target = { kind: "container", id: c.id, name: c.name, created: c.created };
+    if (!usableName(c.name)) continue;
+    const target: Target = {
+      kind: c.running ? "container" : "stopped",
+      id: c.id,
+      name: c.name,
+      created: c.created,
+    };
     entries.set(c.name, { kind: "target", key: targetKey(target), target });
   }
   return entries;

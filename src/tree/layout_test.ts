@@ -28,12 +28,13 @@ Deno.test("layout: untagged or unusable references are left out", () => {
   assert.deepEqual([...dirs.get("/images")!.keys()], []);
 });
 
-Deno.test("layout: containers/ lists running containers with usable names only", () => {
+Deno.test("layout: containers/ lists running and stopped containers with usable names", () => {
   const entries = containerDir([
     { id: "a", name: "web", running: true, created: 0 },
     { id: "b", name: "stopped", running: false, created: 0 },
     { id: "c", name: "..", running: true, created: 0 },
   ]);
-  assert.deepEqual([...entries.keys()], ["web"]);
+  assert.deepEqual([...entries.keys()], ["web", "stopped"]);
   assert.equal(entries.get("web")?.key, "c:a");
+  assert.equal(entries.get("stopped")?.key, "s:b", "a stopped container is another inode");
 });

@@ -27,13 +27,20 @@ import {
   type ContainerMountDeps,
   type ContainerMountOptions,
   detach,
+  type LayerOptions,
   layerOptions,
   MountError,
   prepareMountpoint,
   type SatelliteLink,
 } from "../mount/mod.ts";
 import type { Attachment } from "./attach.ts";
-import { EngineApi, type EngineEvent } from "./engine_api.ts";
+import {
+  type ContainerSummary,
+  EngineApi,
+  type EngineEvent,
+  type ImageSummary,
+  type VolumeSummary,
+} from "./engine_api.ts";
 import type { Section, Target } from "./layout.ts";
 import { TreeFs, type TreeSource } from "./tree_fs.ts";
 
@@ -111,7 +118,10 @@ export async function ownerGone(owner: string): Promise<boolean> {
   return (await startTicks(Number(pid))) !== ticks;
 }
 
-/** Removes helper containers whose owner died (a killed client); the number removed. */
+/**
+ * Removes helper containers, then snapshot images, whose owner died (a killed client); the
+ * number removed.
+ */
 export async function removeLeftovers(api: EngineApi, logger: Logger): Promise<number> {
   let removed = 0;
   for (const c of await api.containersLabelled(HELPER_LABEL)) {
@@ -119,6 +129,13 @@ export async function removeLeftovers(api: EngineApi, logger: Logger): Promise<n
     if (!(await ownerGone(owner))) continue;
     await api.removeContainer(c.id);
     logger.info(`Removed helper container ${c.id.slice(0, 12)} left by ${owner}`);
+    removed++;
+  }
+  for (const image of await api.imagesLabelled(HELPER_LABEL)) {
+    const owner = image.labels[OWNER_LABEL] ?? "";
+    if (!(await ownerGone(owner))) continue;
+    await api.removeImage(image.id);
+    logger.info(`Removed snapshot image ${image.id.slice(7, 19)} left by ${owner}`);
     removed++;
   }
   return removed;
@@ -163,20 +180,21 @@ class EngineSource implements TreeSource {
     this.#owner = owner;
   }
 
-  async listContainers() {
-    const list = await this.#api.listContainers(false);
+  async listContainers(): Promise<ContainerSummary[]> {
+    const list = await this.#api.listContainers(true);
     return list.filter((c) => c.labels[HELPER_LABEL] === undefined);
   }
 
-  listImages() {
-    return this.#api.listImages();
+  async listImages(): Promise<ImageSummary[]> {
+    const list = await this.#api.listImages();
+    return list.filter((i) => i.labels[HELPER_LABEL] === undefined);
   }
 
-  listVolumes() {
+  listVolumes(): Promise<VolumeSummary[]> {
     return Promise.resolve([]);
   }
 
-  #layers(name: string) {
+  #layers(name: string): LayerOptions {
     return layerOptions(containerOptions(this.#options, name), {
       fsName: "dockerfuse:engine",
       hostArch: Deno.build.arch,
@@ -199,13 +217,31 @@ class EngineSource implements TreeSource {
       }
       case "image":
         return await this.#openImage(target.id, target.ref);
+      case "stopped": {
+        // A snapshot of its filesystem, served like an image, removed with the helper.
+        const snapshot = await this.#api.commit(target.id, {
+          [HELPER_LABEL]: "snapshot",
+          [OWNER_LABEL]: this.#owner,
+        });
+        const removeSnapshot = (): Promise<void> => this.#api.removeImage(snapshot);
+        try {
+          return await this.#openImage(snapshot, target.name, removeSnapshot);
+        } catch (error) {
+          await removeSnapshot().catch(() => {});
+          throw error;
+        }
+      }
       case "volume":
         throw new Error(`Cannot attach volume '${target.name}': volumes are not served yet`);
     }
   }
 
   /** A helper container from the image, the satellite its entrypoint (see module invariants). */
-  async #openImage(imageId: string, ref: string): Promise<Attachment<FileSystem>> {
+  async #openImage(
+    imageId: string,
+    ref: string,
+    after?: () => Promise<void>,
+  ): Promise<Attachment<FileSystem>> {
     const image = await this.#api.inspectImageRaw(imageId);
     const architecture = String(image.Architecture ?? "");
     const variant = typeof image.Variant === "string" && image.Variant ? image.Variant : undefined;
@@ -226,6 +262,7 @@ class EngineSource implements TreeSource {
     let helper: string | undefined;
     const remove = async (): Promise<void> => {
       if (helper !== undefined) await this.#api.removeContainer(helper);
+      await after?.();
     };
     try {
       const link = await connectSatellite(
@@ -257,7 +294,7 @@ class EngineSource implements TreeSource {
       );
       return linkAttachment(link, remove);
     } catch (error) {
-      await remove().catch(() => {});
+      if (helper !== undefined) await this.#api.removeContainer(helper).catch(() => {});
       throw error;
     }
   }

@@ -53,6 +53,7 @@ import {
   containerDir,
   dirKey,
   imageDirs,
+  readOnlyTarget,
   type Section,
   type Target,
   type TreeEntry,
@@ -233,6 +234,8 @@ export class TreeFs implements FileSystem<TreeHandle> {
     if (t === undefined) return key.slice(0, 14);
     return t.kind === "container"
       ? `container '${t.name}'`
+      : t.kind === "stopped"
+      ? `stopped container '${t.name}'`
       : t.kind === "image"
       ? `image '${t.ref}'`
       : `volume '${t.name}'`;
@@ -337,9 +340,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
         if (fresh?.get(name)?.key !== e.key) this.#invalidate(path, name);
         if (e.kind === "target" && !present.has(e.key) && this.#targets.has(e.key)) {
           this.#targets.delete(e.key);
-          this.#options.logger.info(
-            `${e.key.startsWith("c:") ? "Container" : "Entry"} '${name}' went away`,
-          );
+          this.#options.logger.debug(`'${path}/${name}' went away`);
           void this.#attach.detach(e.key, "gone");
         }
       }
@@ -405,7 +406,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
   #targetAttr(key: string, target: Target): Attr {
     return this.#treeAttr(
       key,
-      target.kind === "image" ? DIR_MODE_TREE : DIR_MODE_RW,
+      readOnlyTarget(target) ? DIR_MODE_TREE : DIR_MODE_RW,
       target.created,
     );
   }
@@ -455,7 +456,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
     const place = this.#place(node);
     if (place.kind === "tree") return mutates ? EROFS : EINVAL;
     if (place.kind === "gone") return ENOENT;
-    if (mutates && place.target.kind === "image") return EROFS;
+    if (mutates && readOnlyTarget(place.target)) return EROFS;
     const lease = await this.#lease(place.key, place.target, false);
     if (isErrno(lease)) return lease;
     try {
@@ -540,7 +541,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
     const place = this.#place(node);
     if (place.kind === "sub" && place.root) return EROFS;
     if (handle?.kind === "sub" && place.kind === "sub") {
-      if (place.target.kind === "image") return EROFS;
+      if (readOnlyTarget(place.target)) return EROFS;
       return await this.#onHandle(
         handle,
         (fs, inner) => fs.setattr?.(ctx, place.view, changes, inner),
@@ -625,7 +626,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
     const place = this.#place(node);
     if (place.kind === "gone") return ENOENT;
     if (place.kind === "tree") return EROFS;
-    if (mutates && place.target.kind === "image") return EROFS;
+    if (mutates && readOnlyTarget(place.target)) return EROFS;
     const lease = await this.#lease(place.key, place.target, true);
     if (isErrno(lease)) return lease;
     let r: Opened<unknown> | Errno | undefined;

@@ -172,11 +172,13 @@ Deno.test("tree: listing and stat-ing containers attaches nothing", async () => 
   const t = setup();
   assert.deepEqual(await names(t.tree, t.root), ["containers", "images"]);
   const containers = await t.walk(t.root, "containers");
-  assert.deepEqual(await names(t.tree, containers), ["web", "db"]);
+  assert.deepEqual(await names(t.tree, containers), ["web", "db", "old"]);
   const web = await t.walk(containers, "web");
   const attr = await t.tree.getattr(ctx, web, undefined);
-  assert.ok("attr" in attr && (attr.attr.mode & S_IFDIR) !== 0);
-  assert.equal(await t.tree.lookup(ctx, containers, "old"), ENOENT, "stopped: not listed");
+  assert.ok("attr" in attr && attr.attr.mode === (S_IFDIR | 0o755));
+  const old = await t.walk(containers, "old");
+  const oldAttr = await t.tree.getattr(ctx, old, undefined);
+  assert.ok("attr" in oldAttr && oldAttr.attr.mode === (S_IFDIR | 0o555), "stopped: read-only");
   assert.deepEqual(t.opened, []);
 });
 
@@ -217,6 +219,16 @@ Deno.test("tree: images nest by repository, are read-only, and keep tags apart",
   assert.deepEqual(t.opened, ["org/app:1"], "EROFS answered without attaching");
 });
 
+Deno.test("tree: a stopped container is served read-only", async () => {
+  const t = setup();
+  const old = await t.walk(await t.walk(t.root, "containers"), "old");
+  assert.equal(await t.tree.mkdir(ctx, old, "x", 0o755, 0), EROFS);
+  assert.deepEqual(t.opened, [], "EROFS answered without a snapshot");
+  const etc = await t.walk(old, "etc");
+  assert.equal(etc.key, "s:ccc|0:1:7");
+  assert.deepEqual(t.opened, ["old"]);
+});
+
 Deno.test("tree: the tree's own directories are read-only", async () => {
   const t = setup();
   const containers = await t.walk(t.root, "containers");
@@ -239,6 +251,7 @@ Deno.test("tree: a container that went away: ENOENT for lookups, EIO for open fi
   assert.ok("handle" in opened);
   t.setContainers([{ id: "bbb", name: "db", running: true, created: 2 }]);
   await t.tree.refresh("containers");
+  assert.ok(t.invalidated.includes("t:/containers/old"), "the stopped one went too");
   assert.ok(t.invalidated.includes("t:/containers/web"), t.invalidated.join());
   assert.deepEqual(t.closed, ["web"]);
   assert.equal(await t.tree.lookup(ctx, containers, "web"), ENOENT);

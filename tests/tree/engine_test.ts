@@ -18,6 +18,7 @@ import {
   docker,
   fullId,
   helperContainers,
+  helperImages,
   isMounted,
   readInside,
   sh,
@@ -157,9 +158,44 @@ Deno.test("engine: images/ serve a test image read-only; its helper goes on SIGT
   }
 });
 
+Deno.test("engine: a stopped container reads from a snapshot removed afterwards", async () => {
+  const b = await testBed();
+  const name = `dfe-tree-${tag}-stopped`;
+  await startTestContainer(b, "musl", { name });
+  await docker(["exec", name, "sh", "-c", "echo before the stop > /tmp/state"]);
+  await docker(["stop", "-t", "0", name]);
+  const imagesBefore = new Set(await helperImages());
+  const helpersBefore = new Set(await helperContainers());
+  const run = await startEngine();
+  try {
+    const dir = `${run.mountpoint}/containers/${name}`;
+    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o555);
+    const started = performance.now();
+    assert.equal(await Deno.readTextFile(`${dir}/tmp/state`), "before the stop\n");
+    console.log(
+      `figure: first access to a stopped container took ${
+        Math.round(performance.now() - started)
+      } ms`,
+    );
+    const write = await sh(run.mountpoint, `echo x > "$M/containers/${name}/tmp/state"`);
+    assert.match(write.stderr, /Read-only file system/);
+    assert.equal(await run.stop("SIGTERM"), 0);
+    assert.deepEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
+    const added = (await helperImages()).filter((id) => !imagesBefore.has(id));
+    assert.deepEqual(added, [], "the snapshot image was removed");
+  } finally {
+    await run.cleanup();
+    await removeTestContainer(b, name);
+  }
+});
+
 Deno.test("engine: a SIGKILLed client's helpers are removed at the next start", async () => {
   const b = await testBed();
+  const stopped = `dfe-tree-${tag}-killed`;
+  await startTestContainer(b, "musl", { name: stopped });
+  await docker(["stop", "-t", "0", stopped]);
   const helpersBefore = new Set(await helperContainers());
+  const imagesBefore = new Set(await helperImages());
   const mountpoint = await Deno.makeTempDir({ prefix: "dockerfuse-tree-" });
   const first = await startEngine([], mountpoint);
   try {
@@ -167,13 +203,21 @@ Deno.test("engine: a SIGKILLed client's helpers are removed at the next start", 
       await Deno.readTextFile(`${mountpoint}/images/${b.images.musl}/data/hello.txt`),
       "hello from musl\n",
     );
+    assert.equal(
+      await Deno.readTextFile(`${mountpoint}/containers/${stopped}/data/hello.txt`),
+      "hello from musl\n",
+    );
     assert.equal(await first.stop("SIGKILL"), 137);
     const left = (await helperContainers()).filter((id) => !helpersBefore.has(id));
-    assert.equal(left.length, 1, "the killed client left its helper");
+    assert.equal(left.length, 2, "the killed client left its helpers");
+    const leftImages = (await helperImages()).filter((id) => !imagesBefore.has(id));
+    assert.equal(leftImages.length, 1, "the killed client left its snapshot");
     const second = await startEngine([], mountpoint); // also recovers the stale mount
     try {
       assert.deepEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
+      assert.deepEqual((await helperImages()).filter((id) => !imagesBefore.has(id)), []);
       assert.match(second.stderr(), /Removed helper container/);
+      assert.match(second.stderr(), /Removed snapshot image/);
       assert.equal(await second.stop("SIGTERM"), 0);
       assert.equal(await isMounted(mountpoint), false);
     } finally {
@@ -181,6 +225,7 @@ Deno.test("engine: a SIGKILLed client's helpers are removed at the next start", 
     }
   } finally {
     await first.cleanup();
+    await removeTestContainer(b, stopped);
     await Deno.remove(mountpoint, { recursive: true }).catch(() => {});
   }
 });

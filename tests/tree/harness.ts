@@ -104,6 +104,12 @@ export async function helperContainers(): Promise<string[]> {
   return r.stdout.split("\n").filter((l) => l !== "");
 }
 
+/** Ids of images (untagged ones too) carrying the helper label (snapshots). */
+export async function helperImages(): Promise<string[]> {
+  const r = await docker(["images", "-aq", "--no-trunc", "--filter", `label=${HELPER_LABEL}`]);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
 /** Containers whose processes run a satellite now (from /proc: independent of the client). */
 export async function containersRunningSatellites(ids: Set<string>): Promise<Set<string>> {
   const found = new Set<string>();
