@@ -63,14 +63,14 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
     assert.ok((await Deno.stat(`${containers}/${first}`)).isDirectory);
     assert.equal(run.stderr().slice(before.length).includes("Attaching"), false);
 
-    // Started afterwards: shows.
+    // Started afterwards: shows, also to a lookup whose ENOENT the kernel had cached (the
+    // start event invalidates it).
+    assert.equal(await exists(`${containers}/${second}`), false);
     const runAt = performance.now();
     await startTestContainer(b, "musl", { name: second });
     const runMs = Math.round(performance.now() - runAt);
-    const shown = await until(
-      `${second} in containers/`,
-      async () => (await names(containers)).includes(second),
-    );
+    const shown = await until(`${second} in containers/`, () => exists(`${containers}/${second}`));
+    assert.ok((await names(containers)).includes(second));
     console.log(
       `figure: a started container showed ${shown} ms after 'docker run -d' returned ` +
         `(${runMs} ms)`,
@@ -113,10 +113,25 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
     assert.equal(await exists(`${containers}/${second}`), false);
     assert.equal(await exists(`${containers}/${second}/data`), false);
 
+    // Renamed: the new name shows, the old one goes.
+    const renamed = `${first}-renamed`;
+    await docker(["rename", first, renamed]);
+    const shownRenamed = await until(`${renamed} in containers/`, async () => {
+      const now = await names(containers);
+      return now.includes(renamed) && !now.includes(first);
+    });
+    console.log(`figure: a renamed container showed ${shownRenamed} ms after 'docker rename'`);
+    assert.equal(
+      await Deno.readTextFile(`${containers}/${renamed}/tmp/from-host`),
+      "written on the host\n",
+    );
+    await docker(["rename", renamed, first]);
+
     assert.equal(await run.stop("SIGTERM"), 0);
     assert.equal(await isMounted(run.mountpoint), false);
   } finally {
     await run.cleanup();
+    await removeTestContainer(b, `${first}-renamed`);
     await removeTestContainer(b, first);
     await removeTestContainer(b, second);
   }
@@ -146,6 +161,22 @@ Deno.test("engine: images/ serve a test image read-only; its helper goes on SIGT
     assert.match(write.stderr, /Read-only file system/);
     const touch = await sh(run.mountpoint, `touch "$M/images/${ref}/data/hello.txt"`);
     assert.match(touch.stderr, /Read-only file system/);
+    // Tagged and untagged: the new reference shows under its repository, then goes.
+    const extra = `dfe-tree-${tag}/tagged:v1`;
+    await docker(["tag", ref, extra]);
+    const repoDir = `${run.mountpoint}/images/dfe-tree-${tag}`;
+    const tagged = await until(
+      `${extra} in images/`,
+      async () => (await exists(repoDir)) && (await names(repoDir)).includes("tagged:v1"),
+    );
+    console.log(`figure: a new tag showed ${tagged} ms after 'docker tag'`);
+    await docker(["rmi", extra]);
+    const untagged = await until(
+      `${extra} gone from images/`,
+      async () => !(await exists(repoDir)),
+    );
+    console.log(`figure: a removed tag disappeared ${untagged} ms after 'docker rmi'`);
+
     const during = (await helperContainers()).filter((id) => !helpersBefore.has(id));
     assert.equal(during.length, 1, "one helper container serves the image");
 
@@ -155,6 +186,7 @@ Deno.test("engine: images/ serve a test image read-only; its helper goes on SIGT
     assert.deepEqual(after, []);
   } finally {
     await run.cleanup();
+    await docker(["rmi", `dfe-tree-${tag}/tagged:v1`], false);
   }
 });
 
