@@ -76,6 +76,7 @@ const HELPER_DIR = ".dockerfuse-satellite";
 const EVENTS_RETRY_MS = 1000;
 
 const CONTAINER_ACTIONS = new Set([
+  "create",
   "start",
   "die",
   "destroy",
