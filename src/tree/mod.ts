@@ -1,10 +1,10 @@
 /**
- * `dockerfuse engine`: the whole engine as one mount (containers/, images/), each target's
- * files served on demand by a satellite (see tree_fs.ts for the filesystem, attach.ts for the
- * attach/detach policy).
+ * `dockerfuse engine`: the whole engine as one mount (containers/, images/, and volumes/ when a
+ * satellite image is provided), each target's files served on demand by a satellite (see
+ * tree_fs.ts for the filesystem, attach.ts for the attach/detach policy).
  *
  * Invariants:
- * - Helper containers (images) carry HELPER_LABEL and an OWNER_LABEL naming this process; they
+ * - Helper containers (images, stopped containers, volumes) and snapshots carry HELPER_LABEL and an OWNER_LABEL naming this process; they
  *   are removed on detach and on close, and at the next start when their owner is dead.
  * - `mountEngine` either returns a mount that answers, or throws a `MountError` having undone
  *   what it did. Whatever ends the mount, every attachment is detached and the FUSE mount removed.
@@ -18,6 +18,7 @@ import {
   DockerError,
   type Engine,
   readManifest,
+  type SatelliteManifest,
 } from "../docker/mod.ts";
 import { satelliteArch } from "../docker/engine.ts";
 import { bundleEntries } from "../docker/satellite.ts";
@@ -41,7 +42,7 @@ import {
   type ImageSummary,
   type VolumeSummary,
 } from "./engine_api.ts";
-import type { Section, Target } from "./layout.ts";
+import type { Target } from "./layout.ts";
 import { TreeFs, type TreeSource } from "./tree_fs.ts";
 
 export { AttachManager } from "./attach.ts";
@@ -64,8 +65,20 @@ export interface EngineMountOptions extends Omit<ContainerMountOptions, "contain
 export const ENGINE_DEFAULTS: Readonly<Pick<EngineMountOptions, "idleTimeout" | "maxAttached">> =
   Object.freeze({ idleTimeout: 60, maxAttached: 8 });
 
-/** Sections served (volumes need the sidecar's satellite image, not available yet). */
-const SERVED: readonly Section[] = ["containers", "images"];
+/**
+ * The satellite image volume helpers are created from (the sidecar mode's, imported once per
+ * engine and build): its reference and the directory holding the bundle in it.
+ */
+export type SatelliteImageProvider = (
+  bundleDir: string,
+  manifest: SatelliteManifest,
+) => Promise<{ ref: string; dir: string }>;
+
+/** Surroundings of an engine mount. */
+export interface EngineMountDeps extends ContainerMountDeps {
+  /** Serves volumes/ when given (see {@link SatelliteImageProvider}). */
+  satelliteImage?: SatelliteImageProvider;
+}
 /** Kernel cache timeout (s) of the tree's own names: events invalidate them besides. */
 const TREE_TIMEOUT = 0.5;
 /** A listing older than this is asked again even without an event. */
@@ -86,6 +99,9 @@ const CONTAINER_ACTIONS = new Set([
   "stop",
 ]);
 const IMAGE_ACTIONS = new Set(["tag", "untag", "delete", "import", "load", "pull"]);
+const VOLUME_ACTIONS = new Set(["create", "destroy"]);
+/** Where a volume is mounted in its helper. */
+const VOLUME_DIR = "/volume";
 
 /** A live engine mount. */
 export interface EngineMount {
@@ -164,14 +180,17 @@ class EngineSource implements TreeSource {
   readonly #engine: Engine;
   readonly #api: EngineApi;
   readonly #options: EngineMountOptions;
-  readonly #deps: ContainerMountDeps;
+  readonly #deps: EngineMountDeps;
   readonly #owner: string;
+  #volumes: Map<string, VolumeSummary> | undefined;
+  /** Volume events during the listing, applied after it. */
+  #pending: EngineEvent[] | undefined;
 
   constructor(
     engine: Engine,
     api: EngineApi,
     options: EngineMountOptions,
-    deps: ContainerMountDeps,
+    deps: EngineMountDeps,
     owner: string,
   ) {
     this.#engine = engine;
@@ -191,8 +210,43 @@ class EngineSource implements TreeSource {
     return list.filter((i) => i.labels[HELPER_LABEL] === undefined);
   }
 
-  listVolumes(): Promise<VolumeSummary[]> {
-    return Promise.resolve([]);
+  /**
+   * Volumes: listed once, then kept current from create/destroy events (`volumeEvent`) while
+   * the event stream is up: an engine with an unreachable volume plugin answers a volume
+   * listing only after retrying it for 15-30 s (measured), inspecting one volume at once.
+   */
+  async listVolumes(): Promise<VolumeSummary[]> {
+    if (this.#deps.satelliteImage === undefined) return [];
+    if (this.#volumes === undefined) {
+      this.#pending = [];
+      try {
+        const listed = await this.#api.listVolumes();
+        this.#volumes = new Map(listed.map((v) => [v.name, v]));
+        for (const e of this.#pending) this.volumeEvent(e); // what happened meanwhile
+      } finally {
+        this.#pending = undefined;
+      }
+    }
+    return [...this.#volumes.values()];
+  }
+
+  /** A volume event; `stream: false` when the stream broke (then the next listing is full). */
+  volumeEvent(event: EngineEvent | { stream: false }): void {
+    if ("stream" in event) {
+      this.#volumes = undefined;
+      return;
+    }
+    if (this.#volumes === undefined) {
+      this.#pending?.push(event);
+      return;
+    }
+    if (event.action === "create") {
+      this.#volumes.set(event.id, {
+        name: event.id,
+        created: Math.floor(Date.now() / 1000),
+        labels: {},
+      });
+    } else if (event.action === "destroy") this.#volumes.delete(event.id);
   }
 
   #layers(name: string): LayerOptions {
@@ -233,7 +287,63 @@ class EngineSource implements TreeSource {
         }
       }
       case "volume":
-        throw new Error(`Cannot attach volume '${target.name}': volumes are not served yet`);
+        return await this.#openVolume(target.name);
+    }
+  }
+
+  /** A helper from the satellite image mounting the volume, the satellite its entrypoint. */
+  async #openVolume(name: string): Promise<Attachment<FileSystem>> {
+    const provide = this.#deps.satelliteImage;
+    if (provide === undefined) {
+      throw new Error(`Cannot attach volume '${name}': no satellite image`);
+    }
+    const version = await this.#api.request("GET", "/version", undefined, "ask the engine") as {
+      Arch?: string;
+    };
+    const architecture = String(version?.Arch ?? "");
+    const info: ContainerInfo = {
+      id: "",
+      name: `volume ${name}`,
+      running: true,
+      arch: satelliteArch(architecture),
+      platform: `linux/${architecture}`,
+    };
+    let helper: string | undefined;
+    const remove = async (): Promise<void> => {
+      if (helper !== undefined) await this.#api.removeContainer(helper);
+    };
+    try {
+      const link = await connectSatellite(
+        this.#engine,
+        info,
+        this.#layers(name),
+        this.#options,
+        this.#deps,
+        async (bundleDir) => {
+          const manifest = await readManifest(bundleDir);
+          const image = await provide(bundleDir, manifest);
+          const argv = [...manifest.loaderCommand, "--root", VOLUME_DIR]
+            .map((a) => a.replaceAll("{dir}", image.dir));
+          const env: Record<string, string> = {};
+          for (const [k, v] of Object.entries(manifest.env)) {
+            env[k] = v.replaceAll("{dir}", image.dir);
+          }
+          helper = await this.#api.createHelper({
+            image: image.ref,
+            entrypoint: argv,
+            env,
+            user: "0",
+            binds: [`${name}:${VOLUME_DIR}`],
+            labels: { [HELPER_LABEL]: "volume", [OWNER_LABEL]: this.#owner },
+          });
+          info.id = helper;
+          return await this.#api.attachAndStart(helper);
+        },
+      );
+      return linkAttachment(link, remove);
+    } catch (error) {
+      await remove().catch(() => {});
+      throw error;
     }
   }
 
@@ -304,6 +414,7 @@ class EngineSource implements TreeSource {
 /** Follows engine events into `tree.refresh` until `signal` aborts, reconnecting as needed. */
 async function followEvents(
   api: EngineApi,
+  source: EngineSource,
   tree: TreeFs,
   logger: Logger,
   signal: AbortSignal,
@@ -313,7 +424,10 @@ async function followEvents(
     if (e.attributes[HELPER_LABEL] !== undefined) return;
     if (e.type === "container" && CONTAINER_ACTIONS.has(e.action)) void tree.refresh("containers");
     if (e.type === "image" && IMAGE_ACTIONS.has(e.action)) void tree.refresh("images");
-    if (e.type === "volume") void tree.refresh("volumes");
+    if (e.type === "volume" && VOLUME_ACTIONS.has(e.action)) {
+      source.volumeEvent(e);
+      void tree.refresh("volumes");
+    }
   };
   while (!signal.aborted) {
     try {
@@ -325,7 +439,8 @@ async function followEvents(
     }
     if (signal.aborted) return;
     // Anything may have changed while the stream was down.
-    for (const s of SERVED) void tree.refresh(s);
+    source.volumeEvent({ stream: false });
+    for (const s of ["containers", "images", "volumes"] as const) void tree.refresh(s);
     await new Promise((resolve) => setTimeout(resolve, EVENTS_RETRY_MS));
   }
 }
@@ -344,7 +459,7 @@ function rethrow(error: unknown): never {
 /** Mounts the engine on `options.mountpoint`; see the module invariants. */
 export async function mountEngine(
   options: EngineMountOptions,
-  deps: ContainerMountDeps,
+  deps: EngineMountDeps,
 ): Promise<EngineMount> {
   const { logger } = deps;
   await prepareMountpoint(options, logger);
@@ -365,7 +480,9 @@ export async function mountEngine(
     await removeLeftovers(api, logger).catch(rethrow);
     const source = new EngineSource(engine, api, options, deps, await ownerId());
     tree = new TreeFs(source, {
-      sections: SERVED,
+      sections: deps.satelliteImage
+        ? ["containers", "images", "volumes"]
+        : ["containers", "images"],
       idleMs: options.idleTimeout * 1000,
       maxAttached: options.maxAttached,
       treeTimeout: Math.min(TREE_TIMEOUT, options.entryTimeout),
@@ -387,7 +504,7 @@ export async function mountEngine(
     tree.setInvalidator(fuse);
     let eventsOpen!: () => void;
     const subscribed = new Promise<void>((resolve) => eventsOpen = resolve);
-    events = followEvents(api, tree, logger, stopEvents.signal, eventsOpen);
+    events = followEvents(api, source, tree, logger, stopEvents.signal, eventsOpen);
     await subscribed;
     logger.info(
       `Mounted the engine (${api.description}) on '${options.mountpoint}' in ${
