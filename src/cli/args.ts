@@ -353,6 +353,14 @@ const engineCommand = command({
       description: "user the satellites run as inside containers",
     }),
     nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
+    writebackCache: flag({
+      long: "writeback-cache",
+      description: "kernel writeback cache for writes (see README)",
+    }),
+    syncWrites: flag({
+      long: "sync-writes",
+      description: "answer each write once the container has it (see README)",
+    }),
     o: multioption({
       type: {
         from: (values: string[]) => Promise.resolve(values),
@@ -374,6 +382,8 @@ const engineCommand = command({
       requestTimeout: a.requestTimeout,
       user: a.user,
       nonEmpty: a.nonEmpty,
+      writebackCache: a.writebackCache,
+      syncWrites: a.syncWrites,
     });
     for (const list of a.o) {
       const problem = applyMountOptionList(base, list);

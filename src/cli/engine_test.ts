@@ -22,6 +22,7 @@ Deno.test("args: engine options and -o lists", async () => {
     "5",
     "--max-attached",
     "3",
+    "--sync-writes",
     "-o",
     "ro,allow_other",
     "-d",
@@ -29,8 +30,14 @@ Deno.test("args: engine options and -o lists", async () => {
   ]);
   assert.ok(r.kind === "engine");
   assert.deepEqual(
-    [r.options.idleTimeout, r.options.maxAttached, r.options.readOnly, r.options.allowOther],
-    [5, 3, true, true],
+    [
+      r.options.idleTimeout,
+      r.options.maxAttached,
+      r.options.readOnly,
+      r.options.allowOther,
+      r.options.syncWrites,
+    ],
+    [5, 3, true, true, true],
   );
   assert.equal(r.daemon, true);
 });
