@@ -262,6 +262,33 @@ Deno.test("engine: a SIGKILLed client's helpers are removed at the next start", 
   }
 });
 
+Deno.test("engine: an idle satellite is detached; a stat then attaches nothing", async () => {
+  const b = await testBed();
+  const name = `dfe-tree-${tag}-idle`;
+  await startTestContainer(b, "musl", { name });
+  const ids = new Set([await fullId(name)]);
+  const run = await startEngine(["--idle-timeout", "1"]);
+  try {
+    const dir = `${run.mountpoint}/containers/${name}`;
+    assert.equal(await Deno.readTextFile(`${dir}/data/hello.txt`), "hello from musl\n");
+    assert.equal((await containersRunningSatellites(ids)).size, 1);
+    const idle = await until(
+      "the idle detach",
+      async () => (await containersRunningSatellites(ids)).size === 0,
+    );
+    console.log(`figure: the satellite was gone ${idle} ms after the last use (idle timeout 1 s)`);
+    assert.match(run.stderr(), /Detached container '.*' \(idle\)/);
+    const attaches = run.stderr().split("Attaching").length;
+    assert.ok((await Deno.stat(dir)).isDirectory);
+    assert.equal(run.stderr().split("Attaching").length, attaches, "a stat attached nothing");
+    assert.equal((await containersRunningSatellites(ids)).size, 0);
+    assert.equal(await run.stop("SIGTERM"), 0);
+  } finally {
+    await run.cleanup();
+    await removeTestContainer(b, name);
+  }
+});
+
 Deno.test("engine: at most --max-attached satellites while a script touches 20 containers", async () => {
   const b = await testBed();
   const max = 3;
