@@ -75,8 +75,8 @@ export interface HelperSpec {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Decodes an HTTP/1.1 chunked body incrementally. */
-class Dechunker {
+/** Decodes an HTTP/1.1 chunked body incrementally (input split anywhere). */
+export class Dechunker {
   #pending = new Uint8Array(0);
   #left = 0; // bytes left in the current chunk, then its CRLF
   #done = false;
