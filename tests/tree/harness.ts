@@ -43,13 +43,18 @@ export async function until(
 }
 
 /** Starts `dockerfuse engine [args] MOUNTPOINT`; resolves once the mount answers. */
-export async function startEngine(args: string[] = [], mountpoint?: string): Promise<EngineRun> {
+export async function startEngine(
+  args: string[] = [],
+  mountpoint?: string,
+  env?: Record<string, string>,
+): Promise<EngineRun> {
   const where = mountpoint ?? await Deno.makeTempDir({ prefix: "dockerfuse-tree-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: cliRunArgs(["engine", ...args, where]),
     stdin: "null",
     stdout: "null",
     stderr: "piped",
+    env,
   }).spawn();
   let stderr = "";
   const pump = (async () => {
@@ -98,9 +103,16 @@ export async function startEngine(args: string[] = [], mountpoint?: string): Pro
   return run;
 }
 
-/** Ids of containers (stopped ones too) carrying the helper label. */
-export async function helperContainers(): Promise<string[]> {
-  const r = await docker(["ps", "-aq", "--no-trunc", "--filter", `label=${HELPER_LABEL}`]);
+/** Ids of containers (stopped ones too) carrying the helper label (on `host`, else the default). */
+export async function helperContainers(host?: string): Promise<string[]> {
+  const r = await docker([
+    ...(host ? ["-H", host] : []),
+    "ps",
+    "-aq",
+    "--no-trunc",
+    "--filter",
+    `label=${HELPER_LABEL}`,
+  ]);
   return r.stdout.split("\n").filter((l) => l !== "");
 }
 
