@@ -451,7 +451,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
   async #on<T>(
     node: Node,
     mutates: boolean,
-    fn: (fs: FileSystem, view: View) => Result<T> | undefined,
+    fn: (fs: FileSystem, view: View) => Result<T>,
   ): Promise<T | Errno> {
     const place = this.#place(node);
     if (place.kind === "tree") return mutates ? EROFS : EINVAL;
@@ -460,8 +460,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
     const lease = await this.#lease(place.key, place.target, false);
     if (isErrno(lease)) return lease;
     try {
-      const r = await fn(lease.attachment.fs, place.view);
-      return r === undefined ? ENOSYS : r;
+      return await fn(lease.attachment.fs, place.view);
     } finally {
       lease.release();
     }
@@ -470,7 +469,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
   /** Like `#on` for (parent, name) operations; wraps entries into this tree's keys. */
   #onEntry(
     parent: Node,
-    fn: (fs: FileSystem, view: View) => Result<Entry> | undefined,
+    fn: (fs: FileSystem, view: View) => Result<Entry>,
   ): Promise<Entry | Errno> {
     const place = this.#place(parent);
     return this.#on(parent, true, fn).then((r) =>
@@ -481,12 +480,11 @@ export class TreeFs implements FileSystem<TreeHandle> {
   /** Runs `fn` with an open handle's filesystem; EIO once its target went away. */
   async #onHandle<T>(
     handle: TreeHandle,
-    fn: (fs: FileSystem, inner: unknown) => Result<T> | undefined,
+    fn: (fs: FileSystem, inner: unknown) => Result<T>,
   ): Promise<T | Errno> {
     if (handle.kind !== "sub") return EIO;
     if (!handle.lease.alive) return EIO;
-    const r = await fn(handle.lease.attachment.fs, handle.inner);
-    return r === undefined ? ENOSYS : r;
+    return await fn(handle.lease.attachment.fs, handle.inner);
   }
 
   // ---- FileSystem ----
@@ -505,7 +503,11 @@ export class TreeFs implements FileSystem<TreeHandle> {
       return e === undefined ? ENOENT : this.#entryOf(e);
     }
     if (place.kind === "gone") return ENOENT;
-    const r = await this.#on(parent, false, (fs, view) => fs.lookup?.(ctx, view, name));
+    const r = await this.#on(
+      parent,
+      false,
+      (fs, view) => (fs.lookup ? fs.lookup(ctx, view, name) : ENOSYS),
+    );
     return isErrno(r) ? r : this.#wrap(place.key, r);
   }
 
@@ -527,9 +529,16 @@ export class TreeFs implements FileSystem<TreeHandle> {
     if (place.kind === "gone") return handle?.kind === "sub" ? EIO : ENOENT;
     if (place.root) return { attr: this.#targetAttr(place.key, place.target), timeout: t };
     if (handle?.kind === "sub") {
-      return await this.#onHandle(handle, (fs, inner) => fs.getattr?.(ctx, place.view, inner));
+      return await this.#onHandle(
+        handle,
+        (fs, inner) => (fs.getattr ? fs.getattr(ctx, place.view, inner) : ENOSYS),
+      );
     }
-    return await this.#on(node, false, (fs, view) => fs.getattr?.(ctx, view, undefined));
+    return await this.#on(
+      node,
+      false,
+      (fs, view) => (fs.getattr ? fs.getattr(ctx, view, undefined) : ENOSYS),
+    );
   }
 
   async setattr(
@@ -544,18 +553,25 @@ export class TreeFs implements FileSystem<TreeHandle> {
       if (readOnlyTarget(place.target)) return EROFS;
       return await this.#onHandle(
         handle,
-        (fs, inner) => fs.setattr?.(ctx, place.view, changes, inner),
+        (fs, inner) => (fs.setattr ? fs.setattr(ctx, place.view, changes, inner) : ENOSYS),
       );
     }
-    return await this.#on(node, true, (fs, view) => fs.setattr?.(ctx, view, changes, undefined));
+    return await this.#on(
+      node,
+      true,
+      (fs, view) => (fs.setattr ? fs.setattr(ctx, view, changes, undefined) : ENOSYS),
+    );
   }
 
   readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
-    return this.#on(node, false, (fs, view) => fs.readlink?.(ctx, view));
+    return this.#on(node, false, (fs, view) => (fs.readlink ? fs.readlink(ctx, view) : ENOSYS));
   }
 
   symlink(ctx: RequestContext, parent: Node, name: string, target: string): Promise<Entry | Errno> {
-    return this.#onEntry(parent, (fs, view) => fs.symlink?.(ctx, view, name, target));
+    return this.#onEntry(
+      parent,
+      (fs, view) => (fs.symlink ? fs.symlink(ctx, view, name, target) : ENOSYS),
+    );
   }
 
   mknod(
@@ -566,7 +582,10 @@ export class TreeFs implements FileSystem<TreeHandle> {
     rdev: number,
     umask: number,
   ): Promise<Entry | Errno> {
-    return this.#onEntry(parent, (fs, view) => fs.mknod?.(ctx, view, name, mode, rdev, umask));
+    return this.#onEntry(
+      parent,
+      (fs, view) => (fs.mknod ? fs.mknod(ctx, view, name, mode, rdev, umask) : ENOSYS),
+    );
   }
 
   mkdir(
@@ -576,15 +595,18 @@ export class TreeFs implements FileSystem<TreeHandle> {
     mode: number,
     umask: number,
   ): Promise<Entry | Errno> {
-    return this.#onEntry(parent, (fs, view) => fs.mkdir?.(ctx, view, name, mode, umask));
+    return this.#onEntry(
+      parent,
+      (fs, view) => (fs.mkdir ? fs.mkdir(ctx, view, name, mode, umask) : ENOSYS),
+    );
   }
 
   unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    return this.#on(parent, true, (fs, view) => fs.unlink?.(ctx, view, name));
+    return this.#on(parent, true, (fs, view) => (fs.unlink ? fs.unlink(ctx, view, name) : ENOSYS));
   }
 
   rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    return this.#on(parent, true, (fs, view) => fs.rmdir?.(ctx, view, name));
+    return this.#on(parent, true, (fs, view) => (fs.rmdir ? fs.rmdir(ctx, view, name) : ENOSYS));
   }
 
   rename(
@@ -604,7 +626,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
     return this.#on(
       parent,
       true,
-      (fs, view) => fs.rename?.(ctx, view, name, to.view, newName, flags),
+      (fs, view) => (fs.rename ? fs.rename(ctx, view, name, to.view, newName, flags) : ENOSYS),
     );
   }
 
@@ -615,13 +637,16 @@ export class TreeFs implements FileSystem<TreeHandle> {
       return Promise.resolve(EXDEV);
     }
     if (from.kind !== "sub") return Promise.resolve(from.kind === "tree" ? EROFS : ENOENT);
-    return this.#onEntry(newParent, (fs, view) => fs.link?.(ctx, from.view, view, newName));
+    return this.#onEntry(
+      newParent,
+      (fs, view) => (fs.link ? fs.link(ctx, from.view, view, newName) : ENOSYS),
+    );
   }
 
   async #openSub(
     node: Node,
     mutates: boolean,
-    fn: (fs: FileSystem, view: View) => Result<Opened<unknown>> | undefined,
+    fn: (fs: FileSystem, view: View) => Result<Opened<unknown>>,
   ): Promise<Opened<TreeHandle> | Errno> {
     const place = this.#place(node);
     if (place.kind === "gone") return ENOENT;
@@ -645,7 +670,11 @@ export class TreeFs implements FileSystem<TreeHandle> {
 
   open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<TreeHandle> | Errno> {
     const writes = (flags & O_WRITE_MASK) !== O_RDONLY || (flags & O_TRUNC) !== 0;
-    return this.#openSub(node, writes, (fs, view) => fs.open?.(ctx, view, flags));
+    return this.#openSub(
+      node,
+      writes,
+      (fs, view) => (fs.open ? fs.open(ctx, view, flags) : ENOSYS),
+    );
   }
 
   async create(
@@ -677,7 +706,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
   ): Promise<Uint8Array | Errno> {
     return this.#onHandle(
       handle,
-      (fs, inner) => fs.read?.(ctx, this.#viewOf(node), inner, offset, size),
+      (fs, inner) => (fs.read ? fs.read(ctx, this.#viewOf(node), inner, offset, size) : ENOSYS),
     );
   }
 
@@ -691,7 +720,10 @@ export class TreeFs implements FileSystem<TreeHandle> {
   ): Promise<number | Errno> {
     return this.#onHandle(
       handle,
-      (fs, inner) => fs.write?.(ctx, this.#viewOf(node), inner, offset, data, info),
+      (
+        fs,
+        inner,
+      ) => (fs.write ? fs.write(ctx, this.#viewOf(node), inner, offset, data, info) : ENOSYS),
     );
   }
 
@@ -747,7 +779,12 @@ export class TreeFs implements FileSystem<TreeHandle> {
   ): Promise<void | Errno> {
     return this.#onHandle(
       handle,
-      (fs, inner) => fs.fallocate?.(ctx, this.#viewOf(node), inner, offset, length, mode),
+      (
+        fs,
+        inner,
+      ) => (fs.fallocate
+        ? fs.fallocate(ctx, this.#viewOf(node), inner, offset, length, mode)
+        : ENOSYS),
     );
   }
 
@@ -760,7 +797,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
   ): Promise<number | Errno> {
     return this.#onHandle(
       handle,
-      (fs, inner) => fs.lseek?.(ctx, this.#viewOf(node), inner, offset, whence),
+      (fs, inner) => (fs.lseek ? fs.lseek(ctx, this.#viewOf(node), inner, offset, whence) : ENOSYS),
     );
   }
 
@@ -781,8 +818,8 @@ export class TreeFs implements FileSystem<TreeHandle> {
     ) {
       return Promise.resolve(EXDEV);
     }
-    return this.#onHandle(handleIn, (fs, inner) =>
-      fs.copyFileRange?.(
+    return this.#onHandle(handleIn, (fs, inner) => (fs.copyFileRange
+      ? fs.copyFileRange(
         ctx,
         this.#viewOf(nodeIn),
         inner,
@@ -792,7 +829,8 @@ export class TreeFs implements FileSystem<TreeHandle> {
         offsetOut,
         length,
         flags,
-      ));
+      )
+      : ENOSYS));
   }
 
   async opendir(
@@ -838,7 +876,10 @@ export class TreeFs implements FileSystem<TreeHandle> {
     const key = place.kind === "sub" ? place.key : "";
     const r = await this.#onHandle(
       handle,
-      (fs, inner) => fs.readdir?.(ctx, this.#viewOf(node), inner, offset, plus),
+      (
+        fs,
+        inner,
+      ) => (fs.readdir ? fs.readdir(ctx, this.#viewOf(node), inner, offset, plus) : ENOSYS),
     );
     if (isErrno(r)) return r;
     return r.map((e) => (e.entry === undefined ? e : { ...e, entry: this.#wrap(key, e.entry) }));
@@ -883,7 +924,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
         frsize: 4096,
       };
     }
-    return await this.#on(node, false, (fs, view) => fs.statfs?.(ctx, view));
+    return await this.#on(node, false, (fs, view) => (fs.statfs ? fs.statfs(ctx, view) : ENOSYS));
   }
 
   setxattr(
@@ -895,25 +936,37 @@ export class TreeFs implements FileSystem<TreeHandle> {
   ): Promise<void | Errno> {
     const place = this.#place(node);
     if (place.kind === "sub" && place.root) return Promise.resolve(EROFS);
-    return this.#on(node, true, (fs, view) => fs.setxattr?.(ctx, view, name, value, flags));
+    return this.#on(
+      node,
+      true,
+      (fs, view) => (fs.setxattr ? fs.setxattr(ctx, view, name, value, flags) : ENOSYS),
+    );
   }
 
   getxattr(ctx: RequestContext, node: Node, name: string): Promise<Uint8Array | Errno> {
     const place = this.#place(node);
     if (place.kind !== "sub" || place.root) return Promise.resolve(ENODATA);
-    return this.#on(node, false, (fs, view) => fs.getxattr?.(ctx, view, name));
+    return this.#on(
+      node,
+      false,
+      (fs, view) => (fs.getxattr ? fs.getxattr(ctx, view, name) : ENOSYS),
+    );
   }
 
   listxattr(ctx: RequestContext, node: Node): Promise<string[] | Errno> {
     const place = this.#place(node);
     if (place.kind !== "sub" || place.root) return Promise.resolve([]);
-    return this.#on(node, false, (fs, view) => fs.listxattr?.(ctx, view));
+    return this.#on(node, false, (fs, view) => (fs.listxattr ? fs.listxattr(ctx, view) : ENOSYS));
   }
 
   removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {
     const place = this.#place(node);
     if (place.kind === "sub" && place.root) return Promise.resolve(EROFS);
-    return this.#on(node, true, (fs, view) => fs.removexattr?.(ctx, view, name));
+    return this.#on(
+      node,
+      true,
+      (fs, view) => (fs.removexattr ? fs.removexattr(ctx, view, name) : ENOSYS),
+    );
   }
 
   /** Detaches every target (the mount is ending). */

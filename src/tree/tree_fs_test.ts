@@ -3,6 +3,7 @@ import {
   type AttrResult,
   EIO,
   ENOENT,
+  ENOSYS,
   type Entry,
   EROFS,
   EXDEV,
@@ -85,6 +86,12 @@ class InnerFs implements FileSystem<number> {
   }
   release(_ctx: RequestContext, _node: Node, handle: number): void {
     this.calls.push(`release ${handle}`);
+  }
+  unlink(_ctx: RequestContext, parent: Node, name: string): void {
+    this.calls.push(`unlink ${parent.path} ${name}`);
+  }
+  rename(_ctx: RequestContext, parent: Node, name: string, to: Node, toName: string): void {
+    this.calls.push(`rename ${parent.path} ${name} ${to.path} ${toName}`);
   }
   mkdir(_ctx: RequestContext, parent: Node, name: string): Entry {
     this.calls.push(`mkdir ${parent.path} ${name}`);
@@ -201,6 +208,16 @@ Deno.test("tree: below a container the inner filesystem sees paths and keys from
     "read /etc/hosts 42",
     "release 42",
   ]);
+});
+
+Deno.test("tree: operations answering nothing succeed; a missing one is ENOSYS", async () => {
+  const t = setup();
+  const web = await t.walk(await t.walk(t.root, "containers"), "web");
+  const tmp = await t.walk(web, "tmp");
+  assert.equal(await t.tree.unlink(ctx, tmp, "f"), undefined);
+  assert.equal(await t.tree.rename(ctx, tmp, "a", web, "b", 0), undefined);
+  assert.equal(await t.tree.rmdir(ctx, tmp, "d"), ENOSYS, "InnerFs has no rmdir");
+  assert.deepEqual(t.inners.get("web")!.calls.slice(-2), ["unlink /tmp f", "rename /tmp a / b"]);
 });
 
 Deno.test("tree: images nest by repository, are read-only, and keep tags apart", async () => {

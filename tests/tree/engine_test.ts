@@ -88,6 +88,14 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
       await Deno.readTextFile(`${containers}/${second}/data/hello.txt`),
       "hello from musl\n",
     );
+    // Changes of names round-trip too.
+    const ops = await sh(
+      run.mountpoint,
+      `D="$M/containers/${first}/tmp" && mkdir "$D/d" && echo x > "$D/d/f" && mv "$D/d/f" "$D/d/g" ` +
+        `&& ln -s g "$D/d/l" && rm "$D/d/l" && rm -r "$D/d"`,
+    );
+    assert.equal(ops.code, 0, ops.stderr);
+    assert.equal((await docker(["exec", first, "ls", "/tmp"])).stdout.includes("d\n"), false);
 
     // Removed: its name goes, an open file answers EIO, a lookup ENOENT.
     const open = await Deno.open(`${containers}/${second}/tmp/open-file`, {
