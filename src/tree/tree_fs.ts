@@ -127,6 +127,11 @@ type Place =
   | { kind: "gone" };
 
 const DIR_MODE_TREE = S_IFDIR | 0o555;
+/**
+ * After a failed attach, accesses answer EIO at once for this long instead of deploying again
+ * (a `ls -R` would otherwise try once per directory entry).
+ */
+const ATTACH_RETRY_MS = 5000;
 const DIR_MODE_RW = S_IFDIR | 0o755;
 const O_WRITE_MASK = O_ACCMODE;
 
@@ -203,6 +208,8 @@ export class TreeFs implements FileSystem<TreeHandle> {
   readonly #inos = new Map<string, bigint>();
   #nextIno = 2n;
   #invalidator: Invalidator | undefined;
+  /** Targets whose attaching failed → until when (ms) accesses answer EIO without a retry. */
+  readonly #failed = new Map<string, number>();
 
   constructor(source: TreeSource, options: TreeFsOptions) {
     this.#source = source;
@@ -430,6 +437,8 @@ export class TreeFs implements FileSystem<TreeHandle> {
     target: Target,
     forHandle: boolean,
   ): Promise<Lease<FileSystem> | Errno> {
+    const failed = this.#failed.get(key);
+    if (failed !== undefined && this.#now() < failed) return EIO;
     try {
       return await this.#attach.acquire(key, async () => {
         this.#options.logger.info(`Attaching ${this.#describe(key)}`);
@@ -443,6 +452,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
       this.#options.logger.error(
         `Cannot attach ${this.#describe(key)}: ${(error as Error).message}`,
       );
+      this.#failed.set(key, this.#now() + ATTACH_RETRY_MS);
       return EIO;
     }
   }

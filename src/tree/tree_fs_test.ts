@@ -99,7 +99,7 @@ class InnerFs implements FileSystem<number> {
   }
 }
 
-function setup() {
+function setup(failOpen = false) {
   let containers: ContainerItem[] = [
     { id: "aaa", name: "web", running: true, created: 1 },
     { id: "bbb", name: "db", running: true, created: 2 },
@@ -111,6 +111,7 @@ function setup() {
   const inners = new Map<string, InnerFs>();
   const invalidated: string[] = [];
   const listed = { containers: 0, images: 0 };
+  let clock = 0;
   const tree = new TreeFs({
     listContainers: () => (listed.containers++, Promise.resolve(containers)),
     listImages: () => (listed.images++, Promise.resolve(images)),
@@ -122,6 +123,7 @@ function setup() {
         ? target.ref
         : target.name;
       opened.push(label);
+      if (failOpen) return Promise.reject(new Error("no satellite for this architecture"));
       const fs = new InnerFs(label);
       inners.set(label, fs);
       return Promise.resolve({
@@ -138,6 +140,7 @@ function setup() {
     listTtlMs: 60_000,
     logger: { debug() {}, info() {}, warn() {}, error() {} },
     schedule: () => () => {},
+    now: () => clock,
   });
   tree.setInvalidator({
     invalidateEntry: (
@@ -163,6 +166,7 @@ function setup() {
     invalidated,
     listed,
     setContainers: (c: ContainerItem[]) => containers = c,
+    advance: (ms: number) => clock += ms,
     setImages: (i: ImageItem[]) => images = i,
   };
 }
@@ -218,6 +222,17 @@ Deno.test("tree: operations answering nothing succeed; a missing one is ENOSYS",
   assert.equal(await t.tree.rename(ctx, tmp, "a", web, "b", 0), undefined);
   assert.equal(await t.tree.rmdir(ctx, tmp, "d"), ENOSYS, "InnerFs has no rmdir");
   assert.deepEqual(t.inners.get("web")!.calls.slice(-2), ["unlink /tmp f", "rename /tmp a / b"]);
+});
+
+Deno.test("tree: a failed attach answers EIO and is retried only after a pause", async () => {
+  const t = setup(true);
+  const web = await t.walk(await t.walk(t.root, "containers"), "web");
+  assert.equal(await t.tree.lookup(ctx, web, "etc"), EIO);
+  assert.equal(await t.tree.lookup(ctx, web, "usr"), EIO);
+  assert.deepEqual(t.opened, ["web"], "one attempt for both lookups");
+  t.advance(60_000);
+  assert.equal(await t.tree.lookup(ctx, web, "etc"), EIO);
+  assert.deepEqual(t.opened, ["web", "web"]);
 });
 
 Deno.test("tree: images nest by repository, are read-only, and keep tags apart", async () => {
