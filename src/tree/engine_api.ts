@@ -311,6 +311,7 @@ export class EngineApi {
       AttachStderr: true,
       Tty: false,
       NetworkDisabled: true,
+      Healthcheck: { Test: ["NONE"] },
       ...(spec.user ? { User: spec.user } : {}),
       HostConfig: {
         NetworkMode: "none",

@@ -50,6 +50,8 @@ export { TreeFs } from "./tree_fs.ts";
 
 /** Label on every helper container of the tree. */
 export const HELPER_LABEL = "dev.dockerfuse.helper";
+/** Prefix of every label dockerfuse puts on what it creates. */
+const OWN_LABELS = "dev.dockerfuse.";
 /** Label naming the process owning a helper: "<hostname>:<pid>:<process start ticks>". */
 export const OWNER_LABEL = "dev.dockerfuse.owner";
 
@@ -205,9 +207,10 @@ class EngineSource implements TreeSource {
     return list.filter((c) => c.labels[HELPER_LABEL] === undefined);
   }
 
+  /** Images, but dockerfuse's own (snapshots, the sidecar's satellite images). */
   async listImages(): Promise<ImageSummary[]> {
     const list = await this.#api.listImages();
-    return list.filter((i) => i.labels[HELPER_LABEL] === undefined);
+    return list.filter((i) => !Object.keys(i.labels).some((k) => k.startsWith(OWN_LABELS)));
   }
 
   /**
