@@ -16,6 +16,7 @@ import {
 } from "cmd-ts";
 import type { Type } from "cmd-ts";
 import { type ContainerMountOptions, MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
+import { ENGINE_DEFAULTS, type EngineMountOptions } from "../tree/mod.ts";
 import {
   DEFAULT_PLUGIN_SOCKET,
   DEFAULT_STATE_DIR,
@@ -28,6 +29,12 @@ export type Invocation =
     kind: "mount";
     options: ContainerMountOptions;
     /** Return once the mount answers, serving in the background. */
+    daemon: boolean;
+    logFormat: "text" | "json";
+  }
+  | {
+    kind: "engine";
+    options: EngineMountOptions;
     daemon: boolean;
     logFormat: "text" | "json";
   }
@@ -262,6 +269,139 @@ const mountCommand = command({
   },
 });
 
+const positiveInteger: Type<string, number> = extendType(number, {
+  displayName: "count",
+  from(value: number): Promise<number> {
+    if (!Number.isInteger(value) || value < 1 || value > 1000) {
+      return Promise.reject(new Error(`expected a whole number between 1 and 1000, got ${value}`));
+    }
+    return Promise.resolve(value);
+  },
+});
+
+const engineCommand = command({
+  name: "engine",
+  description: "Mount the whole engine on a local directory: containers/<name> (running " +
+    "containers, read-write) and images/<repo>:<tag> (read-only). A satellite is started on " +
+    "the first access below a directory and stopped after an idle period.",
+  examples: [
+    { description: "Mount the engine on ~/docker", command: "dockerfuse engine ~/docker" },
+    {
+      description: "At most 4 satellites at once, detached after 30 s idle",
+      command: "dockerfuse engine --max-attached 4 --idle-timeout 30 ~/docker",
+    },
+  ],
+  args: {
+    mountpoint: positional({
+      type: string,
+      displayName: "mountpoint",
+      description: "local directory",
+    }),
+    idleTimeout: option({
+      type: seconds,
+      long: "idle-timeout",
+      defaultValue: () => ENGINE_DEFAULTS.idleTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds without use before a container's or image's satellite is stopped",
+    }),
+    maxAttached: option({
+      type: positiveInteger,
+      long: "max-attached",
+      defaultValue: () => ENGINE_DEFAULTS.maxAttached,
+      defaultValueIsSerializable: true,
+      description: "satellites running at most at once (the least recently used idle one goes)",
+    }),
+    readOnly: flag({ long: "read-only", short: "r", description: "everything read-only" }),
+    allowOther: flag({
+      long: "allow-other",
+      description: "let other local users access the mount",
+    }),
+    daemon: flag({
+      long: "daemon",
+      short: "d",
+      description: "return once the mount answers, serve in the background",
+    }),
+    debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
+    logFormat: logFormatOption(),
+    attrTimeout: option({
+      type: seconds,
+      long: "attr-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.attrTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds the kernel caches attributes",
+    }),
+    entryTimeout: option({
+      type: seconds,
+      long: "entry-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.entryTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds the kernel caches names (the tree's own: at most 0.5)",
+    }),
+    requestTimeout: option({
+      type: seconds,
+      long: "request-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.requestTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds before an unanswered request fails with EIO (0: never)",
+    }),
+    user: option({
+      type: string,
+      long: "user",
+      short: "u",
+      defaultValue: () => MOUNT_DEFAULTS.user,
+      defaultValueIsSerializable: true,
+      description: "user the satellites run as inside containers",
+    }),
+    nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
+    writebackCache: flag({
+      long: "writeback-cache",
+      description: "kernel writeback cache for writes (see README)",
+    }),
+    syncWrites: flag({
+      long: "sync-writes",
+      description: "answer each write once the container has it (see README)",
+    }),
+    o: multioption({
+      type: {
+        from: (values: string[]) => Promise.resolve(values),
+        defaultValue: () => [] as string[],
+      },
+      long: "options",
+      short: "o",
+      description: "mount(8)-style comma-separated options, e.g. -o ro,allow_other",
+    }),
+  },
+  handler: (a): Invocation => {
+    const base = mountOptions("engine", a.mountpoint, {
+      readOnly: a.readOnly,
+      allowOther: a.allowOther,
+      debug: a.debug,
+      attrTimeout: a.attrTimeout,
+      entryTimeout: a.entryTimeout,
+      negativeTimeout: a.entryTimeout,
+      requestTimeout: a.requestTimeout,
+      user: a.user,
+      nonEmpty: a.nonEmpty,
+      writebackCache: a.writebackCache,
+      syncWrites: a.syncWrites,
+    });
+    for (const list of a.o) {
+      const problem = applyMountOptionList(base, list);
+      if (problem) return { kind: "usage-error", text: problem };
+    }
+    if (base.path !== MOUNT_DEFAULTS.path) {
+      return { kind: "usage-error", text: "-o path does not apply to an engine mount" };
+    }
+    const { container: _container, path: _path, ...rest } = base;
+    return {
+      kind: "engine",
+      options: { ...rest, idleTimeout: a.idleTimeout, maxAttached: a.maxAttached },
+      daemon: a.daemon,
+      logFormat: a.logFormat,
+    };
+  },
+});
+
 const unmountCommand = command({
   name: "unmount",
   aliases: ["umount"],
@@ -329,6 +469,7 @@ const cli = subcommands({
   ],
   cmds: {
     mount: mountCommand,
+    engine: engineCommand,
     unmount: unmountCommand,
     umount: unmountCommand,
     "volume-plugin": volumePluginCommand,

@@ -12,6 +12,8 @@ import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
 import { cliRunArgs } from "./launch.ts";
 import { runMount, runUnmount } from "./mount.ts";
+import { runEngine } from "./engine.ts";
+import { mountOptions } from "../mount/options.ts";
 import { progressBar } from "./progress.ts";
 import { runVolumePlugin } from "../plugin/mod.ts";
 
@@ -197,6 +199,34 @@ async function main(args: readonly string[]): Promise<number> {
         stop: stop.signal,
       });
       return served ? ExitCode.Ok : ExitCode.Internal;
+    }
+    case "engine": {
+      tuneAllocator();
+      const options = invocation.options;
+      const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
+      if (invocation.daemon && daemonLog === undefined) {
+        return await daemonize(args, mountOptions("the engine", options.mountpoint));
+      }
+      const sink = daemonLog === undefined
+        ? Deno.stderr
+        : Deno.openSync(daemonLog, { write: true, append: true });
+      const logger = createLogger({ format: invocation.logFormat, debug: options.debug, sink });
+      const stop = new AbortController();
+      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+        Deno.addSignalListener(signal, () => stop.abort());
+      }
+      return await runEngine(options, {
+        env: Deno.env.toObject(),
+        logger,
+        stop: stop.signal,
+        bundleRoot: bundleRoot(),
+        prepareBundle: bundleBuilder(),
+        onReady: () => {
+          if (daemonLog !== undefined) {
+            Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));
+          }
+        },
+      });
     }
     case "mount": {
       tuneAllocator();

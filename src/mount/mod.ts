@@ -31,7 +31,7 @@ import {
   recoverStaleMount,
 } from "../fuse/mod.ts";
 import { RpcClient } from "../protocol/mod.ts";
-import { type ContainerMountOptions, layerOptions } from "./options.ts";
+import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 
 export {
   type ContainerMountOptions,
@@ -152,7 +152,10 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Pr
 }
 
 /** Recovers a stale mount left by a crashed earlier run, then checks the mountpoint. */
-async function prepareMountpoint(options: ContainerMountOptions, logger: Logger): Promise<void> {
+export async function prepareMountpoint(
+  options: Pick<ContainerMountOptions, "mountpoint" | "nonEmpty">,
+  logger: Logger,
+): Promise<void> {
   const where = options.mountpoint;
   const fail = (error: unknown): never => {
     throw new MountError("mountpoint", `Cannot mount '${where}': ${(error as Error).message}`);
@@ -198,7 +201,11 @@ const DETACH_GRACE_MS = 2000;
  * Lazy unmount; if the session is still held elsewhere after a grace period (a bind mount in
  * another mount namespace keeps the connection), abort the connection so it ends for everyone.
  */
-async function detach(fuse: FuseSession, mountpoint: string, logger: Logger): Promise<void> {
+export async function detach(
+  fuse: FuseSession,
+  mountpoint: string,
+  logger: Logger,
+): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const ended = await Promise.race([
     fuse.unmount({ lazy: true }).then(() => true, () => true),
@@ -210,6 +217,91 @@ async function detach(fuse: FuseSession, mountpoint: string, logger: Logger): Pr
   await fuse.abort().catch(() => false);
 }
 
+/** A satellite serving one container over RPC, and the `ContainerFs` built on it. */
+export interface SatelliteLink {
+  readonly fs: ContainerFs;
+  readonly rpc: RpcClient;
+  readonly exec: ExecSession;
+  /** The last lines of the satellite's stderr. */
+  readonly stderrTail: () => string;
+  /** Milliseconds from the start of deployment until the handshake. */
+  readonly readyMs: number;
+  /** Closes the RPC client and the exec stream; idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the satellite for `container` (deploys it with `docker exec` unless `start` starts it
+ * another way from the bundle directory), connects the RPC client, waits for the handshake and
+ * builds the `ContainerFs`. Throws a `MountError` having closed what it opened (not `engine`).
+ */
+export async function connectSatellite(
+  engine: Engine,
+  container: ContainerInfo,
+  layers: LayerOptions,
+  options: { debug: boolean },
+  deps: ContainerMountDeps,
+  start?: (bundleDir: string) => Promise<ExecSession>,
+): Promise<SatelliteLink> {
+  const { logger } = deps;
+  if (deps.prepareBundle) {
+    await deps.prepareBundle(container.arch).catch((error) => {
+      throw new MountError(
+        "satellite",
+        `Cannot build the ${container.arch} satellite: ${(error as Error).message}`,
+      );
+    });
+  }
+  const bundle = await bundleFor(deps.bundleRoot, container.arch);
+  const started = performance.now();
+  const exec = await (start ? start(bundle.dir) : deploySatellite(engine, container, bundle.dir, {
+    ...layers.deploy,
+    onProgress: deps.onProgress,
+  })).catch(rethrowDocker);
+  const stderrTail = watchStderr(exec.stderr, logger);
+  const rpc = new RpcClient(exec.stdout, exec.stdin, {
+    expectedBuildId: bundle.buildId,
+    ...layers.rpc,
+    onTrace: options.debug
+      ? (e) =>
+        logger.debug(
+          `rpc ${e.id} ${e.method} ${
+            e.result.ok ? "ok" : `${e.result.code} (${e.result.message})`
+          }`,
+        )
+      : undefined,
+  });
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    closed ??= (async () => {
+      await rpc.close("the mount ended").catch(() => {});
+      exec.kill();
+    })();
+  try {
+    const hello = await withTimeout(rpc.ready, HANDSHAKE_TIMEOUT_MS, "the satellite handshake");
+    logger.info(
+      `Satellite ready in '${container.name}' (${hello.arch}, pid ${hello.pid}, uid ${hello.uid}) ` +
+        `after ${Math.round(performance.now() - started)} ms`,
+    );
+  } catch (error) {
+    const tail = stderrTail();
+    await close();
+    throw new MountError(
+      "satellite",
+      `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
+        (tail ? `\nsatellite stderr:\n${tail}` : ""),
+    );
+  }
+  return {
+    fs: new ContainerFs(rpc.call, layers.fs),
+    rpc,
+    exec,
+    stderrTail,
+    readyMs: Math.round(performance.now() - started),
+    close,
+  };
+}
+
 /** Mounts a container's filesystem; see the module invariants. */
 export async function mountContainer(
   options: ContainerMountOptions,
@@ -218,66 +310,24 @@ export async function mountContainer(
   const { logger } = deps;
   await prepareMountpoint(options, logger);
   const engine = await connectEngine({ env: deps.env, home: deps.env.HOME }).catch(rethrowDocker);
-  let exec: ExecSession | undefined;
-  let rpc: RpcClient | undefined;
+  let link: SatelliteLink | undefined;
   let fuse: FuseSession | undefined;
   const teardown = async (): Promise<void> => {
     if (fuse) await detach(fuse, options.mountpoint, logger);
-    if (rpc) await rpc.close("the mount ended").catch(() => {});
-    exec?.kill();
+    await link?.close();
     engine.close();
   };
   try {
     const container = await findContainer(engine, options.container);
-    if (deps.prepareBundle) {
-      await deps.prepareBundle(container.arch).catch((error) => {
-        throw new MountError(
-          "satellite",
-          `Cannot build the ${container.arch} satellite: ${(error as Error).message}`,
-        );
-      });
-    }
-    const bundle = await bundleFor(deps.bundleRoot, container.arch);
     const layers = layerOptions(options, {
       fsName: fsNameFor(container),
       hostArch: Deno.build.arch,
       logger,
     });
     const started = performance.now();
-    exec = await deploySatellite(engine, container, bundle.dir, {
-      ...layers.deploy,
-      onProgress: deps.onProgress,
-    }).catch(rethrowDocker);
-    const stderrTail = watchStderr(exec.stderr, logger);
-    rpc = new RpcClient(exec.stdout, exec.stdin, {
-      expectedBuildId: bundle.buildId,
-      ...layers.rpc,
-      onTrace: options.debug
-        ? (e) =>
-          logger.debug(
-            `rpc ${e.id} ${e.method} ${
-              e.result.ok ? "ok" : `${e.result.code} (${e.result.message})`
-            }`,
-          )
-        : undefined,
-    });
+    link = await connectSatellite(engine, container, layers, options, deps);
     try {
-      const hello = await withTimeout(rpc.ready, HANDSHAKE_TIMEOUT_MS, "the satellite handshake");
-      logger.info(
-        `Satellite ready in '${container.name}' (${hello.arch}, pid ${hello.pid}, uid ${hello.uid}) ` +
-          `after ${Math.round(performance.now() - started)} ms`,
-      );
-    } catch (error) {
-      const tail = stderrTail();
-      throw new MountError(
-        "satellite",
-        `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
-          (tail ? `\nsatellite stderr:\n${tail}` : ""),
-      );
-    }
-    const fs = new ContainerFs(rpc.call, layers.fs);
-    try {
-      fuse = await mount(fs, options.mountpoint, layers.fuse);
+      fuse = await mount(link.fs, options.mountpoint, layers.fuse);
       await Deno.stat(options.mountpoint); // the mount answers
     } catch (error) {
       throw new MountError("mountpoint", (error as Error).message);
@@ -292,9 +342,9 @@ export async function mountContainer(
       readyMs,
       engine,
       fuse,
-      rpc,
-      exec,
-      stderrTail,
+      rpc: link.rpc,
+      exec: link.exec,
+      stderrTail: link.stderrTail,
       logger,
       teardown,
     });
