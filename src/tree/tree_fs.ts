@@ -18,6 +18,7 @@
  * @module
  */
 
+import { O_ACCMODE, O_RDONLY, O_TRUNC, S_IFDIR } from "../linux/mod.ts";
 import {
   type Attr,
   type AttrResult,
@@ -36,14 +37,10 @@ import {
   type FileSystem,
   type Logger,
   type Node,
-  O_ACCMODE,
-  O_RDONLY,
-  O_TRUNC,
   type Opened,
   type ReleaseInfo,
   type RequestContext,
   type Result,
-  S_IFDIR,
   type SetAttrChanges,
   type StatFs,
   type WriteInfo,

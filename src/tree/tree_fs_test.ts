@@ -1,3 +1,4 @@
+import { S_IFDIR, S_IFREG } from "../linux/mod.ts";
 import assert from "node:assert/strict";
 import {
   type AttrResult,
@@ -11,8 +12,6 @@ import {
   type Node,
   type Opened,
   type RequestContext,
-  S_IFDIR,
-  S_IFREG,
 } from "../fuse/mod.ts";
 import type { Attachment } from "./attach.ts";
 import type { Target } from "./layout.ts";
