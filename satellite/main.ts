@@ -129,7 +129,6 @@ function main(): number {
   const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, 0o10000000 | 0o2000000, 0); // O_PATH|O_CLOEXEC
   const fs = rootFd >= 0
     ? new SatelliteFs(libc, rootFd, {
-      rootPath: args.root,
       procFd: procFdPath(),
       log,
       walkPaths: args.walkPaths,
@@ -276,7 +275,7 @@ function procFdPath(): string | undefined {
     Deno.statSync("/proc/self/fd");
     return "/proc/self/fd";
   } catch {
-    log("/proc is not mounted: xattr calls follow paths from the root");
+    log("/proc is not mounted: xattrs of regular files and directories only");
     return undefined;
   }
 }
