@@ -124,7 +124,7 @@ withSeed("satellite dispatcher: random and mutated requests never throw", async 
   const libc = new Libc();
   const rootFd = libc.fn.openat(-100, cString(root)!, 0o10000000 | 0o2000000, 0);
   assert(rootFd >= 0);
-  const fs = new SatelliteFs(libc, rootFd, { rootPath: root, procFd: "/proc/self/fd" });
+  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
   const errors: string[] = [];
   const d = new Dispatcher(fs.handlers(), (m, e) => errors.push(`${m}: ${e}`));
   const packr = createPackr();
