@@ -211,6 +211,7 @@ export class SatelliteFs {
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
   readonly #readBuf = new Uint8Array(BytesReply.bytesFor(MAX_IO_BYTES));
+  readonly #aheadBuf = new Uint8Array(MAX_OPEN_READ_AHEAD);
   readonly #dentView = new DataView(this.#dentBuf.buffer);
   readonly #flags: Record<
     "O_PATH" | "O_DIRECTORY" | "O_NOFOLLOW" | "O_CLOEXEC" | "O_NOCTTY" | "O_RDONLY" | "O_WRONLY",
@@ -724,8 +725,9 @@ export class SatelliteFs {
     if ((st.getUint16(28, true) & S_IFMT) !== S_IFREG || st.getBigUint64(40, true) === 0n) {
       return { handle };
     }
-    // Best effort: a failed read leaves the data to the client's first READ.
-    const data = new Uint8Array(Math.min(p.readAhead, MAX_OPEN_READ_AHEAD));
+    // Best effort: a failed read leaves the data to the client's first READ. One buffer for
+    // every open: the reply is encoded (copied) before the next request is handled.
+    const data = this.#aheadBuf.subarray(0, Math.min(p.readAhead, MAX_OPEN_READ_AHEAD));
     let done = 0;
     while (done < data.length) {
       const n = num(
