@@ -29,27 +29,44 @@ import {
   type StatFs,
   UTIME_OMIT,
 } from "../src/protocol/mod.ts";
+import {
+  AT_EMPTY_PATH,
+  AT_FDCWD,
+  AT_NO_AUTOMOUNT,
+  AT_REMOVEDIR,
+  AT_SYMLINK_NOFOLLOW,
+  ERRNO,
+  MODE_PERM_MASK,
+  NAME_MAX,
+  PATH_MAX,
+  RESOLVE_BENEATH,
+  RESOLVE_NO_MAGICLINKS,
+  RESOLVE_NO_SYMLINKS,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_ISGID,
+  S_ISUID,
+  SEEK_SET,
+  STATX_BASIC_STATS,
+} from "../src/linux/mod.ts";
 import { big, cString, type Libc, num } from "./libc.ts";
 
-const AT_SYMLINK_NOFOLLOW = 0x100;
-const AT_REMOVEDIR = 0x200;
-const AT_EMPTY_PATH = 0x1000;
-const AT_NO_AUTOMOUNT = 0x800;
-const STATX_BASIC_STATS = 0x7ff;
-const RESOLVE_NO_MAGICLINKS = 0x02;
-const RESOLVE_NO_SYMLINKS = 0x04;
-const RESOLVE_BENEATH = 0x08;
-const S_IFMT = 0o170000;
-const S_IFLNK = 0o120000;
-const S_IFREG = 0o100000;
-const ENOSYS = 38,
-  EPERM = 1,
-  EINTR = 4,
-  ERANGE = 34,
-  EOPNOTSUPP = 95,
-  ENOENT = 2,
-  EINVAL = 22,
-  ENAMETOOLONG = 36;
+const {
+  EEXIST,
+  EINTR,
+  EINVAL,
+  ELOOP,
+  ENAMETOOLONG,
+  ENODATA,
+  ENOENT,
+  ENOSYS,
+  EOPNOTSUPP,
+  EOVERFLOW,
+  EPERM,
+  ERANGE,
+} = ERRNO;
 const I64_MAX = (1n << 63n) - 1n;
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
@@ -72,6 +89,9 @@ interface RawEntry {
   type: number;
   offset: bigint;
 }
+
+/** Where an xattr call acts: a path not to follow at its end, or a descriptor of the target. */
+type XattrTarget = { path: Uint8Array; fd?: undefined } | { fd: number; path?: undefined };
 
 /** A resolved path: parent fd (owned unless it is the root fd) and last component. */
 interface Resolved {
@@ -109,14 +129,14 @@ export function decodeName(bytes: Uint8Array): string | Uint8Array {
 export function splitPath(path: PathArg): Uint8Array[] | undefined {
   const bytes = typeof path === "string" ? new TextEncoder().encode(path) : path;
   if (bytes.length === 0) return [];
-  if (bytes.length > 4096) return undefined;
+  if (bytes.length > PATH_MAX) return undefined;
   const parts: Uint8Array[] = [];
   let start = 0;
   for (let i = 0; i <= bytes.length; i++) {
     if (i === bytes.length || bytes[i] === 0x2f) {
       const part = bytes.subarray(start, i);
       if (
-        part.length === 0 || part.length > 255 ||
+        part.length === 0 || part.length > NAME_MAX ||
         (part.length === 1 && part[0] === 0x2e) ||
         (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e)
       ) return undefined;
@@ -132,11 +152,11 @@ export function splitPath(path: PathArg): Uint8Array[] | undefined {
 /** True when a path is refused for its length (past PATH_MAX, or a name past NAME_MAX). */
 function tooLong(path: PathArg): boolean {
   const bytes = typeof path === "string" ? new TextEncoder().encode(path) : path;
-  if (bytes.length > 4096) return true;
+  if (bytes.length > PATH_MAX) return true;
   let start = 0;
   for (let i = 0; i <= bytes.length; i++) {
     if (i === bytes.length || bytes[i] === 0x2f) {
-      if (i - start > 255) return true;
+      if (i - start > NAME_MAX) return true;
       start = i + 1;
     }
   }
@@ -167,14 +187,14 @@ function withNul(part: Uint8Array): Uint8Array {
 
 /** Options of {@link SatelliteFs}. */
 export interface SatelliteFsOptions {
-  /** Host path of /proc/self/fd, for the l*xattr calls (undefined: use root-joined paths). */
+  /** Path of /proc/self/fd, for chmod and the l*xattr calls (undefined: /proc is not mounted). */
   procFd?: string;
-  /** Absolute path of the root, for the xattr fallback without /proc. */
-  rootPath: string;
   /** Diagnostics sink (stderr). */
   log?: (message: string) => void;
   /** Resolve per component even where openat2 exists (tests the fallback). */
   walkPaths?: boolean;
+  /** chmod through O_PATH descriptors even where fchmodat2 exists (tests the fallback). */
+  noFchmodat2?: boolean;
 }
 
 /** The handlers, bound to a root directory fd. */
@@ -191,33 +211,41 @@ export class SatelliteFs {
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
   readonly #readBuf = new Uint8Array(BytesReply.bytesFor(MAX_IO_BYTES));
+  readonly #aheadBuf = new Uint8Array(MAX_OPEN_READ_AHEAD);
   readonly #dentView = new DataView(this.#dentBuf.buffer);
   readonly #flags: Record<
-    "O_PATH" | "O_DIRECTORY" | "O_NOFOLLOW" | "O_CLOEXEC" | "O_RDONLY" | "O_WRONLY",
+    "O_PATH" | "O_DIRECTORY" | "O_NOFOLLOW" | "O_CLOEXEC" | "O_NOCTTY" | "O_RDONLY" | "O_WRONLY",
     number
   >;
   readonly #creatExcl: number;
   readonly #nonblock: number;
   #nextHandle = 1;
   #openat2 = true;
+  #fchmodat2 = true;
+  readonly #egid: number;
+  /** Whether a failed chown of a new inode was logged (once is enough). */
+  #chownLogged = false;
 
   constructor(libc: Libc, rootFd: number, options: SatelliteFsOptions) {
     this.#c = libc;
     this.#rootFd = rootFd;
     this.#options = options;
     this.#euid = libc.fn.geteuid();
+    this.#egid = libc.fn.getegid();
     const f = (bit: number) => openFlagsFromWire(bit, libc.arch);
     this.#flags = {
       O_PATH: f(OpenFlags.O_PATH),
       O_DIRECTORY: f(OpenFlags.O_DIRECTORY),
       O_NOFOLLOW: f(OpenFlags.O_NOFOLLOW),
       O_CLOEXEC: f(OpenFlags.O_CLOEXEC),
+      O_NOCTTY: f(OpenFlags.O_NOCTTY),
       O_RDONLY: 0,
       O_WRONLY: 1,
     };
     this.#creatExcl = f(OpenFlags.O_CREAT | OpenFlags.O_EXCL);
     this.#nonblock = f(OpenFlags.O_NONBLOCK);
     this.#openat2 = !options.walkPaths;
+    this.#fchmodat2 = !options.noFchmodat2;
   }
 
   /** Number of open handles. */
@@ -257,7 +285,12 @@ export class SatelliteFs {
       ftruncate: (p) => this.#fdOp(p.handle, (fd) => this.#c.fn.ftruncate64(fd, p.size)),
       setattr: (p) => this.#setattr(p),
       mkdir: (p) =>
-        this.#createNode(p.path, p.owner, (dirfd, name) => this.#c.fn.mkdirat(dirfd, name, p.mode)),
+        this.#createNode(
+          p.path,
+          p.owner,
+          (dirfd, name) => this.#c.fn.mkdirat(dirfd, name, p.mode),
+          true,
+        ),
       rmdir: (p) => this.#atOpDir(p.path, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
       unlink: (p) => this.#atOpDir(p.path, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
       rename: (p) => this.#rename(p),
@@ -306,16 +339,29 @@ export class SatelliteFs {
       setxattr: (p) => {
         const name = cString(p.name);
         if (!name) return new RpcFailure("EINVAL");
-        return this.#xattrPath(
+        return this.#xattr(
           p.path,
-          (path) => this.#c.fn.lsetxattr(path, name, p.value, BigInt(p.value.length), p.flags),
+          (t) =>
+            t.fd === undefined
+              ? this.#c.fn.lsetxattr(t.path, name, p.value, BigInt(p.value.length), p.flags)
+              : this.#c.fn.fsetxattr(t.fd, name, p.value, BigInt(p.value.length), p.flags),
+          () => null,
+          () => failure(EPERM, "no user xattrs on symlinks and special files"),
         );
       },
       listxattr: (p) => this.#listxattr(p.path),
       removexattr: (p) => {
         const name = cString(p.name);
         if (!name) return new RpcFailure("EINVAL");
-        return this.#xattrPath(p.path, (path) => this.#c.fn.lremovexattr(path, name));
+        return this.#xattr(
+          p.path,
+          (t) =>
+            t.fd === undefined
+              ? this.#c.fn.lremovexattr(t.path, name)
+              : this.#c.fn.fremovexattr(t.fd, name),
+          () => null,
+          () => failure(EPERM, "no user xattrs on symlinks and special files"),
+        );
       },
       fallocate: (p) =>
         this.#fdOp(p.handle, (fd) => this.#c.fn.fallocate64(fd, p.mode, p.offset, p.length)),
@@ -610,7 +656,7 @@ export class SatelliteFs {
     if (!h?.dir) return new RpcFailure("EBADF", `no directory handle ${p.handle}`);
     const dir = h.dir;
     if (p.offset !== dir.position) {
-      const r = big(this.#c.fn.lseek64(h.fd, p.offset, 0));
+      const r = big(this.#c.fn.lseek64(h.fd, p.offset, SEEK_SET));
       if (r < 0n) return failure(this.#c.errno());
       dir.position = p.offset;
       dir.buffered = [];
@@ -679,8 +725,9 @@ export class SatelliteFs {
     if ((st.getUint16(28, true) & S_IFMT) !== S_IFREG || st.getBigUint64(40, true) === 0n) {
       return { handle };
     }
-    // Best effort: a failed read leaves the data to the client's first READ.
-    const data = new Uint8Array(Math.min(p.readAhead, MAX_OPEN_READ_AHEAD));
+    // Best effort: a failed read leaves the data to the client's first READ. One buffer for
+    // every open: the reply is encoded (copied) before the next request is handled.
+    const data = this.#aheadBuf.subarray(0, Math.min(p.readAhead, MAX_OPEN_READ_AHEAD));
     let done = 0;
     while (done < data.length) {
       const n = num(
@@ -695,20 +742,32 @@ export class SatelliteFs {
   }
 
   #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {
-    const flags = this.#openFlags(p.flags);
-    let fd = this.#openAt(p.path, flags | this.#creatExcl, p.mode & 0o7777);
-    let created = true;
-    if (
-      fd instanceof RpcFailure && fd.code === "EEXIST" && (p.flags & OpenFlags.O_EXCL) === 0
-    ) {
-      created = false;
-      fd = this.#openAt(p.path, flags);
-    }
-    if (fd instanceof RpcFailure) return fd;
-    if (created && p.owner && this.#euid === 0) {
-      this.#c.fn.fchown(fd, p.owner.uid, p.owner.gid);
-      // chown clears set-id bits; the requested mode wins
-      if (p.mode & 0o6000) this.#c.fn.fchmod(fd, p.mode & 0o7777);
+    const r = this.#resolve(p.path);
+    if (typeof r === "number") return failure(r);
+    let fd: number;
+    try {
+      const flags = this.#openFlags(p.flags);
+      fd = this.#openRetry(r.dirfd, r.name, flags | this.#creatExcl, p.mode & MODE_PERM_MASK);
+      const created = fd >= 0;
+      if (fd === -EEXIST && (p.flags & OpenFlags.O_EXCL) === 0) {
+        // The name appeared after the kernel's negative lookup. The kernel takes a CREATE reply
+        // for a file it created and checks no permission: open the file with the caller's rights.
+        fd = p.owner && this.#euid === 0 && p.owner.uid !== 0
+          ? this.#asCaller(p.owner, () => this.#openRetry(r.dirfd, r.name, flags, 0))
+          : this.#openRetry(r.dirfd, r.name, flags, 0);
+      }
+      if (fd < 0) return failure(-fd);
+      if (created && p.owner && this.#euid === 0) {
+        const errno = this.#giveNew(r.dirfd, r.name, p.owner, fd, false);
+        if (errno) {
+          this.#c.fn.close(fd);
+          return failure(errno);
+        }
+        // chown clears set-id bits; the requested mode wins
+        if (p.mode & (S_ISUID | S_ISGID)) this.#c.fn.fchmod(fd, p.mode & MODE_PERM_MASK);
+      }
+    } finally {
+      this.#release_(r);
     }
     const stat = this.#statFd(fd, true);
     if (stat instanceof RpcFailure) {
@@ -716,6 +775,86 @@ export class SatelliteFs {
       return stat;
     }
     return { handle: this.#addHandle(fd, false), stat, dir: this.#parentStat(p.path) };
+  }
+
+  /** openat, retried on EINTR; the fd or -errno. */
+  #openRetry(dirfd: number, name: Uint8Array, flags: number, mode: number): number {
+    for (;;) {
+      const fd = this.#c.fn.openat(dirfd, name, flags, mode);
+      if (fd >= 0) return fd;
+      const errno = this.#c.errno();
+      if (errno !== EINTR) return -errno;
+    }
+  }
+
+  /**
+   * Runs `open` (an fd or -errno) with the caller's filesystem identity: fsuid/fsgid and no
+   * supplementary groups (FUSE does not say which the caller has; fewer rights, never more).
+   * Changes this thread only. -EEXIST when the identity cannot be taken (no CAP_SETUID, an id
+   * the user namespace does not map): the kernel then reports EEXIST and drops its entry.
+   */
+  #asCaller(owner: { uid: number; gid: number }, open: () => number): number {
+    const c = this.#c.fn;
+    const count = c.getgroups(0, null);
+    const groups = new Uint32Array(Math.max(count, 1));
+    const saved = count > 0 ? c.getgroups(count, new Uint8Array(groups.buffer)) : 0;
+    if (saved < 0 || num(c.sys_setgroups(this.#c.sys.setgroups, 0n, null)) < 0) return -EEXIST;
+    try {
+      c.setfsgid(owner.gid);
+      c.setfsuid(owner.uid);
+      // setfsuid/setfsgid answer the previous id: the same again means the change took
+      if (c.setfsuid(owner.uid) !== owner.uid || c.setfsgid(owner.gid) !== owner.gid) {
+        return -EEXIST;
+      }
+      return open();
+    } finally {
+      c.setfsuid(this.#euid);
+      c.setfsgid(this.#egid);
+      c.sys_setgroups(this.#c.sys.setgroups, BigInt(saved), new Uint8Array(groups.buffer));
+    }
+  }
+
+  /**
+   * Gives a just-created inode to `owner` (through `fd` when open). On failure the inode is
+   * removed, if the name still holds it, and the errno returned, as a filesystem that cannot
+   * record the owner refuses the creation: EOVERFLOW for an id the user namespace does not
+   * map (the kernel's answer when the caller's fsuid is unmapped), else chown's errno.
+   */
+  #giveNew(
+    dirfd: number,
+    name: Uint8Array,
+    owner: { uid: number; gid: number },
+    fd: number | undefined,
+    isDir: boolean,
+  ): number {
+    const ino = this.#statx(
+        fd ?? dirfd,
+        fd === undefined ? name : EMPTY,
+        fd === undefined ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH,
+      ) === 0
+      ? this.#statView.getBigUint64(32, true)
+      : undefined;
+    const rc = fd === undefined
+      ? this.#c.fn.fchownat(dirfd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW)
+      : this.#c.fn.fchown(fd, owner.uid, owner.gid);
+    if (rc >= 0) return 0;
+    const errno = this.#c.errno();
+    if (
+      ino !== undefined && this.#statx(dirfd, name, AT_SYMLINK_NOFOLLOW) === 0 &&
+      this.#statView.getBigUint64(32, true) === ino
+    ) {
+      this.#c.fn.unlinkat(dirfd, name, isDir ? AT_REMOVEDIR : 0);
+    }
+    const answer = errno === EINVAL ? EOVERFLOW : errno;
+    if (!this.#chownLogged) {
+      this.#chownLogged = true;
+      this.#options.log?.(
+        `cannot give new inodes to uid ${owner.uid} gid ${owner.gid} (${errnoName(errno)}): ` +
+          `creations for that caller fail with ${errnoName(answer)}` +
+          (errno === EINVAL ? " (the engine's user namespace does not map the id)" : ""),
+      );
+    }
+    return answer;
   }
 
   #read(p: ParamsOf<"read">): BytesReply | RpcFailure {
@@ -799,15 +938,71 @@ export class SatelliteFs {
     const r = this.#resolve(path);
     if (typeof r === "number") return failure(r);
     try {
-      // Never follow a final symlink: refuse it like fchmodat(AT_SYMLINK_NOFOLLOW) does.
-      const errno = this.#statx(r.dirfd, r.name, AT_SYMLINK_NOFOLLOW);
-      if (errno) return failure(errno);
-      if ((this.#statView.getUint16(28, true) & S_IFMT) === S_IFLNK) return failure(EOPNOTSUPP);
-      return this.#c.fn.fchmodat(r.dirfd, r.name, mode & 0o7777, 0) < 0
-        ? failure(this.#c.errno())
-        : null;
+      const perm = mode & MODE_PERM_MASK;
+      if (!this.#fchmodat2) return this.#chmodPinned(r, perm);
+      // One call that never follows a final symlink (EOPNOTSUPP for one): no window for a
+      // symlink swapped in between a check and the change.
+      const rc = num(
+        this.#c.fn.sys_fchmodat2(this.#c.sys.fchmodat2, r.dirfd, r.name, perm, AT_SYMLINK_NOFOLLOW),
+      );
+      if (rc >= 0) return null;
+      const errno = this.#c.errno();
+      if (errno !== ENOSYS && errno !== EPERM) return failure(errno);
+      // ENOSYS: kernel before 6.6. EPERM: seccomp, or a real refusal the fallback repeats.
+      const fallback = this.#chmodPinned(r, perm);
+      if (errno === ENOSYS || fallback === null) {
+        this.#fchmodat2 = false;
+        this.#options.log?.(
+          `fchmodat2 unavailable (${errnoName(errno)}): chmod through O_PATH descriptors`,
+        );
+      }
+      return fallback;
     } finally {
       this.#release_(r);
+    }
+  }
+
+  /**
+   * chmod of the inode an O_PATH|O_NOFOLLOW descriptor pins (through /proc/self/fd/N), so a
+   * symlink swapped in after the open cannot redirect it. Without /proc, regular files and
+   * directories only, reopened without following and checked to be the pinned inode.
+   */
+  #chmodPinned(r: Resolved, perm: number): null | RpcFailure {
+    const f = this.#flags;
+    const pinned = this.#openRetry(r.dirfd, r.name, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC, 0);
+    if (pinned < 0) return failure(-pinned);
+    try {
+      const errno = this.#statx(pinned, EMPTY, AT_EMPTY_PATH);
+      if (errno) return failure(errno);
+      const type = this.#statView.getUint16(28, true) & S_IFMT;
+      if (type === S_IFLNK) return failure(EOPNOTSUPP);
+      const procFd = this.#options.procFd;
+      if (procFd !== undefined) {
+        const link = cString(`${procFd}/${pinned}`)!;
+        return this.#c.fn.fchmodat(AT_FDCWD, link, perm, 0) < 0 ? failure(this.#c.errno()) : null;
+      }
+      if (type !== S_IFREG && type !== S_IFDIR) return failure(EOPNOTSUPP, "no /proc");
+      const ino = this.#statView.getBigUint64(32, true);
+      const fd = this.#openRetry(
+        r.dirfd,
+        r.name,
+        f.O_RDONLY | f.O_NOFOLLOW | f.O_NOCTTY | f.O_CLOEXEC | this.#nonblock,
+        0,
+      );
+      if (fd < 0) return failure(-fd === ELOOP ? EOPNOTSUPP : -fd);
+      try {
+        if (
+          this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0 ||
+          this.#statView.getBigUint64(32, true) !== ino
+        ) {
+          return failure(ENOENT, "replaced meanwhile");
+        }
+        return this.#c.fn.fchmod(fd, perm) < 0 ? failure(this.#c.errno()) : null;
+      } finally {
+        this.#c.fn.close(fd);
+      }
+    } finally {
+      this.#c.fn.close(pinned);
     }
   }
 
@@ -853,18 +1048,23 @@ export class SatelliteFs {
     return this.#lstat(p.path);
   }
 
-  /** Creates an inode with `op`, chowns it to `owner` when root, and returns its Stat. */
+  /**
+   * Creates an inode with `op`, gives it to `owner` when root (see #giveNew), and returns its
+   * Stat.
+   */
   #createNode(
     path: PathArg,
     owner: { uid: number; gid: number } | undefined,
     op: (dirfd: number, name: Uint8Array) => number,
+    isDir = false,
   ): Stat | RpcFailure {
     const r = this.#resolve(path);
     if (typeof r === "number") return failure(r);
     try {
       if (op(r.dirfd, r.name) < 0) return failure(this.#c.errno());
       if (owner && this.#euid === 0) {
-        this.#c.fn.fchownat(r.dirfd, r.name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW);
+        const errno = this.#giveNew(r.dirfd, r.name, owner, undefined, isDir);
+        if (errno) return failure(errno);
       }
       return this.#statAt(r.dirfd, r.name);
     } finally {
@@ -925,7 +1125,7 @@ export class SatelliteFs {
     const r = this.#resolve(path);
     if (typeof r === "number") return failure(r);
     try {
-      const buf = new Uint8Array(4096);
+      const buf = new Uint8Array(PATH_MAX);
       const n = num(this.#c.fn.readlinkat(r.dirfd, r.name, buf, BigInt(buf.length)));
       if (n < 0) return failure(this.#c.errno());
       return decodeName(buf.subarray(0, n));
@@ -963,62 +1163,99 @@ export class SatelliteFs {
   // --- xattrs ------------------------------------------------------------------------------
 
   /**
-   * Runs an l*xattr call on a path naming the target without following a final symlink:
-   * /proc/self/fd/<parent fd>/<name> (the parent was opened beneath the root).
+   * Runs an xattr call on the target of `path` without following a final symlink: an l*xattr
+   * call on /proc/self/fd/<parent fd>/<name> (the parent was opened beneath the root), or,
+   * without /proc, an f*xattr call on a descriptor of the target opened from that parent with
+   * O_NOFOLLOW. Never a path joined to the root. Without /proc, symlinks and special files
+   * answer `special()` (user xattrs exist on regular files and directories only).
    */
-  #xattrPath<T>(
+  #xattr<T>(
     path: PathArg,
-    op: (cpath: Uint8Array) => number,
-    ok: (n: number) => T | RpcFailure = () => null as T,
+    op: (target: XattrTarget) => number,
+    ok: (n: number) => T | RpcFailure,
+    special: () => T | RpcFailure,
   ): T | RpcFailure {
     const r = this.#resolve(path);
     if (typeof r === "number") return failure(r);
+    let fd = -1;
     try {
-      const name = r.name.subarray(0, r.name.length - 1);
-      const prefix = this.#options.procFd !== undefined
-        ? `${this.#options.procFd}/${r.dirfd}/`
-        : undefined;
-      let full: Uint8Array;
-      if (prefix !== undefined) {
-        const head = new TextEncoder().encode(prefix);
-        full = new Uint8Array(head.length + name.length + 1);
+      let target: XattrTarget;
+      const procFd = this.#options.procFd;
+      if (procFd !== undefined) {
+        const head = textEncoder.encode(`${procFd}/${r.dirfd}/`);
+        const full = new Uint8Array(head.length + r.name.length);
         full.set(head);
-        full.set(name, head.length);
+        full.set(r.name, head.length); // r.name ends with its NUL
+        target = { path: full };
       } else {
-        const parts = splitPath(path)!;
-        const root = new TextEncoder().encode(this.#options.rootPath.replace(/\/+$/, ""));
-        const rest = parts.length ? joinBytes(parts) : new Uint8Array([0]);
-        full = new Uint8Array(root.length + 1 + rest.length);
-        full.set(root);
-        full[root.length] = parts.length ? 0x2f : 0;
-        full.set(rest, root.length + 1);
+        fd = this.#openForXattr(r);
+        if (fd === -ELOOP) return special();
+        if (fd < 0) return failure(-fd);
+        target = { fd };
       }
       for (;;) {
-        const n = op(full);
+        const n = op(target);
         if (n >= 0) return ok(n);
         const errno = this.#c.errno();
         if (errno !== EINTR) return failure(errno);
       }
     } finally {
+      if (fd >= 0) this.#c.fn.close(fd);
       this.#release_(r);
     }
+  }
+
+  /** A descriptor of a regular file or directory, not following a symlink; -ELOOP for others. */
+  #openForXattr(r: Resolved): number {
+    const f = this.#flags;
+    const isPlain = () => {
+      const type = this.#statView.getUint16(28, true) & S_IFMT;
+      return type === S_IFREG || type === S_IFDIR;
+    };
+    const errno = this.#statx(r.dirfd, r.name, AT_SYMLINK_NOFOLLOW);
+    if (errno) return -errno;
+    if (!isPlain()) return -ELOOP;
+    const fd = this.#openRetry(
+      r.dirfd,
+      r.name,
+      f.O_RDONLY | f.O_NOFOLLOW | f.O_NOCTTY | f.O_CLOEXEC | this.#nonblock,
+      0,
+    );
+    if (fd < 0) return fd;
+    if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0 || !isPlain()) {
+      this.#c.fn.close(fd); // swapped for something else meanwhile
+      return -ELOOP;
+    }
+    return fd;
   }
 
   #getxattr(path: PathArg, attr: string): Uint8Array | RpcFailure {
     const name = cString(attr);
     if (!name) return new RpcFailure("EINVAL");
     for (let attempt = 0; attempt < 4; attempt++) {
-      const size = this.#xattrPath(
+      const size = this.#xattr(
         path,
-        (p) => num(this.#c.fn.lgetxattr(p, name, null, 0n)),
+        (t) =>
+          num(
+            t.fd === undefined
+              ? this.#c.fn.lgetxattr(t.path, name, null, 0n)
+              : this.#c.fn.fgetxattr(t.fd, name, null, 0n),
+          ),
         (n) => n,
+        () => failure(ENODATA),
       );
       if (size instanceof RpcFailure) return size;
       const buf = new Uint8Array(Math.max(size, 1));
-      const got = this.#xattrPath(
+      const got = this.#xattr(
         path,
-        (p) => num(this.#c.fn.lgetxattr(p, name, buf, BigInt(size))),
+        (t) =>
+          num(
+            t.fd === undefined
+              ? this.#c.fn.lgetxattr(t.path, name, buf, BigInt(size))
+              : this.#c.fn.fgetxattr(t.fd, name, buf, BigInt(size)),
+          ),
         (n) => buf.subarray(0, n),
+        () => failure(ENODATA),
       );
       if (got instanceof RpcFailure && got.code === errnoName(ERANGE)) continue; // grew meanwhile
       return got;
@@ -1028,12 +1265,27 @@ export class SatelliteFs {
 
   #listxattr(path: PathArg): (string | Uint8Array)[] | RpcFailure {
     for (let attempt = 0; attempt < 4; attempt++) {
-      const size = this.#xattrPath(path, (p) => num(this.#c.fn.llistxattr(p, null, 0n)), (n) => n);
+      const size = this.#xattr(
+        path,
+        (t) =>
+          num(
+            t.fd === undefined
+              ? this.#c.fn.llistxattr(t.path, null, 0n)
+              : this.#c.fn.flistxattr(t.fd, null, 0n),
+          ),
+        (n) => n,
+        () => 0,
+      );
       if (size instanceof RpcFailure) return size;
       const buf = new Uint8Array(Math.max(size, 1));
-      const got = this.#xattrPath(
+      const got = this.#xattr(
         path,
-        (p) => num(this.#c.fn.llistxattr(p, buf, BigInt(size))),
+        (t) =>
+          num(
+            t.fd === undefined
+              ? this.#c.fn.llistxattr(t.path, buf, BigInt(size))
+              : this.#c.fn.flistxattr(t.fd, buf, BigInt(size)),
+          ),
         (n) => {
           const names: (string | Uint8Array)[] = [];
           let start = 0;
@@ -1045,6 +1297,7 @@ export class SatelliteFs {
           }
           return names;
         },
+        () => [],
       );
       if (got instanceof RpcFailure && got.code === errnoName(ERANGE)) continue;
       return got;

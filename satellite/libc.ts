@@ -18,6 +18,8 @@ const SYSCALLS: Record<Arch, Record<string, bigint>> = {
     mknodat: 259n,
     openat2: 437n,
     listxattrat: 465n,
+    fchmodat2: 452n,
+    setgroups: 116n,
   },
   aarch64: {
     statx: 291n,
@@ -27,6 +29,8 @@ const SYSCALLS: Record<Arch, Record<string, bigint>> = {
     mknodat: 33n,
     openat2: 437n,
     listxattrat: 465n,
+    fchmodat2: 452n,
+    setgroups: 159n,
   },
 };
 
@@ -65,6 +69,13 @@ const SYMBOLS = {
   geteuid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  fgetxattr: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
+  fsetxattr: { parameters: ["i32", "buffer", "buffer", "usize", "i32"], result: "i32" },
+  fremovexattr: { parameters: ["i32", "buffer"], result: "i32" },
+  setfsuid: { parameters: ["u32"], result: "i32" },
+  setfsgid: { parameters: ["u32"], result: "i32" },
+  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   // syscall(2) aliases, one signature each (integer varargs travel in registers on both arches)
   sys_statx: {
     name: "syscall",
@@ -92,6 +103,13 @@ const SYMBOLS = {
     parameters: ["i64", "i32", "buffer", "buffer", "usize"],
     result: "i64",
   },
+  sys_fchmodat2: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "u32", "i32"],
+    result: "i64",
+  },
+  /** Per-thread setgroups (glibc's wrapper changes every thread). */
+  sys_setgroups: { name: "syscall", parameters: ["i64", "i64", "buffer"], result: "i64" },
   sys_listxattrat: {
     name: "syscall",
     parameters: ["i64", "i32", "buffer", "u32", "buffer", "usize"],

@@ -13,6 +13,7 @@
 
 import {
   Dispatcher,
+  FRAME_HEADER_BYTES,
   FrameDecoder,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
@@ -20,6 +21,13 @@ import {
 import { AT_FDCWD, ERRNO, F_SETPIPE_SZ, O_CLOEXEC, O_PATH } from "../src/linux/mod.ts";
 import { SatelliteFs } from "./fs.ts";
 import { cString, Libc, num } from "./libc.ts";
+import {
+  cgroupMemoryLimit,
+  memoryBudget,
+  MemoryGuard,
+  parseRssAnon,
+  preferOomKill,
+} from "./memory.ts";
 
 /** Replaced by the packaging step with the bundle's build id. */
 const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
@@ -114,11 +122,11 @@ function main(): number {
   libc.fn.fcntl(0, F_SETPIPE_SZ, 1 << 20);
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
+  const guard = startMemoryGuard(libc);
 
   const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, O_PATH | O_CLOEXEC, 0);
   const fs = rootFd >= 0
     ? new SatelliteFs(libc, rootFd, {
-      rootPath: args.root,
       procFd: procFdPath(),
       log,
       walkPaths: args.walkPaths,
@@ -148,11 +156,15 @@ function main(): number {
   out.flush();
 
   const decoder = new FrameDecoder(MAX_FRAME_BYTES);
-  const input = new Uint8Array(MAX_FRAME_BYTES + 4);
+  // One input buffer for the whole run: complete frames are handed to the decoder as views into
+  // it (it copies only frames split across its input), a partial frame moves to the front.
+  const input = new Uint8Array(MAX_FRAME_BYTES + FRAME_HEADER_BYTES);
+  let fill = 0;
   let fatal: string | undefined;
   const onFrame = (body: Uint8Array) => {
     if (fatal !== undefined) return;
     const response = dispatcher.handle(body);
+    guard.tick();
     if (response instanceof Uint8Array) {
       out.push(response);
     } else {
@@ -161,14 +173,21 @@ function main(): number {
     }
   };
   for (;;) {
-    const n = num(libc.fn.read(0, input, BigInt(input.length)));
+    const n = num(
+      libc.fn.read(0, fill ? input.subarray(fill) : input, BigInt(input.length - fill)),
+    );
     if (n < 0) {
       if (libc.errno() === ERRNO.EINTR) continue;
       log(`cannot read stdin: errno ${libc.errno()}`);
       break;
     }
     if (n === 0) break; // client closed our stdin: done
-    const error = decoder.push(input.subarray(0, n), onFrame);
+    fill += n;
+    const whole = completeFrames(input, fill);
+    const error = decoder.push(input.subarray(0, whole), onFrame);
+    // Every frame was handled synchronously: the bytes are free to be overwritten.
+    if (whole < fill) input.copyWithin(0, whole, fill);
+    fill -= whole;
     if (error !== undefined && fatal === undefined) {
       fatal = error;
       out.push(dispatcher.fatalFrame(error));
@@ -183,6 +202,49 @@ function main(): number {
   }
   fs.closeAll();
   return 0;
+}
+
+/** Reads the container's memory limit, raises oom_score_adj and starts the memory guard. */
+function startMemoryGuard(libc: Libc): MemoryGuard {
+  const readText = (path: string): string | undefined => {
+    try {
+      return Deno.readTextFileSync(path);
+    } catch {
+      return undefined;
+    }
+  };
+  const limit = cgroupMemoryLimit(readText);
+  const budget = memoryBudget(limit);
+  log(
+    `memory: container limit ${limit === undefined ? "none" : `${limit / 2 ** 20} MiB`}, ` +
+      `satellite budget ${budget / 2 ** 20} MiB`,
+  );
+  log(preferOomKill((path, text) => Deno.writeTextFileSync(path, text)));
+  const gc = (globalThis as { gc?: () => void }).gc;
+  return new MemoryGuard(budget, {
+    rssAnon: () => parseRssAnon(readText("/proc/self/status") ?? ""),
+    gc: gc ? () => gc() : undefined,
+    trim: () => libc.fn.malloc_trim(0n),
+    log,
+  });
+}
+
+/**
+ * Bytes at the start of `buf[0, fill)` that form complete frames; all of `fill` when a header is
+ * invalid (the decoder reports it). A partial frame always fits `buf` (one frame at most
+ * MAX_FRAME_BYTES + header), so the next read has room.
+ */
+function completeFrames(buf: Uint8Array, fill: number): number {
+  let pos = 0;
+  while (pos + FRAME_HEADER_BYTES <= fill) {
+    const length =
+      ((buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]) >>>
+      0;
+    if (length === 0 || length > MAX_FRAME_BYTES) return fill;
+    if (pos + FRAME_HEADER_BYTES + length > fill) break;
+    pos += FRAME_HEADER_BYTES + length;
+  }
+  return pos;
 }
 
 /**
@@ -211,7 +273,7 @@ function procFdPath(): string | undefined {
     Deno.statSync("/proc/self/fd");
     return "/proc/self/fd";
   } catch {
-    log("/proc is not mounted: xattr calls follow paths from the root");
+    log("/proc is not mounted: xattrs of regular files and directories only");
     return undefined;
   }
 }

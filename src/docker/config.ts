@@ -273,9 +273,13 @@ function findInPath(name: string, path: string | undefined): string | undefined 
   return undefined;
 }
 
-/** Removes a password from an address so it can be printed. */
+/**
+ * Removes a password from an address so it can be printed. The password runs from the first
+ * `:` after the user name to the last `@`: it may hold `/` and `@` itself (when unsure, more is
+ * hidden, never less).
+ */
 export function redact(address: string): string {
-  return address.replace(/^([a-z]+:\/\/[^/@:]*):[^/@]*@/, "$1:***@");
+  return address.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):.*@/is, "$1:***@");
 }
 
 /** The endpoint as an address without credentials. */

@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual } from "node:assert/strict";
 import { AttrCache, type AttrCacheOptions } from "./attr_cache.ts";
 import { statToAttr } from "./checks.ts";
 import { fakeNode, fakeStat } from "./_fake_rpc.ts";
@@ -18,9 +18,9 @@ Deno.test("attr cache: attributes told by key reach the node when it is handed o
   const attr = statToAttr(fakeStat({ size: 0n }));
   c.tell("8:1:100", attr);
   const node = fakeNode("8:1:100");
-  assertEquals(c.attrOf(node), attr);
-  assertEquals(node.data, attr);
-  assertEquals(c.attrOf(fakeNode("8:1:101")), undefined);
+  deepStrictEqual(c.attrOf(node), attr);
+  deepStrictEqual(node.data, attr);
+  deepStrictEqual(c.attrOf(fakeNode("8:1:101")), undefined);
 });
 
 Deno.test("attr cache: newer attributes told by key win over the node's older ones", () => {
@@ -28,50 +28,50 @@ Deno.test("attr cache: newer attributes told by key win over the node's older on
   const node = fakeNode("k");
   c.setAttr(node, statToAttr(fakeStat({ size: 1n })));
   c.tell("k", statToAttr(fakeStat({ size: 2n })));
-  assertEquals(c.attrOf(node)?.size, 2);
+  deepStrictEqual(c.attrOf(node)?.size, 2);
   c.setAttr(node, statToAttr(fakeStat({ size: 3n })));
-  assertEquals(c.attrOf(node)?.size, 3);
+  deepStrictEqual(c.attrOf(node)?.size, 3);
 });
 
 Deno.test("attr cache: extend grows a known size only", () => {
   const { cache: c } = cache();
   const node = fakeNode("k");
   c.extend(node, 10);
-  assertEquals(c.attrOf(node), undefined);
+  deepStrictEqual(c.attrOf(node), undefined);
   c.setAttr(node, statToAttr(fakeStat({ size: 0n })));
   c.extend(node, 10);
   c.extend(node, 4);
-  assertEquals(c.attrOf(node)?.size, 10);
+  deepStrictEqual(c.attrOf(node)?.size, 10);
 });
 
 Deno.test("attr cache: forget drops attributes told for a node never handed over", () => {
   const { cache: c } = cache();
   c.tell("k", statToAttr(fakeStat()));
   c.forget("k");
-  assertEquals(c.attrOf(fakeNode("k")), undefined);
+  deepStrictEqual(c.attrOf(fakeNode("k")), undefined);
 });
 
 Deno.test("attr cache: told attributes keep their own bound", () => {
   const { cache: c } = cache({ limits: { told: 2 } });
   for (const k of ["a", "b", "c"]) c.tell(k, statToAttr(fakeStat()));
-  assertEquals(c.attrOf(fakeNode("a")), undefined);
-  assertEquals(c.attrOf(fakeNode("c"))?.size, 10);
+  deepStrictEqual(c.attrOf(fakeNode("a")), undefined);
+  deepStrictEqual(c.attrOf(fakeNode("c"))?.size, 10);
 });
 
 Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires", () => {
   const { cache: c, clock } = cache();
-  assertEquals(c.noXattrs("k"), "unknown");
+  deepStrictEqual(c.noXattrs("k"), "unknown");
   c.noteXattrs("k", false);
-  assertEquals(c.noXattrs("k"), "yes");
+  deepStrictEqual(c.noXattrs("k"), "yes");
   clock.now += 1000;
-  assertEquals(c.noXattrs("k"), "expired");
+  deepStrictEqual(c.noXattrs("k"), "expired");
   c.noteXattrs("k", true);
-  assertEquals(c.noXattrs("k"), "unknown");
+  deepStrictEqual(c.noXattrs("k"), "unknown");
   c.noteXattrs("k", false);
   c.forgetXattrs("k");
-  assertEquals(c.noXattrs("k"), "unknown");
+  deepStrictEqual(c.noXattrs("k"), "unknown");
   c.noteXattrs("k", undefined);
-  assertEquals(c.noXattrs("k"), "unknown");
+  deepStrictEqual(c.noXattrs("k"), "unknown");
 });
 
 Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
@@ -79,7 +79,7 @@ Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
   c.noteXattrs("k", false);
   c.noteListed("d", "n", fakeStat(), 1000);
   c.noteChangedDir("d", statToAttr(fakeStat()));
-  assertEquals([c.noXattrs("k"), c.takeListed("d", "n"), c.takeChangedDir("d")], [
+  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n"), c.takeChangedDir("d")], [
     "unknown",
     undefined,
     undefined,
@@ -90,14 +90,14 @@ Deno.test("attr cache: a listed name answers one LOOKUP within its time", () => 
   const { cache: c, clock } = cache();
   const stat = fakeStat();
   c.noteListed("d", "n", stat, clock.now);
-  assertEquals(c.takeListed("d", "n"), stat);
-  assertEquals(c.takeListed("d", "n"), undefined, "used once");
+  deepStrictEqual(c.takeListed("d", "n"), stat);
+  deepStrictEqual(c.takeListed("d", "n"), undefined, "used once");
   c.noteListed("d", "n", stat, clock.now);
   clock.now += 500;
-  assertEquals(c.takeListed("d", "n"), undefined, "expired");
+  deepStrictEqual(c.takeListed("d", "n"), undefined, "expired");
   c.noteListed("d", "n", stat, clock.now);
   c.forgetListed("d", "n");
-  assertEquals(c.takeListed("d", "n"), undefined, "forgotten at a change");
+  deepStrictEqual(c.takeListed("d", "n"), undefined, "forgotten at a change");
 });
 
 Deno.test("attr cache: listed names and changed directories have their own bounds", () => {
@@ -106,24 +106,24 @@ Deno.test("attr cache: listed names and changed directories have their own bound
   c.noteListed("d", "b", fakeStat(), clock.now);
   c.noteChangedDir("x", statToAttr(fakeStat()));
   c.noteChangedDir("y", statToAttr(fakeStat()));
-  assertEquals(c.takeListed("d", "a"), undefined);
-  assertEquals(c.takeListed("d", "b")?.ino, 100n);
-  assertEquals(c.takeChangedDir("x"), undefined);
-  assertEquals(c.takeChangedDir("y")?.ino, 100n);
+  deepStrictEqual(c.takeListed("d", "a"), undefined);
+  deepStrictEqual(c.takeListed("d", "b")?.ino, 100n);
+  deepStrictEqual(c.takeChangedDir("x"), undefined);
+  deepStrictEqual(c.takeChangedDir("y")?.ino, 100n);
 });
 
 Deno.test("attr cache: a changed directory's attributes answer one GETATTR within the timeout", () => {
   const { cache: c, clock } = cache();
   const attr = statToAttr(fakeStat());
   c.noteChangedDir("d", attr);
-  assertEquals(c.takeChangedDir("d"), attr);
-  assertEquals(c.takeChangedDir("d"), undefined);
+  deepStrictEqual(c.takeChangedDir("d"), attr);
+  deepStrictEqual(c.takeChangedDir("d"), undefined);
   c.noteChangedDir("d", attr);
   c.noteChangedDir("d", undefined);
-  assertEquals(c.takeChangedDir("d"), undefined, "unknown attributes forget older ones");
+  deepStrictEqual(c.takeChangedDir("d"), undefined, "unknown attributes forget older ones");
   c.noteChangedDir("d", attr);
   clock.now += 1000;
-  assertEquals(c.takeChangedDir("d"), undefined);
+  deepStrictEqual(c.takeChangedDir("d"), undefined);
 });
 
 Deno.test("attr cache: newer attributes of a changed directory replace its noted ones (chmod after rmdir)", () => {
@@ -131,8 +131,8 @@ Deno.test("attr cache: newer attributes of a changed directory replace its noted
   const dir = fakeNode("d");
   c.noteChangedDir("d", statToAttr(fakeStat({ mode: 0o040755 })));
   c.setAttr(dir, statToAttr(fakeStat({ mode: 0o040644 })));
-  assertEquals(c.takeChangedDir("d"), undefined, "a GETATTR after the chmod must not see 0755");
+  deepStrictEqual(c.takeChangedDir("d"), undefined, "a GETATTR after the chmod must not see 0755");
   c.noteChangedDir("d", statToAttr(fakeStat({ mode: 0o040755 })));
   c.tell("d", statToAttr(fakeStat({ mode: 0o040700 })));
-  assertEquals(c.takeChangedDir("d"), undefined, "attributes told by a lookup are newer too");
+  deepStrictEqual(c.takeChangedDir("d"), undefined, "attributes told by a lookup are newer too");
 });

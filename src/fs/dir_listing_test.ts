@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual } from "node:assert/strict";
 import type { Entry } from "../fuse/mod.ts";
 import { DT_DIR, DT_LNK, DT_REG, S_IFDIR, S_IFLNK, S_IFREG } from "../linux/mod.ts";
 import type { DirEntry as WireDirEntry } from "../protocol/mod.ts";
@@ -25,15 +25,15 @@ function fill(
 Deno.test("dir listing: positions are dense and map to the satellite's cookies", () => {
   const l = new DirListing();
   fill(l, 0, [e("a", 1), e("l", 2, DT_LNK), e("d", 3, DT_DIR)], false);
-  assertEquals(l.buffer.map((d) => [d.name, d.next, d.mode]), [
+  deepStrictEqual(l.buffer.map((d) => [d.name, d.next, d.mode]), [
     ["a", 1, S_IFREG],
     ["l", 2, S_IFLNK],
     ["d", 3, S_IFDIR],
   ]);
-  assertEquals(l.cookies, [0n, 100n, 200n, 300n]);
-  assertEquals(l.end, undefined);
+  deepStrictEqual(l.cookies, [0n, 100n, 200n, 300n]);
+  deepStrictEqual(l.end, undefined);
   fill(l, 3, [e("z", 4)], true);
-  assertEquals([l.bufferStart, l.end, l.buffer[0].next], [3, 4, 4]);
+  deepStrictEqual([l.bufferStart, l.end, l.buffer[0].next], [3, 4, 4]);
 });
 
 Deno.test("dir listing: bad names and duplicates are dropped, dots only as directories", () => {
@@ -49,10 +49,10 @@ Deno.test("dir listing: bad names and duplicates are dropped, dots only as direc
     e(new Uint8Array([0xff]), 8),
     e("b", 9),
   ], true);
-  assertEquals(l.buffer.map((d) => d.name), [".", "..", "a", "b"]);
-  assertEquals(l.buffer.map((d) => d.next), [1, 2, 3, 4]);
-  assertEquals(l.cookies, [0n, 100n, 200n, 300n, 900n]);
-  assertEquals(dropped.length, 5, dropped.join("; "));
+  deepStrictEqual(l.buffer.map((d) => d.name), [".", "..", "a", "b"]);
+  deepStrictEqual(l.buffer.map((d) => d.next), [1, 2, 3, 4]);
+  deepStrictEqual(l.cookies, [0n, 100n, 200n, 300n, 900n]);
+  deepStrictEqual(dropped.length, 5, dropped.join("; "));
 });
 
 Deno.test("dir listing: reading a position again shows its names again", () => {
@@ -60,17 +60,17 @@ Deno.test("dir listing: reading a position again shows its names again", () => {
   fill(l, 0, [e("a", 1), e("b", 2)], false);
   fill(l, 2, [e("c", 3)], true);
   fill(l, 0, [e("a", 1), e("b", 2)], false); // rewinddir
-  assertEquals(l.buffer.map((d) => d.name), ["a", "b"]);
+  deepStrictEqual(l.buffer.map((d) => d.name), ["a", "b"]);
   fill(l, 1, [e("b", 2), e("a", 9)], false); // "a" is at position 0, not 2
-  assertEquals(l.buffer.map((d) => d.name), ["b"]);
+  deepStrictEqual(l.buffer.map((d) => d.name), ["b"]);
 });
 
 Deno.test("dir listing: a batch with nothing to show asks for more unless at the end", () => {
   const l = new DirListing();
-  assertEquals(fill(l, 0, [e("a/b", 1)], false).ok, false);
-  assertEquals(l.buffer, []);
-  assertEquals(fill(l, 0, [e("a/b", 1)], true).ok, true);
-  assertEquals(l.end, 0);
+  deepStrictEqual(fill(l, 0, [e("a/b", 1)], false).ok, false);
+  deepStrictEqual(l.buffer, []);
+  deepStrictEqual(fill(l, 0, [e("a/b", 1)], true).ok, true);
+  deepStrictEqual(l.end, 0);
 });
 
 Deno.test("dir listing: entries are described except the dots", () => {
@@ -95,6 +95,6 @@ Deno.test("dir listing: entries are described except the dots", () => {
     described.push(s.name);
     return entry;
   }, () => {});
-  assertEquals(described, ["f"]);
-  assertEquals(l.buffer.map((d) => d.entry), [undefined, entry]);
+  deepStrictEqual(described, ["f"]);
+  deepStrictEqual(l.buffer.map((d) => d.entry), [undefined, entry]);
 });

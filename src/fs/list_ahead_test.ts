@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual } from "node:assert/strict";
 import { DT_DIR, DT_REG, S_IFDIR } from "../linux/mod.ts";
 import type { DirEntry as WireDirEntry } from "../protocol/mod.ts";
 import { ListAhead, type ListAheadOptions } from "./list_ahead.ts";
@@ -47,11 +47,11 @@ Deno.test("list ahead: subdirectories on the same device are listed, and serve o
     { name: "f", ino: 4n, type: DT_REG, offset: 4n, stat: fakeStat({ ino: 4n }) },
     dir("mnt", 5n, 99), // another filesystem: a mount point
   ]);
-  assertEquals((await ahead.take("8:1:3"))?.entries, listing);
-  assertEquals(rpc.paramsOf("opendir"), [{ path: "p/a", readAhead: 16 }]);
-  assertEquals(rpc.paramsOf("release"), [{ handle: 10 }], "the satellite's handle is closed");
-  assertEquals(await ahead.take("8:1:3"), undefined, "used once");
-  assertEquals(await ahead.take("8:99:5"), undefined);
+  deepStrictEqual((await ahead.take("8:1:3"))?.entries, listing);
+  deepStrictEqual(rpc.paramsOf("opendir"), [{ path: "p/a", readAhead: 16 }]);
+  deepStrictEqual(rpc.paramsOf("release"), [{ handle: 10 }], "the satellite's handle is closed");
+  deepStrictEqual(await ahead.take("8:1:3"), undefined, "used once");
+  deepStrictEqual(await ahead.take("8:99:5"), undefined);
 });
 
 Deno.test("list ahead: a listing older than its time does not serve", async () => {
@@ -59,7 +59,7 @@ Deno.test("list ahead: a listing older than its time does not serve", async () =
   ahead.queue(DIR_KEY, "", [dir("a", 3n)]);
   await tick();
   clock.now += 1000;
-  assertEquals(await ahead.take("8:1:3"), undefined);
+  deepStrictEqual(await ahead.take("8:1:3"), undefined);
 });
 
 Deno.test("list ahead: a change during the fetch discards the listing; drop() forgets the queue", async () => {
@@ -71,11 +71,11 @@ Deno.test("list ahead: a change during the fetch discards the listing; drop() fo
   ahead.queue(DIR_KEY, "", [dir("a", 3n), dir("b", 4n)]);
   changes.note();
   ahead.drop();
-  assertEquals(ahead.size, 0);
+  deepStrictEqual(ahead.size, 0);
   answer.resolve(ok({ handle: 7, eof: true, entries: listing }));
-  assertEquals(await ahead.take("8:1:3"), undefined);
+  deepStrictEqual(await ahead.take("8:1:3"), undefined);
   await tick();
-  assertEquals(rpc.methods(), ["opendir", "release"], "b was never fetched");
+  deepStrictEqual(rpc.methods(), ["opendir", "release"], "b was never fetched");
 });
 
 Deno.test("list ahead: a change noted while fetching, without drop, still discards it", async () => {
@@ -87,7 +87,7 @@ Deno.test("list ahead: a change noted while fetching, without drop, still discar
   ahead.queue(DIR_KEY, "", [dir("a", 3n)]);
   changes.note();
   answer.resolve(ok({ handle: 7, eof: true, entries: listing }));
-  assertEquals(await ahead.take("8:1:3"), undefined);
+  deepStrictEqual(await ahead.take("8:1:3"), undefined);
 });
 
 Deno.test("list ahead: partial listings and failures are not kept", async () => {
@@ -97,9 +97,9 @@ Deno.test("list ahead: partial listings and failures are not kept", async () => 
     (p) => p.path === "a" ? ok({ handle: 7, eof: false, entries: listing }) : fail("EACCES"),
   );
   ahead.queue(DIR_KEY, "", [dir("a", 3n), dir("b", 4n)]);
-  assertEquals(await ahead.take("8:1:3"), undefined);
-  assertEquals(await ahead.take("8:1:4"), undefined);
-  assertEquals(ahead.size, 0);
+  deepStrictEqual(await ahead.take("8:1:3"), undefined);
+  deepStrictEqual(await ahead.take("8:1:4"), undefined);
+  deepStrictEqual(ahead.size, 0);
 });
 
 Deno.test("list ahead: at most inFlight fetches at once and queueLimit directories", async () => {
@@ -115,11 +115,11 @@ Deno.test("list ahead: at most inFlight fetches at once and queueLimit directori
     return d.promise;
   });
   ahead.queue(DIR_KEY, "", [dir("a", 3n), dir("b", 4n), dir("c", 5n), dir("d", 6n)]);
-  assertEquals(ahead.size, 3);
-  assertEquals(rpc.methods(), ["opendir", "opendir"]);
+  deepStrictEqual(ahead.size, 3);
+  deepStrictEqual(rpc.methods(), ["opendir", "opendir"]);
   answers[0](ok({ handle: 1, eof: true, entries: listing }));
   await tick();
-  assertEquals(rpc.paramsOf("opendir").map((p) => p.path), ["a", "b", "c"]);
+  deepStrictEqual(rpc.paramsOf("opendir").map((p) => p.path), ["a", "b", "c"]);
   for (const answer of answers.slice(1)) answer(ok({ handle: 2, eof: true, entries: listing }));
 });
 
@@ -131,12 +131,12 @@ Deno.test("list ahead: names or stats that fail the checks are never walked into
     { ...dir("c", 5n), stat: fakeStat({ ino: 5n, mode: 0o170755 }) },
   ]);
   await tick();
-  assertEquals(rpc.calls, []);
+  deepStrictEqual(rpc.calls, []);
 });
 
 Deno.test("list ahead: nothing is listed without a time to serve", async () => {
   const { rpc, ahead } = setup({ ttlMs: 0 });
   ahead.queue(DIR_KEY, "", [dir("a", 3n)]);
   await tick();
-  assertEquals([rpc.calls, ahead.size], [[], 0]);
+  deepStrictEqual([rpc.calls, ahead.size], [[], 0]);
 });

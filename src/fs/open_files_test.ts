@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual } from "node:assert/strict";
 import { MountChanges } from "./mount_changes.ts";
 import { type OpenFile, OpenFiles } from "./open_files.ts";
 
@@ -19,31 +19,31 @@ Deno.test("open files: handles are found by inode until removed", () => {
   const a = files.add({ key: "k" });
   const b = files.add({ key: "k" });
   files.add({ key: "other" });
-  assertEquals(files.of("k"), [a, b]);
-  assertEquals(files.any("k"), a);
+  deepStrictEqual(files.of("k"), [a, b]);
+  deepStrictEqual(files.any("k"), a);
   files.remove(a);
   files.remove(b);
-  assertEquals([files.of("k"), files.any("k")], [[], undefined]);
+  deepStrictEqual([files.of("k"), files.any("k")], [[], undefined]);
 });
 
 Deno.test("open files: a read-ahead serves the reads it holds, within its time", () => {
   const { files, clock } = setup();
   const h = files.add({ key: "k" });
   files.keepReadAhead(h, bytes(8), 8, files.mark());
-  assertEquals(files.read(h, 2, 4), bytes(8).subarray(2, 6));
-  assertEquals(files.read(h, 4, 8), undefined, "beyond it, and the file may go on");
+  deepStrictEqual(files.read(h, 2, 4), bytes(8).subarray(2, 6));
+  deepStrictEqual(files.read(h, 4, 8), undefined, "beyond it, and the file may go on");
   clock.now += 1000;
-  assertEquals(files.read(h, 0, 4), undefined, "expired");
-  assertEquals(h.readAhead, undefined);
+  deepStrictEqual(files.read(h, 0, 4), undefined, "expired");
+  deepStrictEqual(h.readAhead, undefined);
 });
 
 Deno.test("open files: a short read-ahead is the whole file", () => {
   const { files } = setup();
   const h = files.add({ key: "k" });
   files.keepReadAhead(h, bytes(5), 8, files.mark());
-  assertEquals(files.read(h, 2, 100), bytes(5).subarray(2));
-  assertEquals(files.read(h, 5, 100), new Uint8Array(0), "end of file");
-  assertEquals(files.read(h, 6, 100), undefined);
+  deepStrictEqual(files.read(h, 2, 100), bytes(5).subarray(2));
+  deepStrictEqual(files.read(h, 5, 100), new Uint8Array(0), "end of file");
+  deepStrictEqual(files.read(h, 6, 100), undefined);
 });
 
 Deno.test("open files: a change drops the inode's read-ahead; one raced by a change is not kept", () => {
@@ -53,16 +53,20 @@ Deno.test("open files: a change drops the inode's read-ahead; one raced by a cha
   const c = files.add({ key: "other" });
   for (const h of [a, b, c]) files.keepReadAhead(h, bytes(4), 8, files.mark());
   files.changed("k");
-  assertEquals([a.readAhead, b.readAhead, c.readAhead !== undefined], [undefined, undefined, true]);
+  deepStrictEqual([a.readAhead, b.readAhead, c.readAhead !== undefined], [
+    undefined,
+    undefined,
+    true,
+  ]);
   const mark = files.mark();
   changes.note();
   files.keepReadAhead(a, bytes(4), 8, mark);
-  assertEquals(a.readAhead, undefined);
+  deepStrictEqual(a.readAhead, undefined);
 });
 
 Deno.test("open files: no read-ahead is kept without an attribute timeout", () => {
   const { files } = setup(0);
   const h = files.add({ key: "k" });
   files.keepReadAhead(h, bytes(4), 8, files.mark());
-  assertEquals(files.read(h, 0, 4), undefined);
+  deepStrictEqual(files.read(h, 0, 4), undefined);
 });

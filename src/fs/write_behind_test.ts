@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok as assert } from "node:assert/strict";
 import { EIO, ENOSPC } from "../fuse/mod.ts";
 import type { RpcResult } from "../protocol/mod.ts";
 import { FileWrites, WriteBehind } from "./write_behind.ts";
@@ -25,11 +25,11 @@ Deno.test("write behind: a write is answered before the satellite answers it", a
   const answer = deferred<RpcResult<number>>();
   rpc.on("write", () => answer.promise);
   const file = new FileWrites("k", true);
-  assertEquals(await wb.write(file, params(10)), 10);
-  assertEquals([file.pending.size, file.pendingBytes], [1, 10]);
+  deepStrictEqual(await wb.write(file, params(10)), 10);
+  deepStrictEqual([file.pending.size, file.pendingBytes], [1, 10]);
   answer.resolve(ok(10));
   await wb.settle([file]);
-  assertEquals([file.pending.size, file.pendingBytes, file.error], [0, 0, undefined]);
+  deepStrictEqual([file.pending.size, file.pendingBytes, file.error], [0, 0, undefined]);
 });
 
 Deno.test("write behind: past the byte limit a write waits for the oldest", async () => {
@@ -45,10 +45,10 @@ Deno.test("write behind: past the byte limit a write waits for the oldest", asyn
   let second = false;
   const writing = wb.write(file, params(10, 10)).then(() => (second = true));
   await new Promise((r) => setTimeout(r, 0));
-  assertEquals(second, false);
+  deepStrictEqual(second, false);
   answers[0](ok(10));
   await writing;
-  assertEquals(second, true);
+  deepStrictEqual(second, true);
   answers[1](ok(10));
   await wb.settle([file]);
 });
@@ -61,11 +61,11 @@ Deno.test("write behind: the first failure or short write is kept and reported o
   await wb.write(file, params(10));
   await wb.write(file, params(10));
   await wb.settle([file]);
-  assertEquals(wb.takeError([file]), ENOSPC);
-  assertEquals(wb.takeError([file]), undefined);
+  deepStrictEqual(wb.takeError([file]), ENOSPC);
+  deepStrictEqual(wb.takeError([file]), undefined);
   await wb.write(file, params(10));
   await wb.settle([file]);
-  assertEquals(wb.takeError([file]), EIO, "short write");
+  deepStrictEqual(wb.takeError([file]), EIO, "short write");
 });
 
 Deno.test("write behind: settle waits for every given handle", async () => {
@@ -78,10 +78,10 @@ Deno.test("write behind: settle waits for every given handle", async () => {
   let settled = false;
   const settling = wb.settle([a, b]).then(() => (settled = true));
   await new Promise((r) => setTimeout(r, 0));
-  assertEquals(settled, false);
+  deepStrictEqual(settled, false);
   answer.resolve(fail("EDQUOT"));
   await settling;
-  assertEquals(wb.takeError([a, b])?.name, "EDQUOT");
+  deepStrictEqual(wb.takeError([a, b])?.name, "EDQUOT");
 });
 
 Deno.test("write behind: a failure left at release is logged and reported once for the inode", async () => {
@@ -95,10 +95,10 @@ Deno.test("write behind: a failure left at release is logged and reported once f
     logger.lines.some((l) => l.includes("/data/f") && l.includes("ENOSPC")),
     logger.lines.join(),
   );
-  assertEquals(wb.takeError([other]), undefined, "only when asked for the inode");
-  assertEquals(wb.takeError([other], "other-key"), undefined);
-  assertEquals(wb.takeError([other], "k"), ENOSPC);
-  assertEquals(wb.takeError([other], "k"), undefined);
+  deepStrictEqual(wb.takeError([other]), undefined, "only when asked for the inode");
+  deepStrictEqual(wb.takeError([other], "other-key"), undefined);
+  deepStrictEqual(wb.takeError([other], "k"), ENOSPC);
+  deepStrictEqual(wb.takeError([other], "k"), undefined);
 });
 
 Deno.test("write behind: a release after the failure was reported keeps nothing", async () => {
@@ -107,7 +107,7 @@ Deno.test("write behind: a release after the failure was reported keeps nothing"
   const file = new FileWrites("k", true);
   await wb.write(file, params(10));
   await wb.settle([file]);
-  assertEquals(wb.takeError([file]), ENOSPC);
+  deepStrictEqual(wb.takeError([file]), ENOSPC);
   await wb.release(file, "/f");
-  assertEquals([logger.lines, wb.takeError([], "k")], [[], undefined]);
+  deepStrictEqual([logger.lines, wb.takeError([], "k")], [[], undefined]);
 });

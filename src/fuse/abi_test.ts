@@ -2,7 +2,7 @@
 // and read the right offsets; encoders write 64-bit fields exactly without BigInt.
 
 import { ERRNO } from "../linux/mod.ts";
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { body, rng } from "./_test_utils.ts";
 import {
   ACCESS_IN_SIZE,
@@ -97,13 +97,17 @@ Deno.test("abi: a body shorter than its fixed part decodes to EINVAL, never a th
   for (const [name, decode, min] of DECODERS) {
     for (let n = 0; n < min; n++) {
       // The buffer ends where the body does: reading past `n` would throw a RangeError.
-      assertEquals(decode(at40(new Uint8Array(n).fill(0xff)), 40, n), ERRNO.EINVAL, `${name} ${n}`);
+      deepStrictEqual(
+        decode(at40(new Uint8Array(n).fill(0xff)), 40, n),
+        ERRNO.EINVAL,
+        `${name} ${n}`,
+      );
     }
-    assert(typeof decode(at40(new Uint8Array(min)), 40, min) === "object", `${name} at ${min}`);
+    ok(typeof decode(at40(new Uint8Array(min)), 40, min) === "object", `${name} at ${min}`);
   }
-  assertEquals(decodeForgetIn(at40(new Uint8Array(7)), 40, 7), undefined);
-  assertEquals(decodeInterruptIn(at40(new Uint8Array(7)), 40, 7), undefined);
-  assertEquals(decodeBatchForgetIn(at40(new Uint8Array(7)), 40, 7), undefined);
+  deepStrictEqual(decodeForgetIn(at40(new Uint8Array(7)), 40, 7), undefined);
+  deepStrictEqual(decodeInterruptIn(at40(new Uint8Array(7)), 40, 7), undefined);
+  deepStrictEqual(decodeBatchForgetIn(at40(new Uint8Array(7)), 40, 7), undefined);
 });
 
 Deno.test("abi: random bodies decode to a value or an errno, never a throw", () => {
@@ -113,7 +117,7 @@ Deno.test("abi: random bodies decode to a value or an errno, never a throw", () 
     for (let j = 0; j < bytes.length; j++) bytes[j] = random() * 256;
     for (const [name, decode] of DECODERS) {
       const r = decode(at40(bytes), 40, bytes.length);
-      assert(typeof r === "object" || (typeof r === "number" && r > 0), `${name}: ${r}`);
+      ok(typeof r === "object" || (typeof r === "number" && r > 0), `${name}: ${r}`);
     }
   }
 });
@@ -132,7 +136,7 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
       new Uint8Array(extra),
     );
   const write = rw(4096, 3, 3);
-  assertEquals(decodeWriteIn(at40(write), 40, write.length), {
+  deepStrictEqual(decodeWriteIn(at40(write), 40, write.length), {
     fh: 7n,
     offset: 4096,
     size: 3,
@@ -140,14 +144,22 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
     lockOwner: 9n,
     flags: 0o2001,
   });
-  assertEquals(decodeWriteIn(at40(rw(0, 4, 3)), 40, WRITE_IN_SIZE + 3), ERRNO.EINVAL, "short data");
-  assertEquals(decodeWriteIn(at40(rw(big, 0, 0)), 40, WRITE_IN_SIZE), ERRNO.EFBIG);
-  assertEquals(decodeReadIn(at40(rw(big, 0, 0)), 40, 40), ERRNO.EINVAL);
-  assertEquals(decodeReadIn(at40(rw(big - 1, 5, 0)), 40, 24), { fh: 7n, offset: big - 1, size: 5 });
+  deepStrictEqual(
+    decodeWriteIn(at40(rw(0, 4, 3)), 40, WRITE_IN_SIZE + 3),
+    ERRNO.EINVAL,
+    "short data",
+  );
+  deepStrictEqual(decodeWriteIn(at40(rw(big, 0, 0)), 40, WRITE_IN_SIZE), ERRNO.EFBIG);
+  deepStrictEqual(decodeReadIn(at40(rw(big, 0, 0)), 40, 40), ERRNO.EINVAL);
+  deepStrictEqual(decodeReadIn(at40(rw(big - 1, 5, 0)), 40, 24), {
+    fh: 7n,
+    offset: big - 1,
+    size: 5,
+  });
   const lseek = body([1, "u64"], [big, "u64"], [3, "u32"], [0, "u32"]);
-  assertEquals(decodeLseekIn(at40(lseek), 40, lseek.length), ERRNO.ENXIO);
+  deepStrictEqual(decodeLseekIn(at40(lseek), 40, lseek.length), ERRNO.ENXIO);
   const fa = body([1, "u64"], [0, "u64"], [big, "u64"], [0, "u32"], [0, "u32"]);
-  assertEquals(decodeFallocateIn(at40(fa), 40, fa.length), ERRNO.EFBIG);
+  deepStrictEqual(decodeFallocateIn(at40(fa), 40, fa.length), ERRNO.EFBIG);
   const setattr = new Uint8Array(SETATTR_IN_SIZE);
   const sv = new DataView(setattr.buffer);
   sv.setBigUint64(16, 1n << 60n, true);
@@ -155,15 +167,15 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
   sv.setUint32(56, 7, true);
   sv.setUint32(68, 0o4755, true);
   const notSize = decodeSetattrIn(at40(setattr), 40, SETATTR_IN_SIZE);
-  assert(typeof notSize === "object");
-  assertEquals([notSize.atime, notSize.mode], [{ sec: -5, nsec: 7 }, 0o4755]);
+  ok(typeof notSize === "object");
+  deepStrictEqual([notSize.atime, notSize.mode], [{ sec: -5, nsec: 7 }, 0o4755]);
   sv.setUint32(0, FATTR_SIZE, true);
-  assertEquals(decodeSetattrIn(at40(setattr), 40, SETATTR_IN_SIZE), ERRNO.EFBIG);
+  deepStrictEqual(decodeSetattrIn(at40(setattr), 40, SETATTR_IN_SIZE), ERRNO.EFBIG);
   const cfr = body([1, "u64"], [2, "u64"], [3, "u64"], [4, "u64"], [5, "u64"], [2 ** 40, "u64"], [
     6,
     "u64",
   ]);
-  assertEquals(decodeCopyFileRangeIn(at40(cfr), 40, cfr.length), {
+  deepStrictEqual(decodeCopyFileRangeIn(at40(cfr), 40, cfr.length), {
     fhIn: 1n,
     offsetIn: 2,
     nodeIdOut: 3n,
@@ -173,13 +185,13 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
     flags: 6,
   });
   const release = body([3, "u64"], [1, "u32"], [2, "u32"], [8, "u64"]);
-  assertEquals(decodeReleaseIn(at40(release), 40, 16), {
+  deepStrictEqual(decodeReleaseIn(at40(release), 40, 16), {
     fh: 3n,
     flags: 1,
     releaseFlags: 2,
     lockOwner: 0n,
   });
-  assertEquals(decodeReleaseIn(at40(release), 40, 24), {
+  deepStrictEqual(decodeReleaseIn(at40(release), 40, 24), {
     fh: 3n,
     flags: 1,
     releaseFlags: 2,
@@ -189,13 +201,13 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
     1,
     "u32",
   ]);
-  assertEquals(decodeInitIn(at40(init), 40, init.length), {
+  deepStrictEqual(decodeInitIn(at40(init), 40, init.length), {
     major: 7,
     minor: 38,
     maxReadahead: 4096,
     flags: InitFlag.INIT_EXT | InitFlag.SECURITY_CTX,
   });
-  assertEquals(decodeInitIn(at40(init), 40, 8), {
+  deepStrictEqual(decodeInitIn(at40(init), 40, 8), {
     major: 7,
     minor: 38,
     maxReadahead: 0,
@@ -203,8 +215,8 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
   });
   const batch = body([3, "u32"], [0, "u32"], [5, "u64"], [6, "u64"], [7, "u64"], [8, "u64"]);
   const bv = at40(batch);
-  assertEquals(decodeBatchForgetIn(bv, 40, batch.length), { claimed: 3, present: 2 });
-  assertEquals([forgetOneNodeId(bv, 40, 1), forgetOneCount(bv, 40, 1)], [7n, 8n]);
+  deepStrictEqual(decodeBatchForgetIn(bv, 40, batch.length), { claimed: 3, present: 2 });
+  deepStrictEqual([forgetOneNodeId(bv, 40, 1), forgetOneCount(bv, 40, 1)], [7n, 8n]);
   const hv = new DataView(new ArrayBuffer(40));
   hv.setUint32(0, 40, true);
   hv.setUint32(4, 22, true);
@@ -215,7 +227,15 @@ Deno.test("abi: decoders read the right fields and refuse out-of-range values by
   hv.setUint32(32, 42, true);
   const h: InHeader = { len: 0, opcode: 0, unique: 0n, nodeId: 0n, uid: 0, gid: 0, pid: 0 };
   decodeInHeader(hv, h);
-  assertEquals(h, { len: 40, opcode: 22, unique: 99n, nodeId: 5n, uid: 1000, gid: 1001, pid: 42 });
+  deepStrictEqual(h, {
+    len: 40,
+    opcode: 22,
+    unique: 99n,
+    nodeId: 5n,
+    uid: 1000,
+    gid: 1001,
+    pid: 42,
+  });
 });
 
 Deno.test("abi: attr times and sizes encode exactly as 64-bit values", () => {
@@ -236,19 +256,23 @@ Deno.test("abi: attr times and sizes encode exactly as 64-bit values", () => {
       gid: 0,
       rdev: 0,
     });
-    assertEquals(v.getBigInt64(24, true), BigInt(sec), `atime ${sec}`);
-    assertEquals(v.getBigInt64(40, true), BigInt(sec), `ctime ${sec}`);
-    assertEquals(v.getBigUint64(8, true), BigInt(Math.max(0, sec)), `size ${sec}`);
-    assertEquals(v.getBigUint64(0, true), 2n ** 64n - 1n, "ino");
-    assertEquals(v.getUint32(48, true), 999_999_999, "nsec");
-    assertEquals(v.getUint32(68, true), 4294967295, "uid");
+    deepStrictEqual(v.getBigInt64(24, true), BigInt(sec), `atime ${sec}`);
+    deepStrictEqual(v.getBigInt64(40, true), BigInt(sec), `ctime ${sec}`);
+    deepStrictEqual(v.getBigUint64(8, true), BigInt(Math.max(0, sec)), `size ${sec}`);
+    deepStrictEqual(v.getBigUint64(0, true), 2n ** 64n - 1n, "ino");
+    deepStrictEqual(v.getUint32(48, true), 999_999_999, "nsec");
+    deepStrictEqual(v.getUint32(68, true), 4294967295, "uid");
   }
 });
 
 Deno.test("abi: timeouts split into seconds and nanoseconds; opcode names", () => {
-  assertEquals(splitTimeout(1.5), [1n, 500_000_000]);
-  assertEquals(splitTimeout(0), [0n, 0]);
-  assertEquals(splitTimeout(-3), [0n, 0]);
-  assertEquals(splitTimeout(NaN), [0n, 0]);
-  assertEquals([opcodeName(1), opcodeName(45), opcodeName(4242)], ["LOOKUP", "RENAME2", "OP4242"]);
+  deepStrictEqual(splitTimeout(1.5), [1n, 500_000_000]);
+  deepStrictEqual(splitTimeout(0), [0n, 0]);
+  deepStrictEqual(splitTimeout(-3), [0n, 0]);
+  deepStrictEqual(splitTimeout(NaN), [0n, 0]);
+  deepStrictEqual([opcodeName(1), opcodeName(45), opcodeName(4242)], [
+    "LOOKUP",
+    "RENAME2",
+    "OP4242",
+  ]);
 });

@@ -2,7 +2,7 @@
 // source, as the reader worker does) and the session that fills its table.
 
 import { ERRNO } from "../linux/mod.ts";
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
 import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
 import { Opcode, OUT_HEADER_SIZE } from "./abi.ts";
@@ -28,28 +28,28 @@ const getxattr = (nodeId: bigint, unique = 7n) =>
 Deno.test("no-xattrs filter: answers GETXATTR on listed nodes only, with ENODATA", () => {
   const table = new NoXattrs();
   const filter = shipped(table);
-  assertEquals(run(filter, getxattr(5n))[0], 0, "unlisted");
+  deepStrictEqual(run(filter, getxattr(5n))[0], 0, "unlisted");
   table.mark(5n, 60);
   const [n, reply] = run(filter, getxattr(5n, 1234n));
-  assertEquals(n, OUT_HEADER_SIZE);
-  assertEquals(
+  deepStrictEqual(n, OUT_HEADER_SIZE);
+  deepStrictEqual(
     [reply.getUint32(0, true), reply.getInt32(4, true), reply.getBigUint64(8, true)],
     [OUT_HEADER_SIZE, -ERRNO.ENODATA, 1234n],
   );
-  assertEquals(run(filter, getxattr(6n))[0], 0, "another node");
+  deepStrictEqual(run(filter, getxattr(6n))[0], 0, "another node");
   // 2^15 apart: the same hash slot, a different node.
-  assertEquals(run(filter, getxattr(5n + (1n << 15n)))[0], 0, "same slot, other node");
+  deepStrictEqual(run(filter, getxattr(5n + (1n << 15n)))[0], 0, "same slot, other node");
   const listxattr = frame({
     opcode: Opcode.LISTXATTR,
     nodeId: 5n,
     body: body([0, "u32"], [0, "u32"]),
   });
-  assertEquals(run(filter, listxattr)[0], 0, "other opcodes pass");
+  deepStrictEqual(run(filter, listxattr)[0], 0, "other opcodes pass");
   const f = getxattr(5n);
-  assertEquals(run(filter, f, 47)[0], 0, "shorter than header + getxattr_in");
-  assertEquals(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
+  deepStrictEqual(run(filter, f, 47)[0], 0, "shorter than header + getxattr_in");
+  deepStrictEqual(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
   table.mark(5n, 0);
-  assertEquals(run(filter, getxattr(5n))[0], 0, "unlisted again");
+  deepStrictEqual(run(filter, getxattr(5n))[0], 0, "unlisted again");
 });
 
 Deno.test("no-xattrs filter: colliding nodes share probes; a full probe sequence drops new ones", () => {
@@ -57,12 +57,12 @@ Deno.test("no-xattrs filter: colliding nodes share probes; a full probe sequence
   const filter = shipped(table);
   const colliding = Array.from({ length: 9 }, (_, i) => 3n + (BigInt(i) << 15n));
   for (const node of colliding) table.mark(node, 60);
-  for (const node of colliding.slice(0, 8)) assertEquals(run(filter, getxattr(node))[0], 16);
-  assertEquals(run(filter, getxattr(colliding[8]))[0], 0, "the ninth found no slot");
+  for (const node of colliding.slice(0, 8)) deepStrictEqual(run(filter, getxattr(node))[0], 16);
+  deepStrictEqual(run(filter, getxattr(colliding[8]))[0], 0, "the ninth found no slot");
   table.mark(colliding[0], 0);
   table.mark(colliding[8], 60);
-  assertEquals(run(filter, getxattr(colliding[8]))[0], 16, "an expired slot is reused");
-  assertEquals(run(filter, getxattr(colliding[0]))[0], 0);
+  deepStrictEqual(run(filter, getxattr(colliding[8]))[0], 16, "an expired slot is reused");
+  deepStrictEqual(run(filter, getxattr(colliding[0]))[0], 0);
 });
 
 Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it", async () => {
@@ -80,9 +80,9 @@ Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it
   device.take();
   device.send(getxattr(2n, 3n));
   const [answered] = device.take();
-  assert(answered.byFilter, "answered by the reader filter");
-  assertEquals([answered.unique, answered.error], [3n, -ERRNO.ENODATA]);
-  assertEquals(fs.getxattrCalls, 0);
+  ok(answered.byFilter, "answered by the reader filter");
+  deepStrictEqual([answered.unique, answered.error], [3n, -ERRNO.ENODATA]);
+  deepStrictEqual(fs.getxattrCalls, 0);
   device.send(
     frame({
       opcode: Opcode.SETXATTR,
@@ -93,8 +93,8 @@ Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it
   );
   device.send(getxattr(2n, 5n));
   const [set, got] = device.take();
-  assertEquals([set.error, got.byFilter, got.unique], [0, false, 5n]);
-  assertEquals(fs.getxattrCalls, 1, "the filesystem answers once the node has xattrs");
+  deepStrictEqual([set.error, got.byFilter, got.unique], [0, false, 5n]);
+  deepStrictEqual(fs.getxattrCalls, 1, "the filesystem answers once the node has xattrs");
   device.end();
   await session.closed;
 });
@@ -114,8 +114,8 @@ Deno.test("no-xattrs: off while tracing (the trace shows every request)", async 
   );
   device.send(getxattr(2n, 3n));
   const replies = device.take();
-  assertEquals(replies.map((r) => [r.byFilter, r.error]), [[false, 0], [false, -ERRNO.ENODATA]]);
-  assertEquals(fs.getxattrCalls, 1);
+  deepStrictEqual(replies.map((r) => [r.byFilter, r.error]), [[false, 0], [false, -ERRNO.ENODATA]]);
+  deepStrictEqual(fs.getxattrCalls, 1);
   device.end();
   await session.closed;
 });

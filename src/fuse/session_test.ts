@@ -2,7 +2,7 @@
 // the reply invariant (exactly one reply per request) under swept and fuzzed input, and the
 // no-xattrs shortcut, through a fake device.
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
 import {
   body,
@@ -53,9 +53,9 @@ Deno.test("fixture: INIT reply layout and negotiated values", async () => {
   device.send(frame({ opcode: 26, unique: 7n, body: INIT_BODY }));
   await session.ready;
   const [r] = device.take();
-  assertEquals(header(r), { len: 80, error: 0, unique: 7n });
+  deepStrictEqual(header(r), { len: 80, error: 0, unique: 7n });
   const v = new DataView(r.bytes.buffer, 16);
-  assertEquals(
+  deepStrictEqual(
     {
       major: v.getUint32(0, true),
       minor: v.getUint32(4, true),
@@ -80,9 +80,9 @@ Deno.test("fixture: INIT reply layout and negotiated values", async () => {
   const flags = v.getUint32(12, true);
   const want = (1 << 0) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15) |
     (1 << 18) | (1 << 22);
-  assertEquals(flags >>> 0, want >>> 0, "flags");
-  assertEquals(flags & (1 << 4), 0, "EXPORT_SUPPORT off");
-  assertEquals(flags & (1 << 16), 0, "writeback cache off by default");
+  deepStrictEqual(flags >>> 0, want >>> 0, "flags");
+  deepStrictEqual(flags & (1 << 4), 0, "EXPORT_SUPPORT off");
+  deepStrictEqual(flags & (1 << 16), 0, "writeback cache off by default");
   device.end();
   await session.closed;
 });
@@ -96,8 +96,8 @@ Deno.test("fixture: INIT from a newer major gets our version; too old a minor ge
   );
   await settle();
   const [r] = device.take();
-  assertEquals(header(r), { len: 24, error: 0, unique: 2n });
-  assertEquals([
+  deepStrictEqual(header(r), { len: 24, error: 0, unique: 2n });
+  deepStrictEqual([
     new DataView(r.bytes.buffer).getUint32(16, true),
     new DataView(r.bytes.buffer).getUint32(20, true),
   ], [7, 38]);
@@ -105,10 +105,10 @@ Deno.test("fixture: INIT from a newer major gets our version; too old a minor ge
     frame({ opcode: 26, unique: 3n, body: body([7, "u32"], [20, "u32"], [0, "u32"], [0, "u32"]) }),
   );
   await settle();
-  assertEquals(header(device.take()[0]).error, -71);
+  deepStrictEqual(header(device.take()[0]).error, -71);
   let rejected = false;
   await session.ready.catch(() => rejected = true);
-  assert(rejected, "ready rejects");
+  ok(rejected, "ready rejects");
   device.end();
   await session.closed;
 });
@@ -118,20 +118,20 @@ Deno.test("fixture: requests before INIT get EIO; unknown opcodes ENOSYS; bad le
   const session = new Session(new MemFs(), device, { logger: new RecordingLogger() });
   session.start();
   device.send(frame({ opcode: 3, unique: 5n, body: new Uint8Array(16) }));
-  assertEquals(header(device.take()[0]), { len: 16, error: -5, unique: 5n });
+  deepStrictEqual(header(device.take()[0]), { len: 16, error: -5, unique: 5n });
   device.send(frame({ opcode: 26, unique: 6n, body: INIT_BODY }));
   await session.ready;
   device.take();
   device.send(frame({ opcode: 999, unique: 8n }));
   device.send(frame({ opcode: 40, unique: 9n, body: new Uint8Array(24) })); // POLL
   device.send(frame({ opcode: 31, unique: 10n, body: new Uint8Array(48) })); // GETLK
-  assertEquals(device.take().map((r) => header(r).error), [-38, -38, -38]);
+  deepStrictEqual(device.take().map((r) => header(r).error), [-38, -38, -38]);
   const f = frame({ opcode: 3, unique: 11n, body: new Uint8Array(16) });
   new DataView(f.buffer).setUint32(0, 4000, true);
   device.send(f);
-  assertEquals(header(device.take()[0]), { len: 16, error: -22, unique: 11n });
+  deepStrictEqual(header(device.take()[0]), { len: 16, error: -22, unique: 11n });
   device.send(new Uint8Array(10)); // shorter than a header: dropped
-  assertEquals(device.take().length, 0);
+  deepStrictEqual(device.take().length, 0);
   device.end();
   await session.closed;
 });
@@ -142,31 +142,31 @@ Deno.test("fixture: LOOKUP entry_out layout, then FORGET drops the node", async 
   device.send(frame({ opcode: 9, unique: 20n, body: body([0o755, "u32"], [0o022, "u32"], "dir") }));
   device.send(frame({ opcode: 1, unique: 21n, body: body("dir") }));
   const [mk, lk] = device.take();
-  assertEquals(header(mk), { len: 144, error: 0, unique: 20n });
+  deepStrictEqual(header(mk), { len: 144, error: 0, unique: 20n });
   const v = new DataView(lk.bytes.buffer, 16);
   const nodeId = v.getBigUint64(0, true);
-  assertEquals(nodeId, 2n);
-  assertEquals(v.getBigUint64(8, true), 0n, "generation");
-  assertEquals(v.getBigUint64(16, true), 1n, "entry_valid default 1 s");
-  assertEquals(v.getBigUint64(24, true), 1n, "attr_valid default 1 s");
+  deepStrictEqual(nodeId, 2n);
+  deepStrictEqual(v.getBigUint64(8, true), 0n, "generation");
+  deepStrictEqual(v.getBigUint64(16, true), 1n, "entry_valid default 1 s");
+  deepStrictEqual(v.getBigUint64(24, true), 1n, "attr_valid default 1 s");
   const attr = 40;
-  assertEquals(v.getBigUint64(attr, true), 2n, "ino");
-  assertEquals(v.getUint32(attr + 60, true), 0o040755, "mode");
-  assertEquals(v.getUint32(attr + 64, true), 2, "nlink");
-  assertEquals(v.getUint32(attr + 80, true), 4096, "blksize");
-  assert(v.getBigUint64(attr + 32, true) > 1_600_000_000n, "mtime seconds");
-  assertEquals(session.nodes.get(2n)?.path, "/dir");
+  deepStrictEqual(v.getBigUint64(attr, true), 2n, "ino");
+  deepStrictEqual(v.getUint32(attr + 60, true), 0o040755, "mode");
+  deepStrictEqual(v.getUint32(attr + 64, true), 2, "nlink");
+  deepStrictEqual(v.getUint32(attr + 80, true), 4096, "blksize");
+  ok(v.getBigUint64(attr + 32, true) > 1_600_000_000n, "mtime seconds");
+  deepStrictEqual(session.nodes.get(2n)?.path, "/dir");
   // Two lookups counted (mkdir + lookup): forgetting one keeps the node, two drop it.
   device.send(frame({ opcode: 2, unique: 22n, nodeId: 2n, body: body([1, "u64"]) }));
-  assert(session.nodes.get(2n) !== undefined, "still known after 1 of 2 forgets");
+  ok(session.nodes.get(2n) !== undefined, "still known after 1 of 2 forgets");
   device.send(
     frame({ opcode: 42, unique: 23n, body: body([1, "u32"], [0, "u32"], [2, "u64"], [1, "u64"]) }),
   );
-  assertEquals(session.nodes.get(2n), undefined);
-  assertEquals(fs.forgotten, 1);
-  assertEquals(device.take().length, 0, "FORGET and BATCH_FORGET get no reply");
+  deepStrictEqual(session.nodes.get(2n), undefined);
+  deepStrictEqual(fs.forgotten, 1);
+  deepStrictEqual(device.take().length, 0, "FORGET and BATCH_FORGET get no reply");
   device.send(frame({ opcode: 1, unique: 24n, body: body("missing") }));
-  assertEquals(header(device.take()[0]), { len: 16, error: -2, unique: 24n });
+  deepStrictEqual(header(device.take()[0]), { len: 16, error: -2, unique: 24n });
   device.end();
   await session.closed;
 });
@@ -177,7 +177,7 @@ Deno.test("fixture: names: invalid UTF-8 EILSEQ, unterminated EINVAL, too long E
   device.send(frame({ opcode: 1, unique: 31n, body: new Uint8Array([0x61, 0x62]) }));
   device.send(frame({ opcode: 1, unique: 32n, body: body("x".repeat(256)) }));
   device.send(frame({ opcode: 1, unique: 33n, body: body("..") }));
-  assertEquals(device.take().map((r) => header(r).error), [-84, -22, -36, -22]);
+  deepStrictEqual(device.take().map((r) => header(r).error), [-84, -22, -36, -22]);
   device.end();
   await session.closed;
 });
@@ -196,11 +196,14 @@ Deno.test("fixture: GETXATTR size probe, ERANGE and value; LISTXATTR encoding", 
   device.send(frame({ opcode: 22, unique: 43n, body: body([64, "u32"], [0, "u32"], "user.k") }));
   device.send(frame({ opcode: 23, unique: 44n, body: body([64, "u32"], [0, "u32"]) }));
   const [set, probe, small, full, list] = device.take();
-  assertEquals(header(set).error, 0);
-  assertEquals([header(probe).len, new DataView(probe.bytes.buffer).getUint32(16, true)], [24, 5]);
-  assertEquals(header(small).error, -34);
-  assertEquals(new TextDecoder().decode(full.bytes.subarray(16)), "value");
-  assertEquals(new TextDecoder().decode(list.bytes.subarray(16)), "user.k\0");
+  deepStrictEqual(header(set).error, 0);
+  deepStrictEqual([header(probe).len, new DataView(probe.bytes.buffer).getUint32(16, true)], [
+    24,
+    5,
+  ]);
+  deepStrictEqual(header(small).error, -34);
+  deepStrictEqual(new TextDecoder().decode(full.bytes.subarray(16)), "value");
+  deepStrictEqual(new TextDecoder().decode(list.bytes.subarray(16)), "user.k\0");
   device.end();
   await session.closed;
 });
@@ -241,8 +244,8 @@ Deno.test("fixture: READDIR packs aligned dirents with next offsets", async () =
     ]);
     at += (24 + namelen + 7) & ~7;
   }
-  assertEquals(entries, [[".", 1, 4], ["..", 2, 4], ["a", 3, 4], ["bbbbbbbbb", 4, 4]]);
-  assertEquals(r.length, 16 + 32 + 32 + 32 + 40);
+  deepStrictEqual(entries, [[".", 1, 4], ["..", 2, 4], ["a", 3, 4], ["bbbbbbbbb", 4, 4]]);
+  deepStrictEqual(r.length, 16 + 32 + 32 + 32 + 40);
   device.end();
   await session.closed;
 });
@@ -262,15 +265,15 @@ Deno.test("fixture: INTERRUPT aborts the request's signal; handler errors become
   const { device, session, logger } = await started(fs);
   device.send(frame({ opcode: 3, unique: 60n, body: new Uint8Array(16) }));
   await settle();
-  assertEquals(session.inFlight, 1);
+  deepStrictEqual(session.inFlight, 1);
   device.send(frame({ opcode: 36, unique: 61n, body: body([60, "u64"]) }));
   await settle();
-  assert(seen?.aborted, "signal aborted");
+  ok(seen?.aborted, "signal aborted");
   device.send(frame({ opcode: 36, unique: 62n, body: body([12345, "u64"]) }));
   device.send(frame({ opcode: 17, unique: 63n }));
   const errors = device.take().map((r) => [header(r).unique, header(r).error]);
-  assertEquals(errors, [[60n, -2], [62n, -11], [63n, -5]].map(([u, e]) => [u, e]));
-  assert(logger.lines.some((l) => l.includes("boom")), "the exception is logged");
+  deepStrictEqual(errors, [[60n, -2], [62n, -11], [63n, -5]].map(([u, e]) => [u, e]));
+  ok(logger.lines.some((l) => l.includes("boom")), "the exception is logged");
   device.end();
   await session.closed;
 });
@@ -280,10 +283,10 @@ Deno.test("fixture: the debug trace has one rx and one tx line per request", asy
   traced.length = 0;
   device.send(frame({ opcode: 1, unique: 70n, body: body("nope") }));
   device.send(frame({ opcode: 3, unique: 71n, body: new Uint8Array(16) }));
-  assertEquals(traced.filter((l) => l.startsWith("rx 70 LOOKUP")).length, 1);
-  assertEquals(traced.filter((l) => l.startsWith("tx 70 ENOENT")).length, 1);
-  assertEquals(traced.filter((l) => l.startsWith("rx 71 GETATTR")).length, 1);
-  assertEquals(traced.filter((l) => l.startsWith("tx 71 OK")).length, 1);
+  deepStrictEqual(traced.filter((l) => l.startsWith("rx 70 LOOKUP")).length, 1);
+  deepStrictEqual(traced.filter((l) => l.startsWith("tx 70 ENOENT")).length, 1);
+  deepStrictEqual(traced.filter((l) => l.startsWith("rx 71 GETATTR")).length, 1);
+  deepStrictEqual(traced.filter((l) => l.startsWith("tx 71 OK")).length, 1);
   device.end();
   await session.closed;
 });
@@ -378,15 +381,15 @@ Deno.test("fuzz: random and mutated frames never escape the decoder", async () =
   await settle();
   const replies = device.take();
   for (const r of replies) {
-    assertEquals(r.len, r.bytes.length, `seed ${seed}: reply length field`);
-    assert(r.error <= 0 && r.error > -4096, `seed ${seed}: error range ${r.error}`);
+    deepStrictEqual(r.len, r.bytes.length, `seed ${seed}: reply length field`);
+    ok(r.error <= 0 && r.error > -4096, `seed ${seed}: error range ${r.error}`);
   }
   assertOneReplyEach(sent, replies, `seed ${seed}`);
-  assert(
+  ok(
     !logger.lines.some((l) => l.includes("internal error")),
     `seed ${seed}: no internal errors`,
   );
-  assertEquals(session.inFlight, 0, `seed ${seed}: nothing left in flight`);
+  deepStrictEqual(session.inFlight, 0, `seed ${seed}: nothing left in flight`);
   device.end();
   await session.closed;
 });
@@ -407,12 +410,12 @@ function assertOneReplyEach(sent: Uint8Array[], replies: Reply[], label: string)
     expected.add(unique);
     const n = counts.get(unique) ?? 0;
     const what = `${label}: request ${unique} (opcode ${opcode}, ${f.length} bytes)`;
-    if (v.getUint32(0, true) !== f.length) assertEquals(n, 1, `${what}: replies`);
-    else if (NO_REPLY.has(opcode)) assertEquals(n, 0, `${what}: replies`);
-    else if (opcode === Opcode.INTERRUPT) assert(n <= 1, `${what}: ${n} replies`);
-    else assertEquals(n, 1, `${what}: replies`);
+    if (v.getUint32(0, true) !== f.length) deepStrictEqual(n, 1, `${what}: replies`);
+    else if (NO_REPLY.has(opcode)) deepStrictEqual(n, 0, `${what}: replies`);
+    else if (opcode === Opcode.INTERRUPT) ok(n <= 1, `${what}: ${n} replies`);
+    else deepStrictEqual(n, 1, `${what}: replies`);
   }
-  for (const unique of counts.keys()) assert(expected.has(unique), `${label}: reply to ${unique}`);
+  for (const unique of counts.keys()) ok(expected.has(unique), `${label}: reply to ${unique}`);
 }
 
 Deno.test("sweep: every opcode at every short length gets exactly one reply (none for FORGET...)", async () => {
@@ -440,8 +443,8 @@ Deno.test("sweep: every opcode at every short length gets exactly one reply (non
   }
   await settle();
   assertOneReplyEach(sent, device.take(), "sweep");
-  assert(!logger.lines.some((l) => l.includes("internal error")), logger.lines.join("\n"));
-  assertEquals(session.inFlight, 0);
+  ok(!logger.lines.some((l) => l.includes("internal error")), logger.lines.join("\n"));
+  deepStrictEqual(session.inFlight, 0);
   device.end();
   await session.closed;
 });
@@ -471,14 +474,14 @@ Deno.test("reply invariant: async answers, INTERRUPT of a pending request, DESTR
   ];
   for (const f of sent) device.send(f);
   await settle();
-  assertEquals(session.inFlight, 3, "LOOKUP, STATFS and the second GETATTR are pending");
+  deepStrictEqual(session.inFlight, 3, "LOOKUP, STATFS and the second GETATTR are pending");
   for (const resolve of pending.splice(0)) resolve();
   await settle();
   const replies = device.take();
   assertOneReplyEach(sent, replies, "async");
-  assertEquals(replies.find((r) => r.unique === 11n)?.error, -2, "interrupted GETATTR");
-  assertEquals(replies.find((r) => r.unique === 13n), undefined, "INTERRUPT found its target");
-  assertEquals(session.inFlight, 0);
+  deepStrictEqual(replies.find((r) => r.unique === 11n)?.error, -2, "interrupted GETATTR");
+  deepStrictEqual(replies.find((r) => r.unique === 13n), undefined, "INTERRUPT found its target");
+  deepStrictEqual(session.inFlight, 0);
   device.end();
   await session.closed;
 });
@@ -501,17 +504,17 @@ Deno.test("fixture: a node's path follows rename and unlink (layer view)", async
   );
   device.take();
   const f: Node = session.nodes.get(4n)!;
-  assertEquals(f.path, "/a/b/f");
+  deepStrictEqual(f.path, "/a/b/f");
   device.send(frame({ opcode: 12, unique: 83n, nodeId: 1n, body: body([1, "u64"], "a", "z") }));
-  assertEquals(header(device.take()[0]).error, 0);
-  assertEquals(f.path, "/z/b/f");
+  deepStrictEqual(header(device.take()[0]).error, 0);
+  deepStrictEqual(f.path, "/z/b/f");
   device.send(frame({ opcode: 13, unique: 84n, nodeId: 1n, body: body([4, "u64"], "hard") }));
   device.send(frame({ opcode: 10, unique: 85n, nodeId: 3n, body: body("f") }));
   device.take();
-  assertEquals(f.path, "/hard");
+  deepStrictEqual(f.path, "/hard");
   device.send(frame({ opcode: 10, unique: 86n, nodeId: 1n, body: body("hard") }));
   device.take();
-  assertEquals(f.path, undefined);
+  deepStrictEqual(f.path, undefined);
   device.end();
   await session.closed;
 });

@@ -7,6 +7,13 @@
  *   busy) and the socket file is removed, before `runVolumePlugin` resolves.
  * - Volume definitions survive restarts (`<state-dir>/volumes.json`); volumes that callers had
  *   mounted are mounted again on start.
+ * - Only root reaches what the plugin serves. The state directory and its `volumes` directory
+ *   (the mountpoints' parent) are 0700, also when they existed before; the mounts are
+ *   `allow_other` for the containers that bind them, but no other host user can get to them.
+ *   The socket is 0600, bound in a private directory and renamed into place: connect(2) needs
+ *   write permission on it, so only root (or CAP_DAC_OVERRIDE) ever talks to the plugin. (Deno
+ *   gives no descriptor of accepted connections, so SO_PEERCRED cannot be asked; 0660 would
+ *   also let group root in.)
  *
  * @module
  */
@@ -78,6 +85,46 @@ async function claimSocket(path: string): Promise<void> {
   await Deno.remove(path);
 }
 
+/**
+ * Makes `dir` (and missing parents) and leaves it 0700: a directory that existed with a wider
+ * mode is narrowed. Refuses a directory owned by another user (it could be swapped under us).
+ */
+async function ensurePrivateDir(dir: string): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await Deno.lstat(dir);
+  if (!info.isDirectory) throw new Error(`'${dir}' is not a directory`);
+  if (info.uid !== null && info.uid !== Deno.uid()) {
+    throw new Error(`'${dir}' belongs to uid ${info.uid}, not to this process`);
+  }
+  if (info.mode !== null && (info.mode & 0o7777) !== 0o700) await Deno.chmod(dir, 0o700);
+}
+
+/**
+ * Serves on `path` through a socket bound in a fresh 0700 directory next to it, made 0600 and
+ * renamed into place: at no moment can another user connect (whatever the umask).
+ */
+async function servePrivately(
+  path: string,
+  handler: (request: Request) => Response | Promise<Response>,
+): Promise<Deno.HttpServer<Deno.UnixAddr>> {
+  const dir = dirname(path);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  const staging = await Deno.makeTempDir({ dir, prefix: ".dockerfuse-sock-" }); // 0700
+  const bound = `${staging}/s`;
+  let server: Deno.HttpServer<Deno.UnixAddr> | undefined;
+  try {
+    server = Deno.serve({ path: bound, onListen: () => {} }, handler);
+    await Deno.chmod(bound, 0o600);
+    await Deno.rename(bound, path);
+    return server;
+  } catch (error) {
+    await server?.shutdown().catch(() => {});
+    throw error;
+  } finally {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Removes the socket file unless another instance has replaced it meanwhile. */
 async function removeOwnSocket(path: string, ino: number | null): Promise<void> {
   try {
@@ -97,7 +144,8 @@ export async function runVolumePlugin(
   let server: Deno.HttpServer<Deno.UnixAddr>;
   let socketIno: number | null;
   try {
-    await Deno.mkdir(`${options.stateDir}/volumes`, { recursive: true, mode: 0o755 });
+    await ensurePrivateDir(options.stateDir);
+    await ensurePrivateDir(`${options.stateDir}/volumes`);
     driver = await VolumeDriver.open({
       store: new JsonFileStore(`${options.stateDir}/volumes.json`),
       mount: deps.mount ??
@@ -107,10 +155,9 @@ export async function runVolumePlugin(
       logger,
       debug: options.debug,
     });
-    await Deno.mkdir(dirname(options.socket), { recursive: true, mode: 0o755 });
     await claimSocket(options.socket);
-    server = Deno.serve(
-      { path: options.socket, onListen: () => {} },
+    server = await servePrivately(
+      options.socket,
       (request) => handlePluginRequest(driver, request, logger),
     );
     socketIno = (await Deno.lstat(options.socket)).ino;

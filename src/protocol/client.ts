@@ -97,6 +97,8 @@ interface Pending {
 }
 
 const SMALL_FRAME = 64 * 1024;
+/** How long close() lets requests already made be delivered and answered. */
+const CLOSE_DRAIN_MS = 10_000;
 
 function failure(code: string, message: string): RpcFailureResult {
   return { ok: false, errno: errnoNumber(code), code, message };
@@ -128,6 +130,10 @@ export class RpcClient {
   #flushing = false;
   #hello: Hello | undefined;
   #closeInfo: CloseInfo | undefined;
+  /** Set while close() drains: new calls fail. */
+  #closing = false;
+  /** Woken when the connection may have become idle (see #drain). */
+  #onIdle: (() => void) | undefined;
   #resolveReady!: (hello: Hello) => void;
   #rejectReady!: (error: Error) => void;
   #resolveClosed!: (info: CloseInfo) => void;
@@ -173,18 +179,55 @@ export class RpcClient {
   }
 
   /**
-   * Ends the connection: closes the satellite's stdin (it exits) and fails pending calls
-   * with EIO. Resolves when done.
+   * Ends the connection: requests already made (queued or sent; write-behind writes the kernel
+   * was told are done) are first delivered and answered, for at most `drainMs`; then the
+   * satellite's stdin closes (it exits) and calls still unanswered fail with EIO, which the
+   * close reason counts. New calls fail from the start. Resolves when done.
    */
-  async close(reason = "closed by the client"): Promise<void> {
+  async close(reason = "closed by the client", drainMs = CLOSE_DRAIN_MS): Promise<void> {
+    if (this.#closeInfo === undefined && !this.#closing) {
+      this.#closing = true;
+      const left = this.#hello ? await this.#drain(drainMs) : 0;
+      if (left > 0) reason += ` (${left} unanswered request(s) abandoned after ${drainMs} ms)`;
+    }
     this.#finish(reason, false);
     await this.closed;
+  }
+
+  /** Waits until nothing is queued or unanswered (or `ms` pass); returns the unanswered count. */
+  async #drain(ms: number): Promise<number> {
+    const deadline = Date.now() + ms;
+    while (this.#closeInfo === undefined && !this.#idle()) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.#onIdle = undefined;
+          resolve();
+        }, left);
+        this.#onIdle = () => {
+          this.#onIdle = undefined;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    return this.#closeInfo === undefined ? this.#pending.size + this.#queue.length : 0;
+  }
+
+  #idle(): boolean {
+    return this.#pending.size === 0 && this.#queue.length === 0 && !this.#flushing;
+  }
+
+  #wake(): void {
+    if (this.#onIdle && (this.#closeInfo !== undefined || this.#idle())) this.#onIdle();
   }
 
   #call(method: MethodName, params: unknown, options?: CallOptions): Promise<RpcResult<unknown>> {
     if (this.#closeInfo) {
       return Promise.resolve(failure("EIO", `connection closed: ${this.#closeInfo.reason}`));
     }
+    if (this.#closing) return Promise.resolve(failure("EIO", "connection closing"));
     const signal = options?.signal;
     if (signal?.aborted) return Promise.resolve(failure("EINTR", `${method} cancelled`));
     let frame: Uint8Array;
@@ -232,6 +275,7 @@ export class RpcClient {
       this.#onTrace({ id, method: pending.method, params: pending.params, result });
     }
     pending.resolve(result);
+    this.#wake();
   }
 
   #send(frame: Uint8Array): void {
@@ -275,6 +319,7 @@ export class RpcClient {
       this.#finish(`cannot write to the satellite: ${e instanceof Error ? e.message : e}`, true);
     } finally {
       this.#flushing = false;
+      this.#wake();
     }
   }
 
@@ -393,5 +438,6 @@ export class RpcClient {
     // The writer may be stuck on a full pipe: do not wait for it.
     (error ? this.#writer.abort(reason) : this.#writer.close()).catch(() => {});
     this.#reader.cancel(reason).catch(() => {}).finally(() => this.#resolveClosed(info));
+    this.#wake();
   }
 }

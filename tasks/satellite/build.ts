@@ -90,6 +90,9 @@ export const RUN_FLAGS = [
   "--no-npm",
   "--no-code-cache",
   "--no-prompt",
+  // The satellite is a guest in the container's memory: a small young generation (V8's default
+  // is 16 MiB per semi-space) and a bounded old space keep its heap small whatever the workload.
+  "--v8-flags=--max-semi-space-size=1,--max-old-space-size=64,--expose-gc",
 ];
 
 /**

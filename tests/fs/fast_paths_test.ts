@@ -2,7 +2,7 @@
 // write-behind (errors and ordering), reads served from an open's read-ahead, directory
 // listings brought by opendir, and parent attributes brought by create/unlink/rmdir.
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok as assert } from "node:assert/strict";
 import { type MountedFs, mountLocal, sh } from "./harness.ts";
 
 async function withMount(
@@ -38,12 +38,12 @@ Deno.test("fast paths: xattrs set inside or through the mount are seen right aft
     await ok(fs, 'touch "$B/plain" "$B/tagged" && setfattr -n user.k -v inside "$B/tagged"');
     // The listing tells the client which files have no xattrs at all.
     await ok(fs, 'ls -l "$M" >/dev/null');
-    assertEquals(await ok(fs, 'getfattr --only-values -n user.k "$M/tagged"'), "inside");
+    deepStrictEqual(await ok(fs, 'getfattr --only-values -n user.k "$M/tagged"'), "inside");
     const none = await sh(fs, 'getfattr -n user.k "$M/plain" 2>&1');
     assert(/No such attribute/.test(none.stdout), none.stdout);
     await ok(fs, 'setfattr -n user.k -v through "$M/plain"');
-    assertEquals(await ok(fs, 'getfattr --only-values -n user.k "$M/plain"'), "through");
-    assertEquals(
+    deepStrictEqual(await ok(fs, 'getfattr --only-values -n user.k "$M/plain"'), "through");
+    deepStrictEqual(
       await ok(fs, 'getfattr --absolute-names -d "$M/plain" | grep user.k'),
       'user.k="through"\n',
     );
@@ -56,7 +56,7 @@ Deno.test("fast paths: write-behind keeps order and reports ENOSPC to the writer
       fs,
       'head -c 9437184 /dev/urandom > "$B/src" && dd if="$B/src" of="$M/copy" bs=1M conv=fsync status=none',
     );
-    assertEquals(
+    deepStrictEqual(
       await ok(fs, 'sha256sum < "$M/copy"'),
       await ok(fs, 'sha256sum < "$B/src"'),
     );
@@ -65,13 +65,13 @@ Deno.test("fast paths: write-behind keeps order and reports ENOSPC to the writer
       fs,
       'for i in 1 2 3 4 5 6 7 8; do printf "%s" "$i$i$i$i" | dd of="$M/copy" bs=4 seek=0 conv=notrunc status=none; done',
     );
-    assertEquals(await ok(fs, 'head -c 4 "$B/copy"'), "8888");
+    deepStrictEqual(await ok(fs, 'head -c 4 "$B/copy"'), "8888");
     await withTinyTmpfs(fs, async () => {
       const r = await sh(fs, 'dd if=/dev/zero of="$M/tiny/f" bs=64k count=32 2>&1; echo "rc=$?"');
       assert(/No space left on device/.test(r.stdout) && !/rc=0/.test(r.stdout), r.stdout);
       // The mount stays usable.
       await ok(fs, 'rm "$M/tiny/f" && echo fine > "$M/tiny/g"');
-      assertEquals(await Deno.readTextFile(`${fs.backing}/tiny/g`), "fine\n");
+      deepStrictEqual(await Deno.readTextFile(`${fs.backing}/tiny/g`), "fine\n");
     });
   });
 });
@@ -112,7 +112,7 @@ for (const writeBehind of [true, false]) {
             assert(failed >= 5, out); // answered early, refused by a later call
           } else {
             const expected = ["0 65536", "1 65536", "2 65536", "3 65536"];
-            assertEquals(lines.slice(0, 5), [...expected, "4 No space left on device"]);
+            deepStrictEqual(lines.slice(0, 5), [...expected, "4 No space left on device"]);
           }
         });
       }, { writeBehind });
@@ -130,21 +130,21 @@ Deno.test("fast paths: subdirectories listed ahead serve the next listing, and c
     for (let waited = 0; opendirs() < listed + 3 && waited < 5000; waited += 20) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    assertEquals(opendirs(), listed + 3, "p, then p/a and p/b listed ahead");
+    deepStrictEqual(opendirs(), listed + 3, "p, then p/a and p/b listed ahead");
     const before = fs.satellite.calls.length;
-    assertEquals(await ok(fs, 'ls "$M/p/a"'), "x\n");
-    assertEquals(
+    deepStrictEqual(await ok(fs, 'ls "$M/p/a"'), "x\n");
+    deepStrictEqual(
       fs.satellite.calls.slice(before).filter((m) => m === "opendir"),
       [],
       "p/a listed ahead",
     );
     // A change through the mount drops what was listed ahead.
     await ok(fs, 'ls "$M/p" >/dev/null; touch "$M/p/b/z"');
-    assertEquals(await ok(fs, 'ls "$M/p/b"'), "y\nz\n");
+    deepStrictEqual(await ok(fs, 'ls "$M/p/b"'), "y\nz\n");
     // A change inside the container shows within the entry timeout (1 s here).
     await ok(fs, 'mkdir "$B/p/c" && ls "$M/p" >/dev/null && touch "$B/p/c/inside"');
     await new Promise((r) => setTimeout(r, 1100));
-    assertEquals(await ok(fs, 'ls "$M/p/c"'), "inside\n");
+    deepStrictEqual(await ok(fs, 'ls "$M/p/c"'), "inside\n");
   });
 });
 
@@ -161,18 +161,18 @@ Deno.test("fast paths: fsync of a directory opened from a listing fetched ahead 
     for (let waited = 0; !settled() && waited < 5000; waited += 20) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    assertEquals([count("opendir"), count("release")], [opendirs + 3, releases + 3]);
+    deepStrictEqual([count("opendir"), count("release")], [opendirs + 3, releases + 3]);
     const before = fs.rpcCalls.length;
     const out = await ok(
       fs,
       `python3 -c 'import os; fd = os.open(os.environ["M"] + "/p/a", os.O_RDONLY); os.fsync(fd); print(os.listdir(fd)); os.close(fd)'`,
     );
-    assertEquals(out, "['x']\n");
+    deepStrictEqual(out, "['x']\n");
     const during = fs.rpcCalls.slice(before).filter((c) => c.method !== "lstat");
     // The open came from the listing ahead (no opendir with a read-ahead); the fsync went
     // through a handle opened for it alone, closed right after.
-    assertEquals(during.map((c) => c.method), ["opendir", "fsync", "release"]);
-    assertEquals(during[0].params, { path: "p/a" });
+    deepStrictEqual(during.map((c) => c.method), ["opendir", "fsync", "release"]);
+    deepStrictEqual(during[0].params, { path: "p/a" });
   }, { attrTimeout: 60, entryTimeout: 60 });
 });
 
@@ -192,10 +192,10 @@ sys.stdout.write(os.pread(r, 100, 0).decode())
 os.close(w); os.close(r)
 '`,
     );
-    assertEquals(out, "NEW contents\n");
+    deepStrictEqual(out, "NEW contents\n");
     // Small files read back whole, empty files read empty.
     await Deno.writeTextFile(`${fs.backing}/empty`, "");
-    assertEquals(await ok(fs, 'cat "$M/empty"; cat "$M/f"'), "NEW contents\n");
+    deepStrictEqual(await ok(fs, 'cat "$M/empty"; cat "$M/f"'), "NEW contents\n");
   });
 });
 
@@ -207,10 +207,10 @@ Deno.test("fast paths: parent attributes after create, unlink, mkdir and rmdir m
     ];
     await ok(fs, 'mkdir "$M/d" && sleep 1.1 && echo x > "$M/d/f"');
     let [m, b] = await both("d");
-    assertEquals(m, b);
+    deepStrictEqual(m, b);
     await ok(fs, 'mkdir "$M/d/e" && rmdir "$M/d/e" && rm "$M/d/f"');
     [m, b] = await both("d");
-    assertEquals(m, b);
-    assertEquals(await ok(fs, 'ls -A "$M/d" | wc -l'), "0\n");
+    deepStrictEqual(m, b);
+    deepStrictEqual(await ok(fs, 'ls -A "$M/d" | wc -l'), "0\n");
   });
 });

@@ -15,7 +15,7 @@ import {
   type RequestContext,
   unmount,
 } from "../../src/fuse/mod.ts";
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { LineReader, py, requireFuse, withMount } from "./helpers.ts";
 import { localContext, MemFs } from "./memfs.ts";
 
@@ -29,7 +29,7 @@ async function expectError(p: Promise<unknown>, pattern: RegExp): Promise<void> 
     await p;
   } catch (error) {
     const m = (error as Error).message;
-    assert(pattern.test(m), `error '${m}' should match ${pattern}`);
+    ok(pattern.test(m), `error '${m}' should match ${pattern}`);
     return;
   }
   throw new Error(`expected an error matching ${pattern}`);
@@ -44,17 +44,17 @@ Deno.test("mount: refuses a missing, non-directory or non-empty mountpoint", asy
     await expectError(mount(fs, `${base}/file`), /not a directory/);
     await Deno.mkdir(`${base}/full`);
     await Deno.writeTextFile(`${base}/full/x`, "x");
-    assertEquals(await inspectMountpoint(`${base}/full`), "non-empty");
+    deepStrictEqual(await inspectMountpoint(`${base}/full`), "non-empty");
     await expectError(mount(fs, `${base}/full`), /not empty/);
     await expectError(mount(fs, base, { fsName: "a,allow_other" }), /fsName may only contain/);
     // Asked explicitly, a non-empty directory is accepted (and hidden while mounted).
     const s = await mount(fs, `${base}/full`, { allowNonEmpty: true });
-    assertEquals(await inspectMountpoint(`${base}/full`), "mounted");
+    deepStrictEqual(await inspectMountpoint(`${base}/full`), "mounted");
     await expectError(mount(fs, `${base}/full`, { allowNonEmpty: true }), /already mounted/);
     const r = await py(`R["list"] = os.listdir(${JSON.stringify(`${base}/full`)})`);
-    assertEquals(r.list, []);
+    deepStrictEqual(r.list, []);
     await s.unmount();
-    assertEquals(await inspectMountpoint(`${base}/full`), "non-empty");
+    deepStrictEqual(await inspectMountpoint(`${base}/full`), "non-empty");
   } finally {
     await Deno.remove(base, { recursive: true });
   }
@@ -79,18 +79,18 @@ os.close(fd)`,
       stdout: "piped",
     }).spawn();
     const reader = new LineReader(child.stdout);
-    assertEquals(await reader.next(), "opened");
+    deepStrictEqual(await reader.next(), "opened");
     await unmount(dir, { lazy: true });
-    assertEquals(await inspectMountpoint(dir), "empty", "detached from the tree");
+    deepStrictEqual(await inspectMountpoint(dir), "empty", "detached from the tree");
     let closed = false;
     session.closed.then(() => closed = true);
     const w = child.stdin.getWriter();
     await w.write(new TextEncoder().encode("go\n"));
     await w.close();
-    assertEquals(await reader.next(), "kept");
-    assertEquals((await child.status).code, 0);
+    deepStrictEqual(await reader.next(), "kept");
+    deepStrictEqual((await child.status).code, 0);
     await session.closed;
-    assert(closed, "the session ends once the last file is closed");
+    ok(closed, "the session ends once the last file is closed");
   } finally {
     await session.unmount().catch(() => {});
     await Deno.remove(dir);
@@ -106,9 +106,9 @@ Deno.test("mount: an unmount from outside ends the session (ENODEV)", async () =
     dir,
   );
   const out = await new Deno.Command("umount", { args: [dir] }).output();
-  assert(out.success, "umount(8) works");
+  ok(out.success, "umount(8) works");
   await session.closed;
-  assert(destroyed, "destroy() called");
+  ok(destroyed, "destroy() called");
   await Deno.remove(dir);
 });
 
@@ -121,15 +121,15 @@ Deno.test("mount: a stale mount is detected and recovered", async () => {
       stderr: "inherit",
     }).spawn();
     const reader = new LineReader(child.stdout);
-    assertEquals(await reader.next(), "ready");
+    deepStrictEqual(await reader.next(), "ready");
     child.kill("SIGKILL");
     await child.status;
     reader.release();
-    assertEquals(await inspectMountpoint(dir), "stale");
+    deepStrictEqual(await inspectMountpoint(dir), "stale");
     await expectError(mount(new MemFs(), dir), /stale FUSE mount/);
-    assertEquals(await recoverStaleMount(dir), true);
-    assertEquals(await inspectMountpoint(dir), "empty");
-    assertEquals(await recoverStaleMount(dir), false);
+    deepStrictEqual(await recoverStaleMount(dir), true);
+    deepStrictEqual(await inspectMountpoint(dir), "empty");
+    deepStrictEqual(await recoverStaleMount(dir), false);
   } finally {
     await unmount(dir, { lazy: true }).catch(() => {});
     await Deno.remove(dir);
@@ -161,17 +161,17 @@ Deno.test("mount: non-root user mounts through fusermount3", async () => {
       stderr: "piped",
     }).output();
     const stderr = new TextDecoder().decode(out.stderr);
-    assert(out.success, `child failed: ${stderr}`);
+    ok(out.success, `child failed: ${stderr}`);
     const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-    assertEquals(lines[0], "ready");
+    deepStrictEqual(lines[0], "ready");
     const r = JSON.parse(lines[1]);
-    assertEquals(r.code, 0, r.stderr);
-    assertEquals(r.stdout, "hi\nd\nf\n65534 65534 644\n65534\n");
-    assert(
+    deepStrictEqual(r.code, 0, r.stderr);
+    deepStrictEqual(r.stdout, "hi\nd\nf\n65534 65534 644\n65534\n");
+    ok(
       r.mounts.some((l: string) => l.includes("fuse") && l.includes("user_id=65534")),
       "a user mount",
     );
-    assertEquals(await inspectMountpoint(dir), "empty", "unmounted afterwards");
+    deepStrictEqual(await inspectMountpoint(dir), "empty", "unmounted afterwards");
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.remove(denoDir, { recursive: true });
@@ -227,9 +227,9 @@ except Alarm:
     R["result"] = "interrupted"
 os.close(fd)
 `);
-    assertEquals(r.result, "interrupted");
+    deepStrictEqual(r.result, "interrupted");
   }, { fs: slowFs(seen) as unknown as MemFs });
-  assert(seen.aborted, "the handler's AbortSignal fired");
+  ok(seen.aborted, "the handler's AbortSignal fired");
 });
 
 Deno.test("mount: operations a filesystem does not implement answer ENOSYS", async () => {
@@ -242,7 +242,7 @@ R["setxattr"] = E(os.setxattr, p + "/slow", "user.a", b"1")
 R["stat"] = os.stat(p + "/slow").st_size
 R["statfs_namemax"] = os.statvfs(p).f_namemax
 `);
-    assertEquals(r, {
+    deepStrictEqual(r, {
       mkdir: "ENOSYS",
       symlink: "ENOSYS",
       setxattr: "ENOTSUP", // the kernel answers ENOSYS from setxattr with EOPNOTSUPP (= ENOTSUP)
@@ -267,21 +267,21 @@ Deno.test("mount: invalidateInode and invalidateEntry drop kernel caches", async
     const p = JSON.stringify(dir);
     const r1 = await py(`write_file(${p} + "/f", b"abc"); R["size"] = os.stat(${p} + "/f").st_size
 R["missing"] = E(os.stat, ${p} + "/later")`);
-    assertEquals(r1, { size: 3, missing: "ENOENT" });
+    deepStrictEqual(r1, { size: 3, missing: "ENOENT" });
     const node = fs.nodes.get("/f")!;
     const root = fs.nodes.get("/")!;
     // Change the file behind the kernel's back: the cached size stays until invalidated.
     const ctx = localContext();
     const opened = fs.open(ctx, node, 1);
-    assert("handle" in opened);
+    ok("handle" in opened);
     fs.write(ctx, node, opened.handle, 3, new TextEncoder().encode("defg"));
     fs.create(ctx, root, "later", 0o100644, 1);
-    assertEquals((await py(`R["size"] = os.stat(${p} + "/f").st_size`)).size, 3);
-    assertEquals(await session.invalidateInode(node, -1), true);
-    assertEquals(await session.invalidateEntry(root, "later"), true);
+    deepStrictEqual((await py(`R["size"] = os.stat(${p} + "/f").st_size`)).size, 3);
+    deepStrictEqual(await session.invalidateInode(node, -1), true);
+    deepStrictEqual(await session.invalidateEntry(root, "later"), true);
     const r2 = await py(`R["size"] = os.stat(${p} + "/f").st_size
 R["later"] = os.path.exists(${p} + "/later")`);
-    assertEquals(r2, { size: 7, later: true });
+    deepStrictEqual(r2, { size: 7, later: true });
   }, { fs, mount: { negativeTimeout: 3600, attrTimeout: 3600, entryTimeout: 3600 } });
 });
 
@@ -305,7 +305,7 @@ except OSError as e:
     stdout: "piped",
   }).spawn();
   const reader = new LineReader(child.stdout);
-  assertEquals(await reader.next(), "opened");
+  deepStrictEqual(await reader.next(), "opened");
   // abort() needs the fusectl filesystem (the directory exists without it, empty).
   const mounts = await Deno.readTextFile("/proc/self/mountinfo");
   if (!mounts.split("\n").some((l) => l.split(" ")[4] === "/sys/fs/fuse/connections")) {
@@ -313,15 +313,15 @@ except OSError as e:
       args: ["-t", "fusectl", "none", "/sys/fs/fuse/connections"],
       stderr: "piped",
     }).output();
-    assert(out.success, `cannot mount fusectl: ${new TextDecoder().decode(out.stderr)}`);
+    ok(out.success, `cannot mount fusectl: ${new TextDecoder().decode(out.stderr)}`);
   }
-  assertEquals(await session.abort(), true);
+  deepStrictEqual(await session.abort(), true);
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode("go\n"));
   await w.close();
-  assertEquals(await reader.next(), "107", "ENOTCONN after abort");
+  deepStrictEqual(await reader.next(), "107", "ENOTCONN after abort");
   await child.status;
-  assertEquals(await inspectMountpoint(dir), "empty");
+  deepStrictEqual(await inspectMountpoint(dir), "empty");
   await Deno.remove(dir);
 });
 
@@ -340,7 +340,7 @@ os.truncate(p, 9)
 R["data"] = read_file(p).decode()
 R["size"] = os.stat(p).st_size
 `);
-    assertEquals(r, { data: "heXlo wor", size: 9 });
+    deepStrictEqual(r, { data: "heXlo wor", size: 9 });
   }, { mount: { writebackCache: true } });
 });
 
@@ -350,11 +350,11 @@ Deno.test("mount: the read-ahead window is raised for root (4096 KiB by default,
     const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
     return (await Deno.readTextFile(`/sys/class/bdi/0:${minor}/read_ahead_kb`)).trim();
   };
-  await withMount(async (m) => assertEquals(await window(m.dir), "4096"));
-  await withMount(async (m) => assertEquals(await window(m.dir), "1024"), {
+  await withMount(async (m) => deepStrictEqual(await window(m.dir), "4096"));
+  await withMount(async (m) => deepStrictEqual(await window(m.dir), "1024"), {
     mount: { readAheadKb: 1024 },
   });
-  await withMount(async (m) => assertEquals(await window(m.dir), "128"), {
+  await withMount(async (m) => deepStrictEqual(await window(m.dir), "128"), {
     mount: { readAheadKb: 0 },
   });
 });

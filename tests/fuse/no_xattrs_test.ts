@@ -1,7 +1,7 @@
 // The no-xattrs shortcut through a real kernel mount: GETXATTR on an inode the filesystem
 // reported without xattrs is answered by the device's reader and never reaches the filesystem.
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { py, requireFuse, withMount } from "./helpers.ts";
 import { MemFs } from "./memfs.ts";
 
@@ -22,8 +22,8 @@ R["cap"] = E(os.getxattr, "f", "security.capability")
 `,
       { cwd: dir },
     );
-    assertEquals(r, { size: 1, user: "ENODATA", cap: "ENODATA" });
-    assertEquals(fs.getxattrCalls, 0, "every GETXATTR was answered by the reader");
+    deepStrictEqual(r, { size: 1, user: "ENODATA", cap: "ENODATA" });
+    deepStrictEqual(fs.getxattrCalls, 0, "every GETXATTR was answered by the reader");
     const after = await py(
       `
 os.setxattr("f", "user.k", b"v")
@@ -32,6 +32,6 @@ R["other"] = E(os.getxattr, "f", "user.other")
 `,
       { cwd: dir },
     );
-    assertEquals(after, { user: "v", other: "ENODATA" });
-    assert(fs.getxattrCalls >= 2, `the filesystem answers once there are xattrs`);
+    deepStrictEqual(after, { user: "v", other: "ENODATA" });
+    ok(fs.getxattrCalls >= 2, `the filesystem answers once there are xattrs`);
   }, { fs: memfs(), mount: { debug: false } }));

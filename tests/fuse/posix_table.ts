@@ -2,7 +2,7 @@
 // filesystem (its client side in python3 subprocesses). Registered against the memory filesystem
 // by tests/fuse/posix_test.ts and against dockerfuse-mounted containers by tests/e2e.
 
-import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual } from "node:assert/strict";
 import { py } from "./helpers.ts";
 
 /** One row of the table. */
@@ -32,7 +32,7 @@ R["perm"] = st.st_mode & 0o777
 `,
     { cwd: dir },
   );
-  assertEquals(r, { data: "hello world", size: 11, reg: true, perm: 0o644 });
+  deepStrictEqual(r, { data: "hello world", size: 11, reg: true, perm: 0o644 });
 });
 
 posix("O_APPEND appends from two descriptors", async (dir) => {
@@ -47,7 +47,7 @@ R["data"] = read_file("f").decode()
 `,
     { cwd: dir },
   );
-  assertEquals(r.data, "abcdefgh");
+  deepStrictEqual(r.data, "abcdefgh");
 });
 
 posix("O_EXCL on an existing file gives EEXIST", async (dir) => {
@@ -61,7 +61,7 @@ R["g"] = oct(os.stat("g").st_mode & 0o777)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { excl: "EEXIST", g: "0o600" });
+  deepStrictEqual(r, { excl: "EEXIST", g: "0o600" });
 });
 
 posix("O_TRUNC empties the file", async (dir) => {
@@ -76,7 +76,7 @@ R["data"] = read_file("f").decode()
 `,
     { cwd: dir },
   );
-  assertEquals(r, { size_open: 0, data: "ab" });
+  deepStrictEqual(r, { size_open: 0, data: "ab" });
 });
 
 posix("truncate grows with zeros", async (dir) => {
@@ -90,7 +90,7 @@ R["data"] = list(d)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { size: 10, data: [97, 98, 99, 0, 0, 0, 0, 0, 0, 0] });
+  deepStrictEqual(r, { size: 10, data: [97, 98, 99, 0, 0, 0, 0, 0, 0, 0] });
 });
 
 posix("truncate shrinks and regrowing shows zeros, not old data", async (dir) => {
@@ -104,7 +104,7 @@ R["regrown"] = list(read_file("f"))
 `,
     { cwd: dir },
   );
-  assertEquals(r, { short: "abc", regrown: [97, 98, 99, 0, 0, 0] });
+  deepStrictEqual(r, { short: "abc", regrown: [97, 98, 99, 0, 0, 0] });
 });
 
 posix("ftruncate on an open descriptor", async (dir) => {
@@ -119,7 +119,7 @@ R["size"] = os.stat("f").st_size
 `,
     { cwd: dir },
   );
-  assertEquals(r, { fsize: 40, size: 40 });
+  deepStrictEqual(r, { fsize: 40, size: 40 });
 });
 
 posix("sparse file with data beyond 4 GiB", async (dir) => {
@@ -138,7 +138,7 @@ os.close(fd)
 `,
     { cwd: dir },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     size: 5 * 1024 ** 3 + 127,
     tail: "tail",
     head: "head",
@@ -162,7 +162,7 @@ os.close(fd)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { data: 8 * 2 ** 20, hole: 0, hole2: 8 * 2 ** 20 + 1, past: "ENXIO" });
+  deepStrictEqual(r, { data: 8 * 2 ** 20, hole: 0, hole2: 8 * 2 ** 20 + 1, past: "ENXIO" });
 });
 
 posix("rename over an existing file replaces it", async (dir) => {
@@ -178,7 +178,7 @@ R["list"] = sorted(os.listdir("."))
 `,
     { cwd: dir },
   );
-  assertEquals(r, { a: false, b: "A", same: true, list: ["b"] });
+  deepStrictEqual(r, { a: false, b: "A", same: true, list: ["b"] });
 });
 
 posix("rename a directory over an empty one, not over a non-empty one", async (dir) => {
@@ -193,7 +193,7 @@ R["nonempty"] = E(os.rename, "d2", "d3")
 `,
     { cwd: dir },
   );
-  assertEquals(r, { moved: "1", nonempty: "ENOTEMPTY" });
+  deepStrictEqual(r, { moved: "1", nonempty: "ENOTEMPTY" });
 });
 
 posix("rename file over dir gives EISDIR, dir over file ENOTDIR", async (dir) => {
@@ -205,7 +205,7 @@ R["d_over_f"] = E(os.rename, "d", "f")
 `,
     { cwd: dir },
   );
-  assertEquals(r, { f_over_d: "EISDIR", d_over_f: "ENOTDIR" });
+  deepStrictEqual(r, { f_over_d: "EISDIR", d_over_f: "ENOTDIR" });
 });
 
 posix("RENAME_NOREPLACE", async (dir) => {
@@ -219,7 +219,7 @@ R["b"] = read_file("b").decode()
 `,
     { cwd: dir },
   );
-  assertEquals(r, { exists: "EEXIST", new: 0, c: "A", b: "B" });
+  deepStrictEqual(r, { exists: "EEXIST", new: 0, c: "A", b: "B" });
 });
 
 posix("RENAME_EXCHANGE swaps a file and a directory", async (dir) => {
@@ -234,7 +234,7 @@ R["d"] = read_file("d").decode()
 `,
     { cwd: dir },
   );
-  assertEquals(r, { missing: "ENOENT", swap: 0, f_is_dir: true, inner: "I", d: "F" });
+  deepStrictEqual(r, { missing: "ENOENT", swap: 0, f_is_dir: true, inner: "I", d: "F" });
 });
 
 posix("renamed directory keeps serving its subtree", async (dir) => {
@@ -249,7 +249,7 @@ R["into_self"] = E(os.rename, "b2", "b2/c/x")
 `,
     { cwd: dir },
   );
-  assertEquals(r, { deep: "deep", moved: "deep", into_self: "EINVAL" });
+  deepStrictEqual(r, { deep: "deep", moved: "deep", into_self: "EINVAL" });
 });
 
 posix("rmdir of a non-empty dir is ENOTEMPTY; wrong types are refused", async (dir) => {
@@ -264,7 +264,12 @@ R["gone"] = os.path.exists("d")
 `,
     { cwd: dir },
   );
-  assertEquals(r, { rmdir: "ENOTEMPTY", rmdir_file: "ENOTDIR", unlink_dir: "EISDIR", gone: false });
+  deepStrictEqual(r, {
+    rmdir: "ENOTEMPTY",
+    rmdir_file: "ENOTDIR",
+    unlink_dir: "EISDIR",
+    gone: false,
+  });
 });
 
 posix("unlink an open file, then read and write it", async (dir) => {
@@ -282,7 +287,7 @@ os.close(fd)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { exists: false, read: "still here", read2: "still here!", nlink: 0 });
+  deepStrictEqual(r, { exists: false, read: "still here", read2: "still here!", nlink: 0 });
 });
 
 posix("symlink and readlink", async (dir) => {
@@ -300,7 +305,7 @@ R["follow_missing"] = E(os.stat, "dangling")
 `,
     { cwd: dir },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     readlink: "target",
     dangling: "/nowhere/at/all",
     through: "T",
@@ -327,7 +332,7 @@ R["dir_link"] = E(os.link, "sub", "sub2")
 `,
     { cwd: dir },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     nlink: 3,
     same: true,
     via_c: "data+",
@@ -349,7 +354,7 @@ R["one"] = os.stat("d").st_nlink
 `,
     { cwd: dir },
   );
-  assertEquals(r, { empty: 2, two: 4, one: 3 });
+  deepStrictEqual(r, { empty: 2, two: 4, one: 3 });
 });
 
 posix("chmod changes permission bits and ctime", async (dir) => {
@@ -368,7 +373,7 @@ R["dmode"] = oct(os.stat("d").st_mode & 0o7777)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { mode: "0o4751", ctime_moved: true, dmode: "0o1777" });
+  deepStrictEqual(r, { mode: "0o4751", ctime_moved: true, dmode: "0o1777" });
 });
 
 posix("chown changes owner and group", async (dir) => {
@@ -388,7 +393,7 @@ R["link"] = [st.st_uid, st.st_gid]
 `,
     { cwd: dir },
   );
-  assertEquals(r, { owner: [1234, 5678], group_only: [1234, 42], link: [7, 8] });
+  deepStrictEqual(r, { owner: [1234, 5678], group_only: [1234, 42], link: [7, 8] });
 });
 
 posix("utimensat keeps nanoseconds", async (dir) => {
@@ -402,7 +407,7 @@ R["mtime"] = str(st.st_mtime_ns)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { atime: "1000000123456789", mtime: "1234567890987654321" });
+  deepStrictEqual(r, { atime: "1000000123456789", mtime: "1234567890987654321" });
 });
 
 posix("utimensat with UTIME_NOW sets the current time", async (dir) => {
@@ -418,7 +423,7 @@ R["not_zero"] = st.st_mtime_ns != 0
 `,
     { cwd: dir },
   );
-  assertEquals(r, { recent: true, not_zero: true });
+  deepStrictEqual(r, { recent: true, not_zero: true });
 });
 
 posix("write updates mtime; mtime has nanoseconds", async (dir) => {
@@ -434,7 +439,7 @@ R["ns"] = any(x % 1000 != 0 for x in (m0, m1))
 `,
     { cwd: dir },
   );
-  assertEquals(r, { later: true, ns: true });
+  deepStrictEqual(r, { later: true, ns: true });
 });
 
 posix("statfs", async (dir) => {
@@ -447,7 +452,7 @@ R["sane"] = s.f_blocks >= s.f_bfree >= s.f_bavail > 0 and s.f_files > 0
 `,
     { cwd: dir },
   );
-  assertEquals(r, { bsize: 4096, namemax: 255, sane: true });
+  deepStrictEqual(r, { bsize: 4096, namemax: 255, sane: true });
 });
 
 posix("xattrs: set, get, list, remove, flags", async (dir) => {
@@ -470,7 +475,7 @@ R["list2"] = os.listxattr("f")
 `,
     { cwd: dir },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     a: "1",
     b: [0, 98, 105, 110, 97, 114, 121, 255],
     list: ["user.a", "user.b"],
@@ -504,7 +509,13 @@ R["list_small"] = cerr(l(b"f", buf, 4))
 `,
     { cwd: dir },
   );
-  assertEquals(r, { probe: 10, small: "ERANGE", fits: 10, list_probe: 10, list_small: "ERANGE" });
+  deepStrictEqual(r, {
+    probe: 10,
+    small: "ERANGE",
+    fits: 10,
+    list_probe: 10,
+    list_small: "ERANGE",
+  });
 });
 
 posix("mkfifo and mknod", async (dir) => {
@@ -524,7 +535,7 @@ R["reg"] = stat.S_ISREG(os.stat("r").st_mode)
     { cwd: dir },
   );
   // The mount is nodev, so the device node exists but cannot be opened; its numbers show.
-  assertEquals(r, { fifo: true, perm: "0o640", chr: true, dev: [1, 3], reg: true });
+  deepStrictEqual(r, { fifo: true, perm: "0o640", chr: true, dev: [1, 3], reg: true });
 });
 
 posix("readdir lists ., .. and entries with types", async (dir) => {
@@ -537,7 +548,7 @@ R["dots"] = sorted(n for n in os.popen("ls -a").read().split() if n.startswith("
 `,
     { cwd: dir },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     list: ["d", "f", "l"],
     types: [["d", true, false], ["f", false, false], ["l", false, true]],
     dots: [".", ".."],
@@ -575,8 +586,8 @@ R["shared_ok"] = len(d) == 256 * 4096 and all(d[b * 4096] == (b % 4) + 1 and d[b
   );
   const read = await Promise.all(readers);
   for (let i = 0; i < 4; i++) {
-    assertEquals(read[i].md5, written[i].md5, `file w${i}`);
-    assertEquals(read[i].shared_ok, true, `shared file seen by reader ${i}`);
+    deepStrictEqual(read[i].md5, written[i].md5, `file w${i}`);
+    deepStrictEqual(read[i].shared_ok, true, `shared file seen by reader ${i}`);
   }
 });
 
@@ -600,7 +611,7 @@ R["whole"] = all(len(l) == 10 and len(set(l)) == 1 for l in lines)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { n: 600, whole: true });
+  deepStrictEqual(r, { n: 600, whole: true });
 });
 
 posix("fsync and fdatasync succeed", async (dir) => {
@@ -617,7 +628,7 @@ os.close(dfd)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { fsync: null, fdatasync: null, dirsync: null });
+  deepStrictEqual(r, { fsync: null, fdatasync: null, dirsync: null });
 });
 
 posix("pwrite/pread at scattered offsets and an 8 MiB checksum", async (dir) => {
@@ -640,7 +651,7 @@ R["scattered"] = ok
 `,
     { cwd: dir },
   );
-  assertEquals(r, { md5: true, scattered: true });
+  deepStrictEqual(r, { md5: true, scattered: true });
 });
 
 posix("mkdir errors: EEXIST and missing parent", async (dir) => {
@@ -654,7 +665,7 @@ R["lookup_missing"] = E(os.stat, "nothing")
 `,
     { cwd: dir },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     exists: "EEXIST",
     no_parent: "ENOENT",
     file_parent: "ENOTDIR",
@@ -681,7 +692,7 @@ R["chmod_other"] = E(os.chmod, "public", 0o777)
 `,
     { cwd: dir, user: "nobody" },
   );
-  assertEquals(r, {
+  deepStrictEqual(r, {
     read_private: "EACCES",
     read_public: "open",
     write_public: "EACCES",
@@ -704,7 +715,7 @@ R["sg_sub"] = [os.stat("sg/sub").st_gid, bool(os.stat("sg/sub").st_mode & 0o2000
 `,
     { cwd: dir, user: "nobody" },
   );
-  assertEquals(r, { mine: [65534, 65534], sg_file_gid: 4321, sg_sub: [4321, true] });
+  deepStrictEqual(r, { mine: [65534, 65534], sg_file_gid: 4321, sg_sub: [4321, true] });
 }, true);
 
 posix("sticky directory: only owners delete", async (dir) => {
@@ -719,7 +730,7 @@ R["delete_own"] = E(os.unlink, "tmp/own")
 `,
     { cwd: dir, user: "nobody" },
   );
-  assertEquals(r, { delete_other: "EPERM", delete_own: null });
+  deepStrictEqual(r, { delete_other: "EPERM", delete_own: null });
 }, true);
 
 posix("copy_file_range", async (dir) => {
@@ -738,7 +749,7 @@ R["size"] = len(d)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { n: 5000, prefix_zero: true, copied: "0123456789", size: 5010 });
+  deepStrictEqual(r, { n: 5000, prefix_zero: true, copied: "0123456789", size: 5010 });
 });
 
 posix("fallocate extends; punch hole zeroes keeping size", async (dir) => {
@@ -758,7 +769,7 @@ os.close(fd)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { size: 100000, punch: 0, zeroed: true, size2: 100000 });
+  deepStrictEqual(r, { size: 100000, punch: 0, zeroed: true, size2: 100000 });
 });
 
 posix("UTF-8 names round-trip", async (dir) => {
@@ -772,7 +783,7 @@ R["content"] = all(read_file(n).decode() == n for n in names)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { all: true, content: true });
+  deepStrictEqual(r, { all: true, content: true });
 });
 
 posix("255-byte names work, 256 give ENAMETOOLONG", async (dir) => {
@@ -786,7 +797,7 @@ R["long_stat"] = E(os.stat, "m" * 300)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { ok: true, long: "ENAMETOOLONG", long_stat: "ENAMETOOLONG" });
+  deepStrictEqual(r, { ok: true, long: "ENAMETOOLONG", long_stat: "ENAMETOOLONG" });
 });
 
 posix("names that are not UTF-8 are refused with EILSEQ", async (dir) => {
@@ -798,7 +809,7 @@ R["list"] = os.listdir(".")
 `,
     { cwd: dir },
   );
-  assertEquals(r, { create: "EILSEQ", mkdir: "EILSEQ", list: [] });
+  deepStrictEqual(r, { create: "EILSEQ", mkdir: "EILSEQ", list: [] });
 });
 
 posix("ls -l sees attributes delivered by READDIRPLUS", async (dir) => {
@@ -813,5 +824,5 @@ R["sizes_ok"] = all(int(l.split()[4]) == int(l.split()[-1][1:]) for l in out)
 `,
     { cwd: dir },
   );
-  assertEquals(r, { n: 50, modes: ["-rw-r-----"], sizes_ok: true });
+  deepStrictEqual(r, { n: 50, modes: ["-rw-r-----"], sizes_ok: true });
 });

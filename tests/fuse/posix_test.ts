@@ -1,7 +1,7 @@
 // The POSIX behaviour table (posix_table.ts), run through real kernel mounts of the memory
 // filesystem. Client operations run in python3 subprocesses (the test process serves the mount).
 
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, ok } from "node:assert/strict";
 import { py, requireFuse, withMount } from "./helpers.ts";
 import { localContext, rootNode } from "./memfs.ts";
 import { POSIX_TABLE } from "./posix_table.ts";
@@ -25,7 +25,7 @@ Deno.test("posix: readdir of 10,000 entries with telldir/seekdir", () =>
     const ctx = localContext();
     const root = rootNode();
     const d = fs.mkdir(ctx, root, "big", 0o755);
-    assert(!(d instanceof Error) && "attr" in d);
+    ok(!(d instanceof Error) && "attr" in d);
     const bigNode = { ...root, nodeId: 0n, ino: d.attr.ino };
     for (let i = 0; i < 10_000; i++) fs.mknod(ctx, bigNode, `file-${i}`, 0o100644, 0);
     const r = await py(
@@ -63,7 +63,7 @@ libc.closedir(d)
 `,
       { cwd: dir },
     );
-    assertEquals(r, {
+    deepStrictEqual(r, {
       count: 10_000,
       unique: 10_000,
       has_last: true,

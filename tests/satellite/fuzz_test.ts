@@ -17,6 +17,7 @@ import {
 import { SatelliteFs } from "../../satellite/fs.ts";
 import { cString, Libc } from "../../satellite/libc.ts";
 import { mutate, randomBytes, rng, SEED, withSeed } from "../../src/protocol/_test_utils.ts";
+import { AT_FDCWD, O_CLOEXEC, O_PATH } from "../../src/linux/mod.ts";
 
 const SATELLITE = new URL("../../satellite/main.ts", import.meta.url).pathname;
 
@@ -26,9 +27,9 @@ withSeed("satellite dispatcher: random and mutated requests never throw", async 
   Deno.writeTextFileSync(`${root}/file`, "content");
   Deno.mkdirSync(`${root}/dir`);
   const libc = new Libc();
-  const rootFd = libc.fn.openat(-100, cString(root)!, 0o10000000 | 0o2000000, 0);
+  const rootFd = libc.fn.openat(AT_FDCWD, cString(root)!, O_PATH | O_CLOEXEC, 0);
   ok(rootFd >= 0);
-  const fs = new SatelliteFs(libc, rootFd, { rootPath: root, procFd: "/proc/self/fd" });
+  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
   const errors: string[] = [];
   const d = new Dispatcher(fs.handlers(), (m, e) => errors.push(`${m}: ${e}`));
   const packr = createPackr();

@@ -3,11 +3,7 @@
  * the bed cannot be set up they fail (never skip).
  */
 
-import {
-  deepStrictEqual as assertEquals,
-  match as assertMatch,
-  ok as assert,
-} from "node:assert/strict";
+import { deepStrictEqual, match, ok } from "node:assert/strict";
 import {
   ALL_KINDS,
   ensureTestBed,
@@ -47,7 +43,7 @@ async function execBytes(bed: TestBed, id: string, argv: string[]): Promise<Uint
     stdout: "piped",
     stderr: "piped",
   }).output();
-  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  deepStrictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
   return out.stdout;
 }
 
@@ -59,7 +55,7 @@ async function exportedPaths(bed: TestBed, id: string): Promise<string[]> {
     stdout: "piped",
     stderr: "piped",
   }).output();
-  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  deepStrictEqual(out.code, 0, new TextDecoder().decode(out.stderr));
   return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.length > 0)
     .map((l) => l.replace(/^\.?\//, "").replace(/\/$/, ""));
 }
@@ -67,17 +63,17 @@ async function exportedPaths(bed: TestBed, id: string): Promise<string[]> {
 Deno.test("testbed: the four images exist with per-recipe tags", async () => {
   const bed = await ensureTestBed();
   for (const kind of ALL_KINDS) {
-    assertMatch(bed.images[kind], new RegExp(`^dockerfuse-test/${kind}:[0-9a-f]{12}$`));
+    match(bed.images[kind], new RegExp(`^dockerfuse-test/${kind}:[0-9a-f]{12}$`));
     const r = await docker(bed.dockerHost, ["image", "inspect", bed.images[kind]], false);
-    assertEquals(r.code, 0, `image ${bed.images[kind]} missing: ${r.stderr}`);
+    deepStrictEqual(r.code, 0, `image ${bed.images[kind]} missing: ${r.stderr}`);
   }
 });
 
 Deno.test("testbed: a second ensureTestBed is idempotent and returns the same images", async () => {
   const first = await ensureTestBed();
   const second = await ensureTestBed({ kinds: ["static"] });
-  assertEquals(second.images, first.images);
-  assertEquals(second.dockerHost, first.dockerHost);
+  deepStrictEqual(second.images, first.images);
+  deepStrictEqual(second.dockerHost, first.dockerHost);
 });
 
 Deno.test("testbed: arm64 image is arm64 and its container runs aarch64 under qemu", async () => {
@@ -89,24 +85,24 @@ Deno.test("testbed: arm64 image is arm64 and its container runs aarch64 under qe
     "{{.Architecture}}",
     bed.images.arm64,
   ]);
-  assertEquals(inspect.stdout.trim(), "arm64");
+  deepStrictEqual(inspect.stdout.trim(), "arm64");
   await withContainer(bed, "arm64", async (id) => {
     const r = await exec(bed, id, ["uname", "-m"]);
-    assertEquals(r.code, 0, r.stderr);
-    assertEquals(r.stdout.trim(), "aarch64");
-    assertEquals((await exec(bed, id, ["cat", "/data/hello.txt"])).stdout, "hello from arm64\n");
+    deepStrictEqual(r.code, 0, r.stderr);
+    deepStrictEqual(r.stdout.trim(), "aarch64");
+    deepStrictEqual((await exec(bed, id, ["cat", "/data/hello.txt"])).stdout, "hello from arm64\n");
   });
 });
 
 Deno.test("testbed: musl image has the musl loader and no glibc", async () => {
   const bed = await ensureTestBed({ kinds: ["musl"] });
   await withContainer(bed, "musl", async (id) => {
-    assertEquals((await exec(bed, id, ["test", "-e", "/lib/ld-musl-x86_64.so.1"])).code, 0);
-    assert((await exec(bed, id, ["test", "-e", "/lib/x86_64-linux-gnu/libc.so.6"])).code !== 0);
-    assert((await exec(bed, id, ["test", "-e", "/lib64/ld-linux-x86-64.so.2"])).code !== 0);
+    deepStrictEqual((await exec(bed, id, ["test", "-e", "/lib/ld-musl-x86_64.so.1"])).code, 0);
+    ok((await exec(bed, id, ["test", "-e", "/lib/x86_64-linux-gnu/libc.so.6"])).code !== 0);
+    ok((await exec(bed, id, ["test", "-e", "/lib64/ld-linux-x86-64.so.2"])).code !== 0);
     const found = await exec(bed, id, ["find", "/", "-xdev", "-name", "libc.so.6"]);
-    assertEquals(found.stdout.trim(), "");
-    assertEquals((await exec(bed, id, ["cat", "/data/hello.txt"])).stdout, "hello from musl\n");
+    deepStrictEqual(found.stdout.trim(), "");
+    deepStrictEqual((await exec(bed, id, ["cat", "/data/hello.txt"])).stdout, "hello from musl\n");
   });
 });
 
@@ -120,14 +116,14 @@ Deno.test("testbed: static image runs its keep-alive binary and has no shell or 
       "{{.State.Running}}",
       id,
     ]);
-    assertEquals(state.stdout.trim(), "true");
+    deepStrictEqual(state.stdout.trim(), "true");
     const sh = await exec(bed, id, ["/bin/sh", "-c", "true"]);
-    assert(sh.code !== 0, "exec /bin/sh unexpectedly worked");
+    ok(sh.code !== 0, "exec /bin/sh unexpectedly worked");
     const paths = await exportedPaths(bed, id);
-    assert(paths.includes("pause"), `no /pause in ${paths.join(" ")}`);
-    assert(!paths.some((p) => p === "bin/sh" || /(^|\/)(libc\.so|ld-)/.test(p)), paths.join(" "));
+    ok(paths.includes("pause"), `no /pause in ${paths.join(" ")}`);
+    ok(!paths.some((p) => p === "bin/sh" || /(^|\/)(libc\.so|ld-)/.test(p)), paths.join(" "));
     for (const e of smallDataEntries("static")) {
-      assert(paths.includes(`data/${e.path}`), `data/${e.path} missing`);
+      ok(paths.includes(`data/${e.path}`), `data/${e.path} missing`);
     }
   });
 });
@@ -136,13 +132,13 @@ Deno.test("testbed: glibc image has the file tree and the large file", async () 
   const bed = await ensureTestBed({ kinds: ["glibc"] });
   await withContainer(bed, "glibc", async (id) => {
     const files = treeEntries().filter((e) => e.type === "file").length;
-    assert(files >= 300, `only ${files} files in the tree recipe`);
+    ok(files >= 300, `only ${files} files in the tree recipe`);
     const count = await exec(bed, id, ["sh", "-c", "find /data/tree -type f | wc -l"]);
-    assertEquals(Number(count.stdout.trim()), files);
+    deepStrictEqual(Number(count.stdout.trim()), files);
     const size = await exec(bed, id, ["stat", "-c", "%s", "/data/large.bin"]);
-    assertEquals(Number(size.stdout.trim()), LARGE_FILE_SIZE);
+    deepStrictEqual(Number(size.stdout.trim()), LARGE_FILE_SIZE);
     const check = await exec(bed, id, ["sh", "-c", "cd /data && sha256sum -c large.bin.sha256"]);
-    assertEquals(check.code, 0, check.stdout + check.stderr);
+    deepStrictEqual(check.code, 0, check.stdout + check.stderr);
     const block = 1000;
     const bytes = await execBytes(bed, id, [
       "dd",
@@ -152,8 +148,8 @@ Deno.test("testbed: glibc image has the file tree and the large file", async () 
       "count=1",
       "status=none",
     ]);
-    assertEquals(bytes, largeFileBytes(block * 4096, 4096));
-    assertEquals((await exec(bed, id, ["cat", "/data/hello.txt"])).stdout, "hello from glibc\n");
+    deepStrictEqual(bytes, largeFileBytes(block * 4096, 4096));
+    deepStrictEqual((await exec(bed, id, ["cat", "/data/hello.txt"])).stdout, "hello from glibc\n");
   });
 });
 
@@ -162,7 +158,7 @@ Deno.test("testbed: test containers have no network and are removed by name", as
   const name = `dfh-testbed-${Deno.pid}`;
   const id = await startTestContainer(bed, "static", { name });
   try {
-    assertMatch(id, /^[0-9a-f]{64}$/);
+    match(id, /^[0-9a-f]{64}$/);
     const net = await docker(bed.dockerHost, [
       "container",
       "inspect",
@@ -170,28 +166,28 @@ Deno.test("testbed: test containers have no network and are removed by name", as
       "{{.HostConfig.NetworkMode}}",
       name,
     ]);
-    assertEquals(net.stdout.trim(), "none");
+    deepStrictEqual(net.stdout.trim(), "none");
   } finally {
     await removeTestContainer(bed, name);
   }
   const gone = await docker(bed.dockerHost, ["container", "inspect", name], false);
-  assert(gone.code !== 0, "container still exists after removeTestContainer");
+  ok(gone.code !== 0, "container still exists after removeTestContainer");
   await removeTestContainer(bed, name); // removing a missing container is not an error
 });
 
 Deno.test("testbed: largeFileBytes is consistent across offsets and clipped at the end", () => {
   const whole = largeFileBytes(0, 64);
-  assertEquals(largeFileBytes(5, 10), whole.slice(5, 15));
-  assertEquals(largeFileBytes(LARGE_FILE_SIZE - 3, 10).length, 3);
-  assertEquals(largeFileBytes(LARGE_FILE_SIZE, 10).length, 0);
-  assert(whole.some((b, i) => b !== whole[(i + 4) % 64]), "pattern repeats every word");
+  deepStrictEqual(largeFileBytes(5, 10), whole.slice(5, 15));
+  deepStrictEqual(largeFileBytes(LARGE_FILE_SIZE - 3, 10).length, 3);
+  deepStrictEqual(largeFileBytes(LARGE_FILE_SIZE, 10).length, 0);
+  ok(whole.some((b, i) => b !== whole[(i + 4) % 64]), "pattern repeats every word");
 });
 
 Deno.test("testbed: pause executable is a static x86_64 ELF with one loadable segment", () => {
   const elf = pauseElf();
   const v = new DataView(elf.buffer);
-  assertEquals([...elf.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
-  assertEquals(v.getUint16(18, true), 0x3e);
-  assertEquals(v.getUint16(56, true), 1);
-  assertEquals(Number(v.getBigUint64(64 + 32, true)), elf.length);
+  deepStrictEqual([...elf.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
+  deepStrictEqual(v.getUint16(18, true), 0x3e);
+  deepStrictEqual(v.getUint16(56, true), 1);
+  deepStrictEqual(Number(v.getBigUint64(64 + 32, true)), elf.length);
 });
