@@ -18,13 +18,14 @@ import {
   PROTOCOL_VERSION,
 } from "../src/protocol/mod.ts";
 import { SatelliteFs } from "./fs.ts";
+import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 
 /** Replaced by the packaging step with the bundle's build id. */
 const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
 const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
 
-const USAGE = "usage: satellite --root PATH [--self DIR] [--walk-paths]";
+const USAGE = "usage: satellite --root PATH [--root-in DIR] [--self DIR] [--walk-paths]";
 const EINTR = 4;
 const F_SETPIPE_SZ = 1031;
 const AT_FDCWD = -100;
@@ -40,13 +41,15 @@ function log(message: string): void {
 
 function parseArgs(
   args: string[],
-): { root: string; self?: string; walkPaths: boolean } | string {
+): { root: string; rootIn?: string; self?: string; walkPaths: boolean } | string {
   let root: string | undefined;
+  let rootIn: string | undefined;
   let self: string | undefined;
   let walkPaths = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--root" && i + 1 < args.length) root = args[++i];
+    else if (a === "--root-in" && i + 1 < args.length) rootIn = args[++i];
     else if (a === "--self" && i + 1 < args.length) self = args[++i];
     else if (a === "--walk-paths") walkPaths = true; // resolve without openat2 (tests)
     else if (a === "--help" || a === "-h") return USAGE;
@@ -54,7 +57,7 @@ function parseArgs(
   }
   if (root === undefined) return `--root is required\n${USAGE}`;
   if (!root.startsWith("/")) return `--root must be an absolute path, got '${root}'`;
-  return { root, self, walkPaths };
+  return { root, rootIn, self, walkPaths };
 }
 
 /** Batches frames and writes them to fd 1 with blocking writes. */
@@ -117,10 +120,12 @@ function main(): number {
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
 
-  const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, 0o10000000 | 0o2000000, 0); // O_PATH|O_CLOEXEC
+  const rootIn = args.rootIn === undefined ? undefined : openRootIn(libc, args.rootIn, args.root);
+  const rootFd = rootIn ??
+    libc.fn.openat(AT_FDCWD, cString(args.root)!, 0o10000000 | 0o2000000, 0); // O_PATH|O_CLOEXEC
   const fs = rootFd >= 0
     ? new SatelliteFs(libc, rootFd, {
-      rootPath: args.root,
+      rootPath: args.rootIn === undefined ? args.root : `${args.rootIn}${args.root}`,
       procFd: procFdPath(),
       log,
       walkPaths: args.walkPaths,
@@ -131,7 +136,10 @@ function main(): number {
     (method, error) => log(`${method}: ${error instanceof Error ? error.stack : error}`),
   );
   if (!fs) {
-    const message = `Cannot open root '${args.root}': errno ${libc.errno()}`;
+    const errno = rootIn === undefined ? libc.errno() : -rootIn;
+    const message = `Cannot open root '${args.root}'${
+      args.rootIn === undefined ? "" : ` in '${args.rootIn}'`
+    }: errno ${errno}`;
     log(message);
     out.push(dispatcher.fatalFrame(message));
     out.flush();
