@@ -1,0 +1,174 @@
+/**
+ * Sidecar deployment: the satellite runs in a helper container from the satellite image, in the
+ * target's PID namespace (`--pid container:TARGET`), and serves the target's filesystem through
+ * `/proc/1/root`. Nothing is written into the target.
+ *
+ * Invariants:
+ * - The helper has no network, a read-only root, no-new-privileges, and SYS_PTRACE only when the
+ *   target runs as a non-root user (reading another user's /proc/1/root needs it).
+ * - It is auto-removed and stops when its stdin closes (the client ends, or is killed: the
+ *   attach stream closes and StdinOnce closes stdin), and the kernel kills it with the target's
+ *   PID namespace when the target stops. A helper that fails to start is removed here.
+ *
+ * @module
+ */
+
+import type { ContainerInfo } from "./engine.ts";
+import { DockerError, errorMessage } from "./errors.ts";
+import { createExecSession, type ExecSession, type ExecState } from "./exec.ts";
+import { type EngineApi, responseJson, responseMessage } from "./http.ts";
+import type { SatelliteManifest } from "./satellite.ts";
+import { IMAGE_DIR } from "./satellite_image.ts";
+import { closeQuietly } from "./transport.ts";
+
+/** Label on every helper container: the id of the container it serves. */
+export const LABEL_SIDECAR = "dev.dockerfuse.sidecar.target";
+/** Where the helper sees the target's root (the target's PID 1 is its PID 1). */
+export const TARGET_ROOT = "/proc/1/root";
+
+export interface SidecarOptions {
+  /** directory inside the target that becomes the root of the mount */
+  root: string;
+  /** image reference of the satellite (SatelliteImages.ensure) */
+  image: string;
+  /** overrides the random part of the helper's name (tests) */
+  randomName?: () => string;
+}
+
+/** True when the container's configured user is not root (then /proc/1/root needs SYS_PTRACE). */
+export function needsPtrace(user: string | undefined): boolean {
+  const name = (user ?? "").split(":")[0];
+  return name !== "" && name !== "root" && name !== "0";
+}
+
+/** The helper's create request (`docker create` body), from the manifest and the target. */
+export function sidecarConfig(
+  manifest: SatelliteManifest,
+  target: { id: string; user?: string },
+  options: { root: string; image: string },
+): Record<string, unknown> {
+  const argv = manifest.loaderCommand.map((arg) => arg.replaceAll("{dir}", IMAGE_DIR));
+  argv.push("--root", options.root, "--root-in", TARGET_ROOT);
+  const env = Object.entries(manifest.env).map(([key, value]) =>
+    `${key}=${value.replaceAll("{dir}", IMAGE_DIR)}`
+  );
+  return {
+    Image: options.image,
+    Entrypoint: [argv[0]],
+    Cmd: argv.slice(1),
+    Env: env,
+    User: "0:0",
+    WorkingDir: "/",
+    AttachStdin: true,
+    AttachStdout: true,
+    AttachStderr: true,
+    OpenStdin: true,
+    StdinOnce: true,
+    Tty: false,
+    NetworkDisabled: true,
+    Labels: { [LABEL_SIDECAR]: target.id },
+    HostConfig: {
+      PidMode: `container:${target.id}`,
+      NetworkMode: "none",
+      AutoRemove: true,
+      ReadonlyRootfs: true,
+      SecurityOpt: ["no-new-privileges"],
+      CapAdd: needsPtrace(target.user) ? ["SYS_PTRACE"] : [],
+    },
+  };
+}
+
+function randomHex(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The configured user of a container (inspect Config.User); "" when none. */
+export async function containerUser(api: EngineApi, containerId: string): Promise<string> {
+  const response = await api.request("GET", `/containers/${encodeURIComponent(containerId)}/json`);
+  if (response.status === 404) {
+    throw new DockerError(
+      "not-found",
+      `Cannot use container ${containerId.slice(0, 12)}: no such container`,
+    );
+  }
+  if (response.status !== 200) {
+    throw new DockerError(
+      "api",
+      `Cannot inspect container ${containerId.slice(0, 12)}: ${responseMessage(response)}`,
+    );
+  }
+  const info = responseJson(response, "inspect the container") as {
+    Config?: { User?: unknown };
+  };
+  return typeof info.Config?.User === "string" ? info.Config.User : "";
+}
+
+/**
+ * Creates the helper, attaches to it, starts it; returns its stdio as an exec-like session.
+ * Throws DockerError ("api" when the engine refuses, e.g. no `--pid container:` support); a
+ * helper created before the failure is removed.
+ */
+export async function startSidecar(
+  api: EngineApi,
+  container: ContainerInfo,
+  manifest: SatelliteManifest,
+  options: SidecarOptions,
+): Promise<ExecSession> {
+  const user = await containerUser(api, container.id);
+  const config = sidecarConfig(manifest, { id: container.id, user }, options);
+  const name = `dockerfuse-${container.name.replace(/[^A-Za-z0-9_.-]/g, "-").slice(0, 40)}-${
+    (options.randomName ?? randomHex)()
+  }`.replace(/^dockerfuse--/, "dockerfuse-");
+  const what = `start the satellite helper for '${container.name}'`;
+  const created = await api.request("POST", `/containers/create?name=${encodeURIComponent(name)}`, {
+    json: config,
+  });
+  if (created.status !== 201 && created.status !== 200) {
+    throw new DockerError(
+      created.status === 404 ? "bundle" : "api",
+      `Cannot ${what}: ${responseMessage(created)}`,
+    );
+  }
+  const id = String((responseJson(created, what) as { Id?: unknown }).Id ?? "");
+  if (id === "") throw new DockerError("protocol", `Cannot ${what}: the engine named no container`);
+  const remove = async (): Promise<void> => {
+    await api.request("DELETE", `/containers/${id}?force=1&v=1`).catch(() => {});
+  };
+  let attached: Awaited<ReturnType<EngineApi["upgrade"]>> | undefined;
+  try {
+    // Attach before start, so no output is missed.
+    attached = await api.upgrade(
+      `/containers/${id}/attach?stream=1&stdin=1&stdout=1&stderr=1`,
+    );
+    const started = await api.request("POST", `/containers/${id}/start`);
+    if (started.status !== 204 && started.status !== 304) {
+      throw new DockerError("api", `Cannot ${what}: ${responseMessage(started)}`);
+    }
+  } catch (error) {
+    if (attached) closeQuietly(attached.conn);
+    await remove();
+    if (error instanceof DockerError) {
+      throw error.message.startsWith("Cannot ") ? error : new DockerError(
+        error.code,
+        `Cannot ${what}: ${error.message}`,
+        { cause: error },
+      );
+    }
+    throw new DockerError("api", `Cannot ${what}: ${errorMessage(error)}`, { cause: error });
+  }
+  const inspect = async (): Promise<ExecState> => {
+    const response = await api.request("GET", `/containers/${id}/json`);
+    // Auto-removed: it has ended; its code went with it.
+    if (response.status === 404) return { running: false, code: null };
+    const info = responseJson(response, "inspect the helper") as {
+      State?: { Running?: boolean; ExitCode?: unknown };
+    };
+    const code = info.State?.ExitCode;
+    return {
+      running: info.State?.Running === true,
+      code: typeof code === "number" ? code : null,
+    };
+  };
+  return createExecSession(attached.conn, attached.rest, inspect, `helper ${name}`);
+}
