@@ -15,6 +15,7 @@ import {
   subcommands,
 } from "cmd-ts";
 import type { Type } from "cmd-ts";
+import { DEPLOY_MODES, type DeployMode } from "../docker/deploy.ts";
 import {
   DEFAULT_PLUGIN_SOCKET,
   DEFAULT_STATE_DIR,
@@ -46,6 +47,8 @@ export interface MountOptions {
   writebackCache: boolean;
   /** Answer each write only once the container has it (no write-behind). */
   syncWrites: boolean;
+  /** How the satellite reaches the container: uploaded, in a sidecar, or chosen. */
+  deploy: DeployMode;
 }
 
 /** A parsed command line. */
@@ -65,6 +68,7 @@ export const MOUNT_DEFAULTS = {
   negativeTimeout: 1,
   requestTimeout: 30,
   user: "root",
+  deploy: "auto",
 } as const;
 
 const seconds: Type<string, number> = extendType(number, {
@@ -116,6 +120,10 @@ const STRING_OPTIONS: Readonly<Record<string, (o: MountOptions, v: string) => st
   {
     path: (o, v) => v.startsWith("/") ? (o.path = v, undefined) : "-o path must be absolute",
     user: (o, v) => (o.user = v, undefined),
+    deploy: (o, v) =>
+      (DEPLOY_MODES as readonly string[]).includes(v)
+        ? (o.deploy = v as DeployMode, undefined)
+        : `-o deploy must be one of ${DEPLOY_MODES.join(", ")}, got '${v}'`,
   };
 
 /** Applies one mount(8)-style `-o` list to the options; returns an error text or undefined. */
@@ -247,6 +255,14 @@ const mountCommand = command({
       long: "writeback-cache",
       description: "kernel writeback cache for writes (see README)",
     }),
+    deploy: option({
+      type: oneOf(DEPLOY_MODES),
+      long: "deploy",
+      defaultValue: (): DeployMode => MOUNT_DEFAULTS.deploy,
+      defaultValueIsSerializable: true,
+      description: "how the satellite reaches the container: upload (into it), sidecar " +
+        "(a helper container beside it, nothing written into it) or auto (upload where it works)",
+    }),
     syncWrites: flag({
       long: "sync-writes",
       description: "answer each write once the container has it: write errors show at once, " +
@@ -280,6 +296,7 @@ const mountCommand = command({
       nonEmpty: a.nonEmpty,
       writebackCache: a.writebackCache,
       syncWrites: a.syncWrites,
+      deploy: a.deploy,
     };
     for (const list of a.o) {
       const problem = applyMountOptionList(options, list);

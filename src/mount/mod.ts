@@ -15,12 +15,12 @@
 import {
   connectEngine,
   type ContainerInfo,
-  deploySatellite,
   DockerError,
   type Engine,
   type ExecSession,
   readManifest,
 } from "../docker/mod.ts";
+import { deployChosen, type DeployMode } from "../docker/deploy.ts";
 import { ContainerFs } from "../fs/mod.ts";
 import {
   type FuseSession,
@@ -51,6 +51,8 @@ export interface ContainerMountOptions {
   /** No write-behind: a write is answered once the satellite has done it. */
   syncWrites?: boolean;
   debug: boolean;
+  /** How the satellite reaches the container (default "auto"; see src/docker/deploy.ts). */
+  deploy?: DeployMode;
 }
 
 /** Surroundings of a mount (injected). */
@@ -260,11 +262,13 @@ export async function mountContainer(
     }
     const bundle = await bundleFor(deps.bundleRoot, container.arch);
     const started = performance.now();
-    exec = await deploySatellite(engine, container, bundle.dir, {
+    exec = (await deployChosen(engine, container, bundle.dir, {
+      mode: options.deploy ?? "auto",
       root: options.path,
       user: options.user,
       onProgress: deps.onProgress,
-    }).catch(rethrowDocker);
+      log: (message) => logger.info(message),
+    }).catch(rethrowDocker)).session;
     const stderrTail = watchStderr(exec.stderr, logger);
     rpc = new RpcClient(exec.stdout, exec.stdin, {
       expectedBuildId: bundle.buildId,
