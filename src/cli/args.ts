@@ -55,6 +55,7 @@ export interface MountOptions {
 export type Invocation =
   | { kind: "mount"; options: MountOptions }
   | { kind: "unmount"; mountpoint: string }
+  | { kind: "prune" }
   | { kind: "volume-plugin"; options: VolumePluginOptions }
   | { kind: "version"; json: boolean }
   | { kind: "help"; text: string; exitCode: number }
@@ -355,6 +356,14 @@ const volumePluginCommand = command({
   }),
 });
 
+const pruneCommand = command({
+  name: "prune",
+  description: "Remove dockerfuse's reusable satellite images (made by sidecar mounts) from " +
+    "the engine; a later sidecar mount makes its image again.",
+  args: {},
+  handler: (): Invocation => ({ kind: "prune" }),
+});
+
 const versionCommand = command({
   name: "version",
   description: "Print the version of dockerfuse and of its protocol.",
@@ -379,6 +388,7 @@ const cli = subcommands({
     unmount: unmountCommand,
     umount: unmountCommand,
     "volume-plugin": volumePluginCommand,
+    prune: pruneCommand,
     version: versionCommand,
   },
 });

@@ -11,6 +11,7 @@ import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
 import { cliRunArgs } from "./launch.ts";
 import { runMount, runUnmount } from "./mount.ts";
+import { runPrune } from "./prune.ts";
 import { progressBar } from "./progress.ts";
 import { runVolumePlugin } from "../plugin/mod.ts";
 
@@ -180,6 +181,8 @@ async function main(args: readonly string[]): Promise<number> {
         invocation.mountpoint,
         createLogger({ format: "text", debug: false }),
       );
+    case "prune":
+      return await runPrune(Deno.env.toObject(), createLogger({ format: "text", debug: false }));
     case "volume-plugin": {
       const { options } = invocation;
       const stop = new AbortController();
