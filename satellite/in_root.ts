@@ -24,8 +24,8 @@ const ELOOP = 40;
 /** Like the kernel's limit on symlinks followed in one lookup. */
 const MAX_LINKS = 40;
 
-/** The root's O_PATH fd, or a negative errno. */
-export function openRootIn(libc: Libc, base: string, root: string): number {
+/** The root's O_PATH fd, or a negative errno. `walk`: resolve here even where openat2 works. */
+export function openRootIn(libc: Libc, base: string, root: string, walk = false): number {
   const baseFd = libc.fn.openat(AT_FDCWD, cString(base)!, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
   if (baseFd < 0) return -libc.errno();
   const relative = root.replace(/^\/+/, "") || ".";
@@ -35,7 +35,7 @@ export function openRootIn(libc: Libc, base: string, root: string): number {
       0n,
       BigInt(RESOLVE_IN_ROOT),
     ]);
-    const fd = num(
+    const fd = walk ? -1 : num(
       libc.fn.sys_openat2(
         libc.sys.openat2,
         baseFd,
@@ -45,7 +45,7 @@ export function openRootIn(libc: Libc, base: string, root: string): number {
       ),
     );
     if (fd >= 0) return fd;
-    const errno = libc.errno();
+    const errno = walk ? ENOSYS : libc.errno();
     if (errno !== ENOSYS && errno !== EPERM) return -errno;
     const resolved = resolveInRoot(libc, baseFd, relative);
     if (typeof resolved === "number") return -resolved;

@@ -120,7 +120,9 @@ function main(): number {
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
 
-  const rootIn = args.rootIn === undefined ? undefined : openRootIn(libc, args.rootIn, args.root);
+  const rootIn = args.rootIn === undefined
+    ? undefined
+    : openRootIn(libc, args.rootIn, args.root, args.walkPaths);
   const rootFd = rootIn ??
     libc.fn.openat(AT_FDCWD, cString(args.root)!, 0o10000000 | 0o2000000, 0); // O_PATH|O_CLOEXEC
   const fs = rootFd >= 0

@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import type { SatelliteManifest } from "./satellite.ts";
+import { LABEL_SIDECAR, needsPtrace, sidecarConfig } from "./sidecar.ts";
+
+const MANIFEST: SatelliteManifest = {
+  formatVersion: 1,
+  arch: "x86_64",
+  mode: "runtime",
+  buildId: "b",
+  files: [],
+  command: ["{dir}/deno", "run", "{dir}/satellite.js"],
+  loaderCommand: ["{dir}/lib/ld.so", "--library-path", "{dir}/lib", "{dir}/deno", "run"],
+  glibcProbe: [],
+  env: { DENO_DIR: "/dev/null/deno", X: "{dir}/x" },
+};
+
+Deno.test("sidecar: SYS_PTRACE only for a non-root target user", () => {
+  for (const user of [undefined, "", "root", "0", "0:0", "root:staff", "0:1000"]) {
+    assert.equal(needsPtrace(user), false, `user '${user}'`);
+  }
+  for (const user of ["1000", "1000:1000", "nobody", "app:root"]) {
+    assert.equal(needsPtrace(user), true, `user '${user}'`);
+  }
+});
+
+Deno.test("sidecar: the helper is confined and serves the path inside the target's root", () => {
+  const config = sidecarConfig(MANIFEST, { id: "t1", user: "" }, { root: "/srv", image: "img" });
+  assert.equal(config.Image, "img");
+  assert.deepEqual(config.Entrypoint, ["/dockerfuse/lib/ld.so"]);
+  assert.deepEqual(config.Cmd, [
+    "--library-path",
+    "/dockerfuse/lib",
+    "/dockerfuse/deno",
+    "run",
+    "--root",
+    "/srv",
+    "--root-in",
+    "/proc/1/root",
+  ]);
+  assert.deepEqual(config.Env, ["DENO_DIR=/dev/null/deno", "X=/dockerfuse/x"]);
+  assert.equal(config.User, "0:0");
+  assert.equal(config.OpenStdin, true);
+  assert.equal(config.StdinOnce, true);
+  assert.equal(config.Tty, false);
+  assert.deepEqual(config.Labels, { [LABEL_SIDECAR]: "t1" });
+  assert.deepEqual(config.HostConfig, {
+    PidMode: "container:t1",
+    NetworkMode: "none",
+    AutoRemove: true,
+    ReadonlyRootfs: true,
+    SecurityOpt: ["no-new-privileges"],
+    CapAdd: [],
+  });
+  const nonRoot = sidecarConfig(MANIFEST, { id: "t1", user: "1000" }, { root: "/", image: "i" });
+  assert.deepEqual((nonRoot.HostConfig as { CapAdd: string[] }).CapAdd, ["SYS_PTRACE"]);
+});
