@@ -1,0 +1,252 @@
+// Sidecar mode against the real engine: targets that cannot take an upload (read-only root,
+// non-root user, arm64), the POSIX table through a sidecar mount, image reuse, and that nothing
+// of dockerfuse's is left (helpers, mounts) whatever ends the mount.
+
+import assert from "node:assert/strict";
+import { POSIX_TABLE } from "../fuse/posix_table.ts";
+import type { ImageKind } from "../../tasks/testbed/mod.ts";
+import { docker, dockerfuse, isMounted, sh, startMount } from "../e2e/harness.ts";
+import {
+  helpersOf,
+  inspect,
+  mountMs,
+  satelliteImages,
+  startTarget,
+  waitNoHelpers,
+} from "./helpers.ts";
+
+async function removeTarget(id: string): Promise<void> {
+  await docker(["rm", "-f", id], false);
+}
+
+const READ_ONLY_CASES: { name: string; kind: ImageKind; options: string[] }[] = [
+  { name: "root", kind: "glibc", options: [] },
+  { name: "USER 1000", kind: "glibc", options: ["--user", "1000"] },
+  { name: "arm64", kind: "arm64", options: [] },
+];
+
+for (const c of READ_ONLY_CASES) {
+  Deno.test(`sidecar ${c.name}: a --read-only --tmpfs /tmp container mounts (auto)`, async () => {
+    const target = await startTarget(c.kind, ["--read-only", "--tmpfs", "/tmp", ...c.options]);
+    const m = await startMount(c.kind, { container: target });
+    try {
+      assert.match(m.stderr(), /read-only and it has no writable volume\): using a sidecar/);
+      // Reading works everywhere, as the target sees it.
+      const passwd = await sh(m.mountpoint, 'cat "$M/etc/passwd"');
+      assert.equal(passwd.code, 0, passwd.stderr);
+      const inside = await docker(["exec", target, "cat", "/etc/passwd"]);
+      assert.equal(passwd.stdout, inside.stdout);
+      const listing = await sh(m.mountpoint, 'ls "$M/" "$M/bin" | wc -l');
+      assert.ok(Number(listing.stdout.trim()) > 10, listing.stdout);
+      // Writing works in the tmpfs, seen inside the target.
+      const wrote = await sh(m.mountpoint, 'printf sidecar > "$M/tmp/written"');
+      assert.equal(wrote.code, 0, wrote.stderr);
+      assert.equal((await docker(["exec", target, "cat", "/tmp/written"])).stdout, "sidecar");
+      // The read-only root answers EROFS.
+      for (
+        const script of ['printf x > "$M/rootfile"', 'mkdir "$M/newdir"', 'rm "$M/etc/passwd"']
+      ) {
+        const r = await sh(m.mountpoint, script);
+        assert.notEqual(r.code, 0, script);
+        assert.match(r.stderr, /Read-only file system/, script);
+      }
+      // The helper: confined, SYS_PTRACE only for the non-root target.
+      const helpers = await helpersOf(target);
+      assert.equal(helpers.length, 1);
+      const host = (await inspect(helpers[0])).HostConfig as Record<string, unknown>;
+      assert.equal(host.PidMode, `container:${target}`);
+      assert.equal(host.NetworkMode, "none");
+      assert.equal(host.ReadonlyRootfs, true);
+      assert.equal(host.AutoRemove, true);
+      assert.deepEqual(host.SecurityOpt, ["no-new-privileges"]);
+      assert.deepEqual(host.CapAdd ?? [], c.options.includes("--user") ? ["SYS_PTRACE"] : []);
+      if (c.kind === "arm64") {
+        const image = JSON.parse(
+          (await docker(["image", "inspect", String((await inspect(helpers[0])).Image)])).stdout,
+        )[0];
+        assert.equal(image.Architecture, "arm64");
+      }
+      assert.equal((await docker(["diff", target])).stdout, "");
+      assert.equal(await m.stop("SIGTERM"), 0);
+      assert.equal(await isMounted(m.mountpoint), false);
+      await waitNoHelpers(target);
+    } finally {
+      await m.cleanup();
+      await removeTarget(target);
+    }
+  });
+}
+
+Deno.test("sidecar: the POSIX table through a sidecar mount of a writable container", async (t) => {
+  const target = await startTarget("glibc");
+  const m = await startMount("glibc", {
+    container: target,
+    args: ["--allow-other", "--deploy", "sidecar"],
+  });
+  try {
+    const base = `${m.mountpoint}/dockerfuse-posix`;
+    await Deno.mkdir(base);
+    await Deno.chmod(base, 0o777);
+    for (const [i, { name, run }] of POSIX_TABLE.entries()) {
+      await t.step(name, async () => {
+        const dir = `${base}/${i}`;
+        await Deno.mkdir(dir);
+        await Deno.chmod(dir, 0o777);
+        await run(dir);
+      });
+    }
+    // Only the table's own directory changed in the target: nothing of the satellite's. (Lines
+    // not starting with a change mark continue a name holding a newline.)
+    const diff = (await docker(["diff", target])).stdout.split("\n");
+    assert.deepEqual(
+      diff.filter((l) => /^[ACD] /.test(l) && !/^. \/dockerfuse-posix(\/|$)/.test(l)),
+      [],
+    );
+  } finally {
+    await m.cleanup();
+    await removeTarget(target);
+    await waitNoHelpers(target);
+  }
+});
+
+Deno.test("sidecar: a second mount reuses the image (nothing uploaded)", async () => {
+  const target = await startTarget("glibc", ["--read-only"]);
+  try {
+    const times: number[] = [];
+    let imagesAfterFirst: Map<string, string> | undefined;
+    for (const round of [1, 2]) {
+      const m = await startMount("glibc", { container: target, args: ["--deploy", "sidecar"] });
+      try {
+        times.push(mountMs(m.stderr()) ?? NaN);
+        if (round === 1) imagesAfterFirst = await satelliteImages();
+        else {
+          assert.doesNotMatch(m.stderr(), /Created the satellite image/);
+          assert.deepEqual(await satelliteImages(), imagesAfterFirst);
+        }
+        assert.equal(await m.stop("SIGTERM"), 0);
+      } finally {
+        await m.cleanup();
+      }
+    }
+    console.log(`sidecar mount times (first, second): ${times.join(", ")} ms`);
+    assert.equal((await docker(["diff", target])).stdout, "");
+    await waitNoHelpers(target);
+  } finally {
+    await removeTarget(target);
+  }
+});
+
+Deno.test("sidecar: --path through an absolute symlink resolves inside the target", async () => {
+  const target = await startTarget("glibc");
+  try {
+    const first = await startMount("glibc", { container: target, args: ["--deploy", "sidecar"] });
+    try {
+      const r = await sh(
+        first.mountpoint,
+        'mkdir "$M/only-in-target" && printf found > "$M/only-in-target/f" && ' +
+          'ln -s /only-in-target "$M/link"',
+      );
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      await first.cleanup();
+    }
+    const m = await startMount("glibc", {
+      container: target,
+      args: ["--deploy", "sidecar", "--path", "/link"],
+    });
+    try {
+      assert.equal((await sh(m.mountpoint, 'cat "$M/f"')).stdout, "found");
+    } finally {
+      await m.cleanup();
+    }
+    await waitNoHelpers(target);
+  } finally {
+    await removeTarget(target);
+  }
+});
+
+Deno.test("sidecar: SIGKILL of the client leaves no helper", async () => {
+  const target = await startTarget("glibc", ["--read-only"]);
+  const m = await startMount("glibc", { container: target, args: ["--deploy", "sidecar"] });
+  try {
+    assert.equal((await helpersOf(target)).length, 1);
+    await m.stop("SIGKILL");
+    await waitNoHelpers(target);
+  } finally {
+    await m.cleanup();
+    await removeTarget(target);
+  }
+});
+
+Deno.test("sidecar: removing the target ends the mount (exit 8) and its helper", async () => {
+  const target = await startTarget("glibc", ["--read-only", "--tmpfs", "/tmp"]);
+  const m = await startMount("glibc", { container: target });
+  try {
+    assert.equal((await helpersOf(target)).length, 1);
+    await docker(["rm", "-f", target]);
+    assert.equal(await m.stop("SIGCONT"), 8);
+    assert.match(m.stderr(), /Unmounted '[^']*': container '[^']*' (stopped|was removed)/);
+    assert.equal(await isMounted(m.mountpoint), false);
+    await waitNoHelpers(target);
+  } finally {
+    await m.cleanup();
+    await removeTarget(target);
+  }
+});
+
+Deno.test("sidecar: refusals exit 7 with the reason and leave nothing", async () => {
+  const target = await startTarget("glibc", ["--read-only", "--tmpfs", "/tmp"]);
+  const mountpoint = await Deno.makeTempDir({ prefix: "dockerfuse-sidecar-" });
+  try {
+    const upload = await dockerfuse(["mount", "--deploy", "upload", target, mountpoint]);
+    assert.equal(upload.code, 7, upload.stderr);
+    assert.match(
+      upload.stderr,
+      /Cannot upload the satellite into '[^']*': its root filesystem is read-only/,
+    );
+    const asUser = await dockerfuse([
+      "mount",
+      "-o",
+      "deploy=sidecar",
+      "--user",
+      "1000",
+      target,
+      mountpoint,
+    ]);
+    assert.equal(asUser.code, 7, asUser.stderr);
+    assert.match(asUser.stderr, /the sidecar runs as root/);
+    const bad = await dockerfuse(["mount", "-o", "deploy=elsewhere", target, mountpoint]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /-o deploy must be one of upload, sidecar, auto/);
+    assert.equal(await isMounted(mountpoint), false);
+    assert.deepEqual(await helpersOf(target), []);
+    assert.equal((await docker(["diff", target])).stdout, "");
+  } finally {
+    await removeTarget(target);
+    await Deno.remove(mountpoint, { recursive: true });
+  }
+});
+
+// Last: the images the tests above made go away.
+Deno.test("sidecar: dockerfuse prune removes the satellite images", async () => {
+  const target = await startTarget("glibc", ["--read-only"]);
+  try {
+    const m = await startMount("glibc", { container: target, args: ["--deploy", "sidecar"] });
+    // An image in use by a running helper is not removed.
+    const busy = await dockerfuse(["prune"]);
+    assert.equal(busy.code, 3, busy.stderr);
+    assert.ok((await satelliteImages()).size > 0);
+    assert.equal(await m.stop("SIGTERM"), 0);
+    await m.cleanup();
+    await waitNoHelpers(target);
+  } finally {
+    await removeTarget(target);
+  }
+  const pruned = await dockerfuse(["prune"]);
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.match(pruned.stderr, /Removed \d+ satellite image\(s\): dockerfuse-satellite:/);
+  assert.equal((await satelliteImages()).size, 0);
+  const again = await dockerfuse(["prune"]);
+  assert.equal(again.code, 0);
+  assert.match(again.stderr, /No satellite image to remove/);
+});
