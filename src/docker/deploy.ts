@@ -100,8 +100,13 @@ export async function deployChosen(
     return await sidecar();
   }
   let session: ExecSession;
+  const random = options.randomName ?? randomHex;
+  const name = random();
   try {
-    session = await deploySatellite(engine, container, bundleDir, options);
+    session = await deploySatellite(engine, container, bundleDir, {
+      ...options,
+      randomName: () => name,
+    });
   } catch (error) {
     // "api": the engine refused the upload (read-only, no space, …); anything else is no
     // reason to think a sidecar would fare better.
@@ -122,8 +127,11 @@ export async function deployChosen(
       `Cannot start the satellite in '${container.name}': ${started.why}`,
     );
   }
+  // The satellite never ran, so its upload dir was not removed: say where it is.
   options.log?.(
-    `Cannot start the uploaded satellite in '${container.name}' (${started.why}): using a sidecar`,
+    `Cannot start the uploaded satellite in '${container.name}' (${started.why}): using a ` +
+      `sidecar; its upload '.dockerfuse-${name}' is left in the volume it went to (one of ` +
+      `${(container.writableMounts ?? []).join(", ")})`,
   );
   return await sidecar();
 }
@@ -165,6 +173,14 @@ async function firstOutput(
     };
   }
   const head = first.value;
+  // The satellite's first frame starts with its length, below 16 MiB: a 0 byte. Anything else
+  // is the engine's or the runtime's message (e.g. "OCI runtime exec failed: … permission
+  // denied" from a noexec volume) on the stream.
+  if (head.length > 0 && head[0] !== 0) {
+    session.kill();
+    const text = new TextDecoder().decode(head).trim().split("\n")[0].slice(0, 400);
+    return { ok: false, why: text };
+  }
   const stdout = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(head);
@@ -192,6 +208,11 @@ async function firstOutput(
       kill: () => session.kill(),
     },
   };
+}
+
+function randomHex(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 async function readAll(stream: ReadableStream<Uint8Array>, limit: number): Promise<string> {

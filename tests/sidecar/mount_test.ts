@@ -77,6 +77,42 @@ for (const c of READ_ONLY_CASES) {
   });
 }
 
+Deno.test("sidecar: auto falls back when the writable volume cannot run the upload (noexec)", async () => {
+  const volume = `dockerfuse-sidecar-noexec-${crypto.randomUUID().slice(0, 8)}`;
+  await docker([
+    "volume",
+    "create",
+    "--opt",
+    "type=tmpfs",
+    "--opt",
+    "device=tmpfs",
+    "--opt",
+    "o=noexec,size=300m",
+    volume,
+  ]);
+  let target: string | undefined;
+  try {
+    target = await startTarget("glibc", ["--read-only", "-v", `${volume}:/vol`]);
+    const m = await startMount("glibc", { container: target });
+    try {
+      assert.match(
+        m.stderr(),
+        /Cannot start the uploaded satellite in '[^']*' \(OCI runtime exec failed[^\n]*permission denied[^\n]*\): using a sidecar; its upload '\.dockerfuse-[0-9a-f]+' is left in the volume/,
+      );
+      const wrote = await sh(m.mountpoint, 'printf v > "$M/vol/f" && cat "$M/vol/f"');
+      assert.equal(wrote.stdout, "v", wrote.stderr);
+      assert.equal((await helpersOf(target)).length, 1);
+      assert.equal(await m.stop("SIGTERM"), 0);
+      await waitNoHelpers(target);
+    } finally {
+      await m.cleanup();
+    }
+  } finally {
+    if (target !== undefined) await removeTarget(target);
+    await docker(["volume", "rm", volume], false);
+  }
+});
+
 Deno.test("sidecar: the POSIX table through a sidecar mount of a writable container", async (t) => {
   const target = await startTarget("glibc");
   const m = await startMount("glibc", {
