@@ -1,8 +1,9 @@
 /**
  * Chooses how the satellite reaches a container: uploaded into it (`upload`), or run beside it
- * in a helper container from the reusable satellite image (`sidecar`), or `auto`: upload where
- * it works, the sidecar where it cannot (read-only root without a writable volume, no space, a
- * volume that cannot execute it), said in the log.
+ * in a helper container from the reusable satellite image (`sidecar`), or `auto`: on a local
+ * engine, upload where it works and the sidecar where it cannot (read-only root without a
+ * writable volume, no space, a volume that cannot execute it), said in the log; on a remote
+ * engine, the sidecar first (no upload per mount), the upload where the engine refuses it.
  *
  * @module
  */
@@ -98,6 +99,17 @@ export async function deployChosen(
       `Cannot upload the satellite into '${container.name}' (${impossible}): using a sidecar`,
     );
     return await sidecar();
+  }
+  // Remote engines: the upload (~42 MB compressed) costs seconds per mount over a 100 Mbit/s
+  // link, the sidecar from the reused image a few round trips (README, "Sidecar mode").
+  if (engine.isRemote && isRootUser(options.user)) {
+    try {
+      return await sidecar();
+    } catch (error) {
+      // "api": the engine refused the helper (e.g. no `--pid container:`): upload instead.
+      if (!(error instanceof DockerError) || error.code !== "api") throw error;
+      options.log?.(`${error.message}: uploading the satellite instead`);
+    }
   }
   let session: ExecSession;
   const random = options.randomName ?? randomHex;

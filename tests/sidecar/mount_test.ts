@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import { POSIX_TABLE } from "../fuse/posix_table.ts";
-import type { ImageKind } from "../../tasks/testbed/mod.ts";
+import { ensureTestBed, type ImageKind } from "../../tasks/testbed/mod.ts";
+import { throttledProxy } from "../../tasks/bench/deploy.ts";
 import { docker, dockerfuse, isMounted, sh, startMount } from "../e2e/harness.ts";
 import {
   helpersOf,
@@ -260,6 +261,32 @@ Deno.test("sidecar: refusals exit 7 with the reason and leave nothing", async ()
   } finally {
     await removeTarget(target);
     await Deno.remove(mountpoint, { recursive: true });
+  }
+});
+
+Deno.test("sidecar: auto picks the sidecar for a remote engine (tcp)", async () => {
+  const target = await startTarget("glibc");
+  const bed = await ensureTestBed({ kinds: ["glibc"] });
+  // A plain TCP listener in front of the engine's socket makes it a remote engine.
+  const proxy = throttledProxy(bed.dockerHost.replace(/^unix:\/\//, ""), 10_000);
+  try {
+    const m = await startMount("glibc", {
+      container: target,
+      env: { DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
+    });
+    try {
+      assert.equal((await helpersOf(target)).length, 1);
+      assert.doesNotMatch(m.stderr(), /uploading the satellite instead/);
+      assert.equal((await sh(m.mountpoint, 'cat "$M/etc/hostname"')).code, 0);
+      assert.equal(await m.stop("SIGTERM"), 0);
+      await waitNoHelpers(target);
+      assert.equal((await docker(["diff", target])).stdout, "");
+    } finally {
+      await m.cleanup();
+    }
+  } finally {
+    proxy.close();
+    await removeTarget(target);
   }
 });
 
