@@ -133,7 +133,11 @@ export function throttledProxy(socketPath: string, mbit: number): { port: number
   return {
     port: (listener.addr as Deno.NetAddr).port,
     close() {
-      listener.close();
+      try {
+        listener.close();
+      } catch {
+        // closed before
+      }
       for (const c of open) {
         try {
           c.close();

@@ -284,6 +284,19 @@ Deno.test("sidecar: auto picks the sidecar for a remote engine (tcp)", async () 
     } finally {
       await m.cleanup();
     }
+    // The engine connection drops: the client ends (exit 8), the helper with it.
+    const dropped = await startMount("glibc", {
+      container: target,
+      env: { DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
+    });
+    try {
+      assert.equal((await helpersOf(target)).length, 1);
+      proxy.close();
+      assert.equal(await dropped.stop("SIGCONT"), 8, dropped.stderr());
+      await waitNoHelpers(target);
+    } finally {
+      await dropped.cleanup();
+    }
   } finally {
     proxy.close();
     await removeTarget(target);
