@@ -23,6 +23,10 @@ import { closeQuietly } from "./transport.ts";
 
 /** Label on every helper container: the id of the container it serves. */
 export const LABEL_SIDECAR = "dev.dockerfuse.sidecar.target";
+/** The helper's open-files limit (soft and hard). */
+export const HELPER_NOFILE = 16384;
+/** The helper's process limit (soft and hard). */
+export const HELPER_NPROC = 4096;
 /** Where the helper sees the target's root (the target's PID 1 is its PID 1). */
 export const TARGET_ROOT = "/proc/1/root";
 
@@ -74,6 +78,13 @@ export function sidecarConfig(
       ReadonlyRootfs: true,
       SecurityOpt: ["no-new-privileges"],
       CapAdd: needsPtrace(target.user) ? ["SYS_PTRACE"] : [],
+      // Its own limits rather than the engine's defaults, which Podman 4.3 cannot apply under
+      // lower hard limits (measured). Open files: ample for the satellite's handles; processes:
+      // root in the initial user namespace is exempt from it anyway.
+      Ulimits: [
+        { Name: "nofile", Soft: HELPER_NOFILE, Hard: HELPER_NOFILE },
+        { Name: "nproc", Soft: HELPER_NPROC, Hard: HELPER_NPROC },
+      ],
     },
   };
 }

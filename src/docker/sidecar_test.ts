@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import type { SatelliteManifest } from "./satellite.ts";
-import { LABEL_SIDECAR, needsPtrace, sidecarConfig } from "./sidecar.ts";
+import {
+  HELPER_NOFILE,
+  HELPER_NPROC,
+  LABEL_SIDECAR,
+  needsPtrace,
+  sidecarConfig,
+} from "./sidecar.ts";
 
 const MANIFEST: SatelliteManifest = {
   formatVersion: 1,
@@ -50,6 +56,10 @@ Deno.test("sidecar: the helper is confined and serves the path inside the target
     ReadonlyRootfs: true,
     SecurityOpt: ["no-new-privileges"],
     CapAdd: [],
+    Ulimits: [
+      { Name: "nofile", Soft: HELPER_NOFILE, Hard: HELPER_NOFILE },
+      { Name: "nproc", Soft: HELPER_NPROC, Hard: HELPER_NPROC },
+    ],
   });
   const nonRoot = sidecarConfig(MANIFEST, { id: "t1", user: "1000" }, { root: "/", image: "i" });
   assert.deepEqual((nonRoot.HostConfig as { CapAdd: string[] }).CapAdd, ["SYS_PTRACE"]);
