@@ -79,6 +79,7 @@ export async function deployChosen(
     const session = await startSidecar(api, container, manifest, {
       root: options.root,
       image: ref,
+      log: options.log,
     });
     return { session, mode: "sidecar" };
   };

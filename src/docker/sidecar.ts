@@ -37,6 +37,8 @@ export interface SidecarOptions {
   image: string;
   /** overrides the random part of the helper's name (tests) */
   randomName?: () => string;
+  /** told the helper's name once it runs */
+  log?: (message: string) => void;
 }
 
 /** True when the container's configured user is not root (then /proc/1/root needs SYS_PTRACE). */
@@ -168,6 +170,7 @@ export async function startSidecar(
     }
     throw new DockerError("api", `Cannot ${what}: ${errorMessage(error)}`, { cause: error });
   }
+  options.log?.(`Started the satellite beside '${container.name}' in helper container '${name}'`);
   const inspect = async (): Promise<ExecState> => {
     const response = await api.request("GET", `/containers/${id}/json`);
     // Auto-removed: it has ended; its code went with it.
