@@ -107,8 +107,13 @@ export async function deployChosen(
     try {
       return await sidecar();
     } catch (error) {
-      // "api": the engine refused the helper (e.g. no `--pid container:`): upload instead.
-      if (!(error instanceof DockerError) || error.code !== "api") throw error;
+      // The engine refused the helper (e.g. no `--pid container:`), or the target's PID
+      // namespace is shared: upload instead.
+      if (
+        !(error instanceof DockerError) || (error.code !== "api" && error.code !== "unsupported")
+      ) {
+        throw error;
+      }
       options.log?.(`${error.message}: uploading the satellite instead`);
     }
   }

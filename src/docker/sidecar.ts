@@ -5,7 +5,9 @@
  *
  * Invariants:
  * - The helper has no network, a read-only root, no-new-privileges, and SYS_PTRACE only when the
- *   target runs as a non-root user (reading another user's /proc/1/root needs it).
+ *   target's main process runs as a non-root user (reading another user's /proc/1/root needs
+ *   it). A target sharing another PID namespace (`--pid host|container:`) is refused: its
+ *   /proc/1 would be another process's root.
  * - It is auto-removed and stops when its stdin closes (the client ends, or is killed: the
  *   attach stream closes and StdinOnce closes stdin), and the kernel kills it with the target's
  *   PID namespace when the target stops. A helper that fails to start is removed here.
@@ -96,8 +98,17 @@ function randomHex(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The configured user of a container (inspect Config.User); "" when none. */
-export async function containerUser(api: EngineApi, containerId: string): Promise<string> {
+/** What the helper's confinement depends on, from the target's inspect. */
+export interface TargetInfo {
+  /** Config.User; "" when none */
+  user: string;
+  /** HostConfig.PidMode; "" or "private" when the target has its own PID namespace */
+  pidMode: string;
+  /** State.Pid: the main process's pid as the engine's host sees it */
+  hostPid: number;
+}
+
+export async function inspectTarget(api: EngineApi, containerId: string): Promise<TargetInfo> {
   const response = await api.request("GET", `/containers/${encodeURIComponent(containerId)}/json`);
   if (response.status === 404) {
     throw new DockerError(
@@ -113,8 +124,51 @@ export async function containerUser(api: EngineApi, containerId: string): Promis
   }
   const info = responseJson(response, "inspect the container") as {
     Config?: { User?: unknown };
+    HostConfig?: { PidMode?: unknown };
+    State?: { Pid?: unknown };
   };
-  return typeof info.Config?.User === "string" ? info.Config.User : "";
+  return {
+    user: typeof info.Config?.User === "string" ? info.Config.User : "",
+    pidMode: typeof info.HostConfig?.PidMode === "string" ? info.HostConfig.PidMode : "",
+    hostPid: typeof info.State?.Pid === "number" ? info.State.Pid : 0,
+  };
+}
+
+/**
+ * The user of the target's main process (the helper's /proc/1), from the engine's `top`:
+ * an entrypoint may drop root (gosu, su-exec) whatever Config.User says. Docker runs ps on the
+ * host (`-o pid,uid`, host pids); Podman takes its own descriptors (`pid,user`, container pids).
+ * Undefined when neither answers.
+ */
+export async function mainProcessUser(
+  api: EngineApi,
+  containerId: string,
+  hostPid: number,
+): Promise<string | undefined> {
+  const attempts: { args: string; pid: string }[] = [
+    { args: "-o pid,uid", pid: String(hostPid) },
+    { args: "pid,user", pid: "1" },
+  ];
+  for (const { args, pid } of attempts) {
+    const response = await api.request(
+      "GET",
+      `/containers/${encodeURIComponent(containerId)}/top?ps_args=${encodeURIComponent(args)}`,
+    ).catch(() => undefined);
+    if (response === undefined || response.status !== 200) continue;
+    let top: { Titles?: unknown; Processes?: unknown };
+    try {
+      top = responseJson(response, "list the container's processes") as typeof top;
+    } catch {
+      continue;
+    }
+    if (!Array.isArray(top.Titles) || !Array.isArray(top.Processes)) continue;
+    const pidAt = top.Titles.indexOf("PID");
+    const userAt = top.Titles.findIndex((t) => t === "UID" || t === "USER");
+    if (pidAt < 0 || userAt < 0) continue;
+    const row = (top.Processes as unknown[][]).find((p) => String(p[pidAt]) === pid);
+    if (row !== undefined) return String(row[userAt]);
+  }
+  return undefined;
 }
 
 /**
@@ -128,7 +182,16 @@ export async function startSidecar(
   manifest: SatelliteManifest,
   options: SidecarOptions,
 ): Promise<ExecSession> {
-  const user = await containerUser(api, container.id);
+  const target = await inspectTarget(api, container.id);
+  // /proc/1 must be the target's own init: in a shared PID namespace it belongs to another.
+  if (target.pidMode !== "" && target.pidMode !== "private") {
+    throw new DockerError(
+      "unsupported",
+      `Cannot run the satellite beside '${container.name}': it shares the PID namespace ` +
+        `'${target.pidMode}', so its processes are not the helper's view of it`,
+    );
+  }
+  const user = await mainProcessUser(api, container.id, target.hostPid) ?? target.user;
   const config = sidecarConfig(manifest, { id: container.id, user }, options);
   const name = `dockerfuse-${container.name.replace(/[^A-Za-z0-9_.-]/g, "-").slice(0, 40)}-${
     (options.randomName ?? randomHex)()

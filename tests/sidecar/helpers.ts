@@ -13,12 +13,16 @@ export const SIDECAR_LABEL = "dev.dockerfuse.sidecar.target";
 /** Label the satellite images carry (src/docker/satellite_image.ts). */
 export const IMAGE_LABEL = "dev.dockerfuse.satellite.build";
 
-/** Starts a test container of `kind` with extra `docker run` options; returns its id. */
-export async function startTarget(kind: ImageKind, runOptions: string[] = []): Promise<string> {
+/** Starts a test container of `kind` with `docker run` options and command; returns its id. */
+export async function startTarget(
+  kind: ImageKind,
+  runOptions: string[] = [],
+  command: string[] = [],
+): Promise<string> {
   const bed = await ensureTestBed({ kinds: [kind] });
   const args = ["run", "-d", "--network", "none", "--label", CONTAINER_LABEL];
   if (kind === "arm64") args.push("--platform", "linux/arm64");
-  args.push(...runOptions, bed.images[kind]);
+  args.push(...runOptions, bed.images[kind], ...command);
   return (await docker(args)).stdout.trim().split("\n").pop()!;
 }
 

@@ -20,15 +20,33 @@ async function removeTarget(id: string): Promise<void> {
   await docker(["rm", "-f", id], false);
 }
 
-const READ_ONLY_CASES: { name: string; kind: ImageKind; options: string[] }[] = [
-  { name: "root", kind: "glibc", options: [] },
-  { name: "USER 1000", kind: "glibc", options: ["--user", "1000"] },
-  { name: "arm64", kind: "arm64", options: [] },
+const READ_ONLY_CASES: {
+  name: string;
+  kind: ImageKind;
+  options: string[];
+  command?: string[];
+  ptrace: boolean;
+}[] = [
+  { name: "root", kind: "glibc", options: [], ptrace: false },
+  { name: "USER 1000", kind: "glibc", options: ["--user", "1000"], ptrace: true },
+  {
+    // Config.User is empty; the entrypoint drops to uid 1000 (like gosu in many images).
+    name: "dropped to 1000 by its command",
+    kind: "glibc",
+    options: [],
+    command: ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sleep", "infinity"],
+    ptrace: true,
+  },
+  { name: "arm64", kind: "arm64", options: [], ptrace: false },
 ];
 
 for (const c of READ_ONLY_CASES) {
   Deno.test(`sidecar ${c.name}: a --read-only --tmpfs /tmp container mounts (auto)`, async () => {
-    const target = await startTarget(c.kind, ["--read-only", "--tmpfs", "/tmp", ...c.options]);
+    const target = await startTarget(
+      c.kind,
+      ["--read-only", "--tmpfs", "/tmp", ...c.options],
+      c.command,
+    );
     const m = await startMount(c.kind, { container: target });
     try {
       assert.match(m.stderr(), /read-only and it has no writable volume\): using a sidecar/);
@@ -60,7 +78,7 @@ for (const c of READ_ONLY_CASES) {
       assert.equal(host.ReadonlyRootfs, true);
       assert.equal(host.AutoRemove, true);
       assert.deepEqual(host.SecurityOpt, ["no-new-privileges"]);
-      assert.deepEqual(host.CapAdd ?? [], c.options.includes("--user") ? ["SYS_PTRACE"] : []);
+      assert.deepEqual(host.CapAdd ?? [], c.ptrace ? ["SYS_PTRACE"] : []);
       if (c.kind === "arm64") {
         const image = JSON.parse(
           (await docker(["image", "inspect", String((await inspect(helpers[0])).Image)])).stdout,
@@ -252,6 +270,16 @@ Deno.test("sidecar: refusals exit 7 with the reason and leave nothing", async ()
     ]);
     assert.equal(asUser.code, 7, asUser.stderr);
     assert.match(asUser.stderr, /the sidecar runs as root/);
+    // A target in another PID namespace (here the host's): its /proc/1 is not its own.
+    const shared = await startTarget("glibc", ["--pid", "host", "--read-only"]);
+    try {
+      const r = await dockerfuse(["mount", "--deploy", "sidecar", shared, mountpoint]);
+      assert.equal(r.code, 7, r.stderr);
+      assert.match(r.stderr, /it shares the PID namespace 'host'/);
+      assert.deepEqual(await helpersOf(shared), []);
+    } finally {
+      await removeTarget(shared);
+    }
     const bad = await dockerfuse(["mount", "-o", "deploy=elsewhere", target, mountpoint]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /-o deploy must be one of upload, sidecar, auto/);
