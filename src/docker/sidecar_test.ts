@@ -53,6 +53,7 @@ Deno.test("sidecar: the helper is confined and serves the path inside the target
     PidMode: "container:t1",
     NetworkMode: "none",
     AutoRemove: true,
+    LogConfig: { Type: "none", Config: {} },
     ReadonlyRootfs: true,
     SecurityOpt: ["no-new-privileges"],
     CapAdd: [],

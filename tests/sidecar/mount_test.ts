@@ -77,6 +77,8 @@ for (const c of READ_ONLY_CASES) {
       assert.equal(host.NetworkMode, "none");
       assert.equal(host.ReadonlyRootfs, true);
       assert.equal(host.AutoRemove, true);
+      // No log driver copies the RPC stream.
+      assert.equal((host.LogConfig as { Type: string }).Type, "none");
       assert.deepEqual(host.SecurityOpt, ["no-new-privileges"]);
       assert.deepEqual(host.CapAdd ?? [], c.ptrace ? ["SYS_PTRACE"] : []);
       if (c.kind === "arm64") {

@@ -103,6 +103,7 @@ Deno.test("podman sidecar: a --read-only --tmpfs /tmp USER 1000 container mounts
       const host = JSON.parse(await podman(["inspect", ids[0]]))[0].HostConfig;
       assert.equal(host.PidMode, `container:${target}`);
       assert.equal(host.ReadonlyRootfs, true);
+      assert.equal(host.LogConfig.Type, "none");
       assert.deepEqual(host.CapAdd, ["CAP_SYS_PTRACE"]);
       assert.equal(await m.stop("SIGTERM"), 0);
       assert.equal(await isMounted(m.mountpoint), false);
