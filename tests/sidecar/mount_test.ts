@@ -333,6 +333,33 @@ Deno.test("sidecar: auto picks the sidecar for a remote engine (tcp)", async () 
   }
 });
 
+Deno.test("sidecar: two first mounts at once load the same image (its id is its content's)", async () => {
+  const pruned = await dockerfuse(["prune"]);
+  assert.equal(pruned.code, 0, pruned.stderr);
+  const targets = await Promise.all([1, 2].map(() => startTarget("glibc", ["--read-only"])));
+  try {
+    const mounts = await Promise.all(
+      targets.map((target) =>
+        startMount("glibc", { container: target, args: ["--deploy", "sidecar"] })
+      ),
+    );
+    try {
+      // Usually both load it (when one is much later, it finds the other's).
+      assert.ok(mounts.some((m) => /Created the satellite image/.test(m.stderr())));
+      for (const m of mounts) {
+        assert.equal((await sh(m.mountpoint, 'cat "$M/etc/hostname"')).code, 0);
+      }
+      assert.equal((await satelliteImages()).size, 1);
+      for (const m of mounts) assert.equal(await m.stop("SIGTERM"), 0);
+    } finally {
+      for (const m of mounts) await m.cleanup();
+    }
+    for (const target of targets) await waitNoHelpers(target);
+  } finally {
+    for (const target of targets) await removeTarget(target);
+  }
+});
+
 // Last: the images the tests above made go away.
 Deno.test("sidecar: dockerfuse prune removes the satellite images", async () => {
   const target = await startTarget("glibc", ["--read-only"]);
