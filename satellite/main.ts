@@ -20,6 +20,7 @@ import {
 } from "../src/protocol/mod.ts";
 import { AT_FDCWD, ERRNO, F_SETPIPE_SZ, O_CLOEXEC, O_PATH } from "../src/linux/mod.ts";
 import { SatelliteFs } from "./fs.ts";
+import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import {
   cgroupMemoryLimit,
@@ -33,7 +34,7 @@ import {
 const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
 const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
 
-const USAGE = "usage: satellite --root PATH [--self DIR] [--walk-paths]";
+const USAGE = "usage: satellite --root PATH [--root-in DIR] [--self DIR] [--walk-paths]";
 const BATCH_BYTES = 256 * 1024;
 
 function log(message: string): void {
@@ -46,13 +47,15 @@ function log(message: string): void {
 
 function parseArgs(
   args: string[],
-): { root: string; self?: string; walkPaths: boolean } | string {
+): { root: string; rootIn?: string; self?: string; walkPaths: boolean } | string {
   let root: string | undefined;
+  let rootIn: string | undefined;
   let self: string | undefined;
   let walkPaths = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--root" && i + 1 < args.length) root = args[++i];
+    else if (a === "--root-in" && i + 1 < args.length) rootIn = args[++i];
     else if (a === "--self" && i + 1 < args.length) self = args[++i];
     else if (a === "--walk-paths") walkPaths = true; // resolve without openat2 (tests)
     else if (a === "--help" || a === "-h") return USAGE;
@@ -60,7 +63,7 @@ function parseArgs(
   }
   if (root === undefined) return `--root is required\n${USAGE}`;
   if (!root.startsWith("/")) return `--root must be an absolute path, got '${root}'`;
-  return { root, self, walkPaths };
+  return { root, rootIn, self, walkPaths };
 }
 
 /** Batches frames and writes them to fd 1 with blocking writes. */
@@ -124,7 +127,10 @@ function main(): number {
   const out = new Output(libc);
   const guard = startMemoryGuard(libc);
 
-  const rootFd = libc.fn.openat(AT_FDCWD, cString(args.root)!, O_PATH | O_CLOEXEC, 0);
+  const rootIn = args.rootIn === undefined
+    ? undefined
+    : openRootIn(libc, args.rootIn, args.root, args.walkPaths);
+  const rootFd = rootIn ?? libc.fn.openat(AT_FDCWD, cString(args.root)!, O_PATH | O_CLOEXEC, 0);
   const fs = rootFd >= 0
     ? new SatelliteFs(libc, rootFd, {
       procFd: procFdPath(),
@@ -137,7 +143,10 @@ function main(): number {
     (method, error) => log(`${method}: ${error instanceof Error ? error.stack : error}`),
   );
   if (!fs) {
-    const message = `Cannot open root '${args.root}': errno ${libc.errno()}`;
+    const errno = rootIn === undefined ? libc.errno() : -rootIn;
+    const message = `Cannot open root '${args.root}'${
+      args.rootIn === undefined ? "" : ` in '${args.rootIn}'`
+    }: errno ${errno}`;
     log(message);
     out.push(dispatcher.fatalFrame(message));
     out.flush();

@@ -17,6 +17,7 @@ import {
 import type { Type } from "cmd-ts";
 import { type ContainerMountOptions, MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
 import { ENGINE_DEFAULTS, type EngineMountOptions } from "../tree/mod.ts";
+import { DEPLOY_MODES, type DeployMode } from "../docker/deploy.ts";
 import {
   DEFAULT_PLUGIN_SOCKET,
   DEFAULT_STATE_DIR,
@@ -39,6 +40,7 @@ export type Invocation =
     logFormat: "text" | "json";
   }
   | { kind: "unmount"; mountpoint: string }
+  | { kind: "prune" }
   | { kind: "volume-plugin"; options: VolumePluginOptions }
   | { kind: "version"; json: boolean }
   | { kind: "help"; text: string; exitCode: number }
@@ -94,6 +96,10 @@ const STRING_OPTIONS: Readonly<
 > = {
   path: (o, v) => v.startsWith("/") ? (o.path = v, undefined) : "-o path must be absolute",
   user: (o, v) => (o.user = v, undefined),
+  deploy: (o, v) =>
+    (DEPLOY_MODES as readonly string[]).includes(v)
+      ? (o.deploy = v as DeployMode, undefined)
+      : `-o deploy must be one of ${DEPLOY_MODES.join(", ")}, got '${v}'`,
 };
 
 /** Applies one mount(8)-style `-o` list to the options; returns an error text or undefined. */
@@ -228,6 +234,14 @@ const mountCommand = command({
       long: "writeback-cache",
       description: "kernel writeback cache for writes (see README)",
     }),
+    deploy: option({
+      type: oneOf(DEPLOY_MODES),
+      long: "deploy",
+      defaultValue: (): DeployMode => MOUNT_DEFAULTS.deploy,
+      defaultValueIsSerializable: true,
+      description: "how the satellite reaches the container: upload (into it), sidecar " +
+        "(a helper container beside it, nothing written into it) or auto (upload where it works)",
+    }),
     syncWrites: flag({
       long: "sync-writes",
       description: "answer each write once the container has it: write errors show at once, " +
@@ -257,6 +271,7 @@ const mountCommand = command({
       nonEmpty: a.nonEmpty,
       writebackCache: a.writebackCache,
       syncWrites: a.syncWrites,
+      deploy: a.deploy,
     });
     for (const list of a.o) {
       const problem = applyMountOptionList(options, list);
@@ -448,6 +463,14 @@ const volumePluginCommand = command({
   }),
 });
 
+const pruneCommand = command({
+  name: "prune",
+  description: "Remove dockerfuse's reusable satellite images (made by sidecar mounts) from " +
+    "the engine; a later sidecar mount makes its image again.",
+  args: {},
+  handler: (): Invocation => ({ kind: "prune" }),
+});
+
 const versionCommand = command({
   name: "version",
   description: "Print the version of dockerfuse and of its protocol.",
@@ -473,6 +496,7 @@ const cli = subcommands({
     unmount: unmountCommand,
     umount: unmountCommand,
     "volume-plugin": volumePluginCommand,
+    prune: pruneCommand,
     version: versionCommand,
   },
 });

@@ -1,18 +1,18 @@
-import assert from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { MOUNT_DEFAULTS } from "../mount/options.ts";
 import { ENGINE_DEFAULTS } from "../tree/mod.ts";
 import { parseArgs } from "./args.ts";
 
 Deno.test("args: engine with defaults: a mount's, plus idle timeout and bound", async () => {
   const r = await parseArgs(["engine", "/mnt/docker"]);
-  assert.ok(r.kind === "engine");
+  ok(r.kind === "engine");
   const { container: _c, path: _p, ...mountDefaults } = { ...MOUNT_DEFAULTS, container: "" };
-  assert.deepEqual(r.options, {
+  deepStrictEqual(r.options, {
     ...mountDefaults,
     ...ENGINE_DEFAULTS,
     mountpoint: "/mnt/docker",
   });
-  assert.deepEqual([r.daemon, r.logFormat], [false, "text"]);
+  deepStrictEqual([r.daemon, r.logFormat], [false, "text"]);
 });
 
 Deno.test("args: engine options and -o lists", async () => {
@@ -28,8 +28,8 @@ Deno.test("args: engine options and -o lists", async () => {
     "-d",
     "/mnt/docker",
   ]);
-  assert.ok(r.kind === "engine");
-  assert.deepEqual(
+  ok(r.kind === "engine");
+  deepStrictEqual(
     [
       r.options.idleTimeout,
       r.options.maxAttached,
@@ -39,12 +39,12 @@ Deno.test("args: engine options and -o lists", async () => {
     ],
     [5, 3, true, true, true],
   );
-  assert.equal(r.daemon, true);
+  equal(r.daemon, true);
 });
 
 Deno.test("args: engine refuses a path and a bound below 1", async () => {
   const path = await parseArgs(["engine", "-o", "path=/srv", "/mnt/docker"]);
-  assert.equal(path.kind, "usage-error");
+  equal(path.kind, "usage-error");
   const bound = await parseArgs(["engine", "--max-attached", "0", "/mnt/docker"]);
-  assert.equal(bound.kind, "usage-error");
+  equal(bound.kind, "usage-error");
 });

@@ -14,6 +14,7 @@ import { cliRunArgs } from "./launch.ts";
 import { runMount, runUnmount } from "./mount.ts";
 import { runEngine } from "./engine.ts";
 import { mountOptions } from "../mount/options.ts";
+import { runPrune } from "./prune.ts";
 import { progressBar } from "./progress.ts";
 import { runVolumePlugin } from "../plugin/mod.ts";
 
@@ -186,6 +187,8 @@ async function main(args: readonly string[]): Promise<number> {
         invocation.mountpoint,
         createLogger({ format: "text", debug: false }),
       );
+    case "prune":
+      return await runPrune(Deno.env.toObject(), createLogger({ format: "text", debug: false }));
     case "volume-plugin": {
       const { options } = invocation;
       const stop = new AbortController();

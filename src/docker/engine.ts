@@ -385,6 +385,11 @@ export class Engine {
   get closed(): boolean {
     return this.#closed;
   }
+
+  /** New raw connections to the engine (for endpoints spoken by src/docker/http.ts). */
+  get dial(): Dialer {
+    return this.#dial;
+  }
 }
 
 const UPLOAD_CHUNK = 1024 * 1024;

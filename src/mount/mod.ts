@@ -15,12 +15,12 @@
 import {
   connectEngine,
   type ContainerInfo,
-  deploySatellite,
   DockerError,
   type Engine,
   type ExecSession,
   readManifest,
 } from "../docker/mod.ts";
+import { deployChosen } from "../docker/deploy.ts";
 import { ContainerFs } from "../fs/mod.ts";
 import {
   checkMountpoint,
@@ -254,10 +254,11 @@ export async function connectSatellite(
   }
   const bundle = await bundleFor(deps.bundleRoot, container.arch);
   const started = performance.now();
-  const exec = await (start ? start(bundle.dir) : deploySatellite(engine, container, bundle.dir, {
+  const exec = await (start ? start(bundle.dir) : deployChosen(engine, container, bundle.dir, {
     ...layers.deploy,
     onProgress: deps.onProgress,
-  })).catch(rethrowDocker);
+    log: (message) => logger.info(message),
+  }).then((d) => d.session)).catch(rethrowDocker);
   const stderrTail = watchStderr(exec.stderr, logger);
   const rpc = new RpcClient(exec.stdout, exec.stdin, {
     expectedBuildId: bundle.buildId,

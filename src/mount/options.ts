@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { DeployMode } from "../docker/deploy.ts";
 import type { ContainerFsOptions } from "../fs/mod.ts";
 import type { Logger, MountOptions as FuseMountOptions } from "../fuse/mod.ts";
 
@@ -41,6 +42,8 @@ export interface ContainerMountOptions {
   syncWrites: boolean;
   /** Trace every FUSE request/reply and RPC at debug level. */
   debug: boolean;
+  /** How the satellite reaches the container: uploaded, in a sidecar, or chosen (auto). */
+  deploy: DeployMode;
 }
 
 /** The options every mount has unless told otherwise (all but what and where). */
@@ -60,6 +63,7 @@ export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
   writebackCache: false,
   syncWrites: false,
   debug: false,
+  deploy: "auto",
 });
 
 /** The options to mount `container` on `mountpoint`: the defaults, then `changes`. */
@@ -83,7 +87,7 @@ export interface MountContext {
 /** The options of each layer below a container mount. */
 export interface LayerOptions {
   /** Deployment of the satellite (src/docker). */
-  deploy: { root: string; user: string };
+  deploy: { root: string; user: string; mode: DeployMode };
   /** The RPC client; 0 is no timeout. */
   rpc: { timeoutMs: number };
   /** The container filesystem (src/fs). */
@@ -95,7 +99,7 @@ export interface LayerOptions {
 /** Derives every lower layer's options from a mount's options. */
 export function layerOptions(options: ContainerMountOptions, context: MountContext): LayerOptions {
   return {
-    deploy: { root: options.path, user: options.user },
+    deploy: { root: options.path, user: options.user, mode: options.deploy },
     rpc: { timeoutMs: options.requestTimeout * 1000 },
     fs: {
       attrTimeout: options.attrTimeout,

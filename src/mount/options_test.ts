@@ -31,7 +31,7 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     debug: true,
   });
   const layers = layerOptions(options, context);
-  deepStrictEqual(layers.deploy, { root: "/srv", user: "nobody" });
+  deepStrictEqual(layers.deploy, { root: "/srv", user: "nobody", mode: "auto" });
   deepStrictEqual(layers.rpc, { timeoutMs: 5000 });
   deepStrictEqual(layers.fs, {
     attrTimeout: 2,

@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import { AttachBusyError, AttachManager, type Attachment, type DetachReason } from "./attach.ts";
 
 /** Attachments that record their life, and a timer the test fires by hand. */
@@ -47,9 +47,9 @@ Deno.test("attach: a key is opened once and shared by concurrent leases", async 
     t.manager.acquire("x", t.open("x")),
     t.manager.acquire("x", t.open("x")),
   ]);
-  assert.deepEqual(t.opened, ["x"]);
-  assert.equal(a.attachment, b.attachment);
-  assert.equal(a.attachment.fs, "fs:x");
+  deepStrictEqual(t.opened, ["x"]);
+  equal(a.attachment, b.attachment);
+  equal(a.attachment.fs, "fs:x");
   a.release();
   b.release();
 });
@@ -58,13 +58,13 @@ Deno.test("attach: never more than max; the least recently used idle one is deta
   const t = setup(2);
   for (const key of ["a", "b", "a", "c", "d", "a"]) {
     const lease = await t.manager.acquire(key, t.open(key));
-    assert.ok(t.live.size <= 2, `${t.live.size} attached after ${key}`);
+    ok(t.live.size <= 2, `${t.live.size} attached after ${key}`);
     lease.release();
   }
-  assert.equal(t.manager.peak, 2);
+  equal(t.manager.peak, 2);
   // "b" was least recently used when "c" came; then "a" (used before "c") when "d" came.
-  assert.deepEqual(t.detached, [["b", "lru"], ["a", "lru"], ["c", "lru"]]);
-  assert.deepEqual(t.opened, ["a", "b", "c", "d", "a"]);
+  deepStrictEqual(t.detached, [["b", "lru"], ["a", "lru"], ["c", "lru"]]);
+  deepStrictEqual(t.opened, ["a", "b", "c", "d", "a"]);
 });
 
 Deno.test("attach: a request lease is waited for, an open file's lease makes it busy", async () => {
@@ -76,13 +76,13 @@ Deno.test("attach: a request lease is waited for, an open file's lease makes it 
     return lease;
   });
   await new Promise((resolve) => setTimeout(resolve, 0));
-  assert.equal(gotB, false, "b must wait while a is in use");
+  equal(gotB, false, "b must wait while a is in use");
   held.release();
   const leaseB = await b;
-  assert.deepEqual([...t.live], ["b"]);
+  deepStrictEqual([...t.live], ["b"]);
   leaseB.release();
   const file = await t.manager.acquire("b", t.open("b"), true);
-  await assert.rejects(t.manager.acquire("c", t.open("c")), AttachBusyError);
+  await rejects(t.manager.acquire("c", t.open("c")), AttachBusyError);
   file.release();
 });
 
@@ -91,17 +91,17 @@ Deno.test("attach: idle detach only once every lease is released", async () => {
   const one = await t.manager.acquire("a", t.open("a"));
   const two = await t.manager.acquire("a", t.open("a"));
   one.release();
-  assert.equal(t.timers.size, 0, "no idle timer while a lease is held");
+  equal(t.timers.size, 0, "no idle timer while a lease is held");
   two.release();
-  assert.equal(t.timers.size, 1);
+  equal(t.timers.size, 1);
   const again = await t.manager.acquire("a", t.open("a"));
-  assert.equal(t.timers.size, 0, "a new lease cancels the idle timer");
+  equal(t.timers.size, 0, "a new lease cancels the idle timer");
   again.release();
   t.fireTimers();
   await new Promise((resolve) => setTimeout(resolve, 0));
-  assert.deepEqual(t.detached, [["a", "idle"]]);
-  assert.equal(t.live.size, 0);
-  assert.equal(t.manager.attached("a"), false);
+  deepStrictEqual(t.detached, [["a", "idle"]]);
+  equal(t.live.size, 0);
+  equal(t.manager.attached("a"), false);
 });
 
 Deno.test("attach: detach(key) ends leases; closeAll detaches everything", async () => {
@@ -109,23 +109,23 @@ Deno.test("attach: detach(key) ends leases; closeAll detaches everything", async
   const a = await t.manager.acquire("a", t.open("a"), true);
   const b = await t.manager.acquire("b", t.open("b"));
   await t.manager.detach("a");
-  assert.equal(a.alive, false);
-  assert.equal(b.alive, true);
+  equal(a.alive, false);
+  equal(b.alive, true);
   await t.manager.closeAll();
-  assert.equal(b.alive, false);
-  assert.equal(t.live.size, 0);
-  await assert.rejects(t.manager.acquire("c", t.open("c")));
+  equal(b.alive, false);
+  equal(t.live.size, 0);
+  await rejects(t.manager.acquire("c", t.open("c")));
 });
 
 Deno.test("attach: a failed open leaves no slot and is retried by the next acquire", async () => {
   const t = setup(1);
-  await assert.rejects(
+  await rejects(
     t.manager.acquire("a", () => Promise.reject(new Error("no satellite"))),
     /no satellite/,
   );
-  assert.deepEqual(t.manager.keys, []);
+  deepStrictEqual(t.manager.keys, []);
   const lease = await t.manager.acquire("a", t.open("a"));
-  assert.equal(lease.attachment.fs, "fs:a");
+  equal(lease.attachment.fs, "fs:a");
   lease.release();
 });
 
@@ -134,7 +134,7 @@ Deno.test("attach: an attachment that ends by itself is forgotten", async () => 
   const lease = await t.manager.acquire("a", t.open("a"));
   await lease.attachment.close(); // as if the satellite died
   await new Promise((resolve) => setTimeout(resolve, 0));
-  assert.equal(lease.alive, false);
-  assert.deepEqual(t.detached, [["a", "lost"]]);
+  equal(lease.alive, false);
+  deepStrictEqual(t.detached, [["a", "lost"]]);
   lease.release();
 });

@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { deepStrictEqual, throws } from "node:assert/strict";
 import { Dechunker } from "./engine_api.ts";
 
 const enc = new TextEncoder();
@@ -16,12 +16,12 @@ function decodeAll(pieces: string[]): { body: string; done: boolean } {
 const WIRE = '1a\r\n{"Type":"container","x":1}\r\n5;ext=1\r\nhello\r\n0\r\n\r\n';
 
 Deno.test("dechunk: a whole chunked body", () => {
-  assert.deepEqual(decodeAll([WIRE]), { body: '{"Type":"container","x":1}hello', done: true });
+  deepStrictEqual(decodeAll([WIRE]), { body: '{"Type":"container","x":1}hello', done: true });
 });
 
 Deno.test("dechunk: the same body split at every position", () => {
   for (let at = 0; at <= WIRE.length; at++) {
-    assert.deepEqual(
+    deepStrictEqual(
       decodeAll([WIRE.slice(0, at), WIRE.slice(at)]),
       { body: '{"Type":"container","x":1}hello', done: true },
       `split at ${at}`,
@@ -30,6 +30,6 @@ Deno.test("dechunk: the same body split at every position", () => {
 });
 
 Deno.test("dechunk: an unfinished stream is not done; a bad size throws", () => {
-  assert.deepEqual(decodeAll(["5\r\nhel"]), { body: "hel", done: false });
-  assert.throws(() => new Dechunker().push(enc.encode("zz\r\n")), /bad chunk size/);
+  deepStrictEqual(decodeAll(["5\r\nhel"]), { body: "hel", done: false });
+  throws(() => new Dechunker().push(enc.encode("zz\r\n")), /bad chunk size/);
 });

@@ -1,5 +1,5 @@
 import { S_IFDIR, S_IFREG } from "../linux/mod.ts";
-import assert from "node:assert/strict";
+import { deepStrictEqual, equal, notEqual, ok } from "node:assert/strict";
 import {
   type AttrResult,
   EIO,
@@ -180,31 +180,31 @@ async function names(tree: TreeFs, node: Node): Promise<string[]> {
 
 Deno.test("tree: listing and stat-ing containers attaches nothing", async () => {
   const t = setup();
-  assert.deepEqual(await names(t.tree, t.root), ["containers", "images"]);
+  deepStrictEqual(await names(t.tree, t.root), ["containers", "images"]);
   const containers = await t.walk(t.root, "containers");
-  assert.deepEqual(await names(t.tree, containers), ["web", "db", "old"]);
+  deepStrictEqual(await names(t.tree, containers), ["web", "db", "old"]);
   const web = await t.walk(containers, "web");
   const attr = await t.tree.getattr(ctx, web, undefined);
-  assert.ok("attr" in attr && attr.attr.mode === (S_IFDIR | 0o755));
+  ok("attr" in attr && attr.attr.mode === (S_IFDIR | 0o755));
   const old = await t.walk(containers, "old");
   const oldAttr = await t.tree.getattr(ctx, old, undefined);
-  assert.ok("attr" in oldAttr && oldAttr.attr.mode === (S_IFDIR | 0o555), "stopped: read-only");
-  assert.deepEqual(t.opened, []);
+  ok("attr" in oldAttr && oldAttr.attr.mode === (S_IFDIR | 0o555), "stopped: read-only");
+  deepStrictEqual(t.opened, []);
 });
 
 Deno.test("tree: below a container the inner filesystem sees paths and keys from its root", async () => {
   const t = setup();
   const web = await t.walk(await t.walk(t.root, "containers"), "web");
   const etc = await t.walk(web, "etc");
-  assert.equal(etc.key, "c:aaa|0:1:7", "keys are prefixed by the target's");
+  equal(etc.key, "c:aaa|0:1:7", "keys are prefixed by the target's");
   const hosts = await t.walk(etc, "hosts");
   const opened = await t.tree.open(ctx, hosts, 0);
-  assert.ok("handle" in opened);
+  ok("handle" in opened);
   const data = await t.tree.read(ctx, hosts, opened.handle, 0, 10);
-  assert.equal(new TextDecoder().decode(data as Uint8Array), "web");
+  equal(new TextDecoder().decode(data as Uint8Array), "web");
   await t.tree.release(ctx, hosts, opened.handle, { flags: 0, releaseFlags: 0, lockOwner: 0n });
-  assert.deepEqual(t.opened, ["web"]);
-  assert.deepEqual(t.inners.get("web")!.calls, [
+  deepStrictEqual(t.opened, ["web"]);
+  deepStrictEqual(t.inners.get("web")!.calls, [
     "lookup / root etc",
     "lookup /etc 0:1:7 hosts",
     "open /etc/hosts",
@@ -217,60 +217,60 @@ Deno.test("tree: operations answering nothing succeed; a missing one is ENOSYS",
   const t = setup();
   const web = await t.walk(await t.walk(t.root, "containers"), "web");
   const tmp = await t.walk(web, "tmp");
-  assert.equal(await t.tree.unlink(ctx, tmp, "f"), undefined);
-  assert.equal(await t.tree.rename(ctx, tmp, "a", web, "b", 0), undefined);
-  assert.equal(await t.tree.rmdir(ctx, tmp, "d"), ENOSYS, "InnerFs has no rmdir");
-  assert.deepEqual(t.inners.get("web")!.calls.slice(-2), ["unlink /tmp f", "rename /tmp a / b"]);
+  equal(await t.tree.unlink(ctx, tmp, "f"), undefined);
+  equal(await t.tree.rename(ctx, tmp, "a", web, "b", 0), undefined);
+  equal(await t.tree.rmdir(ctx, tmp, "d"), ENOSYS, "InnerFs has no rmdir");
+  deepStrictEqual(t.inners.get("web")!.calls.slice(-2), ["unlink /tmp f", "rename /tmp a / b"]);
 });
 
 Deno.test("tree: a failed attach answers EIO and is retried only after a pause", async () => {
   const t = setup(true);
   const web = await t.walk(await t.walk(t.root, "containers"), "web");
-  assert.equal(await t.tree.lookup(ctx, web, "etc"), EIO);
-  assert.equal(await t.tree.lookup(ctx, web, "usr"), EIO);
-  assert.deepEqual(t.opened, ["web"], "one attempt for both lookups");
+  equal(await t.tree.lookup(ctx, web, "etc"), EIO);
+  equal(await t.tree.lookup(ctx, web, "usr"), EIO);
+  deepStrictEqual(t.opened, ["web"], "one attempt for both lookups");
   t.advance(60_000);
-  assert.equal(await t.tree.lookup(ctx, web, "etc"), EIO);
-  assert.deepEqual(t.opened, ["web", "web"]);
+  equal(await t.tree.lookup(ctx, web, "etc"), EIO);
+  deepStrictEqual(t.opened, ["web", "web"]);
 });
 
 Deno.test("tree: images nest by repository, are read-only, and keep tags apart", async () => {
   const t = setup();
   const images = await t.walk(t.root, "images");
-  assert.deepEqual(await names(t.tree, images), ["org", "alpine:3"]);
+  deepStrictEqual(await names(t.tree, images), ["org", "alpine:3"]);
   const org = await t.walk(images, "org");
   const app = await t.walk(org, "app:1");
   const alpine = await t.walk(images, "alpine:3");
-  assert.notEqual(app.key, alpine.key, "one image, two tags: two directories");
-  assert.equal(await t.tree.mkdir(ctx, app, "x", 0o755, 0), EROFS);
+  notEqual(app.key, alpine.key, "one image, two tags: two directories");
+  equal(await t.tree.mkdir(ctx, app, "x", 0o755, 0), EROFS);
   const file = await t.walk(app, "f");
-  assert.equal(await t.tree.open(ctx, file, 1 /* O_WRONLY */), EROFS);
+  equal(await t.tree.open(ctx, file, 1 /* O_WRONLY */), EROFS);
   const read = await t.tree.open(ctx, file, 0);
-  assert.ok("handle" in read);
-  assert.deepEqual(t.opened, ["org/app:1"], "EROFS answered without attaching");
+  ok("handle" in read);
+  deepStrictEqual(t.opened, ["org/app:1"], "EROFS answered without attaching");
 });
 
 Deno.test("tree: a stopped container is served read-only", async () => {
   const t = setup();
   const old = await t.walk(await t.walk(t.root, "containers"), "old");
-  assert.equal(await t.tree.mkdir(ctx, old, "x", 0o755, 0), EROFS);
-  assert.deepEqual(t.opened, [], "EROFS answered without a snapshot");
+  equal(await t.tree.mkdir(ctx, old, "x", 0o755, 0), EROFS);
+  deepStrictEqual(t.opened, [], "EROFS answered without a snapshot");
   const etc = await t.walk(old, "etc");
-  assert.equal(etc.key, "s:ccc|0:1:7");
-  assert.deepEqual(t.opened, ["old"]);
+  equal(etc.key, "s:ccc|0:1:7");
+  deepStrictEqual(t.opened, ["old"]);
 });
 
 Deno.test("tree: the tree's own directories are read-only", async () => {
   const t = setup();
   const containers = await t.walk(t.root, "containers");
   const web = await t.walk(containers, "web");
-  assert.equal(await t.tree.mkdir(ctx, t.root, "x", 0o755, 0), EROFS);
-  assert.equal(await t.tree.mkdir(ctx, containers, "x", 0o755, 0), EROFS);
-  assert.equal(await t.tree.rmdir(ctx, containers, "web"), EROFS);
-  assert.equal(await t.tree.setattr(ctx, web, { mode: 0o700 }, undefined), EROFS);
+  equal(await t.tree.mkdir(ctx, t.root, "x", 0o755, 0), EROFS);
+  equal(await t.tree.mkdir(ctx, containers, "x", 0o755, 0), EROFS);
+  equal(await t.tree.rmdir(ctx, containers, "web"), EROFS);
+  equal(await t.tree.setattr(ctx, web, { mode: 0o700 }, undefined), EROFS);
   const db = await t.walk(containers, "db");
-  assert.equal(await t.tree.rename(ctx, web, "a", db, "a", 0), EXDEV);
-  assert.deepEqual(t.opened, []);
+  equal(await t.tree.rename(ctx, web, "a", db, "a", 0), EXDEV);
+  deepStrictEqual(t.opened, []);
 });
 
 Deno.test("tree: a container that went away: ENOENT for lookups, EIO for open files", async () => {
@@ -279,33 +279,33 @@ Deno.test("tree: a container that went away: ENOENT for lookups, EIO for open fi
   const web = await t.walk(containers, "web");
   const file = await t.walk(web, "f");
   const opened = await t.tree.open(ctx, file, 0);
-  assert.ok("handle" in opened);
+  ok("handle" in opened);
   t.setContainers([{ id: "bbb", name: "db", running: true, created: 2 }]);
   await t.tree.refresh("containers");
-  assert.ok(t.invalidated.includes("t:/containers/old"), "the stopped one went too");
-  assert.ok(t.invalidated.includes("t:/containers/web"), t.invalidated.join());
-  assert.deepEqual(t.closed, ["web"]);
-  assert.equal(await t.tree.lookup(ctx, containers, "web"), ENOENT);
-  assert.equal(await t.tree.lookup(ctx, web, "g"), ENOENT);
-  assert.equal(await t.tree.read(ctx, file, opened.handle as TreeHandle, 0, 1), EIO);
-  assert.deepEqual(await names(t.tree, containers), ["db"]);
+  ok(t.invalidated.includes("t:/containers/old"), "the stopped one went too");
+  ok(t.invalidated.includes("t:/containers/web"), t.invalidated.join());
+  deepStrictEqual(t.closed, ["web"]);
+  equal(await t.tree.lookup(ctx, containers, "web"), ENOENT);
+  equal(await t.tree.lookup(ctx, web, "g"), ENOENT);
+  equal(await t.tree.read(ctx, file, opened.handle as TreeHandle, 0, 1), EIO);
+  deepStrictEqual(await names(t.tree, containers), ["db"]);
 });
 
 Deno.test("tree: a new container is listed after a refresh and its name invalidated", async () => {
   const t = setup();
   const containers = await t.walk(t.root, "containers");
-  assert.equal(await t.tree.lookup(ctx, containers, "new"), ENOENT);
+  equal(await t.tree.lookup(ctx, containers, "new"), ENOENT);
   const before = t.listed.containers;
-  assert.equal(await t.tree.lookup(ctx, containers, "new"), ENOENT);
-  assert.equal(t.listed.containers, before, "a fresh listing is not asked again");
+  equal(await t.tree.lookup(ctx, containers, "new"), ENOENT);
+  equal(t.listed.containers, before, "a fresh listing is not asked again");
   t.setContainers([
     { id: "aaa", name: "web", running: true, created: 1 },
     { id: "ddd", name: "new", running: true, created: 5 },
   ]);
   await t.tree.refresh("containers");
-  assert.ok(t.invalidated.includes("t:/containers/new"));
+  ok(t.invalidated.includes("t:/containers/new"));
   const fresh = await t.walk(containers, "new");
-  assert.equal(fresh.key, "c:ddd");
+  equal(fresh.key, "c:ddd");
 });
 
 Deno.test("tree: at most maxAttached targets while many are touched", async () => {
@@ -318,9 +318,9 @@ Deno.test("tree: at most maxAttached targets while many are touched", async () =
     const dir = await t.walk(containers, `c${i}`);
     await t.walk(dir, "etc");
   }
-  assert.equal(t.opened.length, 6);
-  assert.equal(t.tree.attachments.peak, 2);
-  assert.deepEqual(t.closed, ["c0", "c1", "c2", "c3"]);
+  equal(t.opened.length, 6);
+  equal(t.tree.attachments.peak, 2);
+  deepStrictEqual(t.closed, ["c0", "c1", "c2", "c3"]);
   await t.tree.close();
-  assert.equal(t.closed.length, 6);
+  equal(t.closed.length, 6);
 });

@@ -6,7 +6,7 @@
  * Figures (time until a change shows, first image access) are printed, never asserted.
  */
 
-import assert from "node:assert/strict";
+import { deepStrictEqual, equal, match, notEqual, ok, rejects } from "node:assert/strict";
 import {
   ensureTestBed,
   removeTestContainer,
@@ -56,21 +56,21 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
   const run = await startEngine(["--idle-timeout", "30"]);
   try {
     const containers = `${run.mountpoint}/containers`;
-    assert.ok((await names(containers)).includes(first));
+    ok((await names(containers)).includes(first));
 
     // A stat of the container's directory deploys nothing.
     const before = run.stderr();
-    assert.ok((await Deno.stat(`${containers}/${first}`)).isDirectory);
-    assert.equal(run.stderr().slice(before.length).includes("Attaching"), false);
+    ok((await Deno.stat(`${containers}/${first}`)).isDirectory);
+    equal(run.stderr().slice(before.length).includes("Attaching"), false);
 
     // Started afterwards: shows, also to a lookup whose ENOENT the kernel had cached (the
     // start event invalidates it).
-    assert.equal(await exists(`${containers}/${second}`), false);
+    equal(await exists(`${containers}/${second}`), false);
     const runAt = performance.now();
     await startTestContainer(b, "musl", { name: second });
     const runMs = Math.round(performance.now() - runAt);
     const shown = await until(`${second} in containers/`, () => exists(`${containers}/${second}`));
-    assert.ok((await names(containers)).includes(second));
+    ok((await names(containers)).includes(second));
     console.log(
       `figure: a started container showed ${shown} ms after 'docker run -d' returned ` +
         `(${runMs} ms)`,
@@ -78,13 +78,13 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
 
     // Host → container and container → host.
     await Deno.writeTextFile(`${containers}/${first}/tmp/from-host`, "written on the host\n");
-    assert.equal(await readInside(first, "/tmp/from-host"), "written on the host\n");
+    equal(await readInside(first, "/tmp/from-host"), "written on the host\n");
     await docker(["exec", first, "sh", "-c", "echo written inside > /tmp/from-inside"]);
-    assert.equal(
+    equal(
       await Deno.readTextFile(`${containers}/${first}/tmp/from-inside`),
       "written inside\n",
     );
-    assert.equal(
+    equal(
       await Deno.readTextFile(`${containers}/${second}/data/hello.txt`),
       "hello from musl\n",
     );
@@ -94,8 +94,8 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
       `D="$M/containers/${first}/tmp" && mkdir "$D/d" && echo x > "$D/d/f" && mv "$D/d/f" "$D/d/g" ` +
         `&& ln -s g "$D/d/l" && rm "$D/d/l" && rm -r "$D/d"`,
     );
-    assert.equal(ops.code, 0, ops.stderr);
-    assert.equal((await docker(["exec", first, "ls", "/tmp"])).stdout.includes("d\n"), false);
+    equal(ops.code, 0, ops.stderr);
+    equal((await docker(["exec", first, "ls", "/tmp"])).stdout.includes("d\n"), false);
 
     // Removed: its name goes, an open file answers EIO, a lookup ENOENT.
     const open = await Deno.open(`${containers}/${second}/tmp/open-file`, {
@@ -113,13 +113,13 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
       `figure: a removed container disappeared ${gone} ms after 'docker rm -f' returned ` +
         `(${rmMs} ms)`,
     );
-    await assert.rejects(
+    await rejects(
       open.write(new TextEncoder().encode("too late")),
       (error: Error) => /EIO|Input\/output error/.test(`${error.name} ${error.message}`),
     );
     open.close();
-    assert.equal(await exists(`${containers}/${second}`), false);
-    assert.equal(await exists(`${containers}/${second}/data`), false);
+    equal(await exists(`${containers}/${second}`), false);
+    equal(await exists(`${containers}/${second}/data`), false);
 
     // Renamed: the new name shows, the old one goes.
     const renamed = `${first}-renamed`;
@@ -129,14 +129,14 @@ Deno.test("engine: containers/ follows the engine and round-trips files", async 
       return now.includes(renamed) && !now.includes(first);
     });
     console.log(`figure: a renamed container showed ${shownRenamed} ms after 'docker rename'`);
-    assert.equal(
+    equal(
       await Deno.readTextFile(`${containers}/${renamed}/tmp/from-host`),
       "written on the host\n",
     );
     await docker(["rename", renamed, first]);
 
-    assert.equal(await run.stop("SIGTERM"), 0);
-    assert.equal(await isMounted(run.mountpoint), false);
+    equal(await run.stop("SIGTERM"), 0);
+    equal(await isMounted(run.mountpoint), false);
   } finally {
     await run.cleanup();
     await removeTestContainer(b, `${first}-renamed`);
@@ -152,23 +152,23 @@ Deno.test("engine: images/ serve a test image read-only; its helper goes on SIGT
   try {
     const ref = b.images.musl; // "dockerfuse-test/musl:<hash>": a subdirectory per "/"
     const root = `${run.mountpoint}/images/${ref}`;
-    assert.ok(
+    ok(
       (await names(`${run.mountpoint}/images/dockerfuse-test`)).includes(ref.split("/")[1]),
     );
     const started = performance.now();
-    assert.equal(await Deno.readTextFile(`${root}/data/hello.txt`), "hello from musl\n");
+    equal(await Deno.readTextFile(`${root}/data/hello.txt`), "hello from musl\n");
     console.log(
       `figure: first access to an image took ${Math.round(performance.now() - started)} ms`,
     );
-    assert.equal(
+    equal(
       await Deno.readTextFile(`${root}/data/dir/nested.txt`),
       "nested file in the musl image\n",
     );
     const write = await sh(run.mountpoint, `echo x > "$M/images/${ref}/data/new"`);
-    assert.notEqual(write.code, 0);
-    assert.match(write.stderr, /Read-only file system/);
+    notEqual(write.code, 0);
+    match(write.stderr, /Read-only file system/);
     const touch = await sh(run.mountpoint, `touch "$M/images/${ref}/data/hello.txt"`);
-    assert.match(touch.stderr, /Read-only file system/);
+    match(touch.stderr, /Read-only file system/);
     // Tagged and untagged: the new reference shows under its repository, then goes.
     const extra = `dfe-tree-${tag}/tagged:v1`;
     await docker(["tag", ref, extra]);
@@ -186,12 +186,12 @@ Deno.test("engine: images/ serve a test image read-only; its helper goes on SIGT
     console.log(`figure: a removed tag disappeared ${untagged} ms after 'docker rmi'`);
 
     const during = (await helperContainers()).filter((id) => !helpersBefore.has(id));
-    assert.equal(during.length, 1, "one helper container serves the image");
+    equal(during.length, 1, "one helper container serves the image");
 
-    assert.equal(await run.stop("SIGTERM"), 0);
-    assert.equal(await isMounted(run.mountpoint), false);
+    equal(await run.stop("SIGTERM"), 0);
+    equal(await isMounted(run.mountpoint), false);
     const after = (await helperContainers()).filter((id) => !helpersBefore.has(id));
-    assert.deepEqual(after, []);
+    deepStrictEqual(after, []);
   } finally {
     await run.cleanup();
     await docker(["rmi", `dfe-tree-${tag}/tagged:v1`], false);
@@ -209,20 +209,20 @@ Deno.test("engine: a stopped container reads from a snapshot removed afterwards"
   const run = await startEngine();
   try {
     const dir = `${run.mountpoint}/containers/${name}`;
-    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o555);
+    equal((await Deno.stat(dir)).mode! & 0o777, 0o555);
     const started = performance.now();
-    assert.equal(await Deno.readTextFile(`${dir}/tmp/state`), "before the stop\n");
+    equal(await Deno.readTextFile(`${dir}/tmp/state`), "before the stop\n");
     console.log(
       `figure: first access to a stopped container took ${
         Math.round(performance.now() - started)
       } ms`,
     );
     const write = await sh(run.mountpoint, `echo x > "$M/containers/${name}/tmp/state"`);
-    assert.match(write.stderr, /Read-only file system/);
-    assert.equal(await run.stop("SIGTERM"), 0);
-    assert.deepEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
+    match(write.stderr, /Read-only file system/);
+    equal(await run.stop("SIGTERM"), 0);
+    deepStrictEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
     const added = (await helperImages()).filter((id) => !imagesBefore.has(id));
-    assert.deepEqual(added, [], "the snapshot image was removed");
+    deepStrictEqual(added, [], "the snapshot image was removed");
   } finally {
     await run.cleanup();
     await removeTestContainer(b, name);
@@ -239,27 +239,27 @@ Deno.test("engine: a SIGKILLed client's helpers are removed at the next start", 
   const mountpoint = await Deno.makeTempDir({ prefix: "dockerfuse-tree-" });
   const first = await startEngine([], mountpoint);
   try {
-    assert.equal(
+    equal(
       await Deno.readTextFile(`${mountpoint}/images/${b.images.musl}/data/hello.txt`),
       "hello from musl\n",
     );
-    assert.equal(
+    equal(
       await Deno.readTextFile(`${mountpoint}/containers/${stopped}/data/hello.txt`),
       "hello from musl\n",
     );
-    assert.equal(await first.stop("SIGKILL"), 137);
+    equal(await first.stop("SIGKILL"), 137);
     const left = (await helperContainers()).filter((id) => !helpersBefore.has(id));
-    assert.equal(left.length, 2, "the killed client left its helpers");
+    equal(left.length, 2, "the killed client left its helpers");
     const leftImages = (await helperImages()).filter((id) => !imagesBefore.has(id));
-    assert.equal(leftImages.length, 1, "the killed client left its snapshot");
+    equal(leftImages.length, 1, "the killed client left its snapshot");
     const second = await startEngine([], mountpoint); // also recovers the stale mount
     try {
-      assert.deepEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
-      assert.deepEqual((await helperImages()).filter((id) => !imagesBefore.has(id)), []);
-      assert.match(second.stderr(), /Removed helper container/);
-      assert.match(second.stderr(), /Removed snapshot image/);
-      assert.equal(await second.stop("SIGTERM"), 0);
-      assert.equal(await isMounted(mountpoint), false);
+      deepStrictEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
+      deepStrictEqual((await helperImages()).filter((id) => !imagesBefore.has(id)), []);
+      match(second.stderr(), /Removed helper container/);
+      match(second.stderr(), /Removed snapshot image/);
+      equal(await second.stop("SIGTERM"), 0);
+      equal(await isMounted(mountpoint), false);
     } finally {
       await second.cleanup();
     }
@@ -278,19 +278,19 @@ Deno.test("engine: an idle satellite is detached; a stat then attaches nothing",
   const run = await startEngine(["--idle-timeout", "1"]);
   try {
     const dir = `${run.mountpoint}/containers/${name}`;
-    assert.equal(await Deno.readTextFile(`${dir}/data/hello.txt`), "hello from musl\n");
-    assert.equal((await containersRunningSatellites(ids)).size, 1);
+    equal(await Deno.readTextFile(`${dir}/data/hello.txt`), "hello from musl\n");
+    equal((await containersRunningSatellites(ids)).size, 1);
     const idle = await until(
       "the idle detach",
       async () => (await containersRunningSatellites(ids)).size === 0,
     );
     console.log(`figure: the satellite was gone ${idle} ms after the last use (idle timeout 1 s)`);
-    assert.match(run.stderr(), /Detached container '.*' \(idle\)/);
+    match(run.stderr(), /Detached container '.*' \(idle\)/);
     const attaches = run.stderr().split("Attaching").length;
-    assert.ok((await Deno.stat(dir)).isDirectory);
-    assert.equal(run.stderr().split("Attaching").length, attaches, "a stat attached nothing");
-    assert.equal((await containersRunningSatellites(ids)).size, 0);
-    assert.equal(await run.stop("SIGTERM"), 0);
+    ok((await Deno.stat(dir)).isDirectory);
+    equal(run.stderr().split("Attaching").length, attaches, "a stat attached nothing");
+    equal((await containersRunningSatellites(ids)).size, 0);
+    equal(await run.stop("SIGTERM"), 0);
   } finally {
     await run.cleanup();
     await removeTestContainer(b, name);
@@ -323,13 +323,13 @@ Deno.test("engine: at most --max-attached satellites while a script touches 20 c
       const out = await sh(run.mountpoint, script);
       sampling = false;
       await sampler;
-      assert.equal(out.code, 0, out.stderr);
-      assert.equal(out.stdout, "hello from musl\n".repeat(20));
+      equal(out.code, 0, out.stderr);
+      equal(out.stdout, "hello from musl\n".repeat(20));
       console.log(`figure: at most ${most} satellites at once over ${samples} samples`);
-      assert.ok(most >= 1, "the sampler saw satellites");
-      assert.ok(most <= max, `${most} satellites ran at once`);
-      assert.equal(await run.stop("SIGTERM"), 0);
-      assert.equal((await containersRunningSatellites(ids)).size, 0);
+      ok(most >= 1, "the sampler saw satellites");
+      ok(most <= max, `${most} satellites ran at once`);
+      equal(await run.stop("SIGTERM"), 0);
+      equal((await containersRunningSatellites(ids)).size, 0);
     } finally {
       await run.cleanup();
     }

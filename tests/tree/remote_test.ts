@@ -1,6 +1,6 @@
 /** `dockerfuse engine` of a remote engine: a second dockerd over verified TLS on 127.0.0.1. */
 
-import assert from "node:assert/strict";
+import { deepStrictEqual, equal } from "node:assert/strict";
 import { startTlsDockerd } from "../docker/tls_engine.ts";
 import { ensureTestBed } from "../../tasks/testbed/mod.ts";
 import { docker, helperContainers, isMounted, startEngine } from "./harness.ts";
@@ -20,14 +20,14 @@ Deno.test("engine: a remote engine over TLS shows its containers and images", as
     try {
       const containers = [];
       for await (const e of Deno.readDir(`${run.mountpoint}/containers`)) containers.push(e.name);
-      assert.deepEqual(containers, [name], "only the remote engine's container");
+      deepStrictEqual(containers, [name], "only the remote engine's container");
       const dir = `${run.mountpoint}/containers/${name}`;
-      assert.equal(await Deno.readTextFile(`${dir}/data/hello.txt`), "hello from musl\n");
+      equal(await Deno.readTextFile(`${dir}/data/hello.txt`), "hello from musl\n");
       await Deno.writeTextFile(`${dir}/tmp/remote.txt`, "over tls\n");
       const inside = await docker(["-H", remote.unixHost, "exec", name, "cat", "/tmp/remote.txt"]);
-      assert.equal(inside.stdout, "over tls\n");
+      equal(inside.stdout, "over tls\n");
       const started = performance.now();
-      assert.equal(
+      equal(
         await Deno.readTextFile(`${run.mountpoint}/images/${bed.images.musl}/data/hello.txt`),
         "hello from musl\n",
       );
@@ -36,10 +36,10 @@ Deno.test("engine: a remote engine over TLS shows its containers and images", as
           Math.round(performance.now() - started)
         } ms (satellite gzip-compressed)`,
       );
-      assert.equal((await helperContainers(remote.unixHost)).length, 1);
-      assert.equal(await run.stop("SIGTERM"), 0);
-      assert.equal(await isMounted(run.mountpoint), false);
-      assert.deepEqual(await helperContainers(remote.unixHost), []);
+      equal((await helperContainers(remote.unixHost)).length, 1);
+      equal(await run.stop("SIGTERM"), 0);
+      equal(await isMounted(run.mountpoint), false);
+      deepStrictEqual(await helperContainers(remote.unixHost), []);
     } finally {
       await run.cleanup();
     }

@@ -3,7 +3,7 @@
  * this test makes with `docker import` (the sidecar mode's `SatelliteImages` is the real one).
  */
 
-import assert from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { readManifest, type SatelliteManifest } from "../../src/docker/mod.ts";
 import { bundleEntries } from "../../src/docker/satellite.ts";
 import { tarParts } from "../../src/docker/tar.ts";
@@ -68,7 +68,7 @@ Deno.test({
     try {
       const dir = `${mountpoint}/volumes/${volume}`;
       const started = performance.now();
-      assert.ok((await Deno.stat(dir)).isDirectory);
+      ok((await Deno.stat(dir)).isDirectory);
       console.log(
         `figure: the first volume listing took ${Math.round(performance.now() - started)} ms`,
       );
@@ -86,7 +86,7 @@ Deno.test({
         "cat",
         "/v/from-host.txt",
       ]);
-      assert.equal(seen.stdout, "written through the tree\n");
+      equal(seen.stdout, "written through the tree\n");
       await docker(["volume", "create", "--label", "dev.dockerfuse.test=tree", later]);
       const shown = await until(`${later} in volumes/`, async () => {
         try {
@@ -101,8 +101,8 @@ Deno.test({
       await Deno.remove(mountpoint, { recursive: true }).catch(() => {});
     }
     try {
-      assert.equal(await isMounted(mountpoint), false);
-      assert.deepEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
+      equal(await isMounted(mountpoint), false);
+      deepStrictEqual((await helperContainers()).filter((id) => !helpersBefore.has(id)), []);
     } finally {
       await docker(["volume", "rm", volume, later], false);
       await docker(["rmi", `dfe-tree-satellite:${tag}`], false);

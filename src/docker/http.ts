@@ -1,0 +1,263 @@
+/**
+ * A small HTTP/1.1 client for engine endpoints dockerode has no streaming or hijacking for
+ * (image import, container attach): one connection per request (`Connection: close`), bodies
+ * sent chunked as they are produced, responses read whole (bounded) or upgraded to a raw stream.
+ *
+ * @module
+ */
+
+import { DockerError, errorMessage } from "./errors.ts";
+import {
+  type ByteConn,
+  closeQuietly,
+  type Dialer,
+  readResponseHead,
+  readSmallBody,
+  writeAll,
+} from "./transport.ts";
+
+export interface ApiResponse {
+  status: number;
+  body: Uint8Array;
+}
+
+export interface RequestOptions {
+  /** sent as application/json */
+  json?: unknown;
+  /** sent chunked as it is produced; an error it throws is rethrown as it is */
+  body?: AsyncIterable<Uint8Array>;
+  contentType?: string;
+  /** largest response body kept (default 16 MiB); beyond it the request fails */
+  limit?: number;
+}
+
+const DEFAULT_LIMIT = 16 * 1024 * 1024;
+const encoder = new TextEncoder();
+
+/** The engine's REST API over raw connections, for the endpoints this module serves. */
+export class EngineApi {
+  readonly #dial: Dialer;
+  readonly #prefix: string;
+
+  /** `apiVersion` like "1.41": paths are sent as /v1.41/… */
+  constructor(dial: Dialer, apiVersion: string) {
+    this.#dial = dial;
+    this.#prefix = `/v${apiVersion}`;
+  }
+
+  /** Sends a request and reads the whole response. Throws DockerError "unreachable" on I/O. */
+  async request(method: string, path: string, options: RequestOptions = {}): Promise<ApiResponse> {
+    const conn = await this.#dial();
+    let bodyError: unknown;
+    try {
+      const payload = options.json === undefined
+        ? undefined
+        : encoder.encode(JSON.stringify(options.json));
+      const type = options.json !== undefined ? "application/json" : options.contentType;
+      let head = `${method} ${this.#prefix}${path} HTTP/1.1\r\nHost: docker\r\n` +
+        `User-Agent: dockerfuse\r\nConnection: close\r\n`;
+      if (type !== undefined) head += `Content-Type: ${type}\r\n`;
+      if (options.body !== undefined) head += "Transfer-Encoding: chunked\r\n";
+      else head += `Content-Length: ${payload?.length ?? 0}\r\n`;
+      let sendError: unknown;
+      try {
+        await writeAll(conn, encoder.encode(head + "\r\n"));
+        if (payload !== undefined) await writeAll(conn, payload);
+        if (options.body !== undefined) {
+          const iterator = options.body[Symbol.asyncIterator]();
+          while (true) {
+            let next: IteratorResult<Uint8Array>;
+            try {
+              next = await iterator.next();
+            } catch (error) {
+              bodyError = error;
+              throw error;
+            }
+            if (next.done) break;
+            if (next.value.length === 0) continue;
+            await writeAll(conn, encoder.encode(`${next.value.length.toString(16)}\r\n`));
+            await writeAll(conn, next.value);
+            await writeAll(conn, encoder.encode("\r\n"));
+          }
+          await writeAll(conn, encoder.encode("0\r\n\r\n"));
+        }
+      } catch (error) {
+        if (bodyError !== undefined) throw error;
+        sendError = error; // the engine may have answered early (and closed): read its answer
+      }
+      const response = await readResponseHead(conn);
+      if (typeof response === "string") {
+        throw sendError ?? new DockerError("protocol", `${method} ${path}: ${response}`);
+      }
+      const body = await readBody(conn, response, options.limit ?? DEFAULT_LIMIT);
+      return { status: response.status, body };
+    } catch (error) {
+      if (error instanceof DockerError || bodyError !== undefined) throw error;
+      throw new DockerError(
+        "unreachable",
+        `The engine connection failed during ${method} ${path}: ${errorMessage(error)}`,
+        { cause: error },
+      );
+    } finally {
+      closeQuietly(conn);
+    }
+  }
+
+  /**
+   * POST with an upgrade to a raw stream (container attach). On a non-101/200 answer, throws
+   * DockerError with the engine's message ("not-found" for 404).
+   */
+  async upgrade(path: string): Promise<{ conn: ByteConn; rest: Uint8Array }> {
+    const conn = await this.#dial();
+    try {
+      const request = `POST ${this.#prefix}${path} HTTP/1.1\r\nHost: docker\r\n` +
+        `User-Agent: dockerfuse\r\nContent-Type: text/plain\r\nConnection: Upgrade\r\n` +
+        `Upgrade: tcp\r\nContent-Length: 0\r\n\r\n`;
+      await writeAll(conn, encoder.encode(request));
+      const head = await readResponseHead(conn);
+      if (typeof head === "string") throw new DockerError("protocol", `POST ${path}: ${head}`);
+      if (head.status !== 101 && head.status !== 200) {
+        const message = await readSmallBody(conn, head);
+        throw new DockerError(
+          head.status === 404 ? "not-found" : "api",
+          message || `HTTP ${head.status}`,
+        );
+      }
+      return { conn, rest: head.rest };
+    } catch (error) {
+      closeQuietly(conn);
+      if (error instanceof DockerError) throw error;
+      throw new DockerError(
+        "unreachable",
+        `The engine connection failed during POST ${path}: ${errorMessage(error)}`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+/** The engine's message in an error response body (JSON {message}), else the text. */
+export function responseMessage(response: ApiResponse): string {
+  const text = new TextDecoder().decode(response.body).trim();
+  try {
+    const json = JSON.parse(text) as { message?: unknown };
+    if (typeof json.message === "string") return json.message;
+  } catch {
+    // not JSON
+  }
+  return text || `HTTP ${response.status}`;
+}
+
+/** Parses a JSON body; throws DockerError "protocol" when it is not JSON. */
+export function responseJson(response: ApiResponse, what: string): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(response.body));
+  } catch {
+    throw new DockerError("protocol", `Cannot ${what}: the engine's answer is not JSON`);
+  }
+}
+
+/** Reads a response body: Content-Length, chunked, or until the connection closes. */
+async function readBody(
+  conn: ByteConn,
+  head: { status: number; headers: Map<string, string>; rest: Uint8Array },
+  limit: number,
+): Promise<Uint8Array> {
+  const reader = new BufferedReader(conn, head.rest, limit);
+  if (head.status === 204 || head.status === 304) return new Uint8Array();
+  if (head.headers.get("transfer-encoding")?.toLowerCase().includes("chunked")) {
+    const parts: Uint8Array[] = [];
+    while (true) {
+      const line = await reader.line();
+      const size = parseInt(line.split(";")[0].trim(), 16);
+      if (!Number.isFinite(size) || size < 0) {
+        throw new DockerError("protocol", `bad chunk size '${line}' in the engine's answer`);
+      }
+      if (size === 0) break;
+      parts.push(await reader.exactly(size));
+      await reader.line();
+    }
+    return concat(parts);
+  }
+  const length = head.headers.get("content-length");
+  if (length !== undefined) return await reader.exactly(Number(length));
+  return await reader.rest();
+}
+
+/** Reads lines and exact byte counts off a connection, keeping at most `limit` bytes. */
+export class BufferedReader {
+  #conn: ByteConn;
+  #buffer: Uint8Array;
+  #limit: number;
+  #taken = 0;
+
+  constructor(conn: ByteConn, initial: Uint8Array, limit: number) {
+    this.#conn = conn;
+    this.#buffer = initial;
+    this.#limit = limit;
+  }
+
+  async #fill(): Promise<boolean> {
+    const chunk = new Uint8Array(64 * 1024);
+    const n = await this.#conn.read(chunk);
+    if (n === null) return false;
+    this.#buffer = concat([this.#buffer, chunk.subarray(0, n)]);
+    return true;
+  }
+
+  #take(n: number): Uint8Array {
+    this.#taken += n;
+    if (this.#taken > this.#limit) {
+      throw new DockerError("protocol", `the engine's answer is larger than ${this.#limit} bytes`);
+    }
+    const out = this.#buffer.slice(0, n);
+    this.#buffer = this.#buffer.subarray(n);
+    return out;
+  }
+
+  /** One CRLF-terminated line, without the CRLF. */
+  async line(): Promise<string> {
+    while (true) {
+      const at = this.#buffer.indexOf(10);
+      if (at >= 0) {
+        const bytes = this.#take(at + 1);
+        return new TextDecoder().decode(bytes).replace(/\r?\n$/, "");
+      }
+      if (this.#buffer.length > 4096) throw new DockerError("protocol", "a chunk line too long");
+      if (!(await this.#fill())) {
+        throw new DockerError("protocol", "the engine's answer ended early");
+      }
+    }
+  }
+
+  async exactly(n: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(n) || n < 0 || n > this.#limit) {
+      throw new DockerError("protocol", `the engine's answer has a bad length (${n})`);
+    }
+    while (this.#buffer.length < n) {
+      if (!(await this.#fill())) {
+        throw new DockerError("protocol", "the engine's answer ended early");
+      }
+    }
+    return this.#take(n);
+  }
+
+  async rest(): Promise<Uint8Array> {
+    while (await this.#fill()) {
+      if (this.#buffer.length + this.#taken > this.#limit) this.#take(this.#buffer.length);
+    }
+    return this.#take(this.#buffer.length);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const part of parts) total += part.length;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
