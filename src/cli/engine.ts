@@ -4,6 +4,7 @@
  * @module
  */
 
+import { connectEngine, ensureSatelliteImage } from "../docker/mod.ts";
 import type { ContainerMountDeps } from "../mount/mod.ts";
 import { MountError, type MountErrorKind } from "../mount/mod.ts";
 import { type EngineMountOptions, mountEngine } from "../tree/mod.ts";
@@ -29,7 +30,19 @@ const EXIT_FOR: Readonly<Record<MountErrorKind, ExitCode>> = {
 export async function runEngine(options: EngineMountOptions, deps: EngineDeps): Promise<ExitCode> {
   let mounted;
   try {
-    mounted = await mountEngine(options, deps);
+    mounted = await mountEngine(options, {
+      ...deps,
+      satelliteImage: async (bundleDir, manifest) => {
+        const engine = await connectEngine({ env: deps.env, home: deps.env.HOME });
+        try {
+          return await ensureSatelliteImage(engine, bundleDir, manifest, {
+            log: (message) => deps.logger.info(message),
+          });
+        } finally {
+          engine.close();
+        }
+      },
+    });
   } catch (error) {
     if (error instanceof MountError) throw new CliError(EXIT_FOR[error.kind], error.message);
     throw error;

@@ -13,7 +13,7 @@ import { DockerError, errorMessage } from "./errors.ts";
 import type { ExecSession } from "./exec.ts";
 import { EngineApi } from "./http.ts";
 import { type DeployOptions, deploySatellite, readManifest } from "./satellite.ts";
-import { SatelliteImages } from "./satellite_image.ts";
+import { ensureSatelliteImage } from "./satellite_image.ts";
 import { startSidecar } from "./sidecar.ts";
 
 export type DeployMode = "upload" | "sidecar" | "auto";
@@ -71,8 +71,7 @@ export async function deployChosen(
       );
     }
     const api = new EngineApi(engine.dial, engine.apiVersion);
-    const { ref } = await new SatelliteImages(api).ensure(bundleDir, manifest, {
-      gzip: engine.isRemote,
+    const { ref } = await ensureSatelliteImage(engine, bundleDir, manifest, {
       onProgress: options.onProgress,
       log: options.log,
     });

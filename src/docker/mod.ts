@@ -15,3 +15,4 @@ export {
 } from "./satellite.ts";
 export { type EngineConfig, resolveEngineConfig } from "./config.ts";
 export { Demuxer, type DemuxResult, type DemuxSink } from "./demux.ts";
+export { ensureSatelliteImage, IMAGE_DIR, SatelliteImages } from "./satellite_image.ts";

@@ -12,7 +12,8 @@
  */
 
 import { DockerError, errorMessage } from "./errors.ts";
-import { type EngineApi, responseJson, responseMessage } from "./http.ts";
+import type { Engine } from "./engine.ts";
+import { EngineApi, responseJson, responseMessage } from "./http.ts";
 import { bundleEntries, type SatelliteManifest } from "./satellite.ts";
 import { type TarPart, tarParts } from "./tar.ts";
 import { createHash } from "node:crypto";
@@ -332,4 +333,19 @@ function compress(bytes: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
     })(),
   );
   return input.pipeThrough(new CompressionStream("gzip"));
+}
+
+/**
+ * The satellite image of this bundle on `engine` (imported when missing; compressed on the way
+ * to a remote engine): its reference and the folder holding the bundle inside it.
+ */
+export async function ensureSatelliteImage(
+  engine: Pick<Engine, "dial" | "apiVersion" | "isRemote">,
+  bundleDir: string,
+  manifest: SatelliteManifest,
+  options: Omit<EnsureOptions, "gzip"> = {},
+): Promise<{ ref: string; dir: string }> {
+  const images = new SatelliteImages(new EngineApi(engine.dial, engine.apiVersion));
+  const { ref } = await images.ensure(bundleDir, manifest, { ...options, gzip: engine.isRemote });
+  return { ref, dir: IMAGE_DIR };
 }
