@@ -255,7 +255,9 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
       const m = await startMount("musl", {
         container: remote.containerId,
         env: { ...env, DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
-        args: ["--debug"],
+        // Uploaded into the container, so `docker top` there sees whether the satellite ended
+        // (a remote engine would otherwise get the sidecar; tests/sidecar covers that case).
+        args: ["--debug", "--deploy", "upload"],
       });
       try {
         const children = await descendants(m.child.pid);
