@@ -335,20 +335,39 @@ export class ContainerFs implements FileSystem<Handle> {
     if (changes.size !== undefined) this.#openFiles.changed(node.key);
     const path = relPath(node);
     if (path === undefined) {
-      // Unlinked but open: only a truncate through the handle is possible.
-      if (handle && changes.size !== undefined && Object.keys(changes).length === 1) {
+      // Unlinked but open: a truncate goes through the handle; times (the kernel's writeback
+      // cache sends them when it flushes an unlinked file) only change what we tell the kernel,
+      // since no name is left to set them by. Mode and owner changes need a name: ENOENT.
+      const open = handle !== undefined && handle.id !== NO_HANDLE
+        ? handle
+        : this.#openFiles.any(node.key);
+      const attr = this.#attrs.attrOf(node);
+      if (open === undefined || attr === undefined) return ENOENT;
+      if (changes.mode !== undefined || changes.uid !== undefined || changes.gid !== undefined) {
+        return ENOENT;
+      }
+      if (changes.size !== undefined) {
         const r = await this.#rpc.ftruncate(
-          { handle: handle.id, size: BigInt(changes.size) },
+          { handle: open.id, size: BigInt(changes.size) },
           this.#opts(ctx),
         );
         if (!r.ok) return fail(r);
-        const attr = this.#attrs.attrOf(node);
-        if (!attr) return ENOENT;
-        const updated = { ...attr, size: changes.size };
-        this.#attrs.setAttr(node, updated);
-        return { attr: updated, timeout: 0 };
       }
-      return ENOENT;
+      const now = (): Timestamp => {
+        const ms = Date.now();
+        return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+      };
+      const time = (t: Timestamp | "now" | undefined, old: Timestamp): Timestamp =>
+        t === undefined ? old : t === "now" ? now() : t;
+      const updated = {
+        ...attr,
+        size: changes.size ?? attr.size,
+        atime: time(changes.atime, attr.atime),
+        mtime: time(changes.mtime, attr.mtime),
+        ctime: changes.ctime ?? attr.ctime,
+      };
+      this.#attrs.setAttr(node, updated);
+      return { attr: updated, timeout: 0 };
     }
     const r = await this.#rpc.setattr({
       path,

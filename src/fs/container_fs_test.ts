@@ -2,7 +2,7 @@
 
 import { deepStrictEqual, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
-import { abi, EINTR, ENODATA, ENOSPC, isErrno } from "../fuse/mod.ts";
+import { abi, EINTR, ENODATA, ENOENT, ENOSPC, isErrno } from "../fuse/mod.ts";
 import {
   DT_DIR,
   DT_REG,
@@ -541,4 +541,20 @@ Deno.test("container fs: a write asked to kill set-user/group-ID clears them onc
   const h2 = value(await fs2.open(fakeContext(), node2, O_WRONLY)).handle;
   deepStrictEqual(await fs2.write(fakeContext(), node2, h2, 0, new Uint8Array(1), kill), 1);
   deepStrictEqual(rpc2.paramsOf("setattr").length, 0);
+});
+
+Deno.test("container fs: an unlinked open file takes new times (writeback flush), not a chmod", async () => {
+  const { rpc, fs } = setup();
+  rpc.on("open", () => ok({ handle: 9 }));
+  rpc.on("fstat", () => ok(fakeStat({ nlink: 0 })));
+  const root = fakeNode("");
+  const node = fakeNode(keyOf(fakeStat()), root, "f");
+  value(await fs.open(fakeContext(), node, O_RDWR));
+  const unlinked = fakeNode(node.key, undefined, "x"); // no parent: no path
+  value(await fs.getattr(fakeContext(), unlinked, undefined));
+  const mtime = { sec: 1_700_000_000, nsec: 5 };
+  const r = value(await fs.setattr(fakeContext(), unlinked, { mtime }, undefined));
+  deepStrictEqual(r.attr.mtime, mtime);
+  deepStrictEqual(rpc.paramsOf("setattr"), [], "no name to set times by");
+  deepStrictEqual(await fs.setattr(fakeContext(), unlinked, { mode: 0o600 }, undefined), ENOENT);
 });
