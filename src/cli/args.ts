@@ -64,7 +64,7 @@ export const MOUNT_DEFAULTS = {
   entryTimeout: 1,
   negativeTimeout: 1,
   requestTimeout: 30,
-  user: "root",
+  user: "0:0",
 } as const;
 
 const seconds: Type<string, number> = extendType(number, {
@@ -240,7 +240,7 @@ const mountCommand = command({
       short: "u",
       defaultValue: () => MOUNT_DEFAULTS.user,
       defaultValueIsSerializable: true,
-      description: "user the satellite runs as inside the container",
+      description: "user the satellite runs as inside the container: name or uid[:gid]",
     }),
     nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
     writebackCache: flag({

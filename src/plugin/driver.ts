@@ -317,7 +317,7 @@ export class VolumeDriver {
         entryTimeout: 1,
         negativeTimeout: 1,
         requestTimeout: 30,
-        user: "root",
+        user: "0:0",
         writebackCache: false,
         debug: this.#deps.debug ?? false,
       });
