@@ -136,6 +136,8 @@ export class Engine {
   /** e.g. "unix:///var/run/docker.sock"; never contains credentials */
   readonly description: string;
   readonly isRemote: boolean;
+  /** which engine answers: Podman's Docker-compatible API differs in a few documented ways */
+  readonly flavor: "docker" | "podman";
   /** the API version in use, e.g. "1.47" */
   readonly apiVersion: string;
   #docker: Dockerode;
@@ -151,6 +153,7 @@ export class Engine {
       description: string;
       isRemote: boolean;
       apiVersion: string;
+      flavor?: "docker" | "podman";
       execTransport?: "raw" | "dockerode";
       /** releases what the connection holds (e.g. the ssh forwarder) */
       onClose?: () => void;
@@ -161,6 +164,7 @@ export class Engine {
     this.#dial = dial;
     this.description = init.description;
     this.isRemote = init.isRemote;
+    this.flavor = init.flavor ?? "docker";
     this.apiVersion = init.apiVersion;
     this.#execTransport = init.execTransport ?? "raw";
   }
@@ -238,10 +242,15 @@ export class Engine {
       ReadonlyRootfs?: boolean;
       Tmpfs?: Record<string, unknown>;
     };
-    // tmpfs mounts are noexec unless their options say "exec" (Docker's and Podman's default).
+    // Docker lists the options given (its default is noexec), Podman the options used (exec
+    // unless "noexec" is among them).
     const tmpfsMounts = new Map<string, boolean>();
     for (const [path, opts] of Object.entries(hostConfig.Tmpfs ?? {})) {
-      tmpfsMounts.set(path, String(opts ?? "").split(",").includes("exec"));
+      const list = String(opts ?? "").split(",");
+      tmpfsMounts.set(
+        path,
+        list.includes("exec") || (this.flavor === "podman" && !list.includes("noexec")),
+      );
     }
     for (const m of mounts) {
       if (
@@ -576,10 +585,15 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
   const forwarder = config.endpoint.kind === "ssh" ? await startForwarder(dial) : undefined;
   const docker = createDockerode(config, forwarder?.socketPath);
   let apiVersion = config.apiVersion;
+  let flavor: "docker" | "podman" = "docker";
   try {
     // ping: is anyone there at all
     await docker.ping();
     const version = await docker.version();
+    const components = Array.isArray(version.Components) ? version.Components : [];
+    if (components.some((c) => /podman/i.test(String((c as { Name?: unknown })?.Name)))) {
+      flavor = "podman";
+    }
     const serverApi = String(version.ApiVersion ?? "");
     const serverMin = String(version.MinAPIVersion ?? MIN_API_VERSION);
     if (apiVersion === undefined) {
@@ -616,6 +630,7 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
     description: config.description,
     isRemote: config.endpoint.kind !== "unix",
     apiVersion,
+    flavor,
     execTransport: options?.execTransport,
     onClose: forwarder?.close,
   });

@@ -244,7 +244,12 @@ function uploadPlaces(container: ContainerInfo, uid: number): string[] {
 }
 
 /** Why no upload place worked, and what would. */
-function noPlaceReason(container: ContainerInfo, uid: number, lastError: unknown): string {
+function noPlaceReason(
+  engine: Engine,
+  container: ContainerInfo,
+  uid: number,
+  lastError: unknown,
+): string {
   const tried = lastError !== undefined ? ` (${errorMessage(lastError)})` : "";
   if (!container.readOnlyRootfs) {
     return lastError !== undefined
@@ -259,10 +264,12 @@ function noPlaceReason(container: ContainerInfo, uid: number, lastError: unknown
       [...noexec, "/dev/shm"].join(", ")
     }), from which nothing can be run.`
     : "";
+  // Docker extracts archives outside the container's mounts: tmpfs never takes an upload there.
+  const tmpfsHint = engine.flavor === "podman"
+    ? ", or a tmpfs mount that allows exec (e.g. `--tmpfs /dockerfuse:exec`)"
+    : " (Docker cannot upload into tmpfs mounts, with or without exec)";
   return `its root filesystem is read-only and nothing writable could take the upload${tried}.` +
-    `${listed} Give the container a writable volume (e.g. \`-v dockerfuse:/dockerfuse\`), ` +
-    `or a tmpfs mount that allows exec (e.g. \`--tmpfs /dockerfuse:exec\`) where the engine can ` +
-    `upload into tmpfs`;
+    `${listed} Give the container a writable volume (e.g. \`-v /dockerfuse\`)${tmpfsHint}`;
 }
 
 /**
@@ -318,7 +325,7 @@ export async function deploySatellite(
     throw new DockerError(
       "api",
       `Cannot upload the satellite into '${container.name}': ${
-        noPlaceReason(container, owner.uid, lastError)
+        noPlaceReason(engine, container, owner.uid, lastError)
       }`,
       { cause: lastError },
     );
