@@ -20,6 +20,7 @@ import {
   type ImageKind,
   imageRef,
 } from "./images.ts";
+import type { EngineName } from "./shapes.ts";
 import {
   copyImagesToPodman,
   ensurePodman,
@@ -52,7 +53,13 @@ export type { ImageKind } from "./images.ts";
 export { ALL_KINDS, IMAGE_REPO, KEEP_ALIVE } from "./images.ts";
 export { NONROOT_UID, REAL_KINDS, type RealKind } from "./real_images.ts";
 export { PODMAN_HOST } from "./podman.ts";
-export { type ContainerShape, SHAPES } from "./shapes.ts";
+export {
+  CAPABILITY_CASES,
+  type ContainerShape,
+  ENGINE_REFUSED_CASES,
+  type EngineName,
+  SHAPES,
+} from "./shapes.ts";
 
 /** Every image the bed can build: the four classic kinds and the ones shaped like real images. */
 export type BedKind = ImageKind | RealKind;
@@ -69,7 +76,7 @@ export interface TestBed {
   /** DOCKER_HOST-style address of the engine the bed ensured, e.g. "unix:///var/run/docker.sock". */
   readonly dockerHost: string;
   /** which engine answers there */
-  readonly engine: "docker" | "podman";
+  readonly engine: EngineName;
   /** image references ("dockerfuse-test/glibc:<recipe-hash>") per kind */
   readonly images: Readonly<Record<BedKind, string>>;
   /** `docker run` arguments every test container of this engine needs */

@@ -8,6 +8,8 @@
 import type { ImageKind } from "./images.ts";
 import type { RealKind } from "./real_images.ts";
 
+export type EngineName = "docker" | "podman";
+
 export interface ContainerShape {
   /** short name for test titles */
   readonly name: string;
@@ -18,7 +20,37 @@ export interface ContainerShape {
   readonly writable?: string;
   /** for a shape that cannot be mounted: what the error must say */
   readonly refusal?: RegExp;
+  /**
+   * Engines on which the satellite's exec has no capabilities there (`--cap-drop ALL`; on
+   * Docker also `no-new-privileges` with a non-root USER, where even uid 0 gets none): what
+   * needs them fails with EPERM, as it would for any process of the container.
+   */
+  readonly withoutCapabilities?: readonly EngineName[];
+  /**
+   * Engines on which the satellite cannot remove its own (emptied) upload directory: Podman
+   * makes "/" mode 0555, and without CAP_DAC_OVERRIDE even its owner cannot remove entries.
+   */
+  readonly leavesEmptyDir?: readonly EngineName[];
 }
+
+/** POSIX table cases the engine's default capability set refuses with EPERM. */
+export const ENGINE_REFUSED_CASES: Readonly<Record<EngineName, readonly string[]>> = {
+  docker: [],
+  // Podman 4's default capabilities have no CAP_MKNOD: device nodes are refused.
+  podman: ["mkfifo and mknod"],
+};
+
+/**
+ * Cases of the POSIX table (tests/fuse/posix_table.ts) that need capabilities: chown
+ * (CAP_CHOWN), device nodes (CAP_MKNOD), files owned by the caller (CAP_CHOWN/CAP_FOWNER), and
+ * removing one's own file from a sticky directory the satellite does not own (CAP_FOWNER).
+ */
+export const CAPABILITY_CASES: readonly string[] = [
+  "chown changes owner and group",
+  "mkfifo and mknod",
+  "new files belong to the caller; setgid directories pass their group",
+  "sticky directory: only owners delete",
+];
 
 /** Every tmpfs an engine may add to a read-only container, made noexec. */
 const NOEXEC_TMPFS = ["/tmp", "/run", "/var/tmp"].flatMap((p) => ["--tmpfs", `${p}:noexec`]);
@@ -39,12 +71,21 @@ export const SHAPES: readonly ContainerShape[] = [
     runArgs: ["--read-only", ...NOEXEC_TMPFS],
     refusal: /read-only.*noexec tmpfs mounts \(.*\/tmp.*writable volume/s,
   },
-  { name: "--cap-drop ALL", kind: "scratch", runArgs: ["--cap-drop", "ALL"], writable: "/data" },
   {
-    name: "no-new-privileges",
+    name: "--cap-drop ALL",
+    kind: "scratch",
+    runArgs: ["--cap-drop", "ALL"],
+    writable: "/data",
+    withoutCapabilities: ["docker", "podman"],
+    leavesEmptyDir: ["podman"],
+  },
+  {
+    // uid 0 without capabilities: it writes where root owns or anyone may write (/tmp here)
+    name: "no-new-privileges with a non-root USER",
     kind: "nonroot",
     runArgs: ["--security-opt", "no-new-privileges"],
-    writable: "/data",
+    writable: "/tmp",
+    withoutCapabilities: ["docker"],
   },
   { name: "--memory 64m", kind: "scratch", runArgs: ["--memory", "64m"], writable: "/data" },
   { name: "--pids-limit 32", kind: "scratch", runArgs: ["--pids-limit", "32"], writable: "/data" },
