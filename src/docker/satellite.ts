@@ -345,10 +345,11 @@ export async function deploySatellite(
     const noexec = /permission denied/i.test(error.reason) && parent !== "/"
       ? ` ('${parent}' may be mounted noexec)`
       : "";
-    throw new DockerError(
-      "exec",
-      `Cannot start the satellite in '${container.name}': ${error.reason}${noexec}`,
-      { cause: error, reason: error.reason + noexec },
-    );
+    // Nothing but the satellite itself can remove the upload from inside the container.
+    const reason = `${error.reason}${noexec}; its upload '${dir}' is left in the container`;
+    throw new DockerError("exec", `Cannot start the satellite in '${container.name}': ${reason}`, {
+      cause: error,
+      reason,
+    });
   }
 }
