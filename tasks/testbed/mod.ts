@@ -41,12 +41,14 @@ import {
   binfmtFlags,
   cacheDir,
   ensureQemuAarch64,
+  exists,
   hasCachedDeb,
   hasCommand,
   isDebian,
   isRoot,
   lockFile,
   log,
+  run,
 } from "./system.ts";
 
 export type { ImageKind } from "./images.ts";
@@ -252,8 +254,13 @@ function commandOf(pkg: string): string {
 
 /** Ensures fuse3 (fusermount3) and attr (setfattr) are installed; throws if impossible. */
 export async function ensureFuseTools(): Promise<void> {
-  // fuse3: fusermount3 for non-root mounts; attr: setfattr/getfattr used by the xattr tests.
-  const needed: [command: string, pkg: string][] = [["fusermount3", "fuse3"], ["setfattr", "attr"]];
+  // fuse3: fusermount3 for non-root mounts; attr: setfattr/getfattr used by the xattr tests;
+  // python3: the client side of the POSIX table (minimal Debian systems lack it).
+  const needed: [command: string, pkg: string][] = [
+    ["fusermount3", "fuse3"],
+    ["setfattr", "attr"],
+    ["python3", "python3"],
+  ];
   await ensureFuseDevice();
   const missing: string[] = [];
   for (const [command, pkg] of needed) if (!(await hasCommand(command))) missing.push(pkg);
@@ -269,8 +276,24 @@ export async function ensureFuseTools(): Promise<void> {
   }
 }
 
-/** /dev/fuse usable by unprivileged users (fusermount3), as distributions ship it (0666). */
+/**
+ * /dev/fuse usable by unprivileged users (fusermount3), as distributions ship it (0666). As
+ * root, a missing device is made: the module loaded (`modprobe fuse`), the node created from
+ * the number the kernel announces (/sys/class/misc/fuse/dev) where no udev did it.
+ */
 async function ensureFuseDevice(): Promise<void> {
+  if (isRoot() && !(await exists("/dev/fuse"))) {
+    if (!(await exists("/sys/class/misc/fuse")) && await hasCommand("modprobe")) {
+      log("modprobe fuse");
+      await run("modprobe", ["fuse"], { check: false });
+    }
+    const numbers = await Deno.readTextFile("/sys/class/misc/fuse/dev").catch(() => "");
+    const [major, minor] = numbers.trim().split(":");
+    if (major && minor && !(await exists("/dev/fuse"))) {
+      log(`mknod /dev/fuse c ${major} ${minor}`);
+      await run("mknod", ["-m", "0666", "/dev/fuse", "c", major, minor], { check: false });
+    }
+  }
   const info = await Deno.stat("/dev/fuse").catch(() => undefined);
   if (!info) throw new Error("Cannot find /dev/fuse: this kernel or container has no FUSE device");
   if ((info.mode! & 0o666) !== 0o666 && isRoot()) await Deno.chmod("/dev/fuse", 0o666);
