@@ -18,6 +18,8 @@ export interface ContainerShape {
   readonly runArgs: readonly string[];
   /** directory of the container the tests write into; absent: mounting must fail */
   readonly writable?: string;
+  /** engines to run it on (default: all) */
+  readonly engines?: readonly EngineName[];
   /** for a shape that cannot be mounted: what the error must say */
   readonly refusal?: RegExp;
   /**
@@ -56,6 +58,14 @@ export const CAPABILITY_CASES: readonly string[] = [
 const NOEXEC_TMPFS = ["/tmp", "/run", "/var/tmp"].flatMap((p) => ["--tmpfs", `${p}:noexec`]);
 
 export const SHAPES: readonly ContainerShape[] = [
+  // The classic images as they are: on Docker, tests/e2e/posix_test.ts runs them already.
+  ...(["glibc", "musl", "static", "arm64"] as const).map((kind): ContainerShape => ({
+    name: `${kind} image`,
+    kind,
+    runArgs: [],
+    writable: "/data",
+    engines: ["podman"],
+  })),
   { name: "FROM scratch (no /etc, no /tmp)", kind: "scratch", runArgs: [], writable: "/data" },
   { name: "non-root USER", kind: "nonroot", runArgs: [], writable: "/data" },
   { name: "arm64 without /etc/passwd", kind: "arm64-bare", runArgs: [], writable: "/data" },
