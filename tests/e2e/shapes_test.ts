@@ -60,6 +60,12 @@ async function diff(bed: TestBed, id: string): Promise<string[]> {
   return r.stdout.split("\n").filter((l) => l !== "").sort();
 }
 
+/** `error` with the end of what the client logged (the mount's own view of a failure). */
+function withClientLog(error: unknown, stderr: string): never {
+  const message = error instanceof Error ? error.message : String(error);
+  throw new Error(`${message}\nclient stderr (end):\n${stderr.slice(-3000)}`, { cause: error });
+}
+
 function helloOf(kind: string): string {
   const entry = smallDataEntries(kind).find((e) => e.path === "hello.txt");
   ok(entry?.type === "file");
@@ -109,7 +115,7 @@ async function mounts(bed: TestBed, shape: ContainerShape, t: Deno.TestContext):
             await Deno.mkdir(dir);
             await Deno.chmod(dir, 0o777);
             if (refused) await rejects(run(dir), /Operation not permitted|EPERM/);
-            else await run(dir);
+            else await run(dir).catch((error) => withClientLog(error, m.stderr()));
           },
         );
       }
