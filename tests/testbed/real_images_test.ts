@@ -29,7 +29,9 @@ async function files(bed: TestBed, kind: RealKind): Promise<Map<string, string>>
   const dir = await Deno.makeTempDir({ prefix: "dfh-export-" });
   try {
     await docker(bed.dockerHost, ["export", "-o", `${dir}/fs.tar`, id]);
-    const list = await new Deno.Command("tar", { args: ["--numeric-owner", "-tvf", `${dir}/fs.tar`] }).output();
+    const list = await new Deno.Command("tar", {
+      args: ["--numeric-owner", "-tvf", `${dir}/fs.tar`],
+    }).output();
     ok(list.success);
     const out = new Map<string, string>();
     for (const line of new TextDecoder().decode(list.stdout).split("\n")) {
