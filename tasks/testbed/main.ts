@@ -23,7 +23,7 @@ const USAGE = `Usage: deno task testbed [ensure|podman|status|clean] [KIND...]
   ensure   install/start/build whatever is missing (default; KINDs: ${EVERY_KIND.join(", ")})
   podman   the same, then Podman (installed and started when missing) with copies of the images
   status   show what is there without changing anything
-  clean    remove test containers and all ${IMAGE_REPO}/* images
+  clean    remove test containers and all ${IMAGE_REPO}/* images (Docker and Podman)
            (downloaded packages stay cached in ${cacheDir()})`;
 
 async function status(): Promise<number> {
@@ -56,19 +56,23 @@ async function status(): Promise<number> {
   return ok ? 0 : 1;
 }
 
-async function clean(): Promise<number> {
-  const host = dockerHostFromEnv();
-  if (!(await engineAnswers(host))) {
-    console.log(`no engine answers at ${host}; nothing to clean`);
-    return 0;
-  }
+/** Removes the bed's containers (with their anonymous volumes) and images from one engine. */
+async function cleanEngine(host: string): Promise<void> {
   const ids = (await docker(host, ["ps", "-aq", "--filter", `label=${CONTAINER_LABEL}`])).stdout
     .split("\n").filter((l) => l.length > 0);
-  if (ids.length > 0) await docker(host, ["rm", "-f", ...ids]);
+  if (ids.length > 0) await docker(host, ["rm", "-f", "-v", ...ids]);
+  // Podman lists the images it loaded as localhost/<repo>.
   const refs = (await docker(host, ["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])).stdout
-    .split("\n").filter((l) => l.startsWith(`${IMAGE_REPO}/`));
+    .split("\n").filter((l) => l.replace(/^localhost\//, "").startsWith(`${IMAGE_REPO}/`));
   if (refs.length > 0) await docker(host, ["rmi", "-f", ...refs]);
-  console.log(`removed ${ids.length} container(s) and ${refs.length} image(s)`);
+  console.log(`${host}: removed ${ids.length} container(s) and ${refs.length} image(s)`);
+}
+
+async function clean(): Promise<number> {
+  const host = dockerHostFromEnv();
+  if (await engineAnswers(host)) await cleanEngine(host);
+  else console.log(`no engine answers at ${host}; nothing to clean there`);
+  if (await podmanAnswers()) await cleanEngine(PODMAN_HOST);
   return 0;
 }
 
