@@ -172,9 +172,10 @@ function findEntry(text: string, index: number, value: string): string[] | undef
 export async function resolveUser(
   engine: Engine,
   containerId: string,
-  user: string = DEFAULT_EXEC_USER,
+  userOrDefault?: string,
   containerName = containerId.slice(0, 12),
 ): Promise<{ uid: number; gid: number }> {
+  const user = userOrDefault || DEFAULT_EXEC_USER;
   const fail = (reason: string): never => {
     throw new DockerError(
       "user",
@@ -304,7 +305,8 @@ export async function deploySatellite(
       break;
     }
   }
-  const user = options.user ?? DEFAULT_EXEC_USER;
+  // An empty user (e.g. `-o user=`) means the default, as an absent one does.
+  const user = options.user || DEFAULT_EXEC_USER;
   const owner = await resolveUser(engine, container.id, user, container.name);
   const dirName = `.dockerfuse-${(options.randomName ?? randomHex)()}`;
   const entries = await bundleEntries(bundleDir, manifest, dirName, owner);

@@ -82,6 +82,7 @@ for (const [name, bedFor] of ENGINES) {
       equal(JSON.stringify(await resolveUser(engine, id, "0:0")), '{"uid":0,"gid":0}');
       equal(JSON.stringify(await resolveUser(engine, id, "4321")), '{"uid":4321,"gid":0}');
       equal(JSON.stringify(await resolveUser(engine, id)), '{"uid":0,"gid":0}');
+      equal(JSON.stringify(await resolveUser(engine, id, "")), '{"uid":0,"gid":0}');
       const noPasswd = await rejects(resolveUser(engine, id, "root", "web"), (e: unknown) => {
         ok(e instanceof DockerError && e.code === "user");
         match(e.message, /^Cannot run the satellite as 'root' in 'web': the container has no/);
