@@ -48,6 +48,8 @@ export interface ContainerInfo {
   readOnlyRootfs?: boolean;
   /** tmpfs mounts (`--tmpfs`, `--mount type=tmpfs`) and whether they allow exec */
   tmpfsMounts?: { path: string; exec: boolean }[];
+  /** CAP_DAC_OVERRIDE is dropped (`--cap-drop ALL`): root obeys file modes like anyone */
+  withoutDacOverride?: boolean;
 }
 
 /** Newest API version this client knows; older engines are spoken to in their own version. */
@@ -241,7 +243,15 @@ export class Engine {
     const hostConfig = (info.HostConfig ?? {}) as {
       ReadonlyRootfs?: boolean;
       Tmpfs?: Record<string, unknown>;
+      CapDrop?: unknown;
+      CapAdd?: unknown;
     };
+    // Docker lists what was asked ("ALL"), Podman the capabilities removed ("CAP_CHOWN", …).
+    const caps = (list: unknown): string[] =>
+      Array.isArray(list) ? list.map((c) => String(c).toUpperCase().replace(/^CAP_/, "")) : [];
+    const dropped = caps(hostConfig.CapDrop);
+    const withoutDacOverride = (dropped.includes("ALL") || dropped.includes("DAC_OVERRIDE")) &&
+      !caps(hostConfig.CapAdd).some((c) => c === "ALL" || c === "DAC_OVERRIDE");
     // Docker lists the options given (its default is noexec), Podman the options used (exec
     // unless "noexec" is among them).
     const tmpfsMounts = new Map<string, boolean>();
@@ -272,6 +282,7 @@ export class Engine {
         .map((m) => m.Destination as string),
       readOnlyRootfs: hostConfig.ReadonlyRootfs === true,
       tmpfsMounts: [...tmpfsMounts].map(([path, exec]) => ({ path, exec })),
+      withoutDacOverride,
     };
   }
 

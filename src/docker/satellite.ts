@@ -235,8 +235,14 @@ export async function resolveUser(
 }
 
 /** Where the bundle can be uploaded, best first, and what rules the other places out. */
-function uploadPlaces(container: ContainerInfo, uid: number): string[] {
-  if (!container.readOnlyRootfs) return uid === 0 ? ["/", "/tmp"] : ["/tmp"];
+function uploadPlaces(engine: Engine, container: ContainerInfo, uid: number): string[] {
+  if (!container.readOnlyRootfs) {
+    if (uid !== 0) return ["/tmp"];
+    // Podman's "/" is mode 0555: without CAP_DAC_OVERRIDE the satellite could not remove its
+    // directory there, but can from the sticky /tmp (which then shows as changed).
+    const rootLast = engine.flavor === "podman" && container.withoutDacOverride === true;
+    return rootLast ? ["/tmp", "/"] : ["/", "/tmp"];
+  }
   // Read-only rootfs: the archive API only writes into mounts; a noexec tmpfs cannot run it.
   return [
     ...(container.writableMounts ?? []),
@@ -312,7 +318,7 @@ export async function deploySatellite(
   const entries = await bundleEntries(bundleDir, manifest, dirName, owner);
   let parent: string | undefined;
   let lastError: unknown;
-  for (const candidate of uploadPlaces(container, owner.uid)) {
+  for (const candidate of uploadPlaces(engine, container, owner.uid)) {
     if (candidate !== "/" && !(await engine.pathExists(container.id, candidate))) continue;
     try {
       await engine.upload(container.id, candidate, entries, { onProgress: options.onProgress });

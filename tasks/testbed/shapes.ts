@@ -30,7 +30,8 @@ export interface ContainerShape {
   readonly withoutCapabilities?: readonly EngineName[];
   /**
    * Engines on which the satellite cannot remove its own (emptied) upload directory: Podman
-   * makes "/" mode 0555, and without CAP_DAC_OVERRIDE even its owner cannot remove entries.
+   * makes "/" mode 0555, and without CAP_DAC_OVERRIDE even its owner cannot remove entries
+   * there; with no /tmp to go to instead (FROM scratch), one empty directory is left.
    */
   readonly leavesEmptyDir?: readonly EngineName[];
 }
@@ -104,6 +105,14 @@ export const SHAPES: readonly ContainerShape[] = [
     writable: "/data",
     withoutCapabilities: ["docker", "podman"],
     leavesEmptyDir: ["podman"],
+  },
+  {
+    // With a /tmp, the satellite goes there on Podman and leaves nothing (see leavesEmptyDir)
+    name: "--cap-drop ALL, image with /tmp",
+    kind: "nonroot",
+    runArgs: ["--cap-drop", "ALL"],
+    writable: "/tmp",
+    withoutCapabilities: ["docker", "podman"],
   },
   {
     // uid 0 without capabilities: it writes where root owns or anyone may write (/tmp here)
