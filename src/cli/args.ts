@@ -227,7 +227,7 @@ const mountCommand = command({
       short: "u",
       defaultValue: () => MOUNT_DEFAULTS.user,
       defaultValueIsSerializable: true,
-      description: "user the satellite runs as inside the container",
+      description: "user the satellite runs as inside the container: name or uid[:gid]",
     }),
     nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
     writebackCache: flag({

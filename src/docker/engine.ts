@@ -6,7 +6,14 @@ import Docker from "dockerode";
 import { Buffer } from "node:buffer";
 import { type EngineConfig, resolveEngineConfig } from "./config.ts";
 import { DockerError, errorMessage } from "./errors.ts";
-import { createExecSession, type ExecSession, type ExecState } from "./exec.ts";
+import {
+  awaitExecStart,
+  createExecSession,
+  type ExecSession,
+  type ExecStart,
+  type ExecState,
+  type RawExecSession,
+} from "./exec.ts";
 import { type TarEntry, type TarPart, tarParts } from "./tar.ts";
 import {
   type ByteConn,
@@ -39,6 +46,10 @@ export interface ContainerInfo {
   writableMounts?: string[];
   /** the container was started with --read-only */
   readOnlyRootfs?: boolean;
+  /** tmpfs mounts (`--tmpfs`, `--mount type=tmpfs`) and whether they allow exec */
+  tmpfsMounts?: { path: string; exec: boolean }[];
+  /** CAP_DAC_OVERRIDE is dropped (`--cap-drop ALL`): root obeys file modes like anyone */
+  withoutDacOverride?: boolean;
 }
 
 /** Newest API version this client knows; older engines are spoken to in their own version. */
@@ -127,6 +138,8 @@ export class Engine {
   /** e.g. "unix:///var/run/docker.sock"; never contains credentials */
   readonly description: string;
   readonly isRemote: boolean;
+  /** which engine answers: Podman's Docker-compatible API differs in a few documented ways */
+  readonly flavor: "docker" | "podman";
   /** the API version in use, e.g. "1.47" */
   readonly apiVersion: string;
   #docker: Dockerode;
@@ -142,6 +155,7 @@ export class Engine {
       description: string;
       isRemote: boolean;
       apiVersion: string;
+      flavor?: "docker" | "podman";
       execTransport?: "raw" | "dockerode";
       /** releases what the connection holds (e.g. the ssh forwarder) */
       onClose?: () => void;
@@ -152,6 +166,7 @@ export class Engine {
     this.#dial = dial;
     this.description = init.description;
     this.isRemote = init.isRemote;
+    this.flavor = init.flavor ?? "docker";
     this.apiVersion = init.apiVersion;
     this.#execTransport = init.execTransport ?? "raw";
   }
@@ -167,7 +182,8 @@ export class Engine {
         { cause: error },
       );
     }
-    return new DockerError("api", `Cannot ${what}: ${engineMessage(error)}`, { cause: error });
+    const reason = engineMessage(error);
+    return new DockerError("api", `Cannot ${what}: ${reason}`, { cause: error, reason });
   }
 
   /**
@@ -224,7 +240,35 @@ export class Engine {
       throw this.#wrap(error, `inspect the image of container '${name}'`);
     }
     const mounts = Array.isArray(info.Mounts) ? info.Mounts as Record<string, unknown>[] : [];
-    const hostConfig = (info.HostConfig ?? {}) as { ReadonlyRootfs?: boolean };
+    const hostConfig = (info.HostConfig ?? {}) as {
+      ReadonlyRootfs?: boolean;
+      Tmpfs?: Record<string, unknown>;
+      CapDrop?: unknown;
+      CapAdd?: unknown;
+    };
+    // Docker lists what was asked ("ALL"), Podman the capabilities removed ("CAP_CHOWN", …).
+    const caps = (list: unknown): string[] =>
+      Array.isArray(list) ? list.map((c) => String(c).toUpperCase().replace(/^CAP_/, "")) : [];
+    const dropped = caps(hostConfig.CapDrop);
+    const withoutDacOverride = (dropped.includes("ALL") || dropped.includes("DAC_OVERRIDE")) &&
+      !caps(hostConfig.CapAdd).some((c) => c === "ALL" || c === "DAC_OVERRIDE");
+    // Docker lists the options given (its default is noexec), Podman the options used (exec
+    // unless "noexec" is among them).
+    const tmpfsMounts = new Map<string, boolean>();
+    for (const [path, opts] of Object.entries(hostConfig.Tmpfs ?? {})) {
+      const list = String(opts ?? "").split(",");
+      tmpfsMounts.set(
+        path,
+        list.includes("exec") || (this.flavor === "podman" && !list.includes("noexec")),
+      );
+    }
+    for (const m of mounts) {
+      if (
+        m.Type === "tmpfs" && typeof m.Destination === "string" && !tmpfsMounts.has(m.Destination)
+      ) {
+        tmpfsMounts.set(m.Destination, false);
+      }
+    }
     return {
       id,
       name,
@@ -232,9 +276,13 @@ export class Engine {
       arch: satelliteArch(architecture, variant),
       platform: [os, architecture, variant].filter((part) => part).join("/"),
       writableMounts: mounts
-        .filter((m) => m.RW === true && typeof m.Destination === "string")
+        .filter((m) =>
+          m.RW === true && typeof m.Destination === "string" && !tmpfsMounts.has(m.Destination)
+        )
         .map((m) => m.Destination as string),
       readOnlyRootfs: hostConfig.ReadonlyRootfs === true,
+      tmpfsMounts: [...tmpfsMounts].map(([path, exec]) => ({ path, exec })),
+      withoutDacOverride,
     };
   }
 
@@ -323,11 +371,15 @@ export class Engine {
     await putArchiveRaw(this.#dial, `/v${this.apiVersion}`, containerId, targetDir, bytes);
   }
 
-  /** Starts a process with stdin/stdout/stderr attached, no TTY. */
+  /**
+   * Starts a process with stdin/stdout/stderr attached, no TTY. With `awaitStart`, resolves only
+   * once the runtime started it, and throws DockerError "exec" with the runtime's own message
+   * when it refused (unknown user, missing or non-executable file: exit codes 126/127).
+   */
   async exec(
     containerId: string,
     argv: string[],
-    options?: { user?: string; env?: Record<string, string> },
+    options?: { user?: string; env?: Record<string, string>; awaitStart?: boolean },
   ): Promise<ExecSession> {
     const what = `run '${argv[0] ?? ""}' in container ${containerId.slice(0, 12)}`;
     let exec: DockerodeExec;
@@ -353,26 +405,45 @@ export class Engine {
           cause: error,
         });
       }
-      throw this.#wrap(error, what);
+      throw refusedStart(this.#wrap(error, what), what);
     }
     const inspect = async (): Promise<ExecState> => {
       const info = await this.#docker.getExec(exec.id).inspect();
       const code = info.ExitCode;
-      return { running: info.Running === true, code: typeof code === "number" ? code : null };
+      return {
+        running: info.Running === true,
+        code: typeof code === "number" ? code : null,
+        pid: typeof info.Pid === "number" ? info.Pid : undefined,
+      };
     };
     const label = `'${argv[0] ?? ""}' in ${containerId.slice(0, 12)}`;
+    let session: RawExecSession;
     if (this.#execTransport === "dockerode") {
       let socket: NodeDuplex;
       try {
         socket = await exec.start({ hijack: true, stdin: true, Detach: false, Tty: false });
       } catch (error) {
-        throw this.#wrap(error, what);
+        throw refusedStart(this.#wrap(error, what), what);
       }
-      return createExecSession(nodeDuplexConn(socket), new Uint8Array(), inspect, label);
+      session = createExecSession(nodeDuplexConn(socket), new Uint8Array(), inspect, label);
+    } else {
+      const prefix = `/v${this.apiVersion}`;
+      let started: { conn: ByteConn; rest: Uint8Array };
+      try {
+        started = await startExecHijacked(this.#dial, prefix, exec.id);
+      } catch (error) {
+        throw refusedStart(error, what);
+      }
+      session = createExecSession(started.conn, started.rest, inspect, label);
     }
-    const prefix = `/v${this.apiVersion}`;
-    const { conn, rest } = await startExecHijacked(this.#dial, prefix, exec.id);
-    return createExecSession(conn, rest, inspect, label);
+    if (options?.awaitStart) {
+      const start = await awaitExecStart(session, inspect);
+      if (!start.started) {
+        const reason = failedStartReason(start);
+        throw new DockerError("exec", `Cannot ${what}: ${reason}`, { reason });
+      }
+    }
+    return session;
   }
 
   /** Releases the client; open exec sessions keep their own connections. */
@@ -389,6 +460,31 @@ export class Engine {
   /** New raw connections to the engine (for endpoints spoken by src/docker/http.ts). */
   get dial(): Dialer {
     return this.#dial;
+  }
+}
+
+/**
+ * An engine that refuses the exec start with an HTTP error (Podman does so for an unknown user)
+ * refused the exec: DockerError "exec". Other errors pass unchanged.
+ */
+function refusedStart(error: unknown, what: string): unknown {
+  if (!(error instanceof DockerError) || error.code !== "api") return error;
+  const reason = `the engine refused the exec: ${error.reason}`;
+  return new DockerError("exec", `Cannot ${what}: ${reason}`, { cause: error, reason });
+}
+
+/** Why an exec ended before it ran, in the runtime's own words. */
+export function failedStartReason(start: ExecStart & { started: false }): string {
+  const said = start.output.replace(/\s+/g, " ").trim() || "no message";
+  switch (start.code) {
+    case 126:
+      return `the runtime refused the exec: ${said}`;
+    case 127:
+      return `the command was not found: ${said}`;
+    case null:
+      return `the exec ended before it started (exit code unknown): ${said}`;
+    default:
+      return `it exited at once with code ${start.code}: ${said}`;
   }
 }
 
@@ -505,10 +601,15 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
   const forwarder = config.endpoint.kind === "ssh" ? await startForwarder(dial) : undefined;
   const docker = createDockerode(config, forwarder?.socketPath);
   let apiVersion = config.apiVersion;
+  let flavor: "docker" | "podman" = "docker";
   try {
     // ping: is anyone there at all
     await docker.ping();
     const version = await docker.version();
+    const components = Array.isArray(version.Components) ? version.Components : [];
+    if (components.some((c) => /podman/i.test(String((c as { Name?: unknown })?.Name)))) {
+      flavor = "podman";
+    }
     const serverApi = String(version.ApiVersion ?? "");
     const serverMin = String(version.MinAPIVersion ?? MIN_API_VERSION);
     if (apiVersion === undefined) {
@@ -545,6 +646,7 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
     description: config.description,
     isRemote: config.endpoint.kind !== "unix",
     apiVersion,
+    flavor,
     execTransport: options?.execTransport,
     onClose: forwarder?.close,
   });

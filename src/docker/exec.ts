@@ -22,6 +22,14 @@ export interface ExecSession {
 export interface ExecState {
   running: boolean;
   code: number | null;
+  /** the process id once the runtime started it (0 or undefined before, and when it failed) */
+  pid?: number;
+}
+
+/** An exec session as the engine made it: also tells when its stream ended. */
+export interface RawExecSession extends ExecSession {
+  /** resolves when the engine closed the stream (the process ended or never started) */
+  readonly streamEnded: Promise<void>;
 }
 
 /**
@@ -41,7 +49,7 @@ export function createExecSession(
   initial: Uint8Array,
   inspect: () => Promise<ExecState>,
   label: string,
-): ExecSession {
+): RawExecSession {
   let stdoutController!: ReadableStreamDefaultController<Uint8Array>;
   let stderrController!: ReadableStreamDefaultController<Uint8Array>;
   let stdoutOpen = true;
@@ -144,7 +152,8 @@ export function createExecSession(
     finishStreams(failure);
   };
 
-  const exited = pump().then(async () => {
+  const streamEnded = pump();
+  const exited = streamEnded.then(async () => {
     // The exit code is recorded a moment after the stream ends; poll briefly.
     for (let attempt = 0; attempt < 40; attempt++) {
       let state: ExecState;
@@ -196,5 +205,57 @@ export function createExecSession(
     wakePump?.();
   };
 
-  return { stdin, stdout, stderr, exited, kill };
+  return { stdin, stdout, stderr, exited, kill, streamEnded };
+}
+
+/** How an exec's start went: running, or over before it ran (with all it printed). */
+export type ExecStart =
+  | { started: true }
+  | { started: false; code: number | null; output: string };
+
+/** Longest part of a failed start's output kept for the error message. */
+const START_OUTPUT_LIMIT = 4096;
+/** Polls of exec inspect before giving up on telling (the session is then handed out as is). */
+const START_POLLS = 200;
+
+/**
+ * Tells whether the runtime started the process: started once exec inspect shows it running
+ * with a pid; not started when the stream ended first (the engine then wrote its own error, e.g.
+ * "unable to find user …", as stdout, and reports exit code 126 or 127). A started session's
+ * streams are left untouched; a failed one's output is read here (it is over anyway).
+ */
+export async function awaitExecStart(
+  session: RawExecSession,
+  inspect: () => Promise<ExecState>,
+): Promise<ExecStart> {
+  let ended = false;
+  const streamEnded = session.streamEnded.then(() => ended = true);
+  for (let attempt = 0; attempt < START_POLLS && !ended; attempt++) {
+    let state: ExecState | undefined;
+    try {
+      state = await inspect();
+    } catch {
+      // the engine may not answer inspect for a moment; the stream still tells
+    }
+    if (state?.running === true && (state.pid ?? 0) > 0) return { started: true };
+    if (ended) break;
+    const delay = Math.min(2 * (attempt + 1), 50);
+    await Promise.race([streamEnded, new Promise((resolve) => setTimeout(resolve, delay))]);
+  }
+  if (!ended) return { started: true }; // cannot tell: later reads and the exit code will
+  const [out, err, { code }] = await Promise.all([
+    textOf(session.stdout),
+    textOf(session.stderr),
+    session.exited,
+  ]);
+  const output = [out, err].map((t) => t.trim()).filter((t) => t !== "").join("\n");
+  return { started: false, code, output: output.slice(0, START_OUTPUT_LIMIT) };
+}
+
+async function textOf(stream: ReadableStream<Uint8Array>): Promise<string> {
+  try {
+    return await new Response(stream).text();
+  } catch {
+    return "";
+  }
 }

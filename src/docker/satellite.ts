@@ -22,7 +22,7 @@ export interface SatelliteManifest {
 export interface DeployOptions {
   /** directory inside the container the satellite serves (its --root) */
   root: string;
-  /** exec user ("name", "uid", "uid:gid", "name:group"); default the container's user */
+  /** exec user ("name", "uid", "uid:gid", "name:group"); default "0:0" (DEFAULT_EXEC_USER) */
   user?: string;
   onProgress?: (sent: number, total: number) => void;
   /** overrides the random part of the upload dir name (tests) */
@@ -153,58 +153,130 @@ async function readContainerFile(
   return file === undefined ? undefined : new TextDecoder().decode(file.data);
 }
 
+/** The satellite's exec user unless told otherwise: numeric, so no /etc/passwd is needed. */
+export const DEFAULT_EXEC_USER = "0:0";
+
+const NAME_OR_ID = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+/** Fields of the line of a passwd/group file whose field `index` equals `value`. */
+function findEntry(text: string, index: number, value: string): string[] | undefined {
+  return text.split("\n").map((l) => l.split(":")).find((f) => f.length > 2 && f[index] === value);
+}
+
 /**
- * The uid/gid the exec user gets, so its private dir can be owned by it. Numeric ids are used
- * as given; names are looked up in the container's /etc/passwd and /etc/group.
+ * The uid/gid the exec user gets, so its private dir can be owned by it. Follows `docker exec
+ * --user`: "uid:gid" is used as given (no file read); a uid alone takes its primary group from
+ * /etc/passwd, or 0 without an entry; names are looked up in the container's /etc/passwd and
+ * /etc/group. A name the container cannot resolve is a DockerError "user" naming it.
  */
 export async function resolveUser(
   engine: Engine,
   containerId: string,
-  user: string | undefined,
+  userOrDefault?: string,
+  containerName = containerId.slice(0, 12),
 ): Promise<{ uid: number; gid: number }> {
-  if (user === undefined || user === "" || user === "root" || user === "0") {
-    return { uid: 0, gid: 0 };
-  }
-  const [userPart, groupPart] = user.split(":", 2);
-  let uid: number | undefined;
-  let gid: number | undefined;
-  if (/^\d+$/.test(userPart)) {
-    uid = Number(userPart);
-  }
-  if (uid === undefined || (groupPart === undefined)) {
-    const passwd = await readContainerFile(engine, containerId, "/etc/passwd") ?? "";
-    const line = passwd.split("\n").map((l) => l.split(":")).find((f) =>
-      uid === undefined ? f[0] === userPart : f[2] === String(uid)
+  const user = userOrDefault || DEFAULT_EXEC_USER;
+  const fail = (reason: string): never => {
+    throw new DockerError(
+      "user",
+      `Cannot run the satellite as '${user}' in '${containerName}': ${reason}`,
     );
-    if (line !== undefined) {
-      uid = Number(line[2]);
-      gid = Number(line[3]);
-    } else if (uid === undefined) {
-      throw new DockerError(
-        "user",
-        `Cannot run the satellite as '${user}': no user '${userPart}' in the container's /etc/passwd`,
+  };
+  const parts = user.split(":");
+  const [userPart, groupPart] = parts;
+  if (
+    parts.length > 2 || !NAME_OR_ID.test(userPart) ||
+    (groupPart !== undefined && !NAME_OR_ID.test(groupPart))
+  ) {
+    fail("not a user name or uid, optionally followed by ':group' or ':gid'");
+  }
+  const numeric = (part: string): boolean => /^\d+$/.test(part);
+  const fileOf = async (path: string, name: string): Promise<string> => {
+    const text = await readContainerFile(engine, containerId, path);
+    if (text === undefined) {
+      fail(
+        `the container has no ${path} to look up ${name} (give a numeric uid[:gid] instead, ` +
+          `e.g. --user ${DEFAULT_EXEC_USER})`,
       );
     }
+    return text!;
+  };
+  let uid: number;
+  let gid: number | undefined;
+  if (numeric(userPart)) {
+    uid = Number(userPart);
+    if (groupPart === undefined) {
+      // Like the runtime: the primary group from /etc/passwd when it has the uid, else 0.
+      const passwd = await readContainerFile(engine, containerId, "/etc/passwd") ?? "";
+      const entry = findEntry(passwd, 2, userPart);
+      gid = entry === undefined ? 0 : Number(entry[3]);
+    }
+  } else {
+    const passwd = await fileOf("/etc/passwd", `user '${userPart}'`);
+    const entry = findEntry(passwd, 0, userPart) ??
+      fail(`no user '${userPart}' in the container's /etc/passwd`);
+    uid = Number(entry[2]);
+    gid = Number(entry[3]);
   }
-  if (groupPart !== undefined && groupPart !== "") {
-    if (/^\d+$/.test(groupPart)) {
+  if (groupPart !== undefined) {
+    if (numeric(groupPart)) {
       gid = Number(groupPart);
     } else {
-      const group = await readContainerFile(engine, containerId, "/etc/group") ?? "";
-      const line = group.split("\n").map((l) => l.split(":")).find((f) => f[0] === groupPart);
-      if (line === undefined) {
-        throw new DockerError(
-          "user",
-          `Cannot run the satellite as '${user}': no group '${groupPart}' in the container's /etc/group`,
-        );
-      }
-      gid = Number(line[2]);
+      const group = await fileOf("/etc/group", `group '${groupPart}'`);
+      const entry = findEntry(group, 0, groupPart) ??
+        fail(`no group '${groupPart}' in the container's /etc/group`);
+      gid = Number(entry[2]);
     }
   }
-  if (!Number.isSafeInteger(uid) || !Number.isSafeInteger(gid ?? uid)) {
-    throw new DockerError("user", `Cannot run the satellite as '${user}': bad uid/gid`);
+  if (!Number.isSafeInteger(uid) || !Number.isSafeInteger(gid) || uid < 0 || gid! < 0) {
+    fail("its /etc/passwd or /etc/group entry has no valid uid/gid");
   }
-  return { uid: uid!, gid: gid ?? uid! };
+  return { uid, gid: gid! };
+}
+
+/** Where the bundle can be uploaded, best first, and what rules the other places out. */
+function uploadPlaces(engine: Engine, container: ContainerInfo, uid: number): string[] {
+  if (!container.readOnlyRootfs) {
+    if (uid !== 0) return ["/tmp"];
+    // Podman's "/" is mode 0555: without CAP_DAC_OVERRIDE the satellite could not remove its
+    // directory there, but can from the sticky /tmp (which then shows as changed).
+    const rootLast = engine.flavor === "podman" && container.withoutDacOverride === true;
+    return rootLast ? ["/tmp", "/"] : ["/", "/tmp"];
+  }
+  // Read-only rootfs: the archive API only writes into mounts; a noexec tmpfs cannot run it.
+  return [
+    ...(container.writableMounts ?? []),
+    ...(container.tmpfsMounts ?? []).filter((t) => t.exec).map((t) => t.path),
+  ];
+}
+
+/** Why no upload place worked, and what would. */
+function noPlaceReason(
+  engine: Engine,
+  container: ContainerInfo,
+  uid: number,
+  lastError: unknown,
+): string {
+  const tried = lastError !== undefined ? ` (${errorMessage(lastError)})` : "";
+  if (!container.readOnlyRootfs) {
+    return lastError !== undefined
+      ? errorMessage(lastError)
+      : `it has no /tmp to upload into for uid ${uid} (run the satellite as root: ` +
+        `--user ${DEFAULT_EXEC_USER})`;
+  }
+  const tmpfs = container.tmpfsMounts ?? [];
+  const noexec = tmpfs.filter((t) => !t.exec).map((t) => t.path);
+  const listed = noexec.length > 0
+    ? ` Its only writable places are noexec tmpfs mounts (${
+      [...noexec, "/dev/shm"].join(", ")
+    }), from which nothing can be run.`
+    : "";
+  // Docker extracts archives outside the container's mounts: tmpfs never takes an upload there.
+  const tmpfsHint = engine.flavor === "podman"
+    ? ", or a tmpfs mount that allows exec (e.g. `--tmpfs /dockerfuse:exec`)"
+    : " (Docker cannot upload into tmpfs mounts, with or without exec)";
+  return `its root filesystem is read-only and nothing writable could take the upload${tried}.` +
+    `${listed} Give the container a writable volume (e.g. \`-v /dockerfuse\`)${tmpfsHint}`;
 }
 
 /**
@@ -214,7 +286,10 @@ export async function resolveUser(
  * Location: as root, `/.dockerfuse-<random>` (a new entry directly in "/" leaves nothing in
  * `docker diff` once the satellite removed it; "/" itself is never listed; /tmp would show up as
  * changed). For other users `/tmp/.dockerfuse-<random>` (they cannot remove entries of "/").
- * With a read-only rootfs the engine only extracts into volumes: the first writable mount.
+ * With a read-only rootfs the engine only extracts into mounts: the first writable volume or
+ * bind, else a tmpfs mounted with exec; never a noexec tmpfs (nothing could run from there).
+ * Resolves once the runtime started the satellite; its refusal (unknown user, missing loader)
+ * is a DockerError "exec" in the runtime's own words, never left to the protocol decoder.
  */
 export async function deploySatellite(
   engine: Engine,
@@ -236,18 +311,14 @@ export async function deploySatellite(
       break;
     }
   }
-  const owner = await resolveUser(engine, container.id, options.user);
+  // An empty user (e.g. `-o user=`) means the default, as an absent one does.
+  const user = options.user || DEFAULT_EXEC_USER;
+  const owner = await resolveUser(engine, container.id, user, container.name);
   const dirName = `.dockerfuse-${(options.randomName ?? randomHex)()}`;
   const entries = await bundleEntries(bundleDir, manifest, dirName, owner);
-  // Read-only rootfs: the archive API only writes into volumes, so try the writable mounts.
-  const parents = container.readOnlyRootfs
-    ? [...(container.writableMounts ?? [])]
-    : owner.uid === 0
-    ? ["/", "/tmp"]
-    : ["/tmp"];
   let parent: string | undefined;
   let lastError: unknown;
-  for (const candidate of parents) {
+  for (const candidate of uploadPlaces(engine, container, owner.uid)) {
     if (candidate !== "/" && !(await engine.pathExists(container.id, candidate))) continue;
     try {
       await engine.upload(container.id, candidate, entries, { onProgress: options.onProgress });
@@ -259,14 +330,11 @@ export async function deploySatellite(
     }
   }
   if (parent === undefined) {
-    const why = lastError !== undefined
-      ? errorMessage(lastError)
-      : container.readOnlyRootfs
-      ? "its root filesystem is read-only and it has no writable volume to upload into"
-      : "it has no /tmp to upload into for a non-root user";
     throw new DockerError(
       "api",
-      `Cannot upload the satellite into '${container.name}': ${why}`,
+      `Cannot upload the satellite into '${container.name}': ${
+        noPlaceReason(engine, container, owner.uid, lastError)
+      }`,
       { cause: lastError },
     );
   }
@@ -278,5 +346,18 @@ export async function deploySatellite(
   for (const [key, value] of Object.entries(manifest.env)) {
     env[key] = value.replaceAll("{dir}", dir);
   }
-  return await engine.exec(container.id, argv, { user: options.user, env });
+  try {
+    return await engine.exec(container.id, argv, { user, env, awaitStart: true });
+  } catch (error) {
+    if (!(error instanceof DockerError) || error.code !== "exec") throw error;
+    const noexec = /permission denied/i.test(error.reason) && parent !== "/"
+      ? ` ('${parent}' may be mounted noexec)`
+      : "";
+    // Nothing but the satellite itself can remove the upload from inside the container.
+    const reason = `${error.reason}${noexec}; its upload '${dir}' is left in the container`;
+    throw new DockerError("exec", `Cannot start the satellite in '${container.name}': ${reason}`, {
+      cause: error,
+      reason,
+    });
+  }
 }

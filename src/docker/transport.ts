@@ -305,10 +305,11 @@ export async function startExecHijacked(
       throw new DockerError("protocol", `Cannot start exec ${execId.slice(0, 12)}: ${head}`);
     }
     if (head.status !== 101 && head.status !== 200) {
-      const message = await readSmallBody(conn, head);
+      const reason = await readSmallBody(conn, head) || `HTTP ${head.status}`;
       throw new DockerError(
         head.status === 404 ? "not-found" : head.status === 409 ? "not-running" : "api",
-        `Cannot start exec ${execId.slice(0, 12)}: ${message || `HTTP ${head.status}`}`,
+        `Cannot start exec ${execId.slice(0, 12)}: ${reason}`,
+        { reason },
       );
     }
     return { conn, rest: head.rest };

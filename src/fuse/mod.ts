@@ -14,6 +14,7 @@ export * from "./errno.ts";
 export type * from "./filesystem.ts";
 export type * from "./options.ts";
 export {
+  abortConnection,
   checkMountpoint,
   inspectMountpoint,
   mount,

@@ -153,6 +153,61 @@ export async function recoverStaleMount(path: string): Promise<boolean> {
   return true;
 }
 
+/** Where fusectl is mounted on hosts set up by systemd (and where the kernel docs put it). */
+const FUSECTL = "/sys/fs/fuse/connections";
+
+/** Mount points of fusectl in this mount namespace, the usual one first. */
+async function fusectlMounts(): Promise<string[]> {
+  const found = [...(await mountPoints())].filter(([, type]) => type === "fusectl").map(([p]) => p);
+  return found.sort((a, b) => Number(b === FUSECTL) - Number(a === FUSECTL));
+}
+
+async function writeAbort(dir: string, connection: number): Promise<void> {
+  await Deno.writeTextFile(`${dir}/${connection}/abort`, "1");
+}
+
+/**
+ * Aborts FUSE connection `connection` (fusectl's name for it: the kernel's device number of the
+ * mount): its requests fail, open files then get ENOTCONN and the server sees the device end.
+ * Uses fusectl wherever it is mounted; where it is not (fresh VMs, containers, minimal hosts)
+ * and we are root, mounts a private fusectl for the moment of the write and unmounts it, so the
+ * host is left as it was. Throws `Cannot abort FUSE connection N: reason`.
+ */
+export async function abortConnection(connection: number): Promise<void> {
+  const fail = (reason: string): never => {
+    throw new Error(`Cannot abort FUSE connection ${connection}: ${reason}`);
+  };
+  let lastError: unknown;
+  for (const dir of await fusectlMounts()) {
+    try {
+      return await writeAbort(dir, connection);
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  if (lastError !== undefined) fail((lastError as Error).message);
+  if (libc().geteuid() !== 0) {
+    fail(`fusectl is not mounted (as root: mount -t fusectl fusectl ${FUSECTL})`);
+  }
+  const dir = await Deno.makeTempDir({ prefix: "dockerfuse-fusectl-" });
+  try {
+    const c = libc();
+    const flags = BigInt(MS_NOSUID | MS_NODEV);
+    if (c.mount(cstr("fusectl"), cstr(dir), cstr("fusectl"), flags, cstr("")) !== 0) {
+      fail(`fusectl is not mounted and mounting it failed: ${strerror(errno())}`);
+    }
+    try {
+      await writeAbort(dir, connection);
+    } catch (error) {
+      fail((error as Error).message);
+    } finally {
+      c.umount2(cstr(dir), MNT_DETACH);
+    }
+  } finally {
+    await Deno.remove(dir).catch(() => {});
+  }
+}
+
 /** Opens /dev/fuse and mounts it at `abs` with mount(2) (root only). */
 function mountSyscall(abs: string, opts: MountOptions, rootMode: number): number {
   const c = libc();
@@ -274,7 +329,7 @@ class MountedSession implements FuseSession {
     }
     if (this.#connection === undefined) return false;
     try {
-      await Deno.writeTextFile(`/sys/fs/fuse/connections/${this.#connection}/abort`, "1");
+      await abortConnection(this.#connection);
     } catch {
       return false;
     }

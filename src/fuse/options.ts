@@ -74,9 +74,9 @@ export interface FuseSession {
   unmount(options?: { lazy?: boolean }): Promise<void>;
   /**
    * Ends the session even while files are open: lazy unmount, then abort the connection
-   * through fusectl (/sys/fs/fuse/connections, needs it mounted and owner or root). Open files
-   * then fail with ENOTCONN. Resolves true once `closed` resolved, false if fusectl was not
-   * usable (then only the lazy unmount happened; exiting the process also ends it).
+   * through fusectl (`abortConnection`: a mounted fusectl, else as root a private one). Open
+   * files then fail with ENOTCONN. Resolves true once `closed` resolved, false if fusectl was
+   * not usable (then only the lazy unmount happened; exiting the process also ends it).
    */
   abort(): Promise<boolean>;
   /**

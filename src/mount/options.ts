@@ -59,7 +59,7 @@ export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
   entryTimeout: 1,
   negativeTimeout: 1,
   requestTimeout: 30,
-  user: "root",
+  user: "0:0",
   writebackCache: false,
   syncWrites: false,
   debug: false,

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { Logger } from "../fuse/mod.ts";
+import { abortConnection, type Logger } from "../fuse/mod.ts";
 import type { ContainerMount, ContainerMountOptions } from "../mount/mod.ts";
 import { MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
 import type { VolumeRecord, VolumeStore } from "./store.ts";
@@ -51,8 +51,6 @@ export interface VolumeInfo {
   Status: Record<string, unknown>;
 }
 
-/** fusectl: one directory per FUSE connection, named by the kernel's device number. */
-const FUSECTL = "/sys/fs/fuse/connections";
 /** How long an unmount may take before a connection held elsewhere is aborted. */
 const CLOSE_GRACE_MS = 3000;
 
@@ -355,9 +353,7 @@ export class VolumeDriver {
       this.#deps.logger.warn(
         `Volume '${name}' is still used by a container; aborting its FUSE connection`,
       );
-      await Deno.writeTextFile(`${FUSECTL}/${connection}/abort`, "1").catch((error) =>
-        this.#deps.logger.warn(`Cannot abort FUSE connection ${connection}: ${error.message}`)
-      );
+      await abortConnection(connection).catch((error) => this.#deps.logger.warn(error.message));
     }
     await closed;
     this.#deps.logger.info(`Unmounted volume '${name}'`);

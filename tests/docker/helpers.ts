@@ -10,12 +10,6 @@ import {
 } from "../../tasks/testbed/mod.ts";
 import { connectEngine, type Engine, type EngineOptions } from "../../src/docker/mod.ts";
 
-/**
- * `ok` from node:assert/strict under its old name here, for test files not converted yet; new
- * code imports from node:assert/strict.
- */
-export { ok as assert } from "node:assert/strict";
-
 /** Asserts that `promise` rejects with a `type` (node:assert/strict `rejects`); returns the error. */
 export async function assertRejects<E extends Error>(
   promise: Promise<unknown>,

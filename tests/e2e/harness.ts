@@ -7,8 +7,8 @@
 
 import { cliRunArgs } from "../../src/cli/launch.ts";
 import {
+  type BedKind,
   ensureTestBed,
-  type ImageKind,
   removeTestContainer,
   startTestContainer,
   type TestBed,
@@ -19,7 +19,7 @@ const decoder = new TextDecoder();
 /** A running `dockerfuse mount` and its container. */
 export interface E2EMount {
   readonly bed: TestBed;
-  readonly kind: ImageKind;
+  readonly kind: BedKind;
   readonly container: string;
   readonly mountpoint: string;
   readonly child: Deno.ChildProcess;
@@ -84,7 +84,7 @@ export interface StartMountOptions {
 
 /** Starts a container of `kind` and mounts it; resolves once the mount answers. */
 export async function startMount(
-  kind: ImageKind,
+  kind: BedKind,
   options: StartMountOptions = {},
 ): Promise<E2EMount> {
   const bed = await ensureTestBed({ kinds: [kind] });
@@ -181,7 +181,7 @@ export async function readInside(container: string, path: string): Promise<strin
 
 /** Runs `fn` on a fresh mount of `kind`; the mount and container go away whatever happens. */
 export async function withMount(
-  kind: ImageKind,
+  kind: BedKind,
   fn: (m: E2EMount) => Promise<void>,
   options: Parameters<typeof startMount>[1] = {},
 ): Promise<void> {
