@@ -54,7 +54,7 @@ import {
 export type { ImageKind } from "./images.ts";
 export { ALL_KINDS, IMAGE_REPO, KEEP_ALIVE } from "./images.ts";
 export { NONROOT_UID, REAL_KINDS, type RealKind } from "./real_images.ts";
-export { PODMAN_HOST } from "./podman.ts";
+export { PODMAN_HOST, PODMAN_RUN_ARGS } from "./podman.ts";
 export {
   CAPABILITY_CASES,
   type ContainerShape,

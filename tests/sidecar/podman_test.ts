@@ -1,14 +1,11 @@
 // Sidecar mode on Podman (its Docker-compatible API on /run/podman/podman.sock, which the test
-// bed's Podman setup starts): `--pid container:` works there too. Fails loudly without Podman.
+// bed installs and starts when missing): `--pid container:` works there too.
 
 import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
-import { ensureTestBed } from "../../tasks/testbed/mod.ts";
+import { ensurePodmanBed, PODMAN_HOST, PODMAN_RUN_ARGS } from "../../tasks/testbed/mod.ts";
 import { isMounted, sh, startMount } from "../e2e/harness.ts";
 import { SIDECAR_LABEL, waitForLog } from "./helpers.ts";
 
-const PODMAN_HOST = "unix:///run/podman/podman.sock";
-/** crun cannot apply Podman's default rlimits in this sandbox (tasks/testbed: PODMAN_RUN_ARGS). */
-const RUN_ARGS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
 const decoder = new TextDecoder();
 
 async function podman(args: string[], check = true): Promise<string> {
@@ -25,34 +22,9 @@ async function podman(args: string[], check = true): Promise<string> {
   return decoder.decode(out.stdout);
 }
 
-/** The bed's static image in Podman's storage (copied from Docker when missing). */
+/** The bed's static image in Podman's storage (the bed installs and starts Podman if needed). */
 async function podmanImage(): Promise<string> {
-  const answers = await new Deno.Command("curl", {
-    args: ["-sf", "--unix-socket", "/run/podman/podman.sock", "http://d/_ping"],
-    stdout: "null",
-    stderr: "null",
-  }).output().catch(() => ({ success: false }));
-  if (!answers.success) {
-    throw new Error(
-      `Podman does not answer on ${PODMAN_HOST} (the test bed's Podman setup starts it)`,
-    );
-  }
-  const ref = (await ensureTestBed({ kinds: ["static"] })).images.static;
-  if (await imageExists(ref)) return ref;
-  const save = new Deno.Command("sh", {
-    args: ["-c", `docker save ${ref} | podman load`],
-    stdout: "null",
-    stderr: "piped",
-  });
-  const out = await save.output();
-  if (!out.success) {
-    throw new Error(`Cannot copy ${ref} into Podman: ${decoder.decode(out.stderr)}`);
-  }
-  return ref;
-}
-
-async function imageExists(ref: string): Promise<boolean> {
-  return (await new Deno.Command("podman", { args: ["image", "exists", ref] }).output()).success;
+  return (await ensurePodmanBed({ kinds: ["static"] })).images.static;
 }
 
 async function helpers(target: string): Promise<string[]> {
@@ -86,7 +58,7 @@ Deno.test("podman sidecar: a --read-only --tmpfs /tmp USER 1000 container mounts
     "/tmp",
     "--user",
     "1000",
-    ...RUN_ARGS,
+    ...PODMAN_RUN_ARGS,
     image,
   ])).trim();
   try {
