@@ -144,7 +144,7 @@ async function refuses(bed: TestBed, shape: ContainerShape): Promise<void> {
   try {
     const before = await diff(bed, id);
     const out = await new Deno.Command(Deno.execPath(), {
-      args: cliRunArgs(["mount", id, dir]),
+      args: cliRunArgs(["mount", "--deploy", "upload", id, dir]),
       env: { DOCKER_HOST: bed.dockerHost },
       stdin: "null",
       stdout: "piped",
@@ -154,6 +154,18 @@ async function refuses(bed: TestBed, shape: ContainerShape): Promise<void> {
     ok(out.code !== 0, stderr);
     match(stderr, shape.refusal!);
     ok(!/frame of \d+ bytes/.test(stderr), stderr);
+    deepStrictEqual(await diff(bed, id), before);
+    // What the upload cannot do, the default (auto) does through the sidecar: it mounts, reads,
+    // and the read-only root answers EROFS.
+    const m = await startMount(shape.kind, { container: id, env: { DOCKER_HOST: bed.dockerHost } });
+    try {
+      match(m.stderr(), /sidecar/i);
+      ok([...Deno.readDirSync(m.mountpoint)].length > 0, "the root lists nothing");
+      await rejects(Deno.writeTextFile(`${m.mountpoint}/new`, "x"), /read-only|EROFS/i);
+      equal(await m.stop(), 0, m.stderr());
+    } finally {
+      await m.cleanup();
+    }
     deepStrictEqual(await diff(bed, id), before);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -168,7 +180,9 @@ const ENGINES: [EngineName, (kinds: ContainerShape["kind"][]) => Promise<TestBed
 
 for (const [engine, bedFor] of ENGINES) {
   for (const shape of SHAPES.filter((s) => s.engines?.includes(engine) ?? true)) {
-    const what = shape.writable ? "mounts, round trip and POSIX table" : "refused clearly";
+    const what = shape.writable
+      ? "mounts, round trip and POSIX table"
+      : "upload refused clearly, the sidecar mounts it";
     Deno.test(`e2e ${engine}, ${shape.name}: ${what}`, async (t) => {
       const bed = await bedFor([shape.kind]);
       if (shape.writable) await mounts(bed, shape, t);
