@@ -378,7 +378,8 @@ export class Engine {
 
   /**
    * Lifecycle events (`GET /events`) of the container named or identified by `container`, as
-   * they happen: e.g. { action: "start", id }. Ends when the connection to the engine ends
+   * they happen: e.g. { action: "start", id }, after a first { action: "watching" } once the
+   * engine streams them. Ends when the connection to the engine ends
    * (throws DockerError "unreachable") or `signal` aborts (returns).
    */
   async *containerEvents(
@@ -417,6 +418,7 @@ export class Engine {
     const onAbort = (): void => stream.destroy();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
+      yield { action: "watching", id: "" };
       while (!signal.aborted) {
         const line = lines.shift();
         if (line !== undefined) {

@@ -5,9 +5,13 @@
  * Invariants:
  * - `mountContainer` either returns a mount that answers requests, or throws a `MountError`
  *   having undone everything it did (no mount, no satellite, no engine connection left).
- * - Whatever ends a mount (close(), an external unmount, the container or satellite going
- *   away), the FUSE mount is removed and the satellite's stdin closed, so neither a stale
- *   mount nor a satellite process is left behind.
+ * - Whatever ends a mount (close(), an external unmount, the container removed, or with
+ *   `reconnect` off the container or satellite going away), the FUSE mount is removed and the
+ *   satellite's stdin closed, so neither a stale mount nor a satellite process is left behind.
+ * - With `reconnect` (the default) the loss of the satellite, of the container's run or of the
+ *   engine connection does not end the mount: `reconnect.ts` redeploys the satellite once the
+ *   container runs again, and the FUSE session stays up meanwhile (requests wait a grace
+ *   period, then fail with EIO).
  *
  * @module
  */
@@ -18,7 +22,6 @@ import {
   deploySatellite,
   DockerError,
   type Engine,
-  type ExecSession,
   readManifest,
 } from "../docker/mod.ts";
 import { ContainerFs } from "../fs/mod.ts";
@@ -30,8 +33,10 @@ import {
   mount,
   recoverStaleMount,
 } from "../fuse/mod.ts";
-import { RpcClient } from "../protocol/mod.ts";
-import { type ContainerMountOptions, layerOptions } from "./options.ts";
+import { type Hello, RpcClient } from "../protocol/mod.ts";
+import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
+import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
+import { ReconnectingRpc } from "./reconnecting_rpc.ts";
 
 export {
   type ContainerMountOptions,
@@ -210,6 +215,83 @@ async function detach(fuse: FuseSession, mountpoint: string, logger: Logger): Pr
   await fuse.abort().catch(() => false);
 }
 
+/** A deployed, connected satellite of a mount (see `reconnect.ts`). */
+interface MountSatellite extends Satellite {
+  readonly hello: Hello;
+  /** The last lines of its stderr. */
+  readonly stderrTail: () => string;
+}
+
+/** Deploys the satellite into `container` and waits for its handshake. Throws MountError. */
+async function startSatellite(
+  engine: Engine,
+  container: ContainerInfo,
+  options: ContainerMountOptions,
+  deps: ContainerMountDeps,
+  deploy: LayerOptions["deploy"],
+  rpcOptions: LayerOptions["rpc"],
+): Promise<MountSatellite> {
+  const { logger } = deps;
+  const bundle = await bundleFor(deps.bundleRoot, container.arch);
+  const started = performance.now();
+  const exec = await deploySatellite(engine, container, bundle.dir, {
+    ...deploy,
+    onProgress: deps.onProgress,
+  }).catch(rethrowDocker);
+  const stderrTail = watchStderr(exec.stderr, logger);
+  const rpc = new RpcClient(exec.stdout, exec.stdin, {
+    expectedBuildId: bundle.buildId,
+    ...rpcOptions,
+    onTrace: options.debug
+      ? (e) =>
+        logger.debug(
+          `rpc ${e.id} ${e.method} ${
+            e.result.ok ? "ok" : `${e.result.code} (${e.result.message})`
+          }`,
+        )
+      : undefined,
+  });
+  let execEnded = false;
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    stopped ??= (async () => {
+      await rpc.close("the mount ended").catch(() => {});
+      exec.kill();
+    })();
+  const ended = Promise.race([
+    rpc.closed.then((info) => info.reason),
+    exec.exited.then((r) => {
+      execEnded = true;
+      return `exec ended with code ${r.code ?? "unknown"}`;
+    }),
+  ]);
+  try {
+    const hello = await withTimeout(rpc.ready, HANDSHAKE_TIMEOUT_MS, "the satellite handshake");
+    logger.info(
+      `Satellite ready in '${container.name}' (${hello.arch}, pid ${hello.pid}, uid ${hello.uid}) ` +
+        `after ${Math.round(performance.now() - started)} ms`,
+    );
+    return {
+      call: rpc.call,
+      get isClosed(): boolean {
+        return execEnded || rpc.isClosed;
+      },
+      ended,
+      stop,
+      hello,
+      stderrTail,
+    };
+  } catch (error) {
+    await stop();
+    const tail = stderrTail();
+    throw new MountError(
+      "satellite",
+      `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
+        (tail ? `\nsatellite stderr:\n${tail}` : ""),
+    );
+  }
+}
+
 /** Mounts a container's filesystem; see the module invariants. */
 export async function mountContainer(
   options: ContainerMountOptions,
@@ -217,14 +299,22 @@ export async function mountContainer(
 ): Promise<ContainerMount> {
   const { logger } = deps;
   await prepareMountpoint(options, logger);
-  const engine = await connectEngine({ env: deps.env, home: deps.env.HOME }).catch(rethrowDocker);
-  let exec: ExecSession | undefined;
-  let rpc: RpcClient | undefined;
+  const engineOptions = { env: deps.env, home: deps.env.HOME };
+  // Replaced when the engine is reconnected to.
+  let engine = await connectEngine(engineOptions).catch(rethrowDocker);
+  let satellite: MountSatellite | undefined;
   let fuse: FuseSession | undefined;
+  // A request made while the satellite is away waits this long for the next one.
+  const link = new ReconnectingRpc({
+    graceMs: options.reconnect ? options.reconnectGrace * 1000 : 0,
+  });
+  const stopping = new AbortController();
+  let current = (): Satellite | undefined => satellite;
   const teardown = async (): Promise<void> => {
+    stopping.abort();
+    link.end();
     if (fuse) await detach(fuse, options.mountpoint, logger);
-    if (rpc) await rpc.close("the mount ended").catch(() => {});
-    exec?.kill();
+    await current()?.stop();
     engine.close();
   };
   try {
@@ -237,45 +327,15 @@ export async function mountContainer(
         );
       });
     }
-    const bundle = await bundleFor(deps.bundleRoot, container.arch);
     const layers = layerOptions(options, {
       fsName: fsNameFor(container),
       hostArch: Deno.build.arch,
       logger,
     });
     const started = performance.now();
-    exec = await deploySatellite(engine, container, bundle.dir, {
-      ...layers.deploy,
-      onProgress: deps.onProgress,
-    }).catch(rethrowDocker);
-    const stderrTail = watchStderr(exec.stderr, logger);
-    rpc = new RpcClient(exec.stdout, exec.stdin, {
-      expectedBuildId: bundle.buildId,
-      ...layers.rpc,
-      onTrace: options.debug
-        ? (e) =>
-          logger.debug(
-            `rpc ${e.id} ${e.method} ${
-              e.result.ok ? "ok" : `${e.result.code} (${e.result.message})`
-            }`,
-          )
-        : undefined,
-    });
-    try {
-      const hello = await withTimeout(rpc.ready, HANDSHAKE_TIMEOUT_MS, "the satellite handshake");
-      logger.info(
-        `Satellite ready in '${container.name}' (${hello.arch}, pid ${hello.pid}, uid ${hello.uid}) ` +
-          `after ${Math.round(performance.now() - started)} ms`,
-      );
-    } catch (error) {
-      const tail = stderrTail();
-      throw new MountError(
-        "satellite",
-        `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
-          (tail ? `\nsatellite stderr:\n${tail}` : ""),
-      );
-    }
-    const fs = new ContainerFs(rpc.call, layers.fs);
+    satellite = await startSatellite(engine, container, options, deps, layers.deploy, layers.rpc);
+    link.attach(satellite);
+    const fs = new ContainerFs(link, layers.fs);
     try {
       fuse = await mount(fs, options.mountpoint, layers.fuse);
       await Deno.stat(options.mountpoint); // the mount answers
@@ -286,15 +346,68 @@ export async function mountContainer(
     logger.info(
       `Mounted '${container.name}:${options.path}' on '${options.mountpoint}' in ${readyMs} ms`,
     );
+    let lost: Promise<MountEnding>;
+    if (options.reconnect) {
+      const steps: ReconnectSteps<ContainerInfo> = {
+        waitRunning: (signal) =>
+          waitForContainer(
+            engine,
+            options.follow ? container.name : container.id,
+            container.name,
+            options.follow,
+            signal,
+          ),
+        deploy: async (next) => {
+          if (!SUPPORTED_ARCHES.includes(next.arch)) {
+            throw new MountError(
+              "architecture",
+              `Cannot mount '${next.name}': its architecture '${next.arch}' is not supported`,
+            );
+          }
+          if (next.id !== container.id) {
+            logger.info(
+              `Following '${container.name}' to its new container ${next.id.slice(0, 12)}`,
+            );
+          }
+          return await startSatellite(engine, next, options, deps, layers.deploy, layers.rpc);
+        },
+        engineLost: (error) =>
+          (error instanceof DockerError && error.code === "unreachable") ||
+          (error instanceof MountError && error.kind === "engine"),
+        reconnectEngine: async () => {
+          const next = await connectEngine(engineOptions);
+          engine.close();
+          engine = next;
+        },
+      };
+      const supervisor = supervise(satellite, {
+        link,
+        steps,
+        logger,
+        describe: (c) => c.name,
+        onReconnected: () => fs.reconnected(),
+      }, stopping.signal);
+      current = supervisor.current;
+      lost = supervisor.ended.then((reason): MountEnding =>
+        reason === undefined ? { kind: "closed" } : { kind: "lost", reason }
+      );
+    } else {
+      const first = satellite;
+      lost = first.ended.then(async (reason): Promise<MountEnding> => {
+        const tail = first.stderrTail().split("\n").pop();
+        const why = await whyLost(engine, container);
+        return {
+          kind: "lost",
+          reason: why ?? `the satellite ended (${reason})${tail ? `: ${tail}` : ""}`,
+        };
+      });
+    }
     return live({
       container,
       mountpoint: options.mountpoint,
       readyMs,
-      engine,
       fuse,
-      rpc,
-      exec,
-      stderrTail,
+      lost,
       logger,
       teardown,
     });
@@ -334,12 +447,9 @@ interface LiveParts {
   container: ContainerInfo;
   mountpoint: string;
   readyMs: number;
-  engine: Engine;
   fuse: FuseSession;
-  rpc: RpcClient;
-  exec: ExecSession;
-  /** The last lines of the satellite's stderr. */
-  stderrTail: () => string;
+  /** Resolves when the satellite is gone for good, with why. */
+  lost: Promise<MountEnding>;
   logger: Logger;
   /** Undoes everything; idempotent. */
   teardown: () => Promise<void>;
@@ -347,27 +457,14 @@ interface LiveParts {
 
 /** The handle of a mount that is up: watches for its end, and closes it. */
 function live(parts: LiveParts): ContainerMount {
-  const { container, mountpoint, readyMs, engine, fuse, rpc, exec, stderrTail, logger, teardown } =
-    parts;
+  const { container, mountpoint, readyMs, fuse, lost, logger, teardown } = parts;
   let closing = false;
   const ending = Promise.race([
     fuse.closed.then((): MountEnding => ({ kind: "unmounted" })),
-    rpc.closed.then((info): MountEnding => ({ kind: "lost", reason: info.reason })),
-    exec.exited.then((r): MountEnding => ({
-      kind: "lost",
-      reason: `exec ended with code ${r.code ?? "unknown"}`,
-    })),
+    lost,
   ]);
   const ended = ending.then(async (end): Promise<MountEnding> => {
     if (closing) return { kind: "closed" };
-    if (end.kind === "lost") {
-      const tail = stderrTail().split("\n").pop();
-      const why = await whyLost(engine, container);
-      end = {
-        kind: "lost",
-        reason: why ?? `the satellite ended (${end.reason})${tail ? `: ${tail}` : ""}`,
-      };
-    }
     await teardown();
     return end;
   });
