@@ -191,8 +191,20 @@ export async function waitForContainer(
   signal.addEventListener("abort", onAbort, { once: true });
   const events = engine.containerEvents(ref, stop.signal);
   try {
-    // The first event says the engine streams: only then is the state looked at.
-    let next = await events.next();
+    // The first event says the engine streams: only then is the state looked at. An engine that
+    // does not answer (a connection to nowhere) counts as out of reach.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let next = await Promise.race([
+      events.next(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          stop.abort();
+          reject(
+            new DockerError("unreachable", `Cannot watch '${name}': the engine did not answer`),
+          );
+        }, INSPECT_TIMEOUT_MS);
+      }),
+    ]).finally(() => clearTimeout(timer));
     for (;;) {
       if (next.done || signal.aborted) throw new DockerError("unreachable", "no more events");
       try {

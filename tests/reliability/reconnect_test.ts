@@ -91,6 +91,8 @@ async function survives(
   container = m.container,
   /** The file the loop reads and its contents (in the container before and after). */
   loop = { path: "data/hello.txt", content: "hello from musl\n" },
+  /** The engine of the container (default: the shared one). */
+  dockerHost?: string,
 ): Promise<void> {
   const reader = readerLoop(m, loop.path);
   await sleep(300);
@@ -116,7 +118,12 @@ async function survives(
   }
   const after = `after ${name} ${crypto.randomUUID()}\n`;
   await Deno.writeTextFile(`${m.mountpoint}/data/after.txt`, after);
-  deepStrictEqual(await readInside(container, "/data/after.txt"), after);
+  if (dockerHost === undefined) {
+    deepStrictEqual(await readInside(container, "/data/after.txt"), after);
+  } else {
+    const inside = await docker(["-H", dockerHost, "exec", container, "cat", "/data/after.txt"]);
+    deepStrictEqual(inside.stdout, after);
+  }
   const outage = /Reconnected to '[^']*' after (\d+) ms/g;
   const outages = [...m.stderr().matchAll(outage)].map((x) => Number(x[1]));
   console.log(
@@ -345,9 +352,11 @@ async function readInsideBytes(container: string, path: string): Promise<Uint8Ar
   }
 }
 
-Deno.test("reconnect: remote dockerd restarted (its own second dockerd) → the same mount carries on", async () => {
+Deno.test("reconnect: remote engine connection dropped, then its dockerd restarted → the same mount carries on", async () => {
   const remote = await startTlsDockerd(await ensureTestBed({ kinds: ["musl"] }));
-  const host = `tcp://127.0.0.1:${remote.port}`;
+  // Through a forwarder that can cut every connection (the engine then takes new ones).
+  const proxy = tcpForwarder(remote.port);
+  const host = `tcp://127.0.0.1:${proxy.port}`;
   const env = { DOCKER_HOST: host, DOCKER_TLS_VERIFY: "1", DOCKER_CERT_PATH: remote.certDir };
   let restarted: Deno.ChildProcess | undefined;
   try {
@@ -374,11 +383,23 @@ Deno.test("reconnect: remote dockerd restarted (its own second dockerd) → the 
     const m = await startMount("musl", { container: id, env });
     try {
       await Deno.writeTextFile(`${m.mountpoint}/data/loop.txt`, "loop\n");
+      await survives(
+        m,
+        "remote connection drop",
+        () => {
+          proxy.dropAll();
+          return Promise.resolve();
+        },
+        id,
+        { path: "data/loop.txt", content: "loop\n" },
+        remote.unixHost,
+      );
+      const reconnects = m.stderr().split("Reconnected to").length;
       const reader = readerLoop(m, "data/loop.txt");
       await sleep(300);
       restarted = await restartDockerd(remote.unixHost);
       const t0 = performance.now();
-      while (!m.stderr().includes("Reconnected to")) {
+      while (m.stderr().split("Reconnected to").length === reconnects) {
         ok(performance.now() - t0 < BACK_MS * 2, `no reconnection:\n${m.stderr()}`);
         ok(await alive(m.child.pid), `the client exited:\n${m.stderr()}`);
         await sleep(100);
@@ -400,10 +421,51 @@ Deno.test("reconnect: remote dockerd restarted (its own second dockerd) → the 
       await m.cleanup();
     }
   } finally {
+    proxy.close();
     if (restarted) await stopProcess(restarted);
     await remote.stop();
   }
 });
+
+/** A loopback TCP forwarder to 127.0.0.1:`target`; `dropAll` cuts the connections it has. */
+function tcpForwarder(target: number): { port: number; dropAll(): void; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      (async () => {
+        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target }).catch(() => {
+          conn.close(); // the engine is down: refuse, as it would
+          return undefined;
+        });
+        if (upstream === undefined) return;
+        conns.add(upstream);
+        await Promise.allSettled([
+          conn.readable.pipeTo(upstream.writable),
+          upstream.readable.pipeTo(conn.writable),
+        ]);
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    dropAll() {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      conns.clear();
+    },
+    close() {
+      this.dropAll();
+      try {
+        listener.close();
+      } catch { /* closed */ }
+    },
+  };
+}
 
 /** Restarts the dockerd listening on `unixHost`: SIGTERM, then the same command line again. */
 async function restartDockerd(unixHost: string): Promise<Deno.ChildProcess> {
