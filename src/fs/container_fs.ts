@@ -134,6 +134,8 @@ export interface ContainerFsOptions {
 const READDIR_BATCH = 1024;
 /** Batches of only unshowable names read in a row before a listing is given up (EIO). */
 const MAX_SKIPPED_BATCHES = 1024;
+/** Nodes remembered for revalidation after a reconnect. */
+const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
 const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -164,6 +166,8 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #ahead: ListAhead;
   readonly #writes: WriteBehind;
   readonly #openFiles: OpenFiles<Handle>;
+  /** Nodes the kernel used lately, oldest first (revalidated after a reconnect). */
+  readonly #seen = new Set<Node>();
   /** Topics already logged (each kind of bad answer is logged once per mount). */
   readonly #warned = new Set<string>();
 
@@ -376,9 +380,38 @@ export class ContainerFs implements FileSystem<Handle> {
 
   forget(node: Node): void {
     this.#attrs.forget(node.key);
+    this.#seen.delete(node);
+  }
+
+  /** Remembers `node` (the kernel uses it) for {@link revalidate}; the newest are kept. */
+  #see(node: Node): void {
+    if (node.parent === undefined) return;
+    this.#seen.delete(node);
+    this.#seen.add(node);
+    if (this.#seen.size > SEEN_LIMIT) this.#seen.delete(this.#seen.values().next().value!);
+  }
+
+  /**
+   * After a reconnect: asks the satellite about each node the kernel used lately and hands
+   * those whose path now holds another inode (or nothing) to `changed` (the mount tells the
+   * kernel to drop its entry). Resolves with how many changed.
+   */
+  async revalidate(changed: (node: Node) => Promise<void>): Promise<number> {
+    let count = 0;
+    for (const node of [...this.#seen]) {
+      const path = relPath(node);
+      if (path === undefined) continue;
+      const r = await this.#rpc.lstat({ path });
+      if (r.ok ? statKey(r.value) === node.key : r.code !== "ENOENT") continue;
+      count++;
+      this.#seen.delete(node);
+      await changed(node);
+    }
+    return count;
   }
 
   async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
+    this.#see(parent);
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
     const listed = this.#attrs.takeListed(parent.key, name);
@@ -392,6 +425,7 @@ export class ContainerFs implements FileSystem<Handle> {
     node: Node,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
+    this.#see(node);
     // Asked right after our own change in it (the kernel drops a directory's attributes then).
     const changed = this.#attrs.takeChangedDir(node.key);
     if (changed !== undefined) {
@@ -612,6 +646,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
+    this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     // Read-only opens fetch the first bytes in the same round trip: a small file is then read
@@ -918,6 +953,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
+    this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const ahead = await this.#ahead.take(node.key);

@@ -5,7 +5,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { EIO, ESTALE, isErrno } from "../fuse/mod.ts";
 import type { Errno } from "../fuse/mod.ts";
 import { O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } from "../linux/mod.ts";
-import { openFlagsToWire, type RpcCalls } from "../protocol/mod.ts";
+import { METHODS, openFlagsToWire, type RpcCalls } from "../protocol/mod.ts";
 import { ContainerFs } from "./container_fs.ts";
 import type { RpcLink } from "./rpc_link.ts";
 import { fail, fakeContext, fakeLogger, fakeNode, FakeRpc, fakeStat, ok } from "./_fake_rpc.ts";
@@ -20,9 +20,17 @@ class FakeLink implements RpcLink {
   get generation(): number {
     return this.satellites.length;
   }
-  get call(): RpcCalls {
-    return this.satellites.at(-1)!.call;
-  }
+  /** Routes each call to the current satellite (as `ReconnectingRpc.call` does). */
+  readonly call: RpcCalls = Object.fromEntries(
+    Object.keys(METHODS).map((m) => [
+      m,
+      (p: unknown, o: unknown) =>
+        (this.satellites.at(-1)!.call as unknown as Record<
+          string,
+          (p: unknown, o: unknown) => unknown
+        >)[m]!(p, o),
+    ]),
+  ) as unknown as RpcCalls;
   on(generation: number): RpcCalls {
     if (generation === this.generation && this.up) return this.satellites.at(-1)!.call;
     const dead = new FakeRpc(); // answers nothing useful: EIO for everything
@@ -140,4 +148,26 @@ Deno.test("container fs reconnect: writes lost with the satellite are reported b
   await new Promise((r) => setTimeout(r, 0));
   assertEquals(await fs.write(fakeContext(), node, h, 3, new Uint8Array(3), writeInfo), EIO);
   assertEquals(await fs.write(fakeContext(), node, h, 3, new Uint8Array(3), writeInfo), 3);
+});
+
+Deno.test("container fs reconnect: revalidate hands over the nodes whose path holds another inode", async () => {
+  const { link, fs, root } = setup([5n, 6n, 6n]);
+  const node = fakeNode(value(await fs.lookup(fakeContext(), root, "f")).key!, root, "f");
+  value(await fs.getattr(fakeContext(), node, undefined));
+  link.next(); // "f" is inode 6 there
+  fs.reconnected();
+  const changed: string[] = [];
+  const record = (n: typeof node): Promise<void> => {
+    changed.push(n.path!);
+    return Promise.resolve();
+  };
+  assertEquals(await fs.revalidate(record), 1);
+  assertEquals(changed, ["/f"]);
+  // A node of the inode that is there now stays.
+  const again = fakeNode(value(await fs.lookup(fakeContext(), root, "f")).key!, root, "f");
+  value(await fs.getattr(fakeContext(), again, undefined));
+  link.next();
+  fs.reconnected();
+  assertEquals(await fs.revalidate(record), 0);
+  assertEquals(changed, ["/f"]);
 });

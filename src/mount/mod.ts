@@ -385,7 +385,20 @@ export async function mountContainer(
         steps,
         logger,
         describe: (c) => c.name,
-        onReconnected: () => fs.reconnected(),
+        onReconnected: () => {
+          fs.reconnected();
+          // Nodes whose path now holds another inode: the kernel drops its entry for them.
+          const started = performance.now();
+          fs.revalidate(async (node) => {
+            if (node.parent) await fuse!.invalidateEntry(node.parent, node.name).catch(() => {});
+          }).then((changed) =>
+            logger.debug(
+              `Revalidated nodes after reconnecting in ${
+                Math.round(performance.now() - started)
+              } ms: ${changed} changed`,
+            )
+          );
+        },
       }, stopping.signal);
       current = supervisor.current;
       lost = supervisor.ended.then((reason): MountEnding =>

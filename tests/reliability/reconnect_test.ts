@@ -239,6 +239,40 @@ Deno.test("reconnect: --follow → a container recreated under the same name is 
   }
 });
 
+Deno.test("reconnect: after a reconnect the kernel is told of names that hold another file now", async () => {
+  const bed = await ensureTestBed({ kinds: ["musl"] });
+  const name = `dockerfuse-reval-${crypto.randomUUID().slice(0, 8)}`;
+  await startTestContainer(bed, "musl", { name });
+  try {
+    await docker(["exec", name, "sh", "-c", "echo old > /data/old.txt"]);
+    await withMount("musl", async (m) => {
+      // Cached by the kernel for a minute: only a notification makes it forget them.
+      deepStrictEqual(await Deno.readTextFile(`${m.mountpoint}/data/old.txt`), "old\n");
+      const revalidations = (): number => m.stderr().split("Revalidated nodes").length;
+      const before = revalidations();
+      await removeTestContainer(bed, name);
+      await startTestContainer(bed, "musl", { name });
+      const t0 = performance.now();
+      while (revalidations() === before) {
+        ok(performance.now() - t0 < BACK_MS, `no revalidation:\n${m.stderr()}`);
+        await sleep(50);
+      }
+      const line = m.stderr().split("\n").findLast((l) => l.includes("Revalidated nodes"));
+      const seen = m.stderr().length;
+      const gone = await Deno.stat(`${m.mountpoint}/data/old.txt`).catch((e) => e);
+      ok(gone instanceof Deno.errors.NotFound, `old.txt still shows: ${JSON.stringify(gone)}`);
+      // The kernel had dropped its entry: it looked the name up again.
+      ok(/ rx \d+ LOOKUP /.test(m.stderr().slice(seen)), m.stderr().slice(seen));
+      console.log(`  ${line?.replace(/^\S+ \S+\s+/, "")}`);
+    }, {
+      container: name,
+      args: ["--follow", "--debug", "--attr-timeout", "60", "--entry-timeout", "60"],
+    });
+  } finally {
+    await removeTestContainer(bed, name);
+  }
+});
+
 Deno.test("reconnect: container removed without --follow → exit 8 naming it, nothing left", async () => {
   const bed = await ensureTestBed({ kinds: ["musl"] });
   const name = `dockerfuse-gone-${crypto.randomUUID().slice(0, 8)}`;
