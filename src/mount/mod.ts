@@ -33,7 +33,7 @@ import {
   mount,
   recoverStaleMount,
 } from "../fuse/mod.ts";
-import { type Hello, RpcClient } from "../protocol/mod.ts";
+import { RpcClient } from "../protocol/mod.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
 import { ReconnectingRpc } from "./reconnecting_rpc.ts";
@@ -217,7 +217,6 @@ async function detach(fuse: FuseSession, mountpoint: string, logger: Logger): Pr
 
 /** A deployed, connected satellite of a mount (see `reconnect.ts`). */
 interface MountSatellite extends Satellite {
-  readonly hello: Hello;
   /** The last lines of its stderr. */
   readonly stderrTail: () => string;
 }
@@ -278,7 +277,6 @@ async function startSatellite(
       },
       ended,
       stop,
-      hello,
       stderrTail,
     };
   } catch (error) {

@@ -103,6 +103,13 @@ export function supervise<C>(
       logger.warn(`Lost the satellite (${why}); reconnecting`);
       void current.stop();
       let wait = backoff.first;
+      // Each kind of failure is logged as a warning once per outage, then at debug level.
+      const warned = new Set<string>();
+      const warnOnce = (kind: string, text: string): void => {
+        if (warned.has(kind)) logger.debug(text);
+        else logger.warn(text);
+        warned.add(kind);
+      };
       for (;;) {
         if (signal.aborted) return undefined;
         try {
@@ -130,7 +137,7 @@ export function supervise<C>(
         } catch (error) {
           if (signal.aborted) return undefined;
           if (steps.engineLost(error)) {
-            logger.warn(`The Docker engine is out of reach (${message(error)}); retrying`);
+            warnOnce("engine", `The Docker engine is out of reach (${message(error)}); retrying`);
             await sleep(wait, signal);
             wait = Math.min(wait * 2, backoff.max);
             try {
@@ -141,7 +148,7 @@ export function supervise<C>(
             }
             continue;
           }
-          logger.warn(`Cannot redeploy the satellite yet: ${message(error)}`);
+          warnOnce("deploy", `Cannot redeploy the satellite yet: ${message(error)}`);
           await sleep(wait, signal);
           wait = Math.min(wait * 2, backoff.max);
         }
