@@ -78,16 +78,23 @@ const FLAG_OPTIONS: Readonly<Record<string, (o: ContainerMountOptions) => void>>
   debug: (o) => o.debug = true,
   writeback_cache: (o) => o.writebackCache = true,
   sync_writes: (o) => o.syncWrites = true,
+  reconnect: (o) => o.reconnect = true,
+  noreconnect: (o) => o.reconnect = false,
+  follow: (o) => o.follow = true,
 };
 
 /** `-o` options taking seconds, and the field each sets. */
 const SECONDS_OPTIONS: Readonly<
-  Record<string, "attrTimeout" | "entryTimeout" | "negativeTimeout" | "requestTimeout">
+  Record<
+    string,
+    "attrTimeout" | "entryTimeout" | "negativeTimeout" | "requestTimeout" | "reconnectGrace"
+  >
 > = {
   attr_timeout: "attrTimeout",
   entry_timeout: "entryTimeout",
   negative_timeout: "negativeTimeout",
   request_timeout: "requestTimeout",
+  reconnect_grace: "reconnectGrace",
 };
 
 /** `-o` options taking a string: an error text for a bad value, or undefined once applied. */
@@ -247,6 +254,23 @@ const mountCommand = command({
       description: "answer each write once the container has it: write errors show at once, " +
         "bulk writes are slower (see README)",
     }),
+    noReconnect: flag({
+      long: "no-reconnect",
+      description: "end the mount (exit 8) when the satellite, the container or the engine " +
+        "connection goes away, instead of waiting for it and reconnecting",
+    }),
+    reconnectGrace: option({
+      type: seconds,
+      long: "reconnect-grace",
+      defaultValue: () => MOUNT_DEFAULTS.reconnectGrace,
+      defaultValueIsSerializable: true,
+      description: "seconds a request made while reconnecting waits before failing with EIO",
+    }),
+    follow: flag({
+      long: "follow",
+      description: "when the container is removed, attach to the next one of the same name " +
+        "(docker compose recreating it)",
+    }),
     o: multioption({
       type: {
         from: (values: string[]) => Promise.resolve(values),
@@ -272,6 +296,9 @@ const mountCommand = command({
       writebackCache: a.writebackCache,
       syncWrites: a.syncWrites,
       deploy: a.deploy,
+      reconnect: !a.noReconnect,
+      reconnectGrace: a.reconnectGrace,
+      follow: a.follow,
     });
     for (const list of a.o) {
       const problem = applyMountOptionList(options, list);

@@ -107,3 +107,33 @@ Deno.test("args: help and version", async () => {
   deepStrictEqual(await parseArgs(["version", "--json"]), { kind: "version", json: true });
   deepStrictEqual(await parseArgs(["umount", "/mnt"]), { kind: "unmount", mountpoint: "/mnt" });
 });
+
+Deno.test("args: reconnect is the default; --no-reconnect, --follow, --reconnect-grace and -o", async () => {
+  const plain = await parseArgs(["mount", "web", "/mnt"]);
+  ok(plain.kind === "mount");
+  deepStrictEqual(
+    [plain.options.reconnect, plain.options.follow, plain.options.reconnectGrace],
+    [true, false, MOUNT_DEFAULTS.reconnectGrace],
+  );
+  const flags = await parseArgs([
+    "mount",
+    "--no-reconnect",
+    "--follow",
+    "--reconnect-grace",
+    "2",
+    "web",
+    "/mnt",
+  ]);
+  ok(flags.kind === "mount");
+  deepStrictEqual(
+    [flags.options.reconnect, flags.options.follow, flags.options.reconnectGrace],
+    [false, true, 2],
+  );
+  const o = await parseArgs(["mount", "-o", "noreconnect,follow,reconnect_grace=3", "web", "/m"]);
+  ok(o.kind === "mount");
+  deepStrictEqual([o.options.reconnect, o.options.follow, o.options.reconnectGrace], [
+    false,
+    true,
+    3,
+  ]);
+});

@@ -90,6 +90,7 @@ interface Dockerode {
   getContainer(id: string): DockerodeContainer;
   getImage(id: string): { inspect(): Promise<Record<string, unknown>> };
   getExec(id: string): DockerodeExec;
+  getEvents(options: Record<string, unknown>): Promise<NodeDuplex>;
 }
 
 interface HttpError {
@@ -444,6 +445,71 @@ export class Engine {
       }
     }
     return session;
+  }
+
+  /**
+   * Lifecycle events (`GET /events`) of the container named or identified by `container`, as
+   * they happen: e.g. { action: "start", id }, after a first { action: "watching" } once the
+   * engine streams them. Ends when the connection to the engine ends
+   * (throws DockerError "unreachable") or `signal` aborts (returns).
+   */
+  async *containerEvents(
+    container: string,
+    signal: AbortSignal,
+  ): AsyncGenerator<{ action: string; id: string }> {
+    const filters = JSON.stringify({ type: ["container"], container: [container] });
+    let stream: NodeDuplex;
+    try {
+      stream = await this.#docker.getEvents({ filters });
+    } catch (error) {
+      throw this.#wrap(error, `watch container '${container}'`);
+    }
+    const lines: string[] = [];
+    let ended: unknown = undefined;
+    let wake: (() => void) | undefined;
+    let text = "";
+    const decoder = new TextDecoder();
+    const notify = (): void => {
+      wake?.();
+      wake = undefined;
+    };
+    stream.on("data", (chunk) => {
+      text += decoder.decode(chunk as Uint8Array, { stream: true });
+      const parts = text.split("\n");
+      text = parts.pop()!;
+      lines.push(...parts.filter((line) => line.trim() !== ""));
+      notify();
+    });
+    for (const name of ["end", "close", "error"]) {
+      stream.on(name, (error) => {
+        ended ??= error ?? "the event stream ended";
+        notify();
+      });
+    }
+    const onAbort = (): void => stream.destroy();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      yield { action: "watching", id: "" };
+      while (!signal.aborted) {
+        const line = lines.shift();
+        if (line !== undefined) {
+          const event = JSON.parse(line) as { Action?: unknown; status?: unknown; id?: unknown };
+          yield { action: String(event.Action ?? event.status ?? ""), id: String(event.id ?? "") };
+          continue;
+        }
+        if (ended !== undefined) {
+          throw new DockerError(
+            "unreachable",
+            `Cannot watch container '${container}': the Docker engine at ${this.description} ` +
+              `ended the event stream (${errorMessage(ended)})`,
+          );
+        }
+        await new Promise<void>((resolve) => wake = resolve);
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      stream.destroy();
+    }
   }
 
   /** Releases the client; open exec sessions keep their own connections. */

@@ -116,6 +116,14 @@ export class AttrCache {
     if (attr !== undefined && attr.size < end) node.data = { ...attr, size: end };
   }
 
+  /** Forgets what was learnt from the satellite (a new one answers now); nodes keep theirs. */
+  clear(): void {
+    this.#told.clear();
+    this.#noXattrs.clear();
+    this.#listed.clear();
+    this.#changedDirs.clear();
+  }
+
   /** The kernel forgot the inode `key`. */
   forget(key: string): void {
     this.#told.delete(key);

@@ -40,6 +40,7 @@ import {
   type Entry,
   type Errno,
   errnoOf,
+  ESTALE,
   type FileSystem,
   isErrno,
   type Logger,
@@ -54,7 +55,9 @@ import {
 } from "../fuse/mod.ts";
 import {
   O_ACCMODE,
+  O_CREAT,
   O_DSYNC,
+  O_EXCL,
   O_RDONLY,
   O_RDWR,
   O_TRUNC,
@@ -85,12 +88,21 @@ import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { ListAhead } from "./list_ahead.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
+import { fixedLink, isLink, type RpcLink } from "./rpc_link.ts";
 import { FileWrites, WriteBehind } from "./write_behind.ts";
 
 /** An open file or directory: the satellite's handle id. */
 export interface Handle {
   /** The satellite's handle id; `NO_HANDLE` for a directory opened from a listing ahead. */
-  readonly id: number;
+  id: number;
+  /** The connection (`RpcLink.generation`) `id` belongs to. */
+  gen: number;
+  /** Host open flags to open the same file again after a reconnect (files only). */
+  readonly reopenFlags?: number;
+  /** Set once the handle cannot be reopened after a reconnect: every call answers it. */
+  lost?: Errno;
+  /** A reopen under way. */
+  reopening?: Promise<Errno | undefined>;
   readonly dir: boolean;
   /** Identity (`Entry.key`) of the open file or directory. */
   readonly key: string;
@@ -122,6 +134,8 @@ export interface ContainerFsOptions {
 const READDIR_BATCH = 1024;
 /** Batches of only unshowable names read in a row before a listing is given up (EIO). */
 const MAX_SKIPPED_BATCHES = 1024;
+/** Nodes remembered for revalidation after a reconnect. */
+const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
 const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -143,23 +157,34 @@ function fail(result: RpcResult<unknown> & { ok: false }): Errno {
 
 /** The FUSE filesystem of one container, served by its satellite. */
 export class ContainerFs implements FileSystem<Handle> {
+  /** Path-named calls (they may wait for a reconnection). */
   readonly #rpc: RpcCalls;
+  readonly #link: RpcLink;
   readonly #options: ContainerFsOptions;
   readonly #attrs: AttrCache;
   readonly #changes = new MountChanges();
   readonly #ahead: ListAhead;
   readonly #writes: WriteBehind;
   readonly #openFiles: OpenFiles<Handle>;
+  /** Nodes the kernel used lately, oldest first (revalidated after a reconnect). */
+  readonly #seen = new Set<Node>();
   /** Topics already logged (each kind of bad answer is logged once per mount). */
   readonly #warned = new Set<string>();
 
-  constructor(rpc: RpcCalls, options: ContainerFsOptions) {
+  /** `rpc`: plain calls (one connection for life) or a link whose connection can change. */
+  constructor(rpc: RpcCalls | RpcLink, options: ContainerFsOptions) {
+    this.#link = isLink(rpc) ? rpc : fixedLink(rpc);
+    rpc = this.#link.call;
     this.#rpc = rpc;
     this.#options = options;
     const attrTtlMs = options.attrTimeout * 1000;
     const listedTtlMs = Math.min(options.entryTimeout, options.attrTimeout) * 1000;
     this.#attrs = new AttrCache({ attrTtlMs, listedTtlMs });
-    this.#ahead = new ListAhead(rpc, this.#changes, { ttlMs: listedTtlMs, batch: READDIR_BATCH });
+    const link = this.#link;
+    this.#ahead = new ListAhead(() => link.on(link.generation), this.#changes, {
+      ttlMs: listedTtlMs,
+      batch: READDIR_BATCH,
+    });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
   }
@@ -289,11 +314,104 @@ export class ContainerFs implements FileSystem<Handle> {
     });
   }
 
+  /**
+   * The connection changed (the satellite was redeployed): what was remembered may be stale.
+   * Nodes are revalidated by the kernel's next LOOKUP (a different identity at a path detaches
+   * the old node); handles are reopened by their next call (`#via`).
+   */
+  reconnected(): void {
+    this.#changes.note();
+    this.#ahead.drop();
+    this.#attrs.clear();
+  }
+
+  /**
+   * The calls to use with `handle`: those of its own connection, after reopening it on the
+   * current connection when the satellite that answered it is gone. A handle whose file is no
+   * longer at its path (another inode there, or none) answers ESTALE from then on; one whose
+   * connection did not come back within the grace period answers EIO (and is tried again).
+   */
+  async #via(node: Node, handle: Handle): Promise<RpcCalls | Errno> {
+    if (handle.lost !== undefined) return handle.lost;
+    if (handle.id === NO_HANDLE) return this.#rpc;
+    if (handle.gen === this.#link.generation && this.#link.up) return this.#link.on(handle.gen);
+    if (!this.#link.up && !await this.#link.connected()) return EIO;
+    if (handle.gen !== this.#link.generation) {
+      const failed = await (handle.reopening ??= this.#reopen(node, handle).finally(() => {
+        handle.reopening = undefined;
+      }));
+      if (failed !== undefined) return failed;
+    }
+    return this.#link.on(handle.gen);
+  }
+
+  /** Opens `handle`'s file again on the current connection, if the same inode is at its path. */
+  async #reopen(node: Node, handle: Handle): Promise<Errno | undefined> {
+    const gen = this.#link.generation;
+    const rpc = this.#link.on(gen);
+    const where = node.path ?? `inode ${handle.key}`;
+    const lose = (why: string): Errno => {
+      handle.lost = ESTALE;
+      this.#options.logger.warn(`Cannot reopen '${where}' after reconnecting: ${why} (ESTALE)`);
+      return ESTALE;
+    };
+    const path = relPath(node);
+    if (path === undefined) return lose("it was deleted");
+    const r = handle.dir
+      ? await rpc.opendir({ path })
+      : await rpc.open({ path, flags: this.#wireFlags(handle.reopenFlags ?? O_RDONLY) });
+    if (!r.ok) {
+      // The connection went away again: try again with the next one.
+      if (gen !== this.#link.generation || !this.#link.up) return EIO;
+      return lose(r.message);
+    }
+    const st = await rpc.fstat({ handle: r.value.handle });
+    if (!st.ok || statKey(st.value) !== handle.key) {
+      void rpc.release({ handle: r.value.handle });
+      if (!st.ok && (gen !== this.#link.generation || !this.#link.up)) return EIO;
+      return lose(st.ok ? "another file is at its path" : st.message);
+    }
+    handle.id = r.value.handle;
+    handle.gen = gen;
+    handle.readAhead = undefined;
+    this.#options.logger.debug(`Reopened '${where}' after reconnecting`);
+    return undefined;
+  }
+
   forget(node: Node): void {
     this.#attrs.forget(node.key);
+    this.#seen.delete(node);
+  }
+
+  /** Remembers `node` (the kernel uses it) for {@link revalidate}; the newest are kept. */
+  #see(node: Node): void {
+    if (node.parent === undefined) return;
+    this.#seen.delete(node);
+    this.#seen.add(node);
+    if (this.#seen.size > SEEN_LIMIT) this.#seen.delete(this.#seen.values().next().value!);
+  }
+
+  /**
+   * After a reconnect: asks the satellite about each node the kernel used lately and hands
+   * those whose path now holds another inode (or nothing) to `changed` (the mount tells the
+   * kernel to drop its entry). Resolves with how many changed.
+   */
+  async revalidate(changed: (node: Node) => Promise<void>): Promise<number> {
+    let count = 0;
+    for (const node of [...this.#seen]) {
+      const path = relPath(node);
+      if (path === undefined) continue;
+      const r = await this.#rpc.lstat({ path });
+      if (r.ok ? statKey(r.value) === node.key : r.code !== "ENOENT") continue;
+      count++;
+      this.#seen.delete(node);
+      await changed(node);
+    }
+    return count;
   }
 
   async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
+    this.#see(parent);
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
     const listed = this.#attrs.takeListed(parent.key, name);
@@ -307,6 +425,7 @@ export class ContainerFs implements FileSystem<Handle> {
     node: Node,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
+    this.#see(node);
     // Asked right after our own change in it (the kernel drops a directory's attributes then).
     const changed = this.#attrs.takeChangedDir(node.key);
     if (changed !== undefined) {
@@ -319,8 +438,10 @@ export class ContainerFs implements FileSystem<Handle> {
     const open = given ??
       (path === undefined ? this.#openFiles.any(node.key) : undefined);
     if (open === undefined && path === undefined) return ENOENT;
-    const r = open !== undefined
-      ? await this.#rpc.fstat({ handle: open.id }, this.#opts(ctx))
+    const rpc = open === undefined ? undefined : await this.#via(node, open);
+    if (isErrno(rpc) && path === undefined) return rpc;
+    const r = rpc !== undefined && !isErrno(rpc)
+      ? await rpc.fstat({ handle: open!.id }, this.#opts(ctx))
       : await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
     return r.ok ? this.#attrResult(node, r.value) : fail(r);
   }
@@ -347,7 +468,9 @@ export class ContainerFs implements FileSystem<Handle> {
         return ENOENT;
       }
       if (changes.size !== undefined) {
-        const r = await this.#rpc.ftruncate(
+        const rpc = await this.#via(node, open);
+        if (isErrno(rpc)) return rpc;
+        const r = await rpc.ftruncate(
           { handle: open.id, size: BigInt(changes.size) },
           this.#opts(ctx),
         );
@@ -369,9 +492,14 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#attrs.setAttr(node, updated);
       return { attr: updated, timeout: 0 };
     }
-    const r = await this.#rpc.setattr({
+    // Through the handle when it is (again) open, else by path.
+    const via = handle === undefined || handle.id === NO_HANDLE
+      ? undefined
+      : await this.#via(node, handle);
+    const rpc = via === undefined || isErrno(via) ? this.#rpc : via;
+    const r = await rpc.setattr({
       path,
-      handle: handle === undefined || handle.id === NO_HANDLE ? undefined : handle.id,
+      handle: via === undefined || isErrno(via) ? undefined : handle!.id,
       mode: changes.mode,
       uid: changes.uid,
       gid: changes.gid,
@@ -506,25 +634,38 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */
-  #opened(node: Node, id: number): Opened<Handle> {
+  #opened(node: Node, id: number, gen: number, flags: number): Opened<Handle> {
     const attr = this.#attrs.attrOf(node);
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
-    const handle = this.#newFile(id, node.key, !special);
+    const handle = this.#newFile(id, gen, flags, node.key, !special);
     return { handle, directIo: special, keepCache: !special };
   }
 
-  /** A registered handle of the open file `id` of inode `key`. */
-  #newFile(id: number, key: string, writeBehind: boolean): Handle {
+  /** A registered handle of the open file `id` (of connection `gen`) of inode `key`. */
+  #newFile(id: number, gen: number, flags: number, key: string, writeBehind: boolean): Handle {
     const writes = new FileWrites(key, writeBehind && this.#options.writeBehind !== false);
-    return this.#openFiles.add({ id, dir: false, key, writes });
+    // Opened again after a reconnect: never create, nor truncate what was written since.
+    const reopenFlags = flags & ~(O_CREAT | O_EXCL | O_TRUNC);
+    return this.#openFiles.add({ id, gen, reopenFlags, dir: false, key, writes });
   }
 
-  /** Releases a satellite handle whose open was answered EINTR (nobody else will). */
-  #releaseOrphan = (value: { handle: number }): void => {
-    void this.#rpc.release({ handle: value.handle });
-  };
+  /** Releases, through `rpc`, a satellite handle whose open was answered EINTR. */
+  #orphan(rpc: RpcCalls): (value: { handle: number }) => void {
+    return (value) => void rpc.release({ handle: value.handle });
+  }
+
+  /**
+   * The calls of the current connection (waiting for one within the grace period) and its
+   * number, for calls whose answer holds a satellite handle.
+   */
+  async #current(): Promise<{ rpc: RpcCalls; gen: number } | Errno> {
+    if (!this.#link.up && !await this.#link.connected()) return EIO;
+    const gen = this.#link.generation;
+    return { rpc: this.#link.on(gen), gen };
+  }
 
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
+    this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     // Read-only opens fetch the first bytes in the same round trip: a small file is then read
@@ -534,14 +675,16 @@ export class ContainerFs implements FileSystem<Handle> {
       ? MAX_OPEN_READ_AHEAD
       : undefined;
     const mark = this.#openFiles.mark();
+    const cur = await this.#current();
+    if (isErrno(cur)) return cur;
     const r = await this.#holding(
       ctx,
-      () => this.#rpc.open({ path, flags: this.#wireFlags(flags), readAhead }),
-      this.#releaseOrphan,
+      () => cur.rpc.open({ path, flags: this.#wireFlags(flags), readAhead }),
+      this.#orphan(cur.rpc),
     );
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    const opened = this.#opened(node, r.value.handle);
+    const opened = this.#opened(node, r.value.handle, cur.gen, flags);
     const data = r.value.data;
     if (data !== undefined && readAhead !== undefined && !opened.directIo) {
       this.#openFiles.keepReadAhead(opened.handle, data, readAhead, mark);
@@ -565,15 +708,17 @@ export class ContainerFs implements FileSystem<Handle> {
     // would then fail with EEXIST). The kernel takes a full answer to an interrupted request,
     // so the create is finished and answered.
     if (ctx.signal.aborted) return EINTR;
-    const r = await this.#rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
+    const cur = await this.#current();
+    if (isErrno(cur)) return cur;
+    const r = await cur.rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
     if (!r.ok) return fail(r);
     const entry = this.#entry(r.value.stat);
     if (isErrno(entry)) {
-      this.#releaseOrphan(r.value);
+      this.#orphan(cur.rpc)(r.value);
       return entry;
     }
     this.#noteDir(parent, r.value.dir);
-    return { handle: this.#newFile(r.value.handle, entry.key!, true), entry };
+    return { handle: this.#newFile(r.value.handle, cur.gen, flags, entry.key!, true), entry };
   }
 
   async read(
@@ -585,7 +730,9 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<Uint8Array | Errno> {
     const ahead = this.#openFiles.read(handle, offset, size);
     if (ahead !== undefined) return ahead;
-    const r = await this.#rpc.read(
+    const rpc = await this.#via(_node, handle);
+    if (isErrno(rpc)) return rpc;
+    const r = await rpc.read(
       { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
       this.#opts(ctx),
     );
@@ -618,8 +765,10 @@ export class ContainerFs implements FileSystem<Handle> {
     const writes = handle.writes!;
     const error = this.#writes.takeError([writes]);
     if (error !== undefined) return error;
+    const rpc = await this.#via(node, handle);
+    if (isErrno(rpc)) return rpc;
     if ((info.writeFlags & abi.FUSE_WRITE_KILL_SUIDGID) !== 0) {
-      const killed = await this.#killSuidgid(ctx, node, handle);
+      const killed = await this.#killSuidgid(ctx, node, handle, rpc);
       if (killed !== undefined) return killed;
     }
     writes.dirty = true;
@@ -627,8 +776,10 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#openFiles.changed(handle.key);
     this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
-    if (writes.early && (info.flags & O_DSYNC) === 0) return this.#writes.write(writes, params);
-    const r = await this.#rpc.write(params, this.#opts(ctx));
+    if (writes.early && (info.flags & O_DSYNC) === 0) {
+      return this.#writes.write(writes, params, rpc);
+    }
+    const r = await rpc.write(params, this.#opts(ctx));
     if (!r.ok) return fail(r);
     return r.value <= data.length ? r.value : EIO; // more than sent: not an answer to this
   }
@@ -639,7 +790,12 @@ export class ContainerFs implements FileSystem<Handle> {
    * set-user-ID, and set-group-ID when group-executable, as the kernel's should_remove_suid().
    * The satellite writes as root, so the container's kernel would keep them.
    */
-  async #killSuidgid(ctx: RequestContext, node: Node, handle: Handle): Promise<Errno | undefined> {
+  async #killSuidgid(
+    ctx: RequestContext,
+    node: Node,
+    handle: Handle,
+    rpc: RpcCalls,
+  ): Promise<Errno | undefined> {
     const attr = this.#attrs.attrOf(node);
     if (attr === undefined) return undefined;
     let kill = attr.mode & S_ISUID;
@@ -647,7 +803,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (kill === 0) return undefined;
     const path = relPath(node);
     if (path === undefined) return undefined; // unlinked: setattr names files by path
-    const r = await this.#rpc.setattr({
+    const r = await rpc.setattr({
       path,
       handle: handle.id === NO_HANDLE ? undefined : handle.id,
       mode: attr.mode & 0o7777 & ~kill,
@@ -657,7 +813,7 @@ export class ContainerFs implements FileSystem<Handle> {
     return isErrno(checked) ? checked : undefined;
   }
 
-  async flush(ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+  async flush(ctx: RequestContext, node: Node, handle: Handle): Promise<void | Errno> {
     const covered = this.#covered(handle);
     // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
     if (!handle.writes?.dirty) {
@@ -665,8 +821,13 @@ export class ContainerFs implements FileSystem<Handle> {
       return this.#writes.takeError(covered, this.#lostOf(handle));
     }
     handle.writes.dirty = false;
+    const rpc = await this.#via(node, handle);
+    if (isErrno(rpc)) {
+      await this.#writes.settle(covered);
+      return this.#writes.takeError(covered, this.#lostOf(handle)) ?? rpc;
+    }
     // Sent behind the pending writes (served in order): one round trip for both.
-    const flushed = this.#rpc.flush({ handle: handle.id }, this.#opts(ctx));
+    const flushed = rpc.flush({ handle: handle.id }, this.#opts(ctx));
     await this.#writes.settle(covered);
     const r = await flushed;
     const error = this.#writes.takeError(covered, this.#lostOf(handle));
@@ -683,7 +844,13 @@ export class ContainerFs implements FileSystem<Handle> {
     // Not cancellable: the satellite's handle must be closed whatever the caller does.
     this.#openFiles.remove(handle);
     if (handle.writes !== undefined) await this.#writes.release(handle.writes, node.path);
-    const r = await this.#rpc.release({ handle: handle.id });
+    return await this.#releaseHandle(handle);
+  }
+
+  /** Closes `handle`'s satellite handle, unless its satellite is gone (and closed it). */
+  async #releaseHandle(handle: Handle): Promise<void | Errno> {
+    if (handle.id === NO_HANDLE || handle.gen !== this.#link.generation || !this.#link.up) return;
+    const r = await this.#link.on(handle.gen).release({ handle: handle.id });
     return r.ok ? undefined : fail(r);
   }
 
@@ -694,8 +861,13 @@ export class ContainerFs implements FileSystem<Handle> {
     datasync: boolean,
   ): Promise<void | Errno> {
     const covered = this.#covered(handle);
+    const rpc = await this.#via(_node, handle);
+    if (isErrno(rpc)) {
+      await this.#writes.settle(covered);
+      return this.#writes.takeError(covered, handle.key) ?? rpc;
+    }
     // Sent behind the pending writes (served in order): one round trip for both.
-    const synced = this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
+    const synced = rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
     await this.#writes.settle(covered);
     const r = await synced;
     const error = this.#writes.takeError(covered, handle.key);
@@ -713,7 +885,9 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void | Errno> {
     this.#changed(node.parent, node.name);
     this.#openFiles.changed(handle.key);
-    const r = await this.#rpc.fallocate(
+    const rpc = await this.#via(node, handle);
+    if (isErrno(rpc)) return rpc;
+    const r = await rpc.fallocate(
       { handle: handle.id, mode, offset: BigInt(offset), length: BigInt(length) },
       this.#opts(ctx),
     );
@@ -727,7 +901,9 @@ export class ContainerFs implements FileSystem<Handle> {
     offset: number,
     whence: number,
   ): Promise<number | Errno> {
-    const r = await this.#rpc.lseek(
+    const rpc = await this.#via(_node, handle);
+    if (isErrno(rpc)) return rpc;
+    const r = await rpc.lseek(
       { handle: handle.id, offset: BigInt(offset), whence },
       this.#opts(ctx),
     );
@@ -737,7 +913,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async copyFileRange(
     ctx: RequestContext,
-    _nodeIn: Node,
+    nodeIn: Node,
     handleIn: Handle,
     offsetIn: number,
     nodeOut: Node,
@@ -748,7 +924,12 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<number | Errno> {
     this.#changed(nodeOut.parent, nodeOut.name);
     this.#openFiles.changed(handleOut.key);
-    const r = await this.#rpc.copyFileRange({
+    const rpcIn = await this.#via(nodeIn, handleIn);
+    if (isErrno(rpcIn)) return rpcIn;
+    const rpc = await this.#via(nodeOut, handleOut);
+    if (isErrno(rpc)) return rpc;
+    if (handleIn.gen !== handleOut.gen) return EIO; // reconnected in between: try again
+    const r = await rpc.copyFileRange({
       handleIn: handleIn.id,
       offsetIn: BigInt(offsetIn),
       handleOut: handleOut.id,
@@ -791,6 +972,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
+    this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const ahead = await this.#ahead.take(node.key);
@@ -798,17 +980,21 @@ export class ContainerFs implements FileSystem<Handle> {
       const listing = new DirListing();
       this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at);
       this.#ahead.queue(node.key, path, ahead.entries);
-      return { handle: { id: NO_HANDLE, dir: true, key: node.key, listing } };
+      return {
+        handle: { id: NO_HANDLE, gen: this.#link.generation, dir: true, key: node.key, listing },
+      };
     }
     // The first batch comes along (with attributes): a listing costs one round trip.
+    const cur = await this.#current();
+    if (isErrno(cur)) return cur;
     const r = await this.#holding(
       ctx,
-      () => this.#rpc.opendir({ path, readAhead: READDIR_BATCH }),
-      this.#releaseOrphan,
+      () => cur.rpc.opendir({ path, readAhead: READDIR_BATCH }),
+      this.#orphan(cur.rpc),
     );
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    const handle: Handle = { id: r.value.handle, dir: true, key: node.key };
+    const handle: Handle = { id: r.value.handle, gen: cur.gen, dir: true, key: node.key };
     const { entries, eof } = r.value;
     if (entries !== undefined) {
       const listing = new DirListing();
@@ -830,10 +1016,13 @@ export class ContainerFs implements FileSystem<Handle> {
     const index = offset - listing.bufferStart;
     if (index >= 0 && index < listing.buffer.length) return listing.buffer.slice(index);
     if (handle.id === NO_HANDLE) return EINVAL; // a listing ahead is whole: not a position of it
+    // Reopened after a reconnect, the directory's cookies (positions in it) still apply.
+    const rpc = await this.#via(node, handle);
+    if (isErrno(rpc)) return rpc;
     for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
       const cookie = listing.cookies[offset];
       if (cookie === undefined) return EINVAL; // not a position this stream produced
-      const r = await this.#rpc.readdir(
+      const r = await rpc.readdir(
         { handle: handle.id, offset: cookie, plus, maxEntries: READDIR_BATCH },
         this.#opts(ctx),
       );
@@ -851,10 +1040,8 @@ export class ContainerFs implements FileSystem<Handle> {
     return EIO;
   }
 
-  async releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
-    if (handle.id === NO_HANDLE) return;
-    const r = await this.#rpc.release({ handle: handle.id });
-    return r.ok ? undefined : fail(r);
+  releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {
+    return this.#releaseHandle(handle);
   }
 
   async fsyncdir(
@@ -864,21 +1051,25 @@ export class ContainerFs implements FileSystem<Handle> {
     datasync: boolean,
   ): Promise<void | Errno> {
     if (handle.id !== NO_HANDLE) {
-      const r = await this.#rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
+      const rpc = await this.#via(node, handle);
+      if (isErrno(rpc)) return rpc;
+      const r = await rpc.fsync({ handle: handle.id, datasync }, this.#opts(ctx));
       return r.ok ? undefined : fail(r);
     }
     // Opened from a listing fetched ahead: sync through a handle of its own.
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    const cur = await this.#current();
+    if (isErrno(cur)) return cur;
     const opened = await this.#holding(
       ctx,
-      () => this.#rpc.opendir({ path }),
-      this.#releaseOrphan,
+      () => cur.rpc.opendir({ path }),
+      this.#orphan(cur.rpc),
     );
     if (isErrno(opened)) return opened;
     if (!opened.ok) return fail(opened);
-    const r = await this.#rpc.fsync({ handle: opened.value.handle, datasync }, this.#opts(ctx));
-    this.#releaseOrphan(opened.value);
+    const r = await cur.rpc.fsync({ handle: opened.value.handle, datasync }, this.#opts(ctx));
+    this.#orphan(cur.rpc)(opened.value);
     return r.ok ? undefined : fail(r);
   }
 

@@ -49,7 +49,7 @@ interface Slot {
 
 /** Lists subdirectories ahead of the kernel's requests. */
 export class ListAhead {
-  readonly #rpc: Pick<RpcCalls, "opendir" | "release">;
+  readonly #rpc: () => Pick<RpcCalls, "opendir" | "release">;
   readonly #changes: MountChanges;
   readonly #ttlMs: number;
   readonly #batch: number;
@@ -62,12 +62,16 @@ export class ListAhead {
   #queue: string[] = [];
   #running = 0;
 
+  /**
+   * `rpc`: the calls, or a function giving those of the current connection (a handle is released
+   * through the connection that opened it).
+   */
   constructor(
-    rpc: Pick<RpcCalls, "opendir" | "release">,
+    rpc: Pick<RpcCalls, "opendir" | "release"> | (() => Pick<RpcCalls, "opendir" | "release">),
     changes: MountChanges,
     options: ListAheadOptions,
   ) {
-    this.#rpc = rpc;
+    this.#rpc = typeof rpc === "function" ? rpc : () => rpc;
     this.#changes = changes;
     this.#ttlMs = options.ttlMs;
     this.#batch = options.batch;
@@ -136,12 +140,13 @@ export class ListAhead {
 
   async #fetch(key: string, slot: Slot): Promise<void> {
     const changes = this.#changes.count;
-    const r = await this.#rpc.opendir({ path: slot.path, readAhead: this.#batch });
+    const rpc = this.#rpc();
+    const r = await rpc.opendir({ path: slot.path, readAhead: this.#batch });
     if (!r.ok) {
       if (this.#slots.get(key) === slot) this.#slots.delete(key);
       return;
     }
-    void this.#rpc.release({ handle: r.value.handle });
+    void rpc.release({ handle: r.value.handle });
     const whole = r.value.eof === true && r.value.entries !== undefined;
     if (this.#slots.get(key) !== slot || !whole || this.#changes.count !== changes) {
       if (this.#slots.get(key) === slot) this.#slots.delete(key);

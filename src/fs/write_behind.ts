@@ -67,11 +67,16 @@ export class WriteBehind {
   /**
    * Queues a write through `file` and answers its length once queued (after waiting for older
    * writes when over the limit). The frame (a copy of `params.data`) is queued before the first
-   * await: the caller may reuse the buffer when this settles.
+   * await: the caller may reuse the buffer when this settles. `rpc`: the connection of the
+   * handle (default: the one given to the constructor).
    */
-  async write(file: FileWrites, params: ParamsOf<"write">): Promise<number> {
+  async write(
+    file: FileWrites,
+    params: ParamsOf<"write">,
+    rpc: Pick<RpcCalls, "write"> = this.#rpc,
+  ): Promise<number> {
     const length = params.data.length;
-    const sent = this.#rpc.write(params);
+    const sent = rpc.write(params);
     const done: Promise<void> = sent.then((r) => {
       file.pending.delete(done);
       file.pendingBytes -= length;

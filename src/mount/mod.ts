@@ -5,9 +5,13 @@
  * Invariants:
  * - `mountContainer` either returns a mount that answers requests, or throws a `MountError`
  *   having undone everything it did (no mount, no satellite, no engine connection left).
- * - Whatever ends a mount (close(), an external unmount, the container or satellite going
- *   away), the FUSE mount is removed and the satellite's stdin closed, so neither a stale
- *   mount nor a satellite process is left behind.
+ * - Whatever ends a mount (close(), an external unmount, the container removed, or with
+ *   `reconnect` off the container or satellite going away), the FUSE mount is removed and the
+ *   satellite's stdin closed, so neither a stale mount nor a satellite process is left behind.
+ * - With `reconnect` (the default) the loss of the satellite, of the container's run or of the
+ *   engine connection does not end the mount: `reconnect.ts` redeploys the satellite once the
+ *   container runs again, and the FUSE session stays up meanwhile (requests wait a grace
+ *   period, then fail with EIO).
  *
  * @module
  */
@@ -32,6 +36,8 @@ import {
 } from "../fuse/mod.ts";
 import { RpcClient } from "../protocol/mod.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
+import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
+import { ReconnectingRpc } from "./reconnecting_rpc.ts";
 
 export {
   type ContainerMountOptions,
@@ -217,52 +223,38 @@ export async function detach(
   await fuse.abort().catch(() => false);
 }
 
-/** A satellite serving one container over RPC, and the `ContainerFs` built on it. */
-export interface SatelliteLink {
-  readonly fs: ContainerFs;
-  readonly rpc: RpcClient;
-  readonly exec: ExecSession;
-  /** The last lines of the satellite's stderr. */
+/** A deployed, connected satellite of a mount (see `reconnect.ts`). */
+interface MountSatellite extends Satellite {
+  /** The last lines of its stderr. */
   readonly stderrTail: () => string;
-  /** Milliseconds from the start of deployment until the handshake. */
-  readonly readyMs: number;
-  /** Closes the RPC client and the exec stream; idempotent. */
-  close(): Promise<void>;
 }
 
 /**
- * Starts the satellite for `container` (deploys it with `docker exec` unless `start` starts it
- * another way from the bundle directory), connects the RPC client, waits for the handshake and
- * builds the `ContainerFs`. Throws a `MountError` having closed what it opened (not `engine`).
+ * Starts the satellite for `container` (deployed as `deploy.mode` says, unless `start` starts it
+ * another way from the bundle directory), connects the RPC client and waits for the handshake.
+ * Throws a `MountError` having stopped what it started (not `engine`).
  */
-export async function connectSatellite(
+async function startSatellite(
   engine: Engine,
   container: ContainerInfo,
-  layers: LayerOptions,
   options: { debug: boolean },
   deps: ContainerMountDeps,
+  deploy: LayerOptions["deploy"],
+  rpcOptions: LayerOptions["rpc"],
   start?: (bundleDir: string) => Promise<ExecSession>,
-): Promise<SatelliteLink> {
+): Promise<MountSatellite> {
   const { logger } = deps;
-  if (deps.prepareBundle) {
-    await deps.prepareBundle(container.arch).catch((error) => {
-      throw new MountError(
-        "satellite",
-        `Cannot build the ${container.arch} satellite: ${(error as Error).message}`,
-      );
-    });
-  }
   const bundle = await bundleFor(deps.bundleRoot, container.arch);
   const started = performance.now();
   const exec = await (start ? start(bundle.dir) : deployChosen(engine, container, bundle.dir, {
-    ...layers.deploy,
+    ...deploy,
     onProgress: deps.onProgress,
     log: (message) => logger.info(message),
   }).then((d) => d.session)).catch(rethrowDocker);
   const stderrTail = watchStderr(exec.stderr, logger);
   const rpc = new RpcClient(exec.stdout, exec.stdin, {
     expectedBuildId: bundle.buildId,
-    ...layers.rpc,
+    ...rpcOptions,
     onTrace: options.debug
       ? (e) =>
         logger.debug(
@@ -272,35 +264,97 @@ export async function connectSatellite(
         )
       : undefined,
   });
-  let closed: Promise<void> | undefined;
-  const close = (): Promise<void> =>
-    closed ??= (async () => {
+  let execEnded = false;
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    stopped ??= (async () => {
       await rpc.close("the mount ended").catch(() => {});
       exec.kill();
     })();
+  const ended = Promise.race([
+    rpc.closed.then((info) => info.reason),
+    exec.exited.then((r) => {
+      execEnded = true;
+      return `exec ended with code ${r.code ?? "unknown"}`;
+    }),
+  ]);
   try {
     const hello = await withTimeout(rpc.ready, HANDSHAKE_TIMEOUT_MS, "the satellite handshake");
     logger.info(
       `Satellite ready in '${container.name}' (${hello.arch}, pid ${hello.pid}, uid ${hello.uid}) ` +
         `after ${Math.round(performance.now() - started)} ms`,
     );
+    return {
+      call: rpc.call,
+      get isClosed(): boolean {
+        return execEnded || rpc.isClosed;
+      },
+      ended,
+      stop,
+      stderrTail,
+    };
   } catch (error) {
+    await stop();
     const tail = stderrTail();
-    await close();
     throw new MountError(
       "satellite",
       `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
         (tail ? `\nsatellite stderr:\n${tail}` : ""),
     );
   }
+}
+
+/** A satellite serving one container (never reconnected), and the `ContainerFs` built on it. */
+export interface SatelliteLink {
+  readonly fs: ContainerFs;
+  /** Resolves with the reason once the satellite or its stream ended. */
+  readonly ended: Promise<string>;
+  /** The last lines of the satellite's stderr. */
+  readonly stderrTail: () => string;
+  /** Closes the RPC client and the exec stream; idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the satellite for `container` (see {@link startSatellite}; the bundle is prepared first)
+ * and builds the `ContainerFs` on it: what the engine tree attaches per container, image or
+ * volume.
+ */
+export async function connectSatellite(
+  engine: Engine,
+  container: ContainerInfo,
+  layers: LayerOptions,
+  options: { debug: boolean },
+  deps: ContainerMountDeps,
+  start?: (bundleDir: string) => Promise<ExecSession>,
+): Promise<SatelliteLink> {
+  await prepareBundle(container, deps);
+  const satellite = await startSatellite(
+    engine,
+    container,
+    options,
+    deps,
+    layers.deploy,
+    layers.rpc,
+    start,
+  );
   return {
-    fs: new ContainerFs(rpc.call, layers.fs),
-    rpc,
-    exec,
-    stderrTail,
-    readyMs: Math.round(performance.now() - started),
-    close,
+    fs: new ContainerFs(satellite.call, layers.fs),
+    ended: satellite.ended,
+    stderrTail: satellite.stderrTail,
+    close: satellite.stop,
   };
+}
+
+/** Builds (or refreshes) the bundle for the container's architecture when the deps can. */
+async function prepareBundle(container: ContainerInfo, deps: ContainerMountDeps): Promise<void> {
+  if (!deps.prepareBundle) return;
+  await deps.prepareBundle(container.arch).catch((error) => {
+    throw new MountError(
+      "satellite",
+      `Cannot build the ${container.arch} satellite: ${(error as Error).message}`,
+    );
+  });
 }
 
 /** Mounts a container's filesystem; see the module invariants. */
@@ -310,25 +364,38 @@ export async function mountContainer(
 ): Promise<ContainerMount> {
   const { logger } = deps;
   await prepareMountpoint(options, logger);
-  const engine = await connectEngine({ env: deps.env, home: deps.env.HOME }).catch(rethrowDocker);
-  let link: SatelliteLink | undefined;
+  const engineOptions = { env: deps.env, home: deps.env.HOME };
+  // Replaced when the engine is reconnected to.
+  let engine = await connectEngine(engineOptions).catch(rethrowDocker);
+  let satellite: MountSatellite | undefined;
   let fuse: FuseSession | undefined;
+  // A request made while the satellite is away waits this long for the next one.
+  const link = new ReconnectingRpc({
+    graceMs: options.reconnect ? options.reconnectGrace * 1000 : 0,
+  });
+  const stopping = new AbortController();
+  let current = (): Satellite | undefined => satellite;
   const teardown = async (): Promise<void> => {
+    stopping.abort();
+    link.end();
     if (fuse) await detach(fuse, options.mountpoint, logger);
-    await link?.close();
+    await current()?.stop();
     engine.close();
   };
   try {
     const container = await findContainer(engine, options.container);
+    await prepareBundle(container, deps);
     const layers = layerOptions(options, {
       fsName: fsNameFor(container),
       hostArch: Deno.build.arch,
       logger,
     });
     const started = performance.now();
-    link = await connectSatellite(engine, container, layers, options, deps);
+    satellite = await startSatellite(engine, container, options, deps, layers.deploy, layers.rpc);
+    link.attach(satellite);
+    const fs = new ContainerFs(link, layers.fs);
     try {
-      fuse = await mount(link.fs, options.mountpoint, layers.fuse);
+      fuse = await mount(fs, options.mountpoint, layers.fuse);
       await Deno.stat(options.mountpoint); // the mount answers
     } catch (error) {
       throw new MountError("mountpoint", (error as Error).message);
@@ -337,15 +404,81 @@ export async function mountContainer(
     logger.info(
       `Mounted '${container.name}:${options.path}' on '${options.mountpoint}' in ${readyMs} ms`,
     );
+    let lost: Promise<MountEnding>;
+    if (options.reconnect) {
+      const steps: ReconnectSteps<ContainerInfo> = {
+        waitRunning: (signal) =>
+          waitForContainer(
+            engine,
+            options.follow ? container.name : container.id,
+            container.name,
+            options.follow,
+            signal,
+          ),
+        deploy: async (next) => {
+          if (!SUPPORTED_ARCHES.includes(next.arch)) {
+            throw new MountError(
+              "architecture",
+              `Cannot mount '${next.name}': its architecture '${next.arch}' is not supported`,
+            );
+          }
+          if (next.id !== container.id) {
+            logger.info(
+              `Following '${container.name}' to its new container ${next.id.slice(0, 12)}`,
+            );
+          }
+          return await startSatellite(engine, next, options, deps, layers.deploy, layers.rpc);
+        },
+        engineLost: (error) =>
+          (error instanceof DockerError && error.code === "unreachable") ||
+          (error instanceof MountError && error.kind === "engine"),
+        reconnectEngine: async () => {
+          const next = await connectEngine(engineOptions);
+          engine.close();
+          engine = next;
+        },
+      };
+      const supervisor = supervise(satellite, {
+        link,
+        steps,
+        logger,
+        describe: (c) => c.name,
+        onReconnected: () => {
+          fs.reconnected();
+          // Nodes whose path now holds another inode: the kernel drops its entry for them.
+          const started = performance.now();
+          fs.revalidate(async (node) => {
+            if (node.parent) await fuse!.invalidateEntry(node.parent, node.name).catch(() => {});
+          }).then((changed) =>
+            logger.debug(
+              `Revalidated nodes after reconnecting in ${
+                Math.round(performance.now() - started)
+              } ms: ${changed} changed`,
+            )
+          );
+        },
+      }, stopping.signal);
+      current = supervisor.current;
+      lost = supervisor.ended.then((reason): MountEnding =>
+        reason === undefined ? { kind: "closed" } : { kind: "lost", reason }
+      );
+    } else {
+      const first = satellite;
+      lost = first.ended.then(async (reason): Promise<MountEnding> => {
+        const tail = first.stderrTail().split("\n").pop();
+        const why = await whyLost(engine, container);
+        return {
+          kind: "lost",
+          reason: why ?? `the satellite ended (${reason})${tail ? `: ${tail}` : ""}`,
+        };
+      });
+    }
     return live({
       container,
       mountpoint: options.mountpoint,
       readyMs,
-      engine,
       fuse,
-      rpc: link.rpc,
-      exec: link.exec,
-      stderrTail: link.stderrTail,
+      lost,
       logger,
       teardown,
     });
@@ -385,12 +518,9 @@ interface LiveParts {
   container: ContainerInfo;
   mountpoint: string;
   readyMs: number;
-  engine: Engine;
   fuse: FuseSession;
-  rpc: RpcClient;
-  exec: ExecSession;
-  /** The last lines of the satellite's stderr. */
-  stderrTail: () => string;
+  /** Resolves when the satellite is gone for good, with why. */
+  lost: Promise<MountEnding>;
   logger: Logger;
   /** Undoes everything; idempotent. */
   teardown: () => Promise<void>;
@@ -398,27 +528,14 @@ interface LiveParts {
 
 /** The handle of a mount that is up: watches for its end, and closes it. */
 function live(parts: LiveParts): ContainerMount {
-  const { container, mountpoint, readyMs, engine, fuse, rpc, exec, stderrTail, logger, teardown } =
-    parts;
+  const { container, mountpoint, readyMs, fuse, lost, logger, teardown } = parts;
   let closing = false;
   const ending = Promise.race([
     fuse.closed.then((): MountEnding => ({ kind: "unmounted" })),
-    rpc.closed.then((info): MountEnding => ({ kind: "lost", reason: info.reason })),
-    exec.exited.then((r): MountEnding => ({
-      kind: "lost",
-      reason: `exec ended with code ${r.code ?? "unknown"}`,
-    })),
+    lost,
   ]);
   const ended = ending.then(async (end): Promise<MountEnding> => {
     if (closing) return { kind: "closed" };
-    if (end.kind === "lost") {
-      const tail = stderrTail().split("\n").pop();
-      const why = await whyLost(engine, container);
-      end = {
-        kind: "lost",
-        reason: why ?? `the satellite ended (${end.reason})${tail ? `: ${tail}` : ""}`,
-      };
-    }
     await teardown();
     return end;
   });

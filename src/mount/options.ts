@@ -40,6 +40,15 @@ export interface ContainerMountOptions {
   writebackCache: boolean;
   /** No write-behind: a write is answered once the satellite has done it. */
   syncWrites: boolean;
+  /**
+   * Survive the satellite, the container restarting and the engine connection: wait for the
+   * container to run again and redeploy the satellite (off: such a loss ends the mount).
+   */
+  reconnect: boolean;
+  /** Seconds a request made while reconnecting waits for the connection before EIO. */
+  reconnectGrace: number;
+  /** When the container is removed, attach to the next container of the same name. */
+  follow: boolean;
   /** Trace every FUSE request/reply and RPC at debug level. */
   debug: boolean;
   /** How the satellite reaches the container: uploaded, in a sidecar, or chosen (auto). */
@@ -62,6 +71,9 @@ export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
   user: "0:0",
   writebackCache: false,
   syncWrites: false,
+  reconnect: true,
+  reconnectGrace: 5,
+  follow: false,
   debug: false,
   deploy: "auto",
 });

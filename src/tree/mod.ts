@@ -168,7 +168,7 @@ function linkAttachment(link: SatelliteLink, after?: () => Promise<void>): Attac
   let closing: Promise<void> | undefined;
   return {
     fs: link.fs as FileSystem,
-    ended: Promise.race([link.rpc.closed, link.exec.exited]),
+    ended: link.ended,
     close: () =>
       closing ??= (async () => {
         await link.close();

@@ -54,14 +54,14 @@ Deno.test("e2e glibc: a 64 MiB file reads back intact; ls -lR of the tree works"
   });
 });
 
-Deno.test("e2e: stopping the container ends the mount with exit code 8 and no stale mount", async () => {
+Deno.test("e2e: with --no-reconnect, stopping the container ends the mount with exit code 8 and no stale mount", async () => {
   await withMount("musl", async (m) => {
     await docker(["kill", m.container]);
     const code = await m.stop("SIGCONT"); // no-op signal: just wait for the client to notice
     deepStrictEqual(code, 8, m.stderr());
     ok(/stopped|ended/.test(m.stderr()), m.stderr());
     ok(!(await isMounted(m.mountpoint)), "a stale mount was left behind");
-  });
+  }, { args: ["--no-reconnect"] });
 });
 
 Deno.test("e2e: --path mounts a subdirectory; --read-only refuses writes with EROFS", async () => {

@@ -1,6 +1,7 @@
-// Faults against the real engine: whatever takes the other side away, the client notices, fails
-// pending requests with EIO instead of hanging, unmounts, exits 8 naming the cause, and leaves no
-// stale mount and no process behind (neither the satellite in the container nor a child here).
+// Faults against the real engine with `--no-reconnect` (reconnect_test.ts has the default):
+// whatever takes the other side away, the client notices, fails pending requests with EIO instead
+// of hanging, unmounts, exits 8 naming the cause, and leaves no stale mount and no process behind
+// (neither the satellite in the container nor a child here).
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { ensureTestBed } from "../../tasks/testbed/mod.ts";
@@ -126,7 +127,7 @@ Deno.test("fault: satellite killed (kill -9 inside) → EIO, unmount, exit 8, no
     const r = await reader;
     ok(r.code !== 0 && /Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /satellite/i, children, started);
-  }, { args: ["--debug"] });
+  }, { args: ["--debug", "--no-reconnect"] });
 });
 
 Deno.test("fault: container killed with a request pending → the request fails with EIO", async () => {
@@ -142,7 +143,16 @@ Deno.test("fault: container killed with a request pending → the request fails 
     ok(/Input\/output error|not connected/i.test(r.stderr), r.stderr);
     await assertCleanEnd(m, /container .* stopped/i, children, started);
   }, {
-    args: ["--debug", "--request-timeout", "0", "--attr-timeout", "0", "--entry-timeout", "0"],
+    args: [
+      "--debug",
+      "--no-reconnect",
+      "--request-timeout",
+      "0",
+      "--attr-timeout",
+      "0",
+      "--entry-timeout",
+      "0",
+    ],
   });
 });
 
@@ -152,7 +162,7 @@ Deno.test("fault: container stopped (docker stop) → unmount, exit 8 naming the
     const started = performance.now();
     await docker(["stop", "-t", "1", m.container]);
     await assertCleanEnd(m, /container .* stopped/i, children, started);
-  });
+  }, { args: ["--no-reconnect"] });
 });
 
 Deno.test("fault: client SIGKILLed → the satellite exits and is gone, the next mount recovers", async () => {
@@ -257,7 +267,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
         env: { ...env, DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
         // Uploaded into the container, so `docker top` there sees whether the satellite ended
         // (a remote engine would otherwise get the sidecar; tests/sidecar covers that case).
-        args: ["--debug", "--deploy", "upload"],
+        args: ["--debug", "--deploy", "upload", "--no-reconnect"],
       });
       try {
         const children = await descendants(m.child.pid);
@@ -291,6 +301,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
     const m = await startMount("musl", {
       container: remote.containerId,
       env: { ...env, DOCKER_HOST: `tcp://127.0.0.1:${remote.port}` },
+      args: ["--no-reconnect"],
     });
     try {
       const children = await descendants(m.child.pid);
