@@ -9,23 +9,21 @@
  * @module
  */
 
+import { AT_FDCWD, ERRNO, RESOLVE_IN_ROOT } from "../src/linux/mod.ts";
+import { OpenFlags, openFlagsFromWire } from "../src/protocol/mod.ts";
 import { cString, type Libc, num } from "./libc.ts";
 
-const AT_FDCWD = -100;
-const O_PATH = 0o10000000;
-const O_DIRECTORY = 0o200000;
-const O_CLOEXEC = 0o2000000;
-const O_NOFOLLOW = 0o400000;
-const RESOLVE_IN_ROOT = 0x10;
-const ENOSYS = 38;
-const EPERM = 1;
-const EINVAL = 22;
-const ELOOP = 40;
+const { ENOSYS, EPERM, EINVAL, ELOOP } = ERRNO;
 /** Like the kernel's limit on symlinks followed in one lookup. */
 const MAX_LINKS = 40;
 
 /** The root's O_PATH fd, or a negative errno. `walk`: resolve here even where openat2 works. */
 export function openRootIn(libc: Libc, base: string, root: string, walk = false): number {
+  // aarch64 numbers O_DIRECTORY and O_NOFOLLOW differently: the protocol's table translates.
+  const O_PATH = openFlagsFromWire(OpenFlags.O_PATH, libc.arch);
+  const O_DIRECTORY = openFlagsFromWire(OpenFlags.O_DIRECTORY, libc.arch);
+  const O_CLOEXEC = openFlagsFromWire(OpenFlags.O_CLOEXEC, libc.arch);
+  const O_NOFOLLOW = openFlagsFromWire(OpenFlags.O_NOFOLLOW, libc.arch);
   const baseFd = libc.fn.openat(AT_FDCWD, cString(base)!, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
   if (baseFd < 0) return -libc.errno();
   const relative = root.replace(/^\/+/, "") || ".";
