@@ -40,5 +40,7 @@ export function fixedLink(calls: RpcCalls): RpcLink {
 
 /** True for a link (as opposed to plain calls). */
 export function isLink(rpc: RpcCalls | RpcLink): rpc is RpcLink {
-  return "on" in rpc && "connected" in rpc && "generation" in rpc;
+  // By the types of its members, not their presence: RpcCalls may be a Proxy answering any name.
+  const link = rpc as Partial<RpcLink>;
+  return typeof link.generation === "number" && typeof link.up === "boolean";
 }

@@ -36,6 +36,7 @@ function recorded(calls: RpcCalls, into: RpcCall[]): RpcCalls {
   return new Proxy(calls, {
     get(target, method: string) {
       const call = target[method as keyof RpcCalls] as (...args: unknown[]) => unknown;
+      if (typeof call !== "function") return call; // e.g. "then": not a thenable
       return (params: Record<string, unknown>, options?: unknown) => {
         into.push({ method, params });
         return call(params, options);
