@@ -314,10 +314,12 @@ Deno.test("sidecar: auto picks the sidecar for a remote engine (tcp)", async () 
     } finally {
       await m.cleanup();
     }
-    // The engine connection drops: the client ends (exit 8), the helper with it.
+    // The engine connection drops: without reconnect the client ends (exit 8), the helper with
+    // it (tests/reliability/reconnect_test.ts covers the reconnecting default).
     const dropped = await startMount("glibc", {
       container: target,
       env: { DOCKER_HOST: `tcp://127.0.0.1:${proxy.port}` },
+      args: ["--no-reconnect"],
     });
     try {
       equal((await helpersOf(target)).length, 1);

@@ -83,10 +83,12 @@ Deno.test("podman sidecar: a --read-only --tmpfs /tmp USER 1000 container mounts
     } finally {
       await m.cleanup();
     }
-    // Stopping the target (its PID namespace ends) ends the mount and the helper.
+    // Stopping the target (its PID namespace ends) ends the helper, and without reconnect the
+    // mount.
     const again = await startMount("static", {
       container: target,
       env: { DOCKER_HOST: PODMAN_HOST },
+      args: ["--no-reconnect"],
     });
     try {
       await podman(["stop", "-t", "0", target]);
