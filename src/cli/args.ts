@@ -15,7 +15,12 @@ import {
   subcommands,
 } from "cmd-ts";
 import type { Type } from "cmd-ts";
-import { type ContainerMountOptions, MOUNT_DEFAULTS, mountOptions } from "../mount/options.ts";
+import {
+  type ContainerMountOptions,
+  MOUNT_DEFAULTS,
+  type MountDefaults,
+  mountOptions,
+} from "../mount/options.ts";
 import { ENGINE_DEFAULTS, type EngineMountOptions } from "../tree/mod.ts";
 import { DEPLOY_MODES, type DeployMode } from "../docker/deploy.ts";
 import {
@@ -157,6 +162,132 @@ function logFormatOption() {
   });
 }
 
+/** Help texts of the common mount options whose wording differs between the commands. */
+interface CommonMountHelp {
+  readOnly: string;
+  entryTimeout: string;
+  user: string;
+  syncWrites: string;
+}
+
+/**
+ * The options `mount` and `engine` share, spread into each command's `args` (their order is the
+ * order of the help output).
+ */
+function commonMountArgs(help: CommonMountHelp) {
+  return {
+    readOnly: flag({ long: "read-only", short: "r", description: help.readOnly }),
+    allowOther: flag({
+      long: "allow-other",
+      description: "let other local users access the mount",
+    }),
+    daemon: flag({
+      long: "daemon",
+      short: "d",
+      description: "return once the mount answers, serve in the background",
+    }),
+    debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
+    logFormat: logFormatOption(),
+    attrTimeout: option({
+      type: seconds,
+      long: "attr-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.attrTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds the kernel caches attributes",
+    }),
+    entryTimeout: option({
+      type: seconds,
+      long: "entry-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.entryTimeout,
+      defaultValueIsSerializable: true,
+      description: help.entryTimeout,
+    }),
+    requestTimeout: option({
+      type: seconds,
+      long: "request-timeout",
+      defaultValue: () => MOUNT_DEFAULTS.requestTimeout,
+      defaultValueIsSerializable: true,
+      description: "seconds before an unanswered request fails with EIO (0: never)",
+    }),
+    user: option({
+      type: string,
+      long: "user",
+      short: "u",
+      defaultValue: () => MOUNT_DEFAULTS.user,
+      defaultValueIsSerializable: true,
+      description: help.user,
+    }),
+    nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
+    writebackCache: flag({
+      long: "writeback-cache",
+      description: "kernel writeback cache for writes (see README)",
+    }),
+    syncWrites: flag({ long: "sync-writes", description: help.syncWrites }),
+  };
+}
+
+/**
+ * `-o`/`--options`, shared by `mount` and `engine`; kept out of `commonMountArgs` so it stays
+ * last in each command's help.
+ */
+function optionListArg(example: string) {
+  return multioption({
+    type: {
+      from: (values: string[]) => Promise.resolve(values),
+      defaultValue: () => [] as string[],
+    },
+    long: "options",
+    short: "o",
+    description: `mount(8)-style comma-separated options, e.g. -o ${example}`,
+  });
+}
+
+/** The parsed values of `commonMountArgs` and `optionListArg`. */
+interface CommonMountValues {
+  readOnly: boolean;
+  allowOther: boolean;
+  debug: boolean;
+  attrTimeout: number;
+  entryTimeout: number;
+  requestTimeout: number;
+  user: string;
+  nonEmpty: boolean;
+  writebackCache: boolean;
+  syncWrites: boolean;
+  o: string[];
+}
+
+/**
+ * Builds the mount options from the common options, the command's own `changes` and then the
+ * `-o` lists; returns an error text for a bad `-o` list.
+ */
+function commonMountOptions(
+  container: string,
+  mountpoint: string,
+  a: CommonMountValues,
+  changes: Partial<MountDefaults>,
+): ContainerMountOptions | string {
+  const options = mountOptions(container, mountpoint, {
+    readOnly: a.readOnly,
+    allowOther: a.allowOther,
+    debug: a.debug,
+    attrTimeout: a.attrTimeout,
+    entryTimeout: a.entryTimeout,
+    negativeTimeout: a.entryTimeout, // no flag of its own: names and their absence alike
+    requestTimeout: a.requestTimeout,
+    user: a.user,
+    nonEmpty: a.nonEmpty,
+    writebackCache: a.writebackCache,
+    syncWrites: a.syncWrites,
+    ...changes,
+  });
+  for (const list of a.o) {
+    const problem = applyMountOptionList(options, list);
+    if (problem) return problem;
+  }
+  return options;
+}
+
 const mountCommand = command({
   name: "mount",
   description: "Mount the filesystem of a running container on a local directory. " +
@@ -191,55 +322,12 @@ const mountCommand = command({
       defaultValueIsSerializable: true,
       description: "directory inside the container to mount",
     }),
-    readOnly: flag({
-      long: "read-only",
-      short: "r",
-      description: "mount read-only (writes fail with EROFS)",
-    }),
-    allowOther: flag({
-      long: "allow-other",
-      description: "let other local users access the mount",
-    }),
-    daemon: flag({
-      long: "daemon",
-      short: "d",
-      description: "return once the mount answers, serve in the background",
-    }),
-    debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
-    logFormat: logFormatOption(),
-    attrTimeout: option({
-      type: seconds,
-      long: "attr-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.attrTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds the kernel caches attributes",
-    }),
-    entryTimeout: option({
-      type: seconds,
-      long: "entry-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.entryTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds the kernel caches names (and their absence)",
-    }),
-    requestTimeout: option({
-      type: seconds,
-      long: "request-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.requestTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds before an unanswered request fails with EIO (0: never)",
-    }),
-    user: option({
-      type: string,
-      long: "user",
-      short: "u",
-      defaultValue: () => MOUNT_DEFAULTS.user,
-      defaultValueIsSerializable: true,
-      description: "user the satellite runs as inside the container: name or uid[:gid]",
-    }),
-    nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
-    writebackCache: flag({
-      long: "writeback-cache",
-      description: "kernel writeback cache for writes (see README)",
+    ...commonMountArgs({
+      readOnly: "mount read-only (writes fail with EROFS)",
+      entryTimeout: "seconds the kernel caches names (and their absence)",
+      user: "user the satellite runs as inside the container: name or uid[:gid]",
+      syncWrites: "answer each write once the container has it: write errors show at once, " +
+        "bulk writes are slower (see README)",
     }),
     deploy: option({
       type: oneOf(DEPLOY_MODES),
@@ -248,11 +336,6 @@ const mountCommand = command({
       defaultValueIsSerializable: true,
       description: "how the satellite reaches the container: upload (into it), sidecar " +
         "(a helper container beside it, nothing written into it) or auto (upload where it works)",
-    }),
-    syncWrites: flag({
-      long: "sync-writes",
-      description: "answer each write once the container has it: write errors show at once, " +
-        "bulk writes are slower (see README)",
     }),
     noReconnect: flag({
       long: "no-reconnect",
@@ -271,39 +354,17 @@ const mountCommand = command({
       description: "when the container is removed, attach to the next one of the same name " +
         "(docker compose recreating it)",
     }),
-    o: multioption({
-      type: {
-        from: (values: string[]) => Promise.resolve(values),
-        defaultValue: () => [] as string[],
-      },
-      long: "options",
-      short: "o",
-      description: "mount(8)-style comma-separated options, e.g. -o ro,allow_other,path=/srv",
-    }),
+    o: optionListArg("ro,allow_other,path=/srv"),
   },
   handler: (a): Invocation => {
-    const options = mountOptions(a.container, a.mountpoint, {
+    const options = commonMountOptions(a.container, a.mountpoint, a, {
       path: a.path,
-      readOnly: a.readOnly,
-      allowOther: a.allowOther,
-      debug: a.debug,
-      attrTimeout: a.attrTimeout,
-      entryTimeout: a.entryTimeout,
-      negativeTimeout: a.entryTimeout, // no flag of its own: names and their absence alike
-      requestTimeout: a.requestTimeout,
-      user: a.user,
-      nonEmpty: a.nonEmpty,
-      writebackCache: a.writebackCache,
-      syncWrites: a.syncWrites,
       deploy: a.deploy,
       reconnect: !a.noReconnect,
       reconnectGrace: a.reconnectGrace,
       follow: a.follow,
     });
-    for (const list of a.o) {
-      const problem = applyMountOptionList(options, list);
-      if (problem) return { kind: "usage-error", text: problem };
-    }
+    if (typeof options === "string") return { kind: "usage-error", text: options };
     if (options.container === "") {
       return { kind: "usage-error", text: "the container name is empty" };
     }
@@ -353,84 +414,17 @@ const engineCommand = command({
       defaultValueIsSerializable: true,
       description: "satellites running at most at once (the least recently used idle one goes)",
     }),
-    readOnly: flag({ long: "read-only", short: "r", description: "everything read-only" }),
-    allowOther: flag({
-      long: "allow-other",
-      description: "let other local users access the mount",
+    ...commonMountArgs({
+      readOnly: "everything read-only",
+      entryTimeout: "seconds the kernel caches names (the tree's own: at most 0.5)",
+      user: "user the satellites run as inside containers",
+      syncWrites: "answer each write once the container has it (see README)",
     }),
-    daemon: flag({
-      long: "daemon",
-      short: "d",
-      description: "return once the mount answers, serve in the background",
-    }),
-    debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
-    logFormat: logFormatOption(),
-    attrTimeout: option({
-      type: seconds,
-      long: "attr-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.attrTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds the kernel caches attributes",
-    }),
-    entryTimeout: option({
-      type: seconds,
-      long: "entry-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.entryTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds the kernel caches names (the tree's own: at most 0.5)",
-    }),
-    requestTimeout: option({
-      type: seconds,
-      long: "request-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.requestTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds before an unanswered request fails with EIO (0: never)",
-    }),
-    user: option({
-      type: string,
-      long: "user",
-      short: "u",
-      defaultValue: () => MOUNT_DEFAULTS.user,
-      defaultValueIsSerializable: true,
-      description: "user the satellites run as inside containers",
-    }),
-    nonEmpty: flag({ long: "nonempty", description: "allow mounting over a non-empty directory" }),
-    writebackCache: flag({
-      long: "writeback-cache",
-      description: "kernel writeback cache for writes (see README)",
-    }),
-    syncWrites: flag({
-      long: "sync-writes",
-      description: "answer each write once the container has it (see README)",
-    }),
-    o: multioption({
-      type: {
-        from: (values: string[]) => Promise.resolve(values),
-        defaultValue: () => [] as string[],
-      },
-      long: "options",
-      short: "o",
-      description: "mount(8)-style comma-separated options, e.g. -o ro,allow_other",
-    }),
+    o: optionListArg("ro,allow_other"),
   },
   handler: (a): Invocation => {
-    const base = mountOptions("engine", a.mountpoint, {
-      readOnly: a.readOnly,
-      allowOther: a.allowOther,
-      debug: a.debug,
-      attrTimeout: a.attrTimeout,
-      entryTimeout: a.entryTimeout,
-      negativeTimeout: a.entryTimeout,
-      requestTimeout: a.requestTimeout,
-      user: a.user,
-      nonEmpty: a.nonEmpty,
-      writebackCache: a.writebackCache,
-      syncWrites: a.syncWrites,
-    });
-    for (const list of a.o) {
-      const problem = applyMountOptionList(base, list);
-      if (problem) return { kind: "usage-error", text: problem };
-    }
+    const base = commonMountOptions("engine", a.mountpoint, a, {});
+    if (typeof base === "string") return { kind: "usage-error", text: base };
     if (base.path !== MOUNT_DEFAULTS.path) {
       return { kind: "usage-error", text: "-o path does not apply to an engine mount" };
     }

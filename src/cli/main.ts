@@ -12,7 +12,7 @@ import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
 import { cliRunArgs } from "./launch.ts";
 import { runMount, runUnmount } from "./mount.ts";
-import { runEngine } from "./engine.ts";
+import { type EngineDeps, runEngine } from "./engine.ts";
 import { mountOptions } from "../mount/options.ts";
 import { runPrune } from "./prune.ts";
 import { progressBar } from "./progress.ts";
@@ -162,6 +162,45 @@ function tuneAllocator(): void {
 /** How often freed heap memory is handed back to the system. */
 const TRIM_EVERY_MS = 5_000;
 
+/**
+ * `mount` and `engine` after parsing: with `--daemon` (and not yet the background child) starts
+ * the same command line in the background, announced with `daemonOptions`; otherwise serves the
+ * mount in this process, logging to stderr (the child: to its log file) and stopping on
+ * SIGINT, SIGTERM or SIGHUP.
+ */
+async function serveHere(
+  args: readonly string[],
+  invocation: { daemon: boolean; logFormat: "text" | "json" },
+  debug: boolean,
+  daemonOptions: ContainerMountOptions,
+  serve: (deps: EngineDeps, daemonLog: string | undefined) => Promise<ExitCode>,
+): Promise<number> {
+  tuneAllocator();
+  const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
+  if (invocation.daemon && daemonLog === undefined) return await daemonize(args, daemonOptions);
+  const sink = daemonLog === undefined
+    ? Deno.stderr
+    : Deno.openSync(daemonLog, { write: true, append: true });
+  const logger = createLogger({ format: invocation.logFormat, debug, sink });
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(signal, onSignal);
+  }
+  return await serve({
+    env: Deno.env.toObject(),
+    logger,
+    stop: stop.signal,
+    bundleRoot: bundleRoot(),
+    prepareBundle: bundleBuilder(),
+    onReady: () => {
+      if (daemonLog !== undefined) {
+        Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));
+      }
+    },
+  }, daemonLog);
+}
+
 async function main(args: readonly string[]): Promise<number> {
   const invocation = await parseArgs(args);
   switch (invocation.kind) {
@@ -204,60 +243,30 @@ async function main(args: readonly string[]): Promise<number> {
       return served ? ExitCode.Ok : ExitCode.Internal;
     }
     case "engine": {
-      tuneAllocator();
-      const options = invocation.options;
-      const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
-      if (invocation.daemon && daemonLog === undefined) {
-        return await daemonize(args, mountOptions("the engine", options.mountpoint));
-      }
-      const sink = daemonLog === undefined
-        ? Deno.stderr
-        : Deno.openSync(daemonLog, { write: true, append: true });
-      const logger = createLogger({ format: invocation.logFormat, debug: options.debug, sink });
-      const stop = new AbortController();
-      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-        Deno.addSignalListener(signal, () => stop.abort());
-      }
-      return await runEngine(options, {
-        env: Deno.env.toObject(),
-        logger,
-        stop: stop.signal,
-        bundleRoot: bundleRoot(),
-        prepareBundle: bundleBuilder(),
-        onReady: () => {
-          if (daemonLog !== undefined) {
-            Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));
-          }
-        },
-      });
+      const { options } = invocation;
+      return await serveHere(
+        args,
+        invocation,
+        options.debug,
+        mountOptions("the engine", options.mountpoint),
+        (deps) => runEngine(options, deps),
+      );
     }
     case "mount": {
-      tuneAllocator();
-      const options = invocation.options;
-      const daemonLog = Deno.env.get(DAEMON_CHILD_ENV);
-      if (invocation.daemon && daemonLog === undefined) return await daemonize(args, options);
-      const sink = daemonLog === undefined
-        ? Deno.stderr
-        : Deno.openSync(daemonLog, { write: true, append: true });
-      const logger = createLogger({ format: invocation.logFormat, debug: options.debug, sink });
-      const stop = new AbortController();
-      const onSignal = (): void => stop.abort();
-      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-        Deno.addSignalListener(signal, onSignal);
-      }
-      return await runMount(options, {
-        env: Deno.env.toObject(),
-        logger,
-        stop: stop.signal,
-        bundleRoot: bundleRoot(),
-        prepareBundle: bundleBuilder(),
-        onReady: () => {
-          if (daemonLog !== undefined) {
-            Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));
-          }
-        },
-        onProgress: daemonLog === undefined && Deno.stderr.isTerminal() ? progressBar() : undefined,
-      });
+      const { options } = invocation;
+      return await serveHere(
+        args,
+        invocation,
+        options.debug,
+        options,
+        (deps, daemonLog) =>
+          runMount(options, {
+            ...deps,
+            onProgress: daemonLog === undefined && Deno.stderr.isTerminal()
+              ? progressBar()
+              : undefined,
+          }),
+      );
     }
   }
 }
