@@ -15,6 +15,7 @@ import {
   readResponseHead,
   readSmallBody,
   writeAll,
+  writeChunked,
 } from "./transport.ts";
 
 export interface ApiResponse {
@@ -109,22 +110,7 @@ export class EngineApi {
         await writeAll(conn, encoder.encode(request + "\r\n"));
         if (payload !== undefined) await writeAll(conn, payload);
         if (options.body !== undefined) {
-          const iterator = options.body[Symbol.asyncIterator]();
-          while (true) {
-            let next: IteratorResult<Uint8Array>;
-            try {
-              next = await iterator.next();
-            } catch (error) {
-              bodyError = error;
-              throw error;
-            }
-            if (next.done) break;
-            if (next.value.length === 0) continue;
-            await writeAll(conn, encoder.encode(`${next.value.length.toString(16)}\r\n`));
-            await writeAll(conn, next.value);
-            await writeAll(conn, encoder.encode("\r\n"));
-          }
-          await writeAll(conn, encoder.encode("0\r\n\r\n"));
+          await writeChunked(conn, options.body, (error) => bodyError = error);
         }
       } catch (error) {
         if (bodyError !== undefined) throw error;

@@ -77,6 +77,27 @@ function labelsOf(value: unknown): Record<string, string> {
   return typeof value === "object" && value !== null ? value as Record<string, string> : {};
 }
 
+/** A `GET /containers/json` entry as the tree sees it. */
+function containerSummary(c: Record<string, unknown>): ContainerSummary {
+  return {
+    id: String(c.Id),
+    name: String((c.Names as string[] | undefined)?.[0] ?? c.Id).replace(/^\//, ""),
+    running: c.State === "running",
+    created: Number(c.Created ?? 0),
+    labels: labelsOf(c.Labels),
+  };
+}
+
+/** A `GET /images/json` entry as the tree sees it (no "<none>:<none>" tag). */
+function imageSummary(i: Record<string, unknown>): ImageSummary {
+  return {
+    id: String(i.Id),
+    tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
+    created: Number(i.Created ?? 0),
+    labels: labelsOf(i.Labels),
+  };
+}
+
 /** The engine API the tree uses. */
 export class EngineApi {
   readonly description: string;
@@ -129,13 +150,7 @@ export class EngineApi {
       undefined,
       "list containers",
     ) as Record<string, unknown>[];
-    return list.map((c) => ({
-      id: String(c.Id),
-      name: String((c.Names as string[] | undefined)?.[0] ?? c.Id).replace(/^\//, ""),
-      running: c.State === "running",
-      created: Number(c.Created ?? 0),
-      labels: labelsOf(c.Labels),
-    }));
+    return list.map(containerSummary);
   }
 
   async listImages(): Promise<ImageSummary[]> {
@@ -143,12 +158,7 @@ export class EngineApi {
       string,
       unknown
     >[];
-    return list.map((i) => ({
-      id: String(i.Id),
-      tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
-      created: Number(i.Created ?? 0),
-      labels: labelsOf(i.Labels),
-    }));
+    return list.map(imageSummary);
   }
 
   async listVolumes(): Promise<VolumeSummary[]> {
@@ -171,13 +181,7 @@ export class EngineApi {
       undefined,
       "list containers",
     ) as Record<string, unknown>[];
-    return list.map((c) => ({
-      id: String(c.Id),
-      name: String((c.Names as string[] | undefined)?.[0] ?? c.Id).replace(/^\//, ""),
-      running: c.State === "running",
-      created: Number(c.Created ?? 0),
-      labels: labelsOf(c.Labels),
-    }));
+    return list.map(containerSummary);
   }
 
   async inspectContainerRaw(id: string): Promise<Record<string, unknown>> {
@@ -285,12 +289,7 @@ export class EngineApi {
       undefined,
       "list images",
     ) as Record<string, unknown>[];
-    return list.map((i) => ({
-      id: String(i.Id),
-      tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
-      created: Number(i.Created ?? 0),
-      labels: labelsOf(i.Labels),
-    }));
+    return list.map(imageSummary);
   }
 
   /** Removes an image (forced, untagged children kept); a missing one is no error. */
