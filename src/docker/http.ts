@@ -11,9 +11,11 @@ import {
   type ByteConn,
   closeQuietly,
   type Dialer,
+  type HttpResponseHead,
   readResponseHead,
   readSmallBody,
   writeAll,
+  writeChunked,
 } from "./transport.ts";
 
 export interface ApiResponse {
@@ -47,6 +49,50 @@ export class EngineApi {
 
   /** Sends a request and reads the whole response. Throws DockerError "unreachable" on I/O. */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<ApiResponse> {
+    const { conn, head } = await this.#send(method, path, options);
+    try {
+      const body = await readBody(conn, head, options.limit ?? DEFAULT_LIMIT);
+      return { status: head.status, body };
+    } catch (error) {
+      throw connectionError(method, path, error);
+    } finally {
+      closeQuietly(conn);
+    }
+  }
+
+  /**
+   * Sends a request and answers its body as it arrives (chunked decoded), for answers that do
+   * not end by themselves (the event stream); `close()` ends it. On a non-2xx answer, throws
+   * DockerError with the engine's message (code by `statusErrorCode`). Reading the body throws
+   * the connection's errors as they are.
+   */
+  async stream(
+    method: string,
+    path: string,
+    options: RequestOptions = {},
+  ): Promise<StreamResponse> {
+    const { conn, head } = await this.#send(method, path, options);
+    if (head.status >= 300 && head.status !== 304) {
+      try {
+        const message = await readSmallBody(conn, head);
+        throw new DockerError(statusErrorCode(head.status), message || `HTTP ${head.status}`);
+      } finally {
+        closeQuietly(conn);
+      }
+    }
+    return {
+      status: head.status,
+      body: bodyChunks(new BufferedReader(conn, head.rest, Infinity), head),
+      close: () => closeQuietly(conn),
+    };
+  }
+
+  /** Sends a request and reads the answer's head; the caller reads the body and closes `conn`. */
+  async #send(
+    method: string,
+    path: string,
+    options: RequestOptions,
+  ): Promise<{ conn: ByteConn; head: HttpResponseHead }> {
     const conn = await this.#dial();
     let bodyError: unknown;
     try {
@@ -54,52 +100,32 @@ export class EngineApi {
         ? undefined
         : encoder.encode(JSON.stringify(options.json));
       const type = options.json !== undefined ? "application/json" : options.contentType;
-      let head = `${method} ${this.#prefix}${path} HTTP/1.1\r\nHost: docker\r\n` +
+      let request = `${method} ${this.#prefix}${path} HTTP/1.1\r\nHost: docker\r\n` +
         `User-Agent: dockerfuse\r\nConnection: close\r\n`;
-      if (type !== undefined) head += `Content-Type: ${type}\r\n`;
-      if (options.body !== undefined) head += "Transfer-Encoding: chunked\r\n";
-      else head += `Content-Length: ${payload?.length ?? 0}\r\n`;
+      if (type !== undefined) request += `Content-Type: ${type}\r\n`;
+      if (options.body !== undefined) request += "Transfer-Encoding: chunked\r\n";
+      else request += `Content-Length: ${payload?.length ?? 0}\r\n`;
       let sendError: unknown;
       try {
-        await writeAll(conn, encoder.encode(head + "\r\n"));
+        await writeAll(conn, encoder.encode(request + "\r\n"));
         if (payload !== undefined) await writeAll(conn, payload);
         if (options.body !== undefined) {
-          const iterator = options.body[Symbol.asyncIterator]();
-          while (true) {
-            let next: IteratorResult<Uint8Array>;
-            try {
-              next = await iterator.next();
-            } catch (error) {
-              bodyError = error;
-              throw error;
-            }
-            if (next.done) break;
-            if (next.value.length === 0) continue;
-            await writeAll(conn, encoder.encode(`${next.value.length.toString(16)}\r\n`));
-            await writeAll(conn, next.value);
-            await writeAll(conn, encoder.encode("\r\n"));
-          }
-          await writeAll(conn, encoder.encode("0\r\n\r\n"));
+          await writeChunked(conn, options.body, (error) => bodyError = error);
         }
       } catch (error) {
         if (bodyError !== undefined) throw error;
         sendError = error; // the engine may have answered early (and closed): read its answer
       }
-      const response = await readResponseHead(conn);
-      if (typeof response === "string") {
-        throw sendError ?? new DockerError("protocol", `${method} ${path}: ${response}`);
+      const head = await readResponseHead(conn);
+      if (typeof head === "string") {
+        throw sendError ??
+          new DockerError("protocol", `${method} ${path}: ${head}`, { reason: head });
       }
-      const body = await readBody(conn, response, options.limit ?? DEFAULT_LIMIT);
-      return { status: response.status, body };
+      return { conn, head };
     } catch (error) {
-      if (error instanceof DockerError || bodyError !== undefined) throw error;
-      throw new DockerError(
-        "unreachable",
-        `The engine connection failed during ${method} ${path}: ${errorMessage(error)}`,
-        { cause: error },
-      );
-    } finally {
       closeQuietly(conn);
+      if (bodyError !== undefined) throw error;
+      throw connectionError(method, path, error);
     }
   }
 
@@ -115,7 +141,9 @@ export class EngineApi {
         `Upgrade: tcp\r\nContent-Length: 0\r\n\r\n`;
       await writeAll(conn, encoder.encode(request));
       const head = await readResponseHead(conn);
-      if (typeof head === "string") throw new DockerError("protocol", `POST ${path}: ${head}`);
+      if (typeof head === "string") {
+        throw new DockerError("protocol", `POST ${path}: ${head}`, { reason: head });
+      }
       if (head.status !== 101 && head.status !== 200) {
         const message = await readSmallBody(conn, head);
         throw new DockerError(
@@ -126,14 +154,33 @@ export class EngineApi {
       return { conn, rest: head.rest };
     } catch (error) {
       closeQuietly(conn);
-      if (error instanceof DockerError) throw error;
-      throw new DockerError(
-        "unreachable",
-        `The engine connection failed during POST ${path}: ${errorMessage(error)}`,
-        { cause: error },
-      );
+      throw connectionError("POST", path, error);
     }
   }
+}
+
+/** A response whose body is read as it arrives. */
+export interface StreamResponse {
+  status: number;
+  body: AsyncIterable<Uint8Array>;
+  /** closes the connection (ends `body`); safe to call more than once */
+  close(): void;
+}
+
+/** The DockerError code for an engine's error status: 404 "not-found", 409 "not-running". */
+export function statusErrorCode(status: number): "not-found" | "not-running" | "api" {
+  return status === 404 ? "not-found" : status === 409 ? "not-running" : "api";
+}
+
+/** A DockerError as it is; any other failure as "unreachable" (its `reason` the bare cause). */
+function connectionError(method: string, path: string, error: unknown): DockerError {
+  if (error instanceof DockerError) return error;
+  const reason = errorMessage(error);
+  return new DockerError(
+    "unreachable",
+    `The engine connection failed during ${method} ${path}: ${reason}`,
+    { cause: error, reason },
+  );
 }
 
 /** The engine's message in an error response body (JSON {message}), else the text. */
@@ -168,11 +215,7 @@ async function readBody(
   if (head.headers.get("transfer-encoding")?.toLowerCase().includes("chunked")) {
     const parts: Uint8Array[] = [];
     while (true) {
-      const line = await reader.line();
-      const size = parseInt(line.split(";")[0].trim(), 16);
-      if (!Number.isFinite(size) || size < 0) {
-        throw new DockerError("protocol", `bad chunk size '${line}' in the engine's answer`);
-      }
+      const size = chunkSize(await reader.line());
       if (size === 0) break;
       parts.push(await reader.exactly(size));
       await reader.line();
@@ -182,6 +225,33 @@ async function readBody(
   const length = head.headers.get("content-length");
   if (length !== undefined) return await reader.exactly(Number(length));
   return await reader.rest();
+}
+
+/** A response body as it arrives: Content-Length, chunked (decoded), or until the close. */
+async function* bodyChunks(
+  reader: BufferedReader,
+  head: { status: number; headers: Map<string, string> },
+): AsyncGenerator<Uint8Array> {
+  if (head.status === 204 || head.status === 304) return;
+  if (head.headers.get("transfer-encoding")?.toLowerCase().includes("chunked")) {
+    while (true) {
+      const size = chunkSize(await reader.line());
+      if (size === 0) return;
+      yield* reader.upTo(size);
+      await reader.line();
+    }
+  }
+  const length = head.headers.get("content-length");
+  if (length !== undefined) yield* reader.upTo(Number(length));
+  else yield* reader.upTo(Infinity);
+}
+
+function chunkSize(line: string): number {
+  const size = parseInt(line.split(";")[0].trim(), 16);
+  if (!Number.isFinite(size) || size < 0) {
+    throw new DockerError("protocol", `bad chunk size '${line}' in the engine's answer`);
+  }
+  return size;
 }
 
 /** Reads lines and exact byte counts off a connection, keeping at most `limit` bytes. */
@@ -240,6 +310,23 @@ export class BufferedReader {
       }
     }
     return this.#take(n);
+  }
+
+  /**
+   * The next `n` bytes (Infinity: up to the close) as they arrive; ends early only for
+   * Infinity.
+   */
+  async *upTo(n: number): AsyncGenerator<Uint8Array> {
+    let left = n;
+    while (left > 0) {
+      if (this.#buffer.length === 0 && !(await this.#fill())) {
+        if (left === Infinity) return;
+        throw new DockerError("protocol", "the engine's answer ended early");
+      }
+      const part = this.#take(Math.min(left, this.#buffer.length));
+      left -= part.length;
+      yield part;
+    }
   }
 
   async rest(): Promise<Uint8Array> {

@@ -1,6 +1,7 @@
 import { deepStrictEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { DockerError } from "./errors.ts";
 import { EngineApi, responseMessage } from "./http.ts";
+import type { ByteConn } from "./transport.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -157,6 +158,67 @@ Deno.test("http: upgrade returns the stream's first bytes; a refusal carries the
         api.upgrade("/containers/gone/attach?stream=1"),
         (e) =>
           e instanceof DockerError && e.code === "not-found" && /No such container/.test(e.message),
+      );
+    },
+  );
+});
+
+/** A dialer whose connection swallows the request and answers `pieces`, one per read. */
+function piecesDialer(pieces: string[]): () => Promise<ByteConn> {
+  return () => {
+    const left = pieces.map((piece) => encoder.encode(piece));
+    return Promise.resolve({
+      read: (buffer: Uint8Array) => {
+        const piece = left.shift();
+        if (piece === undefined) return Promise.resolve(null);
+        buffer.set(piece);
+        return Promise.resolve(piece.length);
+      },
+      write: (data: Uint8Array) => Promise.resolve(data.length),
+      closeWrite: () => Promise.resolve(),
+      close: () => {},
+    });
+  };
+}
+
+async function streamed(api: EngineApi): Promise<string> {
+  const response = await api.stream("GET", "/events");
+  let text = "";
+  try {
+    for await (const part of response.body) text += decoder.decode(part);
+  } finally {
+    response.close();
+  }
+  return text;
+}
+
+const CHUNKED_HEAD = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+const CHUNKED_BODY = '1a\r\n{"Type":"container","x":1}\r\n5;ext=1\r\nhello\r\n0\r\n\r\n';
+
+Deno.test("http: a streamed chunked body is decoded however the bytes arrive", async () => {
+  const wire = CHUNKED_HEAD + CHUNKED_BODY;
+  for (let at = CHUNKED_HEAD.length; at <= wire.length; at++) {
+    const api = new EngineApi(piecesDialer([wire.slice(0, at), wire.slice(at)]), "1.41");
+    equal(await streamed(api), '{"Type":"container","x":1}hello', `split at ${at}`);
+  }
+});
+
+Deno.test("http: a streamed body without length runs to the close; a bad chunk throws", async () => {
+  const plain = new EngineApi(piecesDialer(["HTTP/1.1 200 OK\r\n\r\nab", "cd"]), "1.41");
+  equal(await streamed(plain), "abcd");
+  const bad = new EngineApi(piecesDialer([CHUNKED_HEAD + "zz\r\n"]), "1.41");
+  await rejects(streamed(bad), (e) => e instanceof DockerError && /bad chunk size/.test(e.message));
+  const cut = new EngineApi(piecesDialer([CHUNKED_HEAD + "5\r\nhel"]), "1.41");
+  await rejects(streamed(cut), (e) => e instanceof DockerError && /ended early/.test(e.message));
+});
+
+Deno.test("http: a refused stream carries the engine's message and status code", async () => {
+  await withServer(
+    () => 'HTTP/1.1 409 Conflict\r\nContent-Length: 23\r\n\r\n{"message":"is paused"}',
+    async (api) => {
+      await rejects(
+        api.stream("GET", "/events"),
+        (e) => e instanceof DockerError && e.code === "not-running" && e.message === "is paused",
       );
     },
   );

@@ -183,6 +183,34 @@ export function closeQuietly(conn: ByteConn): void {
   }
 }
 
+/**
+ * Writes `body` chunked, then the last chunk. An error `body` throws is handed to `onBodyError`
+ * and rethrown as it is (so callers tell it from the connection's own errors).
+ */
+export async function writeChunked(
+  conn: ByteConn,
+  body: AsyncIterable<Uint8Array>,
+  onBodyError: (error: unknown) => void,
+): Promise<void> {
+  const encoder = new TextEncoder();
+  const iterator = body[Symbol.asyncIterator]();
+  while (true) {
+    let next: IteratorResult<Uint8Array>;
+    try {
+      next = await iterator.next();
+    } catch (error) {
+      onBodyError(error);
+      throw error;
+    }
+    if (next.done) break;
+    if (next.value.length === 0) continue;
+    await writeAll(conn, encoder.encode(`${next.value.length.toString(16)}\r\n`));
+    await writeAll(conn, next.value);
+    await writeAll(conn, encoder.encode("\r\n"));
+  }
+  await writeAll(conn, encoder.encode("0\r\n\r\n"));
+}
+
 export async function writeAll(conn: ByteConn, data: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < data.length) {
@@ -350,22 +378,7 @@ export async function putArchiveRaw(
     let sendError: unknown;
     try {
       await writeAll(conn, encoder.encode(request));
-      const iterator = body[Symbol.asyncIterator]();
-      while (true) {
-        let next: IteratorResult<Uint8Array>;
-        try {
-          next = await iterator.next();
-        } catch (error) {
-          bodyError = error;
-          throw error;
-        }
-        if (next.done) break;
-        if (next.value.length === 0) continue;
-        await writeAll(conn, encoder.encode(`${next.value.length.toString(16)}\r\n`));
-        await writeAll(conn, next.value);
-        await writeAll(conn, encoder.encode("\r\n"));
-      }
-      await writeAll(conn, encoder.encode("0\r\n\r\n"));
+      await writeChunked(conn, body, (error) => bodyError = error);
     } catch (error) {
       if (bodyError !== undefined) throw error;
       sendError = error; // the engine may have answered (and closed) early: read its answer

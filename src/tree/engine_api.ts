@@ -1,7 +1,8 @@
 /**
  * The engine calls the tree needs beyond a single mount's: listings, the event stream, and
- * helper containers (create, attach, start, remove). Plain HTTP/1.1 over the same raw
- * connections exec streams use (unix socket, TCP, TLS, ssh), one connection per call.
+ * helper containers (create, attach, start, remove): domain calls over `src/docker/http.ts`'s
+ * HTTP/1.1 client, on the same raw connections exec streams use (unix socket, TCP, TLS, ssh),
+ * one connection per call.
  *
  * Invariants:
  * - Every request closes its connection (`Connection: close`); nothing is pooled, so nothing
@@ -15,14 +16,12 @@ import { resolveEngineConfig } from "../docker/config.ts";
 import { DockerError, errorMessage } from "../docker/errors.ts";
 import { createExecSession, type ExecSession } from "../docker/exec.ts";
 import {
-  type ByteConn,
-  closeQuietly,
-  createDialer,
-  type Dialer,
-  readResponseHead,
-  readSmallBody,
-  writeAll,
-} from "../docker/transport.ts";
+  EngineApi as HttpApi,
+  responseMessage,
+  statusErrorCode,
+  type StreamResponse,
+} from "../docker/http.ts";
+import { closeQuietly, createDialer, type Dialer } from "../docker/transport.ts";
 
 /** A container as `GET /containers/json` lists it. */
 export interface ContainerSummary {
@@ -72,74 +71,40 @@ export interface HelperSpec {
   user?: string;
 }
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Decodes an HTTP/1.1 chunked body incrementally (input split anywhere). */
-export class Dechunker {
-  #pending = new Uint8Array(0);
-  #left = 0; // bytes left in the current chunk, then its CRLF
-  #done = false;
-
-  get done(): boolean {
-    return this.#done;
-  }
-
-  /** Body bytes in `input` (may be empty). */
-  push(input: Uint8Array): Uint8Array[] {
-    const all = new Uint8Array(this.#pending.length + input.length);
-    all.set(this.#pending);
-    all.set(input, this.#pending.length);
-    const out: Uint8Array[] = [];
-    let at = 0;
-    while (at < all.length && !this.#done) {
-      if (this.#left > 0) {
-        const take = Math.min(this.#left, all.length - at);
-        out.push(all.slice(at, at + take));
-        at += take;
-        this.#left -= take;
-        continue;
-      }
-      const eol = all.indexOf(10, at);
-      if (eol < 0) break;
-      const line = decoder.decode(all.subarray(at, eol)).trim();
-      at = eol + 1;
-      if (line === "") continue; // the CRLF after a chunk
-      const size = parseInt(line.split(";")[0], 16);
-      if (!Number.isFinite(size)) throw new Error(`bad chunk size '${line}'`);
-      if (size === 0) this.#done = true;
-      this.#left = size;
-    }
-    this.#pending = all.slice(at);
-    return out;
-  }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 function labelsOf(value: unknown): Record<string, string> {
   return typeof value === "object" && value !== null ? value as Record<string, string> : {};
 }
 
+/** A `GET /containers/json` entry as the tree sees it. */
+function containerSummary(c: Record<string, unknown>): ContainerSummary {
+  return {
+    id: String(c.Id),
+    name: String((c.Names as string[] | undefined)?.[0] ?? c.Id).replace(/^\//, ""),
+    running: c.State === "running",
+    created: Number(c.Created ?? 0),
+    labels: labelsOf(c.Labels),
+  };
+}
+
+/** A `GET /images/json` entry as the tree sees it (no "<none>:<none>" tag). */
+function imageSummary(i: Record<string, unknown>): ImageSummary {
+  return {
+    id: String(i.Id),
+    tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
+    created: Number(i.Created ?? 0),
+    labels: labelsOf(i.Labels),
+  };
+}
+
 /** The engine API the tree uses. */
 export class EngineApi {
   readonly description: string;
-  readonly #dial: Dialer;
-  readonly #prefix: string;
+  readonly #http: HttpApi;
 
   constructor(dial: Dialer, apiVersion: string, description: string) {
-    this.#dial = dial;
-    this.#prefix = `/v${apiVersion}`;
+    this.#http = new HttpApi(dial, apiVersion);
     this.description = description;
   }
 
@@ -156,66 +121,25 @@ export class EngineApi {
     );
   }
 
-  async #open(method: string, path: string, body: unknown, what: string, upgrade = false) {
-    const conn = await this.#dial();
-    try {
-      const text = body === undefined ? "" : JSON.stringify(body);
-      const head = `${method} ${this.#prefix}${path} HTTP/1.1\r\nHost: docker\r\n` +
-        `User-Agent: dockerfuse\r\n` +
-        (upgrade ? "Connection: Upgrade\r\nUpgrade: tcp\r\n" : "Connection: close\r\n") +
-        (body === undefined
-          ? "Content-Length: 0\r\n"
-          : `Content-Type: application/json\r\nContent-Length: ${
-            encoder.encode(text).length
-          }\r\n`) +
-        "\r\n";
-      await writeAll(conn, encoder.encode(head + text));
-      const response = await readResponseHead(conn);
-      if (typeof response === "string") {
-        throw new DockerError("protocol", `Cannot ${what}: ${response}`);
-      }
-      if (response.status >= 300 && response.status !== 304) {
-        const message = await readSmallBody(conn, response);
-        throw new DockerError(
-          response.status === 404 ? "not-found" : response.status === 409 ? "not-running" : "api",
-          `Cannot ${what}: ${message || `HTTP ${response.status}`}`,
-        );
-      }
-      return { conn, head: response };
-    } catch (error) {
-      closeQuietly(conn);
-      if (error instanceof DockerError) throw error;
-      throw new DockerError("unreachable", `Cannot ${what}: ${errorMessage(error)}`, {
-        cause: error,
-      });
-    }
-  }
-
   /** One request; the parsed JSON answer (undefined for an empty body). */
   async request(method: string, path: string, body: unknown, what: string): Promise<unknown> {
-    const { conn, head } = await this.#open(method, path, body, what);
+    const response = await rephrase(
+      what,
+      this.#http.request(method, path, { json: body, limit: Infinity }),
+    );
+    if (response.status >= 300 && response.status !== 304) {
+      throw new DockerError(
+        statusErrorCode(response.status),
+        `Cannot ${what}: ${responseMessage(response)}`,
+      );
+    }
     try {
-      const chunked = head.headers.get("transfer-encoding")?.toLowerCase() === "chunked";
-      const dechunk = new Dechunker();
-      const parts: Uint8Array[] = chunked ? dechunk.push(head.rest) : [head.rest];
-      const length = Number(head.headers.get("content-length") ?? "NaN");
-      let got = head.rest.length;
-      while (!(chunked && dechunk.done) && !(Number.isFinite(length) && got >= length)) {
-        const buffer = new Uint8Array(65536);
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        got += n;
-        const bytes = buffer.subarray(0, n);
-        parts.push(...(chunked ? dechunk.push(bytes) : [bytes]));
-      }
-      const text = decoder.decode(concat(parts)).trim();
+      const text = decoder.decode(response.body).trim();
       return text === "" ? undefined : JSON.parse(text);
     } catch (error) {
       throw new DockerError("protocol", `Cannot ${what}: ${errorMessage(error)}`, {
         cause: error,
       });
-    } finally {
-      closeQuietly(conn);
     }
   }
 
@@ -226,13 +150,7 @@ export class EngineApi {
       undefined,
       "list containers",
     ) as Record<string, unknown>[];
-    return list.map((c) => ({
-      id: String(c.Id),
-      name: String((c.Names as string[] | undefined)?.[0] ?? c.Id).replace(/^\//, ""),
-      running: c.State === "running",
-      created: Number(c.Created ?? 0),
-      labels: labelsOf(c.Labels),
-    }));
+    return list.map(containerSummary);
   }
 
   async listImages(): Promise<ImageSummary[]> {
@@ -240,12 +158,7 @@ export class EngineApi {
       string,
       unknown
     >[];
-    return list.map((i) => ({
-      id: String(i.Id),
-      tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
-      created: Number(i.Created ?? 0),
-      labels: labelsOf(i.Labels),
-    }));
+    return list.map(imageSummary);
   }
 
   async listVolumes(): Promise<VolumeSummary[]> {
@@ -268,13 +181,7 @@ export class EngineApi {
       undefined,
       "list containers",
     ) as Record<string, unknown>[];
-    return list.map((c) => ({
-      id: String(c.Id),
-      name: String((c.Names as string[] | undefined)?.[0] ?? c.Id).replace(/^\//, ""),
-      running: c.State === "running",
-      created: Number(c.Created ?? 0),
-      labels: labelsOf(c.Labels),
-    }));
+    return list.map(containerSummary);
   }
 
   async inspectContainerRaw(id: string): Promise<Record<string, unknown>> {
@@ -331,12 +238,11 @@ export class EngineApi {
    */
   async attachAndStart(id: string): Promise<ExecSession> {
     const what = `attach to helper container ${id.slice(0, 12)}`;
-    const { conn, head } = await this.#open(
-      "POST",
-      `/containers/${encodeURIComponent(id)}/attach?stream=1&stdin=1&stdout=1&stderr=1`,
-      undefined,
+    const { conn, rest } = await rephrase(
       what,
-      true,
+      this.#http.upgrade(
+        `/containers/${encodeURIComponent(id)}/attach?stream=1&stdin=1&stdout=1&stderr=1`,
+      ),
     );
     try {
       await this.request(
@@ -354,7 +260,7 @@ export class EngineApi {
       const state = (info.State ?? {}) as { Running?: boolean; ExitCode?: number };
       return { running: state.Running === true, code: state.ExitCode ?? null };
     };
-    return createExecSession(conn as ByteConn, head.rest, inspect, `helper ${id.slice(0, 12)}`);
+    return createExecSession(conn, rest, inspect, `helper ${id.slice(0, 12)}`);
   }
 
   /**
@@ -383,12 +289,7 @@ export class EngineApi {
       undefined,
       "list images",
     ) as Record<string, unknown>[];
-    return list.map((i) => ({
-      id: String(i.Id),
-      tags: ((i.RepoTags as string[] | null) ?? []).filter((t) => t !== "<none>:<none>"),
-      created: Number(i.Created ?? 0),
-      labels: labelsOf(i.Labels),
-    }));
+    return list.map(imageSummary);
   }
 
   /** Removes an image (forced, untagged children kept); a missing one is no error. */
@@ -433,22 +334,17 @@ export class EngineApi {
     const filters = encodeURIComponent(
       JSON.stringify({ type: ["container", "image", "volume"] }),
     );
-    const { conn, head } = await this.#open(
-      "GET",
-      `/events?filters=${filters}`,
-      undefined,
+    const events: StreamResponse = await rephrase(
       "follow engine events",
+      this.#http.stream("GET", `/events?filters=${filters}`),
     );
-    const stop = (): void => closeQuietly(conn);
+    const stop = (): void => events.close();
     signal.addEventListener("abort", stop, { once: true });
+    if (signal.aborted) stop();
     onOpen?.();
-    const chunked = head.headers.get("transfer-encoding")?.toLowerCase() === "chunked";
-    const dechunk = new Dechunker();
     let text = "";
     const feed = (bytes: Uint8Array): void => {
-      for (const part of chunked ? dechunk.push(bytes) : [bytes]) {
-        text += decoder.decode(part, { stream: true });
-      }
+      text += decoder.decode(bytes, { stream: true });
       let eol: number;
       while ((eol = text.indexOf("\n")) >= 0) {
         const line = text.slice(0, eol).trim();
@@ -469,12 +365,9 @@ export class EngineApi {
       }
     };
     try {
-      feed(head.rest);
-      while (!signal.aborted) {
-        const buffer = new Uint8Array(16384);
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        feed(buffer.subarray(0, n));
+      for await (const bytes of events.body) {
+        feed(bytes);
+        if (signal.aborted) break;
       }
     } catch (error) {
       if (!signal.aborted) {
@@ -482,7 +375,24 @@ export class EngineApi {
       }
     } finally {
       signal.removeEventListener("abort", stop);
-      closeQuietly(conn);
+      events.close();
     }
+  }
+}
+
+/**
+ * Awaits an engine call, rephrasing its DockerError as "Cannot `what`: reason" (code kept) and
+ * any other failure as "unreachable".
+ */
+async function rephrase<T>(what: string, call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (error) {
+    const reason = error instanceof DockerError ? error.reason : errorMessage(error);
+    throw new DockerError(
+      error instanceof DockerError ? error.code : "unreachable",
+      `Cannot ${what}: ${reason}`,
+      { cause: error, reason },
+    );
   }
 }
