@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes } from "./bytes.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import {
   type ByteConn,
@@ -220,7 +221,7 @@ async function readBody(
       parts.push(await reader.exactly(size));
       await reader.line();
     }
-    return concat(parts);
+    return concatBytes(parts);
   }
   const length = head.headers.get("content-length");
   if (length !== undefined) return await reader.exactly(Number(length));
@@ -271,7 +272,7 @@ export class BufferedReader {
     const chunk = new Uint8Array(64 * 1024);
     const n = await this.#conn.read(chunk);
     if (n === null) return false;
-    this.#buffer = concat([this.#buffer, chunk.subarray(0, n)]);
+    this.#buffer = concatBytes([this.#buffer, chunk.subarray(0, n)]);
     return true;
   }
 
@@ -335,16 +336,4 @@ export class BufferedReader {
     }
     return this.#take(this.#buffer.length);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const part of parts) total += part.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

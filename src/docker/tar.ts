@@ -3,6 +3,8 @@
  * uploads through the archive API, and a reader for the few small files we fetch back.
  */
 
+import { concatBytes } from "./bytes.ts";
+
 export interface TarEntry {
   /** relative path with "/" separators; no "..", no leading "/" */
   path: string;
@@ -125,15 +127,7 @@ export function buildTar(entries: readonly TarEntry[]): Uint8Array {
     if (part instanceof Uint8Array) return part;
     throw new RangeError("Cannot build a tar archive in memory from a streamed entry");
   });
-  let total = 0;
-  for (const part of parts) total += part.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /**

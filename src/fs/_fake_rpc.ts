@@ -9,6 +9,7 @@
  * @module
  */
 
+import { fakeStat } from "../protocol/_test_utils.ts";
 import type { Node, RequestContext } from "../fuse/mod.ts";
 import {
   type CallOptions,
@@ -146,32 +147,6 @@ export function fakeNode(key: string, parent?: Node, name = ""): Node {
   return node;
 }
 
-/** A Stat: a regular file 0644 of 10 bytes on device 8:1 unless overridden. */
-export function fakeStat(overrides: Partial<Stat> = {}): Stat {
-  return {
-    ino: 100n,
-    mode: 0o100644,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdevMajor: 0,
-    rdevMinor: 0,
-    devMajor: 8,
-    devMinor: 1,
-    size: 10n,
-    blocks: 8n,
-    blksize: 4096,
-    atimeSec: 1,
-    atimeNsec: 0,
-    mtimeSec: 1,
-    mtimeNsec: 0,
-    ctimeSec: 1,
-    ctimeNsec: 0,
-    hasXattrs: false,
-    ...overrides,
-  };
-}
-
 /** The key ContainerFs gives the inode of `stat` ("dev:ino"). */
 export function keyOf(stat: Stat): string {
   return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
@@ -194,3 +169,5 @@ export function fakeLogger(): {
     error: (m) => lines.push(`error: ${m}`),
   };
 }
+
+export { fakeStat };

@@ -8,20 +8,6 @@
  * @module
  */
 
-// The flags mount.ts passes to these calls (defined in src/linux).
-export {
-  AF_UNIX,
-  MNT_DETACH,
-  MS_NODEV,
-  MS_NOSUID,
-  MS_RDONLY,
-  O_CLOEXEC,
-  O_RDWR,
-  SCM_RIGHTS,
-  SOCK_STREAM,
-  SOL_SOCKET,
-} from "../linux/mod.ts";
-
 const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },

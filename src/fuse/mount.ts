@@ -5,25 +5,22 @@
  * @module
  */
 
-import { S_IFMT } from "../linux/mod.ts";
-import { FuseDevice } from "./device.ts";
-import type { FileSystem } from "./filesystem.ts";
 import {
   AF_UNIX,
-  cstr,
-  errno,
-  libc,
   MNT_DETACH,
   MS_NODEV,
   MS_NOSUID,
   MS_RDONLY,
   O_CLOEXEC,
   O_RDWR,
+  S_IFMT,
   SCM_RIGHTS,
   SOCK_STREAM,
   SOL_SOCKET,
-  strerror,
-} from "./libc.ts";
+} from "../linux/mod.ts";
+import { FuseDevice } from "./device.ts";
+import type { FileSystem } from "./filesystem.ts";
+import { cstr, errno, libc, strerror } from "./libc.ts";
 import type { FuseSession, MountOptions } from "./options.ts";
 import { requestBufferSize, Session } from "./session.ts";
 import type { Node } from "./filesystem.ts";

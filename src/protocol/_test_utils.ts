@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { Stat } from "./mod.ts";
 import {
   Dispatcher,
   FrameDecoder,
@@ -167,4 +168,30 @@ export function withSeed(name: string, fn: () => Promise<void> | void): void {
       throw e;
     }
   });
+}
+
+/** A Stat: a regular file 0644 of 10 bytes on device 8:1 unless overridden. */
+export function fakeStat(overrides: Partial<Stat> = {}): Stat {
+  return {
+    ino: 100n,
+    mode: 0o100644,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdevMajor: 0,
+    rdevMinor: 0,
+    devMajor: 8,
+    devMinor: 1,
+    size: 10n,
+    blocks: 8n,
+    blksize: 4096,
+    atimeSec: 1,
+    atimeNsec: 0,
+    mtimeSec: 1,
+    mtimeNsec: 0,
+    ctimeSec: 1,
+    ctimeNsec: 0,
+    hasXattrs: false,
+    ...overrides,
+  };
 }

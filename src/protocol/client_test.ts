@@ -2,35 +2,14 @@
 // timeouts, cancellation, closing, and the handshake checks.
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import { errnoOf, FAKE_HELLO, startFake, valueOf, waitUntil } from "./_test_utils.ts";
+import { errnoOf, FAKE_HELLO, fakeStat, startFake, valueOf, waitUntil } from "./_test_utils.ts";
 import { type Handlers, PROTOCOL_VERSION, RpcFailure, type RpcResult, type Stat } from "./mod.ts";
-
-function statOf(size: bigint): Stat {
-  return {
-    ino: size + 1n,
-    mode: 0o100644,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdevMajor: 0,
-    rdevMinor: 0,
-    devMajor: 0,
-    devMinor: 0,
-    size,
-    blocks: 0n,
-    blksize: 4096,
-    atimeSec: 0,
-    atimeNsec: 0,
-    mtimeSec: 0,
-    mtimeNsec: 0,
-    ctimeSec: 0,
-    ctimeNsec: 0,
-  };
-}
 
 const handlers: Partial<Handlers> = {
   lstat: ({ path }) =>
-    path === "missing" ? new RpcFailure("ENOENT") : statOf(BigInt(String(path).length)),
+    path === "missing"
+      ? new RpcFailure("ENOENT")
+      : fakeStat({ size: BigInt(String(path).length), ino: BigInt(String(path).length) + 1n }),
   read: ({ size, offset }) => new Uint8Array(size).fill(Number(offset & 0xffn)),
 };
 
