@@ -125,12 +125,20 @@ export async function deployChosen(
       randomName: () => name,
     });
   } catch (error) {
-    // "api": the engine refused the upload (read-only, no space, …); anything else is no
-    // reason to think a sidecar would fare better.
-    if (!(error instanceof DockerError) || error.code !== "api" || !isRootUser(options.user)) {
+    // "api": the engine refused the upload (read-only, no space, …); "exec": the runtime refused
+    // to run it (a noexec volume took it; the message names the upload left there). Anything
+    // else is no reason to think a sidecar would fare better.
+    if (
+      !(error instanceof DockerError) || (error.code !== "api" && error.code !== "exec") ||
+      !isRootUser(options.user)
+    ) {
       throw error;
     }
-    options.log?.(`${error.message}: using a sidecar`);
+    if (error.code === "exec") {
+      options.log?.(leftUpload(container, name, error.reason));
+    } else {
+      options.log?.(`${error.message}: using a sidecar`);
+    }
     return await sidecar();
   }
   // A volume may take the upload but not run it (noexec): watch for the first answer. A
@@ -144,13 +152,15 @@ export async function deployChosen(
       `Cannot start the satellite in '${container.name}': ${started.why}`,
     );
   }
-  // The satellite never ran, so its upload dir was not removed: say where it is.
-  options.log?.(
-    `Cannot start the uploaded satellite in '${container.name}' (${started.why}): using a ` +
-      `sidecar; its upload '.dockerfuse-${name}' is left in the volume it went to (one of ` +
-      `${(container.writableMounts ?? []).join(", ")})`,
-  );
+  options.log?.(leftUpload(container, name, started.why));
   return await sidecar();
+}
+
+/** The satellite never ran, so its upload dir was not removed: the log line says where it is. */
+function leftUpload(container: ContainerInfo, name: string, why: string): string {
+  return `Cannot start the uploaded satellite in '${container.name}' (${why}): using a ` +
+    `sidecar; its upload '.dockerfuse-${name}' is left in the volume it went to (one of ` +
+    `${(container.writableMounts ?? []).join(", ")})`;
 }
 
 /**

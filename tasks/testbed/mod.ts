@@ -20,6 +20,7 @@ import {
   type ImageKind,
   imageRef,
 } from "./images.ts";
+import { LABEL_SIDECAR } from "../../src/docker/sidecar.ts";
 import type { EngineName } from "./shapes.ts";
 import {
   copyImagesToPodman,
@@ -322,7 +323,20 @@ export async function startTestContainer(
 
 /** docker rm -f -v (with its anonymous volumes); a container that does not exist is no error. */
 export async function removeTestContainer(bed: TestBed, idOrName: string): Promise<void> {
-  const r = await docker(bed.dockerHost, ["rm", "-f", "-v", idOrName], false);
+  let r = await docker(bed.dockerHost, ["rm", "-f", "-v", idOrName], false);
+  if (r.code !== 0 && /dependent containers/i.test(r.stderr)) {
+    // Podman keeps a target while a sidecar helper shares its PID namespace; the helper of a
+    // mount that just ended may still be going away: remove it first.
+    const id = (await docker(bed.dockerHost, ["inspect", "-f", "{{.Id}}", idOrName])).stdout.trim();
+    const helpers = (await docker(bed.dockerHost, [
+      "ps",
+      "-aq",
+      "--filter",
+      `label=${LABEL_SIDECAR}=${id}`,
+    ])).stdout.split("\n").filter((l) => l.length > 0);
+    if (helpers.length > 0) await docker(bed.dockerHost, ["rm", "-f", ...helpers], false);
+    r = await docker(bed.dockerHost, ["rm", "-f", "-v", idOrName], false);
+  }
   if (r.code !== 0 && !/no such container/i.test(r.stderr)) {
     throw new Error(`Cannot remove test container '${idOrName}': ${r.stderr.trim()}`);
   }

@@ -137,7 +137,9 @@ Deno.test({
       bed.images.glibc,
     ]);
     const container = started.stdout.trim().split("\n").pop()!;
-    const m = await startMount("glibc", { container });
+    // Without reconnect the mount ends with the killed satellite, so its last words are read
+    // (the default would redeploy it: tests/reliability/reconnect_test.ts).
+    const m = await startMount("glibc", { container, args: ["--no-reconnect"] });
     try {
       // A user process needing 52 MiB (tail keeps a line without newline whole): with the
       // satellite (~17 MiB) it does not fit in 64 MiB, alone it does. Without the satellite's

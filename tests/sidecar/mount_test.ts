@@ -118,7 +118,7 @@ Deno.test("sidecar: auto falls back when the writable volume cannot run the uplo
     try {
       match(
         m.stderr(),
-        /Cannot start the uploaded satellite in '[^']*' \(OCI runtime exec failed[^\n]*permission denied[^\n]*\): using a sidecar; its upload '\.dockerfuse-[0-9a-f]+' is left in the volume/,
+        /Cannot start the uploaded satellite in '[^']*' \((?:the runtime refused the exec: )?OCI runtime exec failed[^\n]*permission denied[^\n]*\): using a sidecar; its upload '\.dockerfuse-[0-9a-f]+' is left in the volume/,
       );
       const wrote = await sh(m.mountpoint, 'printf v > "$M/vol/f" && cat "$M/vol/f"');
       equal(wrote.stdout, "v", wrote.stderr);
