@@ -155,6 +155,18 @@ function fail(result: RpcResult<unknown> & { ok: false }): Errno {
   return errnoOf(result.errno);
 }
 
+/** Operations that change names in a directory. */
+const NAMESPACE_CHANGES = [
+  "create",
+  "mknod",
+  "mkdir",
+  "symlink",
+  "link",
+  "unlink",
+  "rmdir",
+  "rename",
+] as const;
+
 /** The FUSE filesystem of one container, served by its satellite. */
 export class ContainerFs implements FileSystem<Handle> {
   /** Path-named calls (they may wait for a reconnection). */
@@ -187,6 +199,19 @@ export class ContainerFs implements FileSystem<Handle> {
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
+    // Namespace changes are pending from their start to their answer (see MountChanges.mark).
+    for (const method of NAMESPACE_CHANGES) {
+      const op = this[method].bind(this) as (...args: unknown[]) => Promise<unknown>;
+      const changes = this.#changes;
+      (this as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+        changes.begin();
+        try {
+          return await op(...args);
+        } finally {
+          changes.end();
+        }
+      };
+    }
   }
 
   #warnOnce(topic: string, message: string): void {
@@ -1002,7 +1027,7 @@ export class ContainerFs implements FileSystem<Handle> {
     // The first batch comes along (with attributes): a listing costs one round trip.
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
-    const changesAt = this.#changes.count;
+    const changesAt = this.#changes.mark();
     const r = await this.#holding(
       ctx,
       () => cur.rpc.opendir({ path, readAhead: READDIR_BATCH }),
@@ -1036,7 +1061,7 @@ export class ContainerFs implements FileSystem<Handle> {
     // Reopened after a reconnect, the directory's cookies (positions in it) still apply.
     const rpc = await this.#via(node, handle);
     if (isErrno(rpc)) return rpc;
-    if (offset === 0 && listing.changesAt === undefined) listing.changesAt = this.#changes.count;
+    if (offset === 0 && listing.madeAt === undefined) listing.changesAt = this.#changes.mark();
     for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
       const cookie = listing.cookies[offset];
       if (cookie === undefined) return EINVAL; // not a position this stream produced

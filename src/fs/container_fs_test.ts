@@ -16,7 +16,7 @@ import {
   S_ISGID,
   S_ISUID,
 } from "../linux/mod.ts";
-import { type DirEntry as WireDirEntry, OpenFlags } from "../protocol/mod.ts";
+import { type DirEntry as WireDirEntry, OpenFlags, type Stat } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
   deferred,
@@ -165,6 +165,33 @@ Deno.test("container fs: a create, rename or unlink in a listed directory makes 
     const asked = rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== "");
     deepStrictEqual(asked, ["missing"], name); // "" is the parent's mode, asked by create
   }
+});
+
+Deno.test("container fs: a listing made while a create is under way does not answer absent names", async () => {
+  const { rpc, fs, root } = setup();
+  const created = deferred<ReturnType<typeof ok<{ handle: number; stat: Stat }>>>();
+  rpc.on("create", () => created.promise);
+  rpc.on("lstat", (p) => p.path === "" ? ok(fakeStat({ mode: S_IFDIR | 0o755 })) : fail("ENOENT"));
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 7n }) }],
+    }));
+  const creating = fs.create(fakeContext(), root, "n", S_IFREG | 0o644, O_WRONLY);
+  await new Promise((r) => setTimeout(r, 0));
+  // Listed while the create is under way: "n" may or may not be in it.
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  created.resolve(ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
+  value(await creating);
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
+  // Listed again once it was answered: trusted.
+  const again = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, again, 0, true));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "other"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
 });
 
 Deno.test("container fs: a complete listing answers absent names only within the timeouts", async () => {

@@ -65,7 +65,8 @@ export class DirListing {
   #droppedAny = false;
   /** When (ms) the satellite made the first batch, set by the owner. */
   madeAt: number | undefined;
-  /** `MountChanges.count` before the first batch was asked, set by the owner. */
+  /** `MountChanges.mark()` before the first batch was asked, set by the owner (undefined: a
+   * change was under way, or not known: the listing does not tell which names are absent). */
   changesAt: number | undefined;
 
   /**
