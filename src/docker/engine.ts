@@ -373,6 +373,33 @@ export class Engine {
   }
 
   /**
+   * Uploads an archive file as it is (a tar, or one compressed with gzip, bzip2 or xz: the
+   * engine tells them apart) into an existing directory of the container.
+   */
+  async uploadArchiveFile(
+    containerId: string,
+    targetDir: string,
+    archivePath: string,
+    options?: { onProgress?: (sent: number, total: number) => void },
+  ): Promise<void> {
+    const total = (await Deno.stat(archivePath)).size;
+    const onProgress = options?.onProgress;
+    const bytes = (async function* (): AsyncGenerator<Uint8Array> {
+      using file = await Deno.open(archivePath);
+      const buffer = new Uint8Array(UPLOAD_CHUNK);
+      let sent = 0;
+      for (;;) {
+        const n = await file.read(buffer);
+        if (n === null) break;
+        yield buffer.subarray(0, n);
+        sent += n;
+        onProgress?.(sent, total);
+      }
+    })();
+    await putArchiveRaw(this.#dial, `/v${this.apiVersion}`, containerId, targetDir, bytes);
+  }
+
+  /**
    * Starts a process with stdin/stdout/stderr attached, no TTY. With `awaitStart`, resolves only
    * once the runtime started it, and throws DockerError "exec" with the runtime's own message
    * when it refused (unknown user, missing or non-executable file: exit codes 126/127).
@@ -557,7 +584,8 @@ export function failedStartReason(start: ExecStart & { started: false }): string
 const UPLOAD_CHUNK = 1024 * 1024;
 
 /** The archive's bytes in chunks of at most 1 MiB; a source of the wrong length is an error. */
-async function* partChunks(parts: TarPart[]): AsyncGenerator<Uint8Array> {
+/** The bytes of an archive's parts, in chunks of at most 1 MiB (file sources read as asked). */
+export async function* partChunks(parts: TarPart[]): AsyncGenerator<Uint8Array> {
   for (const part of parts) {
     if (part instanceof Uint8Array) {
       for (let at = 0; at < part.length; at += UPLOAD_CHUNK) {

@@ -2,10 +2,10 @@
  * Deploys the packaged satellite (dist/satellite/<arch>/) into a container and starts it.
  */
 
-import type { ContainerInfo, Engine } from "./engine.ts";
+import { type ContainerInfo, type Engine, partChunks } from "./engine.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import type { ExecSession } from "./exec.ts";
-import { readTar, type TarEntry } from "./tar.ts";
+import { readTar, type TarEntry, tarParts } from "./tar.ts";
 
 export interface SatelliteManifest {
   formatVersion: 1;
@@ -85,6 +85,18 @@ export async function bundleEntries(
   owner: { uid: number; gid: number },
 ): Promise<TarEntry[]> {
   const entries: TarEntry[] = [{ path: dirName, type: "directory", mode: 0o700, ...owner }];
+  entries.push(...await bundleFileEntries(bundleDir, manifest, `${dirName}/`, owner));
+  return entries;
+}
+
+/** The bundle's subdirectories (0700) and files (0700/0600) under `prefix`, owned by uid/gid. */
+async function bundleFileEntries(
+  bundleDir: string,
+  manifest: SatelliteManifest,
+  prefix: string,
+  owner: { uid: number; gid: number },
+): Promise<TarEntry[]> {
+  const entries: TarEntry[] = [];
   const dirs = new Set<string>();
   for (const file of manifest.files) {
     const parts = file.path.split("/");
@@ -95,7 +107,7 @@ export async function bundleEntries(
       const dir = parts.slice(0, i).join("/");
       if (dirs.has(dir)) continue;
       dirs.add(dir);
-      entries.push({ path: `${dirName}/${dir}`, type: "directory", mode: 0o700, ...owner });
+      entries.push({ path: `${prefix}${dir}`, type: "directory", mode: 0o700, ...owner });
     }
     // Read while uploading: the bundle (~100 MB) never sits in memory whole.
     const path = `${bundleDir}/${file.path}`;
@@ -109,7 +121,7 @@ export async function bundleEntries(
       );
     }
     entries.push({
-      path: `${dirName}/${file.path}`,
+      path: `${prefix}${file.path}`,
       type: "file",
       mode: privateMode(file.mode),
       source: { length, chunks: () => fileChunks(path) },
@@ -117,6 +129,53 @@ export async function bundleEntries(
     });
   }
   return entries;
+}
+
+/** Where the bundle's compressed archive of build `buildId` is kept (see {@link compressedBundle}). */
+export function compressedBundlePath(bundleDir: string, manifest: SatelliteManifest): string {
+  return `${bundleDir}/bundle-${manifest.buildId}.tar.gz`;
+}
+
+/**
+ * The bundle's files as a gzip-compressed tar, entries relative to the satellite's dir and
+ * owned by 0:0, made once per build (the build task replaces the bundle dir, and the name holds
+ * the build id) next to the bundle. Written under a temporary name, then renamed: concurrent
+ * mounts never see half an archive. Undefined when it cannot be written (a read-only install):
+ * the caller compresses on the fly as before.
+ */
+export async function compressedBundle(
+  bundleDir: string,
+  manifest: SatelliteManifest,
+): Promise<string | undefined> {
+  if (!/^[0-9A-Za-z_-]+$/.test(manifest.buildId)) return undefined;
+  const path = compressedBundlePath(bundleDir, manifest);
+  try {
+    if ((await Deno.stat(path)).isFile) return path;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) return undefined;
+  }
+  const entries = await bundleFileEntries(bundleDir, manifest, "", { uid: 0, gid: 0 });
+  const tmp = `${path}.tmp-${Deno.pid}-${randomHex()}`;
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+  } catch {
+    return undefined;
+  }
+  try {
+    // The stream may read ahead, and source chunks are only valid until the next one: copy.
+    await ReadableStream.from(
+      (async function* (): AsyncGenerator<Uint8Array<ArrayBuffer>> {
+        for await (const chunk of partChunks(tarParts(entries))) yield chunk.slice();
+      })(),
+    ).pipeThrough(new CompressionStream("gzip")).pipeTo(file.writable);
+    await Deno.rename(tmp, path);
+    return path;
+  } catch (error) {
+    await Deno.remove(tmp).catch(() => {});
+    if (error instanceof DockerError) throw error; // the bundle itself cannot be read
+    return undefined;
+  }
 }
 
 async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
@@ -315,13 +374,28 @@ export async function deploySatellite(
   const user = options.user || DEFAULT_EXEC_USER;
   const owner = await resolveUser(engine, container.id, user, container.name);
   const dirName = `.dockerfuse-${(options.randomName ?? randomHex)()}`;
-  const entries = await bundleEntries(bundleDir, manifest, dirName, owner);
+  // Remote engines get the bundle compressed; as root, compressed once (not at every mount):
+  // the private dir is made by a tiny plain archive, then the bundle's goes into it.
+  const compressed = engine.isRemote && owner.uid === 0 && owner.gid === 0
+    ? await compressedBundle(bundleDir, manifest)
+    : undefined;
+  const entries = compressed === undefined
+    ? await bundleEntries(bundleDir, manifest, dirName, owner)
+    : [{ path: dirName, type: "directory" as const, mode: 0o700, ...owner }];
   let parent: string | undefined;
   let lastError: unknown;
   for (const candidate of uploadPlaces(engine, container, owner.uid)) {
     if (candidate !== "/" && !(await engine.pathExists(container.id, candidate))) continue;
     try {
-      await engine.upload(container.id, candidate, entries, { onProgress: options.onProgress });
+      if (compressed === undefined) {
+        await engine.upload(container.id, candidate, entries, { onProgress: options.onProgress });
+      } else {
+        await engine.upload(container.id, candidate, entries, { gzip: false });
+        const dir = candidate === "/" ? `/${dirName}` : `${candidate}/${dirName}`;
+        await engine.uploadArchiveFile(container.id, dir, compressed, {
+          onProgress: options.onProgress,
+        });
+      }
       parent = candidate;
       break;
     } catch (error) {

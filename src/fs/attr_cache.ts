@@ -11,6 +11,11 @@
  *   for the attribute timeout; any xattr change through the mount forgets it.
  * - Listed names: attributes of a name listed with `plus` answer its next LOOKUP once, within
  *   min(entry, attribute timeout) of the listing; a change of the name forgets it.
+ * - Complete listings: the names of a directory whose listing was read whole (every batch, up to
+ *   the end, nothing dropped and nothing changed through the mount meanwhile) answer a LOOKUP of
+ *   any other name with ENOENT, within min(entry, attribute timeout) of when the satellite made
+ *   the listing; a change through the mount in the directory forgets them. At most
+ *   `completeDirs` directories and `completeNames` names in all are kept.
  * - Changed directories: a directory's attributes returned right after our change in it answer
  *   its next GETATTR once, within the attribute timeout, unless newer attributes of it were told
  *   since (a chmod of the directory must not be answered with its mode from before).
@@ -33,6 +38,10 @@ export interface AttrCacheLimits {
   listed: number;
   /** Directories' attributes after our change in them. */
   changedDirs: number;
+  /** Directories whose complete listing is kept. */
+  completeDirs: number;
+  /** Names of complete listings kept, in all. */
+  completeNames: number;
 }
 
 /** Default bounds: a few megabytes at most. */
@@ -41,6 +50,8 @@ export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
   noXattrs: 65536,
   listed: 65536,
   changedDirs: 4096,
+  completeDirs: 256,
+  completeNames: 65536,
 };
 
 /** Options of {@link AttrCache}. Times in milliseconds. */
@@ -68,6 +79,10 @@ export class AttrCache {
   /** "dirKey/name" → the listed attributes and until when they serve. */
   readonly #listed: BoundedMap<string, { stat: Stat; until: number }>;
   readonly #changedDirs: BoundedMap<string, { attr: Attr; until: number }>;
+  /** Directory key → every name of its complete listing and until when it answers. */
+  readonly #complete: BoundedMap<string, { names: ReadonlySet<string>; until: number }>;
+  readonly #completeNames: number;
+  #completeCount = 0;
 
   constructor(options: AttrCacheOptions) {
     this.#attrTtlMs = options.attrTtlMs;
@@ -78,6 +93,8 @@ export class AttrCache {
     this.#noXattrs = new BoundedMap(limits.noXattrs);
     this.#listed = new BoundedMap(limits.listed);
     this.#changedDirs = new BoundedMap(limits.changedDirs);
+    this.#complete = new BoundedMap(limits.completeDirs);
+    this.#completeNames = limits.completeNames;
   }
 
   /** How long a listing's attributes serve (ms); 0: listings are not remembered. */
@@ -122,6 +139,8 @@ export class AttrCache {
     this.#noXattrs.clear();
     this.#listed.clear();
     this.#changedDirs.clear();
+    this.#complete.clear();
+    this.#completeCount = 0;
   }
 
   /** The kernel forgot the inode `key`. */
@@ -172,6 +191,51 @@ export class AttrCache {
   /** `name` in `dirKey` changes through the mount. */
   forgetListed(dirKey: string, name: string): void {
     if (this.#listed.size > 0) this.#listed.delete(`${dirKey}/${name}`);
+  }
+
+  // --- complete listings -----------------------------------------------------------------
+
+  /** Directories whose complete listing is kept. */
+  get completeDirs(): number {
+    return this.#complete.size;
+  }
+
+  /** A listing made at `madeAt` (ms) showed all of `dirKey`'s names: `names`. */
+  noteComplete(dirKey: string, names: Iterable<string>, madeAt: number): void {
+    this.forgetComplete(dirKey);
+    if (this.#listedTtlMs <= 0) return;
+    const set = new Set(names);
+    if (set.size > this.#completeNames) return;
+    while (this.#completeCount + set.size > this.#completeNames) {
+      this.forgetComplete(this.#complete.keys().next().value!);
+    }
+    if (this.#complete.size >= this.#complete.limit) {
+      this.forgetComplete(this.#complete.keys().next().value!);
+    }
+    this.#complete.set(dirKey, { names: set, until: madeAt + this.#listedTtlMs });
+    this.#completeCount += set.size;
+  }
+
+  /**
+   * True when `name` is known absent from `dirKey`: a fresh complete listing of it does not show
+   * it. False when not known (no listing, an expired one, or the name is in it).
+   */
+  knownAbsent(dirKey: string, name: string): boolean {
+    const complete = this.#complete.get(dirKey);
+    if (complete === undefined) return false;
+    if (complete.until <= this.#now()) {
+      this.forgetComplete(dirKey);
+      return false;
+    }
+    return !complete.names.has(name);
+  }
+
+  /** Names in `dirKey` change through the mount (or its listing is no longer trusted). */
+  forgetComplete(dirKey: string): void {
+    const complete = this.#complete.get(dirKey);
+    if (complete === undefined) return;
+    this.#complete.delete(dirKey);
+    this.#completeCount -= complete.names.size;
   }
 
   // --- changed directories -----------------------------------------------------------------

@@ -136,3 +136,27 @@ Deno.test("attr cache: newer attributes of a changed directory replace its noted
   c.tell("d", statToAttr(fakeStat({ mode: 0o040700 })));
   deepStrictEqual(c.takeChangedDir("d"), undefined, "attributes told by a lookup are newer too");
 });
+
+Deno.test("attr cache: complete listings answer absent names within their time, in bounds", () => {
+  const { cache: c, clock } = cache({ limits: { completeDirs: 2, completeNames: 5 } });
+  c.noteComplete("a", ["x", "y"], clock.now);
+  deepStrictEqual([c.knownAbsent("a", "z"), c.knownAbsent("a", "x")], [true, false]);
+  deepStrictEqual(c.knownAbsent("b", "z"), false, "no listing: not known");
+  clock.now += 500;
+  deepStrictEqual(c.knownAbsent("a", "z"), false, "expired");
+  c.noteComplete("a", ["x"], clock.now);
+  c.forgetComplete("a");
+  deepStrictEqual(c.knownAbsent("a", "z"), false, "forgotten at a change");
+  // Two directories at most, five names in all: the oldest listings go first.
+  c.noteComplete("a", ["1"], clock.now);
+  c.noteComplete("b", ["1", "2"], clock.now);
+  c.noteComplete("c", ["1"], clock.now);
+  deepStrictEqual([c.knownAbsent("a", "z"), c.knownAbsent("b", "z")], [false, true]);
+  c.noteComplete("d", ["1", "2", "3", "4"], clock.now);
+  deepStrictEqual([c.knownAbsent("b", "z"), c.knownAbsent("c", "z")], [false, true]);
+  deepStrictEqual(c.completeDirs, 2);
+  c.noteComplete("e", ["1", "2", "3", "4", "5", "6"], clock.now);
+  deepStrictEqual(c.knownAbsent("e", "z"), false, "too many names: not kept");
+  c.clear();
+  deepStrictEqual(c.completeDirs, 0);
+});

@@ -155,6 +155,18 @@ function fail(result: RpcResult<unknown> & { ok: false }): Errno {
   return errnoOf(result.errno);
 }
 
+/** Operations that change names in a directory. */
+const NAMESPACE_CHANGES = [
+  "create",
+  "mknod",
+  "mkdir",
+  "symlink",
+  "link",
+  "unlink",
+  "rmdir",
+  "rename",
+] as const;
+
 /** The FUSE filesystem of one container, served by its satellite. */
 export class ContainerFs implements FileSystem<Handle> {
   /** Path-named calls (they may wait for a reconnection). */
@@ -187,6 +199,19 @@ export class ContainerFs implements FileSystem<Handle> {
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
+    // Namespace changes are pending from their start to their answer (see MountChanges.mark).
+    for (const method of NAMESPACE_CHANGES) {
+      const op = this[method].bind(this) as (...args: unknown[]) => Promise<unknown>;
+      const changes = this.#changes;
+      (this as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+        changes.begin();
+        try {
+          return await op(...args);
+        } finally {
+          changes.end();
+        }
+      };
+    }
   }
 
   #warnOnce(topic: string, message: string): void {
@@ -221,7 +246,10 @@ export class ContainerFs implements FileSystem<Handle> {
   #changed(parent: Node | undefined, name: string): void {
     this.#changes.note();
     this.#ahead.drop();
-    if (parent !== undefined) this.#attrs.forgetListed(parent.key, name);
+    if (parent !== undefined) {
+      this.#attrs.forgetListed(parent.key, name);
+      this.#attrs.forgetComplete(parent.key);
+    }
   }
 
   /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
@@ -416,6 +444,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (typeof path !== "string") return path;
     const listed = this.#attrs.takeListed(parent.key, name);
     if (listed !== undefined) return this.#entry(listed);
+    // Not in a fresh complete listing of the parent: the kernel could have been told as much.
+    if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
     return r.ok ? this.#entry(r.value) : fail(r);
   }
@@ -968,7 +998,16 @@ export class ContainerFs implements FileSystem<Handle> {
         this.#warnOnce("name", `skipping directory entries the kernel cannot take (${reason})`);
       }
     };
-    return listing.fill(offset, entries, eof, describe, dropped);
+    const shown = listing.fill(offset, entries, eof, describe, dropped);
+    if (offset === 0) listing.madeAt ??= at;
+    // Read whole with nothing changed through the mount since it was asked: absent names are so.
+    if (
+      eof && listing.complete && listing.madeAt !== undefined &&
+      listing.changesAt === this.#changes.count
+    ) {
+      this.#attrs.noteComplete(dir.key, listing.names(), listing.madeAt);
+    }
+    return shown;
   }
 
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
@@ -978,6 +1017,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const ahead = await this.#ahead.take(node.key);
     if (ahead !== undefined) {
       const listing = new DirListing();
+      listing.changesAt = this.#changes.count; // any change since it was fetched dropped it
       this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at);
       this.#ahead.queue(node.key, path, ahead.entries);
       return {
@@ -987,6 +1027,7 @@ export class ContainerFs implements FileSystem<Handle> {
     // The first batch comes along (with attributes): a listing costs one round trip.
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
+    const changesAt = this.#changes.mark();
     const r = await this.#holding(
       ctx,
       () => cur.rpc.opendir({ path, readAhead: READDIR_BATCH }),
@@ -998,6 +1039,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const { entries, eof } = r.value;
     if (entries !== undefined) {
       const listing = new DirListing();
+      listing.changesAt = changesAt;
       if (this.#fill(node, listing, 0, entries, eof === true, true)) handle.listing = listing;
       if (eof === true) this.#ahead.queue(node.key, path, entries);
     }
@@ -1019,6 +1061,7 @@ export class ContainerFs implements FileSystem<Handle> {
     // Reopened after a reconnect, the directory's cookies (positions in it) still apply.
     const rpc = await this.#via(node, handle);
     if (isErrno(rpc)) return rpc;
+    if (offset === 0 && listing.madeAt === undefined) listing.changesAt = this.#changes.mark();
     for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
       const cookie = listing.cookies[offset];
       if (cookie === undefined) return EINVAL; // not a position this stream produced

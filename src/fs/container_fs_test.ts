@@ -16,7 +16,7 @@ import {
   S_ISGID,
   S_ISUID,
 } from "../linux/mod.ts";
-import { type DirEntry as WireDirEntry, OpenFlags } from "../protocol/mod.ts";
+import { type DirEntry as WireDirEntry, OpenFlags, type Stat } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
   deferred,
@@ -114,6 +114,122 @@ Deno.test("container fs: a name listed with attributes answers one LOOKUP withou
   deepStrictEqual(rpc.calls.length, before, "answered from the listing");
   value(await fs.lookup(fakeContext(), root, "f"));
   deepStrictEqual(rpc.methods().slice(before), ["lstat"], "used once");
+});
+
+/** A root listed whole in one batch (names `f` and `g`), read through READDIRPLUS. */
+async function listRoot(
+  options: Partial<ContainerFsOptions> & { eof?: boolean } = {},
+): Promise<{ rpc: FakeRpc; fs: ContainerFs; root: Node }> {
+  const { rpc, fs, root } = setup(options);
+  const eof = options.eof ?? true;
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof,
+      entries: [
+        { name: "f", ino: 7n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 7n }) },
+        { name: "g", ino: 8n, type: DT_REG, offset: 2n, stat: fakeStat({ ino: 8n }) },
+      ],
+    }));
+  rpc.on("readdir", () => ok({ entries: [], eof: false }));
+  rpc.on("lstat", () => fail("ENOENT"));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  return { rpc, fs, root };
+}
+
+Deno.test("container fs: a name absent from a complete fresh listing is ENOENT without a round trip", async () => {
+  const { rpc, fs, root } = await listRoot();
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(await fs.lookup(fakeContext(), root, ".git"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").length, 0, "answered from the listing");
+  // A listed name is asked again once its listed attributes were used.
+  value(await fs.lookup(fakeContext(), root, "f"));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "f"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["f"]);
+});
+
+Deno.test("container fs: a create, rename or unlink in a listed directory makes LOOKUPs ask again", async () => {
+  const changes: [string, (fs: ContainerFs, root: Node) => Promise<unknown>][] = [
+    ["create", (fs, root) => fs.create(fakeContext(), root, "n", S_IFREG | 0o644, O_WRONLY)],
+    ["rename", (fs, root) => fs.rename(fakeContext(), root, "f", root, "h", 0)],
+    ["unlink", (fs, root) => fs.unlink(fakeContext(), root, "g")],
+  ];
+  for (const [name, change] of changes) {
+    const { rpc, fs, root } = await listRoot();
+    rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
+    rpc.on("rename", () => ok(null));
+    rpc.on("unlink", () => ok(undefined));
+    await change(fs, root);
+    deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+    const asked = rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== "");
+    deepStrictEqual(asked, ["missing"], name); // "" is the parent's mode, asked by create
+  }
+});
+
+Deno.test("container fs: a listing made while a create is under way does not answer absent names", async () => {
+  const { rpc, fs, root } = setup();
+  const created = deferred<ReturnType<typeof ok<{ handle: number; stat: Stat }>>>();
+  rpc.on("create", () => created.promise);
+  rpc.on("lstat", (p) => p.path === "" ? ok(fakeStat({ mode: S_IFDIR | 0o755 })) : fail("ENOENT"));
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 7n }) }],
+    }));
+  const creating = fs.create(fakeContext(), root, "n", S_IFREG | 0o644, O_WRONLY);
+  await new Promise((r) => setTimeout(r, 0));
+  // Listed while the create is under way: "n" may or may not be in it.
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  created.resolve(ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
+  value(await creating);
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
+  // Listed again once it was answered: trusted.
+  const again = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, again, 0, true));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "other"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
+});
+
+Deno.test("container fs: a complete listing answers absent names only within the timeouts", async () => {
+  const { rpc, fs, root } = await listRoot({ attrTimeout: 0.05, entryTimeout: 1 });
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").length, 0);
+  await new Promise((r) => setTimeout(r, 80));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["missing"], "asked after the timeout");
+});
+
+Deno.test("container fs: an incomplete listing does not answer absent names", async () => {
+  const { rpc, fs, root } = await listRoot({ eof: false });
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["missing"]);
+});
+
+Deno.test("container fs: a listing read in batches to its end answers absent names", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: false,
+      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 7n }) }],
+    }));
+  rpc.on("readdir", () =>
+    ok({
+      eof: true,
+      entries: [{ name: "g", ino: 8n, type: DT_REG, offset: 2n, stat: fakeStat({ ino: 8n }) }],
+    }));
+  rpc.on("lstat", () => fail("ENOENT"));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").length, 1, "not complete after the first batch");
+  value(await fs.readdir(fakeContext(), root, handle, 1, true));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").length, 1, "complete after the last batch");
 });
 
 Deno.test("container fs: GETATTR of a directory right after an unlink in it needs no round trip", async () => {

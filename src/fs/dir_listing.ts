@@ -59,6 +59,28 @@ export class DirListing {
   end: number | undefined;
   /** Name → the position it is shown at. */
   readonly #shownAt = new Map<string, number>();
+  /** Positions [0, covered) were all read. */
+  #covered = 0;
+  /** Some entry was left out (its name is not known to be absent). */
+  #droppedAny = false;
+  /** When (ms) the satellite made the first batch, set by the owner. */
+  madeAt: number | undefined;
+  /** `MountChanges.mark()` before the first batch was asked, set by the owner (undefined: a
+   * change was under way, or not known: the listing does not tell which names are absent). */
+  changesAt: number | undefined;
+
+  /**
+   * Every position up to the end was read and no entry was left out: `names()` are all the
+   * directory's names (as of the batches).
+   */
+  get complete(): boolean {
+    return this.end !== undefined && this.#covered >= this.end && !this.#droppedAny;
+  }
+
+  /** Names shown so far. */
+  names(): Iterable<string> {
+    return this.#shownAt.keys();
+  }
 
   /**
    * Makes `entries` (read from position `offset`) the buffer; `describe` gives the READDIRPLUS
@@ -76,6 +98,7 @@ export class DirListing {
     for (const e of entries) {
       const problem = this.#problem(e, offset + buffer.length);
       if (problem !== undefined) {
+        if (problem !== "duplicate") this.#droppedAny = true;
         dropped(e, problem);
         continue;
       }
@@ -95,6 +118,7 @@ export class DirListing {
     if (buffer.length === 0 && !eof) return false;
     this.buffer = buffer;
     this.bufferStart = offset;
+    if (offset <= this.#covered) this.#covered = Math.max(this.#covered, offset + buffer.length);
     if (eof) this.end = offset + buffer.length;
     return true;
   }

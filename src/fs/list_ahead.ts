@@ -139,7 +139,7 @@ export class ListAhead {
   }
 
   async #fetch(key: string, slot: Slot): Promise<void> {
-    const changes = this.#changes.count;
+    const changes = this.#changes.mark(); // a change under way may or may not be seen
     const rpc = this.#rpc();
     const r = await rpc.opendir({ path: slot.path, readAhead: this.#batch });
     if (!r.ok) {

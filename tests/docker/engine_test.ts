@@ -2,6 +2,7 @@
 
 import { connectEngine, DockerError, type Engine } from "../../src/docker/mod.ts";
 import { ok } from "node:assert/strict";
+import { compressedBundle, type SatelliteManifest } from "../../src/docker/satellite.ts";
 import {
   assertRejects,
   bed,
@@ -155,6 +156,56 @@ Deno.test("engine: pathExists through HEAD on the archive endpoint", async () =>
     ok(await engine.pathExists(id, "/pause"));
     ok(!(await engine.pathExists(id, "/lib64/ld-linux-x86-64.so.2")));
   });
+});
+
+Deno.test("engine: the precompressed bundle goes into a private dir made by a plain archive", async () => {
+  const engine = await engineFor(await bed());
+  const bundle = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${bundle}/lib`);
+    const data = randomBytes(1024 * 1024 + 3);
+    await Deno.writeFile(`${bundle}/deno`, data);
+    await Deno.writeTextFile(`${bundle}/lib/ld.so`, "loader");
+    const manifest = {
+      buildId: "enginetest",
+      files: [{ path: "deno", mode: 0o755 }, { path: "lib/ld.so", mode: 0o644 }],
+    } as SatelliteManifest;
+    const archive = await compressedBundle(bundle, manifest);
+    ok(archive !== undefined);
+    await withContainer("glibc", async (id) => {
+      await engine.upload(id, "/tmp", [{ path: ".dockerfuse-t", type: "directory", mode: 0o700 }], {
+        gzip: false,
+      });
+      const progress: [number, number][] = [];
+      await engine.uploadArchiveFile(id, "/tmp/.dockerfuse-t", archive!, {
+        onProgress: (sent, total) => progress.push([sent, total]),
+      });
+      const [lastSent, total] = progress[progress.length - 1];
+      ok(lastSent === total && total === (await Deno.stat(archive!)).size, String(progress));
+      const dir = "/tmp/.dockerfuse-t";
+      const stat = await run(engine, id, [
+        "stat",
+        "-c",
+        "%n %a %u:%g",
+        dir,
+        `${dir}/deno`,
+        `${dir}/lib`,
+        `${dir}/lib/ld.so`,
+      ]);
+      ok(stat.code === 0, stat.stderr);
+      ok(
+        stat.stdout ===
+          `${dir} 700 0:0\n${dir}/deno 700 0:0\n${dir}/lib 700 0:0\n${dir}/lib/ld.so 600 0:0\n`,
+        stat.stdout,
+      );
+      const session = await engine.exec(id, ["cat", `${dir}/deno`]);
+      await session.stdin.close();
+      ok((await sha256(await readAll(session.stdout))) === (await sha256(data)), "content");
+      ok((await session.exited).code === 0);
+    });
+  } finally {
+    await Deno.remove(bundle, { recursive: true });
+  }
 });
 
 Deno.test("engine: upload a tree (plain and gzip) and read it back", async () => {
