@@ -306,15 +306,7 @@ except OSError as e:
   }).spawn();
   const reader = new LineReader(child.stdout);
   deepStrictEqual(await reader.next(), "opened");
-  // abort() needs the fusectl filesystem (the directory exists without it, empty).
-  const mounts = await Deno.readTextFile("/proc/self/mountinfo");
-  if (!mounts.split("\n").some((l) => l.split(" ")[4] === "/sys/fs/fuse/connections")) {
-    const out = await new Deno.Command("mount", {
-      args: ["-t", "fusectl", "none", "/sys/fs/fuse/connections"],
-      stderr: "piped",
-    }).output();
-    ok(out.success, `cannot mount fusectl: ${new TextDecoder().decode(out.stderr)}`);
-  }
+  // abort() works whether fusectl is mounted or not (.ci/run runs this group in both states).
   deepStrictEqual(await session.abort(), true);
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode("go\n"));
