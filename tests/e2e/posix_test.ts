@@ -3,24 +3,14 @@
 // the container's own filesystem (overlayfs here) through the satellite.
 
 import { ALL_KINDS } from "../../tasks/testbed/mod.ts";
-import { POSIX_TABLE } from "../fuse/posix_table.ts";
+import { stepPosixTable } from "../fuse/posix_table.ts";
 import { startMount } from "./harness.ts";
 
 for (const kind of ALL_KINDS) {
   Deno.test(`e2e ${kind}: the POSIX table through dockerfuse`, async (t) => {
     const m = await startMount(kind, { args: ["--allow-other"] });
     try {
-      const base = `${m.mountpoint}/dockerfuse-posix`;
-      await Deno.mkdir(base);
-      await Deno.chmod(base, 0o777);
-      for (const [i, { name, run }] of POSIX_TABLE.entries()) {
-        await t.step(name, async () => {
-          const dir = `${base}/${i}`;
-          await Deno.mkdir(dir);
-          await Deno.chmod(dir, 0o777);
-          await run(dir);
-        });
-      }
+      await stepPosixTable(t, `${m.mountpoint}/dockerfuse-posix`);
     } finally {
       await m.cleanup();
     }

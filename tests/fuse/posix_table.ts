@@ -16,6 +16,23 @@ export interface PosixCase {
 /** Every case, in order. */
 export const POSIX_TABLE: PosixCase[] = [];
 
+/**
+ * Runs every case as a step of `t`, each in a fresh world-writable directory below `base` (made
+ * here, mode 0777, inside the filesystem under test).
+ */
+export async function stepPosixTable(t: Deno.TestContext, base: string): Promise<void> {
+  await Deno.mkdir(base);
+  await Deno.chmod(base, 0o777);
+  for (const [i, { name, run }] of POSIX_TABLE.entries()) {
+    await t.step(name, async () => {
+      const dir = `${base}/${i}`;
+      await Deno.mkdir(dir);
+      await Deno.chmod(dir, 0o777);
+      await run(dir);
+    });
+  }
+}
+
 function posix(name: string, run: (dir: string) => Promise<void>, allowOther = false): void {
   POSIX_TABLE.push({ name, run, allowOther });
 }

@@ -3,7 +3,7 @@
 // of dockerfuse's is left (helpers, mounts) whatever ends the mount.
 
 import { deepStrictEqual, doesNotMatch, equal, match, notEqual, ok } from "node:assert/strict";
-import { POSIX_TABLE } from "../fuse/posix_table.ts";
+import { stepPosixTable } from "../fuse/posix_table.ts";
 import { ensureTestBed, type ImageKind } from "../../tasks/testbed/mod.ts";
 import { throttledProxy } from "../../tasks/bench/deploy.ts";
 import { docker, dockerfuse, isMounted, sh, startMount } from "../e2e/harness.ts";
@@ -141,17 +141,7 @@ Deno.test("sidecar: the POSIX table through a sidecar mount of a writable contai
     args: ["--allow-other", "--deploy", "sidecar"],
   });
   try {
-    const base = `${m.mountpoint}/dockerfuse-posix`;
-    await Deno.mkdir(base);
-    await Deno.chmod(base, 0o777);
-    for (const [i, { name, run }] of POSIX_TABLE.entries()) {
-      await t.step(name, async () => {
-        const dir = `${base}/${i}`;
-        await Deno.mkdir(dir);
-        await Deno.chmod(dir, 0o777);
-        await run(dir);
-      });
-    }
+    await stepPosixTable(t, `${m.mountpoint}/dockerfuse-posix`);
     // Only the table's own directory changed in the target: nothing of the satellite's. (Lines
     // not starting with a change mark continue a name holding a newline.)
     const diff = (await docker(["diff", target])).stdout.split("\n");
