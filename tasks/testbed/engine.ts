@@ -45,6 +45,7 @@ export async function startPrivateDockerd(): Promise<void> {
   const script = `exec dockerd ${args.join(" ")} >>${DOCKERD_LOG} 2>&1 </dev/null`;
   const child = new Deno.Command("setsid", {
     args: ["-f", "sh", "-c", script],
+    cwd: "/", // it outlives this checkout, whose directory may go away
     stdin: "null",
     stdout: "null",
     stderr: "null",

@@ -53,8 +53,11 @@ export async function ensurePodman(apt: Apt): Promise<void> {
   log(`starting podman system service on ${PODMAN_HOST} (log: ${PODMAN_LOG})`);
   const script =
     `exec podman system service --time=0 ${PODMAN_HOST} >>${PODMAN_LOG} 2>&1 </dev/null`;
+  // cwd "/": the service (and every conmon it starts) outlives this checkout, whose directory
+  // may be removed meanwhile ("conmon: Failed to get working directory" then fails every start).
   const child = new Deno.Command("setsid", {
     args: ["-f", "sh", "-c", script],
+    cwd: "/",
     stdin: "null",
     stdout: "null",
     stderr: "null",
