@@ -177,6 +177,10 @@ Deno.test("reconnect: an open file whose path names another file afterwards neve
       ok(got instanceof Error, `the old handle read: ${JSON.stringify(got)}`);
       ok(/stale|Input\/output/i.test(got.message), got.message);
       console.log(`  old handle after its path changed: ${got.message}`);
+      // The log line and the error reach us on different pipes: give the line a moment.
+      for (let i = 0; i < 50 && !/Cannot reopen .*ESTALE/.test(m.stderr()); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       ok(/Cannot reopen .*ESTALE/.test(m.stderr()), m.stderr());
     } finally {
       file.close();
