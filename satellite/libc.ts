@@ -69,6 +69,7 @@ const SYMBOLS = {
   geteuid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   fgetxattr: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
   fsetxattr: { parameters: ["i32", "buffer", "buffer", "usize", "i32"], result: "i32" },
   fremovexattr: { parameters: ["i32", "buffer"], result: "i32" },

@@ -5,8 +5,8 @@
  *
  * `--self DIR` is deleted (recursively) as soon as the satellite runs: its own upload. Nothing
  * but protocol frames goes to stdout; diagnostics go to stderr. It exits when stdin closes.
- * The loop is fully synchronous (blocking reads and writes through libc): one request at a
- * time, in arrival order, responses batched per input chunk.
+ * The loop is fully synchronous (poll(2), blocking reads and writes through libc, see loop.ts):
+ * one request at a time, in arrival order, responses batched per input chunk.
  *
  * @module
  */
@@ -22,6 +22,7 @@ import { AT_FDCWD, ERRNO, F_SETPIPE_SZ, O_CLOEXEC, O_PATH } from "../src/linux/m
 import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
+import { Loop } from "./loop.ts";
 import {
   cgroupMemoryLimit,
   memoryBudget,
@@ -181,16 +182,23 @@ function main(): number {
       out.push(response.frame);
     }
   };
-  for (;;) {
+  const loop = new Loop(libc);
+  let status = 0;
+  const end = (code: number): void => {
+    status = code;
+    loop.stop();
+  };
+  // stdin: requests. Every frame of a read is handled before the next read.
+  loop.add(0, () => {
     const n = num(
       libc.fn.read(0, fill ? input.subarray(fill) : input, BigInt(input.length - fill)),
     );
     if (n < 0) {
-      if (libc.errno() === ERRNO.EINTR) continue;
+      if (libc.errno() === ERRNO.EINTR) return;
       log(`cannot read stdin: errno ${libc.errno()}`);
-      break;
+      return end(0);
     }
-    if (n === 0) break; // client closed our stdin: done
+    if (n === 0) return end(0); // client closed our stdin: done
     fill += n;
     const whole = completeFrames(input, fill);
     const error = decoder.push(input.subarray(0, whole), onFrame);
@@ -204,13 +212,14 @@ function main(): number {
     out.flush();
     if (fatal !== undefined) {
       log(`protocol error: ${fatal}`);
-      fs.closeAll();
-      return 3;
+      return end(3);
     }
-    if (out.broken) break;
-  }
+    if (out.broken) end(0);
+  });
+  const pollError = loop.run();
+  if (pollError !== undefined) log(`cannot poll: errno ${pollError}`);
   fs.closeAll();
-  return 0;
+  return status;
 }
 
 /** Reads the container's memory limit, raises oom_score_adj and starts the memory guard. */

@@ -211,6 +211,12 @@ export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const F_SETPIPE_SZ = 1031;
 
+/** poll(2) events. */
+export const POLLIN = 0x1;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const POLLNVAL = 0x20;
+
 // mount(2) and umount2(2) flags.
 export const MS_RDONLY = 1;
 export const MS_NOSUID = 2;
