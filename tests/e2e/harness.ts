@@ -6,6 +6,7 @@
  */
 
 import { cliRunArgs } from "../../src/cli/launch.ts";
+import { watchChild } from "./child.ts";
 import {
   type BedKind,
   ensureTestBed,
@@ -102,34 +103,17 @@ export async function startMount(
     stderr: "piped",
     env: options.env,
   }).spawn();
-  let stderr = "";
-  const pump = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  child.stdout.cancel().catch(() => {});
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const watched = watchChild(child);
   const mount: E2EMount = {
     bed,
     kind,
     container,
     mountpoint,
     child,
-    stderr: () => stderr,
-    async stop(signal: Deno.Signal = "SIGTERM") {
-      if (!exited) child.kill(signal);
-      const s = await status;
-      await pump.catch(() => {});
-      return s.code;
-    },
+    stderr: watched.stderr,
+    stop: (signal: Deno.Signal = "SIGTERM") => watched.stop(signal),
     async cleanup() {
-      if (!exited) {
-        child.kill("SIGKILL");
-        await status;
-      }
+      await watched.kill();
       if (await isMounted(mountpoint)) {
         await new Deno.Command("umount", { args: ["-l", mountpoint] }).output();
       }
@@ -139,13 +123,13 @@ export async function startMount(
   };
   const deadline = Date.now() + 120_000;
   // Ready once the client says so (a stale mount may be listed at the same place before).
-  while (!stderr.includes(" Mounted '") || !(await isMounted(mountpoint))) {
-    if (exited || Date.now() > deadline) {
+  while (!watched.stderr().includes(" Mounted '") || !(await isMounted(mountpoint))) {
+    if (watched.exited() || Date.now() > deadline) {
       await mount.cleanup();
       throw new Error(
         `dockerfuse did not mount ${kind} container ${container} (${
-          exited ? "it exited" : "timeout"
-        }):\n${stderr}`,
+          watched.exited() ? "it exited" : "timeout"
+        }):\n${watched.stderr()}`,
       );
     }
     await new Promise((r) => setTimeout(r, 50));

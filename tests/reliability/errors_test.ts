@@ -2,23 +2,13 @@
 // read-only rootfs, EACCES when the exec user is not root.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { CONTAINER_LABEL, ensureTestBed } from "../../tasks/testbed/mod.ts";
+import { ensureTestBed, startTestContainer } from "../../tasks/testbed/mod.ts";
 import { docker, readInside, sh, withMount } from "./helpers.ts";
 
 /** Starts a musl test container with extra `docker run` options; returns its id. */
 async function runMusl(options: string[]): Promise<string> {
   const bed = await ensureTestBed({ kinds: ["musl"] });
-  const r = await docker([
-    "run",
-    "-d",
-    "--network",
-    "none",
-    "--label",
-    CONTAINER_LABEL,
-    ...options,
-    bed.images.musl,
-  ]);
-  return r.stdout.trim().split("\n").pop()!;
+  return await startTestContainer(bed, "musl", { runArgs: options });
 }
 
 async function withContainer(options: string[], fn: (id: string) => Promise<void>): Promise<void> {

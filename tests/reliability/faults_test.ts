@@ -23,6 +23,7 @@ import {
   startMount,
   withMount,
 } from "./helpers.ts";
+import { restartDockerd, stopProcess, tcpForwarder } from "./engine_faults.ts";
 
 /** Bound for noticing a fault and exiting (the issue asks for "a second or two"; CI is slow). */
 const NOTICE_MS = 20_000;
@@ -260,7 +261,7 @@ Deno.test("fault: remote engine connection dropped; remote dockerd restarted →
     }
     const keyLine = (await Deno.readTextFile(`${remote.certDir}/key.pem`)).split("\n")[1]!;
     // 1. The TCP connection to the engine drops (a forwarder in between closes everything).
-    const proxy = tcpForwarder(remote.port);
+    const proxy = tcpForwarder(remote.port, { refuseAfterDrop: true });
     try {
       const m = await startMount("musl", {
         container: remote.containerId,
@@ -339,75 +340,4 @@ async function assertCleanEndRemote(
   await assertNoStaleMount(m.mountpoint);
   for (const pid of children) ok(!(await alive(pid)), `child ${pid} of the client survived`);
   console.log(`  noticed in ${Math.round(performance.now() - started)} ms: ${last}`);
-}
-
-/** A loopback TCP forwarder to 127.0.0.1:`target` whose connections can all be cut at once. */
-function tcpForwarder(target: number): { port: number; dropAll(): void; close(): void } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  let dropping = false;
-  (async () => {
-    for await (const conn of listener) {
-      if (dropping) {
-        conn.close();
-        continue;
-      }
-      conns.add(conn);
-      (async () => {
-        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-        conns.add(upstream);
-        await Promise.allSettled([
-          conn.readable.pipeTo(upstream.writable),
-          upstream.readable.pipeTo(conn.writable),
-        ]);
-      })().catch(() => {});
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    dropAll() {
-      dropping = true;
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      conns.clear();
-    },
-    close() {
-      this.dropAll();
-      try {
-        listener.close();
-      } catch { /* closed */ }
-    },
-  };
-}
-
-/** Restarts the dockerd listening on `unixHost`: SIGTERM, then the same command line again. */
-async function restartDockerd(unixHost: string): Promise<Deno.ChildProcess> {
-  const dir = unixHost.replace(/^unix:\/\//, "").replace(/\/docker\.sock$/, "");
-  const pid = Number((await Deno.readTextFile(`${dir}/docker.pid`)).trim());
-  const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").filter((a) => a);
-  Deno.kill(pid, "SIGTERM");
-  for (let i = 0; i < 300 && await alive(pid); i++) await sleep(100);
-  const child = new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  return child;
-}
-
-async function stopProcess(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 15_000);
-  await child.status;
-  clearTimeout(timer);
 }

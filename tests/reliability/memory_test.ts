@@ -3,13 +3,18 @@
 // 256 MiB" through the mount never makes the container's OOM killer fire.
 
 import { ok, strictEqual } from "node:assert/strict";
-import { CONTAINER_LABEL, ensureTestBed } from "../../tasks/testbed/mod.ts";
+import { ensureTestBed, startTestContainer, type TestBed } from "../../tasks/testbed/mod.ts";
 import { docker, exitWithin, LONG, sh, sleep, startMount } from "./helpers.ts";
 
 /** The bound the issue sets for the satellite's RssAnon, whatever the workload. */
 const RSS_ANON_LIMIT = 32 * 1024 * 1024;
 /** Runs of the sequence (the issue's acceptance is 10; DOCKERFUSE_LONG=1 runs all of them). */
 const RUNS = LONG ? 10 : 2;
+
+/** A glibc test container limited to 64 MiB of memory (no swap). */
+function startSmallContainer(bed: TestBed): Promise<string> {
+  return startTestContainer(bed, "glibc", { runArgs: ["--memory", "64m", "--memory-swap", "64m"] });
+}
 
 /** RssAnon of a host pid in bytes (0 when it is gone). */
 async function rssAnon(pid: number): Promise<number> {
@@ -48,20 +53,7 @@ Deno.test({
     const bed = await ensureTestBed({ kinds: ["glibc"] });
     const figures: string[] = [];
     for (let run = 1; run <= RUNS; run++) {
-      const started = await docker([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--label",
-        CONTAINER_LABEL,
-        "--memory",
-        "64m",
-        "--memory-swap",
-        "64m",
-        bed.images.glibc,
-      ]);
-      const container = started.stdout.trim().split("\n").pop()!;
+      const container = await startSmallContainer(bed);
       const m = await startMount("glibc", { container });
       let peak = 0;
       let sampling = true;
@@ -123,20 +115,7 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const bed = await ensureTestBed({ kinds: ["glibc"] });
-    const started = await docker([
-      "run",
-      "-d",
-      "--network",
-      "none",
-      "--label",
-      CONTAINER_LABEL,
-      "--memory",
-      "64m",
-      "--memory-swap",
-      "64m",
-      bed.images.glibc,
-    ]);
-    const container = started.stdout.trim().split("\n").pop()!;
+    const container = await startSmallContainer(bed);
     // Without reconnect the mount ends with the killed satellite, so its last words are read
     // (the default would redeploy it: tests/reliability/reconnect_test.ts).
     const m = await startMount("glibc", { container, args: ["--no-reconnect"] });

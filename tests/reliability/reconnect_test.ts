@@ -20,6 +20,7 @@ import {
   startMount,
   withMount,
 } from "./helpers.ts";
+import { restartDockerd, stopProcess, tcpForwarder } from "./engine_faults.ts";
 
 /** Bound for a reconnection to come (generous: the machine is shared and slow). */
 const BACK_MS = 90_000;
@@ -464,71 +465,3 @@ Deno.test("reconnect: remote engine connection dropped, then its dockerd restart
     await remote.stop();
   }
 });
-
-/** A loopback TCP forwarder to 127.0.0.1:`target`; `dropAll` cuts the connections it has. */
-function tcpForwarder(target: number): { port: number; dropAll(): void; close(): void } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      (async () => {
-        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target }).catch(() => {
-          conn.close(); // the engine is down: refuse, as it would
-          return undefined;
-        });
-        if (upstream === undefined) return;
-        conns.add(upstream);
-        await Promise.allSettled([
-          conn.readable.pipeTo(upstream.writable),
-          upstream.readable.pipeTo(conn.writable),
-        ]);
-      })().catch(() => {});
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    dropAll() {
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      conns.clear();
-    },
-    close() {
-      this.dropAll();
-      try {
-        listener.close();
-      } catch { /* closed */ }
-    },
-  };
-}
-
-/** Restarts the dockerd listening on `unixHost`: SIGTERM, then the same command line again. */
-async function restartDockerd(unixHost: string): Promise<Deno.ChildProcess> {
-  const dir = unixHost.replace(/^unix:\/\//, "").replace(/\/docker\.sock$/, "");
-  const pid = Number((await Deno.readTextFile(`${dir}/docker.pid`)).trim());
-  const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").filter((a) => a);
-  Deno.kill(pid, "SIGTERM");
-  for (let i = 0; i < 300 && await alive(pid); i++) await sleep(100);
-  return new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-}
-
-async function stopProcess(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 15_000);
-  await child.status;
-  clearTimeout(timer);
-}

@@ -6,11 +6,10 @@
  */
 
 import { cliRunArgs } from "../../src/cli/launch.ts";
+import { watchChild } from "../e2e/child.ts";
 import { docker, isMounted } from "../e2e/harness.ts";
 
 export { docker, isMounted, readInside, sh } from "../e2e/harness.ts";
-
-const decoder = new TextDecoder();
 
 /** The label of the tree's helper containers (src/tree/mod.ts HELPER_LABEL). */
 export const HELPER_LABEL = "dev.dockerfuse.helper";
@@ -56,31 +55,15 @@ export async function startEngine(
     stderr: "piped",
     env,
   }).spawn();
-  let stderr = "";
-  const pump = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const watched = watchChild(child);
   const run: EngineRun = {
     mountpoint: where,
     child,
     pid: child.pid,
-    stderr: () => stderr,
-    async stop(signal: Deno.Signal = "SIGTERM") {
-      if (!exited) child.kill(signal);
-      const s = await status;
-      await pump.catch(() => {});
-      return s.code;
-    },
+    stderr: watched.stderr,
+    stop: (signal: Deno.Signal = "SIGTERM") => watched.stop(signal),
     async cleanup() {
-      if (!exited) {
-        child.kill("SIGKILL");
-        await status;
-      }
+      await watched.kill();
       if (await isMounted(where)) {
         await new Deno.Command("umount", { args: ["-l", where] }).output();
       }
@@ -91,8 +74,8 @@ export async function startEngine(
     await until(
       "the engine mount",
       async () => {
-        if (exited) throw new Error(`dockerfuse engine exited:\n${stderr}`);
-        return stderr.includes("Mounted the engine") && await isMounted(where);
+        if (watched.exited()) throw new Error(`dockerfuse engine exited:\n${watched.stderr()}`);
+        return watched.stderr().includes("Mounted the engine") && await isMounted(where);
       },
       120_000,
     );

@@ -5,10 +5,9 @@
  */
 
 import { cliRunArgs } from "../../src/cli/launch.ts";
+import { watchChild } from "../e2e/child.ts";
 
 export { docker, isMounted } from "../e2e/harness.ts";
-
-const decoder = new TextDecoder();
 
 /** A random suffix for names of plugins, volumes and containers of one test. */
 export function uniqueSuffix(): string {
@@ -78,36 +77,17 @@ export async function startPlugin(driver: string, stateDir: string): Promise<Plu
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  let stderr = "";
-  const pump = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const watched = watchChild(child);
   const plugin: PluginProcess = {
     socket,
-    stderr: () => stderr,
-    async stop() {
-      if (!exited) child.kill("SIGTERM");
-      const timer = setTimeout(() => !exited && child.kill("SIGKILL"), 20_000);
-      const s = await status;
-      clearTimeout(timer);
-      await pump.catch(() => {});
-      return s.code;
-    },
-    async kill() {
-      if (!exited) child.kill("SIGKILL");
-      await status;
-      await pump.catch(() => {});
-    },
+    stderr: watched.stderr,
+    stop: () => watched.stop("SIGTERM", 20_000),
+    kill: () => watched.stop("SIGKILL").then(() => {}),
   };
   try {
     await waitFor("the plugin to serve", () => {
-      if (exited) throw new Error(`the plugin exited:\n${stderr}`);
-      return Promise.resolve(stderr.includes(" serving on "));
+      if (watched.exited()) throw new Error(`the plugin exited:\n${watched.stderr()}`);
+      return Promise.resolve(watched.stderr().includes(" serving on "));
     }, 60_000);
   } catch (error) {
     await plugin.kill();
