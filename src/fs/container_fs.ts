@@ -826,8 +826,16 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle,
     rpc: RpcCalls,
   ): Promise<Errno | undefined> {
-    const attr = this.#attrs.attrOf(node);
-    if (attr === undefined) return undefined;
+    let attr = this.#attrs.attrOf(node);
+    if (attr === undefined) {
+      // Not cached (expired, or never asked): the mode decides, so ask the open file itself.
+      if (handle.id === NO_HANDLE) return undefined;
+      const r = await rpc.fstat({ handle: handle.id }, this.#opts(ctx));
+      if (!r.ok) return fail(r);
+      const checked = this.#attrResult(node, r.value);
+      if (isErrno(checked)) return checked;
+      attr = checked.attr;
+    }
     let kill = attr.mode & S_ISUID;
     if ((attr.mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP)) kill |= S_ISGID;
     if (kill === 0) return undefined;

@@ -659,6 +659,21 @@ Deno.test("container fs: a write asked to kill set-user/group-ID clears them onc
   deepStrictEqual(rpc2.paramsOf("setattr").length, 0);
 });
 
+Deno.test("container fs: a write asked to kill set-user-ID asks the file's mode when not cached", async () => {
+  const { rpc, fs, root } = setup();
+  const mode = S_IFREG | S_ISUID | 0o755;
+  rpc.on("open", () => ok({ handle: 3 }));
+  rpc.on("fstat", () => ok(fakeStat({ mode, size: 0n })));
+  rpc.on("setattr", (p) => ok(fakeStat({ mode: S_IFREG | p.mode!, size: 0n })));
+  rpc.on("write", () => ok(1));
+  const node = fakeNode(keyOf(fakeStat({ mode })), root, "f"); // never looked up: nothing cached
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  const kill = { ...writeInfo, writeFlags: abi.FUSE_WRITE_KILL_SUIDGID };
+  deepStrictEqual(await fs.write(fakeContext(), node, h, 0, new Uint8Array(1), kill), 1);
+  deepStrictEqual(rpc.paramsOf("fstat").map((p) => p.handle), [3]);
+  deepStrictEqual(rpc.paramsOf("setattr").map((p) => [p.path, p.mode]), [["f", 0o755]]);
+});
+
 Deno.test("container fs: an unlinked open file takes new times (writeback flush), not a chmod", async () => {
   const { rpc, fs } = setup();
   rpc.on("open", () => ok({ handle: 9 }));
