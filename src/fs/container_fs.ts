@@ -150,6 +150,8 @@ type DirCache = { cacheDir?: boolean; keepCache?: boolean };
 const READDIR_BATCH = 1024;
 /** Batches of only unshowable names read in a row before a listing is given up (EIO). */
 const MAX_SKIPPED_BATCHES = 1024;
+/** Most inodes remembered as told with the long timeout (then forgotten all at once). */
+const TOLD_LONG_LIMIT = 65536;
 /** Nodes remembered for revalidation after a reconnect. */
 const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
@@ -200,6 +202,12 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #warned = new Set<string>();
   /** The change feed's view, when the feed is on. */
   readonly #live: LiveView | undefined;
+  /**
+   * Inodes whose attributes were told with the long timeout: the event count and the count of
+   * changes through the mount then. While neither moved for them, a GETATTR (the kernel asks
+   * after a readdir invalidated the directory's atime) is answered from `AttrCache`.
+   */
+  readonly #toldLong = new Map<string, { seq: number; changes: number }>();
 
   /** `rpc`: plain calls (one connection for life) or a link whose connection can change. */
   constructor(rpc: RpcCalls | RpcLink, options: ContainerFsOptions) {
@@ -343,6 +351,7 @@ export class ContainerFs implements FileSystem<Handle> {
     else this.#attrs.tell(key, attr);
     this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs);
     const t = this.#timeouts(stat, key, parent, since);
+    this.#noteLong(key, t.attr, since);
     return {
       attr,
       key,
@@ -365,6 +374,30 @@ export class ContainerFs implements FileSystem<Handle> {
     return this.#live?.seq ?? 0;
   }
 
+  /** Remembers attributes of `key` told with the long timeout (see `#toldLong`). */
+  #noteLong(key: string, timeout: number, since: number | undefined): void {
+    const long = this.#options.live?.timeout ?? 0;
+    if (long <= 0 || timeout !== long || since === undefined) return;
+    if (this.#toldLong.size >= TOLD_LONG_LIMIT) this.#toldLong.clear();
+    this.#toldLong.set(key, { seq: since, changes: this.#changes.count });
+  }
+
+  /** Attributes of `node` the feed still vouches for, as told to the kernel. */
+  #vouchedAttr(node: Node): AttrResult | undefined {
+    const told = this.#toldLong.get(node.key);
+    if (told === undefined || this.#live === undefined) return undefined;
+    const attr = this.#attrs.attrOf(node);
+    if (attr === undefined || told.changes !== this.#changes.count) return undefined;
+    const key = node.key;
+    const timeout = this.#live.attr(
+      node,
+      (attr.mode & S_IFMT) === S_IFDIR,
+      key.slice(0, key.lastIndexOf(":") + 1),
+      told.seq,
+    );
+    return timeout === this.#options.live!.timeout ? { attr, timeout } : undefined;
+  }
+
   /** The attribute answer for `node` from `stat` (read by the satellite after event `since`). */
   #attrResult(node: Node, stat: Stat, since?: number): AttrResult | Errno {
     const checked = this.#checked(stat);
@@ -380,6 +413,7 @@ export class ContainerFs implements FileSystem<Handle> {
         `${stat.devMajor}:${stat.devMinor}:`,
         since,
       );
+    this.#noteLong(node.key, timeout, since);
     return { attr, timeout, noXattrs: stat.hasXattrs === false };
   }
 
@@ -576,6 +610,9 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#attrs.setAttr(node, changed);
       return { attr: changed, timeout: this.#options.attrTimeout };
     }
+    // Attributes the change feed vouches for have not changed since they were told.
+    const vouched = this.#vouchedAttr(node);
+    if (vouched !== undefined) return vouched;
     // An open file answers for itself, also once unlinked (fstat after unlink).
     const path = relPath(node);
     const given = handle?.id === NO_HANDLE ? undefined : handle;
