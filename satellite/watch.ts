@@ -355,8 +355,10 @@ export class Watcher {
       this.#keyOf.set(wd, nowKey);
       this.#wdOf.set(nowKey, wd);
       this.#removing.delete(wd);
-      this.#pending.push({ dir: nowKey, what: ChangeKind.WATCHED });
-      return now;
+      const root = path === "" ? { name: "" } : {};
+      this.#pending.push({ dir: nowKey, what: ChangeKind.WATCHED, ...root });
+      // Another directory at that path by now (renamed meanwhile): watched, but not this one.
+      return nowKey === key ? now : stat;
     } finally {
       this.#c.fn.close(fd);
     }

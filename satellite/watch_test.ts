@@ -57,7 +57,7 @@ Deno.test("watch: the root and stat-ed directories are watched; changes come by 
     Deno.mkdirSync(`${s.dir}/d`);
     const started = s.handlers.watch({ maxWatches: 10 });
     ok(!(started instanceof RpcFailure) && started.root !== undefined);
-    deepStrictEqual(s.take(), [{ dir: started.root, what: ChangeKind.WATCHED }]);
+    deepStrictEqual(s.take(), [{ dir: started.root, what: ChangeKind.WATCHED, name: "" }]);
     const d = s.handlers.lstat({ path: "d" });
     ok(!(d instanceof RpcFailure));
     const dKey = `${d.devMajor}:${d.devMinor}:${d.ino}`;

@@ -196,6 +196,7 @@ export class LiveView {
         continue;
       }
       if (c.what & ChangeKind.WATCHED) {
+        if (c.name === "") this.#rootKey = c.dir; // the root: known before `watch` answers
         this.#watched.add(c.dir);
         continue;
       }

@@ -49,11 +49,13 @@ function setup(longTimeout = 60) {
     logger: quiet,
   });
   live.attach(kernel);
-  live.started("0:9:10");
   return { live, root, d, f, calls, dropped, unwatched };
 }
 
-const watched = (dir: string) => ({ dir, what: ChangeKind.WATCHED });
+const watched = (dir: string) =>
+  dir === "0:9:10"
+    ? { dir, what: ChangeKind.WATCHED, name: "" }
+    : { dir, what: ChangeKind.WATCHED };
 
 Deno.test("live: long timeouts only where the feed vouches", () => {
   const { live, root, d } = setup();
@@ -88,6 +90,7 @@ Deno.test("live: an answer read before an event of its directory is not cached",
 Deno.test("live: each change drops what the kernel and the client cache of it", () => {
   const { live, calls, dropped } = setup();
   live.onChanges([
+    watched("0:9:10"),
     { dir: "0:9:20", name: "f", what: ChangeKind.DATA },
     { dir: "0:9:20", name: "f", what: ChangeKind.ATTR },
     { dir: "0:9:20", name: "new", what: ChangeKind.NAME },

@@ -293,7 +293,7 @@ export const ChangeKind = {
   DATA: 4,
   /** `dir` itself changed (attributes), was deleted or moved. */
   SELF: 8,
-  /** `dir` is watched from now on: changes in it will be told. */
+  /** `dir` is watched from now on: changes in it will be told (`name` "": it is the root). */
   WATCHED: 16,
   /** `dir` is no longer watched (deleted, unmounted, or unwatched). */
   UNWATCHED: 32,
