@@ -74,3 +74,28 @@ Deno.test("live: beyond a low watch limit directories keep short timeouts and st
     console.log(`beyond the watch limit: visible after ${ms.toFixed(0)} ms (short timeouts)`);
   });
 });
+
+Deno.test("live: changes made while the satellite was away show once it is back", async () => {
+  await withContainer("gap", [], async (mnt, inside, stderr) => {
+    await inside.run("mkdir -p /g && echo old > /g/f");
+    ok(await until(async () => (await lstatOrNone(`${mnt}/g/f`)) !== undefined) < 5000);
+    // Cached with the feed's long timeouts: the listing, the file's attributes and pages.
+    deepStrictEqual(await names(`${mnt}/g`), ["f"]);
+    await Deno.readTextFile(`${mnt}/g/f`);
+    const pid = /Satellite ready .*pid (\d+)/.exec(stderr())?.[1];
+    ok(pid !== undefined, "the satellite's pid is logged");
+    // Killed, and the changes made before the new one starts: no event tells them.
+    await inside.run(`kill -9 ${pid}; echo newer > /g/f; touch /g/added`);
+    ok(
+      await until(() => stderr().includes("Reconnected to"), 20_000) < 20_000,
+      "reconnected",
+    );
+    const ms = await until(
+      async () =>
+        JSON.stringify(await names(`${mnt}/g`)) === '["added","f"]' &&
+        (await Deno.readTextFile(`${mnt}/g/f`)) === "newer\n",
+      5000,
+    );
+    ok(ms < 1000, `the gap's changes showed ${ms} ms after reconnecting`);
+  });
+});
