@@ -372,8 +372,34 @@ export class SatelliteFs {
         return r < 0n ? failure(this.#c.errno()) : r;
       },
       copyFileRange: (p) => this.#copyFileRange(p),
+      // The change feed is watch.ts's (it replaces these when the satellite runs with it).
+      watch: () => new RpcFailure("ENOSYS", "no change feed"),
+      unwatch: () => null,
     };
     return guardOffsets(handlers);
+  }
+
+  /** An O_PATH descriptor of the directory at `path` beneath the root, or a positive errno. */
+  openDirPath(path: PathArg): number {
+    const r = this.#resolve(path);
+    if (typeof r === "number") return r;
+    try {
+      const f = this.#flags;
+      const fd = this.#c.fn.openat(
+        r.dirfd,
+        r.name,
+        f.O_PATH | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC,
+        0,
+      );
+      return fd < 0 ? this.#c.errno() : fd;
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  /** Attributes of an open descriptor (O_PATH ones too), or a failure. */
+  statOf(fd: number): Stat | RpcFailure {
+    return this.#statFd(fd);
   }
 
   // --- path resolution -------------------------------------------------------------------

@@ -77,6 +77,10 @@ const SYMBOLS = {
   setfsgid: { parameters: ["u32"], result: "i32" },
   getgroups: { parameters: ["i32", "buffer"], result: "i32" },
   malloc_trim: { parameters: ["usize"], result: "i32" },
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  inotify_rm_watch: { parameters: ["i32", "i32"], result: "i32" },
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   // syscall(2) aliases, one signature each (integer varargs travel in registers on both arches)
   sys_statx: {
     name: "syscall",

@@ -12,6 +12,7 @@
  */
 
 import {
+  type Change,
   Dispatcher,
   FRAME_HEADER_BYTES,
   FrameDecoder,
@@ -23,6 +24,7 @@ import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import { Loop } from "./loop.ts";
+import { Watcher } from "./watch.ts";
 import {
   cgroupMemoryLimit,
   memoryBudget,
@@ -132,17 +134,29 @@ function main(): number {
     ? undefined
     : openRootIn(libc, args.rootIn, args.root, args.walkPaths);
   const rootFd = rootIn ?? libc.fn.openat(AT_FDCWD, cString(args.root)!, O_PATH | O_CLOEXEC, 0);
+  const procFd = procFdPath();
   const fs = rootFd >= 0
     ? new SatelliteFs(libc, rootFd, {
-      procFd: procFdPath(),
+      procFd,
       log,
       walkPaths: args.walkPaths,
     })
     : undefined;
+  const loop = new Loop(libc);
+  // The change feed (started by the client's `watch`): its frames go out between responses.
+  let eventFrame = (_changes: Change[]): Uint8Array | undefined => undefined;
+  const watcher = fs && new Watcher(libc, fs, {
+    emit: (changes) => {
+      const frame = eventFrame(changes);
+      if (frame) out.push(frame);
+    },
+    flush: () => out.flush(),
+  }, { procFd, addSource: (fd, onReadable) => loop.add(fd, onReadable), log });
   const dispatcher = new Dispatcher(
-    fs?.handlers() ?? ({} as never),
+    watcher?.wrap(fs!.handlers()) ?? ({} as never),
     (method, error) => log(`${method}: ${error instanceof Error ? error.stack : error}`),
   );
+  eventFrame = (changes) => dispatcher.eventFrame({ changes });
   if (!fs) {
     const errno = rootIn === undefined ? libc.errno() : -rootIn;
     const message = `Cannot open root '${args.root}'${
@@ -182,7 +196,6 @@ function main(): number {
       out.push(response.frame);
     }
   };
-  const loop = new Loop(libc);
   let status = 0;
   const end = (code: number): void => {
     status = code;

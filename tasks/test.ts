@@ -30,6 +30,7 @@ const GROUPS: Readonly<Record<string, Group>> = {
   reliability: { paths: ["tests/reliability/"], needs: ["bed", "fuse", "satellite"] },
   tree: { paths: ["tests/tree/"], needs: ["bed", "fuse", "satellite"] },
   sidecar: { paths: ["tests/sidecar/"], needs: ["bed", "fuse", "satellite"] },
+  live: { paths: ["tests/live/"], needs: ["bed", "fuse", "satellite"] },
   // pjdfstest through a mount: not yet part of `all` (about 100 of 8,798 subtests fail until
   // protocol v2 names files by handle; see README "Limits").
   posix: { paths: ["tests/posix/"], needs: ["bed", "fuse", "satellite"] },

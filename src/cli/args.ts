@@ -9,6 +9,7 @@ import {
   number,
   oneOf,
   option,
+  optional,
   positional,
   runSafely,
   string,
@@ -86,15 +87,23 @@ const FLAG_OPTIONS: Readonly<Record<string, (o: ContainerMountOptions) => void>>
   reconnect: (o) => o.reconnect = true,
   noreconnect: (o) => o.reconnect = false,
   follow: (o) => o.follow = true,
+  watch: (o) => o.watch = true,
+  no_watch: (o) => o.watch = false,
 };
 
 /** `-o` options taking seconds, and the field each sets. */
 const SECONDS_OPTIONS: Readonly<
   Record<
     string,
-    "attrTimeout" | "entryTimeout" | "negativeTimeout" | "requestTimeout" | "reconnectGrace"
+    | "attrTimeout"
+    | "entryTimeout"
+    | "negativeTimeout"
+    | "requestTimeout"
+    | "reconnectGrace"
+    | "liveTimeout"
   >
 > = {
+  live_timeout: "liveTimeout",
   attr_timeout: "attrTimeout",
   entry_timeout: "entryTimeout",
   negative_timeout: "negativeTimeout",
@@ -108,6 +117,13 @@ const STRING_OPTIONS: Readonly<
 > = {
   path: (o, v) => v.startsWith("/") ? (o.path = v, undefined) : "-o path must be absolute",
   user: (o, v) => (o.user = v, undefined),
+  /** Hidden (tests): caps the change feed's watches. */
+  max_watches: (o, v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) return "-o max_watches needs a count";
+    o.maxWatches = n;
+    return undefined;
+  },
   deploy: (o, v) =>
     (DEPLOY_MODES as readonly string[]).includes(v)
       ? (o.deploy = v as DeployMode, undefined)
@@ -136,6 +152,8 @@ export function applyMountOptionList(
         return `-o ${key} needs seconds between 0 and 86400, got '${value ?? ""}'`;
       }
       options[field] = n;
+      // Given explicitly, the cache timeouts apply where the change feed vouches too.
+      if (field === "attrTimeout" || field === "entryTimeout") options.liveTimeout = 0;
     } else if (setString) {
       if (value === undefined || value === "") return `-o ${key} needs a value (${key}=…)`;
       const problem = setString(options, value);
@@ -188,19 +206,16 @@ function commonMountArgs(help: CommonMountHelp) {
     }),
     debug: flag({ long: "debug", description: "log every FUSE request/reply and RPC" }),
     logFormat: logFormatOption(),
+    // Optional: given explicitly, they apply where the change feed vouches too.
     attrTimeout: option({
-      type: seconds,
+      type: optional(seconds),
       long: "attr-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.attrTimeout,
-      defaultValueIsSerializable: true,
-      description: "seconds the kernel caches attributes",
+      description: `seconds the kernel caches attributes [default: ${MOUNT_DEFAULTS.attrTimeout}]`,
     }),
     entryTimeout: option({
-      type: seconds,
+      type: optional(seconds),
       long: "entry-timeout",
-      defaultValue: () => MOUNT_DEFAULTS.entryTimeout,
-      defaultValueIsSerializable: true,
-      description: help.entryTimeout,
+      description: `${help.entryTimeout} [default: ${MOUNT_DEFAULTS.entryTimeout}]`,
     }),
     requestTimeout: option({
       type: seconds,
@@ -247,8 +262,8 @@ interface CommonMountValues {
   readOnly: boolean;
   allowOther: boolean;
   debug: boolean;
-  attrTimeout: number;
-  entryTimeout: number;
+  attrTimeout: number | undefined;
+  entryTimeout: number | undefined;
   requestTimeout: number;
   user: string;
   nonEmpty: boolean;
@@ -271,9 +286,11 @@ function commonMountOptions(
     readOnly: a.readOnly,
     allowOther: a.allowOther,
     debug: a.debug,
-    attrTimeout: a.attrTimeout,
-    entryTimeout: a.entryTimeout,
-    negativeTimeout: a.entryTimeout, // no flag of its own: names and their absence alike
+    attrTimeout: a.attrTimeout ?? MOUNT_DEFAULTS.attrTimeout,
+    entryTimeout: a.entryTimeout ?? MOUNT_DEFAULTS.entryTimeout,
+    // No flag of its own: names and their absence alike.
+    negativeTimeout: a.entryTimeout ?? MOUNT_DEFAULTS.negativeTimeout,
+    ...(a.attrTimeout !== undefined || a.entryTimeout !== undefined ? { liveTimeout: 0 } : {}),
     requestTimeout: a.requestTimeout,
     user: a.user,
     nonEmpty: a.nonEmpty,
@@ -349,6 +366,11 @@ const mountCommand = command({
       defaultValueIsSerializable: true,
       description: "seconds a request made while reconnecting waits before failing with EIO",
     }),
+    noWatch: flag({
+      long: "no-watch",
+      description: "no change feed: changes made inside the container show after the cache " +
+        "timeouts (--attr-timeout, --entry-timeout) instead of at once",
+    }),
     follow: flag({
       long: "follow",
       description: "when the container is removed, attach to the next one of the same name " +
@@ -363,6 +385,7 @@ const mountCommand = command({
       reconnect: !a.noReconnect,
       reconnectGrace: a.reconnectGrace,
       follow: a.follow,
+      watch: !a.noWatch,
     });
     if (typeof options === "string") return { kind: "usage-error", text: options };
     if (options.container === "") {

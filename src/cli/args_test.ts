@@ -44,9 +44,24 @@ Deno.test("args: flags override the defaults, the rest stays", async () => {
       attrTimeout: 3,
       entryTimeout: 4,
       negativeTimeout: 4, // follows --entry-timeout
+      liveTimeout: 0, // given explicitly, they apply where the change feed vouches too
     }),
   );
   deepStrictEqual([r.daemon, r.logFormat], [true, "json"]);
+});
+
+Deno.test("args: --no-watch and -o no_watch turn the change feed off; max_watches caps it", async () => {
+  const flag = await parseArgs(["mount", "--no-watch", "web", "/mnt"]);
+  ok(flag.kind === "mount");
+  deepStrictEqual([flag.options.watch, flag.options.liveTimeout], [false, 60]);
+  const list = await parseArgs(["mount", "-o", "no_watch,max_watches=7", "web", "/mnt"]);
+  ok(list.kind === "mount");
+  deepStrictEqual([list.options.watch, list.options.maxWatches], [false, 7]);
+  const timeout = await parseArgs(["mount", "-o", "attr_timeout=2", "web", "/mnt"]);
+  ok(timeout.kind === "mount");
+  deepStrictEqual([timeout.options.watch, timeout.options.liveTimeout], [true, 0]);
+  const bad = await parseArgs(["mount", "-o", "max_watches=x", "web", "/mnt"]);
+  ok(bad.kind === "usage-error");
 });
 
 Deno.test("args: -o lists set the same options as the flags", async () => {

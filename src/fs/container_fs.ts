@@ -71,6 +71,7 @@ import {
 } from "../linux/mod.ts";
 import {
   type CallOptions,
+  type Change,
   decodeDev,
   type DirEntry as WireDirEntry,
   MAX_IO_BYTES,
@@ -86,6 +87,7 @@ import { AttrCache } from "./attr_cache.ts";
 import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { ListAhead } from "./list_ahead.ts";
+import { type KernelCaches, LiveView, type Timeouts } from "./live.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
 import { fixedLink, isLink, type RpcLink } from "./rpc_link.ts";
@@ -112,6 +114,11 @@ export interface Handle {
   readonly writes?: FileWrites;
   /** Read-ahead of the open (files only; see `OpenFiles`). */
   readAhead?: ReadAhead;
+  /**
+   * A directory opened without a satellite handle because the kernel keeps its listing (the
+   * change feed vouches for it): opened for real at the first readdir the cache cannot answer.
+   */
+  lazy?: boolean;
 }
 
 /** Options of {@link ContainerFs}. Timeouts in seconds. */
@@ -123,6 +130,12 @@ export interface ContainerFsOptions {
   /** The mount uses the kernel's writeback cache (it may READ through write-only opens). */
   writebackCache?: boolean;
   /**
+   * The change feed (see live.ts): the satellite watches what the kernel caches and the kernel
+   * is told of changes; names and attributes it vouches for are cached `timeout` seconds.
+   * Absent: no feed (the timeouts above everywhere).
+   */
+  live?: { timeout: number; maxWatches: number; debug?: boolean };
+  /**
    * Answer writes to regular files once queued to the satellite (default true); their errors
    * are reported by the handle's next write, flush or fsync. O_SYNC/O_DSYNC writes always wait.
    */
@@ -130,10 +143,15 @@ export interface ContainerFsOptions {
   logger: Logger;
 }
 
+/** How the kernel may cache a directory's listing (open flags). */
+type DirCache = { cacheDir?: boolean; keepCache?: boolean };
+
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
 /** Batches of only unshowable names read in a row before a listing is given up (EIO). */
 const MAX_SKIPPED_BATCHES = 1024;
+/** Most inodes remembered as told with the long timeout (then forgotten all at once). */
+const TOLD_LONG_LIMIT = 65536;
 /** Nodes remembered for revalidation after a reconnect. */
 const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
@@ -182,6 +200,14 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #seen = new Set<Node>();
   /** Topics already logged (each kind of bad answer is logged once per mount). */
   readonly #warned = new Set<string>();
+  /** The change feed's view, when the feed is on. */
+  readonly #live: LiveView | undefined;
+  /**
+   * Inodes whose attributes were told with the long timeout: the event count and the count of
+   * changes through the mount then. While neither moved for them, a GETATTR (the kernel asks
+   * after a readdir invalidated the directory's atime) is answered from `AttrCache`.
+   */
+  readonly #toldLong = new Map<string, { seq: number; changes: number }>();
 
   /** `rpc`: plain calls (one connection for life) or a link whose connection can change. */
   constructor(rpc: RpcCalls | RpcLink, options: ContainerFsOptions) {
@@ -199,6 +225,32 @@ export class ContainerFs implements FileSystem<Handle> {
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
+    this.#live = options.live === undefined ? undefined : new LiveView({
+      longTimeout: options.live.timeout,
+      entryTimeout: options.entryTimeout,
+      attrTimeout: options.attrTimeout,
+      unwatch: (dirs) => void this.#rpc.unwatch({ dirs }),
+      local: {
+        dropped: (dirKey, name, childKey) => {
+          this.#changes.note();
+          this.#ahead.drop();
+          this.#attrs.forgetComplete(dirKey);
+          this.#attrs.noteChangedDir(dirKey, undefined);
+          if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
+          if (childKey !== undefined) {
+            this.#openFiles.changed(childKey);
+            this.#attrs.forgetXattrs(childKey);
+          }
+        },
+        droppedAll: () => {
+          this.#changes.note();
+          this.#ahead.drop();
+          this.#attrs.clear();
+        },
+      },
+      logger: options.logger,
+      debug: options.live.debug,
+    });
     // Namespace changes are pending from their start to their answer (see MountChanges.mark).
     for (const method of NAMESPACE_CHANGES) {
       const op = this[method].bind(this) as (...args: unknown[]) => Promise<unknown>;
@@ -211,6 +263,32 @@ export class ContainerFs implements FileSystem<Handle> {
           changes.end();
         }
       };
+    }
+  }
+
+  /**
+   * The kernel's caches (the FUSE session, once mounted): with the change feed on, starts it;
+   * the satellite's events (`onChanges`) then drop what they concern.
+   */
+  attachKernel(kernel: KernelCaches): void {
+    if (this.#live === undefined) return;
+    this.#live.attach(kernel);
+    void this.#startFeed();
+  }
+
+  /** The satellite's change feed events (in order with its answers). */
+  onChanges(changes: readonly Change[]): void {
+    this.#live?.onChanges(changes);
+  }
+
+  async #startFeed(): Promise<void> {
+    const live = this.#live!;
+    const r = await this.#rpc.watch({ maxWatches: this.#options.live!.maxWatches });
+    if (r.ok) {
+      live.started(r.value.root);
+      this.#options.logger.debug(`live: change feed started (root ${r.value.root ?? "unwatched"})`);
+    } else {
+      this.#warnOnce("feed", `No change feed from the satellite: ${r.message} (short timeouts)`);
     }
   }
 
@@ -260,8 +338,11 @@ export class ContainerFs implements FileSystem<Handle> {
     return EIO;
   }
 
-  /** The entry told to the kernel for `stat` (for `node` when the answer is about it). */
-  #entry(stat: Stat, node?: Node): Entry | Errno {
+  /**
+   * The entry told to the kernel for `stat` (for `node` when the answer is about it), an entry
+   * of `parent` read by the satellite after event `since` (the live view's timeouts).
+   */
+  #entry(stat: Stat, node?: Node, parent?: Node, since?: number): Entry | Errno {
     const checked = this.#checked(stat);
     if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
@@ -269,23 +350,71 @@ export class ContainerFs implements FileSystem<Handle> {
     if (node !== undefined) this.#attrs.setAttr(node, attr);
     else this.#attrs.tell(key, attr);
     this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs);
+    const t = this.#timeouts(stat, key, parent, since);
+    this.#noteLong(key, t.attr, since);
     return {
       attr,
       key,
-      entryTimeout: this.#options.entryTimeout,
-      attrTimeout: this.#options.attrTimeout,
+      entryTimeout: t.entry,
+      attrTimeout: t.attr,
       noXattrs: stat.hasXattrs === false,
     };
   }
 
-  /** The attribute answer for `node` from `stat`. */
-  #attrResult(node: Node, stat: Stat): AttrResult | Errno {
+  #timeouts(stat: Stat, key: string, parent?: Node, since?: number): Timeouts {
+    if (this.#live === undefined || parent === undefined || since === undefined) {
+      return { entry: this.#options.entryTimeout, attr: this.#options.attrTimeout };
+    }
+    const dir = (stat.mode & S_IFMT) === S_IFDIR;
+    return this.#live.entry(parent, key, dir, `${stat.devMajor}:${stat.devMinor}:`, since);
+  }
+
+  /** Events counted so far (0 without the feed). */
+  #since(): number {
+    return this.#live?.seq ?? 0;
+  }
+
+  /** Remembers attributes of `key` told with the long timeout (see `#toldLong`). */
+  #noteLong(key: string, timeout: number, since: number | undefined): void {
+    const long = this.#options.live?.timeout ?? 0;
+    if (long <= 0 || timeout !== long || since === undefined) return;
+    if (this.#toldLong.size >= TOLD_LONG_LIMIT) this.#toldLong.clear();
+    this.#toldLong.set(key, { seq: since, changes: this.#changes.count });
+  }
+
+  /** Attributes of `node` the feed still vouches for, as told to the kernel. */
+  #vouchedAttr(node: Node): AttrResult | undefined {
+    const told = this.#toldLong.get(node.key);
+    if (told === undefined || this.#live === undefined) return undefined;
+    const attr = this.#attrs.attrOf(node);
+    if (attr === undefined || told.changes !== this.#changes.count) return undefined;
+    const key = node.key;
+    const timeout = this.#live.attr(
+      node,
+      (attr.mode & S_IFMT) === S_IFDIR,
+      key.slice(0, key.lastIndexOf(":") + 1),
+      told.seq,
+    );
+    return timeout === this.#options.live!.timeout ? { attr, timeout } : undefined;
+  }
+
+  /** The attribute answer for `node` from `stat` (read by the satellite after event `since`). */
+  #attrResult(node: Node, stat: Stat, since?: number): AttrResult | Errno {
     const checked = this.#checked(stat);
     if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
     this.#attrs.setAttr(node, attr);
     this.#attrs.noteXattrs(node.key, stat.hasXattrs);
-    return { attr, timeout: this.#options.attrTimeout, noXattrs: stat.hasXattrs === false };
+    const timeout = this.#live === undefined || since === undefined
+      ? this.#options.attrTimeout
+      : this.#live.attr(
+        node,
+        (stat.mode & S_IFMT) === S_IFDIR,
+        `${stat.devMajor}:${stat.devMinor}:`,
+        since,
+      );
+    this.#noteLong(node.key, timeout, since);
+    return { attr, timeout, noXattrs: stat.hasXattrs === false };
   }
 
   /** Mode and group of directory `dir`, asked of the satellite when not known. */
@@ -351,6 +480,10 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changes.note();
     this.#ahead.drop();
     this.#attrs.clear();
+    if (this.#live !== undefined) {
+      this.#live.reset();
+      void this.#startFeed();
+    }
   }
 
   /**
@@ -361,6 +494,15 @@ export class ContainerFs implements FileSystem<Handle> {
    */
   async #via(node: Node, handle: Handle): Promise<RpcCalls | Errno> {
     if (handle.lost !== undefined) return handle.lost;
+    if (handle.lazy === true && !handle.dir) {
+      // Opened from the kernel's cache: its first call that needs the file opens it for real.
+      const failed = await (handle.reopening ??= this.#reopen(node, handle).finally(() => {
+        handle.reopening = undefined;
+      }));
+      if (failed !== undefined) return failed;
+      handle.lazy = false;
+      return this.#link.on(handle.gen);
+    }
     if (handle.id === NO_HANDLE) return this.#rpc;
     if (handle.gen === this.#link.generation && this.#link.up) return this.#link.on(handle.gen);
     if (!this.#link.up && !await this.#link.connected()) return EIO;
@@ -380,7 +522,11 @@ export class ContainerFs implements FileSystem<Handle> {
     const where = node.path ?? `inode ${handle.key}`;
     const lose = (why: string): Errno => {
       handle.lost = ESTALE;
-      this.#options.logger.warn(`Cannot reopen '${where}' after reconnecting: ${why} (ESTALE)`);
+      this.#options.logger.warn(
+        handle.lazy
+          ? `Cannot open '${where}' (opened from the kernel's cache): ${why} (ESTALE)`
+          : `Cannot reopen '${where}' after reconnecting: ${why} (ESTALE)`,
+      );
       return ESTALE;
     };
     const path = relPath(node);
@@ -409,6 +555,7 @@ export class ContainerFs implements FileSystem<Handle> {
   forget(node: Node): void {
     this.#attrs.forget(node.key);
     this.#seen.delete(node);
+    this.#live?.forget(node);
   }
 
   /** Remembers `node` (the kernel uses it) for {@link revalidate}; the newest are kept. */
@@ -442,12 +589,13 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#see(parent);
     const path = this.#childPath(parent, name);
     if (typeof path !== "string") return path;
+    const since = this.#since();
     const listed = this.#attrs.takeListed(parent.key, name);
     if (listed !== undefined) return this.#entry(listed);
     // Not in a fresh complete listing of the parent: the kernel could have been told as much.
     if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
-    return r.ok ? this.#entry(r.value) : fail(r);
+    return r.ok ? this.#entry(r.value, undefined, parent, since) : fail(r);
   }
 
   async getattr(
@@ -462,6 +610,9 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#attrs.setAttr(node, changed);
       return { attr: changed, timeout: this.#options.attrTimeout };
     }
+    // Attributes the change feed vouches for have not changed since they were told.
+    const vouched = this.#vouchedAttr(node);
+    if (vouched !== undefined) return vouched;
     // An open file answers for itself, also once unlinked (fstat after unlink).
     const path = relPath(node);
     const given = handle?.id === NO_HANDLE ? undefined : handle;
@@ -470,10 +621,11 @@ export class ContainerFs implements FileSystem<Handle> {
     if (open === undefined && path === undefined) return ENOENT;
     const rpc = open === undefined ? undefined : await this.#via(node, open);
     if (isErrno(rpc) && path === undefined) return rpc;
+    const since = this.#since();
     const r = rpc !== undefined && !isErrno(rpc)
       ? await rpc.fstat({ handle: open!.id }, this.#opts(ctx))
       : await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
-    return r.ok ? this.#attrResult(node, r.value) : fail(r);
+    return r.ok ? this.#attrResult(node, r.value, since) : fail(r);
   }
 
   async setattr(
@@ -698,6 +850,17 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    // A read-only open of a file the change feed vouches for: its pages the kernel keeps are
+    // current, so it may read them without the satellite; opened for real when it asks.
+    const attr = this.#attrs.attrOf(node);
+    if (
+      (flags & (O_ACCMODE | O_TRUNC)) === O_RDONLY && attr !== undefined &&
+      (attr.mode & S_IFMT) === S_IFREG && attr.size > 0 && this.#live?.fileVouched(node)
+    ) {
+      const handle = this.#newFile(NO_HANDLE, this.#link.generation, flags, node.key, false);
+      handle.lazy = true;
+      return { handle, keepCache: true, noFlush: true };
+    }
     // Read-only opens fetch the first bytes in the same round trip: a small file is then read
     // without another one (the satellite only reads regular files with a size).
     const readAhead = (flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0 &&
@@ -887,6 +1050,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   /** Closes `handle`'s satellite handle, unless its satellite is gone (and closed it). */
   async #releaseHandle(handle: Handle): Promise<void | Errno> {
+    if (handle.reopening !== undefined) await handle.reopening; // then it holds a descriptor
     if (handle.id === NO_HANDLE || handle.gen !== this.#link.generation || !this.#link.up) return;
     const r = await this.#link.on(handle.gen).release({ handle: handle.id });
     return r.ok ? undefined : fail(r);
@@ -990,12 +1154,13 @@ export class ContainerFs implements FileSystem<Handle> {
     eof: boolean,
     plus: boolean,
     at: number = Date.now(),
+    since?: number,
   ): boolean {
     const describe = (e: ShownEntry): Entry | undefined => {
       if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
       this.#attrs.noteListed(dir.key, e.name, e.stat, at);
       if (!plus) return undefined;
-      const entry = this.#entry(e.stat);
+      const entry = this.#entry(e.stat, undefined, dir, since);
       return isErrno(entry) ? undefined : entry;
     };
     const dropped = (e: WireDirEntry, reason: string): void => {
@@ -1026,16 +1191,36 @@ export class ContainerFs implements FileSystem<Handle> {
     if (ahead !== undefined) {
       const listing = new DirListing();
       listing.changesAt = this.#changes.count; // any change since it was fetched dropped it
-      this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at);
+      // Any event since it was fetched dropped it too: its state is as new as `seq` says.
+      const since = this.#since();
+      this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at, since);
       this.#ahead.queue(node.key, path, ahead.entries);
       return {
         handle: { id: NO_HANDLE, gen: this.#link.generation, dir: true, key: node.key, listing },
+        ...this.#dirCache(node, since),
       };
     }
+    // The kernel keeps its listing: it may not need ours at all.
+    const cached = this.#dirCache(node, this.#since());
+    if (cached.cacheDir) {
+      const gen = this.#link.generation;
+      return { handle: { id: NO_HANDLE, gen, dir: true, key: node.key, lazy: true }, ...cached };
+    }
+    const opened = await this.#openDir(ctx, node, path);
+    return isErrno(opened) ? opened : { handle: opened.handle, ...opened.cache };
+  }
+
+  /** Opens directory `node` at `path` on the satellite, with its first batch of entries. */
+  async #openDir(
+    ctx: RequestContext,
+    node: Node,
+    path: string,
+  ): Promise<{ handle: Handle; cache: DirCache } | Errno> {
     // The first batch comes along (with attributes): a listing costs one round trip.
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
     const changesAt = this.#changes.mark();
+    const since = this.#since();
     const r = await this.#holding(
       ctx,
       () => cur.rpc.opendir({ path, readAhead: READDIR_BATCH }),
@@ -1048,10 +1233,20 @@ export class ContainerFs implements FileSystem<Handle> {
     if (entries !== undefined) {
       const listing = new DirListing();
       listing.changesAt = changesAt;
-      if (this.#fill(node, listing, 0, entries, eof === true, true)) handle.listing = listing;
+      if (this.#fill(node, listing, 0, entries, eof === true, true, Date.now(), since)) {
+        handle.listing = listing;
+      }
       if (eof === true) this.#ahead.queue(node.key, path, entries);
     }
-    return { handle };
+    return { handle, cache: this.#dirCache(node, since) };
+  }
+
+  /**
+   * With the feed vouching for the directory, the kernel keeps its listing (FOPEN_CACHE_DIR):
+   * a change in it drops that (the directory's pages) with its attributes.
+   */
+  #dirCache(node: Node, since: number): DirCache {
+    return this.#live?.listingCached(node, since) ? { cacheDir: true, keepCache: true } : {};
   }
 
   async readdir(
@@ -1065,11 +1260,21 @@ export class ContainerFs implements FileSystem<Handle> {
     if (listing.end !== undefined && offset >= listing.end) return [];
     const index = offset - listing.bufferStart;
     if (index >= 0 && index < listing.buffer.length) return listing.buffer.slice(index);
+    if (handle.lazy === true) {
+      // The kernel's cached listing did not answer: open the directory for real.
+      const path = relPath(node);
+      if (path === undefined) return ENOENT;
+      const opened = await this.#openDir(ctx, node, path);
+      if (isErrno(opened)) return opened;
+      Object.assign(handle, opened.handle, { lazy: false });
+      return this.readdir(ctx, node, handle, offset, plus);
+    }
     if (handle.id === NO_HANDLE) return EINVAL; // a listing ahead is whole: not a position of it
     // Reopened after a reconnect, the directory's cookies (positions in it) still apply.
     const rpc = await this.#via(node, handle);
     if (isErrno(rpc)) return rpc;
     if (offset === 0 && listing.madeAt === undefined) listing.changesAt = this.#changes.mark();
+    const since = this.#since();
     for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
       const cookie = listing.cookies[offset];
       if (cookie === undefined) return EINVAL; // not a position this stream produced
@@ -1078,7 +1283,9 @@ export class ContainerFs implements FileSystem<Handle> {
         this.#opts(ctx),
       );
       if (!r.ok) return fail(r);
-      if (this.#fill(node, listing, offset, r.value.entries, r.value.eof, plus)) {
+      if (
+        this.#fill(node, listing, offset, r.value.entries, r.value.eof, plus, Date.now(), since)
+      ) {
         return listing.buffer;
       }
       // Only unshowable names in this batch: continue after them.

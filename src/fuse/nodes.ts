@@ -90,6 +90,16 @@ export class NodeTable {
     return this.#byId.get(nodeId);
   }
 
+  /** The node of identity `key` (the root's is ""), if the table holds one. */
+  byKey(key: string): NodeImpl | undefined {
+    return key === "" ? this.root : this.#byKey.get(key);
+  }
+
+  /** Every node but the root. */
+  all(): NodeImpl[] {
+    return [...this.#byId.values()].filter((n) => n !== this.root);
+  }
+
   /** The node the table knows at (parent, name), if any. */
   child(parent: NodeImpl, name: string): NodeImpl | undefined {
     return parent.children?.get(name);

@@ -31,6 +31,11 @@ export interface MountOptions {
   negativeTimeout?: number;
   /** Kernel writeback cache (FUSE_WRITEBACK_CACHE); default false. */
   writebackCache?: boolean;
+  /**
+   * The kernel keeps symlink targets in its page cache (FUSE_CACHE_SYMLINKS) until the inode's
+   * data is invalidated; default false.
+   */
+  cacheSymlinks?: boolean;
   /** Largest WRITE payload (default and maximum 1 MiB). */
   maxWrite?: number;
   /** Largest readahead the kernel may do (default 1 MiB). */
@@ -91,4 +96,10 @@ export interface FuseSession {
    * Like `invalidateEntry`, safe inside handlers; resolves true if the kernel accepted it.
    */
   invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
+  /** The node the kernel holds for identity `key` (`Entry.key`; "" is the root), if any. */
+  nodeOf(key: string): Node | undefined;
+  /** The node known at (parent, name), if any. */
+  childOf(parent: Node, name: string): Node | undefined;
+  /** Every node the kernel holds, but the root. */
+  knownNodes(): Node[];
 }

@@ -181,6 +181,7 @@ export interface SessionOptions {
   attrTimeout?: number;
   negativeTimeout?: number;
   writebackCache?: boolean;
+  cacheSymlinks?: boolean;
   maxWrite?: number;
   maxReadahead?: number;
   maxBackground?: number;
@@ -329,6 +330,7 @@ export class Session<H = unknown> {
   #attrTimeout: number;
   #negativeTimeout: number;
   #writeback: boolean;
+  readonly #cacheSymlinks: boolean;
   #maxWrite: number;
   #maxReadahead: number;
   #maxBackground: number;
@@ -361,6 +363,7 @@ export class Session<H = unknown> {
     this.#attrTimeout = options.attrTimeout ?? 1;
     this.#negativeTimeout = options.negativeTimeout ?? 0;
     this.#writeback = options.writebackCache ?? false;
+    this.#cacheSymlinks = options.cacheSymlinks ?? false;
     this.#maxWrite = Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB));
     this.#maxReadahead = Math.max(0, Math.min(MiB, options.maxReadahead ?? MiB));
     this.#maxBackground = Math.max(1, Math.min(65535, options.maxBackground ?? 64));
@@ -816,6 +819,7 @@ export class Session<H = unknown> {
 
   /** FUSE_NOTIFY_INVAL_INODE; offset -1 = attributes only, length 0 = to the end. */
   invalidateInode(node: Node, offset = 0, length = 0): Promise<boolean> {
+    this.#noXattrs?.mark(node.nodeId, 0); // an xattr may have come with the change
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_INODE_SIZE;
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
@@ -893,6 +897,7 @@ export class Session<H = unknown> {
       InitFlag.AUTO_INVAL_DATA | InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO |
       InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.ASYNC_DIO;
     if (this.#writeback) want |= InitFlag.WRITEBACK_CACHE;
+    if (this.#cacheSymlinks) want |= InitFlag.CACHE_SYMLINKS;
     const flags = want & init.flags;
     const maxReadahead = Math.min(this.#maxReadahead, init.maxReadahead);
     const info: InitInfo = {

@@ -5,3 +5,4 @@
  */
 
 export * from "./constants.ts";
+export * from "./inotify.ts";

@@ -34,7 +34,7 @@ import {
   mount,
   recoverStaleMount,
 } from "../fuse/mod.ts";
-import { RpcClient } from "../protocol/mod.ts";
+import { type Change, RpcClient } from "../protocol/mod.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
 import { ReconnectingRpc } from "./reconnecting_rpc.ts";
@@ -237,7 +237,7 @@ interface MountSatellite extends Satellite {
 async function startSatellite(
   engine: Engine,
   container: ContainerInfo,
-  options: { debug: boolean },
+  options: { debug: boolean; onEvent?: (changes: readonly Change[]) => void },
   deps: ContainerMountDeps,
   deploy: LayerOptions["deploy"],
   rpcOptions: LayerOptions["rpc"],
@@ -255,6 +255,7 @@ async function startSatellite(
   const rpc = new RpcClient(exec.stdout, exec.stdin, {
     expectedBuildId: bundle.buildId,
     ...rpcOptions,
+    onEvent: options.onEvent,
     onTrace: options.debug
       ? (e) =>
         logger.debug(
@@ -391,15 +392,29 @@ export async function mountContainer(
       logger,
     });
     const started = performance.now();
-    satellite = await startSatellite(engine, container, options, deps, layers.deploy, layers.rpc);
+    // The change feed's events go to the filesystem (built once the first satellite answers).
+    let events: ContainerFs | undefined;
+    const satelliteOptions = {
+      debug: options.debug,
+      onEvent: (changes: readonly Change[]) => events?.onChanges(changes),
+    };
+    satellite = await startSatellite(
+      engine,
+      container,
+      satelliteOptions,
+      deps,
+      layers.deploy,
+      layers.rpc,
+    );
     link.attach(satellite);
-    const fs = new ContainerFs(link, layers.fs);
+    const fs = events = new ContainerFs(link, layers.fs);
     try {
       fuse = await mount(fs, options.mountpoint, layers.fuse);
       await Deno.stat(options.mountpoint); // the mount answers
     } catch (error) {
       throw new MountError("mountpoint", (error as Error).message);
     }
+    fs.attachKernel(fuse);
     const readyMs = Math.round(performance.now() - started);
     logger.info(
       `Mounted '${container.name}:${options.path}' on '${options.mountpoint}' in ${readyMs} ms`,
@@ -427,7 +442,14 @@ export async function mountContainer(
               `Following '${container.name}' to its new container ${next.id.slice(0, 12)}`,
             );
           }
-          return await startSatellite(engine, next, options, deps, layers.deploy, layers.rpc);
+          return await startSatellite(
+            engine,
+            next,
+            satelliteOptions,
+            deps,
+            layers.deploy,
+            layers.rpc,
+          );
         },
         engineLost: (error) =>
           (error instanceof DockerError && error.code === "unreachable") ||

@@ -53,6 +53,15 @@ export interface ContainerMountOptions {
   debug: boolean;
   /** How the satellite reaches the container: uploaded, in a sidecar, or chosen (auto). */
   deploy: DeployMode;
+  /** The change feed: the container tells the mount what changed (see README, Live view). */
+  watch: boolean;
+  /**
+   * Seconds names and attributes the change feed vouches for are cached; 0: `attrTimeout` and
+   * `entryTimeout` there too (what giving either of them explicitly means).
+   */
+  liveTimeout: number;
+  /** Most directories the satellite watches (beyond: short timeouts). */
+  maxWatches: number;
 }
 
 /** The options every mount has unless told otherwise (all but what and where). */
@@ -76,6 +85,11 @@ export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
   follow: false,
   debug: false,
   deploy: "auto",
+  watch: true,
+  // As NFS's longest attribute cache (acdirmax): the bound on what the feed cannot see (mmap
+  // writes inside the container) staying unseen.
+  liveTimeout: 60,
+  maxWatches: 65536,
 });
 
 /** The options to mount `container` on `mountpoint`: the defaults, then `changes`. */
@@ -120,6 +134,9 @@ export function layerOptions(options: ContainerMountOptions, context: MountConte
       writebackCache: options.writebackCache,
       writeBehind: !options.syncWrites,
       logger: context.logger,
+      live: options.watch
+        ? { timeout: options.liveTimeout, maxWatches: options.maxWatches, debug: options.debug }
+        : undefined,
     },
     fuse: {
       fsName: context.fsName,
@@ -131,6 +148,8 @@ export function layerOptions(options: ContainerMountOptions, context: MountConte
       attrTimeout: options.attrTimeout,
       negativeTimeout: options.negativeTimeout,
       writebackCache: options.writebackCache,
+      // The change feed drops a symlink's cached target with its inode (the name's events).
+      cacheSymlinks: options.watch,
       logger: context.logger,
       debug: options.debug,
     },

@@ -40,6 +40,7 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     writebackCache: true,
     writeBehind: true,
     logger: quiet,
+    live: { timeout: 60, maxWatches: 65536, debug: true },
   });
   deepStrictEqual(layers.fuse, {
     fsName: "dockerfuse:web",
@@ -51,9 +52,12 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     attrTimeout: 2,
     negativeTimeout: 4,
     writebackCache: true,
+    cacheSymlinks: true,
     logger: quiet,
     debug: true,
   });
+  const off = layerOptions(mountOptions("web", "/mnt", { watch: false }), context);
+  deepStrictEqual([off.fs.live, off.fuse.cacheSymlinks], [undefined, false]);
 });
 
 Deno.test("layer options: sync writes turn write-behind off; no request timeout stays 0", () => {

@@ -10,6 +10,9 @@
 import type { Packr, Unpackr } from "msgpackr/pack";
 import { ERRNO_NUMBERS, errnoNumber } from "./errno.ts";
 import {
+  type Change,
+  ChangeKind,
+  eventSchema,
   type Hello,
   helloSchema,
   isMethodName,
@@ -77,6 +80,12 @@ export interface RpcClientOptions {
   timeoutMs?: number;
   /** Observes every call's completion (for --debug traces). */
   onTrace?: (event: TraceEvent) => void;
+  /**
+   * Receives the change feed's events, in order with the results (called synchronously as each
+   * frame is read, before the results read after it resolve their calls). A malformed event is
+   * handed over as one OVERFLOW change: what it said is lost.
+   */
+  onEvent?: (changes: readonly Change[]) => void;
 }
 
 /** A completed call, for tracing. */
@@ -125,6 +134,7 @@ export class RpcClient {
   readonly #timeoutMs: number;
   readonly #expectedBuildId: string | undefined;
   readonly #onTrace: ((event: TraceEvent) => void) | undefined;
+  readonly #onEvent: ((changes: readonly Change[]) => void) | undefined;
   #nextId = 1;
   #queue: Uint8Array[] = [];
   #flushing = false;
@@ -146,6 +156,7 @@ export class RpcClient {
     this.#timeoutMs = options.timeoutMs ?? 60_000;
     this.#expectedBuildId = options.expectedBuildId;
     this.#onTrace = options.onTrace;
+    this.#onEvent = options.onEvent;
     this.ready = new Promise((resolve, reject) => {
       this.#resolveReady = resolve;
       this.#rejectReady = reject;
@@ -412,6 +423,13 @@ export class RpcClient {
         }
         this.#hello = hello;
         this.#resolveReady(hello);
+        return;
+      }
+      case Kind.EVENT: {
+        const event = eventSchema.parse(message[1]);
+        this.#onEvent?.(
+          event === INVALID ? [{ dir: "", what: ChangeKind.OVERFLOW }] : event.changes,
+        );
         return;
       }
       case Kind.FATAL: {

@@ -3,7 +3,14 @@
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { errnoOf, FAKE_HELLO, fakeStat, startFake, valueOf, waitUntil } from "./_test_utils.ts";
-import { type Handlers, PROTOCOL_VERSION, RpcFailure, type RpcResult, type Stat } from "./mod.ts";
+import {
+  ChangeKind,
+  type Handlers,
+  PROTOCOL_VERSION,
+  RpcFailure,
+  type RpcResult,
+  type Stat,
+} from "./mod.ts";
 
 const handlers: Partial<Handlers> = {
   lstat: ({ path }) =>
@@ -119,4 +126,34 @@ Deno.test("close() ends an idle connection cleanly", async () => {
   await fake.client.ready;
   await fake.client.close();
   deepStrictEqual(await fake.client.closed, { reason: "closed by the client", error: false });
+});
+
+Deno.test("event frames reach onEvent in order with results; a malformed one is an overflow", async () => {
+  const seen: string[] = [];
+  const fake = startFake(handlers, {
+    hold: true,
+    client: {
+      onEvent: (changes) => {
+        for (const c of changes) seen.push(`${c.what}:${c.dir}:${String(c.name ?? "")}`);
+      },
+    },
+  });
+  await fake.client.ready;
+  const r = fake.client.call.lstat({ path: "a" });
+  await waitUntil(() => fake.held.length === 1, "the request at the fake");
+  const event = fake.dispatcher.eventFrame({
+    changes: [{ dir: "0:1:2", name: "x", what: ChangeKind.NAME }],
+  });
+  // The event comes before the answer: it is seen before the call resolves.
+  const both = new Uint8Array(event.length + fake.held[0].length);
+  both.set(event);
+  both.set(fake.held[0], event.length);
+  await fake.send(both);
+  await r.then(() => seen.push("answer"));
+  const junk = fake.dispatcher.eventFrame({ changes: [{ dir: 7, what: "x" }] } as never);
+  await fake.send(junk);
+  await waitUntil(() => seen.length === 3, "the malformed event");
+  deepStrictEqual(seen, [`${ChangeKind.NAME}:0:1:2:x`, "answer", `${ChangeKind.OVERFLOW}::`]);
+  ok(!fake.client.isClosed);
+  await fake.client.close();
 });

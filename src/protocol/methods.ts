@@ -61,6 +61,8 @@ export const MAX_OPEN_READ_AHEAD = 128 << 10;
 export const MAX_FRAME_BYTES = MAX_IO_BYTES + 64 * 1024;
 /** Most directory entries one readdir answers. */
 export const MAX_READDIR_ENTRIES = 4096;
+/** Most changes in one event frame, and directories in one unwatch. */
+export const MAX_CHANGES = 4096;
 
 /** A path relative to the root, or a name: UTF-8 string, or bytes when not valid UTF-8. */
 export type PathArg = string | Uint8Array;
@@ -271,7 +273,42 @@ export const METHODS = {
     }),
     u64,
   ),
+  /**
+   * Starts the change feed (`eventSchema`): from now on the directories named by requests
+   * (the root, and those stat-ed or listed) are watched, up to `maxWatches`. Answers the root's
+   * key (`Change.dir`), absent when the root cannot be watched.
+   */
+  watch: method(obj({ maxWatches: u32 }), obj({ root: opt(str(64)) })),
+  /** Stops watching directories (by `Change.dir` key) whose names the client no longer caches. */
+  unwatch: method(obj({ dirs: arr(str(64), MAX_CHANGES) }), nil),
 } as const;
+
+/** What a change says (bits of `Change.what`). */
+export const ChangeKind = {
+  /** `name` in `dir` was created, deleted or renamed (to or from). */
+  NAME: 1,
+  /** Attributes of `name` in `dir` changed. */
+  ATTR: 2,
+  /** Contents (and so size and times) of `name` in `dir` changed. */
+  DATA: 4,
+  /** `dir` itself changed (attributes), was deleted or moved. */
+  SELF: 8,
+  /** `dir` is watched from now on: changes in it will be told (`name` "": it is the root). */
+  WATCHED: 16,
+  /** `dir` is no longer watched (deleted, unmounted, or unwatched). */
+  UNWATCHED: 32,
+  /** Changes were lost (the kernel's queue overflowed): nothing cached can be trusted. */
+  OVERFLOW: 64,
+} as const;
+
+/** One change; `dir` is the directory's key `"devMajor:devMinor:ino"` ("" for OVERFLOW). */
+export const changeSchema = obj({ dir: str(64), name: opt(name), what: u32 });
+/** A change told by the satellite. */
+export type Change = Infer<typeof changeSchema>;
+/** The body of an event frame (`[5, event]`): changes, oldest first. */
+export const eventSchema = obj({ changes: arr(changeSchema, MAX_CHANGES) });
+/** An event frame's body. */
+export type ChangeEvent = Infer<typeof eventSchema>;
 
 /** Name of a method of the table. */
 export type MethodName = keyof typeof METHODS;

@@ -8,6 +8,7 @@
 import type { Packr, Unpackr } from "msgpackr/pack";
 import type { ErrnoName } from "./errno.ts";
 import {
+  type ChangeEvent,
   type Hello,
   isMethodName,
   type MethodName,
@@ -97,6 +98,11 @@ export class Dispatcher {
   /** The handshake frame, sent first. */
   helloFrame(hello: Hello): Uint8Array {
     return encodeFrame(this.#packr, [Kind.HELLO, hello]);
+  }
+
+  /** A change feed event frame (unasked). */
+  eventFrame(event: ChangeEvent): Uint8Array {
+    return encodeFrame(this.#packr, [Kind.EVENT, event]);
   }
 
   /** The frame announcing a fatal protocol error, sent last. */

@@ -7,6 +7,7 @@
  * - `[2, id, errnoName, message]` failure
  * - `[3, hello]` handshake, the satellite's first frame
  * - `[4, message]` fatal protocol error, the satellite's last frame
+ * - `[5, event]` change feed event, unasked (satellite → client; see `eventSchema`)
  *
  * Binary values travel as msgpack bin and decode as views into the frame (no copy).
  *
@@ -19,7 +20,7 @@ import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr/pack";
 import { MAX_FRAME_BYTES } from "./methods.ts";
 
 /** Message kinds (first array element). */
-export const Kind = { REQUEST: 0, RESULT: 1, ERROR: 2, HELLO: 3, FATAL: 4 } as const;
+export const Kind = { REQUEST: 0, RESULT: 1, ERROR: 2, HELLO: 3, FATAL: 4, EVENT: 5 } as const;
 
 /** Bytes of the length prefix. */
 export const FRAME_HEADER_BYTES = 4;

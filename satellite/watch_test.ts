@@ -1,0 +1,117 @@
+// The change feed against a real inotify instance on a temporary directory: notices, changes
+// by name, echo suppression of the client's own requests, the watch limit, unwatch.
+
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { AT_FDCWD, O_CLOEXEC, O_PATH } from "../src/linux/mod.ts";
+import { type Change, ChangeKind, type Handlers, RpcFailure } from "../src/protocol/mod.ts";
+import { SatelliteFs } from "./fs.ts";
+import { cString, Libc } from "./libc.ts";
+import { Watcher } from "./watch.ts";
+
+interface Setup {
+  dir: string;
+  handlers: Handlers;
+  watcher: Watcher;
+  /** Changes emitted so far (drained). */
+  take(): Change[];
+  close(): void;
+}
+
+function setup(): Setup {
+  const libc = new Libc();
+  const dir = Deno.makeTempDirSync({ prefix: "dockerfuse-watch-" });
+  const rootFd = libc.fn.openat(AT_FDCWD, cString(dir)!, O_PATH | O_CLOEXEC, 0);
+  ok(rootFd >= 0);
+  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
+  let emitted: Change[] = [];
+  let inotifyFd = -1;
+  const watcher = new Watcher(libc, fs, {
+    emit: (changes) => emitted.push(...changes),
+    flush: () => {},
+  }, { procFd: "/proc/self/fd", addSource: (fd) => inotifyFd = fd, log: () => {} });
+  return {
+    dir,
+    handlers: watcher.wrap(fs.handlers()),
+    watcher,
+    take() {
+      watcher.drain(true);
+      const out = emitted;
+      emitted = [];
+      return out;
+    },
+    close() {
+      fs.closeAll();
+      if (inotifyFd >= 0) libc.fn.close(inotifyFd);
+      libc.fn.close(rootFd);
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
+const kinds = (changes: Change[]): string[] =>
+  changes.map((c) => `${c.what}${c.name === undefined ? "" : ` ${String(c.name)}`}`);
+
+Deno.test("watch: the root and stat-ed directories are watched; changes come by name", () => {
+  const s = setup();
+  try {
+    Deno.mkdirSync(`${s.dir}/d`);
+    const started = s.handlers.watch({ maxWatches: 10 });
+    ok(!(started instanceof RpcFailure) && started.root !== undefined);
+    deepStrictEqual(s.take(), [{ dir: started.root, what: ChangeKind.WATCHED, name: "" }]);
+    const d = s.handlers.lstat({ path: "d" });
+    ok(!(d instanceof RpcFailure));
+    const dKey = `${d.devMajor}:${d.devMinor}:${d.ino}`;
+    deepStrictEqual(s.take(), [{ dir: dKey, what: ChangeKind.WATCHED }]);
+    // Made by someone else (not a request): told.
+    Deno.writeTextFileSync(`${s.dir}/d/new`, "x");
+    Deno.chmodSync(`${s.dir}/d/new`, 0o600);
+    Deno.renameSync(`${s.dir}/d/new`, `${s.dir}/d/moved`);
+    const changes = s.take();
+    ok(changes.every((c) => c.dir === dKey));
+    deepStrictEqual(kinds(changes), [
+      `${ChangeKind.NAME | ChangeKind.DATA | ChangeKind.ATTR} new`, // merged per name
+      `${ChangeKind.NAME} moved`,
+    ]);
+    equal(s.watcher.watches, 2);
+  } finally {
+    s.close();
+  }
+});
+
+Deno.test("watch: the client's own changes are not echoed; others' meanwhile are", () => {
+  const s = setup();
+  try {
+    s.handlers.watch({ maxWatches: 10 });
+    s.take();
+    const created = s.handlers.create({ path: "mine", flags: 0o1101, mode: 0o644 });
+    ok(!(created instanceof RpcFailure));
+    s.handlers.write({ handle: created.handle, offset: 0n, data: new Uint8Array([1, 2]) });
+    s.handlers.chmod({ path: "mine", mode: 0o600 });
+    s.handlers.release({ handle: created.handle });
+    Deno.writeTextFileSync(`${s.dir}/theirs`, "y");
+    s.handlers.unlink({ path: "mine" });
+    deepStrictEqual(kinds(s.take()), [`${ChangeKind.NAME | ChangeKind.DATA} theirs`]);
+  } finally {
+    s.close();
+  }
+});
+
+Deno.test("watch: past the limit no notice; unwatch drops a watch with a notice", () => {
+  const s = setup();
+  try {
+    Deno.mkdirSync(`${s.dir}/a`);
+    Deno.mkdirSync(`${s.dir}/b`);
+    s.handlers.watch({ maxWatches: 2 });
+    const listed = s.handlers.opendir({ path: "", readAhead: 100 });
+    ok(!(listed instanceof RpcFailure));
+    // The root and one of a, b: the limit is 2.
+    const notices = s.take();
+    equal(notices.length, 2);
+    equal(s.watcher.watches, 2);
+    s.handlers.unwatch({ dirs: [notices[1].dir] });
+    deepStrictEqual(s.take(), [{ dir: notices[1].dir, what: ChangeKind.UNWATCHED }]);
+    equal(s.watcher.watches, 1);
+  } finally {
+    s.close();
+  }
+});
