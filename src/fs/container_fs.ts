@@ -35,6 +35,7 @@ import {
   EINTR,
   EINVAL,
   EIO,
+  ENAMETOOLONG,
   ENODATA,
   ENOENT,
   type Entry,
@@ -75,6 +76,7 @@ import {
   type DirEntry as WireDirEntry,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
+  MAX_PATH_BYTES,
   OpenFlags,
   openFlagsToWire,
   type RpcCalls,
@@ -139,10 +141,17 @@ const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
 const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
+const encoder = new TextEncoder();
 
 function wireTime(t: Timestamp | "now" | undefined): { sec: number; nsec: number } | undefined {
   if (t === undefined) return undefined;
   return t === "now" ? { sec: 0, nsec: UTIME_NOW } : { sec: t.sec, nsec: t.nsec };
+}
+
+/** Whether a protocol path is longer than the satellite takes (a UTF-16 unit: 1 to 3 bytes). */
+function pathTooLong(path: string): boolean {
+  return path.length > MAX_PATH_BYTES ||
+    (path.length * 3 > MAX_PATH_BYTES && encoder.encode(path).length > MAX_PATH_BYTES);
 }
 
 /** Relative protocol path of a node ("" for the root), or undefined when it has none. */
@@ -239,7 +248,8 @@ export class ContainerFs implements FileSystem<Handle> {
   #childPath(parent: Node, name: string): string | Errno {
     const base = relPath(parent);
     if (base === undefined) return ENOENT;
-    return base === "" ? name : `${base}/${name}`;
+    const path = base === "" ? name : `${base}/${name}`;
+    return pathTooLong(path) ? ENAMETOOLONG : path;
   }
 
   /** Something changes through the mount at (parent, name) (the node itself for the root). */
