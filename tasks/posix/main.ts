@@ -41,7 +41,11 @@ async function main(args: string[]): Promise<number> {
   const suite = await buildPjdfstest();
   const bed = await ensureTestBed({ kinds: ["glibc"] });
   await ensureFuseTools();
-  const container = await startTestContainer(bed, "glibc");
+  // Named after the checkout, so parallel checkouts can tell theirs apart.
+  const checkout = new URL("../../", import.meta.url).pathname.replace(/\/+$/, "").split("/").pop();
+  const container = await startTestContainer(bed, "glibc", {
+    name: `dockerfuse-${checkout}-posix-${Deno.pid}`,
+  });
   let failedRuns = 0;
   try {
     for (let i = 1; i <= runs; i++) {
