@@ -288,6 +288,16 @@ export class ContainerFs implements FileSystem<Handle> {
     };
   }
 
+  /**
+   * Whether `stat`, answered for `path`, is `node`'s inode. Not when the path now holds another
+   * one (replaced inside the container since the kernel's lookup): its attributes must not
+   * reach the kernel for `node` (another file type makes the kernel fail the inode with EIO),
+   * and the caller answers ESTALE, on which the kernel looks the name up again and retries.
+   */
+  #isNode(node: Node, path: string, stat: Stat): boolean {
+    return path === "" || statKey(stat) === node.key;
+  }
+
   /** The attribute answer for `node` from `stat`. */
   #attrResult(node: Node, stat: Stat): AttrResult | Errno {
     const checked = this.#checked(stat);
@@ -480,10 +490,13 @@ export class ContainerFs implements FileSystem<Handle> {
     if (open === undefined && path === undefined) return ENOENT;
     const rpc = open === undefined ? undefined : await this.#via(node, open);
     if (isErrno(rpc) && path === undefined) return rpc;
-    const r = rpc !== undefined && !isErrno(rpc)
-      ? await rpc.fstat({ handle: open!.id }, this.#opts(ctx))
-      : await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
-    return r.ok ? this.#attrResult(node, r.value) : fail(r);
+    if (rpc !== undefined && !isErrno(rpc)) {
+      const r = await rpc.fstat({ handle: open!.id }, this.#opts(ctx));
+      return r.ok ? this.#attrResult(node, r.value) : fail(r);
+    }
+    const r = await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
+    if (!r.ok) return fail(r);
+    return this.#isNode(node, path!, r.value) ? this.#attrResult(node, r.value) : ESTALE;
   }
 
   async setattr(
@@ -547,14 +560,26 @@ export class ContainerFs implements FileSystem<Handle> {
       atime: wireTime(changes.atime),
       mtime: wireTime(changes.mtime),
     }, this.#opts(ctx));
-    return r.ok ? this.#attrResult(node, r.value) : fail(r);
+    if (!r.ok) {
+      // A symlink where the kernel's regular file or directory was: replaced meanwhile.
+      const type = (this.#attrs.attrOf(node)?.mode ?? 0) & S_IFMT;
+      const swapped = (r.code === "ELOOP" || r.code === "EOPNOTSUPP") &&
+        (type === S_IFREG || type === S_IFDIR);
+      return swapped ? ESTALE : fail(r);
+    }
+    if (this.#isNode(node, path, r.value)) return this.#attrResult(node, r.value);
+    if (via === undefined || isErrno(via)) return ESTALE;
+    // Changed through the handle: its file answers for itself, wherever its name went.
+    const st = await via.fstat({ handle: handle!.id }, this.#opts(ctx));
+    return st.ok ? this.#attrResult(node, st.value) : fail(st);
   }
 
   async readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
-    if (!r.ok) return fail(r);
+    // EINVAL: no symlink at the path any more (the kernel reads links of symlink nodes only).
+    if (!r.ok) return r.code === "EINVAL" ? ESTALE : fail(r);
     let target: string;
     try {
       target = typeof r.value === "string" ? r.value : decoder.decode(r.value);
