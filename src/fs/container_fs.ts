@@ -290,12 +290,17 @@ export class ContainerFs implements FileSystem<Handle> {
 
   /**
    * Whether `stat`, answered for `path`, is `node`'s inode. Not when the path now holds another
-   * one (replaced inside the container since the kernel's lookup): its attributes must not
+   * one (replaced inside the container since the kernel's lookup, even by an inode that took
+   * the same number but is of another type): its attributes must not
    * reach the kernel for `node` (another file type makes the kernel fail the inode with EIO),
    * and the caller answers ESTALE, on which the kernel looks the name up again and retries.
    */
   #isNode(node: Node, path: string, stat: Stat): boolean {
-    return path === "" || statKey(stat) === node.key;
+    if (path === "") return true;
+    if (statKey(stat) !== node.key) return false;
+    // The same number, reused at once for an inode of another type (a file replaced by a link)
+    const told = this.#attrs.attrOf(node);
+    return told === undefined || ((told.mode ^ stat.mode) & S_IFMT) === 0;
   }
 
   /** The attribute answer for `node` from `stat`. */

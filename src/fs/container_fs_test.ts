@@ -694,6 +694,9 @@ Deno.test("container fs: a path that now holds another inode answers ESTALE, nev
   // the other way round: a symlink node whose path now holds a regular file
   rpc.on("readlink", () => fail("EINVAL"));
   deepStrictEqual(await fs.readlink(fakeContext(), node), ESTALE);
+  // the number reused at once by an inode of another type is not the kernel's inode either
+  atPath = { ...link, ino: file.ino };
+  deepStrictEqual(await fs.getattr(fakeContext(), node, undefined), ESTALE);
   // the same inode still answers, and the root is the root whatever its key
   atPath = { ...file, size: 99n };
   deepStrictEqual(value(await fs.getattr(fakeContext(), node, undefined)).attr.size, 99);
