@@ -4,8 +4,9 @@
  *
  * Path safety: a protocol path never has `..`, `.`, empty or absolute components (EINVAL).
  * Its parent directory is opened beneath the root with openat2(RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS) (or, where openat2 is unavailable, one O_NOFOLLOW openat per
- * component), so a symlink in an intermediate component can never lead out of the root; the
+ * RESOLVE_NO_SYMLINKS) (in runs of at most PATH_MAX bytes, see paths.ts; or, where openat2 is
+ * unavailable, one O_NOFOLLOW openat per component), so a symlink in an intermediate component
+ * can never lead out of the root; the
  * operation then works on (parent fd, last name) without following a final symlink.
  *
  * @module
@@ -37,7 +38,6 @@ import {
   AT_SYMLINK_NOFOLLOW,
   ERRNO,
   MODE_PERM_MASK,
-  NAME_MAX,
   PATH_MAX,
   RESOLVE_BENEATH,
   RESOLVE_NO_MAGICLINKS,
@@ -52,6 +52,7 @@ import {
   STATX_BASIC_STATS,
 } from "../src/linux/mod.ts";
 import { big, cString, type Libc, num } from "./libc.ts";
+import { joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
 
 const {
   EEXIST,
@@ -125,65 +126,7 @@ export function decodeName(bytes: Uint8Array): string | Uint8Array {
   }
 }
 
-/** Splits a protocol path into NUL-free components; undefined when it is not allowed. */
-export function splitPath(path: PathArg): Uint8Array[] | undefined {
-  const bytes = typeof path === "string" ? new TextEncoder().encode(path) : path;
-  if (bytes.length === 0) return [];
-  if (bytes.length > PATH_MAX) return undefined;
-  const parts: Uint8Array[] = [];
-  let start = 0;
-  for (let i = 0; i <= bytes.length; i++) {
-    if (i === bytes.length || bytes[i] === 0x2f) {
-      const part = bytes.subarray(start, i);
-      if (
-        part.length === 0 || part.length > NAME_MAX ||
-        (part.length === 1 && part[0] === 0x2e) ||
-        (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e)
-      ) return undefined;
-      parts.push(part);
-      start = i + 1;
-    } else if (bytes[i] === 0) {
-      return undefined;
-    }
-  }
-  return parts;
-}
-
-/** True when a path is refused for its length (past PATH_MAX, or a name past NAME_MAX). */
-function tooLong(path: PathArg): boolean {
-  const bytes = typeof path === "string" ? new TextEncoder().encode(path) : path;
-  if (bytes.length > PATH_MAX) return true;
-  let start = 0;
-  for (let i = 0; i <= bytes.length; i++) {
-    if (i === bytes.length || bytes[i] === 0x2f) {
-      if (i - start > NAME_MAX) return true;
-      start = i + 1;
-    }
-  }
-  return false;
-}
-
-function joinBytes(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length + 1;
-  const out = new Uint8Array(n); // last separator becomes the NUL terminator
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-    out[at++] = 0x2f;
-  }
-  out[n - 1] = 0;
-  return out;
-}
-
 const textEncoder = new TextEncoder();
-
-function withNul(part: Uint8Array): Uint8Array {
-  const out = new Uint8Array(part.length + 1);
-  out.set(part);
-  return out;
-}
 
 /** Options of {@link SatelliteFs}. */
 export interface SatelliteFsOptions {
@@ -404,7 +347,11 @@ export class SatelliteFs {
 
   // --- path resolution -------------------------------------------------------------------
 
-  /** Opens the parent of `path` beneath the root. Returns an errno (positive) on failure. */
+  /**
+   * Opens the parent of `path` beneath the root. Returns an errno (positive) on failure.
+   * A parent longer than one openat2 takes (PATH_MAX) is opened one run of components at a
+   * time, each beneath the O_PATH descriptor of the run before, with the same rules.
+   */
   #resolve(path: PathArg): Resolved | number {
     const parts = splitPath(path);
     if (parts === undefined) return tooLong(path) ? ENAMETOOLONG : EINVAL;
@@ -414,22 +361,25 @@ export class SatelliteFs {
     const parents = parts.slice(0, -1);
     const flags = this.#flags.O_PATH | this.#flags.O_DIRECTORY | this.#flags.O_CLOEXEC;
     if (this.#openat2) {
-      const how = new BigUint64Array([
-        BigInt(flags),
-        0n,
-        BigInt(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS),
-      ]);
-      const fd = num(
-        this.#c.fn.sys_openat2(
-          this.#c.sys.openat2,
-          this.#rootFd,
-          joinBytes(parents),
-          new Uint8Array(how.buffer),
-          24n,
-        ),
+      const how = new Uint8Array(
+        new BigUint64Array([
+          BigInt(flags),
+          0n,
+          BigInt(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS),
+        ]).buffer,
       );
-      if (fd >= 0) return { dirfd: fd, name, owned: true };
-      const errno = this.#c.errno();
+      let dirfd = this.#rootFd;
+      let errno = 0;
+      for (const run of pathRuns(parents)) {
+        const fd = num(
+          this.#c.fn.sys_openat2(this.#c.sys.openat2, dirfd, joinBytes(run), how, 24n),
+        );
+        errno = fd < 0 ? this.#c.errno() : 0;
+        if (dirfd !== this.#rootFd) this.#c.fn.close(dirfd);
+        if (fd < 0) break;
+        dirfd = fd;
+      }
+      if (errno === 0) return { dirfd, name, owned: true };
       if (errno !== ENOSYS && errno !== EPERM) return errno;
       this.#openat2 = false; // kernel too old, or seccomp refuses it: walk instead
       this.#options.log?.(

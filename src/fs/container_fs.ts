@@ -35,6 +35,7 @@ import {
   EINTR,
   EINVAL,
   EIO,
+  ENAMETOOLONG,
   ENODATA,
   ENOENT,
   type Entry,
@@ -76,6 +77,7 @@ import {
   type DirEntry as WireDirEntry,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
+  MAX_PATH_BYTES,
   OpenFlags,
   openFlagsToWire,
   type RpcCalls,
@@ -157,10 +159,17 @@ const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
 const NO_HANDLE = -1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
+const encoder = new TextEncoder();
 
 function wireTime(t: Timestamp | "now" | undefined): { sec: number; nsec: number } | undefined {
   if (t === undefined) return undefined;
   return t === "now" ? { sec: 0, nsec: UTIME_NOW } : { sec: t.sec, nsec: t.nsec };
+}
+
+/** Whether a protocol path is longer than the satellite takes (a UTF-16 unit: 1 to 3 bytes). */
+function pathTooLong(path: string): boolean {
+  return path.length > MAX_PATH_BYTES ||
+    (path.length * 3 > MAX_PATH_BYTES && encoder.encode(path).length > MAX_PATH_BYTES);
 }
 
 /** Relative protocol path of a node ("" for the root), or undefined when it has none. */
@@ -317,7 +326,8 @@ export class ContainerFs implements FileSystem<Handle> {
   #childPath(parent: Node, name: string): string | Errno {
     const base = relPath(parent);
     if (base === undefined) return ENOENT;
-    return base === "" ? name : `${base}/${name}`;
+    const path = base === "" ? name : `${base}/${name}`;
+    return pathTooLong(path) ? ENAMETOOLONG : path;
   }
 
   /** Something changes through the mount at (parent, name) (the node itself for the root). */
@@ -396,6 +406,21 @@ export class ContainerFs implements FileSystem<Handle> {
       told.seq,
     );
     return timeout === this.#options.live!.timeout ? { attr, timeout } : undefined;
+  }
+
+  /**
+   * Whether `stat`, answered for `path`, is `node`'s inode. Not when the path now holds another
+   * one (replaced inside the container since the kernel's lookup, even by an inode that took the
+   * same number but is of another type): its attributes must not reach the kernel for `node`
+   * (another file type makes the kernel fail the inode with EIO), and the caller answers ESTALE,
+   * on which the kernel looks the name up again and retries.
+   */
+  #isNode(node: Node, path: string, stat: Stat): boolean {
+    if (path === "") return true;
+    if (statKey(stat) !== node.key) return false;
+    // The same number, reused at once for an inode of another type (a file replaced by a link)
+    const told = this.#attrs.attrOf(node);
+    return told === undefined || ((told.mode ^ stat.mode) & S_IFMT) === 0;
   }
 
   /** The attribute answer for `node` from `stat` (read by the satellite after event `since`). */
@@ -622,10 +647,13 @@ export class ContainerFs implements FileSystem<Handle> {
     const rpc = open === undefined ? undefined : await this.#via(node, open);
     if (isErrno(rpc) && path === undefined) return rpc;
     const since = this.#since();
-    const r = rpc !== undefined && !isErrno(rpc)
-      ? await rpc.fstat({ handle: open!.id }, this.#opts(ctx))
-      : await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
-    return r.ok ? this.#attrResult(node, r.value, since) : fail(r);
+    if (rpc !== undefined && !isErrno(rpc)) {
+      const r = await rpc.fstat({ handle: open!.id }, this.#opts(ctx));
+      return r.ok ? this.#attrResult(node, r.value, since) : fail(r);
+    }
+    const r = await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
+    if (!r.ok) return fail(r);
+    return this.#isNode(node, path!, r.value) ? this.#attrResult(node, r.value, since) : ESTALE;
   }
 
   async setattr(
@@ -689,14 +717,26 @@ export class ContainerFs implements FileSystem<Handle> {
       atime: wireTime(changes.atime),
       mtime: wireTime(changes.mtime),
     }, this.#opts(ctx));
-    return r.ok ? this.#attrResult(node, r.value) : fail(r);
+    if (!r.ok) {
+      // A symlink where the kernel's regular file or directory was: replaced meanwhile.
+      const type = (this.#attrs.attrOf(node)?.mode ?? 0) & S_IFMT;
+      const swapped = (r.code === "ELOOP" || r.code === "EOPNOTSUPP") &&
+        (type === S_IFREG || type === S_IFDIR);
+      return swapped ? ESTALE : fail(r);
+    }
+    if (this.#isNode(node, path, r.value)) return this.#attrResult(node, r.value);
+    if (via === undefined || isErrno(via)) return ESTALE;
+    // Changed through the handle: its file answers for itself, wherever its name went.
+    const st = await via.fstat({ handle: handle!.id }, this.#opts(ctx));
+    return st.ok ? this.#attrResult(node, st.value) : fail(st);
   }
 
   async readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
-    if (!r.ok) return fail(r);
+    // EINVAL: no symlink at the path any more (the kernel reads links of symlink nodes only).
+    if (!r.ok) return r.code === "EINVAL" ? ESTALE : fail(r);
     let target: string;
     try {
       target = typeof r.value === "string" ? r.value : decoder.decode(r.value);

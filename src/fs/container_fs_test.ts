@@ -2,7 +2,7 @@
 
 import { deepStrictEqual, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node } from "../fuse/mod.ts";
-import { abi, EINTR, ENODATA, ENOENT, ENOSPC, isErrno } from "../fuse/mod.ts";
+import { abi, EINTR, ENODATA, ENOENT, ENOSPC, ESTALE, isErrno } from "../fuse/mod.ts";
 import {
   DT_DIR,
   DT_REG,
@@ -688,4 +688,46 @@ Deno.test("container fs: an unlinked open file takes new times (writeback flush)
   deepStrictEqual(r.attr.mtime, mtime);
   deepStrictEqual(rpc.paramsOf("setattr"), [], "no name to set times by");
   deepStrictEqual(await fs.setattr(fakeContext(), unlinked, { mode: 0o600 }, undefined), ENOENT);
+});
+
+Deno.test("container fs: a path that now holds another inode answers ESTALE, never its attributes", async () => {
+  const { rpc, fs, root } = setup();
+  const file = fakeStat({ ino: 7n });
+  const link = fakeStat({ ino: 8n, mode: 0o120777, size: 5n });
+  let atPath = file;
+  rpc.on("lstat", () => ok(atPath));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "sw")), root, "sw");
+  // inside the container, "sw" is replaced by a symlink after the kernel's lookup
+  atPath = link;
+  deepStrictEqual(await fs.getattr(fakeContext(), node, undefined), ESTALE);
+  rpc.on("setattr", () => ok(link));
+  deepStrictEqual(await fs.setattr(fakeContext(), node, { mtime: "now" }, undefined), ESTALE);
+  rpc.on("setattr", () => fail("EOPNOTSUPP")); // chmod met the symlink and refused it
+  deepStrictEqual(await fs.setattr(fakeContext(), node, { mode: 0o600 }, undefined), ESTALE);
+  rpc.on("setattr", () => fail("ELOOP")); // so did truncate
+  deepStrictEqual(await fs.setattr(fakeContext(), node, { size: 0 }, undefined), ESTALE);
+  // the other way round: a symlink node whose path now holds a regular file
+  rpc.on("readlink", () => fail("EINVAL"));
+  deepStrictEqual(await fs.readlink(fakeContext(), node), ESTALE);
+  // the number reused at once by an inode of another type is not the kernel's inode either
+  atPath = { ...link, ino: file.ino };
+  deepStrictEqual(await fs.getattr(fakeContext(), node, undefined), ESTALE);
+  // the same inode still answers, and the root is the root whatever its key
+  atPath = { ...file, size: 99n };
+  deepStrictEqual(value(await fs.getattr(fakeContext(), node, undefined)).attr.size, 99);
+  atPath = fakeStat({ ino: 2n, mode: 0o40755 });
+  deepStrictEqual(value(await fs.getattr(fakeContext(), root, undefined)).attr.ino, 2n);
+});
+
+Deno.test("container fs: a truncate through a handle whose name went elsewhere answers the handle's file", async () => {
+  const { rpc, fs, root } = setup();
+  const file = fakeStat({ ino: 7n });
+  rpc.on("lstat", () => ok(file));
+  rpc.on("open", () => ok({ handle: 4 }));
+  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const handle = value(await fs.open(fakeContext(), node, O_RDWR)).handle as Handle;
+  rpc.on("setattr", () => ok(fakeStat({ ino: 9n }))); // another file took the name
+  rpc.on("fstat", () => ok({ ...file, size: 0n }));
+  const r = value(await fs.setattr(fakeContext(), node, { size: 0 }, handle));
+  deepStrictEqual([r.attr.ino, r.attr.size], [7n, 0]);
 });

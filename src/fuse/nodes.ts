@@ -11,8 +11,11 @@ import type { Node } from "./filesystem.ts";
 
 /** Most names remembered per node (hard links); older ones are dropped first. */
 const MAX_LINKS = 16;
-/** Deepest chain walked by `path` (guards against a corrupted, cyclic chain). */
-const MAX_DEPTH = 4096;
+/**
+ * Deepest chain walked by `path` (guards against a corrupted, cyclic chain). Trees may be far
+ * deeper than PATH_MAX allows in one path (a process descends with relative paths).
+ */
+const MAX_DEPTH = 65536;
 
 interface Link {
   parent: NodeImpl;

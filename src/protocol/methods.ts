@@ -42,6 +42,7 @@ import {
   type Infer,
   int,
   name,
+  nameOf,
   nil,
   obj,
   opt,
@@ -64,10 +65,18 @@ export const MAX_READDIR_ENTRIES = 4096;
 /** Most changes in one event frame, and directories in one unwatch. */
 export const MAX_CHANGES = 4096;
 
+/**
+ * Longest protocol path, in bytes of UTF-8 (the satellite answers ENAMETOOLONG past it; every
+ * component stays within NAME_MAX). Far beyond PATH_MAX: a process whose working directory is
+ * deep reaches paths longer than PATH_MAX, and the satellite resolves them in pieces. Two paths
+ * of this many UTF-16 units (at most 3 bytes each in UTF-8) fit one frame (rename, link).
+ */
+export const MAX_PATH_BYTES = 128 * 1024;
+
 /** A path relative to the root, or a name: UTF-8 string, or bytes when not valid UTF-8. */
 export type PathArg = string | Uint8Array;
 
-const path = name;
+const path = nameOf(MAX_PATH_BYTES);
 const handle = u32;
 
 /** Owner for newly created inodes (applied when the satellite is root). */

@@ -14,6 +14,8 @@ import {
   INVALID,
   Kind,
   LARGE_PAYLOAD_BYTES,
+  MAX_FRAME_BYTES,
+  MAX_PATH_BYTES,
   METHODS,
   OpenFlags,
   openFlagsFromWire,
@@ -72,7 +74,13 @@ Deno.test("schemas validate, normalise and drop unknown keys", () => {
     flags: 0,
     mode: 0o644,
   });
-  equal(METHODS.lstat.params.parse({ path: new Uint8Array(9000) }), INVALID);
+  // paths may pass PATH_MAX (the satellite resolves them in runs), up to MAX_PATH_BYTES
+  deepStrictEqual(METHODS.lstat.params.parse({ path: "a/".repeat(4000) + "b" }), {
+    path: "a/".repeat(4000) + "b",
+  });
+  equal(METHODS.lstat.params.parse({ path: new Uint8Array(MAX_PATH_BYTES + 1) }), INVALID);
+  equal(METHODS.lstat.params.parse({ path: "a".repeat(MAX_PATH_BYTES + 1) }), INVALID);
+  equal(METHODS.lstat.params.parse({ path: new Uint8Array(MAX_PATH_BYTES) }).constructor, Object);
   equal(METHODS.write.params.parse({ handle: 1, offset: 0n, data: [1, 2, 3] }), INVALID);
 });
 
@@ -104,4 +112,10 @@ Deno.test("requests with a large payload encode to msgpackr's own bytes, and dec
     encodeFrame(createPackr(), [Kind.REQUEST, 2, "statfs", undefined]),
     "no params",
   );
+});
+
+Deno.test("a rename between two longest paths, 3 UTF-8 bytes per unit, fits one frame", () => {
+  const longest = "\u20ac".repeat(MAX_PATH_BYTES); // € : 3 bytes in UTF-8
+  const frame = encodeRequest(createPackr(), 1, "rename", { from: longest, to: longest, flags: 0 });
+  ok(frame.length - 4 <= MAX_FRAME_BYTES, `${frame.length} bytes`);
 });

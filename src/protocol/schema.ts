@@ -60,14 +60,23 @@ export function bytes(maxLength = 1 << 21): Schema<Uint8Array> {
   };
 }
 
-/** A UTF-8 string, or raw bytes for names that are not valid UTF-8. */
-export const name: Schema<string | Uint8Array> = {
-  describe: "string or bytes",
-  parse: (v) =>
-    (typeof v === "string" && v.length <= 8192) || (v instanceof Uint8Array && v.length <= 8192)
-      ? v
-      : INVALID,
-};
+/**
+ * A UTF-8 string of at most `maxLength` UTF-16 units, or raw bytes (at most `maxLength`) for
+ * names that are not valid UTF-8.
+ */
+export function nameOf(maxLength: number): Schema<string | Uint8Array> {
+  return {
+    describe: "string or bytes",
+    parse: (v) =>
+      (typeof v === "string" && v.length <= maxLength) ||
+        (v instanceof Uint8Array && v.length <= maxLength)
+        ? v
+        : INVALID,
+  };
+}
+
+/** A UTF-8 string, or raw bytes for names that are not valid UTF-8 (at most 8192). */
+export const name: Schema<string | Uint8Array> = nameOf(8192);
 
 /** An unsigned 32-bit integer (number). */
 export const u32: Schema<number> = {

@@ -41,7 +41,11 @@ async function main(args: string[]): Promise<number> {
   const suite = await buildPjdfstest();
   const bed = await ensureTestBed({ kinds: ["glibc"] });
   await ensureFuseTools();
-  const container = await startTestContainer(bed, "glibc");
+  // Named after the checkout, so parallel checkouts can tell theirs apart.
+  const checkout = new URL("../../", import.meta.url).pathname.replace(/\/+$/, "").split("/").pop();
+  const container = await startTestContainer(bed, "glibc", {
+    name: `dockerfuse-${checkout}-posix-${Deno.pid}`,
+  });
   let failedRuns = 0;
   try {
     for (let i = 1; i <= runs; i++) {
@@ -70,9 +74,18 @@ async function main(args: string[]): Promise<number> {
       }
     }
     if (native) {
+      // The overlay's merged directory as the host sees it: the container's filesystem, at a
+      // path getcwd(3) can name (prove cannot work from /proc/PID/root, another namespace).
+      const merged = (await run("docker", [
+        "inspect",
+        "-f",
+        "{{if .GraphDriver.Data}}{{.GraphDriver.Data.MergedDir}}{{end}}",
+        container,
+      ])).stdout.trim();
       const pid = (await run("docker", ["inspect", "-f", "{{.State.Pid}}", container])).stdout
         .trim();
-      const work = `/proc/${pid}/root/tmp/pjdfstest-native`;
+      const base = merged !== "" && merged !== "<no value>" ? merged : `/proc/${pid}/root`;
+      const work = `${base}/tmp/pjdfstest-native`;
       await Deno.mkdir(work, { recursive: true });
       report(
         "native (container's own filesystem)",

@@ -10,11 +10,42 @@
 
 import { Apt, cacheDir, exists, log, removeTree, run, sha256Hex } from "../testbed/system.ts";
 
-/** Where the suite's sources are, relative to the checkout: `../shared/pjdfstest`. */
+/**
+ * Where the suite's sources are: `$PJDFSTEST_SRC`, else `../shared/pjdfstest` beside the
+ * checkout, or, in a git worktree, beside its main checkout.
+ */
 export function pjdfstestSource(): string {
   const fromEnv = Deno.env.get("PJDFSTEST_SRC");
   if (fromEnv) return fromEnv;
-  return new URL("../../../shared/pjdfstest", import.meta.url).pathname;
+  const checkout = new URL("../../", import.meta.url).pathname.replace(/\/+$/, "");
+  const beside = `${checkout.replace(/\/[^/]*$/, "")}/shared/pjdfstest`;
+  if (existsSync(`${beside}/pjdfstest.c`)) return beside;
+  const git = new Deno.Command("git", {
+    args: ["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    cwd: checkout,
+    stdout: "piped",
+    stderr: "null",
+  });
+  try {
+    const out = git.outputSync();
+    const common = new TextDecoder().decode(out.stdout).trim(); // <main checkout>/.git
+    if (out.success && common.endsWith("/.git")) {
+      const main = common.slice(0, -"/.git".length);
+      return `${main.replace(/\/[^/]*$/, "")}/shared/pjdfstest`;
+    }
+  } catch {
+    // no git: the checkout's own neighbour it is
+  }
+  return beside;
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Tools the build and the run need (Debian package per command). */

@@ -1,6 +1,7 @@
 /**
  * POSIX conformance through a dockerfuse mount: pjdfstest (../shared/pjdfstest) run as root from a
- * directory inside an `--allow-other` mount of the glibc test image. Every subtest must pass.
+ * directory inside an `--allow-other` mount of the glibc test image, three times in a row (a fresh
+ * mount each time, one container). Every subtest of every run must pass.
  */
 
 import { deepStrictEqual, equal, fail } from "node:assert/strict";
@@ -10,7 +11,8 @@ import {
   parseProve,
   runPjdfstest,
 } from "../../tasks/posix/pjdfstest.ts";
-import { withMount } from "../e2e/harness.ts";
+import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
+import { startMount } from "../e2e/harness.ts";
 
 const SAMPLE = `/s/tests/chmod/00.t ......... ok
 /s/tests/rename/02.t ........ Failed 2/6 subtests
@@ -43,23 +45,47 @@ Deno.test("pjdfstest: prove's summary is parsed per file (TODO passes are not fa
   ]);
 });
 
+/** Runs in a row, each through a fresh mount: every one must pass every subtest. */
+const RUNS = 3;
+/** Containers are named after the checkout, so parallel checkouts can tell theirs apart. */
+const CHECKOUT = new URL("../../", import.meta.url).pathname.replace(/\/+$/, "").split("/").pop();
+
 Deno.test({
-  name: "pjdfstest: every subtest passes through a dockerfuse mount of the glibc image",
+  name:
+    `pjdfstest: every subtest passes in ${RUNS} runs in a row through dockerfuse mounts of the glibc image`,
   sanitizeResources: false,
   sanitizeOps: false,
-  async fn() {
+  async fn(t) {
     const suite = await buildPjdfstest();
-    await withMount("glibc", async (m) => {
-      const work = `${m.mountpoint}/tmp/pjdfstest`;
-      await Deno.mkdir(work, { recursive: true });
-      const run = await runPjdfstest(suite, work);
-      console.log(
-        `pjdfstest: ${run.tests - run.failed} of ${run.tests} subtests passed in ${run.files} ` +
-          `files (${run.seconds.toFixed(0)} s)`,
-      );
-      if (run.failed > 0) {
-        fail(`${run.failed} of ${run.tests} subtests failed:\n${describeFailures(run)}`);
+    const bed = await ensureTestBed({ kinds: ["glibc"] });
+    const container = await startTestContainer(bed, "glibc", {
+      name: `dockerfuse-${CHECKOUT}-pjdfstest-${Deno.pid}`,
+    });
+    const failures: string[] = [];
+    try {
+      for (let i = 1; i <= RUNS; i++) {
+        await t.step(`run ${i} of ${RUNS}`, async () => {
+          const m = await startMount("glibc", { container, args: ["--allow-other"] });
+          try {
+            const work = `${m.mountpoint}/tmp/pjdfstest-${i}`;
+            await Deno.mkdir(work, { recursive: true });
+            const run = await runPjdfstest(suite, work);
+            console.log(
+              `pjdfstest run ${i}: ${run.tests - run.failed} of ${run.tests} subtests passed in ` +
+                `${run.files} files (${run.seconds.toFixed(0)} s)`,
+            );
+            if (run.failed > 0) {
+              failures.push(`run ${i}: ${run.failed} of ${run.tests}`);
+              fail(`${run.failed} of ${run.tests} subtests failed:\n${describeFailures(run)}`);
+            }
+          } finally {
+            await m.cleanup();
+          }
+        });
       }
-    }, { args: ["--allow-other"] });
+    } finally {
+      await removeTestContainer(bed, container);
+    }
+    deepStrictEqual(failures, [], "every run passes every subtest");
   },
 });
