@@ -6,7 +6,9 @@
  * `--self DIR` is deleted (recursively) as soon as the satellite runs: its own upload. Nothing
  * but protocol frames goes to stdout; diagnostics go to stderr. It exits when stdin closes.
  * The loop is fully synchronous (poll(2), blocking reads and writes through libc, see loop.ts):
- * one request at a time, in arrival order, responses batched per input chunk.
+ * requests are handled in arrival order, responses batched per input chunk. Calls that may block
+ * for long (reads, fsync, fallocate, copy_file_range) run on the I/O worker (workers.ts) and
+ * are answered when it is done, while the loop goes on with the next requests.
  *
  * @module
  */
@@ -23,6 +25,7 @@ import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import { Loop } from "./loop.ts";
+import { IoPool } from "./workers.ts";
 import {
   cgroupMemoryLimit,
   memoryBudget,
@@ -127,6 +130,23 @@ function main(): number {
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
   const guard = startMemoryGuard(libc);
+  const loop = new Loop(libc);
+  let status = 0;
+  const end = (code: number): void => {
+    status = code;
+    loop.stop();
+  };
+  const io = new IoPool({
+    libc,
+    log,
+    // Answers of completed jobs go out at once.
+    watch: (fd, onReadable) =>
+      loop.add(fd, () => {
+        onReadable();
+        out.flush();
+        if (out.broken) end(0);
+      }),
+  });
 
   const rootIn = args.rootIn === undefined
     ? undefined
@@ -137,11 +157,16 @@ function main(): number {
       procFd: procFdPath(),
       log,
       walkPaths: args.walkPaths,
+      io,
     })
     : undefined;
+  let fatal: string | undefined;
   const dispatcher = new Dispatcher(
     fs?.handlers() ?? ({} as never),
     (method, error) => log(`${method}: ${error instanceof Error ? error.stack : error}`),
+    (frame) => {
+      if (fatal === undefined) out.push(frame);
+    },
   );
   if (!fs) {
     const errno = rootIn === undefined ? libc.errno() : -rootIn;
@@ -170,23 +195,17 @@ function main(): number {
   // it (it copies only frames split across its input), a partial frame moves to the front.
   const input = new Uint8Array(MAX_FRAME_BYTES + FRAME_HEADER_BYTES);
   let fill = 0;
-  let fatal: string | undefined;
   const onFrame = (body: Uint8Array) => {
     if (fatal !== undefined) return;
     const response = dispatcher.handle(body);
     guard.tick();
+    if (response === undefined) return; // answered later, by the I/O worker's completion
     if (response instanceof Uint8Array) {
       out.push(response);
     } else {
       fatal = response.fatal;
       out.push(response.frame);
     }
-  };
-  const loop = new Loop(libc);
-  let status = 0;
-  const end = (code: number): void => {
-    status = code;
-    loop.stop();
   };
   // stdin: requests. Every frame of a read is handled before the next read.
   loop.add(0, () => {
