@@ -4,6 +4,8 @@
 // Prints a table (seconds, ratios), `--json` prints the figures as JSON instead, and the SVG chart
 // is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all).
 // Run: deno task bench e2e [--runs=N] [--json] [--only=a,b] [--cpu]
+// Rows (ids for --only): find, ls, grep, read, write, create, readsmall, rm, mount, busy (the
+// median of 20 stat + ls while a 256 MiB read streams, tasks/bench/busy.ts).
 // `--cpu` adds, per workload and contender, the CPU seconds each process (by name) spent during
 // the timed runs: where the time goes (dockerd, containerd-shim, satellite, client, sftp-server…).
 // Needs root (drop_caches, mounts), Docker, and sshfs/socat/openssh-sftp-server (apt-installed
