@@ -3,20 +3,23 @@ import { AT_FDCWD, O_CLOEXEC, O_RDWR, POLLIN } from "../src/linux/mod.ts";
 import { BytesReply } from "../src/protocol/mod.ts";
 import { DATA_OFFSET, Op } from "./io_jobs.ts";
 import { cString, Libc } from "./libc.ts";
-import { IoPool, type Job } from "./workers.ts";
+import { IoPool, type Job, STALL_MS } from "./workers.ts";
 
 Deno.test("io jobs: a read's payload starts where a BytesReply's does", () => {
   deepStrictEqual(DATA_OFFSET, BytesReply.bytesFor(0));
 });
 
 /** A pool whose completions are polled here (bounded), as the main loop would. */
-function testPool(libc: Libc): { pool: IoPool; drain: (until: () => boolean) => void } {
+function testPool(
+  libc: Libc,
+  now?: () => number,
+): { pool: IoPool; drain: (until: () => boolean) => void } {
   let source: { fd: number; onReadable: () => void } | undefined;
   const pool = new IoPool({
     libc,
-    log: (m) => console.error(m),
+    log: () => {},
     watch: (fd, onReadable) => (source = { fd, onReadable }),
-  });
+  }, now);
   const drain = (until: () => boolean): void => {
     const deadline = Date.now() + 10_000;
     const fds = new Uint8Array(8);
@@ -98,6 +101,45 @@ Deno.test("I/O worker: jobs complete in order with their data; a handle is idle 
     );
     drain(() => failed !== undefined);
     deepStrictEqual(failed, -9n); // EBADF
+  } finally {
+    libc.fn.close(fd);
+    Deno.removeSync(path);
+  }
+});
+
+Deno.test("I/O workers: a job running past STALL_MS gets nothing behind it; a second worker takes the next", () => {
+  const libc = new Libc();
+  const path = Deno.makeTempFileSync({ prefix: "dockerfuse-workers-" });
+  Deno.writeFileSync(path, new Uint8Array(4096).fill(7));
+  const fd = libc.fn.openat(AT_FDCWD, cString(path)!, O_RDWR | O_CLOEXEC, 0);
+  try {
+    let clock = 1000;
+    const { pool, drain } = testPool(libc, () => clock);
+    const done: string[] = [];
+    const job = (name: string, handle: number): Job => ({
+      op: Op.PREAD,
+      fd,
+      args: [0n, 10n],
+      handles: [handle],
+      done: (r) => {
+        deepStrictEqual(r, 10n);
+        done.push(name);
+      },
+    });
+    ok(pool.submit(job("a", 1)));
+    ok(pool.submit(job("b", 2))); // behind a, which is young: same worker
+    deepStrictEqual(pool.workers, 1);
+    // Nothing was consumed meanwhile: to the pool, a has been running since the clock read 1000.
+    clock += STALL_MS + 1;
+    ok(pool.submit(job("c", 3)));
+    deepStrictEqual(pool.workers, 2);
+    drain(() => done.length === 3);
+    deepStrictEqual([...done].sort(), ["a", "b", "c"]);
+    // Both workers idle now: new jobs go to the least loaded, no third worker.
+    clock += 10 * STALL_MS;
+    for (const name of ["d", "e", "f", "g"]) ok(pool.submit(job(name, 4)));
+    drain(() => done.length === 7);
+    deepStrictEqual([pool.workers, pool.pending, pool.busy(4)], [2, 0, false]);
   } finally {
     libc.fn.close(fd);
     Deno.removeSync(path);
