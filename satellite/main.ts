@@ -25,7 +25,7 @@ import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import { Loop } from "./loop.ts";
-import { IoPool } from "./workers.ts";
+import { IoPool, WORKER_BYTES } from "./workers.ts";
 import {
   cgroupMemoryLimit,
   memoryBudget,
@@ -139,6 +139,8 @@ function main(): number {
   const io = new IoPool({
     libc,
     log,
+    // A worker's memory is a fixed cost: collecting this heap cannot give it back.
+    onWorkerStarted: () => guard.reserve(WORKER_BYTES),
     // Answers of completed jobs go out at once.
     watch: (fd, onReadable) =>
       loop.add(fd, () => {
