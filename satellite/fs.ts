@@ -18,6 +18,7 @@ import {
   encodeDev,
   errnoName,
   type Handlers,
+  Later,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
   MAX_READDIR_ENTRIES,
@@ -51,8 +52,10 @@ import {
   SEEK_SET,
   STATX_BASIC_STATS,
 } from "../src/linux/mod.ts";
+import { DATA_OFFSET, Op } from "./io_jobs.ts";
 import { big, cString, type Libc, num } from "./libc.ts";
 import { joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
+import type { IoPool } from "./workers.ts";
 
 const {
   EEXIST,
@@ -138,6 +141,11 @@ export interface SatelliteFsOptions {
   walkPaths?: boolean;
   /** chmod through O_PATH descriptors even where fchmodat2 exists (tests the fallback). */
   noFchmodat2?: boolean;
+  /**
+   * Runs reads, fsync, fallocate and copy_file_range off the main thread (satellite/workers.ts);
+   * without it (or when it cannot), they run inline.
+   */
+  io?: Pick<IoPool, "submit" | "busy" | "whenIdle">;
 }
 
 /** The handlers, bound to a root directory fd. */
@@ -214,16 +222,27 @@ export class SatelliteFs {
       readdir: (p) => this.#readdir(p),
       open: (p) => this.#open(p),
       create: (p) => this.#create(p),
-      read: (p) => this.#read(p),
+      read: (p) => this.#offloadRead(p) ?? this.#read(p),
       write: (p) => this.#write(p),
-      release: (p) => this.#release(p.handle),
+      release: (p) => {
+        const io = this.#options.io;
+        if (!io?.busy(p.handle)) return this.#release(p.handle);
+        // A job still uses its descriptor: closed once the last one is done.
+        const later = new Later<null>();
+        io.whenIdle(p.handle, () => later.settle(this.#release(p.handle)));
+        return later;
+      },
       flush: (p) =>
         this.#fdOp(p.handle, (fd) => {
           const dup = this.#c.fn.dup(fd);
           return dup < 0 ? dup : this.#c.fn.close(dup);
         }),
       fsync: (p) =>
-        this.#fdOp(p.handle, (fd) => p.datasync ? this.#c.fn.fdatasync(fd) : this.#c.fn.fsync(fd)),
+        this.#offloadFdOp(p.handle, Op.FSYNC, [p.datasync ? 1n : 0n]) ??
+          this.#fdOp(
+            p.handle,
+            (fd) => p.datasync ? this.#c.fn.fdatasync(fd) : this.#c.fn.fsync(fd),
+          ),
       truncate: (p) => this.#truncatePath(p.path, p.size),
       ftruncate: (p) => this.#fdOp(p.handle, (fd) => this.#c.fn.ftruncate64(fd, p.size)),
       setattr: (p) => this.#setattr(p),
@@ -307,14 +326,15 @@ export class SatelliteFs {
         );
       },
       fallocate: (p) =>
-        this.#fdOp(p.handle, (fd) => this.#c.fn.fallocate64(fd, p.mode, p.offset, p.length)),
+        this.#offloadFdOp(p.handle, Op.FALLOCATE, [BigInt(p.mode), p.offset, p.length]) ??
+          this.#fdOp(p.handle, (fd) => this.#c.fn.fallocate64(fd, p.mode, p.offset, p.length)),
       lseek: (p) => {
         const h = this.#handles.get(p.handle);
         if (!h) return new RpcFailure("EBADF");
         const r = big(this.#c.fn.lseek64(h.fd, p.offset, p.whence));
         return r < 0n ? failure(this.#c.errno()) : r;
       },
-      copyFileRange: (p) => this.#copyFileRange(p),
+      copyFileRange: (p) => this.#offloadCopy(p) ?? this.#copyFileRange(p),
       // The change feed is watch.ts's (it replaces these when the satellite runs with it).
       watch: () => new RpcFailure("ENOSYS", "no change feed"),
       unwatch: () => null,
@@ -343,6 +363,64 @@ export class SatelliteFs {
   /** Attributes of an open descriptor (O_PATH ones too), or a failure. */
   statOf(fd: number): Stat | RpcFailure {
     return this.#statFd(fd);
+  }
+
+  // --- calls run by the I/O worker (satellite/workers.ts) ----------------------------------
+
+  /** A read as a worker job; undefined when it runs inline (no worker, bad handle or size). */
+  #offloadRead(p: ParamsOf<"read">): Later<Uint8Array> | undefined {
+    const io = this.#options.io;
+    const h = this.#handles.get(p.handle);
+    if (!io || !h || p.size > MAX_IO_BYTES) return undefined;
+    const later = new Later<Uint8Array>();
+    const submitted = io.submit({
+      op: Op.PREAD,
+      fd: h.fd,
+      args: [p.offset, BigInt(p.size)],
+      handles: [p.handle],
+      done: (r, data) => {
+        if (r < 0n) return later.settle(failure(Number(-r)));
+        // The reply is sent from the slot's data area as it is (valid until `done` returns).
+        const reply = new BytesReply(p.size, data);
+        reply.length = Number(r);
+        later.settle(reply);
+      },
+    });
+    return submitted ? later : undefined;
+  }
+
+  /** fsync or fallocate of a handle as a worker job (result 0 or -errno). */
+  #offloadFdOp(handle: number, op: number, args: bigint[]): Later<null> | undefined {
+    const io = this.#options.io;
+    const h = this.#handles.get(handle);
+    if (!io || !h) return undefined;
+    const later = new Later<null>();
+    const submitted = io.submit({
+      op,
+      fd: h.fd,
+      args,
+      handles: [handle],
+      done: (r) => later.settle(r < 0n ? failure(Number(-r)) : null),
+    });
+    return submitted ? later : undefined;
+  }
+
+  #offloadCopy(p: ParamsOf<"copyFileRange">): Later<bigint> | undefined {
+    const io = this.#options.io;
+    const hin = this.#handles.get(p.handleIn);
+    const hout = this.#handles.get(p.handleOut);
+    if (!io || !hin || !hout) return undefined;
+    const later = new Later<bigint>();
+    const max = BigInt(MAX_IO_BYTES) * 1024n;
+    const submitted = io.submit({
+      op: Op.COPY_FILE_RANGE,
+      fd: hin.fd,
+      fd2: hout.fd,
+      args: [p.offsetIn, p.offsetOut, p.length > max ? max : p.length, BigInt(p.flags)],
+      handles: [p.handleIn, p.handleOut],
+      done: (r) => later.settle(r < 0n ? failure(Number(-r)) : r),
+    });
+    return submitted ? later : undefined;
   }
 
   // --- path resolution -------------------------------------------------------------------
@@ -690,7 +768,12 @@ export class SatelliteFs {
     return native | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock;
   }
 
-  #open(p: ParamsOf<"open">): { handle: number; data?: Uint8Array } | RpcFailure {
+  #open(
+    p: ParamsOf<"open">,
+  ):
+    | { handle: number; data?: Uint8Array }
+    | RpcFailure
+    | Later<{ handle: number; data?: Uint8Array }> {
     const fd = this.#openAt(p.path, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, false);
@@ -701,9 +784,28 @@ export class SatelliteFs {
     if ((st.getUint16(28, true) & S_IFMT) !== S_IFREG || st.getBigUint64(40, true) === 0n) {
       return { handle };
     }
-    // Best effort: a failed read leaves the data to the client's first READ. One buffer for
-    // every open: the reply is encoded (copied) before the next request is handled.
-    const data = this.#aheadBuf.subarray(0, Math.min(p.readAhead, MAX_OPEN_READ_AHEAD));
+    // Best effort: a failed read leaves the data to the client's first READ.
+    const size = Math.min(p.readAhead, MAX_OPEN_READ_AHEAD);
+    const io = this.#options.io;
+    if (io) {
+      const later = new Later<{ handle: number; data?: Uint8Array }>();
+      const submitted = io.submit({
+        op: Op.PREAD,
+        fd,
+        args: [0n, BigInt(size)],
+        handles: [handle],
+        // Encoded (copied) when settled, before the slot is reused.
+        done: (r, data) =>
+          later.settle(
+            r < 0n
+              ? { handle }
+              : { handle, data: data.subarray(DATA_OFFSET, DATA_OFFSET + Number(r)) },
+          ),
+      });
+      if (submitted) return later;
+    }
+    // One buffer for every open: the reply is encoded (copied) before the next request.
+    const data = this.#aheadBuf.subarray(0, size);
     let done = 0;
     while (done < data.length) {
       const n = num(

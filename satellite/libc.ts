@@ -65,6 +65,7 @@ const SYMBOLS = {
   lremovexattr: { parameters: ["buffer", "buffer"], result: "i32" },
   fallocate64: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   dup: { parameters: ["i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },
   geteuid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },

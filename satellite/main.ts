@@ -6,7 +6,9 @@
  * `--self DIR` is deleted (recursively) as soon as the satellite runs: its own upload. Nothing
  * but protocol frames goes to stdout; diagnostics go to stderr. It exits when stdin closes.
  * The loop is fully synchronous (poll(2), blocking reads and writes through libc, see loop.ts):
- * one request at a time, in arrival order, responses batched per input chunk.
+ * requests are handled in arrival order, responses batched per input chunk. Calls that may block
+ * for long (reads, fsync, fallocate, copy_file_range) run on the I/O worker (workers.ts) and
+ * are answered when it is done, while the loop goes on with the next requests.
  *
  * @module
  */
@@ -25,6 +27,7 @@ import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import { Loop } from "./loop.ts";
 import { Watcher } from "./watch.ts";
+import { IoPool, WORKER_BYTES } from "./workers.ts";
 import {
   cgroupMemoryLimit,
   memoryBudget,
@@ -129,6 +132,25 @@ function main(): number {
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
   const guard = startMemoryGuard(libc);
+  const loop = new Loop(libc);
+  let status = 0;
+  const end = (code: number): void => {
+    status = code;
+    loop.stop();
+  };
+  const io = new IoPool({
+    libc,
+    log,
+    // A worker's memory is a fixed cost: collecting this heap cannot give it back.
+    onWorkerStarted: () => guard.reserve(WORKER_BYTES),
+    // Answers of completed jobs go out at once.
+    watch: (fd, onReadable) =>
+      loop.add(fd, () => {
+        onReadable();
+        out.flush();
+        if (out.broken) end(0);
+      }),
+  });
 
   const rootIn = args.rootIn === undefined
     ? undefined
@@ -140,9 +162,9 @@ function main(): number {
       procFd,
       log,
       walkPaths: args.walkPaths,
+      io,
     })
     : undefined;
-  const loop = new Loop(libc);
   // The change feed (started by the client's `watch`): its frames go out between responses.
   let eventFrame = (_changes: Change[]): Uint8Array | undefined => undefined;
   const watcher = fs && new Watcher(libc, fs, {
@@ -152,9 +174,13 @@ function main(): number {
     },
     flush: () => out.flush(),
   }, { procFd, addSource: (fd, onReadable) => loop.add(fd, onReadable), log });
+  let fatal: string | undefined;
   const dispatcher = new Dispatcher(
     watcher?.wrap(fs!.handlers()) ?? ({} as never),
     (method, error) => log(`${method}: ${error instanceof Error ? error.stack : error}`),
+    (frame) => {
+      if (fatal === undefined) out.push(frame);
+    },
   );
   eventFrame = (changes) => dispatcher.eventFrame({ changes });
   if (!fs) {
@@ -184,22 +210,17 @@ function main(): number {
   // it (it copies only frames split across its input), a partial frame moves to the front.
   const input = new Uint8Array(MAX_FRAME_BYTES + FRAME_HEADER_BYTES);
   let fill = 0;
-  let fatal: string | undefined;
   const onFrame = (body: Uint8Array) => {
     if (fatal !== undefined) return;
     const response = dispatcher.handle(body);
     guard.tick();
+    if (response === undefined) return; // answered later, by the I/O worker's completion
     if (response instanceof Uint8Array) {
       out.push(response);
     } else {
       fatal = response.fatal;
       out.push(response.frame);
     }
-  };
-  let status = 0;
-  const end = (code: number): void => {
-    status = code;
-    loop.stop();
   };
   // stdin: requests. Every frame of a read is handled before the next read.
   loop.add(0, () => {

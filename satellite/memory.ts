@@ -89,7 +89,7 @@ const CHECK_EVERY = 64;
  */
 export class MemoryGuard {
   readonly #deps: MemoryGuardDeps;
-  readonly #budget: number;
+  #budget: number;
   #threshold: number;
   #count = 0;
   /** Collections run (for tests and diagnostics). */
@@ -99,6 +99,15 @@ export class MemoryGuard {
     this.#budget = budget;
     this.#threshold = budget;
     this.#deps = deps;
+  }
+
+  /**
+   * Adds `bytes` of fixed cost to the budget (an I/O worker's isolate and job ring: memory no
+   * collection of this thread's heap can give back).
+   */
+  reserve(bytes: number): void {
+    this.#budget += bytes;
+    this.#threshold = Math.max(this.#threshold, this.#budget);
   }
 
   /** Counts one request; may collect. */

@@ -90,3 +90,20 @@ Deno.test("MemoryGuard collects past the budget, and backs off when memory is li
   guard.check();
   strictEqual(gcs, 3);
 });
+
+Deno.test("MemoryGuard: memory reserved for a worker raises the budget", () => {
+  let rss = 20 * MiB;
+  let gcs = 0;
+  const guard = new MemoryGuard(16 * MiB, {
+    rssAnon: () => rss,
+    gc: () => gcs++,
+    trim: () => {},
+    log: () => {},
+  });
+  guard.reserve(8 * MiB);
+  guard.check();
+  strictEqual(gcs, 0, "20 MiB is within 16 + 8");
+  rss = 25 * MiB;
+  guard.check();
+  strictEqual(gcs, 1);
+});

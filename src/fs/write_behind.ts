@@ -2,8 +2,10 @@
  * Write-behind: writes to regular files answered as soon as they are queued to the satellite.
  *
  * Invariants:
- * - The satellite serves requests in order, so anything sent after a write (read, getattr,
- *   flush, fsync) sees it; a flush or fsync sent behind pending writes needs no extra trip.
+ * - A write is answered only once its frame is queued on the stream (a bulk write may first
+ *   wait its turn in the client's bulk lane, see src/protocol/lane.ts). The satellite serves
+ *   requests in order, so anything the kernel sends after the answer (read, getattr, flush,
+ *   fsync) sees it; a flush or fsync sent behind pending writes needs no extra trip.
  * - At most `limitBytes` of early-answered writes are in flight per handle; a write past it
  *   waits for the oldest ones.
  * - A failure (or short write) of an early-answered write is kept on its handle and reported
@@ -76,7 +78,8 @@ export class WriteBehind {
     rpc: Pick<RpcCalls, "write"> = this.#rpc,
   ): Promise<number> {
     const length = params.data.length;
-    const sent = rpc.write(params);
+    let held: Promise<void> | undefined;
+    const sent = rpc.write(params, { onHeld: (queued) => (held = queued) });
     const done: Promise<void> = sent.then((r) => {
       file.pending.delete(done);
       file.pendingBytes -= length;
@@ -86,6 +89,8 @@ export class WriteBehind {
     });
     file.pending.add(done);
     file.pendingBytes += length;
+    // Waiting in the bulk lane: answered once on the stream (or failed before that).
+    if (held !== undefined) await Promise.race([held, done]);
     while (file.pendingBytes > this.#limitBytes && file.pending.size > 1) {
       await file.pending.values().next().value;
     }

@@ -1,6 +1,6 @@
 import { deepStrictEqual, ok as assert } from "node:assert/strict";
 import { EIO, ENOSPC } from "../fuse/mod.ts";
-import type { RpcResult } from "../protocol/mod.ts";
+import type { CallOptions, RpcCalls, RpcResult } from "../protocol/mod.ts";
 import { FileWrites, WriteBehind } from "./write_behind.ts";
 import { deferred, fail, fakeLogger, FakeRpc, ok } from "./_fake_rpc.ts";
 
@@ -110,4 +110,39 @@ Deno.test("write behind: a release after the failure was reported keeps nothing"
   deepStrictEqual(wb.takeError([file]), ENOSPC);
   await wb.release(file, "/f");
   deepStrictEqual([logger.lines, wb.takeError([], "k")], [[], undefined]);
+});
+
+Deno.test("write behind: a write held in the bulk lane is answered only once it is sent", async () => {
+  const { wb } = setup();
+  const sent = deferred<void>();
+  const answer = deferred<RpcResult<number>>();
+  const rpc = {
+    write: (_p: unknown, options?: CallOptions) => {
+      options?.onHeld?.(sent.promise);
+      return answer.promise;
+    },
+  } as unknown as Pick<RpcCalls, "write">;
+  const file = new FileWrites("k", true);
+  let answered = false;
+  const write = wb.write(file, params(10), rpc).then((n) => (answered = true, n));
+  await new Promise((r) => setTimeout(r, 10));
+  deepStrictEqual(answered, false);
+  sent.resolve();
+  deepStrictEqual(await write, 10);
+  answer.resolve(ok(10));
+  await wb.settle([file]);
+});
+
+Deno.test("write behind: a held write that fails before it is sent is answered with its error", async () => {
+  const { wb } = setup();
+  const rpc = {
+    write: (_p: unknown, options?: CallOptions) => {
+      options?.onHeld?.(new Promise<void>(() => {})); // never sent
+      return Promise.resolve(fail("EIO"));
+    },
+  } as unknown as Pick<RpcCalls, "write">;
+  const file = new FileWrites("k", true);
+  deepStrictEqual(await wb.write(file, params(10), rpc), 10);
+  await wb.settle([file]);
+  deepStrictEqual(wb.takeError([file]), EIO);
 });

@@ -211,6 +211,9 @@ export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const F_SETPIPE_SZ = 1031;
 
+/** eventfd(2) flags (the same on x86_64 and aarch64). */
+export const EFD_CLOEXEC = 0o2000000;
+
 /** poll(2) events. */
 export const POLLIN = 0x1;
 export const POLLERR = 0x8;

@@ -55,11 +55,16 @@ export interface FakeOptions {
 
 /** Starts a fake satellite with `handlers` and a client connected to it. */
 export function startFake(handlers: Partial<Handlers>, options: FakeOptions = {}): Fake {
-  const dispatcher = new Dispatcher(handlers as Handlers);
   const toSat = new TransformStream<Uint8Array, Uint8Array>();
   const fromSat = new TransformStream<Uint8Array, Uint8Array>();
   const writer = fromSat.writable.getWriter();
   const held: Uint8Array[] = [];
+  const answer = (frame: Uint8Array): void => {
+    if (options.hold) held.push(frame);
+    else writer.write(frame).catch(() => {});
+  };
+  // Late answers (handlers returning a Later) are copied: their frame may be a reused buffer.
+  const dispatcher = new Dispatcher(handlers as Handlers, undefined, (f) => answer(f.slice()));
   let received = 0;
   const hello = options.hello === undefined ? FAKE_HELLO : options.hello;
   if (hello) writer.write(dispatcher.helloFrame(hello)).catch(() => {});
@@ -70,9 +75,7 @@ export function startFake(handlers: Partial<Handlers>, options: FakeOptions = {}
         decoder.push(chunk, (body) => {
           received++;
           const r = dispatcher.handle(body);
-          const frame = r instanceof Uint8Array ? r : r.frame;
-          if (options.hold) held.push(frame);
-          else writer.write(frame).catch(() => {});
+          if (r !== undefined) answer(r instanceof Uint8Array ? r : r.frame);
         });
       }
     } catch {

@@ -23,6 +23,7 @@ import {
   PROTOCOL_VERSION,
   type ResultOf,
 } from "./methods.ts";
+import { BulkLane } from "./lane.ts";
 import { INVALID, str } from "./schema.ts";
 import {
   createPackr,
@@ -31,6 +32,7 @@ import {
   encodeRequest,
   FrameDecoder,
   Kind,
+  LARGE_PAYLOAD_BYTES,
 } from "./wire.ts";
 
 /** Outcome of a call. */
@@ -54,6 +56,12 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Aborting fails the call with EINTR (the satellite may still carry it out). */
   signal?: AbortSignal;
+  /**
+   * Called (synchronously, from the call) when a bulk call has to wait in the bulk lane, with a
+   * promise that resolves once its frame is queued on the stream (never when it fails first).
+   * Not called when the frame is queued at once.
+   */
+  onHeld?: (sent: Promise<void>) => void;
 }
 
 /** One typed function per method of the table. */
@@ -86,6 +94,11 @@ export interface RpcClientOptions {
    * handed over as one OVERFLOW change: what it said is lost.
    */
   onEvent?: (changes: readonly Change[]) => void;
+  /**
+   * Bytes of bulk calls (reads and writes of at least 64 KiB) in flight at most; the others
+   * wait, in order, while small calls go ahead. Default {@link BULK_IN_FLIGHT_BYTES}.
+   */
+  bulkBytes?: number;
 }
 
 /** A completed call, for tracing. */
@@ -103,9 +116,31 @@ interface Pending {
   timer: ReturnType<typeof setTimeout> | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** Bytes the call holds in the bulk lane (0: not a bulk call). */
+  bulk: number;
+  /** Withdraws the call from the bulk lane while it waits there (true if it did). */
+  withdraw: (() => boolean) | undefined;
 }
 
 const SMALL_FRAME = 64 * 1024;
+/**
+ * Default bytes of bulk calls in flight: two 1 MiB reads or writes keep the stream busy (one
+ * transferred while the satellite serves the other) and are all a small call can queue behind.
+ */
+export const BULK_IN_FLIGHT_BYTES = 2 << 20;
+
+/** Bytes a call moves when it is a bulk call (a read or write of at least 64 KiB), else 0. */
+export function bulkCost(method: MethodName, params: unknown): number {
+  if (method === "read") {
+    const size = (params as { size?: unknown }).size;
+    return typeof size === "number" && size >= LARGE_PAYLOAD_BYTES ? size : 0;
+  }
+  if (method === "write") {
+    const data = (params as { data?: unknown }).data;
+    return data instanceof Uint8Array && data.length >= LARGE_PAYLOAD_BYTES ? data.length : 0;
+  }
+  return 0;
+}
 /** How long close() lets requests already made be delivered and answered. */
 const CLOSE_DRAIN_MS = 10_000;
 
@@ -135,6 +170,7 @@ export class RpcClient {
   readonly #expectedBuildId: string | undefined;
   readonly #onTrace: ((event: TraceEvent) => void) | undefined;
   readonly #onEvent: ((changes: readonly Change[]) => void) | undefined;
+  readonly #lane: BulkLane;
   #nextId = 1;
   #queue: Uint8Array[] = [];
   #flushing = false;
@@ -157,6 +193,7 @@ export class RpcClient {
     this.#expectedBuildId = options.expectedBuildId;
     this.#onTrace = options.onTrace;
     this.#onEvent = options.onEvent;
+    this.#lane = new BulkLane(options.bulkBytes ?? BULK_IN_FLIGHT_BYTES);
     this.ready = new Promise((resolve, reject) => {
       this.#resolveReady = resolve;
       this.#rejectReady = reject;
@@ -182,6 +219,11 @@ export class RpcClient {
   /** Calls sent and not yet answered. */
   get inFlight(): number {
     return this.#pending.size;
+  }
+
+  /** Bytes of bulk calls on the stream, and bulk calls waiting for their turn. */
+  get bulk(): { inFlight: number; waiting: number } {
+    return { inFlight: this.#lane.inFlight, waiting: this.#lane.waiting };
   }
 
   /** True once the connection has ended. */
@@ -260,6 +302,8 @@ export class RpcClient {
         timer: undefined,
         signal,
         onAbort: undefined,
+        bulk: bulkCost(method, params),
+        withdraw: undefined,
       };
       const timeoutMs = options?.timeoutMs ?? this.#timeoutMs;
       if (timeoutMs > 0) {
@@ -272,7 +316,20 @@ export class RpcClient {
         signal.addEventListener("abort", pending.onAbort, { once: true });
       }
       this.#pending.set(id, pending);
-      this.#send(frame);
+      if (pending.bulk === 0) {
+        this.#send(frame);
+        return;
+      }
+      let started = false;
+      let markSent: (() => void) | undefined;
+      pending.withdraw = this.#lane.enter(pending.bulk, () => {
+        started = true;
+        this.#send(frame);
+        markSent?.();
+      });
+      if (!started && options?.onHeld) {
+        options.onHeld(new Promise<void>((resolve) => (markSent = resolve)));
+      }
     });
   }
 
@@ -280,6 +337,7 @@ export class RpcClient {
     const pending = this.#pending.get(id);
     if (!pending) return; // late answer after timeout/cancel
     this.#pending.delete(id);
+    if (pending.bulk > 0 && !pending.withdraw?.()) this.#lane.leave(pending.bulk);
     if (pending.timer !== undefined) clearTimeout(pending.timer);
     if (pending.onAbort) pending.signal?.removeEventListener("abort", pending.onAbort);
     if (this.#onTrace) {
@@ -290,6 +348,7 @@ export class RpcClient {
   }
 
   #send(frame: Uint8Array): void {
+    if (this.#closeInfo) return;
     this.#queue.push(frame);
     if (!this.#flushing) {
       this.#flushing = true;

@@ -157,3 +157,49 @@ Deno.test("event frames reach onEvent in order with results; a malformed one is 
   ok(!fake.client.isClosed);
   await fake.client.close();
 });
+
+Deno.test("bulk lane: small calls pass 1 MiB reads held past the limit; held reads go in order", async () => {
+  const MiB = 1 << 20;
+  const fake = startFake(handlers, { hold: true, client: { bulkBytes: 2 * MiB } });
+  await fake.client.ready;
+  const held: number[] = [];
+  const reads = [0, 1, 2, 3].map((i) =>
+    fake.client.call.read(
+      { handle: 1, offset: BigInt(i), size: MiB },
+      { onHeld: (sent) => void sent.then(() => held.push(i)) },
+    )
+  );
+  const stat = fake.client.call.lstat({ path: "abc" });
+  await waitUntil(() => fake.received === 3, "two reads and the lstat at the fake");
+  deepStrictEqual(fake.client.bulk, { inFlight: 2 * MiB, waiting: 2 });
+  // The lstat's answer is the third frame held: answer it first.
+  await fake.send(fake.held[2]);
+  deepStrictEqual(valueOf(await stat).size, 3n);
+  await fake.send(fake.held[0]);
+  deepStrictEqual(valueOf(await reads[0])[0], 0);
+  await waitUntil(() => fake.received === 4, "the third read released");
+  deepStrictEqual(held, [2]);
+  await fake.send(fake.held[1]);
+  await fake.send(fake.held[3]);
+  await waitUntil(() => fake.received === 5, "the fourth read released");
+  await fake.send(fake.held[4]);
+  for (const [i, r] of (await Promise.all(reads)).entries()) deepStrictEqual(valueOf(r)[0], i);
+  deepStrictEqual(held, [2, 3]);
+  deepStrictEqual(fake.client.bulk, { inFlight: 0, waiting: 0 });
+  await fake.client.close();
+});
+
+Deno.test("bulk lane: a held call that times out never reaches the satellite", async () => {
+  const MiB = 1 << 20;
+  const fake = startFake(handlers, { hold: true, client: { bulkBytes: MiB } });
+  await fake.client.ready;
+  const first = fake.client.call.read({ handle: 1, offset: 0n, size: MiB });
+  const second = await fake.client.call.read({ handle: 1, offset: 1n, size: MiB }, {
+    timeoutMs: 10,
+  });
+  deepStrictEqual(errnoOf(second), "EIO");
+  await fake.send(fake.held[0]);
+  valueOf(await first);
+  deepStrictEqual([fake.received, fake.client.bulk.waiting, fake.client.bulk.inFlight], [1, 0, 0]);
+  await fake.client.close();
+});

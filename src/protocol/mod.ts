@@ -16,7 +16,10 @@
 
 export * from "./errno.ts";
 export * from "./methods.ts";
+export { BulkLane } from "./lane.ts";
 export {
+  BULK_IN_FLIGHT_BYTES,
+  bulkCost,
   type CallOptions,
   type CloseInfo,
   type RpcCalls,
@@ -31,6 +34,8 @@ export {
   Dispatcher,
   type Fatal,
   type Handlers,
+  Later,
+  type NowReply,
   type Reply,
   RpcFailure,
 } from "./server.ts";

@@ -20,7 +20,9 @@ import {
   OpenFlags,
   openFlagsFromWire,
   openFlagsToWire,
+  RpcFailure,
 } from "./mod.ts";
+import { Dispatcher, type Handlers, Later } from "./server.ts";
 
 Deno.test("errno names map to Linux numbers and back", () => {
   equal(errnoNumber("ENOENT"), 2);
@@ -118,4 +120,39 @@ Deno.test("a rename between two longest paths, 3 UTF-8 bytes per unit, fits one 
   const longest = "\u20ac".repeat(MAX_PATH_BYTES); // € : 3 bytes in UTF-8
   const frame = encodeRequest(createPackr(), 1, "rename", { from: longest, to: longest, flags: 0 });
   ok(frame.length - 4 <= MAX_FRAME_BYTES, `${frame.length} bytes`);
+});
+
+Deno.test("dispatcher: a Later answer goes to onLate once settled, with the request's id", () => {
+  const late: Uint8Array[] = [];
+  let settle: ((n: null) => void) | undefined;
+  const d = new Dispatcher(
+    {
+      fsync: () => {
+        const later = new Later<null>();
+        settle = (v) => later.settle(v);
+        return later;
+      },
+      flush: () => {
+        const later = new Later<null>();
+        later.settle(new RpcFailure("EIO", "settled at once"));
+        return later;
+      },
+    } as unknown as Handlers,
+    undefined,
+    (f) => late.push(f.slice()),
+  );
+  const packr = createPackr();
+  const unpackr = createUnpackr();
+  const body = (id: number, method: string) =>
+    encodeRequest(packr, id, method, { handle: 1, datasync: false }).subarray(4);
+  equal(d.handle(body(7, "fsync")), undefined);
+  equal(late.length, 0);
+  equal(d.handle(body(8, "flush")), undefined);
+  settle!(null);
+  settle!(null); // only the first settle counts
+  const messages = late.map((f) => decodeBody(unpackr, f.subarray(4)));
+  deepStrictEqual(messages.map((m) => m.ok && m.value.slice(0, 3)), [
+    [Kind.ERROR, 8, "EIO"],
+    [Kind.RESULT, 7, null],
+  ]);
 });

@@ -1,6 +1,7 @@
 /**
  * The satellite side: a dispatcher typed from the method table. It validates each request,
- * calls the handler synchronously and encodes the response frame.
+ * calls the handler synchronously and encodes the response frame; a handler may instead return
+ * a {@link Later}, whose frame goes to the dispatcher's `onLate` sink once it is settled.
  *
  * @module
  */
@@ -68,8 +69,36 @@ export class BytesReply {
   }
 }
 
-/** What a handler returns: the result, or a failure; bytes results may be a BytesReply. */
-export type Reply<R> = R | RpcFailure | (R extends Uint8Array ? BytesReply : never);
+/** An answer given right away: the result or a failure; bytes results may be a BytesReply. */
+export type NowReply<R> = R | RpcFailure | (R extends Uint8Array ? BytesReply : never);
+
+/**
+ * An answer given later (work running off the main thread): the handler returns it at once and
+ * settles it, once, when the work is done. Its frame is built when it settles (so a BytesReply
+ * or a view into a buffer must stay valid only until `settle` returns).
+ */
+export class Later<R> {
+  #sink: ((reply: NowReply<R>) => void) | undefined;
+  #early: { reply: NowReply<R> } | undefined;
+
+  /** Gives the answer (the first call counts). */
+  settle(reply: NowReply<R>): void {
+    if (this.#sink) {
+      const sink = this.#sink;
+      this.#sink = () => {};
+      sink(reply);
+    } else if (!this.#early) this.#early = { reply };
+  }
+
+  /** Where the answer goes (the dispatcher); an answer given before is passed on at once. */
+  bind(sink: (reply: NowReply<R>) => void): void {
+    if (this.#early) sink(this.#early.reply);
+    else this.#sink = sink;
+  }
+}
+
+/** What a handler returns: an answer now, or a {@link Later}. */
+export type Reply<R> = NowReply<R> | Later<R>;
 
 /** One synchronous handler per method of the table. */
 export type Handlers = {
@@ -88,11 +117,20 @@ export class Dispatcher {
   readonly #packr: Packr = createPackr();
   readonly #unpackr: Unpackr = createUnpackr();
   readonly #onError: ((method: string, error: unknown) => void) | undefined;
+  readonly #onLate: ((frame: Uint8Array) => void) | undefined;
 
-  /** `onError` observes handler exceptions (they answer EIO). */
-  constructor(handlers: Handlers, onError?: (method: string, error: unknown) => void) {
+  /**
+   * `onError` observes handler exceptions (they answer EIO); `onLate` takes the frames of
+   * answers handlers give later (required when a handler may return a {@link Later}).
+   */
+  constructor(
+    handlers: Handlers,
+    onError?: (method: string, error: unknown) => void,
+    onLate?: (frame: Uint8Array) => void,
+  ) {
     this.#handlers = handlers;
     this.#onError = onError;
+    this.#onLate = onLate;
   }
 
   /** The handshake frame, sent first. */
@@ -110,8 +148,11 @@ export class Dispatcher {
     return encodeFrame(this.#packr, [Kind.FATAL, message]);
   }
 
-  /** Handles one request frame body; returns the response frame, or a Fatal. Never throws. */
-  handle(body: Uint8Array): Uint8Array | Fatal {
+  /**
+   * Handles one request frame body; returns the response frame, a Fatal, or undefined when the
+   * answer comes later (through `onLate`). Never throws.
+   */
+  handle(body: Uint8Array): Uint8Array | Fatal | undefined {
     const decoded = decodeBody(this.#unpackr, body);
     if (!decoded.ok) return this.#fatal(decoded.error);
     const message = decoded.value;
@@ -134,6 +175,16 @@ export class Dispatcher {
       this.#onError?.(method, e);
       return this.#error(id, "EIO", `${method} failed: ${e instanceof Error ? e.message : e}`);
     }
+    if (reply instanceof Later) {
+      const sink = this.#onLate;
+      if (!sink) return this.#error(id, "EIO", `${method} answered late without a sink`);
+      reply.bind((late) => sink(this.#answer(id, method, late)));
+      return undefined;
+    }
+    return this.#answer(id, method, reply);
+  }
+
+  #answer(id: number, method: string, reply: unknown): Uint8Array {
     if (reply instanceof RpcFailure) return this.#error(id, reply.code, reply.message);
     if (reply instanceof BytesReply) return bytesFrame(id, reply);
     try {

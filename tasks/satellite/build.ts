@@ -46,6 +46,8 @@ export interface BuildOptions {
 }
 
 const PLACEHOLDER = "@@DOCKERFUSE_BUILD_ID@@";
+/** Where the I/O worker's bundled source goes (satellite/workers.ts), as a string literal. */
+const WORKER_PLACEHOLDER = /(["'])@@DOCKERFUSE_IO_WORKER@@\1/;
 const LIBS = [
   "libc.so.6",
   "libm.so.6",
@@ -142,9 +144,8 @@ async function sha256Hex(data: Uint8Array | string): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Bundles satellite/main.ts into one script (with the build id placeholder). */
-async function bundle(rootDir: string, cacheDir: string): Promise<string> {
-  const out = `${cacheDir}/satellite.bundle.js`;
+/** Bundles one entry point of satellite/ into one script. */
+async function bundleOne(rootDir: string, out: string, entry: string): Promise<string> {
   await run(Deno.execPath(), [
     "bundle",
     "--platform",
@@ -152,9 +153,26 @@ async function bundle(rootDir: string, cacheDir: string): Promise<string> {
     "--quiet",
     "-o",
     out,
-    `${rootDir}/satellite/main.ts`,
+    `${rootDir}/satellite/${entry}`,
   ], { cwd: rootDir });
-  const text = await Deno.readTextFile(out);
+  return await Deno.readTextFile(out);
+}
+
+/**
+ * Bundles satellite/main.ts into one script (with the build id placeholder). The I/O worker
+ * (satellite/io_worker.ts) is bundled too and embedded as a string: the satellite deletes its
+ * own files at start, so the worker is started from that source (a blob URL), not a file.
+ */
+async function bundle(rootDir: string, cacheDir: string): Promise<string> {
+  const worker = await bundleOne(rootDir, `${cacheDir}/io_worker.bundle.js`, "io_worker.ts");
+  if (/from "node:|__require\(|@@DOCKERFUSE_/.test(worker)) {
+    throw new Error("The I/O worker bundle must be self-contained and hold no placeholder");
+  }
+  const bundled = await bundleOne(rootDir, `${cacheDir}/satellite.bundle.js`, "main.ts");
+  if (!WORKER_PLACEHOLDER.test(bundled)) {
+    throw new Error("The bundle lost the I/O worker placeholder");
+  }
+  const text = bundled.replace(WORKER_PLACEHOLDER, () => JSON.stringify(worker));
   if (!text.includes(PLACEHOLDER)) throw new Error("The bundle lost the build id placeholder");
   if (/from "node:|__require\(/.test(text)) {
     throw new Error("The satellite bundle pulls in Node built-ins; it must stay self-contained");
