@@ -110,10 +110,16 @@ async function mount(
       },
     };
   }
-  const p = await spawnMount("sshfs", "socat", [
-    `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
-    `EXEC:"sshfs -f -o passive :/ ${mp}"`,
-  ], mp, { DOCKER_HOST: engine }); // socat's addresses cannot hold the engine's "tcp://…"
+  const p = await spawnMount(
+    "sshfs",
+    "socat",
+    [
+      `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
+      `EXEC:"sshfs -f -o passive :/ ${mp}"`,
+    ],
+    mp,
+    { DOCKER_HOST: engine },
+  ); // socat's addresses cannot hold the engine's "tcp://…"
   return {
     root: mp,
     async unmount() {

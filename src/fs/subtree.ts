@@ -1,0 +1,353 @@
+/**
+ * Walking ahead: once a directory is listed, the satellite walks its subdirectories' subtrees
+ * (`walk`, depth first, whole directories with attributes and symlink targets, many directories
+ * per answer, several answers in flight), so a walk of the mount (find, ls -R, grep -r, du)
+ * costs a round trip per answer instead of one per directory and one per symlink: what bounds
+ * its time on a remote engine is the round trip, not the number of entries.
+ *
+ * Invariants:
+ * - A listing serves one opendir, and a symlink target serves READLINK, only within `ttlMs` of
+ *   when its walk was asked (the satellite made it later), as the kernel's own caches would.
+ * - A walk answered after a change through the mount began (`MountChanges`) is not kept, and
+ *   `drop()` (any change through the mount) forgets everything fetched or queued.
+ * - Bounded work and memory: at most `inFlight` walks at once (more, up to `MAX_IN_FLIGHT`,
+ *   when the round trip is long), and no new walk while listings nobody took yet hold
+ *   `bufferEntries` entries (a directory a walker waits for is walked at once), so walking stops
+ *   soon after nobody uses it. Directories queued are forgotten after `ttlMs`.
+ * - Mount points (another device than the listed directory's) are never walked into.
+ *
+ * @module
+ */
+
+import { DT_DIR, DT_LNK } from "../linux/mod.ts";
+import type {
+  DirEntry as WireDirEntry,
+  PathArg,
+  RpcCalls,
+  RpcResult,
+  WalkEntry,
+} from "../protocol/mod.ts";
+import { nameProblem, statKey, statProblem } from "./checks.ts";
+import type { MountChanges } from "./mount_changes.ts";
+
+/** A listing fetched ahead: a whole directory and when its walk was asked. */
+export interface WalkedListing {
+  readonly entries: readonly WalkEntry[];
+  /** Time (ms) the walk was asked: the listing is at least this recent. */
+  readonly at: number;
+}
+
+/** Options of {@link SubtreeAhead}. */
+export interface SubtreeAheadOptions {
+  /** How long (ms) a listing or target may serve after its walk was asked; 0 disables. */
+  ttlMs: number;
+  /** Entries asked per walk answer (default 1024). */
+  maxEntries?: number;
+  /** Bytes asked per walk answer (default 384 KiB). */
+  maxBytes?: number;
+  /** Walks in flight at least (default 2); more when the round trip is long. */
+  inFlight?: number;
+  /** Entries of listings not yet taken above which no walk is asked (default 8192). */
+  bufferEntries?: number;
+  /** Directories queued at most (default 8192). */
+  queueLimit?: number;
+  /** The clock (ms); `Date.now` by default. */
+  now?: () => number;
+}
+
+/** Walks in flight at most, however long the round trip. */
+export const MAX_IN_FLIGHT = 8;
+/** Paths asked in one walk at most. */
+const PATHS_PER_WALK = 64;
+/** Symlink targets kept at most. */
+const TARGETS_LIMIT = 65536;
+
+interface Queued {
+  readonly key: string;
+  readonly path: string;
+  readonly at: number;
+}
+
+type WalkCalls = Pick<RpcCalls, "walk">;
+
+function join(path: string, name: string): string {
+  return path === "" ? name : `${path}/${name}`;
+}
+
+/** The key of a subdirectory entry worth walking into from a directory on `dev`, if any. */
+function subdirKey(e: WireDirEntry, dev: string): string | undefined {
+  if (e.type !== DT_DIR || e.stat === undefined || typeof e.name !== "string") return undefined;
+  if (e.name === "." || e.name === ".." || nameProblem(e.name) !== undefined) return undefined;
+  if (statProblem(e.stat) !== undefined) return undefined;
+  const key = statKey(e.stat);
+  return key.startsWith(dev) ? key : undefined;
+}
+
+/** The device part ("major:minor:") of a directory key. */
+function devOf(key: string): string {
+  return key.slice(0, key.lastIndexOf(":") + 1);
+}
+
+/** Walks subtrees ahead of the kernel's requests. */
+export class SubtreeAhead {
+  readonly #rpc: () => WalkCalls;
+  readonly #changes: MountChanges;
+  readonly #ttlMs: number;
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  readonly #minInFlight: number;
+  readonly #bufferEntries: number;
+  readonly #queueLimit: number;
+  readonly #now: () => number;
+  /** Directory key → its listing, not yet taken (in order of arrival). */
+  readonly #done = new Map<string, WalkedListing>();
+  #doneEntries = 0;
+  /** Symlink key → its target (in order of arrival). */
+  readonly #targets = new Map<string, { target: PathArg; at: number }>();
+  /** Directories to walk, the next on top; an item counts only while `#queued` holds it. */
+  #stack: Queued[] = [];
+  readonly #queued = new Map<string, Queued>();
+  /** Key of each path of a walk in flight → that walk's handling. */
+  readonly #asked = new Map<string, Promise<void>>();
+  #running = 0;
+  /** Bumped by `drop()`: walks asked before it are not kept. */
+  #epoch = 0;
+  /** Shortest walk seen (ms): an upper bound of the round trip. */
+  #rttMs: number | undefined;
+  /** Walks asked and answers used, for tests and logs. */
+  walks = 0;
+
+  /** `rpc`: the calls, or a function giving those of the current connection. */
+  constructor(
+    rpc: WalkCalls | (() => WalkCalls),
+    changes: MountChanges,
+    options: SubtreeAheadOptions,
+  ) {
+    this.#rpc = typeof rpc === "function" ? rpc : () => rpc;
+    this.#changes = changes;
+    this.#ttlMs = options.ttlMs;
+    this.#maxEntries = options.maxEntries ?? 1024;
+    this.#maxBytes = options.maxBytes ?? 384 * 1024;
+    this.#minInFlight = options.inFlight ?? 2;
+    this.#bufferEntries = options.bufferEntries ?? 8192;
+    this.#queueLimit = options.queueLimit ?? 8192;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Listings fetched and not yet taken. */
+  get size(): number {
+    return this.#done.size;
+  }
+
+  /** Walks allowed in flight: more when the round trip is long (one per 20 ms of it). */
+  get inFlight(): number {
+    const rtt = this.#rttMs ?? 0;
+    return Math.min(MAX_IN_FLIGHT, this.#minInFlight + Math.floor(rtt / 20));
+  }
+
+  /**
+   * The directory `dirKey` at protocol path `path` was listed whole as `entries`: its
+   * subdirectories not fetched yet are walked next.
+   */
+  queue(dirKey: string, path: string, entries: readonly WireDirEntry[]): void {
+    if (this.#ttlMs <= 0) return;
+    const dev = devOf(dirKey);
+    const now = this.#now();
+    const found: Queued[] = [];
+    for (const e of entries) {
+      const key = subdirKey(e, dev);
+      if (key === undefined || this.#done.has(key) || this.#asked.has(key)) continue;
+      found.push({ key, path: join(path, e.name as string), at: now });
+    }
+    this.#push(found);
+    this.#pump();
+  }
+
+  /** The listing of `key` fetched ahead and still fresh (waiting for it if under way). */
+  async take(key: string): Promise<WalkedListing | undefined> {
+    this.#evict();
+    if (!this.#done.has(key)) {
+      const queued = this.#queued.get(key);
+      // Wanted now: walk it at once, whatever else is in flight.
+      if (queued !== undefined && this.#asked.get(key) === undefined) this.#send([queued]);
+      const asked = this.#asked.get(key);
+      if (asked !== undefined) await asked;
+    }
+    const done = this.#done.get(key);
+    if (done === undefined) return undefined;
+    this.#done.delete(key);
+    this.#doneEntries -= done.entries.length;
+    this.#pump();
+    return this.#now() - done.at < this.#ttlMs ? done : undefined;
+  }
+
+  /** The target of the symlink `key` from a fresh walk, if any. */
+  target(key: string): PathArg | undefined {
+    const t = this.#targets.get(key);
+    if (t === undefined) return undefined;
+    if (this.#now() - t.at < this.#ttlMs) return t.target;
+    this.#targets.delete(key);
+    return undefined;
+  }
+
+  /** Forgets every listing, target and queued directory (something changed through the mount). */
+  drop(): void {
+    this.#epoch++;
+    this.#done.clear();
+    this.#doneEntries = 0;
+    this.#targets.clear();
+    this.#stack = [];
+    this.#queued.clear();
+    this.#asked.clear();
+  }
+
+  /** Queues `items` (the first ends on top). */
+  #push(items: readonly Queued[]): void {
+    for (let i = items.length - 1; i >= 0; i--) {
+      const item = items[i];
+      if (this.#queued.size >= this.#queueLimit && !this.#queued.has(item.key)) continue;
+      this.#queued.set(item.key, item);
+      this.#stack.push(item);
+    }
+    if (this.#stack.length > 4 * this.#queueLimit) {
+      this.#stack = this.#stack.filter((q) => this.#queued.get(q.key) === q);
+    }
+  }
+
+  /** Forgets listings and queued directories past their time. */
+  #evict(): void {
+    const now = this.#now();
+    for (const [key, l] of this.#done) {
+      if (now - l.at < this.#ttlMs) break;
+      this.#done.delete(key);
+      this.#doneEntries -= l.entries.length;
+    }
+    for (const [key, t] of this.#targets) {
+      if (now - t.at < this.#ttlMs && this.#targets.size <= TARGETS_LIMIT) break;
+      this.#targets.delete(key);
+    }
+  }
+
+  /** The next queued directory still wanted, if any. */
+  #pop(now: number): Queued | undefined {
+    for (;;) {
+      const item = this.#stack.pop();
+      if (item === undefined) return undefined;
+      if (this.#queued.get(item.key) !== item) continue; // queued again since, or dropped
+      this.#queued.delete(item.key);
+      if (now - item.at >= this.#ttlMs) continue; // the walker has moved on
+      if (this.#done.has(item.key) || this.#asked.has(item.key)) continue;
+      return item;
+    }
+  }
+
+  #pump(): void {
+    this.#evict();
+    const now = this.#now();
+    while (this.#running < this.inFlight && this.#queued.size > 0) {
+      if (this.#doneEntries + this.#running * this.#maxEntries >= this.#bufferEntries) return;
+      const free = this.inFlight - this.#running;
+      const per = Math.min(PATHS_PER_WALK, Math.max(1, Math.ceil(this.#queued.size / free)));
+      const items: Queued[] = [];
+      while (items.length < per) {
+        const item = this.#pop(now);
+        if (item === undefined) break;
+        items.push(item);
+      }
+      if (items.length === 0) return;
+      this.#send(items);
+    }
+  }
+
+  #send(items: readonly Queued[]): void {
+    for (const item of items) {
+      if (this.#queued.get(item.key) === item) this.#queued.delete(item.key);
+    }
+    const changes = this.#changes.mark(); // a change under way may or may not be seen
+    const epoch = this.#epoch;
+    const sentAt = this.#now();
+    this.#running++;
+    this.walks++;
+    const handled = this.#rpc().walk({
+      paths: items.map((i) => i.path),
+      maxEntries: this.#maxEntries,
+      maxBytes: this.#maxBytes,
+    }).then((r) => {
+      this.#running--;
+      const took = this.#now() - sentAt;
+      this.#rttMs = this.#rttMs === undefined ? took : Math.min(this.#rttMs, took);
+      for (const item of items) {
+        if (this.#asked.get(item.key) === handled) this.#asked.delete(item.key);
+      }
+      if (epoch === this.#epoch && changes === this.#changes.count) {
+        this.#keep(items, r, sentAt);
+      }
+      this.#pump();
+    });
+    for (const item of items) this.#asked.set(item.key, handled);
+  }
+
+  /** Keeps the listings and targets of a walk's answer and queues what it did not reach. */
+  #keep(
+    items: readonly Queued[],
+    r: RpcResult<{ dirs: { path: PathArg; entries: WalkEntry[] }[]; walked: number }>,
+    at: number,
+  ): void {
+    if (!r.ok) return;
+    const keyOf = new Map<string, string>(items.map((i) => [i.path, i.key]));
+    const listed: { key: string; path: string; entries: readonly WalkEntry[] }[] = [];
+    for (const dir of r.value.dirs) {
+      if (typeof dir.path !== "string") continue;
+      const key = keyOf.get(dir.path);
+      if (key === undefined) continue; // not asked, nor below what was asked: ignored
+      const dev = devOf(key);
+      for (const e of dir.entries) {
+        if (e.type === DT_LNK && e.target !== undefined && e.stat !== undefined) {
+          if (statProblem(e.stat) === undefined) {
+            this.#targets.set(statKey(e.stat), { target: e.target, at });
+          }
+          continue;
+        }
+        const sub = subdirKey(e, dev);
+        if (sub !== undefined) keyOf.set(join(dir.path, e.name as string), sub);
+      }
+      if (!this.#done.has(key)) {
+        this.#done.set(key, { entries: dir.entries, at });
+        this.#doneEntries += dir.entries.length;
+      }
+      listed.push({ key, path: dir.path, entries: dir.entries });
+    }
+    // What the answer did not reach: subdirectories of the listed directories that were not
+    // listed, in walk order (depth first: the first ends on top), then asked paths past `walked`.
+    const byKey = new Map(listed.map((l) => [l.key, l]));
+    const next: Queued[] = [];
+    const now = this.#now();
+    const walked = Math.min(r.value.walked, items.length);
+    const visit = (l: { key: string; path: string; entries: readonly WalkEntry[] }): void => {
+      const dev = devOf(l.key);
+      for (const e of l.entries) {
+        const sub = subdirKey(e, dev);
+        if (sub === undefined) continue;
+        const below = byKey.get(sub);
+        if (below !== undefined) {
+          byKey.delete(sub); // each directory once, whatever the satellite answered
+          visit(below);
+          continue;
+        }
+        if (this.#done.has(sub) || this.#asked.has(sub) || this.#queued.has(sub)) continue;
+        next.push({ key: sub, path: join(l.path, e.name as string), at: now });
+      }
+    };
+    for (const item of items) {
+      const top = byKey.get(item.key);
+      if (top === undefined) continue;
+      byKey.delete(item.key);
+      visit(top);
+    }
+    const reached = new Set(listed.map((l) => l.key));
+    for (const item of items.slice(walked)) {
+      if (!reached.has(item.key)) next.push({ ...item, at: now });
+    }
+    this.#push(next);
+  }
+}

@@ -1,0 +1,187 @@
+import { deepStrictEqual, equal, ok as assert } from "node:assert/strict";
+import { DT_DIR, DT_LNK, DT_REG, S_IFDIR, S_IFLNK } from "../linux/mod.ts";
+import type { ParamsOf, ResultOf, RpcResult, WalkDir, WalkEntry } from "../protocol/mod.ts";
+import { MountChanges } from "./mount_changes.ts";
+import { SubtreeAhead, type SubtreeAheadOptions } from "./subtree.ts";
+import { deferred, FakeRpc, fakeStat, ok } from "./_fake_rpc.ts";
+
+const ROOT_KEY = "8:1:2";
+
+function dir(name: string, ino: bigint, devMinor = 1): WalkEntry {
+  return {
+    name,
+    ino,
+    type: DT_DIR,
+    offset: ino,
+    stat: fakeStat({ ino, mode: S_IFDIR | 0o755, devMinor }),
+  };
+}
+
+function file(name: string, ino: bigint): WalkEntry {
+  return { name, ino, type: DT_REG, offset: ino, stat: fakeStat({ ino }) };
+}
+
+function link(name: string, ino: bigint, target: string): WalkEntry {
+  return {
+    name,
+    ino,
+    type: DT_LNK,
+    offset: ino,
+    stat: fakeStat({ ino, mode: S_IFLNK | 0o777 }),
+    target,
+  };
+}
+
+/** A tree the fake satellite walks: path → entries. */
+type Tree = Record<string, WalkEntry[]>;
+
+/** Walks `tree` as the satellite would: depth first, at most `budget` directories per answer. */
+type WalkResult = RpcResult<ResultOf<"walk">>;
+
+function walker(tree: Tree, budget = 100): (p: ParamsOf<"walk">) => WalkResult {
+  return (p) => {
+    const dirs: WalkDir[] = [];
+    let walked = 0;
+    const visit = (path: string): boolean => {
+      if (dirs.length >= budget) return false;
+      const entries = tree[path];
+      if (entries === undefined) return true;
+      dirs.push({ path, entries });
+      for (const e of entries) {
+        if (e.type === DT_DIR && e.stat?.devMinor === 1 && !visit(`${path}/${String(e.name)}`)) {
+          return false;
+        }
+      }
+      return true;
+    };
+    for (const path of p.paths) {
+      if (!visit(path as string)) break;
+      walked++;
+    }
+    return ok({ dirs, walked });
+  };
+}
+
+function setup(tree: Tree, options: Partial<SubtreeAheadOptions> = {}, budget?: number): {
+  rpc: FakeRpc;
+  ahead: SubtreeAhead;
+  changes: MountChanges;
+  clock: { now: number };
+} {
+  const rpc = new FakeRpc();
+  rpc.on("walk", walker(tree, budget));
+  const changes = new MountChanges();
+  const clock = { now: 1000 };
+  const ahead = new SubtreeAhead(rpc.call, changes, {
+    ttlMs: 1000,
+    now: () => clock.now,
+    ...options,
+  });
+  return { rpc, ahead, changes, clock };
+}
+
+const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
+const key = (ino: bigint): string => `8:1:${ino}`;
+
+const TREE: Tree = {
+  "a": [dir("b", 4n), file("f", 5n), link("l", 6n, "../f")],
+  "a/b": [file("g", 7n), dir("c", 8n)],
+  "a/b/c": [],
+  "m": [file("x", 11n)], // another filesystem: never walked
+};
+const ROOT_LISTING = [
+  { name: ".", ino: 2n, type: DT_DIR, offset: 1n },
+  dir("a", 3n),
+  file("top", 9n),
+  dir("m", 10n, 99),
+];
+
+Deno.test("subtree: one walk brings a whole subtree; each listing serves once", async () => {
+  const { rpc, ahead } = setup(TREE);
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  deepStrictEqual((await ahead.take(key(3n)))?.entries, TREE["a"]);
+  deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["a"]], "not into the mount point");
+  deepStrictEqual((await ahead.take(key(4n)))?.entries, TREE["a/b"]);
+  deepStrictEqual((await ahead.take(key(8n)))?.entries, []);
+  equal(rpc.paramsOf("walk").length, 1, "one round trip for three directories");
+  equal(await ahead.take(key(4n)), undefined, "used once");
+  equal(await ahead.take("8:99:10"), undefined);
+  equal(ahead.target(key(6n)), "../f", "a symlink's target came along");
+});
+
+Deno.test("subtree: what an answer did not reach is walked next, and a wanted one at once", async () => {
+  const tree: Tree = {
+    "a": [dir("b", 4n), dir("c", 5n)],
+    "a/b": [dir("d", 6n)],
+    "a/b/d": [file("x", 7n)],
+    "a/c": [file("y", 8n)],
+  };
+  const { rpc, ahead } = setup(tree, { inFlight: 1 }, 2); // two directories per answer
+  ahead.queue(ROOT_KEY, "", [dir("a", 3n)]);
+  deepStrictEqual((await ahead.take(key(3n)))?.entries, tree["a"]);
+  await tick();
+  // a and a/b came first; a/b/d and a/c were queued (a/b/d, first in walk order, on top).
+  deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["a"], ["a/b/d", "a/c"]]);
+  deepStrictEqual((await ahead.take(key(5n)))?.entries, tree["a/c"]);
+  deepStrictEqual((await ahead.take(key(6n)))?.entries, tree["a/b/d"]);
+});
+
+Deno.test("subtree: listings and targets older than their time do not serve", async () => {
+  const { ahead, clock } = setup(TREE);
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  await tick();
+  assert(ahead.size > 0);
+  clock.now += 1000;
+  equal(await ahead.take(key(3n)), undefined);
+  equal(ahead.target(key(6n)), undefined);
+});
+
+Deno.test("subtree: a change during a walk discards its answer; drop() forgets everything", async () => {
+  const { rpc, ahead, changes } = setup(TREE);
+  const answer = deferred<WalkResult>();
+  rpc.on("walk", () => answer.promise);
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  changes.note();
+  ahead.drop();
+  answer.resolve(walker(TREE)({ paths: ["a"], maxEntries: 100, maxBytes: 1 << 20 }));
+  equal(await ahead.take(key(3n)), undefined);
+  equal(ahead.target(key(6n)), undefined);
+  equal(ahead.size, 0);
+  // Fetched fine, then dropped.
+  rpc.on("walk", walker(TREE));
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  await tick();
+  assert(ahead.size > 0);
+  ahead.drop();
+  equal(await ahead.take(key(4n)), undefined);
+  equal(ahead.target(key(6n)), undefined);
+});
+
+Deno.test("subtree: no walk while unused listings fill the buffer", async () => {
+  const tree: Tree = {};
+  const top = [];
+  for (let i = 0; i < 10; i++) {
+    top.push(dir(`d${i}`, BigInt(100 + i)));
+    tree[`d${i}`] = [file("a", BigInt(200 + 2 * i)), file("b", BigInt(201 + 2 * i))];
+  }
+  const { rpc, ahead } = setup(tree, { bufferEntries: 4, inFlight: 1 }, 1);
+  ahead.queue(ROOT_KEY, "", top);
+  for (let i = 0; i < 5; i++) await tick();
+  // One walk (2 entries), then another (4 ≥ the buffer): nothing more until one is taken.
+  equal(rpc.paramsOf("walk").length, 2);
+  assert(await ahead.take(key(100n)));
+  for (let i = 0; i < 5; i++) await tick();
+  equal(rpc.paramsOf("walk").length, 3);
+});
+
+Deno.test("subtree: more walks in flight when the round trip is long", async () => {
+  const { rpc, ahead, clock } = setup(TREE);
+  equal(ahead.inFlight, 2);
+  const answer = deferred<WalkResult>();
+  rpc.on("walk", () => answer.promise);
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  clock.now += 100; // a 100 ms round trip
+  answer.resolve(walker(TREE)({ paths: ["a"], maxEntries: 100, maxBytes: 1 << 20 }));
+  await tick();
+  equal(ahead.inFlight, 7);
+});
