@@ -264,7 +264,7 @@ export class SatelliteFs {
         return this.#openRetry(dirfd, name, flags, 0);
       },
       statFd: (fd) => {
-        const st = this.#statFd(fd);
+        const st = this.#statFd(fd, true);
         return st instanceof RpcFailure ? undefined : st;
       },
       list: (fd, limit) => this.#listAll(fd, limit),

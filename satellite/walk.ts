@@ -42,7 +42,7 @@ export interface WalkAccess {
   openPath(path: PathArg): number;
   /** A directory descriptor of `name` (NUL-terminated) in `dirfd`, never following it; -errno. */
   openChild(dirfd: number, name: Uint8Array): number;
-  /** Attributes of an open descriptor. */
+  /** Attributes of an open descriptor (whether it has xattrs included). */
   statFd(fd: number): Stat | undefined;
   /**
    * The entries of the open directory `fd` from its start (readdir `plus`); the number of
@@ -134,7 +134,7 @@ function walkDir(
   }
   budget.entries -= entries.length;
   budget.bytes -= bytes;
-  out.push({ path, entries });
+  out.push({ path, self: depth === 0 ? device : access.statFd(fd), entries });
   if (budget.entries <= 0 || budget.bytes <= 0) {
     budget.full = true;
     return;

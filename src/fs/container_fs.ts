@@ -445,6 +445,9 @@ export class ContainerFs implements FileSystem<Handle> {
     if (listed !== undefined) return this.#entry(listed);
     // Not in a fresh complete listing of the parent: the kernel could have been told as much.
     if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
+    // A directory walked ahead, entered later than its parent's listing is fresh.
+    const walked = this.#ahead.dirStat(path);
+    if (walked !== undefined) return this.#entry(walked);
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
     return r.ok ? this.#entry(r.value) : fail(r);
   }

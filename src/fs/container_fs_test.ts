@@ -328,7 +328,7 @@ Deno.test("container fs: a subdirectory walked ahead opens without a round trip,
     "walk",
     (p) =>
       ok({
-        dirs: p.paths.map((path) => ({ path, entries: [inSub, link] })),
+        dirs: p.paths.map((path) => ({ path, self: sub, entries: [inSub, link] })),
         walked: p.paths.length,
       }),
   );
@@ -355,7 +355,8 @@ Deno.test("container fs: a subdirectory walked ahead opens without a round trip,
   deepStrictEqual(await fs.readlink(fakeContext(), l), "../t");
   deepStrictEqual(rpc.paramsOf("readlink").length, 1);
   value(await fs.opendir(fakeContext(), d));
-  deepStrictEqual(rpc.paramsOf("opendir").length, 2);
+  deepStrictEqual(rpc.paramsOf("walk").length, 2, "walked again, not served from before");
+  deepStrictEqual(rpc.paramsOf("opendir").length, 1);
 });
 
 Deno.test("container fs: an unlinked open file answers GETATTR through its handle", async () => {

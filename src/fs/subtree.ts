@@ -9,7 +9,9 @@
  * - A listing serves one opendir, and a symlink target serves READLINK, only within `ttlMs` of
  *   when its walk was asked (the satellite made it later), as the kernel's own caches would.
  * - A walk answered after a change through the mount began (`MountChanges`) is not kept, and
- *   `drop()` (any change through the mount) forgets everything fetched or queued.
+ *   `drop()` (any change through the mount) forgets everything fetched or queued. Where
+ *   directories are (`#known`) is kept only to direct walks; a walked directory whose own
+ *   identity is not the one asked for (renamed or replaced meanwhile) is not kept.
  * - Bounded work and memory: at most `inFlight` walks at once (more, up to `MAX_IN_FLIGHT`,
  *   when the round trip is long), and no new walk while listings nobody took yet hold
  *   `bufferEntries` entries (a directory a walker waits for is walked at once), so walking stops
@@ -25,6 +27,7 @@ import type {
   PathArg,
   RpcCalls,
   RpcResult,
+  Stat,
   WalkEntry,
 } from "../protocol/mod.ts";
 import { nameProblem, statKey, statProblem } from "./checks.ts";
@@ -59,6 +62,8 @@ export interface SubtreeAheadOptions {
 export const MAX_IN_FLIGHT = 8;
 /** Paths asked in one walk at most. */
 const PATHS_PER_WALK = 64;
+/** Directories whose place in the tree is remembered at most. */
+const KNOWN_LIMIT = 16384;
 /** Symlink targets kept at most. */
 const TARGETS_LIMIT = 65536;
 
@@ -104,9 +109,16 @@ export class SubtreeAhead {
   #doneEntries = 0;
   /** Symlink key → its target (in order of arrival). */
   readonly #targets = new Map<string, { target: PathArg; at: number }>();
+  /** Path → the attributes of a walked directory as it was listed (in order of arrival). */
+  readonly #selves = new Map<string, { stat: Stat; at: number }>();
   /** Directories to walk, the next on top; an item counts only while `#queued` holds it. */
   #stack: Queued[] = [];
   readonly #queued = new Map<string, Queued>();
+  /**
+   * Directory key → its path, its parent's key and its subdirectories, from every listing seen
+   * (only to direct walks: what the kernel is told always comes from a fresh listing).
+   */
+  readonly #known = new Map<string, { path: string; parent?: string; subdirs?: Queued[] }>();
   /** Key of each path of a walk in flight → that walk's handling. */
   readonly #asked = new Map<string, Promise<void>>();
   #running = 0;
@@ -151,25 +163,39 @@ export class SubtreeAhead {
    */
   queue(dirKey: string, path: string, entries: readonly WireDirEntry[]): void {
     if (this.#ttlMs <= 0) return;
-    const dev = devOf(dirKey);
-    const now = this.#now();
-    const found: Queued[] = [];
-    for (const e of entries) {
-      const key = subdirKey(e, dev);
-      if (key === undefined || this.#done.has(key) || this.#asked.has(key)) continue;
-      found.push({ key, path: join(path, e.name as string), at: now });
-    }
-    this.#push(found);
+    const subdirs = this.#learn(dirKey, path, entries, this.#now());
+    this.#push(subdirs.filter((q) => !this.#done.has(q.key) && !this.#asked.has(q.key)));
     this.#pump();
   }
 
-  /** The listing of `key` fetched ahead and still fresh (waiting for it if under way). */
+  /**
+   * The listing of `key` fetched ahead and still fresh, waiting for it if under way. A directory
+   * queued, or one seen before whose listing is gone (the walk ran too far ahead, or too long
+   * ago), is walked at once — one round trip, as an opendir, and its subtree comes along — and
+   * so are its siblings not fresh (the walker is probably among them).
+   */
   async take(key: string): Promise<WalkedListing | undefined> {
     this.#evict();
-    if (!this.#done.has(key)) {
-      const queued = this.#queued.get(key);
-      // Wanted now: walk it at once, whatever else is in flight.
-      if (queued !== undefined && this.#asked.get(key) === undefined) this.#send([queued]);
+    if (!this.#done.has(key) && this.#ttlMs > 0) {
+      if (this.#asked.get(key) === undefined) {
+        const known = this.#known.get(key);
+        const queued = this.#queued.get(key) ??
+          (known === undefined ? undefined : { key, path: known.path, at: this.#now() });
+        if (queued !== undefined) {
+          this.#send([queued]);
+          const siblings = known?.parent === undefined
+            ? undefined
+            : this.#known.get(known.parent)?.subdirs;
+          if (siblings !== undefined) {
+            const now = this.#now();
+            this.#push(
+              siblings.filter((q) =>
+                q.key !== key && !this.#done.has(q.key) && !this.#asked.has(q.key)
+              ).map((q) => ({ ...q, at: now })),
+            );
+          }
+        }
+      }
       const asked = this.#asked.get(key);
       if (asked !== undefined) await asked;
     }
@@ -190,8 +216,21 @@ export class SubtreeAhead {
     return undefined;
   }
 
+  /**
+   * The attributes of the directory at protocol path `path` from a fresh walk (they answer the
+   * kernel's LOOKUP when it revalidates a directory it enters later than its timeout).
+   */
+  dirStat(path: string): Stat | undefined {
+    const d = this.#selves.get(path);
+    if (d === undefined) return undefined;
+    if (this.#now() - d.at < this.#ttlMs) return d.stat;
+    this.#selves.delete(path);
+    return undefined;
+  }
+
   /** Forgets every listing, target and queued directory (something changed through the mount). */
   drop(): void {
+    this.#selves.clear();
     this.#epoch++;
     this.#done.clear();
     this.#doneEntries = 0;
@@ -199,6 +238,32 @@ export class SubtreeAhead {
     this.#stack = [];
     this.#queued.clear();
     this.#asked.clear();
+  }
+
+  /** Remembers where `dirKey` is and its subdirectories (worth walking); returns those. */
+  #learn(dirKey: string, path: string, entries: readonly WireDirEntry[], now: number): Queued[] {
+    const dev = devOf(dirKey);
+    const subdirs: Queued[] = [];
+    for (const e of entries) {
+      const key = subdirKey(e, dev);
+      if (key === undefined) continue;
+      const sub = join(path, e.name as string);
+      subdirs.push({ key, path: sub, at: now });
+      const known = this.#known.get(key);
+      if (known === undefined || known.path !== sub || known.parent !== dirKey) {
+        this.#known.delete(key);
+        this.#known.set(key, { path: sub, parent: dirKey, subdirs: known?.subdirs });
+      }
+    }
+    const self = this.#known.get(dirKey);
+    this.#known.delete(dirKey);
+    this.#known.set(dirKey, {
+      path,
+      parent: self?.path === path ? self.parent : undefined,
+      subdirs,
+    });
+    while (this.#known.size > KNOWN_LIMIT) this.#known.delete(this.#known.keys().next().value!);
+    return subdirs;
   }
 
   /** Queues `items` (the first ends on top). */
@@ -225,6 +290,10 @@ export class SubtreeAhead {
     for (const [key, t] of this.#targets) {
       if (now - t.at < this.#ttlMs && this.#targets.size <= TARGETS_LIMIT) break;
       this.#targets.delete(key);
+    }
+    for (const [path, d] of this.#selves) {
+      if (now - d.at < this.#ttlMs && this.#selves.size <= TARGETS_LIMIT) break;
+      this.#selves.delete(path);
     }
   }
 
@@ -290,7 +359,7 @@ export class SubtreeAhead {
   /** Keeps the listings and targets of a walk's answer and queues what it did not reach. */
   #keep(
     items: readonly Queued[],
-    r: RpcResult<{ dirs: { path: PathArg; entries: WalkEntry[] }[]; walked: number }>,
+    r: RpcResult<{ dirs: { path: PathArg; self?: Stat; entries: WalkEntry[] }[]; walked: number }>,
     at: number,
   ): void {
     if (!r.ok) return;
@@ -300,6 +369,10 @@ export class SubtreeAhead {
       if (typeof dir.path !== "string") continue;
       const key = keyOf.get(dir.path);
       if (key === undefined) continue; // not asked, nor below what was asked: ignored
+      // Another directory at that path now (renamed, replaced): not the one asked for.
+      if (dir.self === undefined || statProblem(dir.self) !== undefined) continue;
+      if (statKey(dir.self) !== key) continue;
+      this.#selves.set(dir.path, { stat: dir.self, at });
       const dev = devOf(key);
       for (const e of dir.entries) {
         if (e.type === DT_LNK && e.target !== undefined && e.stat !== undefined) {
@@ -311,6 +384,7 @@ export class SubtreeAhead {
         const sub = subdirKey(e, dev);
         if (sub !== undefined) keyOf.set(join(dir.path, e.name as string), sub);
       }
+      this.#learn(key, dir.path, dir.entries, at);
       if (!this.#done.has(key)) {
         this.#done.set(key, { entries: dir.entries, at });
         this.#doneEntries += dir.entries.length;

@@ -1,20 +1,19 @@
 import { deepStrictEqual, equal, ok as assert } from "node:assert/strict";
 import { DT_DIR, DT_LNK, DT_REG, S_IFDIR, S_IFLNK } from "../linux/mod.ts";
-import type { ParamsOf, ResultOf, RpcResult, WalkDir, WalkEntry } from "../protocol/mod.ts";
+import type { ParamsOf, ResultOf, RpcResult, Stat, WalkDir, WalkEntry } from "../protocol/mod.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { SubtreeAhead, type SubtreeAheadOptions } from "./subtree.ts";
 import { deferred, FakeRpc, fakeStat, ok } from "./_fake_rpc.ts";
 
 const ROOT_KEY = "8:1:2";
 
+/** Top-level directories by name (the fake satellite's walks answer their own Stat). */
+const TOP = new Map<string, Stat>();
+
 function dir(name: string, ino: bigint, devMinor = 1): WalkEntry {
-  return {
-    name,
-    ino,
-    type: DT_DIR,
-    offset: ino,
-    stat: fakeStat({ ino, mode: S_IFDIR | 0o755, devMinor }),
-  };
+  const stat = fakeStat({ ino, mode: S_IFDIR | 0o755, devMinor });
+  TOP.set(name, stat);
+  return { name, ino, type: DT_DIR, offset: ino, stat };
 }
 
 function file(name: string, ino: bigint): WalkEntry {
@@ -39,6 +38,12 @@ type Tree = Record<string, WalkEntry[]>;
 type WalkResult = RpcResult<ResultOf<"walk">>;
 
 function walker(tree: Tree, budget = 100): (p: ParamsOf<"walk">) => WalkResult {
+  const selfOf = (path: string): Stat | undefined => {
+    const cut = path.lastIndexOf("/");
+    if (cut < 0) return TOP.get(path);
+    const name = path.slice(cut + 1);
+    return tree[path.slice(0, cut)]?.find((e) => e.name === name)?.stat;
+  };
   return (p) => {
     const dirs: WalkDir[] = [];
     let walked = 0;
@@ -46,7 +51,7 @@ function walker(tree: Tree, budget = 100): (p: ParamsOf<"walk">) => WalkResult {
       if (dirs.length >= budget) return false;
       const entries = tree[path];
       if (entries === undefined) return true;
-      dirs.push({ path, entries });
+      dirs.push({ path, self: selfOf(path), entries });
       for (const e of entries) {
         if (e.type === DT_DIR && e.stat?.devMinor === 1 && !visit(`${path}/${String(e.name)}`)) {
           return false;
@@ -104,7 +109,9 @@ Deno.test("subtree: one walk brings a whole subtree; each listing serves once", 
   deepStrictEqual((await ahead.take(key(4n)))?.entries, TREE["a/b"]);
   deepStrictEqual((await ahead.take(key(8n)))?.entries, []);
   equal(rpc.paramsOf("walk").length, 1, "one round trip for three directories");
-  equal(await ahead.take(key(4n)), undefined, "used once");
+  // Used once: asked again, it is walked again (one round trip, its subtree along).
+  deepStrictEqual((await ahead.take(key(4n)))?.entries, TREE["a/b"]);
+  deepStrictEqual(rpc.paramsOf("walk").at(-1)?.paths, ["a/b"]);
   equal(await ahead.take("8:99:10"), undefined);
   equal(ahead.target(key(6n)), "../f", "a symlink's target came along");
 });
@@ -127,13 +134,38 @@ Deno.test("subtree: what an answer did not reach is walked next, and a wanted on
 });
 
 Deno.test("subtree: listings and targets older than their time do not serve", async () => {
-  const { ahead, clock } = setup(TREE);
+  const { rpc, ahead, clock } = setup(TREE);
   ahead.queue(ROOT_KEY, "", ROOT_LISTING);
   await tick();
   assert(ahead.size > 0);
   clock.now += 1000;
-  equal(await ahead.take(key(3n)), undefined);
   equal(ahead.target(key(6n)), undefined);
+  equal(ahead.dirStat("a/b"), undefined);
+  // Known but stale: walked again (with its unfresh siblings) rather than served.
+  const walks = rpc.paramsOf("walk").length;
+  deepStrictEqual((await ahead.take(key(4n)))?.at, clock.now);
+  equal(rpc.paramsOf("walk").length, walks + 1);
+  equal(await ahead.take("8:1:77"), undefined, "never seen: not walked");
+});
+
+Deno.test("subtree: a walked directory answers for itself; one replaced meanwhile is not kept", async () => {
+  const { rpc, ahead } = setup(TREE);
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  await tick();
+  equal(ahead.dirStat("a/b")?.ino, 4n);
+  ahead.drop();
+  equal(ahead.dirStat("a/b"), undefined);
+  // Another directory at "a" now: its walk is not taken for the one listed before.
+  rpc.on(
+    "walk",
+    (p) =>
+      ok({
+        dirs: [{ path: p.paths[0], self: fakeStat({ ino: 99n, mode: S_IFDIR }), entries: [] }],
+        walked: 1,
+      }),
+  );
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  equal(await ahead.take(key(3n)), undefined);
 });
 
 Deno.test("subtree: a change during a walk discards its answer; drop() forgets everything", async () => {
@@ -144,17 +176,19 @@ Deno.test("subtree: a change during a walk discards its answer; drop() forgets e
   changes.note();
   ahead.drop();
   answer.resolve(walker(TREE)({ paths: ["a"], maxEntries: 100, maxBytes: 1 << 20 }));
-  equal(await ahead.take(key(3n)), undefined);
+  await tick();
   equal(ahead.target(key(6n)), undefined);
-  equal(ahead.size, 0);
+  equal(ahead.size, 0, "the answer was not kept");
   // Fetched fine, then dropped.
   rpc.on("walk", walker(TREE));
   ahead.queue(ROOT_KEY, "", ROOT_LISTING);
   await tick();
   assert(ahead.size > 0);
   ahead.drop();
-  equal(await ahead.take(key(4n)), undefined);
   equal(ahead.target(key(6n)), undefined);
+  const walks = rpc.paramsOf("walk").length;
+  assert(await ahead.take(key(4n)));
+  equal(rpc.paramsOf("walk").length, walks + 1, "walked again, not served from before the drop");
 });
 
 Deno.test("subtree: no walk while unused listings fill the buffer", async () => {

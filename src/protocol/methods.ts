@@ -134,7 +134,12 @@ export const walkEntrySchema = obj({
 /** An entry of a walk. */
 export type WalkEntry = Infer<typeof walkEntrySchema>;
 /** One directory a `walk` listed whole. */
-export const walkDirSchema = obj({ path: name, entries: arr(walkEntrySchema, MAX_WALK_ENTRIES) });
+export const walkDirSchema = obj({
+  path: name,
+  /** The directory's own attributes (xattr probe included), taken as it was listed. */
+  self: opt(statSchema),
+  entries: arr(walkEntrySchema, MAX_WALK_ENTRIES),
+});
 /** A directory listed by a walk. */
 export type WalkDir = Infer<typeof walkDirSchema>;
 
