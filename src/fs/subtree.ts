@@ -6,8 +6,9 @@
  * its time on a remote engine is the round trip, not the number of entries.
  *
  * Invariants:
- * - A listing serves one opendir, and a symlink target serves READLINK, only within `ttlMs` of
- *   when its walk was asked (the satellite made it later), as the kernel's own caches would.
+ * - A listing serves OPENDIR, a directory's own attributes LOOKUP, a symlink's target READLINK,
+ *   only within `ttlMs` of when its walk was asked (the satellite made it later), as the kernel's
+ *   own caches would.
  * - A walk answered after a change through the mount began (`MountChanges`) is not kept, and
  *   `drop()` (any change through the mount) forgets everything fetched or queued. Where
  *   directories are (`#known`) is kept only to direct walks; a walked directory whose own
@@ -64,6 +65,8 @@ export const MAX_IN_FLIGHT = 8;
 const PATHS_PER_WALK = 64;
 /** Directories whose place in the tree is remembered at most. */
 const KNOWN_LIMIT = 16384;
+/** Listings kept after they were taken, at most. */
+const TAKEN_LIMIT = 4096;
 /** Symlink targets kept at most. */
 const TARGETS_LIMIT = 65536;
 
@@ -107,6 +110,8 @@ export class SubtreeAhead {
   /** Directory key → its listing, not yet taken (in order of arrival). */
   readonly #done = new Map<string, WalkedListing>();
   #doneEntries = 0;
+  /** Listings taken, by key (in order of taking): they serve an opendir again in their time. */
+  readonly #taken = new Map<string, WalkedListing>();
   /** Symlink key → its target (in order of arrival). */
   readonly #targets = new Map<string, { target: PathArg; at: number }>();
   /** Path → the attributes of a walked directory as it was listed (in order of arrival). */
@@ -119,6 +124,8 @@ export class SubtreeAhead {
    * (only to direct walks: what the kernel is told always comes from a fresh listing).
    */
   readonly #known = new Map<string, { path: string; parent?: string; subdirs?: Queued[] }>();
+  /** Directory key → when a walk listed it (in order of arrival): not walked again meanwhile. */
+  readonly #seen = new Map<string, number>();
   /** Key of each path of a walk in flight → that walk's handling. */
   readonly #asked = new Map<string, Promise<void>>();
   #running = 0;
@@ -176,35 +183,38 @@ export class SubtreeAhead {
    */
   async take(key: string): Promise<WalkedListing | undefined> {
     this.#evict();
-    if (!this.#done.has(key) && this.#ttlMs > 0) {
-      if (this.#asked.get(key) === undefined) {
-        const known = this.#known.get(key);
-        const queued = this.#queued.get(key) ??
-          (known === undefined ? undefined : { key, path: known.path, at: this.#now() });
-        if (queued !== undefined) {
-          this.#send([queued]);
-          const siblings = known?.parent === undefined
-            ? undefined
-            : this.#known.get(known.parent)?.subdirs;
-          if (siblings !== undefined) {
-            const now = this.#now();
-            this.#push(
-              siblings.filter((q) =>
-                q.key !== key && !this.#done.has(q.key) && !this.#asked.has(q.key)
-              ).map((q) => ({ ...q, at: now })),
-            );
-          }
-        }
+    const now = this.#now();
+    // Opened again within its time (find returns to a parent): the same listing serves.
+    const again = this.#taken.get(key);
+    if (!this.#done.has(key) && again !== undefined && now - again.at < this.#ttlMs) return again;
+    if (!this.#done.has(key) && this.#ttlMs > 0 && this.#asked.get(key) === undefined) {
+      const queued = this.#queued.get(key);
+      const known = this.#known.get(key);
+      if (queued !== undefined) this.#send([queued]);
+      // Seen before, its listing gone: this directory alone at once; below it, what is not
+      // fresh is walked next (see #keep).
+      else if (known !== undefined) this.#send([{ key, path: known.path, at: now }], 1);
+      const siblings = known?.parent === undefined
+        ? undefined
+        : this.#known.get(known.parent)?.subdirs;
+      if (siblings !== undefined && (queued !== undefined || known !== undefined)) {
+        this.#push(
+          siblings.filter((q) => q.key !== key && !this.#done.has(q.key) && !this.#asked.has(q.key))
+            .map((q) => ({ ...q, at: now })),
+        );
       }
-      const asked = this.#asked.get(key);
-      if (asked !== undefined) await asked;
     }
+    const asked = this.#asked.get(key);
+    if (asked !== undefined) await asked;
     const done = this.#done.get(key);
     if (done === undefined) return undefined;
     this.#done.delete(key);
     this.#doneEntries -= done.entries.length;
     this.#pump();
-    return this.#now() - done.at < this.#ttlMs ? done : undefined;
+    if (this.#now() - done.at >= this.#ttlMs) return undefined;
+    this.#taken.delete(key);
+    this.#taken.set(key, done);
+    return done;
   }
 
   /** The target of the symlink `key` from a fresh walk, if any. */
@@ -230,7 +240,9 @@ export class SubtreeAhead {
 
   /** Forgets every listing, target and queued directory (something changed through the mount). */
   drop(): void {
+    this.#taken.clear();
     this.#selves.clear();
+    this.#seen.clear();
     this.#epoch++;
     this.#done.clear();
     this.#doneEntries = 0;
@@ -266,10 +278,18 @@ export class SubtreeAhead {
     return subdirs;
   }
 
-  /** Queues `items` (the first ends on top). */
+  /** True when a walk listed `key` within the time (taken or not: never walked again then). */
+  #fresh(key: string, now: number): boolean {
+    const at = this.#seen.get(key);
+    return at !== undefined && now - at < this.#ttlMs;
+  }
+
+  /** Queues `items` (the first ends on top), except those listed lately. */
   #push(items: readonly Queued[]): void {
+    const now = this.#now();
     for (let i = items.length - 1; i >= 0; i--) {
       const item = items[i];
+      if (this.#fresh(item.key, now)) continue;
       if (this.#queued.size >= this.#queueLimit && !this.#queued.has(item.key)) continue;
       this.#queued.set(item.key, item);
       this.#stack.push(item);
@@ -291,6 +311,14 @@ export class SubtreeAhead {
       if (now - t.at < this.#ttlMs && this.#targets.size <= TARGETS_LIMIT) break;
       this.#targets.delete(key);
     }
+    for (const [key, l] of this.#taken) {
+      if (now - l.at < this.#ttlMs && this.#taken.size <= TAKEN_LIMIT) break;
+      this.#taken.delete(key);
+    }
+    for (const [key, at] of this.#seen) {
+      if (now - at < this.#ttlMs && this.#seen.size <= KNOWN_LIMIT) break;
+      this.#seen.delete(key);
+    }
     for (const [path, d] of this.#selves) {
       if (now - d.at < this.#ttlMs && this.#selves.size <= TARGETS_LIMIT) break;
       this.#selves.delete(path);
@@ -306,6 +334,7 @@ export class SubtreeAhead {
       this.#queued.delete(item.key);
       if (now - item.at >= this.#ttlMs) continue; // the walker has moved on
       if (this.#done.has(item.key) || this.#asked.has(item.key)) continue;
+      if (this.#fresh(item.key, now)) continue;
       return item;
     }
   }
@@ -328,7 +357,7 @@ export class SubtreeAhead {
     }
   }
 
-  #send(items: readonly Queued[]): void {
+  #send(items: readonly Queued[], maxEntries = this.#maxEntries): void {
     for (const item of items) {
       if (this.#queued.get(item.key) === item) this.#queued.delete(item.key);
     }
@@ -339,7 +368,7 @@ export class SubtreeAhead {
     this.walks++;
     const handled = this.#rpc().walk({
       paths: items.map((i) => i.path),
-      maxEntries: this.#maxEntries,
+      maxEntries,
       maxBytes: this.#maxBytes,
     }).then((r) => {
       this.#running--;
@@ -385,6 +414,8 @@ export class SubtreeAhead {
         if (sub !== undefined) keyOf.set(join(dir.path, e.name as string), sub);
       }
       this.#learn(key, dir.path, dir.entries, at);
+      this.#seen.delete(key);
+      this.#seen.set(key, at);
       if (!this.#done.has(key)) {
         this.#done.set(key, { entries: dir.entries, at });
         this.#doneEntries += dir.entries.length;

@@ -101,7 +101,7 @@ const ROOT_LISTING = [
   dir("m", 10n, 99),
 ];
 
-Deno.test("subtree: one walk brings a whole subtree; each listing serves once", async () => {
+Deno.test("subtree: one walk brings a whole subtree, served within its time", async () => {
   const { rpc, ahead } = setup(TREE);
   ahead.queue(ROOT_KEY, "", ROOT_LISTING);
   deepStrictEqual((await ahead.take(key(3n)))?.entries, TREE["a"]);
@@ -109,9 +109,9 @@ Deno.test("subtree: one walk brings a whole subtree; each listing serves once", 
   deepStrictEqual((await ahead.take(key(4n)))?.entries, TREE["a/b"]);
   deepStrictEqual((await ahead.take(key(8n)))?.entries, []);
   equal(rpc.paramsOf("walk").length, 1, "one round trip for three directories");
-  // Used once: asked again, it is walked again (one round trip, its subtree along).
+  // Opened again in its time (find returning to a parent): served again, no walk.
   deepStrictEqual((await ahead.take(key(4n)))?.entries, TREE["a/b"]);
-  deepStrictEqual(rpc.paramsOf("walk").at(-1)?.paths, ["a/b"]);
+  equal(rpc.paramsOf("walk").length, 1);
   equal(await ahead.take("8:99:10"), undefined);
   equal(ahead.target(key(6n)), "../f", "a symlink's target came along");
 });
@@ -141,10 +141,10 @@ Deno.test("subtree: listings and targets older than their time do not serve", as
   clock.now += 1000;
   equal(ahead.target(key(6n)), undefined);
   equal(ahead.dirStat("a/b"), undefined);
-  // Known but stale: walked again (with its unfresh siblings) rather than served.
+  // Known but stale: that directory alone is walked again (its subtree next), not served.
   const walks = rpc.paramsOf("walk").length;
   deepStrictEqual((await ahead.take(key(4n)))?.at, clock.now);
-  equal(rpc.paramsOf("walk").length, walks + 1);
+  deepStrictEqual(rpc.paramsOf("walk")[walks], { paths: ["a/b"], maxEntries: 1, maxBytes: 393216 });
   equal(await ahead.take("8:1:77"), undefined, "never seen: not walked");
 });
 
