@@ -191,9 +191,13 @@ export class SubtreeAhead {
       const queued = this.#queued.get(key);
       const known = this.#known.get(key);
       if (queued !== undefined) this.#send([queued]);
-      // Seen before, its listing gone: this directory alone at once; below it, what is not
-      // fresh is walked next (see #keep).
-      else if (known !== undefined) this.#send([{ key, path: known.path, at: now }], 1);
+      // Seen before, its listing gone (the walk ran too far ahead, or too long ago): walked
+      // again at once, alone when what is below it is fresh, else with its subtree.
+      else if (known !== undefined) {
+        const below = known.subdirs ?? [];
+        const stale = below.some((q) => !this.#fresh(q.key, now));
+        this.#send([{ key, path: known.path, at: now }], stale ? this.#maxEntries : 1);
+      }
       const siblings = known?.parent === undefined
         ? undefined
         : this.#known.get(known.parent)?.subdirs;
