@@ -56,6 +56,7 @@ import { DATA_OFFSET, Op } from "./io_jobs.ts";
 import { big, cString, type Libc, num } from "./libc.ts";
 import { joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
 import type { IoPool } from "./workers.ts";
+import { walk, type WalkAccess } from "./walk.ts";
 
 const {
   EEXIST,
@@ -155,6 +156,7 @@ export class SatelliteFs {
   readonly #handles = new Map<number, FileHandle>();
   readonly #euid: number;
   readonly #options: SatelliteFsOptions;
+  #walkHook: ((fd: number) => void) | undefined;
   /** "/proc/self/fd/<fd>/" of long-lived directory fds (the root), encoded. */
   readonly #xattrPrefixes = new Map<number, Uint8Array>();
   #listxattrat = true;
@@ -199,6 +201,34 @@ export class SatelliteFs {
     this.#fchmodat2 = !options.noFchmodat2;
   }
 
+  /** What `walk` (walk.ts) uses: directories opened without following, listed whole. */
+  #walkAccess(): WalkAccess {
+    return {
+      libc: this.#c,
+      openPath: (path) => {
+        const f = this.#flags;
+        const fd = this.#openAt(path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+        return fd instanceof RpcFailure ? -1 : fd;
+      },
+      openChild: (dirfd, name) => {
+        const f = this.#flags;
+        const flags = f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC;
+        return this.#openRetry(dirfd, name, flags, 0);
+      },
+      statFd: (fd) => {
+        const st = this.#statFd(fd, true);
+        return st instanceof RpcFailure ? undefined : st;
+      },
+      list: (fd, limit) => this.#listAll(fd, limit),
+      beforeList: (fd) => this.#walkHook?.(fd),
+    };
+  }
+
+  /** Sets what a walk calls with each directory it opens, before reading it. */
+  onWalkDir(hook: (fd: number) => void): void {
+    this.#walkHook = hook;
+  }
+
   /** Number of open handles. */
   get openHandles(): number {
     return this.#handles.size;
@@ -220,6 +250,7 @@ export class SatelliteFs {
       },
       opendir: (p) => this.#opendir(p),
       readdir: (p) => this.#readdir(p),
+      walk: (p) => walk(this.#walkAccess(), p),
       open: (p) => this.#open(p),
       create: (p) => this.#create(p),
       read: (p) => this.#offloadRead(p) ?? this.#read(p),
@@ -703,6 +734,42 @@ export class SatelliteFs {
       at += reclen;
     }
     return true;
+  }
+
+  /**
+   * Every entry of the open directory `fd` from its start, as readdir `plus` answers them; the
+   * count seen (before reading attributes) when there are more than `limit`; -errno.
+   */
+  #listAll(fd: number, limit: number): DirEntry[] | number {
+    const dir: DirState = { position: 0n, buffered: [] };
+    for (;;) {
+      const more = this.#fill(fd, dir);
+      if (more instanceof RpcFailure) return -1;
+      if (!more) break;
+      if (dir.buffered.length > limit) return dir.buffered.length;
+    }
+    const entries: DirEntry[] = [];
+    for (const raw of dir.buffered) {
+      const entry: DirEntry = {
+        name: decodeName(raw.name),
+        ino: raw.ino,
+        type: raw.type,
+        offset: raw.offset,
+      };
+      const dots = raw.name.length <= 2 && raw.name[0] === 0x2e &&
+        (raw.name.length === 1 || raw.name[1] === 0x2e);
+      if (!dots) {
+        const cname = withNul(raw.name);
+        const errno = this.#statx(fd, cname, AT_SYMLINK_NOFOLLOW);
+        if (errno === ENOENT) continue; // vanished since getdents64
+        if (errno === 0) {
+          entry.stat = this.#readStat();
+          entry.stat.hasXattrs = this.#hasXattrsAt(fd, cname);
+        }
+      }
+      entries.push(entry);
+    }
+    return entries;
   }
 
   #readdir(p: ParamsOf<"readdir">): { entries: DirEntry[]; eof: boolean } | RpcFailure {

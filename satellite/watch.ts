@@ -60,6 +60,8 @@ export interface WatchFs {
   /** O_PATH descriptor of a directory beneath the root, or a positive errno. */
   openDirPath(path: PathArg): number;
   statOf(fd: number): Stat | RpcFailure;
+  /** Sets what a `walk` calls with each directory it opens, before it reads the directory. */
+  onWalkDir(hook: (fd: number) => void): void;
 }
 
 /** Where the watcher's frames go. */
@@ -113,6 +115,9 @@ const HANDLE_CHANGES: Readonly<Record<string, readonly string[]>> = {
   fsync: ["handle"],
   release: ["handle"],
 };
+
+/** The feed's own methods. */
+const FEED_METHODS: ReadonlySet<string> = new Set(["watch", "unwatch"]);
 
 function keyOf(stat: Stat): string {
   return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
@@ -203,6 +208,14 @@ export class Watcher {
       this.#send();
       return fresh;
     };
+    // A walk watches each directory before reading it (see #watchWalked); notices go first.
+    this.#fs.onWalkDir((fd) => this.#watchWalked(fd));
+    const walk = h.walk;
+    h.walk = (p) => {
+      const r = walk(p);
+      this.#send();
+      return r;
+    };
     for (const method of ["opendir", "readdir"]) {
       const list = h[method];
       h[method] = (p) => {
@@ -251,6 +264,18 @@ export class Watcher {
       }
       return r;
     };
+    // Every other answer goes out after the events queued when it was read: a client that sees
+    // a state has been told of every change before it (a listing without a removed name never
+    // arrives before the removal's event, which drops the kernel's dentry of that name).
+    for (const method of Object.keys(h)) {
+      if (method in PATH_CHANGES || method in HANDLE_CHANGES || FEED_METHODS.has(method)) continue;
+      const op = h[method];
+      h[method] = (p) => {
+        const r = op(p);
+        this.drain(false);
+        return r;
+      };
+    }
     return h as unknown as Handlers;
   }
 
@@ -333,35 +358,52 @@ export class Watcher {
     const fd = this.#fs.openDirPath(path);
     if (fd < 0) return stat;
     try {
-      if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) === 0) {
-        const type = new DataView(this.#statfsBuf.buffer).getUint32(0, true);
-        if (UNWATCHABLE_FS_TYPES.has(type)) return stat;
-      }
-      const wd = this.#c.fn.inotify_add_watch(
-        this.#fd,
-        cString(`${this.#options.procFd}/${fd}`)!,
-        WATCH_MASK,
-      );
-      if (wd < 0) {
-        const errno = this.#c.errno();
-        if (errno === ERRNO.ENOSPC) this.#limit("the kernel's limit (max_user_watches)");
-        return stat;
-      }
-      const fresh = this.#fs.statOf(fd);
-      const now = fresh instanceof RpcFailure ? stat : { ...fresh, hasXattrs: stat.hasXattrs };
-      const nowKey = keyOf(now);
-      const old = this.#keyOf.get(wd);
-      if (old !== undefined && old !== nowKey) this.#wdOf.delete(old);
-      this.#keyOf.set(wd, nowKey);
-      this.#wdOf.set(nowKey, wd);
-      this.#removing.delete(wd);
-      const root = path === "" ? { name: "" } : {};
-      this.#pending.push({ dir: nowKey, what: ChangeKind.WATCHED, ...root });
-      // Another directory at that path by now (renamed meanwhile): watched, but not this one.
-      return nowKey === key ? now : stat;
+      return this.#addWatch(fd, stat, path === "");
     } finally {
       this.#c.fn.close(fd);
     }
+  }
+
+  /**
+   * Watches the directory a walk opened as `fd`, before the walk reads it: what the walk then
+   * reads is as new as the watch, so the client may cache it as long as the watch lasts.
+   */
+  #watchWalked(fd: number): void {
+    if (!this.enabled) return;
+    const stat = this.#fs.statOf(fd);
+    if (stat instanceof RpcFailure || this.#wdOf.has(keyOf(stat))) return;
+    if (this.#keyOf.size >= this.#max) return this.#limit(`the watch limit (${this.#max})`);
+    this.#addWatch(fd, stat, false);
+  }
+
+  /** Adds the watch of open directory `fd` (its Stat read before); the Stat as of the watch. */
+  #addWatch(fd: number, stat: Stat, root: boolean): Stat {
+    const key = keyOf(stat);
+    if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) === 0) {
+      const type = new DataView(this.#statfsBuf.buffer).getUint32(0, true);
+      if (UNWATCHABLE_FS_TYPES.has(type)) return stat;
+    }
+    const wd = this.#c.fn.inotify_add_watch(
+      this.#fd,
+      cString(`${this.#options.procFd}/${fd}`)!,
+      WATCH_MASK,
+    );
+    if (wd < 0) {
+      const errno = this.#c.errno();
+      if (errno === ERRNO.ENOSPC) this.#limit("the kernel's limit (max_user_watches)");
+      return stat;
+    }
+    const fresh = this.#fs.statOf(fd);
+    const now = fresh instanceof RpcFailure ? stat : { ...fresh, hasXattrs: stat.hasXattrs };
+    const nowKey = keyOf(now);
+    const old = this.#keyOf.get(wd);
+    if (old !== undefined && old !== nowKey) this.#wdOf.delete(old);
+    this.#keyOf.set(wd, nowKey);
+    this.#wdOf.set(nowKey, wd);
+    this.#removing.delete(wd);
+    this.#pending.push({ dir: nowKey, what: ChangeKind.WATCHED, ...(root ? { name: "" } : {}) });
+    // Another directory at that path by now (renamed meanwhile): watched, but not this one.
+    return nowKey === key ? now : stat;
   }
 
   #limit(what: string): void {

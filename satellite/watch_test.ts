@@ -22,6 +22,8 @@ interface Setup {
   watcher: Watcher;
   /** Changes emitted so far (drained). */
   take(): Change[];
+  /** What was emitted so far, without draining the inotify queue first. */
+  sent(): Change[];
   close(): void;
 }
 
@@ -41,6 +43,11 @@ function setup(): Setup {
     dir,
     handlers: watcher.wrap(fs.handlers()),
     watcher,
+    sent() {
+      const out = emitted;
+      emitted = [];
+      return out;
+    },
     take() {
       watcher.drain(true);
       const out = emitted;
@@ -125,6 +132,26 @@ Deno.test("watch: past the limit no notice; unwatch drops a watch with a notice"
     s.handlers.unwatch({ dirs: [notices[1].dir] });
     deepStrictEqual(s.take(), [{ dir: notices[1].dir, what: ChangeKind.UNWATCHED }]);
     equal(s.watcher.watches, 1);
+  } finally {
+    s.close();
+  }
+});
+
+Deno.test("watch: an answer goes out after the events queued when it was read", () => {
+  const s = setup();
+  try {
+    Deno.writeTextFileSync(`${s.dir}/gone`, "x");
+    now(s.handlers.watch({ maxWatches: 10 }));
+    s.take();
+    Deno.removeSync(`${s.dir}/gone`); // by someone else, before the listing
+    const listed = now(s.handlers.opendir({ path: "", readAhead: 100 }));
+    ok(!(listed instanceof RpcFailure));
+    ok(!listed.entries?.some((e) => e.name === "gone"));
+    // Emitted before the handler returned, so before its answer on the stream.
+    deepStrictEqual(kinds(s.sent()), [`${ChangeKind.NAME} gone`]);
+    Deno.writeTextFileSync(`${s.dir}/new`, "y");
+    now(s.handlers.lstat({ path: "new" }));
+    deepStrictEqual(kinds(s.sent()), [`${ChangeKind.NAME | ChangeKind.DATA} new`]);
   } finally {
     s.close();
   }

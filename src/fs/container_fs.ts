@@ -2,8 +2,8 @@
  * The container filesystem: the FUSE layer's `FileSystem` mapped onto satellite RPCs.
  *
  * This class is the mapping; what it remembers between calls lives in named parts:
- * `AttrCache` (node attributes, "no xattrs", listed names, changed directories), `ListAhead`
- * (subdirectories listed in the background), `WriteBehind` (early-answered writes and their
+ * `AttrCache` (node attributes, "no xattrs", listed names, changed directories), `SubtreeAhead`
+ * (subtrees walked in the background, symlink targets included), `WriteBehind` (early-answered writes and their
  * errors), `OpenFiles` (open handles by inode and their open's read-ahead), `DirListing` (one
  * open directory's stream) and `MountChanges` (the one count of changes made through the
  * mount).
@@ -88,8 +88,8 @@ import {
 import { AttrCache } from "./attr_cache.ts";
 import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
-import { ListAhead } from "./list_ahead.ts";
 import { type KernelCaches, LiveView, type Timeouts } from "./live.ts";
+import { SubtreeAhead } from "./subtree.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
 import { fixedLink, isLink, type RpcLink } from "./rpc_link.ts";
@@ -202,7 +202,7 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #options: ContainerFsOptions;
   readonly #attrs: AttrCache;
   readonly #changes = new MountChanges();
-  readonly #ahead: ListAhead;
+  readonly #ahead: SubtreeAhead;
   readonly #writes: WriteBehind;
   readonly #openFiles: OpenFiles<Handle>;
   /** Nodes the kernel used lately, oldest first (revalidated after a reconnect). */
@@ -228,9 +228,8 @@ export class ContainerFs implements FileSystem<Handle> {
     const listedTtlMs = Math.min(options.entryTimeout, options.attrTimeout) * 1000;
     this.#attrs = new AttrCache({ attrTtlMs, listedTtlMs });
     const link = this.#link;
-    this.#ahead = new ListAhead(() => link.on(link.generation), this.#changes, {
+    this.#ahead = new SubtreeAhead(() => link.on(link.generation), this.#changes, {
       ttlMs: listedTtlMs,
-      batch: READDIR_BATCH,
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
@@ -619,6 +618,9 @@ export class ContainerFs implements FileSystem<Handle> {
     if (listed !== undefined) return this.#entry(listed);
     // Not in a fresh complete listing of the parent: the kernel could have been told as much.
     if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
+    // A directory walked ahead, entered later than its parent's listing is fresh.
+    const walked = this.#ahead.dirStat(path);
+    if (walked !== undefined) return this.#entry(walked);
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
     return r.ok ? this.#entry(r.value, undefined, parent, since) : fail(r);
   }
@@ -734,12 +736,17 @@ export class ContainerFs implements FileSystem<Handle> {
   async readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
-    // EINVAL: no symlink at the path any more (the kernel reads links of symlink nodes only).
-    if (!r.ok) return r.code === "EINVAL" ? ESTALE : fail(r);
+    // A fresh walk brought it along (the kernel would have cached it as long).
+    let answer = this.#ahead.target(node.key);
+    if (answer === undefined) {
+      const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
+      // EINVAL: no symlink at the path any more (the kernel reads links of symlink nodes only).
+      if (!r.ok) return r.code === "EINVAL" ? ESTALE : fail(r);
+      answer = r.value;
+    }
     let target: string;
     try {
-      target = typeof r.value === "string" ? r.value : decoder.decode(r.value);
+      target = typeof answer === "string" ? answer : decoder.decode(answer);
     } catch {
       return EINVAL; // a target that is not UTF-8 cannot be shown faithfully
     }

@@ -5,6 +5,7 @@ import type { Entry, Errno, Node } from "../fuse/mod.ts";
 import { abi, EINTR, ENODATA, ENOENT, ENOSPC, ESTALE, isErrno } from "../fuse/mod.ts";
 import {
   DT_DIR,
+  DT_LNK,
   DT_REG,
   O_DIRECT,
   O_DSYNC,
@@ -12,6 +13,7 @@ import {
   O_RDWR,
   O_WRONLY,
   S_IFDIR,
+  S_IFLNK,
   S_IFREG,
   S_ISGID,
   S_ISUID,
@@ -309,19 +311,28 @@ Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite
   }
 });
 
-Deno.test("container fs: a subdirectory listed ahead opens without a round trip; a change drops it", async () => {
+Deno.test("container fs: a subdirectory walked ahead opens without a round trip, its symlinks read without one; a change drops them", async () => {
   const { rpc, fs, root } = setup();
   const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
   const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  const linkStat = fakeStat({ ino: 7n, mode: S_IFLNK | 0o777 });
+  const link = { name: "l", ino: 7n, type: DT_LNK, offset: 2n, stat: linkStat, target: "../t" };
   let next = 10;
-  rpc.on("opendir", (p) =>
+  rpc.on("opendir", () =>
     ok({
       handle: next++,
       eof: true,
-      entries: p.path === ""
-        ? [{ name: "d", ino: 5n, type: DT_DIR, offset: 1n, stat: sub }]
-        : [inSub],
+      entries: [{ name: "d", ino: 5n, type: DT_DIR, offset: 1n, stat: sub }],
     }));
+  rpc.on(
+    "walk",
+    (p) =>
+      ok({
+        dirs: p.paths.map((path) => ({ path, self: sub, entries: [inSub, link] })),
+        walked: p.paths.length,
+      }),
+  );
+  rpc.on("readlink", () => ok("../t"));
   rpc.on("release", () => ok(null));
   rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
   const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
@@ -331,16 +342,21 @@ Deno.test("container fs: a subdirectory listed ahead opens without a round trip;
     "d",
   );
   await new Promise((r) => setTimeout(r, 0));
-  deepStrictEqual(rpc.paramsOf("opendir").map((p) => p.path), ["", "d"], "d listed ahead");
+  deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["d"]], "d walked ahead");
   const opened = value(await fs.opendir(fakeContext(), d)).handle;
-  deepStrictEqual(value(await fs.readdir(fakeContext(), d, opened, 0, true)).map((e) => e.name), [
-    "x",
-  ]);
-  deepStrictEqual(rpc.paramsOf("opendir").length, 2, "served from the listing ahead");
-  // Listed ahead again (d was listed), then a change through the mount drops it.
+  const listed = value(await fs.readdir(fakeContext(), d, opened, 0, true));
+  deepStrictEqual(listed.map((e) => e.name), ["x", "l"]);
+  deepStrictEqual(rpc.paramsOf("opendir").length, 1, "served from the walk");
+  const l = nodeFor(listed[1].entry!, d, "l");
+  deepStrictEqual(await fs.readlink(fakeContext(), l), "../t");
+  deepStrictEqual(rpc.paramsOf("readlink").length, 0, "the target came with the walk");
+  // A change through the mount drops what was walked: asked again.
   await fs.mkdir(fakeContext(), root, "new", 0o755);
+  deepStrictEqual(await fs.readlink(fakeContext(), l), "../t");
+  deepStrictEqual(rpc.paramsOf("readlink").length, 1);
   value(await fs.opendir(fakeContext(), d));
-  deepStrictEqual(rpc.paramsOf("opendir").length, 3);
+  deepStrictEqual(rpc.paramsOf("walk").length, 2, "walked again, not served from before");
+  deepStrictEqual(rpc.paramsOf("opendir").length, 1);
 });
 
 Deno.test("container fs: an unlinked open file answers GETATTR through its handle", async () => {

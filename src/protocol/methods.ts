@@ -127,6 +127,33 @@ export const dirEntrySchema = obj({
 /** A directory entry. */
 export type DirEntry = Infer<typeof dirEntrySchema>;
 
+/** Most entries (all directories together) one `walk` answers. */
+export const MAX_WALK_ENTRIES = 4096;
+/** Most paths one `walk` asks for. */
+export const MAX_WALK_PATHS = 256;
+
+/** A directory entry of a `walk`: a readdir `plus` entry, with a symlink's target. */
+export const walkEntrySchema = obj({
+  name,
+  ino: u64,
+  type: u32,
+  offset: u64,
+  stat: opt(statSchema),
+  /** The target of a symlink (absent when it could not be read). */
+  target: opt(name),
+});
+/** An entry of a walk. */
+export type WalkEntry = Infer<typeof walkEntrySchema>;
+/** One directory a `walk` listed whole. */
+export const walkDirSchema = obj({
+  path: name,
+  /** The directory's own attributes (xattr probe included), taken as it was listed. */
+  self: opt(statSchema),
+  entries: arr(walkEntrySchema, MAX_WALK_ENTRIES),
+});
+/** A directory listed by a walk. */
+export type WalkDir = Infer<typeof walkDirSchema>;
+
 /** statvfs of the filesystem holding a path. */
 export const statFsSchema = obj({
   bsize: u32,
@@ -190,6 +217,17 @@ export const METHODS = {
   opendir: method(
     obj({ path, readAhead: opt(u32) }),
     obj({ handle, entries: opt(arr(dirEntrySchema, MAX_READDIR_ENTRIES)), eof: opt(bool) }),
+  ),
+  /**
+   * Lists the subtrees of `paths`, in order, depth first (children in readdir order), each
+   * directory whole (entries as readdir `plus`, symlink targets included) or not at all, never
+   * into another filesystem than its path's, until about `maxEntries` entries or `maxBytes`
+   * bytes are answered. `walked`: how many of `paths`, from the first, were walked to the end
+   * (a path that cannot be opened, or a directory larger than the whole budget, is passed over).
+   */
+  walk: method(
+    obj({ paths: arr(path, MAX_WALK_PATHS), maxEntries: u32, maxBytes: u32 }),
+    obj({ dirs: arr(walkDirSchema, MAX_WALK_ENTRIES), walked: u32 }),
   ),
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
   readdir: method(

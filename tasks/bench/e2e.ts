@@ -19,9 +19,9 @@ import {
 } from "../testbed/mod.ts";
 import { measureWhileStreaming } from "./busy.ts";
 
-const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+export const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 const SVG_DEFAULT = new URL("./e2e.svg", import.meta.url).pathname;
-const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
+export const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 const BIG_MIB = 256;
 const SMALL_FILES = 500;
 /** Timed `stat + ls` samples per run of the "while streaming" row (its figure: their median). */
@@ -184,7 +184,7 @@ function parseArgs(args: string[]): Options {
   return o;
 }
 
-async function run(
+export async function run(
   cmd: string,
   args: string[],
   env?: Record<string, string>,
@@ -200,18 +200,18 @@ async function run(
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 
-async function sh(script: string, env?: Record<string, string>): Promise<void> {
+export async function sh(script: string, env?: Record<string, string>): Promise<void> {
   const r = await run("sh", ["-c", script], env);
   if (r.code !== 0) throw new Error(`'${script}' failed (${r.code}): ${r.stderr.trim()}`);
 }
 
-async function timed(script: string, env?: Record<string, string>): Promise<number> {
+export async function timed(script: string, env?: Record<string, string>): Promise<number> {
   const t0 = performance.now();
   await sh(script, env);
   return (performance.now() - t0) / 1000;
 }
 
-async function dropCaches(): Promise<void> {
+export async function dropCaches(): Promise<void> {
   await sh("sync; echo 3 > /proc/sys/vm/drop_caches");
 }
 
@@ -225,7 +225,7 @@ async function which(name: string): Promise<boolean> {
 }
 
 /** Installs sshfs, socat and openssh-sftp-server on the host when missing. */
-async function ensureHostTools(): Promise<void> {
+export async function ensureHostTools(): Promise<void> {
   const missing: string[] = [];
   if (!(await which("sshfs"))) missing.push("sshfs");
   if (!(await which("socat"))) missing.push("socat");
@@ -248,7 +248,7 @@ async function ensureHostTools(): Promise<void> {
 }
 
 /** A cold mount of one contender; `root` is where the container's / appears. */
-interface Mounted {
+export interface Mounted {
   root: string;
   unmount(): Promise<void>;
 }
@@ -261,7 +261,7 @@ async function waitMounted(mp: string, exited: () => boolean, what: string): Pro
   }
 }
 
-async function unmountPath(mp: string): Promise<void> {
+export async function unmountPath(mp: string): Promise<void> {
   if (await isMounted(mp)) await run("umount", [mp]);
   if (await isMounted(mp)) await run("umount", ["-l", mp]);
 }
@@ -272,7 +272,7 @@ async function assertUnmounted(mp: string): Promise<void> {
 }
 
 /** A mounting process started and seen mounted on `mp` (killed, with its stderr, if not). */
-interface MountProcess {
+export interface MountProcess {
   exited(): boolean;
   /** The exit, once the process is gone. */
   status: Promise<Deno.CommandStatus>;
@@ -281,15 +281,21 @@ interface MountProcess {
   kill(signal: Deno.Signal): void;
 }
 
-async function spawnMount(
+export async function spawnMount(
   what: string,
   cmd: string,
   args: string[],
   mp: string,
+  env?: Record<string, string>,
 ): Promise<MountProcess> {
   await assertUnmounted(mp);
-  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "piped" })
-    .spawn();
+  const child = new Deno.Command(cmd, {
+    args,
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
   let exited = false;
   let stderr = "";
   const drained = (async () => {
@@ -343,7 +349,7 @@ async function mountSshfs(container: string, mp: string): Promise<Mounted> {
   };
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
