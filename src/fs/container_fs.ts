@@ -378,6 +378,16 @@ export class ContainerFs implements FileSystem<Handle> {
     return this.#live.entry(parent, key, dir, `${stat.devMajor}:${stat.devMinor}:`, since);
   }
 
+  /**
+   * `value`, once the kernel has taken the change feed's notices sent so far: an answer showing
+   * a state after an event never reaches a process before the event's invalidations (see
+   * LiveView.settled, which bounds the wait).
+   */
+  #afterNotices<T>(value: T): T | Promise<T> {
+    const taken = this.#live?.settled();
+    return taken === undefined ? value : taken.then(() => value);
+  }
+
   /** Events counted so far (0 without the feed). */
   #since(): number {
     return this.#live?.seq ?? 0;
@@ -626,6 +636,14 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async getattr(
+    ctx: RequestContext,
+    node: Node,
+    handle: Handle | undefined,
+  ): Promise<AttrResult | Errno> {
+    return this.#afterNotices(await this.#getattr(ctx, node, handle));
+  }
+
+  async #getattr(
     ctx: RequestContext,
     node: Node,
     handle: Handle | undefined,
@@ -894,6 +912,10 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
+    return this.#afterNotices(await this.#open(ctx, node, flags));
+  }
+
+  async #open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
     this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
@@ -972,11 +994,17 @@ export class ContainerFs implements FileSystem<Handle> {
     if (ahead !== undefined) return ahead;
     const rpc = await this.#via(_node, handle);
     if (isErrno(rpc)) return rpc;
+    const since = this.#since();
     const r = await rpc.read(
       { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
       this.#opts(ctx),
     );
-    return r.ok ? r.value : fail(r);
+    if (!r.ok) return fail(r);
+    // An event in its directory was handled while this read was out (a worker's answer can come
+    // after the event of a later change): the pages this answer fills must not outlive it.
+    const live = this.#live;
+    if (live !== undefined && live.changedSince(_node.parent ?? _node, since)) live.dropData(_node);
+    return r.value;
   }
 
   /** The write states a flush or fsync of `handle` covers (the kernel's writeback cache writes
@@ -1203,9 +1231,12 @@ export class ContainerFs implements FileSystem<Handle> {
     at: number = Date.now(),
     since?: number,
   ): boolean {
+    // Read by the satellite before an event in the directory that was handled first (its frame
+    // came right behind the answer): shown once, never kept for later lookups.
+    const stale = since !== undefined && this.#live?.changedSince(dir, since) === true;
     const describe = (e: ShownEntry): Entry | undefined => {
       if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
-      this.#attrs.noteListed(dir.key, e.name, e.stat, at);
+      if (!stale) this.#attrs.noteListed(dir.key, e.name, e.stat, at);
       if (!plus) return undefined;
       const entry = this.#entry(e.stat, undefined, dir, since);
       return isErrno(entry) ? undefined : entry;
@@ -1222,7 +1253,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (offset === 0) listing.madeAt ??= at;
     // Read whole with nothing changed through the mount since it was asked: absent names are so.
     if (
-      eof && listing.complete && listing.madeAt !== undefined &&
+      !stale && eof && listing.complete && listing.madeAt !== undefined &&
       listing.changesAt === this.#changes.count
     ) {
       this.#attrs.noteComplete(dir.key, listing.names(), listing.madeAt);
@@ -1231,6 +1262,10 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
+    return this.#afterNotices(await this.#opendir(ctx, node));
+  }
+
+  async #opendir(ctx: RequestContext, node: Node): Promise<Opened<Handle> | Errno> {
     this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;

@@ -18,7 +18,12 @@ import {
   S_ISGID,
   S_ISUID,
 } from "../linux/mod.ts";
-import { type DirEntry as WireDirEntry, OpenFlags, type Stat } from "../protocol/mod.ts";
+import {
+  ChangeKind,
+  type DirEntry as WireDirEntry,
+  OpenFlags,
+  type Stat,
+} from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
   deferred,
@@ -116,6 +121,29 @@ Deno.test("container fs: a name listed with attributes answers one LOOKUP withou
   deepStrictEqual(rpc.calls.length, before, "answered from the listing");
   value(await fs.lookup(fakeContext(), root, "f"));
   deepStrictEqual(rpc.methods().slice(before), ["lstat"], "used once");
+});
+
+Deno.test("container fs: a listing read before an event handled first answers no later LOOKUP", async () => {
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  const rootKey = "0:1:1";
+  fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
+  const stat = fakeStat({ ino: 7n });
+  rpc.on("opendir", () => {
+    // The removal's event frame came right behind this answer: handled before it resolves.
+    fs.onChanges([{ dir: rootKey, name: "f", what: ChangeKind.NAME }]);
+    return ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }],
+    });
+  });
+  rpc.on("lstat", () => fail("ENOENT"));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "f"), ENOENT);
+  deepStrictEqual(rpc.methods().filter((m) => m === "lstat").length, 1, "asked, not listed");
+  deepStrictEqual(await fs.lookup(fakeContext(), root, "g"), ENOENT);
+  deepStrictEqual(rpc.methods().filter((m) => m === "lstat").length, 2, "no absent names");
 });
 
 /** A root listed whole in one batch (names `f` and `g`), read through READDIRPLUS. */

@@ -64,6 +64,9 @@ const LAST_EVENTS_LIMIT = 65536;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** The satellite's directory keys → what the kernel and the client cache. */
+/** Longest an answer waits for the kernel to take the notices before it. */
+const NOTICE_WAIT_MS = 250;
+
 export class LiveView {
   readonly #options: LiveOptions;
   #kernel: KernelCaches | undefined;
@@ -123,6 +126,44 @@ export class LiveView {
 
   #changedSince(dirKey: string, since: number): boolean {
     return this.#allAt > since || (this.#lastEvent.get(dirKey) ?? 0) > since;
+  }
+
+  /** True when the directory `dir` had an event (or everything was dropped) after `since`. */
+  changedSince(dir: Node, since: number): boolean {
+    return this.#changedSince(this.#keyOf(dir), since);
+  }
+
+  /** Notices to the kernel not yet taken (each ends when the kernel has done it). */
+  readonly #notices = new Set<Promise<unknown>>();
+
+  #track(notice: Promise<boolean>): void {
+    const settled = notice.catch(() => false).finally(() => this.#notices.delete(settled));
+    this.#notices.add(settled);
+  }
+
+  /**
+   * Resolves once the notices sent so far are taken (at most NOTICE_WAIT_MS: a notice can wait
+   * for a request in progress); undefined when none is out. An answer that shows a state after
+   * an event waits for it, so a process never sees the new state and then a stale cached one.
+   * Only for requests that hold no lock a notice needs (OPENDIR, OPEN, GETATTR): an entry notice
+   * takes its directory's lock, which LOOKUP and READDIR hold while they wait, and a data notice
+   * the pages a READ is filling.
+   */
+  settled(): Promise<void> | undefined {
+    if (this.#notices.size === 0) return undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      Promise.allSettled([...this.#notices]).then(() => {}),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, NOTICE_WAIT_MS)),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Drops the kernel's pages of `node` again: data read before an event that was handled first
+   * (the notice waits for the pages the kernel is filling from that answer, then drops them).
+   */
+  dropData(node: Node): void {
+    if (this.#kernel !== undefined) this.#inval(node, 0, "data read before a change");
   }
 
   /** Timeouts of an entry of `parent` for an object (`key`, a directory or not, on `dev`). */
@@ -254,7 +295,7 @@ export class LiveView {
     }
     if (c.what & ChangeKind.NAME) {
       this.#debug(`invalidate entry ${dir.path ?? dir.key}/${name}`);
-      kernel.invalidateEntry(dir, name).catch(() => false);
+      this.#track(kernel.invalidateEntry(dir, name));
       this.#inval(dir, 0, "listing");
     }
     if (child !== undefined) {
@@ -266,7 +307,7 @@ export class LiveView {
 
   #inval(node: Node, offset: number, what: string): void {
     this.#debug(`invalidate ${what} of ${node.path ?? node.key}`);
-    this.#kernel!.invalidateInode(node, offset, 0).catch(() => false);
+    this.#track(this.#kernel!.invalidateInode(node, offset, 0));
   }
 
   /** A watch was dropped: what the kernel caches below that directory is no longer vouched for. */
@@ -280,8 +321,8 @@ export class LiveView {
     this.#inval(dir, 0, "inode+data");
     for (const node of kernel.knownNodes()) {
       if (node.parent !== dir) continue;
-      kernel.invalidateEntry(dir, node.name).catch(() => false);
-      kernel.invalidateInode(node, -1, 0).catch(() => false);
+      this.#track(kernel.invalidateEntry(dir, node.name));
+      this.#track(kernel.invalidateInode(node, -1, 0));
     }
   }
 
@@ -296,12 +337,12 @@ export class LiveView {
     const nodes = kernel.knownNodes();
     this.#options.logger.debug(`live: ${why}: dropping ${nodes.length} cached nodes`);
     const root = kernel.nodeOf("");
-    if (root !== undefined) kernel.invalidateInode(root, 0, 0).catch(() => false);
+    if (root !== undefined) this.#track(kernel.invalidateInode(root, 0, 0));
     for (const node of nodes) {
       if (node.parent !== undefined) {
-        kernel.invalidateEntry(node.parent, node.name).catch(() => false);
+        this.#track(kernel.invalidateEntry(node.parent, node.name));
       }
-      kernel.invalidateInode(node, 0, 0).catch(() => false);
+      this.#track(kernel.invalidateInode(node, 0, 0));
     }
   }
 }
