@@ -30,6 +30,7 @@ import { Watcher } from "./watch.ts";
 import { IoPool, WORKER_BYTES } from "./workers.ts";
 import {
   cgroupMemoryLimit,
+  ioWorkersFit,
   memoryBudget,
   MemoryGuard,
   parseRssAnon,
@@ -131,7 +132,7 @@ function main(): number {
   libc.fn.fcntl(0, F_SETPIPE_SZ, 1 << 20);
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
-  const guard = startMemoryGuard(libc);
+  const { guard, limit } = startMemoryGuard(libc);
   const loop = new Loop(libc);
   let status = 0;
   const end = (code: number): void => {
@@ -162,7 +163,7 @@ function main(): number {
       procFd,
       log,
       walkPaths: args.walkPaths,
-      io,
+      io: ioWorkersFit(limit) ? io : undefined,
     })
     : undefined;
   // The change feed (started by the client's `watch`): its frames go out between responses.
@@ -257,7 +258,7 @@ function main(): number {
 }
 
 /** Reads the container's memory limit, raises oom_score_adj and starts the memory guard. */
-function startMemoryGuard(libc: Libc): MemoryGuard {
+function startMemoryGuard(libc: Libc): { guard: MemoryGuard; limit: number | undefined } {
   const readText = (path: string): string | undefined => {
     try {
       return Deno.readTextFileSync(path);
@@ -269,16 +270,18 @@ function startMemoryGuard(libc: Libc): MemoryGuard {
   const budget = memoryBudget(limit);
   log(
     `memory: container limit ${limit === undefined ? "none" : `${limit / 2 ** 20} MiB`}, ` +
-      `satellite budget ${budget / 2 ** 20} MiB`,
+      `satellite budget ${budget / 2 ** 20} MiB, ` +
+      (ioWorkersFit(limit) ? "slow calls on I/O workers" : "slow calls inline (no I/O worker)"),
   );
   log(preferOomKill((path, text) => Deno.writeTextFileSync(path, text)));
   const gc = (globalThis as { gc?: () => void }).gc;
-  return new MemoryGuard(budget, {
+  const guard = new MemoryGuard(budget, {
     rssAnon: () => parseRssAnon(readText("/proc/self/status") ?? ""),
     gc: gc ? () => gc() : undefined,
     trim: () => libc.fn.malloc_trim(0n),
     log,
   });
+  return { guard, limit };
 }
 
 /**

@@ -41,6 +41,17 @@ export function cgroupMemoryLimit(
   return undefined;
 }
 
+/** Smallest container memory limit at which slow calls get an I/O worker (about 8 MiB each). */
+export const IO_WORKER_MIN_LIMIT = 256 * 1024 * 1024;
+
+/**
+ * Whether slow calls run on I/O workers in a container with this memory limit: not in a tight
+ * one, where the satellite's memory matters more than a slow read holding up others.
+ */
+export function ioWorkersFit(limit: number | undefined): boolean {
+  return limit === undefined || limit >= IO_WORKER_MIN_LIMIT;
+}
+
 /** The anonymous-memory budget for a container limit: a quarter of it, within bounds. */
 export function memoryBudget(limit: number | undefined): number {
   if (limit === undefined) return DEFAULT_BUDGET;

@@ -2,6 +2,7 @@ import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import {
   cgroupMemoryLimit,
   DEFAULT_BUDGET,
+  ioWorkersFit,
   memoryBudget,
   MemoryGuard,
   MIN_BUDGET,
@@ -106,4 +107,11 @@ Deno.test("MemoryGuard: memory reserved for a worker raises the budget", () => {
   rss = 25 * MiB;
   guard.check();
   strictEqual(gcs, 1);
+});
+
+Deno.test("ioWorkersFit: I/O workers only where the container has room for them", () => {
+  strictEqual(ioWorkersFit(undefined), true);
+  strictEqual(ioWorkersFit(1024 * MiB), true);
+  strictEqual(ioWorkersFit(256 * MiB), true);
+  strictEqual(ioWorkersFit(64 * MiB), false);
 });
