@@ -330,11 +330,22 @@ async function mountDockerfuse(container: string, mp: string, extra: string[]): 
   };
 }
 
-async function mountSshfs(container: string, mp: string): Promise<Mounted> {
-  const p = await spawnMount("sshfs", "socat", [
-    `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
-    `EXEC:"sshfs -f -o passive :/ ${mp}"`,
-  ], mp);
+/** sshfs in passive mode over `docker exec` of the container's sftp-server (`env` for docker). */
+export async function mountSshfs(
+  container: string,
+  mp: string,
+  env?: Record<string, string>,
+): Promise<Mounted> {
+  const p = await spawnMount(
+    "sshfs",
+    "socat",
+    [
+      `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
+      `EXEC:"sshfs -f -o passive :/ ${mp}"`,
+    ],
+    mp,
+    env,
+  );
   return {
     root: mp,
     async unmount() {

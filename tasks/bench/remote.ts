@@ -17,6 +17,7 @@ import {
   ensureHostTools,
   median,
   type Mounted,
+  mountSshfs,
   run,
   SFTP_SERVER,
   sh,
@@ -115,28 +116,8 @@ async function mount(
       },
     };
   }
-  const p = await spawnMount(
-    "sshfs",
-    "socat",
-    [
-      `EXEC:docker exec -i ${container} ${SFTP_SERVER}`,
-      `EXEC:"sshfs -f -o passive :/ ${mp}"`,
-    ],
-    mp,
-    { DOCKER_HOST: engine },
-  ); // socat's addresses cannot hold the engine's "tcp://…"
-  return {
-    root: mp,
-    async unmount() {
-      await unmountPath(mp);
-      const timer = setTimeout(() => {
-        if (!p.exited()) p.kill("SIGKILL");
-      }, 5000);
-      await p.status;
-      clearTimeout(timer);
-      await p.drained.catch(() => {});
-    },
-  };
+  // socat's addresses cannot hold the engine's "tcp://…": docker reads it from the environment.
+  return await mountSshfs(container, mp, { DOCKER_HOST: engine });
 }
 
 async function measureOnce(
