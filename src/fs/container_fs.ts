@@ -1269,15 +1269,6 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
-    // The kernel keeps its listing (the feed vouches for it) and no walk holds one: answered
-    // here, without walking it again (a warm walk); opened for real if the kernel asks.
-    if (!this.#ahead.holds(node.key)) {
-      const cached = this.#dirCache(node, this.#since());
-      if (cached.cacheDir) {
-        const gen = this.#link.generation;
-        return { handle: { id: NO_HANDLE, gen, dir: true, key: node.key, lazy: true }, ...cached };
-      }
-    }
     const ahead = await this.#ahead.take(node.key);
     if (ahead !== undefined) {
       const listing = new DirListing();

@@ -181,13 +181,6 @@ export class SubtreeAhead {
    * ago), is walked at once — one round trip, as an opendir, and its subtree comes along — and
    * so are its siblings not fresh (the walker is probably among them).
    */
-  /** Whether a walk brought `key`'s listing or is bringing it (no walk is asked for it). */
-  holds(key: string): boolean {
-    const again = this.#taken.get(key);
-    return this.#done.has(key) || this.#asked.has(key) ||
-      (again !== undefined && this.#now() - again.at < this.#ttlMs);
-  }
-
   async take(key: string): Promise<WalkedListing | undefined> {
     this.#evict();
     const now = this.#now();
