@@ -26,6 +26,7 @@ import {
   openFlagsFromWire,
   type ParamsOf,
   type PathArg,
+  type ResultOf,
   RpcFailure,
   type Stat,
   type StatFs,
@@ -75,6 +76,9 @@ const {
 const I64_MAX = (1n << 63n) - 1n;
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
+
+/** What `open` answers. */
+type Opened = ResultOf<"open">;
 
 interface FileHandle {
   readonly fd: number;
@@ -835,27 +839,25 @@ export class SatelliteFs {
     return native | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock;
   }
 
-  #open(
-    p: ParamsOf<"open">,
-  ):
-    | { handle: number; data?: Uint8Array }
-    | RpcFailure
-    | Later<{ handle: number; data?: Uint8Array }> {
+  #open(p: ParamsOf<"open">): Opened | RpcFailure | Later<Opened> {
     const fd = this.#openAt(p.path, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, false);
-    if (!p.readAhead) return { handle };
-    // Regular files with a size only: procfs/sysfs files report 0 and are read on demand.
+    if (!p.readAhead && !p.stat) return { handle };
+    // The opened file's own attributes: whose file this is, whatever its name became.
     if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle };
+    const stat = p.stat ? this.#readStat() : undefined;
+    if (!p.readAhead) return { handle, stat };
+    // Regular files with a size only: procfs/sysfs files report 0 and are read on demand.
     const st = this.#statView;
     if ((st.getUint16(28, true) & S_IFMT) !== S_IFREG || st.getBigUint64(40, true) === 0n) {
-      return { handle };
+      return { handle, stat };
     }
     // Best effort: a failed read leaves the data to the client's first READ.
     const size = Math.min(p.readAhead, MAX_OPEN_READ_AHEAD);
     const io = this.#options.io;
     if (io) {
-      const later = new Later<{ handle: number; data?: Uint8Array }>();
+      const later = new Later<Opened>();
       const submitted = io.submit({
         op: Op.PREAD,
         fd,
@@ -865,8 +867,8 @@ export class SatelliteFs {
         done: (r, data) =>
           later.settle(
             r < 0n
-              ? { handle }
-              : { handle, data: data.subarray(DATA_OFFSET, DATA_OFFSET + Number(r)) },
+              ? { handle, stat }
+              : { handle, stat, data: data.subarray(DATA_OFFSET, DATA_OFFSET + Number(r)) },
           ),
       });
       if (submitted) return later;
@@ -879,11 +881,11 @@ export class SatelliteFs {
         this.#c.fn.pread64(fd, data.subarray(done), BigInt(data.length - done), BigInt(done)),
       );
       if (n < 0 && this.#c.errno() === EINTR) continue;
-      if (n < 0) return { handle };
+      if (n < 0) return { handle, stat };
       if (n === 0) break;
       done += n;
     }
-    return { handle, data: data.subarray(0, done) };
+    return { handle, stat, data: data.subarray(0, done) };
   }
 
   #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {

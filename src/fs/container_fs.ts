@@ -565,15 +565,25 @@ export class ContainerFs implements FileSystem<Handle> {
     };
     const path = relPath(node);
     if (path === undefined) return lose("it was deleted");
+    // A file opened from the kernel's cache is opened for its first READ: the open brings the
+    // file's identity and its first bytes along (one round trip, not three).
+    const flags = handle.reopenFlags ?? O_RDONLY;
+    const readAhead = handle.lazy === true && (flags & O_ACCMODE) === O_RDONLY
+      ? MAX_OPEN_READ_AHEAD
+      : undefined;
+    const mark = this.#openFiles.mark();
     const r = handle.dir
       ? await rpc.opendir({ path })
-      : await rpc.open({ path, flags: this.#wireFlags(handle.reopenFlags ?? O_RDONLY) });
+      : await rpc.open({ path, flags: this.#wireFlags(flags), stat: true, readAhead });
     if (!r.ok) {
       // The connection went away again: try again with the next one.
       if (gen !== this.#link.generation || !this.#link.up) return EIO;
       return lose(r.message);
     }
-    const st = await rpc.fstat({ handle: r.value.handle });
+    const told = "stat" in r.value ? r.value.stat : undefined;
+    const st = told !== undefined
+      ? { ok: true as const, value: told }
+      : await rpc.fstat({ handle: r.value.handle });
     if (!st.ok || statKey(st.value) !== handle.key) {
       void rpc.release({ handle: r.value.handle });
       if (!st.ok && (gen !== this.#link.generation || !this.#link.up)) return EIO;
@@ -582,7 +592,15 @@ export class ContainerFs implements FileSystem<Handle> {
     handle.id = r.value.handle;
     handle.gen = gen;
     handle.readAhead = undefined;
-    this.#options.logger.debug(`Reopened '${where}' after reconnecting`);
+    const data = "data" in r.value ? r.value.data : undefined;
+    if (data !== undefined && readAhead !== undefined) {
+      this.#openFiles.keepReadAhead(handle, data, readAhead, mark);
+    }
+    this.#options.logger.debug(
+      handle.lazy === true
+        ? `Opened '${where}' (opened from the kernel's cache) for its first read`
+        : `Reopened '${where}' after reconnecting`,
+    );
     return undefined;
   }
 
@@ -992,19 +1010,24 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<Uint8Array | Errno> {
     const ahead = this.#openFiles.read(handle, offset, size);
     if (ahead !== undefined) return ahead;
+    const since = this.#since();
     const rpc = await this.#via(_node, handle);
     if (isErrno(rpc)) return rpc;
-    const since = this.#since();
-    const r = await rpc.read(
-      { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
-      this.#opts(ctx),
-    );
-    if (!r.ok) return fail(r);
+    // Opened for this read (from the kernel's cache): the open brought the first bytes.
+    let data = this.#openFiles.read(handle, offset, size);
+    if (data === undefined) {
+      const r = await rpc.read(
+        { handle: handle.id, offset: BigInt(offset), size: Math.min(size, MAX_IO_BYTES) },
+        this.#opts(ctx),
+      );
+      if (!r.ok) return fail(r);
+      data = r.value;
+    }
     // An event in its directory was handled while this read was out (a worker's answer can come
     // after the event of a later change): the pages this answer fills must not outlive it.
     const live = this.#live;
     if (live !== undefined && live.changedSince(_node.parent ?? _node, since)) live.dropData(_node);
-    return r.value;
+    return data;
   }
 
   /** The write states a flush or fsync of `handle` covers (the kernel's writeback cache writes

@@ -239,8 +239,8 @@ export const METHODS = {
    * file's first bytes (at most MAX_OPEN_READ_AHEAD; fewer means end of file) in the same trip.
    */
   open: method(
-    obj({ path, flags: u32, readAhead: opt(u32) }),
-    obj({ handle, data: opt(bytes(MAX_OPEN_READ_AHEAD)) }),
+    obj({ path, flags: u32, readAhead: opt(u32), stat: opt(bool) }),
+    obj({ handle, data: opt(bytes(MAX_OPEN_READ_AHEAD)), stat: opt(statSchema) }),
   ),
   /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
   create: method(

@@ -1,0 +1,67 @@
+// A file the change feed vouches for is opened from the kernel's cache (no round trip); when
+// the kernel then lacks its pages, its first READ opens it for real, and that open brings the
+// file's identity and first bytes along: one round trip, not open + fstat + read.
+
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
+import { startMount } from "../e2e/harness.ts";
+import { Inside, until } from "./helpers.ts";
+
+/** RPCs of each method the client logged (--debug) in `log`. */
+function rpcCounts(log: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const m of log.matchAll(/debug rpc \d+ (\w+) /g)) counts[m[1]] = (counts[m[1]] ?? 0) + 1;
+  return counts;
+}
+
+Deno.test("live: a vouched file whose pages were dropped is read with one round trip", async () => {
+  const bed = await ensureTestBed({ kinds: ["glibc"] });
+  const name = `dockerfuse-live-open-${crypto.randomUUID().slice(0, 8)}`;
+  const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
+  const m = await startMount("glibc", { container, args: ["--debug"] });
+  const inside = new Inside(container);
+  try {
+    const want = "0123456789abcdef\n".repeat(600); // 10,200 bytes
+    await inside.run(`mkdir -p /d && printf '%s' '${want}' > /d/f && sync`);
+    const f = `${m.mountpoint}/d/f`;
+    ok(await until(async () => (await Deno.readTextFile(f).catch(() => "")) === want) < 5000);
+    // Cached by the kernel (pages and attributes); then only the pages are dropped.
+    equal(await Deno.readTextFile(f), want);
+    await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1");
+    const from = m.stderr().length;
+    equal(await Deno.readTextFile(f), want);
+    const log = m.stderr().slice(from);
+    ok(/Opened '\/d\/f' \(opened from the kernel's cache\) for its first read/.test(log), log);
+    const counts = rpcCounts(log);
+    deepStrictEqual(
+      [counts.open ?? 0, counts.fstat ?? 0, counts.read ?? 0],
+      [1, 0, 0],
+      `rpcs: ${JSON.stringify(counts)}`,
+    );
+
+    // Replaced inside the container meanwhile: the open sees another file and the read fails
+    // with ESTALE rather than showing the new file's bytes under the old inode, and the mount
+    // then shows the new file.
+    const handle = await Deno.open(f, { read: true });
+    try {
+      await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1");
+      await inside.run("echo other > /d/g && mv /d/g /d/f");
+      const buf = new Uint8Array(64);
+      const got = await handle.read(buf).then((n) => new TextDecoder().decode(buf.subarray(0, n!)))
+        .catch((e: Error) => e);
+      // Either the read came before the event's notice reached the handle (old bytes, which the
+      // old inode still holds) or it failed as stale; never the new file's bytes.
+      ok(
+        got instanceof Error ? /stale/i.test(got.message) : want.startsWith(got),
+        `read through the old handle: ${got}`,
+      );
+    } finally {
+      handle.close();
+    }
+    ok(await until(async () => (await Deno.readTextFile(f).catch(() => "")) === "other\n") < 5000);
+  } finally {
+    await inside.close();
+    await m.cleanup();
+    await removeTestContainer(bed, container);
+  }
+});
