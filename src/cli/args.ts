@@ -89,6 +89,8 @@ const FLAG_OPTIONS: Readonly<Record<string, (o: ContainerMountOptions) => void>>
   follow: (o) => o.follow = true,
   watch: (o) => o.watch = true,
   no_watch: (o) => o.watch = false,
+  acl: (o) => o.acl = true,
+  noacl: (o) => o.acl = false,
 };
 
 /** `-o` options taking seconds, and the field each sets. */

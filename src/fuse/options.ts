@@ -36,6 +36,12 @@ export interface MountOptions {
    * data is invalidated; default false.
    */
   cacheSymlinks?: boolean;
+  /**
+   * POSIX ACLs in the kernel (FUSE_POSIX_ACL): permission checks honour the access ACLs the
+   * filesystem stores in `system.posix_acl_*`, and the kernel caches them with the attributes
+   * (dropped when those are refreshed or invalidated). Implies default permissions; default false.
+   */
+  posixAcl?: boolean;
   /** Largest WRITE payload (default and maximum 1 MiB). */
   maxWrite?: number;
   /** Largest readahead the kernel may do (default 1 MiB). */

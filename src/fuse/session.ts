@@ -182,6 +182,8 @@ export interface SessionOptions {
   negativeTimeout?: number;
   writebackCache?: boolean;
   cacheSymlinks?: boolean;
+  /** As FuseOptions.posixAcl. */
+  posixAcl?: boolean;
   maxWrite?: number;
   maxReadahead?: number;
   maxBackground?: number;
@@ -331,6 +333,7 @@ export class Session<H = unknown> {
   #negativeTimeout: number;
   #writeback: boolean;
   readonly #cacheSymlinks: boolean;
+  readonly #posixAcl: boolean;
   #maxWrite: number;
   #maxReadahead: number;
   #maxBackground: number;
@@ -364,6 +367,7 @@ export class Session<H = unknown> {
     this.#negativeTimeout = options.negativeTimeout ?? 0;
     this.#writeback = options.writebackCache ?? false;
     this.#cacheSymlinks = options.cacheSymlinks ?? false;
+    this.#posixAcl = options.posixAcl ?? false;
     this.#maxWrite = Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB));
     this.#maxReadahead = Math.max(0, Math.min(MiB, options.maxReadahead ?? MiB));
     this.#maxBackground = Math.max(1, Math.min(65535, options.maxBackground ?? 64));
@@ -898,6 +902,7 @@ export class Session<H = unknown> {
       InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.ASYNC_DIO;
     if (this.#writeback) want |= InitFlag.WRITEBACK_CACHE;
     if (this.#cacheSymlinks) want |= InitFlag.CACHE_SYMLINKS;
+    if (this.#posixAcl) want |= InitFlag.POSIX_ACL;
     const flags = want & init.flags;
     const maxReadahead = Math.min(this.#maxReadahead, init.maxReadahead);
     const info: InitInfo = {

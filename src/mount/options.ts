@@ -62,6 +62,8 @@ export interface ContainerMountOptions {
   liveTimeout: number;
   /** Most directories the satellite watches (beyond: short timeouts). */
   maxWatches: number;
+  /** Permission checks honour POSIX ACLs, which the kernel caches with the attributes. */
+  acl: boolean;
 }
 
 /** The options every mount has unless told otherwise (all but what and where). */
@@ -90,6 +92,7 @@ export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
   // writes inside the container) staying unseen.
   liveTimeout: 60,
   maxWatches: 65536,
+  acl: true,
 });
 
 /** The options to mount `container` on `mountpoint`: the defaults, then `changes`. */
@@ -150,6 +153,7 @@ export function layerOptions(options: ContainerMountOptions, context: MountConte
       writebackCache: options.writebackCache,
       // The change feed drops a symlink's cached target with its inode (the name's events).
       cacheSymlinks: options.watch,
+      posixAcl: options.acl,
       logger: context.logger,
       debug: options.debug,
     },
