@@ -230,6 +230,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const link = this.#link;
     this.#ahead = new SubtreeAhead(() => link.on(link.generation), this.#changes, {
       ttlMs: listedTtlMs,
+      vouched: (key) => this.#live?.watches(key) ?? false,
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
