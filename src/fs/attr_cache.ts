@@ -14,7 +14,9 @@
  * - Complete listings: the names of a directory whose listing was read whole (every batch, up to
  *   the end, nothing dropped and nothing changed through the mount meanwhile) answer a LOOKUP of
  *   any other name with ENOENT, within min(entry, attribute timeout) of when the satellite made
- *   the listing; a change through the mount in the directory forgets them. At most
+ *   the listing, or beyond while `vouched` says the change feed watches the directory (an event
+ *   in it forgets them). A change through the mount of a name in the directory adds that name
+ *   (whatever the change did: a name in the set is only "not known absent"). At most
  *   `completeDirs` directories and `completeNames` names in all are kept.
  * - Changed directories: a directory's attributes returned right after our change in it answer
  *   its next GETATTR once, within the attribute timeout, unless newer attributes of it were told
@@ -63,6 +65,8 @@ export interface AttrCacheOptions {
   limits?: Partial<AttrCacheLimits>;
   /** The clock (ms); `Date.now` by default. */
   now?: () => number;
+  /** True while the change feed watches directory `key` (its complete listing stays true). */
+  vouched?: (key: string) => boolean;
 }
 
 /** State of the "no xattrs" knowledge of an inode. */
@@ -73,6 +77,7 @@ export class AttrCache {
   readonly #attrTtlMs: number;
   readonly #listedTtlMs: number;
   readonly #now: () => number;
+  readonly #vouched: (key: string) => boolean;
   readonly #told: BoundedMap<string, Attr>;
   /** Inode key → until when (ms) "no xattrs" is trusted. */
   readonly #noXattrs: BoundedMap<string, number>;
@@ -80,7 +85,7 @@ export class AttrCache {
   readonly #listed: BoundedMap<string, { stat: Stat; until: number }>;
   readonly #changedDirs: BoundedMap<string, { attr: Attr; until: number }>;
   /** Directory key → every name of its complete listing and until when it answers. */
-  readonly #complete: BoundedMap<string, { names: ReadonlySet<string>; until: number }>;
+  readonly #complete: BoundedMap<string, { names: Set<string>; until: number }>;
   readonly #completeNames: number;
   #completeCount = 0;
 
@@ -88,6 +93,7 @@ export class AttrCache {
     this.#attrTtlMs = options.attrTtlMs;
     this.#listedTtlMs = options.listedTtlMs;
     this.#now = options.now ?? Date.now;
+    this.#vouched = options.vouched ?? (() => false);
     const limits = { ...ATTR_CACHE_LIMITS, ...options.limits };
     this.#told = new BoundedMap(limits.told);
     this.#noXattrs = new BoundedMap(limits.noXattrs);
@@ -223,11 +229,26 @@ export class AttrCache {
   knownAbsent(dirKey: string, name: string): boolean {
     const complete = this.#complete.get(dirKey);
     if (complete === undefined) return false;
-    if (complete.until <= this.#now()) {
+    if (complete.until <= this.#now() && !this.#vouched(dirKey)) {
       this.forgetComplete(dirKey);
       return false;
     }
     return !complete.names.has(name);
+  }
+
+  /**
+   * `name` in `dirKey` is changed through the mount (created, removed, renamed to or from,
+   * whatever the answer): it is no longer known absent; every other name stays as it was.
+   */
+  notePresent(dirKey: string, name: string): void {
+    const complete = this.#complete.get(dirKey);
+    if (complete === undefined || complete.names.has(name)) return;
+    if (this.#completeCount >= this.#completeNames) {
+      this.forgetComplete(dirKey);
+      return;
+    }
+    complete.names.add(name);
+    this.#completeCount++;
   }
 
   /** Names in `dirKey` change through the mount (or its listing is no longer trusted). */

@@ -160,3 +160,23 @@ Deno.test("attr cache: complete listings answer absent names within their time, 
   c.clear();
   deepStrictEqual(c.completeDirs, 0);
 });
+
+Deno.test("attr cache: a complete listing keeps its other names at a change, and lasts while vouched", () => {
+  const watched = new Set(["a"]);
+  const { cache: c, clock } = cache({
+    vouched: (k) => watched.has(k),
+    limits: { completeNames: 3 },
+  });
+  c.noteComplete("a", ["x"], clock.now);
+  c.noteComplete("b", ["x"], clock.now);
+  c.notePresent("a", "n"); // created (or renamed to, or removed: not known absent either way)
+  deepStrictEqual([c.knownAbsent("a", "n"), c.knownAbsent("a", "z")], [false, true]);
+  clock.now += 60_000;
+  deepStrictEqual([c.knownAbsent("a", "z"), c.knownAbsent("b", "z")], [true, false]);
+  watched.delete("a");
+  deepStrictEqual(c.knownAbsent("a", "z"), false, "no longer watched: past its time");
+  // Past the bound of names, a change forgets the listing rather than grow it.
+  c.noteComplete("a", ["1", "2", "3"], clock.now);
+  c.notePresent("a", "4");
+  deepStrictEqual(c.knownAbsent("a", "z"), false);
+});

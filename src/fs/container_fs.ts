@@ -226,10 +226,15 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#options = options;
     const attrTtlMs = options.attrTimeout * 1000;
     const listedTtlMs = Math.min(options.entryTimeout, options.attrTimeout) * 1000;
-    this.#attrs = new AttrCache({ attrTtlMs, listedTtlMs });
+    this.#attrs = new AttrCache({
+      attrTtlMs,
+      listedTtlMs,
+      vouched: (key) => this.#live?.watches(key) ?? false,
+    });
     const link = this.#link;
     this.#ahead = new SubtreeAhead(() => link.on(link.generation), this.#changes, {
       ttlMs: listedTtlMs,
+      vouched: (key) => this.#live?.watches(key) ?? false,
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
@@ -335,7 +340,7 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#ahead.drop();
     if (parent !== undefined) {
       this.#attrs.forgetListed(parent.key, name);
-      this.#attrs.forgetComplete(parent.key);
+      this.#attrs.notePresent(parent.key, name);
     }
   }
 

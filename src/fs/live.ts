@@ -208,6 +208,15 @@ export class LiveView {
     return dev !== "" && parentKey.startsWith(dev) && this.#fresh(parentKey, this.#seq);
   }
 
+  /**
+   * True while directory `key` (a node's key: "" is the root) is watched. What the client holds
+   * of it from before is current as long as no event dropped it (see `LocalCaches`).
+   */
+  watches(key: string): boolean {
+    const dirKey = key === "" ? this.#rootKey : key;
+    return dirKey !== "" && this.#watched.has(dirKey);
+  }
+
   /** True when the kernel may keep `dir`'s listing (watched, nothing changed since `since`). */
   listingCached(dir: Node, since: number): boolean {
     return this.#fresh(this.#keyOf(dir), since);

@@ -7,8 +7,9 @@
  *
  * Invariants:
  * - A listing serves OPENDIR, a directory's own attributes LOOKUP, a symlink's target READLINK,
- *   only within `ttlMs` of when its walk was asked (the satellite made it later), as the kernel's
- *   own caches would.
+ *   within `ttlMs` of when its walk was asked (the satellite made it later), as the kernel's
+ *   own caches would; beyond, while `vouched` says the change feed watches its directory (any
+ *   event drops everything held here, so a listing still held is as the directory is now).
  * - A walk answered after a change through the mount began (`MountChanges`) is not kept, and
  *   `drop()` (any change through the mount) forgets everything fetched or queued. Where
  *   directories are (`#known`) is kept only to direct walks; a walked directory whose own
@@ -57,6 +58,11 @@ export interface SubtreeAheadOptions {
   queueLimit?: number;
   /** The clock (ms); `Date.now` by default. */
   now?: () => number;
+  /**
+   * True while the change feed watches directory `key`: what a walk brought of it stays true
+   * until an event, which drops it (`drop()`). None by default.
+   */
+  vouched?: (key: string) => boolean;
 }
 
 /** Walks in flight at most, however long the round trip. */
@@ -65,8 +71,9 @@ export const MAX_IN_FLIGHT = 8;
 const PATHS_PER_WALK = 64;
 /** Directories whose place in the tree is remembered at most. */
 const KNOWN_LIMIT = 16384;
-/** Listings kept after they were taken, at most. */
+/** Listings kept after they were taken, at most, and their entries at most. */
 const TAKEN_LIMIT = 4096;
+const TAKEN_ENTRIES_LIMIT = 65536;
 /** Symlink targets kept at most. */
 const TARGETS_LIMIT = 65536;
 
@@ -107,13 +114,15 @@ export class SubtreeAhead {
   readonly #bufferEntries: number;
   readonly #queueLimit: number;
   readonly #now: () => number;
+  readonly #vouched: (key: string) => boolean;
   /** Directory key → its listing, not yet taken (in order of arrival). */
   readonly #done = new Map<string, WalkedListing>();
   #doneEntries = 0;
   /** Listings taken, by key (in order of taking): they serve an opendir again in their time. */
   readonly #taken = new Map<string, WalkedListing>();
-  /** Symlink key → its target (in order of arrival). */
-  readonly #targets = new Map<string, { target: PathArg; at: number }>();
+  #takenEntries = 0;
+  /** Symlink key → its target and its directory's key (in order of arrival). */
+  readonly #targets = new Map<string, { target: PathArg; at: number; dir: string }>();
   /** Path → the attributes of a walked directory as it was listed (in order of arrival). */
   readonly #selves = new Map<string, { stat: Stat; at: number }>();
   /** Directories to walk, the next on top; an item counts only while `#queued` holds it. */
@@ -151,6 +160,22 @@ export class SubtreeAhead {
     this.#bufferEntries = options.bufferEntries ?? 8192;
     this.#queueLimit = options.queueLimit ?? 8192;
     this.#now = options.now ?? Date.now;
+    this.#vouched = options.vouched ?? (() => false);
+  }
+
+  /** Whether what a walk of directory `key` brought at `at` still holds. */
+  #holds(key: string, at: number, now: number): boolean {
+    return now - at < this.#ttlMs || this.#vouched(key);
+  }
+
+  #keepTaken(key: string, listing: WalkedListing): void {
+    const old = this.#taken.get(key);
+    if (old !== undefined) {
+      this.#taken.delete(key);
+      this.#takenEntries -= old.entries.length;
+    }
+    this.#taken.set(key, listing);
+    this.#takenEntries += listing.entries.length;
   }
 
   /** Listings fetched and not yet taken. */
@@ -184,9 +209,13 @@ export class SubtreeAhead {
   async take(key: string): Promise<WalkedListing | undefined> {
     this.#evict();
     const now = this.#now();
-    // Opened again within its time (find returns to a parent): the same listing serves.
+    // Opened again within its time (find returns to a parent), or while the feed vouches for
+    // it (a warm walk): the same listing serves, as current as the vouching says.
     const again = this.#taken.get(key);
-    if (!this.#done.has(key) && again !== undefined && now - again.at < this.#ttlMs) return again;
+    if (!this.#done.has(key) && again !== undefined) {
+      if (now - again.at < this.#ttlMs) return again;
+      if (this.#vouched(key)) return { entries: again.entries, at: now };
+    }
     if (!this.#done.has(key) && this.#ttlMs > 0 && this.#asked.get(key) === undefined) {
       const queued = this.#queued.get(key);
       const known = this.#known.get(key);
@@ -216,8 +245,7 @@ export class SubtreeAhead {
     this.#doneEntries -= done.entries.length;
     this.#pump();
     if (this.#now() - done.at >= this.#ttlMs) return undefined;
-    this.#taken.delete(key);
-    this.#taken.set(key, done);
+    this.#keepTaken(key, done);
     return done;
   }
 
@@ -225,7 +253,7 @@ export class SubtreeAhead {
   target(key: string): PathArg | undefined {
     const t = this.#targets.get(key);
     if (t === undefined) return undefined;
-    if (this.#now() - t.at < this.#ttlMs) return t.target;
+    if (this.#holds(t.dir, t.at, this.#now())) return t.target;
     this.#targets.delete(key);
     return undefined;
   }
@@ -237,7 +265,7 @@ export class SubtreeAhead {
   dirStat(path: string): Stat | undefined {
     const d = this.#selves.get(path);
     if (d === undefined) return undefined;
-    if (this.#now() - d.at < this.#ttlMs) return d.stat;
+    if (this.#holds(statKey(d.stat), d.at, this.#now())) return d.stat;
     this.#selves.delete(path);
     return undefined;
   }
@@ -245,6 +273,7 @@ export class SubtreeAhead {
   /** Forgets every listing, target and queued directory (something changed through the mount). */
   drop(): void {
     this.#taken.clear();
+    this.#takenEntries = 0;
     this.#selves.clear();
     this.#seen.clear();
     this.#epoch++;
@@ -282,10 +311,14 @@ export class SubtreeAhead {
     return subdirs;
   }
 
-  /** True when a walk listed `key` within the time (taken or not: never walked again then). */
+  /**
+   * True when a walk listed `key` within the time (taken or not: never walked again then), or
+   * its taken listing is still vouched for.
+   */
   #fresh(key: string, now: number): boolean {
     const at = this.#seen.get(key);
-    return at !== undefined && now - at < this.#ttlMs;
+    if (at !== undefined && now - at < this.#ttlMs) return true;
+    return this.#taken.has(key) && this.#vouched(key);
   }
 
   /** Queues `items` (the first ends on top), except those listed lately. */
@@ -303,7 +336,10 @@ export class SubtreeAhead {
     }
   }
 
-  /** Forgets listings and queued directories past their time. */
+  /**
+   * Forgets listings and queued directories past their time. What the feed vouches for is
+   * kept (up to the limits) where it comes first: the oldest are checked, in order.
+   */
   #evict(): void {
     const now = this.#now();
     for (const [key, l] of this.#done) {
@@ -312,19 +348,21 @@ export class SubtreeAhead {
       this.#doneEntries -= l.entries.length;
     }
     for (const [key, t] of this.#targets) {
-      if (now - t.at < this.#ttlMs && this.#targets.size <= TARGETS_LIMIT) break;
+      if (this.#holds(t.dir, t.at, now) && this.#targets.size <= TARGETS_LIMIT) break;
       this.#targets.delete(key);
     }
     for (const [key, l] of this.#taken) {
-      if (now - l.at < this.#ttlMs && this.#taken.size <= TAKEN_LIMIT) break;
+      const within = this.#taken.size <= TAKEN_LIMIT && this.#takenEntries <= TAKEN_ENTRIES_LIMIT;
+      if (within && this.#holds(key, l.at, now)) break;
       this.#taken.delete(key);
+      this.#takenEntries -= l.entries.length;
     }
     for (const [key, at] of this.#seen) {
       if (now - at < this.#ttlMs && this.#seen.size <= KNOWN_LIMIT) break;
       this.#seen.delete(key);
     }
     for (const [path, d] of this.#selves) {
-      if (now - d.at < this.#ttlMs && this.#selves.size <= TARGETS_LIMIT) break;
+      if (this.#holds(statKey(d.stat), d.at, now) && this.#selves.size <= TARGETS_LIMIT) break;
       this.#selves.delete(path);
     }
   }
@@ -410,7 +448,7 @@ export class SubtreeAhead {
       for (const e of dir.entries) {
         if (e.type === DT_LNK && e.target !== undefined && e.stat !== undefined) {
           if (statProblem(e.stat) === undefined) {
-            this.#targets.set(statKey(e.stat), { target: e.target, at });
+            this.#targets.set(statKey(e.stat), { target: e.target, at, dir: key });
           }
           continue;
         }

@@ -224,3 +224,30 @@ Deno.test("subtree: more walks in flight when the round trip is long", async () 
   await tick();
   equal(ahead.inFlight, 7);
 });
+
+Deno.test("subtree: past their time, what the feed vouches for serves again without a walk", async () => {
+  const watched = new Set([key(3n), key(4n), key(8n)]);
+  const { rpc, ahead, clock } = setup(TREE, { vouched: (k) => watched.has(k) });
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  for (const ino of [3n, 4n, 8n]) await ahead.take(key(ino));
+  const walks = rpc.paramsOf("walk").length;
+  clock.now += 60_000;
+  // A warm walk: the listings taken before serve again, as current as now; no walk is asked.
+  const again = await ahead.take(key(4n));
+  deepStrictEqual([again?.entries, again?.at], [TREE["a/b"], clock.now]);
+  ahead.queue(key(3n), "a", TREE["a"]);
+  await tick();
+  equal(rpc.paramsOf("walk").length, walks, "nothing walked again");
+  equal(ahead.target(key(6n)), "../f");
+  deepStrictEqual(ahead.dirStat("a/b")?.ino, 4n);
+  // No longer watched: past its time, walked again.
+  watched.delete(key(8n));
+  equal(ahead.target(key(6n)), "../f");
+  deepStrictEqual((await ahead.take(key(8n)))?.entries, []);
+  equal(rpc.paramsOf("walk").length, walks + 1);
+  // Any change drops all of it, vouched or not.
+  ahead.drop();
+  equal(ahead.target(key(6n)), undefined);
+  await ahead.take(key(4n));
+  equal(rpc.paramsOf("walk").length, walks + 2);
+});
