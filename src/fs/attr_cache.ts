@@ -8,7 +8,9 @@
  *   told by key before the FUSE layer handed us the node move into `node.data` on first use.
  *   They decide set-group-ID inheritance and the page-cache policy of an open.
  * - "No xattrs": an inode the satellite said has no xattrs answers GETXATTR/LISTXATTR locally
- *   for the attribute timeout; any xattr change through the mount forgets it.
+ *   for the attribute timeout its attributes were told with (the change feed's long one where it
+ *   vouches: an xattr change inside the container is an event that forgets it); any xattr change
+ *   through the mount forgets it.
  * - Listed names: attributes of a name listed with `plus` answer its next LOOKUP once, within
  *   min(entry, attribute timeout) of the listing; a change of the name forgets it.
  * - Complete listings: the names of a directory whose listing was read whole (every batch, up to
@@ -157,12 +159,12 @@ export class AttrCache {
   // --- "no xattrs" -------------------------------------------------------------------------
 
   /** Records what the satellite said of `key`'s xattrs along with its attributes. */
-  noteXattrs(key: string, hasXattrs: boolean | undefined): void {
-    if (hasXattrs !== false || this.#attrTtlMs <= 0) {
+  noteXattrs(key: string, hasXattrs: boolean | undefined, ttlMs = this.#attrTtlMs): void {
+    if (hasXattrs !== false || ttlMs <= 0) {
       this.#noXattrs.delete(key);
       return;
     }
-    this.#noXattrs.set(key, this.#now() + this.#attrTtlMs);
+    this.#noXattrs.set(key, this.#now() + ttlMs);
   }
 
   /** "yes" inside the timeout; "expired" when it was so before (worth one listxattr to renew). */

@@ -72,6 +72,12 @@ Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires
   deepStrictEqual(c.noXattrs("k"), "unknown");
   c.noteXattrs("k", undefined);
   deepStrictEqual(c.noXattrs("k"), "unknown");
+  // Told with the change feed's long timeout: as long as the attributes it came with.
+  c.noteXattrs("k", false, 60_000);
+  clock.now += 59_000;
+  deepStrictEqual(c.noXattrs("k"), "yes");
+  clock.now += 1000;
+  deepStrictEqual(c.noXattrs("k"), "expired");
 });
 
 Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {

@@ -363,8 +363,8 @@ export class ContainerFs implements FileSystem<Handle> {
     const key = statKey(stat);
     if (node !== undefined) this.#attrs.setAttr(node, attr);
     else this.#attrs.tell(key, attr);
-    this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs);
     const t = this.#timeouts(stat, key, parent, since);
+    this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs, t.attr * 1000);
     this.#noteLong(key, t.attr, since);
     return {
       attr,
@@ -443,7 +443,6 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
     this.#attrs.setAttr(node, attr);
-    this.#attrs.noteXattrs(node.key, stat.hasXattrs);
     const timeout = this.#live === undefined || since === undefined
       ? this.#options.attrTimeout
       : this.#live.attr(
@@ -452,6 +451,7 @@ export class ContainerFs implements FileSystem<Handle> {
         `${stat.devMajor}:${stat.devMinor}:`,
         since,
       );
+    this.#attrs.noteXattrs(node.key, stat.hasXattrs, timeout * 1000);
     this.#noteLong(node.key, timeout, since);
     return { attr, timeout, noXattrs: stat.hasXattrs === false };
   }
