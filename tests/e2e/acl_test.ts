@@ -25,20 +25,25 @@ async function readAs1000(path: string): Promise<string> {
   return r as unknown as string;
 }
 
+/** /acl/f inside `container`: root's, mode 0600, in a directory everyone may enter. */
+async function makeSecret(container: string): Promise<void> {
+  const made = await docker([
+    "exec",
+    container,
+    "sh",
+    "-c",
+    "mkdir -p /acl && echo secret > /acl/f && chmod 755 /acl && chmod 600 /acl/f",
+  ]);
+  equal(made.code, 0, made.stderr);
+}
+
 Deno.test("acl: an access ACL grants through the mount, and its removal elsewhere shows at once", async () => {
   const bed = await ensureTestBed({ kinds: ["glibc"] });
   const name = `dockerfuse-acl-${crypto.randomUUID().slice(0, 8)}`;
   const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
   const a = await startMount("glibc", { container, args: ["--allow-other"] });
   try {
-    const made = await docker([
-      "exec",
-      container,
-      "sh",
-      "-c",
-      "mkdir -p /acl && echo secret > /acl/f && chmod 755 /acl && chmod 600 /acl/f",
-    ]);
-    equal(made.code, 0, made.stderr);
+    await makeSecret(container);
     const f = `${a.mountpoint}/acl/f`;
     equal(await readAs1000(f), "EACCES");
 
@@ -74,14 +79,7 @@ Deno.test("acl: -o noacl checks the mode bits alone", async () => {
   const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
   const m = await startMount("glibc", { container, args: ["--allow-other", "-o", "noacl"] });
   try {
-    const made = await docker([
-      "exec",
-      container,
-      "sh",
-      "-c",
-      "mkdir -p /acl && echo secret > /acl/f && chmod 755 /acl && chmod 600 /acl/f",
-    ]);
-    equal(made.code, 0, made.stderr);
+    await makeSecret(container);
     const f = `${m.mountpoint}/acl/f`;
     await py(`os.setxattr(${JSON.stringify(f)}, "${ACL_XATTR}", bytes.fromhex("${ACL_HEX}"))`);
     // Stored all the same, but the kernel does not consult it.
