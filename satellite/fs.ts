@@ -875,17 +875,8 @@ export class SatelliteFs {
     }
     // One buffer for every open: the reply is encoded (copied) before the next request.
     const data = this.#aheadBuf.subarray(0, size);
-    let done = 0;
-    while (done < data.length) {
-      const n = num(
-        this.#c.fn.pread64(fd, data.subarray(done), BigInt(data.length - done), BigInt(done)),
-      );
-      if (n < 0 && this.#c.errno() === EINTR) continue;
-      if (n < 0) return { handle, stat };
-      if (n === 0) break;
-      done += n;
-    }
-    return { handle, stat, data: data.subarray(0, done) };
+    const done = this.#whole("pread64", fd, data, 0n);
+    return done < 0 ? { handle, stat } : { handle, stat, data: data.subarray(0, done) };
   }
 
   #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {
@@ -1014,53 +1005,43 @@ export class SatelliteFs {
     // One read buffer for every read: the main loop writes each large frame out before it
     // handles the next request (see Output.push), so the memory is free again by then.
     const reply = new BytesReply(size, this.#readBuf);
-    let done = 0;
-    while (done < size) {
-      const n = num(
-        this.#c.fn.pread64(
-          h.fd,
-          done === 0 ? reply.data : reply.data.subarray(done),
-          BigInt(size - done),
-          p.offset + BigInt(done),
-        ),
-      );
-      if (n < 0) {
-        const errno = this.#c.errno();
-        if (errno === EINTR) continue;
-        if (done > 0) break;
-        return failure(errno);
-      }
-      if (n === 0) break;
-      done += n;
-    }
+    const done = this.#whole("pread64", h.fd, reply.data, p.offset);
+    if (done < 0) return failure(-done);
     reply.length = done;
     return reply;
   }
 
-  #write(p: ParamsOf<"write">): number | RpcFailure {
-    const h = this.#handles.get(p.handle);
-    if (!h) return new RpcFailure("EBADF", `no handle ${p.handle}`);
-    const data = p.data;
+  /**
+   * pread64 or pwrite64 of all of `buf` at `offset`, again after EINTR and short counts: the
+   * bytes done (fewer at end of file or when a later call fails), or -errno when none were.
+   */
+  #whole(op: "pread64" | "pwrite64", fd: number, buf: Uint8Array, offset: bigint): number {
     let done = 0;
-    while (done < data.length) {
+    while (done < buf.length) {
       const n = num(
-        this.#c.fn.pwrite64(
-          h.fd,
-          done === 0 ? data : data.subarray(done),
-          BigInt(data.length - done),
-          p.offset + BigInt(done),
+        this.#c.fn[op](
+          fd,
+          done === 0 ? buf : buf.subarray(done),
+          BigInt(buf.length - done),
+          offset + BigInt(done),
         ),
       );
       if (n < 0) {
         const errno = this.#c.errno();
         if (errno === EINTR) continue;
-        if (done > 0) break;
-        return failure(errno);
+        return done > 0 ? done : -errno;
       }
       if (n === 0) break;
       done += n;
     }
     return done;
+  }
+
+  #write(p: ParamsOf<"write">): number | RpcFailure {
+    const h = this.#handles.get(p.handle);
+    if (!h) return new RpcFailure("EBADF", `no handle ${p.handle}`);
+    const done = this.#whole("pwrite64", h.fd, p.data, p.offset);
+    return done < 0 ? failure(-done) : done;
   }
 
   #release(handle: number): null | RpcFailure {

@@ -204,18 +204,11 @@ export class Watcher {
     h.lstat = (p) => {
       const r = lstat(p);
       if (!this.enabled || r instanceof RpcFailure || !isDir(r as Stat)) return r;
-      const fresh = this.#watchStat(p.path as PathArg, r as Stat);
-      this.#send();
-      return fresh;
+      return this.#watchStat(p.path as PathArg, r as Stat);
     };
-    // A walk watches each directory before reading it (see #watchWalked); notices go first.
+    // A walk watches each directory before reading it (see #watchWalked). The WATCHED notices
+    // these hooks queue go out ahead of the answer, with the events (the drain below).
     this.#fs.onWalkDir((fd) => this.#watchWalked(fd));
-    const walk = h.walk;
-    h.walk = (p) => {
-      const r = walk(p);
-      this.#send();
-      return r;
-    };
     for (const method of ["opendir", "readdir"]) {
       const list = h[method];
       h[method] = (p) => {
@@ -230,7 +223,6 @@ export class Watcher {
             e.stat = this.#watchStat(childPath(dir, e.name), e.stat);
           }
         }
-        this.#send();
         return r;
       };
     }

@@ -1331,6 +1331,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(cur)) return cur;
     const changesAt = this.#changes.mark();
     const since = this.#since();
+    const askedAt = Date.now();
     const r = await this.#holding(
       ctx,
       () => cur.rpc.opendir({ path, readAhead: READDIR_BATCH }),
@@ -1346,7 +1347,12 @@ export class ContainerFs implements FileSystem<Handle> {
       if (this.#fill(node, listing, 0, entries, eof === true, true, Date.now(), since)) {
         handle.listing = listing;
       }
-      if (eof === true) this.#ahead.queue(node.key, path, entries);
+      if (eof === true) {
+        // Whole, and nothing changed through the mount or in the directory since it was asked.
+        const kept = changesAt !== undefined && changesAt === this.#changes.count &&
+          this.#live?.changedSince(node, since) !== true;
+        this.#ahead.queue(node.key, path, entries, kept ? askedAt : undefined);
+      }
     }
     return { handle, cache: this.#dirCache(node, since) };
   }

@@ -40,6 +40,8 @@ export interface WalkedListing {
   readonly entries: readonly WalkEntry[];
   /** Time (ms) the walk was asked: the listing is at least this recent. */
   readonly at: number;
+  /** Listed without symlink targets (an opendir's): serves within its time only. */
+  readonly noTargets?: boolean;
 }
 
 /** Options of {@link SubtreeAhead}. */
@@ -191,11 +193,19 @@ export class SubtreeAhead {
 
   /**
    * The directory `dirKey` at protocol path `path` was listed whole as `entries`: its
-   * subdirectories not fetched yet are walked next.
+   * subdirectories not fetched yet are walked next. With `listedAt` (when that listing was asked;
+   * the caller vouches that nothing changed since) the listing also serves the directory's next
+   * opendir within its time, as a walked one would (`rm -r` and `find` open a directory twice).
    */
-  queue(dirKey: string, path: string, entries: readonly WireDirEntry[]): void {
+  queue(dirKey: string, path: string, entries: readonly WireDirEntry[], listedAt?: number): void {
     if (this.#ttlMs <= 0) return;
-    const subdirs = this.#learn(dirKey, path, entries, this.#now());
+    const now = this.#now();
+    if (listedAt !== undefined && now - listedAt < this.#ttlMs && !this.#done.has(dirKey)) {
+      this.#keepTaken(dirKey, { entries, at: listedAt, noTargets: true });
+      this.#seen.delete(dirKey);
+      this.#seen.set(dirKey, listedAt);
+    }
+    const subdirs = this.#learn(dirKey, path, entries, now);
     this.#push(subdirs.filter((q) => !this.#done.has(q.key) && !this.#asked.has(q.key)));
     this.#pump();
   }
@@ -214,7 +224,9 @@ export class SubtreeAhead {
     const again = this.#taken.get(key);
     if (!this.#done.has(key) && again !== undefined) {
       if (now - again.at < this.#ttlMs) return again;
-      if (this.#vouched(key)) return { entries: again.entries, at: now };
+      if (again.noTargets !== true && this.#vouched(key)) {
+        return { entries: again.entries, at: now };
+      }
     }
     if (!this.#done.has(key) && this.#ttlMs > 0 && this.#asked.get(key) === undefined) {
       const queued = this.#queued.get(key);
@@ -318,7 +330,8 @@ export class SubtreeAhead {
   #fresh(key: string, now: number): boolean {
     const at = this.#seen.get(key);
     if (at !== undefined && now - at < this.#ttlMs) return true;
-    return this.#taken.has(key) && this.#vouched(key);
+    const taken = this.#taken.get(key);
+    return taken !== undefined && taken.noTargets !== true && this.#vouched(key);
   }
 
   /** Queues `items` (the first ends on top), except those listed lately. */
@@ -353,7 +366,8 @@ export class SubtreeAhead {
     }
     for (const [key, l] of this.#taken) {
       const within = this.#taken.size <= TAKEN_LIMIT && this.#takenEntries <= TAKEN_ENTRIES_LIMIT;
-      if (within && this.#holds(key, l.at, now)) break;
+      const holds = now - l.at < this.#ttlMs || (l.noTargets !== true && this.#vouched(key));
+      if (within && holds) break;
       this.#taken.delete(key);
       this.#takenEntries -= l.entries.length;
     }

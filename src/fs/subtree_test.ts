@@ -251,3 +251,16 @@ Deno.test("subtree: past their time, what the feed vouches for serves again with
   await ahead.take(key(4n));
   equal(rpc.paramsOf("walk").length, walks + 2);
 });
+
+Deno.test("subtree: a whole opendir listing serves the next opendir within its time only", async () => {
+  const { rpc, ahead, clock } = setup(TREE, { vouched: () => true });
+  ahead.queue(key(3n), "a", TREE["a"], clock.now);
+  deepStrictEqual((await ahead.take(key(3n)))?.entries, TREE["a"]);
+  const walks = rpc.paramsOf("walk").filter((p) => p.paths.includes("a")).length;
+  equal(walks, 0, "served from the opendir's listing");
+  // Past its time it has no symlink targets to offer: walked again, even while vouched for.
+  clock.now += 1000;
+  await ahead.take(key(3n));
+  equal(rpc.paramsOf("walk").filter((p) => p.paths.includes("a")).length, 1);
+  equal(ahead.target(key(6n)), "../f");
+});
