@@ -152,3 +152,12 @@ Deno.test("args: reconnect is the default; --no-reconnect, --follow, --reconnect
     3,
   ]);
 });
+
+Deno.test("args: ACLs are consulted unless -o noacl", async () => {
+  const plain = await parseArgs(["mount", "web", "/mnt"]);
+  ok(plain.kind === "mount");
+  deepStrictEqual(plain.options.acl, true);
+  const off = await parseArgs(["mount", "-o", "noacl", "web", "/mnt"]);
+  ok(off.kind === "mount");
+  deepStrictEqual(off.options.acl, false);
+});

@@ -53,11 +53,16 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     negativeTimeout: 4,
     writebackCache: true,
     cacheSymlinks: true,
+    posixAcl: true,
     logger: quiet,
     debug: true,
   });
-  const off = layerOptions(mountOptions("web", "/mnt", { watch: false }), context);
-  deepStrictEqual([off.fs.live, off.fuse.cacheSymlinks], [undefined, false]);
+  const off = layerOptions(mountOptions("web", "/mnt", { watch: false, acl: false }), context);
+  deepStrictEqual([off.fs.live, off.fuse.cacheSymlinks, off.fuse.posixAcl], [
+    undefined,
+    false,
+    false,
+  ]);
 });
 
 Deno.test("layer options: sync writes turn write-behind off; no request timeout stays 0", () => {
