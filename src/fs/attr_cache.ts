@@ -87,7 +87,10 @@ export class AttrCache {
   readonly #listed: BoundedMap<string, { stat: Stat; until: number }>;
   readonly #changedDirs: BoundedMap<string, { attr: Attr; until: number }>;
   /** Directory key → every name of its complete listing and until when it answers. */
-  readonly #complete: BoundedMap<string, { names: Set<string>; until: number }>;
+  readonly #complete: BoundedMap<
+    string,
+    { names: Set<string>; until: number; vouchable: boolean }
+  >;
   readonly #completeNames: number;
   #completeCount = 0;
 
@@ -208,8 +211,16 @@ export class AttrCache {
     return this.#complete.size;
   }
 
-  /** A listing made at `madeAt` (ms) showed all of `dirKey`'s names: `names`. */
-  noteComplete(dirKey: string, names: Iterable<string>, madeAt: number): void {
+  /**
+   * A listing made at `madeAt` (ms) showed all of `dirKey`'s names: `names`. Not `vouchable`:
+   * it lasts its time only, whatever the change feed says (it was not read under a watch).
+   */
+  noteComplete(
+    dirKey: string,
+    names: Iterable<string>,
+    madeAt: number,
+    vouchable = true,
+  ): void {
     this.forgetComplete(dirKey);
     if (this.#listedTtlMs <= 0) return;
     const set = new Set(names);
@@ -220,7 +231,7 @@ export class AttrCache {
     if (this.#complete.size >= this.#complete.limit) {
       this.forgetComplete(this.#complete.keys().next().value!);
     }
-    this.#complete.set(dirKey, { names: set, until: madeAt + this.#listedTtlMs });
+    this.#complete.set(dirKey, { names: set, until: madeAt + this.#listedTtlMs, vouchable });
     this.#completeCount += set.size;
   }
 
@@ -231,7 +242,7 @@ export class AttrCache {
   knownAbsent(dirKey: string, name: string): boolean {
     const complete = this.#complete.get(dirKey);
     if (complete === undefined) return false;
-    if (complete.until <= this.#now() && !this.#vouched(dirKey)) {
+    if (complete.until <= this.#now() && !(complete.vouchable && this.#vouched(dirKey))) {
       this.forgetComplete(dirKey);
       return false;
     }

@@ -181,6 +181,12 @@ Deno.test("attr cache: a complete listing keeps its other names at a change, and
   deepStrictEqual([c.knownAbsent("a", "z"), c.knownAbsent("b", "z")], [true, false]);
   watched.delete("a");
   deepStrictEqual(c.knownAbsent("a", "z"), false, "no longer watched: past its time");
+  // Not read under a watch (a directory the mount just made): its time only, watched or not.
+  watched.add("c");
+  c.noteComplete("c", [], clock.now, false);
+  deepStrictEqual(c.knownAbsent("c", "z"), true);
+  clock.now += 500;
+  deepStrictEqual(c.knownAbsent("c", "z"), false);
   // Past the bound of names, a change forgets the listing rather than grow it.
   c.noteComplete("a", ["1", "2", "3"], clock.now);
   c.notePresent("a", "4");

@@ -845,11 +845,17 @@ export class ContainerFs implements FileSystem<Handle> {
     const parentAttr = await this.#dirAttr(ctx, parent);
     // A directory made in a set-group-ID directory inherits the bit, as on ext4.
     const inherited = (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
+    const askedAt = Date.now();
     const r = await this.#rpc.mkdir(
       { path, mode: mode | inherited, owner: this.#owner(ctx, parentAttr) },
       this.#opts(ctx),
     );
-    return r.ok ? this.#entry(r.value) : fail(r);
+    if (!r.ok) return fail(r);
+    const entry = this.#entry(r.value);
+    // Made empty just now: its names are known (for the listing timeout only, as a listing
+    // made then would be; no watch saw it from its first moment).
+    if (!isErrno(entry)) this.#attrs.noteComplete(entry.key!, [], askedAt, false);
+    return entry;
   }
 
   async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {

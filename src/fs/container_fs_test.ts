@@ -781,3 +781,16 @@ Deno.test("container fs: a truncate through a handle whose name went elsewhere a
   const r = value(await fs.setattr(fakeContext(), node, { size: 0 }, handle));
   deepStrictEqual([r.attr.ino, r.attr.size], [7n, 0]);
 });
+
+Deno.test("container fs: a directory made through the mount is known empty for the listing timeout", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", (p) => p.path === "" ? ok(fakeStat({ mode: S_IFDIR | 0o755 })) : fail("ENOENT"));
+  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
+  const dir = nodeFor(value(await fs.mkdir(fakeContext(), root, "new", 0o755)), root, "new");
+  // The creates that follow (`mkdir d && touch d/a d/b`) need not ask whether their names exist.
+  deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").filter((p) => p.path !== "").length, 0);
+  await new Promise((r) => setTimeout(r, 1100)); // past the listing timeout (1 s here)
+  deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["new/a"]);
+});
