@@ -395,6 +395,27 @@ export class SatelliteFs {
     }
   }
 
+  /** Whether the directory at `path` beneath the root has no entries; undefined when unreadable. */
+  emptyDir(path: PathArg): boolean | undefined {
+    const f = this.#flags;
+    const fd = this.#openAt(path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    if (fd instanceof RpcFailure) return undefined;
+    try {
+      const dir: DirState = { position: 0n, buffered: [] };
+      for (;;) {
+        const more = this.#fill(fd, dir);
+        if (more instanceof RpcFailure) return undefined;
+        if (!more || dir.buffered.length > 2) break;
+      }
+      return dir.buffered.every((raw) =>
+        raw.name.length <= 2 && raw.name[0] === 0x2e &&
+        (raw.name.length === 1 || raw.name[1] === 0x2e)
+      );
+    } finally {
+      this.#c.fn.close(fd);
+    }
+  }
+
   /** Attributes of an open descriptor (O_PATH ones too), or a failure. */
   statOf(fd: number): Stat | RpcFailure {
     return this.#statFd(fd);

@@ -9,6 +9,9 @@
  *   notice (sent before the answer that carries the directory) is reported.
  * - A directory watch reports its entries' changes by name (IN_MODIFY, IN_ATTRIB…), so files
  *   need no watch of their own.
+ * - A directory the client makes is watched at once and announced only if it is still empty
+ *   once the watch is in place (else UNWATCHED follows): a client that sees it WATCHED in a
+ *   mkdir's answer knows every name it has (none) until an event says otherwise.
  * - Directories on filesystems that send no events (proc, sysfs, network and FUSE
  *   filesystems…), and any beyond `maxWatches` or the kernel's limit, are not watched and never
  *   announced: the client keeps its short timeouts there.
@@ -60,6 +63,8 @@ export interface WatchFs {
   /** O_PATH descriptor of a directory beneath the root, or a positive errno. */
   openDirPath(path: PathArg): number;
   statOf(fd: number): Stat | RpcFailure;
+  /** Whether the directory at `path` has no entries; undefined when it cannot be read. */
+  emptyDir(path: PathArg): boolean | undefined;
   /** Sets what a `walk` calls with each directory it opens, before it reads the directory. */
   onWalkDir(hook: (fd: number) => void): void;
 }
@@ -226,6 +231,19 @@ export class Watcher {
         return r;
       };
     }
+    // A directory made by the client: watched, and kept watched only if still empty once the
+    // watch is in place (see the module's invariants). Its own echo is dropped as for any mkdir.
+    const mkdir = h.mkdir;
+    h.mkdir = (p) => {
+      const r = mkdir(p);
+      if (!this.enabled || r instanceof RpcFailure) return r;
+      const stat = this.#watchStat(p.path as PathArg, r as Stat);
+      const key = keyOf(stat);
+      if (this.#wdOf.has(key) && this.#fs.emptyDir(p.path as PathArg) !== true) {
+        this.#dropWatch(key);
+      }
+      return stat;
+    };
     for (const [method, keys] of Object.entries(PATH_CHANGES)) {
       const op = h[method];
       h[method] = (p) => this.#echoFree(() => op(p), keys.map((k) => baseName(p[k] as PathArg)));
@@ -322,18 +340,21 @@ export class Watcher {
   }
 
   #unwatch(dirs: string[]): null {
-    for (const key of dirs) {
-      const wd = this.#wdOf.get(key);
-      if (wd === undefined) continue;
-      this.#wdOf.delete(key);
-      this.#keyOf.delete(wd);
-      this.#removing.add(wd);
-      this.#c.fn.inotify_rm_watch(this.#fd, wd);
-      // In order with WATCHED notices: a later request may watch it again.
-      this.#pending.push({ dir: key, what: ChangeKind.UNWATCHED });
-    }
+    for (const key of dirs) this.#dropWatch(key);
     this.#send();
     return null;
+  }
+
+  /** Removes the watch of directory `key`, if any; UNWATCHED is queued. */
+  #dropWatch(key: string): void {
+    const wd = this.#wdOf.get(key);
+    if (wd === undefined) return;
+    this.#wdOf.delete(key);
+    this.#keyOf.delete(wd);
+    this.#removing.add(wd);
+    this.#c.fn.inotify_rm_watch(this.#fd, wd);
+    // In order with WATCHED notices: a later request may watch it again.
+    this.#pending.push({ dir: key, what: ChangeKind.UNWATCHED });
   }
 
   /**

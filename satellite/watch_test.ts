@@ -27,12 +27,14 @@ interface Setup {
   close(): void;
 }
 
-function setup(): Setup {
+/** `patch` may replace what the watcher calls on the filesystem side (to stage a race). */
+function setup(patch?: (fs: SatelliteFs) => void): Setup {
   const libc = new Libc();
   const dir = Deno.makeTempDirSync({ prefix: "dockerfuse-watch-" });
   const rootFd = libc.fn.openat(AT_FDCWD, cString(dir)!, O_PATH | O_CLOEXEC, 0);
   ok(rootFd >= 0);
   const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
+  patch?.(fs);
   let emitted: Change[] = [];
   let inotifyFd = -1;
   const watcher = new Watcher(libc, fs, {
@@ -153,6 +155,55 @@ Deno.test("watch: an answer goes out after the events queued when it was read", 
     now(s.handlers.lstat({ path: "new" }));
     deepStrictEqual(kinds(s.sent()), [`${ChangeKind.NAME | ChangeKind.DATA} new`]);
   } finally {
+    s.close();
+  }
+});
+
+Deno.test("watch: a directory the client makes is announced only while still empty", () => {
+  const s = setup();
+  try {
+    s.handlers.watch({ maxWatches: 10 });
+    s.take();
+    const made = now(s.handlers.mkdir({ path: "new", mode: 0o755 }));
+    ok(!(made instanceof RpcFailure));
+    const notices = s.take();
+    // Watched (no echo of its own creation in the root); then a change in it is told.
+    deepStrictEqual(kinds(notices), [`${ChangeKind.WATCHED}`]);
+    Deno.writeTextFileSync(`${s.dir}/new/theirs`, "y");
+    deepStrictEqual(kinds(s.take()).map((k) => k.endsWith(" theirs")), [true]);
+  } finally {
+    s.close();
+  }
+  // Something was made in it before the watch was in place: the watch is dropped again.
+  const raced = setup((fs) => fs.emptyDir = () => false);
+  try {
+    raced.handlers.watch({ maxWatches: 10 });
+    raced.take();
+    now(raced.handlers.mkdir({ path: "new", mode: 0o755 }));
+    deepStrictEqual(kinds(raced.take()), [`${ChangeKind.WATCHED}`, `${ChangeKind.UNWATCHED}`]);
+    equal(raced.watcher.watches, 1, "the root only");
+  } finally {
+    raced.close();
+  }
+});
+
+Deno.test("watch: emptyDir tells an empty directory from one with entries", () => {
+  const s = setup();
+  const libc = new Libc();
+  const rootFd = libc.fn.openat(AT_FDCWD, cString(s.dir)!, O_PATH | O_CLOEXEC, 0);
+  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
+  try {
+    Deno.mkdirSync(`${s.dir}/e`);
+    Deno.mkdirSync(`${s.dir}/f`);
+    Deno.writeTextFileSync(`${s.dir}/f/x`, "");
+    deepStrictEqual([fs.emptyDir("e"), fs.emptyDir("f"), fs.emptyDir("missing")], [
+      true,
+      false,
+      undefined,
+    ]);
+  } finally {
+    fs.closeAll();
+    libc.fn.close(rootFd);
     s.close();
   }
 });

@@ -852,9 +852,13 @@ export class ContainerFs implements FileSystem<Handle> {
     );
     if (!r.ok) return fail(r);
     const entry = this.#entry(r.value);
-    // Made empty just now: its names are known (for the listing timeout only, as a listing
-    // made then would be; no watch saw it from its first moment).
-    if (!isErrno(entry)) this.#attrs.noteComplete(entry.key!, [], askedAt, false);
+    // Made empty just now: its names are known for the listing timeout, as a listing made then
+    // would be; beyond it while the feed watches it, when the satellite announced it watched in
+    // this answer (it does so only if the directory was still empty once the watch was in place).
+    if (!isErrno(entry)) {
+      const key = entry.key!;
+      this.#attrs.noteComplete(key, [], askedAt, this.#live?.watches(key) ?? false);
+    }
     return entry;
   }
 

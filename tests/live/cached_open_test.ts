@@ -5,7 +5,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
 import { startMount } from "../e2e/harness.ts";
-import { Inside, until } from "./helpers.ts";
+import { Inside, lstatOrNone, until } from "./helpers.ts";
 
 /** RPCs of each method the client logged (--debug) in `log`. */
 function rpcCounts(log: string): Record<string, number> {
@@ -62,6 +62,34 @@ Deno.test("live: a vouched file whose pages were dropped is read with one round 
       handle.close();
     }
     ok(await until(async () => (await Deno.readTextFile(f).catch(() => "")) === "other\n") < 5000);
+  } finally {
+    await inside.close();
+    await m.cleanup();
+    await removeTestContainer(bed, container);
+  }
+});
+
+Deno.test("live: a directory made through the mount stays known empty while watched", async () => {
+  const bed = await ensureTestBed({ kinds: ["glibc"] });
+  const name = `dockerfuse-live-mkdir-${crypto.randomUUID().slice(0, 8)}`;
+  const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
+  const m = await startMount("glibc", { container, args: ["--debug"] });
+  const inside = new Inside(container);
+  try {
+    const d = `${m.mountpoint}/made`;
+    await Deno.mkdir(d);
+    // Past the 1 s listing timeout: the feed vouches for the (empty) listing now.
+    await new Promise((r) => setTimeout(r, 1500));
+    const from = m.stderr().length;
+    for (let i = 0; i < 20; i++) await Deno.writeTextFile(`${d}/f${i}`, `${i}`);
+    await new Promise((r) => setTimeout(r, 300));
+    // Each create's lookup of its new name is answered locally; what asks is the lookup of
+    // `made` itself in the (unlisted) root and the root's attributes, once each.
+    const asked = [...m.stderr().slice(from).matchAll(/debug rpc \d+ lstat /g)].length;
+    ok(asked <= 3, `${asked} lstat round trips for 20 new names`);
+    // A name made inside the container is an event: no longer known absent.
+    await inside.run("echo x > /made/theirs");
+    ok(await until(async () => (await lstatOrNone(`${d}/theirs`)) !== undefined) < 5000);
   } finally {
     await inside.close();
     await m.cleanup();
