@@ -76,7 +76,12 @@ Deno.test({
             );
             if (run.failed > 0) {
               failures.push(`run ${i}: ${run.failed} of ${run.tests}`);
-              fail(`${run.failed} of ${run.tests} subtests failed:\n${describeFailures(run)}`);
+              // What the client logged (warnings: ESTALE, refused answers…) helps tell a race.
+              const logged = m.stderr().trim().split("\n").slice(-40).join("\n");
+              fail(
+                `${run.failed} of ${run.tests} subtests failed:\n${describeFailures(run)}\n` +
+                  `client log (last 40 lines):\n${logged}`,
+              );
             }
           } finally {
             await m.cleanup();
