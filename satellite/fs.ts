@@ -55,7 +55,7 @@ import {
 } from "../src/linux/mod.ts";
 import { DATA_OFFSET, Op } from "./io_jobs.ts";
 import { big, cString, type Libc, num } from "./libc.ts";
-import { joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
+import { isDotName, joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
 import type { IoPool } from "./workers.ts";
 import { walk, type WalkAccess } from "./walk.ts";
 
@@ -407,10 +407,7 @@ export class SatelliteFs {
         if (more instanceof RpcFailure) return undefined;
         if (!more || dir.buffered.length > 2) break;
       }
-      return dir.buffered.every((raw) =>
-        raw.name.length <= 2 && raw.name[0] === 0x2e &&
-        (raw.name.length === 1 || raw.name[1] === 0x2e)
-      );
+      return dir.buffered.every((raw) => isDotName(raw.name));
     } finally {
       this.#c.fn.close(fd);
     }
@@ -781,8 +778,7 @@ export class SatelliteFs {
         type: raw.type,
         offset: raw.offset,
       };
-      const dots = raw.name.length <= 2 && raw.name[0] === 0x2e &&
-        (raw.name.length === 1 || raw.name[1] === 0x2e);
+      const dots = isDotName(raw.name);
       if (!dots) {
         const cname = withNul(raw.name);
         const errno = this.#statx(fd, cname, AT_SYMLINK_NOFOLLOW);
@@ -829,8 +825,7 @@ export class SatelliteFs {
       const name = decodeName(raw.name);
       const entry: DirEntry = { name, ino: raw.ino, type: raw.type, offset: raw.offset };
       budget -= raw.name.length + 48;
-      const dots = raw.name.length <= 2 && raw.name[0] === 0x2e &&
-        (raw.name.length === 1 || raw.name[1] === 0x2e);
+      const dots = isDotName(raw.name);
       if (p.plus && !dots) {
         const cname = withNul(raw.name);
         const errno = this.#statx(h.fd, cname, AT_SYMLINK_NOFOLLOW);

@@ -20,6 +20,12 @@ function bytesOf(path: PathArg): Uint8Array {
   return typeof path === "string" ? encoder.encode(path) : path;
 }
 
+/** True for the names "." and "..". */
+export function isDotName(name: Uint8Array): boolean {
+  return name.length <= 2 && name[0] === 0x2e &&
+    (name.length === 1 || name[1] === 0x2e);
+}
+
 /**
  * Splits a protocol path into NUL-free components; undefined when it is not allowed (`..`, `.`,
  * empty or absolute components, NUL, a component past NAME_MAX, the whole past MAX_PATH_BYTES).
@@ -34,9 +40,7 @@ export function splitPath(path: PathArg): Uint8Array[] | undefined {
     if (i === bytes.length || bytes[i] === 0x2f) {
       const part = bytes.subarray(start, i);
       if (
-        part.length === 0 || part.length > NAME_MAX ||
-        (part.length === 1 && part[0] === 0x2e) ||
-        (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e)
+        part.length === 0 || part.length > NAME_MAX || isDotName(part)
       ) return undefined;
       parts.push(part);
       start = i + 1;
