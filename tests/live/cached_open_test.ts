@@ -3,9 +3,7 @@
 // file's identity and first bytes along: one round trip, not open + fstat + read.
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
-import { startMount } from "../e2e/harness.ts";
-import { Inside, lstatOrNone, until } from "./helpers.ts";
+import { lstatOrNone, until, withContainer } from "./helpers.ts";
 
 /** RPCs of each method the client logged (--debug) in `log`. */
 function rpcCounts(log: string): Record<string, number> {
@@ -15,26 +13,21 @@ function rpcCounts(log: string): Record<string, number> {
 }
 
 Deno.test("live: a vouched file whose pages were dropped is read with one round trip", async () => {
-  const bed = await ensureTestBed({ kinds: ["glibc"] });
-  const name = `dockerfuse-live-open-${crypto.randomUUID().slice(0, 8)}`;
-  const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
-  const m = await startMount("glibc", { container, args: ["--debug"] });
-  const inside = new Inside(container);
-  try {
+  await withContainer("open", ["--debug"], async (mnt, inside, stderr) => {
     const want = "0123456789abcdef\n".repeat(600); // 10,200 bytes
     await inside.run(`mkdir -p /d && printf '%s' '${want}' > /d/f && sync`);
-    const f = `${m.mountpoint}/d/f`;
+    const f = `${mnt}/d/f`;
     ok(await until(async () => (await Deno.readTextFile(f).catch(() => "")) === want) < 5000);
     // Cached by the kernel (pages and attributes); then only the pages are dropped.
     equal(await Deno.readTextFile(f), want);
     await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1");
-    const from = m.stderr().length;
+    const from = stderr().length;
     equal(await Deno.readTextFile(f), want);
     // The client's stderr reaches us on its own schedule: wait for the line, then a little more.
     const opened = /Opened '\/d\/f' \(opened from the kernel's cache\) for its first read/;
-    ok(await until(() => opened.test(m.stderr().slice(from)), 5000) < 5000, m.stderr().slice(from));
+    ok(await until(() => opened.test(stderr().slice(from)), 5000) < 5000, stderr().slice(from));
     await new Promise((r) => setTimeout(r, 300));
-    const log = m.stderr().slice(from);
+    const log = stderr().slice(from);
     const counts = rpcCounts(log);
     deepStrictEqual(
       [counts.open ?? 0, counts.fstat ?? 0, counts.read ?? 0],
@@ -62,37 +55,24 @@ Deno.test("live: a vouched file whose pages were dropped is read with one round 
       handle.close();
     }
     ok(await until(async () => (await Deno.readTextFile(f).catch(() => "")) === "other\n") < 5000);
-  } finally {
-    await inside.close();
-    await m.cleanup();
-    await removeTestContainer(bed, container);
-  }
+  });
 });
 
 Deno.test("live: a directory made through the mount stays known empty while watched", async () => {
-  const bed = await ensureTestBed({ kinds: ["glibc"] });
-  const name = `dockerfuse-live-mkdir-${crypto.randomUUID().slice(0, 8)}`;
-  const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
-  const m = await startMount("glibc", { container, args: ["--debug"] });
-  const inside = new Inside(container);
-  try {
-    const d = `${m.mountpoint}/made`;
+  await withContainer("mkdir", ["--debug"], async (mnt, inside, stderr) => {
+    const d = `${mnt}/made`;
     await Deno.mkdir(d);
     // Past the 1 s listing timeout: the feed vouches for the (empty) listing now.
     await new Promise((r) => setTimeout(r, 1500));
-    const from = m.stderr().length;
+    const from = stderr().length;
     for (let i = 0; i < 20; i++) await Deno.writeTextFile(`${d}/f${i}`, `${i}`);
     await new Promise((r) => setTimeout(r, 300));
     // Each create's lookup of its new name is answered locally; what asks is the lookup of
     // `made` itself in the (unlisted) root and the root's attributes, once each.
-    const asked = [...m.stderr().slice(from).matchAll(/debug rpc \d+ lstat /g)].length;
+    const asked = rpcCounts(stderr().slice(from)).lstat ?? 0;
     ok(asked <= 3, `${asked} lstat round trips for 20 new names`);
     // A name made inside the container is an event: no longer known absent.
     await inside.run("echo x > /made/theirs");
     ok(await until(async () => (await lstatOrNone(`${d}/theirs`)) !== undefined) < 5000);
-  } finally {
-    await inside.close();
-    await m.cleanup();
-    await removeTestContainer(bed, container);
-  }
+  });
 });

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { docker } from "../e2e/harness.ts";
+import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
+import { docker, startMount } from "../e2e/harness.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -99,3 +100,26 @@ export function percentile(values: number[], p: number): number {
 }
 
 export { docker };
+
+/**
+ * Runs `fn` on a mount (with `args`) of a fresh glibc container, a shell kept open inside it,
+ * and the client's stderr; removes all three afterwards.
+ */
+export async function withContainer(
+  tag: string,
+  args: string[],
+  fn: (mountpoint: string, inside: Inside, stderr: () => string) => Promise<void>,
+): Promise<void> {
+  const bed = await ensureTestBed({ kinds: ["glibc"] });
+  const name = `dockerfuse-live-${tag}-${crypto.randomUUID().slice(0, 8)}`;
+  const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
+  const m = await startMount("glibc", { container, args });
+  const inside = new Inside(container);
+  try {
+    await fn(m.mountpoint, inside, m.stderr);
+  } finally {
+    await inside.close();
+    await m.cleanup();
+    await removeTestContainer(bed, container);
+  }
+}

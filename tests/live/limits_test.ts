@@ -5,28 +5,7 @@
 // margin for the 2 busy cores.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { ensureTestBed, removeTestContainer, startTestContainer } from "../../tasks/testbed/mod.ts";
-import { startMount } from "../e2e/harness.ts";
-import { Inside, lstatOrNone, names, until } from "./helpers.ts";
-
-async function withContainer(
-  tag: string,
-  args: string[],
-  fn: (mountpoint: string, inside: Inside, stderr: () => string) => Promise<void>,
-): Promise<void> {
-  const bed = await ensureTestBed({ kinds: ["glibc"] });
-  const name = `dockerfuse-live-${tag}-${crypto.randomUUID().slice(0, 8)}`;
-  const container = await startTestContainer(bed, "glibc", { name, args: ["sleep", "infinity"] });
-  const m = await startMount("glibc", { container, args });
-  const inside = new Inside(container);
-  try {
-    await fn(m.mountpoint, inside, m.stderr);
-  } finally {
-    await inside.close();
-    await m.cleanup();
-    await removeTestContainer(bed, container);
-  }
-}
+import { lstatOrNone, names, until, withContainer } from "./helpers.ts";
 
 Deno.test("live: 10,000 files created at once end in a correct listing", async () => {
   await withContainer("overflow", ["--debug"], async (mnt, inside, stderr) => {
