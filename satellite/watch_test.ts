@@ -18,6 +18,7 @@ import { Watcher } from "./watch.ts";
 
 interface Setup {
   dir: string;
+  fs: SatelliteFs;
   handlers: Handlers;
   watcher: Watcher;
   /** Changes emitted so far (drained). */
@@ -43,6 +44,7 @@ function setup(patch?: (fs: SatelliteFs) => void): Setup {
   }, { procFd: "/proc/self/fd", addSource: (fd) => inotifyFd = fd, log: () => {} });
   return {
     dir,
+    fs,
     handlers: watcher.wrap(fs.handlers()),
     watcher,
     sent() {
@@ -189,9 +191,7 @@ Deno.test("watch: a directory the client makes is announced only while still emp
 
 Deno.test("watch: emptyDir tells an empty directory from one with entries", () => {
   const s = setup();
-  const libc = new Libc();
-  const rootFd = libc.fn.openat(AT_FDCWD, cString(s.dir)!, O_PATH | O_CLOEXEC, 0);
-  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
+  const fs = s.fs;
   try {
     Deno.mkdirSync(`${s.dir}/e`);
     Deno.mkdirSync(`${s.dir}/f`);
@@ -202,8 +202,6 @@ Deno.test("watch: emptyDir tells an empty directory from one with entries", () =
       undefined,
     ]);
   } finally {
-    fs.closeAll();
-    libc.fn.close(rootFd);
     s.close();
   }
 });
