@@ -170,6 +170,11 @@ export class SubtreeAhead {
     return now - at < this.#ttlMs || this.#vouched(key);
   }
 
+  /** Whether taken listing `l` of `key` serves past its time (one with targets, vouched for). */
+  #vouchedTaken(key: string, l: WalkedListing): boolean {
+    return l.noTargets !== true && this.#vouched(key);
+  }
+
   #keepTaken(key: string, listing: WalkedListing): void {
     const old = this.#taken.get(key);
     if (old !== undefined) {
@@ -224,7 +229,7 @@ export class SubtreeAhead {
     const again = this.#taken.get(key);
     if (!this.#done.has(key) && again !== undefined) {
       if (now - again.at < this.#ttlMs) return again;
-      if (again.noTargets !== true && this.#vouched(key)) {
+      if (this.#vouchedTaken(key, again)) {
         return { entries: again.entries, at: now };
       }
     }
@@ -331,7 +336,7 @@ export class SubtreeAhead {
     const at = this.#seen.get(key);
     if (at !== undefined && now - at < this.#ttlMs) return true;
     const taken = this.#taken.get(key);
-    return taken !== undefined && taken.noTargets !== true && this.#vouched(key);
+    return taken !== undefined && this.#vouchedTaken(key, taken);
   }
 
   /** Queues `items` (the first ends on top), except those listed lately. */
@@ -366,8 +371,7 @@ export class SubtreeAhead {
     }
     for (const [key, l] of this.#taken) {
       const within = this.#taken.size <= TAKEN_LIMIT && this.#takenEntries <= TAKEN_ENTRIES_LIMIT;
-      const holds = now - l.at < this.#ttlMs || (l.noTargets !== true && this.#vouched(key));
-      if (within && holds) break;
+      if (within && (now - l.at < this.#ttlMs || this.#vouchedTaken(key, l))) break;
       this.#taken.delete(key);
       this.#takenEntries -= l.entries.length;
     }
