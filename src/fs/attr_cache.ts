@@ -58,6 +58,12 @@ export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
   completeNames: 65536,
 };
 
+/** A name's attributes from a listing asked after change event `since` (if known). */
+export interface Listed {
+  readonly stat: Stat;
+  readonly since: number | undefined;
+}
+
 /** Options of {@link AttrCache}. Times in milliseconds. */
 export interface AttrCacheOptions {
   /** The kernel's attribute timeout. */
@@ -84,7 +90,7 @@ export class AttrCache {
   /** Inode key → until when (ms) "no xattrs" is trusted. */
   readonly #noXattrs: BoundedMap<string, number>;
   /** "dirKey/name" → the listed attributes and until when they serve. */
-  readonly #listed: BoundedMap<string, { stat: Stat; until: number }>;
+  readonly #listed: BoundedMap<string, Listed & { until: number }>;
   readonly #changedDirs: BoundedMap<string, { attr: Attr; until: number }>;
   /** Directory key → every name of its complete listing and until when it answers. */
   readonly #complete: BoundedMap<
@@ -184,19 +190,22 @@ export class AttrCache {
 
   // --- listed names ------------------------------------------------------------------------
 
-  /** A listing made at `fetchedAt` (ms) showed `name` in `dirKey` with `stat`. */
-  noteListed(dirKey: string, name: string, stat: Stat, fetchedAt: number): void {
+  /**
+   * A listing made at `fetchedAt` (ms), asked after change event `since`, showed `name` in
+   * `dirKey` with `stat`.
+   */
+  noteListed(dirKey: string, name: string, stat: Stat, fetchedAt: number, since?: number): void {
     if (this.#listedTtlMs <= 0) return;
-    this.#listed.set(`${dirKey}/${name}`, { stat, until: fetchedAt + this.#listedTtlMs });
+    this.#listed.set(`${dirKey}/${name}`, { stat, since, until: fetchedAt + this.#listedTtlMs });
   }
 
-  /** The listed attributes of `name` in `dirKey` when still fresh; used once. */
-  takeListed(dirKey: string, name: string): Stat | undefined {
+  /** The listed attributes of `name` in `dirKey` (and their `since`) when still fresh; once. */
+  takeListed(dirKey: string, name: string): Listed | undefined {
     const key = `${dirKey}/${name}`;
     const listed = this.#listed.get(key);
     if (listed === undefined) return undefined;
     this.#listed.delete(key);
-    return listed.until > this.#now() ? listed.stat : undefined;
+    return listed.until > this.#now() ? listed : undefined;
   }
 
   /** `name` in `dirKey` changes through the mount. */

@@ -85,7 +85,7 @@ Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
   c.noteXattrs("k", false);
   c.noteListed("d", "n", fakeStat(), 1000);
   c.noteChangedDir("d", statToAttr(fakeStat()));
-  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n"), c.takeChangedDir("d")], [
+  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChangedDir("d")], [
     "unknown",
     undefined,
     undefined,
@@ -95,8 +95,9 @@ Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
 Deno.test("attr cache: a listed name answers one LOOKUP within its time", () => {
   const { cache: c, clock } = cache();
   const stat = fakeStat();
-  c.noteListed("d", "n", stat, clock.now);
-  deepStrictEqual(c.takeListed("d", "n"), stat);
+  c.noteListed("d", "n", stat, clock.now, 7);
+  const taken = c.takeListed("d", "n");
+  deepStrictEqual([taken?.stat, taken?.since], [stat, 7], "with the event it was read after");
   deepStrictEqual(c.takeListed("d", "n"), undefined, "used once");
   c.noteListed("d", "n", stat, clock.now);
   clock.now += 500;
@@ -113,7 +114,7 @@ Deno.test("attr cache: listed names and changed directories have their own bound
   c.noteChangedDir("x", statToAttr(fakeStat()));
   c.noteChangedDir("y", statToAttr(fakeStat()));
   deepStrictEqual(c.takeListed("d", "a"), undefined);
-  deepStrictEqual(c.takeListed("d", "b")?.ino, 100n);
+  deepStrictEqual(c.takeListed("d", "b")?.stat.ino, 100n);
   deepStrictEqual(c.takeChangedDir("x"), undefined);
   deepStrictEqual(c.takeChangedDir("y")?.ino, 100n);
 });

@@ -648,12 +648,13 @@ export class ContainerFs implements FileSystem<Handle> {
     if (typeof path !== "string") return path;
     const since = this.#since();
     const listed = this.#attrs.takeListed(parent.key, name);
-    if (listed !== undefined) return this.#entry(listed);
+    if (listed !== undefined) return this.#entry(listed.stat, undefined, parent, listed.since);
     // Not in a fresh complete listing of the parent: the kernel could have been told as much.
     if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
-    // A directory walked ahead, entered later than its parent's listing is fresh.
+    // A directory walked ahead, entered later than its parent's listing is fresh (any event
+    // drops what the walker holds: it is as new as the last event).
     const walked = this.#ahead.dirStat(path);
-    if (walked !== undefined) return this.#entry(walked);
+    if (walked !== undefined) return this.#entry(walked, undefined, parent, since);
     const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
     return r.ok ? this.#entry(r.value, undefined, parent, since) : fail(r);
   }
@@ -1274,7 +1275,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const stale = since !== undefined && this.#live?.changedSince(dir, since) === true;
     const describe = (e: ShownEntry): Entry | undefined => {
       if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
-      if (!stale) this.#attrs.noteListed(dir.key, e.name, e.stat, at);
+      if (!stale) this.#attrs.noteListed(dir.key, e.name, e.stat, at, since);
       if (!plus) return undefined;
       const entry = this.#entry(e.stat, undefined, dir, since);
       return isErrno(entry) ? undefined : entry;

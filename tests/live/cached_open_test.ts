@@ -76,3 +76,55 @@ Deno.test("live: a directory made through the mount stays known empty while watc
     ok(await until(async () => (await lstatOrNone(`${d}/theirs`)) !== undefined) < 5000);
   });
 });
+
+/** FUSE requests of each opcode the client logged (--debug) in `log`. */
+function requestCounts(log: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const m of log.matchAll(/debug rx \d+ ([A-Z_]+) /g)) counts[m[1]] = (counts[m[1]] ?? 0) + 1;
+  return counts;
+}
+
+Deno.test("live: names served from a walk past the long timeout get it again", async () => {
+  // A long timeout of 5 s: past it, the kernel asks again, and the client answers from what its
+  // walk still holds (vouched by the feed). Those answers must carry the long timeout again, not
+  // the 1 s one, or the kernel asks every second from then on.
+  await withContainer(
+    "walked",
+    ["--debug", "-o", "live_timeout=5"],
+    async (mnt, inside, stderr) => {
+      await inside.run(
+        "mkdir -p /w/a/b/c && for d in /w /w/a /w/a/b /w/a/b/c; do " +
+          "i=0; while [ $i -lt 30 ]; do echo $i > $d/f$i; i=$((i+1)); done; done",
+      );
+      const walk = async (): Promise<number> => {
+        let n = 0;
+        for await (const _ of walkTree(`${mnt}/w`)) n++;
+        return n;
+      };
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      equal(await walk(), 123);
+      await sleep(5500); // past the long timeout: the kernel asks again
+      equal(await walk(), 123);
+      await sleep(1600); // past the 1 s timeouts, within the 5 s ones
+      const from = stderr().length;
+      equal(await walk(), 123);
+      await sleep(300);
+      const counts = requestCounts(stderr().slice(from));
+      deepStrictEqual(
+        [counts.LOOKUP ?? 0, counts.GETATTR ?? 0],
+        [0, 0],
+        `requests: ${JSON.stringify(counts)}`,
+      );
+    },
+  );
+});
+
+/** Every path under `dir` (lstat of each, as `ls -lR` does), depth first. */
+async function* walkTree(dir: string): AsyncGenerator<string> {
+  for await (const e of Deno.readDir(dir)) {
+    const path = `${dir}/${e.name}`;
+    await Deno.lstat(path);
+    yield path;
+    if (e.isDirectory) yield* walkTree(path);
+  }
+}
