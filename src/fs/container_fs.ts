@@ -146,7 +146,7 @@ export interface ContainerFsOptions {
 }
 
 /** How the kernel may cache a directory's listing (open flags). */
-type DirCache = { cacheDir?: boolean; keepCache?: boolean };
+type DirCache = { cacheDir?: boolean; keepCache?: boolean; reuse?: number };
 
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
@@ -962,7 +962,9 @@ export class ContainerFs implements FileSystem<Handle> {
     ) {
       const handle = this.#newFile(NO_HANDLE, this.#link.generation, flags, node.key, false);
       handle.lazy = true;
-      return { handle, keepCache: true, noFlush: true };
+      // Later opens alike are answered the same way without asking (the session ends that at
+      // any change of the node); each gets its handle from `cachedHandle`.
+      return { handle, keepCache: true, noFlush: true, reuse: this.#options.live?.timeout };
     }
     // Read-only opens fetch the first bytes in the same round trip: a small file is then read
     // without another one (the satellite only reads regular files with a size).
@@ -986,6 +988,14 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#openFiles.keepReadAhead(opened.handle, data, readAhead, mark);
     }
     return opened;
+  }
+
+  cachedHandle(node: Node, dir: boolean): Handle {
+    const gen = this.#link.generation;
+    if (dir) return { id: NO_HANDLE, gen, dir: true, key: node.key, lazy: true };
+    const handle = this.#newFile(NO_HANDLE, gen, O_RDONLY, node.key, false);
+    handle.lazy = true;
+    return handle;
   }
 
   async create(
@@ -1373,7 +1383,8 @@ export class ContainerFs implements FileSystem<Handle> {
    * a change in it drops that (the directory's pages) with its attributes.
    */
   #dirCache(node: Node, since: number): DirCache {
-    return this.#live?.listingCached(node, since) ? { cacheDir: true, keepCache: true } : {};
+    if (!this.#live?.listingCached(node, since)) return {};
+    return { cacheDir: true, keepCache: true, reuse: this.#options.live?.timeout };
   }
 
   async readdir(

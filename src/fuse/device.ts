@@ -48,7 +48,19 @@ export type RequestFilter = (request: DataView, length: number, reply: DataView)
  */
 export interface ReaderFilter {
   readonly source: string;
-  readonly state: SharedArrayBuffer;
+  /** Structured-cloneable; its SharedArrayBuffers are shared with the reader. */
+  readonly state: unknown;
+}
+
+/** One filter running `filters` in turn on each request (the first answer wins). */
+export function combineFilters(filters: readonly ReaderFilter[]): ReaderFilter | undefined {
+  if (filters.length <= 1) return filters[0];
+  const parts = filters.map((f, i) => `(${f.source})(states[${i}])`).join(", ");
+  return {
+    source: `(states) => { const all = [${parts}]; return (q, n, r) => { ` +
+      `for (const f of all) { const k = f(q, n, r); if (k > 0) return k; } return 0; }; }`,
+    state: filters.map((f) => f.state),
+  };
 }
 
 /** Receives what a device reads. */

@@ -113,6 +113,11 @@ export interface Opened<H = unknown> {
   cacheDir?: boolean;
   /** Do not send FLUSH on close (FOPEN_NOFLUSH). */
   noFlush?: boolean;
+  /**
+   * For this many seconds, opens of the node with the same flags may be answered the same way
+   * without asking (needs `cachedHandle`); the session ends it early when the node changes.
+   */
+  reuse?: number;
 }
 
 /** A create answer: the new entry plus its open file. */
@@ -353,6 +358,11 @@ export interface FileSystem<H = unknown> {
   ): Result<number>;
 
   opendir?(ctx: RequestContext, node: Node, flags: number): Result<Opened<H>>;
+  /**
+   * The handle of an open the session answered itself (repeating an `Opened.reuse` answer),
+   * asked when a request on it needs one. No I/O: what the handle needs is fetched on use.
+   */
+  cachedHandle?(node: Node, dir: boolean): H;
   /**
    * Entries from offset cookie `offset` on (0 = from the start). The layer packs as many as fit
    * and calls again with the `next` cookie of the last one it sent; answer [] at the end.

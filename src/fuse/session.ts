@@ -24,6 +24,7 @@ import {
   NAME_MAX,
   O_APPEND,
   RENAME_EXCHANGE,
+  S_IFDIR,
   XATTR_SIZE_MAX,
 } from "../linux/mod.ts";
 import {
@@ -151,7 +152,7 @@ import {
   WRITE_OUT_SIZE,
   type WriteIn,
 } from "./abi.ts";
-import type { Device, RequestBuffer } from "./device.ts";
+import { combineFilters, type Device, type RequestBuffer } from "./device.ts";
 import { Errno, errnoOf } from "./errno.ts";
 import type {
   AttrResult,
@@ -170,6 +171,7 @@ import type {
 } from "./filesystem.ts";
 import { type NodeImpl, NodeTable } from "./nodes.ts";
 import { NoXattrs } from "./no_xattrs.ts";
+import { CachedOpens } from "./cached_opens.ts";
 
 const MiB = 1024 * 1024;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -223,6 +225,8 @@ class Request implements RequestContext {
   name2 = "";
   /** Body offset just after the last name's NUL. */
   namesEnd = 0;
+  /** OPEN/OPENDIR: `CachedOpens.ends` when it was dispatched. */
+  cachedEnds = 0;
   replied = false;
   #controller: AbortController | undefined;
   #interrupted = false;
@@ -288,6 +292,8 @@ interface Op {
   readonly node2: ((input: never) => bigint) | undefined;
   /** The FileSystem method called: ENOSYS when the filesystem lacks it. */
   readonly method: keyof FileSystem | undefined;
+  /** May change its nodes or the names it gives: ends their cached opens first. */
+  readonly changes: boolean;
   readonly run: Handler<never>;
 }
 
@@ -298,6 +304,7 @@ function op<I = undefined>(record: {
   decode?: Decoder<I>;
   node2?: (input: I) => bigint;
   method?: keyof FileSystem;
+  changes?: boolean;
   run: Handler<I>;
 }): Op {
   return {
@@ -307,6 +314,7 @@ function op<I = undefined>(record: {
     decode: record.decode,
     node2: record.node2,
     method: record.method,
+    changes: record.changes ?? false,
     run: record.run,
   };
 }
@@ -346,6 +354,8 @@ export class Session<H = unknown> {
   #lacks: Uint8Array;
   /** The no-xattrs shortcut; none when tracing (the trace then shows every request). */
   #noXattrs: NoXattrs | undefined;
+  /** Opens answered on the reader thread; none when tracing or without `cachedHandle`. */
+  #cachedOpens: CachedOpens | undefined;
   #initialized = false;
   /** Applied to open flags given to the implementation (drops O_APPEND in writeback mode). */
   #openFlagMask = ~0;
@@ -374,6 +384,9 @@ export class Session<H = unknown> {
     this.#scratch = new Uint8Array(64 * 1024);
     this.#scratchView = new DataView(this.#scratch.buffer);
     this.#noXattrs = this.#debug ? undefined : new NoXattrs();
+    this.#cachedOpens = this.#debug || fs.cachedHandle === undefined
+      ? undefined
+      : new CachedOpens();
     this.#lacks = new Uint8Array(Session.#OPS.length);
     for (const [opcode, record] of Session.#OPS.entries()) {
       if (record?.method !== undefined && fs[record.method] === undefined) this.#lacks[opcode] = 1;
@@ -402,7 +415,9 @@ export class Session<H = unknown> {
         if (code !== ERRNO.ENODEV) this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}`);
         this.#finish();
       },
-      filter: this.#noXattrs?.filter,
+      filter: combineFilters(
+        [this.#noXattrs?.filter, this.#cachedOpens?.filter].filter((f) => f !== undefined),
+      ),
     });
   }
 
@@ -499,7 +514,23 @@ export class Session<H = unknown> {
       if (e !== 0) return e;
     }
     if (this.#lacks[req.opcode] === 1) return ERRNO.ENOSYS;
+    if (record.changes) this.#changing(req);
     return 0;
+  }
+
+  /** Ends the cached opens of what `req` may change: its nodes and the names it gives. */
+  #changing(req: Request): void {
+    const cached = this.#cachedOpens;
+    if (cached === undefined) return;
+    this.#endCached(cached, req.node, req.name);
+    this.#endCached(cached, req.node2, req.name2);
+  }
+
+  #endCached(cached: CachedOpens, node: NodeImpl | undefined, name: string): void {
+    if (node === undefined) return;
+    cached.end(node.nodeId);
+    const child = name === "" ? undefined : this.nodes.child(node, name);
+    if (child !== undefined) cached.end(child.nodeId);
   }
 
   #run(record: Op, req: Request): void {
@@ -678,8 +709,15 @@ export class Session<H = unknown> {
   static #opened(s: Session, req: Request, o: Opened<unknown>): void {
     const fh = s.#addHandle(o.handle);
     const sv = s.#scratchFor(OUT_HEADER_SIZE + OPEN_OUT_SIZE);
-    encodeOpenOut(sv, OUT_HEADER_SIZE, fh, s.#openFlags(o));
-    if (s.#replyScratch(req, OPEN_OUT_SIZE) === ERRNO.ENOENT) s.#handles.delete(fh);
+    const openFlags = s.#openFlags(o);
+    encodeOpenOut(sv, OUT_HEADER_SIZE, fh, openFlags);
+    if (s.#replyScratch(req, OPEN_OUT_SIZE) === ERRNO.ENOENT) {
+      s.#handles.delete(fh);
+    } else if (o.reuse !== undefined && o.reuse > 0) {
+      const dir = req.opcode === Opcode.OPENDIR;
+      const flags = (req.input as OpenIn).flags;
+      s.#cachedOpens?.mark(req.node!.nodeId, dir, flags, openFlags, o.reuse, req.cachedEnds);
+    }
   }
 
   static #openedNoHandle(s: Session, req: Request): void {
@@ -760,8 +798,18 @@ export class Session<H = unknown> {
   // -------------------------------------------------------------------------------------------
   // Helpers
 
-  #handle(fh: bigint): H | undefined {
-    return this.#handles.get(fh);
+  /** The handle of `fh`; for a number the reader made, one asked of the filesystem now. */
+  #handle(fh: bigint, req: Request): H | undefined {
+    const handle = this.#handles.get(fh);
+    if (handle !== undefined || !CachedOpens.made(fh)) return handle;
+    const cached = this.#cachedOpens, node = req.node;
+    if (cached === undefined || node === undefined || this.#fs.cachedHandle === undefined) {
+      return undefined;
+    }
+    const adopted = this.#fs.cachedHandle(node, node.type === S_IFDIR);
+    this.#handles.set(fh, adopted);
+    cached.adopt(fh);
+    return adopted;
   }
 
   #addHandle(h: H): bigint {
@@ -815,6 +863,9 @@ export class Session<H = unknown> {
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_ENTRY_SIZE + nameBytes.length + 1;
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
+    if (this.#cachedOpens !== undefined) {
+      this.#endCached(this.#cachedOpens, parent as NodeImpl, name);
+    }
     encodeOutHeader(v, total, NotifyCode.INVAL_ENTRY, 0n);
     encodeNotifyInvalEntry(v, OUT_HEADER_SIZE, parent.nodeId, nameBytes.length);
     buf.set(nameBytes, OUT_HEADER_SIZE + NOTIFY_INVAL_ENTRY_SIZE);
@@ -824,6 +875,7 @@ export class Session<H = unknown> {
   /** FUSE_NOTIFY_INVAL_INODE; offset -1 = attributes only, length 0 = to the end. */
   invalidateInode(node: Node, offset = 0, length = 0): Promise<boolean> {
     this.#noXattrs?.mark(node.nodeId, 0); // an xattr may have come with the change
+    this.#cachedOpens?.end(node.nodeId);
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_INODE_SIZE;
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
@@ -857,6 +909,7 @@ export class Session<H = unknown> {
     const n = count > 0xffffffffn ? 0xffffffff : Number(count);
     const dropped = this.nodes.forget(nodeId, n);
     if (dropped) {
+      this.#cachedOpens?.end(nodeId);
       try {
         this.#fs.forget?.(dropped);
       } catch (error) {
@@ -984,16 +1037,17 @@ export class Session<H = unknown> {
       decode: decodeGetattrIn,
       method: "getattr",
       run: (s, req, { flags, fh }) => {
-        const handle = (flags & FUSE_GETATTR_FH) !== 0 ? s.#handle(fh) : undefined;
+        const handle = (flags & FUSE_GETATTR_FH) !== 0 ? s.#handle(fh, req) : undefined;
         return s.#then(req, s.#fs.getattr!(req, req.node!, handle), Session.#attr);
       },
     });
     t[Opcode.SETATTR] = op<SetattrIn>({
+      changes: true,
       min: SETATTR_IN_SIZE,
       decode: decodeSetattrIn,
       method: "setattr",
       run: (s, req, inp) => {
-        const handle = (inp.valid & FATTR_FH) !== 0 ? s.#handle(inp.fh) : undefined;
+        const handle = (inp.valid & FATTR_FH) !== 0 ? s.#handle(inp.fh, req) : undefined;
         const r = s.#fs.setattr!(req, req.node!, setAttrChanges(inp), handle);
         return s.#then(req, r, Session.#setattrDone);
       },
@@ -1003,12 +1057,14 @@ export class Session<H = unknown> {
       run: (s, req) => s.#then(req, s.#fs.readlink!(req, req.node!), Session.#readlinkDone),
     });
     t[Opcode.SYMLINK] = op({
+      changes: true,
       names: Names.FILE_TARGET,
       method: "symlink",
       run: (s, req) =>
         s.#then(req, s.#fs.symlink!(req, req.node!, req.name, req.name2), Session.#entry),
     });
     t[Opcode.MKNOD] = op<MknodIn>({
+      changes: true,
       min: MKNOD_IN_SIZE,
       names: Names.FILE,
       decode: decodeMknodIn,
@@ -1017,6 +1073,7 @@ export class Session<H = unknown> {
         s.#then(req, s.#fs.mknod!(req, req.node!, req.name, mode, rdev, umask), Session.#entry),
     });
     t[Opcode.MKDIR] = op<MkdirIn>({
+      changes: true,
       min: MKDIR_IN_SIZE,
       names: Names.FILE,
       decode: decodeMkdirIn,
@@ -1025,11 +1082,13 @@ export class Session<H = unknown> {
         s.#then(req, s.#fs.mkdir!(req, req.node!, req.name, mode, umask), Session.#entry),
     });
     t[Opcode.UNLINK] = op({
+      changes: true,
       names: Names.FILE,
       method: "unlink",
       run: (s, req) => s.#then(req, s.#fs.unlink!(req, req.node!, req.name), Session.#removed),
     });
     t[Opcode.RMDIR] = op({
+      changes: true,
       names: Names.FILE,
       method: "rmdir",
       run: (s, req) => s.#then(req, s.#fs.rmdir!(req, req.node!, req.name), Session.#removed),
@@ -1039,6 +1098,7 @@ export class Session<H = unknown> {
       return s.#then(req, r, Session.#renamed);
     };
     t[Opcode.RENAME] = op<RenameIn>({
+      changes: true,
       min: RENAME_IN_SIZE,
       names: Names.FILE_PAIR,
       decode: decodeRenameIn,
@@ -1047,6 +1107,7 @@ export class Session<H = unknown> {
       run: rename,
     });
     t[Opcode.RENAME2] = op<RenameIn>({
+      changes: true,
       min: RENAME2_IN_SIZE,
       names: Names.FILE_PAIR,
       decode: decodeRename2In,
@@ -1055,6 +1116,7 @@ export class Session<H = unknown> {
       run: rename,
     });
     t[Opcode.LINK] = op<LinkIn>({
+      changes: true,
       min: LINK_IN_SIZE,
       names: Names.FILE,
       decode: decodeLinkIn,
@@ -1068,8 +1130,10 @@ export class Session<H = unknown> {
       min: OPEN_IN_SIZE,
       decode: decodeOpenIn,
       method: "open",
-      run: (s, req, { flags }) =>
-        s.#then(req, s.#fs.open!(req, req.node!, flags & s.#openFlagMask), Session.#opened),
+      run: (s, req, { flags }) => {
+        req.cachedEnds = s.#cachedOpens?.ends ?? 0;
+        return s.#then(req, s.#fs.open!(req, req.node!, flags & s.#openFlagMask), Session.#opened);
+      },
     });
     t[Opcode.OPENDIR] = op<OpenIn>({
       min: OPEN_IN_SIZE,
@@ -1077,6 +1141,7 @@ export class Session<H = unknown> {
       // Without opendir: success with no handle (fh 0).
       run: (s, req, { flags }) => {
         if (!s.#fs.opendir) return Session.#openedNoHandle(s, req);
+        req.cachedEnds = s.#cachedOpens?.ends ?? 0;
         return s.#then(
           req,
           s.#fs.opendir(req, req.node!, flags & s.#openFlagMask),
@@ -1085,6 +1150,7 @@ export class Session<H = unknown> {
       },
     });
     t[Opcode.CREATE] = op<CreateIn>({
+      changes: true,
       min: CREATE_IN_SIZE,
       names: Names.FILE,
       decode: decodeCreateIn,
@@ -1099,11 +1165,12 @@ export class Session<H = unknown> {
       decode: decodeReadIn,
       method: "read",
       run: (s, req, { fh, offset, size }) => {
-        const r = s.#fs.read!(req, req.node!, s.#handle(fh), offset, Math.min(size, 64 * MiB));
+        const r = s.#fs.read!(req, req.node!, s.#handle(fh, req), offset, Math.min(size, 64 * MiB));
         return s.#then(req, r, Session.#read);
       },
     });
     t[Opcode.WRITE] = op<WriteIn>({
+      changes: true,
       min: WRITE_IN_SIZE,
       decode: decodeWriteIn,
       method: "write",
@@ -1116,7 +1183,7 @@ export class Session<H = unknown> {
           lockOwner: inp.lockOwner,
           flags: inp.flags & s.#openFlagMask,
         };
-        const r = s.#fs.write!(req, req.node!, s.#handle(inp.fh), inp.offset, data, info);
+        const r = s.#fs.write!(req, req.node!, s.#handle(inp.fh, req), inp.offset, data, info);
         return s.#then(req, r, Session.#written);
       },
     });
@@ -1142,23 +1209,24 @@ export class Session<H = unknown> {
       decode: decodeFsyncIn,
       method: "fsync",
       run: (s, req, { fh, datasync }) =>
-        s.#then(req, s.#fs.fsync!(req, req.node!, s.#handle(fh), datasync), Session.#empty),
+        s.#then(req, s.#fs.fsync!(req, req.node!, s.#handle(fh, req), datasync), Session.#empty),
     });
     t[Opcode.FSYNCDIR] = op<FsyncIn>({
       min: FSYNC_IN_SIZE,
       decode: decodeFsyncIn,
       method: "fsyncdir",
       run: (s, req, { fh, datasync }) =>
-        s.#then(req, s.#fs.fsyncdir!(req, req.node!, s.#handle(fh), datasync), Session.#empty),
+        s.#then(req, s.#fs.fsyncdir!(req, req.node!, s.#handle(fh, req), datasync), Session.#empty),
     });
     t[Opcode.FLUSH] = op<FlushIn>({
       min: FLUSH_IN_SIZE,
       decode: decodeFlushIn,
       method: "flush",
       run: (s, req, { fh, lockOwner }) =>
-        s.#then(req, s.#fs.flush!(req, req.node!, s.#handle(fh), lockOwner), Session.#empty),
+        s.#then(req, s.#fs.flush!(req, req.node!, s.#handle(fh, req), lockOwner), Session.#empty),
     });
     t[Opcode.SETXATTR] = op<SetxattrIn>({
+      changes: true,
       min: SETXATTR_IN_SIZE,
       names: Names.XATTR,
       decode: decodeSetxattrIn,
@@ -1192,6 +1260,7 @@ export class Session<H = unknown> {
       run: (s, req) => s.#then(req, s.#fs.listxattr!(req, req.node!), Session.#xattrNames),
     });
     t[Opcode.REMOVEXATTR] = op({
+      changes: true,
       names: Names.XATTR,
       method: "removexattr",
       run: (s, req) => {
@@ -1200,7 +1269,7 @@ export class Session<H = unknown> {
       },
     });
     const readdir = (plus: boolean): Handler<ReadIn> => (s, req, { fh, offset }) => {
-      const r = s.#fs.readdir!(req, req.node!, s.#handle(fh), offset, plus);
+      const r = s.#fs.readdir!(req, req.node!, s.#handle(fh, req), offset, plus);
       return s.#then(req, r, Session.#dirents);
     };
     t[Opcode.READDIR] = op<ReadIn>({
@@ -1222,11 +1291,12 @@ export class Session<H = unknown> {
       run: (s, req, { mask }) => s.#then(req, s.#fs.access!(req, req.node!, mask), Session.#empty),
     });
     t[Opcode.FALLOCATE] = op<FallocateIn>({
+      changes: true,
       min: FALLOCATE_IN_SIZE,
       decode: decodeFallocateIn,
       method: "fallocate",
       run: (s, req, { fh, offset, length, mode }) => {
-        const r = s.#fs.fallocate!(req, req.node!, s.#handle(fh), offset, length, mode);
+        const r = s.#fs.fallocate!(req, req.node!, s.#handle(fh, req), offset, length, mode);
         return s.#then(req, r, Session.#empty);
       },
     });
@@ -1235,9 +1305,14 @@ export class Session<H = unknown> {
       decode: decodeLseekIn,
       method: "lseek",
       run: (s, req, { fh, offset, whence }) =>
-        s.#then(req, s.#fs.lseek!(req, req.node!, s.#handle(fh), offset, whence), Session.#seeked),
+        s.#then(
+          req,
+          s.#fs.lseek!(req, req.node!, s.#handle(fh, req), offset, whence),
+          Session.#seeked,
+        ),
     });
     t[Opcode.COPY_FILE_RANGE] = op<CopyFileRangeIn>({
+      changes: true,
       min: COPY_FILE_RANGE_IN_SIZE,
       decode: decodeCopyFileRangeIn,
       node2: (i) => i.nodeIdOut,
@@ -1246,10 +1321,10 @@ export class Session<H = unknown> {
         const r = s.#fs.copyFileRange!(
           req,
           req.node!,
-          s.#handle(i.fhIn),
+          s.#handle(i.fhIn, req),
           i.offsetIn,
           req.node2!,
-          s.#handle(i.fhOut),
+          s.#handles.get(i.fhOut), // written: never a number the reader made
           i.offsetOut,
           i.length,
           i.flags,
@@ -1290,6 +1365,7 @@ export class Session<H = unknown> {
     const had = this.#handles.has(inp.fh);
     const handle = this.#handles.get(inp.fh) as H;
     this.#handles.delete(inp.fh);
+    if (had && CachedOpens.made(inp.fh)) this.#cachedOpens?.released(inp.fh);
     const node = req.node;
     if (node === undefined || !had) return void this.#replyScratch(req, 0);
     const r = dir

@@ -241,6 +241,11 @@ export interface MemFsOptions {
   rootMode?: number;
   /** Report `noXattrs` in entries and attributes of inodes without xattrs (the shortcut). */
   reportNoXattrs?: boolean;
+  /**
+   * Answer read-only opens (with KEEP_CACHE) and opendirs (with CACHE_DIR) as reusable for
+   * this many seconds (cached opens).
+   */
+  reuseOpens?: number;
 }
 
 /** The memory filesystem. */
@@ -253,6 +258,10 @@ export class MemFs implements FileSystem<FileHandle> {
   forgotten = 0;
   /** Number of getxattr calls that reached the filesystem. */
   getxattrCalls = 0;
+  /** Calls of open/opendir, and handles made for opens the session answered itself. */
+  openCalls = 0;
+  opendirCalls = 0;
+  cachedHandles = 0;
 
   constructor(options: MemFsOptions = {}) {
     this.#options = options;
@@ -521,8 +530,13 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   open(_ctx: RequestContext, node: Node, flags: number): Opened<FileHandle> | Errno {
+    this.openCalls++;
     const inode = this.#get(node);
     if (!(inode instanceof Inode)) return inode;
+    const reuse = this.#options.reuseOpens;
+    if (reuse !== undefined && (flags & (O_ACCMODE | O_TRUNC)) === O_RDONLY) {
+      return { handle: { inode, flags }, keepCache: true, reuse };
+    }
     if (inode.isDir && (flags & O_ACCMODE) !== O_RDONLY) return EISDIR;
     if ((flags & O_TRUNC) && inode.data && (flags & O_ACCMODE) !== O_RDONLY) {
       inode.data.truncate(0);
@@ -640,9 +654,17 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   opendir(_ctx: RequestContext, node: Node, flags: number): Opened<FileHandle> | Errno {
+    this.opendirCalls++;
     const dir = this.#dir(node);
     if (!(dir instanceof Inode)) return dir;
+    const reuse = this.#options.reuseOpens;
+    if (reuse !== undefined) return { handle: { inode: dir, flags }, cacheDir: true, reuse };
     return { handle: { inode: dir, flags } };
+  }
+
+  cachedHandle(node: Node, _dir: boolean): FileHandle {
+    this.cachedHandles++;
+    return { inode: this.#get(node) as Inode, flags: O_RDONLY };
   }
 
   readdir(

@@ -1,0 +1,246 @@
+/**
+ * Cached opens, in one place: OPEN/OPENDIR of a node whose earlier open the filesystem marked
+ * reusable (`Opened.reuse`) is answered on the device's reader thread, with the same open flags
+ * and a handle number of the reader's own; RELEASE/RELEASEDIR of such a handle that nothing
+ * else used is answered there too.
+ *
+ * Why here: a warm `grep -r` opens and closes every file, a warm `ls -R` every directory, and
+ * the kernel serves the rest from its caches; each open is a round trip the process waits for.
+ * Through the JavaScript thread it costs ~30 µs; on the reader thread a few. The filesystem
+ * decides what may be reused (a read-only open of a file whose pages the container's change
+ * feed vouches for, a directory whose listing the kernel keeps): the session only repeats that
+ * answer to the same request.
+ *
+ * Invariants:
+ * - A mark holds the exact open flags of the request it repeats, the FOPEN_* flags answered, and
+ *   a deadline (the filesystem's `reuse` seconds). It ends at the deadline and whenever the
+ *   session tells the kernel the node changed (its inode or an entry in it invalidated) or any
+ *   request that may change it reaches the session; it is never extended by the reader.
+ * - Handle numbers the reader makes have bit 63 set (`CACHED_FH_BIT`); the session's own are
+ *   small counters. A request carrying such a number reaches the session only once the kernel
+ *   needs more than the cache (a READ when the pages are gone, a READDIR, an fstat): the session
+ *   then asks the filesystem for a handle (`FileSystem.cachedHandle`) and counts the number as
+ *   adopted before it answers; its RELEASE then goes to the session (the kernel sends RELEASE
+ *   only after every request on the file was answered).
+ * - The tables are lossy (a full probe sequence drops a new mark: the open then reaches the
+ *   filesystem, which answers the same).
+ *
+ * @module
+ */
+
+import {
+  IN_HEADER_SIZE,
+  InHeaderOffset,
+  Opcode,
+  OPEN_IN_SIZE,
+  OPEN_OUT_SIZE,
+  OUT_HEADER_SIZE,
+  OutHeaderOffset,
+  RELEASE_IN_MIN_SIZE,
+} from "./abi.ts";
+import type { ReaderFilter, RequestFilter } from "./device.ts";
+
+/** Set in every handle number the reader makes (and in none the session makes). */
+export const CACHED_FH_BIT = 1n << 63n;
+
+/** Marks: [nodeId, until ms, flags word] triples, open addressing (a power of two). */
+const SLOTS = 1 << 14;
+const PROBES = 8;
+/** Adoption counts by the low bits of a handle number. */
+const ADOPTED_SLOTS = 1 << 16;
+
+/** What the filter needs to know of the ABI (it runs where nothing can be imported). */
+interface FilterConstants {
+  readonly open: number;
+  readonly opendir: number;
+  readonly release: number;
+  readonly releasedir: number;
+  readonly openMin: number;
+  readonly releaseMin: number;
+  readonly body: number;
+  readonly lenAt: number;
+  readonly opcodeAt: number;
+  readonly uniqueAt: number;
+  readonly nodeIdAt: number;
+  readonly outSize: number;
+  readonly openOutSize: number;
+  readonly outLenAt: number;
+  readonly outErrorAt: number;
+  readonly outUniqueAt: number;
+  readonly slots: number;
+  readonly probes: number;
+  readonly adoptedSlots: number;
+}
+
+const CONSTANTS: FilterConstants = {
+  open: Opcode.OPEN,
+  opendir: Opcode.OPENDIR,
+  release: Opcode.RELEASE,
+  releasedir: Opcode.RELEASEDIR,
+  openMin: IN_HEADER_SIZE + OPEN_IN_SIZE,
+  releaseMin: IN_HEADER_SIZE + RELEASE_IN_MIN_SIZE,
+  body: IN_HEADER_SIZE,
+  lenAt: InHeaderOffset.LEN,
+  opcodeAt: InHeaderOffset.OPCODE,
+  uniqueAt: InHeaderOffset.UNIQUE,
+  nodeIdAt: InHeaderOffset.NODEID,
+  outSize: OUT_HEADER_SIZE,
+  openOutSize: OPEN_OUT_SIZE,
+  outLenAt: OutHeaderOffset.LEN,
+  outErrorAt: OutHeaderOffset.ERROR,
+  outUniqueAt: OutHeaderOffset.UNIQUE,
+  slots: SLOTS,
+  probes: PROBES,
+  adoptedSlots: ADOPTED_SLOTS,
+};
+
+/** The shared state: the marks table, then the adoption counts. */
+interface State {
+  readonly marks: SharedArrayBuffer;
+  readonly adopted: SharedArrayBuffer;
+}
+
+/**
+ * The reader-thread side: answers OPEN/OPENDIR of a marked node with the same flags, and
+ * RELEASE/RELEASEDIR of its own unadopted handles; else 0. Self-contained (its source is
+ * shipped to the reader worker): it uses only its arguments and JavaScript globals.
+ */
+export function cachedOpensFilter(state: State, k: FilterConstants): RequestFilter {
+  const marks = new BigInt64Array(state.marks);
+  const adopted = new Int32Array(state.adopted);
+  const mask = k.slots - 1;
+  const fhBit = 1n << 63n;
+  let issued = 0n;
+  const header = (reply: DataView, request: DataView, length: number): void => {
+    reply.setUint32(k.outLenAt, length, true);
+    reply.setInt32(k.outErrorAt, 0, true);
+    reply.setBigUint64(k.outUniqueAt, request.getBigUint64(k.uniqueAt, true), true);
+  };
+  return (request: DataView, length: number, reply: DataView): number => {
+    const opcode = request.getUint32(k.opcodeAt, true);
+    if (request.getUint32(k.lenAt, true) !== length) return 0;
+    if (opcode === k.release || opcode === k.releasedir) {
+      if (length < k.releaseMin) return 0;
+      const fh = request.getBigUint64(k.body, true);
+      if (fh < fhBit) return 0;
+      if (Atomics.load(adopted, Number(fh & BigInt(k.adoptedSlots - 1))) !== 0) return 0;
+      header(reply, request, k.outSize);
+      return k.outSize;
+    }
+    if ((opcode !== k.open && opcode !== k.opendir) || length < k.openMin) return 0;
+    const node = request.getBigInt64(k.nodeIdAt, true);
+    const flags = request.getUint32(k.body, true);
+    const h = request.getUint32(k.nodeIdAt, true) & mask;
+    for (let p = 0; p < k.probes; p++) {
+      const i = (h + p) & mask;
+      if (Atomics.load(marks, 3 * i) !== node) continue;
+      const until = Atomics.load(marks, 3 * i + 1);
+      const word = Atomics.load(marks, 3 * i + 2);
+      // Re-keyed meanwhile (the session clears the deadline first): not this node's mark.
+      if (Atomics.load(marks, 3 * i) !== node || until <= BigInt(Date.now())) return 0;
+      const dir = (word >> 48n) & 1n;
+      if (Number(word & 0xffffffffn) !== flags || dir !== (opcode === k.opendir ? 1n : 0n)) {
+        return 0;
+      }
+      header(reply, request, k.outSize + k.openOutSize);
+      reply.setBigUint64(k.outSize, fhBit | ++issued, true);
+      reply.setUint32(k.outSize + 8, Number((word >> 32n) & 0xffffn), true);
+      reply.setUint32(k.outSize + 12, 0, true);
+      return k.outSize + k.openOutSize;
+    }
+    return 0;
+  };
+}
+
+/** The session-side tables of reusable opens and adopted handle numbers. */
+export class CachedOpens {
+  /** What the device runs on its reader thread. */
+  readonly filter: ReaderFilter;
+  #marks: BigInt64Array;
+  #adopted: Int32Array;
+  /** Marked node ids (to end marks without probing for nodes never marked). */
+  #marked = new Set<bigint>();
+  #ends = 0;
+
+  constructor() {
+    const state: State = {
+      marks: new SharedArrayBuffer(SLOTS * 24),
+      adopted: new SharedArrayBuffer(ADOPTED_SLOTS * 4),
+    };
+    this.#marks = new BigInt64Array(state.marks);
+    this.#adopted = new Int32Array(state.adopted);
+    this.filter = {
+      source: `(state) => (${cachedOpensFilter.toString()})(state, ${JSON.stringify(CONSTANTS)})`,
+      state,
+    };
+  }
+
+  /** Counts `end` calls: an answer decided before one is not repeated (see `mark`). */
+  get ends(): number {
+    return this.#ends;
+  }
+
+  /**
+   * Opens of `nodeId` (a directory or not) with exactly `flags` are answered with `fopenFlags`
+   * for `seconds` (0 or less: ends the mark) — unless a mark ended since `ends` was `since`
+   * (the answer may predate a change).
+   */
+  mark(
+    nodeId: bigint,
+    dir: boolean,
+    flags: number,
+    fopenFlags: number,
+    seconds: number,
+    since = this.#ends,
+  ): void {
+    if (since !== this.#ends && seconds > 0) return;
+    const q = this.#marks;
+    const node = BigInt.asIntN(64, nodeId);
+    const now = Date.now();
+    const until = BigInt(seconds > 0 ? Math.floor(now + seconds * 1000) : 0);
+    const word = (dir ? 1n << 48n : 0n) | (BigInt(fopenFlags & 0xffff) << 32n) |
+      BigInt(flags >>> 0);
+    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
+    let free = -1;
+    for (let k = 0; k < PROBES; k++) {
+      const i = (h + k) & (SLOTS - 1);
+      if (Atomics.load(q, 3 * i) === node) {
+        Atomics.store(q, 3 * i + 1, 0n);
+        Atomics.store(q, 3 * i + 2, word);
+        Atomics.store(q, 3 * i + 1, until);
+        if (until === 0n) this.#marked.delete(nodeId);
+        else this.#marked.add(nodeId);
+        return;
+      }
+      if (free < 0 && Atomics.load(q, 3 * i + 1) <= BigInt(now)) free = i;
+    }
+    if (free < 0 || until === 0n) return;
+    // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
+    Atomics.store(q, 3 * free + 1, 0n);
+    Atomics.store(q, 3 * free, node);
+    Atomics.store(q, 3 * free + 2, word);
+    Atomics.store(q, 3 * free + 1, until);
+    this.#marked.add(nodeId);
+  }
+
+  /** Ends `nodeId`'s mark (it changes, or may have). */
+  end(nodeId: bigint): void {
+    this.#ends++;
+    if (this.#marked.has(nodeId)) this.mark(nodeId, false, 0, 0, 0);
+  }
+
+  /** True for handle numbers the reader made. */
+  static made(fh: bigint): boolean {
+    return fh >= CACHED_FH_BIT;
+  }
+
+  /** The session holds a handle for the reader's number `fh`: its RELEASE comes to it. */
+  adopt(fh: bigint): void {
+    Atomics.add(this.#adopted, Number(fh & BigInt(ADOPTED_SLOTS - 1)), 1);
+  }
+
+  /** The session released its handle for `fh`. */
+  released(fh: bigint): void {
+    Atomics.sub(this.#adopted, Number(fh & BigInt(ADOPTED_SLOTS - 1)), 1);
+  }
+}

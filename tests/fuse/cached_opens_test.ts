@@ -1,0 +1,59 @@
+// Cached opens through a real kernel mount: opens the filesystem marked reusable are answered
+// by the device's reader (the filesystem sees the first only), reads after the kernel dropped
+// the pages still get the file's bytes (through a handle the session asks for then), and a
+// change of the file ends the shortcut.
+
+import { deepStrictEqual, ok } from "node:assert/strict";
+import type { Node, RequestContext } from "../../src/fuse/mod.ts";
+import { py, requireFuse, withMount } from "./helpers.ts";
+import { localContext, MemFs } from "./memfs.ts";
+
+await requireFuse();
+
+/** A MemFs remembering nodes by path (to change them behind the kernel's back). */
+class TrackedFs extends MemFs {
+  nodes = new Map<string, Node>();
+  override getattr(ctx: RequestContext, node: Node, handle: Parameters<MemFs["getattr"]>[2]) {
+    if (node.path) this.nodes.set(node.path, node);
+    return super.getattr(ctx, node, handle);
+  }
+}
+
+Deno.test("cached opens: repeated opens and listings reach the filesystem once", async () => {
+  const fs = new TrackedFs({ rootMode: 0o777, reuseOpens: 3600, attrTimeout: 3600 });
+  await withMount(async ({ dir, session }) => {
+    const p = JSON.stringify(dir);
+    await py(`os.mkdir(${p} + "/d")
+for i in range(20): write_file(${p} + "/d/f%d" % i, b"x%d" % i)`);
+    const readAll = `R["data"] = [read_file(${p} + "/d/f%d" % i).decode() for i in range(20)]
+R["names"] = sorted(os.listdir(${p} + "/d"))`;
+    const want = Array.from({ length: 20 }, (_, i) => `x${i}`);
+    const first = await py(readAll);
+    deepStrictEqual(first.data, want);
+    const [opens, opendirs] = [fs.openCalls, fs.opendirCalls];
+    for (let round = 0; round < 3; round++) deepStrictEqual((await py(readAll)).data, want);
+    deepStrictEqual([fs.openCalls, fs.opendirCalls], [opens, opendirs], "answered by the reader");
+
+    // Pages dropped: the reads come to the session with the reader's handle numbers, and the
+    // filesystem gives handles for them.
+    await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1");
+    deepStrictEqual((await py(readAll)).data, want);
+    ok(fs.cachedHandles >= 1, `handles asked: ${fs.cachedHandles}`);
+
+    // Written through the mount: the write ends the mark; reads show the new bytes.
+    await py(`write_file(${p} + "/d/f3", b"new")`);
+    deepStrictEqual((await py(readAll)).data[3], "new");
+
+    // Changed behind the kernel's back, then invalidated (as the change feed does): the next
+    // open asks the filesystem again and shows the change.
+    const node = fs.nodes.get("/d/f5")!;
+    const ctx = localContext();
+    const opened = fs.open(ctx, node, 1);
+    ok("handle" in opened);
+    const before = fs.openCalls;
+    fs.write(ctx, node, opened.handle, 0, new TextEncoder().encode("yy"));
+    await session.invalidateInode(node, 0, 0);
+    deepStrictEqual((await py(readAll)).data[5], "yy");
+    ok(fs.openCalls > before, "the open after the change reached the filesystem");
+  }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
+});
