@@ -146,7 +146,7 @@ export interface ContainerFsOptions {
 }
 
 /** How the kernel may cache a directory's listing (open flags). */
-type DirCache = { cacheDir?: boolean; keepCache?: boolean; reuse?: number };
+type DirCache = { cacheDir?: boolean; keepCache?: boolean };
 
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
@@ -983,6 +983,11 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const opened = this.#opened(node, r.value.handle, cur.gen, flags);
+    if (readAhead !== undefined && !opened.directIo && this.#live?.fileVouched(node)) {
+      // Read-only and vouched for: later opens alike are answered as the lazy ones above.
+      opened.noFlush = true;
+      opened.reuse = this.#options.live?.timeout;
+    }
     const data = r.value.data;
     if (data !== undefined && readAhead !== undefined && !opened.directIo) {
       this.#openFiles.keepReadAhead(opened.handle, data, readAhead, mark);
@@ -1383,8 +1388,10 @@ export class ContainerFs implements FileSystem<Handle> {
    * a change in it drops that (the directory's pages) with its attributes.
    */
   #dirCache(node: Node, since: number): DirCache {
+    // Not marked reusable (`Opened.reuse`): answering OPENDIR on the reader thread measured
+    // slower for a warm `ls -lR /usr` (0.21 → 0.29 s) for 0.03 s less on a warm `grep -r`.
     if (!this.#live?.listingCached(node, since)) return {};
-    return { cacheDir: true, keepCache: true, reuse: this.#options.live?.timeout };
+    return { cacheDir: true, keepCache: true };
   }
 
   async readdir(
