@@ -372,6 +372,7 @@ export class ContainerFs implements FileSystem<Handle> {
       entryTimeout: t.entry,
       attrTimeout: t.attr,
       noXattrs: stat.hasXattrs === false,
+      stable: this.#stable(t.attr),
     };
   }
 
@@ -419,7 +420,17 @@ export class ContainerFs implements FileSystem<Handle> {
       key.slice(0, key.lastIndexOf(":") + 1),
       told.seq,
     );
-    return timeout === this.#options.live!.timeout ? { attr, timeout } : undefined;
+    return timeout === this.#options.live!.timeout ? { attr, timeout, stable: true } : undefined;
+  }
+
+  /**
+   * True for attributes told with the change feed's long timeout: they stay as told until the
+   * feed invalidates the inode (or the mount changes it), so the kernel's GETATTR may be
+   * answered with them without asking (see `Entry.stable`).
+   */
+  #stable(attrTimeout: number): boolean {
+    return this.#live !== undefined && attrTimeout > 0 &&
+      attrTimeout === this.#options.live?.timeout;
   }
 
   /**
@@ -453,7 +464,7 @@ export class ContainerFs implements FileSystem<Handle> {
       );
     this.#attrs.noteXattrs(node.key, stat.hasXattrs, timeout * 1000);
     this.#noteLong(node.key, timeout, since);
-    return { attr, timeout, noXattrs: stat.hasXattrs === false };
+    return { attr, timeout, noXattrs: stat.hasXattrs === false, stable: this.#stable(timeout) };
   }
 
   /** Mode and group of directory `dir`, asked of the satellite when not known. */

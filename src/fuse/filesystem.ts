@@ -88,6 +88,12 @@ export interface Entry {
    * end that; see no_xattrs.ts). Off while tracing.
    */
   noXattrs?: boolean;
+  /**
+   * The attributes stay as given until the filesystem invalidates the inode (or a request
+   * changes it): for the attribute timeout, GETATTR is answered with them by the device's
+   * reader thread without calling `getattr` (see cached_attrs.ts). Off while tracing.
+   */
+  stable?: boolean;
 }
 
 /** A getattr/setattr answer. */
@@ -97,6 +103,8 @@ export interface AttrResult {
   timeout?: number;
   /** As `Entry.noXattrs`. */
   noXattrs?: boolean;
+  /** As `Entry.stable`. */
+  stable?: boolean;
 }
 
 /** An open/opendir answer; the flags tell the kernel how to cache. */

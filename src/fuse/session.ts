@@ -31,6 +31,7 @@ import {
   ACCESS_IN_SIZE,
   type AccessIn,
   ATTR_OUT_SIZE,
+  ATTR_SIZE,
   COPY_FILE_RANGE_IN_SIZE,
   type CopyFileRangeIn,
   CREATE_IN_SIZE,
@@ -171,6 +172,7 @@ import type {
 } from "./filesystem.ts";
 import { type NodeImpl, NodeTable } from "./nodes.ts";
 import { NoXattrs } from "./no_xattrs.ts";
+import { CachedAttrs } from "./cached_attrs.ts";
 import { CachedOpens } from "./cached_opens.ts";
 
 const MiB = 1024 * 1024;
@@ -356,6 +358,8 @@ export class Session<H = unknown> {
   #noXattrs: NoXattrs | undefined;
   /** Opens answered on the reader thread; none when tracing or without `cachedHandle`. */
   #cachedOpens: CachedOpens | undefined;
+  /** Stable attributes answered on the reader thread; none when tracing. */
+  #cachedAttrs: CachedAttrs | undefined;
   #initialized = false;
   /** Applied to open flags given to the implementation (drops O_APPEND in writeback mode). */
   #openFlagMask = ~0;
@@ -387,6 +391,7 @@ export class Session<H = unknown> {
     this.#cachedOpens = this.#debug || fs.cachedHandle === undefined
       ? undefined
       : new CachedOpens();
+    this.#cachedAttrs = this.#debug ? undefined : new CachedAttrs();
     this.#lacks = new Uint8Array(Session.#OPS.length);
     for (const [opcode, record] of Session.#OPS.entries()) {
       if (record?.method !== undefined && fs[record.method] === undefined) this.#lacks[opcode] = 1;
@@ -416,7 +421,8 @@ export class Session<H = unknown> {
         this.#finish();
       },
       filter: combineFilters(
-        [this.#noXattrs?.filter, this.#cachedOpens?.filter].filter((f) => f !== undefined),
+        [this.#noXattrs?.filter, this.#cachedOpens?.filter, this.#cachedAttrs?.filter]
+          .filter((f) => f !== undefined),
       ),
     });
   }
@@ -520,17 +526,22 @@ export class Session<H = unknown> {
 
   /** Ends the cached opens of what `req` may change: its nodes and the names it gives. */
   #changing(req: Request): void {
-    const cached = this.#cachedOpens;
-    if (cached === undefined) return;
-    this.#endCached(cached, req.node, req.name);
-    this.#endCached(cached, req.node2, req.name2);
+    this.#endCached(req.node, req.name);
+    this.#endCached(req.node2, req.name2);
   }
 
-  #endCached(cached: CachedOpens, node: NodeImpl | undefined, name: string): void {
+  /** Ends what the reader answers for `node` and its child `name` (if any). */
+  #endCached(node: NodeImpl | undefined, name: string): void {
     if (node === undefined) return;
-    cached.end(node.nodeId);
+    this.#changed(node.nodeId);
     const child = name === "" ? undefined : this.nodes.child(node, name);
-    if (child !== undefined) cached.end(child.nodeId);
+    if (child !== undefined) this.#changed(child.nodeId);
+  }
+
+  /** `nodeId` changes (or may have): the reader no longer answers opens or GETATTR of it. */
+  #changed(nodeId: bigint): void {
+    this.#cachedOpens?.end(nodeId);
+    this.#cachedAttrs?.end(nodeId);
   }
 
   #run(record: Op, req: Request): void {
@@ -686,6 +697,7 @@ export class Session<H = unknown> {
     encodeAttrOut(sv, OUT_HEADER_SIZE, timeout, a.attr);
     req.node!.ino = a.attr.ino;
     if (a.noXattrs) s.#noXattrs?.mark(req.node!.nodeId, timeout);
+    if (a.stable) s.#recordAttr(req.node!.nodeId, OUT_HEADER_SIZE + 16, timeout);
     s.#replyScratch(req, ATTR_OUT_SIZE);
   }
 
@@ -798,6 +810,11 @@ export class Session<H = unknown> {
   // -------------------------------------------------------------------------------------------
   // Helpers
 
+  /** Records the fuse_attr encoded at `at` in the scratch buffer as `nodeId`'s, stable. */
+  #recordAttr(nodeId: bigint, at: number, seconds: number): void {
+    this.#cachedAttrs?.record(nodeId, this.#scratch.subarray(at, at + ATTR_SIZE), seconds);
+  }
+
   /** The handle of `fh`; for a number the reader made, one asked of the filesystem now. */
   #handle(fh: bigint, req: Request): H | undefined {
     const handle = this.#handles.get(fh);
@@ -841,6 +858,7 @@ export class Session<H = unknown> {
     const node = this.nodes.enter(parent, name, entry.key ?? String(attr.ino), attr.ino, attr.mode);
     encodeEntryNodeId(s, OUT_HEADER_SIZE, node.nodeId);
     if (entry.noXattrs) this.#noXattrs?.mark(node.nodeId, attrTimeout);
+    if (entry.stable) this.#recordAttr(node.nodeId, OUT_HEADER_SIZE + 40, attrTimeout);
     return node;
   }
 
@@ -863,9 +881,7 @@ export class Session<H = unknown> {
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_ENTRY_SIZE + nameBytes.length + 1;
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
-    if (this.#cachedOpens !== undefined) {
-      this.#endCached(this.#cachedOpens, parent as NodeImpl, name);
-    }
+    this.#endCached(parent as NodeImpl, name);
     encodeOutHeader(v, total, NotifyCode.INVAL_ENTRY, 0n);
     encodeNotifyInvalEntry(v, OUT_HEADER_SIZE, parent.nodeId, nameBytes.length);
     buf.set(nameBytes, OUT_HEADER_SIZE + NOTIFY_INVAL_ENTRY_SIZE);
@@ -875,7 +891,7 @@ export class Session<H = unknown> {
   /** FUSE_NOTIFY_INVAL_INODE; offset -1 = attributes only, length 0 = to the end. */
   invalidateInode(node: Node, offset = 0, length = 0): Promise<boolean> {
     this.#noXattrs?.mark(node.nodeId, 0); // an xattr may have come with the change
-    this.#cachedOpens?.end(node.nodeId);
+    this.#changed(node.nodeId);
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_INODE_SIZE;
     const buf = new Uint8Array(total);
     const v = new DataView(buf.buffer);
@@ -909,7 +925,7 @@ export class Session<H = unknown> {
     const n = count > 0xffffffffn ? 0xffffffff : Number(count);
     const dropped = this.nodes.forget(nodeId, n);
     if (dropped) {
-      this.#cachedOpens?.end(nodeId);
+      this.#changed(nodeId);
       try {
         this.#fs.forget?.(dropped);
       } catch (error) {
@@ -1419,6 +1435,7 @@ export class Session<H = unknown> {
             const child = this.nodes.enter(node, d.name, key, e.attr.ino, e.attr.mode);
             encodeEntryNodeId(s, at, child.nodeId);
             if (e.noXattrs) this.#noXattrs?.mark(child.nodeId, attrTimeout);
+            if (e.stable) this.#recordAttr(child.nodeId, at + 40, attrTimeout);
             entered.push(child);
           } else {
             encodeEntryOut(s, at, 0n, 0, 0, 0, undefined);

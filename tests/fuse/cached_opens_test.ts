@@ -57,3 +57,36 @@ R["names"] = sorted(os.listdir(${p} + "/d"))`;
     ok(fs.openCalls > before, "the open after the change reached the filesystem");
   }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
 });
+
+Deno.test("cached attrs: the stat after a read is answered by the reader", async () => {
+  const fs = new TrackedFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 3600 });
+  await withMount(async ({ dir, session }) => {
+    const p = JSON.stringify(dir);
+    await py(`write_file(${p} + "/f", b"0123456789")
+os.stat(${p} + "/f")`); // the attributes after the write: asked once, then recorded
+    await Deno.writeTextFile("/proc/sys/vm/drop_caches", "1");
+    // A READ makes the kernel drop the file's atime: the fstat after it asks GETATTR.
+    const calls = fs.getattrCalls;
+    const r = await py(`fd = os.open(${p} + "/f", os.O_RDONLY)
+R["data"] = os.read(fd, 100).decode()
+R["size"] = os.fstat(fd).st_size
+os.close(fd)
+R["mode"] = os.stat(${p} + "/f").st_mode & 0o777`);
+    deepStrictEqual(r, { data: "0123456789", size: 10, mode: 0o644 });
+    deepStrictEqual(fs.getattrCalls, calls, "answered by the reader");
+
+    // Changed through the mount: the kernel and the reader see the change.
+    const after = await py(`os.chmod(${p} + "/f", 0o600)
+R["mode"] = os.stat(${p} + "/f").st_mode & 0o777`);
+    deepStrictEqual(after.mode, 0o600);
+
+    // Changed behind the kernel's back, then invalidated: the next stat asks again.
+    const node = fs.nodes.get("/f")!;
+    const ctx = localContext();
+    const opened = fs.open(ctx, node, 1);
+    ok("handle" in opened);
+    fs.write(ctx, node, opened.handle, 10, new TextEncoder().encode("abc"));
+    await session.invalidateInode(node, -1);
+    deepStrictEqual((await py(`R["size"] = os.stat(${p} + "/f").st_size`)).size, 13);
+  }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
+});

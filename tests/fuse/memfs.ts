@@ -246,6 +246,8 @@ export interface MemFsOptions {
    * this many seconds (cached opens).
    */
   reuseOpens?: number;
+  /** Report entries and attributes `stable` (cached attributes). */
+  stableAttrs?: boolean;
 }
 
 /** The memory filesystem. */
@@ -262,6 +264,8 @@ export class MemFs implements FileSystem<FileHandle> {
   openCalls = 0;
   opendirCalls = 0;
   cachedHandles = 0;
+  /** Calls of getattr. */
+  getattrCalls = 0;
 
   constructor(options: MemFsOptions = {}) {
     this.#options = options;
@@ -293,11 +297,13 @@ export class MemFs implements FileSystem<FileHandle> {
       attrTimeout: this.#options.attrTimeout,
     };
     if (this.#options.reportNoXattrs && inode.xattrs.size === 0) entry.noXattrs = true;
+    if (this.#options.stableAttrs) entry.stable = true;
     return entry;
   }
 
   #attr(inode: Inode): AttrResult {
     const result: AttrResult = { attr: inode.attr(), timeout: this.#options.attrTimeout };
+    if (this.#options.stableAttrs) result.stable = true;
     if (this.#options.reportNoXattrs && inode.xattrs.size === 0) result.noXattrs = true;
     return result;
   }
@@ -353,6 +359,7 @@ export class MemFs implements FileSystem<FileHandle> {
   }
 
   getattr(_ctx: RequestContext, node: Node, handle: FileHandle | undefined): AttrResult | Errno {
+    this.getattrCalls++;
     const inode = handle?.inode ?? this.#get(node);
     return inode instanceof Inode ? this.#attr(inode) : inode;
   }

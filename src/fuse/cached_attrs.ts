@@ -1,0 +1,180 @@
+/**
+ * Cached attributes, in one place: GETATTR of a node whose attributes the filesystem reported
+ * stable (`Entry.stable`, `AttrResult.stable`: they stay as told until the filesystem
+ * invalidates the inode) is answered on the device's reader thread with those attributes.
+ *
+ * Why here: the kernel drops a file's atime after every READ it sends and asks GETATTR at the
+ * next stat; a second `grep -r` of a tree read once asks it for every file (its fstat). The
+ * filesystem would answer from what it told anyway; the reader answers without a turn of the
+ * JavaScript thread.
+ *
+ * Invariants:
+ * - An entry holds the 88-byte fuse_attr the session last sent for the node and the deadline
+ *   of its attribute timeout; answers carry the time left. It ends at the deadline, when the
+ *   session tells the kernel the node changed, and when a request that may change it reaches
+ *   the session (the same points that end a cached open).
+ * - Each slot has a sequence number, odd while the session writes it: the reader copies an
+ *   entry and uses it only if the number was even and unchanged around the copy.
+ * - The table is lossy (a full probe sequence drops a new entry: GETATTR then reaches the
+ *   filesystem, which answers the same).
+ *
+ * @module
+ */
+
+import {
+  ATTR_OUT_SIZE,
+  ATTR_SIZE,
+  GETATTR_IN_SIZE,
+  IN_HEADER_SIZE,
+  InHeaderOffset,
+  Opcode,
+  OUT_HEADER_SIZE,
+  OutHeaderOffset,
+} from "./abi.ts";
+import type { ReaderFilter, RequestFilter } from "./device.ts";
+
+const SLOTS = 1 << 14;
+const PROBES = 8;
+
+/** What the filter needs to know of the ABI (it runs where nothing can be imported). */
+interface FilterConstants {
+  readonly opcode: number;
+  readonly minLength: number;
+  readonly lenAt: number;
+  readonly opcodeAt: number;
+  readonly uniqueAt: number;
+  readonly nodeIdAt: number;
+  readonly outSize: number;
+  readonly attrOutSize: number;
+  readonly attrSize: number;
+  readonly outLenAt: number;
+  readonly outErrorAt: number;
+  readonly outUniqueAt: number;
+  readonly slots: number;
+  readonly probes: number;
+}
+
+const CONSTANTS: FilterConstants = {
+  opcode: Opcode.GETATTR,
+  minLength: IN_HEADER_SIZE + GETATTR_IN_SIZE,
+  lenAt: InHeaderOffset.LEN,
+  opcodeAt: InHeaderOffset.OPCODE,
+  uniqueAt: InHeaderOffset.UNIQUE,
+  nodeIdAt: InHeaderOffset.NODEID,
+  outSize: OUT_HEADER_SIZE,
+  attrOutSize: ATTR_OUT_SIZE,
+  attrSize: ATTR_SIZE,
+  outLenAt: OutHeaderOffset.LEN,
+  outErrorAt: OutHeaderOffset.ERROR,
+  outUniqueAt: OutHeaderOffset.UNIQUE,
+  slots: SLOTS,
+  probes: PROBES,
+};
+
+/** The shared state: sequence numbers, [nodeId, until ms] pairs, attribute bytes. */
+interface State {
+  readonly seqs: SharedArrayBuffer;
+  readonly keys: SharedArrayBuffer;
+  readonly attrs: SharedArrayBuffer;
+}
+
+/**
+ * The reader-thread side: answers GETATTR of a node with a current entry (returns the reply's
+ * length), else 0. Self-contained (its source is shipped to the reader worker).
+ */
+export function cachedAttrsFilter(state: State, k: FilterConstants): RequestFilter {
+  const seqs = new Int32Array(state.seqs);
+  const keys = new BigInt64Array(state.keys);
+  const attrs = new Uint8Array(state.attrs);
+  const mask = k.slots - 1;
+  return (request: DataView, length: number, reply: DataView): number => {
+    if (length < k.minLength || request.getUint32(k.opcodeAt, true) !== k.opcode) return 0;
+    if (request.getUint32(k.lenAt, true) !== length) return 0;
+    const node = request.getBigInt64(k.nodeIdAt, true);
+    const h = request.getUint32(k.nodeIdAt, true) & mask;
+    for (let p = 0; p < k.probes; p++) {
+      const i = (h + p) & mask;
+      const before = Atomics.load(seqs, i);
+      if ((before & 1) !== 0 || Atomics.load(keys, 2 * i) !== node) continue;
+      const left = Number(Atomics.load(keys, 2 * i + 1)) - Date.now();
+      if (left <= 0) return 0;
+      const out = new Uint8Array(reply.buffer, reply.byteOffset + k.outSize + 16, k.attrSize);
+      out.set(attrs.subarray(i * k.attrSize, (i + 1) * k.attrSize));
+      if (Atomics.load(seqs, i) !== before) return 0; // rewritten meanwhile: not this copy
+      reply.setUint32(k.outLenAt, k.outSize + k.attrOutSize, true);
+      reply.setInt32(k.outErrorAt, 0, true);
+      reply.setBigUint64(k.outUniqueAt, request.getBigUint64(k.uniqueAt, true), true);
+      reply.setBigUint64(k.outSize, BigInt(Math.floor(left / 1000)), true);
+      reply.setUint32(k.outSize + 8, (left % 1000) * 1_000_000, true);
+      reply.setUint32(k.outSize + 12, 0, true);
+      return k.outSize + k.attrOutSize;
+    }
+    return 0;
+  };
+}
+
+/** The session-side table of stable attributes. */
+export class CachedAttrs {
+  /** What the device runs on its reader thread. */
+  readonly filter: ReaderFilter;
+  #seqs: Int32Array;
+  #keys: BigInt64Array;
+  #attrs: Uint8Array;
+  /** Node ids with an entry (to end entries without probing for nodes never recorded). */
+  #recorded = new Set<bigint>();
+
+  constructor() {
+    const state: State = {
+      seqs: new SharedArrayBuffer(SLOTS * 4),
+      keys: new SharedArrayBuffer(SLOTS * 16),
+      attrs: new SharedArrayBuffer(SLOTS * ATTR_SIZE),
+    };
+    this.#seqs = new Int32Array(state.seqs);
+    this.#keys = new BigInt64Array(state.keys);
+    this.#attrs = new Uint8Array(state.attrs);
+    this.filter = {
+      source: `(state) => (${cachedAttrsFilter.toString()})(state, ${JSON.stringify(CONSTANTS)})`,
+      state,
+    };
+  }
+
+  /** GETATTR of `nodeId` is answered with `attr` (an encoded fuse_attr) for `seconds`. */
+  record(nodeId: bigint, attr: Uint8Array, seconds: number): void {
+    if (!(seconds > 0) || attr.length !== ATTR_SIZE) return this.end(nodeId);
+    const node = BigInt.asIntN(64, nodeId);
+    const now = Date.now();
+    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
+    let slot = -1;
+    for (let k = 0; k < PROBES; k++) {
+      const i = (h + k) & (SLOTS - 1);
+      if (this.#keys[2 * i] === node) {
+        slot = i;
+        break;
+      }
+      if (slot < 0 && this.#keys[2 * i + 1] <= BigInt(now)) slot = i;
+    }
+    if (slot < 0) return;
+    this.#write(slot, node, BigInt(Math.floor(now + seconds * 1000)), attr);
+    this.#recorded.add(nodeId);
+  }
+
+  /** Ends `nodeId`'s entry (it changes, or may have). */
+  end(nodeId: bigint): void {
+    if (!this.#recorded.delete(nodeId)) return;
+    const node = BigInt.asIntN(64, nodeId);
+    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
+    for (let k = 0; k < PROBES; k++) {
+      const i = (h + k) & (SLOTS - 1);
+      if (this.#keys[2 * i] === node) return this.#write(i, node, 0n, undefined);
+    }
+  }
+
+  /** Rewrites slot `i` between an odd and an even sequence number. */
+  #write(i: number, node: bigint, until: bigint, attr: Uint8Array | undefined): void {
+    Atomics.add(this.#seqs, i, 1);
+    Atomics.store(this.#keys, 2 * i, node);
+    Atomics.store(this.#keys, 2 * i + 1, until);
+    if (attr !== undefined) this.#attrs.set(attr, i * ATTR_SIZE);
+    Atomics.add(this.#seqs, i, 1);
+  }
+}

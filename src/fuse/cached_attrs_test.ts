@@ -1,0 +1,100 @@
+// Cached attributes without a kernel: the reader-side filter (evaluated from its shipped
+// source, as the reader worker does) and the session that records and ends entries.
+
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { MemFs } from "../../tests/fuse/memfs.ts";
+import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
+import { ATTR_OUT_SIZE, ATTR_SIZE, Opcode, OUT_HEADER_SIZE } from "./abi.ts";
+import { CachedAttrs } from "./cached_attrs.ts";
+import type { RequestFilter } from "./device.ts";
+import { Session } from "./session.ts";
+
+function shipped(table: CachedAttrs): RequestFilter {
+  return new Function(`return (${table.filter.source});`)()(table.filter.state);
+}
+
+function run(filter: RequestFilter, f: Uint8Array, length = f.length): [number, DataView] {
+  const request = new Uint8Array(4096);
+  request.set(f);
+  const reply = new DataView(new ArrayBuffer(4096));
+  return [filter(new DataView(request.buffer), length, reply), reply];
+}
+
+const getattr = (nodeId: bigint, unique = 7n) =>
+  frame({ opcode: Opcode.GETATTR, unique, nodeId, body: body([0, "u32"], [0, "u32"], [0, "u64"]) });
+
+const attrBytes = (fill: number): Uint8Array => new Uint8Array(ATTR_SIZE).fill(fill);
+
+Deno.test("cached attrs filter: answers GETATTR of recorded nodes with their attributes", () => {
+  const table = new CachedAttrs();
+  const filter = shipped(table);
+  deepStrictEqual(run(filter, getattr(5n))[0], 0, "not recorded");
+  table.record(5n, attrBytes(0xab), 60);
+  const [n, reply] = run(filter, getattr(5n, 1234n));
+  deepStrictEqual(n, OUT_HEADER_SIZE + ATTR_OUT_SIZE);
+  deepStrictEqual(
+    [reply.getUint32(0, true), reply.getInt32(4, true), reply.getBigUint64(8, true)],
+    [OUT_HEADER_SIZE + ATTR_OUT_SIZE, 0, 1234n],
+  );
+  const valid = Number(reply.getBigUint64(16, true)) + reply.getUint32(24, true) / 1e9;
+  ok(valid > 58 && valid <= 60, `the time left: ${valid}`);
+  deepStrictEqual(
+    new Uint8Array(reply.buffer, OUT_HEADER_SIZE + 16, ATTR_SIZE),
+    attrBytes(0xab),
+    "the recorded attributes",
+  );
+  table.record(5n, attrBytes(0xcd), 60);
+  deepStrictEqual(new Uint8Array(run(filter, getattr(5n))[1].buffer, 32, 1)[0], 0xcd, "rewritten");
+  deepStrictEqual(run(filter, getattr(6n))[0], 0, "another node");
+  deepStrictEqual(run(filter, getattr(5n + (1n << 14n)))[0], 0, "same slot, other node");
+  const f = getattr(5n);
+  deepStrictEqual(run(filter, f, 55)[0], 0, "shorter than header + getattr_in");
+  deepStrictEqual(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
+  table.end(5n);
+  deepStrictEqual(run(filter, getattr(5n))[0], 0, "ended");
+  table.record(5n, attrBytes(1), 0);
+  deepStrictEqual(run(filter, getattr(5n))[0], 0, "no time: not recorded");
+});
+
+Deno.test("cached attrs: the session records stable attributes and ends them at changes", async () => {
+  const fs = new MemFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 60 });
+  const device = new FakeDevice();
+  const session = new Session(fs, device, { logger: new RecordingLogger() });
+  session.start();
+  device.send(
+    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
+  );
+  await session.ready;
+  device.send(
+    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
+  );
+  device.take();
+  device.send(getattr(2n, 3n));
+  const [cached] = device.take();
+  ok(cached.byFilter, "answered by the reader from the MKDIR's entry");
+  deepStrictEqual([cached.unique, cached.error, fs.getattrCalls], [3n, 0, 0]);
+  const mode = new DataView(cached.bytes.buffer).getUint32(OUT_HEADER_SIZE + 16 + 60, true);
+  deepStrictEqual(mode & 0o7777, 0o755);
+  // A chmod through the mount ends it; the answer after it is recorded again.
+  const setattr = body(
+    [1, "u32"], // FATTR_MODE
+    [0, "u32"],
+    ...Array.from({ length: 9 }, () => [0, "u64"] as [number, "u64"]),
+    [0o700, "u32"],
+    [0, "u32"],
+    [0, "u32"],
+    [0, "u32"],
+  );
+  device.send(frame({ opcode: Opcode.SETATTR, unique: 4n, nodeId: 2n, body: setattr }));
+  device.send(getattr(2n, 5n));
+  const [set, asked] = device.take();
+  deepStrictEqual([set.error, asked.byFilter, fs.getattrCalls], [0, false, 1]);
+  device.send(getattr(2n, 6n));
+  deepStrictEqual(device.take()[0].byFilter, true, "recorded from the GETATTR answer");
+  // An invalidation (a change the filesystem saw) ends it too.
+  await session.invalidateInode(session.nodes.get(2n)!, -1);
+  device.send(getattr(2n, 7n));
+  deepStrictEqual([device.take()[0].byFilter, fs.getattrCalls], [false, 2]);
+  device.end();
+  await session.closed;
+});
