@@ -8,8 +8,9 @@
 
 import { ERRNO } from "../linux/mod.ts";
 import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
-import type { Device, DeviceSink, RequestFilter } from "./device.ts";
-import type { Logger } from "./filesystem.ts";
+import type { Device, DeviceSink, ReaderFilter, RequestFilter } from "./device.ts";
+import type { FileSystem, Logger } from "./filesystem.ts";
+import { Session, type SessionOptions } from "./session.ts";
 
 const BUF = (1 << 20) + 8192;
 
@@ -36,9 +37,7 @@ export class FakeDevice implements Device {
   start(sink: DeviceSink): void {
     this.#sink = sink;
     // Evaluated exactly as the reader worker does: the source must be self-contained.
-    if (sink.filter) {
-      this.#filter = new Function(`return (${sink.filter.source});`)()(sink.filter.state);
-    }
+    if (sink.filter) this.#filter = evaluated(sink.filter);
   }
 
   /** Delivers one frame (length `length`, default the frame's). */
@@ -183,4 +182,37 @@ export function rng(seed: number): () => number {
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A reader filter as the reader builds it: from its source text, in global scope. */
+export function evaluated(filter: ReaderFilter): RequestFilter {
+  return new Function(`return (${filter.source});`)()(filter.state);
+}
+
+/** Runs `filter` on `frame` (as `length` bytes): the reply's length (0: passed on) and bytes. */
+export function runFilter(
+  filter: RequestFilter,
+  frame: Uint8Array,
+  length = frame.length,
+): [number, DataView] {
+  const request = new Uint8Array(4096);
+  request.set(frame);
+  const reply = new DataView(new ArrayBuffer(4096));
+  return [filter(new DataView(request.buffer), length, reply), reply];
+}
+
+/** A session over `fs` and a fake device, past INIT (its reply taken). */
+export async function initialized<H>(
+  fs: FileSystem<H>,
+  options: SessionOptions = {},
+): Promise<{ device: FakeDevice; session: Session<H> }> {
+  const device = new FakeDevice();
+  const session = new Session(fs, device, { logger: new RecordingLogger(), ...options });
+  session.start();
+  device.send(
+    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
+  );
+  await session.ready;
+  device.take();
+  return { device, session };
 }

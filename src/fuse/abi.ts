@@ -216,6 +216,24 @@ export function decodeInHeader(view: DataView, into: InHeader): void {
 /** Byte offsets of the fuse_out_header fields. */
 export const OutHeaderOffset = { LEN: 0, ERROR: 4, UNIQUE: 8 } as const;
 
+/**
+ * What a request filter on the reader thread knows of the headers (it runs where nothing can be
+ * imported: its module ships these with its source).
+ */
+export const FILTER_HEADER = {
+  lenAt: InHeaderOffset.LEN,
+  opcodeAt: InHeaderOffset.OPCODE,
+  uniqueAt: InHeaderOffset.UNIQUE,
+  nodeIdAt: InHeaderOffset.NODEID,
+  /** Where the request body starts. */
+  body: IN_HEADER_SIZE,
+  outSize: OUT_HEADER_SIZE,
+  outLenAt: OutHeaderOffset.LEN,
+  outErrorAt: OutHeaderOffset.ERROR,
+  outUniqueAt: OutHeaderOffset.UNIQUE,
+} as const;
+export type FilterHeader = typeof FILTER_HEADER;
+
 // Reply header (struct fuse_out_header, 16 bytes): 0 u32 len | 4 i32 error (-errno) | 8 u64 unique
 export function encodeOutHeader(view: DataView, len: number, error: number, unique: bigint): void {
   view.setUint32(0, len, true);

@@ -24,49 +24,33 @@
 import {
   ATTR_OUT_SIZE,
   ATTR_SIZE,
+  FILTER_HEADER,
+  type FilterHeader,
   GETATTR_IN_SIZE,
   IN_HEADER_SIZE,
-  InHeaderOffset,
   Opcode,
-  OUT_HEADER_SIZE,
-  OutHeaderOffset,
 } from "./abi.ts";
-import type { ReaderFilter, RequestFilter } from "./device.ts";
+import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
 
 const SLOTS = 1 << 14;
 const PROBES = 8;
 
-/** What the filter needs to know of the ABI (it runs where nothing can be imported). */
-interface FilterConstants {
+/** What the filter needs to know of the ABI besides the headers. */
+interface FilterConstants extends FilterHeader {
   readonly opcode: number;
   readonly minLength: number;
-  readonly lenAt: number;
-  readonly opcodeAt: number;
-  readonly uniqueAt: number;
-  readonly nodeIdAt: number;
-  readonly outSize: number;
   readonly attrOutSize: number;
   readonly attrSize: number;
-  readonly outLenAt: number;
-  readonly outErrorAt: number;
-  readonly outUniqueAt: number;
   readonly slots: number;
   readonly probes: number;
 }
 
 const CONSTANTS: FilterConstants = {
+  ...FILTER_HEADER,
   opcode: Opcode.GETATTR,
   minLength: IN_HEADER_SIZE + GETATTR_IN_SIZE,
-  lenAt: InHeaderOffset.LEN,
-  opcodeAt: InHeaderOffset.OPCODE,
-  uniqueAt: InHeaderOffset.UNIQUE,
-  nodeIdAt: InHeaderOffset.NODEID,
-  outSize: OUT_HEADER_SIZE,
   attrOutSize: ATTR_OUT_SIZE,
   attrSize: ATTR_SIZE,
-  outLenAt: OutHeaderOffset.LEN,
-  outErrorAt: OutHeaderOffset.ERROR,
-  outUniqueAt: OutHeaderOffset.UNIQUE,
   slots: SLOTS,
   probes: PROBES,
 };
@@ -132,10 +116,7 @@ export class CachedAttrs {
     this.#seqs = new Int32Array(state.seqs);
     this.#keys = new BigInt64Array(state.keys);
     this.#attrs = new Uint8Array(state.attrs);
-    this.filter = {
-      source: `(state) => (${cachedAttrsFilter.toString()})(state, ${JSON.stringify(CONSTANTS)})`,
-      state,
-    };
+    this.filter = shipFilter(cachedAttrsFilter, state, CONSTANTS);
   }
 
   /** GETATTR of `nodeId` is answered with `attr` (an encoded fuse_attr) for `seconds`. */

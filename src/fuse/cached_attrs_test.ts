@@ -3,22 +3,9 @@
 
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
-import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
+import { body, evaluated, frame, initialized, runFilter } from "./_test_utils.ts";
 import { ATTR_OUT_SIZE, ATTR_SIZE, Opcode, OUT_HEADER_SIZE } from "./abi.ts";
 import { CachedAttrs } from "./cached_attrs.ts";
-import type { RequestFilter } from "./device.ts";
-import { Session } from "./session.ts";
-
-function shipped(table: CachedAttrs): RequestFilter {
-  return new Function(`return (${table.filter.source});`)()(table.filter.state);
-}
-
-function run(filter: RequestFilter, f: Uint8Array, length = f.length): [number, DataView] {
-  const request = new Uint8Array(4096);
-  request.set(f);
-  const reply = new DataView(new ArrayBuffer(4096));
-  return [filter(new DataView(request.buffer), length, reply), reply];
-}
 
 const getattr = (nodeId: bigint, unique = 7n) =>
   frame({ opcode: Opcode.GETATTR, unique, nodeId, body: body([0, "u32"], [0, "u32"], [0, "u64"]) });
@@ -27,10 +14,10 @@ const attrBytes = (fill: number): Uint8Array => new Uint8Array(ATTR_SIZE).fill(f
 
 Deno.test("cached attrs filter: answers GETATTR of recorded nodes with their attributes", () => {
   const table = new CachedAttrs();
-  const filter = shipped(table);
-  deepStrictEqual(run(filter, getattr(5n))[0], 0, "not recorded");
+  const filter = evaluated(table.filter);
+  deepStrictEqual(runFilter(filter, getattr(5n))[0], 0, "not recorded");
   table.record(5n, attrBytes(0xab), 60);
-  const [n, reply] = run(filter, getattr(5n, 1234n));
+  const [n, reply] = runFilter(filter, getattr(5n, 1234n));
   deepStrictEqual(n, OUT_HEADER_SIZE + ATTR_OUT_SIZE);
   deepStrictEqual(
     [reply.getUint32(0, true), reply.getInt32(4, true), reply.getBigUint64(8, true)],
@@ -44,27 +31,25 @@ Deno.test("cached attrs filter: answers GETATTR of recorded nodes with their att
     "the recorded attributes",
   );
   table.record(5n, attrBytes(0xcd), 60);
-  deepStrictEqual(new Uint8Array(run(filter, getattr(5n))[1].buffer, 32, 1)[0], 0xcd, "rewritten");
-  deepStrictEqual(run(filter, getattr(6n))[0], 0, "another node");
-  deepStrictEqual(run(filter, getattr(5n + (1n << 14n)))[0], 0, "same slot, other node");
+  deepStrictEqual(
+    new Uint8Array(runFilter(filter, getattr(5n))[1].buffer, 32, 1)[0],
+    0xcd,
+    "rewritten",
+  );
+  deepStrictEqual(runFilter(filter, getattr(6n))[0], 0, "another node");
+  deepStrictEqual(runFilter(filter, getattr(5n + (1n << 14n)))[0], 0, "same slot, other node");
   const f = getattr(5n);
-  deepStrictEqual(run(filter, f, 55)[0], 0, "shorter than header + getattr_in");
-  deepStrictEqual(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
+  deepStrictEqual(runFilter(filter, f, 55)[0], 0, "shorter than header + getattr_in");
+  deepStrictEqual(runFilter(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
   table.end(5n);
-  deepStrictEqual(run(filter, getattr(5n))[0], 0, "ended");
+  deepStrictEqual(runFilter(filter, getattr(5n))[0], 0, "ended");
   table.record(5n, attrBytes(1), 0);
-  deepStrictEqual(run(filter, getattr(5n))[0], 0, "no time: not recorded");
+  deepStrictEqual(runFilter(filter, getattr(5n))[0], 0, "no time: not recorded");
 });
 
 Deno.test("cached attrs: the session records stable attributes and ends them at changes", async () => {
   const fs = new MemFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 60 });
-  const device = new FakeDevice();
-  const session = new Session(fs, device, { logger: new RecordingLogger() });
-  session.start();
-  device.send(
-    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
-  );
-  await session.ready;
+  const { device, session } = await initialized(fs);
   device.send(
     frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
   );

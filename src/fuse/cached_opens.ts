@@ -29,16 +29,15 @@
  */
 
 import {
+  FILTER_HEADER,
+  type FilterHeader,
   IN_HEADER_SIZE,
-  InHeaderOffset,
   Opcode,
   OPEN_IN_SIZE,
   OPEN_OUT_SIZE,
-  OUT_HEADER_SIZE,
-  OutHeaderOffset,
   RELEASE_IN_MIN_SIZE,
 } from "./abi.ts";
-import type { ReaderFilter, RequestFilter } from "./device.ts";
+import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
 
 /** Set in every handle number the reader makes (and in none the session makes). */
 export const CACHED_FH_BIT = 1n << 63n;
@@ -49,46 +48,29 @@ const PROBES = 8;
 /** Adoption counts by the low bits of a handle number. */
 const ADOPTED_SLOTS = 1 << 16;
 
-/** What the filter needs to know of the ABI (it runs where nothing can be imported). */
-interface FilterConstants {
+/** What the filter needs to know of the ABI besides the headers. */
+interface FilterConstants extends FilterHeader {
   readonly open: number;
   readonly opendir: number;
   readonly release: number;
   readonly releasedir: number;
   readonly openMin: number;
   readonly releaseMin: number;
-  readonly body: number;
-  readonly lenAt: number;
-  readonly opcodeAt: number;
-  readonly uniqueAt: number;
-  readonly nodeIdAt: number;
-  readonly outSize: number;
   readonly openOutSize: number;
-  readonly outLenAt: number;
-  readonly outErrorAt: number;
-  readonly outUniqueAt: number;
   readonly slots: number;
   readonly probes: number;
   readonly adoptedSlots: number;
 }
 
 const CONSTANTS: FilterConstants = {
+  ...FILTER_HEADER,
   open: Opcode.OPEN,
   opendir: Opcode.OPENDIR,
   release: Opcode.RELEASE,
   releasedir: Opcode.RELEASEDIR,
   openMin: IN_HEADER_SIZE + OPEN_IN_SIZE,
   releaseMin: IN_HEADER_SIZE + RELEASE_IN_MIN_SIZE,
-  body: IN_HEADER_SIZE,
-  lenAt: InHeaderOffset.LEN,
-  opcodeAt: InHeaderOffset.OPCODE,
-  uniqueAt: InHeaderOffset.UNIQUE,
-  nodeIdAt: InHeaderOffset.NODEID,
-  outSize: OUT_HEADER_SIZE,
   openOutSize: OPEN_OUT_SIZE,
-  outLenAt: OutHeaderOffset.LEN,
-  outErrorAt: OutHeaderOffset.ERROR,
-  outUniqueAt: OutHeaderOffset.UNIQUE,
   slots: SLOTS,
   probes: PROBES,
   adoptedSlots: ADOPTED_SLOTS,
@@ -169,10 +151,7 @@ export class CachedOpens {
     };
     this.#marks = new BigInt64Array(state.marks);
     this.#adopted = new Int32Array(state.adopted);
-    this.filter = {
-      source: `(state) => (${cachedOpensFilter.toString()})(state, ${JSON.stringify(CONSTANTS)})`,
-      state,
-    };
+    this.filter = shipFilter(cachedOpensFilter, state, CONSTANTS);
   }
 
   /** Counts `end` calls: an answer decided before one is not repeated (see `mark`). */

@@ -3,26 +3,12 @@
 
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
-import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
+import { body, evaluated, FakeDevice, frame, initialized, runFilter } from "./_test_utils.ts";
 import { FOPEN_KEEP_CACHE, FOPEN_NOFLUSH, Opcode, OUT_HEADER_SIZE } from "./abi.ts";
 import { CACHED_FH_BIT, CachedOpens } from "./cached_opens.ts";
-import type { RequestFilter } from "./device.ts";
-import { Session } from "./session.ts";
 
 const O_RDONLY_LARGEFILE = 0o100000;
 const O_DIRECTORY = 0o200000;
-
-/** The filter as the reader builds it: from source text, in global scope. */
-function shipped(table: CachedOpens): RequestFilter {
-  return new Function(`return (${table.filter.source});`)()(table.filter.state);
-}
-
-function run(filter: RequestFilter, f: Uint8Array, length = f.length): [number, DataView] {
-  const request = new Uint8Array(4096);
-  request.set(f);
-  const reply = new DataView(new ArrayBuffer(4096));
-  return [filter(new DataView(request.buffer), length, reply), reply];
-}
 
 const open = (nodeId: bigint, flags = O_RDONLY_LARGEFILE, unique = 7n, dir = false) =>
   frame({
@@ -47,11 +33,11 @@ const releaseFh = (nodeId: bigint, fh: bigint, unique = 9n, dir = false): Uint8A
 
 Deno.test("cached opens filter: repeats a marked answer to the same open only", () => {
   const table = new CachedOpens();
-  const filter = shipped(table);
+  const filter = evaluated(table.filter);
   const fopen = FOPEN_KEEP_CACHE | FOPEN_NOFLUSH;
-  deepStrictEqual(run(filter, open(5n))[0], 0, "unmarked");
+  deepStrictEqual(runFilter(filter, open(5n))[0], 0, "unmarked");
   table.mark(5n, false, O_RDONLY_LARGEFILE, fopen, 60);
-  const [n, reply] = run(filter, open(5n, O_RDONLY_LARGEFILE, 1234n));
+  const [n, reply] = runFilter(filter, open(5n, O_RDONLY_LARGEFILE, 1234n));
   deepStrictEqual(n, OUT_HEADER_SIZE + 16);
   const fh = reply.getBigUint64(16, true);
   deepStrictEqual(
@@ -60,57 +46,60 @@ Deno.test("cached opens filter: repeats a marked answer to the same open only", 
   );
   ok(CachedOpens.made(fh) && fh >= CACHED_FH_BIT, `a number of the reader's own: ${fh}`);
   deepStrictEqual(reply.getUint32(24, true), fopen, "the FOPEN flags marked");
-  const [, again] = run(filter, open(5n));
+  const [, again] = runFilter(filter, open(5n));
   ok(again.getBigUint64(16, true) !== fh, "each open its own number");
-  deepStrictEqual(run(filter, open(5n, O_RDONLY_LARGEFILE | 0o4000))[0], 0, "other flags");
-  deepStrictEqual(run(filter, open(5n, O_RDONLY_LARGEFILE, 7n, true))[0], 0, "as a directory");
-  deepStrictEqual(run(filter, open(6n))[0], 0, "another node");
-  deepStrictEqual(run(filter, open(5n + (1n << 14n)))[0], 0, "same slot, other node");
+  deepStrictEqual(runFilter(filter, open(5n, O_RDONLY_LARGEFILE | 0o4000))[0], 0, "other flags");
+  deepStrictEqual(
+    runFilter(filter, open(5n, O_RDONLY_LARGEFILE, 7n, true))[0],
+    0,
+    "as a directory",
+  );
+  deepStrictEqual(runFilter(filter, open(6n))[0], 0, "another node");
+  deepStrictEqual(runFilter(filter, open(5n + (1n << 14n)))[0], 0, "same slot, other node");
   const f = open(5n);
-  deepStrictEqual(run(filter, f, 47)[0], 0, "shorter than header + open_in");
-  deepStrictEqual(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
+  deepStrictEqual(runFilter(filter, f, 47)[0], 0, "shorter than header + open_in");
+  deepStrictEqual(runFilter(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
   table.end(5n);
-  deepStrictEqual(run(filter, open(5n))[0], 0, "ended");
+  deepStrictEqual(runFilter(filter, open(5n))[0], 0, "ended");
   table.mark(7n, true, O_DIRECTORY, 0, 60);
-  deepStrictEqual(run(filter, open(7n, O_DIRECTORY, 8n, true))[0], OUT_HEADER_SIZE + 16, "dir");
+  deepStrictEqual(
+    runFilter(filter, open(7n, O_DIRECTORY, 8n, true))[0],
+    OUT_HEADER_SIZE + 16,
+    "dir",
+  );
 });
 
 Deno.test("cached opens filter: releases its own numbers until the session adopts one", () => {
   const table = new CachedOpens();
-  const filter = shipped(table);
+  const filter = evaluated(table.filter);
   const made = CACHED_FH_BIT | 77n;
-  deepStrictEqual(run(filter, releaseFh(5n, made))[0], OUT_HEADER_SIZE, "unadopted: answered");
-  deepStrictEqual(run(filter, releaseFh(5n, made, 9n, true))[0], OUT_HEADER_SIZE, "RELEASEDIR");
-  deepStrictEqual(run(filter, releaseFh(5n, 3n))[0], 0, "the session's own numbers pass");
+  deepStrictEqual(
+    runFilter(filter, releaseFh(5n, made))[0],
+    OUT_HEADER_SIZE,
+    "unadopted: answered",
+  );
+  deepStrictEqual(
+    runFilter(filter, releaseFh(5n, made, 9n, true))[0],
+    OUT_HEADER_SIZE,
+    "RELEASEDIR",
+  );
+  deepStrictEqual(runFilter(filter, releaseFh(5n, 3n))[0], 0, "the session's own numbers pass");
   table.adopt(made);
-  deepStrictEqual(run(filter, releaseFh(5n, made))[0], 0, "adopted: the session releases it");
+  deepStrictEqual(runFilter(filter, releaseFh(5n, made))[0], 0, "adopted: the session releases it");
   table.released(made);
-  deepStrictEqual(run(filter, releaseFh(5n, made))[0], OUT_HEADER_SIZE);
+  deepStrictEqual(runFilter(filter, releaseFh(5n, made))[0], OUT_HEADER_SIZE);
 });
 
 Deno.test("cached opens: a mark is not made from an answer older than an end", () => {
   const table = new CachedOpens();
-  const filter = shipped(table);
+  const filter = evaluated(table.filter);
   const since = table.ends;
   table.end(9n); // a change while the open was being answered
   table.mark(5n, false, O_RDONLY_LARGEFILE, 0, 60, since);
-  deepStrictEqual(run(filter, open(5n))[0], 0);
+  deepStrictEqual(runFilter(filter, open(5n))[0], 0);
   table.mark(5n, false, O_RDONLY_LARGEFILE, 0, 60, table.ends);
-  deepStrictEqual(run(filter, open(5n))[0], OUT_HEADER_SIZE + 16);
+  deepStrictEqual(runFilter(filter, open(5n))[0], OUT_HEADER_SIZE + 16);
 });
-
-/** A session over a memory filesystem whose read-only opens are reusable. */
-async function started(fs: MemFs): Promise<{ device: FakeDevice; session: Session<unknown> }> {
-  const device = new FakeDevice();
-  const session = new Session(fs, device, { logger: new RecordingLogger() });
-  session.start();
-  device.send(
-    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
-  );
-  await session.ready;
-  device.take();
-  return { device, session };
-}
 
 /** Makes file `f` (node 2) holding `text` through the session. */
 function makeFile(device: FakeDevice, text: string): void {
@@ -171,7 +160,7 @@ const read = (fh: bigint, unique: bigint) =>
 
 Deno.test("cached opens: the session marks reusable opens, adopts on use, ends at changes", async () => {
   const fs = new MemFs({ rootMode: 0o777, reuseOpens: 60 });
-  const { device, session } = await started(fs);
+  const { device, session } = await initialized(fs);
   makeFile(device, "hello");
   const first = openFile(device, 10n);
   deepStrictEqual([first.byFilter, fs.openCalls], [false, 1], "the first open asks");
@@ -210,14 +199,7 @@ Deno.test("cached opens: the session marks reusable opens, adopts on use, ends a
 
 Deno.test("cached opens: off while tracing", async () => {
   const fs = new MemFs({ rootMode: 0o777, reuseOpens: 60 });
-  const device = new FakeDevice();
-  const session = new Session(fs, device, { logger: new RecordingLogger(), debug: true });
-  session.start();
-  device.send(
-    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
-  );
-  await session.ready;
-  device.take();
+  const { device, session } = await initialized(fs, { debug: true });
   makeFile(device, "x");
   openFile(device, 10n);
   deepStrictEqual([openFile(device, 11n).byFilter, fs.openCalls], [false, 2]);

@@ -52,6 +52,18 @@ export interface ReaderFilter {
   readonly state: unknown;
 }
 
+/**
+ * The filter `make(state, constants)` as the reader builds it: `make` must be self-contained
+ * (its source is shipped; it uses only its arguments and JavaScript globals).
+ */
+export function shipFilter<S, K>(
+  make: (state: S, constants: K) => RequestFilter,
+  state: S,
+  constants: K,
+): ReaderFilter {
+  return { source: `(state) => (${make.toString()})(state, ${JSON.stringify(constants)})`, state };
+}
+
 /** One filter running `filters` in turn on each request (the first answer wins). */
 export function combineFilters(filters: readonly ReaderFilter[]): ReaderFilter | undefined {
   if (filters.length <= 1) return filters[0];

@@ -21,48 +21,32 @@
 
 import { ERRNO } from "../linux/mod.ts";
 import {
+  FILTER_HEADER,
+  type FilterHeader,
   GETXATTR_IN_SIZE,
   IN_HEADER_SIZE,
-  InHeaderOffset,
   Opcode,
-  OUT_HEADER_SIZE,
-  OutHeaderOffset,
 } from "./abi.ts";
-import type { ReaderFilter, RequestFilter } from "./device.ts";
+import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
 
 /** Table entries: [nodeId, until ms] pairs, open addressing (a power of two). */
 const SLOTS = 1 << 15;
 const PROBES = 8;
 
-/** What the filter needs to know of the ABI (it runs where nothing can be imported). */
-interface FilterConstants {
+/** What the filter needs to know of the ABI besides the headers. */
+interface FilterConstants extends FilterHeader {
   readonly opcode: number;
   readonly enodata: number;
   readonly minLength: number;
-  readonly lenAt: number;
-  readonly opcodeAt: number;
-  readonly uniqueAt: number;
-  readonly nodeIdAt: number;
-  readonly outSize: number;
-  readonly outLenAt: number;
-  readonly outErrorAt: number;
-  readonly outUniqueAt: number;
   readonly slots: number;
   readonly probes: number;
 }
 
 const CONSTANTS: FilterConstants = {
+  ...FILTER_HEADER,
   opcode: Opcode.GETXATTR,
   enodata: ERRNO.ENODATA,
   minLength: IN_HEADER_SIZE + GETXATTR_IN_SIZE,
-  lenAt: InHeaderOffset.LEN,
-  opcodeAt: InHeaderOffset.OPCODE,
-  uniqueAt: InHeaderOffset.UNIQUE,
-  nodeIdAt: InHeaderOffset.NODEID,
-  outSize: OUT_HEADER_SIZE,
-  outLenAt: OutHeaderOffset.LEN,
-  outErrorAt: OutHeaderOffset.ERROR,
-  outUniqueAt: OutHeaderOffset.UNIQUE,
   slots: SLOTS,
   probes: PROBES,
 };
@@ -102,10 +86,7 @@ export class NoXattrs {
   constructor() {
     const state = new SharedArrayBuffer(SLOTS * 16);
     this.#table = new BigInt64Array(state);
-    this.filter = {
-      source: `(state) => (${noXattrsFilter.toString()})(state, ${JSON.stringify(CONSTANTS)})`,
-      state,
-    };
+    this.filter = shipFilter(noXattrsFilter, state, CONSTANTS);
   }
 
   /** Lists `nodeId` for `seconds` (0 or less: unlists it). */

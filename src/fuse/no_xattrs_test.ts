@@ -4,76 +4,58 @@
 import { ERRNO } from "../linux/mod.ts";
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
-import { body, FakeDevice, frame, RecordingLogger } from "./_test_utils.ts";
+import { body, evaluated, frame, initialized, runFilter } from "./_test_utils.ts";
 import { Opcode, OUT_HEADER_SIZE } from "./abi.ts";
-import type { RequestFilter } from "./device.ts";
 import { NoXattrs } from "./no_xattrs.ts";
-import { Session } from "./session.ts";
-
-/** The filter as the reader builds it: from source text, in global scope. */
-function shipped(table: NoXattrs): RequestFilter {
-  return new Function(`return (${table.filter.source});`)()(table.filter.state);
-}
-
-function run(filter: RequestFilter, f: Uint8Array, length = f.length): [number, DataView] {
-  const request = new Uint8Array(4096);
-  request.set(f);
-  const reply = new DataView(new ArrayBuffer(4096));
-  return [filter(new DataView(request.buffer), length, reply), reply];
-}
 
 const getxattr = (nodeId: bigint, unique = 7n) =>
   frame({ opcode: Opcode.GETXATTR, unique, nodeId, body: body([0, "u32"], [0, "u32"], "a.b") });
 
 Deno.test("no-xattrs filter: answers GETXATTR on listed nodes only, with ENODATA", () => {
   const table = new NoXattrs();
-  const filter = shipped(table);
-  deepStrictEqual(run(filter, getxattr(5n))[0], 0, "unlisted");
+  const filter = evaluated(table.filter);
+  deepStrictEqual(runFilter(filter, getxattr(5n))[0], 0, "unlisted");
   table.mark(5n, 60);
-  const [n, reply] = run(filter, getxattr(5n, 1234n));
+  const [n, reply] = runFilter(filter, getxattr(5n, 1234n));
   deepStrictEqual(n, OUT_HEADER_SIZE);
   deepStrictEqual(
     [reply.getUint32(0, true), reply.getInt32(4, true), reply.getBigUint64(8, true)],
     [OUT_HEADER_SIZE, -ERRNO.ENODATA, 1234n],
   );
-  deepStrictEqual(run(filter, getxattr(6n))[0], 0, "another node");
+  deepStrictEqual(runFilter(filter, getxattr(6n))[0], 0, "another node");
   // 2^15 apart: the same hash slot, a different node.
-  deepStrictEqual(run(filter, getxattr(5n + (1n << 15n)))[0], 0, "same slot, other node");
+  deepStrictEqual(runFilter(filter, getxattr(5n + (1n << 15n)))[0], 0, "same slot, other node");
   const listxattr = frame({
     opcode: Opcode.LISTXATTR,
     nodeId: 5n,
     body: body([0, "u32"], [0, "u32"]),
   });
-  deepStrictEqual(run(filter, listxattr)[0], 0, "other opcodes pass");
+  deepStrictEqual(runFilter(filter, listxattr)[0], 0, "other opcodes pass");
   const f = getxattr(5n);
-  deepStrictEqual(run(filter, f, 47)[0], 0, "shorter than header + getxattr_in");
-  deepStrictEqual(run(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
+  deepStrictEqual(runFilter(filter, f, 47)[0], 0, "shorter than header + getxattr_in");
+  deepStrictEqual(runFilter(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
   table.mark(5n, 0);
-  deepStrictEqual(run(filter, getxattr(5n))[0], 0, "unlisted again");
+  deepStrictEqual(runFilter(filter, getxattr(5n))[0], 0, "unlisted again");
 });
 
 Deno.test("no-xattrs filter: colliding nodes share probes; a full probe sequence drops new ones", () => {
   const table = new NoXattrs();
-  const filter = shipped(table);
+  const filter = evaluated(table.filter);
   const colliding = Array.from({ length: 9 }, (_, i) => 3n + (BigInt(i) << 15n));
   for (const node of colliding) table.mark(node, 60);
-  for (const node of colliding.slice(0, 8)) deepStrictEqual(run(filter, getxattr(node))[0], 16);
-  deepStrictEqual(run(filter, getxattr(colliding[8]))[0], 0, "the ninth found no slot");
+  for (const node of colliding.slice(0, 8)) {
+    deepStrictEqual(runFilter(filter, getxattr(node))[0], 16);
+  }
+  deepStrictEqual(runFilter(filter, getxattr(colliding[8]))[0], 0, "the ninth found no slot");
   table.mark(colliding[0], 0);
   table.mark(colliding[8], 60);
-  deepStrictEqual(run(filter, getxattr(colliding[8]))[0], 16, "an expired slot is reused");
-  deepStrictEqual(run(filter, getxattr(colliding[0]))[0], 0);
+  deepStrictEqual(runFilter(filter, getxattr(colliding[8]))[0], 16, "an expired slot is reused");
+  deepStrictEqual(runFilter(filter, getxattr(colliding[0]))[0], 0);
 });
 
 Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it", async () => {
   const fs = new MemFs({ reportNoXattrs: true });
-  const device = new FakeDevice();
-  const session = new Session(fs, device, { logger: new RecordingLogger() });
-  session.start();
-  device.send(
-    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
-  );
-  await session.ready;
+  const { device, session } = await initialized(fs);
   device.send(
     frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
   );
@@ -101,14 +83,7 @@ Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it
 
 Deno.test("no-xattrs: off while tracing (the trace shows every request)", async () => {
   const fs = new MemFs({ reportNoXattrs: true });
-  const device = new FakeDevice();
-  const session = new Session(fs, device, { logger: new RecordingLogger(), debug: true });
-  session.start();
-  device.send(
-    frame({ opcode: Opcode.INIT, body: body([7, "u32"], [38, "u32"], [0, "u32"], [0, "u32"]) }),
-  );
-  await session.ready;
-  device.take();
+  const { device, session } = await initialized(fs, { debug: true });
   device.send(
     frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
   );

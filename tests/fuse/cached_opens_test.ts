@@ -4,20 +4,10 @@
 // change of the file ends the shortcut.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import type { Node, RequestContext } from "../../src/fuse/mod.ts";
 import { py, requireFuse, withMount } from "./helpers.ts";
-import { localContext, MemFs } from "./memfs.ts";
+import { localContext, TrackedFs } from "./memfs.ts";
 
 await requireFuse();
-
-/** A MemFs remembering nodes by path (to change them behind the kernel's back). */
-class TrackedFs extends MemFs {
-  nodes = new Map<string, Node>();
-  override getattr(ctx: RequestContext, node: Node, handle: Parameters<MemFs["getattr"]>[2]) {
-    if (node.path) this.nodes.set(node.path, node);
-    return super.getattr(ctx, node, handle);
-  }
-}
 
 Deno.test("cached opens: repeated opens and listings reach the filesystem once", async () => {
   const fs = new TrackedFs({ rootMode: 0o777, reuseOpens: 3600, attrTimeout: 3600 });

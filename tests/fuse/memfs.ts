@@ -759,3 +759,17 @@ export class MemFs implements FileSystem<FileHandle> {
     inode.ctime = now();
   }
 }
+
+/** A MemFs remembering the nodes the kernel asked attributes of, by path (to change them
+ * behind the kernel's back in tests). */
+export class TrackedFs extends MemFs {
+  nodes = new Map<string, Node>();
+  override getattr(
+    ctx: RequestContext,
+    node: Node,
+    handle: FileHandle | undefined,
+  ): AttrResult | Errno {
+    if (node.path) this.nodes.set(node.path, node);
+    return super.getattr(ctx, node, handle);
+  }
+}

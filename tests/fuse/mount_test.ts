@@ -10,14 +10,12 @@ import {
   type FileSystem,
   inspectMountpoint,
   mount,
-  type Node,
   recoverStaleMount,
-  type RequestContext,
   unmount,
 } from "../../src/fuse/mod.ts";
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { LineReader, py, requireFuse, withMount } from "./helpers.ts";
-import { localContext, MemFs } from "./memfs.ts";
+import { localContext, MemFs, TrackedFs } from "./memfs.ts";
 
 await requireFuse();
 
@@ -252,17 +250,8 @@ R["statfs_namemax"] = os.statvfs(p).f_namemax
   }, { fs: slowFs({ aborted: false }) as unknown as MemFs });
 });
 
-/** A MemFs remembering the nodes the kernel asked attributes of, by path. */
-class WatchedFs extends MemFs {
-  nodes = new Map<string, Node>();
-  override getattr(ctx: RequestContext, node: Node, handle: Parameters<MemFs["getattr"]>[2]) {
-    if (node.path) this.nodes.set(node.path, node);
-    return super.getattr(ctx, node, handle);
-  }
-}
-
 Deno.test("mount: invalidateInode and invalidateEntry drop kernel caches", async () => {
-  const fs = new WatchedFs({ rootMode: 0o777, attrTimeout: 3600, entryTimeout: 3600 });
+  const fs = new TrackedFs({ rootMode: 0o777, attrTimeout: 3600, entryTimeout: 3600 });
   await withMount(async ({ dir, session }) => {
     const p = JSON.stringify(dir);
     const r1 = await py(`write_file(${p} + "/f", b"abc"); R["size"] = os.stat(${p} + "/f").st_size
