@@ -962,6 +962,11 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async #open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<Handle> | Errno> {
     this.#see(node);
+    if ((flags & O_TRUNC) !== 0) {
+      // A truncating open changes the file (the kernel sends no SETATTR for it).
+      this.#changed(node.parent, node.name);
+      this.#openFiles.changed(node.key);
+    }
     const path = relPath(node);
     if (path === undefined) return ENOENT;
     // A read-only open of a file the change feed vouches for: its pages the kernel keeps are
@@ -1007,6 +1012,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   cachedHandle(node: Node, dir: boolean): Handle {
+    this.#see(node);
     const gen = this.#link.generation;
     if (dir) return { id: NO_HANDLE, gen, dir: true, key: node.key, lazy: true };
     const handle = this.#newFile(NO_HANDLE, gen, O_RDONLY, node.key, false);

@@ -14,7 +14,10 @@
  *   session tells the kernel the node changed, and when a request that may change it reaches
  *   the session (the same points that end a cached open).
  * - Each slot has a sequence number, odd while the session writes it: the reader copies an
- *   entry and uses it only if the number was even and unchanged around the copy.
+ *   entry and uses it only if the number was even and unchanged around the copy. Every access
+ *   is atomic (the attributes as 32-bit words), so the check holds on weakly ordered CPUs too.
+ * - The session records only answers that no change through the mount overlapped (see
+ *   `Session`), and ends an entry when an answer for the node is not stable.
  * - The table is lossy (a full probe sequence drops a new entry: GETATTR then reaches the
  *   filesystem, which answers the same).
  *
@@ -69,7 +72,8 @@ interface State {
 export function cachedAttrsFilter(state: State, k: FilterConstants): RequestFilter {
   const seqs = new Int32Array(state.seqs);
   const keys = new BigInt64Array(state.keys);
-  const attrs = new Uint8Array(state.attrs);
+  const attrs = new Int32Array(state.attrs);
+  const words = k.attrSize / 4;
   const mask = k.slots - 1;
   return (request: DataView, length: number, reply: DataView): number => {
     if (length < k.minLength || request.getUint32(k.opcodeAt, true) !== k.opcode) return 0;
@@ -82,8 +86,9 @@ export function cachedAttrsFilter(state: State, k: FilterConstants): RequestFilt
       if ((before & 1) !== 0 || Atomics.load(keys, 2 * i) !== node) continue;
       const left = Number(Atomics.load(keys, 2 * i + 1)) - Date.now();
       if (left <= 0) return 0;
-      const out = new Uint8Array(reply.buffer, reply.byteOffset + k.outSize + 16, k.attrSize);
-      out.set(attrs.subarray(i * k.attrSize, (i + 1) * k.attrSize));
+      for (let w = 0; w < words; w++) {
+        reply.setInt32(k.outSize + 16 + 4 * w, Atomics.load(attrs, i * words + w), true);
+      }
       if (Atomics.load(seqs, i) !== before) return 0; // rewritten meanwhile: not this copy
       reply.setUint32(k.outLenAt, k.outSize + k.attrOutSize, true);
       reply.setInt32(k.outErrorAt, 0, true);
@@ -103,7 +108,8 @@ export class CachedAttrs {
   readonly filter: ReaderFilter;
   #seqs: Int32Array;
   #keys: BigInt64Array;
-  #attrs: Uint8Array;
+  #attrs: Int32Array;
+  #words = new DataView(new ArrayBuffer(ATTR_SIZE));
   /** Node ids with an entry (to end entries without probing for nodes never recorded). */
   #recorded = new Set<bigint>();
 
@@ -115,7 +121,7 @@ export class CachedAttrs {
     };
     this.#seqs = new Int32Array(state.seqs);
     this.#keys = new BigInt64Array(state.keys);
-    this.#attrs = new Uint8Array(state.attrs);
+    this.#attrs = new Int32Array(state.attrs);
     this.filter = shipFilter(cachedAttrsFilter, state, CONSTANTS);
   }
 
@@ -155,7 +161,13 @@ export class CachedAttrs {
     Atomics.add(this.#seqs, i, 1);
     Atomics.store(this.#keys, 2 * i, node);
     Atomics.store(this.#keys, 2 * i + 1, until);
-    if (attr !== undefined) this.#attrs.set(attr, i * ATTR_SIZE);
+    if (attr !== undefined) {
+      const words = this.#words;
+      new Uint8Array(words.buffer).set(attr);
+      for (let w = 0; w < ATTR_SIZE / 4; w++) {
+        Atomics.store(this.#attrs, i * (ATTR_SIZE / 4) + w, words.getInt32(4 * w, true));
+      }
+    }
     Atomics.add(this.#seqs, i, 1);
   }
 }

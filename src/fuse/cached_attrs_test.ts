@@ -54,10 +54,13 @@ Deno.test("cached attrs: the session records stable attributes and ends them at 
     frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
   );
   device.take();
+  // The MKDIR's own entry is not repeated (a change was in flight); the GETATTR's answer is.
+  device.send(getattr(2n, 2n));
+  deepStrictEqual([device.take()[0].byFilter, fs.getattrCalls], [false, 1]);
   device.send(getattr(2n, 3n));
   const [cached] = device.take();
-  ok(cached.byFilter, "answered by the reader from the MKDIR's entry");
-  deepStrictEqual([cached.unique, cached.error, fs.getattrCalls], [3n, 0, 0]);
+  ok(cached.byFilter, "answered by the reader");
+  deepStrictEqual([cached.unique, cached.error, fs.getattrCalls], [3n, 0, 1]);
   const mode = new DataView(cached.bytes.buffer).getUint32(OUT_HEADER_SIZE + 16 + 60, true);
   deepStrictEqual(mode & 0o7777, 0o755);
   // A chmod through the mount ends it; the answer after it is recorded again.
@@ -73,13 +76,76 @@ Deno.test("cached attrs: the session records stable attributes and ends them at 
   device.send(frame({ opcode: Opcode.SETATTR, unique: 4n, nodeId: 2n, body: setattr }));
   device.send(getattr(2n, 5n));
   const [set, asked] = device.take();
-  deepStrictEqual([set.error, asked.byFilter, fs.getattrCalls], [0, false, 1]);
+  deepStrictEqual([set.error, asked.byFilter, fs.getattrCalls], [0, false, 2]);
   device.send(getattr(2n, 6n));
   deepStrictEqual(device.take()[0].byFilter, true, "recorded from the GETATTR answer");
   // An invalidation (a change the filesystem saw) ends it too.
   await session.invalidateInode(session.nodes.get(2n)!, -1);
   device.send(getattr(2n, 7n));
-  deepStrictEqual([device.take()[0].byFilter, fs.getattrCalls], [false, 2]);
+  deepStrictEqual([device.take()[0].byFilter, fs.getattrCalls], [false, 3]);
+  device.end();
+  await session.closed;
+});
+
+/** A MemFs whose getattr and open answer only when the test lets them (`release()`). */
+class GatedFs extends MemFs {
+  #gates: (() => void)[] = [];
+  override getattr(...args: Parameters<MemFs["getattr"]>): ReturnType<MemFs["getattr"]> {
+    const answer = super.getattr(...args);
+    return new Promise((resolve) => this.#gates.push(() => resolve(answer))) as never;
+  }
+  override open(...args: Parameters<MemFs["open"]>): ReturnType<MemFs["open"]> {
+    const answer = super.open(...args);
+    return new Promise((resolve) => this.#gates.push(() => resolve(answer))) as never;
+  }
+  /** Lets the pending answers go, in order. */
+  letGo(): void {
+    for (const go of this.#gates.splice(0)) go();
+  }
+}
+
+Deno.test("cached attrs and opens: an answer a change overlapped is not repeated", async () => {
+  const fs = new GatedFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 60, reuseOpens: 60 });
+  const { device, session } = await initialized(fs);
+  device.send(frame({
+    opcode: Opcode.CREATE,
+    unique: 2n,
+    body: body([0o102, "u32"], [0o644, "u32"], [0, "u32"], [0, "u32"], "f"),
+  }));
+  device.take();
+  // GETATTR and OPEN are asked; a chmod of the file comes and is answered before them.
+  device.send(getattr(2n, 3n));
+  device.send(frame({
+    opcode: Opcode.OPEN,
+    unique: 4n,
+    nodeId: 2n,
+    body: body([0o100000, "u32"], [0, "u32"]),
+  }));
+  const chmod = new Uint8Array(88);
+  new DataView(chmod.buffer).setUint32(0, 1, true); // FATTR_MODE
+  new DataView(chmod.buffer).setUint32(68, 0o600, true);
+  device.send(frame({ opcode: Opcode.SETATTR, unique: 5n, nodeId: 2n, body: chmod }));
+  fs.letGo();
+  await new Promise((r) => setTimeout(r, 10));
+  deepStrictEqual(device.take().map((r) => [r.unique, r.error]).sort(), [[3n, 0], [4n, 0], [
+    5n,
+    0,
+  ]]);
+  // Neither answer is repeated by the reader: both may show the file from before the chmod.
+  device.send(getattr(2n, 6n));
+  device.send(frame({
+    opcode: Opcode.OPEN,
+    unique: 7n,
+    nodeId: 2n,
+    body: body([0o100000, "u32"], [0, "u32"]),
+  }));
+  await new Promise((r) => setTimeout(r, 0));
+  fs.letGo();
+  await new Promise((r) => setTimeout(r, 10));
+  deepStrictEqual(device.take().map((r) => [r.unique, r.byFilter]).sort(), [[6n, false], [
+    7n,
+    false,
+  ]]);
   device.end();
   await session.closed;
 });

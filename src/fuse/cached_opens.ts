@@ -142,7 +142,6 @@ export class CachedOpens {
   #adopted: Int32Array;
   /** Marked node ids (to end marks without probing for nodes never marked). */
   #marked = new Set<bigint>();
-  #ends = 0;
 
   constructor() {
     const state: State = {
@@ -154,25 +153,11 @@ export class CachedOpens {
     this.filter = shipFilter(cachedOpensFilter, state, CONSTANTS);
   }
 
-  /** Counts `end` calls: an answer decided before one is not repeated (see `mark`). */
-  get ends(): number {
-    return this.#ends;
-  }
-
   /**
    * Opens of `nodeId` (a directory or not) with exactly `flags` are answered with `fopenFlags`
-   * for `seconds` (0 or less: ends the mark) — unless a mark ended since `ends` was `since`
-   * (the answer may predate a change).
+   * for `seconds` (0 or less: ends the mark). The caller marks only answers no change overlapped.
    */
-  mark(
-    nodeId: bigint,
-    dir: boolean,
-    flags: number,
-    fopenFlags: number,
-    seconds: number,
-    since = this.#ends,
-  ): void {
-    if (since !== this.#ends && seconds > 0) return;
+  mark(nodeId: bigint, dir: boolean, flags: number, fopenFlags: number, seconds: number): void {
     const q = this.#marks;
     const node = BigInt.asIntN(64, nodeId);
     const now = Date.now();
@@ -204,7 +189,6 @@ export class CachedOpens {
 
   /** Ends `nodeId`'s mark (it changes, or may have). */
   end(nodeId: bigint): void {
-    this.#ends++;
     if (this.#marked.has(nodeId)) this.mark(nodeId, false, 0, 0, 0);
   }
 

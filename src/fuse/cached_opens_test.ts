@@ -90,17 +90,6 @@ Deno.test("cached opens filter: releases its own numbers until the session adopt
   deepStrictEqual(runFilter(filter, releaseFh(5n, made))[0], OUT_HEADER_SIZE);
 });
 
-Deno.test("cached opens: a mark is not made from an answer older than an end", () => {
-  const table = new CachedOpens();
-  const filter = evaluated(table.filter);
-  const since = table.ends;
-  table.end(9n); // a change while the open was being answered
-  table.mark(5n, false, O_RDONLY_LARGEFILE, 0, 60, since);
-  deepStrictEqual(runFilter(filter, open(5n))[0], 0);
-  table.mark(5n, false, O_RDONLY_LARGEFILE, 0, 60, table.ends);
-  deepStrictEqual(runFilter(filter, open(5n))[0], OUT_HEADER_SIZE + 16);
-});
-
 /** Makes file `f` (node 2) holding `text` through the session. */
 function makeFile(device: FakeDevice, text: string): void {
   device.send(frame({

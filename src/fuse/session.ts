@@ -23,6 +23,7 @@ import {
   MODE_PERM_MASK,
   NAME_MAX,
   O_APPEND,
+  O_TRUNC,
   RENAME_EXCHANGE,
   S_IFDIR,
   XATTR_SIZE_MAX,
@@ -227,8 +228,10 @@ class Request implements RequestContext {
   name2 = "";
   /** Body offset just after the last name's NUL. */
   namesEnd = 0;
-  /** OPEN/OPENDIR: `CachedOpens.ends` when it was dispatched. */
-  cachedEnds = 0;
+  /** The session's change epoch when it was dispatched (see `Session.#mayRecord`). */
+  epoch = 0;
+  /** It may change nodes: counted in flight until answered. */
+  changing = false;
   replied = false;
   #controller: AbortController | undefined;
   #interrupted = false;
@@ -360,6 +363,10 @@ export class Session<H = unknown> {
   #cachedOpens: CachedOpens | undefined;
   /** Stable attributes answered on the reader thread; none when tracing. */
   #cachedAttrs: CachedAttrs | undefined;
+  /** Moves at every change through the mount (dispatched or answered) and every invalidation. */
+  #changeEpoch = 0;
+  /** Requests that may change nodes, dispatched and not yet answered. */
+  #changesInFlight = 0;
   #initialized = false;
   /** Applied to open flags given to the implementation (drops O_APPEND in writeback mode). */
   #openFlagMask = ~0;
@@ -520,12 +527,17 @@ export class Session<H = unknown> {
       if (e !== 0) return e;
     }
     if (this.#lacks[req.opcode] === 1) return ERRNO.ENOSYS;
+    req.epoch = this.#changeEpoch;
     if (record.changes) this.#changing(req);
     return 0;
   }
 
   /** Ends the cached opens of what `req` may change: its nodes and the names it gives. */
   #changing(req: Request): void {
+    if (!req.changing) {
+      req.changing = true;
+      this.#changesInFlight++;
+    }
     this.#endCached(req.node, req.name);
     this.#endCached(req.node2, req.name2);
   }
@@ -540,8 +552,33 @@ export class Session<H = unknown> {
 
   /** `nodeId` changes (or may have): the reader no longer answers opens or GETATTR of it. */
   #changed(nodeId: bigint): void {
+    this.#changeEpoch++;
+    this.#forgetCached(nodeId);
+  }
+
+  #forgetCached(nodeId: bigint): void {
     this.#cachedOpens?.end(nodeId);
     this.#cachedAttrs?.end(nodeId);
+  }
+
+  /**
+   * True when what answers `req` may be repeated by the reader: no change through the mount
+   * was in flight or began while it was served, and no invalidation came meanwhile (an answer
+   * read before a change must not outlive it).
+   */
+  #mayRecord(req: Request): boolean {
+    return this.#changesInFlight === 0 && req.epoch === this.#changeEpoch;
+  }
+
+  /** `req` is answered (once): it leaves the requests in flight. */
+  #answered(req: Request): void {
+    req.replied = true;
+    this.#inflight.delete(req.unique);
+    if (req.changing) {
+      req.changing = false;
+      this.#changesInFlight--;
+      this.#changeEpoch++;
+    }
   }
 
   #run(record: Op, req: Request): void {
@@ -610,8 +647,7 @@ export class Session<H = unknown> {
 
   #replyError(req: Request, code: number): void {
     if (req.replied) return;
-    req.replied = true;
-    this.#inflight.delete(req.unique);
+    this.#answered(req);
     const s = this.#scratchView;
     encodeOutHeader(s, OUT_HEADER_SIZE, -code, req.unique);
     if (this.#debug) this.#log.debug(`tx ${req.unique} ${errnoOf(code).name}`);
@@ -630,8 +666,7 @@ export class Session<H = unknown> {
   /** Sends the reply whose body was encoded at scratch[16 .. 16 + bodyLength]. */
   #replyScratch(req: Request, bodyLength: number): number {
     if (req.replied) return 0;
-    req.replied = true;
-    this.#inflight.delete(req.unique);
+    this.#answered(req);
     const total = OUT_HEADER_SIZE + bodyLength;
     encodeOutHeader(this.#scratchView, total, 0, req.unique);
     if (this.#debug) this.#log.debug(`tx ${req.unique} OK ${total}`);
@@ -641,8 +676,7 @@ export class Session<H = unknown> {
   /** Sends a header plus `data` (no copy of the data). */
   #replyData(req: Request, data: Uint8Array): number {
     if (req.replied) return 0;
-    req.replied = true;
-    this.#inflight.delete(req.unique);
+    this.#answered(req);
     const total = OUT_HEADER_SIZE + data.length;
     encodeOutHeader(this.#scratchView, total, 0, req.unique);
     if (this.#debug) this.#log.debug(`tx ${req.unique} OK ${total}`);
@@ -687,7 +721,7 @@ export class Session<H = unknown> {
   }
 
   static #entry(s: Session, req: Request, entry: Entry): void {
-    const node = s.#encodeEntry(req.node!, req.name, entry, 0);
+    const node = s.#encodeEntry(req, req.node!, req.name, entry, 0);
     s.#sendEntry(req, node, ENTRY_OUT_SIZE);
   }
 
@@ -697,7 +731,7 @@ export class Session<H = unknown> {
     encodeAttrOut(sv, OUT_HEADER_SIZE, timeout, a.attr);
     req.node!.ino = a.attr.ino;
     if (a.noXattrs) s.#noXattrs?.mark(req.node!.nodeId, timeout);
-    if (a.stable) s.#recordAttr(req.node!.nodeId, OUT_HEADER_SIZE + 16, timeout);
+    s.#recordAttr(req, req.node!.nodeId, OUT_HEADER_SIZE + 16, timeout, a.stable);
     s.#replyScratch(req, ATTR_OUT_SIZE);
   }
 
@@ -725,10 +759,10 @@ export class Session<H = unknown> {
     encodeOpenOut(sv, OUT_HEADER_SIZE, fh, openFlags);
     if (s.#replyScratch(req, OPEN_OUT_SIZE) === ERRNO.ENOENT) {
       s.#handles.delete(fh);
-    } else if (o.reuse !== undefined && o.reuse > 0) {
+    } else if (o.reuse !== undefined && o.reuse > 0 && s.#mayRecord(req)) {
       const dir = req.opcode === Opcode.OPENDIR;
       const flags = (req.input as OpenIn).flags;
-      s.#cachedOpens?.mark(req.node!.nodeId, dir, flags, openFlags, o.reuse, req.cachedEnds);
+      s.#cachedOpens?.mark(req.node!.nodeId, dir, flags, openFlags, o.reuse);
     }
   }
 
@@ -739,7 +773,7 @@ export class Session<H = unknown> {
   }
 
   static #created(s: Session, req: Request, c: Created<unknown>): void {
-    const node = s.#encodeEntry(req.node!, req.name, c.entry, OPEN_OUT_SIZE);
+    const node = s.#encodeEntry(req, req.node!, req.name, c.entry, OPEN_OUT_SIZE);
     const fh = s.#addHandle(c.handle);
     encodeOpenOut(s.#scratchView, OUT_HEADER_SIZE + ENTRY_OUT_SIZE, fh, s.#openFlags(c));
     if (s.#replyScratch(req, ENTRY_OUT_SIZE + OPEN_OUT_SIZE) === ERRNO.ENOENT) {
@@ -810,9 +844,21 @@ export class Session<H = unknown> {
   // -------------------------------------------------------------------------------------------
   // Helpers
 
-  /** Records the fuse_attr encoded at `at` in the scratch buffer as `nodeId`'s, stable. */
-  #recordAttr(nodeId: bigint, at: number, seconds: number): void {
-    this.#cachedAttrs?.record(nodeId, this.#scratch.subarray(at, at + ATTR_SIZE), seconds);
+  /**
+   * Records the fuse_attr encoded at `at` in the scratch buffer, answering `req`, as `nodeId`'s
+   * when `stable` and no change overlapped; else ends what the reader held of it.
+   */
+  #recordAttr(
+    req: Request,
+    nodeId: bigint,
+    at: number,
+    seconds: number,
+    stable: boolean | undefined,
+  ): void {
+    const cached = this.#cachedAttrs;
+    if (cached === undefined) return;
+    if (stable !== true || !this.#mayRecord(req)) return cached.end(nodeId);
+    cached.record(nodeId, this.#scratch.subarray(at, at + ATTR_SIZE), seconds);
   }
 
   /** The handle of `fh`; for a number the reader made, one asked of the filesystem now. */
@@ -842,7 +888,13 @@ export class Session<H = unknown> {
   }
 
   /** Encodes an entry reply, records the lookup, sends; undoes the lookup if the kernel gave up. */
-  #encodeEntry(parent: NodeImpl, name: string, entry: Entry, extra: number): NodeImpl {
+  #encodeEntry(
+    req: Request,
+    parent: NodeImpl,
+    name: string,
+    entry: Entry,
+    extra: number,
+  ): NodeImpl {
     const s = this.#scratchFor(OUT_HEADER_SIZE + ENTRY_OUT_SIZE + extra);
     const attr = entry.attr;
     const attrTimeout = entry.attrTimeout ?? this.#attrTimeout;
@@ -858,7 +910,7 @@ export class Session<H = unknown> {
     const node = this.nodes.enter(parent, name, entry.key ?? String(attr.ino), attr.ino, attr.mode);
     encodeEntryNodeId(s, OUT_HEADER_SIZE, node.nodeId);
     if (entry.noXattrs) this.#noXattrs?.mark(node.nodeId, attrTimeout);
-    if (entry.stable) this.#recordAttr(node.nodeId, OUT_HEADER_SIZE + 40, attrTimeout);
+    this.#recordAttr(req, node.nodeId, OUT_HEADER_SIZE + 40, attrTimeout, entry.stable);
     return node;
   }
 
@@ -925,7 +977,7 @@ export class Session<H = unknown> {
     const n = count > 0xffffffffn ? 0xffffffff : Number(count);
     const dropped = this.nodes.forget(nodeId, n);
     if (dropped) {
-      this.#changed(nodeId);
+      this.#forgetCached(nodeId);
       try {
         this.#fs.forget?.(dropped);
       } catch (error) {
@@ -1147,7 +1199,7 @@ export class Session<H = unknown> {
       decode: decodeOpenIn,
       method: "open",
       run: (s, req, { flags }) => {
-        req.cachedEnds = s.#cachedOpens?.ends ?? 0;
+        if ((flags & O_TRUNC) !== 0) s.#changing(req); // a truncating open changes the file
         return s.#then(req, s.#fs.open!(req, req.node!, flags & s.#openFlagMask), Session.#opened);
       },
     });
@@ -1157,7 +1209,6 @@ export class Session<H = unknown> {
       // Without opendir: success with no handle (fh 0).
       run: (s, req, { flags }) => {
         if (!s.#fs.opendir) return Session.#openedNoHandle(s, req);
-        req.cachedEnds = s.#cachedOpens?.ends ?? 0;
         return s.#then(
           req,
           s.#fs.opendir(req, req.node!, flags & s.#openFlagMask),
@@ -1435,7 +1486,7 @@ export class Session<H = unknown> {
             const child = this.nodes.enter(node, d.name, key, e.attr.ino, e.attr.mode);
             encodeEntryNodeId(s, at, child.nodeId);
             if (e.noXattrs) this.#noXattrs?.mark(child.nodeId, attrTimeout);
-            if (e.stable) this.#recordAttr(child.nodeId, at + 40, attrTimeout);
+            this.#recordAttr(req, child.nodeId, at + 40, attrTimeout, e.stable);
             entered.push(child);
           } else {
             encodeEntryOut(s, at, 0n, 0, 0, 0, undefined);

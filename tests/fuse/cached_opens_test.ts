@@ -80,3 +80,17 @@ R["mode"] = os.stat(${p} + "/f").st_mode & 0o777`);
     deepStrictEqual((await py(`R["size"] = os.stat(${p} + "/f").st_size`)).size, 13);
   }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
 });
+
+Deno.test("cached attrs: a truncating open ends them (the kernel sends no SETATTR)", async () => {
+  const fs = new TrackedFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 3600 });
+  await withMount(async ({ dir }) => {
+    const p = JSON.stringify(dir);
+    const r = await py(`write_file(${p} + "/f", b"0123456789")
+os.stat(${p} + "/f")
+os.stat(${p} + "/f")
+os.close(os.open(${p} + "/f", os.O_WRONLY | os.O_TRUNC))
+R["size"] = os.stat(${p} + "/f").st_size
+R["read"] = len(read_file(${p} + "/f"))`);
+    deepStrictEqual(r, { size: 0, read: 0 });
+  }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
+});
