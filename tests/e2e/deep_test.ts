@@ -229,8 +229,10 @@ seen = set()
 while len(seen) < 2:
     try:
         seen.add("link" if stat.S_ISLNK(os.lstat("sw").st_mode) else "file")
-    except FileNotFoundError:
-        pass
+    except OSError as x:
+        # Losing the race (below: allowed outcomes) while waiting to see both kinds.
+        if x.errno not in (errno.ENOENT, errno.ESTALE):
+            raise
     time.sleep(0.01)
 hits, outcomes, links = 0, {}, 0
 ops = [
