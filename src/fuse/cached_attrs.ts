@@ -34,9 +34,9 @@ import {
   Opcode,
 } from "./abi.ts";
 import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
+import { freeRow, PROBES, rowOf } from "./node_rows.ts";
 
 const SLOTS = 1 << 14;
-const PROBES = 8;
 
 /** What the filter needs to know of the ABI besides the headers. */
 interface FilterConstants extends FilterHeader {
@@ -130,16 +130,8 @@ export class CachedAttrs {
     if (!(seconds > 0) || attr.length !== ATTR_SIZE) return this.end(nodeId);
     const node = BigInt.asIntN(64, nodeId);
     const now = Date.now();
-    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
-    let slot = -1;
-    for (let k = 0; k < PROBES; k++) {
-      const i = (h + k) & (SLOTS - 1);
-      if (this.#keys[2 * i] === node) {
-        slot = i;
-        break;
-      }
-      if (slot < 0 && this.#keys[2 * i + 1] <= BigInt(now)) slot = i;
-    }
+    const own = rowOf(this.#keys, 2, node);
+    const slot = own >= 0 ? own : freeRow(this.#keys, 2, node, BigInt(now));
     if (slot < 0) return;
     this.#write(slot, node, BigInt(Math.floor(now + seconds * 1000)), attr);
     this.#recorded.add(nodeId);
@@ -149,11 +141,8 @@ export class CachedAttrs {
   end(nodeId: bigint): void {
     if (!this.#recorded.delete(nodeId)) return;
     const node = BigInt.asIntN(64, nodeId);
-    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
-    for (let k = 0; k < PROBES; k++) {
-      const i = (h + k) & (SLOTS - 1);
-      if (this.#keys[2 * i] === node) return this.#write(i, node, 0n, undefined);
-    }
+    const own = rowOf(this.#keys, 2, node);
+    if (own >= 0) this.#write(own, node, 0n, undefined);
   }
 
   /** Rewrites slot `i` between an odd and an even sequence number. */

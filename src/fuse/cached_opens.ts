@@ -38,13 +38,13 @@ import {
   RELEASE_IN_MIN_SIZE,
 } from "./abi.ts";
 import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
+import { freeRow, PROBES, rowOf } from "./node_rows.ts";
 
 /** Set in every handle number the reader makes (and in none the session makes). */
 export const CACHED_FH_BIT = 1n << 63n;
 
 /** Marks: [nodeId, until ms, flags word] triples, open addressing (a power of two). */
 const SLOTS = 1 << 14;
-const PROBES = 8;
 /** Adoption counts by the low bits of a handle number. */
 const ADOPTED_SLOTS = 1 << 16;
 
@@ -164,21 +164,17 @@ export class CachedOpens {
     const until = BigInt(seconds > 0 ? Math.floor(now + seconds * 1000) : 0);
     const word = (dir ? 1n << 48n : 0n) | (BigInt(fopenFlags & 0xffff) << 32n) |
       BigInt(flags >>> 0);
-    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
-    let free = -1;
-    for (let k = 0; k < PROBES; k++) {
-      const i = (h + k) & (SLOTS - 1);
-      if (Atomics.load(q, 3 * i) === node) {
-        Atomics.store(q, 3 * i + 1, 0n);
-        Atomics.store(q, 3 * i + 2, word);
-        Atomics.store(q, 3 * i + 1, until);
-        if (until === 0n) this.#marked.delete(nodeId);
-        else this.#marked.add(nodeId);
-        return;
-      }
-      if (free < 0 && Atomics.load(q, 3 * i + 1) <= BigInt(now)) free = i;
+    const own = rowOf(q, 3, node);
+    if (own >= 0) {
+      Atomics.store(q, 3 * own + 1, 0n);
+      Atomics.store(q, 3 * own + 2, word);
+      Atomics.store(q, 3 * own + 1, until);
+      if (until === 0n) this.#marked.delete(nodeId);
+      else this.#marked.add(nodeId);
+      return;
     }
-    if (free < 0 || until === 0n) return;
+    const free = until === 0n ? -1 : freeRow(q, 3, node, BigInt(now));
+    if (free < 0) return;
     // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
     Atomics.store(q, 3 * free + 1, 0n);
     Atomics.store(q, 3 * free, node);

@@ -28,10 +28,10 @@ import {
   Opcode,
 } from "./abi.ts";
 import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
+import { freeRow, PROBES, rowOf } from "./node_rows.ts";
 
 /** Table entries: [nodeId, until ms] pairs, open addressing (a power of two). */
 const SLOTS = 1 << 15;
-const PROBES = 8;
 
 /** What the filter needs to know of the ABI besides the headers. */
 interface FilterConstants extends FilterHeader {
@@ -96,17 +96,13 @@ export class NoXattrs {
     const now = Date.now();
     const until = BigInt(seconds > 0 ? Math.floor(now + seconds * 1000) : 0);
     const nowBig = BigInt(now);
-    const h = Number(BigInt.asUintN(32, node)) & (SLOTS - 1);
-    let free = -1;
-    for (let k = 0; k < PROBES; k++) {
-      const i = (h + k) & (SLOTS - 1);
-      if (Atomics.load(q, 2 * i) === node) {
-        Atomics.store(q, 2 * i + 1, until);
-        return;
-      }
-      if (free < 0 && Atomics.load(q, 2 * i + 1) <= nowBig) free = i;
+    const own = rowOf(q, 2, node);
+    if (own >= 0) {
+      Atomics.store(q, 2 * own + 1, until);
+      return;
     }
-    if (free < 0 || until <= nowBig) return;
+    const free = until > nowBig ? freeRow(q, 2, node, nowBig) : -1;
+    if (free < 0) return;
     // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
     Atomics.store(q, 2 * free + 1, 0n);
     Atomics.store(q, 2 * free, node);
