@@ -372,7 +372,7 @@ export class ContainerFs implements FileSystem<Handle> {
       entryTimeout: t.entry,
       attrTimeout: t.attr,
       noXattrs: stat.hasXattrs === false,
-      stable: this.#stable(t.attr),
+      stable: this.#long(t.attr),
     };
   }
 
@@ -401,8 +401,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   /** Remembers attributes of `key` told with the long timeout (see `#toldLong`). */
   #noteLong(key: string, timeout: number, since: number | undefined): void {
-    const long = this.#options.live?.timeout ?? 0;
-    if (long <= 0 || timeout !== long || since === undefined) return;
+    if (!this.#long(timeout) || since === undefined) return;
     if (this.#toldLong.size >= TOLD_LONG_LIMIT) this.#toldLong.clear();
     this.#toldLong.set(key, { seq: since, changes: this.#changes.count });
   }
@@ -420,17 +419,17 @@ export class ContainerFs implements FileSystem<Handle> {
       key.slice(0, key.lastIndexOf(":") + 1),
       told.seq,
     );
-    return timeout === this.#options.live!.timeout ? { attr, timeout, stable: true } : undefined;
+    return this.#long(timeout) ? { attr, timeout, stable: true } : undefined;
   }
 
   /**
-   * True for attributes told with the change feed's long timeout: they stay as told until the
-   * feed invalidates the inode (or the mount changes it), so the kernel's GETATTR may be
-   * answered with them without asking (see `Entry.stable`).
+   * True for the change feed's long timeout. Attributes told with it stay as told until the feed
+   * invalidates the inode (or the mount changes it), so the kernel's GETATTR may be answered with
+   * them without asking (`Entry.stable`).
    */
-  #stable(attrTimeout: number): boolean {
-    return this.#live !== undefined && attrTimeout > 0 &&
-      attrTimeout === this.#options.live?.timeout;
+  #long(timeout: number): boolean {
+    const long = this.#options.live?.timeout ?? 0;
+    return long > 0 && timeout === long;
   }
 
   /**
@@ -464,7 +463,7 @@ export class ContainerFs implements FileSystem<Handle> {
       );
     this.#attrs.noteXattrs(node.key, stat.hasXattrs, timeout * 1000);
     this.#noteLong(node.key, timeout, since);
-    return { attr, timeout, noXattrs: stat.hasXattrs === false, stable: this.#stable(timeout) };
+    return { attr, timeout, noXattrs: stat.hasXattrs === false, stable: this.#long(timeout) };
   }
 
   /** Mode and group of directory `dir`, asked of the satellite when not known. */
