@@ -297,7 +297,10 @@ interface Op {
   readonly node2: ((input: never) => bigint) | undefined;
   /** The FileSystem method called: ENOSYS when the filesystem lacks it. */
   readonly method: keyof FileSystem | undefined;
-  /** May change its nodes or the names it gives: ends their cached opens first. */
+  /**
+   * May change its nodes or the names it gives: ends what the reader answers for them first, and
+   * counts as a change in flight until answered (see `Session.#mayRecord`).
+   */
   readonly changes: boolean;
   readonly run: Handler<never>;
 }
@@ -532,7 +535,10 @@ export class Session<H = unknown> {
     return 0;
   }
 
-  /** Ends the cached opens of what `req` may change: its nodes and the names it gives. */
+  /**
+   * `req` may change its nodes and the names it gives: the reader stops answering for them, and
+   * the request counts as a change in flight until answered.
+   */
   #changing(req: Request): void {
     if (!req.changing) {
       req.changing = true;
