@@ -12,6 +12,18 @@ const getattr = (nodeId: bigint, unique = 7n) =>
 
 const attrBytes = (fill: number): Uint8Array => new Uint8Array(ATTR_SIZE).fill(fill);
 
+/** A read-only OPEN of node 2. */
+const openFile = (unique: bigint) =>
+  frame({ opcode: Opcode.OPEN, unique, nodeId: 2n, body: body([0o100000, "u32"], [0, "u32"]) });
+
+/** A SETATTR of node 2's mode (fuse_setattr_in: valid FATTR_MODE at 0, mode at 68). */
+function chmod(unique: bigint, mode: number): Uint8Array {
+  const setattr = new Uint8Array(88);
+  new DataView(setattr.buffer).setUint32(0, 1, true);
+  new DataView(setattr.buffer).setUint32(68, mode, true);
+  return frame({ opcode: Opcode.SETATTR, unique, nodeId: 2n, body: setattr });
+}
+
 Deno.test("cached attrs filter: answers GETATTR of recorded nodes with their attributes", () => {
   const table = new CachedAttrs();
   const filter = evaluated(table.filter);
@@ -64,16 +76,7 @@ Deno.test("cached attrs: the session records stable attributes and ends them at 
   const mode = new DataView(cached.bytes.buffer).getUint32(OUT_HEADER_SIZE + 16 + 60, true);
   deepStrictEqual(mode & 0o7777, 0o755);
   // A chmod through the mount ends it; the answer after it is recorded again.
-  const setattr = body(
-    [1, "u32"], // FATTR_MODE
-    [0, "u32"],
-    ...Array.from({ length: 9 }, () => [0, "u64"] as [number, "u64"]),
-    [0o700, "u32"],
-    [0, "u32"],
-    [0, "u32"],
-    [0, "u32"],
-  );
-  device.send(frame({ opcode: Opcode.SETATTR, unique: 4n, nodeId: 2n, body: setattr }));
+  device.send(chmod(4n, 0o700));
   device.send(getattr(2n, 5n));
   const [set, asked] = device.take();
   deepStrictEqual([set.error, asked.byFilter, fs.getattrCalls], [0, false, 2]);
@@ -115,16 +118,8 @@ Deno.test("cached attrs and opens: an answer a change overlapped is not repeated
   device.take();
   // GETATTR and OPEN are asked; a chmod of the file comes and is answered before them.
   device.send(getattr(2n, 3n));
-  device.send(frame({
-    opcode: Opcode.OPEN,
-    unique: 4n,
-    nodeId: 2n,
-    body: body([0o100000, "u32"], [0, "u32"]),
-  }));
-  const chmod = new Uint8Array(88);
-  new DataView(chmod.buffer).setUint32(0, 1, true); // FATTR_MODE
-  new DataView(chmod.buffer).setUint32(68, 0o600, true);
-  device.send(frame({ opcode: Opcode.SETATTR, unique: 5n, nodeId: 2n, body: chmod }));
+  device.send(openFile(4n));
+  device.send(chmod(5n, 0o600));
   fs.letGo();
   await new Promise((r) => setTimeout(r, 10));
   deepStrictEqual(device.take().map((r) => [r.unique, r.error]).sort(), [[3n, 0], [4n, 0], [
@@ -133,12 +128,7 @@ Deno.test("cached attrs and opens: an answer a change overlapped is not repeated
   ]]);
   // Neither answer is repeated by the reader: both may show the file from before the chmod.
   device.send(getattr(2n, 6n));
-  device.send(frame({
-    opcode: Opcode.OPEN,
-    unique: 7n,
-    nodeId: 2n,
-    body: body([0o100000, "u32"], [0, "u32"]),
-  }));
+  device.send(openFile(7n));
   await new Promise((r) => setTimeout(r, 0));
   fs.letGo();
   await new Promise((r) => setTimeout(r, 10));
