@@ -14,8 +14,9 @@
 
 import {
   BytesReply,
-  type DirEntry,
   encodeDev,
+  type EntryList,
+  type EntryName,
   errnoName,
   type Handlers,
   Later,
@@ -26,6 +27,8 @@ import {
   openFlagsFromWire,
   type ParamsOf,
   type PathArg,
+  RECORD_BYTES,
+  RecordWriter,
   type ResultOf,
   RpcFailure,
   type Stat,
@@ -90,6 +93,21 @@ interface DirState {
   position: bigint;
   /** Entries read but not yet returned, from `position`. */
   buffered: RawEntry[];
+}
+
+/** A listing being built: names, and their records beside them. */
+export interface Listing {
+  readonly names: EntryName[];
+  readonly records: RecordWriter;
+}
+
+function newListing(): Listing {
+  return { names: [], records: new RecordWriter() };
+}
+
+/** What a listing sends. */
+export function wireListing(listing: Listing): EntryList {
+  return { names: listing.names, records: listing.records.bytes() };
 }
 
 interface RawEntry {
@@ -717,7 +735,7 @@ export class SatelliteFs {
 
   #opendir(
     p: ParamsOf<"opendir">,
-  ): { handle: number; entries?: DirEntry[]; eof?: boolean } | RpcFailure {
+  ): { handle: number; entries?: EntryList; eof?: boolean } | RpcFailure {
     const f = this.#flags;
     const fd = this.#openAt(p.path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
     if (fd instanceof RpcFailure) return fd;
@@ -759,10 +777,32 @@ export class SatelliteFs {
   }
 
   /**
+   * Appends `raw` to `out`, with its attributes when `plus` (never for "." and ".."); false when
+   * it vanished since getdents64 (not appended).
+   */
+  #addEntry(out: Listing, fd: number, raw: RawEntry, plus: boolean): boolean {
+    if (plus && !isDotName(raw.name)) {
+      const cname = withNul(raw.name);
+      const errno = this.#statx(fd, cname, AT_SYMLINK_NOFOLLOW);
+      if (errno === ENOENT) return false;
+      if (errno === 0) {
+        // The xattr probe leaves statx's buffer alone: it is copied into the record after it.
+        const xattrs = this.#hasXattrsAt(fd, cname);
+        out.records.add(raw.ino, raw.type, raw.offset, this.#statBuf, xattrs);
+        out.names.push(decodeName(raw.name));
+        return true;
+      }
+    }
+    out.records.add(raw.ino, raw.type, raw.offset);
+    out.names.push(decodeName(raw.name));
+    return true;
+  }
+
+  /**
    * Every entry of the open directory `fd` from its start, as readdir `plus` answers them; the
    * count seen (before reading attributes) when there are more than `limit`; -errno.
    */
-  #listAll(fd: number, limit: number): DirEntry[] | number {
+  #listAll(fd: number, limit: number): Listing | number {
     const dir: DirState = { position: 0n, buffered: [] };
     for (;;) {
       const more = this.#fill(fd, dir);
@@ -770,30 +810,12 @@ export class SatelliteFs {
       if (!more) break;
       if (dir.buffered.length > limit) return dir.buffered.length;
     }
-    const entries: DirEntry[] = [];
-    for (const raw of dir.buffered) {
-      const entry: DirEntry = {
-        name: decodeName(raw.name),
-        ino: raw.ino,
-        type: raw.type,
-        offset: raw.offset,
-      };
-      const dots = isDotName(raw.name);
-      if (!dots) {
-        const cname = withNul(raw.name);
-        const errno = this.#statx(fd, cname, AT_SYMLINK_NOFOLLOW);
-        if (errno === ENOENT) continue; // vanished since getdents64
-        if (errno === 0) {
-          entry.stat = this.#readStat();
-          entry.stat.hasXattrs = this.#hasXattrsAt(fd, cname);
-        }
-      }
-      entries.push(entry);
-    }
-    return entries;
+    const out = newListing();
+    for (const raw of dir.buffered) this.#addEntry(out, fd, raw, true);
+    return out;
   }
 
-  #readdir(p: ParamsOf<"readdir">): { entries: DirEntry[]; eof: boolean } | RpcFailure {
+  #readdir(p: ParamsOf<"readdir">): { entries: EntryList; eof: boolean } | RpcFailure {
     const h = this.#handles.get(p.handle);
     if (!h?.dir) return new RpcFailure("EBADF", `no directory handle ${p.handle}`);
     const dir = h.dir;
@@ -804,14 +826,14 @@ export class SatelliteFs {
       dir.buffered = [];
     }
     const max = Math.min(p.maxEntries ?? 256, MAX_READDIR_ENTRIES);
-    const entries: DirEntry[] = [];
+    const out = newListing();
     let budget = READDIR_BUDGET;
     let eof = false;
-    while (entries.length < max && budget > 0) {
+    while (out.names.length < max && budget > 0) {
       if (dir.buffered.length === 0) {
         const more = this.#fill(h.fd, dir);
         if (more instanceof RpcFailure) {
-          if (entries.length === 0) return more;
+          if (out.names.length === 0) return more;
           break;
         }
         if (!more) {
@@ -822,24 +844,9 @@ export class SatelliteFs {
       }
       const raw = dir.buffered.shift()!;
       dir.position = raw.offset;
-      const name = decodeName(raw.name);
-      const entry: DirEntry = { name, ino: raw.ino, type: raw.type, offset: raw.offset };
-      budget -= raw.name.length + 48;
-      const dots = isDotName(raw.name);
-      if (p.plus && !dots) {
-        const cname = withNul(raw.name);
-        const errno = this.#statx(h.fd, cname, AT_SYMLINK_NOFOLLOW);
-        if (errno === 0) {
-          entry.stat = this.#readStat();
-          entry.stat.hasXattrs = this.#hasXattrsAt(h.fd, cname);
-          budget -= 160;
-        } else if (errno === ENOENT) {
-          continue; // vanished since getdents64
-        }
-      }
-      entries.push(entry);
+      if (this.#addEntry(out, h.fd, raw, p.plus)) budget -= raw.name.length + RECORD_BYTES;
     }
-    return { entries, eof: eof && dir.buffered.length === 0 };
+    return { entries: wireListing(out), eof: eof && dir.buffered.length === 0 };
   }
 
   // --- files -------------------------------------------------------------------------------

@@ -15,25 +15,24 @@
  */
 
 import {
-  type DirEntry,
+  type EntryName,
   MAX_WALK_ENTRIES,
   type ParamsOf,
   type PathArg,
-  type ResultOf,
+  RECORD_BYTES,
   type Stat,
-  type WalkDir,
-  type WalkEntry,
+  type WireResultOf,
 } from "../src/protocol/mod.ts";
 import { DT_DIR, DT_LNK, ERRNO, PATH_MAX } from "../src/linux/mod.ts";
-import { decodeName } from "./fs.ts";
+import { decodeName, type Listing, wireListing } from "./fs.ts";
 import { type Libc, num } from "./libc.ts";
 
 /** Most bytes one answer carries, whatever is asked (the frame limit is 1 MiB + 64 KiB). */
 export const MAX_WALK_BYTES = 768 * 1024;
 /** Levels below a walk's path that are descended into (each holds a descriptor). */
 export const MAX_DEPTH = 48;
-/** Estimated encoded bytes of an entry besides its name (and target): the msgpack Stat map. */
-const ENTRY_BYTES = 240;
+
+type WireWalkDir = WireResultOf<"walk">["dirs"][number];
 
 /** What a walk needs of the filesystem handlers. */
 export interface WalkAccess {
@@ -49,7 +48,7 @@ export interface WalkAccess {
    * entries seen (more than `limit`, before any attribute was read) when there are more than
    * `limit`; -errno when it cannot be read.
    */
-  list(fd: number, limit: number): DirEntry[] | number;
+  list(fd: number, limit: number): Listing | number;
   /** Called with each directory opened, before it is read (the change feed watches it). */
   beforeList(fd: number): void;
 }
@@ -61,7 +60,7 @@ interface Budget {
   full: boolean;
 }
 
-function nameBytes(name: string | Uint8Array): number {
+function nameBytes(name: EntryName): number {
   return typeof name === "string" ? name.length * 3 : name.length;
 }
 
@@ -72,18 +71,14 @@ function withNul(name: string | Uint8Array): Uint8Array {
   return out;
 }
 
-function sameDevice(a: Stat, b: Stat): boolean {
-  return a.devMajor === b.devMajor && a.devMinor === b.devMinor;
-}
-
 /** Runs one `walk` request. */
-export function walk(access: WalkAccess, p: ParamsOf<"walk">): ResultOf<"walk"> {
+export function walk(access: WalkAccess, p: ParamsOf<"walk">): WireResultOf<"walk"> {
   const budget: Budget = {
     entries: Math.min(p.maxEntries, MAX_WALK_ENTRIES),
     bytes: Math.min(p.maxBytes, MAX_WALK_BYTES),
     full: false,
   };
-  const dirs: WalkDir[] = [];
+  const dirs: WireWalkDir[] = [];
   let walked = 0;
   for (const path of p.paths) {
     const fd = access.openPath(path);
@@ -109,24 +104,27 @@ function walkDir(
   device: Stat,
   depth: number,
   budget: Budget,
-  out: WalkDir[],
+  out: WireWalkDir[],
 ): void {
   access.beforeList(fd);
   const listed = access.list(fd, MAX_WALK_ENTRIES);
   if (typeof listed === "number") return; // unreadable, or larger than any answer: passed over
   // The first directory of an answer always fits (else a walk could never pass it).
-  if (out.length > 0 && listed.length > budget.entries) {
+  const count = listed.names.length;
+  if (out.length > 0 && count > budget.entries) {
     budget.full = true;
     return;
   }
   let bytes = nameBytes(path) + 16;
-  const entries: WalkEntry[] = listed;
-  for (const e of entries) {
-    bytes += nameBytes(e.name) + (e.stat === undefined ? 32 : ENTRY_BYTES);
-    if (e.type === DT_LNK) {
-      const target = readTarget(access.libc, fd, e.name);
+  let targets: (EntryName | null)[] | undefined;
+  const { names, records } = listed;
+  for (let i = 0; i < count; i++) {
+    bytes += nameBytes(names[i]) + RECORD_BYTES;
+    if (records.type(i) === DT_LNK) {
+      const target = readTarget(access.libc, fd, names[i]);
       if (target !== undefined) {
-        e.target = target;
+        targets ??= new Array(count).fill(null);
+        targets[i] = target;
         bytes += nameBytes(target);
       }
     }
@@ -135,9 +133,11 @@ function walkDir(
     if (out.length > 0) budget.full = true;
     return;
   }
-  budget.entries -= entries.length;
+  budget.entries -= count;
   budget.bytes -= bytes;
   // Read after beforeList, so as new as a watch it added (the root's `device` may be older).
+  const entries = wireListing(listed);
+  if (targets !== undefined) entries.targets = targets;
   out.push({ path, self: access.statFd(fd), entries });
   if (budget.entries <= 0 || budget.bytes <= 0) {
     budget.full = true;
@@ -145,14 +145,16 @@ function walkDir(
   }
   // Paths that are not UTF-8 are not descended into (the client names directories by text).
   if (depth >= MAX_DEPTH || typeof path !== "string") return;
-  for (const e of entries) {
+  for (let i = 0; i < count; i++) {
     if (budget.full) return;
-    if (e.type !== DT_DIR || e.stat === undefined || typeof e.name !== "string") continue;
-    if (e.name === "." || e.name === ".." || !sameDevice(e.stat, device)) continue;
-    const child = access.openChild(fd, withNul(e.name));
+    const name = names[i];
+    if (records.type(i) !== DT_DIR || !records.hasStat(i) || typeof name !== "string") continue;
+    if (name === "." || name === "..") continue;
+    if (!records.onDevice(i, device.devMajor, device.devMinor)) continue;
+    const child = access.openChild(fd, withNul(name));
     if (child < 0) continue;
     try {
-      const childPath = path === "" ? e.name : `${path}/${e.name}`;
+      const childPath = path === "" ? name : `${path}/${name}`;
       walkDir(access, child, childPath, device, depth + 1, budget, out);
     } finally {
       access.libc.fn.close(child);

@@ -28,11 +28,17 @@
 import {
   type Change,
   ChangeKind,
+  type EntryList,
   type Handlers,
+  INVALID,
   MAX_CHANGES,
   type PathArg,
+  RECORD_BYTES,
+  recordMode,
   RpcFailure,
   type Stat,
+  statOfRecord,
+  writeStat,
 } from "../src/protocol/mod.ts";
 import {
   ERRNO,
@@ -217,16 +223,22 @@ export class Watcher {
     for (const method of ["opendir", "readdir"]) {
       const list = h[method];
       h[method] = (p) => {
-        const r = list(p) as { entries?: { name: PathArg; stat?: Stat }[] } | RpcFailure;
+        const r = list(p) as { entries?: EntryList } | RpcFailure;
         if (!this.enabled || r instanceof RpcFailure || r.entries === undefined) return r;
         const dir = method === "opendir"
           ? p.path as PathArg
           : this.#dirPaths.get(p.handle as number);
         if (dir === undefined) return r;
-        for (const e of r.entries) {
-          if (e.stat !== undefined && isDir(e.stat)) {
-            e.stat = this.#watchStat(childPath(dir, e.name), e.stat);
-          }
+        const { names, records } = r.entries;
+        const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+        for (let i = 0; i < names.length; i++) {
+          const at = i * RECORD_BYTES;
+          const mode = recordMode(view, at);
+          if (mode === undefined || (mode & S_IFMT) !== S_IFDIR) continue;
+          const stat = statOfRecord(view, at);
+          if (stat === INVALID) continue;
+          const now = this.#watchStat(childPath(dir, names[i]), stat);
+          if (now !== stat) writeStat(view, at, now);
         }
         return r;
       };

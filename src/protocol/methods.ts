@@ -35,11 +35,13 @@ import {
   O_TRUNC,
   O_WRONLY,
 } from "../linux/mod.ts";
+import { entryList } from "./records.ts";
 import {
   arr,
   bool,
   bytes,
   type Infer,
+  type InferWire,
   int,
   name,
   nameOf,
@@ -53,7 +55,7 @@ import {
 } from "./schema.ts";
 
 /** Protocol version spoken by this module; the handshake rejects any other. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Largest payload of one read or write. */
 export const MAX_IO_BYTES = 1 << 20;
 /** Most bytes an `open` reads ahead. */
@@ -114,42 +116,17 @@ export const statSchema = obj({
 /** File attributes (struct statx). */
 export type Stat = Infer<typeof statSchema>;
 
-/** One directory entry; `offset` is the cookie to pass to continue after it. */
-export const dirEntrySchema = obj({
-  name,
-  ino: u64,
-  /** DT_* type (DT_UNKNOWN 0, DT_DIR 4, DT_REG 8, DT_LNK 10, ...). */
-  type: u32,
-  offset: u64,
-  /** Attributes when asked (`plus`); absent for "." and ".." and entries that vanished. */
-  stat: opt(statSchema),
-});
-/** A directory entry. */
-export type DirEntry = Infer<typeof dirEntrySchema>;
-
 /** Most entries (all directories together) one `walk` answers. */
 export const MAX_WALK_ENTRIES = 4096;
 /** Most paths one `walk` asks for. */
 export const MAX_WALK_PATHS = 256;
 
-/** A directory entry of a `walk`: a readdir `plus` entry, with a symlink's target. */
-export const walkEntrySchema = obj({
-  name,
-  ino: u64,
-  type: u32,
-  offset: u64,
-  stat: opt(statSchema),
-  /** The target of a symlink (absent when it could not be read). */
-  target: opt(name),
-});
-/** An entry of a walk. */
-export type WalkEntry = Infer<typeof walkEntrySchema>;
 /** One directory a `walk` listed whole. */
 export const walkDirSchema = obj({
   path: name,
   /** The directory's own attributes (xattr probe included), taken as it was listed. */
   self: opt(statSchema),
-  entries: arr(walkEntrySchema, MAX_WALK_ENTRIES),
+  entries: entryList(MAX_WALK_ENTRIES, true),
 });
 /** A directory listed by a walk. */
 export type WalkDir = Infer<typeof walkDirSchema>;
@@ -187,10 +164,10 @@ export {
   XATTR_REPLACE,
 } from "../linux/mod.ts";
 
-function method<P, R>(
+function method<P, R, W>(
   params: Schema<P>,
-  result: Schema<R>,
-): { params: Schema<P>; result: Schema<R> } {
+  result: Schema<R, W>,
+): { params: Schema<P>; result: Schema<R, W> } {
   return { params, result };
 }
 
@@ -216,7 +193,7 @@ export const METHODS = {
    */
   opendir: method(
     obj({ path, readAhead: opt(u32) }),
-    obj({ handle, entries: opt(arr(dirEntrySchema, MAX_READDIR_ENTRIES)), eof: opt(bool) }),
+    obj({ handle, entries: opt(entryList(MAX_READDIR_ENTRIES)), eof: opt(bool) }),
   ),
   /**
    * Lists the subtrees of `paths`, in order, depth first (children in readdir order), each
@@ -232,7 +209,7 @@ export const METHODS = {
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
   readdir: method(
     obj({ handle, offset: u64, plus: bool, maxEntries: opt(u32) }),
-    obj({ entries: arr(dirEntrySchema, MAX_READDIR_ENTRIES), eof: bool }),
+    obj({ entries: entryList(MAX_READDIR_ENTRIES), eof: bool }),
   ),
   /**
    * Opens an existing file (never creates; O_NOFOLLOW is implied). With `readAhead`, also the
@@ -361,8 +338,10 @@ export type ChangeEvent = Infer<typeof eventSchema>;
 export type MethodName = keyof typeof METHODS;
 /** Params of method `M`. */
 export type ParamsOf<M extends MethodName> = Infer<(typeof METHODS)[M]["params"]>;
-/** Result of method `M`. */
+/** Result of method `M`, as the client receives it. */
 export type ResultOf<M extends MethodName> = Infer<(typeof METHODS)[M]["result"]>;
+/** Result of method `M`, as the satellite sends it (listings as records). */
+export type WireResultOf<M extends MethodName> = InferWire<(typeof METHODS)[M]["result"]>;
 
 /** True when `name` is a method of the table. */
 export function isMethodName(name: unknown): name is MethodName {

@@ -16,6 +16,19 @@
 
 export * from "./errno.ts";
 export * from "./methods.ts";
+export {
+  type DirEntry,
+  type EntryList,
+  entryListOf,
+  type EntryName,
+  RECORD_BYTES,
+  RecordFlag,
+  recordMode,
+  RecordWriter,
+  statOfRecord,
+  type WalkEntry,
+  writeStat,
+} from "./records.ts";
 export { BulkLane } from "./lane.ts";
 export {
   BULK_IN_FLIGHT_BYTES,
@@ -39,7 +52,7 @@ export {
   type Reply,
   RpcFailure,
 } from "./server.ts";
-export { type Infer, INVALID, type Schema } from "./schema.ts";
+export { type Infer, type InferWire, INVALID, type Schema } from "./schema.ts";
 export {
   createPackr,
   createUnpackr,

@@ -13,31 +13,44 @@ export const INVALID: unique symbol = Symbol("invalid");
 /** The type of {@link INVALID}. */
 export type Invalid = typeof INVALID;
 
-/** A runtime description of the type `T`. */
-export interface Schema<T> {
+/**
+ * A runtime description of the type `T`, sent as `W`. They differ only for records (see
+ * records.ts): a sender hands the encoder packed bytes, a receiver's `parse` gives objects.
+ */
+export interface Schema<T, W = T> {
   /** Human-readable type, for error messages. */
   readonly describe: string;
   /** Validates a decoded value; returns the value (normalised) or INVALID. */
   parse(value: unknown): T | Invalid;
+  /** Never set: carries the sender's type `W` for {@link InferWire} (in a tuple, so an
+   * optional schema's `undefined` survives inference). */
+  readonly wire?: readonly [W];
 }
 
 /** A schema whose object key may be absent (or null/undefined on the wire). */
-export interface OptionalSchema<T> extends Schema<T | undefined> {
+export interface OptionalSchema<T, W = T> extends Schema<T | undefined, W | undefined> {
   readonly optional: true;
 }
 
-/** The TypeScript type described by a schema. */
-export type Infer<S> = S extends Schema<infer T> ? T : never;
+/** The TypeScript type described by a schema: what `parse` gives a receiver. */
+export type Infer<S> = S extends Schema<infer T, infer _W> ? T : never;
+/** The type a sender encodes for a schema. */
+export type InferWire<S> = S extends Schema<infer _T, infer W> ? W : never;
 
-type Shape = Record<string, Schema<unknown>>;
+type Shape = Record<string, Schema<unknown, unknown>>;
 type OptionalKeys<S extends Shape> = {
-  [K in keyof S]: S[K] extends OptionalSchema<unknown> ? K : never;
+  [K in keyof S]: S[K] extends OptionalSchema<unknown, unknown> ? K : never;
 }[keyof S];
 type Flatten<T> = { [K in keyof T]: T[K] } & unknown;
 /** The object type described by a shape: optional schemas make optional keys. */
 export type InferShape<S extends Shape> = Flatten<
   & { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> }
   & { [K in OptionalKeys<S>]?: Exclude<Infer<S[K]>, undefined> }
+>;
+/** The object type a sender encodes for a shape. */
+export type InferWireShape<S extends Shape> = Flatten<
+  & { [K in Exclude<keyof S, OptionalKeys<S>>]: InferWire<S[K]> }
+  & { [K in OptionalKeys<S>]?: Exclude<InferWire<S[K]>, undefined> }
 >;
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -141,7 +154,7 @@ export const nil: Schema<null> = {
 };
 
 /** An optional value: absent, null and undefined all read as undefined. */
-export function opt<T>(schema: Schema<T>): OptionalSchema<T> {
+export function opt<T, W>(schema: Schema<T, W>): OptionalSchema<T, W> {
   return {
     optional: true,
     describe: `${schema.describe}?`,
@@ -150,7 +163,7 @@ export function opt<T>(schema: Schema<T>): OptionalSchema<T> {
 }
 
 /** An array of at most `maxLength` elements. */
-export function arr<T>(schema: Schema<T>, maxLength = 65536): Schema<T[]> {
+export function arr<T, W>(schema: Schema<T, W>, maxLength = 65536): Schema<T[], W[]> {
   return {
     describe: `${schema.describe}[]`,
     parse: (v) => {
@@ -178,7 +191,7 @@ export function either<A, B>(a: Schema<A>, b: Schema<B>): Schema<A | B> {
 }
 
 /** A plain object with the given keys; other keys are dropped. */
-export function obj<S extends Shape>(shape: S): Schema<InferShape<S>> {
+export function obj<S extends Shape>(shape: S): Schema<InferShape<S>, InferWireShape<S>> {
   const keys = Object.keys(shape);
   const schemas = keys.map((k) => shape[k]);
   return {

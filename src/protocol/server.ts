@@ -15,7 +15,7 @@ import {
   type MethodName,
   METHODS,
   type ParamsOf,
-  type ResultOf,
+  type WireResultOf,
 } from "./methods.ts";
 import { INVALID } from "./schema.ts";
 import {
@@ -102,7 +102,7 @@ export type Reply<R> = NowReply<R> | Later<R>;
 
 /** One synchronous handler per method of the table. */
 export type Handlers = {
-  readonly [M in MethodName]: (params: ParamsOf<M>) => Reply<ResultOf<M>>;
+  readonly [M in MethodName]: (params: ParamsOf<M>) => Reply<WireResultOf<M>>;
 };
 
 /** A fatal protocol error: the connection must be closed after sending `frame`. */

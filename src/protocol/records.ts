@@ -1,0 +1,318 @@
+/**
+ * Directory entries as fixed-layout records: what a listing sends instead of an object per entry.
+ *
+ * A listing travels as `{ names, records }` (and `targets` in a walk): `names[i]` is entry i's
+ * name, and bytes `[i * RECORD_BYTES, (i + 1) * RECORD_BYTES)` of `records` are its record, little
+ * endian (x86_64 and aarch64 alike):
+ *
+ * | bytes   | what                                                                      |
+ * | ------- | ------------------------------------------------------------------------- |
+ * | 0–143   | `struct statx` as the kernel filled it (STATX_BASIC_STATS), copied whole  |
+ * | 144–151 | the entry's readdir cookie (`d_off`), u64                                 |
+ * | 152     | its `d_type`                                                              |
+ * | 153     | flags: {@link RecordFlag}                                                 |
+ * | 154–159 | zero                                                                      |
+ *
+ * An entry's inode number is `stx_ino` (bytes 32–39): with attributes, statx's (so `d_ino` and
+ * `st_ino` agree, as overlayfs makes them), else getdents64's; without {@link RecordFlag.STAT}
+ * (".", "..", an entry whose statx failed) nothing else is set. The satellite copies statx's buffer into the record
+ * with no object in between; the client's `parse` reads the fields it uses with one DataView.
+ * Every field is a plain number, so no bytes can make an invalid record, except a time beyond
+ * 2^53 seconds, which `parse` refuses.
+ *
+ * @module
+ */
+
+import type { Stat } from "./methods.ts";
+import { INVALID, type Invalid, name, type Schema } from "./schema.ts";
+
+/** Bytes of one record. */
+export const RECORD_BYTES = 160;
+
+/** Bits of a record's flags byte. */
+export const RecordFlag = {
+  /** Bytes 0–143 hold the entry's attributes. */
+  STAT: 1,
+  /** Whether the entry has extended attributes is known (XATTRS says which). */
+  XATTRS_KNOWN: 2,
+  /** The entry has extended attributes. */
+  XATTRS: 4,
+} as const;
+
+/** Bytes of statx's buffer a record keeps. */
+export const STATX_RECORD_BYTES = 144;
+
+/** Offsets within a record (those of struct statx, then the entry's own). */
+const AT = {
+  blksize: 4,
+  nlink: 16,
+  uid: 20,
+  gid: 24,
+  mode: 28,
+  ino: 32,
+  size: 40,
+  blocks: 48,
+  atime: 64,
+  ctime: 96,
+  mtime: 112,
+  rdevMajor: 128,
+  rdevMinor: 132,
+  devMajor: 136,
+  devMinor: 140,
+  cookie: 144,
+  type: 152,
+  flags: 153,
+} as const;
+
+/** A name (UTF-8 string, or bytes when not valid UTF-8) as listings carry it. */
+export type EntryName = string | Uint8Array;
+
+/** One directory entry; `offset` is the cookie to pass to continue after it. */
+export interface DirEntry {
+  name: EntryName;
+  ino: bigint;
+  /** DT_* type (DT_UNKNOWN 0, DT_DIR 4, DT_REG 8, DT_LNK 10, ...). */
+  type: number;
+  offset: bigint;
+  /** Attributes when asked (`plus`); absent for "." and ".." and entries that vanished. */
+  stat?: Stat;
+}
+
+/** A directory entry of a `walk`: a readdir `plus` entry, with a symlink's target. */
+export interface WalkEntry extends DirEntry {
+  /** The target of a symlink (absent when it could not be read). */
+  target?: EntryName;
+}
+
+/** A listing as the satellite sends it. */
+export interface EntryList {
+  names: EntryName[];
+  /** `names.length` records. */
+  records: Uint8Array;
+  /** A walk's symlink targets by entry (null: none); absent when there are none. */
+  targets?: (EntryName | null)[];
+}
+
+function time(view: DataView, at: number): number | Invalid {
+  const sec = view.getBigInt64(at, true);
+  return sec >= -9007199254740991n && sec <= 9007199254740991n ? Number(sec) : INVALID;
+}
+
+/** The attributes of the record at byte `at` of `view` (which must hold it whole). */
+export function statOfRecord(view: DataView, at: number): Stat | Invalid {
+  const atimeSec = time(view, at + AT.atime);
+  const mtimeSec = time(view, at + AT.mtime);
+  const ctimeSec = time(view, at + AT.ctime);
+  if (atimeSec === INVALID || mtimeSec === INVALID || ctimeSec === INVALID) return INVALID;
+  const flags = view.getUint8(at + AT.flags);
+  const stat: Stat = {
+    ino: view.getBigUint64(at + AT.ino, true),
+    mode: view.getUint16(at + AT.mode, true),
+    nlink: view.getUint32(at + AT.nlink, true),
+    uid: view.getUint32(at + AT.uid, true),
+    gid: view.getUint32(at + AT.gid, true),
+    rdevMajor: view.getUint32(at + AT.rdevMajor, true),
+    rdevMinor: view.getUint32(at + AT.rdevMinor, true),
+    devMajor: view.getUint32(at + AT.devMajor, true),
+    devMinor: view.getUint32(at + AT.devMinor, true),
+    size: view.getBigUint64(at + AT.size, true),
+    blocks: view.getBigUint64(at + AT.blocks, true),
+    blksize: view.getUint32(at + AT.blksize, true),
+    atimeSec,
+    atimeNsec: view.getUint32(at + AT.atime + 8, true),
+    mtimeSec,
+    mtimeNsec: view.getUint32(at + AT.mtime + 8, true),
+    ctimeSec,
+    ctimeNsec: view.getUint32(at + AT.ctime + 8, true),
+  };
+  if (flags & RecordFlag.XATTRS_KNOWN) stat.hasXattrs = (flags & RecordFlag.XATTRS) !== 0;
+  return stat;
+}
+
+function xattrFlags(xattrs: boolean | undefined): number {
+  return xattrs === undefined ? 0 : RecordFlag.XATTRS_KNOWN | (xattrs ? RecordFlag.XATTRS : 0);
+}
+
+/**
+ * Builds a listing's records (the satellite's side): one growing buffer, no object per entry.
+ * Indexes are those of the names the caller keeps beside it.
+ */
+export class RecordWriter {
+  #bytes = new Uint8Array(RECORD_BYTES * 64);
+  #view = new DataView(this.#bytes.buffer);
+  #count = 0;
+
+  /** Records written. */
+  get count(): number {
+    return this.#count;
+  }
+
+  #grow(): void {
+    const bigger = new Uint8Array(this.#bytes.length * 2);
+    bigger.set(this.#bytes);
+    this.#bytes = bigger;
+    this.#view = new DataView(bigger.buffer);
+  }
+
+  /**
+   * Appends an entry. `statx`: statx's buffer right after a successful call for it, or undefined
+   * when the entry has no attributes; `xattrs`: whether it has extended attributes, if known.
+   */
+  add(ino: bigint, type: number, cookie: bigint, statx?: Uint8Array, xattrs?: boolean): void {
+    if ((this.#count + 1) * RECORD_BYTES > this.#bytes.length) this.#grow();
+    const at = this.#count++ * RECORD_BYTES;
+    const v = this.#view;
+    if (statx !== undefined) {
+      this.#bytes.set(statx.subarray(0, STATX_RECORD_BYTES), at);
+    } else {
+      this.#bytes.fill(0, at, at + STATX_RECORD_BYTES);
+      v.setBigUint64(at + AT.ino, ino, true);
+    }
+    v.setBigUint64(at + AT.cookie, cookie, true);
+    v.setUint8(at + AT.type, type);
+    v.setUint8(at + AT.flags, statx === undefined ? 0 : RecordFlag.STAT | xattrFlags(xattrs));
+    this.#bytes.fill(0, at + AT.flags + 1, at + RECORD_BYTES);
+  }
+
+  /** Replaces the attributes of record `i` (cookie and type kept). */
+  setStat(i: number, stat: Stat): void {
+    writeStat(this.#view, i * RECORD_BYTES, stat);
+  }
+
+  /** Whether record `i` has attributes. */
+  hasStat(i: number): boolean {
+    return (this.#view.getUint8(i * RECORD_BYTES + AT.flags) & RecordFlag.STAT) !== 0;
+  }
+
+  /** The `d_type` of record `i`. */
+  type(i: number): number {
+    return this.#view.getUint8(i * RECORD_BYTES + AT.type);
+  }
+
+  /** The mode of record `i` (0 without attributes). */
+  mode(i: number): number {
+    return this.#view.getUint16(i * RECORD_BYTES + AT.mode, true);
+  }
+
+  /** Whether record `i` is on device (major, minor). */
+  onDevice(i: number, major: number, minor: number): boolean {
+    const at = i * RECORD_BYTES;
+    return this.#view.getUint32(at + AT.devMajor, true) === major &&
+      this.#view.getUint32(at + AT.devMinor, true) === minor;
+  }
+
+  /** The attributes of record `i`, as an object (for the few that need one). */
+  stat(i: number): Stat | undefined {
+    if (!this.hasStat(i)) return undefined;
+    const stat = statOfRecord(this.#view, i * RECORD_BYTES);
+    return stat === INVALID ? undefined : stat;
+  }
+
+  /** The records written so far (a view: valid until the next `add`). */
+  bytes(): Uint8Array {
+    return this.#bytes.subarray(0, this.#count * RECORD_BYTES);
+  }
+}
+
+/** The mode of the record at byte `at` of `view`; undefined when it has no attributes. */
+export function recordMode(view: DataView, at: number): number | undefined {
+  return view.getUint8(at + AT.flags) & RecordFlag.STAT
+    ? view.getUint16(at + AT.mode, true)
+    : undefined;
+}
+
+/** Writes `stat` into the record at byte `at` of `view` (its cookie and type kept). */
+export function writeStat(view: DataView, at: number, stat: Stat): void {
+  const flags = view.getUint8(at + AT.flags) & ~(RecordFlag.XATTRS_KNOWN | RecordFlag.XATTRS);
+  view.setUint32(at + AT.blksize, stat.blksize, true);
+  view.setUint32(at + AT.nlink, stat.nlink, true);
+  view.setUint32(at + AT.uid, stat.uid, true);
+  view.setUint32(at + AT.gid, stat.gid, true);
+  view.setUint16(at + AT.mode, stat.mode, true);
+  view.setBigUint64(at + AT.ino, stat.ino, true);
+  view.setBigUint64(at + AT.size, stat.size, true);
+  view.setBigUint64(at + AT.blocks, stat.blocks, true);
+  for (
+    const [off, sec, nsec] of [
+      [AT.atime, stat.atimeSec, stat.atimeNsec],
+      [AT.ctime, stat.ctimeSec, stat.ctimeNsec],
+      [AT.mtime, stat.mtimeSec, stat.mtimeNsec],
+    ] as const
+  ) {
+    view.setBigInt64(at + off, BigInt(sec), true);
+    view.setUint32(at + off + 8, nsec, true);
+  }
+  view.setUint32(at + AT.rdevMajor, stat.rdevMajor, true);
+  view.setUint32(at + AT.rdevMinor, stat.rdevMinor, true);
+  view.setUint32(at + AT.devMajor, stat.devMajor, true);
+  view.setUint32(at + AT.devMinor, stat.devMinor, true);
+  view.setUint8(at + AT.flags, flags | RecordFlag.STAT | xattrFlags(stat.hasXattrs));
+}
+
+/** A listing built from objects (tests, and senders that have objects anyway). */
+export function entryListOf(entries: readonly WalkEntry[]): EntryList {
+  const w = new RecordWriter();
+  const names: EntryName[] = [];
+  const targets: (EntryName | null)[] = [];
+  for (const e of entries) {
+    w.add(e.ino, e.type, e.offset);
+    if (e.stat !== undefined) w.setStat(w.count - 1, e.stat);
+    names.push(e.name);
+    targets.push(e.target ?? null);
+  }
+  const list: EntryList = { names, records: w.bytes().slice() };
+  if (targets.some((t) => t !== null)) list.targets = targets;
+  return list;
+}
+
+/**
+ * A listing of at most `maxEntries`: sent as an {@link EntryList}, parsed into entry objects.
+ * With `walk`, entries carry their symlink targets.
+ */
+export function entryList(maxEntries: number): Schema<DirEntry[], EntryList>;
+export function entryList(maxEntries: number, walk: true): Schema<WalkEntry[], EntryList>;
+export function entryList(maxEntries: number, walk = false): Schema<WalkEntry[], EntryList> {
+  return {
+    describe: walk ? "walk entries" : "entries",
+    parse: (v) => {
+      if (typeof v !== "object" || v === null) return INVALID;
+      const { names, records, targets } = v as Record<string, unknown>;
+      if (!Array.isArray(names) || names.length > maxEntries) return INVALID;
+      if (!(records instanceof Uint8Array) || records.length !== names.length * RECORD_BYTES) {
+        return INVALID;
+      }
+      const withTargets = walk && targets !== undefined && targets !== null;
+      if (withTargets && (!Array.isArray(targets) || targets.length !== names.length)) {
+        return INVALID;
+      }
+      const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+      const out: WalkEntry[] = new Array(names.length);
+      for (let i = 0; i < names.length; i++) {
+        const entryName = name.parse(names[i]);
+        if (entryName === INVALID) return INVALID;
+        const at = i * RECORD_BYTES;
+        const entry: WalkEntry = {
+          name: entryName,
+          ino: view.getBigUint64(at + AT.ino, true),
+          type: view.getUint8(at + AT.type),
+          offset: view.getBigUint64(at + AT.cookie, true),
+        };
+        if (view.getUint8(at + AT.flags) & RecordFlag.STAT) {
+          const stat = statOfRecord(view, at);
+          if (stat === INVALID) return INVALID;
+          entry.stat = stat;
+        }
+        if (withTargets) {
+          const t = (targets as unknown[])[i];
+          if (t !== null && t !== undefined) {
+            const target = name.parse(t);
+            if (target === INVALID) return INVALID;
+            entry.target = target;
+          }
+        }
+        out[i] = entry;
+      }
+      return out;
+    },
+  };
+}
