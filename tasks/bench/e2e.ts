@@ -2,7 +2,8 @@
 // native path /proc/<pid>/root and the raw exec channel, on fresh mounts of one glibc container.
 // Every timed run starts on a cold mount with the host page cache dropped; figures are medians.
 // Prints a table (seconds, ratios), `--json` prints the figures as JSON instead, and the SVG chart
-// is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all).
+// is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all; a run of
+// some rows or contenders only writes a chart when `--svg` says where).
 // Run: deno task bench e2e [--runs=N] [--json] [--only=a,b] [--cpu]
 // Rows (ids for --only): find, ls, grep, read, write, create, readsmall, rm, mount, busy (the
 // median of 20 stat + ls while a 256 MiB read streams, tasks/bench/busy.ts).
@@ -181,6 +182,9 @@ function parseArgs(args: string[]): Options {
     else if (a === "--cpu") o.cpu = true;
     else throw new Error(`Cannot run the e2e benchmark: unknown argument '${a}'`);
   }
+  // The README's chart is the whole table's: a partial run does not overwrite it.
+  const partial = o.only !== null || o.contenders.size < CONTENDERS.length;
+  if (partial && o.svg === SVG_DEFAULT && !args.includes("--svg")) o.svg = null;
   return o;
 }
 
