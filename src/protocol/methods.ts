@@ -35,7 +35,7 @@ import {
   O_TRUNC,
   O_WRONLY,
 } from "../linux/mod.ts";
-import { entryList } from "./records.ts";
+import { entryList, type Stat, statRecord } from "./records.ts";
 import {
   arr,
   bool,
@@ -84,37 +84,9 @@ const handle = u32;
 /** Owner for newly created inodes (applied when the satellite is root). */
 const owner = opt(obj({ uid: u32, gid: u32 }));
 
-/** `lstat` result: struct statx, without following a final symlink. */
-export const statSchema = obj({
-  ino: u64,
-  /** File type and permission bits (S_IFMT | 07777). */
-  mode: u32,
-  nlink: u32,
-  uid: u32,
-  gid: u32,
-  rdevMajor: u32,
-  rdevMinor: u32,
-  /** Device holding the inode: (dev, ino) identifies it across the container's filesystems. */
-  devMajor: u32,
-  devMinor: u32,
-  size: u64,
-  /** Allocated 512-byte blocks. */
-  blocks: u64,
-  blksize: u32,
-  atimeSec: int,
-  atimeNsec: u32,
-  mtimeSec: int,
-  mtimeNsec: u32,
-  ctimeSec: int,
-  ctimeNsec: u32,
-  /**
-   * Whether the inode has extended attributes (llistxattr non-empty); absent when unknown. Lets
-   * the client answer the kernel's per-file getxattr probes (ACLs, security.capability) locally.
-   */
-  hasXattrs: opt(bool),
-});
-/** File attributes (struct statx). */
-export type Stat = Infer<typeof statSchema>;
+/** `lstat` result: struct statx, without following a final symlink; travels as a record. */
+export const statSchema: Schema<Stat> = statRecord;
+export type { Stat } from "./records.ts";
 
 /** Most entries (all directories together) one `walk` answers. */
 export const MAX_WALK_ENTRIES = 4096;

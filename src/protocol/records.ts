@@ -1,5 +1,6 @@
 /**
- * Directory entries as fixed-layout records: what a listing sends instead of an object per entry.
+ * Attributes and directory entries as fixed-layout records: what a listing sends instead of an
+ * object per entry, and what a single Stat travels as.
  *
  * A listing travels as `{ names, records }` (and `targets` in a walk): `names[i]` is entry i's
  * name, and bytes `[i * RECORD_BYTES, (i + 1) * RECORD_BYTES)` of `records` are its record, little
@@ -23,7 +24,6 @@
  * @module
  */
 
-import type { Stat } from "./methods.ts";
 import { INVALID, type Invalid, name, type Schema } from "./schema.ts";
 
 /** Bytes of one record. */
@@ -63,6 +63,36 @@ const AT = {
   type: 152,
   flags: 153,
 } as const;
+
+/** File attributes (from struct statx). */
+export interface Stat {
+  ino: bigint;
+  /** File type and permission bits (S_IFMT | 07777). */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  /** Device holding the inode: (dev, ino) identifies it across the container's filesystems. */
+  devMajor: number;
+  devMinor: number;
+  size: bigint;
+  /** Allocated 512-byte blocks. */
+  blocks: bigint;
+  blksize: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+  /**
+   * Whether the inode has extended attributes (llistxattr non-empty); absent when unknown. Lets
+   * the client answer the kernel's per-file getxattr probes (ACLs, security.capability) locally.
+   */
+  hasXattrs?: boolean;
+}
 
 /** A name (UTF-8 string, or bytes when not valid UTF-8) as listings carry it. */
 export type EntryName = string | Uint8Array;
@@ -248,6 +278,24 @@ export function writeStat(view: DataView, at: number, stat: Stat): void {
   view.setUint32(at + AT.devMinor, stat.devMinor, true);
   view.setUint8(at + AT.flags, flags | RecordFlag.STAT | xattrFlags(stat.hasXattrs));
 }
+
+/**
+ * One Stat (of lstat, create, setattr…): sent as the satellite has it, encoded as a record of
+ * its own (cookie and type zero), parsed back into an object.
+ */
+export const statRecord: Schema<Stat> = {
+  describe: "stat record",
+  parse: (v) => {
+    if (!(v instanceof Uint8Array) || v.length !== RECORD_BYTES) return INVALID;
+    const view = new DataView(v.buffer, v.byteOffset, RECORD_BYTES);
+    return view.getUint8(AT.flags) & RecordFlag.STAT ? statOfRecord(view, 0) : INVALID;
+  },
+  encode: (stat) => {
+    const bytes = new Uint8Array(RECORD_BYTES);
+    writeStat(new DataView(bytes.buffer), 0, stat);
+    return bytes;
+  },
+};
 
 /** A listing built from objects (tests, and senders that have objects anyway). */
 export function entryListOf(entries: readonly WalkEntry[]): EntryList {

@@ -190,3 +190,29 @@ withSeed("records: mutated listings parse or are refused, never throw", () => {
     }
   }
 });
+
+Deno.test("records: a single Stat travels as a record, inside results too", () => {
+  const lstat = METHODS.lstat.result;
+  deepStrictEqual(lstat.parse(wire(lstat.encode!(STAT))), STAT);
+  const noXattrs = { ...STAT, hasXattrs: undefined };
+  deepStrictEqual(normal(lstat.parse(wire(lstat.encode!(noXattrs)))), normal(noXattrs));
+  // create's result: the Stat fields inside an object, one of them optional
+  const create = METHODS.create.result;
+  const sent = create.encode!({ handle: 3, stat: STAT });
+  ok((sent as { stat: unknown }).stat instanceof Uint8Array);
+  deepStrictEqual(create.parse(wire(sent)), { handle: 3, stat: STAT });
+  // a walk's directories carry their own Stat as a record
+  const walked = METHODS.walk.result;
+  const dirs = [{ path: "a", self: STAT, entries: entryListOf(ENTRIES) }];
+  const parsed = walked.parse(wire(walked.encode!({ dirs, walked: 1 })));
+  ok(parsed !== INVALID);
+  deepStrictEqual(parsed.dirs[0].self, STAT);
+  equal(parsed.dirs[0].entries.length, ENTRIES.length);
+  // refused: protocol 1's map, a record without attributes, a short or long one
+  const record = lstat.encode!(STAT) as Uint8Array;
+  const bare = record.slice();
+  bare[153] = 0;
+  for (const bad of [{ ...STAT }, bare, record.subarray(1), new Uint8Array(RECORD_BYTES + 1)]) {
+    equal(lstat.parse(bad), INVALID);
+  }
+});

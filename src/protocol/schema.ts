@@ -22,6 +22,11 @@ export interface Schema<T, W = T> {
   readonly describe: string;
   /** Validates a decoded value; returns the value (normalised) or INVALID. */
   parse(value: unknown): T | Invalid;
+  /**
+   * What the encoder is handed for a sender's value, when that is not the value itself (a Stat
+   * goes out as its record); absent for schemas whose values travel as they are.
+   */
+  encode?(value: W): unknown;
   /** Never set: carries the sender's type `W` for {@link InferWire} (in a tuple, so an
    * optional schema's `undefined` survives inference). */
   readonly wire?: readonly [W];
@@ -155,10 +160,12 @@ export const nil: Schema<null> = {
 
 /** An optional value: absent, null and undefined all read as undefined. */
 export function opt<T, W>(schema: Schema<T, W>): OptionalSchema<T, W> {
+  const encode = schema.encode;
   return {
     optional: true,
     describe: `${schema.describe}?`,
     parse: (v) => v === null || v === undefined ? undefined : schema.parse(v),
+    ...(encode && { encode: (v: W | undefined) => v === undefined ? v : encode(v) }),
   };
 }
 
@@ -176,6 +183,7 @@ export function arr<T, W>(schema: Schema<T, W>, maxLength = 65536): Schema<T[], 
       }
       return out;
     },
+    ...(schema.encode && { encode: (v: W[]) => v.map(schema.encode!) }),
   };
 }
 
@@ -209,5 +217,17 @@ export function obj<S extends Shape>(shape: S): Schema<InferShape<S>, InferWireS
       }
       return out as InferShape<S>;
     },
+    ...(keys.some((k) => shape[k].encode) && {
+      encode: (v: InferWireShape<S>) => {
+        const src = v as Record<string, unknown>;
+        const out: Record<string, unknown> = {};
+        for (let i = 0; i < keys.length; i++) {
+          const value = src[keys[i]];
+          const encode = schemas[i].encode;
+          out[keys[i]] = encode && value !== undefined ? encode(value) : value;
+        }
+        return out;
+      },
+    }),
   };
 }

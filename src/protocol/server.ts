@@ -188,7 +188,10 @@ export class Dispatcher {
     if (reply instanceof RpcFailure) return this.#error(id, reply.code, reply.message);
     if (reply instanceof BytesReply) return bytesFrame(id, reply);
     try {
-      return encodeFrame(this.#packr, [Kind.RESULT, id, reply]);
+      const encode = METHODS[method as MethodName].result.encode as
+        | ((value: unknown) => unknown)
+        | undefined;
+      return encodeFrame(this.#packr, [Kind.RESULT, id, encode ? encode(reply) : reply]);
     } catch (e) {
       this.#onError?.(method, e);
       return this.#error(id, "EIO", `${method} result cannot be encoded`);
