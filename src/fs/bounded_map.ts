@@ -9,6 +9,13 @@
 /** A Map of at most `limit` entries, evicting the oldest. */
 export class BoundedMap<K, V> extends Map<K, V> {
   readonly #limit: number;
+  /**
+   * Walks the keys oldest first, one step per eviction. Every key it has passed was evicted or
+   * deleted (a key set again moves behind every other), so its next key is the oldest one. One
+   * iterator for the map's life: asking a new one each time scans the deleted slots V8 keeps at
+   * the front until it compacts, which made a full map 6× slower to fill.
+   */
+  #oldest: Iterator<K> | undefined;
 
   constructor(limit: number) {
     super();
@@ -22,9 +29,16 @@ export class BoundedMap<K, V> extends Map<K, V> {
   }
 
   override set(key: K, value: V): this {
-    // `super()` calls nothing here (no initial entries), so `#limit` is always set.
-    if (this.has(key)) this.delete(key);
-    else if (this.size >= this.#limit) this.delete(this.keys().next().value as K);
+    // `super()` calls nothing here (no initial entries), so the fields are always set.
+    if (!super.delete(key) && this.size >= this.#limit) {
+      this.#oldest ??= this.keys();
+      super.delete(this.#oldest.next().value as K);
+    }
     return super.set(key, value);
+  }
+
+  override clear(): void {
+    super.clear();
+    this.#oldest = undefined;
   }
 }
