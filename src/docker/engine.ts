@@ -85,7 +85,6 @@ interface NodeDuplex {
 }
 interface Dockerode {
   modem: DockerodeModem;
-  ping(): Promise<unknown>;
   version(): Promise<Record<string, unknown>>;
   getContainer(id: string): DockerodeContainer;
   getImage(id: string): { inspect(): Promise<Record<string, unknown>> };
@@ -682,7 +681,7 @@ function nodeDuplexConn(socket: NodeDuplex): ByteConn {
 
 /**
  * Connects to the engine the Docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT, current context,
- * TLS material), pings it and settles the API version. Throws DockerError "config" or
+ * TLS material), asks its version and settles the API version. Throws DockerError "config" or
  * "unreachable" with a message naming the address (never credentials).
  */
 export async function connectEngine(options?: EngineOptions): Promise<Engine> {
@@ -697,8 +696,8 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
   let apiVersion = config.apiVersion;
   let flavor: "docker" | "podman" = "docker";
   try {
-    // ping: is anyone there at all
-    await docker.ping();
+    // One round trip: the version answer also says that someone is there (a remote engine
+    // pays each call's round trip before the mount can start).
     const version = await docker.version();
     const components = Array.isArray(version.Components) ? version.Components : [];
     if (components.some((c) => /podman/i.test(String((c as { Name?: unknown })?.Name)))) {
