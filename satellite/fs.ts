@@ -33,6 +33,10 @@ import {
   RpcFailure,
   type Stat,
   type StatFs,
+  statOfStatx,
+  statxIno,
+  statxMode,
+  statxSize,
   UTIME_OMIT,
 } from "../src/protocol/mod.ts";
 import {
@@ -616,28 +620,9 @@ export class SatelliteFs {
     return r < 0 ? this.#c.errno() : 0;
   }
 
+  /** The attributes in statx's buffer (after a successful #statx). */
   #readStat(): Stat {
-    const v = this.#statView;
-    return {
-      ino: v.getBigUint64(32, true),
-      mode: v.getUint16(28, true),
-      nlink: v.getUint32(16, true),
-      uid: v.getUint32(20, true),
-      gid: v.getUint32(24, true),
-      rdevMajor: v.getUint32(128, true),
-      rdevMinor: v.getUint32(132, true),
-      devMajor: v.getUint32(136, true),
-      devMinor: v.getUint32(140, true),
-      size: v.getBigUint64(40, true),
-      blocks: v.getBigUint64(48, true),
-      blksize: v.getUint32(4, true),
-      atimeSec: Number(v.getBigInt64(64, true)),
-      atimeNsec: v.getUint32(72, true),
-      mtimeSec: Number(v.getBigInt64(112, true)),
-      mtimeNsec: v.getUint32(120, true),
-      ctimeSec: Number(v.getBigInt64(96, true)),
-      ctimeNsec: v.getUint32(104, true),
-    };
+    return statOfStatx(this.#statView, 0);
   }
 
   #statAt(dirfd: number, name: Uint8Array): Stat | RpcFailure {
@@ -873,7 +858,7 @@ export class SatelliteFs {
     if (!p.readAhead) return { handle, stat };
     // Regular files with a size only: procfs/sysfs files report 0 and are read on demand.
     const st = this.#statView;
-    if ((st.getUint16(28, true) & S_IFMT) !== S_IFREG || st.getBigUint64(40, true) === 0n) {
+    if ((statxMode(st) & S_IFMT) !== S_IFREG || statxSize(st) === 0n) {
       return { handle, stat };
     }
     // Best effort: a failed read leaves the data to the client's first READ.
@@ -993,7 +978,7 @@ export class SatelliteFs {
         fd === undefined ? name : EMPTY,
         fd === undefined ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH,
       ) === 0
-      ? this.#statView.getBigUint64(32, true)
+      ? statxIno(this.#statView)
       : undefined;
     const rc = fd === undefined
       ? this.#c.fn.fchownat(dirfd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW)
@@ -1002,7 +987,7 @@ export class SatelliteFs {
     const errno = this.#c.errno();
     if (
       ino !== undefined && this.#statx(dirfd, name, AT_SYMLINK_NOFOLLOW) === 0 &&
-      this.#statView.getBigUint64(32, true) === ino
+      statxIno(this.#statView) === ino
     ) {
       this.#c.fn.unlinkat(dirfd, name, isDir ? AT_REMOVEDIR : 0);
     }
@@ -1125,7 +1110,7 @@ export class SatelliteFs {
     try {
       const errno = this.#statx(pinned, EMPTY, AT_EMPTY_PATH);
       if (errno) return failure(errno);
-      const type = this.#statView.getUint16(28, true) & S_IFMT;
+      const type = statxMode(this.#statView) & S_IFMT;
       if (type === S_IFLNK) return failure(EOPNOTSUPP);
       const procFd = this.#options.procFd;
       if (procFd !== undefined) {
@@ -1133,7 +1118,7 @@ export class SatelliteFs {
         return this.#c.fn.fchmodat(AT_FDCWD, link, perm, 0) < 0 ? failure(this.#c.errno()) : null;
       }
       if (type !== S_IFREG && type !== S_IFDIR) return failure(EOPNOTSUPP, "no /proc");
-      const ino = this.#statView.getBigUint64(32, true);
+      const ino = statxIno(this.#statView);
       const fd = this.#openRetry(
         r.dirfd,
         r.name,
@@ -1144,7 +1129,7 @@ export class SatelliteFs {
       try {
         if (
           this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0 ||
-          this.#statView.getBigUint64(32, true) !== ino
+          statxIno(this.#statView) !== ino
         ) {
           return failure(ENOENT, "replaced meanwhile");
         }
@@ -1360,7 +1345,7 @@ export class SatelliteFs {
   #openForXattr(r: Resolved): number {
     const f = this.#flags;
     const isPlain = () => {
-      const type = this.#statView.getUint16(28, true) & S_IFMT;
+      const type = statxMode(this.#statView) & S_IFMT;
       return type === S_IFREG || type === S_IFDIR;
     };
     const errno = this.#statx(r.dirfd, r.name, AT_SYMLINK_NOFOLLOW);

@@ -26,6 +26,10 @@ export {
   recordMode,
   RecordWriter,
   statOfRecord,
+  statOfStatx,
+  statxIno,
+  statxMode,
+  statxSize,
   type WalkEntry,
   writeStat,
 } from "./records.ts";

@@ -123,19 +123,24 @@ export interface EntryList {
   targets?: (EntryName | null)[];
 }
 
-function time(view: DataView, at: number): number | Invalid {
+const MAX_SECONDS = BigInt(Number.MAX_SAFE_INTEGER);
+
+function seconds(view: DataView, at: number): number {
   const sec = view.getBigInt64(at, true);
-  return sec >= -9007199254740991n && sec <= 9007199254740991n ? Number(sec) : INVALID;
+  return Number(sec > MAX_SECONDS ? MAX_SECONDS : sec < -MAX_SECONDS ? -MAX_SECONDS : sec);
 }
 
-/** The attributes of the record at byte `at` of `view` (which must hold it whole). */
-export function statOfRecord(view: DataView, at: number): Stat | Invalid {
-  const atimeSec = time(view, at + AT.atime);
-  const mtimeSec = time(view, at + AT.mtime);
-  const ctimeSec = time(view, at + AT.ctime);
-  if (atimeSec === INVALID || mtimeSec === INVALID || ctimeSec === INVALID) return INVALID;
-  const flags = view.getUint8(at + AT.flags);
-  const stat: Stat = {
+function inRange(view: DataView, at: number): boolean {
+  const sec = view.getBigInt64(at, true);
+  return sec >= -MAX_SECONDS && sec <= MAX_SECONDS;
+}
+
+/**
+ * The attributes in a `struct statx` at byte `at` of `view` (a record's first 144 bytes), times
+ * clamped to ±2^53 seconds: what a sender reads from its own statx buffer.
+ */
+export function statOfStatx(view: DataView, at: number): Stat {
+  return {
     ino: view.getBigUint64(at + AT.ino, true),
     mode: view.getUint16(at + AT.mode, true),
     nlink: view.getUint32(at + AT.nlink, true),
@@ -148,13 +153,43 @@ export function statOfRecord(view: DataView, at: number): Stat | Invalid {
     size: view.getBigUint64(at + AT.size, true),
     blocks: view.getBigUint64(at + AT.blocks, true),
     blksize: view.getUint32(at + AT.blksize, true),
-    atimeSec,
+    atimeSec: seconds(view, at + AT.atime),
     atimeNsec: view.getUint32(at + AT.atime + 8, true),
-    mtimeSec,
+    mtimeSec: seconds(view, at + AT.mtime),
     mtimeNsec: view.getUint32(at + AT.mtime + 8, true),
-    ctimeSec,
+    ctimeSec: seconds(view, at + AT.ctime),
     ctimeNsec: view.getUint32(at + AT.ctime + 8, true),
   };
+}
+
+/** `stx_mode` of the `struct statx` at byte `at` of `view`. */
+export function statxMode(view: DataView, at = 0): number {
+  return view.getUint16(at + AT.mode, true);
+}
+
+/** `stx_ino` of the `struct statx` at byte `at` of `view`. */
+export function statxIno(view: DataView, at = 0): bigint {
+  return view.getBigUint64(at + AT.ino, true);
+}
+
+/** `stx_size` of the `struct statx` at byte `at` of `view`. */
+export function statxSize(view: DataView, at = 0): bigint {
+  return view.getBigUint64(at + AT.size, true);
+}
+
+/**
+ * The attributes of the record at byte `at` of `view` (which must hold it whole): what a receiver
+ * reads. A time beyond ±2^53 seconds makes it invalid.
+ */
+export function statOfRecord(view: DataView, at: number): Stat | Invalid {
+  if (
+    !inRange(view, at + AT.atime) || !inRange(view, at + AT.mtime) ||
+    !inRange(view, at + AT.ctime)
+  ) {
+    return INVALID;
+  }
+  const stat = statOfStatx(view, at);
+  const flags = view.getUint8(at + AT.flags);
   if (flags & RecordFlag.XATTRS_KNOWN) stat.hasXattrs = (flags & RecordFlag.XATTRS) !== 0;
   return stat;
 }
@@ -246,9 +281,7 @@ export class RecordWriter {
 
 /** The mode of the record at byte `at` of `view`; undefined when it has no attributes. */
 export function recordMode(view: DataView, at: number): number | undefined {
-  return view.getUint8(at + AT.flags) & RecordFlag.STAT
-    ? view.getUint16(at + AT.mode, true)
-    : undefined;
+  return view.getUint8(at + AT.flags) & RecordFlag.STAT ? statxMode(view, at) : undefined;
 }
 
 /** Writes `stat` into the record at byte `at` of `view` (its cookie and type kept). */

@@ -12,6 +12,11 @@ import {
   RECORD_BYTES,
   RecordWriter,
   type Stat,
+  statOfRecord,
+  statOfStatx,
+  statxIno,
+  statxMode,
+  statxSize,
   type WalkEntry,
 } from "./mod.ts";
 import { entryList } from "./records.ts";
@@ -168,6 +173,13 @@ Deno.test("records: malformed listings are refused", () => {
   const far = good.records.slice();
   new DataView(far.buffer).setBigInt64(RECORD_BYTES + 112, 1n << 60n, true);
   equal(schema.parse({ names: good.names, records: far }), INVALID);
+  // …which a sender reading its own statx buffer clamps instead
+  const view = new DataView(far.buffer, RECORD_BYTES);
+  equal(statOfStatx(view, 0).mtimeSec, Number.MAX_SAFE_INTEGER);
+  equal(statOfRecord(view, 0), INVALID);
+  equal(statxMode(view), 0o100644);
+  equal(statxIno(view), STAT.ino);
+  equal(statxSize(view), STAT.size);
 });
 
 withSeed("records: mutated listings parse or are refused, never throw", () => {
