@@ -291,6 +291,7 @@ export async function spawnMount(
   args: string[],
   mp: string,
   env?: Record<string, string>,
+  log?: { text: string },
 ): Promise<MountProcess> {
   await assertUnmounted(mp);
   const child = new Deno.Command(cmd, {
@@ -303,7 +304,12 @@ export async function spawnMount(
   let exited = false;
   let stderr = "";
   const drained = (async () => {
-    for await (const c of child.stderr) stderr += decoder.decode(c, { stream: true });
+    for await (const c of child.stderr) {
+      const text = decoder.decode(c, { stream: true });
+      // A trace can be long: only the error path needs the text kept here.
+      if (log !== undefined) log.text += text;
+      else stderr += text;
+    }
   })();
   const status = child.status.then((s) => (exited = true, s));
   try {
@@ -311,17 +317,25 @@ export async function spawnMount(
   } catch (e) {
     if (!exited) child.kill("SIGKILL");
     await status;
-    throw new Error(`${(e as Error).message}: ${stderr}`);
+    throw new Error(`${(e as Error).message}: ${stderr || log?.text.slice(-2000)}`);
   }
   return { exited: () => exited, status, drained, kill: (signal) => child.kill(signal) };
 }
 
-async function mountDockerfuse(container: string, mp: string, extra: string[]): Promise<Mounted> {
+/** A cold dockerfuse mount; with `log`, its stderr (the `--debug` trace) is kept there. */
+export async function mountDockerfuse(
+  container: string,
+  mp: string,
+  extra: string[],
+  log?: { text: string },
+): Promise<Mounted> {
   const p = await spawnMount(
     "dockerfuse",
     Deno.execPath(),
     ["run", "-A", CLI, "mount", ...extra, container, mp],
     mp,
+    undefined,
+    log,
   );
   return {
     root: mp,
