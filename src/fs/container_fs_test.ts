@@ -195,6 +195,8 @@ Deno.test("container fs: a create, rename or unlink in a listed directory makes 
     rpc.on("rename", () => ok(null));
     rpc.on("unlink", () => ok(undefined));
     await change(fs, root);
+    // (A new listing, which two LOOKUP misses would make, is not what is tested here.)
+    rpc.on("opendir", () => fail("EACCES"));
     deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
     const asked = (): unknown[] => rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== "");
     deepStrictEqual(asked(), [], name); // "" is the parent's mode, asked by create
@@ -793,4 +795,54 @@ Deno.test("container fs: a directory made through the mount is known empty for t
   await new Promise((r) => setTimeout(r, 1100)); // past the listing timeout (1 s here)
   deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
   deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["new/a"]);
+});
+
+Deno.test("container fs: names looked up one by one get their directory listed at the second miss", async () => {
+  const { rpc, fs, root } = setup();
+  const stats = new Map(
+    ["a", "b", "c", "d"].map((n, i) => [n, fakeStat({ ino: 20n + BigInt(i) })]),
+  );
+  const listed = deferred<void>();
+  rpc.on("opendir", async () => {
+    await listed.promise;
+    return ok({
+      handle: 3,
+      eof: true,
+      entries: [...stats].map(([name, stat], i) => ({
+        name,
+        ino: stat.ino,
+        type: DT_REG,
+        offset: BigInt(i + 1),
+        stat,
+      })),
+    });
+  });
+  rpc.on("release", () => ok(null));
+  rpc.on("lstat", (p) => {
+    const stat = stats.get(String(p.path));
+    return stat ? ok(stat) : fail("ENOENT");
+  });
+  // The first miss is a path walked through: stat-ed, nothing listed.
+  deepStrictEqual(value(await fs.lookup(fakeContext(), root, "a")).key, keyOf(stats.get("a")!));
+  deepStrictEqual(rpc.methods(), ["lstat"]);
+  // The second lists the directory; the LOOKUPs meanwhile wait for it rather than each stat.
+  const asked = ["b", "c", "nope"].map((n) => fs.lookup(fakeContext(), root, n));
+  listed.resolve();
+  const [b, c, nope] = await Promise.all(asked);
+  deepStrictEqual(value(b).key, keyOf(stats.get("b")!));
+  deepStrictEqual(value(c).key, keyOf(stats.get("c")!));
+  deepStrictEqual(nope, ENOENT, "absent from the complete listing");
+  deepStrictEqual(value(await fs.lookup(fakeContext(), root, "d")).key, keyOf(stats.get("d")!));
+  deepStrictEqual(rpc.methods(), ["lstat", "opendir", "release"], "one listing, no more stats");
+});
+
+Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to lstat", async () => {
+  const { rpc, fs, root } = setup();
+  const stat = fakeStat({ ino: 30n });
+  rpc.on("opendir", () => fail("EACCES"));
+  rpc.on("lstat", () => ok(stat));
+  value(await fs.lookup(fakeContext(), root, "x"));
+  value(await fs.lookup(fakeContext(), root, "y"));
+  value(await fs.lookup(fakeContext(), root, "z"));
+  deepStrictEqual(rpc.methods(), ["lstat", "opendir", "lstat", "lstat"]);
 });
