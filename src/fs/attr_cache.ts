@@ -167,9 +167,15 @@ export class AttrCache {
 
   // --- "no xattrs" -------------------------------------------------------------------------
 
-  /** Records what the satellite said of `key`'s xattrs along with its attributes. */
+  /**
+   * Records what the satellite said of `key`'s xattrs along with its attributes. Attributes
+   * read without the probe (an fstat, a setattr's answer) leave what is known as it is: no
+   * change that comes with them adds an xattr (a write, chown or truncate only removes
+   * security.capability), and the xattr calls and the change feed forget it themselves.
+   */
   noteXattrs(key: string, hasXattrs: boolean | undefined, ttlMs = this.#attrTtlMs): void {
-    if (hasXattrs !== false || ttlMs <= 0) {
+    if (hasXattrs === undefined) return;
+    if (hasXattrs || ttlMs <= 0) {
       this.#noXattrs.delete(key);
       return;
     }

@@ -72,6 +72,11 @@ Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires
   deepStrictEqual(c.noXattrs("k"), "unknown");
   c.noteXattrs("k", undefined);
   deepStrictEqual(c.noXattrs("k"), "unknown");
+  // Attributes read without the probe (fstat after a write) leave "no xattrs" as it was.
+  c.noteXattrs("k", false);
+  c.noteXattrs("k", undefined);
+  deepStrictEqual(c.noXattrs("k"), "yes");
+  c.forgetXattrs("k");
   // Told with the change feed's long timeout: as long as the attributes it came with.
   c.noteXattrs("k", false, 60_000);
   clock.now += 59_000;
