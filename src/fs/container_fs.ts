@@ -90,7 +90,7 @@ import { BoundedMap } from "./bounded_map.ts";
 import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { type KernelCaches, LiveView, type Timeouts } from "./live.ts";
-import { SubtreeAhead } from "./subtree.ts";
+import { SubtreeAhead, type WalkedListing } from "./subtree.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
 import { fixedLink, isLink, type RpcLink } from "./rpc_link.ts";
@@ -695,26 +695,32 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   /**
-   * Counts a LOOKUP miss in `dir`; at the LOOKUP_MISSES_TO_LIST-th in a row, lists `dir` (as an
-   * OPENDIR would: its names and attributes serve the LOOKUPs, its subdirectories are walked
-   * ahead) and gives the listing's promise, which never rejects (a failed listing leaves the
-   * names to lstat).
+   * Counts a LOOKUP miss in `dir`; at the LOOKUP_MISSES_TO_LIST-th in a row, or at once when a
+   * walk ahead holds its listing, lists `dir` (as an OPENDIR would: its names and attributes
+   * serve the LOOKUPs, its subdirectories are walked ahead) and gives the listing's promise,
+   * which never rejects (a failed listing leaves the names to lstat).
    */
   #listForLookups(ctx: RequestContext, dir: Node): Promise<void> | undefined {
-    const now = Date.now();
-    const last = this.#lookupMisses.get(dir.key);
-    const count = last !== undefined && now - last.at <= LOOKUP_MISS_MS ? last.count + 1 : 1;
-    this.#lookupMisses.set(dir.key, { count, at: now });
     const path = relPath(dir);
-    if (count < LOOKUP_MISSES_TO_LIST || path === undefined) return undefined;
+    if (path === undefined) return undefined;
+    // A walk ahead brought the directory's listing (or is bringing it): no round trip of its own.
+    const held = this.#ahead.holds(dir.key);
+    if (!held) {
+      const now = Date.now();
+      const last = this.#lookupMisses.get(dir.key);
+      const count = last !== undefined && now - last.at <= LOOKUP_MISS_MS ? last.count + 1 : 1;
+      this.#lookupMisses.set(dir.key, { count, at: now });
+      if (count < LOOKUP_MISSES_TO_LIST) return undefined;
+    }
     this.#lookupMisses.delete(dir.key);
-    // Several LOOKUPs wait for it: one of them being interrupted does not cancel it.
-    const listing = this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path).then(
-      async (opened) => {
-        if (!isErrno(opened)) await this.#releaseHandle(opened.handle);
-      },
-      () => {},
-    ).finally(() => this.#listingForLookups.delete(dir.key));
+    const list = async (): Promise<void> => {
+      const ahead = held ? await this.#ahead.take(dir.key) : undefined;
+      if (ahead !== undefined) return void this.#fromAhead(dir, path, ahead);
+      // Several LOOKUPs wait for it: one of them being interrupted does not cancel it.
+      const opened = await this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path);
+      if (!isErrno(opened)) await this.#releaseHandle(opened.handle);
+    };
+    const listing = list().catch(() => {}).finally(() => this.#listingForLookups.delete(dir.key));
     this.#listingForLookups.set(dir.key, listing);
     return listing;
   }
@@ -1391,12 +1397,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (path === undefined) return ENOENT;
     const ahead = await this.#ahead.take(node.key);
     if (ahead !== undefined) {
-      const listing = new DirListing();
-      listing.changesAt = this.#changes.count; // any change since it was fetched dropped it
-      // Any event since it was fetched dropped it too: its state is as new as `seq` says.
-      const since = this.#since();
-      this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at, since);
-      this.#ahead.queue(node.key, path, ahead.entries);
+      const { listing, since } = this.#fromAhead(node, path, ahead);
       return {
         handle: { id: NO_HANDLE, gen: this.#link.generation, dir: true, key: node.key, listing },
         ...this.#dirCache(node, since),
@@ -1410,6 +1411,21 @@ export class ContainerFs implements FileSystem<Handle> {
     }
     const opened = await this.#openDir(ctx, node, path);
     return isErrno(opened) ? opened : { handle: opened.handle, ...opened.cache };
+  }
+
+  /** Takes the listing of directory `node` at `path` that a walk fetched ahead. */
+  #fromAhead(
+    node: Node,
+    path: string,
+    ahead: WalkedListing,
+  ): { listing: DirListing; since: number } {
+    const listing = new DirListing();
+    listing.changesAt = this.#changes.count; // any change since it was fetched dropped it
+    // Any event since it was fetched dropped it too: its state is as new as `seq` says.
+    const since = this.#since();
+    this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at, since);
+    this.#ahead.queue(node.key, path, ahead.entries);
+    return { listing, since };
   }
 
   /** Opens directory `node` at `path` on the satellite, with its first batch of entries. */

@@ -846,3 +846,37 @@ Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to ls
   value(await fs.lookup(fakeContext(), root, "z"));
   deepStrictEqual(rpc.methods(), ["lstat", "opendir", "lstat", "lstat"]);
 });
+
+Deno.test("container fs: the first LOOKUP miss in a directory walked ahead is answered from the walk", async () => {
+  const { rpc, fs, root } = setup();
+  const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
+  const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  rpc.on("opendir", () =>
+    ok({
+      handle: 10,
+      eof: true,
+      entries: [{ name: "d", ino: 5n, type: DT_DIR, offset: 1n, stat: sub }],
+    }));
+  rpc.on(
+    "walk",
+    (p) => ok({ dirs: p.paths.map((path) => ({ path, self: sub, entries: [inSub] })), walked: 1 }),
+  );
+  rpc.on("release", () => ok(null));
+  rpc.on("lstat", () => fail("ENOENT"));
+  const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
+  const d = nodeFor(
+    value(await fs.readdir(fakeContext(), root, rootDir, 0, true))[0].entry!,
+    root,
+    "d",
+  );
+  await new Promise((r) => setTimeout(r, 0));
+  deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["d"]], "d walked ahead");
+  // git status stats d/x before it reads d: the walk answers, and knows that d/y is not there.
+  deepStrictEqual(value(await fs.lookup(fakeContext(), d, "x")).key, keyOf(inSub.stat));
+  deepStrictEqual(await fs.lookup(fakeContext(), d, "y"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").length, 0);
+  deepStrictEqual(rpc.paramsOf("opendir").length, 1, "d was not opened");
+  // …and the walk still serves d's OPENDIR.
+  value(await fs.opendir(fakeContext(), d));
+  deepStrictEqual(rpc.paramsOf("opendir").length, 1);
+});

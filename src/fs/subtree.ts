@@ -266,6 +266,14 @@ export class SubtreeAhead {
     return done;
   }
 
+  /**
+   * Whether a walk brought `key`'s listing and nobody took it yet, or is bringing it: `take(key)`
+   * answers without a walk of its own.
+   */
+  holds(key: string): boolean {
+    return this.#done.has(key) || this.#asked.has(key);
+  }
+
   /** The target of the symlink `key` from a fresh walk, if any. */
   target(key: string): PathArg | undefined {
     const t = this.#targets.get(key);
