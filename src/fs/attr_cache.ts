@@ -219,6 +219,15 @@ export class AttrCache {
     if (this.#listed.size > 0) this.#listed.delete(`${dirKey}/${name}`);
   }
 
+  /**
+   * Something changes through the mount: no listing made before answers a LOOKUP (a change may
+   * reach other names than its own: a link or an unlink changes the link count every name of the
+   * inode shows, a rename the moved inode's ctime).
+   */
+  forgetAllListed(): void {
+    this.#listed.clear();
+  }
+
   // --- complete listings -----------------------------------------------------------------
 
   /** Directories whose complete listing is kept. */

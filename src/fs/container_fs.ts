@@ -355,10 +355,8 @@ export class ContainerFs implements FileSystem<Handle> {
   #changed(parent: Node | undefined, name: string): void {
     this.#changes.note();
     this.#ahead.drop();
-    if (parent !== undefined) {
-      this.#attrs.forgetListed(parent.key, name);
-      this.#attrs.notePresent(parent.key, name);
-    }
+    this.#attrs.forgetAllListed();
+    if (parent !== undefined) this.#attrs.notePresent(parent.key, name);
   }
 
   /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
@@ -1362,7 +1360,10 @@ export class ContainerFs implements FileSystem<Handle> {
     const stale = since !== undefined && this.#live?.changedSince(dir, since) === true;
     const describe = (e: ShownEntry): Entry | undefined => {
       if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
-      if (!stale) this.#attrs.noteListed(dir.key, e.name, e.stat, at, since);
+      // Names answer LOOKUPs only from a listing asked after the last change through the mount.
+      if (!stale && listing.changesAt === this.#changes.count) {
+        this.#attrs.noteListed(dir.key, e.name, e.stat, at, since);
+      }
       if (!plus) return undefined;
       const entry = this.#entry(e.stat, undefined, dir, since);
       return isErrno(entry) ? undefined : entry;

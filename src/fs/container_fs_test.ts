@@ -880,3 +880,15 @@ Deno.test("container fs: the first LOOKUP miss in a directory walked ahead is an
   value(await fs.opendir(fakeContext(), d));
   deepStrictEqual(rpc.paramsOf("opendir").length, 1);
 });
+
+Deno.test("container fs: after a change through the mount no earlier listing answers a LOOKUP (a link changes every name's nlink)", async () => {
+  const { rpc, fs, root } = await listRoot();
+  const f = fakeStat({ ino: 7n });
+  rpc.on("link", () => ok({ ...f, nlink: 2 }));
+  rpc.on("lstat", () => ok({ ...f, nlink: 2 }));
+  rpc.on("opendir", () => fail("EACCES"));
+  const fNode = fakeNode(keyOf(f), root, "f");
+  value(await fs.link(fakeContext(), fNode, root, "h"));
+  deepStrictEqual(value(await fs.lookup(fakeContext(), root, "f")).attr.nlink, 2);
+  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["f"]);
+});
