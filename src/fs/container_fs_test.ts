@@ -23,6 +23,7 @@ import {
   type DirEntry as WireDirEntry,
   OpenFlags,
   type Stat,
+  type WalkEntry,
 } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
 import {
@@ -347,12 +348,15 @@ Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite
   }
 });
 
-Deno.test("container fs: a subdirectory walked ahead opens without a round trip, its symlinks read without one; a change drops them", async () => {
+/**
+ * The root listed with one subdirectory "d", which the satellite's walks answer with `inD`; the
+ * walk ahead that listing starts has been answered.
+ */
+async function withWalkedSubdir(
+  inD: WalkEntry[],
+): Promise<{ rpc: FakeRpc; fs: ContainerFs; root: Node; d: Node; sub: Stat }> {
   const { rpc, fs, root } = setup();
   const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
-  const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
-  const linkStat = fakeStat({ ino: 7n, mode: S_IFLNK | 0o777 });
-  const link = { name: "l", ino: 7n, type: DT_LNK, offset: 2n, stat: linkStat, target: "../t" };
   let next = 10;
   rpc.on("opendir", () =>
     ok({
@@ -364,13 +368,11 @@ Deno.test("container fs: a subdirectory walked ahead opens without a round trip,
     "walk",
     (p) =>
       ok({
-        dirs: p.paths.map((path) => ({ path, self: sub, entries: [inSub, link] })),
+        dirs: p.paths.map((path) => ({ path, self: sub, entries: inD })),
         walked: p.paths.length,
       }),
   );
-  rpc.on("readlink", () => ok("../t"));
   rpc.on("release", () => ok(null));
-  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
   const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
   const d = nodeFor(
     value(await fs.readdir(fakeContext(), root, rootDir, 0, true))[0].entry!,
@@ -379,6 +381,16 @@ Deno.test("container fs: a subdirectory walked ahead opens without a round trip,
   );
   await new Promise((r) => setTimeout(r, 0));
   deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["d"]], "d walked ahead");
+  return { rpc, fs, root, d, sub };
+}
+
+Deno.test("container fs: a subdirectory walked ahead opens without a round trip, its symlinks read without one; a change drops them", async () => {
+  const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  const linkStat = fakeStat({ ino: 7n, mode: S_IFLNK | 0o777 });
+  const link = { name: "l", ino: 7n, type: DT_LNK, offset: 2n, stat: linkStat, target: "../t" };
+  const { rpc, fs, root, d } = await withWalkedSubdir([inSub, link]);
+  rpc.on("readlink", () => ok("../t"));
+  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
   const opened = value(await fs.opendir(fakeContext(), d)).handle;
   const listed = value(await fs.readdir(fakeContext(), d, opened, 0, true));
   deepStrictEqual(listed.map((e) => e.name), ["x", "l"]);
@@ -848,29 +860,9 @@ Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to ls
 });
 
 Deno.test("container fs: the first LOOKUP miss in a directory walked ahead is answered from the walk", async () => {
-  const { rpc, fs, root } = setup();
-  const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
   const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
-  rpc.on("opendir", () =>
-    ok({
-      handle: 10,
-      eof: true,
-      entries: [{ name: "d", ino: 5n, type: DT_DIR, offset: 1n, stat: sub }],
-    }));
-  rpc.on(
-    "walk",
-    (p) => ok({ dirs: p.paths.map((path) => ({ path, self: sub, entries: [inSub] })), walked: 1 }),
-  );
-  rpc.on("release", () => ok(null));
+  const { rpc, fs, d } = await withWalkedSubdir([inSub]);
   rpc.on("lstat", () => fail("ENOENT"));
-  const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
-  const d = nodeFor(
-    value(await fs.readdir(fakeContext(), root, rootDir, 0, true))[0].entry!,
-    root,
-    "d",
-  );
-  await new Promise((r) => setTimeout(r, 0));
-  deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["d"]], "d walked ahead");
   // git status stats d/x before it reads d: the walk answers, and knows that d/y is not there.
   deepStrictEqual(value(await fs.lookup(fakeContext(), d, "x")).key, keyOf(inSub.stat));
   deepStrictEqual(await fs.lookup(fakeContext(), d, "y"), ENOENT);
