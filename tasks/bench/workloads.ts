@@ -6,7 +6,8 @@
 //
 // Then, for dockerfuse, where the requests go: one more run of each workload on a `--debug` mount
 // (which answers every request on the JS thread, so none is hidden), with the kernel's requests
-// during the timed command counted by opcode and the satellite's calls by method.
+// during the timed command counted by opcode and the satellite's calls by method. Those calls are
+// an upper bound: without --debug the reader thread answers some requests from its own records.
 //
 // Run: deno task bench workloads [--runs=N] [--only=a,b] [--no-profile]
 // Needs root (drop_caches, mounts), Docker, git, gcc, make, vim and npm on the host, and
