@@ -19,7 +19,6 @@ export * from "./methods.ts";
 export {
   type DirEntry,
   type EntryList,
-  entryListOf,
   type EntryName,
   RECORD_BYTES,
   RecordFlag,

@@ -239,11 +239,6 @@ export class RecordWriter {
     this.#bytes.fill(0, at + AT.flags + 1, at + RECORD_BYTES);
   }
 
-  /** Replaces the attributes of record `i` (cookie and type kept). */
-  setStat(i: number, stat: Stat): void {
-    writeStat(this.#view, i * RECORD_BYTES, stat);
-  }
-
   /** Whether record `i` has attributes. */
   hasStat(i: number): boolean {
     return (this.#view.getUint8(i * RECORD_BYTES + AT.flags) & RecordFlag.STAT) !== 0;
@@ -254,23 +249,11 @@ export class RecordWriter {
     return this.#view.getUint8(i * RECORD_BYTES + AT.type);
   }
 
-  /** The mode of record `i` (0 without attributes). */
-  mode(i: number): number {
-    return this.#view.getUint16(i * RECORD_BYTES + AT.mode, true);
-  }
-
   /** Whether record `i` is on device (major, minor). */
   onDevice(i: number, major: number, minor: number): boolean {
     const at = i * RECORD_BYTES;
     return this.#view.getUint32(at + AT.devMajor, true) === major &&
       this.#view.getUint32(at + AT.devMinor, true) === minor;
-  }
-
-  /** The attributes of record `i`, as an object (for the few that need one). */
-  stat(i: number): Stat | undefined {
-    if (!this.hasStat(i)) return undefined;
-    const stat = statOfRecord(this.#view, i * RECORD_BYTES);
-    return stat === INVALID ? undefined : stat;
   }
 
   /** The records written so far (a view: valid until the next `add`). */
@@ -329,22 +312,6 @@ export const statRecord: Schema<Stat> = {
     return bytes;
   },
 };
-
-/** A listing built from objects (tests, and senders that have objects anyway). */
-export function entryListOf(entries: readonly WalkEntry[]): EntryList {
-  const w = new RecordWriter();
-  const names: EntryName[] = [];
-  const targets: (EntryName | null)[] = [];
-  for (const e of entries) {
-    w.add(e.ino, e.type, e.offset);
-    if (e.stat !== undefined) w.setStat(w.count - 1, e.stat);
-    names.push(e.name);
-    targets.push(e.target ?? null);
-  }
-  const list: EntryList = { names, records: w.bytes().slice() };
-  if (targets.some((t) => t !== null)) list.targets = targets;
-  return list;
-}
 
 /**
  * A listing of at most `maxEntries`: sent as an {@link EntryList}, parsed into entry objects.

@@ -6,7 +6,8 @@ import {
   createPackr,
   createUnpackr,
   type DirEntry,
-  entryListOf,
+  type EntryList,
+  type EntryName,
   INVALID,
   METHODS,
   RECORD_BYTES,
@@ -18,9 +19,28 @@ import {
   statxMode,
   statxSize,
   type WalkEntry,
+  writeStat,
 } from "./mod.ts";
 import { entryList } from "./records.ts";
 import { mutate, rng, SEED, withSeed } from "./_test_utils.ts";
+
+/** A listing built from entry objects, as the satellite would send it. */
+function entryListOf(entries: readonly WalkEntry[]): EntryList {
+  const w = new RecordWriter();
+  const names: EntryName[] = [];
+  const targets: (EntryName | null)[] = [];
+  for (const e of entries) w.add(e.ino, e.type, e.offset);
+  const records = w.bytes().slice();
+  const view = new DataView(records.buffer);
+  entries.forEach((e, i) => {
+    if (e.stat !== undefined) writeStat(view, i * RECORD_BYTES, e.stat);
+    names.push(e.name);
+    targets.push(e.target ?? null);
+  });
+  const list: EntryList = { names, records };
+  if (targets.some((t) => t !== null)) list.targets = targets;
+  return list;
+}
 
 const STAT: Stat = {
   ino: (1n << 63n) + 5n,
@@ -144,9 +164,10 @@ Deno.test("records: the writer copies statx's buffer as the kernel lays it out",
     },
   });
   deepStrictEqual(parsed[100], { name: "n100", ino: 1000n, type: 8, offset: 1001n });
-  // setStat rewrites attributes and keeps the entry's own fields
-  w.setStat(3, { ...STAT, mode: 0o40700 });
-  const again = entryList(200).parse({ names, records: w.bytes() }) as DirEntry[];
+  // writeStat rewrites attributes and keeps the entry's own fields
+  const rewritten = w.bytes().slice();
+  writeStat(new DataView(rewritten.buffer), 3 * RECORD_BYTES, { ...STAT, mode: 0o40700 });
+  const again = entryList(200).parse({ names, records: rewritten }) as DirEntry[];
   equal(again[3].offset, 4n);
   equal(again[3].type, 4);
   equal(again[3].stat!.mode, 0o40700);
