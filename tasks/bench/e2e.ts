@@ -348,6 +348,23 @@ export async function mountDockerfuse(
   };
 }
 
+/**
+ * A cold mount of `who` (the native path `native` needs none); dockerfuse with `dockerfuseArgs`,
+ * its stderr kept in `log` when given.
+ */
+export async function mountContender(
+  who: "dockerfuse" | "sshfs" | "native",
+  container: string,
+  native: string,
+  mp: string,
+  dockerfuseArgs: string[],
+  log?: { text: string },
+): Promise<Mounted> {
+  if (who === "native") return { root: native, unmount: () => Promise.resolve() };
+  if (who === "sshfs") return await mountSshfs(container, mp);
+  return await mountDockerfuse(container, mp, dockerfuseArgs, log);
+}
+
 /** sshfs in passive mode over `docker exec` of the container's sftp-server (`env` for docker). */
 export async function mountSshfs(
   container: string,
@@ -491,10 +508,7 @@ async function measureOnce(
   }
   if (w.skip?.includes(who)) return null;
   if (w.id === "busy") {
-    let m: Mounted;
-    if (who === "native") m = { root: native, unmount: () => Promise.resolve() };
-    else if (who === "dockerfuse") m = await mountDockerfuse(container, mp, opts.dockerfuseArgs);
-    else m = await mountSshfs(container, mp);
+    const m = await mountContender(who, container, native, mp, opts.dockerfuseArgs);
     try {
       const r = await measureWhileStreaming({
         big: `${m.root}/bench/big.bin`,
@@ -509,10 +523,7 @@ async function measureOnce(
   }
   if (!w.script) return null;
   await prepare(w, native);
-  let m: Mounted;
-  if (who === "native") m = { root: native, unmount: () => Promise.resolve() };
-  else if (who === "dockerfuse") m = await mountDockerfuse(container, mp, opts.dockerfuseArgs);
-  else m = await mountSshfs(container, mp);
+  const m = await mountContender(who, container, native, mp, opts.dockerfuseArgs);
   try {
     if (w.before) await sh(w.before(m.root));
     await dropCaches();

@@ -18,9 +18,7 @@ import {
   dropCaches,
   ensureHostTools,
   median,
-  mountDockerfuse,
-  type Mounted,
-  mountSshfs,
+  mountContender,
   run,
   SFTP_SERVER,
   sh,
@@ -189,18 +187,6 @@ function parseArgs(args: string[]): Options {
   return o;
 }
 
-async function mountOf(
-  who: Contender,
-  container: string,
-  native: string,
-  mp: string,
-  log?: { text: string },
-): Promise<Mounted> {
-  if (who === "native") return { root: native, unmount: () => Promise.resolve() };
-  if (who === "sshfs") return await mountSshfs(container, mp);
-  return await mountDockerfuse(container, mp, log ? ["--debug"] : [], log);
-}
-
 /** One timed run of `w` on a fresh mount of `who` (seconds). */
 async function measureOnce(
   w: Workload,
@@ -212,7 +198,7 @@ async function measureOnce(
 ): Promise<number> {
   if (w.prepare) await sh(w.prepare(native));
   await dropCaches();
-  const m = await mountOf(who, container, native, mp, log);
+  const m = await mountContender(who, container, native, mp, log ? ["--debug"] : [], log);
   try {
     if (w.before) {
       await sh(w.before(m.root));
