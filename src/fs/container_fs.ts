@@ -186,6 +186,16 @@ function pathTooLong(path: string): boolean {
 }
 
 /** Relative protocol path of a node ("" for the root), or undefined when it has none. */
+/** `entries` with what READDIRPLUS tells of them cached for the one call (timeouts 0). */
+function expired(entries: DirEntry[]): DirEntry[] {
+  return entries.map((e) =>
+    e.entry === undefined ? e : {
+      ...e,
+      entry: { ...e.entry, entryTimeout: 0, attrTimeout: 0, stable: false, noXattrs: false },
+    }
+  );
+}
+
 function relPath(node: Node): string | undefined {
   const path = node.path;
   return path === undefined ? undefined : path.slice(1);
@@ -1377,6 +1387,7 @@ export class ContainerFs implements FileSystem<Handle> {
       }
     };
     const shown = listing.fill(offset, entries, eof, describe, dropped);
+    if (shown) listing.since = since;
     if (offset === 0) listing.madeAt ??= at;
     // Read whole with nothing changed through the mount since it was asked: absent names are so.
     if (
@@ -1484,10 +1495,22 @@ export class ContainerFs implements FileSystem<Handle> {
     offset: number,
     plus: boolean,
   ): Promise<DirEntry[] | Errno> {
-    const listing = handle.listing ??= new DirListing();
+    let listing = handle.listing ??= new DirListing();
+    const stale = listing.since !== undefined && this.#live?.changedSince(node, listing.since);
+    if (stale && offset === 0) {
+      // Read at OPENDIR (no lock of the directory held), before an event in it handled since:
+      // the kernel would keep those names (dentries, its cached listing) after the event's
+      // notices. Read again under this READDIR, which the next event's notices wait for.
+      listing = handle.listing = new DirListing();
+      if (handle.id === NO_HANDLE) handle.lazy = true;
+    }
     if (listing.end !== undefined && offset >= listing.end) return [];
     const index = offset - listing.bufferStart;
-    if (index >= 0 && index < listing.buffer.length) return listing.buffer.slice(index);
+    if (index >= 0 && index < listing.buffer.length) {
+      // Further on in a stream begun before the event: shown, but cached for this call only
+      // (the kernel's cached listing, begun before the event, is dropped at its next start).
+      return stale ? expired(listing.buffer.slice(index)) : listing.buffer.slice(index);
+    }
     if (handle.lazy === true) {
       // The kernel's cached listing did not answer: open the directory for real.
       const path = relPath(node);

@@ -129,14 +129,11 @@ Deno.test("container fs: a listing read before an event handled first answers no
   const rootKey = "0:1:1";
   fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
   const stat = fakeStat({ ino: 7n });
-  rpc.on("opendir", () => {
+  rpc.on("opendir", () => ok({ handle: 3 }));
+  rpc.on("readdir", () => {
     // The removal's event frame came right behind this answer: handled before it resolves.
     fs.onChanges([{ dir: rootKey, name: "f", what: ChangeKind.NAME }]);
-    return ok({
-      handle: 3,
-      eof: true,
-      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }],
-    });
+    return ok({ eof: true, entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }] });
   });
   rpc.on("lstat", () => fail("ENOENT"));
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
@@ -145,6 +142,72 @@ Deno.test("container fs: a listing read before an event handled first answers no
   deepStrictEqual(rpc.methods().filter((m) => m === "lstat").length, 1, "asked, not listed");
   deepStrictEqual(await fs.lookup(fakeContext(), root, "g"), ENOENT);
   deepStrictEqual(rpc.methods().filter((m) => m === "lstat").length, 2, "no absent names");
+});
+
+Deno.test("container fs: entries an OPENDIR brought are read again at READDIR after an event in the directory", async () => {
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  const rootKey = "0:1:1";
+  const stat = fakeStat({ ino: 7n, devMajor: 0, devMinor: 1 });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }],
+    }));
+  rpc.on("readdir", () => ok({ entries: [], eof: true }));
+  // Not yet watched: OPENDIR brings the listing (a watched one would leave it to READDIR).
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
+  // `f` is removed in the container between OPENDIR and the READDIRPLUS: shown, the kernel would
+  // make its dentry (and keep its cached listing) after the event's notices dropped them.
+  fs.onChanges([{ dir: rootKey, name: "f", what: ChangeKind.NAME }]);
+  deepStrictEqual(value(await fs.readdir(fakeContext(), root, handle, 0, true)), []);
+  deepStrictEqual(rpc.methods(), ["opendir", "readdir"]);
+  deepStrictEqual(rpc.calls[1].params, { handle: 3, offset: 0n, plus: true, maxEntries: 1024 });
+});
+
+Deno.test("container fs: further entries of a stream begun before an event are cached for one call", async () => {
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  const rootKey = "0:1:1";
+  fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
+  const stat = (ino: bigint): Stat => fakeStat({ ino, devMajor: 0, devMinor: 1 });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [
+        { name: "f", ino: 7n, type: DT_REG, offset: 1n, stat: stat(7n) },
+        { name: "g", ino: 8n, type: DT_REG, offset: 2n, stat: stat(8n) },
+      ],
+    }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  const first = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  deepStrictEqual(first.map((e) => e.entry!.entryTimeout), [60, 60]);
+  fs.onChanges([{ dir: rootKey, name: "g", what: ChangeKind.NAME }]);
+  // The kernel's buffer took only `f`: it asks for the rest, which was read before the event.
+  const rest = value(await fs.readdir(fakeContext(), root, handle, 1, true));
+  deepStrictEqual(rest.map((e) => e.name), ["g"]);
+  const entry = rest[0].entry!;
+  deepStrictEqual([entry.entryTimeout, entry.attrTimeout], [0, 0]);
+  assert(!entry.stable && !entry.noXattrs, "nothing answered on the reader thread");
+  deepStrictEqual(rpc.methods(), ["opendir"]);
+});
+
+Deno.test("container fs: entries an OPENDIR brought keep the long timeout while nothing changed", async () => {
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  const rootKey = "0:1:1";
+  fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
+  const stat = fakeStat({ ino: 7n, devMajor: 0, devMinor: 1 });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [{ name: "f", ino: 7n, type: DT_REG, offset: 1n, stat }],
+    }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  fs.onChanges([{ dir: "0:1:99", name: "x", what: ChangeKind.NAME }]); // another directory
+  const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  deepStrictEqual(listed[0].entry!.entryTimeout, 60);
 });
 
 /** A root listed whole in one batch (names `f` and `g`), read through READDIRPLUS. */

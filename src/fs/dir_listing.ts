@@ -55,6 +55,11 @@ export class DirListing {
   /** Entries of the last batch, from position `bufferStart`. */
   buffer: DirEntry[] = [];
   bufferStart = 0;
+  /**
+   * The change feed's event count before the buffer's entries were read (set by the owner): an
+   * event after it makes the entries' timeouts stale.
+   */
+  since: number | undefined;
   /** Position where the stream ends, once the satellite said so. */
   end: number | undefined;
   /** Name → the position it is shown at. */
