@@ -21,6 +21,21 @@ import {
 import { measureWhileStreaming } from "./busy.ts";
 
 export const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
+
+/**
+ * The runtime flags `deno task mount` gives the CLI (deno.json, the one place they are set): a
+ * benchmark times the client as users run it.
+ */
+export const CLI_FLAGS: readonly string[] = (() => {
+  const config = JSON.parse(
+    Deno.readTextFileSync(new URL("../../deno.json", import.meta.url)),
+  ) as { tasks: Record<string, string> };
+  const words = config.tasks.mount.split(/\s+/);
+  const from = words.indexOf("run") + 1;
+  const to = words.indexOf("src/cli/main.ts");
+  if (from === 0 || to < from) throw new Error("Cannot read the mount task's flags from deno.json");
+  return words.slice(from, to);
+})();
 const SVG_DEFAULT = new URL("./e2e.svg", import.meta.url).pathname;
 export const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 const BIG_MIB = 256;
@@ -332,7 +347,7 @@ export async function mountDockerfuse(
   const p = await spawnMount(
     "dockerfuse",
     Deno.execPath(),
-    ["run", "-A", CLI, "mount", ...extra, container, mp],
+    ["run", ...CLI_FLAGS, CLI, "mount", ...extra, container, mp],
     mp,
     undefined,
     log,

@@ -13,6 +13,7 @@ import { ensureTestBed, removeTestContainer, startTestContainer } from "../testb
 import { startDelayProxy } from "./delay_proxy.ts";
 import {
   CLI,
+  CLI_FLAGS,
   dropCaches,
   ensureHostTools,
   median,
@@ -102,7 +103,7 @@ async function mount(
     const p = await spawnMount(
       "dockerfuse",
       Deno.execPath(),
-      ["run", "-A", CLI, "mount", ...opts.dockerfuseArgs, container, mp],
+      ["run", ...CLI_FLAGS, CLI, "mount", ...opts.dockerfuseArgs, container, mp],
       mp,
       { DOCKER_HOST: engine },
     );
