@@ -22,6 +22,7 @@ import {
   Later,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
+  MAX_READ_FILES_BYTES,
   MAX_READDIR_ENTRIES,
   OpenFlags,
   openFlagsFromWire,
@@ -86,6 +87,8 @@ const READDIR_BUDGET = 512 * 1024;
 
 /** What `open` answers. */
 type Opened = ResultOf<"open">;
+/** What `readFiles` answers. */
+type ReadFiles = ResultOf<"readFiles">;
 
 interface FileHandle {
   readonly fd: number;
@@ -277,6 +280,7 @@ export class SatelliteFs {
       opendir: (p) => this.#opendir(p),
       readdir: (p) => this.#readdir(p),
       walk: (p) => walk(this.#walkAccess(), p),
+      readFiles: (p) => this.#readFiles(p),
       open: (p) => this.#open(p),
       create: (p) => this.#create(p),
       read: (p) => this.#offloadRead(p) ?? this.#read(p),
@@ -885,6 +889,71 @@ export class SatelliteFs {
     const data = this.#aheadBuf.subarray(0, size);
     const done = this.#whole("pread64", fd, data, 0n);
     return done < 0 ? { handle, stat } : { handle, stat, data: data.subarray(0, done) };
+  }
+
+  /**
+   * `readFiles`: each name is opened here (a metadata call, like a walk's), and each file that
+   * qualifies is read on an I/O worker when there is one, so the loop keeps answering meanwhile.
+   */
+  #readFiles(p: ParamsOf<"readFiles">): ReadFiles | RpcFailure | Later<ReadFiles> {
+    const f = this.#flags;
+    const dirfd = this.#openAt(p.dir, f.O_PATH | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    if (dirfd instanceof RpcFailure) return dirfd;
+    const files: ReadFiles = new Array(p.names.length).fill(undefined);
+    const io = this.#options.io;
+    const later = new Later<ReadFiles>();
+    let pending = 0; // reads on the worker not yet done
+    const settle = (): void => void (--pending === 0 && later.settle(files));
+    let budget = Math.min(p.maxBytes, MAX_READ_FILES_BYTES);
+    try {
+      for (let i = 0; i < p.names.length && budget > 0; i++) {
+        const parts = splitPath(p.names[i]);
+        if (parts?.length !== 1) continue; // one name, not a path
+        const fd = this.#openRetry(
+          dirfd,
+          withNul(parts[0]),
+          f.O_RDONLY | f.O_NOFOLLOW | f.O_NOCTTY | f.O_CLOEXEC | this.#nonblock,
+          0,
+        );
+        if (fd < 0) continue;
+        const st = this.#statView;
+        const size = this.#statx(fd, EMPTY, AT_EMPTY_PATH) === 0 &&
+            (statxMode(st) & S_IFMT) === S_IFREG
+          ? Number(statxSize(st))
+          : 0;
+        if (size === 0 || size > p.maxFileBytes || size > budget) {
+          this.#c.fn.close(fd);
+          continue;
+        }
+        budget -= size;
+        const stat = this.#readStat();
+        const take = (data: Uint8Array): void => {
+          // Whole, as the stat says, or nothing: a file that changed meanwhile is read at its open.
+          if (data.length === size) files[i] = { stat, data: data.slice() };
+        };
+        pending++;
+        const submitted = io?.submit({
+          op: Op.PREAD,
+          fd,
+          args: [0n, BigInt(size)],
+          handles: [],
+          done: (r, data) => {
+            if (r >= 0n) take(data.subarray(DATA_OFFSET, DATA_OFFSET + Number(r)));
+            this.#c.fn.close(fd);
+            settle();
+          },
+        });
+        if (submitted) continue;
+        pending--;
+        const data = this.#aheadBuf.subarray(0, size);
+        const done = this.#whole("pread64", fd, data, 0n);
+        if (done >= 0) take(data.subarray(0, done));
+        this.#c.fn.close(fd);
+      }
+    } finally {
+      this.#c.fn.close(dirfd);
+    }
+    return pending === 0 ? files : later;
   }
 
   #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {

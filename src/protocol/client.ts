@@ -139,6 +139,10 @@ export function bulkCost(method: MethodName, params: unknown): number {
     const data = (params as { data?: unknown }).data;
     return data instanceof Uint8Array && data.length >= LARGE_PAYLOAD_BYTES ? data.length : 0;
   }
+  if (method === "readFiles") {
+    const max = (params as { maxBytes?: unknown }).maxBytes;
+    return typeof max === "number" && max >= LARGE_PAYLOAD_BYTES ? max : 0;
+  }
   return 0;
 }
 /** How long close() lets requests already made be delivered and answered. */

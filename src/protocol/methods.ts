@@ -103,6 +103,20 @@ export const walkDirSchema = obj({
 /** A directory listed by a walk. */
 export type WalkDir = Infer<typeof walkDirSchema>;
 
+/** Most names one `readFiles` asks for. */
+export const MAX_READ_FILES = 256;
+/** Most bytes of contents one `readFiles` answers. */
+export const MAX_READ_FILES_BYTES = 512 * 1024;
+
+/** A small file read whole by `readFiles`. */
+export const wholeFileSchema = obj({
+  /** The opened file's attributes, taken before it was read. */
+  stat: statSchema,
+  data: bytes(MAX_READ_FILES_BYTES),
+});
+/** A file's whole contents and whose they are. */
+export type WholeFile = Infer<typeof wholeFileSchema>;
+
 /** statvfs of the filesystem holding a path. */
 export const statFsSchema = obj({
   bsize: u32,
@@ -177,6 +191,16 @@ export const METHODS = {
   walk: method(
     obj({ paths: arr(path, MAX_WALK_PATHS), maxEntries: u32, maxBytes: u32 }),
     obj({ dirs: arr(walkDirSchema, MAX_WALK_ENTRIES), walked: u32 }),
+  ),
+  /**
+   * Reads whole, in order, the regular files among `names` (entries of directory `dir`) of at
+   * most `maxFileBytes` bytes, until `maxBytes` (at most MAX_READ_FILES_BYTES) of contents are
+   * answered: for each name its contents and Stat, or nothing (not a regular file, empty, larger,
+   * unreadable, or past the budget). Best effort, for opens to come: no failure but `dir`'s.
+   */
+  readFiles: method(
+    obj({ dir: path, names: arr(name, MAX_READ_FILES), maxFileBytes: u32, maxBytes: u32 }),
+    arr(opt(wholeFileSchema), MAX_READ_FILES),
   ),
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
   readdir: method(

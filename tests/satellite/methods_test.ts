@@ -371,6 +371,35 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       deepStrictEqual(valueOf(await c.getxattr({ path: "", name: "user.root" })), enc.encode("r"));
     });
 
+    await t.step(
+      "readFiles: whole small regular files of a directory, in order, within budgets",
+      async () => {
+        await Deno.mkdir(`${root}/rf`);
+        await Deno.writeTextFile(`${root}/rf/a`, "alpha");
+        await Deno.writeTextFile(`${root}/rf/empty`, "");
+        await Deno.writeTextFile(`${root}/rf/big`, "x".repeat(5000));
+        await Deno.writeTextFile(`${root}/rf/b`, "beta");
+        await Deno.writeTextFile(`${root}/rf/c`, "gamma");
+        await Deno.mkdir(`${root}/rf/sub`);
+        await Deno.symlink("a", `${root}/rf/link`);
+        const names = ["a", "empty", "big", "missing", "sub", "link", "../a", "b", "c"];
+        const files = valueOf(
+          await c.readFiles({ dir: "rf", names, maxFileBytes: 4096, maxBytes: 9 }),
+        );
+        equal(files.length, names.length);
+        const shown = files.map((f) => f && new TextDecoder().decode(f.data));
+        // "c" is past the 9-byte budget ("alpha" + "beta"); only regular files, no paths.
+        deepStrictEqual(shown, ["alpha", ...Array(6).fill(undefined), "beta", undefined]);
+        const st = Deno.statSync(`${root}/rf/a`);
+        equal(Number(files[0]!.stat.ino), st.ino);
+        equal(files[0]!.stat.size, 5n);
+        equal(
+          errnoOf(await c.readFiles({ dir: "nowhere", names, maxFileBytes: 9, maxBytes: 9 })),
+          "ENOENT",
+        );
+      },
+    );
+
     await t.step("unknown handles give EBADF", async () => {
       equal(errnoOf(await c.read({ handle: 999999, offset: 0n, size: 1 })), "EBADF");
       equal(errnoOf(await c.fsync({ handle: 999999, datasync: false })), "EBADF");
