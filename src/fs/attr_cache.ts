@@ -274,6 +274,30 @@ export class AttrCache {
   }
 
   /**
+   * Up to `max` names of `dirKey`'s complete listing, those after `name` first (readdir order,
+   * then from the start again), leaving out `name` and those `skip` says; held or not for
+   * lookups. Undefined when no listing is held or `name` is not in it.
+   */
+  namesAround(
+    dirKey: string,
+    name: string,
+    max: number,
+    skip: (name: string) => boolean,
+  ): string[] | undefined {
+    const complete = this.#complete.get(dirKey);
+    if (complete === undefined || !complete.names.has(name)) return undefined;
+    const after: string[] = [];
+    const before: string[] = [];
+    let past = false;
+    for (const n of complete.names) {
+      if (n === name) past = true;
+      else if (!skip(n)) (past ? after : before).push(n);
+      if (after.length >= max) break;
+    }
+    return after.concat(before).slice(0, max);
+  }
+
+  /**
    * `name` in `dirKey` is changed through the mount (created, removed, renamed to or from,
    * whatever the answer): it is no longer known absent; every other name stays as it was.
    */

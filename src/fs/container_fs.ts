@@ -29,6 +29,7 @@
 
 import {
   abi,
+  type Attr,
   type AttrResult,
   type Created,
   type DirEntry,
@@ -78,6 +79,8 @@ import {
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
   MAX_PATH_BYTES,
+  MAX_READ_FILES,
+  MAX_READ_FILES_BYTES,
   OpenFlags,
   openFlagsToWire,
   type RpcCalls,
@@ -93,6 +96,7 @@ import { type KernelCaches, LiveView, type Timeouts } from "./live.ts";
 import { SubtreeAhead, type WalkedListing } from "./subtree.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
+import { SmallFiles } from "./small_files.ts";
 import { fixedLink, isLink, type RpcLink } from "./rpc_link.ts";
 import { FileWrites, WriteBehind } from "./write_behind.ts";
 
@@ -151,6 +155,13 @@ type DirCache = { cacheDir?: boolean; keepCache?: boolean };
 
 /** Entries asked of the satellite per readdir round trip. */
 const READDIR_BATCH = 1024;
+/**
+ * Largest file whose contents are read ahead of its open (see small_files.ts): most source files,
+ * documents and configuration files; larger ones gain little from saving one round trip.
+ */
+const SMALL_FILE_BYTES = 64 * 1024;
+/** Small files are read ahead only when nothing changed through the mount for this long (ms). */
+const SMALL_FILES_QUIET_MS = 1000;
 /** Batches of only unshowable names read in a row before a listing is given up (EIO). */
 const MAX_SKIPPED_BATCHES = 1024;
 /** Most inodes remembered as told with the long timeout (then forgotten all at once). */
@@ -244,6 +255,10 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #lookupMisses = new BoundedMap<string, { count: number; at: number }>(LOOKUP_MISS_DIRS);
   /** Listings made for LOOKUPs, by directory key, while they are in flight. */
   readonly #listingForLookups = new Map<string, Promise<void>>();
+  /** Small files read ahead of their opens (see small_files.ts). */
+  readonly #smallFiles: SmallFiles;
+  /** When (ms) something last changed through the mount. */
+  #changedAt = 0;
 
   /** `rpc`: plain calls (one connection for life) or a link whose connection can change. */
   constructor(rpc: RpcCalls | RpcLink, options: ContainerFsOptions) {
@@ -257,6 +272,10 @@ export class ContainerFs implements FileSystem<Handle> {
       attrTtlMs,
       listedTtlMs,
       vouched: (key) => this.#live?.watches(key) ?? false,
+    });
+    this.#smallFiles = new SmallFiles({
+      ttlMs: listedTtlMs,
+      watched: (key) => this.#live?.watches(key) ?? false,
     });
     const link = this.#link;
     this.#ahead = new SubtreeAhead(() => link.on(link.generation), this.#changes, {
@@ -274,6 +293,7 @@ export class ContainerFs implements FileSystem<Handle> {
         dropped: (dirKey, name, childKey) => {
           this.#changes.note();
           this.#ahead.drop();
+          this.#smallFiles.dropDir(dirKey, childKey);
           this.#attrs.forgetComplete(dirKey);
           this.#attrs.noteChangedDir(dirKey, undefined);
           if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
@@ -285,6 +305,7 @@ export class ContainerFs implements FileSystem<Handle> {
         droppedAll: () => {
           this.#changes.note();
           this.#ahead.drop();
+          this.#smallFiles.clear();
           this.#attrs.clear();
         },
       },
@@ -365,6 +386,8 @@ export class ContainerFs implements FileSystem<Handle> {
   #changed(parent: Node | undefined, name: string): void {
     this.#changes.note();
     this.#ahead.drop();
+    this.#smallFiles.clear();
+    this.#changedAt = Date.now();
     this.#attrs.forgetAllListed();
     if (parent !== undefined) this.#attrs.notePresent(parent.key, name);
   }
@@ -553,6 +576,7 @@ export class ContainerFs implements FileSystem<Handle> {
   reconnected(): void {
     this.#changes.note();
     this.#ahead.drop();
+    this.#smallFiles.clear();
     this.#attrs.clear();
     if (this.#live !== undefined) {
       this.#live.reset();
@@ -1045,6 +1069,16 @@ export class ContainerFs implements FileSystem<Handle> {
       // any change of the node); each gets its handle from `cachedHandle`.
       return { handle, keepCache: true, noFlush: true, reuse: this.#options.live?.timeout };
     }
+    const readOnly = (flags & (O_ACCMODE | O_TRUNC)) === O_RDONLY;
+    if (readOnly && attr !== undefined) {
+      const whole = await this.#smallFile(node, attr);
+      if (whole !== undefined) {
+        const handle = this.#newFile(NO_HANDLE, this.#link.generation, flags, node.key, false);
+        handle.lazy = true; // opened for real only if the kernel asks for more than it holds
+        this.#openFiles.keepReadAhead(handle, whole, whole.length + 1, this.#openFiles.mark());
+        return { handle, keepCache: true, noFlush: true };
+      }
+    }
     // Read-only opens fetch the first bytes in the same round trip: a small file is then read
     // without another one (the satellite only reads regular files with a size).
     const readAhead = (flags & O_ACCMODE) === O_RDONLY && (flags & O_TRUNC) === 0 &&
@@ -1072,6 +1106,55 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#openFiles.keepReadAhead(opened.handle, data, readAhead, mark);
     }
     return opened;
+  }
+
+  /**
+   * The whole contents of `node` (a file of `attr`) read ahead of this open (or of the first read
+   * of an open answered from the kernel's cache), waiting for a fetch under way that asked for
+   * it; undefined when there are none. One that finds none counts towards fetching the next small
+   * files of its directory.
+   */
+  async #smallFile(node: Node, attr: Attr): Promise<Uint8Array | undefined> {
+    const dir = node.parent;
+    if ((attr.mode & S_IFMT) !== S_IFREG || attr.size === 0) return undefined;
+    if (dir === undefined || this.#attrs.listedTtlMs <= 0) return undefined;
+    await this.#smallFiles.pending(dir.key, node.name);
+    const { data, fetch } = this.#smallFiles.open(dir.key, node.name, node.key, attr);
+    if (fetch) this.#fetchSmallFiles(dir, node.name);
+    return data;
+  }
+
+  /**
+   * Reads ahead the small files of `dir` that the opens to come are likely to want: its names
+   * after `name` (readdir order, as walks open them; then around: a sorted glob's order is
+   * another) not held nor opened lately. Nothing without a complete listing of `dir`, nor right
+   * after a change through the mount.
+   */
+  #fetchSmallFiles(dir: Node, name: string): void {
+    // While the mount is written to (a build, a copy inside it), any change would drop them.
+    if (Date.now() - this.#changedAt < SMALL_FILES_QUIET_MS) return;
+    const path = relPath(dir);
+    const names = this.#attrs.namesAround(
+      dir.key,
+      name,
+      MAX_READ_FILES,
+      (n) => !this.#smallFiles.wanted(dir.key, n),
+    );
+    if (path === undefined || names === undefined || names.length === 0) return;
+    const askedAt = Date.now();
+    const changes = this.#changes.count;
+    const since = this.#since();
+    const fetched = this.#rpc.readFiles({
+      dir: path,
+      names,
+      maxFileBytes: SMALL_FILE_BYTES,
+      maxBytes: MAX_READ_FILES_BYTES,
+    }).then((r) => {
+      // Read before a change through the mount or an event in the directory: not kept.
+      if (!r.ok || changes !== this.#changes.count || this.#live?.changedSince(dir, since)) return;
+      this.#smallFiles.offer(dir.key, names, r.value, (f) => statKey(f.stat), askedAt);
+    }, () => {});
+    this.#smallFiles.fetching(dir.key, names, fetched);
   }
 
   cachedHandle(node: Node, dir: boolean): Handle {
@@ -1121,6 +1204,16 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<Uint8Array | Errno> {
     const ahead = this.#openFiles.read(handle, offset, size);
     if (ahead !== undefined) return ahead;
+    if (handle.lazy === true && handle.reopening === undefined && !handle.dir) {
+      // Opened from the kernel's cache, which lacks the pages: read ahead, or opened for real.
+      const attr = this.#attrs.attrOf(_node);
+      const whole = attr === undefined ? undefined : await this.#smallFile(_node, attr);
+      if (whole !== undefined && handle.lazy) {
+        this.#openFiles.keepReadAhead(handle, whole, whole.length + 1, this.#openFiles.mark());
+        const data = this.#openFiles.read(handle, offset, size);
+        if (data !== undefined) return data;
+      }
+    }
     const since = this.#since();
     const rpc = await this.#via(_node, handle);
     if (isErrno(rpc)) return rpc;

@@ -947,3 +947,100 @@ Deno.test("container fs: after a change through the mount no earlier listing ans
   deepStrictEqual(value(await fs.lookup(fakeContext(), root, "f")).attr.nlink, 2);
   deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["f"]);
 });
+
+/** A root listed whole with five small files f0..f4 (`f${k}` holds `k` repeated k+1 times). */
+async function rootOfSmallFiles(
+  options: Partial<ContainerFsOptions> = {},
+): Promise<{ rpc: FakeRpc; fs: ContainerFs; root: Node; nodes: Node[] }> {
+  const { rpc, fs, root } = setup(options);
+  const stats = Array.from(
+    { length: 5 },
+    (_, k) => fakeStat({ ino: BigInt(10 + k), size: BigInt(k + 1) }),
+  );
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: stats.map((stat, k) => ({
+        name: `f${k}`,
+        ino: stat.ino,
+        type: DT_REG,
+        offset: BigInt(k + 1),
+        stat,
+      })),
+    }));
+  rpc.on("open", () => ok({ handle: 9 }));
+  rpc.on("readFiles", (p) =>
+    ok(p.names.map((name) => {
+      const k = Number(String(name).slice(1));
+      return { stat: stats[k], data: new TextEncoder().encode(String(k).repeat(k + 1)) };
+    })));
+  const listed = value(
+    await fs.readdir(
+      fakeContext(),
+      root,
+      value(await fs.opendir(fakeContext(), root)).handle,
+      0,
+      true,
+    ),
+  );
+  const nodes = listed.map((e) => nodeFor(e.entry!, root, e.name));
+  return { rpc, fs, root, nodes };
+}
+
+Deno.test("container fs: after two opens in a row in a directory, its next small files are read in one call and opened without one", async () => {
+  const { rpc, fs, root, nodes } = await rootOfSmallFiles();
+  value(await fs.open(fakeContext(), nodes[0], O_RDONLY));
+  value(await fs.open(fakeContext(), nodes[1], O_RDONLY));
+  // Asked before the second open's own round trip.
+  deepStrictEqual(rpc.methods(), ["opendir", "open", "readFiles", "open"]);
+  deepStrictEqual(rpc.calls[2].params, {
+    dir: "",
+    names: ["f2", "f3", "f4"],
+    maxFileBytes: 65536,
+    maxBytes: 524288,
+  });
+  for (const k of [2, 3, 4]) {
+    const opened = value(await fs.open(fakeContext(), nodes[k], O_RDONLY));
+    const data = value(await fs.read(fakeContext(), nodes[k], opened.handle, 0, 4096));
+    deepStrictEqual(new TextDecoder().decode(data), String(k).repeat(k + 1));
+    value(
+      await fs.release(fakeContext(), nodes[k], opened.handle, {
+        flags: O_RDONLY,
+        lockOwner: 0n,
+        releaseFlags: 0,
+      }),
+    );
+  }
+  deepStrictEqual(rpc.methods().slice(4), [], "no open, read or release reached the satellite");
+  // Used once: the kernel keeps the pages from then on.
+  value(await fs.open(fakeContext(), nodes[2], O_RDONLY));
+  deepStrictEqual(rpc.methods().slice(4), ["open"]);
+  void root;
+});
+
+Deno.test("container fs: small files read ahead serve no open after a change through the mount or in the directory", async () => {
+  for (const change of ["mount", "event", "attributes"] as const) {
+    const { rpc, fs, root, nodes } = await rootOfSmallFiles({
+      live: { timeout: 60, maxWatches: 100 },
+    });
+    fs.onChanges([{ dir: "0:1:1", what: ChangeKind.WATCHED, name: "" }]);
+    value(await fs.open(fakeContext(), nodes[0], O_RDONLY));
+    value(await fs.open(fakeContext(), nodes[1], O_RDONLY));
+    assert(rpc.methods().includes("readFiles"));
+    if (change === "mount") {
+      rpc.on("unlink", () => ok(undefined));
+      value(await fs.unlink(fakeContext(), root, "other"));
+    } else if (change === "event") {
+      fs.onChanges([{ dir: "0:1:1", name: "f3", what: ChangeKind.DATA }]);
+    } else {
+      // The kernel was told other attributes since (a newer size): not the same contents.
+      const stat = fakeStat({ ino: 13n, size: 9n });
+      rpc.on("lstat", () => ok(stat));
+      value(await fs.getattr(fakeContext(), nodes[3], undefined));
+    }
+    const before = rpc.methods().length;
+    value(await fs.open(fakeContext(), nodes[3], O_RDONLY));
+    assert(rpc.methods().slice(before).includes("open"), `${change}: opened through the satellite`);
+  }
+});
