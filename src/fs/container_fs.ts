@@ -1120,17 +1120,17 @@ export class ContainerFs implements FileSystem<Handle> {
     if (dir === undefined || this.#attrs.listedTtlMs <= 0) return undefined;
     await this.#smallFiles.pending(dir.key, node.name);
     const { data, fetch } = this.#smallFiles.open(dir.key, node.name, node.key, attr);
-    if (fetch) this.#fetchSmallFiles(dir, node.name);
+    if (fetch !== undefined) this.#fetchSmallFiles(dir, node.name, fetch === "missed");
     return data;
   }
 
   /**
    * Reads ahead the small files of `dir` that the opens to come are likely to want: its names
    * after `name` (readdir order, as walks open them; then around: a sorted glob's order is
-   * another) not held nor opened lately. Nothing without a complete listing of `dir`, nor right
-   * after a change through the mount.
+   * another) not held nor opened in this pass. Nothing without a complete listing of `dir`, nor
+   * right after a change through the mount. `missed`: asked by an open that found nothing.
    */
-  #fetchSmallFiles(dir: Node, name: string): void {
+  #fetchSmallFiles(dir: Node, name: string, missed: boolean): void {
     // While the mount is written to (a build, a copy inside it), any change would drop them.
     if (Date.now() - this.#changedAt < SMALL_FILES_QUIET_MS) return;
     const path = relPath(dir);
@@ -1138,8 +1138,10 @@ export class ContainerFs implements FileSystem<Handle> {
       dir.key,
       name,
       MAX_READ_FILES,
-      (n) => !this.#smallFiles.wanted(dir.key, n),
+      (n) => n === "." || n === ".." || !this.#smallFiles.wanted(dir.key, n),
     );
+    // Every name opened in this pass, yet opens miss: a pass again, its pages may be gone.
+    if (missed && names?.length === 0) this.#smallFiles.exhausted(dir.key);
     if (path === undefined || names === undefined || names.length === 0) return;
     const askedAt = Date.now();
     const changes = this.#changes.count;

@@ -961,13 +961,17 @@ async function rootOfSmallFiles(
     ok({
       handle: 3,
       eof: true,
-      entries: stats.map((stat, k) => ({
-        name: `f${k}`,
-        ino: stat.ino,
-        type: DT_REG,
-        offset: BigInt(k + 1),
-        stat,
-      })),
+      entries: [
+        { name: ".", ino: 1n, type: DT_DIR, offset: 1n },
+        { name: "..", ino: 1n, type: DT_DIR, offset: 2n },
+        ...stats.map((stat, k) => ({
+          name: `f${k}`,
+          ino: stat.ino,
+          type: DT_REG,
+          offset: BigInt(k + 3),
+          stat,
+        })),
+      ],
     }));
   rpc.on("open", () => ok({ handle: 9 }));
   rpc.on("readFiles", (p) =>
@@ -984,7 +988,7 @@ async function rootOfSmallFiles(
       true,
     ),
   );
-  const nodes = listed.map((e) => nodeFor(e.entry!, root, e.name));
+  const nodes = listed.filter((e) => e.entry).map((e) => nodeFor(e.entry!, root, e.name));
   return { rpc, fs, root, nodes };
 }
 

@@ -12,9 +12,9 @@
  *   says the change feed watches its directory; the owner clears everything at any change
  *   through the mount, an overflow and a reconnect (`clear`), and a directory's entries (and an
  *   inode's) at an event in it (`dropDir`).
- * - At most `maxBytes` of contents are held; the oldest go first. Per directory, the names
- *   opened since its first fetch are remembered (bounded), so a fetch does not ask for them again;
- *   after a fetch that brought nothing, none is asked there until the next `clear`.
+ * - At most `maxBytes` of contents are held; the oldest go first. A fetch asks for no name held
+ *   nor opened in this pass over the directory (opens at most IN_A_ROW_MS apart); after a fetch
+ *   that brought nothing, none is asked there until the next `clear`.
  *
  * @module
  */
@@ -45,7 +45,7 @@ interface Held {
 
 /** What is known of one directory's opens. */
 interface DirState {
-  /** Names opened lately (answered here or not), in a row when `at` is recent. */
+  /** Names opened since the directory was last idle (answered here or not). */
   readonly opened: Set<string>;
   /** Opens in a row that found nothing here. */
   misses: number;
@@ -65,9 +65,10 @@ const IN_A_ROW_MS = 1000;
 const OPENS_TO_FETCH = 2;
 /** Entries left in a directory at which the next batch is asked for. */
 const REFILL_AT = 4;
-/** Directories followed at once; names remembered per directory. */
+/** Directories followed at once. */
 const MAX_DIRS = 64;
-const MAX_OPENED = 8192;
+/** Names remembered as opened per directory. */
+const MAX_OPENED = 65536;
 
 /** Whole contents of small files, by directory and name; see the module invariants. */
 export class SmallFiles {
@@ -100,7 +101,7 @@ export class SmallFiles {
 
   /**
    * An open of `name` in `dirKey`, an inode `key` whose attributes are `attr`: its contents when
-   * held and current (used once), and whether to fetch the directory's next files now (the
+   * held and current (used once), and why to fetch the directory's next files now, if so (the
    * second open in a row that found nothing, or this batch running low).
    */
   open(
@@ -108,7 +109,7 @@ export class SmallFiles {
     name: string,
     key: string,
     attr: Attr,
-  ): { data: Uint8Array | undefined; fetch: boolean } {
+  ): { data: Uint8Array | undefined; fetch: "missed" | "running low" | undefined } {
     const data = this.#take(dirKey, name, key, attr);
     const now = this.#now();
     let dir = this.#dirs.get(dirKey);
@@ -124,21 +125,31 @@ export class SmallFiles {
       };
       this.#dirs.set(dirKey, dir);
     } else if (now - dir.at > IN_A_ROW_MS) {
-      dir.misses = 0; // not in a row
-      if (dir.held === 0) dir.opened.clear();
+      dir.misses = 0; // not in a row: another pass, whose files may no longer be in the kernel
+      dir.opened.clear();
     }
     dir.at = now;
     if (dir.opened.size < MAX_OPENED) dir.opened.add(name);
     if (data === undefined) dir.misses++;
-    const fetch = dir.fetching === undefined && !dir.fruitless &&
-      (data === undefined ? dir.misses >= OPENS_TO_FETCH : dir.held <= REFILL_AT);
-    if (fetch) dir.misses = 0;
-    return { data, fetch };
+    if (dir.fetching !== undefined || dir.fruitless) return { data, fetch: undefined };
+    if (data === undefined && dir.misses >= OPENS_TO_FETCH) {
+      dir.misses = 0;
+      return { data, fetch: "missed" };
+    }
+    return { data, fetch: data !== undefined && dir.held <= REFILL_AT ? "running low" : undefined };
   }
 
   /** True when a fetch in `dirKey` should ask for `name`: neither held nor opened lately. */
   wanted(dirKey: string, name: string): boolean {
     return !this.#held.has(`${dirKey}/${name}`) && !this.#dirs.get(dirKey)?.opened.has(name);
+  }
+
+  /**
+   * No name of `dirKey` was wanted: every one was opened in this pass. A pass over it again
+   * (the kernel may have dropped their pages since) can fetch them again.
+   */
+  exhausted(dirKey: string): void {
+    this.#dirs.get(dirKey)?.opened.clear();
   }
 
   /** A fetch of `names` in `dirKey` is under way until `done` settles (it never rejects). */

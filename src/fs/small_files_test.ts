@@ -74,16 +74,16 @@ Deno.test("small files: entries serve within the timeout, or while the directory
 
 Deno.test("small files: the second open in a row that finds nothing asks for a fetch, one at a time", () => {
   const { small, advance } = setup();
-  equal(small.open("d", "b", "k", attrOf(OTHER)).fetch, true, "'first', then 'b'");
-  equal(small.open("d", "c", "k", attrOf(OTHER)).fetch, false, "counting starts again");
+  equal(small.open("d", "b", "k", attrOf(OTHER)).fetch, "missed", "'first', then 'b'");
+  equal(small.open("d", "c", "k", attrOf(OTHER)).fetch, undefined, "counting starts again");
   advance(2000);
-  equal(small.open("d", "e", "k", attrOf(OTHER)).fetch, false, "more than a second apart");
+  equal(small.open("d", "e", "k", attrOf(OTHER)).fetch, undefined, "more than a second apart");
   ok(!small.wanted("d", "e") && small.wanted("d", "z"), "names opened are not asked for");
   let done!: () => void;
   small.fetching("d", ["x"], new Promise<void>((resolve) => done = resolve));
   ok(small.pending("d", "x") !== undefined);
   equal(small.pending("d", "y"), undefined, "not asked for");
-  equal(small.open("d", "f", "k", attrOf(OTHER)).fetch, false, "a fetch is under way");
+  equal(small.open("d", "f", "k", attrOf(OTHER)).fetch, undefined, "a fetch is under way");
   done();
 });
 
@@ -97,7 +97,7 @@ Deno.test("small files: the next batch is asked for when this one runs low", () 
     if (fetch) small.fetching("d", ["more"], new Promise<void>(() => {}));
     return fetch;
   });
-  deepStrictEqual(fetches, [false, true, false, false, false, false], "at 4 left, once");
+  deepStrictEqual(fetches, [undefined, "running low", undefined, undefined, undefined, undefined]);
 });
 
 Deno.test("small files: the oldest go beyond the byte budget; clear forgets all", () => {
@@ -128,8 +128,8 @@ Deno.test("small files: an event in a directory drops its entries and the inode'
 
 Deno.test("small files: after a fetch that brought nothing, no more are asked in that directory", () => {
   const { small } = setup();
-  equal(small.open("d", "b", "k", attrOf(OTHER)).fetch, true);
+  equal(small.open("d", "b", "k", attrOf(OTHER)).fetch, "missed");
   small.offer("d", ["c", "d"], [undefined, undefined], () => "k", 1000);
-  equal(small.open("d", "c", "k", attrOf(OTHER)).fetch, false);
-  equal(small.open("d", "d", "k", attrOf(OTHER)).fetch, false, "two misses in a row: still none");
+  equal(small.open("d", "c", "k", attrOf(OTHER)).fetch, undefined);
+  equal(small.open("d", "d", "k", attrOf(OTHER)).fetch, undefined, "two misses in a row: none");
 });
