@@ -1120,19 +1120,30 @@ export class ContainerFs implements FileSystem<Handle> {
     if (dir === undefined || this.#attrs.listedTtlMs <= 0) return undefined;
     await this.#smallFiles.pending(dir.key, node.name);
     const { data, fetch } = this.#smallFiles.open(dir.key, node.name, node.key, attr);
-    if (fetch !== undefined) this.#fetchSmallFiles(dir, node.name, fetch === "missed");
-    return data;
+    if (fetch === undefined) return data;
+    // An open that missed and is small itself comes with the fetch: one round trip, not two.
+    const self = data === undefined && attr.size <= SMALL_FILE_BYTES;
+    const fetched = this.#fetchSmallFiles(dir, node.name, fetch === "missed", self);
+    if (!self || fetched === undefined) return data;
+    await fetched;
+    return this.#smallFiles.take(dir.key, node.name, node.key, attr);
   }
 
   /**
    * Reads ahead the small files of `dir` that the opens to come are likely to want: its names
    * after `name` (readdir order, as walks open them; then around: a sorted glob's order is
    * another) not held nor opened in this pass. Nothing without a complete listing of `dir`, nor
-   * right after a change through the mount. `missed`: asked by an open that found nothing.
+   * right after a change through the mount. `missed`: asked by an open that found nothing;
+   * `self`: that open's file first (it waits for the answer).
    */
-  #fetchSmallFiles(dir: Node, name: string, missed: boolean): void {
+  #fetchSmallFiles(
+    dir: Node,
+    name: string,
+    missed: boolean,
+    self: boolean,
+  ): Promise<void> | undefined {
     // While the mount is written to (a build, a copy inside it), any change would drop them.
-    if (Date.now() - this.#changedAt < SMALL_FILES_QUIET_MS) return;
+    if (Date.now() - this.#changedAt < SMALL_FILES_QUIET_MS) return undefined;
     const path = relPath(dir);
     const names = this.#attrs.namesAround(
       dir.key,
@@ -1142,7 +1153,8 @@ export class ContainerFs implements FileSystem<Handle> {
     );
     // Every name opened in this pass, yet opens miss: a pass again, its pages may be gone.
     if (missed && names?.length === 0) this.#smallFiles.exhausted(dir.key);
-    if (path === undefined || names === undefined || names.length === 0) return;
+    if (path === undefined || names === undefined || names.length === 0) return undefined;
+    if (self) names.unshift(name);
     const askedAt = Date.now();
     const changes = this.#changes.count;
     const since = this.#since();
@@ -1157,6 +1169,7 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#smallFiles.offer(dir.key, names, r.value, (f) => statKey(f.stat), askedAt);
     }, () => {});
     this.#smallFiles.fetching(dir.key, names, fetched);
+    return fetched;
   }
 
   cachedHandle(node: Node, dir: boolean): Handle {

@@ -3,7 +3,8 @@
  * after another (`grep -r`, `tar`, `cp -a`, a compiler), each open is a round trip to the
  * satellite; after the second such open in a row, the client asks for the whole contents of the
  * directory's next small files in one `readFiles`, and their opens and reads are answered from
- * here. While the opens go on, the next batch is asked for before this one runs out.
+ * here. While the opens go on, the next batch is asked for before this one runs out, and while
+ * read ahead serves, the first open in another directory fetches its files (with its own).
  *
  * Invariants:
  * - An entry serves one open, of the same inode (its key), whose attributes as the kernel has
@@ -80,6 +81,8 @@ export class SmallFiles {
   readonly #held = new Map<string, Held>();
   #bytes = 0;
   readonly #dirs = new Map<string, DirState>();
+  /** When (ms) an open was last answered from here. */
+  #servedAt = -Infinity;
 
   constructor(options: SmallFilesOptions) {
     this.#ttlMs = options.ttlMs;
@@ -110,8 +113,9 @@ export class SmallFiles {
     key: string,
     attr: Attr,
   ): { data: Uint8Array | undefined; fetch: "missed" | "running low" | undefined } {
-    const data = this.#take(dirKey, name, key, attr);
+    const data = this.take(dirKey, name, key, attr);
     const now = this.#now();
+    if (data !== undefined) this.#servedAt = now;
     let dir = this.#dirs.get(dirKey);
     if (dir === undefined) {
       if (this.#dirs.size >= MAX_DIRS) this.#forgetIdleDir();
@@ -132,7 +136,10 @@ export class SmallFiles {
     if (dir.opened.size < MAX_OPENED) dir.opened.add(name);
     if (data === undefined) dir.misses++;
     if (dir.fetching !== undefined || dir.fruitless) return { data, fetch: undefined };
-    if (data === undefined && dir.misses >= OPENS_TO_FETCH) {
+    // While read ahead serves (a walk opening the files of directory after directory), the
+    // first open that finds nothing in a directory is enough.
+    const misses = now - this.#servedAt <= IN_A_ROW_MS ? 1 : OPENS_TO_FETCH;
+    if (data === undefined && dir.misses >= misses) {
       dir.misses = 0;
       return { data, fetch: "missed" };
     }
@@ -213,9 +220,11 @@ export class SmallFiles {
     this.#held.clear();
     this.#bytes = 0;
     this.#dirs.clear();
+    this.#servedAt = -Infinity;
   }
 
-  #take(dirKey: string, name: string, key: string, attr: Attr): Uint8Array | undefined {
+  /** The contents of `name` in `dirKey` for an open of `key` with `attr` (see `open`), taken. */
+  take(dirKey: string, name: string, key: string, attr: Attr): Uint8Array | undefined {
     const id = `${dirKey}/${name}`;
     const held = this.#held.get(id);
     if (held === undefined) return undefined;

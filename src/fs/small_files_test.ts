@@ -133,3 +133,13 @@ Deno.test("small files: after a fetch that brought nothing, no more are asked in
   equal(small.open("d", "c", "k", attrOf(OTHER)).fetch, undefined);
   equal(small.open("d", "d", "k", attrOf(OTHER)).fetch, undefined, "two misses in a row: none");
 });
+
+Deno.test("small files: while read ahead serves, the first open that misses in another directory fetches", () => {
+  const { small, offer, advance } = setup();
+  const a = file(2);
+  offer(["a", a]);
+  ok(small.open("d", "a", "k", attrOf(a)).data !== undefined, "served");
+  equal(small.open("e", "x", "k", attrOf(OTHER)).fetch, "missed", "one miss is enough");
+  advance(1500);
+  equal(small.open("f", "x", "k", attrOf(OTHER)).fetch, undefined, "not lately: two are needed");
+});
