@@ -1,7 +1,8 @@
 /**
  * The "no xattrs" shortcut, in one place: GETXATTR on an inode the filesystem reported as
- * having no extended attributes (`Entry.noXattrs`, `AttrResult.noXattrs`) is answered ENODATA
- * on the device's reader thread, without handing the request to the session.
+ * having no extended attributes (`Entry.noXattrs`, `AttrResult.noXattrs`) is answered ENODATA,
+ * and LISTXATTR with an empty list, on the device's reader thread, without handing the request
+ * to the session (`cp -a` lists every file's xattrs twice and asks for one).
  *
  * Why here: the kernel asks for security.capability (and `ls -l` for ACLs) on every file it
  * looks at — some 12,000 GETXATTRs per `ls -lR` of a container's /usr. The filesystem knows the
@@ -24,6 +25,7 @@ import {
   FILTER_HEADER,
   type FilterHeader,
   GETXATTR_IN_SIZE,
+  GETXATTR_OUT_SIZE,
   IN_HEADER_SIZE,
   Opcode,
 } from "./abi.ts";
@@ -36,6 +38,8 @@ const SLOTS = 1 << 15;
 /** What the filter needs to know of the ABI besides the headers. */
 interface FilterConstants extends FilterHeader {
   readonly opcode: number;
+  readonly listOpcode: number;
+  readonly getxattrOutSize: number;
   readonly enodata: number;
   readonly minLength: number;
   readonly slots: number;
@@ -45,6 +49,8 @@ interface FilterConstants extends FilterHeader {
 const CONSTANTS: FilterConstants = {
   ...FILTER_HEADER,
   opcode: Opcode.GETXATTR,
+  listOpcode: Opcode.LISTXATTR,
+  getxattrOutSize: GETXATTR_OUT_SIZE,
   enodata: ERRNO.ENODATA,
   minLength: IN_HEADER_SIZE + GETXATTR_IN_SIZE,
   slots: SLOTS,
@@ -52,15 +58,17 @@ const CONSTANTS: FilterConstants = {
 };
 
 /**
- * The reader-thread side: answers GETXATTR on a listed, unexpired node with ENODATA (returns
- * the reply's length), else 0. Self-contained (its source is shipped to the reader worker):
+ * The reader-thread side: answers GETXATTR on a listed, unexpired node with ENODATA and
+ * LISTXATTR with an empty list (returns the reply's length), else 0. Self-contained (its source is shipped to the reader worker):
  * it uses only its arguments and JavaScript globals.
  */
 export function noXattrsFilter(state: SharedArrayBuffer, k: FilterConstants): RequestFilter {
   const table = new BigInt64Array(state);
   const mask = k.slots - 1;
   return (request: DataView, length: number, reply: DataView): number => {
-    if (length < k.minLength || request.getUint32(k.opcodeAt, true) !== k.opcode) return 0;
+    if (length < k.minLength) return 0;
+    const opcode = request.getUint32(k.opcodeAt, true);
+    if (opcode !== k.opcode && opcode !== k.listOpcode) return 0;
     if (request.getUint32(k.lenAt, true) !== length) return 0;
     const node = request.getBigInt64(k.nodeIdAt, true);
     const h = request.getUint32(k.nodeIdAt, true) & mask;
@@ -68,10 +76,21 @@ export function noXattrsFilter(state: SharedArrayBuffer, k: FilterConstants): Re
       const i = (h + p) & mask;
       if (Atomics.load(table, 2 * i) !== node) continue;
       if (Atomics.load(table, 2 * i + 1) <= BigInt(Date.now())) return 0;
-      reply.setUint32(k.outLenAt, k.outSize, true);
-      reply.setInt32(k.outErrorAt, -k.enodata, true);
       reply.setBigUint64(k.outUniqueAt, request.getBigUint64(k.uniqueAt, true), true);
-      return k.outSize;
+      if (opcode === k.opcode) {
+        reply.setUint32(k.outLenAt, k.outSize, true);
+        reply.setInt32(k.outErrorAt, -k.enodata, true);
+        return k.outSize;
+      }
+      // LISTXATTR: an empty list; asked its size (fuse_getxattr_in.size 0), the size 0.
+      reply.setInt32(k.outErrorAt, 0, true);
+      if (request.getUint32(k.body, true) !== 0) {
+        reply.setUint32(k.outLenAt, k.outSize, true);
+        return k.outSize;
+      }
+      reply.setUint32(k.outLenAt, k.outSize + k.getxattrOutSize, true);
+      reply.setBigUint64(k.outSize, 0n, true); // size, padding
+      return k.outSize + k.getxattrOutSize;
     }
     return 0;
   };

@@ -11,7 +11,7 @@ import { NoXattrs } from "./no_xattrs.ts";
 const getxattr = (nodeId: bigint, unique = 7n) =>
   frame({ opcode: Opcode.GETXATTR, unique, nodeId, body: body([0, "u32"], [0, "u32"], "a.b") });
 
-Deno.test("no-xattrs filter: answers GETXATTR on listed nodes only, with ENODATA", () => {
+Deno.test("no-xattrs filter: answers GETXATTR (ENODATA) and LISTXATTR (empty) on listed nodes only", () => {
   const table = new NoXattrs();
   const filter = evaluated(table.filter);
   deepStrictEqual(runFilter(filter, getxattr(5n))[0], 0, "unlisted");
@@ -25,12 +25,29 @@ Deno.test("no-xattrs filter: answers GETXATTR on listed nodes only, with ENODATA
   deepStrictEqual(runFilter(filter, getxattr(6n))[0], 0, "another node");
   // 2^15 apart: the same hash slot, a different node.
   deepStrictEqual(runFilter(filter, getxattr(5n + (1n << 15n)))[0], 0, "same slot, other node");
-  const listxattr = frame({
-    opcode: Opcode.LISTXATTR,
-    nodeId: 5n,
-    body: body([0, "u32"], [0, "u32"]),
-  });
-  deepStrictEqual(runFilter(filter, listxattr)[0], 0, "other opcodes pass");
+  const listxattr = (size: number) =>
+    frame({
+      opcode: Opcode.LISTXATTR,
+      unique: 9n,
+      nodeId: 5n,
+      body: body([size, "u32"], [0, "u32"]),
+    });
+  const [sized, sizeReply] = runFilter(filter, listxattr(0));
+  deepStrictEqual(sized, OUT_HEADER_SIZE + 8, "LISTXATTR's size probe: size 0");
+  deepStrictEqual(
+    [sizeReply.getUint32(0, true), sizeReply.getInt32(4, true), sizeReply.getBigUint64(8, true)],
+    [OUT_HEADER_SIZE + 8, 0, 9n],
+  );
+  deepStrictEqual(sizeReply.getBigUint64(OUT_HEADER_SIZE, true), 0n);
+  const [listed, listReply] = runFilter(filter, listxattr(4096));
+  deepStrictEqual(listed, OUT_HEADER_SIZE, "LISTXATTR into a buffer: an empty list");
+  deepStrictEqual([listReply.getUint32(0, true), listReply.getInt32(4, true)], [
+    OUT_HEADER_SIZE,
+    0,
+  ]);
+  const removexattr = frame({ opcode: Opcode.REMOVEXATTR, nodeId: 5n, body: body("user.abcdef") });
+  ok(removexattr.length >= 48);
+  deepStrictEqual(runFilter(filter, removexattr)[0], 0, "other opcodes pass");
   const f = getxattr(5n);
   deepStrictEqual(runFilter(filter, f, 47)[0], 0, "shorter than header + getxattr_in");
   deepStrictEqual(runFilter(filter, f, f.length - 1)[0], 0, "length disagrees with the header");
