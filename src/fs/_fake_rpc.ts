@@ -15,6 +15,7 @@ import {
   type CallOptions,
   type ErrnoName,
   errnoNumber,
+  INVALID,
   type MethodName,
   METHODS,
   type ParamsOf,
@@ -98,6 +99,8 @@ export class FakeRpc {
       cancellable: signal !== undefined,
     });
     if (signal?.aborted) return Promise.resolve(fail("EINTR"));
+    // As the satellite does: params the method's schema refuses are EINVAL.
+    if (METHODS[method].params.parse(params) === INVALID) return Promise.resolve(fail("EINVAL"));
     const handler = this.#handlers.get(method);
     const answer: Promise<RpcResult<unknown>> = Promise.resolve(
       handler ? (handler as (p: unknown) => unknown)(params) as RpcResult<unknown> : fail("ENOSYS"),

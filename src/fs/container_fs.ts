@@ -87,6 +87,7 @@ import {
   type RpcResult,
   type Stat,
   UTIME_NOW,
+  type WholeFile,
 } from "../protocol/mod.ts";
 import { AttrCache } from "./attr_cache.ts";
 import { BoundedMap } from "./bounded_map.ts";
@@ -259,6 +260,8 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #smallFiles: SmallFiles;
   /** When (ms) something last changed through the mount. */
   #changedAt = 0;
+  /** The kernel's caches, once mounted. */
+  #kernel: KernelCaches | undefined;
 
   /** `rpc`: plain calls (one connection for life) or a link whose connection can change. */
   constructor(rpc: RpcCalls | RpcLink, options: ContainerFsOptions) {
@@ -332,6 +335,7 @@ export class ContainerFs implements FileSystem<Handle> {
    * the satellite's events (`onChanges`) then drop what they concern.
    */
   attachKernel(kernel: KernelCaches): void {
+    this.#kernel = kernel;
     if (this.#live === undefined) return;
     this.#live.attach(kernel);
     void this.#startFeed();
@@ -1065,6 +1069,11 @@ export class ContainerFs implements FileSystem<Handle> {
     ) {
       const handle = this.#newFile(NO_HANDLE, this.#link.generation, flags, node.key, false);
       handle.lazy = true;
+      // Its contents read ahead went to the kernel's pages: served, and the next asked for.
+      const dir = node.parent;
+      if (dir !== undefined && this.#smallFiles.served(dir.key, node.name) !== undefined) {
+        this.#fetchSmallFiles(dir, node.name, false, false);
+      }
       // Later opens alike are answered the same way without asking (the session ends that at
       // any change of the node); each gets its handle from `cachedHandle`.
       return { handle, keepCache: true, noFlush: true, reuse: this.#options.live?.timeout };
@@ -1155,6 +1164,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (missed && names?.length === 0) this.#smallFiles.exhausted(dir.key);
     if (path === undefined || names === undefined || names.length === 0) return undefined;
     if (self) names.unshift(name);
+    names.length = Math.min(names.length, MAX_READ_FILES); // the schema's bound
     const askedAt = Date.now();
     const changes = this.#changes.count;
     const since = this.#since();
@@ -1167,9 +1177,37 @@ export class ContainerFs implements FileSystem<Handle> {
       // Read before a change through the mount or an event in the directory: not kept.
       if (!r.ok || changes !== this.#changes.count || this.#live?.changedSince(dir, since)) return;
       this.#smallFiles.offer(dir.key, names, r.value, (f) => statKey(f.stat), askedAt);
+      this.#storePages(dir, names, r.value);
     }, () => {});
     this.#smallFiles.fetching(dir.key, names, fetched);
     return fetched;
+  }
+
+  /**
+   * Puts the files read ahead into the kernel's page cache, so that their reads do not come
+   * here: for inodes the kernel knows with the same size and mtime, none open for writing
+   * (no page the kernel holds can be newer), and never with the writeback cache (dirty pages).
+   */
+  #storePages(
+    dir: Node,
+    names: readonly string[],
+    files: readonly (WholeFile | undefined)[],
+  ): void {
+    const kernel = this.#kernel;
+    if (kernel === undefined || this.#options.writebackCache) return;
+    for (let i = 0; i < names.length && i < files.length; i++) {
+      const file = files[i];
+      const node = file === undefined ? undefined : kernel.childOf(dir, names[i]);
+      if (file === undefined || node === undefined || node.key !== statKey(file.stat)) continue;
+      const attr = this.#attrs.attrOf(node);
+      if (
+        attr === undefined || attr.size !== file.data.length ||
+        attr.mtime.sec !== file.stat.mtimeSec || attr.mtime.nsec !== file.stat.mtimeNsec ||
+        this.#openFiles.of(node.key).some((h) => (h.reopenFlags! & O_ACCMODE) !== O_RDONLY)
+      ) continue;
+      void kernel.storeData(node, 0, file.data);
+      this.#smallFiles.stored(dir.key, names[i]);
+    }
   }
 
   cachedHandle(node: Node, dir: boolean): Handle {

@@ -951,10 +951,11 @@ Deno.test("container fs: after a change through the mount no earlier listing ans
 /** A root listed whole with five small files f0..f4 (`f${k}` holds `k` repeated k+1 times). */
 async function rootOfSmallFiles(
   options: Partial<ContainerFsOptions> = {},
+  count = 5,
 ): Promise<{ rpc: FakeRpc; fs: ContainerFs; root: Node; nodes: Node[] }> {
   const { rpc, fs, root } = setup(options);
   const stats = Array.from(
-    { length: 5 },
+    { length: count },
     (_, k) => fakeStat({ ino: BigInt(10 + k), size: BigInt(k + 1) }),
   );
   rpc.on("opendir", () =>
@@ -1047,4 +1048,13 @@ Deno.test("container fs: small files read ahead serve no open after a change thr
     value(await fs.open(fakeContext(), nodes[3], O_RDONLY));
     assert(rpc.methods().slice(before).includes("open"), `${change}: opened through the satellite`);
   }
+});
+
+Deno.test("container fs: a fetch asks for at most MAX_READ_FILES names, the opening file's first", async () => {
+  const { rpc, fs, nodes } = await rootOfSmallFiles({}, 300);
+  value(await fs.open(fakeContext(), nodes[0], O_RDONLY));
+  value(await fs.open(fakeContext(), nodes[1], O_RDONLY));
+  const [asked] = rpc.paramsOf("readFiles");
+  deepStrictEqual([asked.names.length, asked.names[0], asked.names[1]], [256, "f1", "f2"]);
+  deepStrictEqual(rpc.methods().filter((m) => m === "open").length, 1, "f1 came with the fetch");
 });

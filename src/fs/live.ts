@@ -25,6 +25,8 @@ import { type Change, ChangeKind } from "../protocol/mod.ts";
 export interface KernelCaches {
   invalidateEntry(parent: Node, name: string): Promise<boolean>;
   invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
+  /** Puts `data` into the kernel's page cache of `node` at `offset`. */
+  storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean>;
   nodeOf(key: string): Node | undefined;
   childOf(parent: Node, name: string): Node | undefined;
   knownNodes(): Node[];

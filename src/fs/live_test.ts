@@ -34,6 +34,7 @@ function setup(longTimeout = 60) {
     nodeOf: (key) => key === "" ? root : nodes.find((n) => n.key === key),
     childOf: (p, name) => nodes.find((n) => n.parent === p && n.name === name),
     knownNodes: () => nodes,
+    storeData: () => Promise.resolve(true),
   };
   const dropped: string[] = [];
   const unwatched: string[][] = [];

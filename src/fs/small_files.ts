@@ -42,6 +42,8 @@ interface Held {
   readonly mtimeNsec: number;
   readonly data: Uint8Array;
   readonly askedAt: number;
+  /** Put into the kernel's page cache too (see `stored`). */
+  stored: boolean;
 }
 
 /** What is known of one directory's opens. */
@@ -146,6 +148,32 @@ export class SmallFiles {
     return { data, fetch: data !== undefined && dir.held <= REFILL_AT ? "running low" : undefined };
   }
 
+  /**
+   * An open of `name` in `dirKey` that the kernel's page cache may serve (its contents were put
+   * there when they came): what is held of it is dropped, and counted as served; whether this
+   * batch runs low (fetch the next files) as `open` tells.
+   */
+  served(dirKey: string, name: string): "running low" | undefined {
+    const id = `${dirKey}/${name}`;
+    const held = this.#held.get(id);
+    const dir = this.#dirs.get(dirKey);
+    // Not in the kernel's pages: its first read takes it (`open`).
+    if (held === undefined || dir === undefined || !held.stored) return undefined;
+    this.#drop(id, held);
+    const now = this.#now();
+    this.#servedAt = now;
+    dir.at = now;
+    if (dir.opened.size < MAX_OPENED) dir.opened.add(name);
+    const low = dir.fetching === undefined && !dir.fruitless && dir.held <= REFILL_AT;
+    return low ? "running low" : undefined;
+  }
+
+  /** The contents held of `name` in `dirKey` were put into the kernel's page cache. */
+  stored(dirKey: string, name: string): void {
+    const held = this.#held.get(`${dirKey}/${name}`);
+    if (held !== undefined) held.stored = true;
+  }
+
   /** True when a fetch in `dirKey` should ask for `name`: neither held nor opened lately. */
   wanted(dirKey: string, name: string): boolean {
     return !this.#held.has(`${dirKey}/${name}`) && !this.#dirs.get(dirKey)?.opened.has(name);
@@ -199,6 +227,7 @@ export class SmallFiles {
         mtimeNsec: file.stat.mtimeNsec,
         data: file.data,
         askedAt,
+        stored: false,
       });
       this.#bytes += file.data.length;
       dir.held++;

@@ -872,6 +872,21 @@ export function encodeNotifyInvalInode(
   v.setBigInt64(o + 16, BigInt(length), true);
 }
 
+/** fuse_notify_store_out (24): 0 nodeid | 8 u64 offset | 16 u32 size | 20 pad; then the data */
+export const NOTIFY_STORE_SIZE = 24;
+export function encodeNotifyStore(
+  v: DataView,
+  o: number,
+  nodeId: bigint,
+  offset: number,
+  size: number,
+): void {
+  v.setBigUint64(o, nodeId, true);
+  v.setBigUint64(o + 8, BigInt(offset), true);
+  v.setUint32(o + 16, size, true);
+  v.setUint32(o + 20, 0, true);
+}
+
 /** fuse_notify_inval_entry_out (16): 0 parent | 8 namelen | 12 flags; then name\0 */
 export const NOTIFY_INVAL_ENTRY_SIZE = 16;
 export function encodeNotifyInvalEntry(

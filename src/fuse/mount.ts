@@ -359,6 +359,10 @@ class MountedSession implements FuseSession {
     return this.#session.invalidateInode(node, offset, length);
   }
 
+  storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean> {
+    return this.#session.storeData(node, offset, data);
+  }
+
   nodeOf(key: string): Node | undefined {
     return this.#session.nodes.byKey(key);
   }

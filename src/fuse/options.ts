@@ -102,6 +102,11 @@ export interface FuseSession {
    * Like `invalidateEntry`, safe inside handlers; resolves true if the kernel accepted it.
    */
   invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
+  /**
+   * Put `data` into the kernel's page cache of `node` at `offset` (FUSE_NOTIFY_STORE): reads of
+   * it are then answered by the kernel. Resolves true if the kernel accepted it.
+   */
+  storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean>;
   /** The node the kernel holds for identity `key` (`Entry.key`; "" is the root), if any. */
   nodeOf(key: string): Node | undefined;
   /** The node known at (parent, name), if any. */

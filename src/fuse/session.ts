@@ -75,6 +75,7 @@ import {
   encodeLseekOut,
   encodeNotifyInvalEntry,
   encodeNotifyInvalInode,
+  encodeNotifyStore,
   encodeOpenOut,
   encodeOutHeader,
   encodeStatfsOut,
@@ -131,6 +132,7 @@ import {
   type MknodIn,
   NOTIFY_INVAL_ENTRY_SIZE,
   NOTIFY_INVAL_INODE_SIZE,
+  NOTIFY_STORE_SIZE,
   NotifyCode,
   Opcode,
   opcodeName,
@@ -955,6 +957,20 @@ export class Session<H = unknown> {
     const v = new DataView(buf.buffer);
     encodeOutHeader(v, total, NotifyCode.INVAL_INODE, 0n);
     encodeNotifyInvalInode(v, OUT_HEADER_SIZE, node.nodeId, offset, length);
+    return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
+  }
+
+  /**
+   * FUSE_NOTIFY_STORE: `data` into the kernel's page cache of `node` at `offset` (whole pages,
+   * or up to the end of the file, become up to date); true if the kernel took it.
+   */
+  storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean> {
+    const total = OUT_HEADER_SIZE + NOTIFY_STORE_SIZE + data.length;
+    const buf = new Uint8Array(total);
+    const v = new DataView(buf.buffer);
+    encodeOutHeader(v, total, NotifyCode.STORE, 0n);
+    encodeNotifyStore(v, OUT_HEADER_SIZE, node.nodeId, offset, data.length);
+    buf.set(data, OUT_HEADER_SIZE + NOTIFY_STORE_SIZE);
     return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
   }
 
