@@ -1041,7 +1041,7 @@ export class Session<H = unknown> {
     }
     this.#proto = Math.min(init.minor, FUSE_KERNEL_MINOR_VERSION);
     let want = InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES |
-      InitFlag.AUTO_INVAL_DATA | InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO |
+      InitFlag.AUTO_INVAL_DATA | InitFlag.DO_READDIRPLUS |
       InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.ASYNC_DIO;
     if (this.#writeback) want |= InitFlag.WRITEBACK_CACHE;
     if (this.#cacheSymlinks) want |= InitFlag.CACHE_SYMLINKS;
