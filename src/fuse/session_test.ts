@@ -78,9 +78,10 @@ Deno.test("fixture: INIT reply layout and negotiated values", async () => {
     },
   );
   const flags = v.getUint32(12, true);
-  const want = (1 << 0) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15) |
-    (1 << 18) | (1 << 22);
+  const want = (1 << 0) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 13) | (1 << 15) | (1 << 18) |
+    (1 << 22);
   deepStrictEqual(flags >>> 0, want >>> 0, "flags");
+  deepStrictEqual(flags & (1 << 14), 0, "READDIRPLUS_AUTO off: every batch with attributes");
   deepStrictEqual(flags & (1 << 4), 0, "EXPORT_SUPPORT off");
   deepStrictEqual(flags & (1 << 16), 0, "writeback cache off by default");
   device.end();
