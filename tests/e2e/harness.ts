@@ -163,6 +163,13 @@ export async function readInside(container: string, path: string): Promise<strin
   }
 }
 
+/** Successful RPCs of `method` a `--debug` mount logged in `stderr`, from character `from` on. */
+export function loggedRpcs(stderr: string, method: string, from = 0): number {
+  return stderr.slice(from).split("\n").filter((l) =>
+    /debug rpc \d+ /.test(l) && l.includes(` ${method} ok`)
+  ).length;
+}
+
 /** Runs `fn` on a fresh mount of `kind`; the mount and container go away whatever happens. */
 export async function withMount(
   kind: BedKind,

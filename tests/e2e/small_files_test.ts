@@ -4,14 +4,7 @@
 // ahead, and for files that do not qualify (too large, empty, not regular).
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import { docker, sh, withMount } from "./harness.ts";
-
-/** RPCs of `method` the client logged (--debug) since `from` characters of its stderr. */
-function rpcs(stderr: string, method: string, from = 0): number {
-  return stderr.slice(from).split("\n").filter((l) =>
-    /debug rpc \d+ /.test(l) && l.includes(` ${method} ok`)
-  ).length;
-}
+import { docker, loggedRpcs, sh, withMount } from "./harness.ts";
 
 const FILES = 60;
 
@@ -44,8 +37,8 @@ Deno.test("e2e: a directory's small files are read ahead in one call and read as
       `cd /sf && for f in $(ls -U); do [ -f $f ] && md5sum $f; done`,
     ]);
     deepStrictEqual(first.stdout, inside.stdout);
-    const opens = rpcs(m.stderr(), "open", from);
-    const fetches = rpcs(m.stderr(), "readFiles", from);
+    const opens = loggedRpcs(m.stderr(), "open", from);
+    const fetches = loggedRpcs(m.stderr(), "readFiles", from);
     console.log(
       `${FILES - 1} files: ${opens} opens and ${fetches} readFiles reached the satellite`,
     );
@@ -59,10 +52,10 @@ Deno.test("e2e: a directory's small files are read ahead in one call and read as
     const mid = m.stderr().length;
     const two = await sh(m.mountpoint, `cat "$M/sg/f00" "$M/sg/f01"`);
     equal(two.code, 0, two.stderr);
-    for (let i = 0; i < 100 && rpcs(m.stderr(), "readFiles", mid) === 0; i++) {
+    for (let i = 0; i < 100 && loggedRpcs(m.stderr(), "readFiles", mid) === 0; i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    ok(rpcs(m.stderr(), "readFiles", mid) >= 1, "the next ones were read ahead");
+    ok(loggedRpcs(m.stderr(), "readFiles", mid) >= 1, "the next ones were read ahead");
     await docker(["exec", m.container, "sh", "-c", "echo v2, changed > /sg/f40"]);
     // Once the mount shows the new size, a read shows the new contents.
     for (let i = 0; i < 100; i++) {

@@ -6,7 +6,7 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { startDelayProxy } from "../../tasks/bench/delay_proxy.ts";
 import { ensureTestBed } from "../../tasks/testbed/mod.ts";
-import { docker, sh, withMount } from "./harness.ts";
+import { docker, loggedRpcs, sh, withMount } from "./harness.ts";
 
 const FIND = `-printf '%P %y %l\\n'`;
 
@@ -19,14 +19,6 @@ async function listThrough(mountpoint: string, dir: string): Promise<string[]> {
   const r = await sh(mountpoint, `find "$M"${dir} ${FIND} | sort`);
   deepStrictEqual(r.stderr, "");
   return r.stdout.split("\n");
-}
-
-/** RPCs of `method` the client logged (--debug) since `from` characters of its stderr. */
-function rpcs(stderr: string, method: string, from = 0): number {
-  return stderr.slice(from).split("\n").filter((l) =>
-    l.includes(` ${method} ok`) && /debug rpc \d+ /.test(l)
-  )
-    .length;
 }
 
 Deno.test("walks through a 50 ms round trip show what the container shows", async (t) => {
@@ -48,9 +40,12 @@ Deno.test("walks through a 50 ms round trip show what the container shows", asyn
           await listInside(m.container, "/usr"),
         );
         const log = m.stderr();
-        ok(rpcs(log, "walk", before) > 0, "walks were asked");
+        ok(loggedRpcs(log, "walk", before) > 0, "walks were asked");
         // 690 directories: listed by walks, not one opendir each.
-        ok(rpcs(log, "opendir", before) < 100, `${rpcs(log, "opendir", before)} opendirs`);
+        ok(
+          loggedRpcs(log, "opendir", before) < 100,
+          `${loggedRpcs(log, "opendir", before)} opendirs`,
+        );
       });
 
       await t.step("ls -lR /usr: symlink targets from the walks", async () => {
@@ -59,8 +54,8 @@ Deno.test("walks through a 50 ms round trip show what the container shows", asyn
         deepStrictEqual(r.stdout.trim(), "604");
         // 604 symlinks: their targets came with the walks.
         ok(
-          rpcs(m.stderr(), "readlink", before) < 100,
-          `${rpcs(m.stderr(), "readlink", before)} readlinks`,
+          loggedRpcs(m.stderr(), "readlink", before) < 100,
+          `${loggedRpcs(m.stderr(), "readlink", before)} readlinks`,
         );
       });
 
