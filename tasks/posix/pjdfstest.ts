@@ -187,7 +187,8 @@ export async function runPjdfstest(
 ): Promise<PosixRun> {
   const started = performance.now();
   const targets = options.files?.map((f) => `${suite.testsDir}/${f}`) ?? [suite.testsDir];
-  const r = await run("prove", ["-r", `-j${options.jobs ?? 2}`, ...targets], {
+  // Verbose: the "not ok" lines say what a failing subtest tried and got (see describeFailures).
+  const r = await run("prove", ["-r", "-v", `-j${options.jobs ?? 2}`, ...targets], {
     cwd: workDir,
     check: false,
   });
@@ -201,8 +202,9 @@ export async function runPjdfstest(
   return { ...parsed, seconds: (performance.now() - started) / 1000 };
 }
 
-/** One line per failing file, for messages and logs. */
-export function describeFailures(run: PosixRun): string {
-  return run.failures.map((f) => `  ${f.file}: ${f.failed}/${f.tests} failed (${f.detail})`)
-    .join("\n");
+/** One line per failing file, then what the first failing subtests tried and got. */
+export function describeFailures(run: Omit<PosixRun, "seconds">): string {
+  const files = run.failures.map((f) => `  ${f.file}: ${f.failed}/${f.tests} failed (${f.detail})`);
+  const notOk = run.output.split("\n").filter((l) => /^\s*not ok /.test(l)).slice(0, 10);
+  return [...files, ...notOk.map((l) => `    ${l.trim()}`)].join("\n");
 }

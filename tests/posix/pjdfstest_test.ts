@@ -15,7 +15,11 @@ import { ensureTestBed, removeTestContainer, startTestContainer } from "../../ta
 import { startMount } from "../e2e/harness.ts";
 
 const SAMPLE = `/s/tests/chmod/00.t ......... ok
-/s/tests/rename/02.t ........ Failed 2/6 subtests
+/s/tests/rename/02.t ........
+ok 1
+not ok 2 - tried 'rename pjdfstest_a pjdfstest_b', expected 0, got EEXIST
+not ok 3 - tried 'lstat pjdfstest_b type', expected dir, got ENOENT
+Failed 2/6 subtests
 /s/tests/unlink/14.t ........ Failed 1/7 subtests
 
 Test Summary Report
@@ -43,6 +47,13 @@ Deno.test("pjdfstest: prove's summary is parsed per file (TODO passes are not fa
     ["open/07.t", 13, "1-2, 4, 6, 8, 10, 12, 14, 16, 18 20, 22, 24"],
     ["link/00.t", 1, "Non-zero exit status: 1"],
   ]);
+  const described = describeFailures(r).split("\n");
+  equal(described[0], "  rename/02.t: 2/6 failed (2-3)");
+  equal(
+    described[3],
+    "    not ok 2 - tried 'rename pjdfstest_a pjdfstest_b', expected 0, got EEXIST",
+    "what a failing subtest tried and got (prove -v)",
+  );
 });
 
 /** Runs in a row, each through a fresh mount: every one must pass every subtest. */
