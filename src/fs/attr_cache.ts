@@ -291,8 +291,9 @@ export class AttrCache {
     let past = false;
     for (const n of complete.names) {
       if (n === name) past = true;
-      else if (!skip(n)) (past ? after : before).push(n);
-      if (after.length >= max) break;
+      else if (past) {
+        if (!skip(n) && after.push(n) >= max) break;
+      } else if (before.length < max && !skip(n)) before.push(n);
     }
     return after.concat(before).slice(0, max);
   }

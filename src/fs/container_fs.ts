@@ -197,7 +197,6 @@ function pathTooLong(path: string): boolean {
     (path.length * 3 > MAX_PATH_BYTES && encoder.encode(path).length > MAX_PATH_BYTES);
 }
 
-/** Relative protocol path of a node ("" for the root), or undefined when it has none. */
 /** `entries` with what READDIRPLUS tells of them cached for the one call (timeouts 0). */
 function expired(entries: DirEntry[]): DirEntry[] {
   return entries.map((e) =>
@@ -208,6 +207,7 @@ function expired(entries: DirEntry[]): DirEntry[] {
   );
 }
 
+/** Relative protocol path of a node ("" for the root), or undefined when it has none. */
 function relPath(node: Node): string | undefined {
   const path = node.path;
   return path === undefined ? undefined : path.slice(1);
@@ -1084,7 +1084,7 @@ export class ContainerFs implements FileSystem<Handle> {
       if (whole !== undefined) {
         const handle = this.#newFile(NO_HANDLE, this.#link.generation, flags, node.key, false);
         handle.lazy = true; // opened for real only if the kernel asks for more than it holds
-        this.#openFiles.keepReadAhead(handle, whole, whole.length + 1, this.#openFiles.mark());
+        this.#openFiles.keepWhole(handle, whole);
         return { handle, keepCache: true, noFlush: true };
       }
     }
@@ -1157,14 +1157,13 @@ export class ContainerFs implements FileSystem<Handle> {
     const names = this.#attrs.namesAround(
       dir.key,
       name,
-      MAX_READ_FILES,
+      self ? MAX_READ_FILES - 1 : MAX_READ_FILES, // the schema's bound, with the opening file
       (n) => n === "." || n === ".." || !this.#smallFiles.wanted(dir.key, n),
     );
     // Every name opened in this pass, yet opens miss: a pass again, its pages may be gone.
     if (missed && names?.length === 0) this.#smallFiles.exhausted(dir.key);
     if (path === undefined || names === undefined || names.length === 0) return undefined;
     if (self) names.unshift(name);
-    names.length = Math.min(names.length, MAX_READ_FILES); // the schema's bound
     const askedAt = Date.now();
     const changes = this.#changes.count;
     const since = this.#since();
@@ -1262,7 +1261,7 @@ export class ContainerFs implements FileSystem<Handle> {
       const attr = this.#attrs.attrOf(_node);
       const whole = attr === undefined ? undefined : await this.#smallFile(_node, attr);
       if (whole !== undefined && handle.lazy) {
-        this.#openFiles.keepReadAhead(handle, whole, whole.length + 1, this.#openFiles.mark());
+        this.#openFiles.keepWhole(handle, whole);
         const data = this.#openFiles.read(handle, offset, size);
         if (data !== undefined) return data;
       }

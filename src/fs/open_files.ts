@@ -90,6 +90,11 @@ export class OpenFiles<H extends OpenFile> {
     handle.readAhead = { data, eof: data.length < asked, until: this.#now() + this.#ttlMs };
   }
 
+  /** `data` is the whole file as of now (no change through the mount in between): kept as above. */
+  keepWhole(handle: H, data: Uint8Array): void {
+    this.keepReadAhead(handle, data, data.length + 1, this.mark());
+  }
+
   /** The bytes [offset, offset + size) from `handle`'s read-ahead, when it holds them. */
   read(handle: H, offset: number, size: number): Uint8Array | undefined {
     const ahead = handle.readAhead;

@@ -134,8 +134,7 @@ export class SmallFiles {
       dir.misses = 0; // not in a row: another pass, whose files may no longer be in the kernel
       dir.opened.clear();
     }
-    dir.at = now;
-    if (dir.opened.size < MAX_OPENED) dir.opened.add(name);
+    this.#sawOpen(dir, name, now);
     if (data === undefined) dir.misses++;
     if (dir.fetching !== undefined || dir.fruitless) return { data, fetch: undefined };
     // While read ahead serves (a walk opening the files of directory after directory), the
@@ -145,7 +144,7 @@ export class SmallFiles {
       dir.misses = 0;
       return { data, fetch: "missed" };
     }
-    return { data, fetch: data !== undefined && dir.held <= REFILL_AT ? "running low" : undefined };
+    return { data, fetch: data !== undefined ? this.#runningLow(dir) : undefined };
   }
 
   /**
@@ -162,8 +161,17 @@ export class SmallFiles {
     this.#drop(id, held);
     const now = this.#now();
     this.#servedAt = now;
+    this.#sawOpen(dir, name, now);
+    return this.#runningLow(dir);
+  }
+
+  #sawOpen(dir: DirState, name: string, now: number): void {
     dir.at = now;
     if (dir.opened.size < MAX_OPENED) dir.opened.add(name);
+  }
+
+  /** "running low" when the batch held for `dir` runs out and the next may be asked for. */
+  #runningLow(dir: DirState): "running low" | undefined {
     const low = dir.fetching === undefined && !dir.fruitless && dir.held <= REFILL_AT;
     return low ? "running low" : undefined;
   }
