@@ -379,6 +379,8 @@ class MountedSession implements FuseSession {
 
 /** Read-ahead window of a new mount, KiB (`cat` of 256 MiB: 1.74 s at 128, 1.17 s at 4096). */
 const DEFAULT_READ_AHEAD_KB = 4096;
+/** See `FuseOptions.readerSpinMicros`. */
+const DEFAULT_READER_SPIN_MICROS = 100;
 
 /**
  * Throws `Cannot mount '<mountpoint>': reason` unless `mountpoint` is a directory one can mount
@@ -436,6 +438,7 @@ export async function mount<H>(
     slots: options.slots,
     slotSize: requestBufferSize(options),
     spinMicros: options.spinMicros,
+    readerSpinMicros: options.readerSpinMicros ?? DEFAULT_READER_SPIN_MICROS,
   });
   const session = new Session(fs, device, options);
   session.start();

@@ -62,6 +62,13 @@ export interface MountOptions {
    */
   spinMicros?: number;
   /**
+   * After answering a request itself (cached attributes, opens, no xattrs), the device's reader
+   * thread keeps polling for the next one this long (µs) before sleeping: a process served from
+   * the caches sends it within microseconds, and waking a sleeping thread costs more than the
+   * answer. Default 100; 0 sleeps at once.
+   */
+  readerSpinMicros?: number;
+  /**
    * How to mount: "auto" (mount(2) as root, else fusermount3), "syscall", or "fusermount".
    */
   mountMethod?: "auto" | "syscall" | "fusermount";

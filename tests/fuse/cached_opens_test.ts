@@ -9,7 +9,15 @@ import { localContext, TrackedFs } from "./memfs.ts";
 
 await requireFuse();
 
-Deno.test("cached opens: repeated opens and listings reach the filesystem once", async () => {
+// The reader either polls the device for a while after answering (the default) or sleeps at
+// once: both must serve the same.
+for (const readerSpinMicros of [undefined, 0]) {
+  const how = readerSpinMicros === 0 ? "a reader that sleeps at once" : "a polling reader";
+  Deno.test(`cached opens (${how}): repeated opens and listings reach the filesystem once`, () =>
+    repeatedOpens(readerSpinMicros));
+}
+
+async function repeatedOpens(readerSpinMicros: number | undefined): Promise<void> {
   const fs = new TrackedFs({ rootMode: 0o777, reuseOpens: 3600, attrTimeout: 3600 });
   await withMount(async ({ dir, session }) => {
     const p = JSON.stringify(dir);
@@ -45,8 +53,8 @@ R["names"] = sorted(os.listdir(${p} + "/d"))`;
     await session.invalidateInode(node, 0, 0);
     deepStrictEqual((await py(readAll)).data[5], "yy");
     ok(fs.openCalls > before, "the open after the change reached the filesystem");
-  }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
-});
+  }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600, readerSpinMicros } });
+}
 
 Deno.test("cached attrs: the stat after a read is answered by the reader", async () => {
   const fs = new TrackedFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 3600 });
