@@ -578,9 +578,8 @@ export class SatelliteFs {
     if (typeof r === "number") return failure(r);
     try {
       if (op(r.dirfd, r.name) < 0) return failure(this.#c.errno());
-      return this.#statx(r.dirfd, EMPTY, AT_EMPTY_PATH) === 0
-        ? { dir: this.#readStat() }
-        : undefined;
+      const dir = this.#dirStat(r.dirfd);
+      return dir === undefined ? undefined : { dir };
     } finally {
       this.#release_(r);
     }
@@ -591,10 +590,15 @@ export class SatelliteFs {
     const r = this.#resolve(path);
     if (typeof r === "number") return undefined;
     try {
-      return this.#statx(r.dirfd, EMPTY, AT_EMPTY_PATH) === 0 ? this.#readStat() : undefined;
+      return this.#dirStat(r.dirfd);
     } finally {
       this.#release_(r);
     }
+  }
+
+  /** Attributes of the open directory `dirfd` (undefined when they cannot be had). */
+  #dirStat(dirfd: number): Stat | undefined {
+    return this.#statx(dirfd, EMPTY, AT_EMPTY_PATH) === 0 ? this.#readStat() : undefined;
   }
 
   #fdOp(handle: number, op: (fd: number) => number): null | RpcFailure {
@@ -1262,7 +1266,7 @@ export class SatelliteFs {
     owner: { uid: number; gid: number } | undefined,
     op: (dirfd: number, name: Uint8Array) => number,
     isDir = false,
-  ): Stat | RpcFailure {
+  ): { stat: Stat; dir?: Stat } | RpcFailure {
     const r = this.#resolve(path);
     if (typeof r === "number") return failure(r);
     try {
@@ -1271,7 +1275,7 @@ export class SatelliteFs {
         const errno = this.#giveNew(r.dirfd, r.name, owner, undefined, isDir);
         if (errno) return failure(errno);
       }
-      return this.#statAt(r.dirfd, r.name);
+      return this.#made(r.dirfd, r.name);
     } finally {
       this.#release_(r);
     }
@@ -1298,7 +1302,15 @@ export class SatelliteFs {
     }
   }
 
-  #rename(p: ParamsOf<"rename">): null | RpcFailure {
+  /** The Stat of `name` just made in `dirfd`, and the directory's after. */
+  #made(dirfd: number, name: Uint8Array): { stat: Stat; dir?: Stat } | RpcFailure {
+    const stat = this.#statAt(dirfd, name);
+    if (stat instanceof RpcFailure) return stat;
+    const dir = this.#dirStat(dirfd);
+    return dir === undefined ? { stat } : { stat, dir };
+  }
+
+  #rename(p: ParamsOf<"rename">): { fromDir?: Stat; toDir?: Stat } | RpcFailure {
     return this.#withTwo(p.from, p.to, (from, to) => {
       let r = num(
         this.#c.fn.sys_renameat2(
@@ -1313,16 +1325,22 @@ export class SatelliteFs {
       if (r < 0 && p.flags === 0 && this.#c.errno() === ENOSYS) {
         r = this.#c.fn.renameat(from.dirfd, from.name, to.dirfd, to.name);
       }
-      return r < 0 ? failure(this.#c.errno()) : null;
+      if (r < 0) return failure(this.#c.errno());
+      const out: { fromDir?: Stat; toDir?: Stat } = {};
+      const fromDir = this.#dirStat(from.dirfd);
+      if (fromDir !== undefined) out.fromDir = fromDir;
+      const toDir = this.#dirStat(to.dirfd);
+      if (toDir !== undefined) out.toDir = toDir;
+      return out;
     });
   }
 
-  #link(p: ParamsOf<"link">): Stat | RpcFailure {
+  #link(p: ParamsOf<"link">): { stat: Stat; dir?: Stat } | RpcFailure {
     return this.#withTwo(p.from, p.to, (from, to) => {
       if (this.#c.fn.linkat(from.dirfd, from.name, to.dirfd, to.name, 0) < 0) {
         return failure(this.#c.errno());
       }
-      return this.#statAt(to.dirfd, to.name);
+      return this.#made(to.dirfd, to.name);
     });
   }
 

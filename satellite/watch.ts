@@ -249,12 +249,13 @@ export class Watcher {
     h.mkdir = (p) => {
       const r = mkdir(p);
       if (!this.enabled || r instanceof RpcFailure) return r;
-      const stat = this.#watchStat(p.path as PathArg, r as Stat);
+      const made = r as { stat: Stat; dir?: Stat };
+      const stat = this.#watchStat(p.path as PathArg, made.stat);
       const key = keyOf(stat);
       if (this.#wdOf.has(key) && this.#fs.emptyDir(p.path as PathArg) !== true) {
         this.#dropWatch(key);
       }
-      return stat;
+      return { ...made, stat };
     };
     for (const [method, keys] of Object.entries(PATH_CHANGES)) {
       const op = h[method];

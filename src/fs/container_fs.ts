@@ -541,6 +541,12 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
+  /** The entry of a node just made in `dir`, noting the directory's attributes after. */
+  #made(dir: Node, made: { stat: Stat; dir?: Stat }, existing?: Node): Entry | Errno {
+    this.#noteDir(dir, made.dir);
+    return this.#entry(made.stat, existing);
+  }
+
   #noteDir(dir: Node, stat: Stat | undefined): void {
     const usable = stat !== undefined && statProblem(stat) === undefined;
     this.#attrs.noteChangedDir(dir.key, usable ? statToAttr(stat) : undefined);
@@ -914,7 +920,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (typeof path !== "string") return path;
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
     const r = await this.#rpc.symlink({ path, target, owner }, this.#opts(ctx));
-    return r.ok ? this.#entry(r.value) : fail(r);
+    return r.ok ? this.#made(parent, r.value) : fail(r);
   }
 
   async mknod(
@@ -933,7 +939,7 @@ export class ContainerFs implements FileSystem<Handle> {
       { path, mode, rdevMajor: major, rdevMinor: minor, owner },
       this.#opts(ctx),
     );
-    return r.ok ? this.#entry(r.value) : fail(r);
+    return r.ok ? this.#made(parent, r.value) : fail(r);
   }
 
   async mkdir(
@@ -954,7 +960,7 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#opts(ctx),
     );
     if (!r.ok) return fail(r);
-    const entry = this.#entry(r.value);
+    const entry = this.#made(parent, r.value);
     // Made empty just now: its names are known for the listing timeout, as a listing made then
     // would be; beyond it while the feed watches it, when the satellite announced it watched in
     // this answer (it does so only if the directory was still empty once the watch was in place).
@@ -998,7 +1004,9 @@ export class ContainerFs implements FileSystem<Handle> {
     const to = this.#childPath(newParent, newName);
     if (typeof to !== "string") return to;
     const r = await this.#rpc.rename({ from, to, flags }, this.#opts(ctx));
-    return r.ok ? undefined : fail(r);
+    if (!r.ok) return fail(r);
+    this.#noteDir(parent, r.value.fromDir);
+    this.#noteDir(newParent, r.value.toDir);
   }
 
   async link(
@@ -1013,7 +1021,7 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changed(newParent, newName);
     if (typeof to !== "string") return to;
     const r = await this.#rpc.link({ from, to }, this.#opts(ctx));
-    return r.ok ? this.#entry(r.value, node) : fail(r);
+    return r.ok ? this.#made(newParent, r.value, node) : fail(r);
   }
 
   /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */

@@ -13,6 +13,7 @@ import {
   O_RDWR,
   O_WRONLY,
   S_IFDIR,
+  S_IFIFO,
   S_IFLNK,
   S_IFREG,
   S_ISGID,
@@ -256,7 +257,7 @@ Deno.test("container fs: a create, rename or unlink in a listed directory makes 
   for (const [name, change, touched] of changes) {
     const { rpc, fs, root } = await listRoot();
     rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
-    rpc.on("rename", () => ok(null));
+    rpc.on("rename", () => ok({}));
     rpc.on("unlink", () => ok(undefined));
     await change(fs, root);
     // (A new listing, which two LOOKUP misses would make, is not what is tested here.)
@@ -343,6 +344,34 @@ Deno.test("container fs: GETATTR of a directory right after an unlink in it need
   deepStrictEqual(value(await fs.getattr(fakeContext(), root, undefined)).attr.nlink, 7);
   deepStrictEqual(value(await fs.getattr(fakeContext(), root, undefined)).attr.nlink, 1);
   deepStrictEqual(rpc.methods(), ["unlink", "lstat"]);
+});
+
+Deno.test("container fs: GETATTR of the directories right after a mkdir, symlink, mknod, link or rename needs no round trip", async () => {
+  const { rpc, fs, root } = setup();
+  const dir = (nlink: number) => fakeStat({ ino: 1n, mode: S_IFDIR | 0o755, nlink });
+  const sub = fakeStat({ ino: 2n, mode: S_IFDIR | 0o755 });
+  rpc.on("lstat", (p) => ok(p.path === "" ? dir(1) : sub));
+  const d = nodeFor(value(await fs.lookup(fakeContext(), root, "d")), root, "d");
+  rpc.on("mkdir", () => ok({ stat: fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 }), dir: dir(3) }));
+  rpc.on("symlink", () => ok({ stat: fakeStat({ ino: 9n, mode: S_IFLNK | 0o777 }), dir: dir(4) }));
+  rpc.on("mknod", () => ok({ stat: fakeStat({ ino: 10n, mode: S_IFIFO | 0o644 }), dir: dir(5) }));
+  rpc.on("link", () => ok({ stat: fakeStat({ ino: 10n, mode: S_IFIFO | 0o644 }), dir: dir(6) }));
+  rpc.on("rename", () => ok({ fromDir: dir(7), toDir: { ...sub, nlink: 9 } }));
+  const nlinkOf = async (node: Node): Promise<number> =>
+    value(await fs.getattr(fakeContext(), node, undefined)).attr.nlink;
+  const ctx = fakeContext();
+  deepStrictEqual(await nlinkOf(root), 1); // the kernel knows the directory before a change
+  value(await fs.mkdir(ctx, root, "m", 0o755));
+  deepStrictEqual(await nlinkOf(root), 3);
+  value(await fs.symlink(ctx, root, "s", "t"));
+  deepStrictEqual(await nlinkOf(root), 4);
+  const fifo = value(await fs.mknod(ctx, root, "p", S_IFIFO | 0o644, 0));
+  deepStrictEqual(await nlinkOf(root), 5);
+  value(await fs.link(ctx, nodeFor(fifo, root, "p"), root, "p2"));
+  deepStrictEqual(await nlinkOf(root), 6);
+  await fs.rename(ctx, root, "p2", d, "p3", 0);
+  deepStrictEqual([await nlinkOf(root), await nlinkOf(d)], [7, 9]);
+  deepStrictEqual(rpc.methods(), ["lstat", "lstat", "mkdir", "symlink", "mknod", "link", "rename"]);
 });
 
 Deno.test("container fs: xattr probes of an inode without xattrs are answered locally until one is set", async () => {
@@ -453,7 +482,7 @@ Deno.test("container fs: a subdirectory walked ahead opens without a round trip,
   const link = { name: "l", ino: 7n, type: DT_LNK, offset: 2n, stat: linkStat, target: "../t" };
   const { rpc, fs, root, d } = await withWalkedSubdir([inSub, link]);
   rpc.on("readlink", () => ok("../t"));
-  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
+  rpc.on("mkdir", () => ok({ stat: fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 }) }));
   const opened = value(await fs.opendir(fakeContext(), d)).handle;
   const listed = value(await fs.readdir(fakeContext(), d, opened, 0, true));
   deepStrictEqual(listed.map((e) => e.name), ["x", "l"]);
@@ -487,7 +516,10 @@ Deno.test("container fs: a file created in a set-group-ID directory found by LOO
   const sg = fakeStat({ ino: 9n, mode: S_IFDIR | S_ISGID | 0o775, gid: 100 });
   rpc.on("lstat", () => ok(sg));
   rpc.on("create", (p) => ok({ handle: 4, stat: fakeStat({ ino: 10n, gid: p.owner!.gid }) }));
-  rpc.on("mkdir", (p) => ok(fakeStat({ ino: 11n, mode: S_IFDIR | p.mode, gid: p.owner!.gid })));
+  rpc.on(
+    "mkdir",
+    (p) => ok({ stat: fakeStat({ ino: 11n, mode: S_IFDIR | p.mode, gid: p.owner!.gid }) }),
+  );
   const dir = nodeFor(value(await fs.lookup(fakeContext(), root, "sg")), root, "sg");
   const ctx = fakeContext({ uid: 1000, gid: 1000 });
   value(await fs.create(ctx, dir, "f", S_IFREG | 0o644, O_WRONLY));
@@ -862,7 +894,7 @@ Deno.test("container fs: a truncate through a handle whose name went elsewhere a
 Deno.test("container fs: a directory made through the mount is known empty for the listing timeout", async () => {
   const { rpc, fs, root } = setup();
   rpc.on("lstat", (p) => p.path === "" ? ok(fakeStat({ mode: S_IFDIR | 0o755 })) : fail("ENOENT"));
-  rpc.on("mkdir", () => ok(fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 })));
+  rpc.on("mkdir", () => ok({ stat: fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 }) }));
   const dir = nodeFor(value(await fs.mkdir(fakeContext(), root, "new", 0o755)), root, "new");
   // The creates that follow (`mkdir d && touch d/a d/b`) need not ask whether their names exist.
   deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
@@ -939,7 +971,7 @@ Deno.test("container fs: the first LOOKUP miss in a directory walked ahead is an
 Deno.test("container fs: after a change through the mount no earlier listing answers a LOOKUP (a link changes every name's nlink)", async () => {
   const { rpc, fs, root } = await listRoot();
   const f = fakeStat({ ino: 7n });
-  rpc.on("link", () => ok({ ...f, nlink: 2 }));
+  rpc.on("link", () => ok({ stat: { ...f, nlink: 2 } }));
   rpc.on("lstat", () => ok({ ...f, nlink: 2 }));
   rpc.on("opendir", () => fail("EACCES"));
   const fNode = fakeNode(keyOf(f), root, "f");

@@ -158,10 +158,17 @@ function method<P, R, W>(
 }
 
 /**
- * Attributes of the parent directory right after a change in it (`dir` of create, unlink and
- * rmdir results): the kernel asks for them next, the client answers without a round trip.
+ * Attributes of the parent directory right after a change in it (`dir` of create, unlink,
+ * rmdir, mkdir, symlink, mknod and link results, the directories of a rename): the kernel asks
+ * for them next, the client answers without a round trip.
  */
 const changedDir = obj({ dir: statSchema });
+
+/**
+ * A node just made (mkdir, symlink, mknod, link) and, as `changedDir`, its directory's
+ * attributes right after.
+ */
+const madeSchema = obj({ stat: statSchema, dir: opt(statSchema) });
 
 /**
  * The method table. Every call site and every satellite handler is typed from it.
@@ -251,15 +258,21 @@ export const METHODS = {
     }),
     statSchema,
   ),
-  mkdir: method(obj({ path, mode: u32, owner }), statSchema),
+  mkdir: method(obj({ path, mode: u32, owner }), madeSchema),
   rmdir: method(obj({ path }), opt(changedDir)),
   unlink: method(obj({ path }), opt(changedDir)),
-  /** renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags. */
-  rename: method(obj({ from: path, to: path, flags: u32 }), nil),
-  /** Hard link `to` → existing `from`; returns the Stat of the inode. */
-  link: method(obj({ from: path, to: path }), statSchema),
+  /**
+   * renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags; answers the attributes of the
+   * directories of `from` and `to` after it.
+   */
+  rename: method(
+    obj({ from: path, to: path, flags: u32 }),
+    obj({ fromDir: opt(statSchema), toDir: opt(statSchema) }),
+  ),
+  /** Hard link `to` → existing `from`; answers the Stat of the inode and of `to`'s directory. */
+  link: method(obj({ from: path, to: path }), madeSchema),
   /** Creates symlink `path` with content `target`. */
-  symlink: method(obj({ path, target: name, owner }), statSchema),
+  symlink: method(obj({ path, target: name, owner }), madeSchema),
   readlink: method(obj({ path }), name),
   /** chmod (final symlink not followed: EOPNOTSUPP on a symlink). */
   chmod: method(obj({ path, mode: u32 }), nil),
@@ -271,7 +284,7 @@ export const METHODS = {
   /** Creates a fifo, socket or device node (`mode` includes the S_IF* type). */
   mknod: method(
     obj({ path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
-    statSchema,
+    madeSchema,
   ),
   /** The value of an extended attribute (final symlink not followed). */
   getxattr: method(obj({ path, name: str(255) }), bytes(65536)),

@@ -43,7 +43,7 @@ for (const walk of [false, true]) {
       valueOf(await c.truncate({ path: file, size: 3n }));
       const set = valueOf(await c.setattr({ path: file, mode: 0o604, size: 2n }));
       deepStrictEqual([set.mode & 0o777, set.uid, set.gid, set.size], [0o604, 7, 8, 2n]);
-      const linked = valueOf(await c.link({ from: file, to: deep(29, "g") }));
+      const linked = valueOf(await c.link({ from: file, to: deep(29, "g") })).stat;
       deepStrictEqual([linked.ino, linked.nlink], [st.ino, 2]);
       valueOf(await c.rename({ from: deep(29, "g"), to: deep(30, "h"), flags: 0 }));
       valueOf(await c.symlink({ path: deep(30, "l"), target: "f" }));

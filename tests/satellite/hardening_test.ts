@@ -102,7 +102,7 @@ Deno.test("create of an existing file opens it only with the caller's rights", a
     ]);
     valueOf(await c.release({ handle: fresh.handle }));
     // the satellite is root again afterwards
-    const made = valueOf(await c.mkdir({ path: "after", mode: 0o700 }));
+    const made = valueOf(await c.mkdir({ path: "after", mode: 0o700 })).stat;
     strictEqual(made.uid, 0);
     const again = valueOf(await c.create({ path: "secret", flags: OpenFlags.O_RDWR, mode: 0o600 }));
     valueOf(await c.release({ handle: again.handle }));

@@ -165,9 +165,15 @@ Deno.test("satellite serves every method over pipes", async (t) => {
     });
 
     await t.step("mkdir, readdir in batches with plus, rmdir", async () => {
-      const st = valueOf(await c.mkdir({ path: "d", mode: 0o2750, owner: { uid: 7, gid: 8 } }));
+      const nlink = Deno.statSync(root).nlink!;
+      const made = valueOf(
+        await c.mkdir({ path: "d", mode: 0o2750, owner: { uid: 7, gid: 8 } }),
+      );
+      const st = made.stat;
       equal(st.mode, 0o40750); // like mkdir(2): set-gid comes from the parent, not from mode
       equal(st.uid, 7);
+      // The parent's attributes after the change come with it: one more link (the child's "..").
+      equal(made.dir?.nlink, nlink + 1);
       for (let i = 0; i < 300; i++) Deno.writeFileSync(`${root}/d/n${i}`, new Uint8Array(i));
       Deno.symlinkSync("n1", `${root}/d/link`);
       const dir = valueOf(await c.opendir({ path: "d" }));
@@ -218,7 +224,8 @@ Deno.test("satellite serves every method over pipes", async (t) => {
 
     await t.step("names that are not UTF-8 travel as bytes", async () => {
       const raw = new Uint8Array([0x62, 0xff, 0xfe, 0x2e, 0x74]); // "b\xff\xfe.t"
-      const st = valueOf(await c.mknod({ path: raw, mode: 0o100600, rdevMajor: 0, rdevMinor: 0 }));
+      const st = valueOf(await c.mknod({ path: raw, mode: 0o100600, rdevMajor: 0, rdevMinor: 0 }))
+        .stat;
       equal(st.mode, 0o100600);
       const dir = valueOf(await c.opendir({ path: "" }));
       const r = valueOf(
@@ -236,8 +243,13 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       equal(errnoOf(await c.rename({ from: "r1", to: "r2", flags: RENAME_NOREPLACE })), "EEXIST");
       valueOf(await c.rename({ from: "r1", to: "r2", flags: RENAME_EXCHANGE }));
       equal(Deno.readTextFileSync(`${root}/r1`), "two");
-      valueOf(await c.rename({ from: "r1", to: "d/moved", flags: 0 }));
+      const moved = valueOf(await c.rename({ from: "r1", to: "d/moved", flags: 0 }));
       equal(Deno.readTextFileSync(`${root}/d/moved`), "two");
+      // Both directories' attributes after the change come with it.
+      deepStrictEqual(
+        [moved.fromDir?.ino, moved.toDir?.ino],
+        [BigInt(Deno.statSync(root).ino!), BigInt(Deno.statSync(`${root}/d`).ino!)],
+      );
       equal(errnoOf(await c.rename({ from: "r1", to: "x", flags: 0 })), "ENOENT");
       valueOf(await c.unlink({ path: "d/moved" }));
       equal(errnoOf(await c.unlink({ path: "d/moved" })), "ENOENT");
@@ -245,12 +257,14 @@ Deno.test("satellite serves every method over pipes", async (t) => {
     });
 
     await t.step("link, symlink, readlink", async () => {
-      const st = valueOf(await c.link({ from: "f.txt", to: "hard" }));
+      const linked = valueOf(await c.link({ from: "f.txt", to: "hard" }));
+      const st = linked.stat;
       equal(st.nlink, 2);
+      equal(linked.dir?.ino, BigInt(Deno.statSync(root).ino!)); // the directory of `to`
       equal(errnoOf(await c.link({ from: "f.txt", to: "hard" })), "EEXIST");
       const sl = valueOf(
         await c.symlink({ path: "sym", target: "../outside", owner: { uid: 5, gid: 6 } }),
-      );
+      ).stat;
       equal(sl.mode & S_IFMT, S_IFLNK);
       equal(sl.uid, 5);
       equal(valueOf(await c.readlink({ path: "sym" })), "../outside");
@@ -326,15 +340,15 @@ Deno.test("satellite serves every method over pipes", async (t) => {
     await t.step("mknod fifo and char device", async () => {
       const fifo = valueOf(
         await c.mknod({ path: "fifo", mode: 0o10644, rdevMajor: 0, rdevMinor: 0 }),
-      );
+      ).stat;
       equal(fifo.mode, 0o10644);
       const dev = valueOf(
         await c.mknod({ path: "null", mode: 0o20666, rdevMajor: 1, rdevMinor: 3 }),
-      );
+      ).stat;
       deepStrictEqual([dev.mode & S_IFMT, dev.rdevMajor, dev.rdevMinor], [S_IFCHR, 1, 3]);
       const big = valueOf(
         await c.mknod({ path: "bigdev", mode: 0o60600, rdevMajor: 259, rdevMinor: 70000 }),
-      );
+      ).stat;
       deepStrictEqual([big.rdevMajor, big.rdevMinor], [259, 70000]);
     });
 
