@@ -1,10 +1,14 @@
 /**
  * The dockerfuse satellite: serves the protocol on stdin/stdout for one root directory.
  *
- *     satellite --root PATH [--self DIR]
+ *     satellite --root PATH [--self DIR [--listen]]
  *
  * `--self DIR` is deleted (recursively) as soon as the satellite runs: its own upload. Nothing
  * but protocol frames goes to stdout; diagnostics go to stderr. It exits when stdin closes.
+ * `--listen` (with the secret in `DIRECT_TOKEN_ENV`): it also offers the direct channel, a
+ * socket in DIR (its working directory meanwhile), until the client connects there (then it
+ * serves that connection, stdin staying its lifeline) or sends its first request on stdin; DIR
+ * is deleted then.
  * The loop is fully synchronous (poll(2), blocking reads and writes through libc, see loop.ts):
  * requests are handled in arrival order, responses batched per input chunk. Calls that may block
  * for long (reads, fsync, fallocate, copy_file_range) run on the I/O worker (workers.ts) and
@@ -15,12 +19,14 @@
 
 import {
   type Change,
+  DIRECT_TOKEN_ENV,
   Dispatcher,
   FRAME_HEADER_BYTES,
   FrameDecoder,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
 } from "../src/protocol/mod.ts";
+import { acceptProven, listenHere } from "./direct.ts";
 import { AT_FDCWD, ERRNO, F_SETPIPE_SZ, O_CLOEXEC, O_PATH } from "../src/linux/mod.ts";
 import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
@@ -41,7 +47,7 @@ import {
 const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
 const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
 
-const USAGE = "usage: satellite --root PATH [--root-in DIR] [--self DIR] [--walk-paths]";
+const USAGE = "usage: satellite --root PATH [--root-in DIR] [--self DIR [--listen]] [--walk-paths]";
 const BATCH_BYTES = 256 * 1024;
 
 function log(message: string): void {
@@ -54,31 +60,35 @@ function log(message: string): void {
 
 function parseArgs(
   args: string[],
-): { root: string; rootIn?: string; self?: string; walkPaths: boolean } | string {
+): { root: string; rootIn?: string; self?: string; listen: boolean; walkPaths: boolean } | string {
   let root: string | undefined;
   let rootIn: string | undefined;
   let self: string | undefined;
+  let listen = false;
   let walkPaths = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--root" && i + 1 < args.length) root = args[++i];
     else if (a === "--root-in" && i + 1 < args.length) rootIn = args[++i];
     else if (a === "--self" && i + 1 < args.length) self = args[++i];
+    else if (a === "--listen") listen = true;
     else if (a === "--walk-paths") walkPaths = true; // resolve without openat2 (tests)
     else if (a === "--help" || a === "-h") return USAGE;
     else return `unexpected argument '${a}'\n${USAGE}`;
   }
   if (root === undefined) return `--root is required\n${USAGE}`;
   if (!root.startsWith("/")) return `--root must be an absolute path, got '${root}'`;
-  return { root, rootIn, self, walkPaths };
+  if (listen && self === undefined) return `--listen needs --self\n${USAGE}`;
+  return { root, rootIn, self, listen, walkPaths };
 }
 
-/** Batches frames and writes them to fd 1 with blocking writes. */
+/** Batches frames and writes them to `fd` (stdout, or the direct channel) with blocking writes. */
 class Output {
   readonly #libc: Libc;
   readonly #batch = new Uint8Array(BATCH_BYTES);
   #fill = 0;
   broken = false;
+  fd = 1;
 
   constructor(libc: Libc) {
     this.#libc = libc;
@@ -107,7 +117,11 @@ class Output {
     let done = 0;
     while (done < bytes.length && !this.broken) {
       const n = num(
-        this.#libc.fn.write(1, done ? bytes.subarray(done) : bytes, BigInt(bytes.length - done)),
+        this.#libc.fn.write(
+          this.fd,
+          done ? bytes.subarray(done) : bytes,
+          BigInt(bytes.length - done),
+        ),
       );
       if (n < 0) {
         if (this.#libc.errno() === ERRNO.EINTR) continue;
@@ -125,8 +139,32 @@ function main(): number {
     log(args);
     return args === USAGE ? 0 : 2;
   }
-  if (args.self !== undefined) removeSelf(args.self);
   const libc = new Libc();
+  // The direct channel's secret: read, then out of the environment.
+  const secret = Deno.env.get(DIRECT_TOKEN_ENV);
+  if (secret !== undefined) Deno.env.delete(DIRECT_TOKEN_ENV);
+  let listener = -1;
+  if (args.listen && secret !== undefined && args.self !== undefined) {
+    try {
+      Deno.chdir(args.self);
+      listener = listenHere(libc);
+    } catch (e) {
+      log(`cannot enter ${args.self}: ${e instanceof Error ? e.message : e}`);
+    }
+    if (listener < 0) log(`not offering the direct channel (errno ${-listener})`);
+  }
+  /** Ends the offer of the direct channel, and deletes the upload (the socket's directory). */
+  const endOffer = (): void => {
+    if (listener < 0) return;
+    loop.remove(listener);
+    libc.fn.close(listener);
+    listener = -1;
+    try {
+      Deno.chdir("/");
+    } catch { /* the upload is deleted by its path */ }
+    removeSelf(args.self!);
+  };
+  if (listener < 0 && args.self !== undefined) removeSelf(args.self);
   libc.fn.umask(0);
   // Larger pipes mean fewer context switches for 1 MiB reads (best effort).
   libc.fn.fcntl(0, F_SETPIPE_SZ, 1 << 20);
@@ -194,7 +232,7 @@ function main(): number {
     out.flush();
     return 1;
   }
-  out.push(dispatcher.helloFrame({
+  const hello = {
     protocol: PROTOCOL_VERSION,
     buildId: BUILD_ID,
     pid: Deno.pid,
@@ -203,7 +241,8 @@ function main(): number {
     arch: libc.arch,
     root: args.root,
     maxFrameBytes: MAX_FRAME_BYTES,
-  }));
+  };
+  out.push(dispatcher.helloFrame(listener >= 0 ? { ...hello, direct: true } : hello));
   out.flush();
 
   const decoder = new FrameDecoder(MAX_FRAME_BYTES);
@@ -223,17 +262,18 @@ function main(): number {
       out.push(response.frame);
     }
   };
-  // stdin: requests. Every frame of a read is handled before the next read.
-  loop.add(0, () => {
+  // Requests: stdin, or the direct channel. Every frame of a read is handled before the next read.
+  const onInput = (fd: number) => (): void => {
     const n = num(
-      libc.fn.read(0, fill ? input.subarray(fill) : input, BigInt(input.length - fill)),
+      libc.fn.read(fd, fill ? input.subarray(fill) : input, BigInt(input.length - fill)),
     );
     if (n < 0) {
       if (libc.errno() === ERRNO.EINTR) return;
-      log(`cannot read stdin: errno ${libc.errno()}`);
+      log(`cannot read requests: errno ${libc.errno()}`);
       return end(0);
     }
-    if (n === 0) return end(0); // client closed our stdin: done
+    if (n === 0) return end(0); // client closed its end: done
+    endOffer(); // a request on stdin: the client stays there
     fill += n;
     const whole = completeFrames(input, fill);
     const error = decoder.push(input.subarray(0, whole), onFrame);
@@ -250,7 +290,26 @@ function main(): number {
       return end(3);
     }
     if (out.broken) end(0);
-  });
+  };
+  loop.add(0, onInput(0));
+  if (listener >= 0) {
+    const proven = secret!;
+    loop.add(listener, () => {
+      const fd = acceptProven(libc, listener, proven);
+      if (fd < 0) return;
+      endOffer();
+      // From now on requests and answers travel on `fd`; stdin only tells when to end.
+      const drain = new Uint8Array(4096);
+      loop.add(0, () => {
+        const n = num(libc.fn.read(0, drain, BigInt(drain.length)));
+        if (n === 0 || (n < 0 && libc.errno() !== ERRNO.EINTR)) end(0);
+      });
+      loop.add(fd, onInput(fd));
+      out.fd = fd;
+      out.push(dispatcher.helloFrame(hello));
+      out.flush();
+    });
+  }
   const pollError = loop.run();
   if (pollError !== undefined) log(`cannot poll: errno ${pollError}`);
   fs.closeAll();

@@ -89,6 +89,8 @@ const FLAG_OPTIONS: Readonly<Record<string, (o: ContainerMountOptions) => void>>
   follow: (o) => o.follow = true,
   watch: (o) => o.watch = true,
   no_watch: (o) => o.watch = false,
+  direct: (o) => o.direct = true,
+  no_direct: (o) => o.direct = false,
   acl: (o) => o.acl = true,
   noacl: (o) => o.acl = false,
 };

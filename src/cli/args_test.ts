@@ -161,3 +161,12 @@ Deno.test("args: ACLs are consulted unless -o noacl", async () => {
   ok(off.kind === "mount");
   deepStrictEqual(off.options.acl, false);
 });
+
+Deno.test("args: the direct channel is used unless -o no_direct", async () => {
+  const plain = await parseArgs(["mount", "web", "/mnt"]);
+  ok(plain.kind === "mount");
+  deepStrictEqual(plain.options.direct, true);
+  const off = await parseArgs(["mount", "-o", "no_direct", "web", "/mnt"]);
+  ok(off.kind === "mount");
+  deepStrictEqual(off.options.direct, false);
+});

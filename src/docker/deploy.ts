@@ -15,6 +15,7 @@ import { EngineApi } from "./http.ts";
 import { type DeployOptions, deploySatellite, readManifest } from "./satellite.ts";
 import { ensureSatelliteImage } from "./satellite_image.ts";
 import { startSidecar } from "./sidecar.ts";
+import { randomHex, withHead } from "./bytes.ts";
 
 export type DeployMode = "upload" | "sidecar" | "auto";
 export const DEPLOY_MODES: readonly DeployMode[] = ["upload", "sidecar", "auto"];
@@ -208,38 +209,7 @@ async function firstOutput(
     const text = new TextDecoder().decode(head).trim().split("\n")[0].slice(0, 400);
     return { ok: false, why: text };
   }
-  const stdout = new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(head);
-    },
-    async pull(controller) {
-      try {
-        const next = await reader.read();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      } catch (error) {
-        controller.error(error);
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
-  return {
-    ok: true,
-    session: {
-      stdin: session.stdin,
-      stdout,
-      stderr: session.stderr,
-      exited: session.exited,
-      kill: () => session.kill(),
-    },
-  };
-}
-
-function randomHex(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return { ok: true, session: { ...session, stdout: withHead(head, reader) } };
 }
 
 async function readAll(stream: ReadableStream<Uint8Array>, limit: number): Promise<string> {

@@ -469,6 +469,8 @@ export class Engine {
         const reason = failedStartReason(start);
         throw new DockerError("exec", `Cannot ${what}: ${reason}`, { reason });
       }
+      // A pid is the host's only on a local engine (a remote one's host is elsewhere).
+      if (start.pid !== undefined && !this.isRemote) return { ...session, pid: start.pid };
     }
     return session;
   }

@@ -17,6 +17,13 @@ export interface ExecSession {
   readonly exited: Promise<{ code: number | null }>;
   /** tears the connection down */
   kill(): void;
+  /** The process id on the engine's host, when known (a started exec on a local engine). */
+  readonly pid?: number;
+  /**
+   * Set when the satellite was asked to also offer a direct socket (`--listen`): the secret the
+   * client proves itself with on it (see src/mount/direct.ts).
+   */
+  readonly directToken?: string;
 }
 
 export interface ExecState {
@@ -210,7 +217,7 @@ export function createExecSession(
 
 /** How an exec's start went: running, or over before it ran (with all it printed). */
 export type ExecStart =
-  | { started: true }
+  | { started: true; pid?: number }
   | { started: false; code: number | null; output: string };
 
 /** Longest part of a failed start's output kept for the error message. */
@@ -237,7 +244,7 @@ export async function awaitExecStart(
     } catch {
       // the engine may not answer inspect for a moment; the stream still tells
     }
-    if (state?.running === true && (state.pid ?? 0) > 0) return { started: true };
+    if (state?.running === true && (state.pid ?? 0) > 0) return { started: true, pid: state.pid };
     if (ended) break;
     const delay = Math.min(2 * (attempt + 1), 50);
     await Promise.race([streamEnded, new Promise((resolve) => setTimeout(resolve, delay))]);

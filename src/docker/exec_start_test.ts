@@ -69,7 +69,7 @@ Deno.test("exec start: a running process with a pid is started and its output is
     inspect,
     "t",
   );
-  deepStrictEqual(await awaitExecStart(session, inspect), { started: true });
+  deepStrictEqual(await awaitExecStart(session, inspect), { started: true, pid: 4242 });
   const reader = session.stdout.getReader();
   const { value } = await reader.read();
   equal(new TextDecoder().decode(value), "first bytes");

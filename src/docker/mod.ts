@@ -6,6 +6,7 @@
 export { DockerError, type DockerErrorCode } from "./errors.ts";
 export { connectEngine, type ContainerInfo, Engine, type EngineOptions } from "./engine.ts";
 export type { ExecSession } from "./exec.ts";
+export { concatBytes, withHead } from "./bytes.ts";
 export type { TarEntry } from "./tar.ts";
 export {
   DEFAULT_EXEC_USER,

@@ -6,6 +6,8 @@ import { type ContainerInfo, type Engine, partChunks } from "./engine.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import type { ExecSession } from "./exec.ts";
 import { readTar, type TarEntry, tarParts } from "./tar.ts";
+import { randomHex } from "./bytes.ts";
+import { DIRECT_TOKEN_CHARS, DIRECT_TOKEN_ENV } from "../protocol/mod.ts";
 
 export interface SatelliteManifest {
   formatVersion: 1;
@@ -27,6 +29,11 @@ export interface DeployOptions {
   onProgress?: (sent: number, total: number) => void;
   /** overrides the random part of the upload dir name (tests) */
   randomName?: () => string;
+  /**
+   * On a local engine, have the uploaded satellite also offer its direct socket (`--listen`,
+   * see src/mount/direct.ts); the session then carries the secret (`directToken`).
+   */
+  direct?: boolean;
 }
 
 /** Reads and checks a manifest.json. Throws DockerError("bundle") with a clear message. */
@@ -62,11 +69,6 @@ export async function readManifest(bundleDir: string): Promise<SatelliteManifest
     );
   }
   return m as SatelliteManifest;
-}
-
-function randomHex(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Satellite files get 0700 when executable, else 0600. */
@@ -420,8 +422,15 @@ export async function deploySatellite(
   for (const [key, value] of Object.entries(manifest.env)) {
     env[key] = value.replaceAll("{dir}", dir);
   }
+  let directToken: string | undefined;
+  if (options.direct === true && !engine.isRemote) {
+    directToken = randomHex(DIRECT_TOKEN_CHARS / 2);
+    env[DIRECT_TOKEN_ENV] = directToken;
+    argv.push("--listen");
+  }
   try {
-    return await engine.exec(container.id, argv, { user, env, awaitStart: true });
+    const session = await engine.exec(container.id, argv, { user, env, awaitStart: true });
+    return directToken === undefined ? session : { ...session, directToken };
   } catch (error) {
     if (!(error instanceof DockerError) || error.code !== "exec") throw error;
     const noexec = /permission denied/i.test(error.reason) && parent !== "/"

@@ -22,6 +22,7 @@ import { type EngineApi, responseJson, responseMessage } from "./http.ts";
 import type { SatelliteManifest } from "./satellite.ts";
 import { IMAGE_DIR } from "./satellite_image.ts";
 import { closeQuietly } from "./transport.ts";
+import { randomHex } from "./bytes.ts";
 
 /** Label on every helper container: the id of the container it serves. */
 export const LABEL_SIDECAR = "dev.dockerfuse.sidecar.target";
@@ -94,11 +95,6 @@ export function sidecarConfig(
       ],
     },
   };
-}
-
-function randomHex(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(4));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** What the helper's confinement depends on, from the target's inspect. */
@@ -197,7 +193,7 @@ export async function startSidecar(
   const user = await mainProcessUser(api, container.id, target.hostPid) ?? target.user;
   const config = sidecarConfig(manifest, { id: container.id, user }, options);
   const name = `dockerfuse-${container.name.replace(/[^A-Za-z0-9_.-]/g, "-").slice(0, 40)}-${
-    (options.randomName ?? randomHex)()
+    (options.randomName ?? (() => randomHex(4)))()
   }`.replace(/^dockerfuse--/, "dockerfuse-");
   const what = `start the satellite helper for '${container.name}'`;
   const created = await api.request("POST", `/containers/create?name=${encodeURIComponent(name)}`, {

@@ -230,6 +230,7 @@ export const MNT_DETACH = 2;
 // Sockets (socketpair(2), SCM_RIGHTS fd passing).
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SCM_RIGHTS = 1;
 export const MSG_DONTWAIT = 0x40;

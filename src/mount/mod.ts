@@ -35,6 +35,7 @@ import {
   recoverStaleMount,
 } from "../fuse/mod.ts";
 import { type Change, RpcClient } from "../protocol/mod.ts";
+import { type Channel, openChannel } from "./direct.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
 import { ReconnectingRpc } from "./reconnecting_rpc.ts";
@@ -252,7 +253,22 @@ async function startSatellite(
     log: (message) => logger.info(message),
   }).then((d) => d.session)).catch(rethrowDocker);
   const stderrTail = watchStderr(exec.stderr, logger);
-  const rpc = new RpcClient(exec.stdout, exec.stdin, {
+  let channel: Channel;
+  try {
+    channel = await withTimeout(openChannel(exec), HANDSHAKE_TIMEOUT_MS, "the satellite's hello");
+  } catch (error) {
+    exec.kill();
+    const tail = stderrTail();
+    throw new MountError(
+      "satellite",
+      `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
+        (tail ? `\nsatellite stderr:\n${tail}` : ""),
+    );
+  }
+  if (channel.note !== undefined) {
+    logger.info(`Not using the satellite's direct socket: ${channel.note}`);
+  }
+  const rpc = new RpcClient(channel.readable, channel.writable, {
     expectedBuildId: bundle.buildId,
     ...rpcOptions,
     onEvent: options.onEvent,
@@ -270,6 +286,7 @@ async function startSatellite(
   const stop = (): Promise<void> =>
     stopped ??= (async () => {
       await rpc.close("the mount ended").catch(() => {});
+      channel.close();
       exec.kill();
     })();
   const ended = Promise.race([
@@ -283,7 +300,8 @@ async function startSatellite(
     const hello = await withTimeout(rpc.ready, HANDSHAKE_TIMEOUT_MS, "the satellite handshake");
     logger.info(
       `Satellite ready in '${container.name}' (${hello.arch}, pid ${hello.pid}, uid ${hello.uid}) ` +
-        `after ${Math.round(performance.now() - started)} ms`,
+        `after ${Math.round(performance.now() - started)} ms` +
+        (channel.kind === "direct" ? ", on its direct socket" : ""),
     );
     return {
       call: rpc.call,

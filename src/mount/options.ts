@@ -53,6 +53,11 @@ export interface ContainerMountOptions {
   debug: boolean;
   /** How the satellite reaches the container: uploaded, in a sidecar, or chosen (auto). */
   deploy: DeployMode;
+  /**
+   * On a local engine, talk to an uploaded satellite over its socket in the container
+   * (`/proc/<pid>/cwd`) rather than through the engine's exec stream, where this host allows it.
+   */
+  direct: boolean;
   /** The change feed: the container tells the mount what changed (see README, Live view). */
   watch: boolean;
   /**
@@ -87,6 +92,7 @@ export const MOUNT_DEFAULTS: MountDefaults = Object.freeze({
   follow: false,
   debug: false,
   deploy: "auto",
+  direct: true,
   watch: true,
   // As NFS's longest attribute cache (acdirmax): the bound on what the feed cannot see (mmap
   // writes inside the container) staying unseen.
@@ -116,7 +122,7 @@ export interface MountContext {
 /** The options of each layer below a container mount. */
 export interface LayerOptions {
   /** Deployment of the satellite (src/docker). */
-  deploy: { root: string; user: string; mode: DeployMode };
+  deploy: { root: string; user: string; mode: DeployMode; direct: boolean };
   /** The RPC client; 0 is no timeout. */
   rpc: { timeoutMs: number };
   /** The container filesystem (src/fs). */
@@ -128,7 +134,12 @@ export interface LayerOptions {
 /** Derives every lower layer's options from a mount's options. */
 export function layerOptions(options: ContainerMountOptions, context: MountContext): LayerOptions {
   return {
-    deploy: { root: options.path, user: options.user, mode: options.deploy },
+    deploy: {
+      root: options.path,
+      user: options.user,
+      mode: options.deploy,
+      direct: options.direct,
+    },
     rpc: { timeoutMs: options.requestTimeout * 1000 },
     fs: {
       attrTimeout: options.attrTimeout,

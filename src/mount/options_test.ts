@@ -29,9 +29,10 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     requestTimeout: 5,
     writebackCache: true,
     debug: true,
+    direct: false,
   });
   const layers = layerOptions(options, context);
-  deepStrictEqual(layers.deploy, { root: "/srv", user: "nobody", mode: "auto" });
+  deepStrictEqual(layers.deploy, { root: "/srv", user: "nobody", mode: "auto", direct: false });
   deepStrictEqual(layers.rpc, { timeoutMs: 5000 });
   deepStrictEqual(layers.fs, {
     attrTimeout: 2,

@@ -368,7 +368,25 @@ export const helloSchema = obj({
   /** The root directory served (as given on the command line). */
   root: str(4096),
   maxFrameBytes: u32,
+  /**
+   * Also listening on `DIRECT_SOCKET_NAME` in its working directory (`--listen`): a client on the
+   * same host may go on there instead (see `DIRECT_TOKEN_ENV`), else it sends its requests here.
+   */
+  direct: opt(bool),
 });
+
+/**
+ * The direct channel (`--listen`): the satellite's socket, in its own working directory (its
+ * private upload directory, mode 0700), which a client on the engine's host reaches as
+ * `/proc/<pid>/cwd/<name>` without resolving any of the container's paths. A connection first
+ * sends the secret the satellite got in its environment (`DIRECT_TOKEN_ENV`, hex); the satellite
+ * then answers with its hello and serves the connection, stdin staying its lifeline.
+ */
+export const DIRECT_SOCKET_NAME = "dockerfuse.sock";
+/** The environment variable holding the direct channel's secret. */
+export const DIRECT_TOKEN_ENV = "DOCKERFUSE_DIRECT_TOKEN";
+/** Length of the secret (hex digits). */
+export const DIRECT_TOKEN_CHARS = 32;
 /** The satellite's handshake. */
 export type Hello = Infer<typeof helloSchema>;
 

@@ -38,6 +38,8 @@ export {
   bulkCost,
   type CallOptions,
   type CloseInfo,
+  firstFrameLength,
+  helloOfFrame,
   type RpcCalls,
   RpcClient,
   type RpcClientOptions,
