@@ -35,7 +35,7 @@ import {
   recoverStaleMount,
 } from "../fuse/mod.ts";
 import { type Change, RpcClient } from "../protocol/mod.ts";
-import { type Channel, openChannel } from "./direct.ts";
+import { type Channel, DIRECT_BULK_BYTES, openChannel } from "./direct.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
 import { ReconnectingRpc } from "./reconnecting_rpc.ts";
@@ -270,6 +270,7 @@ async function startSatellite(
   }
   const rpc = new RpcClient(channel.readable, channel.writable, {
     expectedBuildId: bundle.buildId,
+    ...(channel.kind === "direct" ? { bulkBytes: DIRECT_BULK_BYTES } : {}),
     ...rpcOptions,
     onEvent: options.onEvent,
     onTrace: options.debug
