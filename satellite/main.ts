@@ -36,6 +36,7 @@ import { Watcher } from "./watch.ts";
 import { IoPool, WORKER_BYTES } from "./workers.ts";
 import {
   cgroupMemoryLimit,
+  directFits,
   ioWorkersFit,
   memoryBudget,
   MemoryGuard,
@@ -143,8 +144,10 @@ function main(): number {
   // The direct channel's secret: read, then out of the environment.
   const secret = Deno.env.get(DIRECT_TOKEN_ENV);
   if (secret !== undefined) Deno.env.delete(DIRECT_TOKEN_ENV);
+  const { guard, limit } = startMemoryGuard(libc);
   let listener = -1;
-  if (args.listen && secret !== undefined && args.self !== undefined) {
+  // Not in a tight container (the memory line above says so).
+  if (args.listen && secret !== undefined && args.self !== undefined && directFits(limit)) {
     try {
       Deno.chdir(args.self);
       listener = listenHere(libc);
@@ -170,7 +173,6 @@ function main(): number {
   libc.fn.fcntl(0, F_SETPIPE_SZ, 1 << 20);
   libc.fn.fcntl(1, F_SETPIPE_SZ, 1 << 20);
   const out = new Output(libc);
-  const { guard, limit } = startMemoryGuard(libc);
   const loop = new Loop(libc);
   let status = 0;
   const end = (code: number): void => {
@@ -330,7 +332,8 @@ function startMemoryGuard(libc: Libc): { guard: MemoryGuard; limit: number | und
   log(
     `memory: container limit ${limit === undefined ? "none" : `${limit / 2 ** 20} MiB`}, ` +
       `satellite budget ${budget / 2 ** 20} MiB, ` +
-      (ioWorkersFit(limit) ? "slow calls on I/O workers" : "slow calls inline (no I/O worker)"),
+      (ioWorkersFit(limit) ? "slow calls on I/O workers" : "slow calls inline (no I/O worker)") +
+      (directFits(limit) ? "" : ", no direct channel"),
   );
   log(preferOomKill((path, text) => Deno.writeTextFileSync(path, text)));
   const gc = (globalThis as { gc?: () => void }).gc;

@@ -52,6 +52,16 @@ export function ioWorkersFit(limit: number | undefined): boolean {
   return limit === undefined || limit >= IO_WORKER_MIN_LIMIT;
 }
 
+/**
+ * Whether the direct channel is offered in a container with this memory limit: not in a tight
+ * one (under IO_WORKER_MIN_LIMIT). Served faster, the satellite makes garbage faster: in a 64 MiB
+ * container its peak RssAnon over a 256 MiB write, a `find /usr` and the read back was 27.7–33.2
+ * MiB in 9 runs on the direct channel, 26.9–30.1 MiB in 10 on the exec stream.
+ */
+export function directFits(limit: number | undefined): boolean {
+  return ioWorkersFit(limit);
+}
+
 /** The anonymous-memory budget for a container limit: a quarter of it, within bounds. */
 export function memoryBudget(limit: number | undefined): number {
   if (limit === undefined) return DEFAULT_BUDGET;

@@ -2,6 +2,7 @@ import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import {
   cgroupMemoryLimit,
   DEFAULT_BUDGET,
+  directFits,
   ioWorkersFit,
   memoryBudget,
   MemoryGuard,
@@ -114,4 +115,11 @@ Deno.test("ioWorkersFit: I/O workers only where the container has room for them"
   strictEqual(ioWorkersFit(1024 * MiB), true);
   strictEqual(ioWorkersFit(256 * MiB), true);
   strictEqual(ioWorkersFit(64 * MiB), false);
+});
+
+Deno.test("directFits: the direct channel only where the container has room for its pace", () => {
+  strictEqual(directFits(undefined), true);
+  strictEqual(directFits(256 * MiB), true);
+  strictEqual(directFits(255 * MiB), false);
+  strictEqual(directFits(64 * MiB), false);
 });
