@@ -540,13 +540,13 @@ export class ContainerFs implements FileSystem<Handle> {
     return { uid: ctx.uid, gid };
   }
 
-  /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   /** The entry of a node just made in `dir`, noting the directory's attributes after. */
   #made(dir: Node, made: { stat: Stat; dir?: Stat }, existing?: Node): Entry | Errno {
     this.#noteDir(dir, made.dir);
     return this.#entry(made.stat, existing);
   }
 
+  /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   #noteDir(dir: Node, stat: Stat | undefined): void {
     const usable = stat !== undefined && statProblem(stat) === undefined;
     this.#attrs.noteChangedDir(dir.key, usable ? statToAttr(stat) : undefined);

@@ -253,17 +253,20 @@ async function startSatellite(
     log: (message) => logger.info(message),
   }).then((d) => d.session)).catch(rethrowDocker);
   const stderrTail = watchStderr(exec.stderr, logger);
+  const failed = (error: unknown): MountError => {
+    const tail = stderrTail();
+    return new MountError(
+      "satellite",
+      `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
+        (tail ? `\nsatellite stderr:\n${tail}` : ""),
+    );
+  };
   let channel: Channel;
   try {
     channel = await withTimeout(openChannel(exec), HANDSHAKE_TIMEOUT_MS, "the satellite's hello");
   } catch (error) {
     exec.kill();
-    const tail = stderrTail();
-    throw new MountError(
-      "satellite",
-      `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
-        (tail ? `\nsatellite stderr:\n${tail}` : ""),
-    );
+    throw failed(error);
   }
   if (channel.note !== undefined) {
     logger.info(`Not using the satellite's direct socket: ${channel.note}`);
@@ -315,12 +318,7 @@ async function startSatellite(
     };
   } catch (error) {
     await stop();
-    const tail = stderrTail();
-    throw new MountError(
-      "satellite",
-      `Cannot start the satellite in '${container.name}': ${(error as Error).message}` +
-        (tail ? `\nsatellite stderr:\n${tail}` : ""),
-    );
+    throw failed(error);
   }
 }
 
