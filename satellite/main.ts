@@ -21,6 +21,7 @@ import {
   type Change,
   DIRECT_TOKEN_ENV,
   Dispatcher,
+  firstFrameLength,
   FRAME_HEADER_BYTES,
   FrameDecoder,
   MAX_FRAME_BYTES,
@@ -353,15 +354,12 @@ function startMemoryGuard(libc: Libc): { guard: MemoryGuard; limit: number | und
  */
 function completeFrames(buf: Uint8Array, fill: number): number {
   let pos = 0;
-  while (pos + FRAME_HEADER_BYTES <= fill) {
-    const length =
-      ((buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]) >>>
-      0;
-    if (length === 0 || length > MAX_FRAME_BYTES) return fill;
-    if (pos + FRAME_HEADER_BYTES + length > fill) break;
-    pos += FRAME_HEADER_BYTES + length;
+  for (;;) {
+    const length = firstFrameLength(buf.subarray(pos, fill));
+    if (length === undefined) return pos;
+    if (length === 0) return fill;
+    pos += length;
   }
-  return pos;
 }
 
 /**

@@ -3,9 +3,15 @@
 // very process: its working directory holds the socket, reached through /proc/<pid>/cwd.
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import type { ExecSession } from "../docker/mod.ts";
+import { concatBytes, type ExecSession } from "../docker/mod.ts";
 import { FAKE_HELLO } from "../protocol/_test_utils.ts";
-import { DIRECT_SOCKET_NAME, Dispatcher, type Hello, helloOfFrame } from "../protocol/mod.ts";
+import {
+  DIRECT_SOCKET_NAME,
+  Dispatcher,
+  firstFrameLength,
+  type Hello,
+  helloOfFrame,
+} from "../protocol/mod.ts";
 import { openChannel } from "./direct.ts";
 
 const SECRET = "0123456789abcdef0123456789abcdef";
@@ -38,14 +44,11 @@ function fakeExec(
 
 async function readFrame(readable: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const reader = readable.getReader();
-  let bytes = new Uint8Array(0);
-  while (bytes.length < 4 || bytes.length < 4 + new DataView(bytes.buffer).getUint32(0)) {
+  let bytes: Uint8Array = new Uint8Array(0);
+  while (firstFrameLength(bytes) === undefined) {
     const { value, done } = await reader.read();
     if (done) break;
-    const next = new Uint8Array(bytes.length + value.length);
-    next.set(bytes);
-    next.set(value, bytes.length);
-    bytes = next;
+    bytes = concatBytes([bytes, value]);
   }
   reader.releaseLock();
   return bytes;

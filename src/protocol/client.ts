@@ -30,22 +30,12 @@ import {
   createUnpackr,
   decodeBody,
   encodeRequest,
+  firstFrameLength,
   FRAME_HEADER_BYTES,
   FrameDecoder,
   Kind,
   LARGE_PAYLOAD_BYTES,
 } from "./wire.ts";
-
-/**
- * Length of the whole frame at the start of `bytes` (header included), undefined while it is
- * not all there, 0 when its header is impossible.
- */
-export function firstFrameLength(bytes: Uint8Array): number | undefined {
-  if (bytes.length < FRAME_HEADER_BYTES) return undefined;
-  const length = new DataView(bytes.buffer, bytes.byteOffset, FRAME_HEADER_BYTES).getUint32(0);
-  if (length === 0 || length > MAX_FRAME_BYTES) return 0;
-  return bytes.length >= FRAME_HEADER_BYTES + length ? FRAME_HEADER_BYTES + length : undefined;
-}
 
 /**
  * The satellite's hello in `frame` (one whole frame, header included), or undefined when it is

@@ -11,6 +11,7 @@ import {
   encodeRequest,
   errnoName,
   errnoNumber,
+  firstFrameLength,
   INVALID,
   Kind,
   LARGE_PAYLOAD_BYTES,
@@ -155,4 +156,15 @@ Deno.test("dispatcher: a Later answer goes to onLate once settled, with the requ
     [Kind.ERROR, 8, "EIO"],
     [Kind.RESULT, 7, null],
   ]);
+});
+
+Deno.test("firstFrameLength: a whole frame's length, nothing while partial, 0 for an impossible header", () => {
+  const frame = encodeFrame(createPackr(), [Kind.FATAL, "x"]);
+  const total = frame.length;
+  deepStrictEqual(firstFrameLength(frame.subarray(0, 3)), undefined);
+  deepStrictEqual(firstFrameLength(frame.subarray(0, total - 1)), undefined);
+  deepStrictEqual(firstFrameLength(frame), total);
+  deepStrictEqual(firstFrameLength(new Uint8Array([...frame, ...frame])), total);
+  deepStrictEqual(firstFrameLength(new Uint8Array(4)), 0);
+  deepStrictEqual(firstFrameLength(new Uint8Array([0xff, 0xff, 0xff, 0xff, 1])), 0);
 });

@@ -25,6 +25,17 @@ export const Kind = { REQUEST: 0, RESULT: 1, ERROR: 2, HELLO: 3, FATAL: 4, EVENT
 /** Bytes of the length prefix. */
 export const FRAME_HEADER_BYTES = 4;
 
+/**
+ * Length of the whole frame at the start of `bytes` (header included), undefined while it is
+ * not all there, 0 when its header is impossible (an empty or oversized body).
+ */
+export function firstFrameLength(bytes: Uint8Array): number | undefined {
+  if (bytes.length < FRAME_HEADER_BYTES) return undefined;
+  const length = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+  if (length === 0 || length > MAX_FRAME_BYTES) return 0;
+  return bytes.length >= FRAME_HEADER_BYTES + length ? FRAME_HEADER_BYTES + length : undefined;
+}
+
 /** A msgpack encoder with the protocol's settings (bigint → 64-bit ints, no records). */
 export function createPackr(): Packr {
   return new Packr({ useRecords: false, encodeUndefinedAsNil: true });
