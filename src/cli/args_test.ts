@@ -153,20 +153,14 @@ Deno.test("args: reconnect is the default; --no-reconnect, --follow, --reconnect
   ]);
 });
 
-Deno.test("args: ACLs are consulted unless -o noacl", async () => {
-  const plain = await parseArgs(["mount", "web", "/mnt"]);
-  ok(plain.kind === "mount");
-  deepStrictEqual(plain.options.acl, true);
-  const off = await parseArgs(["mount", "-o", "noacl", "web", "/mnt"]);
-  ok(off.kind === "mount");
-  deepStrictEqual(off.options.acl, false);
-});
-
-Deno.test("args: the direct channel is used unless -o no_direct", async () => {
-  const plain = await parseArgs(["mount", "web", "/mnt"]);
-  ok(plain.kind === "mount");
-  deepStrictEqual(plain.options.direct, true);
-  const off = await parseArgs(["mount", "-o", "no_direct", "web", "/mnt"]);
-  ok(off.kind === "mount");
-  deepStrictEqual(off.options.direct, false);
-});
+// On by default, off with their -o word: ACLs consulted, the direct channel used.
+for (const [field, word] of [["acl", "noacl"], ["direct", "no_direct"]] as const) {
+  Deno.test(`args: ${field} is on unless -o ${word}`, async () => {
+    const plain = await parseArgs(["mount", "web", "/mnt"]);
+    ok(plain.kind === "mount");
+    deepStrictEqual(plain.options[field], true);
+    const off = await parseArgs(["mount", "-o", word, "web", "/mnt"]);
+    ok(off.kind === "mount");
+    deepStrictEqual(off.options[field], false);
+  });
+}
