@@ -22,8 +22,6 @@ export const DEPLOY_MODES: readonly DeployMode[] = ["upload", "sidecar", "auto"]
 
 export interface ChosenDeployOptions extends DeployOptions {
   mode: DeployMode;
-  /** notable choices and steps, for the user's log */
-  log?: (message: string) => void;
   /** how long `auto` waits for an uploaded satellite's first output (default 60 s) */
   firstOutputTimeoutMs?: number;
 }

@@ -50,6 +50,8 @@ export interface ContainerInfo {
   tmpfsMounts?: { path: string; exec: boolean }[];
   /** CAP_DAC_OVERRIDE is dropped (`--cap-drop ALL`): root obeys file modes like anyone */
   withoutDacOverride?: boolean;
+  /** the engine's process id of the container's first process (running only; its host's) */
+  pid?: number;
 }
 
 /** Newest API version this client knows; older engines are spoken to in their own version. */
@@ -215,7 +217,12 @@ export class Engine {
       }
       throw this.#wrap(error, what);
     }
-    const state = (info.State ?? {}) as { Running?: boolean; Paused?: boolean; Status?: string };
+    const state = (info.State ?? {}) as {
+      Running?: boolean;
+      Paused?: boolean;
+      Status?: string;
+      Pid?: unknown;
+    };
     const id = String(info.Id ?? "");
     const name = String(info.Name ?? "").replace(/^\//, "");
     const running = state.Running === true && state.Paused !== true;
@@ -283,6 +290,9 @@ export class Engine {
       readOnlyRootfs: hostConfig.ReadonlyRootfs === true,
       tmpfsMounts: [...tmpfsMounts].map(([path, exec]) => ({ path, exec })),
       withoutDacOverride,
+      ...(running && Number.isSafeInteger(state.Pid) && (state.Pid as number) > 0
+        ? { pid: state.Pid as number }
+        : {}),
     };
   }
 

@@ -8,6 +8,7 @@ export { connectEngine, type ContainerInfo, Engine, type EngineOptions } from ".
 export type { ExecSession } from "./exec.ts";
 export { concatBytes, withHead } from "./bytes.ts";
 export type { TarEntry } from "./tar.ts";
+export { hostPathOf, placeOnHost } from "./host_place.ts";
 export {
   DEFAULT_EXEC_USER,
   type DeployOptions,

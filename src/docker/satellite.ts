@@ -7,6 +7,7 @@ import { DockerError, errorMessage } from "./errors.ts";
 import type { ExecSession } from "./exec.ts";
 import { readTar, type TarEntry, tarParts } from "./tar.ts";
 import { randomHex } from "./bytes.ts";
+import { placeOnHost } from "./host_place.ts";
 import { DIRECT_TOKEN_CHARS, DIRECT_TOKEN_ENV } from "../protocol/mod.ts";
 
 export interface SatelliteManifest {
@@ -34,6 +35,13 @@ export interface DeployOptions {
    * see src/mount/direct.ts); the session then carries the secret (`directToken`).
    */
   direct?: boolean;
+  /**
+   * On a local engine, write the bundle's files into the container from the host
+   * (src/docker/host_place.ts) when it can; default true. The archive API otherwise.
+   */
+  placeOnHost?: boolean;
+  /** notable choices and steps, for the user's log */
+  log?: (message: string) => void;
 }
 
 /** Reads and checks a manifest.json. Throws DockerError("bundle") with a clear message. */
@@ -381,22 +389,37 @@ export async function deploySatellite(
   const compressed = engine.isRemote && owner.uid === 0 && owner.gid === 0
     ? await compressedBundle(bundleDir, manifest)
     : undefined;
-  const entries = compressed === undefined
+  // A local engine's container, as root: the engine makes the private dir, the host writes
+  // into it (falling back to the archive API).
+  const hostPid = !engine.isRemote && options.placeOnHost !== false && owner.uid === 0 &&
+      owner.gid === 0
+    ? container.pid
+    : undefined;
+  const privateDir = [{ path: dirName, type: "directory" as const, mode: 0o700, ...owner }];
+  const entries = compressed === undefined && hostPid === undefined
     ? await bundleEntries(bundleDir, manifest, dirName, owner)
-    : [{ path: dirName, type: "directory" as const, mode: 0o700, ...owner }];
+    : privateDir;
   let parent: string | undefined;
   let lastError: unknown;
   for (const candidate of uploadPlaces(engine, container, owner.uid)) {
     if (candidate !== "/" && !(await engine.pathExists(container.id, candidate))) continue;
     try {
-      if (compressed === undefined) {
+      const dir = candidate === "/" ? `/${dirName}` : `${candidate}/${dirName}`;
+      if (entries !== privateDir) {
         await engine.upload(container.id, candidate, entries, { onProgress: options.onProgress });
-      } else {
-        await engine.upload(container.id, candidate, entries, { gzip: false });
-        const dir = candidate === "/" ? `/${dirName}` : `${candidate}/${dirName}`;
+      } else if (compressed !== undefined) {
+        await engine.upload(container.id, candidate, privateDir, { gzip: false });
         await engine.uploadArchiveFile(container.id, dir, compressed, {
           onProgress: options.onProgress,
         });
+      } else if (hostPid !== undefined) {
+        await engine.upload(container.id, candidate, privateDir, { gzip: false });
+        const files = await bundleFileEntries(bundleDir, manifest, "", owner);
+        const why = await placeOnHost(hostPid, dir, files, options.onProgress);
+        if (why !== undefined) {
+          options.log?.(`Cannot place the satellite from the host (${why}): uploading it`);
+          await engine.upload(container.id, dir, files, { onProgress: options.onProgress });
+        }
       }
       parent = candidate;
       break;

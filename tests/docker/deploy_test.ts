@@ -1,7 +1,13 @@
 // deploySatellite with a stand-in bundle (a shell script) in the real test containers: command
 // choice by glibc probe, private dir and modes, argv/env substitution, nothing left behind.
 
-import { deploySatellite, DockerError, type Engine } from "../../src/docker/mod.ts";
+import {
+  deploySatellite,
+  DockerError,
+  type Engine,
+  hostPathOf,
+  placeOnHost,
+} from "../../src/docker/mod.ts";
 import { equal, ok } from "node:assert/strict";
 import { assertRejects, bed, dockerCli, engineFor, readAll, withContainer } from "./helpers.ts";
 
@@ -52,7 +58,7 @@ async function makeBundle(arch = "x86_64"): Promise<string> {
 async function deployAndCheck(
   engine: Engine,
   id: string,
-  options: { user?: string },
+  options: { user?: string; placeOnHost?: boolean; log?: (message: string) => void },
 ): Promise<Map<string, string> & { stat: string[] }> {
   const bundle = await makeBundle();
   try {
@@ -61,6 +67,8 @@ async function deployAndCheck(
     const session = await deploySatellite(engine, container, bundle, {
       root: "/data",
       user: options.user,
+      placeOnHost: options.placeOnHost,
+      log: options.log,
       onProgress: () => progressed = true,
     });
     ok(progressed, "no upload progress reported");
@@ -132,6 +140,76 @@ Deno.test("deploy: glibc container uses `command`, private dir in /, docker diff
     ok(!(await engine.pathExists(id, self)), `${self} is left behind`);
     const after = await dockerCli(theBed, ["diff", id]);
     ok(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
+  });
+});
+
+Deno.test("deploy: written from the host or through the archive API, the same private dir", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  await withContainer("glibc", async (id) => {
+    const before = await dockerCli(theBed, ["diff", id]);
+    // What went through the archive API: the private dir alone, or the whole bundle.
+    const uploaded: string[] = [];
+    const upload = engine.upload.bind(engine);
+    engine.upload = (containerId, path, entries, options) => {
+      uploaded.push(...entries.map((e) => e.path.replace(/^\.dockerfuse-[0-9a-f]+/, "D")));
+      return upload(containerId, path, entries, options);
+    };
+    for (const placeOnHost of [true, false]) {
+      const logs: string[] = [];
+      uploaded.length = 0;
+      const fields = await deployAndCheck(engine, id, { placeOnHost, log: (m) => logs.push(m) });
+      equal(logs.join("\n"), "", "the host could not place the satellite");
+      equal(
+        uploaded.join(" "),
+        placeOnHost ? "D" : "D D/fake.sh D/lib D/lib/data.txt",
+      );
+      const self = checkPrivateDir(fields, "/", 0);
+      ok(!(await engine.pathExists(id, self)), `${self} is left behind (${placeOnHost})`);
+    }
+    const after = await dockerCli(theBed, ["diff", id]);
+    ok(after.stdout === before.stdout, `docker diff changed:\n${after.stdout}`);
+  });
+});
+
+Deno.test("deploy: the host writes only into a private dir of root's, reached without a symlink", async () => {
+  const theBed = await bed();
+  const engine = await engineFor(theBed);
+  await withContainer("musl", async (id) => {
+    const { pid } = await engine.inspectContainer(id);
+    ok(pid !== undefined && pid > 0, "no pid for a running container");
+    const sh = async (script: string): Promise<string> => {
+      const r = await dockerCli(theBed, ["exec", id, "sh", "-c", script]);
+      ok(r.code === 0, r.stderr);
+      return r.stdout.trim();
+    };
+    await sh("mkdir -m 700 /real /open && ln -s /real /link && mkdir -m 755 /open/wide");
+    const data = new TextEncoder().encode("hello\n");
+    const entries = [
+      { path: "lib", type: "directory" as const, mode: 0o700 },
+      { path: "lib/a.txt", type: "file" as const, mode: 0o600, data },
+    ];
+    // Through a symlink, into a dir not 0700, as another owner: refused, nothing written.
+    ok((await placeOnHost(pid, "/link", entries))?.includes("not a directory"));
+    ok((await placeOnHost(pid, "/open/wide", entries))?.includes("not made as asked"));
+    await sh("chown 1:1 /real");
+    ok((await placeOnHost(pid, "/real", entries))?.includes("not made as asked"));
+    await sh("chown 0:0 /real && touch /real/lib");
+    // A name already taken is never overwritten; what was written is removed.
+    ok((await placeOnHost(pid, "/real", [...entries].reverse().slice(1)))?.length);
+    await sh("rm /real/lib");
+    const failing = [...entries, { path: "lib/a.txt", type: "file" as const, mode: 0o600, data }];
+    ok((await placeOnHost(pid, "/real", failing))?.includes("exists"));
+    equal(await sh("find /real /open/wide /link | sort | tr '\\n' ' '"), "/link /open/wide /real");
+    // Into the private dir: written with exact modes, and progress reported.
+    let progress = 0;
+    equal(await placeOnHost(pid, "/real", entries, (sent) => progress = sent), undefined);
+    equal(progress, data.length);
+    equal(
+      await sh("stat -c '%n %a %u:%g' /real/lib /real/lib/a.txt && wc -c < /real/lib/a.txt"),
+      "/real/lib 700 0:0\n/real/lib/a.txt 600 0:0\n6",
+    );
+    equal(await Deno.readTextFile(`${hostPathOf(pid, "/real")}/lib/a.txt`), "hello\n");
   });
 });
 
