@@ -293,11 +293,15 @@ export class SatelliteFs {
         io.whenIdle(p.handle, () => later.settle(this.#release(p.handle)));
         return later;
       },
-      flush: (p) =>
-        this.#fdOp(p.handle, (fd) => {
+      flush: (p) => {
+        const done = this.#fdOp(p.handle, (fd) => {
           const dup = this.#c.fn.dup(fd);
           return dup < 0 ? dup : this.#c.fn.close(dup);
-        }),
+        });
+        if (done !== null) return done;
+        const st = this.#statFd(this.#handles.get(p.handle)!.fd);
+        return st instanceof RpcFailure ? undefined : st;
+      },
       fsync: (p) =>
         this.#offloadFdOp(p.handle, Op.FSYNC, [p.datasync ? 1n : 0n]) ??
           this.#fdOp(

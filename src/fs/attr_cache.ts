@@ -41,7 +41,7 @@ export interface AttrCacheLimits {
   /** Names listed with their attributes. */
   listed: number;
   /** Directories' attributes after our change in them. */
-  changedDirs: number;
+  changed: number;
   /** Directories whose complete listing is kept. */
   completeDirs: number;
   /** Names of complete listings kept, in all. */
@@ -53,7 +53,7 @@ export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
   told: 65536,
   noXattrs: 65536,
   listed: 65536,
-  changedDirs: 4096,
+  changed: 4096,
   completeDirs: 256,
   completeNames: 65536,
 };
@@ -91,7 +91,7 @@ export class AttrCache {
   readonly #noXattrs: BoundedMap<string, number>;
   /** "dirKey/name" → the listed attributes and until when they serve. */
   readonly #listed: BoundedMap<string, Listed & { until: number }>;
-  readonly #changedDirs: BoundedMap<string, { attr: Attr; until: number }>;
+  readonly #changed: BoundedMap<string, { attr: Attr; until: number }>;
   /** Directory key → every name of its complete listing and until when it answers. */
   readonly #complete: BoundedMap<
     string,
@@ -109,7 +109,7 @@ export class AttrCache {
     this.#told = new BoundedMap(limits.told);
     this.#noXattrs = new BoundedMap(limits.noXattrs);
     this.#listed = new BoundedMap(limits.listed);
-    this.#changedDirs = new BoundedMap(limits.changedDirs);
+    this.#changed = new BoundedMap(limits.changed);
     this.#complete = new BoundedMap(limits.completeDirs);
     this.#completeNames = limits.completeNames;
   }
@@ -124,13 +124,13 @@ export class AttrCache {
   /** Attributes told to the kernel for the inode `key` (its node may not exist yet). */
   tell(key: string, attr: Attr): void {
     this.#told.set(key, attr);
-    if (this.#changedDirs.size > 0) this.#changedDirs.delete(key);
+    if (this.#changed.size > 0) this.#changed.delete(key);
   }
 
   /** Attributes told to the kernel for `node`. */
   setAttr(node: Node, attr: Attr): void {
     this.#told.delete(node.key);
-    if (this.#changedDirs.size > 0) this.#changedDirs.delete(node.key);
+    if (this.#changed.size > 0) this.#changed.delete(node.key);
     node.data = attr;
   }
 
@@ -155,7 +155,7 @@ export class AttrCache {
     this.#told.clear();
     this.#noXattrs.clear();
     this.#listed.clear();
-    this.#changedDirs.clear();
+    this.#changed.clear();
     this.#complete.clear();
     this.#completeCount = 0;
   }
@@ -321,22 +321,25 @@ export class AttrCache {
     this.#completeCount -= complete.names.size;
   }
 
-  // --- changed directories -----------------------------------------------------------------
+  // --- attributes right after our own change ----------------------------------------------
 
-  /** The directory `key`'s attributes right after our change in it (undefined: not known). */
-  noteChangedDir(key: string, attr: Attr | undefined): void {
+  /**
+   * The inode `key`'s attributes right after our change to it (a directory's after a name made
+   * or removed in it, a file's after the flush of its writes; undefined: not known).
+   */
+  noteChanged(key: string, attr: Attr | undefined): void {
     if (attr === undefined || this.#attrTtlMs <= 0) {
-      this.#changedDirs.delete(key);
+      this.#changed.delete(key);
       return;
     }
-    this.#changedDirs.set(key, { attr, until: this.#now() + this.#attrTtlMs });
+    this.#changed.set(key, { attr, until: this.#now() + this.#attrTtlMs });
   }
 
-  /** The attributes noted by {@link noteChangedDir} when still fresh; used once. */
-  takeChangedDir(key: string): Attr | undefined {
-    const changed = this.#changedDirs.get(key);
+  /** The attributes noted by {@link noteChanged} when still fresh; used once. */
+  takeChanged(key: string): Attr | undefined {
+    const changed = this.#changed.get(key);
     if (changed === undefined) return undefined;
-    this.#changedDirs.delete(key);
+    this.#changed.delete(key);
     return changed.until > this.#now() ? changed.attr : undefined;
   }
 }

@@ -89,8 +89,8 @@ Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
   const { cache: c } = cache({ attrTtlMs: 0, listedTtlMs: 0 });
   c.noteXattrs("k", false);
   c.noteListed("d", "n", fakeStat(), 1000);
-  c.noteChangedDir("d", statToAttr(fakeStat()));
-  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChangedDir("d")], [
+  c.noteChanged("d", statToAttr(fakeStat()));
+  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChanged("d")], [
     "unknown",
     undefined,
     undefined,
@@ -113,40 +113,40 @@ Deno.test("attr cache: a listed name answers one LOOKUP within its time", () => 
 });
 
 Deno.test("attr cache: listed names and changed directories have their own bounds", () => {
-  const { cache: c, clock } = cache({ limits: { listed: 1, changedDirs: 1 } });
+  const { cache: c, clock } = cache({ limits: { listed: 1, changed: 1 } });
   c.noteListed("d", "a", fakeStat(), clock.now);
   c.noteListed("d", "b", fakeStat(), clock.now);
-  c.noteChangedDir("x", statToAttr(fakeStat()));
-  c.noteChangedDir("y", statToAttr(fakeStat()));
+  c.noteChanged("x", statToAttr(fakeStat()));
+  c.noteChanged("y", statToAttr(fakeStat()));
   deepStrictEqual(c.takeListed("d", "a"), undefined);
   deepStrictEqual(c.takeListed("d", "b")?.stat.ino, 100n);
-  deepStrictEqual(c.takeChangedDir("x"), undefined);
-  deepStrictEqual(c.takeChangedDir("y")?.ino, 100n);
+  deepStrictEqual(c.takeChanged("x"), undefined);
+  deepStrictEqual(c.takeChanged("y")?.ino, 100n);
 });
 
 Deno.test("attr cache: a changed directory's attributes answer one GETATTR within the timeout", () => {
   const { cache: c, clock } = cache();
   const attr = statToAttr(fakeStat());
-  c.noteChangedDir("d", attr);
-  deepStrictEqual(c.takeChangedDir("d"), attr);
-  deepStrictEqual(c.takeChangedDir("d"), undefined);
-  c.noteChangedDir("d", attr);
-  c.noteChangedDir("d", undefined);
-  deepStrictEqual(c.takeChangedDir("d"), undefined, "unknown attributes forget older ones");
-  c.noteChangedDir("d", attr);
+  c.noteChanged("d", attr);
+  deepStrictEqual(c.takeChanged("d"), attr);
+  deepStrictEqual(c.takeChanged("d"), undefined);
+  c.noteChanged("d", attr);
+  c.noteChanged("d", undefined);
+  deepStrictEqual(c.takeChanged("d"), undefined, "unknown attributes forget older ones");
+  c.noteChanged("d", attr);
   clock.now += 1000;
-  deepStrictEqual(c.takeChangedDir("d"), undefined);
+  deepStrictEqual(c.takeChanged("d"), undefined);
 });
 
 Deno.test("attr cache: newer attributes of a changed directory replace its noted ones (chmod after rmdir)", () => {
   const { cache: c } = cache();
   const dir = fakeNode("d");
-  c.noteChangedDir("d", statToAttr(fakeStat({ mode: 0o040755 })));
+  c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })));
   c.setAttr(dir, statToAttr(fakeStat({ mode: 0o040644 })));
-  deepStrictEqual(c.takeChangedDir("d"), undefined, "a GETATTR after the chmod must not see 0755");
-  c.noteChangedDir("d", statToAttr(fakeStat({ mode: 0o040755 })));
+  deepStrictEqual(c.takeChanged("d"), undefined, "a GETATTR after the chmod must not see 0755");
+  c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })));
   c.tell("d", statToAttr(fakeStat({ mode: 0o040700 })));
-  deepStrictEqual(c.takeChangedDir("d"), undefined, "attributes told by a lookup are newer too");
+  deepStrictEqual(c.takeChanged("d"), undefined, "attributes told by a lookup are newer too");
 });
 
 Deno.test("attr cache: complete listings answer absent names within their time, in bounds", () => {

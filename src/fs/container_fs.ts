@@ -298,7 +298,7 @@ export class ContainerFs implements FileSystem<Handle> {
           this.#ahead.drop();
           this.#smallFiles.dropDir(dirKey, childKey);
           this.#attrs.forgetComplete(dirKey);
-          this.#attrs.noteChangedDir(dirKey, undefined);
+          this.#attrs.noteChanged(dirKey, undefined);
           if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
           if (childKey !== undefined) {
             this.#openFiles.changed(childKey);
@@ -394,6 +394,13 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changedAt = Date.now();
     this.#attrs.forgetAllListed();
     if (parent !== undefined) this.#attrs.notePresent(parent.key, name);
+  }
+
+  /** `node`'s data changes through `handle` (a write, fallocate, copy into it). */
+  #dataChanged(node: Node, handle: Handle): void {
+    this.#changed(node.parent, node.name);
+    this.#openFiles.changed(handle.key);
+    this.#attrs.noteChanged(node.key, undefined); // a flush's attributes are older now
   }
 
   /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
@@ -549,7 +556,7 @@ export class ContainerFs implements FileSystem<Handle> {
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   #noteDir(dir: Node, stat: Stat | undefined): void {
     const usable = stat !== undefined && statProblem(stat) === undefined;
-    this.#attrs.noteChangedDir(dir.key, usable ? statToAttr(stat) : undefined);
+    this.#attrs.noteChanged(dir.key, usable ? statToAttr(stat) : undefined);
   }
 
   /**
@@ -782,7 +789,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<AttrResult | Errno> {
     this.#see(node);
     // Asked right after our own change in it (the kernel drops a directory's attributes then).
-    const changed = this.#attrs.takeChangedDir(node.key);
+    const changed = this.#attrs.takeChanged(node.key);
     if (changed !== undefined) {
       this.#attrs.setAttr(node, changed);
       return { attr: changed, timeout: this.#options.attrTimeout };
@@ -1327,8 +1334,7 @@ export class ContainerFs implements FileSystem<Handle> {
       if (killed !== undefined) return killed;
     }
     writes.dirty = true;
-    this.#changed(node.parent, node.name);
-    this.#openFiles.changed(handle.key);
+    this.#dataChanged(node, handle);
     this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
     if (writes.early && (info.flags & O_DSYNC) === 0) {
@@ -1390,12 +1396,17 @@ export class ContainerFs implements FileSystem<Handle> {
       return this.#writes.takeError(covered, this.#lostOf(handle)) ?? rpc;
     }
     // Sent behind the pending writes (served in order): one round trip for both.
+    const changes = this.#changes.count;
     const flushed = rpc.flush({ handle: handle.id }, this.#opts(ctx));
     await this.#writes.settle(covered);
     const r = await flushed;
     const error = this.#writes.takeError(covered, this.#lostOf(handle));
     if (error !== undefined) return error;
-    return r.ok ? undefined : fail(r);
+    if (!r.ok) return fail(r);
+    // The file's attributes after its writes: a stat right after close needs no round trip.
+    if (r.value !== undefined && changes === this.#changes.count) {
+      this.#attrs.noteChanged(node.key, statProblem(r.value) ? undefined : statToAttr(r.value));
+    }
   }
 
   async release(
@@ -1447,8 +1458,7 @@ export class ContainerFs implements FileSystem<Handle> {
     length: number,
     mode: number,
   ): Promise<void | Errno> {
-    this.#changed(node.parent, node.name);
-    this.#openFiles.changed(handle.key);
+    this.#dataChanged(node, handle);
     const rpc = await this.#via(node, handle);
     if (isErrno(rpc)) return rpc;
     const r = await rpc.fallocate(
@@ -1486,8 +1496,7 @@ export class ContainerFs implements FileSystem<Handle> {
     length: number,
     flags: number,
   ): Promise<number | Errno> {
-    this.#changed(nodeOut.parent, nodeOut.name);
-    this.#openFiles.changed(handleOut.key);
+    this.#dataChanged(nodeOut, handleOut);
     const rpcIn = await this.#via(nodeIn, handleIn);
     if (isErrno(rpcIn)) return rpcIn;
     const rpc = await this.#via(nodeOut, handleOut);

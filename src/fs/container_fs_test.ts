@@ -31,6 +31,7 @@ import {
   deferred,
   fail,
   fakeContext,
+  type FakeHandler,
   fakeLogger,
   fakeNode,
   FakeRpc,
@@ -552,7 +553,7 @@ Deno.test("container fs: a directory listed by READDIRPLUS passes its set-group-
 /** Opens `node` twice for writing; the fake's writes answer through `answerWrite`. */
 async function twoWriters(
   options: Partial<ContainerFsOptions>,
-  answerWrite: () => Promise<ReturnType<typeof fail>> | ReturnType<typeof fail>,
+  answerWrite: FakeHandler<"write">,
 ): Promise<
   {
     rpc: FakeRpc;
@@ -569,7 +570,7 @@ async function twoWriters(
   rpc.on("open", () => ok({ handle: next++ }));
   rpc.on("write", answerWrite);
   rpc.on("fsync", () => ok(null));
-  rpc.on("flush", () => ok(null));
+  rpc.on("flush", () => ok(undefined));
   rpc.on("release", () => ok(null));
   const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const a = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
@@ -578,6 +579,27 @@ async function twoWriters(
 }
 
 const releaseInfo = { flags: O_RDWR, releaseFlags: 0, lockOwner: 0n };
+
+Deno.test("container fs: a stat right after close is answered with the flush's attributes, once, and not after a later write", async () => {
+  const { rpc, fs, node, a } = await twoWriters({}, () => ok(10));
+  rpc.on("flush", () => ok(fakeStat({ size: 10n })));
+  const sizeNow = async (): Promise<bigint> =>
+    BigInt(value(await fs.getattr(fakeContext(), node, undefined)).attr.size);
+  deepStrictEqual(await fs.write(fakeContext(), node, a, 0, new Uint8Array(10), writeInfo), 10);
+  rpc.calls.length = 0;
+  deepStrictEqual(await fs.flush(fakeContext(), node, a), undefined);
+  deepStrictEqual(await sizeNow(), 10n);
+  deepStrictEqual(rpc.methods(), ["flush"]);
+  // Used once: the next GETATTR asks (the lstat answers size 100).
+  deepStrictEqual(await sizeNow(), 100n);
+  // A write after the flush makes its attributes old.
+  deepStrictEqual(await fs.write(fakeContext(), node, a, 0, new Uint8Array(10), writeInfo), 10);
+  deepStrictEqual(await fs.flush(fakeContext(), node, a), undefined);
+  deepStrictEqual(await fs.write(fakeContext(), node, a, 10, new Uint8Array(5), writeInfo), 5);
+  rpc.calls.length = 0;
+  deepStrictEqual(await sizeNow(), 100n);
+  deepStrictEqual(rpc.methods().includes("lstat") || rpc.methods().includes("fstat"), true);
+});
 
 Deno.test("container fs: a write-behind error left at release is logged and reported by fsync on another handle", async () => {
   const { fs, node, a, b, logger } = await twoWriters({}, () => fail("ENOSPC"));

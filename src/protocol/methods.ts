@@ -233,8 +233,11 @@ export const METHODS = {
   write: method(obj({ handle, offset: u64, data: bytes(MAX_IO_BYTES) }), u32),
   /** Closes a file or directory handle. */
   release: method(obj({ handle }), nil),
-  /** close()-time flush of a file handle (reports deferred write errors). */
-  flush: method(obj({ handle }), nil),
+  /**
+   * close()-time flush of a file handle (reports deferred write errors); answers the file's
+   * attributes after it (what a stat right after close asks), when fstat gives them.
+   */
+  flush: method(obj({ handle }), opt(statSchema)),
   /** fsync, or fdatasync when `datasync`. Works on directory handles too. */
   fsync: method(obj({ handle, datasync: bool }), nil),
   /** Truncates `path` (final symlink not followed). */
