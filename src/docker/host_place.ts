@@ -6,13 +6,15 @@
  * still places everything when this cannot.
  *
  * Invariants:
- * - Writes go only into `dir`, a directory the engine made a moment ago with a random name, mode
- *   0700, owned by 0:0 as the host sees it (so no chown is ever needed, and an engine that maps
- *   users, whose root is not the host's, is left to the archive API). No component of its path
- *   may be a symlink (lstat). A process in the container that swaps one in afterwards can only
- *   send the writes to another directory of that random name, which only the container can
- *   hold: never onto the host's own files.
- * - Nothing is followed or overwritten: directories by mkdir, files by O_CREAT|O_EXCL.
+ * - Every name is resolved relative to a descriptor held on its parent, none following a
+ *   symlink (O_NOFOLLOW at each step, from the container's root): a process in the container
+ *   that swaps a link in anywhere on the way makes the call fail, never sends a write onto the
+ *   host's own files.
+ * - Writes go only into `dir`, a directory the engine made a moment ago with a random name,
+ *   mode 0700, owned by 0:0 as the host sees it (so no chown is ever needed, and an engine that
+ *   maps users, whose root is not the host's, is left to the archive API).
+ * - Nothing is overwritten: directories by mkdirat, files by O_CREAT|O_EXCL; a file's mode is
+ *   set on its descriptor (fchmod), a directory's checked after mkdirat (the umask).
  * - A failure is a reason, never an exception; what was written is removed, and the caller
  *   uploads through the API instead.
  *
@@ -21,6 +23,39 @@
 
 import type { TarEntry } from "./tar.ts";
 import { errorMessage } from "./errors.ts";
+import {
+  AARCH64_OPEN_FLAGS,
+  AT_EMPTY_PATH,
+  AT_REMOVEDIR,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_PATH,
+  O_WRONLY,
+} from "../linux/mod.ts";
+
+const symbols = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+  mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+/** statx's fields used here: STATX_TYPE | STATX_MODE | STATX_UID | STATX_GID. */
+const STATX_MASK = 0x1 | 0x2 | 0x8 | 0x10;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
 
 /** Where the host sees path `path` (absolute, inside the container) of process `pid`'s root. */
 export function hostPathOf(pid: number, path: string): string {
@@ -41,54 +76,20 @@ export async function placeOnHost(
 ): Promise<string | undefined> {
   if (!Number.isSafeInteger(pid) || pid <= 0) return "no process id for the container";
   if (!dir.startsWith("/") || !isRelative(dir.slice(1))) return `not a place: '${dir}'`;
-  const written: string[] = [];
-  const total = entries.reduce((n, e) => n + (e.data?.length ?? e.source?.length ?? 0), 0);
-  let sent = 0;
+  let lib: Deno.DynamicLibrary<typeof symbols>;
   try {
-    let at = hostPathOf(pid, "/");
-    for (const part of dir.split("/").filter((p) => p !== "")) {
-      at = `${at}/${part}`;
-      if (!(await Deno.lstat(at)).isDirectory) return `'${dir}' is not a directory`;
-    }
-    // Owned by 0:0 here too: an engine that maps users is left to the archive API.
-    const why = await checkMade(at, { type: "directory", mode: 0o700 });
-    if (why !== undefined) return why;
-    for (const entry of entries) {
-      if (!isRelative(entry.path)) return `bad entry '${entry.path}'`;
-      if ((entry.uid ?? 0) !== 0 || (entry.gid ?? 0) !== 0) return "entries not owned by root";
-      const path = `${at}/${entry.path}`;
-      if (entry.type === "directory") {
-        await Deno.mkdir(path, { mode: entry.mode });
-        written.push(path);
-      } else {
-        using file = await Deno.open(path, { write: true, createNew: true, mode: entry.mode });
-        written.push(path);
-        if (entry.data !== undefined) {
-          await writeAll(file, entry.data);
-          onProgress?.(sent += entry.data.length, total);
-        } else if (entry.source !== undefined) {
-          let length = 0;
-          // Each chunk is written before the next is asked for (it is valid only until then).
-          for await (const chunk of entry.source.chunks()) {
-            await writeAll(file, chunk);
-            length += chunk.length;
-            onProgress?.(sent += chunk.length, total);
-          }
-          if (length !== entry.source.length) {
-            return `'${entry.path}' gave ${length} bytes, not ${entry.source.length}`;
-          }
-        }
-      }
-      const why = await checkMade(path, entry);
-      if (why !== undefined) return why;
-    }
-    written.length = 0;
-    return undefined;
+    lib = Deno.dlopen("libc.so.6", symbols);
+  } catch (error) {
+    return `no libc: ${errorMessage(error)}`;
+  }
+  const placer = new Placer(lib.symbols);
+  try {
+    return await placer.place(pid, dir, entries, onProgress);
   } catch (error) {
     return errorMessage(error);
   } finally {
-    // Deepest first; remove() neither follows links nor empties a directory it did not make.
-    for (const path of written.reverse()) await Deno.remove(path).catch(() => {});
+    placer.close();
+    lib.close();
   }
 }
 
@@ -97,22 +98,148 @@ function isRelative(path: string): boolean {
     !path.split("/").some((p) => p === "" || p === "." || p === "..");
 }
 
-/**
- * Why what was just made at `path` is not `want` (type, and mode: mkdir's and open's are masked
- * by the umask, and a chmod by path could follow a link swapped in), or undefined.
- */
-async function checkMade(
-  path: string,
-  want: Pick<TarEntry, "type" | "mode">,
-): Promise<string | undefined> {
-  const info = await Deno.lstat(path);
-  const type = want.type === "directory" ? info.isDirectory : info.isFile;
-  if (!type || ((info.mode ?? 0) & 0o7777) !== want.mode || info.uid !== 0 || info.gid !== 0) {
-    return `'${path}' was not made as asked (mode ${want.mode.toString(8)}, owner 0:0)`;
-  }
-  return undefined;
+/** The host's numbering of x86_64-numbered open flags. */
+function hostFlags(flags: number): number {
+  if (Deno.build.arch !== "aarch64") return flags;
+  let out = flags & ~(O_DIRECTORY | O_NOFOLLOW);
+  if (flags & O_DIRECTORY) out |= AARCH64_OPEN_FLAGS.O_DIRECTORY;
+  if (flags & O_NOFOLLOW) out |= AARCH64_OPEN_FLAGS.O_NOFOLLOW;
+  return out;
 }
 
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  for (let off = 0; off < data.length;) off += await file.write(data.subarray(off));
+const DIR_FLAGS = hostFlags(O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+const FILE_FLAGS = hostFlags(O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
+
+/** One placement: the descriptors it holds and what it made, undone unless it completes. */
+class Placer {
+  readonly #c: Libc;
+  readonly #fds: number[] = [];
+  /** [parent descriptor, name, is a directory], in the order made. */
+  readonly #made: [number, string, boolean][] = [];
+  readonly #statx = new Uint8Array(256);
+
+  constructor(c: Libc) {
+    this.#c = c;
+  }
+
+  async place(
+    pid: number,
+    dir: string,
+    entries: readonly TarEntry[],
+    onProgress?: (sent: number, total: number) => void,
+  ): Promise<string | undefined> {
+    // The container's root, through the magic link (the one step that follows).
+    let at = this.#held(
+      this.#c.open(cstr(hostPathOf(pid, "/")), hostFlags(O_PATH | O_DIRECTORY | O_CLOEXEC), 0),
+    );
+    for (const part of dir.split("/").filter((p) => p !== "")) at = this.#openDir(at, part);
+    const why = this.#check(at, dir, S_IFDIR, 0o700);
+    if (why !== undefined) return why;
+    const dirs = new Map<string, number>([["", at]]);
+    const total = entries.reduce((n, e) => n + (e.data?.length ?? e.source?.length ?? 0), 0);
+    let sent = 0;
+    for (const entry of entries) {
+      if (!isRelative(entry.path)) return `bad entry '${entry.path}'`;
+      if ((entry.uid ?? 0) !== 0 || (entry.gid ?? 0) !== 0) return "entries not owned by root";
+      const slash = entry.path.lastIndexOf("/");
+      const parent = dirs.get(slash < 0 ? "" : entry.path.slice(0, slash));
+      if (parent === undefined) return `'${entry.path}' comes before its directory`;
+      const name = entry.path.slice(slash + 1);
+      if (entry.type === "directory") {
+        this.#ok(this.#c.mkdirat(parent, cstr(name), entry.mode), `mkdir '${entry.path}'`);
+        this.#made.push([parent, name, true]);
+        const fd = this.#openDir(parent, name);
+        // No fchmod on an O_PATH descriptor: the umask must have left the mode as asked.
+        const why = this.#check(fd, entry.path, S_IFDIR, entry.mode);
+        if (why !== undefined) return why;
+        dirs.set(entry.path, fd);
+        continue;
+      }
+      const fd = this.#c.openat(parent, cstr(name), FILE_FLAGS, 0o600);
+      this.#ok(fd, `create '${entry.path}'`);
+      this.#made.push([parent, name, false]);
+      try {
+        if (entry.data !== undefined) {
+          this.#writeAll(fd, entry.data, entry.path);
+          onProgress?.(sent += entry.data.length, total);
+        } else if (entry.source !== undefined) {
+          let length = 0;
+          // Each chunk is written before the next is asked for (it is valid only until then).
+          for await (const chunk of entry.source.chunks()) {
+            this.#writeAll(fd, chunk, entry.path);
+            length += chunk.length;
+            onProgress?.(sent += chunk.length, total);
+          }
+          if (length !== entry.source.length) {
+            return `'${entry.path}' gave ${length} bytes, not ${entry.source.length}`;
+          }
+        }
+        this.#ok(this.#c.fchmod(fd, entry.mode), `chmod '${entry.path}'`);
+        const why = this.#check(fd, entry.path, S_IFREG, entry.mode);
+        if (why !== undefined) return why;
+      } finally {
+        this.#c.close(fd);
+      }
+    }
+    this.#made.length = 0; // complete: kept
+    return undefined;
+  }
+
+  /** Removes what an incomplete placement made (deepest first), closes what it holds. */
+  close(): void {
+    for (const [parent, name, isDir] of this.#made.reverse()) {
+      this.#c.unlinkat(parent, cstr(name), isDir ? AT_REMOVEDIR : 0);
+    }
+    for (const fd of this.#fds) this.#c.close(fd);
+  }
+
+  #openDir(parent: number, name: string): number {
+    return this.#held(this.#c.openat(parent, cstr(name), DIR_FLAGS, 0), `open '${name}'`);
+  }
+
+  #held(fd: number, what = "open the container's root"): number {
+    this.#ok(fd, what);
+    this.#fds.push(fd);
+    return fd;
+  }
+
+  /** Why `fd` is not of `type` with mode `mode`, owned by 0:0 (undefined: it is). */
+  #check(fd: number, what: string, type: number, mode: number): string | undefined {
+    const b = this.#statx;
+    this.#ok(this.#c.statx(fd, cstr(""), AT_EMPTY_PATH, STATX_MASK, b), `stat '${what}'`);
+    const v = new DataView(b.buffer);
+    const [uid, gid, m] = [v.getUint32(20, true), v.getUint32(24, true), v.getUint16(28, true)];
+    if ((m & S_IFMT) !== type || (m & 0o7777) !== mode || uid !== 0 || gid !== 0) {
+      return `'${what}' is not as asked (mode ${mode.toString(8)}, owner 0:0)`;
+    }
+    return undefined;
+  }
+
+  #writeAll(fd: number, data: Uint8Array, what: string): void {
+    for (let off = 0; off < data.length;) {
+      const n = Number(
+        this.#c.write(fd, data.subarray(off) as Uint8Array<ArrayBuffer>, BigInt(data.length - off)),
+      );
+      this.#ok(n, `write '${what}'`);
+      off += n;
+    }
+  }
+
+  /** Throws with errno's text when `r` < 0. */
+  #ok(r: number, what: string): void {
+    if (r >= 0) return;
+    const p = this.#c.__errno_location();
+    const code = p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
+    const text = this.#c.strerror(code);
+    throw new Error(
+      `${what}: ${text === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(text)}`,
+    );
+  }
+}
+
+function cstr(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
 }
