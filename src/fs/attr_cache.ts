@@ -91,7 +91,7 @@ export class AttrCache {
   readonly #noXattrs: BoundedMap<string, number>;
   /** "dirKey/name" → the listed attributes and until when they serve. */
   readonly #listed: BoundedMap<string, Listed & { until: number }>;
-  readonly #changed: BoundedMap<string, { attr: Attr; until: number }>;
+  readonly #changed: BoundedMap<string, { attr: Attr; until: number; changes: number }>;
   /** Directory key → every name of its complete listing and until when it answers. */
   readonly #complete: BoundedMap<
     string,
@@ -325,21 +325,26 @@ export class AttrCache {
 
   /**
    * The inode `key`'s attributes right after our change to it (a directory's after a name made
-   * or removed in it, a file's after the flush of its writes; undefined: not known).
+   * or removed in it, a file's after the flush of its writes; undefined: not known), when the
+   * mount's changes count (MountChanges) was `changes`.
    */
-  noteChanged(key: string, attr: Attr | undefined): void {
+  noteChanged(key: string, attr: Attr | undefined, changes: number): void {
     if (attr === undefined || this.#attrTtlMs <= 0) {
       this.#changed.delete(key);
       return;
     }
-    this.#changed.set(key, { attr, until: this.#now() + this.#attrTtlMs });
+    this.#changed.set(key, { attr, until: this.#now() + this.#attrTtlMs, changes });
   }
 
-  /** The attributes noted by {@link noteChanged} when still fresh; used once. */
-  takeChanged(key: string): Attr | undefined {
+  /**
+   * The attributes noted by {@link noteChanged} when still fresh and nothing changed through the
+   * mount since (the count is still `changes`: a truncating open, a link, another write could
+   * have made them old); used once.
+   */
+  takeChanged(key: string, changes: number): Attr | undefined {
     const changed = this.#changed.get(key);
     if (changed === undefined) return undefined;
     this.#changed.delete(key);
-    return changed.until > this.#now() ? changed.attr : undefined;
+    return changed.until > this.#now() && changed.changes === changes ? changed.attr : undefined;
   }
 }

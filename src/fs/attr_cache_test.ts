@@ -89,8 +89,8 @@ Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
   const { cache: c } = cache({ attrTtlMs: 0, listedTtlMs: 0 });
   c.noteXattrs("k", false);
   c.noteListed("d", "n", fakeStat(), 1000);
-  c.noteChanged("d", statToAttr(fakeStat()));
-  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChanged("d")], [
+  c.noteChanged("d", statToAttr(fakeStat()), 0);
+  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChanged("d", 0)], [
     "unknown",
     undefined,
     undefined,
@@ -116,37 +116,39 @@ Deno.test("attr cache: listed names and changed directories have their own bound
   const { cache: c, clock } = cache({ limits: { listed: 1, changed: 1 } });
   c.noteListed("d", "a", fakeStat(), clock.now);
   c.noteListed("d", "b", fakeStat(), clock.now);
-  c.noteChanged("x", statToAttr(fakeStat()));
-  c.noteChanged("y", statToAttr(fakeStat()));
+  c.noteChanged("x", statToAttr(fakeStat()), 0);
+  c.noteChanged("y", statToAttr(fakeStat()), 0);
   deepStrictEqual(c.takeListed("d", "a"), undefined);
   deepStrictEqual(c.takeListed("d", "b")?.stat.ino, 100n);
-  deepStrictEqual(c.takeChanged("x"), undefined);
-  deepStrictEqual(c.takeChanged("y")?.ino, 100n);
+  deepStrictEqual(c.takeChanged("x", 0), undefined);
+  deepStrictEqual(c.takeChanged("y", 0)?.ino, 100n);
 });
 
-Deno.test("attr cache: a changed directory's attributes answer one GETATTR within the timeout", () => {
+Deno.test("attr cache: an inode's attributes after our change answer one GETATTR within the timeout, if nothing changed since", () => {
   const { cache: c, clock } = cache();
   const attr = statToAttr(fakeStat());
-  c.noteChanged("d", attr);
-  deepStrictEqual(c.takeChanged("d"), attr);
-  deepStrictEqual(c.takeChanged("d"), undefined);
-  c.noteChanged("d", attr);
-  c.noteChanged("d", undefined);
-  deepStrictEqual(c.takeChanged("d"), undefined, "unknown attributes forget older ones");
-  c.noteChanged("d", attr);
+  c.noteChanged("d", attr, 0);
+  deepStrictEqual(c.takeChanged("d", 0), attr);
+  deepStrictEqual(c.takeChanged("d", 0), undefined);
+  c.noteChanged("d", attr, 0);
+  c.noteChanged("d", undefined, 0);
+  deepStrictEqual(c.takeChanged("d", 0), undefined, "unknown attributes forget older ones");
+  c.noteChanged("d", attr, 4);
+  deepStrictEqual(c.takeChanged("d", 5), undefined, "a change through the mount since: old");
+  c.noteChanged("d", attr, 0);
   clock.now += 1000;
-  deepStrictEqual(c.takeChanged("d"), undefined);
+  deepStrictEqual(c.takeChanged("d", 0), undefined);
 });
 
 Deno.test("attr cache: newer attributes of a changed directory replace its noted ones (chmod after rmdir)", () => {
   const { cache: c } = cache();
   const dir = fakeNode("d");
-  c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })));
+  c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })), 0);
   c.setAttr(dir, statToAttr(fakeStat({ mode: 0o040644 })));
-  deepStrictEqual(c.takeChanged("d"), undefined, "a GETATTR after the chmod must not see 0755");
-  c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })));
+  deepStrictEqual(c.takeChanged("d", 0), undefined, "a GETATTR after the chmod must not see 0755");
+  c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })), 0);
   c.tell("d", statToAttr(fakeStat({ mode: 0o040700 })));
-  deepStrictEqual(c.takeChanged("d"), undefined, "attributes told by a lookup are newer too");
+  deepStrictEqual(c.takeChanged("d", 0), undefined, "attributes told by a lookup are newer too");
 });
 
 Deno.test("attr cache: complete listings answer absent names within their time, in bounds", () => {

@@ -298,7 +298,7 @@ export class ContainerFs implements FileSystem<Handle> {
           this.#ahead.drop();
           this.#smallFiles.dropDir(dirKey, childKey);
           this.#attrs.forgetComplete(dirKey);
-          this.#attrs.noteChanged(dirKey, undefined);
+          this.#attrs.noteChanged(dirKey, undefined, 0);
           if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
           if (childKey !== undefined) {
             this.#openFiles.changed(childKey);
@@ -400,7 +400,7 @@ export class ContainerFs implements FileSystem<Handle> {
   #dataChanged(node: Node, handle: Handle): void {
     this.#changed(node.parent, node.name);
     this.#openFiles.changed(handle.key);
-    this.#attrs.noteChanged(node.key, undefined); // a flush's attributes are older now
+    this.#attrs.noteChanged(node.key, undefined, 0); // a flush's attributes are older now
   }
 
   /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
@@ -556,7 +556,7 @@ export class ContainerFs implements FileSystem<Handle> {
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
   #noteDir(dir: Node, stat: Stat | undefined): void {
     const usable = stat !== undefined && statProblem(stat) === undefined;
-    this.#attrs.noteChanged(dir.key, usable ? statToAttr(stat) : undefined);
+    this.#attrs.noteChanged(dir.key, usable ? statToAttr(stat) : undefined, this.#changes.count);
   }
 
   /**
@@ -789,7 +789,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<AttrResult | Errno> {
     this.#see(node);
     // Asked right after our own change in it (the kernel drops a directory's attributes then).
-    const changed = this.#attrs.takeChanged(node.key);
+    const changed = this.#attrs.takeChanged(node.key, this.#changes.count);
     if (changed !== undefined) {
       this.#attrs.setAttr(node, changed);
       return { attr: changed, timeout: this.#options.attrTimeout };
@@ -1405,7 +1405,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (!r.ok) return fail(r);
     // The file's attributes after its writes: a stat right after close needs no round trip.
     if (r.value !== undefined && changes === this.#changes.count) {
-      this.#attrs.noteChanged(node.key, statProblem(r.value) ? undefined : statToAttr(r.value));
+      const attr = statProblem(r.value) ? undefined : statToAttr(r.value);
+      this.#attrs.noteChanged(node.key, attr, changes);
     }
   }
 

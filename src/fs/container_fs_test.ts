@@ -11,6 +11,7 @@ import {
   O_DSYNC,
   O_RDONLY,
   O_RDWR,
+  O_TRUNC,
   O_WRONLY,
   S_IFDIR,
   S_IFIFO,
@@ -591,6 +592,12 @@ Deno.test("container fs: a stat right after close is answered with the flush's a
   deepStrictEqual(await sizeNow(), 10n);
   deepStrictEqual(rpc.methods(), ["flush"]);
   // Used once: the next GETATTR asks (the lstat answers size 100).
+  deepStrictEqual(await sizeNow(), 100n);
+  // Any change through the mount after the flush makes its attributes old: a truncating open.
+  deepStrictEqual(await fs.flush(fakeContext(), node, a), undefined); // nothing written: no note
+  deepStrictEqual(await fs.write(fakeContext(), node, a, 0, new Uint8Array(10), writeInfo), 10);
+  deepStrictEqual(await fs.flush(fakeContext(), node, a), undefined);
+  value(await fs.open(fakeContext(), node, O_RDWR | O_TRUNC));
   deepStrictEqual(await sizeNow(), 100n);
   // A write after the flush makes its attributes old.
   deepStrictEqual(await fs.write(fakeContext(), node, a, 0, new Uint8Array(10), writeInfo), 10);
