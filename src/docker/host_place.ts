@@ -1,22 +1,23 @@
 /**
  * Places the satellite's files straight into a local container's filesystem through
  * `/proc/<pid>/root`, instead of streaming them (~100 MB) through the engine's archive API: the
- * engine unpacks that archive in a helper process, ~180 ms of a mount here, where writing the
- * same bytes from the host takes ~40 ms. The engine still makes the private directory, and
- * still places everything when this cannot.
+ * engine unpacks an archive in a helper process (~180 ms of a mount here, and ~40 ms even for
+ * the private directory alone), where making the directory and writing the same bytes from the
+ * host takes ~40 ms. The archive API still places everything when this cannot.
  *
  * Invariants:
  * - Every name is resolved relative to a descriptor held on its parent, none following a
  *   symlink (O_NOFOLLOW at each step, from the container's root): a process in the container
- *   that swaps a link in anywhere on the way makes the call fail, never sends a write onto the
- *   host's own files.
- * - Writes go only into `dir`, a directory the engine made a moment ago with a random name,
- *   mode 0700, owned by 0:0 as the host sees it (so no chown is ever needed, and an engine that
- *   maps users, whose root is not the host's, is left to the archive API).
- * - Nothing is overwritten: directories by mkdirat, files by O_CREAT|O_EXCL; a file's mode is
- *   set on its descriptor (fchmod), a directory's checked after mkdirat (the umask).
- * - A failure is a reason, never an exception; what was written is removed, and the caller
- *   uploads through the API instead.
+ *   that swaps a link in anywhere on the way, the private directory included, makes the call
+ *   fail, never sends a write onto the host's own files.
+ * - Only where the container's root is the host's root (identity uid and gid maps): what is made
+ *   belongs to 0:0 there as here, so no chown is ever needed; an engine that maps users is left
+ *   to the archive API.
+ * - Nothing is overwritten: the private directory (random name, 0700) and the bundle's
+ *   directories by mkdirat, files by O_CREAT|O_EXCL; a file's mode is set on its descriptor
+ *   (fchmod), a directory's checked after mkdirat (the umask).
+ * - A failure is a reason, never an exception; what was made is removed, and the caller uploads
+ *   through the API instead.
  *
  * @module
  */
@@ -63,19 +64,34 @@ export function hostPathOf(pid: number, path: string): string {
 }
 
 /**
- * Writes `entries` (relative to `dir`, each directory before what it holds) into directory
- * `dir` (absolute, inside the container; made by the engine) of the container whose first
- * process is `pid`. Undefined once all are written, else why not; what was written is then
- * removed (best effort).
+ * Makes directory `name` (0700) in directory `parent` (absolute, inside the container) of the
+ * container whose first process is `pid`, and writes `entries` (relative to it, each directory
+ * before what it holds) there. Undefined once all are written, else why not; what was made is
+ * then removed (best effort).
  */
 export async function placeOnHost(
   pid: number,
-  dir: string,
+  parent: string,
+  name: string,
   entries: readonly TarEntry[],
   onProgress?: (sent: number, total: number) => void,
 ): Promise<string | undefined> {
   if (!Number.isSafeInteger(pid) || pid <= 0) return "no process id for the container";
-  if (!dir.startsWith("/") || !isRelative(dir.slice(1))) return `not a place: '${dir}'`;
+  if (!parent.startsWith("/") || (parent !== "/" && !isRelative(parent.slice(1)))) {
+    return `not a place: '${parent}'`;
+  }
+  if (!isRelative(name) || name.includes("/")) return `not a name: '${name}'`;
+  for (const map of ["uid_map", "gid_map"]) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(`/proc/${pid}/${map}`);
+    } catch (error) {
+      return `cannot read the container's ${map}: ${errorMessage(error)}`;
+    }
+    if (text.trim().split(/\s+/).join(" ") !== "0 0 4294967295") {
+      return `the container's users are mapped (${map})`;
+    }
+  }
   let lib: Deno.DynamicLibrary<typeof symbols>;
   try {
     lib = Deno.dlopen("libc.so.6", symbols);
@@ -84,7 +100,7 @@ export async function placeOnHost(
   }
   const placer = new Placer(lib.symbols);
   try {
-    return await placer.place(pid, dir, entries, onProgress);
+    return await placer.place(pid, parent, name, entries, onProgress);
   } catch (error) {
     return errorMessage(error);
   } finally {
@@ -124,7 +140,8 @@ class Placer {
 
   async place(
     pid: number,
-    dir: string,
+    parent: string,
+    name: string,
     entries: readonly TarEntry[],
     onProgress?: (sent: number, total: number) => void,
   ): Promise<string | undefined> {
@@ -132,8 +149,11 @@ class Placer {
     let at = this.#held(
       this.#c.open(cstr(hostPathOf(pid, "/")), hostFlags(O_PATH | O_DIRECTORY | O_CLOEXEC), 0),
     );
-    for (const part of dir.split("/").filter((p) => p !== "")) at = this.#openDir(at, part);
-    const why = this.#check(at, dir, S_IFDIR, 0o700);
+    for (const part of parent.split("/").filter((p) => p !== "")) at = this.#openDir(at, part);
+    this.#ok(this.#c.mkdirat(at, cstr(name), 0o700), `mkdir '${name}'`);
+    this.#made.push([at, name, true]);
+    at = this.#openDir(at, name);
+    const why = this.#check(at, name, S_IFDIR, 0o700);
     if (why !== undefined) return why;
     const dirs = new Map<string, number>([["", at]]);
     const total = entries.reduce((n, e) => n + (e.data?.length ?? e.source?.length ?? 0), 0);
@@ -142,22 +162,22 @@ class Placer {
       if (!isRelative(entry.path)) return `bad entry '${entry.path}'`;
       if ((entry.uid ?? 0) !== 0 || (entry.gid ?? 0) !== 0) return "entries not owned by root";
       const slash = entry.path.lastIndexOf("/");
-      const parent = dirs.get(slash < 0 ? "" : entry.path.slice(0, slash));
-      if (parent === undefined) return `'${entry.path}' comes before its directory`;
-      const name = entry.path.slice(slash + 1);
+      const into = dirs.get(slash < 0 ? "" : entry.path.slice(0, slash));
+      if (into === undefined) return `'${entry.path}' comes before its directory`;
+      const base = entry.path.slice(slash + 1);
       if (entry.type === "directory") {
-        this.#ok(this.#c.mkdirat(parent, cstr(name), entry.mode), `mkdir '${entry.path}'`);
-        this.#made.push([parent, name, true]);
-        const fd = this.#openDir(parent, name);
+        this.#ok(this.#c.mkdirat(into, cstr(base), entry.mode), `mkdir '${entry.path}'`);
+        this.#made.push([into, base, true]);
+        const fd = this.#openDir(into, base);
         // No fchmod on an O_PATH descriptor: the umask must have left the mode as asked.
         const why = this.#check(fd, entry.path, S_IFDIR, entry.mode);
         if (why !== undefined) return why;
         dirs.set(entry.path, fd);
         continue;
       }
-      const fd = this.#c.openat(parent, cstr(name), FILE_FLAGS, 0o600);
+      const fd = this.#c.openat(into, cstr(base), FILE_FLAGS, 0o600);
       this.#ok(fd, `create '${entry.path}'`);
-      this.#made.push([parent, name, false]);
+      this.#made.push([into, base, false]);
       try {
         if (entry.data !== undefined) {
           this.#writeAll(fd, entry.data, entry.path);

@@ -389,37 +389,37 @@ export async function deploySatellite(
   const compressed = engine.isRemote && owner.uid === 0 && owner.gid === 0
     ? await compressedBundle(bundleDir, manifest)
     : undefined;
-  // A local engine's container, as root: the engine makes the private dir, the host writes
-  // into it (falling back to the archive API).
+  // A local engine's container, as root: the host makes the private dir and writes into it
+  // (falling back to the archive API).
   const hostPid = !engine.isRemote && options.placeOnHost !== false && owner.uid === 0 &&
       owner.gid === 0
     ? container.pid
     : undefined;
-  const privateDir = [{ path: dirName, type: "directory" as const, mode: 0o700, ...owner }];
-  const entries = compressed === undefined && hostPid === undefined
+  const entries = compressed === undefined
     ? await bundleEntries(bundleDir, manifest, dirName, owner)
-    : privateDir;
+    : [{ path: dirName, type: "directory" as const, mode: 0o700, ...owner }];
   let parent: string | undefined;
   let lastError: unknown;
   for (const candidate of uploadPlaces(engine, container, owner.uid)) {
     if (candidate !== "/" && !(await engine.pathExists(container.id, candidate))) continue;
     try {
-      const dir = candidate === "/" ? `/${dirName}` : `${candidate}/${dirName}`;
-      if (entries !== privateDir) {
+      if (hostPid !== undefined) {
+        const files = await bundleFileEntries(bundleDir, manifest, "", owner);
+        const why = await placeOnHost(hostPid, candidate, dirName, files, options.onProgress);
+        if (why === undefined) {
+          parent = candidate;
+          break;
+        }
+        options.log?.(`Cannot place the satellite from the host (${why}): uploading it`);
+      }
+      if (compressed === undefined) {
         await engine.upload(container.id, candidate, entries, { onProgress: options.onProgress });
-      } else if (compressed !== undefined) {
-        await engine.upload(container.id, candidate, privateDir, { gzip: false });
+      } else {
+        await engine.upload(container.id, candidate, entries, { gzip: false });
+        const dir = candidate === "/" ? `/${dirName}` : `${candidate}/${dirName}`;
         await engine.uploadArchiveFile(container.id, dir, compressed, {
           onProgress: options.onProgress,
         });
-      } else if (hostPid !== undefined) {
-        await engine.upload(container.id, candidate, privateDir, { gzip: false });
-        const files = await bundleFileEntries(bundleDir, manifest, "", owner);
-        const why = await placeOnHost(hostPid, dir, files, options.onProgress);
-        if (why !== undefined) {
-          options.log?.(`Cannot place the satellite from the host (${why}): uploading it`);
-          await engine.upload(container.id, dir, files, { onProgress: options.onProgress });
-        }
       }
       parent = candidate;
       break;

@@ -162,7 +162,7 @@ Deno.test("deploy: written from the host or through the archive API, the same pr
       equal(logs.join("\n"), "", "the host could not place the satellite");
       equal(
         uploaded.join(" "),
-        placeOnHost ? "D" : "D D/fake.sh D/lib D/lib/data.txt",
+        placeOnHost ? "" : "D D/fake.sh D/lib D/lib/data.txt",
       );
       const self = checkPrivateDir(fields, "/", 0);
       ok(!(await engine.pathExists(id, self)), `${self} is left behind (${placeOnHost})`);
@@ -172,7 +172,7 @@ Deno.test("deploy: written from the host or through the archive API, the same pr
   });
 });
 
-Deno.test("deploy: the host writes only into a private dir of root's, reached without a symlink", async () => {
+Deno.test("deploy: the host makes a private dir of root's and writes only into it, following no symlink", async () => {
   const theBed = await bed();
   const engine = await engineFor(theBed);
   await withContainer("musl", async (id) => {
@@ -183,33 +183,30 @@ Deno.test("deploy: the host writes only into a private dir of root's, reached wi
       ok(r.code === 0, r.stderr);
       return r.stdout.trim();
     };
-    await sh("mkdir -m 700 /real /open && ln -s /real /link && mkdir -m 755 /open/wide");
+    await sh("mkdir -m 755 /real /other && ln -s /real /link && ln -s /other /real/taken");
     const data = new TextEncoder().encode("hello\n");
     const entries = [
       { path: "lib", type: "directory" as const, mode: 0o700 },
       { path: "lib/a.txt", type: "file" as const, mode: 0o600, data },
     ];
-    // Through a symlink, into a dir not 0700, as another owner: refused, nothing written.
-    ok(/not a directory/i.test(await placeOnHost(pid, "/link", entries) ?? ""));
-    ok(/not as asked/.test(await placeOnHost(pid, "/open/wide", entries) ?? ""));
-    await sh("chown 1:1 /real");
-    ok(/not as asked/.test(await placeOnHost(pid, "/real", entries) ?? ""));
-    await sh("chown 0:0 /real && touch /real/lib");
-    // A name already taken is never overwritten; what was written is removed.
-    ok((await placeOnHost(pid, "/real", [...entries].reverse().slice(1)))?.length);
-    await sh("rm /real/lib");
+    // Through a symlink, onto a name taken (by a symlink): refused, nothing made or followed.
+    ok(/not a directory/i.test(await placeOnHost(pid, "/link", "p1", entries) ?? ""));
+    ok(/exists/i.test(await placeOnHost(pid, "/real", "taken", entries) ?? ""));
+    // Failing half way (a name twice): what was made is removed, the private dir too.
     const failing = [...entries, { path: "lib/a.txt", type: "file" as const, mode: 0o600, data }];
-    ok(/exists/i.test(await placeOnHost(pid, "/real", failing) ?? ""));
-    equal(await sh("find /real /open/wide /link | sort | tr '\\n' ' '"), "/link /open/wide /real");
-    // Into the private dir: written with exact modes, and progress reported.
+    ok(/exists/i.test(await placeOnHost(pid, "/real", "p2", failing) ?? ""));
+    ok(/before its directory/.test(await placeOnHost(pid, "/real", "p3", entries.slice(1)) ?? ""));
+    const tree = "find /real /other /link | sort | tr '\\n' ' '";
+    equal(await sh(tree), "/link /other /real /real/taken");
+    // Placed: the private dir 0700, exact modes, owned by root, and progress reported.
     let progress = 0;
-    equal(await placeOnHost(pid, "/real", entries, (sent) => progress = sent), undefined);
+    equal(await placeOnHost(pid, "/real", "p4", entries, (sent) => progress = sent), undefined);
     equal(progress, data.length);
     equal(
-      await sh("stat -c '%n %a %u:%g' /real/lib /real/lib/a.txt && wc -c < /real/lib/a.txt"),
-      "/real/lib 700 0:0\n/real/lib/a.txt 600 0:0\n6",
+      await sh("stat -c '%n %a %u:%g' /real/p4 /real/p4/lib /real/p4/lib/a.txt"),
+      "/real/p4 700 0:0\n/real/p4/lib 700 0:0\n/real/p4/lib/a.txt 600 0:0",
     );
-    equal(await Deno.readTextFile(`${hostPathOf(pid, "/real")}/lib/a.txt`), "hello\n");
+    equal(await Deno.readTextFile(`${hostPathOf(pid, "/real")}/p4/lib/a.txt`), "hello\n");
   });
 });
 
