@@ -63,19 +63,25 @@ export function hostPathOf(pid: number, path: string): string {
   return `/proc/${pid}/root${path === "/" ? "" : path}`;
 }
 
+/** What {@link placeOnHost} places, and where. */
+export interface Placement {
+  /** The host's process id of the container's first process. */
+  pid: number;
+  /** An absolute directory inside the container… */
+  parent: string;
+  /** …where directory `name` (0700) is made… */
+  name: string;
+  /** …and these written into it (paths relative to it, each directory before what it holds). */
+  entries: readonly TarEntry[];
+  onProgress?: (sent: number, total: number) => void;
+}
+
 /**
- * Makes directory `name` (0700) in directory `parent` (absolute, inside the container) of the
- * container whose first process is `pid`, and writes `entries` (relative to it, each directory
- * before what it holds) there. Undefined once all are written, else why not; what was made is
- * then removed (best effort).
+ * Places `p`. Undefined once all is written, else why not; what was made is then removed (best
+ * effort).
  */
-export async function placeOnHost(
-  pid: number,
-  parent: string,
-  name: string,
-  entries: readonly TarEntry[],
-  onProgress?: (sent: number, total: number) => void,
-): Promise<string | undefined> {
+export async function placeOnHost(p: Placement): Promise<string | undefined> {
+  const { pid, parent, name } = p;
   if (!Number.isSafeInteger(pid) || pid <= 0) return "no process id for the container";
   if (!parent.startsWith("/") || (parent !== "/" && !isRelative(parent.slice(1)))) {
     return `not a place: '${parent}'`;
@@ -100,7 +106,7 @@ export async function placeOnHost(
   }
   const placer = new Placer(lib.symbols);
   try {
-    return await placer.place(pid, parent, name, entries, onProgress);
+    return await placer.place(p);
   } catch (error) {
     return errorMessage(error);
   } finally {
@@ -139,11 +145,7 @@ class Placer {
   }
 
   async place(
-    pid: number,
-    parent: string,
-    name: string,
-    entries: readonly TarEntry[],
-    onProgress?: (sent: number, total: number) => void,
+    { pid, parent, name, entries, onProgress }: Placement,
   ): Promise<string | undefined> {
     // The container's root, through the magic link (the one step that follows).
     let at = this.#held(

@@ -404,8 +404,13 @@ export async function deploySatellite(
     if (candidate !== "/" && !(await engine.pathExists(container.id, candidate))) continue;
     try {
       if (hostPid !== undefined) {
-        const files = await bundleFileEntries(bundleDir, manifest, "", owner);
-        const why = await placeOnHost(hostPid, candidate, dirName, files, options.onProgress);
+        const why = await placeOnHost({
+          pid: hostPid,
+          parent: candidate,
+          name: dirName,
+          entries: await bundleFileEntries(bundleDir, manifest, "", owner),
+          onProgress: options.onProgress,
+        });
         if (why === undefined) {
           parent = candidate;
           break;

@@ -7,6 +7,7 @@ import {
   type Engine,
   hostPathOf,
   placeOnHost,
+  type TarEntry,
 } from "../../src/docker/mod.ts";
 import { equal, ok } from "node:assert/strict";
 import { assertRejects, bed, dockerCli, engineFor, readAll, withContainer } from "./helpers.ts";
@@ -184,23 +185,28 @@ Deno.test("deploy: the host makes a private dir of root's and writes only into i
       return r.stdout.trim();
     };
     await sh("mkdir -m 755 /real /other && ln -s /real /link && ln -s /other /real/taken");
+    const place = (
+      parent: string,
+      name: string,
+      entries: TarEntry[],
+      onProgress?: (sent: number) => void,
+    ): Promise<string | undefined> => placeOnHost({ pid, parent, name, entries, onProgress });
     const data = new TextEncoder().encode("hello\n");
-    const entries = [
-      { path: "lib", type: "directory" as const, mode: 0o700 },
-      { path: "lib/a.txt", type: "file" as const, mode: 0o600, data },
+    const entries: TarEntry[] = [
+      { path: "lib", type: "directory", mode: 0o700 },
+      { path: "lib/a.txt", type: "file", mode: 0o600, data },
     ];
     // Through a symlink, onto a name taken (by a symlink): refused, nothing made or followed.
-    ok(/not a directory/i.test(await placeOnHost(pid, "/link", "p1", entries) ?? ""));
-    ok(/exists/i.test(await placeOnHost(pid, "/real", "taken", entries) ?? ""));
+    ok(/not a directory/i.test(await place("/link", "p1", entries) ?? ""));
+    ok(/exists/i.test(await place("/real", "taken", entries) ?? ""));
     // Failing half way (a name twice): what was made is removed, the private dir too.
-    const failing = [...entries, { path: "lib/a.txt", type: "file" as const, mode: 0o600, data }];
-    ok(/exists/i.test(await placeOnHost(pid, "/real", "p2", failing) ?? ""));
-    ok(/before its directory/.test(await placeOnHost(pid, "/real", "p3", entries.slice(1)) ?? ""));
+    ok(/exists/i.test(await place("/real", "p2", [...entries, entries[1]]) ?? ""));
+    ok(/before its directory/.test(await place("/real", "p3", entries.slice(1)) ?? ""));
     const tree = "find /real /other /link | sort | tr '\\n' ' '";
     equal(await sh(tree), "/link /other /real /real/taken");
     // Placed: the private dir 0700, exact modes, owned by root, and progress reported.
     let progress = 0;
-    equal(await placeOnHost(pid, "/real", "p4", entries, (sent) => progress = sent), undefined);
+    equal(await place("/real", "p4", entries, (sent) => progress = sent), undefined);
     equal(progress, data.length);
     equal(
       await sh("stat -c '%n %a %u:%g' /real/p4 /real/p4/lib /real/p4/lib/a.txt"),
@@ -235,7 +241,7 @@ Deno.test("deploy: a non-root user gets its own private dir under /tmp", async (
   });
 });
 
-Deno.test("deploy: a read-only rootfs gets the satellite through a writable volume", async () => {
+Deno.test("deploy: a read-only rootfs gets the satellite through a writable volume or an exec tmpfs", async () => {
   const theBed = await bed();
   const engine = await engineFor(theBed);
   const start = async (extra: string[]): Promise<string> => {
@@ -272,6 +278,22 @@ Deno.test("deploy: a read-only rootfs gets the satellite through a writable volu
   } finally {
     await dockerCli(theBed, ["rm", "-f", without]);
     await Deno.remove(bundle, { recursive: true });
+  }
+  // An exec tmpfs: Docker's archive API cannot write into it, the host can.
+  const withTmpfs = await start(["--tmpfs", "/x:exec"]);
+  const again = await makeBundle();
+  try {
+    const fields = await deployAndCheck(engine, withTmpfs, {});
+    checkPrivateDir(fields, "/x", 0);
+    const container = await engine.inspectContainer(withTmpfs);
+    const error = await assertRejects(
+      deploySatellite(engine, container, again, { root: "/", placeOnHost: false }),
+      DockerError,
+    );
+    ok(/Docker cannot upload into tmpfs/.test(error.message), error.message);
+  } finally {
+    await dockerCli(theBed, ["rm", "-f", withTmpfs]);
+    await Deno.remove(again, { recursive: true });
   }
 });
 
