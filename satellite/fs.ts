@@ -16,7 +16,6 @@ import {
   BytesReply,
   encodeDev,
   type EntryList,
-  type EntryName,
   errnoName,
   type Handlers,
   Later,
@@ -29,7 +28,6 @@ import {
   type ParamsOf,
   type PathArg,
   RECORD_BYTES,
-  RecordWriter,
   type ResultOf,
   RpcFailure,
   type Stat,
@@ -66,6 +64,7 @@ import { big, cString, type Libc, num } from "./libc.ts";
 import { isDotName, joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
 import type { IoPool } from "./workers.ts";
 import { walk, type WalkAccess } from "./walk.ts";
+import { decodeName, type Listing, newListing, wireListing } from "./listing.ts";
 
 const {
   EEXIST,
@@ -102,21 +101,6 @@ interface DirState {
   buffered: RawEntry[];
 }
 
-/** A listing being built: names, and their records beside them. */
-export interface Listing {
-  readonly names: EntryName[];
-  readonly records: RecordWriter;
-}
-
-function newListing(): Listing {
-  return { names: [], records: new RecordWriter() };
-}
-
-/** What a listing sends. */
-export function wireListing(listing: Listing): EntryList {
-  return { names: listing.names, records: listing.records.bytes() };
-}
-
 interface RawEntry {
   name: Uint8Array;
   ino: bigint;
@@ -134,29 +118,11 @@ interface Resolved {
   readonly owned: boolean;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 const DOT = cString(".")!;
 const EMPTY = cString("")!;
 
 function failure(errno: number, what?: string): RpcFailure {
   return new RpcFailure(errnoName(errno), what);
-}
-
-/** Decodes a name as UTF-8, or keeps the bytes when they are not valid UTF-8. */
-export function decodeName(bytes: Uint8Array): string | Uint8Array {
-  let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] >= 0x80) {
-      ascii = false;
-      break;
-    }
-  }
-  if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    return bytes.slice();
-  }
 }
 
 const textEncoder = new TextEncoder();

@@ -24,7 +24,7 @@ import {
   type WireResultOf,
 } from "../src/protocol/mod.ts";
 import { DT_DIR, DT_LNK, ERRNO, PATH_MAX } from "../src/linux/mod.ts";
-import { decodeName, type Listing, wireListing } from "./fs.ts";
+import { decodeName, type Listing, wireListing } from "./listing.ts";
 import { type Libc, num } from "./libc.ts";
 
 /** Most bytes one answer carries, whatever is asked (the frame limit is 1 MiB + 64 KiB). */
