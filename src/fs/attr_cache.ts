@@ -30,6 +30,7 @@
 
 import type { Attr, Node } from "../fuse/mod.ts";
 import type { Stat } from "../protocol/mod.ts";
+import { S_IFDIR, S_IFMT } from "../linux/mod.ts";
 import { BoundedMap } from "./bounded_map.ts";
 
 /** Bounds of the caches (entries). */
@@ -337,14 +338,18 @@ export class AttrCache {
   }
 
   /**
-   * The attributes noted by {@link noteChanged} when still fresh and nothing changed through the
-   * mount since (the count is still `changes`: a truncating open, a link, another write could
-   * have made them old); used once.
+   * The attributes noted by {@link noteChanged} when still fresh; used once. A file's serve only
+   * if nothing changed through the mount since (the count is still `changes`: a truncating open,
+   * a link, another handle's write could have made them old). A directory's attributes change
+   * only with names in it, and every such change notes new ones or drops them: a write to a
+   * file in it (which moves the count) leaves them true.
    */
   takeChanged(key: string, changes: number): Attr | undefined {
     const changed = this.#changed.get(key);
     if (changed === undefined) return undefined;
     this.#changed.delete(key);
-    return changed.until > this.#now() && changed.changes === changes ? changed.attr : undefined;
+    if (changed.until <= this.#now()) return undefined;
+    const dir = (changed.attr.mode & S_IFMT) === S_IFDIR;
+    return dir || changed.changes === changes ? changed.attr : undefined;
   }
 }

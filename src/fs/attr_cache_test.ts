@@ -133,8 +133,11 @@ Deno.test("attr cache: an inode's attributes after our change answer one GETATTR
   c.noteChanged("d", attr, 0);
   c.noteChanged("d", undefined, 0);
   deepStrictEqual(c.takeChanged("d", 0), undefined, "unknown attributes forget older ones");
-  c.noteChanged("d", attr, 4);
-  deepStrictEqual(c.takeChanged("d", 5), undefined, "a change through the mount since: old");
+  c.noteChanged("f", attr, 4);
+  deepStrictEqual(c.takeChanged("f", 5), undefined, "a file's, after a change through the mount");
+  const dir = statToAttr(fakeStat({ mode: 0o040755 }));
+  c.noteChanged("d", dir, 4);
+  deepStrictEqual(c.takeChanged("d", 5), dir, "a directory's, after a write to a file in it");
   c.noteChanged("d", attr, 0);
   clock.now += 1000;
   deepStrictEqual(c.takeChanged("d", 0), undefined);
