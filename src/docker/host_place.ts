@@ -24,8 +24,8 @@
 
 import type { TarEntry } from "./tar.ts";
 import { errorMessage } from "./errors.ts";
+import { openFlagsFromWire } from "../protocol/mod.ts";
 import {
-  AARCH64_OPEN_FLAGS,
   AT_EMPTY_PATH,
   AT_REMOVEDIR,
   O_CLOEXEC,
@@ -120,13 +120,9 @@ function isRelative(path: string): boolean {
     !path.split("/").some((p) => p === "" || p === "." || p === "..");
 }
 
-/** The host's numbering of x86_64-numbered open flags. */
+/** Open flags in the host's numbering (the constants are x86_64's, as the protocol's). */
 function hostFlags(flags: number): number {
-  if (Deno.build.arch !== "aarch64") return flags;
-  let out = flags & ~(O_DIRECTORY | O_NOFOLLOW);
-  if (flags & O_DIRECTORY) out |= AARCH64_OPEN_FLAGS.O_DIRECTORY;
-  if (flags & O_NOFOLLOW) out |= AARCH64_OPEN_FLAGS.O_NOFOLLOW;
-  return out;
+  return openFlagsFromWire(flags, Deno.build.arch);
 }
 
 const DIR_FLAGS = hostFlags(O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
