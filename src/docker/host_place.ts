@@ -22,7 +22,7 @@
  * @module
  */
 
-import type { TarEntry } from "./tar.ts";
+import { isCleanRelativePath, type TarEntry } from "./tar.ts";
 import { errorMessage } from "./errors.ts";
 import { openFlagsFromWire } from "../protocol/mod.ts";
 import {
@@ -83,10 +83,10 @@ export interface Placement {
 export async function placeOnHost(p: Placement): Promise<string | undefined> {
   const { pid, parent, name } = p;
   if (!Number.isSafeInteger(pid) || pid <= 0) return "no process id for the container";
-  if (!parent.startsWith("/") || (parent !== "/" && !isRelative(parent.slice(1)))) {
+  if (!parent.startsWith("/") || (parent !== "/" && !isCleanRelativePath(parent.slice(1)))) {
     return `not a place: '${parent}'`;
   }
-  if (!isRelative(name) || name.includes("/")) return `not a name: '${name}'`;
+  if (!isCleanRelativePath(name) || name.includes("/")) return `not a name: '${name}'`;
   for (const map of ["uid_map", "gid_map"]) {
     let text: string;
     try {
@@ -113,11 +113,6 @@ export async function placeOnHost(p: Placement): Promise<string | undefined> {
     placer.close();
     lib.close();
   }
-}
-
-function isRelative(path: string): boolean {
-  return path !== "" && !path.startsWith("/") &&
-    !path.split("/").some((p) => p === "" || p === "." || p === "..");
 }
 
 /** Open flags in the host's numbering (the constants are x86_64's, as the protocol's). */
@@ -157,7 +152,7 @@ class Placer {
     const total = entries.reduce((n, e) => n + (e.data?.length ?? e.source?.length ?? 0), 0);
     let sent = 0;
     for (const entry of entries) {
-      if (!isRelative(entry.path)) return `bad entry '${entry.path}'`;
+      if (!isCleanRelativePath(entry.path)) return `bad entry '${entry.path}'`;
       if ((entry.uid ?? 0) !== 0 || (entry.gid ?? 0) !== 0) return "entries not owned by root";
       const slash = entry.path.lastIndexOf("/");
       const into = dirs.get(slash < 0 ? "" : entry.path.slice(0, slash));

@@ -5,7 +5,7 @@
 import { type ContainerInfo, type Engine, partChunks } from "./engine.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import type { ExecSession } from "./exec.ts";
-import { readTar, type TarEntry, tarParts } from "./tar.ts";
+import { isCleanRelativePath, readTar, type TarEntry, tarParts } from "./tar.ts";
 import { randomHex } from "./bytes.ts";
 import { placeOnHost } from "./host_place.ts";
 import { DIRECT_TOKEN_CHARS, DIRECT_TOKEN_ENV } from "../protocol/mod.ts";
@@ -110,7 +110,7 @@ async function bundleFileEntries(
   const dirs = new Set<string>();
   for (const file of manifest.files) {
     const parts = file.path.split("/");
-    if (file.path.startsWith("/") || parts.some((p) => p === ".." || p === "" || p === ".")) {
+    if (!isCleanRelativePath(file.path)) {
       throw new DockerError("bundle", `Cannot use the satellite bundle: bad path '${file.path}'`);
     }
     for (let i = 1; i < parts.length; i++) {

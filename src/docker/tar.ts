@@ -37,11 +37,17 @@ export type TarPart = Uint8Array | TarSource;
 const BLOCK = 512;
 const encoder = new TextEncoder();
 
+/**
+ * Whether `path` is a clean relative path: not empty, no leading "/", no NUL, and no empty, "."
+ * or ".." component (what an archive entry, a bundle file or a name placed from the host may be).
+ */
+export function isCleanRelativePath(path: string): boolean {
+  return path !== "" && !path.startsWith("/") && !path.includes("\0") &&
+    !path.split("/").some((part) => part === "" || part === "." || part === "..");
+}
+
 function checkPath(path: string): void {
-  if (
-    path === "" || path.startsWith("/") || path.includes("\0") ||
-    path.split("/").some((part) => part === ".." || part === "")
-  ) {
+  if (!isCleanRelativePath(path)) {
     throw new RangeError(`Cannot add '${path}' to a tar archive: not a clean relative path`);
   }
 }
