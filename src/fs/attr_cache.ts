@@ -337,6 +337,11 @@ export class AttrCache {
     this.#changed.set(key, { attr, until: this.#now() + this.#attrTtlMs, changes });
   }
 
+  /** Forgets what {@link noteChanged} noted for `key` (it changed again since). */
+  forgetChanged(key: string): void {
+    this.#changed.delete(key);
+  }
+
   /**
    * The attributes noted by {@link noteChanged} when still fresh; used once. A file's serve only
    * if nothing changed through the mount since (the count is still `changes`: a truncating open,

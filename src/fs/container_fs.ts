@@ -298,7 +298,7 @@ export class ContainerFs implements FileSystem<Handle> {
           this.#ahead.drop();
           this.#smallFiles.dropDir(dirKey, childKey);
           this.#attrs.forgetComplete(dirKey);
-          this.#attrs.noteChanged(dirKey, undefined, 0);
+          this.#attrs.forgetChanged(dirKey);
           if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
           if (childKey !== undefined) {
             this.#openFiles.changed(childKey);
@@ -400,7 +400,7 @@ export class ContainerFs implements FileSystem<Handle> {
   #dataChanged(node: Node, handle: Handle): void {
     this.#changed(node.parent, node.name);
     this.#openFiles.changed(handle.key);
-    this.#attrs.noteChanged(node.key, undefined, 0); // a flush's attributes are older now
+    this.#attrs.forgetChanged(node.key); // a flush's attributes are older now
   }
 
   /** `stat` checked; EIO (logged once) when it cannot be shown to the kernel. */
@@ -1404,7 +1404,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (error !== undefined) return error;
     if (!r.ok) return fail(r);
     // The file's attributes after its writes: a stat right after close needs no round trip.
-    if (r.value !== undefined && changes === this.#changes.count) {
+    // Noted with the count from before the flush: any change since keeps them from serving.
+    if (r.value !== undefined) {
       const attr = statProblem(r.value) ? undefined : statToAttr(r.value);
       this.#attrs.noteChanged(node.key, attr, changes);
     }
