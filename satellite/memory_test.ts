@@ -93,6 +93,28 @@ Deno.test("MemoryGuard collects past the budget, and backs off when memory is li
   strictEqual(gcs, 3);
 });
 
+Deno.test("MemoryGuard checks after a few large answers as after many small requests", () => {
+  let checks = 0;
+  const guard = new MemoryGuard(16 * MiB, {
+    rssAnon: () => {
+      checks++;
+      return 10 * MiB;
+    },
+    trim: () => {},
+    log: () => {},
+  });
+  for (let i = 0; i < 63; i++) guard.tick(100);
+  strictEqual(checks, 0);
+  guard.tick(100);
+  strictEqual(checks, 1, "the 64th request");
+  guard.tick(768 * 1024);
+  strictEqual(checks, 1);
+  guard.tick(768 * 1024);
+  strictEqual(checks, 2, "1.5 MiB answered in two requests");
+  guard.tick(0);
+  strictEqual(checks, 2, "the count starts again after a check");
+});
+
 Deno.test("MemoryGuard: memory reserved for a worker raises the budget", () => {
   let rss = 20 * MiB;
   let gcs = 0;
