@@ -93,6 +93,8 @@ const FLAG_OPTIONS: Readonly<Record<string, (o: ContainerMountOptions) => void>>
   no_direct: (o) => o.direct = false,
   acl: (o) => o.acl = true,
   noacl: (o) => o.acl = false,
+  io_uring: (o) => o.ioUring = true,
+  no_io_uring: (o) => o.ioUring = false,
 };
 
 /** `-o` options taking seconds, and the field each sets. */
@@ -242,6 +244,11 @@ function commonMountArgs(help: CommonMountHelp) {
       description: "kernel writeback cache for writes (see README)",
     }),
     syncWrites: flag({ long: "sync-writes", description: help.syncWrites }),
+    ioUring: flag({
+      long: "io-uring",
+      description: "serve the kernel through one io_uring ring per CPU (Linux 6.14+; as root " +
+        "switches fuse.enable_uring on; see README)",
+    }),
   };
 }
 
@@ -273,6 +280,7 @@ interface CommonMountValues {
   nonEmpty: boolean;
   writebackCache: boolean;
   syncWrites: boolean;
+  ioUring: boolean;
   o: string[];
 }
 
@@ -300,6 +308,7 @@ function commonMountOptions(
     nonEmpty: a.nonEmpty,
     writebackCache: a.writebackCache,
     syncWrites: a.syncWrites,
+    ioUring: a.ioUring,
     ...changes,
   });
   for (const list of a.o) {

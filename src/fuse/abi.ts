@@ -151,7 +151,36 @@ export const InitFlag = {
   CREATE_SUPP_GROUP: 1n << 34n,
   HAS_EXPIRE_ONLY: 1n << 35n,
   DIRECT_IO_ALLOW_MMAP: 1n << 36n,
+  /** FUSE over io_uring (7.42, Linux 6.14 with the module parameter fuse.enable_uring). */
+  OVER_IO_URING: 1n << 41n,
 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// FUSE over io_uring (ABI 7.42). Each ring entry registers two buffers: a header and a payload.
+// Header (struct fuse_uring_req_header, 288): 0 in_out[128] (fuse_in_header of a request,
+// fuse_out_header of its reply: only unique and error are read) | 128 op_in[128] (a request's
+// first argument) | 256 struct fuse_uring_ent_in_out (32): 0 u64 flags | 8 u64 commit_id |
+// 16 u32 payload_sz | 20 u32 padding | 24 u64 reserved.
+// The payload holds a request's other arguments, and every argument of a reply.
+// Commands go in the SQE's command area (struct fuse_uring_cmd_req, 24): 0 u64 flags |
+// 8 u64 commit_id | 16 u16 qid | 18 pad[6].
+
+/** Bytes of a ring entry's header buffer. */
+export const URING_HEADER_SIZE = 288;
+/** Offset of op_in in the header buffer (and the most bytes it holds). */
+export const URING_OP_IN_OFFSET = 128;
+export const URING_OP_IN_SIZE = 128;
+/** Offsets of fuse_uring_ent_in_out's fields in the header buffer. */
+export const URING_COMMIT_ID_OFFSET = 256 + 8;
+export const URING_PAYLOAD_SZ_OFFSET = 256 + 16;
+/** Smallest payload buffer the kernel accepts: max(8 KiB, max_write, max_pages pages). */
+export function uringPayloadSize(maxWrite: number, maxPages: number): number {
+  return Math.max(8192, maxWrite, maxPages * 4096);
+}
+/** fuse_uring_cmd values (the SQE's cmd_op). */
+export const UringCmd = { REGISTER: 1, COMMIT_AND_FETCH: 2 } as const;
+/** Offsets of fuse_uring_cmd_req's fields within the SQE's command area. */
+export const UringCmdOffset = { COMMIT_ID: 8, QID: 16 } as const;
 
 // FATTR_* (setattr valid bits)
 export const FATTR_MODE = 1 << 0;

@@ -106,6 +106,10 @@ export interface Device {
   notify(message: Uint8Array<ArrayBuffer>): Promise<boolean>;
   /** Releases the device (after `end`). */
   close(): void;
+  /** INIT flags the device needs agreed (FUSE over io_uring), if any. */
+  readonly initFlags?: bigint;
+  /** INIT was answered with `flags` (the device may start serving otherwise). */
+  initialized?(flags: bigint): void;
 }
 
 // The reader worker: self-contained (no imports), so it also works in a compiled binary.

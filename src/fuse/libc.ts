@@ -27,6 +27,9 @@ const symbols = {
   geteuid: { parameters: [], result: "u32" },
   getegid: { parameters: [], result: "u32" },
   strerror: { parameters: ["i32"], result: "pointer" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** syscall(SYS_io_uring_setup, entries, params) */
+  syscall_setup: { name: "syscall", parameters: ["i64", "u32", "buffer"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];

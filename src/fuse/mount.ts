@@ -19,6 +19,8 @@ import {
   SOL_SOCKET,
 } from "../linux/mod.ts";
 import { FuseDevice } from "./device.ts";
+import { uringPayloadSize } from "./abi.ts";
+import { ENABLE_URING_PARAMETER, possibleCpus, UringDevice, uringProbe } from "./uring.ts";
 import type { FileSystem } from "./filesystem.ts";
 import { cstr, errno, libc, strerror } from "./libc.ts";
 import type { FuseSession, MountOptions } from "./options.ts";
@@ -312,11 +314,23 @@ class MountedSession implements FuseSession {
   #unmounted = false;
   #connection: number | undefined;
 
-  constructor(mountpoint: string, session: Session, connection: number | undefined) {
+  #rings: UringDevice | undefined;
+
+  constructor(
+    mountpoint: string,
+    session: Session,
+    connection: number | undefined,
+    rings: UringDevice | undefined,
+  ) {
     this.mountpoint = mountpoint;
     this.#session = session;
     this.closed = session.closed;
     this.#connection = connection;
+    this.#rings = rings;
+  }
+
+  get ringRequests(): number | undefined {
+    return this.#rings?.ringRequests;
   }
 
   async abort(): Promise<boolean> {
@@ -426,6 +440,8 @@ export async function mount<H>(
   await checkMountpoint(mountpoint, options);
   const rootMode = (await Deno.stat(abs)).mode! & S_IFMT;
 
+  // Before mounting: the kernel offers io_uring in the INIT it queues at mount(2).
+  const ringCpus = options.ioUring ? await ringCpusFor(options) : undefined;
   const method = options.mountMethod ?? "auto";
   const useSyscall = method === "syscall" || (method === "auto" && libc().geteuid() === 0);
   let fd: number;
@@ -434,19 +450,32 @@ export async function mount<H>(
   } catch (error) {
     return fail((error as Error).message);
   }
-  const device = new FuseDevice(fd, {
+  const fuseDevice = new FuseDevice(fd, {
     slots: options.slots,
     slotSize: requestBufferSize(options),
     spinMicros: options.spinMicros,
     readerSpinMicros: options.readerSpinMicros ?? DEFAULT_READER_SPIN_MICROS,
   });
-  const session = new Session(fs, device, options);
+  const maxWrite = Math.max(4096, Math.min(1 << 20, options.maxWrite ?? 1 << 20));
+  const rings = ringCpus === undefined ? undefined : new UringDevice(fuseDevice, fd, {
+    cpus: ringCpus,
+    payloadSize: uringPayloadSize(maxWrite, Math.ceil(maxWrite / 4096)),
+    log: (m) => options.logger?.warn(m),
+  });
+  const session = new Session(fs, rings ?? fuseDevice, options);
   session.start();
   try {
     await session.ready;
   } catch (error) {
     await unmount(abs, { lazy: true }).catch(() => {});
     return fail((error as Error).message);
+  }
+  if (rings && !await rings.registered()) {
+    options.logger?.warn(
+      `FUSE: io_uring rings did not register (${
+        rings.failure ? strerror(rings.failure) : "the kernel did not agree"
+      }): serving /dev/fuse`,
+    );
   }
   // The fusectl connection id is the minor device number of the mount (for abort()).
   let connection: number | undefined;
@@ -460,5 +489,34 @@ export async function mount<H>(
     await Deno.writeTextFile(`/sys/class/bdi/0:${connection}/read_ahead_kb`, `${readAheadKb}\n`)
       .catch(() => {});
   }
-  return new MountedSession(abs, session as Session, connection);
+  return new MountedSession(abs, session as Session, connection, rings?.ready ? rings : undefined);
+}
+
+/**
+ * The CPUs to serve with io_uring rings when they can be had (switching fuse.enable_uring on as
+ * root), else undefined after a warning saying why.
+ */
+async function ringCpusFor(options: MountOptions): Promise<number | undefined> {
+  const read = (): string | undefined => {
+    try {
+      return Deno.readTextFileSync(ENABLE_URING_PARAMETER);
+    } catch {
+      return undefined;
+    }
+  };
+  if (read()?.trim() === "N" && libc().geteuid() === 0) {
+    try {
+      await Deno.writeTextFile(ENABLE_URING_PARAMETER, "Y\n");
+      options.logger?.info(`FUSE: switched ${ENABLE_URING_PARAMETER} on for io_uring`);
+    } catch (error) {
+      options.logger?.warn(`FUSE: cannot switch ${ENABLE_URING_PARAMETER} on: ${error}`);
+    }
+  }
+  const why = uringProbe(read);
+  const cpus = possibleCpus();
+  if (why !== undefined || cpus === undefined) {
+    options.logger?.warn(`FUSE: no io_uring (${why ?? "unknown CPUs"}): serving /dev/fuse`);
+    return undefined;
+  }
+  return cpus;
 }

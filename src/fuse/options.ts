@@ -69,6 +69,13 @@ export interface MountOptions {
    */
   readerSpinMicros?: number;
   /**
+   * Serve requests through one io_uring ring per CPU (FUSE over io_uring, Linux 6.14+): a
+   * request is answered on the CPU of the process that made it. Needs the module parameter
+   * fuse.enable_uring, which is switched on when off and running as root; where rings cannot be
+   * had the mount serves /dev/fuse and says why. Default false.
+   */
+  ioUring?: boolean;
+  /**
    * How to mount: "auto" (mount(2) as root, else fusermount3), "syscall", or "fusermount".
    */
   mountMethod?: "auto" | "syscall" | "fusermount";
@@ -85,6 +92,8 @@ export interface FuseSession {
   readonly closed: Promise<void>;
   /** Number of requests being handled right now. */
   readonly inFlight: number;
+  /** Requests that came through io_uring rings so far (undefined: the mount serves /dev/fuse). */
+  readonly ringRequests: number | undefined;
   /**
    * Unmount: lazy (MNT_DETACH / `fusermount3 -u -z`) by default, then waits for `closed`.
    * Idempotent.

@@ -1046,6 +1046,7 @@ export class Session<H = unknown> {
     if (this.#writeback) want |= InitFlag.WRITEBACK_CACHE;
     if (this.#cacheSymlinks) want |= InitFlag.CACHE_SYMLINKS;
     if (this.#posixAcl) want |= InitFlag.POSIX_ACL;
+    want |= this.#device.initFlags ?? 0n;
     const flags = want & init.flags;
     const maxReadahead = Math.min(this.#maxReadahead, init.maxReadahead);
     const info: InitInfo = {
@@ -1092,6 +1093,7 @@ export class Session<H = unknown> {
         `FUSE: kernel 7.${init.minor}, agreed 7.${this.#proto}, flags 0x${flags.toString(16)}`,
       );
     }
+    this.#device.initialized?.(flags);
     this.#readyResolve();
   }
 

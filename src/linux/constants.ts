@@ -238,3 +238,50 @@ export const MSG_DONTWAIT = 0x40;
 // Limits (limits.h).
 export const NAME_MAX = 255;
 export const PATH_MAX = 4096;
+
+// io_uring(7): the few pieces the FUSE ring uses. Syscall numbers are the same on x86_64 and
+// aarch64.
+export const SYS_IO_URING_SETUP = 425;
+export const SYS_IO_URING_ENTER = 426;
+export const IORING_SETUP_CQSIZE = 1 << 3;
+export const IORING_SETUP_SQE128 = 1 << 10;
+export const IORING_FEAT_SINGLE_MMAP = 1 << 0;
+export const IORING_ENTER_GETEVENTS = 1 << 0;
+export const IORING_OP_READ = 22;
+export const IORING_OP_URING_CMD = 46;
+export const IORING_OFF_SQ_RING = 0;
+export const IORING_OFF_CQ_RING = 0x8000000;
+export const IORING_OFF_SQES = 0x10000000;
+/** struct io_uring_params (120): 0 sq_entries | 4 cq_entries | 8 flags | 20 features | 40 sq_off | 80 cq_off */
+export const IO_URING_PARAMS_SIZE = 120;
+/**
+ * Offsets in io_uring_params: sq_off (io_sqring_offsets: 0 head | 4 tail | 8 ring_mask |
+ * 12 ring_entries | 16 flags | 20 dropped | 24 array) and cq_off (io_cqring_offsets: 0 head |
+ * 4 tail | 8 ring_mask | 12 ring_entries | 16 overflow | 20 cqes).
+ */
+export const IoUringParams = {
+  SQ_ENTRIES: 0,
+  CQ_ENTRIES: 4,
+  FLAGS: 8,
+  FEATURES: 20,
+  SQ_OFF: 40,
+  CQ_OFF: 80,
+} as const;
+/** A 128-byte SQE (IORING_SETUP_SQE128): 0 u8 opcode | 1 u8 flags | 2 u16 ioprio | 4 s32 fd |
+ * 8 u64 off (u32 cmd_op for URING_CMD) | 16 u64 addr | 24 u32 len | 28 u32 op flags |
+ * 32 u64 user_data | 48 cmd[80]. A CQE (16): 0 u64 user_data | 8 s32 res | 12 u32 flags. */
+export const SQE128_SIZE = 128;
+export const SqeOffset = {
+  OPCODE: 0,
+  FD: 4,
+  OFF: 8,
+  ADDR: 16,
+  LEN: 24,
+  USER_DATA: 32,
+  CMD: 48,
+} as const;
+export const CQE_SIZE = 16;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x01;
+export const MAP_POPULATE = 0x8000;

@@ -8,13 +8,26 @@ import { POSIX_TABLE } from "./posix_table.ts";
 
 await requireFuse();
 
-// The table runs twice: page cache in write-through mode, then with the writeback cache.
-for (const writebackCache of [false, true]) {
-  const mode = writebackCache ? " [writeback]" : "";
+// The table runs three times: page cache in write-through mode, with the writeback cache, and
+// served through io_uring rings (FUSE over io_uring; the mount switches fuse.enable_uring on).
+const MODES: { mode: string; writebackCache: boolean; ioUring: boolean }[] = [
+  { mode: "", writebackCache: false, ioUring: false },
+  { mode: " [writeback]", writebackCache: true, ioUring: false },
+  { mode: " [io_uring]", writebackCache: false, ioUring: true },
+];
+for (const { mode, writebackCache, ioUring } of MODES) {
   for (const { name, run, allowOther } of POSIX_TABLE) {
     Deno.test(
       `posix: ${name}${mode}`,
-      () => withMount(({ dir }) => run(dir), { mount: { allowOther, writebackCache } }),
+      () =>
+        withMount(async ({ dir, session }) => {
+          await run(dir);
+          if (ioUring) {
+            const served = session.ringRequests;
+            ok(served !== undefined, "the mount serves /dev/fuse, not io_uring rings");
+            ok(served > 0, "no request came through the rings");
+          }
+        }, { mount: { allowOther, writebackCache, ioUring } }),
     );
   }
 }
