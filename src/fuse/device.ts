@@ -125,7 +125,10 @@ self.onmessage = (event) => {
     sched_yield: { parameters: [], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
-  const errno = () => new Deno.UnsafePointerView(lib.__errno_location()).getInt32(0);
+  // Read without allocating: a collection between a failed call and this read may make
+  // calls of its own that set errno (this thread's errno lives at a fixed address).
+  const errnoView = new Deno.UnsafePointerView(lib.__errno_location());
+  const errno = () => errnoView.getInt32(0);
   // Spinning reads are non-blocking; sleeping is a poll() for input (or an error: the next
   // read then reports it).
   const spinMs = spinMicros / 1000;

@@ -48,10 +48,20 @@ export function libc(): Libc {
   return lib.symbols;
 }
 
-/** errno of the last synchronous libc call on this thread. */
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/**
+ * errno of the last synchronous libc call on this thread. Allocation-free after the first call:
+ * a collection between the call and this read may make calls that set errno (this module's
+ * state is per thread: a worker loads its own copy).
+ */
 export function errno(): number {
-  const p = libc().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
+  if (errnoView === undefined) {
+    const p = libc().__errno_location();
+    if (p === null) return 0;
+    errnoView = new Deno.UnsafePointerView(p);
+  }
+  return errnoView.getInt32(0);
 }
 
 /** strerror(n) text. */

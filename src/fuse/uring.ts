@@ -198,7 +198,9 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
     sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
-  const errno = (): number => new Deno.UnsafePointerView(lib.__errno_location()!).getInt32(0);
+  // Read without allocating (a collection in between may set errno); the address is fixed.
+  const errnoView = new Deno.UnsafePointerView(lib.__errno_location()!);
+  const errno = (): number => errnoView.getInt32(0);
   const ctrl = new Int32Array(init.sab, 0, K.CTRL_ENTRIES);
   const fail = (e: number): void => {
     Atomics.store(ctrl, K.CTRL_ERRNO, e);
