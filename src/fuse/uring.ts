@@ -39,6 +39,7 @@ import {
   MAP_SHARED,
   PROT_READ,
   PROT_WRITE,
+  SCHED_BATCH,
   SQE128_SIZE,
   SqeOffset,
   SYS_IO_URING_ENTER,
@@ -171,6 +172,7 @@ const RING_CONSTANTS = {
   SQE_SIZE: SQE128_SIZE,
   PROT: PROT_READ | PROT_WRITE,
   MAP: MAP_SHARED | MAP_POPULATE,
+  SCHED_BATCH,
   SYS_SETUP: SYS_IO_URING_SETUP,
   SYS_ENTER: SYS_IO_URING_ENTER,
   EINTR: ERRNO.EINTR,
@@ -196,6 +198,7 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
     munmap: { parameters: ["pointer", "usize"], result: "i32" },
     close: { parameters: ["i32"], result: "i32" },
     sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+    sched_setscheduler: { parameters: ["i32", "i32", "buffer"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
   // Read without allocating (a collection in between may set errno); the address is fixed.
@@ -211,6 +214,9 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
   const mask = new Uint8Array(Math.max(8, Math.ceil((init.qid + 1) / 64) * 8));
   mask[init.qid >> 3] = 1 << (init.qid & 7);
   lib.sched_setaffinity(0, BigInt(mask.length), mask);
+  // SCHED_BATCH: woken by a request the process does not wait for (RELEASE), the thread does
+  // not preempt that process on their shared CPU; it runs when the process waits (an OPEN).
+  lib.sched_setscheduler(0, K.SCHED_BATCH, new Uint8Array(4));
 
   const entries = init.depth + 1; // the entries, and the eventfd's read
   const params = new Uint8Array(K.IO_URING_PARAMS_SIZE);

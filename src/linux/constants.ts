@@ -281,6 +281,8 @@ export const SqeOffset = {
   CMD: 48,
 } as const;
 export const CQE_SIZE = 16;
+/** sched_setscheduler(2) policy: no wake-up preemption. */
+export const SCHED_BATCH = 3;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;
