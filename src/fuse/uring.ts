@@ -83,11 +83,14 @@ const REPLIED = 3; // its reply is in the entry: the ring thread commits it
 const PAYLOAD_AT = 256;
 
 /** Why FUSE over io_uring cannot be used here, or undefined when it can. */
-export function uringProbe(readParameter: () => string | undefined): string | undefined {
+export function uringProbe(
+  readParameter: () => string | undefined,
+  readCpus?: (path: string) => string,
+): string | undefined {
   const enabled = readParameter();
   if (enabled === undefined) return "this kernel has no FUSE over io_uring";
   if (enabled.trim() !== "Y") return `${ENABLE_URING_PARAMETER} is ${enabled.trim()}`;
-  const cpus = possibleCpus();
+  const cpus = possibleCpus(readCpus);
   if (cpus === undefined) return "cannot read the possible CPUs";
   if (cpus > MAX_URING_CPUS) return `${cpus} CPUs (rings serve at most ${MAX_URING_CPUS})`;
   const params = new Uint8Array(IO_URING_PARAMS_SIZE);

@@ -1,7 +1,8 @@
 /**
  * POSIX conformance through a dockerfuse mount: pjdfstest (../shared/pjdfstest) run as root from a
  * directory inside an `--allow-other` mount of the glibc test image, three times in a row (a fresh
- * mount each time, one container). Every subtest of every run must pass.
+ * mount each time, one container), then once more through a mount served by io_uring rings
+ * (`--io-uring`). Every subtest of every run must pass.
  */
 
 import { deepStrictEqual, equal, fail } from "node:assert/strict";
@@ -58,12 +59,17 @@ Deno.test("pjdfstest: prove's summary is parsed per file (TODO passes are not fa
 
 /** Runs in a row, each through a fresh mount: every one must pass every subtest. */
 const RUNS = 3;
+/** The mount options of each run: RUNS default ones, then one served by io_uring rings. */
+const RUN_ARGS: string[][] = [
+  ...Array.from({ length: RUNS }, () => ["--allow-other"]),
+  ["--allow-other", "--io-uring"],
+];
 /** Containers are named after the checkout, so parallel checkouts can tell theirs apart. */
 const CHECKOUT = new URL("../../", import.meta.url).pathname.replace(/\/+$/, "").split("/").pop();
 
 Deno.test({
   name:
-    `pjdfstest: every subtest passes in ${RUNS} runs in a row through dockerfuse mounts of the glibc image`,
+    `pjdfstest: every subtest passes in ${RUNS} runs in a row through dockerfuse mounts of the glibc image, and through io_uring rings`,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
@@ -74,15 +80,18 @@ Deno.test({
     });
     const failures: string[] = [];
     try {
-      for (let i = 1; i <= RUNS; i++) {
-        await t.step(`run ${i} of ${RUNS}`, async () => {
-          const m = await startMount("glibc", { container, args: ["--allow-other"] });
+      for (let i = 1; i <= RUN_ARGS.length; i++) {
+        const args = RUN_ARGS[i - 1];
+        await t.step(`run ${i} of ${RUN_ARGS.length} (${args.join(" ")})`, async () => {
+          const m = await startMount("glibc", { container, args });
           try {
             const work = `${m.mountpoint}/tmp/pjdfstest-${i}`;
             await Deno.mkdir(work, { recursive: true });
             const run = await runPjdfstest(suite, work);
             console.log(
-              `pjdfstest run ${i}: ${run.tests - run.failed} of ${run.tests} subtests passed in ` +
+              `pjdfstest run ${i} (${args.join(" ")}): ${
+                run.tests - run.failed
+              } of ${run.tests} subtests passed in ` +
                 `${run.files} files (${run.seconds.toFixed(0)} s)`,
             );
             if (run.failed > 0) {
