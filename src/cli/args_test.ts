@@ -164,3 +164,14 @@ for (const [field, word] of [["acl", "noacl"], ["direct", "no_direct"]] as const
     deepStrictEqual(off.options[field], false);
   });
 }
+
+Deno.test("args: io_uring rings only when asked (--io-uring, -o io_uring)", async () => {
+  const plain = await parseArgs(["mount", "web", "/mnt"]);
+  ok(plain.kind === "mount");
+  deepStrictEqual(plain.options.ioUring, false);
+  for (const args of [["--io-uring"], ["-o", "io_uring"]]) {
+    const on = await parseArgs(["mount", ...args, "web", "/mnt"]);
+    ok(on.kind === "mount");
+    deepStrictEqual(on.options.ioUring, true, args.join(" "));
+  }
+});

@@ -30,6 +30,7 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     writebackCache: true,
     debug: true,
     direct: false,
+    ioUring: true,
   });
   const layers = layerOptions(options, context);
   deepStrictEqual(layers.deploy, { root: "/srv", user: "nobody", mode: "auto", direct: false });
@@ -55,6 +56,7 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     writebackCache: true,
     cacheSymlinks: true,
     posixAcl: true,
+    ioUring: true,
     logger: quiet,
     debug: true,
   });
