@@ -763,8 +763,10 @@ export class ContainerFs implements FileSystem<Handle> {
     }
     this.#lookupMisses.delete(dir.key);
     const list = async (): Promise<void> => {
+      const changesAt = this.#changes.mark();
+      const since = this.#since();
       const ahead = held ? await this.#ahead.take(dir.key) : undefined;
-      if (ahead !== undefined) return void this.#fromAhead(dir, path, ahead);
+      if (ahead !== undefined) return void this.#fromAhead(dir, path, ahead, changesAt, since);
       // Several LOOKUPs wait for it: one of them being interrupted does not cancel it.
       const opened = await this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path);
       if (!isErrno(opened)) await this.#releaseHandle(opened.handle);
@@ -1571,9 +1573,13 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#see(node);
     const path = relPath(node);
     if (path === undefined) return ENOENT;
+    // Taken before the wait: a change through the mount or an event while `take` resolves (the
+    // walker drops its listings then, but not one already on its way here) makes it stale.
+    const changesAt = this.#changes.mark();
+    const sinceTake = this.#since();
     const ahead = await this.#ahead.take(node.key);
-    if (ahead !== undefined) {
-      const { listing, since } = this.#fromAhead(node, path, ahead);
+    if (ahead !== undefined && changesAt !== undefined && changesAt === this.#changes.count) {
+      const { listing, since } = this.#fromAhead(node, path, ahead, changesAt, sinceTake);
       return {
         handle: { id: NO_HANDLE, gen: this.#link.generation, dir: true, key: node.key, listing },
         ...this.#dirCache(node, since),
@@ -1589,16 +1595,20 @@ export class ContainerFs implements FileSystem<Handle> {
     return isErrno(opened) ? opened : { handle: opened.handle, ...opened.cache };
   }
 
-  /** Takes the listing of directory `node` at `path` that a walk fetched ahead. */
+  /**
+   * The listing a walk ahead brought, taken at `changesAt` (MountChanges.mark) and event `since`
+   * before waiting for it: a change or event before that dropped it in the walker, one after is
+   * seen by `#fill` (then its names answer no LOOKUP and are shown for this call only).
+   */
   #fromAhead(
     node: Node,
     path: string,
     ahead: WalkedListing,
+    changesAt: number | undefined,
+    since: number,
   ): { listing: DirListing; since: number } {
     const listing = new DirListing();
-    listing.changesAt = this.#changes.count; // any change since it was fetched dropped it
-    // Any event since it was fetched dropped it too: its state is as new as `seq` says.
-    const since = this.#since();
+    listing.changesAt = changesAt;
     this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at, since);
     this.#ahead.queue(node.key, path, ahead.entries);
     return { listing, since };

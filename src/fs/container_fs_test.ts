@@ -983,6 +983,25 @@ Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to ls
   deepStrictEqual(rpc.methods(), ["lstat", "opendir", "lstat", "lstat"]);
 });
 
+Deno.test("container fs: a walk's listing on its way to an OPENDIR when an unlink begins answers no LOOKUP", async () => {
+  // pjdfstest with -j2 (CI): an OPENDIR took the walked listing of a directory, an unlink in it
+  // began while that was resolving, and the listing then answered the next LOOKUP of the name.
+  const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
+  const { rpc, fs, d } = await withWalkedSubdir([inSub]);
+  rpc.on("unlink", () => ok(undefined));
+  rpc.on("lstat", () => fail("ENOENT"));
+  // What the satellite shows of d once x is gone.
+  rpc.on("opendir", () => ok({ handle: 50, eof: true, entries: [] }));
+  rpc.on("walk", (p) => ok({ dirs: p.paths.map((path) => ({ path, entries: [] })), walked: 0 }));
+  const opening = fs.opendir(fakeContext(), d);
+  const unlinking = fs.unlink(fakeContext(), d, "x");
+  value(await opening);
+  await unlinking;
+  deepStrictEqual(await fs.lookup(fakeContext(), d, "x"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lstat").length, 1, "asked the satellite, not the listing");
+  deepStrictEqual(rpc.paramsOf("opendir").length, 2, "d opened for real, not from the walk");
+});
+
 Deno.test("container fs: the first LOOKUP miss in a directory walked ahead is answered from the walk", async () => {
   const inSub = { name: "x", ino: 6n, type: DT_REG, offset: 1n, stat: fakeStat({ ino: 6n }) };
   const { rpc, fs, d } = await withWalkedSubdir([inSub]);

@@ -471,11 +471,15 @@ export async function mount<H>(
     return fail((error as Error).message);
   }
   if (rings && !await rings.registered()) {
-    options.logger?.warn(
-      `FUSE: io_uring rings did not register (${
-        rings.failure ? strerror(rings.failure) : "the kernel did not agree"
-      }): serving /dev/fuse`,
-    );
+    if (rings.failure) {
+      // A ring thread failed before registering: a connection that agreed to io_uring holds
+      // every new request until each CPU's ring registered, so this mount would never answer
+      // (not even the stat below). Detached here; the connection ends with the process.
+      await unmount(abs, { lazy: true }).catch(() => {});
+      rings.close();
+      return fail(`io_uring rings could not be set up (${strerror(rings.failure)})`);
+    }
+    options.logger?.warn("FUSE: the kernel did not agree to io_uring: serving /dev/fuse");
   }
   // The fusectl connection id is the minor device number of the mount (for abort()).
   let connection: number | undefined;

@@ -22,6 +22,8 @@
  */
 
 import {
+  CQE_SIZE,
+  CqRingOffset,
   EFD_CLOEXEC,
   ERRNO,
   IO_URING_PARAMS_SIZE,
@@ -42,6 +44,7 @@ import {
   SCHED_BATCH,
   SQE128_SIZE,
   SqeOffset,
+  SqRingOffset,
   SYS_IO_URING_ENTER,
   SYS_IO_URING_SETUP,
 } from "../linux/mod.ts";
@@ -179,6 +182,9 @@ const RING_CONSTANTS = {
   OFF_CQ_RING: IORING_OFF_CQ_RING,
   OFF_SQES: IORING_OFF_SQES,
   SQE: SqeOffset,
+  SQ: SqRingOffset,
+  CQ: CqRingOffset,
+  CQE_SIZE,
   SQE_SIZE: SQE128_SIZE,
   PROT: PROT_READ | PROT_WRITE,
   MAP: MAP_SHARED | MAP_POPULATE,
@@ -239,8 +245,8 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
   const cqEntries = pv.getUint32(K.PARAMS.CQ_ENTRIES, true);
   const sqOff = (i: number): number => pv.getUint32(K.PARAMS.SQ_OFF + i, true);
   const cqOff = (i: number): number => pv.getUint32(K.PARAMS.CQ_OFF + i, true);
-  const sqSize = sqOff(24) + sqEntries * 4;
-  const cqSize = cqOff(20) + cqEntries * 16;
+  const sqSize = sqOff(K.SQ.ARRAY) + sqEntries * 4;
+  const cqSize = cqOff(K.CQ.CQES) + cqEntries * K.CQE_SIZE;
   const single = (pv.getUint32(K.PARAMS.FEATURES, true) & K.FEAT_SINGLE_MMAP) !== 0;
   const map = (size: number, off: number): Deno.PointerValue => {
     const p = lib.mmap(null, BigInt(size), K.PROT, K.MAP, ringFd, BigInt(off));
@@ -263,10 +269,11 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
   const cqWords = new Uint32Array(cqBuf);
   const cqView = new DataView(cqBuf);
   const sqes = new DataView(Deno.UnsafePointerView.getArrayBuffer(sqePtr, sqEntries * K.SQE_SIZE));
-  const sqMask = sqWords[sqOff(8) >> 2];
-  const cqMask = cqWords[cqOff(8) >> 2];
-  const sqTailAt = sqOff(4) >> 2, sqArrayAt = sqOff(24) >> 2;
-  const cqHeadAt = cqOff(0) >> 2, cqTailAt = cqOff(4) >> 2, cqesAt = cqOff(20);
+  const sqMask = sqWords[sqOff(K.SQ.RING_MASK) >> 2];
+  const cqMask = cqWords[cqOff(K.CQ.RING_MASK) >> 2];
+  const sqTailAt = sqOff(K.SQ.TAIL) >> 2, sqArrayAt = sqOff(K.SQ.ARRAY) >> 2;
+  const cqHeadAt = cqOff(K.CQ.HEAD) >> 2, cqTailAt = cqOff(K.CQ.TAIL) >> 2;
+  const cqesAt = cqOff(K.CQ.CQES);
   let sqTail = Atomics.load(sqWords, sqTailAt);
   let toSubmit = 0;
 
@@ -426,7 +433,7 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
     let head = Atomics.load(cqWords, cqHeadAt);
     const tail = Atomics.load(cqWords, cqTailAt);
     while (head !== tail) {
-      const o = cqesAt + (head & cqMask) * 16;
+      const o = cqesAt + (head & cqMask) * K.CQE_SIZE;
       const data = cqView.getBigUint64(o, true);
       const res = cqView.getInt32(o + 8, true);
       head = (head + 1) >>> 0;

@@ -281,6 +281,10 @@ export const SqeOffset = {
   CMD: 48,
 } as const;
 export const CQE_SIZE = 16;
+/** Offsets within io_uring_params.sq_off of the fields the ring uses. */
+export const SqRingOffset = { TAIL: 4, RING_MASK: 8, ARRAY: 24 } as const;
+/** Offsets within io_uring_params.cq_off of the fields the ring uses. */
+export const CqRingOffset = { HEAD: 0, TAIL: 4, RING_MASK: 8, CQES: 20 } as const;
 /** sched_setscheduler(2) policy: no wake-up preemption. */
 export const SCHED_BATCH = 3;
 export const PROT_READ = 1;
