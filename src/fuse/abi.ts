@@ -170,8 +170,8 @@ export const URING_HEADER_SIZE = 288;
 /** Offset of op_in in the header buffer (and the most bytes it holds). */
 export const URING_OP_IN_OFFSET = 128;
 export const URING_OP_IN_SIZE = 128;
-/** Offsets of fuse_uring_ent_in_out's fields in the header buffer. */
-export const URING_COMMIT_ID_OFFSET = 256 + 8;
+/** Offset of fuse_uring_ent_in_out's payload_sz in the header buffer (its commit_id, at 264,
+ * is the request's unique, which the layer reads from the header instead). */
 export const URING_PAYLOAD_SZ_OFFSET = 256 + 16;
 /** Smallest payload buffer the kernel accepts: max(8 KiB, max_write, max_pages pages). */
 export function uringPayloadSize(maxWrite: number, maxPages: number): number {

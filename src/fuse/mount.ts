@@ -20,11 +20,11 @@ import {
 } from "../linux/mod.ts";
 import { FuseDevice } from "./device.ts";
 import { uringPayloadSize } from "./abi.ts";
-import { ENABLE_URING_PARAMETER, possibleCpus, UringDevice, uringProbe } from "./uring.ts";
+import { ENABLE_URING_PARAMETER, uringCpus, UringDevice } from "./uring.ts";
 import type { FileSystem } from "./filesystem.ts";
 import { cstr, errno, libc, strerror } from "./libc.ts";
 import type { FuseSession, MountOptions } from "./options.ts";
-import { requestBufferSize, Session } from "./session.ts";
+import { maxWriteOf, requestBufferSize, Session } from "./session.ts";
 import type { Node } from "./filesystem.ts";
 
 /** What is at a mountpoint path. */
@@ -456,7 +456,7 @@ export async function mount<H>(
     spinMicros: options.spinMicros,
     readerSpinMicros: options.readerSpinMicros ?? DEFAULT_READER_SPIN_MICROS,
   });
-  const maxWrite = Math.max(4096, Math.min(1 << 20, options.maxWrite ?? 1 << 20));
+  const maxWrite = maxWriteOf(options);
   const rings = ringCpus === undefined ? undefined : new UringDevice(fuseDevice, fd, {
     cpus: ringCpus,
     payloadSize: uringPayloadSize(maxWrite, Math.ceil(maxWrite / 4096)),
@@ -516,10 +516,9 @@ async function ringCpusFor(options: MountOptions): Promise<number | undefined> {
       options.logger?.warn(`FUSE: cannot switch ${ENABLE_URING_PARAMETER} on: ${error}`);
     }
   }
-  const why = uringProbe(read);
-  const cpus = possibleCpus();
-  if (why !== undefined || cpus === undefined) {
-    options.logger?.warn(`FUSE: no io_uring (${why ?? "unknown CPUs"}): serving /dev/fuse`);
+  const cpus = uringCpus(read);
+  if (typeof cpus === "string") {
+    options.logger?.warn(`FUSE: no io_uring (${cpus}): serving /dev/fuse`);
     return undefined;
   }
   return cpus;

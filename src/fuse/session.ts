@@ -202,7 +202,12 @@ export interface SessionOptions {
 
 /** Size of request buffers for these options: max_write + 8 KiB (smaller reads fail). */
 export function requestBufferSize(options: SessionOptions): number {
-  return Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB)) + 8192;
+  return maxWriteOf(options) + 8192;
+}
+
+/** The max_write the session agrees for these options: 4 KiB to 1 MiB, 1 MiB by default. */
+export function maxWriteOf(options: SessionOptions): number {
+  return Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB));
 }
 
 /** One request in flight; it is also the `RequestContext` given to the implementation. */
@@ -394,7 +399,7 @@ export class Session<H = unknown> {
     this.#writeback = options.writebackCache ?? false;
     this.#cacheSymlinks = options.cacheSymlinks ?? false;
     this.#posixAcl = options.posixAcl ?? false;
-    this.#maxWrite = Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB));
+    this.#maxWrite = maxWriteOf(options);
     this.#maxReadahead = Math.max(0, Math.min(MiB, options.maxReadahead ?? MiB));
     this.#maxBackground = Math.max(1, Math.min(65535, options.maxBackground ?? 64));
     this.#scratch = new Uint8Array(64 * 1024);

@@ -16,7 +16,7 @@
  *   (before, the reply waits in a copy): request and reply share the payload buffer.
  * - The rings are set up before INIT is answered and register only after: a FUSE connection
  *   that agreed to io_uring blocks new requests until every CPU's ring is registered, so the
- *   session asks for it only when `uringProbe` made a ring here.
+ *   session asks for it only when `uringCpus` made a ring here.
  *
  * @module
  */
@@ -52,7 +52,6 @@ import {
   IN_HEADER_SIZE,
   InitFlag,
   OUT_HEADER_SIZE,
-  URING_COMMIT_ID_OFFSET,
   URING_HEADER_SIZE,
   URING_OP_IN_OFFSET,
   URING_OP_IN_SIZE,
@@ -92,11 +91,12 @@ const REPLIED = 3; // its reply is in the entry: the ring thread commits it
 /** Payload buffers start this far into an entry's slot: the header and op_in go before it. */
 const PAYLOAD_AT = 256;
 
-/** Why FUSE over io_uring cannot be used here, or undefined when it can. */
-export function uringProbe(
+/** The number of rings FUSE over io_uring needs here (one per possible CPU), or why it cannot be
+ * used. */
+export function uringCpus(
   readParameter: () => string | undefined,
   readCpus?: (path: string) => string,
-): string | undefined {
+): number | string {
   const enabled = readParameter();
   if (enabled === undefined) return "this kernel has no FUSE over io_uring";
   if (enabled.trim() !== "Y") return `${ENABLE_URING_PARAMETER} is ${enabled.trim()}`;
@@ -108,7 +108,7 @@ export function uringProbe(
   const fd = Number(libc().syscall_setup(BigInt(SYS_IO_URING_SETUP), 2, params));
   if (fd < 0) return `io_uring_setup failed (errno ${errno()})`;
   libc().close(fd);
-  return undefined;
+  return cpus;
 }
 
 /** Number of possible CPUs (the kernel makes a ring queue for each), from sysfs. */
@@ -165,7 +165,6 @@ const RING_CONSTANTS = {
   URING_HEADER_SIZE,
   URING_OP_IN_OFFSET,
   URING_OP_IN_SIZE,
-  URING_COMMIT_ID_OFFSET,
   URING_PAYLOAD_SZ_OFFSET,
   REGISTER: UringCmd.REGISTER,
   COMMIT: UringCmd.COMMIT_AND_FETCH,
@@ -220,7 +219,9 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
   // Read without allocating (a collection in between may set errno); the address is fixed.
   const errnoView = new Deno.UnsafePointerView(lib.__errno_location()!);
   const errno = (): number => errnoView.getInt32(0);
-  const ctrl = new Int32Array(init.sab, 0, K.CTRL_ENTRIES);
+  const first = init.qid * init.depth;
+  // The control words, then each entry's (this ring's are the last `depth`).
+  const ctrl = new Int32Array(init.sab, 0, K.CTRL_ENTRIES + (first + init.depth) * K.ENTRY_WORDS);
   const fail = (e: number): void => {
     Atomics.store(ctrl, K.CTRL_ERRNO, e);
     Atomics.add(ctrl, K.CTRL_FAILED, 1);
@@ -281,7 +282,6 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
   const u8 = new Uint8Array(sab);
   const ptrOf = (offset: number, length: number): bigint =>
     BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(sab, offset, length))));
-  const first = init.qid * init.depth;
   const headerAt = (e: number): number => init.headersOffset + (first + e) * 512;
   const slotAt = (e: number): number => init.slotsOffset + (first + e) * init.slotSize;
   // Everything the kernel reads or writes by address lives in the shared buffer, whose memory
@@ -394,19 +394,18 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
       }
     }
     const base = K.CTRL_ENTRIES + (first + e) * K.ENTRY_WORDS;
-    ctrlAll[base + 1] = start;
-    ctrlAll[base + 2] = len;
-    ctrlAll[base + 3] = ++seq;
-    Atomics.store(ctrlAll, base, K.FILLED);
-    Atomics.add(ctrlAll, K.CTRL_FILLED, 1);
-    Atomics.notify(ctrlAll, K.CTRL_FILLED);
+    ctrl[base + 1] = start;
+    ctrl[base + 2] = len;
+    ctrl[base + 3] = ++seq;
+    Atomics.store(ctrl, base, K.FILLED);
+    Atomics.add(ctrl, K.CTRL_FILLED, 1);
+    Atomics.notify(ctrl, K.CTRL_FILLED);
   };
-  const ctrlAll = new Int32Array(sab, 0, K.CTRL_ENTRIES + (first + init.depth) * K.ENTRY_WORDS);
   const commitReplied = (): void => {
     for (let e = 0; e < init.depth; e++) {
       const base = K.CTRL_ENTRIES + (first + e) * K.ENTRY_WORDS;
-      if (Atomics.load(ctrlAll, base) !== K.REPLIED) continue;
-      Atomics.store(ctrlAll, base, K.WITH_KERNEL);
+      if (Atomics.load(ctrl, base) !== K.REPLIED) continue;
+      Atomics.store(ctrl, base, K.WITH_KERNEL);
       uringCmd(e, K.COMMIT, headers[e].getBigUint64(8, true));
     }
   };
@@ -460,6 +459,8 @@ interface Entry {
   readonly qid: number;
   readonly header: DataView;
   readonly payload: Uint8Array;
+  /** Where its slot ends in the shared buffer (a request handed over runs from its start to here). */
+  readonly slotEnd: number;
   /** The session released the request (its reply may go into the payload). */
   released: boolean;
   /** A reply made before the release (copied out of the session's buffers). */
@@ -477,13 +478,11 @@ export class UringDevice implements Device {
   readonly #cpus: number;
   readonly #depth: number;
   readonly #payloadSize: number;
-  #slotBytes = 0;
   readonly #log: (message: string) => void;
   #sab: SharedArrayBuffer | undefined;
   #ctrl: Int32Array | undefined;
   #entries: Entry[] = [];
   #eventFds: number[] = [];
-  #workers: Worker[] = [];
   /** Ring requests the session holds, by unique. */
   #byUnique = new Map<bigint, number>();
   #event = new BigUint64Array([1n]);
@@ -517,7 +516,6 @@ export class UringDevice implements Device {
     const headersOffset = Math.ceil(ctrlBytes / 4096) * 4096;
     const slotsOffset = headersOffset + Math.ceil(total * 512 / 4096) * 4096;
     const slotSize = Math.ceil((PAYLOAD_AT + this.#payloadSize) / 4096) * 4096;
-    this.#slotBytes = slotSize;
     const sab = new SharedArrayBuffer(slotsOffset + total * slotSize);
     this.#sab = sab;
     this.#ctrl = new Int32Array(sab, 0, CTRL_ENTRIES + total * ENTRY_WORDS);
@@ -526,6 +524,7 @@ export class UringDevice implements Device {
         qid: Math.floor(i / this.#depth),
         header: new DataView(sab, headersOffset + i * 512, URING_HEADER_SIZE),
         payload: new Uint8Array(sab, slotsOffset + i * slotSize + PAYLOAD_AT, this.#payloadSize),
+        slotEnd: slotsOffset + (i + 1) * slotSize,
         released: false,
         pending: undefined,
       });
@@ -540,7 +539,6 @@ export class UringDevice implements Device {
         if (efd < 0) throw new Error(`eventfd failed (errno ${errno()})`);
         this.#eventFds.push(efd);
         const worker = new Worker(url, { type: "module" });
-        this.#workers.push(worker);
         const init: RingInit = {
           sab,
           qid,
@@ -559,7 +557,7 @@ export class UringDevice implements Device {
     } finally {
       URL.revokeObjectURL(url);
     }
-    this.#pump(slotsOffset).catch((error) => {
+    this.#pump().catch((error) => {
       this.#log(`FUSE ring pump failed: ${error}`);
     });
   }
@@ -571,7 +569,6 @@ export class UringDevice implements Device {
     const agreed = (flags & InitFlag.OVER_IO_URING) !== 0n;
     Atomics.store(ctrl, CTRL_GO, agreed ? 1 : -1);
     Atomics.notify(ctrl, CTRL_GO);
-    if (!agreed) this.#log("FUSE: the kernel did not agree to io_uring; serving /dev/fuse");
   }
 
   /** Resolves once every ring registered (true) or one failed (false). */
@@ -592,9 +589,8 @@ export class UringDevice implements Device {
     return this.#ctrl ? Atomics.load(this.#ctrl, CTRL_ERRNO) : 0;
   }
 
-  async #pump(slotsOffset: number): Promise<void> {
+  async #pump(): Promise<void> {
     const ctrl = this.#ctrl!, sab = this.#sab!;
-    const slotSize = this.#slotBytes;
     let seen = Atomics.load(ctrl, CTRL_FILLED);
     while (!this.#closed) {
       for (let i = 0; i < this.#entries.length; i++) {
@@ -605,7 +601,7 @@ export class UringDevice implements Device {
         const entry = this.#entries[i];
         entry.released = false;
         entry.pending = undefined;
-        const size = slotsOffset + (i + 1) * slotSize - start;
+        const size = entry.slotEnd - start;
         const buffer: RequestBuffer = {
           bytes: new Uint8Array(sab, start, size),
           view: new DataView(sab, start, size),

@@ -1,5 +1,5 @@
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
-import { MAX_URING_CPUS, possibleCpus, uringProbe } from "./uring.ts";
+import { MAX_URING_CPUS, possibleCpus, uringCpus } from "./uring.ts";
 
 Deno.test("possibleCpus: reads the kernel's CPU list", () => {
   const of = (text: string) => possibleCpus(() => text);
@@ -13,15 +13,15 @@ Deno.test("possibleCpus: reads the kernel's CPU list", () => {
   );
 });
 
-Deno.test("uringProbe: says why rings cannot be had", () => {
-  strictEqual(uringProbe(() => undefined), "this kernel has no FUSE over io_uring");
-  strictEqual(uringProbe(() => "N\n"), "/sys/module/fuse/parameters/enable_uring is N");
+Deno.test("uringCpus: says why rings cannot be had, else how many", () => {
+  strictEqual(uringCpus(() => undefined), "this kernel has no FUSE over io_uring");
+  strictEqual(uringCpus(() => "N\n"), "/sys/module/fuse/parameters/enable_uring is N");
   const cpus = possibleCpus()!;
   strictEqual(
-    uringProbe(() => "Y\n", () => String(`0-${MAX_URING_CPUS}`)),
+    uringCpus(() => "Y\n", () => String(`0-${MAX_URING_CPUS}`)),
     `${MAX_URING_CPUS + 1} CPUs (rings serve at most ${MAX_URING_CPUS})`,
   );
   // With the switch on, a ring can be made here (the test machines run Linux 6.14+).
-  strictEqual(uringProbe(() => "Y\n", () => "0-1"), undefined);
+  strictEqual(uringCpus(() => "Y\n", () => "0-1"), 2);
   strictEqual(cpus >= 1, true);
 });
