@@ -36,7 +36,7 @@ const CTRL_END = 2;
 const CTRL_SLOTS = 4;
 const SLOT_WORDS = 3;
 /** Largest reply a reader filter may write. */
-const FILTER_REPLY_MAX = 4096;
+export const FILTER_REPLY_MAX = 4096;
 
 /** One request buffer handed to the session; `release` gives it back to the device. */
 export interface RequestBuffer {

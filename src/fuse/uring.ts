@@ -59,7 +59,7 @@ import {
   UringCmd,
   UringCmdOffset,
 } from "./abi.ts";
-import type { Device, DeviceSink, RequestBuffer } from "./device.ts";
+import { type Device, type DeviceSink, FILTER_REPLY_MAX, type RequestBuffer } from "./device.ts";
 import { errno, libc } from "./libc.ts";
 
 /** Where the kernel's switch for FUSE over io_uring is. */
@@ -192,7 +192,7 @@ const RING_CONSTANTS = {
   SYS_ENTER: SYS_IO_URING_ENTER,
   EINTR: ERRNO.EINTR,
   EIO: ERRNO.EIO,
-  FILTER_REPLY_MAX: 4096,
+  FILTER_REPLY_MAX,
 };
 
 /**
