@@ -26,7 +26,6 @@ import {
   OpenFlags,
   openFlagsFromWire,
   type ParamsOf,
-  type PathArg,
   RECORD_BYTES,
   type ResultOf,
   RpcFailure,
@@ -61,7 +60,16 @@ import {
 } from "../src/linux/mod.ts";
 import { DATA_OFFSET, Op } from "./io_jobs.ts";
 import { big, cString, type Libc, num } from "./libc.ts";
-import { isDotName, joinBytes, pathRuns, splitPath, tooLong, withNul } from "./paths.ts";
+import {
+  isDotName,
+  joinBytes,
+  pathRuns,
+  splitPath,
+  tooLong,
+  type Where,
+  withNul,
+} from "./paths.ts";
+import { NodeHandles } from "./nodes.ts";
 import type { IoPool } from "./workers.ts";
 import { walk, type WalkAccess } from "./walk.ts";
 import { decodeName, type Listing, newListing, wireListing } from "./listing.ts";
@@ -78,6 +86,7 @@ const {
   EOPNOTSUPP,
   EOVERFLOW,
   EPERM,
+  ESTALE,
   ERANGE,
 } = ERRNO;
 const I64_MAX = (1n << 63n) - 1n;
@@ -142,6 +151,8 @@ export interface SatelliteFsOptions {
    * without it (or when it cannot), they run inline.
    */
   io?: Pick<IoPool, "submit" | "busy" | "whenIdle">;
+  /** The node handles (`lookup`, `at`); without it, none is issued. */
+  nodes?: NodeHandles;
 }
 
 /** The handlers, bound to a root directory fd. */
@@ -149,6 +160,7 @@ export class SatelliteFs {
   readonly #c: Libc;
   readonly #rootFd: number;
   readonly #handles = new Map<number, FileHandle>();
+  readonly #nodes: NodeHandles;
   readonly #euid: number;
   readonly #options: SatelliteFsOptions;
   #walkHook: ((fd: number) => void) | undefined;
@@ -178,6 +190,7 @@ export class SatelliteFs {
     this.#c = libc;
     this.#rootFd = rootFd;
     this.#options = options;
+    this.#nodes = options.nodes ?? new NodeHandles(0, (fd) => libc.fn.close(fd));
     this.#euid = libc.fn.geteuid();
     this.#egid = libc.fn.getegid();
     const f = (bit: number) => openFlagsFromWire(bit, libc.arch);
@@ -202,7 +215,10 @@ export class SatelliteFs {
       libc: this.#c,
       openPath: (path) => {
         const f = this.#flags;
-        const fd = this.#openAt(path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+        const fd = this.#openAt(
+          { path },
+          f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC,
+        );
         return fd instanceof RpcFailure ? -1 : fd;
       },
       openChild: (dirfd, name) => {
@@ -229,16 +245,27 @@ export class SatelliteFs {
     return this.#handles.size;
   }
 
-  /** Closes every handle (at exit). */
+  /** Node handles held. */
+  get nodeHandles(): number {
+    return this.#nodes.size;
+  }
+
+  /** Closes every handle, node handles too (at exit). */
   closeAll(): void {
     for (const h of this.#handles.values()) this.#c.fn.close(h.fd);
     this.#handles.clear();
+    this.#nodes.closeAll();
   }
 
   /** The handler table for the dispatcher. */
   handlers(): Handlers {
     const handlers: Handlers = {
-      lstat: (p) => this.#lstat(p.path),
+      lstat: (p) => this.#lstat(p),
+      lookup: (p) => this.#lookup(p),
+      forget: (p) => {
+        this.#nodes.forget(p.nodes);
+        return null;
+      },
       fstat: (p) => {
         const h = this.#handles.get(p.handle);
         return h ? this.#statFd(h.fd) : new RpcFailure("EBADF", `no handle ${p.handle}`);
@@ -274,34 +301,34 @@ export class SatelliteFs {
             p.handle,
             (fd) => p.datasync ? this.#c.fn.fdatasync(fd) : this.#c.fn.fsync(fd),
           ),
-      truncate: (p) => this.#truncatePath(p.path, p.size),
+      truncate: (p) => this.#truncatePath(p, p.size),
       ftruncate: (p) => this.#fdOp(p.handle, (fd) => this.#c.fn.ftruncate64(fd, p.size)),
       setattr: (p) => this.#setattr(p),
       mkdir: (p) =>
         this.#createNode(
-          p.path,
+          p,
           p.owner,
           (dirfd, name) => this.#c.fn.mkdirat(dirfd, name, p.mode),
           true,
         ),
-      rmdir: (p) => this.#atOpDir(p.path, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
-      unlink: (p) => this.#atOpDir(p.path, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
+      rmdir: (p) => this.#atOpDir(p, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
+      unlink: (p) => this.#atOpDir(p, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
       rename: (p) => this.#rename(p),
       link: (p) => this.#link(p),
       symlink: (p) => {
         const target = cString(p.target);
         if (!target) return new RpcFailure("EINVAL", "NUL in symlink target");
         return this.#createNode(
-          p.path,
+          p,
           p.owner,
           (dirfd, name) => this.#c.fn.symlinkat(target, dirfd, name),
         );
       },
-      readlink: (p) => this.#readlink(p.path),
-      chmod: (p) => this.#chmod(p.path, p.mode),
+      readlink: (p) => this.#readlink(p),
+      chmod: (p) => this.#chmod(p, p.mode),
       chown: (p) =>
         this.#atOp(
-          p.path,
+          p,
           (d, n) =>
             this.#c.fn.fchownat(
               d,
@@ -311,11 +338,11 @@ export class SatelliteFs {
               AT_SYMLINK_NOFOLLOW,
             ),
         ),
-      utimens: (p) => this.#utimens(p.path, p.atime, p.mtime),
-      statfs: (p) => this.#statfs(p.path),
+      utimens: (p) => this.#utimens(p, p.atime, p.mtime),
+      statfs: (p) => this.#statfs(p),
       mknod: (p) =>
         this.#createNode(
-          p.path,
+          p,
           p.owner,
           (dirfd, name) =>
             num(
@@ -328,12 +355,12 @@ export class SatelliteFs {
               ),
             ),
         ),
-      getxattr: (p) => this.#getxattr(p.path, p.name),
+      getxattr: (p) => this.#getxattr(p, p.name),
       setxattr: (p) => {
         const name = cString(p.name);
         if (!name) return new RpcFailure("EINVAL");
         return this.#xattr(
-          p.path,
+          p,
           (t) =>
             t.fd === undefined
               ? this.#c.fn.lsetxattr(t.path, name, p.value, BigInt(p.value.length), p.flags)
@@ -342,12 +369,12 @@ export class SatelliteFs {
           () => failure(EPERM, "no user xattrs on symlinks and special files"),
         );
       },
-      listxattr: (p) => this.#listxattr(p.path),
+      listxattr: (p) => this.#listxattr(p),
       removexattr: (p) => {
         const name = cString(p.name);
         if (!name) return new RpcFailure("EINVAL");
         return this.#xattr(
-          p.path,
+          p,
           (t) =>
             t.fd === undefined
               ? this.#c.fn.lremovexattr(t.path, name)
@@ -373,9 +400,9 @@ export class SatelliteFs {
     return guardOffsets(handlers);
   }
 
-  /** An O_PATH descriptor of the directory at `path` beneath the root, or a positive errno. */
-  openDirPath(path: PathArg): number {
-    const r = this.#resolve(path);
+  /** An O_PATH descriptor of the directory at `w` beneath the root, or a positive errno. */
+  openDirPath(w: Where): number {
+    const r = this.#resolve(w);
     if (typeof r === "number") return r;
     try {
       const f = this.#flags;
@@ -391,10 +418,10 @@ export class SatelliteFs {
     }
   }
 
-  /** Whether the directory at `path` beneath the root has no entries; undefined when unreadable. */
-  emptyDir(path: PathArg): boolean | undefined {
+  /** Whether the directory at `w` beneath the root has no entries; undefined when unreadable. */
+  emptyDir(w: Where): boolean | undefined {
     const f = this.#flags;
-    const fd = this.#openAt(path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    const fd = this.#openAt(w, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
     if (fd instanceof RpcFailure) return undefined;
     try {
       const dir: DirState = { position: 0n, buffered: [] };
@@ -475,16 +502,20 @@ export class SatelliteFs {
   // --- path resolution -------------------------------------------------------------------
 
   /**
-   * Opens the parent of `path` beneath the root. Returns an errno (positive) on failure.
-   * A parent longer than one openat2 takes (PATH_MAX) is opened one run of components at a
-   * time, each beneath the O_PATH descriptor of the run before, with the same rules.
+   * Opens the parent of `w.path` beneath its base: node handle `w.at`, or the root. Returns an
+   * errno (positive) on failure: ESTALE for a node handle not held. A parent longer than one
+   * openat2 takes (PATH_MAX) is opened one run of components at a time, each beneath the
+   * O_PATH descriptor of the run before, with the same rules.
    */
-  #resolve(path: PathArg): Resolved | number {
+  #resolve(w: Where): Resolved | number {
+    const base = w.at === undefined ? this.#rootFd : this.#nodes.fd(w.at);
+    if (base === undefined) return ESTALE;
+    const path = w.path;
     const parts = splitPath(path);
     if (parts === undefined) return tooLong(path) ? ENAMETOOLONG : EINVAL;
-    if (parts.length === 0) return { dirfd: this.#rootFd, name: DOT, owned: false };
+    if (parts.length === 0) return { dirfd: base, name: DOT, owned: false };
     const name = withNul(parts[parts.length - 1]);
-    if (parts.length === 1) return { dirfd: this.#rootFd, name, owned: false };
+    if (parts.length === 1) return { dirfd: base, name, owned: false };
     const parents = parts.slice(0, -1);
     const flags = this.#flags.O_PATH | this.#flags.O_DIRECTORY | this.#flags.O_CLOEXEC;
     if (this.#openat2) {
@@ -495,14 +526,14 @@ export class SatelliteFs {
           BigInt(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS),
         ]).buffer,
       );
-      let dirfd = this.#rootFd;
+      let dirfd = base;
       let errno = 0;
       for (const run of pathRuns(parents)) {
         const fd = num(
           this.#c.fn.sys_openat2(this.#c.sys.openat2, dirfd, joinBytes(run), how, 24n),
         );
         errno = fd < 0 ? this.#c.errno() : 0;
-        if (dirfd !== this.#rootFd) this.#c.fn.close(dirfd);
+        if (dirfd !== base) this.#c.fn.close(dirfd);
         if (fd < 0) break;
         dirfd = fd;
       }
@@ -513,11 +544,11 @@ export class SatelliteFs {
         `openat2 unavailable (${errnoName(errno)}): resolving paths per component`,
       );
     }
-    let dirfd = this.#rootFd;
+    let dirfd = base;
     for (const part of parents) {
       const fd = this.#c.fn.openat(dirfd, withNul(part), flags | this.#flags.O_NOFOLLOW, 0);
       const errno = fd < 0 ? this.#c.errno() : 0;
-      if (dirfd !== this.#rootFd) this.#c.fn.close(dirfd);
+      if (dirfd !== base) this.#c.fn.close(dirfd);
       if (fd < 0) return errno;
       dirfd = fd;
     }
@@ -529,8 +560,8 @@ export class SatelliteFs {
   }
 
   /** Runs an *at call on the resolved path; result null or the call's errno. */
-  #atOp(path: PathArg, op: (dirfd: number, name: Uint8Array) => number): null | RpcFailure {
-    const r = this.#resolve(path);
+  #atOp(w: Where, op: (dirfd: number, name: Uint8Array) => number): null | RpcFailure {
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       return op(r.dirfd, r.name) < 0 ? failure(this.#c.errno()) : null;
@@ -541,10 +572,10 @@ export class SatelliteFs {
 
   /** Like #atOp, answering the parent directory's attributes after the change. */
   #atOpDir(
-    path: PathArg,
+    w: Where,
     op: (dirfd: number, name: Uint8Array) => number,
   ): { dir: Stat } | undefined | RpcFailure {
-    const r = this.#resolve(path);
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       if (op(r.dirfd, r.name) < 0) return failure(this.#c.errno());
@@ -556,8 +587,8 @@ export class SatelliteFs {
   }
 
   /** Attributes of the directory holding `path` (undefined when they cannot be had). */
-  #parentStat(path: PathArg): Stat | undefined {
-    const r = this.#resolve(path);
+  #parentStat(w: Where): Stat | undefined {
+    const r = this.#resolve(w);
     if (typeof r === "number") return undefined;
     try {
       return this.#dirStat(r.dirfd);
@@ -662,8 +693,52 @@ export class SatelliteFs {
     }
   }
 
-  #lstat(path: PathArg): Stat | RpcFailure {
-    const r = this.#resolve(path);
+  /** `lstat`, and a node handle for a directory while the budget lasts. */
+  #lookup(w: Where): { stat: Stat; node?: number } | RpcFailure {
+    const r = this.#resolve(w);
+    if (typeof r === "number") return failure(r);
+    try {
+      const stat = this.#statAt(r.dirfd, r.name);
+      if (stat instanceof RpcFailure) return stat;
+      if ((stat.mode & S_IFMT) !== S_IFDIR || !this.#nodes.available) return { stat };
+      const node = this.#openNode(r, stat);
+      return node === undefined ? { stat } : { stat, node };
+    } finally {
+      this.#release_(r);
+    }
+  }
+
+  /**
+   * A node handle of directory `r`, whose Stat is `stat`; none once another inode is there (the
+   * Stat answered is then of the old one) or past the budget.
+   */
+  #openNode(r: Resolved, stat: Stat): number | undefined {
+    const f = this.#flags;
+    const flags = f.O_PATH | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC;
+    return this.#issueNode(this.#openRetry(r.dirfd, r.name, flags, 0), stat);
+  }
+
+  /**
+   * Issues `fd` (negative: none) as a node handle; with `stat`, only when it is still that
+   * inode. Closes it when not issued.
+   */
+  #issueNode(fd: number, stat?: Stat): number | undefined {
+    if (fd < 0) return undefined;
+    if (stat !== undefined) {
+      const now = this.#statFd(fd);
+      if (
+        now instanceof RpcFailure || now.ino !== stat.ino || now.devMajor !== stat.devMajor ||
+        now.devMinor !== stat.devMinor
+      ) {
+        this.#c.fn.close(fd);
+        return undefined;
+      }
+    }
+    return this.#nodes.issue(fd);
+  }
+
+  #lstat(w: Where): Stat | RpcFailure {
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       return this.#statAt(r.dirfd, r.name);
@@ -681,8 +756,8 @@ export class SatelliteFs {
     return id;
   }
 
-  #openAt(path: PathArg, flags: number, mode = 0): number | RpcFailure {
-    const r = this.#resolve(path);
+  #openAt(w: Where, flags: number, mode = 0): number | RpcFailure {
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       for (;;) {
@@ -698,15 +773,19 @@ export class SatelliteFs {
 
   #opendir(
     p: ParamsOf<"opendir">,
-  ): { handle: number; entries?: EntryList; eof?: boolean } | RpcFailure {
+  ): { handle: number; entries?: EntryList; eof?: boolean; node?: number } | RpcFailure {
     const f = this.#flags;
-    const fd = this.#openAt(p.path, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    const fd = this.#openAt(p, f.O_RDONLY | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, true);
-    if (!p.readAhead) return { handle };
+    // The node's descriptor is a second one (the listing's is closed at release); only used as
+    // a dirfd, so the shared position does not matter.
+    const node = p.node && this.#nodes.available ? this.#issueNode(this.#c.fn.dup(fd)) : undefined;
+    const named = node === undefined ? { handle } : { handle, node };
+    if (!p.readAhead) return named;
     const first = this.#readdir({ handle, offset: 0n, plus: true, maxEntries: p.readAhead });
     // Best effort: a failure is left to the client's first readdir.
-    return first instanceof RpcFailure ? { handle } : { handle, ...first };
+    return first instanceof RpcFailure ? named : { ...named, ...first };
   }
 
   /** Reads the next batch of raw entries into `dir.buffered`; false at end of directory. */
@@ -826,7 +905,7 @@ export class SatelliteFs {
   }
 
   #open(p: ParamsOf<"open">): Opened | RpcFailure | Later<Opened> {
-    const fd = this.#openAt(p.path, this.#openFlags(p.flags));
+    const fd = this.#openAt(p, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, false);
     if (!p.readAhead && !p.stat) return { handle };
@@ -871,7 +950,10 @@ export class SatelliteFs {
    */
   #readFiles(p: ParamsOf<"readFiles">): ReadFiles | RpcFailure | Later<ReadFiles> {
     const f = this.#flags;
-    const dirfd = this.#openAt(p.dir, f.O_PATH | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC);
+    const dirfd = this.#openAt(
+      { at: p.at, path: p.dir },
+      f.O_PATH | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC,
+    );
     if (dirfd instanceof RpcFailure) return dirfd;
     const files: ReadFiles = new Array(p.names.length).fill(undefined);
     const io = this.#options.io;
@@ -931,7 +1013,7 @@ export class SatelliteFs {
   }
 
   #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {
-    const r = this.#resolve(p.path);
+    const r = this.#resolve(p);
     if (typeof r === "number") return failure(r);
     let fd: number;
     try {
@@ -963,7 +1045,7 @@ export class SatelliteFs {
       this.#c.fn.close(fd);
       return stat;
     }
-    return { handle: this.#addHandle(fd, false), stat, dir: this.#parentStat(p.path) };
+    return { handle: this.#addHandle(fd, false), stat, dir: this.#parentStat(p) };
   }
 
   /** openat, retried on EINTR; the fd or -errno. */
@@ -1102,9 +1184,9 @@ export class SatelliteFs {
     return this.#c.fn.close(h.fd) < 0 ? failure(this.#c.errno()) : null;
   }
 
-  #truncatePath(path: PathArg, size: bigint): null | RpcFailure {
+  #truncatePath(w: Where, size: bigint): null | RpcFailure {
     const f = this.#flags;
-    const fd = this.#openAt(path, f.O_WRONLY | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock);
+    const fd = this.#openAt(w, f.O_WRONLY | f.O_NOFOLLOW | f.O_CLOEXEC | this.#nonblock);
     if (fd instanceof RpcFailure) return fd;
     try {
       return this.#c.fn.ftruncate64(fd, size) < 0 ? failure(this.#c.errno()) : null;
@@ -1113,8 +1195,8 @@ export class SatelliteFs {
     }
   }
 
-  #chmod(path: PathArg, mode: number): null | RpcFailure {
-    const r = this.#resolve(path);
+  #chmod(w: Where, mode: number): null | RpcFailure {
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       const perm = mode & MODE_PERM_MASK;
@@ -1186,7 +1268,7 @@ export class SatelliteFs {
   }
 
   #utimens(
-    path: PathArg,
+    w: Where,
     atime: { sec: number; nsec: number } | undefined,
     mtime: { sec: number; nsec: number } | undefined,
   ): null | RpcFailure {
@@ -1197,34 +1279,34 @@ export class SatelliteFs {
       BigInt(mtime?.nsec ?? UTIME_OMIT),
     ]);
     const buf = new Uint8Array(times.buffer);
-    return this.#atOp(path, (d, n) => this.#c.fn.utimensat(d, n, buf, AT_SYMLINK_NOFOLLOW));
+    return this.#atOp(w, (d, n) => this.#c.fn.utimensat(d, n, buf, AT_SYMLINK_NOFOLLOW));
   }
 
   #setattr(p: ParamsOf<"setattr">): Stat | RpcFailure {
     if (p.uid !== undefined || p.gid !== undefined) {
       const r = this.#atOp(
-        p.path,
+        p,
         (d, n) =>
           this.#c.fn.fchownat(d, n, p.uid ?? 0xffffffff, p.gid ?? 0xffffffff, AT_SYMLINK_NOFOLLOW),
       );
       if (r) return r;
     }
     if (p.mode !== undefined) {
-      const r = this.#chmod(p.path, p.mode);
+      const r = this.#chmod(p, p.mode);
       if (r) return r;
     }
     if (p.size !== undefined) {
       const size = p.size;
       const r = p.handle !== undefined
         ? this.#fdOp(p.handle, (fd) => this.#c.fn.ftruncate64(fd, size))
-        : this.#truncatePath(p.path, size);
+        : this.#truncatePath(p, size);
       if (r) return r;
     }
     if (p.atime !== undefined || p.mtime !== undefined) {
-      const r = this.#utimens(p.path, p.atime, p.mtime);
+      const r = this.#utimens(p, p.atime, p.mtime);
       if (r) return r;
     }
-    return this.#lstat(p.path);
+    return this.#lstat(p);
   }
 
   /**
@@ -1232,12 +1314,12 @@ export class SatelliteFs {
    * Stat.
    */
   #createNode(
-    path: PathArg,
+    w: Where,
     owner: { uid: number; gid: number } | undefined,
     op: (dirfd: number, name: Uint8Array) => number,
     isDir = false,
-  ): { stat: Stat; dir?: Stat } | RpcFailure {
-    const r = this.#resolve(path);
+  ): { stat: Stat; dir?: Stat; node?: number } | RpcFailure {
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       if (op(r.dirfd, r.name) < 0) return failure(this.#c.errno());
@@ -1245,7 +1327,11 @@ export class SatelliteFs {
         const errno = this.#giveNew(r.dirfd, r.name, owner, undefined, isDir);
         if (errno) return failure(errno);
       }
-      return this.#made(r.dirfd, r.name);
+      const made = this.#made(r.dirfd, r.name);
+      if (!isDir || made instanceof RpcFailure || !this.#nodes.available) return made;
+      // A new directory is a node the kernel knows from now on: its handle comes along.
+      const node = this.#openNode(r, made.stat);
+      return node === undefined ? made : { ...made, node };
     } finally {
       this.#release_(r);
     }
@@ -1253,8 +1339,8 @@ export class SatelliteFs {
 
   /** Resolves two paths, runs `op` on both, and releases them whatever happens. */
   #withTwo<T>(
-    a: PathArg,
-    b: PathArg,
+    a: Where,
+    b: Where,
     op: (from: Resolved, to: Resolved) => T | RpcFailure,
   ): T | RpcFailure {
     const from = this.#resolve(a);
@@ -1281,41 +1367,49 @@ export class SatelliteFs {
   }
 
   #rename(p: ParamsOf<"rename">): { fromDir?: Stat; toDir?: Stat } | RpcFailure {
-    return this.#withTwo(p.from, p.to, (from, to) => {
-      let r = num(
-        this.#c.fn.sys_renameat2(
-          this.#c.sys.renameat2,
-          from.dirfd,
-          from.name,
-          to.dirfd,
-          to.name,
-          p.flags,
-        ),
-      );
-      if (r < 0 && p.flags === 0 && this.#c.errno() === ENOSYS) {
-        r = this.#c.fn.renameat(from.dirfd, from.name, to.dirfd, to.name);
-      }
-      if (r < 0) return failure(this.#c.errno());
-      const out: { fromDir?: Stat; toDir?: Stat } = {};
-      const fromDir = this.#dirStat(from.dirfd);
-      if (fromDir !== undefined) out.fromDir = fromDir;
-      const toDir = this.#dirStat(to.dirfd);
-      if (toDir !== undefined) out.toDir = toDir;
-      return out;
-    });
+    return this.#withTwo(
+      { at: p.fromAt, path: p.from },
+      { at: p.toAt, path: p.to },
+      (from, to) => {
+        let r = num(
+          this.#c.fn.sys_renameat2(
+            this.#c.sys.renameat2,
+            from.dirfd,
+            from.name,
+            to.dirfd,
+            to.name,
+            p.flags,
+          ),
+        );
+        if (r < 0 && p.flags === 0 && this.#c.errno() === ENOSYS) {
+          r = this.#c.fn.renameat(from.dirfd, from.name, to.dirfd, to.name);
+        }
+        if (r < 0) return failure(this.#c.errno());
+        const out: { fromDir?: Stat; toDir?: Stat } = {};
+        const fromDir = this.#dirStat(from.dirfd);
+        if (fromDir !== undefined) out.fromDir = fromDir;
+        const toDir = this.#dirStat(to.dirfd);
+        if (toDir !== undefined) out.toDir = toDir;
+        return out;
+      },
+    );
   }
 
   #link(p: ParamsOf<"link">): { stat: Stat; dir?: Stat } | RpcFailure {
-    return this.#withTwo(p.from, p.to, (from, to) => {
-      if (this.#c.fn.linkat(from.dirfd, from.name, to.dirfd, to.name, 0) < 0) {
-        return failure(this.#c.errno());
-      }
-      return this.#made(to.dirfd, to.name);
-    });
+    return this.#withTwo(
+      { at: p.fromAt, path: p.from },
+      { at: p.toAt, path: p.to },
+      (from, to) => {
+        if (this.#c.fn.linkat(from.dirfd, from.name, to.dirfd, to.name, 0) < 0) {
+          return failure(this.#c.errno());
+        }
+        return this.#made(to.dirfd, to.name);
+      },
+    );
   }
 
-  #readlink(path: PathArg): string | Uint8Array | RpcFailure {
-    const r = this.#resolve(path);
+  #readlink(w: Where): string | Uint8Array | RpcFailure {
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     try {
       const buf = new Uint8Array(PATH_MAX);
@@ -1327,9 +1421,9 @@ export class SatelliteFs {
     }
   }
 
-  #statfs(path: PathArg): StatFs | RpcFailure {
+  #statfs(w: Where): StatFs | RpcFailure {
     const f = this.#flags;
-    const fd = this.#openAt(path, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC);
+    const fd = this.#openAt(w, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC);
     if (fd instanceof RpcFailure) return fd;
     try {
       const buf = new Uint8Array(128);
@@ -1363,12 +1457,12 @@ export class SatelliteFs {
    * answer `special()` (user xattrs exist on regular files and directories only).
    */
   #xattr<T>(
-    path: PathArg,
+    w: Where,
     op: (target: XattrTarget) => number,
     ok: (n: number) => T | RpcFailure,
     special: () => T | RpcFailure,
   ): T | RpcFailure {
-    const r = this.#resolve(path);
+    const r = this.#resolve(w);
     if (typeof r === "number") return failure(r);
     let fd = -1;
     try {
@@ -1422,12 +1516,12 @@ export class SatelliteFs {
     return fd;
   }
 
-  #getxattr(path: PathArg, attr: string): Uint8Array | RpcFailure {
+  #getxattr(w: Where, attr: string): Uint8Array | RpcFailure {
     const name = cString(attr);
     if (!name) return new RpcFailure("EINVAL");
     for (let attempt = 0; attempt < 4; attempt++) {
       const size = this.#xattr(
-        path,
+        w,
         (t) =>
           num(
             t.fd === undefined
@@ -1440,7 +1534,7 @@ export class SatelliteFs {
       if (size instanceof RpcFailure) return size;
       const buf = new Uint8Array(Math.max(size, 1));
       const got = this.#xattr(
-        path,
+        w,
         (t) =>
           num(
             t.fd === undefined
@@ -1456,10 +1550,10 @@ export class SatelliteFs {
     return failure(ERANGE);
   }
 
-  #listxattr(path: PathArg): (string | Uint8Array)[] | RpcFailure {
+  #listxattr(w: Where): (string | Uint8Array)[] | RpcFailure {
     for (let attempt = 0; attempt < 4; attempt++) {
       const size = this.#xattr(
-        path,
+        w,
         (t) =>
           num(
             t.fd === undefined
@@ -1472,7 +1566,7 @@ export class SatelliteFs {
       if (size instanceof RpcFailure) return size;
       const buf = new Uint8Array(Math.max(size, 1));
       const got = this.#xattr(
-        path,
+        w,
         (t) =>
           num(
             t.fd === undefined

@@ -28,11 +28,19 @@ import {
   PROTOCOL_VERSION,
 } from "../src/protocol/mod.ts";
 import { acceptProven, listenHere } from "./direct.ts";
-import { AT_FDCWD, ERRNO, F_SETPIPE_SZ, O_CLOEXEC, O_PATH } from "../src/linux/mod.ts";
+import {
+  AT_FDCWD,
+  ERRNO,
+  F_SETPIPE_SZ,
+  O_CLOEXEC,
+  O_PATH,
+  RLIMIT_NOFILE,
+} from "../src/linux/mod.ts";
 import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import { Loop } from "./loop.ts";
+import { nodeBudgetFor, NodeHandles } from "./nodes.ts";
 import { Watcher } from "./watch.ts";
 import { IoPool, WORKER_BYTES } from "./workers.ts";
 import {
@@ -49,7 +57,9 @@ import {
 const BUILD_ID_SLOT: string = "@@DOCKERFUSE_BUILD_ID@@";
 const BUILD_ID = BUILD_ID_SLOT.startsWith("@@") ? "dev" : BUILD_ID_SLOT;
 
-const USAGE = "usage: satellite --root PATH [--root-in DIR] [--self DIR [--listen]] [--walk-paths]";
+const USAGE =
+  "usage: satellite --root PATH [--root-in DIR] [--self DIR [--listen]] [--walk-paths]" +
+  " [--node-budget N]";
 const BATCH_BYTES = 256 * 1024;
 
 function log(message: string): void {
@@ -60,14 +70,38 @@ function log(message: string): void {
   }
 }
 
+/**
+ * Raises the soft limit of open descriptors to the hard one (node handles are descriptors);
+ * answers the soft limit in force after (Infinity when unlimited).
+ */
+function raiseFdLimit(libc: Libc): number {
+  const lim = new BigUint64Array(2);
+  const buf = new Uint8Array(lim.buffer);
+  if (libc.fn.getrlimit(RLIMIT_NOFILE, buf) < 0) return 1024;
+  if (lim[0] < lim[1]) {
+    const soft = lim[0];
+    lim[0] = lim[1];
+    if (libc.fn.setrlimit(RLIMIT_NOFILE, buf) < 0) lim[0] = soft;
+  }
+  return lim[0] >= BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(lim[0]);
+}
+
 function parseArgs(
   args: string[],
-): { root: string; rootIn?: string; self?: string; listen: boolean; walkPaths: boolean } | string {
+): {
+  root: string;
+  rootIn?: string;
+  self?: string;
+  listen: boolean;
+  walkPaths: boolean;
+  nodeBudget?: number;
+} | string {
   let root: string | undefined;
   let rootIn: string | undefined;
   let self: string | undefined;
   let listen = false;
   let walkPaths = false;
+  let nodeBudget: number | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--root" && i + 1 < args.length) root = args[++i];
@@ -75,13 +109,18 @@ function parseArgs(
     else if (a === "--self" && i + 1 < args.length) self = args[++i];
     else if (a === "--listen") listen = true;
     else if (a === "--walk-paths") walkPaths = true; // resolve without openat2 (tests)
-    else if (a === "--help" || a === "-h") return USAGE;
+    else if (a === "--node-budget" && i + 1 < args.length) {
+      nodeBudget = Number(args[++i]);
+      if (!Number.isSafeInteger(nodeBudget) || nodeBudget < 0) {
+        return `--node-budget must be a whole number, got '${args[i]}'`;
+      }
+    } else if (a === "--help" || a === "-h") return USAGE;
     else return `unexpected argument '${a}'\n${USAGE}`;
   }
   if (root === undefined) return `--root is required\n${USAGE}`;
   if (!root.startsWith("/")) return `--root must be an absolute path, got '${root}'`;
   if (listen && self === undefined) return `--listen needs --self\n${USAGE}`;
-  return { root, rootIn, self, listen, walkPaths };
+  return { root, rootIn, self, listen, walkPaths, nodeBudget };
 }
 
 /** Batches frames and writes them to `fd` (stdout, or the direct channel) with blocking writes. */
@@ -205,6 +244,10 @@ function main(): number {
       log,
       walkPaths: args.walkPaths,
       io: ioWorkersFit(limit) ? io : undefined,
+      nodes: new NodeHandles(
+        args.nodeBudget ?? nodeBudgetFor(raiseFdLimit(libc)),
+        (fd) => libc.fn.close(fd),
+      ),
     })
     : undefined;
   // The change feed (started by the client's `watch`): its frames go out between responses.

@@ -16,6 +16,12 @@ import { NAME_MAX, PATH_MAX } from "../src/linux/mod.ts";
 
 const encoder = new TextEncoder();
 
+/** A protocol path and the node handle it is relative to (absent: the root). */
+export interface Where {
+  readonly at?: number;
+  readonly path: PathArg;
+}
+
 function bytesOf(path: PathArg): Uint8Array {
   return typeof path === "string" ? encoder.encode(path) : path;
 }

@@ -63,14 +63,15 @@ import {
   UNWATCHABLE_FS_TYPES,
 } from "../src/linux/mod.ts";
 import { cString, type Libc, num } from "./libc.ts";
+import type { Where } from "./paths.ts";
 
 /** What the watcher needs of the filesystem side. */
 export interface WatchFs {
   /** O_PATH descriptor of a directory beneath the root, or a positive errno. */
-  openDirPath(path: PathArg): number;
+  openDirPath(w: Where): number;
   statOf(fd: number): Stat | RpcFailure;
-  /** Whether the directory at `path` has no entries; undefined when it cannot be read. */
-  emptyDir(path: PathArg): boolean | undefined;
+  /** Whether the directory at `w` has no entries; undefined when it cannot be read. */
+  emptyDir(w: Where): boolean | undefined;
   /** Sets what a `walk` calls with each directory it opens, before it reads the directory. */
   onWalkDir(hook: (fd: number) => void): void;
 }
@@ -215,7 +216,13 @@ export class Watcher {
     h.lstat = (p) => {
       const r = lstat(p);
       if (!this.enabled || r instanceof RpcFailure || !isDir(r as Stat)) return r;
-      return this.#watchStat(p.path as PathArg, r as Stat);
+      return this.#watchStat(p as unknown as Where, r as Stat);
+    };
+    const lookup = h.lookup;
+    h.lookup = (p) => {
+      const r = lookup(p) as { stat: Stat; node?: number } | RpcFailure;
+      if (!this.enabled || r instanceof RpcFailure || !isDir(r.stat)) return r;
+      return { ...r, stat: this.#watchStat(p as unknown as Where, r.stat) };
     };
     // A walk watches each directory before reading it (see #watchWalked). The WATCHED notices
     // these hooks queue go out ahead of the answer, with the events (the drain below).
@@ -226,7 +233,7 @@ export class Watcher {
         const r = list(p) as { entries?: EntryList } | RpcFailure;
         if (!this.enabled || r instanceof RpcFailure || r.entries === undefined) return r;
         const dir = method === "opendir"
-          ? p.path as PathArg
+          ? p as unknown as Where
           : this.#dirPaths.get(p.handle as number);
         if (dir === undefined) return r;
         const { names, records } = r.entries;
@@ -237,7 +244,7 @@ export class Watcher {
           if (mode === undefined || (mode & S_IFMT) !== S_IFDIR) continue;
           const stat = statOfRecord(view, at);
           if (stat === INVALID) continue;
-          const now = this.#watchStat(childPath(dir, names[i]), stat);
+          const now = this.#watchStat({ at: dir.at, path: childPath(dir.path, names[i]) }, stat);
           if (now !== stat) writeStat(view, at, now);
         }
         return r;
@@ -250,9 +257,9 @@ export class Watcher {
       const r = mkdir(p);
       if (!this.enabled || r instanceof RpcFailure) return r;
       const made = r as { stat: Stat; dir?: Stat };
-      const stat = this.#watchStat(p.path as PathArg, made.stat);
+      const stat = this.#watchStat(p as unknown as Where, made.stat);
       const key = keyOf(stat);
-      if (this.#wdOf.has(key) && this.#fs.emptyDir(p.path as PathArg) !== true) {
+      if (this.#wdOf.has(key) && this.#fs.emptyDir(p as unknown as Where) !== true) {
         this.#dropWatch(key);
       }
       return { ...made, stat };
@@ -283,7 +290,10 @@ export class Watcher {
     h.opendir = (p) => {
       const r = opendir(p);
       if (this.enabled && !(r instanceof RpcFailure)) {
-        this.#dirPaths.set((r as { handle: number }).handle, p.path as PathArg);
+        this.#dirPaths.set((r as { handle: number }).handle, {
+          at: p.at as number | undefined,
+          path: p.path as PathArg,
+        });
       }
       return r;
     };
@@ -303,7 +313,7 @@ export class Watcher {
   }
 
   /** Paths of open directories (their listings' subdirectories are watched). */
-  readonly #dirPaths = new Map<number, PathArg>();
+  readonly #dirPaths = new Map<number, Where>();
 
   #named(r: unknown, path: PathArg): unknown {
     if (this.enabled && !(r instanceof RpcFailure)) {
@@ -339,12 +349,12 @@ export class Watcher {
     this.#fd = fd;
     this.#max = maxWatches;
     this.#options.addSource(fd, () => this.drain(true));
-    const root = this.#fs.openDirPath("");
+    const root = this.#fs.openDirPath({ path: "" });
     if (root >= 0) {
       const st = this.#fs.statOf(root);
       this.#c.fn.close(root);
       if (!(st instanceof RpcFailure)) {
-        const key = keyOf(this.#watchStat("", st));
+        const key = keyOf(this.#watchStat({ path: "" }, st));
         if (this.#wdOf.has(key)) this.#rootKey = key;
       }
     }
@@ -374,17 +384,17 @@ export class Watcher {
    * Watches the directory at `path` whose attributes are `stat` (read before the watch); returns
    * the attributes to answer: read again after the watch was added, when it was.
    */
-  #watchStat(path: PathArg, stat: Stat): Stat {
+  #watchStat(w: Where, stat: Stat): Stat {
     const key = keyOf(stat);
     if (this.#wdOf.has(key)) return stat;
     if (this.#keyOf.size >= this.#max) {
       this.#limit(`the watch limit (${this.#max})`);
       return stat;
     }
-    const fd = this.#fs.openDirPath(path);
+    const fd = this.#fs.openDirPath(w);
     if (fd < 0) return stat;
     try {
-      return this.#addWatch(fd, stat, path === "");
+      return this.#addWatch(fd, stat, w.at === undefined && w.path === "");
     } finally {
       this.#c.fn.close(fd);
     }

@@ -196,7 +196,11 @@ Deno.test("watch: emptyDir tells an empty directory from one with entries", () =
     Deno.mkdirSync(`${s.dir}/e`);
     Deno.mkdirSync(`${s.dir}/f`);
     Deno.writeTextFileSync(`${s.dir}/f/x`, "");
-    deepStrictEqual([fs.emptyDir("e"), fs.emptyDir("f"), fs.emptyDir("missing")], [
+    deepStrictEqual([
+      fs.emptyDir({ path: "e" }),
+      fs.emptyDir({ path: "f" }),
+      fs.emptyDir({ path: "missing" }),
+    ], [
       true,
       false,
       undefined,

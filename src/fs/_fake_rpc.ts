@@ -87,6 +87,24 @@ export class FakeRpc {
     return this.calls.filter((c) => c.method === method).map((c) => c.params as ParamsOf<M>);
   }
 
+  /**
+   * What a method answers without a handler of its own, where the protocol defines it from
+   * another: `lookup` is `lstat` without a node handle, `forget` closes nothing.
+   */
+  #implied(method: MethodName): ((params: never) => unknown) | undefined {
+    if (method === "forget") return () => ok(null);
+    const lstat = this.#handlers.get("lstat");
+    if (method !== "lookup" || lstat === undefined) return undefined;
+    return (params: never) => {
+      const answer = (lstat as (p: unknown) => unknown)(params) as
+        | RpcResult<Stat>
+        | Promise<RpcResult<Stat>>;
+      const wrap = (r: RpcResult<Stat>): RpcResult<{ stat: Stat }> =>
+        r.ok ? ok({ stat: r.value }) : r;
+      return answer instanceof Promise ? answer.then(wrap) : wrap(answer);
+    };
+  }
+
   #invoke(
     method: MethodName,
     params: unknown,
@@ -101,7 +119,7 @@ export class FakeRpc {
     if (signal?.aborted) return Promise.resolve(fail("EINTR"));
     // As the satellite does: params the method's schema refuses are EINVAL.
     if (METHODS[method].params.parse(params) === INVALID) return Promise.resolve(fail("EINVAL"));
-    const handler = this.#handlers.get(method);
+    const handler = this.#handlers.get(method) ?? this.#implied(method);
     const answer: Promise<RpcResult<unknown>> = Promise.resolve(
       handler ? (handler as (p: unknown) => unknown)(params) as RpcResult<unknown> : fail("ENOSYS"),
     );

@@ -94,6 +94,7 @@ import { BoundedMap } from "./bounded_map.ts";
 import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
 import { type KernelCaches, LiveView, type Timeouts } from "./live.ts";
+import { NodeHandles, type Where } from "./node_handles.ts";
 import { SubtreeAhead, type WalkedListing } from "./subtree.ts";
 import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
@@ -258,6 +259,8 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #listingForLookups = new Map<string, Promise<void>>();
   /** Small files read ahead of their opens (see small_files.ts). */
   readonly #smallFiles: SmallFiles;
+  /** The satellite's node handles of directories the kernel knows. */
+  readonly #nodes: NodeHandles;
   /** When (ms) something last changed through the mount. */
   #changedAt = 0;
   /** The kernel's caches, once mounted. */
@@ -286,6 +289,14 @@ export class ContainerFs implements FileSystem<Handle> {
       vouched: (key) => this.#live?.watches(key) ?? false,
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
+    this.#nodes = new NodeHandles({
+      get generation(): number {
+        return link.generation;
+      },
+      forget: (gen, nodes) => {
+        if (gen === link.generation && link.up) void link.on(gen).forget({ nodes });
+      },
+    });
     this.#openFiles = new OpenFiles(this.#changes, { ttlMs: attrTtlMs });
     this.#live = options.live === undefined ? undefined : new LiveView({
       longTimeout: options.live.timeout,
@@ -379,11 +390,60 @@ export class ContainerFs implements FileSystem<Handle> {
     return { signal: ctx.signal };
   }
 
-  #childPath(parent: Node, name: string): string | Errno {
-    const base = relPath(parent);
-    if (base === undefined) return ENOENT;
-    const path = base === "" ? name : `${base}/${name}`;
-    return pathTooLong(path) ? ENAMETOOLONG : path;
+  /** Keeps node handle `node` (if any) for `entry`'s inode; gives it back for a refused entry. */
+  #keepNode(entry: Entry | Errno, node: number | undefined): void {
+    if (node === undefined) return;
+    if (isErrno(entry)) this.#nodes.release(node);
+    else this.#nodes.issued(entry.key!, node);
+  }
+
+  /**
+   * Where `node` (`name` in it, when given) is for the satellite: from the nearest node handle
+   * on its chain of names, or from the root (always with `fromRoot`).
+   */
+  #where(node: Node, name?: string, fromRoot = false): Where | Errno {
+    const w = this.#nodes.where(node, name, fromRoot);
+    if (w === undefined) return ENOENT;
+    return pathTooLong(w.path) ? ENAMETOOLONG : w;
+  }
+
+  /**
+   * Runs `call` at `w` (where `node`, `name` in it, is); when the node handle it went by was
+   * stale (ESTALE: forgotten meanwhile, or an earlier satellite's), drops it and runs it once
+   * more from the root.
+   */
+  async #at<R extends RpcResult<unknown> | Errno>(
+    node: Node,
+    name: string | undefined,
+    call: (w: Where) => Promise<R>,
+    w: Where | Errno = this.#where(node, name),
+  ): Promise<R | Errno> {
+    if (isErrno(w)) return w;
+    const r = await call(w);
+    if (w.at === undefined || isErrno(r) || r.ok || r.code !== "ESTALE") return r;
+    this.#nodes.stale(w.at);
+    const again = this.#where(node, name, true);
+    return isErrno(again) ? again : await call(again);
+  }
+
+  /** `#at` for calls naming two places (rename, link). */
+  async #atTwo<R extends RpcResult<unknown>>(
+    a: [Node, string | undefined],
+    b: [Node, string],
+    call: (from: Where, to: Where) => Promise<R>,
+  ): Promise<R | Errno> {
+    const from = this.#where(a[0], a[1]);
+    if (isErrno(from)) return from;
+    const to = this.#where(b[0], b[1]);
+    if (isErrno(to)) return to;
+    const r = await call(from, to);
+    if ((from.at === undefined && to.at === undefined) || r.ok || r.code !== "ESTALE") return r;
+    if (from.at !== undefined) this.#nodes.stale(from.at);
+    if (to.at !== undefined) this.#nodes.stale(to.at);
+    const fromAgain = this.#where(a[0], a[1], true);
+    if (isErrno(fromAgain)) return fromAgain;
+    const toAgain = this.#where(b[0], b[1], true);
+    return isErrno(toAgain) ? toAgain : await call(fromAgain, toAgain);
   }
 
   /** Something changes through the mount at (parent, name) (the node itself for the root). */
@@ -498,8 +558,8 @@ export class ContainerFs implements FileSystem<Handle> {
    * (another file type makes the kernel fail the inode with EIO), and the caller answers ESTALE,
    * on which the kernel looks the name up again and retries.
    */
-  #isNode(node: Node, path: string, stat: Stat): boolean {
-    if (path === "") return true;
+  #isNode(node: Node, stat: Stat): boolean {
+    if (node.parent === undefined && node.path === "/") return true; // the root
     if (statKey(stat) !== node.key) return false;
     // The same number, reused at once for an inode of another type (a file replaced by a link)
     const told = this.#attrs.attrOf(node);
@@ -529,9 +589,8 @@ export class ContainerFs implements FileSystem<Handle> {
   async #dirAttr(ctx: RequestContext, dir: Node): Promise<{ mode: number; gid: number }> {
     const known = this.#attrs.attrOf(dir);
     if (known !== undefined) return known;
-    const path = relPath(dir);
-    const r = path === undefined ? undefined : await this.#rpc.lstat({ path }, this.#opts(ctx));
-    if (r?.ok && statProblem(r.value) === undefined) {
+    const r = await this.#at(dir, undefined, (w) => this.#rpc.lstat(w, this.#opts(ctx)));
+    if (!isErrno(r) && r.ok && statProblem(r.value) === undefined) {
       this.#attrs.setAttr(dir, statToAttr(r.value));
       return r.value;
     }
@@ -686,6 +745,7 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   forget(node: Node): void {
+    this.#nodes.forget(node.key);
     this.#attrs.forget(node.key);
     this.#seen.delete(node);
     this.#live?.forget(node);
@@ -720,8 +780,8 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async lookup(ctx: RequestContext, parent: Node, name: string): Promise<Entry | Errno> {
     this.#see(parent);
-    const path = this.#childPath(parent, name);
-    if (typeof path !== "string") return path;
+    const base = relPath(parent);
+    const path = base === undefined ? undefined : base === "" ? name : `${base}/${name}`;
     const since = this.#since();
     const listed = this.#attrs.takeListed(parent.key, name);
     if (listed !== undefined) return this.#entry(listed.stat, undefined, parent, listed.since);
@@ -729,7 +789,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
     // A directory walked ahead, entered later than its parent's listing is fresh (any event
     // drops what the walker holds: it is as new as the last event).
-    const walked = this.#ahead.dirStat(path);
+    const walked = path === undefined ? undefined : this.#ahead.dirStat(path);
     if (walked !== undefined) return this.#entry(walked, undefined, parent, since);
     // Names asked one by one: the directory's listing answers this one and those to come.
     const listing = this.#listingForLookups.get(parent.key) ?? this.#listForLookups(ctx, parent);
@@ -739,8 +799,12 @@ export class ContainerFs implements FileSystem<Handle> {
       if (listed !== undefined) return this.#entry(listed.stat, undefined, parent, listed.since);
       if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
     }
-    const r = await this.#rpc.lstat({ path }, this.#opts(ctx));
-    return r.ok ? this.#entry(r.value, undefined, parent, since) : fail(r);
+    const r = await this.#at(parent, name, (w) => this.#rpc.lookup(w, this.#opts(ctx)));
+    if (isErrno(r)) return r;
+    if (!r.ok) return fail(r);
+    const entry = this.#entry(r.value.stat, undefined, parent, since);
+    this.#keepNode(entry, r.value.node);
+    return entry;
   }
 
   /**
@@ -812,9 +876,10 @@ export class ContainerFs implements FileSystem<Handle> {
       const r = await rpc.fstat({ handle: open!.id }, this.#opts(ctx));
       return r.ok ? this.#attrResult(node, r.value, since) : fail(r);
     }
-    const r = await this.#rpc.lstat({ path: path! }, this.#opts(ctx));
+    const r = await this.#at(node, undefined, (w) => this.#rpc.lstat(w, this.#opts(ctx)));
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    return this.#isNode(node, path!, r.value) ? this.#attrResult(node, r.value, since) : ESTALE;
+    return this.#isNode(node, r.value) ? this.#attrResult(node, r.value, since) : ESTALE;
   }
 
   async setattr(
@@ -868,16 +933,18 @@ export class ContainerFs implements FileSystem<Handle> {
       ? undefined
       : await this.#via(node, handle);
     const rpc = via === undefined || isErrno(via) ? this.#rpc : via;
-    const r = await rpc.setattr({
-      path,
-      handle: via === undefined || isErrno(via) ? undefined : handle!.id,
-      mode: changes.mode,
-      uid: changes.uid,
-      gid: changes.gid,
-      size: changes.size === undefined ? undefined : BigInt(changes.size),
-      atime: wireTime(changes.atime),
-      mtime: wireTime(changes.mtime),
-    }, this.#opts(ctx));
+    const r = await this.#at(node, undefined, (w) =>
+      rpc.setattr({
+        ...w,
+        handle: via === undefined || isErrno(via) ? undefined : handle!.id,
+        mode: changes.mode,
+        uid: changes.uid,
+        gid: changes.gid,
+        size: changes.size === undefined ? undefined : BigInt(changes.size),
+        atime: wireTime(changes.atime),
+        mtime: wireTime(changes.mtime),
+      }, this.#opts(ctx)));
+    if (isErrno(r)) return r;
     if (!r.ok) {
       // A symlink where the kernel's regular file or directory was: replaced meanwhile.
       const type = (this.#attrs.attrOf(node)?.mode ?? 0) & S_IFMT;
@@ -885,7 +952,7 @@ export class ContainerFs implements FileSystem<Handle> {
         (type === S_IFREG || type === S_IFDIR);
       return swapped ? ESTALE : fail(r);
     }
-    if (this.#isNode(node, path, r.value)) return this.#attrResult(node, r.value);
+    if (this.#isNode(node, r.value)) return this.#attrResult(node, r.value);
     if (via === undefined || isErrno(via)) return ESTALE;
     // Changed through the handle: its file answers for itself, wherever its name went.
     const st = await via.fstat({ handle: handle!.id }, this.#opts(ctx));
@@ -893,12 +960,11 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async readlink(ctx: RequestContext, node: Node): Promise<string | Errno> {
-    const path = relPath(node);
-    if (path === undefined) return ENOENT;
     // A fresh walk brought it along (the kernel would have cached it as long).
     let answer = this.#ahead.target(node.key);
     if (answer === undefined) {
-      const r = await this.#rpc.readlink({ path }, this.#opts(ctx));
+      const r = await this.#at(node, undefined, (w) => this.#rpc.readlink(w, this.#opts(ctx)));
+      if (isErrno(r)) return r;
       // EINVAL: no symlink at the path any more (the kernel reads links of symlink nodes only).
       if (!r.ok) return r.code === "EINVAL" ? ESTALE : fail(r);
       answer = r.value;
@@ -924,11 +990,16 @@ export class ContainerFs implements FileSystem<Handle> {
     name: string,
     target: string,
   ): Promise<Entry | Errno> {
-    const path = this.#childPath(parent, name);
+    const where = this.#where(parent, name);
     this.#changed(parent, name);
-    if (typeof path !== "string") return path;
+    if (isErrno(where)) return where;
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
-    const r = await this.#rpc.symlink({ path, target, owner }, this.#opts(ctx));
+    const r = await this.#at(
+      parent,
+      name,
+      (w) => this.#rpc.symlink({ ...w, target, owner }, this.#opts(ctx)),
+    );
+    if (isErrno(r)) return r;
     return r.ok ? this.#made(parent, r.value) : fail(r);
   }
 
@@ -939,15 +1010,17 @@ export class ContainerFs implements FileSystem<Handle> {
     mode: number,
     rdev: number,
   ): Promise<Entry | Errno> {
-    const path = this.#childPath(parent, name);
+    const where = this.#where(parent, name);
     this.#changed(parent, name);
-    if (typeof path !== "string") return path;
+    if (isErrno(where)) return where;
     const { major, minor } = decodeDev(rdev);
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
-    const r = await this.#rpc.mknod(
-      { path, mode, rdevMajor: major, rdevMinor: minor, owner },
-      this.#opts(ctx),
-    );
+    const r = await this.#at(parent, name, (w) =>
+      this.#rpc.mknod(
+        { ...w, mode, rdevMajor: major, rdevMinor: minor, owner },
+        this.#opts(ctx),
+      ));
+    if (isErrno(r)) return r;
     return r.ok ? this.#made(parent, r.value) : fail(r);
   }
 
@@ -957,19 +1030,23 @@ export class ContainerFs implements FileSystem<Handle> {
     name: string,
     mode: number,
   ): Promise<Entry | Errno> {
-    const path = this.#childPath(parent, name);
+    const where = this.#where(parent, name);
     this.#changed(parent, name);
-    if (typeof path !== "string") return path;
+    if (isErrno(where)) return where;
     const parentAttr = await this.#dirAttr(ctx, parent);
     // A directory made in a set-group-ID directory inherits the bit, as on ext4.
     const inherited = (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
     const askedAt = Date.now();
-    const r = await this.#rpc.mkdir(
-      { path, mode: mode | inherited, owner: this.#owner(ctx, parentAttr) },
-      this.#opts(ctx),
+    const owner = this.#owner(ctx, parentAttr);
+    const r = await this.#at(
+      parent,
+      name,
+      (w) => this.#rpc.mkdir({ ...w, mode: mode | inherited, owner }, this.#opts(ctx)),
     );
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const entry = this.#made(parent, r.value);
+    this.#keepNode(entry, r.value.node);
     // Made empty just now: its names are known for the listing timeout, as a listing made then
     // would be; beyond it while the feed watches it, when the satellite announced it watched in
     // this answer (it does so only if the directory was still empty once the watch was in place).
@@ -981,19 +1058,21 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    const path = this.#childPath(parent, name);
+    const where = this.#where(parent, name);
     this.#changed(parent, name);
-    if (typeof path !== "string") return path;
-    const r = await this.#rpc.unlink({ path }, this.#opts(ctx));
+    if (isErrno(where)) return where;
+    const r = await this.#at(parent, name, (w) => this.#rpc.unlink(w, this.#opts(ctx)), where);
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     this.#noteDir(parent, r.value?.dir);
   }
 
   async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    const path = this.#childPath(parent, name);
+    const where = this.#where(parent, name);
     this.#changed(parent, name);
-    if (typeof path !== "string") return path;
-    const r = await this.#rpc.rmdir({ path }, this.#opts(ctx));
+    if (isErrno(where)) return where;
+    const r = await this.#at(parent, name, (w) => this.#rpc.rmdir(w, this.#opts(ctx)), where);
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     this.#noteDir(parent, r.value?.dir);
   }
@@ -1006,13 +1085,18 @@ export class ContainerFs implements FileSystem<Handle> {
     newName: string,
     flags: number,
   ): Promise<void | Errno> {
-    const from = this.#childPath(parent, name);
     this.#changed(parent, name);
     this.#changed(newParent, newName);
-    if (typeof from !== "string") return from;
-    const to = this.#childPath(newParent, newName);
-    if (typeof to !== "string") return to;
-    const r = await this.#rpc.rename({ from, to, flags }, this.#opts(ctx));
+    const r = await this.#atTwo(
+      [parent, name],
+      [newParent, newName],
+      (from, to) =>
+        this.#rpc.rename(
+          { fromAt: from.at, from: from.path, toAt: to.at, to: to.path, flags },
+          this.#opts(ctx),
+        ),
+    );
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     this.#noteDir(parent, r.value.fromDir);
     this.#noteDir(newParent, r.value.toDir);
@@ -1024,12 +1108,17 @@ export class ContainerFs implements FileSystem<Handle> {
     newParent: Node,
     newName: string,
   ): Promise<Entry | Errno> {
-    const from = relPath(node);
-    if (from === undefined) return ENOENT;
-    const to = this.#childPath(newParent, newName);
     this.#changed(newParent, newName);
-    if (typeof to !== "string") return to;
-    const r = await this.#rpc.link({ from, to }, this.#opts(ctx));
+    const r = await this.#atTwo(
+      [node, undefined],
+      [newParent, newName],
+      (from, to) =>
+        this.#rpc.link(
+          { fromAt: from.at, from: from.path, toAt: to.at, to: to.path },
+          this.#opts(ctx),
+        ),
+    );
+    if (isErrno(r)) return r;
     return r.ok ? this.#made(newParent, r.value, node) : fail(r);
   }
 
@@ -1114,11 +1203,12 @@ export class ContainerFs implements FileSystem<Handle> {
     const mark = this.#openFiles.mark();
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
-    const r = await this.#holding(
-      ctx,
-      () => cur.rpc.open({ path, flags: this.#wireFlags(flags), readAhead }),
-      this.#orphan(cur.rpc),
-    );
+    const r = await this.#at(node, undefined, (w) =>
+      this.#holding(
+        ctx,
+        () => cur.rpc.open({ ...w, flags: this.#wireFlags(flags), readAhead }),
+        this.#orphan(cur.rpc),
+      ));
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const opened = this.#opened(node, r.value.handle, cur.gen, flags);
@@ -1170,7 +1260,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void> | undefined {
     // While the mount is written to (a build, a copy inside it), any change would drop them.
     if (Date.now() - this.#changedAt < SMALL_FILES_QUIET_MS) return undefined;
-    const path = relPath(dir);
+    const where = this.#where(dir);
     const names = this.#attrs.namesAround(
       dir.key,
       name,
@@ -1179,13 +1269,14 @@ export class ContainerFs implements FileSystem<Handle> {
     );
     // Every name opened in this pass, yet opens miss: a pass again, its pages may be gone.
     if (missed && names?.length === 0) this.#smallFiles.exhausted(dir.key);
-    if (path === undefined || names === undefined || names.length === 0) return undefined;
+    if (isErrno(where) || names === undefined || names.length === 0) return undefined;
     if (self) names.unshift(name);
     const askedAt = Date.now();
     const changes = this.#changes.count;
     const since = this.#since();
     const fetched = this.#rpc.readFiles({
-      dir: path,
+      at: where.at,
+      dir: where.path,
       names,
       maxFileBytes: SMALL_FILE_BYTES,
       maxBytes: MAX_READ_FILES_BYTES,
@@ -1242,9 +1333,9 @@ export class ContainerFs implements FileSystem<Handle> {
     mode: number,
     flags: number,
   ): Promise<Created<Handle> | Errno> {
-    const path = this.#childPath(parent, name);
+    const where = this.#where(parent, name);
     this.#changed(parent, name);
-    if (typeof path !== "string") return path;
+    if (isErrno(where)) return where;
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
     // Not cancellable once sent: an interrupted create would still make the file in the
     // container, and answering EINTR would tell the caller it was not made (a retry with O_EXCL
@@ -1253,7 +1344,13 @@ export class ContainerFs implements FileSystem<Handle> {
     if (ctx.signal.aborted) return EINTR;
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
-    const r = await cur.rpc.create({ path, flags: this.#wireFlags(flags), mode, owner });
+    const wire = this.#wireFlags(flags);
+    const r = await this.#at(
+      parent,
+      name,
+      (w) => cur.rpc.create({ ...w, flags: wire, mode, owner }),
+    );
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const entry = this.#entry(r.value.stat);
     if (isErrno(entry)) {
@@ -1372,13 +1469,15 @@ export class ContainerFs implements FileSystem<Handle> {
     let kill = attr.mode & S_ISUID;
     if ((attr.mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP)) kill |= S_ISGID;
     if (kill === 0) return undefined;
-    const path = relPath(node);
-    if (path === undefined) return undefined; // unlinked: setattr names files by path
-    const r = await rpc.setattr({
-      path,
-      handle: handle.id === NO_HANDLE ? undefined : handle.id,
-      mode: attr.mode & 0o7777 & ~kill,
-    }, this.#opts(ctx));
+    const where = this.#where(node);
+    if (isErrno(where)) return undefined; // unlinked: setattr names files by path
+    const r = await this.#at(node, undefined, (w) =>
+      rpc.setattr({
+        ...w,
+        handle: handle.id === NO_HANDLE ? undefined : handle.id,
+        mode: attr.mode & 0o7777 & ~kill,
+      }, this.#opts(ctx)), where);
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const checked = this.#attrResult(node, r.value);
     return isErrno(checked) ? checked : undefined;
@@ -1626,13 +1725,17 @@ export class ContainerFs implements FileSystem<Handle> {
     const changesAt = this.#changes.mark();
     const since = this.#since();
     const askedAt = Date.now();
-    const r = await this.#holding(
-      ctx,
-      () => cur.rpc.opendir({ path, readAhead: READDIR_BATCH }),
-      this.#orphan(cur.rpc),
-    );
+    // A directory the kernel knows without a node handle gets one (the root needs none).
+    const wanted = node.parent !== undefined && !this.#nodes.has(node.key);
+    const r = await this.#at(node, undefined, (w) =>
+      this.#holding(
+        ctx,
+        () => cur.rpc.opendir({ ...w, readAhead: READDIR_BATCH, node: wanted || undefined }),
+        this.#orphan(cur.rpc),
+      ));
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
+    if (r.value.node !== undefined) this.#nodes.issued(node.key, r.value.node);
     const handle: Handle = { id: r.value.handle, gen: cur.gen, dir: true, key: node.key };
     const { entries, eof } = r.value;
     if (entries !== undefined) {
@@ -1739,15 +1842,16 @@ export class ContainerFs implements FileSystem<Handle> {
       return r.ok ? undefined : fail(r);
     }
     // Opened from a listing fetched ahead: sync through a handle of its own.
-    const path = relPath(node);
-    if (path === undefined) return ENOENT;
+    const where = this.#where(node);
+    if (isErrno(where)) return where;
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
-    const opened = await this.#holding(
-      ctx,
-      () => cur.rpc.opendir({ path }),
-      this.#orphan(cur.rpc),
-    );
+    const opened = await this.#at(node, undefined, (w) =>
+      this.#holding(
+        ctx,
+        () => cur.rpc.opendir(w),
+        this.#orphan(cur.rpc),
+      ));
     if (isErrno(opened)) return opened;
     if (!opened.ok) return fail(opened);
     const r = await cur.rpc.fsync({ handle: opened.value.handle, datasync }, this.#opts(ctx));
@@ -1778,38 +1882,49 @@ export class ContainerFs implements FileSystem<Handle> {
     value: Uint8Array,
     flags: number,
   ): Promise<void | Errno> {
-    const path = relPath(node);
-    if (path === undefined) return ENOENT;
+    const where = this.#where(node);
+    if (isErrno(where)) return where;
     this.#attrs.forgetXattrs(node.key);
     this.#changed(node.parent, node.name);
-    const r = await this.#rpc.setxattr({ path, name, value, flags }, this.#opts(ctx));
+    const r = await this.#at(
+      node,
+      undefined,
+      (w) => this.#rpc.setxattr({ ...w, name, value, flags }, this.#opts(ctx)),
+    );
+    if (isErrno(r)) return r;
     return r.ok ? undefined : fail(r);
   }
 
   /** True when `node` has no xattrs (known, or renewed with one listxattr). */
-  async #hasNoXattrs(ctx: RequestContext, node: Node, path: string): Promise<boolean> {
+  async #hasNoXattrs(ctx: RequestContext, node: Node): Promise<boolean> {
     const state = this.#attrs.noXattrs(node.key);
     if (state !== "expired") return state === "yes";
     this.#attrs.forgetXattrs(node.key);
-    const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
-    if (!r.ok || r.value.length > 0) return false;
+    const r = await this.#at(node, undefined, (w) => this.#rpc.listxattr(w, this.#opts(ctx)));
+    if (isErrno(r) || !r.ok || r.value.length > 0) return false;
     this.#attrs.noteXattrs(node.key, false);
     return true;
   }
 
   async getxattr(ctx: RequestContext, node: Node, name: string): Promise<Uint8Array | Errno> {
-    const path = relPath(node);
-    if (path === undefined) return ENOENT;
-    if (await this.#hasNoXattrs(ctx, node, path)) return ENODATA;
-    const r = await this.#rpc.getxattr({ path, name }, this.#opts(ctx));
+    const where = this.#where(node);
+    if (isErrno(where)) return where;
+    if (await this.#hasNoXattrs(ctx, node)) return ENODATA;
+    const r = await this.#at(
+      node,
+      undefined,
+      (w) => this.#rpc.getxattr({ ...w, name }, this.#opts(ctx)),
+    );
+    if (isErrno(r)) return r;
     return r.ok ? r.value : fail(r);
   }
 
   async listxattr(ctx: RequestContext, node: Node): Promise<string[] | Errno> {
-    const path = relPath(node);
-    if (path === undefined) return ENOENT;
+    const where = this.#where(node);
+    if (isErrno(where)) return where;
     if (this.#attrs.noXattrs(node.key) === "yes") return [];
-    const r = await this.#rpc.listxattr({ path }, this.#opts(ctx));
+    const r = await this.#at(node, undefined, (w) => this.#rpc.listxattr(w, this.#opts(ctx)));
+    if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     // The kernel's list is NUL-separated: a name the satellite made up with a NUL would split.
     return r.value.filter((n): n is string =>
@@ -1818,11 +1933,16 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   async removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {
-    const path = relPath(node);
-    if (path === undefined) return ENOENT;
+    const where = this.#where(node);
+    if (isErrno(where)) return where;
     this.#attrs.forgetXattrs(node.key);
     this.#changed(node.parent, node.name);
-    const r = await this.#rpc.removexattr({ path, name }, this.#opts(ctx));
+    const r = await this.#at(
+      node,
+      undefined,
+      (w) => this.#rpc.removexattr({ ...w, name }, this.#opts(ctx)),
+    );
+    if (isErrno(r)) return r;
     return r.ok ? undefined : fail(r);
   }
 }

@@ -124,7 +124,7 @@ Deno.test("container fs: a name listed with attributes answers one LOOKUP withou
   deepStrictEqual(value(await fs.lookup(fakeContext(), root, "f")).key, keyOf(stat));
   deepStrictEqual(rpc.calls.length, before, "answered from the listing");
   value(await fs.lookup(fakeContext(), root, "f"));
-  deepStrictEqual(rpc.methods().slice(before), ["lstat"], "used once");
+  deepStrictEqual(rpc.methods().slice(before), ["lookup"], "used once");
 });
 
 Deno.test("container fs: a listing read before an event handled first answers no later LOOKUP", async () => {
@@ -142,9 +142,9 @@ Deno.test("container fs: a listing read before an event handled first answers no
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
   value(await fs.readdir(fakeContext(), root, handle, 0, true));
   deepStrictEqual(await fs.lookup(fakeContext(), root, "f"), ENOENT);
-  deepStrictEqual(rpc.methods().filter((m) => m === "lstat").length, 1, "asked, not listed");
+  deepStrictEqual(rpc.methods().filter((m) => m === "lookup").length, 1, "asked, not listed");
   deepStrictEqual(await fs.lookup(fakeContext(), root, "g"), ENOENT);
-  deepStrictEqual(rpc.methods().filter((m) => m === "lstat").length, 2, "no absent names");
+  deepStrictEqual(rpc.methods().filter((m) => m === "lookup").length, 2, "no absent names");
 });
 
 Deno.test("container fs: entries an OPENDIR brought are read again at READDIR after an event in the directory", async () => {
@@ -239,11 +239,11 @@ Deno.test("container fs: a name absent from a complete fresh listing is ENOENT w
   const { rpc, fs, root } = await listRoot();
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
   deepStrictEqual(await fs.lookup(fakeContext(), root, ".git"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").length, 0, "answered from the listing");
+  deepStrictEqual(rpc.paramsOf("lookup").length, 0, "answered from the listing");
   // A listed name is asked again once its listed attributes were used.
   value(await fs.lookup(fakeContext(), root, "f"));
   deepStrictEqual(await fs.lookup(fakeContext(), root, "f"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["f"]);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path), ["f"]);
 });
 
 Deno.test("container fs: a create, rename or unlink in a listed directory makes LOOKUPs of its names ask again", async () => {
@@ -265,7 +265,8 @@ Deno.test("container fs: a create, rename or unlink in a listed directory makes 
     // (A new listing, which two LOOKUP misses would make, is not what is tested here.)
     rpc.on("opendir", () => fail("EACCES"));
     deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-    const asked = (): unknown[] => rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== "");
+    const asked = (): unknown[] =>
+      rpc.paramsOf("lookup").map((p) => p.path).filter((p) => p !== "");
     deepStrictEqual(asked(), [], name); // "" is the parent's mode, asked by create
     for (const t of touched) await fs.lookup(fakeContext(), root, t);
     deepStrictEqual(asked(), touched, name);
@@ -291,27 +292,31 @@ Deno.test("container fs: a listing made while a create is under way does not ans
   created.resolve(ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
   value(await creating);
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
   // Listed again once it was answered: trusted.
   const again = value(await fs.opendir(fakeContext(), root)).handle;
   value(await fs.readdir(fakeContext(), root, again, 0, true));
   deepStrictEqual(await fs.lookup(fakeContext(), root, "other"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path).filter((p) => p !== ""), ["missing"]);
 });
 
 Deno.test("container fs: a complete listing answers absent names only within the timeouts", async () => {
   const { rpc, fs, root } = await listRoot({ attrTimeout: 0.05, entryTimeout: 1 });
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").length, 0);
+  deepStrictEqual(rpc.paramsOf("lookup").length, 0);
   await new Promise((r) => setTimeout(r, 80));
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["missing"], "asked after the timeout");
+  deepStrictEqual(
+    rpc.paramsOf("lookup").map((p) => p.path),
+    ["missing"],
+    "asked after the timeout",
+  );
 });
 
 Deno.test("container fs: an incomplete listing does not answer absent names", async () => {
   const { rpc, fs, root } = await listRoot({ eof: false });
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["missing"]);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path), ["missing"]);
 });
 
 Deno.test("container fs: a listing read in batches to its end answers absent names", async () => {
@@ -331,10 +336,10 @@ Deno.test("container fs: a listing read in batches to its end answers absent nam
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
   value(await fs.readdir(fakeContext(), root, handle, 0, true));
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").length, 1, "not complete after the first batch");
+  deepStrictEqual(rpc.paramsOf("lookup").length, 1, "not complete after the first batch");
   value(await fs.readdir(fakeContext(), root, handle, 1, true));
   deepStrictEqual(await fs.lookup(fakeContext(), root, "missing"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").length, 1, "complete after the last batch");
+  deepStrictEqual(rpc.paramsOf("lookup").length, 1, "complete after the last batch");
 });
 
 Deno.test("container fs: GETATTR of a directory right after an unlink in it needs no round trip", async () => {
@@ -373,7 +378,15 @@ Deno.test("container fs: GETATTR of the directories right after a mkdir, symlink
   deepStrictEqual(await nlinkOf(root), 6);
   await fs.rename(ctx, root, "p2", d, "p3", 0);
   deepStrictEqual([await nlinkOf(root), await nlinkOf(d)], [7, 9]);
-  deepStrictEqual(rpc.methods(), ["lstat", "lstat", "mkdir", "symlink", "mknod", "link", "rename"]);
+  deepStrictEqual(rpc.methods(), [
+    "lookup",
+    "lstat",
+    "mkdir",
+    "symlink",
+    "mknod",
+    "link",
+    "rename",
+  ]);
 });
 
 Deno.test("container fs: xattr probes of an inode without xattrs are answered locally until one is set", async () => {
@@ -384,10 +397,10 @@ Deno.test("container fs: xattr probes of an inode without xattrs are answered lo
   const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   deepStrictEqual(await fs.getxattr(fakeContext(), node, "security.capability"), ENODATA);
   deepStrictEqual(await fs.listxattr(fakeContext(), node), []);
-  deepStrictEqual(rpc.methods(), ["lstat"]);
+  deepStrictEqual(rpc.methods(), ["lookup"]);
   await fs.setxattr(fakeContext(), node, "user.k", new Uint8Array([1]), 0);
   deepStrictEqual(await fs.getxattr(fakeContext(), node, "user.k"), new Uint8Array([1]));
-  deepStrictEqual(rpc.methods(), ["lstat", "setxattr", "getxattr"]);
+  deepStrictEqual(rpc.methods(), ["lookup", "setxattr", "getxattr"]);
 });
 
 Deno.test("container fs: an open's read-ahead serves reads until the file is written", async () => {
@@ -402,7 +415,7 @@ Deno.test("container fs: an open's read-ahead serves reads until the file is wri
   const reader = value(await fs.open(fakeContext(), node, O_RDONLY)).handle;
   deepStrictEqual(rpc.paramsOf("open")[0].readAhead! > 0, true);
   deepStrictEqual(value(await fs.read(fakeContext(), node, reader, 0, 4096)), bytes);
-  deepStrictEqual(rpc.methods(), ["lstat", "open"]);
+  deepStrictEqual(rpc.methods(), ["lookup", "open"]);
   const writer = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
   await fs.write(fakeContext(), node, writer, 0, new TextEncoder().encode("HELLO"), writeInfo);
   deepStrictEqual(
@@ -649,7 +662,7 @@ Deno.test("container fs: an interrupted open releases the satellite's handle whe
   const controller = new AbortController();
   const opening = fs.open(fakeContext({ controller }), node, O_RDONLY);
   await new Promise((r) => setTimeout(r, 0));
-  deepStrictEqual(rpc.methods(), ["lstat", "open"], "sent before the interrupt");
+  deepStrictEqual(rpc.methods(), ["lookup", "open"], "sent before the interrupt");
   controller.abort();
   deepStrictEqual(await opening, EINTR);
   answer.resolve(ok({ handle: 42 }));
@@ -927,10 +940,10 @@ Deno.test("container fs: a directory made through the mount is known empty for t
   const dir = nodeFor(value(await fs.mkdir(fakeContext(), root, "new", 0o755)), root, "new");
   // The creates that follow (`mkdir d && touch d/a d/b`) need not ask whether their names exist.
   deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").filter((p) => p.path !== "").length, 0);
+  deepStrictEqual(rpc.paramsOf("lookup").filter((p) => p.path !== "").length, 0);
   await new Promise((r) => setTimeout(r, 1100)); // past the listing timeout (1 s here)
   deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path).filter((p) => p !== ""), ["new/a"]);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path).filter((p) => p !== ""), ["new/a"]);
 });
 
 Deno.test("container fs: names looked up one by one get their directory listed at the second miss", async () => {
@@ -960,7 +973,7 @@ Deno.test("container fs: names looked up one by one get their directory listed a
   });
   // The first miss is a path walked through: stat-ed, nothing listed.
   deepStrictEqual(value(await fs.lookup(fakeContext(), root, "a")).key, keyOf(stats.get("a")!));
-  deepStrictEqual(rpc.methods(), ["lstat"]);
+  deepStrictEqual(rpc.methods(), ["lookup"]);
   // The second lists the directory; the LOOKUPs meanwhile wait for it rather than each stat.
   const asked = ["b", "c", "nope"].map((n) => fs.lookup(fakeContext(), root, n));
   listed.resolve();
@@ -969,7 +982,7 @@ Deno.test("container fs: names looked up one by one get their directory listed a
   deepStrictEqual(value(c).key, keyOf(stats.get("c")!));
   deepStrictEqual(nope, ENOENT, "absent from the complete listing");
   deepStrictEqual(value(await fs.lookup(fakeContext(), root, "d")).key, keyOf(stats.get("d")!));
-  deepStrictEqual(rpc.methods(), ["lstat", "opendir", "release"], "one listing, no more stats");
+  deepStrictEqual(rpc.methods(), ["lookup", "opendir", "release"], "one listing, no more stats");
 });
 
 Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to lstat", async () => {
@@ -980,7 +993,7 @@ Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to ls
   value(await fs.lookup(fakeContext(), root, "x"));
   value(await fs.lookup(fakeContext(), root, "y"));
   value(await fs.lookup(fakeContext(), root, "z"));
-  deepStrictEqual(rpc.methods(), ["lstat", "opendir", "lstat", "lstat"]);
+  deepStrictEqual(rpc.methods(), ["lookup", "opendir", "lookup", "lookup"]);
 });
 
 Deno.test("container fs: a walk's listing on its way to an OPENDIR when an unlink begins answers no LOOKUP", async () => {
@@ -998,7 +1011,7 @@ Deno.test("container fs: a walk's listing on its way to an OPENDIR when an unlin
   value(await opening);
   await unlinking;
   deepStrictEqual(await fs.lookup(fakeContext(), d, "x"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").length, 1, "asked the satellite, not the listing");
+  deepStrictEqual(rpc.paramsOf("lookup").length, 1, "asked the satellite, not the listing");
   deepStrictEqual(rpc.paramsOf("opendir").length, 2, "d opened for real, not from the walk");
 });
 
@@ -1009,7 +1022,7 @@ Deno.test("container fs: the first LOOKUP miss in a directory walked ahead is an
   // git status stats d/x before it reads d: the walk answers, and knows that d/y is not there.
   deepStrictEqual(value(await fs.lookup(fakeContext(), d, "x")).key, keyOf(inSub.stat));
   deepStrictEqual(await fs.lookup(fakeContext(), d, "y"), ENOENT);
-  deepStrictEqual(rpc.paramsOf("lstat").length, 0);
+  deepStrictEqual(rpc.paramsOf("lookup").length, 0);
   deepStrictEqual(rpc.paramsOf("opendir").length, 1, "d was not opened");
   // …and the walk still serves d's OPENDIR.
   value(await fs.opendir(fakeContext(), d));
@@ -1025,7 +1038,7 @@ Deno.test("container fs: after a change through the mount no earlier listing ans
   const fNode = fakeNode(keyOf(f), root, "f");
   value(await fs.link(fakeContext(), fNode, root, "h"));
   deepStrictEqual(value(await fs.lookup(fakeContext(), root, "f")).attr.nlink, 2);
-  deepStrictEqual(rpc.paramsOf("lstat").map((p) => p.path), ["f"]);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path), ["f"]);
 });
 
 /** A root listed whole with five small files f0..f4 (`f${k}` holds `k` repeated k+1 times). */
@@ -1080,6 +1093,7 @@ Deno.test("container fs: after two opens in a row in a directory, its next small
   // The second open comes with the fetch (its own file first): no round trip of its own.
   deepStrictEqual(rpc.methods(), ["opendir", "open", "readFiles"]);
   deepStrictEqual(rpc.calls[2].params, {
+    at: undefined,
     dir: "",
     names: ["f1", "f2", "f3", "f4"],
     maxFileBytes: 65536,
@@ -1137,4 +1151,45 @@ Deno.test("container fs: a fetch asks for at most MAX_READ_FILES names, the open
   const [asked] = rpc.paramsOf("readFiles");
   deepStrictEqual([asked.names.length, asked.names[0], asked.names[1]], [256, "f1", "f2"]);
   deepStrictEqual(rpc.methods().filter((m) => m === "open").length, 1, "f1 came with the fetch");
+});
+
+Deno.test("container fs: names in a directory go by its node handle; a stale one is dropped and the call made again from the root", async () => {
+  const { rpc, fs, root } = setup();
+  const dir = fakeStat({ ino: 40n, mode: S_IFDIR | 0o755 });
+  rpc.on("lstat", () => ok(fakeStat({ ino: 1n, mode: S_IFDIR | 0o755 })));
+  rpc.on("lookup", () => ok({ stat: dir, node: 77 }));
+  let stale = true;
+  rpc.on("unlink", (p) => stale && p.at !== undefined ? fail("ESTALE") : ok(undefined));
+  const d = nodeFor(value(await fs.lookup(fakeContext(), root, "d")), root, "d");
+  rpc.on("lookup", () => fail("ENOENT"));
+  deepStrictEqual(await fs.lookup(fakeContext(), d, "x"), ENOENT);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => [p.at, p.path]), [[undefined, "d"], [77, "x"]]);
+  value(await fs.unlink(fakeContext(), d, "y"));
+  deepStrictEqual(rpc.paramsOf("unlink").map((p) => [p.at, p.path]), [[77, "y"], [
+    undefined,
+    "d/y",
+  ]]);
+  stale = false;
+  value(await fs.unlink(fakeContext(), d, "z"));
+  deepStrictEqual(
+    rpc.paramsOf("unlink").at(-1),
+    { path: "d/z" },
+    "the stale handle is not used again",
+  );
+  await new Promise((r) => setTimeout(r, 0));
+  deepStrictEqual(rpc.paramsOf("forget"), [{ nodes: [77] }], "and given back");
+});
+
+Deno.test("container fs: the node handle of a directory goes back when the kernel forgets it", async () => {
+  const { rpc, fs, root } = setup();
+  let issued = 9;
+  rpc.on(
+    "lookup",
+    () => ok({ stat: fakeStat({ ino: 41n, mode: S_IFDIR | 0o755 }), node: issued++ }),
+  );
+  const first = value(await fs.lookup(fakeContext(), root, "d"));
+  value(await fs.lookup(fakeContext(), root, "d2")); // the same inode again: its second handle goes back
+  fs.forget(nodeFor(first, root, "d"));
+  await new Promise((r) => setTimeout(r, 0));
+  deepStrictEqual(rpc.paramsOf("forget"), [{ nodes: [10] }, { nodes: [9] }]);
 });

@@ -210,6 +210,8 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const F_SETPIPE_SZ = 1031;
+/** getrlimit/setrlimit resource: open descriptors (7 on x86_64 and aarch64 alike). */
+export const RLIMIT_NOFILE = 7;
 
 /** eventfd(2) flags (the same on x86_64 and aarch64). */
 export const EFD_CLOEXEC = 0o2000000;

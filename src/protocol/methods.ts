@@ -55,7 +55,7 @@ import {
 } from "./schema.ts";
 
 /** Protocol version spoken by this module; the handshake rejects any other. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Largest payload of one read or write. */
 export const MAX_IO_BYTES = 1 << 20;
 /** Most bytes an `open` reads ahead. */
@@ -64,6 +64,8 @@ export const MAX_OPEN_READ_AHEAD = 128 << 10;
 export const MAX_FRAME_BYTES = MAX_IO_BYTES + 64 * 1024;
 /** Most directory entries one readdir answers. */
 export const MAX_READDIR_ENTRIES = 4096;
+/** Most node handles one `forget` closes. */
+export const MAX_FORGET = 4096;
 /** Most changes in one event frame, and directories in one unwatch. */
 export const MAX_CHANGES = 4096;
 
@@ -80,6 +82,11 @@ export type PathArg = string | Uint8Array;
 
 const path = nameOf(MAX_PATH_BYTES);
 const handle = u32;
+/**
+ * The node handle (see `lookup`) a `path` is relative to; absent: the root. A handle the
+ * satellite does not hold (forgotten, or issued by an earlier satellite) fails ESTALE.
+ */
+const at = opt(u32);
 
 /** Owner for newly created inodes (applied when the satellite is root). */
 const owner = opt(obj({ uid: u32, gid: u32 }));
@@ -176,17 +183,30 @@ const madeSchema = obj({ stat: statSchema, dir: opt(statSchema) });
  */
 export const METHODS = {
   /** Attributes of `path` (final symlink not followed). */
-  lstat: method(obj({ path }), statSchema),
+  lstat: method(obj({ at, path }), statSchema),
+  /**
+   * `lstat`, and for a directory a node handle (`node`) while the satellite's descriptor budget
+   * lasts: an O_PATH descriptor it holds until `forget`, that later paths may be relative to
+   * (`at`). Each answer is a new handle, even for a directory that has one already.
+   */
+  lookup: method(obj({ at, path }), obj({ stat: statSchema, node: opt(u32) })),
+  /** Closes node handles (the kernel forgot their nodes); unknown ones are passed over. */
+  forget: method(obj({ nodes: arr(u32, MAX_FORGET) }), nil),
   /** Attributes of an open file or directory (also once unlinked). */
   fstat: method(obj({ handle }), statSchema),
-  /** Opens a directory for readdir; release it with `release`. */
   /**
    * Opens a directory for readdir; with `readAhead`, also up to that many first entries (as
-   * `readdir` from offset 0 with `plus`) in the same round trip.
+   * `readdir` from offset 0 with `plus`) in the same round trip; with `node`, also a node handle
+   * of the directory (as `lookup` gives).
    */
   opendir: method(
-    obj({ path, readAhead: opt(u32) }),
-    obj({ handle, entries: opt(entryList(MAX_READDIR_ENTRIES)), eof: opt(bool) }),
+    obj({ at, path, readAhead: opt(u32), node: opt(bool) }),
+    obj({
+      handle,
+      entries: opt(entryList(MAX_READDIR_ENTRIES)),
+      eof: opt(bool),
+      node: opt(u32),
+    }),
   ),
   /**
    * Lists the subtrees of `paths`, in order, depth first (children in readdir order), each
@@ -206,7 +226,7 @@ export const METHODS = {
    * unreadable, or past the budget). Best effort, for opens to come: no failure but `dir`'s.
    */
   readFiles: method(
-    obj({ dir: path, names: arr(name, MAX_READ_FILES), maxFileBytes: u32, maxBytes: u32 }),
+    obj({ at, dir: path, names: arr(name, MAX_READ_FILES), maxFileBytes: u32, maxBytes: u32 }),
     arr(opt(wholeFileSchema), MAX_READ_FILES),
   ),
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
@@ -219,12 +239,12 @@ export const METHODS = {
    * file's first bytes (at most MAX_OPEN_READ_AHEAD; fewer means end of file) in the same trip.
    */
   open: method(
-    obj({ path, flags: u32, readAhead: opt(u32), stat: opt(bool) }),
+    obj({ at, path, flags: u32, readAhead: opt(u32), stat: opt(bool) }),
     obj({ handle, data: opt(bytes(MAX_OPEN_READ_AHEAD)), stat: opt(statSchema) }),
   ),
   /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
   create: method(
-    obj({ path, flags: u32, mode: u32, owner }),
+    obj({ at, path, flags: u32, mode: u32, owner }),
     obj({ handle, stat: statSchema, dir: opt(statSchema) }),
   ),
   /** Up to `size` bytes at `offset`; shorter at end of file. */
@@ -241,7 +261,7 @@ export const METHODS = {
   /** fsync, or fdatasync when `datasync`. Works on directory handles too. */
   fsync: method(obj({ handle, datasync: bool }), nil),
   /** Truncates `path` (final symlink not followed). */
-  truncate: method(obj({ path, size: u64 }), nil),
+  truncate: method(obj({ at, path, size: u64 }), nil),
   /** Truncates an open file. */
   ftruncate: method(obj({ handle, size: u64 }), nil),
   /**
@@ -250,6 +270,7 @@ export const METHODS = {
    */
   setattr: method(
     obj({
+      at,
       path,
       handle: opt(handle),
       mode: opt(u32),
@@ -261,39 +282,43 @@ export const METHODS = {
     }),
     statSchema,
   ),
-  mkdir: method(obj({ path, mode: u32, owner }), madeSchema),
-  rmdir: method(obj({ path }), opt(changedDir)),
-  unlink: method(obj({ path }), opt(changedDir)),
+  /** Makes a directory; answers, as `lookup`, its node handle while the budget lasts. */
+  mkdir: method(
+    obj({ at, path, mode: u32, owner }),
+    obj({ stat: statSchema, dir: opt(statSchema), node: opt(u32) }),
+  ),
+  rmdir: method(obj({ at, path }), opt(changedDir)),
+  unlink: method(obj({ at, path }), opt(changedDir)),
   /**
    * renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags; answers the attributes of the
    * directories of `from` and `to` after it.
    */
   rename: method(
-    obj({ from: path, to: path, flags: u32 }),
+    obj({ fromAt: at, from: path, toAt: at, to: path, flags: u32 }),
     obj({ fromDir: opt(statSchema), toDir: opt(statSchema) }),
   ),
   /** Hard link `to` → existing `from`; answers the Stat of the inode and of `to`'s directory. */
-  link: method(obj({ from: path, to: path }), madeSchema),
+  link: method(obj({ fromAt: at, from: path, toAt: at, to: path }), madeSchema),
   /** Creates symlink `path` with content `target`. */
-  symlink: method(obj({ path, target: name, owner }), madeSchema),
-  readlink: method(obj({ path }), name),
+  symlink: method(obj({ at, path, target: name, owner }), madeSchema),
+  readlink: method(obj({ at, path }), name),
   /** chmod (final symlink not followed: EOPNOTSUPP on a symlink). */
-  chmod: method(obj({ path, mode: u32 }), nil),
+  chmod: method(obj({ at, path, mode: u32 }), nil),
   /** fchownat(AT_SYMLINK_NOFOLLOW); an absent id is left unchanged. */
-  chown: method(obj({ path, uid: opt(u32), gid: opt(u32) }), nil),
+  chown: method(obj({ at, path, uid: opt(u32), gid: opt(u32) }), nil),
   /** utimensat(AT_SYMLINK_NOFOLLOW); an absent time is left unchanged. */
-  utimens: method(obj({ path, atime: time, mtime: time }), nil),
-  statfs: method(obj({ path }), statFsSchema),
+  utimens: method(obj({ at, path, atime: time, mtime: time }), nil),
+  statfs: method(obj({ at, path }), statFsSchema),
   /** Creates a fifo, socket or device node (`mode` includes the S_IF* type). */
   mknod: method(
-    obj({ path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
+    obj({ at, path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
     madeSchema,
   ),
   /** The value of an extended attribute (final symlink not followed). */
-  getxattr: method(obj({ path, name: str(255) }), bytes(65536)),
-  setxattr: method(obj({ path, name: str(255), value: bytes(65536), flags: u32 }), nil),
-  listxattr: method(obj({ path }), arr(name, 65536)),
-  removexattr: method(obj({ path, name: str(255) }), nil),
+  getxattr: method(obj({ at, path, name: str(255) }), bytes(65536)),
+  setxattr: method(obj({ at, path, name: str(255), value: bytes(65536), flags: u32 }), nil),
+  listxattr: method(obj({ at, path }), arr(name, 65536)),
+  removexattr: method(obj({ at, path, name: str(255) }), nil),
   fallocate: method(obj({ handle, mode: u32, offset: u64, length: u64 }), nil),
   /** lseek; for SEEK_DATA / SEEK_HOLE. Returns the new offset. */
   lseek: method(obj({ handle, offset: u64, whence: u32 }), u64),

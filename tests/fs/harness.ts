@@ -60,12 +60,14 @@ export async function mountLocal(
     readOnly?: boolean;
     writebackCache?: boolean;
     writeBehind?: boolean;
+    /** Extra satellite arguments (`--node-budget N`). */
+    satelliteArgs?: string[];
   } = {},
 ): Promise<MountedFs> {
   const backing = await Deno.makeTempDir({ prefix: "dockerfuse-backing-" });
   const mountpoint = await Deno.makeTempDir({ prefix: "dockerfuse-mnt-" });
   await Deno.chmod(backing, 0o755);
-  const satellite = startSatellite(backing);
+  const satellite = startSatellite(backing, { args: options.satelliteArgs });
   await satellite.client.ready;
   const attrTimeout = options.attrTimeout ?? 1;
   const entryTimeout = options.entryTimeout ?? 1;

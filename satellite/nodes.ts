@@ -1,0 +1,91 @@
+/**
+ * Node handles: descriptors of directories the client's kernel knows, that the client's later
+ * paths are relative to (the protocol's `at`), so an operation in a directory reaches that
+ * directory even after it was renamed, and no path grows longer than one name.
+ *
+ * Invariants:
+ * - A handle holds its descriptor until `forget` (or exit): the inode stays pinned, so its
+ *   number cannot be reused by another while the client may name it.
+ * - At most `budget` handles are held; past it none is issued and the client names the
+ *   directory by its path from the nearest ancestor that has one (the root at worst).
+ * - Ids start at a random value: a handle of an earlier satellite (before a reconnect) is
+ *   unknown here, with overwhelming odds, and fails ESTALE instead of naming another directory.
+ *
+ * @module
+ */
+
+/** Most node handles held whatever the descriptor limit. */
+export const MAX_NODE_BUDGET = 65536;
+
+/**
+ * The budget a descriptor limit allows: half of it (the rest is for open files, listings and
+ * the runtime), at most MAX_NODE_BUDGET.
+ */
+export function nodeBudgetFor(fdLimit: number): number {
+  if (!(fdLimit > 0)) return 0;
+  return Math.min(MAX_NODE_BUDGET, Math.floor(fdLimit / 2));
+}
+
+/** The node handles of one satellite. */
+export class NodeHandles {
+  readonly #fds = new Map<number, number>();
+  readonly #close: (fd: number) => void;
+  readonly #budget: number;
+  #next: number;
+
+  /** `first`: the first id to issue (random when absent). */
+  constructor(budget: number, close: (fd: number) => void, first?: number) {
+    this.#budget = budget;
+    this.#close = close;
+    this.#next = first ?? 1 + Math.floor(Math.random() * 0x7fffffff);
+  }
+
+  /** Handles held. */
+  get size(): number {
+    return this.#fds.size;
+  }
+
+  /** Most handles held at once. */
+  get budget(): number {
+    return this.#budget;
+  }
+
+  /** True while another handle may be issued. */
+  get available(): boolean {
+    return this.#fds.size < this.#budget;
+  }
+
+  /** Takes `fd` as a new handle; past the budget, closes it and answers undefined. */
+  issue(fd: number): number | undefined {
+    if (!this.available) {
+      this.#close(fd);
+      return undefined;
+    }
+    let id = this.#next;
+    while (id === 0 || this.#fds.has(id)) id = (id + 1) >>> 0;
+    this.#next = (id + 1) >>> 0;
+    this.#fds.set(id, fd);
+    return id;
+  }
+
+  /** The descriptor of handle `id`, if held. */
+  fd(id: number): number | undefined {
+    return this.#fds.get(id);
+  }
+
+  /** Closes the given handles; unknown ids are passed over. */
+  forget(ids: readonly number[]): void {
+    for (const id of ids) {
+      const fd = this.#fds.get(id);
+      if (fd === undefined) continue;
+      this.#fds.delete(id);
+      this.#close(fd);
+    }
+  }
+
+  /** Closes every handle (at exit). */
+  closeAll(): void {
+    for (const fd of this.#fds.values()) this.#close(fd);
+    this.#fds.clear();
+  }
+}

@@ -1,0 +1,49 @@
+import { deepStrictEqual } from "node:assert/strict";
+import { MAX_NODE_BUDGET, nodeBudgetFor, NodeHandles } from "./nodes.ts";
+
+Deno.test("node handles: past the budget none is issued and the descriptor is closed", () => {
+  const closed: number[] = [];
+  const nodes = new NodeHandles(2, (fd) => closed.push(fd), 7);
+  deepStrictEqual([nodes.issue(100), nodes.issue(101)], [7, 8]);
+  deepStrictEqual(nodes.available, false);
+  deepStrictEqual(nodes.issue(102), undefined);
+  deepStrictEqual(closed, [102]);
+  deepStrictEqual([nodes.fd(7), nodes.fd(8), nodes.fd(9)], [100, 101, undefined]);
+});
+
+Deno.test("node handles: forget closes known handles, passes over unknown ones, frees budget", () => {
+  const closed: number[] = [];
+  const nodes = new NodeHandles(2, (fd) => closed.push(fd), 1);
+  nodes.issue(10);
+  nodes.issue(11);
+  nodes.forget([2, 99, 2]);
+  deepStrictEqual(closed, [11]);
+  deepStrictEqual([nodes.size, nodes.fd(2)], [1, undefined]);
+  deepStrictEqual(nodes.issue(12), 3, "ids are not reused at once");
+  nodes.closeAll();
+  deepStrictEqual(closed, [11, 10, 12]);
+  deepStrictEqual(nodes.size, 0);
+});
+
+Deno.test("node handles: ids wrap past 2^32 - 1 and never are 0 or one still held", () => {
+  const nodes = new NodeHandles(3, () => {}, 0xffffffff);
+  deepStrictEqual([nodes.issue(1), nodes.issue(2)], [0xffffffff, 1]);
+  const again = new NodeHandles(3, () => {}, 0xffffffff);
+  again.issue(1);
+  again.forget([]);
+  deepStrictEqual(again.issue(2), 1);
+});
+
+Deno.test("node handles: the first id is random unless given", () => {
+  const firsts = new Set<number | undefined>();
+  for (let i = 0; i < 8; i++) firsts.add(new NodeHandles(1, () => {}).issue(3));
+  deepStrictEqual(firsts.size > 1, true);
+});
+
+Deno.test("node handles: the budget follows the descriptor limit", () => {
+  deepStrictEqual(nodeBudgetFor(1024), 512);
+  deepStrictEqual(nodeBudgetFor(4096), 2048);
+  deepStrictEqual(nodeBudgetFor(1 << 20), MAX_NODE_BUDGET);
+  deepStrictEqual(nodeBudgetFor(Infinity), MAX_NODE_BUDGET);
+  deepStrictEqual(nodeBudgetFor(0), 0);
+});
