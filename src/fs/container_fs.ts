@@ -446,19 +446,37 @@ export class ContainerFs implements FileSystem<Handle> {
     return isErrno(toAgain) ? toAgain : await call(fromAgain, toAgain);
   }
 
-  /** Something changes through the mount at (parent, name) (the node itself for the root). */
-  #changed(parent: Node | undefined, name: string): void {
+  /**
+   * Something changes through the mount at (parent, name) (the node itself for the root):
+   * `inode`'s attributes, or with "links" the names of an inode (link, unlink, rmdir, rename:
+   * its nlink changes, in every listing of it). Listed attributes it may leave stale are
+   * forgotten: the entry's and its directory's (mtime, nlink), or all of them when the inode
+   * may be listed under other names too, or its attributes are not known.
+   */
+  #changed(parent: Node | undefined, name: string, inode?: Node | "links"): void {
     this.#changes.note();
     this.#ahead.drop();
     this.#smallFiles.clear();
     this.#changedAt = Date.now();
-    this.#attrs.forgetAllListed();
+    if (parent === undefined || inode === "links" || (inode && this.#mayHaveLinks(inode))) {
+      this.#attrs.forgetAllListed();
+    } else {
+      this.#attrs.forgetListed(parent.key, name);
+      const above = parent.parent;
+      if (above !== undefined) this.#attrs.forgetListed(above.key, parent.name);
+    }
     if (parent !== undefined) this.#attrs.notePresent(parent.key, name);
+  }
+
+  /** Whether `node` may have names in other directories (a file with nlink > 1, or unknown). */
+  #mayHaveLinks(node: Node): boolean {
+    const attr = this.#attrs.attrOf(node);
+    return attr === undefined || ((attr.mode & S_IFMT) !== S_IFDIR && attr.nlink > 1);
   }
 
   /** `node`'s data changes through `handle` (a write, fallocate, copy into it). */
   #dataChanged(node: Node, handle: Handle): void {
-    this.#changed(node.parent, node.name);
+    this.#changed(node.parent, node.name, node);
     this.#openFiles.changed(handle.key);
     this.#attrs.forgetChanged(node.key); // a flush's attributes are older now
   }
@@ -888,7 +906,7 @@ export class ContainerFs implements FileSystem<Handle> {
     changes: SetAttrChanges,
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
-    this.#changed(node.parent, node.name);
+    this.#changed(node.parent, node.name, node);
     if (changes.size !== undefined) this.#openFiles.changed(node.key);
     const path = relPath(node);
     if (path === undefined) {
@@ -1059,7 +1077,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const where = this.#where(parent, name);
-    this.#changed(parent, name);
+    this.#changed(parent, name, "links");
     if (isErrno(where)) return where;
     const r = await this.#at(parent, name, (w) => this.#rpc.unlink(w, this.#opts(ctx)), where);
     if (isErrno(r)) return r;
@@ -1069,7 +1087,7 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const where = this.#where(parent, name);
-    this.#changed(parent, name);
+    this.#changed(parent, name, "links");
     if (isErrno(where)) return where;
     const r = await this.#at(parent, name, (w) => this.#rpc.rmdir(w, this.#opts(ctx)), where);
     if (isErrno(r)) return r;
@@ -1085,8 +1103,8 @@ export class ContainerFs implements FileSystem<Handle> {
     newName: string,
     flags: number,
   ): Promise<void | Errno> {
-    this.#changed(parent, name);
-    this.#changed(newParent, newName);
+    this.#changed(parent, name, "links");
+    this.#changed(newParent, newName, "links");
     const r = await this.#atTwo(
       [parent, name],
       [newParent, newName],
@@ -1108,7 +1126,7 @@ export class ContainerFs implements FileSystem<Handle> {
     newParent: Node,
     newName: string,
   ): Promise<Entry | Errno> {
-    this.#changed(newParent, newName);
+    this.#changed(newParent, newName, "links");
     const r = await this.#atTwo(
       [node, undefined],
       [newParent, newName],
@@ -1161,7 +1179,7 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#see(node);
     if ((flags & O_TRUNC) !== 0) {
       // A truncating open changes the file (the kernel sends no SETATTR for it).
-      this.#changed(node.parent, node.name);
+      this.#changed(node.parent, node.name, node);
       this.#openFiles.changed(node.key);
     }
     const path = relPath(node);
@@ -1885,7 +1903,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const where = this.#where(node);
     if (isErrno(where)) return where;
     this.#attrs.forgetXattrs(node.key);
-    this.#changed(node.parent, node.name);
+    this.#changed(node.parent, node.name, node);
     const r = await this.#at(
       node,
       undefined,
@@ -1936,7 +1954,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const where = this.#where(node);
     if (isErrno(where)) return where;
     this.#attrs.forgetXattrs(node.key);
-    this.#changed(node.parent, node.name);
+    this.#changed(node.parent, node.name, node);
     const r = await this.#at(
       node,
       undefined,

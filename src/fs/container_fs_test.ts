@@ -1041,6 +1041,20 @@ Deno.test("container fs: after a change through the mount no earlier listing ans
   deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path), ["f"]);
 });
 
+Deno.test("container fs: a create or a write in a directory leaves the other names it listed answering LOOKUPs (tar, git checkout)", async () => {
+  const { rpc, fs, root } = await listRoot();
+  rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 9n }) }));
+  rpc.on("setattr", () => ok(fakeStat({ ino: 7n, mode: 0o100600 })));
+  value(await fs.create(fakeContext(), root, "new", 0o644, O_RDWR));
+  const f = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  value(await fs.setattr(fakeContext(), f, { mode: 0o600 }, undefined));
+  deepStrictEqual(
+    value(await fs.lookup(fakeContext(), root, "g")).key,
+    keyOf(fakeStat({ ino: 8n })),
+  );
+  deepStrictEqual(rpc.paramsOf("lookup").length, 0, "f and g answered from the listing");
+});
+
 /** A root listed whole with five small files f0..f4 (`f${k}` holds `k` repeated k+1 times). */
 async function rootOfSmallFiles(
   options: Partial<ContainerFsOptions> = {},
