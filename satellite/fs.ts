@@ -90,6 +90,11 @@ const {
   ERANGE,
 } = ERRNO;
 const I64_MAX = (1n << 63n) - 1n;
+
+/** An inode's identity: device and inode number. */
+function identityOf(stat: Stat): string {
+  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
+}
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
 
@@ -700,8 +705,9 @@ export class SatelliteFs {
     try {
       const stat = this.#statAt(r.dirfd, r.name);
       if (stat instanceof RpcFailure) return stat;
-      if ((stat.mode & S_IFMT) !== S_IFDIR || !this.#nodes.available) return { stat };
-      const node = this.#openNode(r, stat);
+      if ((stat.mode & S_IFMT) !== S_IFDIR) return { stat };
+      const node = this.#nodes.again(identityOf(stat)) ??
+        (this.#nodes.available ? this.#openNode(r, stat) : undefined);
       return node === undefined ? { stat } : { stat, node };
     } finally {
       this.#release_(r);
@@ -726,15 +732,12 @@ export class SatelliteFs {
     if (fd < 0) return undefined;
     if (stat !== undefined) {
       const now = this.#statFd(fd);
-      if (
-        now instanceof RpcFailure || now.ino !== stat.ino || now.devMajor !== stat.devMajor ||
-        now.devMinor !== stat.devMinor
-      ) {
+      if (now instanceof RpcFailure || identityOf(now) !== identityOf(stat)) {
         this.#c.fn.close(fd);
         return undefined;
       }
     }
-    return this.#nodes.issue(fd);
+    return this.#nodes.issue(fd, stat && identityOf(stat));
   }
 
   #lstat(w: Where): Stat | RpcFailure {

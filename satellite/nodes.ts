@@ -6,6 +6,9 @@
  * Invariants:
  * - A handle holds its descriptor until `forget` (or exit): the inode stays pinned, so its
  *   number cannot be reused by another while the client may name it.
+ * - An inode has one handle however often it is answered (its identity, dev and inode number,
+ *   finds it); each answer counts once and is given back by one `forget` of its id, so the
+ *   descriptor is closed when every answer was.
  * - At most `budget` handles are held; past it none is issued and the client names the
  *   directory by its path from the nearest ancestor that has one (the root at worst).
  * - Ids start at a random value: a handle of an earlier satellite (before a reconnect) is
@@ -29,6 +32,10 @@ export function nodeBudgetFor(fdLimit: number): number {
 /** The node handles of one satellite. */
 export class NodeHandles {
   readonly #fds = new Map<number, number>();
+  /** Answers not given back yet, per handle. */
+  readonly #refs = new Map<number, number>();
+  readonly #identities = new Map<string, number>();
+  readonly #identityOf = new Map<number, string>();
   readonly #close: (fd: number) => void;
   readonly #budget: number;
   #next: number;
@@ -55,16 +62,32 @@ export class NodeHandles {
     return this.#fds.size < this.#budget;
   }
 
-  /** Takes `fd` as a new handle; past the budget, closes it and answers undefined. */
-  issue(fd: number): number | undefined {
-    if (!this.available) {
+  /** Answers the handle of the inode of `identity` once more, if one is held. */
+  again(identity: string): number | undefined {
+    const id = this.#identities.get(identity);
+    if (id !== undefined) this.#refs.set(id, this.#refs.get(id)! + 1);
+    return id;
+  }
+
+  /**
+   * Takes `fd` as the handle of the inode of `identity` (when given); past the budget, or when
+   * that inode has a handle already (then answered again), closes it.
+   */
+  issue(fd: number, identity?: string): number | undefined {
+    const known = identity === undefined ? undefined : this.again(identity);
+    if (known !== undefined || !this.available) {
       this.#close(fd);
-      return undefined;
+      return known;
     }
     let id = this.#next;
     while (id === 0 || this.#fds.has(id)) id = (id + 1) >>> 0;
     this.#next = (id + 1) >>> 0;
     this.#fds.set(id, fd);
+    this.#refs.set(id, 1);
+    if (identity !== undefined) {
+      this.#identities.set(identity, id);
+      this.#identityOf.set(id, identity);
+    }
     return id;
   }
 
@@ -73,12 +96,23 @@ export class NodeHandles {
     return this.#fds.get(id);
   }
 
-  /** Closes the given handles; unknown ids are passed over. */
+  /** Gives back one answer of each id; a handle with none left is closed. Unknown ids pass. */
   forget(ids: readonly number[]): void {
     for (const id of ids) {
       const fd = this.#fds.get(id);
       if (fd === undefined) continue;
+      const refs = this.#refs.get(id)! - 1;
+      if (refs > 0) {
+        this.#refs.set(id, refs);
+        continue;
+      }
       this.#fds.delete(id);
+      this.#refs.delete(id);
+      const identity = this.#identityOf.get(id);
+      if (identity !== undefined) {
+        this.#identityOf.delete(id);
+        this.#identities.delete(identity);
+      }
       this.#close(fd);
     }
   }
@@ -87,5 +121,8 @@ export class NodeHandles {
   closeAll(): void {
     for (const fd of this.#fds.values()) this.#close(fd);
     this.#fds.clear();
+    this.#refs.clear();
+    this.#identities.clear();
+    this.#identityOf.clear();
   }
 }

@@ -47,3 +47,17 @@ Deno.test("node handles: the budget follows the descriptor limit", () => {
   deepStrictEqual(nodeBudgetFor(Infinity), MAX_NODE_BUDGET);
   deepStrictEqual(nodeBudgetFor(0), 0);
 });
+
+Deno.test("node handles: an inode answered again keeps its handle until every answer is given back", () => {
+  const closed: number[] = [];
+  const nodes = new NodeHandles(5, (fd) => closed.push(fd), 1);
+  deepStrictEqual(nodes.issue(10, "0:1:7"), 1);
+  deepStrictEqual(nodes.again("0:1:7"), 1);
+  deepStrictEqual(nodes.issue(11, "0:1:7"), 1, "a second descriptor of it is closed");
+  deepStrictEqual([closed, nodes.size], [[11], 1]);
+  nodes.forget([1, 1]);
+  deepStrictEqual(nodes.fd(1), 10, "one answer is still out");
+  nodes.forget([1]);
+  deepStrictEqual([closed, nodes.fd(1), nodes.again("0:1:7")], [[11, 10], undefined, undefined]);
+  deepStrictEqual(nodes.issue(12, "0:1:7"), 2, "a new handle once it was closed");
+});

@@ -187,10 +187,11 @@ export const METHODS = {
   /**
    * `lstat`, and for a directory a node handle (`node`) while the satellite's descriptor budget
    * lasts: an O_PATH descriptor it holds until `forget`, that later paths may be relative to
-   * (`at`). Each answer is a new handle, even for a directory that has one already.
+   * (`at`). A directory keeps its handle while it is held: answered again, the same handle
+   * counts once more, and each answer is given back by one id in `forget`.
    */
   lookup: method(obj({ at, path }), obj({ stat: statSchema, node: opt(u32) })),
-  /** Closes node handles (the kernel forgot their nodes); unknown ones are passed over. */
+  /** Gives back node handle answers (one per id); unknown ids are passed over. */
   forget: method(obj({ nodes: arr(u32, MAX_FORGET) }), nil),
   /** Attributes of an open file or directory (also once unlinked). */
   fstat: method(obj({ handle }), statSchema),
