@@ -11,14 +11,17 @@
  *   descriptor is closed when every answer was.
  * - At most `budget` handles are held; past it none is issued and the client names the
  *   directory by its path from the nearest ancestor that has one (the root at worst).
- * - Ids start at a random value: a handle of an earlier satellite (before a reconnect) is
- *   unknown here, with overwhelming odds, and fails ESTALE instead of naming another directory.
+ * - An id is this satellite's random 32-bit epoch times 2^21 plus a counter (a safe integer): a
+ *   handle of an earlier satellite (a call sent again after a reconnect) is unknown here but
+ *   with odds of 2^-32, and fails ESTALE instead of naming another directory.
  *
  * @module
  */
 
 /** Most node handles held whatever the descriptor limit. */
 export const MAX_NODE_BUDGET = 65536;
+/** Ids one epoch numbers (a counter of 21 bits, above the budget many times over). */
+const EPOCH_IDS = 1 << 21;
 
 /**
  * The budget a descriptor limit allows: half of it (the rest is for open files, listings and
@@ -38,13 +41,14 @@ export class NodeHandles {
   readonly #identityOf = new Map<number, string>();
   readonly #close: (fd: number) => void;
   readonly #budget: number;
-  #next: number;
+  readonly #epoch: number;
+  #counter = 1;
 
-  /** `first`: the first id to issue (random when absent). */
-  constructor(budget: number, close: (fd: number) => void, first?: number) {
+  /** `epoch`: the high part of every id, below 2^32 (random when absent). */
+  constructor(budget: number, close: (fd: number) => void, epoch?: number) {
     this.#budget = budget;
     this.#close = close;
-    this.#next = first ?? 1 + Math.floor(Math.random() * 0x7fffffff);
+    this.#epoch = epoch ?? 1 + Math.floor(Math.random() * 0xfffffffe);
   }
 
   /** Handles held. */
@@ -79,9 +83,11 @@ export class NodeHandles {
       this.#close(fd);
       return known;
     }
-    let id = this.#next;
-    while (id === 0 || this.#fds.has(id)) id = (id + 1) >>> 0;
-    this.#next = (id + 1) >>> 0;
+    let id: number;
+    do {
+      id = this.#epoch * EPOCH_IDS + this.#counter;
+      this.#counter = (this.#counter + 1) % EPOCH_IDS;
+    } while (id === 0 || this.#fds.has(id));
     this.#fds.set(id, fd);
     this.#refs.set(id, 1);
     if (identity !== undefined) {

@@ -82,11 +82,13 @@ export type PathArg = string | Uint8Array;
 
 const path = nameOf(MAX_PATH_BYTES);
 const handle = u32;
+/** A node handle (see `lookup`): a safe integer, unique to the satellite that issued it. */
+const nodeId = int;
 /**
- * The node handle (see `lookup`) a `path` is relative to; absent: the root. A handle the
- * satellite does not hold (forgotten, or issued by an earlier satellite) fails ESTALE.
+ * The node handle a `path` is relative to; absent: the root. A handle the satellite does not
+ * hold (forgotten, or issued by an earlier satellite) fails ESTALE.
  */
-const at = opt(u32);
+const at = opt(nodeId);
 
 /** Owner for newly created inodes (applied when the satellite is root). */
 const owner = opt(obj({ uid: u32, gid: u32 }));
@@ -190,9 +192,9 @@ export const METHODS = {
    * (`at`). A directory keeps its handle while it is held: answered again, the same handle
    * counts once more, and each answer is given back by one id in `forget`.
    */
-  lookup: method(obj({ at, path }), obj({ stat: statSchema, node: opt(u32) })),
+  lookup: method(obj({ at, path }), obj({ stat: statSchema, node: opt(nodeId) })),
   /** Gives back node handle answers (one per id); unknown ids are passed over. */
-  forget: method(obj({ nodes: arr(u32, MAX_FORGET) }), nil),
+  forget: method(obj({ nodes: arr(nodeId, MAX_FORGET) }), nil),
   /** Attributes of an open file or directory (also once unlinked). */
   fstat: method(obj({ handle }), statSchema),
   /**
@@ -206,7 +208,7 @@ export const METHODS = {
       handle,
       entries: opt(entryList(MAX_READDIR_ENTRIES)),
       eof: opt(bool),
-      node: opt(u32),
+      node: opt(nodeId),
     }),
   ),
   /**
@@ -286,7 +288,7 @@ export const METHODS = {
   /** Makes a directory; answers, as `lookup`, its node handle while the budget lasts. */
   mkdir: method(
     obj({ at, path, mode: u32, owner }),
-    obj({ stat: statSchema, dir: opt(statSchema), node: opt(u32) }),
+    obj({ stat: statSchema, dir: opt(statSchema), node: opt(nodeId) }),
   ),
   rmdir: method(obj({ at, path }), opt(changedDir)),
   unlink: method(obj({ at, path }), opt(changedDir)),

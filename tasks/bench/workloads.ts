@@ -103,6 +103,15 @@ const WORKLOADS: Workload[] = [
     script: (p) => `tar cf - -C ${p}/work/repo . | wc -c >/dev/null`,
   },
   {
+    id: "untar",
+    label: "tar x of the repository into it",
+    // What a package manager or a checkout does: directories made, then filled, file by file.
+    prepare: (native) =>
+      `rm -rf ${native}/work/untar && mkdir ${native}/work/untar && ` +
+      `tar cf /tmp/dockerfuse-bench-untar.tar -C ${native}/work/repo .`,
+    script: (p) => `tar xf /tmp/dockerfuse-bench-untar.tar -C ${p}/work/untar`,
+  },
+  {
     id: "vim",
     label: `vim saves ${EDITED} files`,
     script: (p) =>
