@@ -135,6 +135,8 @@ export interface PosixRun {
   readonly tests: number;
   readonly failed: number;
   readonly failures: readonly FileResult[];
+  /** prove's verdict (`Result: PASS`), false when it said FAIL or nothing. */
+  readonly passed: boolean;
   readonly seconds: number;
   readonly output: string;
 }
@@ -172,6 +174,7 @@ export function parseProve(output: string, testsDir: string): Omit<PosixRun, "se
     tests: totals ? Number(totals[2]) : 0,
     failed: failures.reduce((n, f) => n + f.failed, 0),
     failures,
+    passed: /^Result: PASS$/m.test(output),
     output,
   };
 }
