@@ -250,6 +250,11 @@ export class SatelliteFs {
     return this.#handles.size;
   }
 
+  /** What is known of node handle `id`'s directory (see NodeHandles.about). */
+  node(id: number): { identity?: string; name?: Uint8Array } | undefined {
+    return this.#nodes.about(id);
+  }
+
   /** Node handles held. */
   get nodeHandles(): number {
     return this.#nodes.size;
@@ -721,14 +726,15 @@ export class SatelliteFs {
   #openNode(r: Resolved, stat: Stat): number | undefined {
     const f = this.#flags;
     const flags = f.O_PATH | f.O_DIRECTORY | f.O_NOFOLLOW | f.O_CLOEXEC;
-    return this.#issueNode(this.#openRetry(r.dirfd, r.name, flags, 0), stat);
+    const name = r.name.subarray(0, r.name.length - 1); // without its NUL
+    return this.#issueNode(this.#openRetry(r.dirfd, r.name, flags, 0), stat, name);
   }
 
   /**
    * Issues `fd` (negative: none) as a node handle; with `stat`, only when it is still that
    * inode. Closes it when not issued.
    */
-  #issueNode(fd: number, stat?: Stat): number | undefined {
+  #issueNode(fd: number, stat?: Stat, name?: Uint8Array): number | undefined {
     if (fd < 0) return undefined;
     if (stat !== undefined) {
       const now = this.#statFd(fd);
@@ -737,7 +743,7 @@ export class SatelliteFs {
         return undefined;
       }
     }
-    return this.#nodes.issue(fd, stat && identityOf(stat));
+    return this.#nodes.issue(fd, stat && identityOf(stat), name);
   }
 
   #lstat(w: Where): Stat | RpcFailure {
@@ -783,7 +789,9 @@ export class SatelliteFs {
     const handle = this.#addHandle(fd, true);
     // The node's descriptor is a second one (the listing's is closed at release); only used as
     // a dirfd, so the shared position does not matter.
-    const node = p.node && this.#nodes.available ? this.#issueNode(this.#c.fn.dup(fd)) : undefined;
+    const node = p.node && this.#nodes.available
+      ? this.#issueNode(this.#c.fn.dup(fd), undefined, splitPath(p.path)?.at(-1))
+      : undefined;
     const named = node === undefined ? { handle } : { handle, node };
     if (!p.readAhead) return named;
     const first = this.#readdir({ handle, offset: 0n, plus: true, maxEntries: p.readAhead });

@@ -39,6 +39,8 @@ export class NodeHandles {
   readonly #refs = new Map<number, number>();
   readonly #identities = new Map<string, number>();
   readonly #identityOf = new Map<number, string>();
+  /** The name each handle's directory had when it was issued (the change feed's echoes). */
+  readonly #names = new Map<number, Uint8Array>();
   readonly #close: (fd: number) => void;
   readonly #budget: number;
   readonly #epoch: number;
@@ -74,10 +76,10 @@ export class NodeHandles {
   }
 
   /**
-   * Takes `fd` as the handle of the inode of `identity` (when given); past the budget, or when
-   * that inode has a handle already (then answered again), closes it.
+   * Takes `fd` as the handle of the inode of `identity` (when given), found under `name`; past
+   * the budget, or when that inode has a handle already (then answered again), closes it.
    */
-  issue(fd: number, identity?: string): number | undefined {
+  issue(fd: number, identity?: string, name?: Uint8Array): number | undefined {
     const known = identity === undefined ? undefined : this.again(identity);
     if (known !== undefined || !this.available) {
       this.#close(fd);
@@ -90,6 +92,7 @@ export class NodeHandles {
     } while (id === 0 || this.#fds.has(id));
     this.#fds.set(id, fd);
     this.#refs.set(id, 1);
+    if (name !== undefined) this.#names.set(id, name);
     if (identity !== undefined) {
       this.#identities.set(identity, id);
       this.#identityOf.set(id, identity);
@@ -100,6 +103,15 @@ export class NodeHandles {
   /** The descriptor of handle `id`, if held. */
   fd(id: number): number | undefined {
     return this.#fds.get(id);
+  }
+
+  /**
+   * What is known of handle `id`'s directory: its identity, and the name it had when the handle
+   * was issued (it may have been renamed since). Undefined when not held.
+   */
+  about(id: number): { identity?: string; name?: Uint8Array } | undefined {
+    if (!this.#fds.has(id)) return undefined;
+    return { identity: this.#identityOf.get(id), name: this.#names.get(id) };
   }
 
   /** Gives back one answer of each id; a handle with none left is closed. Unknown ids pass. */
@@ -114,6 +126,7 @@ export class NodeHandles {
       }
       this.#fds.delete(id);
       this.#refs.delete(id);
+      this.#names.delete(id);
       const identity = this.#identityOf.get(id);
       if (identity !== undefined) {
         this.#identityOf.delete(id);
@@ -128,6 +141,7 @@ export class NodeHandles {
     for (const fd of this.#fds.values()) this.#close(fd);
     this.#fds.clear();
     this.#refs.clear();
+    this.#names.clear();
     this.#identities.clear();
     this.#identityOf.clear();
   }

@@ -72,6 +72,11 @@ export interface WatchFs {
   statOf(fd: number): Stat | RpcFailure;
   /** Whether the directory at `w` has no entries; undefined when it cannot be read. */
   emptyDir(w: Where): boolean | undefined;
+  /**
+   * Node handle `id`'s directory, if held: its identity (a watch key) and the name it had when
+   * the handle was issued.
+   */
+  node(id: number): { identity?: string; name?: Uint8Array } | undefined;
   /** Sets what a `walk` calls with each directory it opens, before it reads the directory. */
   onWalkDir(hook: (fd: number) => void): void;
 }
@@ -127,6 +132,13 @@ const HANDLE_CHANGES: Readonly<Record<string, readonly string[]>> = {
   fsync: ["handle"],
   release: ["handle"],
 };
+
+/** Events a request of the client causes itself: names in directories, directories' own. */
+interface Echo {
+  readonly names: Set<string>;
+  /** Watch keys (identities) of directories changed by their node handle. */
+  readonly selves: Set<string>;
+}
 
 /** The feed's own methods. */
 const FEED_METHODS: ReadonlySet<string> = new Set(["watch", "unwatch"]);
@@ -266,14 +278,14 @@ export class Watcher {
     };
     for (const [method, keys] of Object.entries(PATH_CHANGES)) {
       const op = h[method];
-      h[method] = (p) => this.#echoFree(() => op(p), keys.map((k) => baseName(p[k] as PathArg)));
+      h[method] = (p) => this.#echoFree(() => op(p), this.#echoOf(p, keys));
     }
     for (const [method, keys] of Object.entries(HANDLE_CHANGES)) {
       const op = h[method];
       h[method] = (p) => {
         const names = keys.map((k) => this.#handleNames.get(p[k] as number))
           .filter((n): n is string => n !== undefined);
-        const r = this.#echoFree(() => op(p), names);
+        const r = this.#echoFree(() => op(p), { names: new Set(names), selves: new Set() });
         if (method === "release") {
           this.#handleNames.delete(p.handle as number);
           this.#dirPaths.delete(p.handle as number);
@@ -322,12 +334,29 @@ export class Watcher {
     return r;
   }
 
+  /**
+   * The echoes a request changing its path params `keys` causes: each path's last name in its
+   * directory's watch; a node handle's own directory (an empty path) by the name it had when the
+   * handle was issued, and in its own watch (a "self" event) by its identity.
+   */
+  #echoOf(p: Record<string, unknown>, keys: readonly string[]): Echo {
+    const echo: Echo = { names: new Set(), selves: new Set() };
+    for (const key of keys) {
+      const name = baseName(p[key] as PathArg);
+      const at = p[key === "path" ? "at" : `${key}At`] as number | undefined;
+      const node = name === "" && at !== undefined ? this.#fs.node(at) : undefined;
+      if (node?.identity !== undefined) echo.selves.add(node.identity);
+      echo.names.add(node?.name !== undefined ? nameText(node.name) : name);
+    }
+    return echo;
+  }
+
   /** Runs a request that changes `names`, without echoing its own events. */
-  #echoFree(op: () => unknown, names: string[]): unknown {
+  #echoFree(op: () => unknown, echo: Echo): unknown {
     if (!this.enabled) return op();
     this.drain(false);
     const r = op();
-    this.#read(new Set(names));
+    this.#read(echo);
     this.#send();
     return r;
   }
@@ -457,7 +486,7 @@ export class Watcher {
   }
 
   /** Reads queued events into `#pending`, dropping those naming `echo` (a request's own). */
-  #read(echo: Set<string> | undefined): void {
+  #read(echo: Echo | undefined): void {
     for (;;) {
       const n = num(this.#c.fn.read(this.#fd, this.#buf, BigInt(this.#buf.length)));
       if (n <= 0) {
@@ -468,7 +497,7 @@ export class Watcher {
     }
   }
 
-  #parse(n: number, echo: Set<string> | undefined): void {
+  #parse(n: number, echo: Echo | undefined): void {
     const v = new DataView(this.#buf.buffer);
     let at = 0;
     while (at + INOTIFY_EVENT_BYTES <= n) {
@@ -494,6 +523,7 @@ export class Watcher {
       }
       if (key === undefined) continue;
       if (raw.length === 0) {
+        if (echo?.selves.has(key) && !(mask & (IN_DELETE_SELF | IN_MOVE_SELF))) continue;
         if (mask & (IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_MODIFY)) {
           this.#pending.push({ dir: key, what: ChangeKind.SELF });
         }
@@ -505,7 +535,7 @@ export class Watcher {
       } catch {
         name = raw.slice();
       }
-      if (echo !== undefined && echo.has(typeof name === "string" ? name : nameText(name))) {
+      if (echo?.names.has(typeof name === "string" ? name : nameText(name))) {
         continue;
       }
       let what = 0;

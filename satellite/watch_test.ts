@@ -14,6 +14,7 @@ import {
 } from "../src/protocol/mod.ts";
 import { SatelliteFs } from "./fs.ts";
 import { cString, Libc } from "./libc.ts";
+import { NodeHandles } from "./nodes.ts";
 import { Watcher } from "./watch.ts";
 
 interface Setup {
@@ -34,7 +35,8 @@ function setup(patch?: (fs: SatelliteFs) => void): Setup {
   const dir = Deno.makeTempDirSync({ prefix: "dockerfuse-watch-" });
   const rootFd = libc.fn.openat(AT_FDCWD, cString(dir)!, O_PATH | O_CLOEXEC, 0);
   ok(rootFd >= 0);
-  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd" });
+  const nodes = new NodeHandles(100, (fd) => libc.fn.close(fd));
+  const fs = new SatelliteFs(libc, rootFd, { procFd: "/proc/self/fd", nodes });
   patch?.(fs);
   let emitted: Change[] = [];
   let inotifyFd = -1;
@@ -205,6 +207,26 @@ Deno.test("watch: emptyDir tells an empty directory from one with entries", () =
       false,
       undefined,
     ]);
+  } finally {
+    s.close();
+  }
+});
+
+Deno.test("watch: a directory changed through its node handle echoes neither in its parent's watch nor in its own", () => {
+  const s = setup();
+  try {
+    now(s.handlers.watch({ maxWatches: 100 }));
+    Deno.mkdirSync(`${s.dir}/d`);
+    const found = now(s.handlers.lookup({ path: "d" }));
+    ok(!(found instanceof RpcFailure) && found.node !== undefined, "a node handle");
+    s.take(); // the WATCHED notices
+    const at = found.node;
+    now(s.handlers.chmod({ at, path: "", mode: 0o700 }));
+    const time = { sec: 1, nsec: 0 };
+    now(s.handlers.utimens({ at, path: "", atime: time, mtime: time }));
+    deepStrictEqual(kinds(s.take()), [], "its own changes");
+    Deno.chmodSync(`${s.dir}/d`, 0o755); // the container's change is still told
+    deepStrictEqual(kinds(s.take()).sort(), [`${ChangeKind.ATTR} d`, `${ChangeKind.SELF}`]);
   } finally {
     s.close();
   }
