@@ -78,19 +78,20 @@ export class NodeHandles {
   forget(key: string): void {
     this.#sync();
     const id = this.#byKey.get(key);
-    if (id === undefined) return;
-    this.#byKey.delete(key);
-    this.#keyOf.delete(id);
-    this.#giveBack(id);
+    if (id !== undefined) this.#drop(key, id);
   }
 
   /** A call answered ESTALE for handle `id`: it is not used again. */
   stale(id: number): void {
     this.#sync();
     const key = this.#keyOf.get(id);
-    if (key === undefined) return;
-    this.#keyOf.delete(id);
+    if (key !== undefined) this.#drop(key, id);
+  }
+
+  /** Forgets that `key` has handle `id`, and gives it back. */
+  #drop(key: string, id: number): void {
     this.#byKey.delete(key);
+    this.#keyOf.delete(id);
     this.#giveBack(id);
   }
 
