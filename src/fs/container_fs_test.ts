@@ -1055,6 +1055,29 @@ Deno.test("container fs: a create or a write in a directory leaves the other nam
   deepStrictEqual(rpc.paramsOf("lookup").length, 0, "f and g answered from the listing");
 });
 
+Deno.test("container fs: a chmod of a file with two names makes the other name's listed attributes stale", async () => {
+  const { rpc, fs, root } = setup();
+  const f = fakeStat({ ino: 7n, nlink: 2 });
+  rpc.on("opendir", () =>
+    ok({
+      handle: 3,
+      eof: true,
+      entries: [
+        { name: "f", ino: 7n, type: DT_REG, offset: 1n, stat: f },
+        { name: "h", ino: 7n, type: DT_REG, offset: 2n, stat: f },
+      ],
+    }));
+  rpc.on("readdir", () => ok({ entries: [], eof: true }));
+  rpc.on("setattr", () => ok({ ...f, mode: 0o100600 }));
+  rpc.on("lstat", () => ok({ ...f, mode: 0o100600 }));
+  const handle = value(await fs.opendir(fakeContext(), root)).handle;
+  value(await fs.readdir(fakeContext(), root, handle, 0, true));
+  const fNode = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  value(await fs.setattr(fakeContext(), fNode, { mode: 0o600 }, undefined));
+  deepStrictEqual(value(await fs.lookup(fakeContext(), root, "h")).attr.mode, 0o100600);
+  deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path), ["h"], "h asked again");
+});
+
 /** A root listed whole with five small files f0..f4 (`f${k}` holds `k` repeated k+1 times). */
 async function rootOfSmallFiles(
   options: Partial<ContainerFsOptions> = {},
