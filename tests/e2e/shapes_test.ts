@@ -84,7 +84,10 @@ async function mounts(bed: TestBed, shape: ContainerShape, t: Deno.TestContext):
     });
     try {
       const M = m.mountpoint;
-      equal(await Deno.readTextFile(`${M}/data/hello.txt`), helloOf(shape.kind));
+      const hello = await Deno.readTextFile(`${M}/data/hello.txt`).catch((e) =>
+        withClientLog(e, m.stderr())
+      );
+      equal(hello, helloOf(shape.kind));
       const W = `${M}${shape.writable}`;
       const inside = shape.writable!;
       await t.step("read/write/rename/remove round trip, seen inside", async () => {
