@@ -570,9 +570,9 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   /**
-   * Whether `stat`, answered for `path`, is `node`'s inode. Not when the path now holds another
-   * one (replaced inside the container since the kernel's lookup, even by an inode that took the
-   * same number but is of another type): its attributes must not reach the kernel for `node`
+   * Whether `stat`, answered for where `node` is, is `node`'s inode. Not when its name now holds
+   * another one (replaced inside the container since the kernel's lookup, even by an inode that
+   * took the same number but is of another type): its attributes must not reach the kernel for `node`
    * (another file type makes the kernel fail the inode with EIO), and the caller answers ESTALE,
    * on which the kernel looks the name up again and retries.
    */
