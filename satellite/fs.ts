@@ -18,6 +18,7 @@ import {
   type EntryList,
   errnoName,
   type Handlers,
+  inodeKey,
   Later,
   MAX_IO_BYTES,
   MAX_OPEN_READ_AHEAD,
@@ -91,10 +92,6 @@ const {
 } = ERRNO;
 const I64_MAX = (1n << 63n) - 1n;
 
-/** An inode's identity: device and inode number. */
-function identityOf(stat: Stat): string {
-  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
-}
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
 
@@ -253,11 +250,6 @@ export class SatelliteFs {
   /** What is known of node handle `id`'s directory (see NodeHandles.about). */
   node(id: number): { identity?: string; name?: Uint8Array } | undefined {
     return this.#nodes.about(id);
-  }
-
-  /** Node handles held. */
-  get nodeHandles(): number {
-    return this.#nodes.size;
   }
 
   /** Closes every handle, node handles too (at exit). */
@@ -711,7 +703,7 @@ export class SatelliteFs {
       const stat = this.#statAt(r.dirfd, r.name);
       if (stat instanceof RpcFailure) return stat;
       if ((stat.mode & S_IFMT) !== S_IFDIR) return { stat };
-      const node = this.#nodes.again(identityOf(stat)) ??
+      const node = this.#nodes.again(inodeKey(stat)) ??
         (this.#nodes.available ? this.#openNode(r, stat) : undefined);
       return node === undefined ? { stat } : { stat, node };
     } finally {
@@ -738,12 +730,12 @@ export class SatelliteFs {
     if (fd < 0) return undefined;
     if (stat !== undefined) {
       const now = this.#statFd(fd);
-      if (now instanceof RpcFailure || identityOf(now) !== identityOf(stat)) {
+      if (now instanceof RpcFailure || inodeKey(now) !== inodeKey(stat)) {
         this.#c.fn.close(fd);
         return undefined;
       }
     }
-    return this.#nodes.issue(fd, stat && identityOf(stat), name);
+    return this.#nodes.issue(fd, stat && inodeKey(stat), name);
   }
 
   #lstat(w: Where): Stat | RpcFailure {

@@ -30,6 +30,7 @@ import {
   ChangeKind,
   type EntryList,
   type Handlers,
+  inodeKey,
   INVALID,
   MAX_CHANGES,
   type PathArg,
@@ -142,10 +143,6 @@ interface Echo {
 
 /** The feed's own methods. */
 const FEED_METHODS: ReadonlySet<string> = new Set(["watch", "unwatch"]);
-
-function keyOf(stat: Stat): string {
-  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
-}
 
 function isDir(stat: Stat): boolean {
   return (stat.mode & S_IFMT) === S_IFDIR;
@@ -270,7 +267,7 @@ export class Watcher {
       if (!this.enabled || r instanceof RpcFailure) return r;
       const made = r as { stat: Stat; dir?: Stat };
       const stat = this.#watchStat(p as unknown as Where, made.stat);
-      const key = keyOf(stat);
+      const key = inodeKey(stat);
       if (this.#wdOf.has(key) && this.#fs.emptyDir(p as unknown as Where) !== true) {
         this.#dropWatch(key);
       }
@@ -383,7 +380,7 @@ export class Watcher {
       const st = this.#fs.statOf(root);
       this.#c.fn.close(root);
       if (!(st instanceof RpcFailure)) {
-        const key = keyOf(this.#watchStat({ path: "" }, st));
+        const key = inodeKey(this.#watchStat({ path: "" }, st));
         if (this.#wdOf.has(key)) this.#rootKey = key;
       }
     }
@@ -414,7 +411,7 @@ export class Watcher {
    * the attributes to answer: read again after the watch was added, when it was.
    */
   #watchStat(w: Where, stat: Stat): Stat {
-    const key = keyOf(stat);
+    const key = inodeKey(stat);
     if (this.#wdOf.has(key)) return stat;
     if (this.#keyOf.size >= this.#max) {
       this.#limit(`the watch limit (${this.#max})`);
@@ -436,14 +433,14 @@ export class Watcher {
   #watchWalked(fd: number): void {
     if (!this.enabled) return;
     const stat = this.#fs.statOf(fd);
-    if (stat instanceof RpcFailure || this.#wdOf.has(keyOf(stat))) return;
+    if (stat instanceof RpcFailure || this.#wdOf.has(inodeKey(stat))) return;
     if (this.#keyOf.size >= this.#max) return this.#limit(`the watch limit (${this.#max})`);
     this.#addWatch(fd, stat, false);
   }
 
   /** Adds the watch of open directory `fd` (its Stat read before); the Stat as of the watch. */
   #addWatch(fd: number, stat: Stat, root: boolean): Stat {
-    const key = keyOf(stat);
+    const key = inodeKey(stat);
     if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) === 0) {
       const type = new DataView(this.#statfsBuf.buffer).getUint32(0, true);
       if (UNWATCHABLE_FS_TYPES.has(type)) return stat;
@@ -460,7 +457,7 @@ export class Watcher {
     }
     const fresh = this.#fs.statOf(fd);
     const now = fresh instanceof RpcFailure ? stat : { ...fresh, hasXattrs: stat.hasXattrs };
-    const nowKey = keyOf(now);
+    const nowKey = inodeKey(now);
     const old = this.#keyOf.get(wd);
     if (old !== undefined && old !== nowKey) this.#wdOf.delete(old);
     this.#keyOf.set(wd, nowKey);

@@ -96,6 +96,4 @@ export function statToAttr(stat: Stat): Attr {
 }
 
 /** Identity of an inode: inode numbers repeat across the container's filesystems. */
-export function statKey(stat: Stat): string {
-  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
-}
+export { inodeKey as statKey } from "../protocol/mod.ts";

@@ -426,24 +426,25 @@ export class ContainerFs implements FileSystem<Handle> {
     return isErrno(again) ? again : await call(again);
   }
 
-  /** `#at` for calls naming two places (rename, link). */
+  /** `#at` for calls naming two places (rename, link), given as their `from` and `to` params. */
   async #atTwo<R extends RpcResult<unknown>>(
     a: [Node, string | undefined],
     b: [Node, string],
-    call: (from: Where, to: Where) => Promise<R>,
+    call: (places: { fromAt?: number; from: string; toAt?: number; to: string }) => Promise<R>,
   ): Promise<R | Errno> {
-    const from = this.#where(a[0], a[1]);
+    let from = this.#where(a[0], a[1]);
     if (isErrno(from)) return from;
-    const to = this.#where(b[0], b[1]);
+    let to = this.#where(b[0], b[1]);
     if (isErrno(to)) return to;
-    const r = await call(from, to);
+    const r = await call({ fromAt: from.at, from: from.path, toAt: to.at, to: to.path });
     if ((from.at === undefined && to.at === undefined) || r.ok || r.code !== "ESTALE") return r;
     if (from.at !== undefined) this.#nodes.stale(from.at);
     if (to.at !== undefined) this.#nodes.stale(to.at);
-    const fromAgain = this.#where(a[0], a[1], true);
-    if (isErrno(fromAgain)) return fromAgain;
-    const toAgain = this.#where(b[0], b[1], true);
-    return isErrno(toAgain) ? toAgain : await call(fromAgain, toAgain);
+    from = this.#where(a[0], a[1], true);
+    if (isErrno(from)) return from;
+    to = this.#where(b[0], b[1], true);
+    if (isErrno(to)) return to;
+    return await call({ fromAt: from.at, from: from.path, toAt: to.at, to: to.path });
   }
 
   /**
@@ -1108,11 +1109,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const r = await this.#atTwo(
       [parent, name],
       [newParent, newName],
-      (from, to) =>
-        this.#rpc.rename(
-          { fromAt: from.at, from: from.path, toAt: to.at, to: to.path, flags },
-          this.#opts(ctx),
-        ),
+      (places) => this.#rpc.rename({ ...places, flags }, this.#opts(ctx)),
     );
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
@@ -1130,11 +1127,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const r = await this.#atTwo(
       [node, undefined],
       [newParent, newName],
-      (from, to) =>
-        this.#rpc.link(
-          { fromAt: from.at, from: from.path, toAt: to.at, to: to.path },
-          this.#opts(ctx),
-        ),
+      (places) => this.#rpc.link(places, this.#opts(ctx)),
     );
     if (isErrno(r)) return r;
     return r.ok ? this.#made(newParent, r.value, node) : fail(r);

@@ -20,6 +20,7 @@ export {
   type DirEntry,
   type EntryList,
   type EntryName,
+  inodeKey,
   RECORD_BYTES,
   RecordFlag,
   recordMode,

@@ -26,6 +26,14 @@
 
 import { INVALID, type Invalid, name, type Schema } from "./schema.ts";
 
+/**
+ * An inode's identity, as both sides name it (`Change.dir` keys are these): device and inode
+ * number, since inode numbers repeat across a container's filesystems.
+ */
+export function inodeKey(stat: Stat): string {
+  return `${stat.devMajor}:${stat.devMinor}:${stat.ino}`;
+}
+
 /** Bytes of one record. */
 export const RECORD_BYTES = 160;
 
