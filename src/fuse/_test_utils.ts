@@ -30,6 +30,8 @@ export class FakeDevice implements Device {
   notifications: Uint8Array[] = [];
   /** Frames handed to the session (not answered by the filter). */
   delivered = 0;
+  /** What `Device.describe` answers, when set. */
+  describe: (() => string) | undefined = undefined;
   #sink: DeviceSink | undefined;
   #filter: RequestFilter | undefined;
   #filterReply = new DataView(new ArrayBuffer(4096));

@@ -110,6 +110,8 @@ export interface Device {
   readonly initFlags?: bigint;
   /** INIT was answered with `flags` (the device may start serving otherwise). */
   initialized?(flags: bigint): void;
+  /** What the device holds of requests in flight, for a log line about stuck requests. */
+  describe?(): string;
 }
 
 // The reader worker: self-contained (no imports), so it also works in a compiled binary.

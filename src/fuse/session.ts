@@ -198,6 +198,8 @@ export interface SessionOptions {
   slots?: number;
   logger?: Logger;
   debug?: boolean;
+  /** A request in flight this long (to 1.5 times it) is logged once as stuck (default 20 s). */
+  stuckAfterMs?: number;
 }
 
 /** Size of request buffers for these options: max_write + 8 KiB (smaller reads fail). */
@@ -209,6 +211,9 @@ export function requestBufferSize(options: SessionOptions): number {
 export function maxWriteOf(options: SessionOptions): number {
   return Math.max(4096, Math.min(MiB, options.maxWrite ?? MiB));
 }
+
+/** Watchdog rounds (of half `stuckAfterMs`) after which a request in flight is logged. */
+const STUCK_ROUNDS = 3;
 
 /** One request in flight; it is also the `RequestContext` given to the implementation. */
 class Request implements RequestContext {
@@ -240,6 +245,8 @@ class Request implements RequestContext {
   /** It may change nodes: counted in flight until answered. */
   changing = false;
   replied = false;
+  /** Watchdog rounds it has been in flight through (see `Session.#watch`). */
+  watched = 0;
   #controller: AbortController | undefined;
   #interrupted = false;
 
@@ -387,12 +394,15 @@ export class Session<H = unknown> {
   #readyReject!: (e: Error) => void;
   #closedResolve!: () => void;
   #started = false;
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  readonly #stuckAfterMs: number;
 
   constructor(fs: FileSystem<H>, device: Device, options: SessionOptions = {}) {
     this.#fs = fs;
     this.#device = device;
     this.#log = options.logger ?? noopLogger;
     this.#debug = options.debug ?? false;
+    this.#stuckAfterMs = Math.max(2, options.stuckAfterMs ?? 20_000);
     this.#entryTimeout = options.entryTimeout ?? 1;
     this.#attrTimeout = options.attrTimeout ?? 1;
     this.#negativeTimeout = options.negativeTimeout ?? 0;
@@ -431,6 +441,9 @@ export class Session<H = unknown> {
   start(): void {
     if (this.#started) return;
     this.#started = true;
+    const watchdog = setInterval(() => this.#watch(), this.#stuckAfterMs / (STUCK_ROUNDS - 1));
+    Deno.unrefTimer(watchdog);
+    this.#watchdog = watchdog;
     this.#device.start({
       request: (buffer, length) => this.dispatch(buffer, length),
       end: (code) => {
@@ -446,6 +459,7 @@ export class Session<H = unknown> {
 
   async #finish(): Promise<void> {
     this.#ended = true;
+    clearInterval(this.#watchdog);
     if (!this.#initialized) this.#readyReject(new Error("the FUSE connection ended before INIT"));
     await this.#destroy();
     try {
@@ -462,6 +476,25 @@ export class Session<H = unknown> {
     } catch (error) {
       this.#log.error(`FUSE filesystem destroy failed: ${error}`);
     }
+  }
+
+  /**
+   * Logs, once each, the requests in flight for STUCK_ROUNDS watchdog rounds: a caller blocked
+   * that long is a bug (or a container that stopped answering), and this says which.
+   */
+  #watch(): void {
+    let stuck = 0;
+    for (const req of this.#inflight.values()) {
+      if (++req.watched !== STUCK_ROUNDS) continue;
+      stuck++;
+      const name = req.name === "" ? "" : ` name '${req.name}'`;
+      this.#log.warn(
+        `FUSE ${opcodeName(req.opcode)} (request ${req.unique}, node ${req.nodeId}${name}, ` +
+          `pid ${req.pid}) unanswered for over ${this.#stuckAfterMs / 1000} s`,
+      );
+    }
+    const device = stuck > 0 ? this.#device.describe?.() : undefined;
+    if (device !== undefined) this.#log.warn(`FUSE device: ${device}`);
   }
 
   /**

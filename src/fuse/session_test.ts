@@ -279,6 +279,31 @@ Deno.test("fixture: INTERRUPT aborts the request's signal; handler errors become
   await session.closed;
 });
 
+Deno.test("watchdog: a request unanswered past stuckAfterMs is logged once, with the device's view", async () => {
+  let release = (): void => {};
+  const fs: FileSystem = {
+    getattr: () => new Promise((resolve) => release = () => resolve(ENOENT)),
+  };
+  const device = new FakeDevice();
+  device.describe = () => "fake device view";
+  const logger = new RecordingLogger();
+  const session = new Session(fs, device, { logger, stuckAfterMs: 20 });
+  session.start();
+  device.send(frame({ opcode: 26, unique: 1n, body: INIT_BODY }));
+  await session.ready;
+  device.send(frame({ opcode: 3, unique: 70n, nodeId: 1n, body: new Uint8Array(16) }));
+  await new Promise((r) => setTimeout(r, 120));
+  const warned = logger.lines.filter((l) => l.startsWith("warn "));
+  deepStrictEqual(warned, [
+    "warn FUSE GETATTR (request 70, node 1, pid 1) unanswered for over 0.02 s",
+    "warn FUSE device: fake device view",
+  ]);
+  release();
+  await settle();
+  device.end();
+  await session.closed;
+});
+
 Deno.test("fixture: the debug trace has one rx and one tx line per request", async () => {
   const { device, session, traced } = await started(new MemFs(), true);
   traced.length = 0;
