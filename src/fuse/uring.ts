@@ -7,7 +7,9 @@
  *
  * Invariants:
  * - /dev/fuse stays served by the wrapped device: INIT, FORGET, INTERRUPT, requests sent before
- *   the rings are ready, and notifications written by the session.
+ *   the rings are ready, and notifications written by the session. A FORGET the kernel sends as
+ *   a request (after a READDIRPLUS entry it could not link) comes through a ring and gets an
+ *   empty commit, or its sender waits forever.
  * - Only a ring's own thread submits to it (the kernel runs a fetch's delivery as task work of
  *   the submitter): replies made on the JS thread are left in the entry and the thread is woken
  *   through its eventfd to commit them.
@@ -49,8 +51,10 @@ import {
   SYS_IO_URING_SETUP,
 } from "../linux/mod.ts";
 import {
+  encodeOutHeader,
   IN_HEADER_SIZE,
   InitFlag,
+  Opcode,
   OUT_HEADER_SIZE,
   URING_HEADER_SIZE,
   URING_OP_IN_OFFSET,
@@ -80,6 +84,8 @@ const CTRL_GO = 1; // 0 wait, 1 register, -1 stop (JS → ring threads)
 const CTRL_REGISTERED = 2; // ring threads that registered their entries
 const CTRL_FAILED = 3; // ring threads that failed (their errno in CTRL_ERRNO)
 const CTRL_ERRNO = 4;
+const CTRL_LOST = 5; // entries the kernel ended with an error while serving (ring threads → JS)
+const CTRL_LOST_ERRNO = 6; // the last such error
 const CTRL_ENTRIES = 8;
 const ENTRY_WORDS = 4; // state, request start, request length, sequence
 // Entry states.
@@ -152,6 +158,8 @@ const RING_CONSTANTS = {
   CTRL_REGISTERED,
   CTRL_FAILED,
   CTRL_ERRNO,
+  CTRL_LOST,
+  CTRL_LOST_ERRNO,
   CTRL_ENTRIES,
   ENTRY_WORDS,
   WITH_KERNEL,
@@ -192,6 +200,7 @@ const RING_CONSTANTS = {
   SYS_ENTER: SYS_IO_URING_ENTER,
   EINTR: ERRNO.EINTR,
   EIO: ERRNO.EIO,
+  ENOTCONN: ERRNO.ENOTCONN,
   FILTER_REPLY_MAX,
 };
 
@@ -442,6 +451,12 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
         readEvent();
       } else if (res < 0) {
         armed--; // the connection ended (ENOTCONN), or the entry was cancelled
+        if (res !== -K.ENOTCONN && Atomics.load(ctrl, K.CTRL_GO) === 1) {
+          Atomics.store(ctrl, K.CTRL_LOST_ERRNO, -res);
+          Atomics.add(ctrl, K.CTRL_LOST, 1);
+          Atomics.add(ctrl, K.CTRL_FILLED, 1); // wakes the JS thread, which logs it
+          Atomics.notify(ctrl, K.CTRL_FILLED);
+        }
       } else {
         serve(Number(data));
       }
@@ -486,6 +501,8 @@ export class UringDevice implements Device {
   /** Ring requests the session holds, by unique. */
   #byUnique = new Map<bigint, number>();
   #event = new BigUint64Array([1n]);
+  readonly #noReplyBytes = new Uint8Array(OUT_HEADER_SIZE);
+  readonly #noReply = new DataView(this.#noReplyBytes.buffer);
   #sink: DeviceSink | undefined;
   #closed = false;
   /** Requests the rings handed to the session (for tests and diagnostics). */
@@ -592,7 +609,15 @@ export class UringDevice implements Device {
   async #pump(): Promise<void> {
     const ctrl = this.#ctrl!, sab = this.#sab!;
     let seen = Atomics.load(ctrl, CTRL_FILLED);
+    let lost = 0;
     while (!this.#closed) {
+      if (Atomics.load(ctrl, CTRL_LOST) !== lost) {
+        lost = Atomics.load(ctrl, CTRL_LOST);
+        this.#log(
+          `FUSE ring: the kernel ended ${lost} of ${this.#entries.length} entries ` +
+            `(last errno ${Atomics.load(ctrl, CTRL_LOST_ERRNO)})`,
+        );
+      }
       for (let i = 0; i < this.#entries.length; i++) {
         const base = CTRL_ENTRIES + i * ENTRY_WORDS;
         if (Atomics.load(ctrl, base) !== FILLED) continue;
@@ -607,9 +632,19 @@ export class UringDevice implements Device {
           view: new DataView(sab, start, size),
           release: () => this.#release(i),
         };
-        this.#byUnique.set(entry.header.getBigUint64(8, true), i);
+        const unique = entry.header.getBigUint64(8, true);
+        const opcode = entry.header.getUint32(4, true);
+        this.#byUnique.set(unique, i);
         this.ringRequests++;
         this.#sink!.request(buffer, length);
+        if (
+          (opcode === Opcode.FORGET || opcode === Opcode.BATCH_FORGET) && this.#byUnique.has(unique)
+        ) {
+          // A FORGET the kernel sent as a request (readdirplus could not link an entry) waits
+          // for its entry's commit, where /dev/fuse ends it when read: committed empty.
+          encodeOutHeader(this.#noReply, OUT_HEADER_SIZE, 0, unique);
+          this.write([this.#noReplyBytes], OUT_HEADER_SIZE);
+        }
       }
       const r = Atomics.waitAsync(ctrl, CTRL_FILLED, seen);
       if (r.async) await r.value;
@@ -679,6 +714,20 @@ export class UringDevice implements Device {
     }
     Atomics.store(this.#ctrl!, CTRL_ENTRIES + i * ENTRY_WORDS, REPLIED);
     libc().write(this.#eventFds[entry.qid], new Uint8Array(this.#event.buffer), 8n);
+  }
+
+  describe(): string {
+    const ctrl = this.#ctrl;
+    if (!ctrl) return "no rings";
+    const count = [0, 0, 0, 0];
+    for (let i = 0; i < this.#entries.length; i++) {
+      count[Atomics.load(ctrl, CTRL_ENTRIES + i * ENTRY_WORDS)]++;
+    }
+    const pending = this.#entries.filter((e) => e.pending !== undefined).length;
+    return `ring entries: ${count[WITH_KERNEL]} with the kernel, ${count[FILLED]} filled, ` +
+      `${count[TAKEN]} taken (${this.#byUnique.size} unanswered, ${pending} replies held), ` +
+      `${count[REPLIED]} replied, ${Atomics.load(ctrl, CTRL_LOST)} lost; ` +
+      `${this.ringRequests} requests through rings`;
   }
 
   notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {
