@@ -111,18 +111,25 @@ export class NodeTable {
   /**
    * Records an entry answered for (parent, name) and counts one kernel lookup.
    * Reuses the node with the same key unless it is unlinked or of another type (the key was
-   * reused by a new object); otherwise allocates a fresh node id.
+   * reused by a new object), or is a directory at or above `parent` (a directory cannot hold
+   * itself: the answer is older than the key's reuse, or a bind mount shows it again, and the
+   * kernel refuses such a link); otherwise allocates a fresh node id. A directory above keeps
+   * the key.
    */
   enter(parent: NodeImpl, name: string, key: string, ino: bigint, mode: number): NodeImpl {
     const type = mode & S_IFMT;
     let node = this.#byKey.get(key);
-    if (node && node !== this.root && (node.links.length === 0 || (type && node.type !== type))) {
+    const above = node !== undefined && this.#above(node, parent, name);
+    if (
+      node && node !== this.root &&
+      (node.links.length === 0 || (type && node.type !== type) || above)
+    ) {
       node = undefined;
     }
     if (!node) {
       node = new NodeImpl(this.#nextId++, key, ino, type);
       this.#byId.set(node.nodeId, node);
-      this.#byKey.set(key, node);
+      if (!above) this.#byKey.set(key, node);
     } else {
       node.ino = ino;
       if (type) node.type = type;
@@ -134,6 +141,17 @@ export class NodeTable {
     }
     node.lookups++;
     return node;
+  }
+
+  /** Whether directory `node`, not yet named (parent, name), is `parent` or above it. */
+  #above(node: NodeImpl, parent: NodeImpl, name: string): boolean {
+    if (node.type !== S_IFDIR || parent.children?.get(name) === node) return false;
+    let n: NodeImpl | undefined = parent;
+    for (let depth = 0; n !== undefined && depth < MAX_DEPTH; depth++) {
+      if (n === node) return true;
+      n = n.links[0]?.parent;
+    }
+    return false;
   }
 
   /** FORGET: drops `count` lookups; returns the node if it was removed from the table. */
