@@ -1719,6 +1719,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): { listing: DirListing; since: number } {
     const listing = new DirListing();
     listing.changesAt = changesAt;
+    listing.bufferAsked = changesAt;
     this.#fill(node, listing, 0, ahead.entries, true, true, ahead.at, since);
     this.#ahead.queue(node.key, path, ahead.entries);
     return { listing, since };
@@ -1752,6 +1753,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (entries !== undefined) {
       const listing = new DirListing();
       listing.changesAt = changesAt;
+      listing.bufferAsked = changesAt;
       if (this.#fill(node, listing, 0, entries, eof === true, true, Date.now(), since)) {
         handle.listing = listing;
       }
@@ -1796,7 +1798,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (index >= 0 && index < listing.buffer.length) {
       // Further on in a stream begun before the event: shown, but cached for this call only
       // (the kernel's cached listing, begun before the event, is dropped at its next start).
-      return stale ? expired(listing.buffer.slice(index)) : listing.buffer.slice(index);
+      const shown = this.#linkable(listing, listing.buffer.slice(index));
+      return stale ? expired(shown) : shown;
     }
     if (handle.lazy === true) {
       // The kernel's cached listing did not answer: open the directory for real.
@@ -1813,6 +1816,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(rpc)) return rpc;
     if (offset === 0 && listing.madeAt === undefined) listing.changesAt = this.#changes.mark();
     const since = this.#since();
+    listing.bufferAsked = this.#changes.mark();
     for (let skipped = 0; skipped < MAX_SKIPPED_BATCHES; skipped++) {
       const cookie = listing.cookies[offset];
       if (cookie === undefined) return EINVAL; // not a position this stream produced
@@ -1824,7 +1828,7 @@ export class ContainerFs implements FileSystem<Handle> {
       if (
         this.#fill(node, listing, offset, r.value.entries, r.value.eof, plus, Date.now(), since)
       ) {
-        return listing.buffer;
+        return this.#linkable(listing, listing.buffer);
       }
       // Only unshowable names in this batch: continue after them.
       const last = r.value.entries.at(-1);
@@ -1834,6 +1838,18 @@ export class ContainerFs implements FileSystem<Handle> {
     }
     this.#warnOnce("stuck", "a directory listing from the satellite does not move on");
     return EIO;
+  }
+
+  /**
+   * `entries` of `listing`'s buffer as READDIRPLUS may show them: with their attributes only
+   * while no change through the mount came since the batch was asked. After one, an entry's
+   * inode may be gone and its number taken by another object: the kernel would link the name
+   * to that object's node (or refuse it as a loop). Names only then (the kernel looks them up).
+   */
+  #linkable(listing: DirListing, entries: DirEntry[]): DirEntry[] {
+    const asked = listing.bufferAsked;
+    if (asked !== undefined && asked === this.#changes.count) return entries;
+    return entries.map((e) => e.entry === undefined ? e : { ...e, entry: undefined });
   }
 
   releasedir(_ctx: RequestContext, _node: Node, handle: Handle): Promise<void | Errno> {

@@ -73,6 +73,11 @@ export class DirListing {
   /** `MountChanges.mark()` before the first batch was asked, set by the owner (undefined: a
    * change was under way, or not known: the listing does not tell which names are absent). */
   changesAt: number | undefined;
+  /**
+   * `MountChanges.mark()` before the buffer's batch was asked, set by the owner: its entries'
+   * attributes (and inode keys) hold only while no change through the mount came since.
+   */
+  bufferAsked: number | undefined;
 
   /**
    * Every position up to the end was read and no entry was left out: `names()` are all the
