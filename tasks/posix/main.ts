@@ -1,8 +1,8 @@
 /**
- * `deno task posix [--runs=N] [--native] [FILE.t…]`: pjdfstest through a fresh dockerfuse mount
- * (`--allow-other`) of a glibc test container, N times in a row; `--native` runs it once more in
- * the container's own filesystem (`/proc/PID/root`, overlayfs) for comparison. Prints one line
- * per run and the failing files. Exit status 1 when any run through the mount failed a subtest.
+ * `deno task posix [--runs=N] [--io-uring] [--native] [FILE.t…]`: pjdfstest through a fresh
+ * dockerfuse mount (`--allow-other`, and `--io-uring` when given) of a glibc test container, N
+ * times in a row; `--native` runs it once more in the container's own filesystem
+ * (`/proc/PID/root`, overlayfs) for comparison. Prints one line per run and the failing files. Exit status 1 when any run through the mount failed a subtest.
  *
  * @module
  */
@@ -33,9 +33,10 @@ async function mounted(path: string): Promise<boolean> {
 async function main(args: string[]): Promise<number> {
   const runs = Number(args.find((a) => a.startsWith("--runs="))?.slice(7) ?? 1);
   const native = args.includes("--native");
+  const mountArgs = ["--allow-other", ...(args.includes("--io-uring") ? ["--io-uring"] : [])];
   const files = args.filter((a) => !a.startsWith("--"));
   if (!Number.isInteger(runs) || runs < 1) {
-    console.error("Usage: deno task posix [--runs=N] [--native] [FILE.t…]");
+    console.error("Usage: deno task posix [--runs=N] [--io-uring] [--native] [FILE.t…]");
     return 2;
   }
   const suite = await buildPjdfstest();
@@ -51,7 +52,7 @@ async function main(args: string[]): Promise<number> {
     for (let i = 1; i <= runs; i++) {
       const mp = await Deno.makeTempDir({ prefix: "dockerfuse-posix-" });
       const child = new Deno.Command(Deno.execPath(), {
-        args: cliRunArgs(["mount", "--allow-other", container, mp]),
+        args: cliRunArgs(["mount", ...mountArgs, container, mp]),
         stdin: "null",
         stdout: "null",
         stderr: "inherit",

@@ -179,30 +179,87 @@ export function parseProve(output: string, testsDir: string): Omit<PosixRun, "se
   };
 }
 
+/** How long one run may take: the slowest seen took 5.5 min; a run past this is stuck. */
+export const RUN_DEADLINE_MS = 15 * 60_000;
+
 /**
  * Runs the whole suite as root from `workDir` (a directory inside the filesystem under test;
- * tests switch uids, so a FUSE mount needs allow_other).
+ * tests switch uids, so a FUSE mount needs allow_other). prove runs in a session of its own: past
+ * `deadlineMs` the processes still there are listed (what each waits in) and killed, and this
+ * throws without waiting for them (one blocked in a FUSE request ends when the mount's server does).
  */
 export async function runPjdfstest(
   suite: PjdfsTest,
   workDir: string,
-  options: { jobs?: number; files?: string[] } = {},
+  options: { jobs?: number; files?: string[]; deadlineMs?: number } = {},
 ): Promise<PosixRun> {
   const started = performance.now();
   const targets = options.files?.map((f) => `${suite.testsDir}/${f}`) ?? [suite.testsDir];
   // Verbose: the "not ok" lines say what a failing subtest tried and got (see describeFailures).
-  const r = await run("prove", ["-r", "-v", `-j${options.jobs ?? 2}`, ...targets], {
+  const child = new Deno.Command("setsid", {
+    args: ["prove", "-r", "-v", `-j${options.jobs ?? 2}`, ...targets],
     cwd: workDir,
-    check: false,
-  });
-  const parsed = parseProve(`${r.stdout}\n${r.stderr}`, suite.testsDir);
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = collect(child.stdout), err = collect(child.stderr);
+  const deadlineMs = options.deadlineMs ?? RUN_DEADLINE_MS;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), deadlineMs));
+  const status = await Promise.race([child.status, late]);
+  clearTimeout(timer);
+  if (status === "late") {
+    const left = await run("ps", ["-s", String(child.pid), "-o", "pid,stat,etime,wchan:28,args"], {
+      check: false,
+    });
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch { /* gone meanwhile */ }
+    out.stop();
+    err.stop();
+    const tail = out.text().split("\n").slice(-15).join("\n");
+    throw new Error(
+      `Cannot run pjdfstest in '${workDir}': not finished after ${deadlineMs / 1000} s\n` +
+        `processes left (killed):\n${left.stdout.trim()}\nlast output:\n${tail}`,
+    );
+  }
+  await Promise.all([out.done, err.done]);
+  const parsed = parseProve(`${out.text()}\n${err.text()}`, suite.testsDir);
   if (parsed.tests === 0) {
     throw new Error(
-      `Cannot run pjdfstest in '${workDir}': prove printed no summary (exit ${r.code})\n` +
-        (r.stderr || r.stdout).split("\n").slice(-20).join("\n"),
+      `Cannot run pjdfstest in '${workDir}': prove printed no summary (exit ${status.code})\n` +
+        (err.text() || out.text()).split("\n").slice(-20).join("\n"),
     );
   }
   return { ...parsed, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Reads a stream to its end in the background; `stop` gives up on the rest. */
+function collect(stream: ReadableStream<Uint8Array>): {
+  done: Promise<void>;
+  text(): string;
+  stop(): void;
+} {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  const done = (async () => {
+    for (;;) {
+      const r = await reader.read().catch(() => ({ done: true, value: undefined }));
+      if (r.done || r.value === undefined) return;
+      chunks.push(r.value);
+    }
+  })();
+  return {
+    done,
+    text: () => {
+      const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+      let at = 0;
+      for (const c of chunks) all.set(c, (at += c.length) - c.length);
+      return new TextDecoder().decode(all);
+    },
+    stop: () => void reader.cancel().catch(() => {}),
+  };
 }
 
 /** One line per failing file, then what the first failing subtests tried and got. */

@@ -90,7 +90,12 @@ Deno.test({
           try {
             const work = `${m.mountpoint}/tmp/pjdfstest-${i}`;
             await Deno.mkdir(work, { recursive: true });
-            const run = await runPjdfstest(suite, work);
+            // What the client logged (watchdog lines, ESTALE, refused answers…) tells a hang
+            // or a race apart.
+            const logged = (): string => m.stderr().trim().split("\n").slice(-40).join("\n");
+            const run = await runPjdfstest(suite, work).catch((error) => {
+              throw new Error(`${error.message}\nclient log (last 40 lines):\n${logged()}`);
+            });
             console.log(
               `pjdfstest run ${i} (${args.join(" ")}): ${
                 run.tests - run.failed
@@ -99,12 +104,10 @@ Deno.test({
             );
             if (run.failed > 0 || run.tests !== SUBTESTS || !run.passed) {
               failures.push(`run ${i}: ${run.failed} of ${run.tests} failed, ${SUBTESTS} expected`);
-              // What the client logged (warnings: ESTALE, refused answers…) helps tell a race.
-              const logged = m.stderr().trim().split("\n").slice(-40).join("\n");
               fail(
                 `${run.failed} of ${run.tests} subtests failed (${SUBTESTS} expected, prove ` +
                   `said ${run.passed ? "PASS" : "FAIL"}):\n${describeFailures(run)}\n` +
-                  `client log (last 40 lines):\n${logged}`,
+                  `client log (last 40 lines):\n${logged()}`,
               );
             }
           } finally {
