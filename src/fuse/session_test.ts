@@ -16,7 +16,7 @@ import {
 import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
 import { ENOENT } from "./errno.ts";
 import type { FileSystem, Node } from "./filesystem.ts";
-import { Session } from "./session.ts";
+import { Session, type SessionOptions } from "./session.ts";
 
 function header(reply: Reply): { len: number; error: number; unique: bigint } {
   return { len: reply.len, error: reply.error, unique: reply.unique };
@@ -31,11 +31,11 @@ const INIT_BODY = body(
   new Uint8Array(44),
 );
 
-async function started(fs: FileSystem = new MemFs(), debug = false) {
+async function started(fs: FileSystem = new MemFs(), debug = false, options: SessionOptions = {}) {
   const device = new FakeDevice();
   const logger = new RecordingLogger();
   const traced = logger.traced;
-  const session = new Session(fs, device, { logger, debug });
+  const session = new Session(fs, device, { ...options, logger, debug });
   session.start();
   device.send(frame({ opcode: 26, unique: 1n, body: INIT_BODY }));
   await session.ready;
@@ -284,13 +284,8 @@ Deno.test("watchdog: a request unanswered past stuckAfterMs is logged once, with
   const fs: FileSystem = {
     getattr: () => new Promise((resolve) => release = () => resolve(ENOENT)),
   };
-  const device = new FakeDevice();
+  const { device, session, logger } = await started(fs, false, { stuckAfterMs: 20 });
   device.describe = () => "fake device view";
-  const logger = new RecordingLogger();
-  const session = new Session(fs, device, { logger, stuckAfterMs: 20 });
-  session.start();
-  device.send(frame({ opcode: 26, unique: 1n, body: INIT_BODY }));
-  await session.ready;
   device.send(frame({ opcode: 3, unique: 70n, nodeId: 1n, body: new Uint8Array(16) }));
   await new Promise((r) => setTimeout(r, 120));
   const warned = logger.lines.filter((l) => l.startsWith("warn "));

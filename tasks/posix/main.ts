@@ -2,7 +2,8 @@
  * `deno task posix [--runs=N] [--io-uring] [--native] [FILE.t…]`: pjdfstest through a fresh
  * dockerfuse mount (`--allow-other`, and `--io-uring` when given) of a glibc test container, N
  * times in a row; `--native` runs it once more in the container's own filesystem
- * (`/proc/PID/root`, overlayfs) for comparison. Prints one line per run and the failing files. Exit status 1 when any run through the mount failed a subtest.
+ * (`/proc/PID/root`, overlayfs) for comparison. Prints one line per run and the failing files.
+ * Exit status 1 when any run through the mount failed a subtest.
  *
  * @module
  */
