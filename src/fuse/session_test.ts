@@ -287,7 +287,11 @@ Deno.test("watchdog: a request unanswered past stuckAfterMs is logged once, with
   const { device, session, logger } = await started(fs, false, { stuckAfterMs: 20 });
   device.describe = () => "fake device view";
   device.send(frame({ opcode: 3, unique: 70n, nodeId: 1n, body: new Uint8Array(16) }));
-  await new Promise((r) => setTimeout(r, 120));
+  // Waits for the line (timers may run late on a loaded machine), then a few more rounds.
+  for (let i = 0; i < 500 && !logger.lines.some((l) => l.includes("unanswered")); i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await new Promise((r) => setTimeout(r, 100));
   const warned = logger.lines.filter((l) => l.startsWith("warn "));
   deepStrictEqual(warned, [
     "warn FUSE GETATTR (request 70, node 1, pid 1) unanswered for over 0.02 s",
