@@ -17,7 +17,9 @@
  *   session tells the kernel the node changed (its inode or an entry in it invalidated) or any
  *   request that may change it reaches the session; it is never extended by the reader.
  * - Handle numbers the reader makes have bit 63 set (`CACHED_FH_BIT`); the session's own are
- *   small counters. A request carrying such a number reaches the session only once the kernel
+ *   small counters. They come from one shared counter, so copies of the filter on several
+ *   threads (one per io_uring ring) never make the same number: the session's handle of an
+ *   adopted number belongs to one open of one node. A request carrying such a number reaches the session only once the kernel
  *   needs more than the cache (a READ when the pages are gone, a READDIR, an fstat): the session
  *   then asks the filesystem for a handle (`FileSystem.cachedHandle`) and counts the number as
  *   adopted before it answers; its RELEASE then goes to the session (the kernel sends RELEASE
@@ -76,10 +78,11 @@ const CONSTANTS: FilterConstants = {
   adoptedSlots: ADOPTED_SLOTS,
 };
 
-/** The shared state: the marks table, then the adoption counts. */
+/** The shared state: the marks table, the adoption counts, the last handle number made. */
 interface State {
   readonly marks: SharedArrayBuffer;
   readonly adopted: SharedArrayBuffer;
+  readonly issued: SharedArrayBuffer;
 }
 
 /**
@@ -90,9 +93,9 @@ interface State {
 export function cachedOpensFilter(state: State, k: FilterConstants): RequestFilter {
   const marks = new BigInt64Array(state.marks);
   const adopted = new Int32Array(state.adopted);
+  const issued = new BigInt64Array(state.issued);
   const mask = k.slots - 1;
   const fhBit = 1n << 63n;
-  let issued = 0n;
   const header = (reply: DataView, request: DataView, length: number): void => {
     reply.setUint32(k.outLenAt, length, true);
     reply.setInt32(k.outErrorAt, 0, true);
@@ -125,7 +128,8 @@ export function cachedOpensFilter(state: State, k: FilterConstants): RequestFilt
         return 0;
       }
       header(reply, request, k.outSize + k.openOutSize);
-      reply.setBigUint64(k.outSize, fhBit | ++issued, true);
+      const fh = fhBit | BigInt.asUintN(63, Atomics.add(issued, 0, 1n) + 1n);
+      reply.setBigUint64(k.outSize, fh, true);
       reply.setUint32(k.outSize + 8, Number((word >> 32n) & 0xffffn), true);
       reply.setUint32(k.outSize + 12, 0, true);
       return k.outSize + k.openOutSize;
@@ -147,6 +151,7 @@ export class CachedOpens {
     const state: State = {
       marks: new SharedArrayBuffer(SLOTS * 24),
       adopted: new SharedArrayBuffer(ADOPTED_SLOTS * 4),
+      issued: new SharedArrayBuffer(8),
     };
     this.#marks = new BigInt64Array(state.marks);
     this.#adopted = new Int32Array(state.adopted);

@@ -69,6 +69,26 @@ Deno.test("cached opens filter: repeats a marked answer to the same open only", 
   );
 });
 
+Deno.test("cached opens filter: copies on several threads never make the same number", () => {
+  // One copy per io_uring ring: the session keeps the handle it adopts for a number, so one
+  // number made for two directories would list one in place of the other.
+  const table = new CachedOpens();
+  const rings = [evaluated(table.filter), evaluated(table.filter)];
+  table.mark(5n, true, O_DIRECTORY, 0, 60);
+  table.mark(6n, true, O_DIRECTORY, 0, 60);
+  const made = new Set<bigint>();
+  for (let i = 0; i < 4; i++) {
+    for (const [ring, node] of [[rings[0], 5n], [rings[1], 6n]] as const) {
+      const [n, reply] = runFilter(ring, open(node, O_DIRECTORY, 8n, true));
+      deepStrictEqual(n, OUT_HEADER_SIZE + 16, `ring answers node ${node}`);
+      const fh = reply.getBigUint64(16, true);
+      ok(CachedOpens.made(fh), `a number of the reader's own: ${fh}`);
+      ok(!made.has(fh), `${fh} made once`);
+      made.add(fh);
+    }
+  }
+});
+
 Deno.test("cached opens filter: releases its own numbers until the session adopts one", () => {
   const table = new CachedOpens();
   const filter = evaluated(table.filter);
