@@ -8,7 +8,8 @@
 // Rows (ids for --only): find, ls, grep, read, write, create, readsmall, rm, mount, busy (the
 // median of 20 stat + ls while a 256 MiB read streams, tasks/bench/busy.ts).
 // `--cpu` adds, per workload and contender, the CPU seconds each process (by name) spent during
-// the timed runs: where the time goes (dockerd, containerd-shim, satellite, client, sftp-server…).
+// the timed runs, and of it the system time (in the kernel): where the time goes (dockerd,
+// containerd-shim, satellite, client, sftp-server…).
 // Needs root (drop_caches, mounts), Docker, and sshfs/socat/openssh-sftp-server (apt-installed
 // when missing).
 
@@ -433,6 +434,8 @@ const TICKS = 100;
 
 /** CPU ticks per process name, and the waited-for children's ticks of this process. */
 type CpuSnapshot = Map<string, number>;
+/** Suffix of the entries that count system time only (the kernel's work for the process). */
+const SYS = " (system)";
 
 /** Names processes the way the CPU table shows them. */
 function cpuLabel(pid: number, comm: string): string {
@@ -465,6 +468,7 @@ async function cpuSnapshot(): Promise<CpuSnapshot> {
     }
     const label = cpuLabel(pid, comm);
     out.set(label, (out.get(label) ?? 0) + Number(f[11]) + Number(f[12]));
+    out.set(label + SYS, (out.get(label + SYS) ?? 0) + Number(f[12]));
   }
   return out;
 }
@@ -705,12 +709,14 @@ async function main(args: string[]): Promise<number> {
         for (const c of contenders) {
           const entry = cpuSums.get(`${w.id} ${c}`);
           if (!entry) continue;
-          const top = [...entry.seconds].sort((a, b) => b[1] - a[1]).filter(([, v]) =>
-            v / entry.runs >= 0.005
+          const top = [...entry.seconds].sort((a, b) => b[1] - a[1]).filter(([k, v]) =>
+            !k.endsWith(SYS) && v / entry.runs >= 0.005
           );
+          const perRun = (k: string): string =>
+            ((entry.seconds.get(k) ?? 0) / entry.runs).toFixed(3);
           console.error(
             `${w.id.padEnd(10)} ${c.padEnd(10)} cpu s/run: ${
-              top.map(([k, v]) => `${k} ${(v / entry.runs).toFixed(3)}`).join(", ")
+              top.map(([k]) => `${k} ${perRun(k)} (system ${perRun(k + SYS)})`).join(", ")
             }`,
           );
         }
