@@ -102,3 +102,32 @@ R["read"] = len(read_file(${p} + "/f"))`);
     deepStrictEqual(r, { size: 0, read: 0 });
   }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
 });
+
+Deno.test("cached opens through io_uring rings: files opened on two CPUs read their own bytes", async () => {
+  // Each ring's thread answers the opens made on its CPU. Its handle numbers must differ from
+  // every other ring's: the session keeps one handle per number once a read needs it.
+  const fs = new TrackedFs({ rootMode: 0o777, reuseOpens: 3600, attrTimeout: 3600 });
+  await withMount(async ({ dir, session }) => {
+    const p = JSON.stringify(dir);
+    const files = 16;
+    await py(`for i in range(${files}): write_file(${p} + "/f%d" % i, b"bytes of f%d" % i)
+for i in range(${files}): read_file(${p} + "/f%d" % i)`);
+    const opens = fs.openCalls;
+    const r = await py(`cpus = sorted(os.sched_getaffinity(0))[:2]
+fds = []
+for i in range(${files}):
+    os.sched_setaffinity(0, {cpus[i % len(cpus)]})
+    fds.append(os.open(${p} + "/f%d" % i, os.O_RDONLY))
+R["cpus"] = len(cpus)
+with open("/proc/sys/vm/drop_caches", "w") as f: f.write("1")
+R["data"] = [os.pread(fd, 100, 0).decode() for fd in fds]
+for fd in fds: os.close(fd)`);
+    deepStrictEqual(
+      r.data,
+      Array.from({ length: files }, (_, i) => `bytes of f${i}`),
+      `reads through ${r.cpus} CPUs' rings`,
+    );
+    deepStrictEqual(fs.openCalls, opens, "the opens were answered by the rings' threads");
+    ok((session.ringRequests ?? 0) > 0, "no request came through the rings");
+  }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600, ioUring: true } });
+});
