@@ -17,13 +17,14 @@
  *   session tells the kernel the node changed (its inode or an entry in it invalidated) or any
  *   request that may change it reaches the session; it is never extended by the reader.
  * - Handle numbers the reader makes have bit 63 set (`CACHED_FH_BIT`); the session's own are
- *   small counters. They come from one shared counter, so copies of the filter on several
- *   threads (one per io_uring ring) never make the same number: the session's handle of an
- *   adopted number belongs to one open of one node. A request carrying such a number reaches the session only once the kernel
- *   needs more than the cache (a READ when the pages are gone, a READDIR, an fstat): the session
- *   then asks the filesystem for a handle (`FileSystem.cachedHandle`) and counts the number as
- *   adopted before it answers; its RELEASE then goes to the session (the kernel sends RELEASE
- *   only after every request on the file was answered).
+ *   small counters. The reader's come from one shared counter, so copies of the filter on
+ *   several threads (one per io_uring ring) never make the same number: the session's handle of
+ *   an adopted number belongs to one open of one node.
+ * - A request carrying such a number reaches the session only once the kernel needs more than
+ *   the cache (a READ when the pages are gone, a READDIR, an fstat): the session then asks the
+ *   filesystem for a handle (`FileSystem.cachedHandle`) and counts the number as adopted before
+ *   it answers; its RELEASE then goes to the session (the kernel sends RELEASE only after every
+ *   request on the file was answered).
  * - The tables are lossy (a full probe sequence drops a new mark: the open then reaches the
  *   filesystem, which answers the same).
  *
