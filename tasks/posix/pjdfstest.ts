@@ -8,6 +8,7 @@
  * @module
  */
 
+import { concatBytes } from "../../src/docker/bytes.ts";
 import { Apt, cacheDir, exists, log, removeTree, run, sha256Hex } from "../testbed/system.ts";
 
 /**
@@ -252,12 +253,7 @@ function collect(stream: ReadableStream<Uint8Array>): {
   })();
   return {
     done,
-    text: () => {
-      const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-      let at = 0;
-      for (const c of chunks) all.set(c, (at += c.length) - c.length);
-      return new TextDecoder().decode(all);
-    },
+    text: () => new TextDecoder().decode(concatBytes(chunks)),
     stop: () => void reader.cancel().catch(() => {}),
   };
 }
