@@ -155,7 +155,16 @@ export interface SatelliteFsOptions {
   io?: Pick<IoPool, "submit" | "busy" | "whenIdle">;
   /** The node handles (`lookup`, `at`); without it, none is issued. */
   nodes?: NodeHandles;
+  /**
+   * Runs a task once the loop has nothing to answer (Loop.whenIdle): an unlinked file's last
+   * reference is dropped there, so freeing its blocks (a synchronous discard on some disks)
+   * does not delay the answer. Without it, the reference is dropped at once.
+   */
+  whenIdle?: (fn: () => void) => void;
 }
+
+/** Unlinked files whose last reference waits for an idle loop, at most (see `#unlinkFile`). */
+const HELD_UNLINKED = 64;
 
 /** The handlers, bound to a root directory fd. */
 export class SatelliteFs {
@@ -169,6 +178,8 @@ export class SatelliteFs {
   /** "/proc/self/fd/<fd>/" of long-lived directory fds (the root), encoded. */
   readonly #xattrPrefixes = new Map<number, Uint8Array>();
   #listxattrat = true;
+  /** O_PATH descriptors of unlinked files, closed when the loop is idle (`#unlinkFile`). */
+  #held: number[] = [];
   readonly #statBuf = new Uint8Array(256);
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
@@ -257,6 +268,7 @@ export class SatelliteFs {
     for (const h of this.#handles.values()) this.#c.fn.close(h.fd);
     this.#handles.clear();
     this.#nodes.closeAll();
+    this.#dropHeld();
   }
 
   /** The handler table for the dispatcher. */
@@ -314,7 +326,7 @@ export class SatelliteFs {
           true,
         ),
       rmdir: (p) => this.#atOpDir(p, (d, n) => this.#c.fn.unlinkat(d, n, AT_REMOVEDIR)),
-      unlink: (p) => this.#atOpDir(p, (d, n) => this.#c.fn.unlinkat(d, n, 0)),
+      unlink: (p) => this.#atOpDir(p, (d, n) => this.#unlinkFile(d, n)),
       rename: (p) => this.#rename(p),
       link: (p) => this.#link(p),
       symlink: (p) => {
@@ -586,6 +598,33 @@ export class SatelliteFs {
     } finally {
       this.#release_(r);
     }
+  }
+
+  /**
+   * unlinkat of a file, holding an O_PATH reference across it when the loop can drop that later:
+   * the inode's eviction (truncating, freeing and discarding its blocks: 0.1–0.5 ms measured on
+   * ext4 with `discard` in a VM) then happens while the answer travels, not before it.
+   * Returns unlinkat's result with its errno intact.
+   */
+  #unlinkFile(dirfd: number, name: Uint8Array): number {
+    const whenIdle = this.#options.whenIdle;
+    if (whenIdle === undefined || this.#held.length >= HELD_UNLINKED) {
+      return this.#c.fn.unlinkat(dirfd, name, 0);
+    }
+    const f = this.#flags;
+    const held = this.#c.fn.openat(dirfd, name, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC, 0);
+    const rc = this.#c.fn.unlinkat(dirfd, name, 0);
+    if (held < 0) return rc;
+    this.#held.push(held);
+    if (this.#held.length === 1) whenIdle(() => this.#dropHeld());
+    return rc;
+  }
+
+  /** Closes the references `#unlinkFile` held. */
+  #dropHeld(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const fd of held) this.#c.fn.close(fd);
   }
 
   /** Attributes of the directory holding `path` (undefined when they cannot be had). */

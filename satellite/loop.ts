@@ -23,6 +23,8 @@ export class Loop {
   #sources: Source[] = [];
   #fds = new Uint8Array(0);
   #stopped = false;
+  /** Tasks for the next moment nothing is readable, in order. */
+  #idle: (() => void)[] = [];
 
   constructor(libc: Libc) {
     this.#libc = libc;
@@ -42,24 +44,41 @@ export class Loop {
     if (this.#sources.length !== before) this.#rebuild();
   }
 
+  /**
+   * Runs `fn` once, the next time `run` finds no descriptor readable (before it blocks): work
+   * that must not delay an answer already asked for, done while the peer is busy elsewhere.
+   */
+  whenIdle(fn: () => void): void {
+    this.#idle.push(fn);
+  }
+
   /** Ends `run` after the current handler returns. */
   stop(): void {
     this.#stopped = true;
   }
 
   /**
-   * Waits and dispatches until `stop()`. With a single source its handler is called directly
-   * (its own read blocks), saving one poll per iteration. Returns an errno if poll fails.
+   * Waits and dispatches until `stop()`. With a single source and no idle task its handler is
+   * called directly (its own read blocks), saving one poll per iteration. Returns an errno if
+   * poll fails.
    */
   run(): number | undefined {
     while (!this.#stopped) {
       const sources = this.#sources;
       if (sources.length === 0) return undefined;
-      if (sources.length === 1) {
+      const idle = this.#idle.length > 0;
+      if (sources.length === 1 && !idle) {
         sources[0].onReadable();
         continue;
       }
-      const n = this.#libc.fn.poll(this.#fds, BigInt(sources.length), -1);
+      // With idle tasks, a first look that does not wait: they run only when nothing is ready.
+      const n = this.#libc.fn.poll(this.#fds, BigInt(sources.length), idle ? 0 : -1);
+      if (n === 0 && idle) {
+        const tasks = this.#idle;
+        this.#idle = [];
+        for (const task of tasks) task();
+        continue;
+      }
       if (n < 0) {
         const errno = this.#libc.errno();
         if (errno === ERRNO.EINTR) continue;

@@ -32,3 +32,32 @@ Deno.test("Loop dispatches every readable descriptor, follows changes to its set
 Deno.test("Loop.run returns at once with no sources", () => {
   strictEqual(new Loop(new Libc()).run(), undefined);
 });
+
+Deno.test("Loop runs idle tasks once nothing is readable, never ahead of a ready handler", () => {
+  const libc = new Libc();
+  const fd = libc.fn.eventfd(0, O_CLOEXEC);
+  try {
+    const calls: string[] = [];
+    const loop = new Loop(libc);
+    const one = new BigUint64Array([1n]);
+    const buf = new BigUint64Array(1);
+    loop.add(fd, () => {
+      libc.fn.read(fd, new Uint8Array(buf.buffer), 8n);
+      calls.push(`read ${buf[0]}`);
+      // Queued while a handler runs, and again while one is readable: both wait for idle.
+      if (calls.length === 1) {
+        loop.whenIdle(() => {
+          calls.push("idle");
+          loop.stop();
+        });
+        libc.fn.write(fd, new Uint8Array(one.buffer), 8n);
+      }
+    });
+    loop.whenIdle(() => calls.push("first idle"));
+    libc.fn.write(fd, new Uint8Array(one.buffer), 8n);
+    strictEqual(loop.run(), undefined);
+    deepStrictEqual(calls, ["read 1", "read 1", "first idle", "idle"]);
+  } finally {
+    libc.fn.close(fd);
+  }
+});

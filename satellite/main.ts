@@ -244,6 +244,7 @@ function main(): number {
       log,
       walkPaths: args.walkPaths,
       io: ioWorkersFit(limit) ? io : undefined,
+      whenIdle: (fn) => loop.whenIdle(fn),
       nodes: new NodeHandles(
         args.nodeBudget ?? nodeBudgetFor(raiseFdLimit(libc)),
         (fd) => libc.fn.close(fd),

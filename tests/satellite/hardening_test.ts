@@ -16,7 +16,12 @@ const SATELLITE = new URL("../../satellite/main.ts", import.meta.url).pathname;
 /** SatelliteFs in this process (tests need root), on `root`. */
 function inProcess(
   root: string,
-  options: { procFd?: string; rootPath?: string; noFchmodat2?: boolean } = {},
+  options: {
+    procFd?: string;
+    rootPath?: string;
+    noFchmodat2?: boolean;
+    whenIdle?: (fn: () => void) => void;
+  } = {},
 ): { h: ReturnType<SatelliteFs["handlers"]>; close: () => void } {
   const libc = new Libc();
   const fd = libc.fn.openat(AT_FDCWD, cString(root)!, O_PATH | O_CLOEXEC, 0);
@@ -291,6 +296,57 @@ Deno.test("a new inode that cannot be given to its owner is removed and the call
     await client.close();
     await child.status;
     await stderr;
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+/** This process's descriptors whose target ends with `suffix`. */
+function descriptorsTo(suffix: string): string[] {
+  return [...Deno.readDirSync("/proc/self/fd")].map((e) => e.name).filter((fd) => {
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${fd}`).endsWith(suffix);
+    } catch {
+      return false; // closed meanwhile (readDir's own descriptor)
+    }
+  });
+}
+
+Deno.test("unlink leaves the file's last reference to the idle loop, errors intact", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dfsat-unlink-" });
+  const idle: (() => void)[] = [];
+  const fs = inProcess(root, { whenIdle: (fn) => idle.push(fn) });
+  try {
+    await Deno.writeFile(`${root}/f`, new Uint8Array(64 * 1024));
+    await Deno.writeFile(`${root}/g`, new Uint8Array(16));
+    await Deno.mkdir(`${root}/d`);
+    ok(!(fs.h.unlink({ path: "f" }) instanceof RpcFailure));
+    ok(!(fs.h.unlink({ path: "g" }) instanceof RpcFailure));
+    strictEqual(failed(fs.h.unlink({ path: "missing" })), "ENOENT");
+    strictEqual(failed(fs.h.unlink({ path: "d" })), "EISDIR");
+    deepStrictEqual([...Deno.readDirSync(root)].map((e) => e.name), ["d"], "both names are gone");
+    // Both inodes stay referenced until the loop is idle, through one task.
+    strictEqual(descriptorsTo(`${root}/f (deleted)`).length, 1);
+    strictEqual(descriptorsTo(`${root}/g (deleted)`).length, 1);
+    strictEqual(idle.length, 1);
+    idle.shift()!();
+    strictEqual(descriptorsTo(`${root}/f (deleted)`).length, 0);
+    strictEqual(descriptorsTo(`${root}/g (deleted)`).length, 0);
+    strictEqual(descriptorsTo(`${root}/d`).length, 0, "a failed unlink holds nothing");
+  } finally {
+    fs.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("unlink without an idle loop drops the reference at once", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dfsat-unlink-" });
+  const fs = inProcess(root);
+  try {
+    await Deno.writeFile(`${root}/f`, new Uint8Array(16));
+    ok(!(fs.h.unlink({ path: "f" }) instanceof RpcFailure));
+    strictEqual(descriptorsTo(`${root}/f (deleted)`).length, 0);
+  } finally {
+    fs.close();
     await Deno.remove(root, { recursive: true });
   }
 });
