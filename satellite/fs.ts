@@ -165,6 +165,8 @@ export interface SatelliteFsOptions {
 
 /** Unlinked files whose last reference waits for an idle loop, at most (see `#unlinkFile`). */
 const HELD_UNLINKED = 64;
+/** Files larger than this are freed at once, not held (see `#unlinkFile`). */
+const HELD_BYTES = 1n << 20n;
 
 /** The handlers, bound to a root directory fd. */
 export class SatelliteFs {
@@ -603,8 +605,8 @@ export class SatelliteFs {
   /**
    * unlinkat of a file, holding an O_PATH reference across it when the loop can drop that later:
    * the inode's eviction (truncating, freeing and discarding its blocks: 0.1–0.5 ms measured on
-   * ext4 with `discard` in a VM) then happens while the answer travels, not before it.
-   * Returns unlinkat's result with its errno intact.
+   * ext4 with `discard` in a VM) then happens while the answer travels, not before it. Files
+   * over {@link HELD_BYTES} are not held. Returns unlinkat's result with its errno intact.
    */
   #unlinkFile(dirfd: number, name: Uint8Array): number {
     const whenIdle = this.#options.whenIdle;
@@ -612,7 +614,15 @@ export class SatelliteFs {
       return this.#c.fn.unlinkat(dirfd, name, 0);
     }
     const f = this.#flags;
-    const held = this.#c.fn.openat(dirfd, name, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC, 0);
+    let held = this.#c.fn.openat(dirfd, name, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC, 0);
+    // A large file's space is given back at once: a write right after may need it.
+    if (
+      held >= 0 &&
+      (this.#statx(held, EMPTY, AT_EMPTY_PATH) !== 0 || statxSize(this.#statView) > HELD_BYTES)
+    ) {
+      this.#c.fn.close(held);
+      held = -1;
+    }
     const rc = this.#c.fn.unlinkat(dirfd, name, 0);
     if (held < 0) return rc;
     this.#held.push(held);

@@ -311,14 +311,17 @@ function descriptorsTo(suffix: string): string[] {
   });
 }
 
-Deno.test("unlink leaves the file's last reference to the idle loop, errors intact", async () => {
+Deno.test("unlink leaves a small file's last reference to the idle loop, errors intact", async () => {
   const root = await Deno.makeTempDir({ prefix: "dfsat-unlink-" });
   const idle: (() => void)[] = [];
   const fs = inProcess(root, { whenIdle: (fn) => idle.push(fn) });
   try {
     await Deno.writeFile(`${root}/f`, new Uint8Array(64 * 1024));
     await Deno.writeFile(`${root}/g`, new Uint8Array(16));
+    await Deno.writeFile(`${root}/big`, new Uint8Array(2 * 1024 * 1024));
     await Deno.mkdir(`${root}/d`);
+    ok(!(fs.h.unlink({ path: "big" }) instanceof RpcFailure));
+    strictEqual(descriptorsTo(`${root}/big (deleted)`).length, 0, "over 1 MiB: freed at once");
     ok(!(fs.h.unlink({ path: "f" }) instanceof RpcFailure));
     ok(!(fs.h.unlink({ path: "g" }) instanceof RpcFailure));
     strictEqual(failed(fs.h.unlink({ path: "missing" })), "ENOENT");
