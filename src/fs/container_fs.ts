@@ -32,6 +32,7 @@ import {
   type Attr,
   type AttrResult,
   type Created,
+  type DirChanged,
   type DirEntry,
   EINTR,
   EINVAL,
@@ -1076,24 +1077,49 @@ export class ContainerFs implements FileSystem<Handle> {
     return entry;
   }
 
-  async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+  async unlink(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+  ): Promise<void | DirChanged | Errno> {
     const where = this.#where(parent, name);
     this.#changed(parent, name, "links");
     if (isErrno(where)) return where;
+    const since = this.#since();
     const r = await this.#at(parent, name, (w) => this.#rpc.unlink(w, this.#opts(ctx)), where);
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    this.#noteDir(parent, r.value?.dir);
+    return this.#dirChanged(parent, r.value?.dir, since);
   }
 
-  async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+  async rmdir(
+    ctx: RequestContext,
+    parent: Node,
+    name: string,
+  ): Promise<void | DirChanged | Errno> {
     const where = this.#where(parent, name);
     this.#changed(parent, name, "links");
     if (isErrno(where)) return where;
+    const since = this.#since();
     const r = await this.#at(parent, name, (w) => this.#rpc.rmdir(w, this.#opts(ctx)), where);
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    this.#noteDir(parent, r.value?.dir);
+    return this.#dirChanged(parent, r.value?.dir, since);
+  }
+
+  /**
+   * Notes `stat`, directory `dir`'s attributes read by the satellite right after a change in it
+   * (after event `since`), and answers them for the kernel's next GETATTR when the change feed
+   * vouches for them.
+   */
+  #dirChanged(dir: Node, stat: Stat | undefined, since: number): DirChanged | undefined {
+    this.#noteDir(dir, stat);
+    if (stat === undefined || this.#live === undefined || statProblem(stat) !== undefined) {
+      return undefined;
+    }
+    if (!this.#isNode(dir, stat)) return undefined;
+    const a = this.#attrResult(dir, stat, since);
+    return isErrno(a) || a.stable !== true ? undefined : { dir: a };
   }
 
   async rename(

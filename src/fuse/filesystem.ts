@@ -107,6 +107,15 @@ export interface AttrResult {
   stable?: boolean;
 }
 
+/**
+ * What an unlink or rmdir may answer besides success: the directory's attributes right after
+ * the change. The kernel drops them when the change is answered and asks GETATTR at the next
+ * permission check; stable ones (`AttrResult.stable`) let the device's reader answer it.
+ */
+export interface DirChanged {
+  dir: AttrResult;
+}
+
 /** An open/opendir answer; the flags tell the kernel how to cache. */
 export interface Opened<H = unknown> {
   /** The implementation's handle, given back on read/write/release/... of this open file. */
@@ -284,8 +293,8 @@ export interface FileSystem<H = unknown> {
     mode: number,
     umask: number,
   ): Result<Entry>;
-  unlink?(ctx: RequestContext, parent: Node, name: string): Result<void>;
-  rmdir?(ctx: RequestContext, parent: Node, name: string): Result<void>;
+  unlink?(ctx: RequestContext, parent: Node, name: string): Result<void | DirChanged>;
+  rmdir?(ctx: RequestContext, parent: Node, name: string): Result<void | DirChanged>;
   /** `flags`: 0 or RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT. */
   rename?(
     ctx: RequestContext,

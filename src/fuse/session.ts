@@ -161,6 +161,7 @@ import { Errno, errnoOf } from "./errno.ts";
 import type {
   AttrResult,
   Created,
+  DirChanged,
   DirEntry,
   Entry,
   FileSystem,
@@ -586,6 +587,8 @@ export class Session<H = unknown> {
     }
     this.#endCached(req.node, req.name);
     this.#endCached(req.node2, req.name2);
+    // Only its own answer moves the epoch from here on (see #recordChanged).
+    req.epoch = this.#changeEpoch;
   }
 
   /** Ends what the reader answers for `node` and its child `name` (if any). */
@@ -787,9 +790,25 @@ export class Session<H = unknown> {
     s.#replyScratch(req, ATTR_OUT_SIZE);
   }
 
-  static #removed(s: Session, req: Request): void {
+  static #removed(s: Session, req: Request, changed: void | DirChanged): void {
     s.nodes.removeName(req.node!, req.name);
+    if (changed) s.#recordChanged(req, req.node!, changed.dir);
     s.#replyScratch(req, 0);
+  }
+
+  /**
+   * Lets the reader answer the GETATTR that follows `req`'s change of directory `dir` with `a`
+   * (read right after the change): only when `a` is stable and nothing else changed or was
+   * invalidated while `req` was served (it is then the only change in flight).
+   */
+  #recordChanged(req: Request, dir: NodeImpl, a: AttrResult): void {
+    if (this.#cachedAttrs === undefined || a.stable !== true) return;
+    if (this.#changesInFlight !== 1 || req.epoch !== this.#changeEpoch) return;
+    const timeout = a.timeout ?? this.#attrTimeout;
+    const sv = this.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
+    encodeAttrOut(sv, OUT_HEADER_SIZE, timeout, a.attr);
+    const at = OUT_HEADER_SIZE + 16;
+    this.#cachedAttrs.record(dir.nodeId, this.#scratch.subarray(at, at + ATTR_SIZE), timeout);
   }
 
   static #renamed(s: Session, req: Request): void {

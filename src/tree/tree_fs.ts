@@ -608,12 +608,23 @@ export class TreeFs implements FileSystem<TreeHandle> {
     );
   }
 
-  unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    return this.#on(parent, true, (fs, view) => (fs.unlink ? fs.unlink(ctx, view, name) : ENOSYS));
+  // What a container tells of its directory after the change stays with it (not recorded here).
+  async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+    const r = await this.#on(
+      parent,
+      true,
+      (fs, view) => (fs.unlink ? fs.unlink(ctx, view, name) : ENOSYS),
+    );
+    return isErrno(r) ? r : undefined;
   }
 
-  rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    return this.#on(parent, true, (fs, view) => (fs.rmdir ? fs.rmdir(ctx, view, name) : ENOSYS));
+  async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+    const r = await this.#on(
+      parent,
+      true,
+      (fs, view) => (fs.rmdir ? fs.rmdir(ctx, view, name) : ENOSYS),
+    );
+    return isErrno(r) ? r : undefined;
   }
 
   rename(

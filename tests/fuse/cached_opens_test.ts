@@ -5,6 +5,7 @@
 
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { py, requireFuse, withMount } from "./helpers.ts";
+import { Errno } from "../../src/fuse/mod.ts";
 import { localContext, TrackedFs } from "./memfs.ts";
 
 await requireFuse();
@@ -88,6 +89,43 @@ R["mode"] = os.stat(${p} + "/f").st_mode & 0o777`);
     deepStrictEqual((await py(`R["size"] = os.stat(${p} + "/f").st_size`)).size, 13);
   }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
 });
+
+for (const dirChanged of [true, false]) {
+  const how = dirChanged ? "answered with the change" : "asked of the filesystem";
+  Deno.test(`cached attrs: a directory's attributes after unlink and rmdir are ${how}`, async () => {
+    const fs = new TrackedFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 3600, dirChanged });
+    await withMount(async ({ dir }) => {
+      const p = JSON.stringify(dir);
+      await py(`os.mkdir(${p} + "/d")
+for i in range(10): write_file(${p} + "/d/f%d" % i, b"x")
+os.mkdir(${p} + "/d/sub")
+os.stat(${p} + "/d")`);
+      const calls = fs.getattrCalls;
+      const r = await py(`d = ${p} + "/d"
+R["newer"] = []
+for i in range(10):
+    before = os.stat(d).st_mtime_ns
+    os.unlink(d + "/f%d" % i)
+    R["newer"].append(os.stat(d).st_mtime_ns > before)
+nlink = os.stat(d).st_nlink
+os.rmdir(d + "/sub")
+st = os.stat(d)
+R["nlink"] = [nlink, st.st_nlink]
+R["mtime"] = str(st.st_mtime_ns)`);
+      const asked = fs.getattrCalls - calls;
+      const d = fs.getattr(localContext(), fs.nodes.get("/d")!, undefined);
+      ok(!(d instanceof Errno));
+      deepStrictEqual(r.newer, Array(10).fill(true), "every stat shows its unlink");
+      deepStrictEqual(r.nlink, [3, 2], "and the rmdir");
+      deepStrictEqual(
+        BigInt(r.mtime),
+        BigInt(d.attr.mtime.sec) * 1_000_000_000n + BigInt(d.attr.mtime.nsec),
+      );
+      if (dirChanged) deepStrictEqual(asked, 0, "answered by the reader");
+      else ok(asked >= 11, `asked ${asked} times`);
+    }, { fs, mount: { attrTimeout: 3600, entryTimeout: 3600 } });
+  });
+}
 
 Deno.test("cached attrs: a truncating open ends them (the kernel sends no SETATTR)", async () => {
   const fs = new TrackedFs({ rootMode: 0o777, stableAttrs: true, attrTimeout: 3600 });

@@ -32,6 +32,7 @@ import {
   type Attr,
   type AttrResult,
   type Created,
+  type DirChanged,
   type DirEntry,
   EEXIST,
   EINVAL,
@@ -248,6 +249,8 @@ export interface MemFsOptions {
   reuseOpens?: number;
   /** Report entries and attributes `stable` (cached attributes). */
   stableAttrs?: boolean;
+  /** unlink and rmdir answer the directory's attributes after the change (`DirChanged`). */
+  dirChanged?: boolean;
 }
 
 /** The memory filesystem. */
@@ -432,16 +435,17 @@ export class MemFs implements FileSystem<FileHandle> {
     return this.#entry(inode);
   }
 
-  unlink(_ctx: RequestContext, parent: Node, name: string): void | Errno {
+  unlink(_ctx: RequestContext, parent: Node, name: string): void | DirChanged | Errno {
     const dir = this.#dir(parent);
     if (!(dir instanceof Inode)) return dir;
     const inode = dir.entries!.get(name);
     if (!inode) return ENOENT;
     if (inode.isDir) return EISDIR;
     this.#drop(dir, name, inode);
+    return this.#options.dirChanged ? { dir: this.#attr(dir) } : undefined;
   }
 
-  rmdir(_ctx: RequestContext, parent: Node, name: string): void | Errno {
+  rmdir(_ctx: RequestContext, parent: Node, name: string): void | DirChanged | Errno {
     const dir = this.#dir(parent);
     if (!(dir instanceof Inode)) return dir;
     const inode = dir.entries!.get(name);
@@ -449,6 +453,7 @@ export class MemFs implements FileSystem<FileHandle> {
     if (!inode.isDir) return ENOTDIR;
     if (inode.entries!.size > 0) return ENOTEMPTY;
     this.#drop(dir, name, inode);
+    return this.#options.dirChanged ? { dir: this.#attr(dir) } : undefined;
   }
 
   rename(
