@@ -626,10 +626,20 @@ export class ContainerFs implements FileSystem<Handle> {
     return { uid: ctx.uid, gid };
   }
 
-  /** The entry of a node just made in `dir`, noting the directory's attributes after. */
-  #made(dir: Node, made: { stat: Stat; dir?: Stat }, existing?: Node): Entry | Errno {
-    this.#noteDir(dir, made.dir);
-    return this.#entry(made.stat, existing);
+  /**
+   * The entry of a node just made in `dir` (asked after event `since`), with the directory's
+   * attributes after (noted, and answered when vouched for: see `#dirChanged`).
+   */
+  #made(
+    dir: Node,
+    made: { stat: Stat; dir?: Stat },
+    since: number,
+    existing?: Node,
+  ): Entry | Errno {
+    const changed = this.#dirChanged(dir, made.dir, since);
+    const entry = this.#entry(made.stat, existing);
+    if (!isErrno(entry) && changed !== undefined) entry.dir = changed.dir;
+    return entry;
   }
 
   /** Keeps a directory's attributes taken right after a change in it, for the next GETATTR. */
@@ -1014,13 +1024,14 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#changed(parent, name);
     if (isErrno(where)) return where;
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
+    const since = this.#since();
     const r = await this.#at(
       parent,
       name,
       (w) => this.#rpc.symlink({ ...w, target, owner }, this.#opts(ctx)),
     );
     if (isErrno(r)) return r;
-    return r.ok ? this.#made(parent, r.value) : fail(r);
+    return r.ok ? this.#made(parent, r.value, since) : fail(r);
   }
 
   async mknod(
@@ -1035,13 +1046,14 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(where)) return where;
     const { major, minor } = decodeDev(rdev);
     const owner = this.#owner(ctx, await this.#dirAttr(ctx, parent));
+    const since = this.#since();
     const r = await this.#at(parent, name, (w) =>
       this.#rpc.mknod(
         { ...w, mode, rdevMajor: major, rdevMinor: minor, owner },
         this.#opts(ctx),
       ));
     if (isErrno(r)) return r;
-    return r.ok ? this.#made(parent, r.value) : fail(r);
+    return r.ok ? this.#made(parent, r.value, since) : fail(r);
   }
 
   async mkdir(
@@ -1058,6 +1070,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const inherited = (parentAttr.mode & S_ISGID) !== 0 ? S_ISGID : 0;
     const askedAt = Date.now();
     const owner = this.#owner(ctx, parentAttr);
+    const since = this.#since();
     const r = await this.#at(
       parent,
       name,
@@ -1065,7 +1078,7 @@ export class ContainerFs implements FileSystem<Handle> {
     );
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    const entry = this.#made(parent, r.value);
+    const entry = this.#made(parent, r.value, since);
     this.#keepNode(entry, r.value.node);
     // Made empty just now: its names are known for the listing timeout, as a listing made then
     // would be; beyond it while the feed watches it, when the satellite announced it watched in
@@ -1150,13 +1163,14 @@ export class ContainerFs implements FileSystem<Handle> {
     newName: string,
   ): Promise<Entry | Errno> {
     this.#changed(newParent, newName, "links");
+    const since = this.#since();
     const r = await this.#atTwo(
       [node, undefined],
       [newParent, newName],
       (places) => this.#rpc.link(places, this.#opts(ctx)),
     );
     if (isErrno(r)) return r;
-    return r.ok ? this.#made(newParent, r.value, node) : fail(r);
+    return r.ok ? this.#made(newParent, r.value, since, node) : fail(r);
   }
 
   /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */
@@ -1382,6 +1396,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const cur = await this.#current();
     if (isErrno(cur)) return cur;
     const wire = this.#wireFlags(flags);
+    const since = this.#since();
     const r = await this.#at(
       parent,
       name,
@@ -1394,7 +1409,8 @@ export class ContainerFs implements FileSystem<Handle> {
       this.#orphan(cur.rpc)(r.value);
       return entry;
     }
-    this.#noteDir(parent, r.value.dir);
+    const changed = this.#dirChanged(parent, r.value.dir, since);
+    if (changed !== undefined) entry.dir = changed.dir;
     return { handle: this.#newFile(r.value.handle, cur.gen, flags, entry.key!, true), entry };
   }
 

@@ -94,6 +94,11 @@ export interface Entry {
    * reader thread without calling `getattr` (see cached_attrs.ts). Off while tracing.
    */
   stable?: boolean;
+  /**
+   * For an entry made by create, mkdir, mknod, symlink or link: the directory's attributes
+   * right after (as `DirChanged.dir`).
+   */
+  dir?: AttrResult;
 }
 
 /** A getattr/setattr answer. */

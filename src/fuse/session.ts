@@ -770,6 +770,7 @@ export class Session<H = unknown> {
   }
 
   static #entry(s: Session, req: Request, entry: Entry): void {
+    if (entry.dir) s.#recordChanged(req, req.node!, entry.dir); // before: it uses the scratch
     const node = s.#encodeEntry(req, req.node!, req.name, entry, 0);
     s.#sendEntry(req, node, ENTRY_OUT_SIZE);
   }
@@ -799,10 +800,11 @@ export class Session<H = unknown> {
   /**
    * Lets the reader answer the GETATTR that follows `req`'s change of directory `dir` with `a`
    * (read right after the change): only when `a` is stable and nothing else changed or was
-   * invalidated while `req` was served (it is then the only change in flight).
+   * invalidated while `req` was served (it is then the only change in flight). Uses the scratch
+   * buffer (the table keeps a copy).
    */
   #recordChanged(req: Request, dir: NodeImpl, a: AttrResult): void {
-    if (this.#cachedAttrs === undefined || a.stable !== true) return;
+    if (this.#cachedAttrs === undefined || a.stable !== true || !req.changing) return;
     if (this.#changesInFlight !== 1 || req.epoch !== this.#changeEpoch) return;
     const timeout = a.timeout ?? this.#attrTimeout;
     const sv = this.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
@@ -838,6 +840,7 @@ export class Session<H = unknown> {
   }
 
   static #created(s: Session, req: Request, c: Created<unknown>): void {
+    if (c.entry.dir) s.#recordChanged(req, req.node!, c.entry.dir);
     const node = s.#encodeEntry(req, req.node!, req.name, c.entry, OPEN_OUT_SIZE);
     const fh = s.#addHandle(c.handle);
     encodeOpenOut(s.#scratchView, OUT_HEADER_SIZE + ENTRY_OUT_SIZE, fh, s.#openFlags(c));

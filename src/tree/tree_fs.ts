@@ -425,8 +425,9 @@ export class TreeFs implements FileSystem<TreeHandle> {
 
   // ---- delegation ----
 
+  /** `entry` keyed in the tree; what a container tells of its directory stays with it. */
   #wrap(rootKey: string, entry: Entry): Entry {
-    return { ...entry, key: `${rootKey}|${entry.key ?? String(entry.attr.ino)}` };
+    return { ...entry, key: `${rootKey}|${entry.key ?? String(entry.attr.ino)}`, dir: undefined };
   }
 
   async #lease(
@@ -480,7 +481,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
   ): Promise<Entry | Errno> {
     const place = this.#place(parent);
     return this.#on(parent, true, fn).then((r) =>
-      isErrno(r) || place.kind !== "sub" ? r : this.#wrap(place.key, r)
+      isErrno(r) ? r : place.kind !== "sub" ? { ...r, dir: undefined } : this.#wrap(place.key, r)
     );
   }
 
@@ -608,7 +609,7 @@ export class TreeFs implements FileSystem<TreeHandle> {
     );
   }
 
-  // What a container tells of its directory after the change stays with it (not recorded here).
+  // What a container tells of its directory after the change stays with it (see #wrap).
   async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
     const r = await this.#on(
       parent,

@@ -249,7 +249,9 @@ export interface MemFsOptions {
   reuseOpens?: number;
   /** Report entries and attributes `stable` (cached attributes). */
   stableAttrs?: boolean;
-  /** unlink and rmdir answer the directory's attributes after the change (`DirChanged`). */
+  /**
+   * Changes of names answer the directory's attributes after them (`DirChanged`, `Entry.dir`).
+   */
   dirChanged?: boolean;
 }
 
@@ -301,6 +303,13 @@ export class MemFs implements FileSystem<FileHandle> {
     };
     if (this.#options.reportNoXattrs && inode.xattrs.size === 0) entry.noXattrs = true;
     if (this.#options.stableAttrs) entry.stable = true;
+    return entry;
+  }
+
+  /** The entry of `inode`, just made or linked in `dir`. */
+  #made(dir: Inode, inode: Inode): Entry {
+    const entry = this.#entry(inode);
+    if (this.#options.dirChanged) entry.dir = this.#attr(dir);
     return entry;
   }
 
@@ -406,7 +415,7 @@ export class MemFs implements FileSystem<FileHandle> {
     const inode = this.#new(ctx, dir, S_IFLNK | 0o777);
     inode.target = target;
     this.#add(dir, name, inode);
-    return this.#entry(inode);
+    return this.#made(dir, inode);
   }
 
   mknod(
@@ -423,7 +432,7 @@ export class MemFs implements FileSystem<FileHandle> {
     const inode = this.#new(ctx, dir, (mode & S_IFMT) === 0 ? mode | S_IFREG : mode);
     inode.rdev = rdev;
     this.#add(dir, name, inode);
-    return this.#entry(inode);
+    return this.#made(dir, inode);
   }
 
   mkdir(ctx: RequestContext, parent: Node, name: string, mode: number): Entry | Errno {
@@ -432,7 +441,7 @@ export class MemFs implements FileSystem<FileHandle> {
     if (dir.entries!.has(name)) return EEXIST;
     const inode = this.#new(ctx, dir, S_IFDIR | (mode & MODE_PERM_MASK));
     this.#add(dir, name, inode);
-    return this.#entry(inode);
+    return this.#made(dir, inode);
   }
 
   unlink(_ctx: RequestContext, parent: Node, name: string): void | DirChanged | Errno {
@@ -530,7 +539,7 @@ export class MemFs implements FileSystem<FileHandle> {
     inode.nlink++;
     inode.ctime = now();
     this.#add(dir, newName, inode);
-    return this.#entry(inode);
+    return this.#made(dir, inode);
   }
 
   #opened(inode: Inode, flags: number): Opened<FileHandle> {
@@ -575,7 +584,7 @@ export class MemFs implements FileSystem<FileHandle> {
       inode = this.#new(ctx, dir, S_IFREG | (mode & MODE_PERM_MASK));
       this.#add(dir, name, inode);
     }
-    return { ...this.#opened(inode, flags), entry: this.#entry(inode) };
+    return { ...this.#opened(inode, flags), entry: this.#made(dir, inode) };
   }
 
   read(
