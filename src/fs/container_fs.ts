@@ -1126,13 +1126,16 @@ export class ContainerFs implements FileSystem<Handle> {
    * vouches for them.
    */
   #dirChanged(dir: Node, stat: Stat | undefined, since: number): DirChanged | undefined {
+    const vouched = stat !== undefined && this.#live !== undefined &&
+        statProblem(stat) === undefined && this.#isNode(dir, stat)
+      ? this.#attrResult(dir, stat, since)
+      : undefined;
+    // After #attrResult, which forgets what was noted before: the kernel's GETATTR may still
+    // reach `getattr` (the reader does not keep every answer, nor while tracing).
     this.#noteDir(dir, stat);
-    if (stat === undefined || this.#live === undefined || statProblem(stat) !== undefined) {
-      return undefined;
-    }
-    if (!this.#isNode(dir, stat)) return undefined;
-    const a = this.#attrResult(dir, stat, since);
-    return isErrno(a) || a.stable !== true ? undefined : { dir: a };
+    return vouched === undefined || isErrno(vouched) || vouched.stable !== true
+      ? undefined
+      : { dir: vouched };
   }
 
   async rename(
