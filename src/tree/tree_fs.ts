@@ -23,6 +23,7 @@ import {
   type Attr,
   type AttrResult,
   type Created,
+  type DirChanged,
   type DirEntry,
   EAGAIN,
   EINVAL,
@@ -609,22 +610,20 @@ export class TreeFs implements FileSystem<TreeHandle> {
     );
   }
 
-  // What a container tells of its directory after the change stays with it (see #wrap).
-  async unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    const r = await this.#on(
-      parent,
-      true,
-      (fs, view) => (fs.unlink ? fs.unlink(ctx, view, name) : ENOSYS),
-    );
-    return isErrno(r) ? r : undefined;
+  unlink(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+    return this.#removing(parent, (fs, view) => fs.unlink ? fs.unlink(ctx, view, name) : ENOSYS);
   }
 
-  async rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
-    const r = await this.#on(
-      parent,
-      true,
-      (fs, view) => (fs.rmdir ? fs.rmdir(ctx, view, name) : ENOSYS),
-    );
+  rmdir(ctx: RequestContext, parent: Node, name: string): Promise<void | Errno> {
+    return this.#removing(parent, (fs, view) => fs.rmdir ? fs.rmdir(ctx, view, name) : ENOSYS);
+  }
+
+  /** A removal in a container; what it tells of its directory stays with it (see #wrap). */
+  async #removing(
+    parent: Node,
+    fn: (fs: FileSystem, view: View) => Result<void | DirChanged>,
+  ): Promise<void | Errno> {
+    const r = await this.#on(parent, true, fn);
     return isErrno(r) ? r : undefined;
   }
 
