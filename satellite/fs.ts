@@ -33,8 +33,10 @@ import {
   type Stat,
   type StatFs,
   statOfStatx,
+  statxBlocks,
   statxIno,
   statxMode,
+  statxNlink,
   statxSize,
   UTIME_OMIT,
 } from "../src/protocol/mod.ts";
@@ -45,6 +47,7 @@ import {
   AT_REMOVEDIR,
   AT_SYMLINK_NOFOLLOW,
   ERRNO,
+  LOCAL_FS_TYPES,
   MODE_PERM_MASK,
   PATH_MAX,
   RESOLVE_BENEATH,
@@ -158,15 +161,15 @@ export interface SatelliteFsOptions {
   /**
    * Runs a task once the loop has nothing to answer (Loop.whenIdle): an unlinked file's last
    * reference is dropped there, so freeing its blocks (a synchronous discard on some disks)
-   * does not delay the answer. Without it, the reference is dropped at once.
+   * does not delay the answer. Without it, unlink takes no reference of its own.
    */
   whenIdle?: (fn: () => void) => void;
 }
 
 /** Unlinked files whose last reference waits for an idle loop, at most (see `#unlinkFile`). */
 const HELD_UNLINKED = 64;
-/** Files larger than this are freed at once, not held (see `#unlinkFile`). */
-const HELD_BYTES = 1n << 20n;
+/** Files with more blocks than this (1 MiB) are freed at once, not held (see `#unlinkFile`). */
+const HELD_BLOCKS = 2048n;
 
 /** The handlers, bound to a root directory fd. */
 export class SatelliteFs {
@@ -182,6 +185,7 @@ export class SatelliteFs {
   #listxattrat = true;
   /** O_PATH descriptors of unlinked files, closed when the loop is idle (`#unlinkFile`). */
   #held: number[] = [];
+  readonly #statfsBuf = new Uint8Array(128);
   readonly #statBuf = new Uint8Array(256);
   readonly #statView = new DataView(this.#statBuf.buffer);
   readonly #dentBuf = new Uint8Array(64 * 1024);
@@ -605,8 +609,9 @@ export class SatelliteFs {
   /**
    * unlinkat of a file, holding an O_PATH reference across it when the loop can drop that later:
    * the inode's eviction (truncating, freeing and discarding its blocks: 0.1–0.5 ms measured on
-   * ext4 with `discard` in a VM) then happens while the answer travels, not before it. Files
-   * over {@link HELD_BYTES} are not held. Returns unlinkat's result with its errno intact.
+   * ext4 with `discard` in a VM) then happens while the answer travels, not before it. Held only
+   * when that is all the reference changes (see `#holdable`). Returns unlinkat's result with its
+   * errno intact.
    */
   #unlinkFile(dirfd: number, name: Uint8Array): number {
     const whenIdle = this.#options.whenIdle;
@@ -615,11 +620,7 @@ export class SatelliteFs {
     }
     const f = this.#flags;
     let held = this.#c.fn.openat(dirfd, name, f.O_PATH | f.O_NOFOLLOW | f.O_CLOEXEC, 0);
-    // A large file's space is given back at once: a write right after may need it.
-    if (
-      held >= 0 &&
-      (this.#statx(held, EMPTY, AT_EMPTY_PATH) !== 0 || statxSize(this.#statView) > HELD_BYTES)
-    ) {
+    if (held >= 0 && !this.#holdable(held)) {
       this.#c.fn.close(held);
       held = -1;
     }
@@ -628,6 +629,21 @@ export class SatelliteFs {
     this.#held.push(held);
     if (this.#held.length === 1) whenIdle(() => this.#dropHeld());
     return rc;
+  }
+
+  /**
+   * Whether holding `fd` across its unlink only moves the eviction: a regular file with one
+   * link, at most {@link HELD_BLOCKS} blocks (a write right after may need a larger one's
+   * space), on a local filesystem (on NFS a held file is renamed, not removed).
+   */
+  #holdable(fd: number): boolean {
+    if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return false;
+    const v = this.#statView;
+    if ((statxMode(v) & S_IFMT) !== S_IFREG || statxNlink(v) !== 1) return false;
+    if (statxBlocks(v) > HELD_BLOCKS) return false;
+    if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) !== 0) return false;
+    // f_type, the first field (a long: its low 32 bits hold every magic number)
+    return LOCAL_FS_TYPES.has(new DataView(this.#statfsBuf.buffer).getUint32(0, true));
   }
 
   /** Closes the references `#unlinkFile` held. */

@@ -1123,10 +1123,11 @@ export class ContainerFs implements FileSystem<Handle> {
   /**
    * Notes `stat`, directory `dir`'s attributes read by the satellite right after a change in it
    * (after event `since`), and answers them for the kernel's next GETATTR when the change feed
-   * vouches for them.
+   * vouches for them. Not while notices are out: the reader would answer that GETATTR without
+   * waiting for them, as `getattr` does (`#afterNotices`).
    */
   #dirChanged(dir: Node, stat: Stat | undefined, since: number): DirChanged | undefined {
-    const vouched = stat !== undefined && this.#live !== undefined &&
+    const vouched = stat !== undefined && this.#live !== undefined && !this.#live.noticesOut &&
         statProblem(stat) === undefined && this.#isNode(dir, stat)
       ? this.#attrResult(dir, stat, since)
       : undefined;

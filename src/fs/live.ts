@@ -138,6 +138,11 @@ export class LiveView {
   /** Notices to the kernel not yet taken (each ends when the kernel has done it). */
   readonly #notices = new Set<Promise<unknown>>();
 
+  /** Whether notices sent to the kernel are not all taken yet (see `settled`). */
+  get noticesOut(): boolean {
+    return this.#notices.size > 0;
+  }
+
   #track(notice: Promise<boolean>): void {
     const settled = notice.catch(() => false).finally(() => this.#notices.delete(settled));
     this.#notices.add(settled);

@@ -16,8 +16,9 @@
  * - Each slot has a sequence number, odd while the session writes it: the reader copies an
  *   entry and uses it only if the number was even and unchanged around the copy. Every access
  *   is atomic (the attributes as 32-bit words), so the check holds on weakly ordered CPUs too.
- * - The session records only answers that no change through the mount overlapped (see
- *   `Session`), and ends an entry when an answer for the node is not stable.
+ * - The session records only answers that no change through the mount overlapped, or a
+ *   change's own answer of its directory when no other change overlapped it (see `Session`),
+ *   and ends an entry when an answer for the node is not stable.
  * - The table is lossy (a full probe sequence drops a new entry: GETATTR then reaches the
  *   filesystem, which answers the same).
  *

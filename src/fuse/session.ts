@@ -241,7 +241,10 @@ class Request implements RequestContext {
   name2 = "";
   /** Body offset just after the last name's NUL. */
   namesEnd = 0;
-  /** The session's change epoch when it was dispatched (see `Session.#mayRecord`). */
+  /**
+   * The session's change epoch when it was dispatched; for a change, once it began (see
+   * `Session.#mayRecord`, `Session.#recordChanged`).
+   */
   epoch = 0;
   /** It may change nodes: counted in flight until answered. */
   changing = false;

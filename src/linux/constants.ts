@@ -293,3 +293,17 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;
 export const MAP_POPULATE = 0x8000;
+
+/**
+ * statfs(2) f_type of local filesystems: there a file's space is freed when its last reference
+ * goes, and no other machine sees its name meanwhile (NFS, for one, renames a file unlinked
+ * while open to `.nfsXXXX` instead).
+ */
+export const LOCAL_FS_TYPES: ReadonlySet<number> = new Set([
+  0xef53, // ext2, ext3, ext4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0xf2f52010, // f2fs
+  0x01021994, // tmpfs
+  0x794c7630, // overlayfs (its upper layer is a local filesystem)
+]);

@@ -185,6 +185,16 @@ export function statxSize(view: DataView, at = 0): bigint {
   return view.getBigUint64(at + AT.size, true);
 }
 
+/** `stx_nlink` of the `struct statx` at byte `at` of `view`. */
+export function statxNlink(view: DataView, at = 0): number {
+  return view.getUint32(at + AT.nlink, true);
+}
+
+/** `stx_blocks` (512-byte units) of the `struct statx` at byte `at` of `view`. */
+export function statxBlocks(view: DataView, at = 0): bigint {
+  return view.getBigUint64(at + AT.blocks, true);
+}
+
 /**
  * The attributes of the record at byte `at` of `view` (which must hold it whole): what a receiver
  * reads. A time beyond ±2^53 seconds makes it invalid.
