@@ -2,6 +2,7 @@
  * The engine client: dockerode for regular API calls, raw hijacked connections for exec streams.
  */
 
+import "./unused_deps.ts"; // first: dockerode then loads without what it never needs here
 import Docker from "dockerode";
 import { Buffer } from "node:buffer";
 import { type EngineConfig, resolveEngineConfig } from "./config.ts";
