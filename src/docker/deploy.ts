@@ -70,13 +70,14 @@ export async function deployChosen(
       );
     }
     const api = new EngineApi(engine.dial, engine.apiVersion);
-    const { ref } = await ensureSatelliteImage(engine, bundleDir, manifest, {
+    // Made sure of while the target is inspected (each a round trip to a remote engine).
+    const image = ensureSatelliteImage(engine, bundleDir, manifest, {
       onProgress: options.onProgress,
       log: options.log,
-    });
+    }).then((r) => r.ref);
     const session = await startSidecar(api, container, manifest, {
       root: options.root,
-      image: ref,
+      image,
       log: options.log,
     });
     return { session, mode: "sidecar" };

@@ -36,8 +36,11 @@ export const TARGET_ROOT = "/proc/1/root";
 export interface SidecarOptions {
   /** directory inside the target that becomes the root of the mount */
   root: string;
-  /** image reference of the satellite (SatelliteImages.ensure) */
-  image: string;
+  /**
+   * image reference of the satellite (SatelliteImages.ensure); a promise of it is awaited only
+   * once the target is inspected (over a remote engine's round trip, both at once)
+   */
+  image: string | Promise<string>;
   /** overrides the random part of the helper's name (tests) */
   randomName?: () => string;
   /** told the helper's name once it runs */
@@ -181,7 +184,15 @@ export async function startSidecar(
   manifest: SatelliteManifest,
   options: SidecarOptions,
 ): Promise<ExecSession> {
-  const target = await inspectTarget(api, container.id);
+  // Both settle before anything is reported: no image load goes on behind a refusal.
+  const [inspected, imaged] = await Promise.allSettled([
+    inspectTarget(api, container.id),
+    options.image,
+  ]);
+  if (inspected.status === "rejected") throw inspected.reason;
+  if (imaged.status === "rejected") throw imaged.reason;
+  const target = inspected.value;
+  const image = imaged.value;
   // /proc/1 must be the target's own init: in a shared PID namespace it belongs to another.
   if (target.pidMode !== "" && target.pidMode !== "private") {
     throw new DockerError(
@@ -191,7 +202,7 @@ export async function startSidecar(
     );
   }
   const user = await mainProcessUser(api, container.id, target.hostPid) ?? target.user;
-  const config = sidecarConfig(manifest, { id: container.id, user }, options);
+  const config = sidecarConfig(manifest, { id: container.id, user }, { ...options, image });
   const name = `dockerfuse-${container.name.replace(/[^A-Za-z0-9_.-]/g, "-").slice(0, 40)}-${
     (options.randomName ?? (() => randomHex(4)))()
   }`.replace(/^dockerfuse--/, "dockerfuse-");
