@@ -184,10 +184,14 @@ export async function startSidecar(
   manifest: SatelliteManifest,
   options: SidecarOptions,
 ): Promise<ExecSession> {
-  // Both settle before anything is reported: no image load goes on behind a refusal.
-  const [inspected, imaged] = await Promise.allSettled([
+  // At once (each a round trip to a remote engine), the main process's user asked for by the
+  // pid the container had when found; all settle before anything is reported (no image load
+  // goes on behind a refusal).
+  const knownPid = container.pid ?? 0;
+  const [inspected, imaged, early] = await Promise.allSettled([
     inspectTarget(api, container.id),
     options.image,
+    knownPid > 0 ? mainProcessUser(api, container.id, knownPid) : Promise.resolve(undefined),
   ]);
   if (inspected.status === "rejected") throw inspected.reason;
   if (imaged.status === "rejected") throw imaged.reason;
@@ -201,7 +205,11 @@ export async function startSidecar(
         `'${target.pidMode}', so its processes are not the helper's view of it`,
     );
   }
-  const user = await mainProcessUser(api, container.id, target.hostPid) ?? target.user;
+  // Restarted since it was found: asked again for its new main process.
+  const mainUser = knownPid === target.hostPid && early.status === "fulfilled"
+    ? early.value
+    : await mainProcessUser(api, container.id, target.hostPid);
+  const user = mainUser ?? target.user;
   const config = sidecarConfig(manifest, { id: container.id, user }, { ...options, image });
   const name = `dockerfuse-${container.name.replace(/[^A-Za-z0-9_.-]/g, "-").slice(0, 40)}-${
     (options.randomName ?? (() => randomHex(4)))()
