@@ -10,7 +10,7 @@
  *   (mount points such as /proc), nor past `MAX_DEPTH` levels below it (descriptors held).
  * - A directory is answered whole or not at all; an answer holds at most `maxEntries` entries
  *   and about `maxBytes` bytes (both capped), so its frame fits MAX_FRAME_BYTES, and begins no
- *   directory after its first once it has worked `WALK_SLICE_MS`.
+ *   directory after its first once it has worked the `maxMs` asked for.
  *
  * @module
  */
@@ -18,6 +18,7 @@
 import {
   type EntryName,
   MAX_WALK_ENTRIES,
+  MAX_WALK_MS,
   type ParamsOf,
   type PathArg,
   RECORD_BYTES,
@@ -32,12 +33,6 @@ import { type Libc, num } from "./libc.ts";
 export const MAX_WALK_BYTES = 768 * 1024;
 /** Levels below a walk's path that are descended into (each holds a descriptor). */
 export const MAX_DEPTH = 48;
-/**
- * Longest a walk works on one answer (ms) before it ends at a directory boundary: the satellite
- * answers requests in order, so a walk ahead (speculative) delays a process's own requests
- * queued behind it by at most this (a cold 1,024-entry answer took 30–80 ms here).
- */
-export const WALK_SLICE_MS = 10;
 
 type WireWalkDir = WireResultOf<"walk">["dirs"][number];
 
@@ -86,11 +81,12 @@ function withNul(name: string | Uint8Array): Uint8Array {
 /** Runs one `walk` request. */
 export function walk(access: WalkAccess, p: ParamsOf<"walk">): WireResultOf<"walk"> {
   const now = access.now ?? (() => performance.now());
+  const start = now();
   const budget: Budget = {
     entries: Math.min(p.maxEntries, MAX_WALK_ENTRIES),
     bytes: Math.min(p.maxBytes, MAX_WALK_BYTES),
     now,
-    until: now() + WALK_SLICE_MS,
+    until: p.maxMs === undefined ? Infinity : start + Math.min(p.maxMs, MAX_WALK_MS),
     full: false,
   };
   const dirs: WireWalkDir[] = [];

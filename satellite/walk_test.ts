@@ -1,9 +1,9 @@
 import { deepStrictEqual, equal } from "node:assert/strict";
 import { DT_DIR, DT_REG } from "../src/linux/mod.ts";
-import { RecordWriter, type Stat } from "../src/protocol/mod.ts";
+import { RecordWriter, type Stat, WALK_SLICE_MS } from "../src/protocol/mod.ts";
 import type { Libc } from "./libc.ts";
 import type { Listing } from "./listing.ts";
-import { walk, WALK_SLICE_MS, type WalkAccess } from "./walk.ts";
+import { walk, type WalkAccess } from "./walk.ts";
 
 const STAT: Stat = {
   ino: 1n,
@@ -76,21 +76,32 @@ const TREE: Record<string, string[]> = {
 
 Deno.test("a walk answers whole within its time slice", () => {
   const { access } = fakeTree(structuredClone(TREE), 0);
-  const r = walk(access, { paths: ["a", "e"], maxEntries: 1000, maxBytes: 1 << 20 });
+  const r = walk(access, {
+    paths: ["a", "e"],
+    maxEntries: 1000,
+    maxBytes: 1 << 20,
+    maxMs: WALK_SLICE_MS,
+  });
   equal(r.walked, 2);
   deepStrictEqual(r.dirs.map((d) => d.path), ["a", "a/b", "a/b/d", "a/c", "e"]);
 });
 
 Deno.test("a walk ends at a directory boundary once its time slice is spent", () => {
+  const ask = { paths: ["a", "e"], maxEntries: 1000, maxBytes: 1 << 20, maxMs: WALK_SLICE_MS };
   // Each listing takes 40% of the slice: the third directory begins at 80%, the fourth past it.
   const { access, listed } = fakeTree(structuredClone(TREE), WALK_SLICE_MS * 0.4);
-  const r = walk(access, { paths: ["a", "e"], maxEntries: 1000, maxBytes: 1 << 20 });
+  const r = walk(access, ask);
   deepStrictEqual(r.dirs.map((d) => d.path), ["a", "a/b", "a/b/d"]);
   equal(r.walked, 0); // "a" was not walked to its end: the client asks for the rest
   deepStrictEqual(listed, ["a", "a/b", "a/b/d"]); // nothing read that was not answered
+  // No slice asked for (a client far away, where each answer costs a round trip): whole.
+  const far = fakeTree(structuredClone(TREE), WALK_SLICE_MS * 0.4);
+  const all = walk(far.access, { ...ask, maxMs: undefined });
+  equal(all.walked, 2);
+  equal(all.dirs.length, 5);
   // However slow, the first directory is always answered (else a walk could never pass it).
   const slow = fakeTree(structuredClone(TREE), WALK_SLICE_MS * 10);
-  const one = walk(slow.access, { paths: ["e", "a"], maxEntries: 1000, maxBytes: 1 << 20 });
+  const one = walk(slow.access, { ...ask, paths: ["e", "a"] });
   deepStrictEqual(one.dirs.map((d) => d.path), ["e"]);
   equal(one.walked, 1);
 });

@@ -150,6 +150,11 @@ export interface ContainerFsOptions {
    * are reported by the handle's next write, flush or fsync. O_SYNC/O_DSYNC writes always wait.
    */
   writeBehind?: boolean;
+  /**
+   * How long (ms) the satellite may work on one answer of a walk ahead (see subtree.ts): set
+   * for a satellite near, where the requests read behind a walk would wait for it. Default none.
+   */
+  walkSliceMs?: number;
   logger: Logger;
 }
 
@@ -288,6 +293,7 @@ export class ContainerFs implements FileSystem<Handle> {
     this.#ahead = new SubtreeAhead(() => link.on(link.generation), this.#changes, {
       ttlMs: listedTtlMs,
       vouched: (key) => this.#live?.watches(key) ?? false,
+      sliceMs: options.walkSliceMs,
     });
     this.#writes = new WriteBehind(rpc, { logger: options.logger });
     this.#nodes = new NodeHandles({

@@ -54,6 +54,12 @@ export interface SubtreeAheadOptions {
   maxBytes?: number;
   /** Walks in flight at least (default 2); more when the round trip is long. */
   inFlight?: number;
+  /**
+   * How long (ms) the satellite may work on one answer (`walk`'s `maxMs`), for a satellite near:
+   * the requests read behind a walk wait for it. Default: no limit (far away, an answer cut
+   * short costs a round trip).
+   */
+  sliceMs?: number;
   /** Entries of listings not yet taken above which no walk is asked (default 8192). */
   bufferEntries?: number;
   /** Directories queued at most (default 8192). */
@@ -111,6 +117,7 @@ export class SubtreeAhead {
   readonly #changes: MountChanges;
   readonly #ttlMs: number;
   readonly #maxEntries: number;
+  readonly #sliceMs: number | undefined;
   readonly #maxBytes: number;
   readonly #minInFlight: number;
   readonly #bufferEntries: number;
@@ -157,6 +164,7 @@ export class SubtreeAhead {
     this.#changes = changes;
     this.#ttlMs = options.ttlMs;
     this.#maxEntries = options.maxEntries ?? 1024;
+    this.#sliceMs = options.sliceMs;
     this.#maxBytes = options.maxBytes ?? 384 * 1024;
     this.#minInFlight = options.inFlight ?? 2;
     this.#bufferEntries = options.bufferEntries ?? 8192;
@@ -438,6 +446,7 @@ export class SubtreeAhead {
       paths: items.map((i) => i.path),
       maxEntries,
       maxBytes: this.#maxBytes,
+      maxMs: this.#sliceMs,
     }).then((r) => {
       this.#running--;
       const took = this.#now() - sentAt;

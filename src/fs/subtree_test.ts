@@ -225,6 +225,17 @@ Deno.test("subtree: more walks in flight when the round trip is long", async () 
   equal(ahead.inFlight, 7);
 });
 
+Deno.test("subtree: walks ask for the time slice given, none by default", async () => {
+  const near = setup(TREE, { sliceMs: 10 });
+  near.ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  await tick();
+  deepStrictEqual(near.rpc.paramsOf("walk").map((p) => p.maxMs), [10]);
+  const far = setup(TREE);
+  far.ahead.queue(ROOT_KEY, "", ROOT_LISTING);
+  await tick();
+  deepStrictEqual(far.rpc.paramsOf("walk").map((p) => p.maxMs), [undefined]);
+});
+
 Deno.test("subtree: past their time, what the feed vouches for serves again without a walk", async () => {
   const watched = new Set([key(3n), key(4n), key(8n)]);
   const { rpc, ahead, clock } = setup(TREE, { vouched: (k) => watched.has(k) });

@@ -406,6 +406,7 @@ export async function mountContainer(
     const layers = layerOptions(options, {
       fsName: fsNameFor(container),
       hostArch: Deno.build.arch,
+      remoteEngine: engine.isRemote,
       logger,
     });
     const started = performance.now();

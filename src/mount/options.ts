@@ -14,6 +14,7 @@
 import type { DeployMode } from "../docker/deploy.ts";
 import type { ContainerFsOptions } from "../fs/mod.ts";
 import type { Logger, MountOptions as FuseMountOptions } from "../fuse/mod.ts";
+import { WALK_SLICE_MS } from "../protocol/mod.ts";
 
 /** What to mount, and how. Timeouts in seconds. */
 export interface ContainerMountOptions {
@@ -119,6 +120,8 @@ export interface MountContext {
   fsName: string;
   /** The host's architecture name as the protocol knows it ("x86_64", "aarch64"). */
   hostArch: string;
+  /** The engine is reached over a network (its satellite's round trips are long). */
+  remoteEngine: boolean;
   logger: Logger;
 }
 
@@ -150,6 +153,8 @@ export function layerOptions(options: ContainerMountOptions, context: MountConte
       hostArch: context.hostArch,
       writebackCache: options.writebackCache,
       writeBehind: !options.syncWrites,
+      // Near, walks ahead yield to requests; far, an answer cut short costs a round trip.
+      walkSliceMs: context.remoteEngine ? undefined : WALK_SLICE_MS,
       logger: context.logger,
       live: options.watch
         ? { timeout: options.liveTimeout, maxWatches: options.maxWatches, debug: options.debug }

@@ -1,9 +1,15 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import type { Logger } from "../fuse/mod.ts";
+import { WALK_SLICE_MS } from "../protocol/mod.ts";
 import { layerOptions, MOUNT_DEFAULTS, mountOptions } from "./options.ts";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-const context = { fsName: "dockerfuse:web", hostArch: "x86_64", logger: quiet };
+const context = {
+  fsName: "dockerfuse:web",
+  hostArch: "x86_64",
+  remoteEngine: false,
+  logger: quiet,
+};
 
 Deno.test("mount options: the defaults, then the changes; what and where always given", () => {
   deepStrictEqual(mountOptions("web", "/mnt"), {
@@ -41,9 +47,12 @@ Deno.test("layer options: each layer gets its part of the mount options", () => 
     hostArch: "x86_64",
     writebackCache: true,
     writeBehind: true,
+    walkSliceMs: WALK_SLICE_MS,
     logger: quiet,
     live: { timeout: 60, maxWatches: 65536, debug: true },
   });
+  // Far from the engine, walks ahead are not cut short (each answer costs a round trip).
+  equal(layerOptions(options, { ...context, remoteEngine: true }).fs.walkSliceMs, undefined);
   deepStrictEqual(layers.fuse, {
     fsName: "dockerfuse:web",
     subtype: "dockerfuse",

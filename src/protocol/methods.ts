@@ -101,6 +101,14 @@ export type { Stat } from "./records.ts";
 export const MAX_WALK_ENTRIES = 4096;
 /** Most paths one `walk` asks for. */
 export const MAX_WALK_PATHS = 256;
+/**
+ * The `maxMs` a client near the satellite asks a walk for: the satellite answers requests in
+ * order, so a walk ahead delays the requests read behind it by up to this. A client far away
+ * asks for none (each answer cut short would cost it a round trip).
+ */
+export const WALK_SLICE_MS = 10;
+/** Longest `maxMs` a walk takes. */
+export const MAX_WALK_MS = 1000;
 
 /** One directory a `walk` listed whole. */
 export const walkDirSchema = obj({
@@ -215,11 +223,13 @@ export const METHODS = {
    * Lists the subtrees of `paths`, in order, depth first (children in readdir order), each
    * directory whole (entries as readdir `plus`, symlink targets included) or not at all, never
    * into another filesystem than its path's, until about `maxEntries` entries or `maxBytes`
-   * bytes are answered. `walked`: how many of `paths`, from the first, were walked to the end
-   * (a path that cannot be opened, or a directory larger than the whole budget, is passed over).
+   * bytes are answered, and, with `maxMs` (at most MAX_WALK_MS), no directory after the first
+   * is begun once the answer has taken that long. `walked`: how many of `paths`, from the first,
+   * were walked to the end (a path that cannot be opened, or a directory larger than the whole
+   * budget, is passed over).
    */
   walk: method(
-    obj({ paths: arr(path, MAX_WALK_PATHS), maxEntries: u32, maxBytes: u32 }),
+    obj({ paths: arr(path, MAX_WALK_PATHS), maxEntries: u32, maxBytes: u32, maxMs: opt(u32) }),
     obj({ dirs: arr(walkDirSchema, MAX_WALK_ENTRIES), walked: u32 }),
   ),
   /**

@@ -256,6 +256,7 @@ class EngineSource implements TreeSource {
     return layerOptions(containerOptions(this.#options, name), {
       fsName: "dockerfuse:engine",
       hostArch: Deno.build.arch,
+      remoteEngine: this.#engine.isRemote,
       logger: this.#deps.logger,
     });
   }
@@ -496,6 +497,7 @@ export async function mountEngine(
     const fuseOptions = layerOptions(containerOptions(options, "engine"), {
       fsName: "dockerfuse:engine",
       hostArch: Deno.build.arch,
+      remoteEngine: engine.isRemote,
       logger,
     }).fuse;
     try {
