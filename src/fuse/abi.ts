@@ -723,12 +723,19 @@ export function encodeAttr(v: DataView, o: number, a: AttrFields): void {
   v.setUint32(o + 84, 0, true);
 }
 
-/** Splits a timeout in seconds into whole seconds and nanoseconds (negative → 0). */
-export function splitTimeout(seconds: number): [bigint, number] {
-  if (!(seconds > 0)) return [0n, 0];
+/**
+ * Writes a timeout in seconds as whole seconds (u64 at `secAt`, at most 2^53 - 1) and
+ * nanoseconds (u32 at `nsecAt`); negative or NaN is 0. No BigInt: it runs per entry.
+ */
+export function encodeTimeout(v: DataView, secAt: number, nsecAt: number, seconds: number): void {
+  if (!(seconds > 0)) {
+    u64(v, secAt, 0);
+    v.setUint32(nsecAt, 0, true);
+    return;
+  }
   const whole = Math.floor(seconds);
-  const nsec = Math.min(999_999_999, Math.round((seconds - whole) * 1e9));
-  return [BigInt(Math.min(whole, Number.MAX_SAFE_INTEGER)), nsec];
+  u64(v, secAt, whole);
+  v.setUint32(nsecAt, Math.min(999_999_999, Math.round((seconds - whole) * 1e9)) || 0, true);
 }
 
 /**
@@ -745,13 +752,9 @@ export function encodeEntryOut(
   attr: AttrFields | undefined,
 ): void {
   v.setBigUint64(o, nodeId, true);
-  v.setBigUint64(o + 8, BigInt(Math.max(0, Math.floor(generation))), true);
-  const [es, ens] = splitTimeout(entryTimeout);
-  const [as, ans] = splitTimeout(attrTimeout);
-  v.setBigUint64(o + 16, es, true);
-  v.setBigUint64(o + 24, as, true);
-  v.setUint32(o + 32, ens, true);
-  v.setUint32(o + 36, ans, true);
+  u64(v, o + 8, generation);
+  encodeTimeout(v, o + 16, o + 32, entryTimeout);
+  encodeTimeout(v, o + 24, o + 36, attrTimeout);
   if (attr) encodeAttr(v, o + 40, attr);
   else new Uint8Array(v.buffer, v.byteOffset + o + 40, ATTR_SIZE).fill(0);
 }
@@ -763,9 +766,7 @@ export function encodeEntryNodeId(v: DataView, o: number, nodeId: bigint): void 
 
 /** fuse_attr_out (104): 0 attr_valid | 8 attr_valid_nsec | 12 dummy | 16 attr */
 export function encodeAttrOut(v: DataView, o: number, timeout: number, attr: AttrFields): void {
-  const [s, ns] = splitTimeout(timeout);
-  v.setBigUint64(o, s, true);
-  v.setUint32(o + 8, ns, true);
+  encodeTimeout(v, o, o + 8, timeout);
   v.setUint32(o + 12, 0, true);
   encodeAttr(v, o + 16, attr);
 }
@@ -807,6 +808,8 @@ export function direntSize(nameLength: number, plus: boolean): number {
   const base = (plus ? DIRENTPLUS_HEADER_SIZE : DIRENT_HEADER_SIZE) + nameLength;
   return (base + 7) & ~7;
 }
+
+/** Writes a fuse_dirent's header and padding at `o`; its name is already at `o + 24`. */
 export function encodeDirent(
   bytes: Uint8Array,
   v: DataView,
@@ -814,17 +817,37 @@ export function encodeDirent(
   ino: bigint,
   off: number,
   type: number,
-  name: Uint8Array,
+  nameLength: number,
 ): number {
   v.setBigUint64(o, BigInt.asUintN(64, ino), true);
-  v.setBigUint64(o + 8, BigInt(off), true);
-  v.setUint32(o + 16, name.length, true);
+  u64(v, o + 8, off);
+  v.setUint32(o + 16, nameLength, true);
   v.setUint32(o + 20, type, true);
-  bytes.set(name, o + 24);
-  const end = o + 24 + name.length;
+  const end = o + DIRENT_HEADER_SIZE + nameLength;
   const padded = (end + 7) & ~7;
   bytes.fill(0, end, padded);
   return padded;
+}
+
+const nameEncoder = new TextEncoder();
+
+/**
+ * Writes `name` as UTF-8 at `o` of `bytes` when it takes at most `end - o` bytes: its length in
+ * bytes, or -1 when it does not fit (bytes from `o` to `end` may have been written). ASCII names
+ * are copied without allocating.
+ */
+export function encodeName(bytes: Uint8Array, o: number, end: number, name: string): number {
+  const n = name.length;
+  if (n > end - o) return -1;
+  for (let i = 0; i < n; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 0x80) {
+      const { read, written } = nameEncoder.encodeInto(name, bytes.subarray(o, end));
+      return read === n ? written : -1;
+    }
+    bytes[o + i] = c;
+  }
+  return n;
 }
 
 /** The dirent type (DT_*) of a file mode. */

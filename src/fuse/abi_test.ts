@@ -2,7 +2,7 @@
 // and read the right offsets; encoders write 64-bit fields exactly without BigInt.
 
 import { ERRNO } from "../linux/mod.ts";
-import { deepStrictEqual, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { body, rng } from "./_test_utils.ts";
 import {
   ACCESS_IN_SIZE,
@@ -35,6 +35,8 @@ import {
   decodeSetxattrIn,
   decodeWriteIn,
   encodeAttr,
+  encodeName,
+  encodeTimeout,
   FALLOCATE_IN_SIZE,
   FATTR_SIZE,
   FLUSH_IN_SIZE,
@@ -58,7 +60,6 @@ import {
   RENAME_IN_SIZE,
   SETATTR_IN_SIZE,
   SETXATTR_IN_SIZE,
-  splitTimeout,
   WRITE_IN_SIZE,
 } from "./abi.ts";
 
@@ -266,13 +267,33 @@ Deno.test("abi: attr times and sizes encode exactly as 64-bit values", () => {
 });
 
 Deno.test("abi: timeouts split into seconds and nanoseconds; opcode names", () => {
-  deepStrictEqual(splitTimeout(1.5), [1n, 500_000_000]);
-  deepStrictEqual(splitTimeout(0), [0n, 0]);
-  deepStrictEqual(splitTimeout(-3), [0n, 0]);
-  deepStrictEqual(splitTimeout(NaN), [0n, 0]);
+  const v = new DataView(new ArrayBuffer(12));
+  const split = (seconds: number): [bigint, number] => {
+    new Uint8Array(v.buffer).fill(0xff);
+    encodeTimeout(v, 0, 8, seconds);
+    return [v.getBigUint64(0, true), v.getUint32(8, true)];
+  };
+  deepStrictEqual(split(1.5), [1n, 500_000_000]);
+  deepStrictEqual(split(0), [0n, 0]);
+  deepStrictEqual(split(-3), [0n, 0]);
+  deepStrictEqual(split(NaN), [0n, 0]);
+  deepStrictEqual(split(2 ** 40 + 0.25), [2n ** 40n, 250_000_000]);
+  deepStrictEqual(split(Infinity), [BigInt(Number.MAX_SAFE_INTEGER), 0]);
   deepStrictEqual([opcodeName(1), opcodeName(45), opcodeName(4242)], [
     "LOOKUP",
     "RENAME2",
     "OP4242",
   ]);
+});
+
+Deno.test("abi: names are written in place as UTF-8 when they fit", () => {
+  const bytes = new Uint8Array(32).fill(0xee);
+  equal(encodeName(bytes, 2, 32, "abc"), 3);
+  deepStrictEqual([...bytes.subarray(2, 5)], [0x61, 0x62, 0x63]);
+  equal(encodeName(bytes, 0, 32, "é€😀"), 2 + 3 + 4);
+  deepStrictEqual(new TextDecoder().decode(bytes.subarray(0, 9)), "é€😀");
+  equal(encodeName(bytes, 0, 3, "abcd"), -1);
+  equal(encodeName(bytes, 0, 8, "a€€€"), -1); // 4 units, 10 bytes
+  equal(encodeName(bytes, 0, 10, "a€€€"), 10);
+  equal(encodeName(bytes, 5, 5, ""), 0);
 });

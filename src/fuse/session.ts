@@ -63,6 +63,8 @@ import {
   decodeSetattrIn,
   decodeSetxattrIn,
   decodeWriteIn,
+  DIRENT_HEADER_SIZE,
+  DIRENTPLUS_HEADER_SIZE,
   direntSize,
   direntType,
   encodeAttrOut,
@@ -73,6 +75,7 @@ import {
   encodeInitOut,
   encodeInitVersionOut,
   encodeLseekOut,
+  encodeName,
   encodeNotifyInvalEntry,
   encodeNotifyInvalInode,
   encodeNotifyStore,
@@ -1550,9 +1553,15 @@ export class Session<H = unknown> {
     const entered: NodeImpl[] = [];
     try {
       for (const d of entries) {
-        const name = utf8Encoder.encode(d.name);
-        if (name.length === 0 || name.length > NAME_MAX) continue;
-        const need = direntSize(name.length, plus);
+        // The name goes straight to its place; the entry is written around it if it fits.
+        const nameAt = at + (plus ? DIRENTPLUS_HEADER_SIZE : DIRENT_HEADER_SIZE);
+        const length = encodeName(bytes, nameAt, Math.min(end, nameAt + NAME_MAX), d.name);
+        if (length < 0) {
+          if (end - nameAt >= NAME_MAX) continue; // longer than NAME_MAX: never shown
+          break;
+        }
+        if (length === 0) continue;
+        const need = direntSize(length, plus);
         if (at + need > end) break;
         const type = direntType(d.mode);
         if (plus) {
@@ -1578,9 +1587,9 @@ export class Session<H = unknown> {
           } else {
             encodeEntryOut(s, at, 0n, 0, 0, 0, undefined);
           }
-          encodeDirent(bytes, s, at + ENTRY_OUT_SIZE, d.ino, d.next, type, name);
+          encodeDirent(bytes, s, at + ENTRY_OUT_SIZE, d.ino, d.next, type, length);
         } else {
-          encodeDirent(bytes, s, at, d.ino, d.next, type, name);
+          encodeDirent(bytes, s, at, d.ino, d.next, type, length);
         }
         at += need;
       }

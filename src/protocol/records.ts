@@ -131,16 +131,23 @@ export interface EntryList {
   targets?: (EntryName | null)[];
 }
 
-const MAX_SECONDS = BigInt(Number.MAX_SAFE_INTEGER);
+/** The high word of an i64 in ±(2^53 - 1) is in (-2^21, 2^21), or -2^21 with a low word above 0. */
+const HIGH_LIMIT = 2 ** 21;
+const WORD = 2 ** 32;
 
-function seconds(view: DataView, at: number): number {
-  const sec = view.getBigInt64(at, true);
-  return Number(sec > MAX_SECONDS ? MAX_SECONDS : sec < -MAX_SECONDS ? -MAX_SECONDS : sec);
+/** Whether the i64 at `at` (a time's seconds) is within ±(2^53 - 1): read as two words, no BigInt. */
+function inRange(view: DataView, at: number): boolean {
+  const high = view.getInt32(at + 4, true);
+  return (high > -HIGH_LIMIT && high < HIGH_LIMIT) ||
+    (high === -HIGH_LIMIT && view.getUint32(at, true) !== 0);
 }
 
-function inRange(view: DataView, at: number): boolean {
-  const sec = view.getBigInt64(at, true);
-  return sec >= -MAX_SECONDS && sec <= MAX_SECONDS;
+/** The i64 at `at` as a number, clamped to ±(2^53 - 1) (exact within). */
+function seconds(view: DataView, at: number): number {
+  if (!inRange(view, at)) {
+    return view.getInt32(at + 4, true) < 0 ? -Number.MAX_SAFE_INTEGER : Number.MAX_SAFE_INTEGER;
+  }
+  return view.getInt32(at + 4, true) * WORD + view.getUint32(at, true);
 }
 
 /**
@@ -357,16 +364,20 @@ export function entryList(maxEntries: number, walk = false): Schema<WalkEntry[],
         const entryName = name.parse(names[i]);
         if (entryName === INVALID) return INVALID;
         const at = i * RECORD_BYTES;
-        const entry: WalkEntry = {
-          name: entryName,
-          ino: view.getBigUint64(at + AT.ino, true),
-          type: view.getUint8(at + AT.type),
-          offset: view.getBigUint64(at + AT.cookie, true),
-        };
+        let entry: WalkEntry;
         if (view.getUint8(at + AT.flags) & RecordFlag.STAT) {
           const stat = statOfRecord(view, at);
           if (stat === INVALID) return INVALID;
-          entry.stat = stat;
+          const type = view.getUint8(at + AT.type);
+          const offset = view.getBigUint64(at + AT.cookie, true);
+          entry = { name: entryName, ino: stat.ino, type, offset, stat };
+        } else {
+          entry = {
+            name: entryName,
+            ino: view.getBigUint64(at + AT.ino, true),
+            type: view.getUint8(at + AT.type),
+            offset: view.getBigUint64(at + AT.cookie, true),
+          };
         }
         if (withTargets) {
           const t = (targets as unknown[])[i];

@@ -203,6 +203,40 @@ Deno.test("records: malformed listings are refused", () => {
   equal(statxSize(view), STAT.size);
 });
 
+Deno.test("records: times are exact up to ±(2^53 - 1) seconds and refused beyond", () => {
+  const bytes = new Uint8Array(RECORD_BYTES);
+  const view = new DataView(bytes.buffer);
+  writeStat(view, 0, STAT);
+  const max = BigInt(Number.MAX_SAFE_INTEGER);
+  const cases: [bigint, number | undefined][] = [
+    [0n, 0],
+    [-1n, -1],
+    [1_700_000_000n, 1_700_000_000],
+    [-1_700_000_000n, -1_700_000_000],
+    [(1n << 32n) - 1n, 2 ** 32 - 1],
+    [1n << 32n, 2 ** 32],
+    [-(1n << 32n), -(2 ** 32)],
+    [max, Number.MAX_SAFE_INTEGER],
+    [-max, -Number.MAX_SAFE_INTEGER],
+    [max + 1n, undefined],
+    [-max - 1n, undefined],
+    [1n << 62n, undefined],
+    [-(1n << 63n), undefined],
+  ];
+  for (const [sec, want] of cases) {
+    view.setBigInt64(112, sec, true);
+    const stat = statOfRecord(view, 0);
+    if (want === undefined) {
+      equal(stat, INVALID, `${sec}`);
+      const clamped = sec < 0n ? -Number.MAX_SAFE_INTEGER : Number.MAX_SAFE_INTEGER;
+      equal(statOfStatx(view, 0).mtimeSec, clamped, `${sec} clamped`);
+    } else {
+      equal((stat as Stat).mtimeSec, want, `${sec}`);
+      equal(statOfStatx(view, 0).mtimeSec, want, `${sec} from statx`);
+    }
+  }
+});
+
 withSeed("records: mutated listings parse or are refused, never throw", () => {
   const rand = rng(SEED + 7);
   const frame = createPackr().pack([1, 1, { entries: entryListOf(ENTRIES), eof: true }]);

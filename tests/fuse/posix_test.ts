@@ -84,3 +84,50 @@ libc.closedir(d)
       total_with_dots: 10_002,
     });
   }));
+
+/** `base` cut (whole code points) so that it and `suffix` take at most 255 bytes of UTF-8. */
+function nameMax(suffix: string, base: string): string {
+  const points = Array.from(base);
+  const bytes = (s: string): number => new TextEncoder().encode(s).length;
+  while (bytes(points.join("") + suffix) > 255) points.pop();
+  return points.join("") + suffix;
+}
+
+Deno.test("posix: readdir shows UTF-8 and 255-byte names whole, wherever a reply buffer ends", () =>
+  withMount(async ({ dir, fs }) => {
+    const ctx = localContext();
+    const root = rootNode();
+    const d = fs.mkdir(ctx, root, "names", 0o755);
+    ok(!(d instanceof Error) && "attr" in d);
+    const node = { ...root, nodeId: 0n, ino: d.attr.ino };
+    // Names of every UTF-8 width, up to NAME_MAX bytes, between ASCII ones of growing length so
+    // that each kind lands at the end of some reply buffer (4 KiB READDIR, 32 KiB READDIRPLUS).
+    const special = [
+      "é",
+      "日本語のファイル",
+      "😀 emoji",
+      "a".repeat(255),
+      "é".repeat(127) + "a",
+      "€".repeat(85),
+      "😀".repeat(63) + "abc",
+    ];
+    const names: string[] = [];
+    for (let i = 0; i < 600; i++) {
+      names.push(`f${i}-${"x".repeat(i % 97)}`);
+      if (i % 13 === 0) names.push(nameMax(`-${i}`, special[(i / 13) % special.length]));
+    }
+    names.push(...special);
+    for (const name of names) fs.mknod(ctx, node, name, 0o100644, 0);
+    const r = await py(
+      `
+R["plain"] = sorted(os.listdir("names"))
+R["plus"] = sorted(e.name for e in os.scandir("names") if e.stat(follow_symlinks=False))
+`,
+      { cwd: dir },
+    );
+    const want = [...names].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const sorted = (xs: unknown): string[] =>
+      [...(xs as string[])].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    deepStrictEqual(sorted(r.plain), want);
+    deepStrictEqual(sorted(r.plus), want);
+  }));
