@@ -270,6 +270,33 @@ export function encodeOutHeader(view: DataView, len: number, error: number, uniq
   view.setBigUint64(8, unique, true);
 }
 
+/**
+ * Writes a request's fuse_in_header at the start of `view` (`h.len` counts the body): the
+ * kernel's side, to drive a session without the kernel (the warm-up).
+ */
+export function encodeInHeader(view: DataView, h: Readonly<InHeader>): void {
+  view.setUint32(0, h.len, true);
+  view.setUint32(4, h.opcode, true);
+  view.setBigUint64(8, h.unique, true);
+  view.setBigUint64(16, h.nodeId, true);
+  view.setUint32(24, h.uid, true);
+  view.setUint32(28, h.gid, true);
+  view.setUint32(32, h.pid, true);
+  view.setUint32(36, 0, true);
+}
+
+/** A reply's fuse_out_header, read by the kernel's side; undefined when shorter than one. */
+export function decodeOutHeader(
+  view: DataView,
+): { len: number; error: number; unique: bigint } | undefined {
+  if (view.byteLength < OUT_HEADER_SIZE) return undefined;
+  return {
+    len: view.getUint32(0, true),
+    error: view.getInt32(4, true),
+    unique: view.getBigUint64(8, true),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Request bodies. Offsets are relative to the start of the body (after the 40-byte header).
 //
@@ -309,6 +336,13 @@ export function decodeInitIn(v: DataView, o: number, n: number): Decoded<InitIn>
   }
   return { major, minor, maxReadahead: v.getUint32(o + 8, true), flags };
 }
+/** Writes a 16-byte fuse_init_in (the kernel's side; flags of the first word only). */
+export function encodeInitIn(v: DataView, o: number, init: Readonly<InitIn>): void {
+  v.setUint32(o, init.major, true);
+  v.setUint32(o + 4, init.minor, true);
+  v.setUint32(o + 8, init.maxReadahead, true);
+  v.setUint32(o + 12, Number(BigInt.asUintN(32, init.flags)), true);
+}
 
 /** fuse_forget_in (8): 0 u64 nlookup */
 export const FORGET_IN_SIZE = 8;
@@ -339,6 +373,20 @@ export function forgetOneNodeId(v: DataView, o: number, i: number): bigint {
 export function forgetOneCount(v: DataView, o: number, i: number): bigint {
   return v.getBigUint64(o + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE + 8, true);
 }
+/** Writes a BATCH_FORGET body: `nodes[i]` with `counts[i]` lookups (the kernel's side). */
+export function encodeBatchForgetIn(
+  v: DataView,
+  o: number,
+  nodes: readonly bigint[],
+  counts: readonly number[],
+): void {
+  v.setUint32(o, nodes.length, true);
+  v.setUint32(o + 4, 0, true);
+  for (let i = 0; i < nodes.length; i++) {
+    v.setBigUint64(o + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE, nodes[i], true);
+    u64(v, o + BATCH_FORGET_IN_SIZE + i * FORGET_ONE_SIZE + 8, counts[i]);
+  }
+}
 
 /** fuse_interrupt_in (8): 0 u64 unique */
 export const INTERRUPT_IN_SIZE = 8;
@@ -356,6 +404,12 @@ export interface GetattrIn {
 export function decodeGetattrIn(v: DataView, o: number, n: number): Decoded<GetattrIn> {
   if (n < GETATTR_IN_SIZE) return ERRNO.EINVAL;
   return { flags: v.getUint32(o, true), fh: v.getBigUint64(o + 8, true) };
+}
+/** Writes a fuse_getattr_in (the kernel's side). */
+export function encodeGetattrIn(v: DataView, o: number, g: Readonly<GetattrIn>): void {
+  v.setUint32(o, g.flags, true);
+  v.setUint32(o + 4, 0, true);
+  v.setBigUint64(o + 8, g.fh, true);
 }
 
 /**
@@ -459,6 +513,11 @@ export function decodeOpenIn(v: DataView, o: number, n: number): Decoded<OpenIn>
   if (n < OPEN_IN_SIZE) return ERRNO.EINVAL;
   return { flags: v.getUint32(o, true) };
 }
+/** Writes a fuse_open_in (the kernel's side; no open_flags). */
+export function encodeOpenIn(v: DataView, o: number, open: Readonly<OpenIn>): void {
+  v.setUint32(o, open.flags, true);
+  v.setUint32(o + 4, 0, true);
+}
 
 /** fuse_create_in (16): 0 flags | 4 mode | 8 umask | 12 open_flags; then name\0 */
 export const CREATE_IN_SIZE = 16;
@@ -491,6 +550,13 @@ export function decodeReadIn(v: DataView, o: number, n: number): Decoded<ReadIn>
   const offset = safeU64(v, o + 8);
   if (offset < 0) return ERRNO.EINVAL;
   return { fh: v.getBigUint64(o, true), offset, size: v.getUint32(o + 16, true) };
+}
+/** Writes a fuse_read_in of READ_IN_SIZE bytes (the kernel's side; no flags or lock owner). */
+export function encodeReadIn(v: DataView, o: number, read: Readonly<ReadIn>): void {
+  new Uint8Array(v.buffer, v.byteOffset + o, READ_IN_SIZE).fill(0);
+  v.setBigUint64(o, read.fh, true);
+  u64(v, o + 8, read.offset);
+  v.setUint32(o + 16, read.size, true);
 }
 
 /** fuse_write_in (40): same layout as read_in; the data follows at WRITE_IN_SIZE. */
@@ -539,6 +605,13 @@ export function decodeReleaseIn(v: DataView, o: number, n: number): Decoded<Rele
     releaseFlags: v.getUint32(o + 12, true),
     lockOwner: n >= RELEASE_IN_SIZE ? v.getBigUint64(o + 16, true) : 0n,
   };
+}
+/** Writes a fuse_release_in of RELEASE_IN_SIZE bytes (the kernel's side). */
+export function encodeReleaseIn(v: DataView, o: number, release: Readonly<ReleaseIn>): void {
+  v.setBigUint64(o, release.fh, true);
+  v.setUint32(o + 8, release.flags, true);
+  v.setUint32(o + 12, release.releaseFlags, true);
+  v.setBigUint64(o + 16, release.lockOwner, true);
 }
 
 /** fuse_flush_in (24): 0 u64 fh | 8 unused | 12 pad | 16 u64 lock_owner */
@@ -848,6 +921,25 @@ export function encodeName(bytes: Uint8Array, o: number, end: number, name: stri
     bytes[o + i] = c;
   }
   return n;
+}
+
+/**
+ * The `off` of the last entry of a READDIR(PLUS) reply body (`body` bytes from `o`), the cookie
+ * to read on from; -1 when the body holds no whole entry. Never throws.
+ */
+export function lastDirentOffset(v: DataView, o: number, body: number, plus: boolean): number {
+  const end = Math.min(v.byteLength, o + body);
+  const header = plus ? DIRENTPLUS_HEADER_SIZE : DIRENT_HEADER_SIZE;
+  const offAt = plus ? ENTRY_OUT_SIZE + 8 : 8;
+  const lengthAt = plus ? ENTRY_OUT_SIZE + 16 : 16;
+  let last = -1;
+  for (let at = o; at + header <= end;) {
+    const next = at + ((header + v.getUint32(at + lengthAt, true) + 7) & ~7);
+    if (next > end) break;
+    last = safeU64(v, at + offAt);
+    at = next;
+  }
+  return last;
 }
 
 /** The dirent type (DT_*) of a file mode. */

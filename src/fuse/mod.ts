@@ -24,4 +24,5 @@ export {
 } from "./mount.ts";
 export { Session, type SessionOptions } from "./session.ts";
 export type { Device } from "./device.ts";
+export { warmUp, type WarmUpPace, type WarmUpStats } from "./warm_up.ts";
 export * as abi from "./abi.ts";

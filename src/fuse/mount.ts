@@ -352,6 +352,10 @@ class MountedSession implements FuseSession {
     return this.#session.inFlight;
   }
 
+  get requests(): number {
+    return this.#session.requests;
+  }
+
   async unmount(options: { lazy?: boolean } = {}): Promise<void> {
     if (!this.#unmounted) {
       this.#unmounted = true;

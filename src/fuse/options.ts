@@ -92,6 +92,8 @@ export interface FuseSession {
   readonly closed: Promise<void>;
   /** Number of requests being handled right now. */
   readonly inFlight: number;
+  /** Requests handled so far (those the reader thread answers itself not counted). */
+  readonly requests: number;
   /** Requests that came through io_uring rings so far (undefined: the mount serves /dev/fuse). */
   readonly ringRequests: number | undefined;
   /**

@@ -377,6 +377,7 @@ export class Session<H = unknown> {
   #scratch: Uint8Array<ArrayBuffer>;
   #scratchView: DataView;
   #inflight = new Map<bigint, Request>();
+  #requests = 0;
   #handles = new Map<bigint, H>();
   #nextHandle = 1n;
   /** 1 at the opcodes whose method the filesystem lacks (looked up once, at construction). */
@@ -442,6 +443,11 @@ export class Session<H = unknown> {
   /** Number of requests being handled. */
   get inFlight(): number {
     return this.#inflight.size;
+  }
+
+  /** Requests the device handed to the session so far (the reader's own answers not counted). */
+  get requests(): number {
+    return this.#requests;
   }
 
   /** Starts serving: the device delivers requests to `dispatch` (once). */
@@ -516,6 +522,7 @@ export class Session<H = unknown> {
         buf.release();
         return;
       }
+      this.#requests++;
       req = new Request(buf.bytes, buf.view, length);
       const opcode = req.opcode;
       if (this.#debug) {

@@ -39,6 +39,7 @@ import { type Channel, DIRECT_BULK_BYTES, openChannel } from "./direct.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
 import { ReconnectingRpc } from "./reconnecting_rpc.ts";
+import { warmUpWhenIdle } from "./warm_up.ts";
 
 export {
   type ContainerMountOptions,
@@ -437,6 +438,8 @@ export async function mountContainer(
     logger.info(
       `Mounted '${container.name}:${options.path}' on '${options.mountpoint}' in ${readyMs} ms`,
     );
+    // Once nothing is asked for a moment, the walking paths are compiled ahead (warm_up.ts).
+    void warmUpWhenIdle(fuse, layers, logger, stopping.signal);
     let lost: Promise<MountEnding>;
     if (options.reconnect) {
       const steps: ReconnectSteps<ContainerInfo> = {
