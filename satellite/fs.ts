@@ -254,6 +254,23 @@ export class SatelliteFs {
     };
   }
 
+  /**
+   * The directory at the absolute `path` listed as a walk lists (getdents, each entry's statx and
+   * xattr probe, records), or undefined when it cannot be: the warm-up's (warm_up.ts) listing.
+   */
+  listAt(path: string): EntryList | undefined {
+    const f = this.#flags;
+    const flags = f.O_RDONLY | f.O_DIRECTORY | f.O_CLOEXEC;
+    const fd = this.#c.fn.openat(AT_FDCWD, cString(path)!, flags, 0);
+    if (fd < 0) return undefined;
+    try {
+      const listed = this.#listAll(fd, MAX_READDIR_ENTRIES);
+      return typeof listed === "number" ? undefined : wireListing(listed);
+    } finally {
+      this.#c.fn.close(fd);
+    }
+  }
+
   /** Sets what a walk calls with each directory it opens, before reading it. */
   onWalkDir(hook: (fd: number) => void): void {
     this.#walkHook = hook;

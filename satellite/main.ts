@@ -40,6 +40,7 @@ import { SatelliteFs } from "./fs.ts";
 import { openRootIn } from "./in_root.ts";
 import { cString, Libc, num } from "./libc.ts";
 import { Loop } from "./loop.ts";
+import { warmUpWhenIdle } from "./warm_up.ts";
 import { nodeBudgetFor, NodeHandles } from "./nodes.ts";
 import { Watcher } from "./watch.ts";
 import { IoPool, WORKER_BYTES } from "./workers.ts";
@@ -291,6 +292,8 @@ function main(): number {
   };
   out.push(dispatcher.helloFrame(listener >= 0 ? { ...hello, direct: true } : hello));
   out.flush();
+  // While the client mounts, the listing code is compiled ahead (warm_up.ts).
+  warmUpWhenIdle({ whenIdle: (fn) => loop.whenIdle(fn), listAt: (path) => fs.listAt(path) });
 
   const decoder = new FrameDecoder(MAX_FRAME_BYTES);
   // One input buffer for the whole run: complete frames are handed to the decoder as views into
