@@ -50,6 +50,7 @@ export {
   type MountDefaults,
   mountOptions,
 } from "./options.ts";
+export { warmUpWhenIdle } from "./warm_up.ts";
 
 /** Surroundings of a mount (injected). */
 export interface ContainerMountDeps {

@@ -33,6 +33,7 @@ import {
   MountError,
   prepareMountpoint,
   type SatelliteLink,
+  warmUpWhenIdle,
 } from "../mount/mod.ts";
 import type { Attachment } from "./attach.ts";
 import {
@@ -494,14 +495,14 @@ export async function mountEngine(
       logger,
     });
     const started = performance.now();
-    const fuseOptions = layerOptions(containerOptions(options, "engine"), {
+    const layers = layerOptions(containerOptions(options, "engine"), {
       fsName: "dockerfuse:engine",
       hostArch: Deno.build.arch,
       remoteEngine: engine.isRemote,
       logger,
-    }).fuse;
+    });
     try {
-      fuse = await mount(tree, options.mountpoint, fuseOptions);
+      fuse = await mount(tree, options.mountpoint, layers.fuse);
       await Deno.stat(options.mountpoint);
     } catch (error) {
       throw new MountError("mountpoint", (error as Error).message);
@@ -516,6 +517,8 @@ export async function mountEngine(
         Math.round(performance.now() - started)
       } ms`,
     );
+    // Once nothing is asked for a moment, the client's walking paths are compiled ahead.
+    void warmUpWhenIdle(fuse, layers, logger, stopEvents.signal);
     let closing = false;
     const session = fuse;
     const ended = session.closed.then(async (): Promise<"closed" | "unmounted"> => {
