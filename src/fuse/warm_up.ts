@@ -43,8 +43,6 @@ import { Session, type SessionOptions } from "./session.ts";
 
 /** Bytes a READDIRPLUS of the script asks for (what `getdents64` of 32 KiB makes the kernel ask). */
 const READDIR_BYTES = 32 * 1024;
-/** Reply bytes kept: enough for the fuse_open_out or fuse_entry_out the script reads. */
-const REPLY_KEEP = 256;
 /** Nodes forgotten per BATCH_FORGET. */
 const FORGET_BATCH = 256;
 /** Directories visited at most (the filesystem decides what they hold). */
@@ -69,7 +67,7 @@ class ScriptDevice implements Device {
     this.#sink = sink;
   }
 
-  /** Sends `frame` as a request; resolves with the first bytes of its reply. */
+  /** Sends `frame` as a request; resolves with (a copy of) its reply. */
   send(frame: Uint8Array, unique: bigint): Promise<Uint8Array> {
     const reply = new Promise<Uint8Array>((resolve) => this.#waiting.set(unique, resolve));
     this.#deliver(frame);
@@ -91,20 +89,13 @@ class ScriptDevice implements Device {
   }
 
   write(parts: Uint8Array[], total: number): number {
-    const keep = new Uint8Array(Math.min(total, REPLY_KEEP));
-    let at = 0;
-    for (const part of parts) {
-      if (at >= keep.length) break;
-      const n = Math.min(part.length, keep.length - at);
-      keep.set(part.subarray(0, n), at);
-      at += n;
-    }
-    const header = decodeOutHeader(new DataView(keep.buffer));
+    // A copy: the session writes its next reply into the same buffer.
+    const reply = concat(parts, total);
+    const header = decodeOutHeader(new DataView(reply.buffer));
     if (header === undefined) return 0;
     const done = this.#waiting.get(header.unique);
     this.#waiting.delete(header.unique);
-    // The last cookie of a listing may lie beyond what is kept: READDIRPLUS replies are whole.
-    done?.(parts.length === 1 && parts[0].length === total ? parts[0] : concat(parts, total));
+    done?.(reply);
     return 0;
   }
 

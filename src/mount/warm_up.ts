@@ -55,11 +55,14 @@ interface SynthDir {
   readonly stats: Map<string, Stat>;
 }
 
-let nextIno = 1000n;
+/** The next inode number of the tree being built. */
+interface Inos {
+  next: bigint;
+}
 
-function stat(mode: number, size: number): Stat {
+function stat(inos: Inos, mode: number, size: number): Stat {
   return {
-    ino: nextIno++,
+    ino: inos.next++,
     mode,
     nlink: (mode & S_IFDIR) === S_IFDIR ? 2 : 1,
     uid: 0,
@@ -83,6 +86,7 @@ function stat(mode: number, size: number): Stat {
 
 /** A directory of `entries` (name, Stat, d_type, symlink target). */
 function dir(
+  inos: Inos,
   entries: readonly { name: string; stat: Stat; type: number; target?: string; dir?: SynthDir }[],
 ): SynthDir {
   const writer = new RecordWriter();
@@ -107,44 +111,46 @@ function dir(
     if (e.dir !== undefined) dirs.set(e.name, e.dir);
   }
   return {
-    stat: stat(S_IFDIR | 0o755, 4096),
+    stat: stat(inos, S_IFDIR | 0o755, 4096),
     list: { names, records: writer.bytes().slice(), targets },
     dirs,
     stats,
   };
 }
 
-function files(count: number): { name: string; stat: Stat; type: number }[] {
+function files(inos: Inos, count: number): { name: string; stat: Stat; type: number }[] {
   return Array.from({ length: count }, (_, i) => ({
     name: `file-${String(i).padStart(3, "0")}.txt`,
-    stat: stat(S_IFREG | 0o644, 100 + i),
+    stat: stat(inos, S_IFREG | 0o644, 100 + i),
     type: DT_REG,
   }));
 }
 
 /** The tree: the root, holding the top directory. */
 function tree(): SynthDir {
+  const inos: Inos = { next: 1000n };
   const subdirs = Array.from({ length: DIRS }, (_, d) => {
-    const sub = dir(files(SUB_FILES));
+    const sub = dir(inos, files(inos, SUB_FILES));
     const links = Array.from({ length: LINKS }, (_, i) => ({
       name: `link-${i}`,
-      stat: stat(S_IFLNK | 0o777, 12),
+      stat: stat(inos, S_IFLNK | 0o777, 12),
       type: DT_LNK,
       target: "file-000.txt",
     }));
     return {
       name: `dir-${d}`,
-      entry: dir([
-        ...files(FILES),
+      entry: dir(inos, [
+        ...files(inos, FILES),
         ...links,
         { name: `sub-${d}`, stat: sub.stat, type: DT_DIR, dir: sub },
       ]),
     };
   });
   const top = dir(
+    inos,
     subdirs.map((s) => ({ name: s.name, stat: s.entry.stat, type: DT_DIR, dir: s.entry })),
   );
-  return dir([{ name: TOP, stat: top.stat, type: DT_DIR, dir: top }]);
+  return dir(inos, [{ name: TOP, stat: top.stat, type: DT_DIR, dir: top }]);
 }
 
 /** The directory or entry at `path` (from the root; the stand-in gives no node handles). */
