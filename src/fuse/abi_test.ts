@@ -4,6 +4,7 @@
 import { ERRNO } from "../linux/mod.ts";
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { body, rng } from "./_test_utils.ts";
+import * as abi from "./abi.ts";
 import {
   ACCESS_IN_SIZE,
   COPY_FILE_RANGE_IN_SIZE,
@@ -296,4 +297,67 @@ Deno.test("abi: names are written in place as UTF-8 when they fit", () => {
   equal(encodeName(bytes, 0, 8, "a€€€"), -1); // 4 units, 10 bytes
   equal(encodeName(bytes, 0, 10, "a€€€"), 10);
   equal(encodeName(bytes, 5, 5, ""), 0);
+});
+
+Deno.test("abi: the kernel-side encoders give back what the decoders read", () => {
+  const v = new DataView(new ArrayBuffer(256));
+  const header = {
+    len: 88,
+    opcode: abi.Opcode.READDIRPLUS,
+    unique: 2n ** 40n + 3n,
+    nodeId: 77n,
+    uid: 1000,
+    gid: 100,
+    pid: 4242,
+  };
+  abi.encodeInHeader(v, header);
+  const into = { len: 0, opcode: 0, unique: 0n, nodeId: 0n, uid: 0, gid: 0, pid: 0 };
+  decodeInHeader(v, into);
+  deepStrictEqual(into, header);
+  abi.encodeInitIn(v, 0, { major: 7, minor: 38, maxReadahead: 131072, flags: 0x1234n });
+  deepStrictEqual(decodeInitIn(v, 0, 16), {
+    major: 7,
+    minor: 38,
+    maxReadahead: 131072,
+    flags: 0x1234n,
+  });
+  abi.encodeOpenIn(v, 0, { flags: 0o100002 });
+  deepStrictEqual(decodeOpenIn(v, 0, abi.OPEN_IN_SIZE), { flags: 0o100002 });
+  abi.encodeReadIn(v, 0, { fh: 9n, offset: 2 ** 40, size: 32768 });
+  deepStrictEqual(decodeReadIn(v, 0, abi.READ_IN_SIZE), { fh: 9n, offset: 2 ** 40, size: 32768 });
+  const release = { fh: 5n, flags: 2, releaseFlags: 1, lockOwner: 3n };
+  abi.encodeReleaseIn(v, 0, release);
+  deepStrictEqual(decodeReleaseIn(v, 0, abi.RELEASE_IN_SIZE), release);
+  abi.encodeGetattrIn(v, 0, { flags: 1, fh: 6n });
+  deepStrictEqual(decodeGetattrIn(v, 0, abi.GETATTR_IN_SIZE), { flags: 1, fh: 6n });
+  abi.encodeBatchForgetIn(v, 0, [2n, 3n], [1, 4]);
+  deepStrictEqual(decodeBatchForgetIn(v, 0, 8 + 2 * 16), { claimed: 2, present: 2 });
+  deepStrictEqual(
+    [abi.forgetOneNodeId(v, 0, 1), abi.forgetOneCount(v, 0, 1)],
+    [3n, 4n],
+  );
+  v.setUint32(0, 16, true);
+  v.setInt32(4, -2, true);
+  v.setBigUint64(8, 12n, true);
+  deepStrictEqual(abi.decodeOutHeader(v), { len: 16, error: -2, unique: 12n });
+  equal(abi.decodeOutHeader(new DataView(new ArrayBuffer(15))), undefined);
+});
+
+Deno.test("abi: a listing reply's last cookie, never a throw on short input", () => {
+  for (const plus of [false, true]) {
+    const bytes = new Uint8Array(4096);
+    const v = new DataView(bytes.buffer);
+    let at = 0;
+    for (const [name, next] of [["a", 1], ["bcd", 2], ["efghijklm", 7]] as const) {
+      const nameAt = at + (plus ? abi.DIRENTPLUS_HEADER_SIZE : abi.DIRENT_HEADER_SIZE);
+      const n = encodeName(bytes, nameAt, bytes.length, name);
+      at = abi.encodeDirent(bytes, v, at + (plus ? abi.ENTRY_OUT_SIZE : 0), 1n, next, 8, n);
+    }
+    equal(abi.lastDirentOffset(v, 0, at, plus), 7);
+    equal(abi.lastDirentOffset(v, 0, 0, plus), -1);
+    for (let cut = 0; cut < at; cut++) {
+      const last = abi.lastDirentOffset(v, 0, cut, plus);
+      ok(last === -1 || last === 1 || last === 2, `cut at ${cut}: ${last}`);
+    }
+  }
 });
