@@ -8,7 +8,13 @@
 
 import { ERRNO } from "../linux/mod.ts";
 import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
-import type { Device, DeviceSink, ReaderFilter, RequestFilter } from "./device.ts";
+import {
+  type Device,
+  type DeviceSink,
+  joinReply,
+  type ReaderFilter,
+  type RequestFilter,
+} from "./device.ts";
 import type { FileSystem, Logger } from "./filesystem.ts";
 import { Session, type SessionOptions } from "./session.ts";
 
@@ -58,13 +64,7 @@ export class FakeDevice implements Device {
   }
 
   write(parts: Uint8Array[], total: number): number {
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    this.replies.push(reply(out, false));
+    this.replies.push(reply(joinReply(parts, total), false));
     return 0;
   }
 
@@ -140,14 +140,7 @@ export function body(...fields: ([number, "u32" | "u64"] | Uint8Array | string)[
       parts.push(b);
     }
   }
-  const total = parts.reduce((a, p) => a + p.length, 0);
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return joinReply(parts, parts.reduce((a, p) => a + p.length, 0));
 }
 
 /** Opcodes that never get a reply (INTERRUPT gets one only when its target is unknown). */

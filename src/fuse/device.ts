@@ -93,6 +93,20 @@ export interface DeviceSink {
   readonly filter?: ReaderFilter;
 }
 
+/**
+ * A reply's `parts` (`total` bytes, as `Device.write` gets them) one after the other in a new
+ * array: a copy that outlives the session's reply buffer, which the next reply reuses.
+ */
+export function joinReply(parts: readonly Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** Where requests come from and replies go (the kernel, or a test double). */
 export interface Device {
   /** Starts delivering requests to `sink` (once). */

@@ -63,7 +63,13 @@ import {
   UringCmd,
   UringCmdOffset,
 } from "./abi.ts";
-import { type Device, type DeviceSink, FILTER_REPLY_MAX, type RequestBuffer } from "./device.ts";
+import {
+  type Device,
+  type DeviceSink,
+  FILTER_REPLY_MAX,
+  joinReply,
+  type RequestBuffer,
+} from "./device.ts";
 import { errno, libc } from "./libc.ts";
 
 /** Where the kernel's switch for FUSE over io_uring is. */
@@ -676,13 +682,7 @@ export class UringDevice implements Device {
     this.#byUnique.delete(unique);
     const entry = this.#entries[i];
     if (!entry.released) {
-      const copy = new Uint8Array(total);
-      let at = 0;
-      for (const p of parts) {
-        copy.set(p, at);
-        at += p.length;
-      }
-      entry.pending = copy;
+      entry.pending = joinReply(parts, total);
       return 0;
     }
     this.#commit(i, parts, total);

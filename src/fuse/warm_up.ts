@@ -36,7 +36,7 @@ import {
   READ_IN_SIZE,
   RELEASE_IN_SIZE,
 } from "./abi.ts";
-import type { Device, DeviceSink } from "./device.ts";
+import { type Device, type DeviceSink, joinReply } from "./device.ts";
 import type { FileSystem } from "./filesystem.ts";
 import type { NodeImpl } from "./nodes.ts";
 import { Session, type SessionOptions } from "./session.ts";
@@ -90,7 +90,7 @@ class ScriptDevice implements Device {
 
   write(parts: Uint8Array[], total: number): number {
     // A copy: the session writes its next reply into the same buffer.
-    const reply = concat(parts, total);
+    const reply = joinReply(parts, total);
     const header = decodeOutHeader(new DataView(reply.buffer));
     if (header === undefined) return 0;
     const done = this.#waiting.get(header.unique);
@@ -109,16 +109,6 @@ class ScriptDevice implements Device {
   }
 
   close(): void {}
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** How a warm-up shares the thread: it gives way every `sliceMs` and ends once `stop` says so. */
