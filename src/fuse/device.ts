@@ -128,23 +128,24 @@ export interface Device {
   describe?(): string;
 }
 
-// The reader worker: self-contained (no imports), so it also works in a compiled binary.
+// The reader worker: self-contained (no imports), so it also works in a compiled binary. It
+// loads libc as it starts and waits for its device in its first message (see spawnReader).
 const WORKER_SOURCE = `
+const lib = Deno.dlopen("libc.so.6", {
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  sched_yield: { parameters: [], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+}).symbols;
+// Read without allocating: a collection between a failed call and this read may make
+// calls of its own that set errno (this thread's errno lives at a fixed address).
+const errnoView = new Deno.UnsafePointerView(lib.__errno_location());
+const errno = () => errnoView.getInt32(0);
 self.onmessage = (event) => {
   const { sab, fd, slots, slotSize, dataOffset, filterSource, filterState, spinMicros } =
     event.data;
-  const lib = Deno.dlopen("libc.so.6", {
-    read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-    write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-    fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-    poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-    sched_yield: { parameters: [], result: "i32" },
-    __errno_location: { parameters: [], result: "pointer" },
-  }).symbols;
-  // Read without allocating: a collection between a failed call and this read may make
-  // calls of its own that set errno (this thread's errno lives at a fixed address).
-  const errnoView = new Deno.UnsafePointerView(lib.__errno_location());
-  const errno = () => errnoView.getInt32(0);
   // Spinning reads are non-blocking; sleeping is a poll() for input (or an error: the next
   // read then reports it).
   const spinMs = spinMicros / 1000;
@@ -227,6 +228,20 @@ self.onmessage = (event) => {
 };
 `;
 
+/**
+ * Starts a reader worker before its device exists: a worker's start holds the calling thread
+ * for tens of milliseconds, worth spending while waiting on something else. Give it to a
+ * `FuseDevice` as `reader`, or `terminate()` it.
+ */
+export function spawnReader(): Worker {
+  const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
+  try {
+    return new Worker(url, { type: "module" });
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
 /** A /dev/fuse descriptor served by a reader worker. */
 export class FuseDevice implements Device {
   readonly fd: number;
@@ -237,16 +252,25 @@ export class FuseDevice implements Device {
   #worker: Worker | undefined;
   #spinMicros: number;
   #readerSpinMicros: number;
+  #reader: Worker | undefined;
 
   /**
    * `slotSize` must be at least max_write + 8 KiB; `slots` bounds requests read ahead;
    * `spinMicros`: how long the JS thread polls the shared counter before sleeping;
-   * `readerSpinMicros`: how long the reader polls the device after answering a request itself.
+   * `readerSpinMicros`: how long the reader polls the device after answering a request itself;
+   * `reader`: a worker from `spawnReader` (else one is started by `start`), owned from now on.
    */
   constructor(
     fd: number,
-    options: { slots?: number; slotSize: number; spinMicros?: number; readerSpinMicros?: number },
+    options: {
+      slots?: number;
+      slotSize: number;
+      spinMicros?: number;
+      readerSpinMicros?: number;
+      reader?: Worker;
+    },
   ) {
+    this.#reader = options.reader;
     this.#spinMicros = Math.max(0, Math.min(1000, options.spinMicros ?? 0));
     this.#readerSpinMicros = Math.max(0, Math.min(1000, options.readerSpinMicros ?? 0));
     this.fd = fd;
@@ -274,9 +298,8 @@ export class FuseDevice implements Device {
         },
       });
     }
-    const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "application/javascript" }));
-    this.#worker = new Worker(url, { type: "module" });
-    URL.revokeObjectURL(url);
+    this.#worker = this.#reader ?? spawnReader();
+    this.#reader = undefined;
     this.#worker.postMessage({
       sab,
       fd: this.fd,
@@ -361,7 +384,7 @@ export class FuseDevice implements Device {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#worker?.terminate();
+    (this.#worker ?? this.#reader)?.terminate();
     libc().close(this.fd);
   }
 }

@@ -19,6 +19,8 @@ export {
   inspectMountpoint,
   mount,
   type MountpointState,
+  type PreparedMount,
+  prepareMount,
   recoverStaleMount,
   unmount,
 } from "./mount.ts";

@@ -18,7 +18,7 @@ import {
   SOCK_STREAM,
   SOL_SOCKET,
 } from "../linux/mod.ts";
-import { FuseDevice } from "./device.ts";
+import { FuseDevice, spawnReader } from "./device.ts";
 import { uringPayloadSize } from "./abi.ts";
 import { ENABLE_URING_PARAMETER, uringCpus, UringDevice } from "./uring.ts";
 import type { FileSystem } from "./filesystem.ts";
@@ -434,20 +434,70 @@ export async function mount<H>(
   mountpoint: string,
   options: MountOptions = {},
 ): Promise<FuseSession> {
+  return await (await prepareMount(mountpoint, options)).mount(fs);
+}
+
+/** A mount checked and readied (its reader thread started), not yet made. */
+export interface PreparedMount {
+  /** Mounts `fs` (once) as `mount()` does, checking the mountpoint again. */
+  mount<H>(fs: FileSystem<H>): Promise<FuseSession>;
+  /** Releases what was readied when `mount` will not be called; idempotent. */
+  cancel(): void;
+}
+
+/**
+ * What `mount()` does before it has a filesystem to serve: checks the mountpoint, loads libc
+ * and starts the reader thread (tens of milliseconds of this thread), so that a caller waiting
+ * for something else (the satellite's start) spends that time meanwhile. Throws as `mount()`.
+ */
+export async function prepareMount(
+  mountpoint: string,
+  options: MountOptions = {},
+): Promise<PreparedMount> {
   const fail = (reason: string): never => {
     throw new Error(`Cannot mount '${mountpoint}': ${reason}`);
   };
   for (const [k, v] of [["fsName", options.fsName], ["subtype", options.subtype]] as const) {
     if (v !== undefined && !SAFE_OPTION.test(v)) fail(`${k} may only contain [A-Za-z0-9._:@/+-]`);
   }
-  const abs = absolute(mountpoint);
   await checkMountpoint(mountpoint, options);
+  const method = options.mountMethod ?? "auto";
+  const useSyscall = method === "syscall" || (method === "auto" && libc().geteuid() === 0);
+  let reader: Worker | undefined = spawnReader();
+  let used = false;
+  return {
+    mount: async <H>(fs: FileSystem<H>): Promise<FuseSession> => {
+      if (used) fail("already mounted once");
+      used = true;
+      const r = reader;
+      reader = undefined;
+      return await mountPrepared(fs, mountpoint, options, useSyscall, r);
+    },
+    cancel: (): void => {
+      reader?.terminate();
+      reader = undefined;
+    },
+  };
+}
+
+async function mountPrepared<H>(
+  fs: FileSystem<H>,
+  mountpoint: string,
+  options: MountOptions,
+  useSyscall: boolean,
+  reader: Worker | undefined,
+): Promise<FuseSession> {
+  const fail = (reason: string): never => {
+    reader?.terminate();
+    throw new Error(`Cannot mount '${mountpoint}': ${reason}`);
+  };
+  const abs = absolute(mountpoint);
+  // Again: time went by since prepareMount.
+  await checkMountpoint(mountpoint, options).catch((e) => fail((e as Error).message));
   const rootMode = (await Deno.stat(abs)).mode! & S_IFMT;
 
   // Before mounting: the kernel offers io_uring in the INIT it queues at mount(2).
   const ringCpus = options.ioUring ? await ringCpusFor(options) : undefined;
-  const method = options.mountMethod ?? "auto";
-  const useSyscall = method === "syscall" || (method === "auto" && libc().geteuid() === 0);
   let fd: number;
   try {
     fd = useSyscall ? mountSyscall(abs, options, rootMode) : await mountFusermount(abs, options);
@@ -459,7 +509,9 @@ export async function mount<H>(
     slotSize: requestBufferSize(options),
     spinMicros: options.spinMicros,
     readerSpinMicros: options.readerSpinMicros ?? DEFAULT_READER_SPIN_MICROS,
+    reader,
   });
+  reader = undefined; // the device's now
   const maxWrite = maxWriteOf(options);
   const rings = ringCpus === undefined ? undefined : new UringDevice(fuseDevice, fd, {
     cpus: ringCpus,

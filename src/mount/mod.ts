@@ -31,7 +31,8 @@ import {
   type FuseSession,
   inspectMountpoint,
   type Logger,
-  mount,
+  type PreparedMount,
+  prepareMount,
   recoverStaleMount,
 } from "../fuse/mod.ts";
 import { type Change, RpcClient } from "../protocol/mod.ts";
@@ -240,7 +241,12 @@ interface MountSatellite extends Satellite {
 async function startSatellite(
   engine: Engine,
   container: ContainerInfo,
-  options: { debug: boolean; onEvent?: (changes: readonly Change[]) => void },
+  options: {
+    debug: boolean;
+    onEvent?: (changes: readonly Change[]) => void;
+    /** Called once the satellite's process started, while it starts its runtime. */
+    onStarted?: () => void;
+  },
   deps: ContainerMountDeps,
   deploy: LayerOptions["deploy"],
   rpcOptions: LayerOptions["rpc"],
@@ -254,6 +260,7 @@ async function startSatellite(
     onProgress: deps.onProgress,
     log: (message) => logger.info(message),
   }).then((d) => d.session)).catch(rethrowDocker);
+  options.onStarted?.();
   const stderrTail = watchStderr(exec.stderr, logger);
   const failed = (error: unknown): MountError => {
     const tail = stderrTail();
@@ -418,18 +425,31 @@ export async function mountContainer(
       debug: options.debug,
       onEvent: (changes: readonly Change[]) => events?.onChanges(changes),
     };
-    satellite = await startSatellite(
-      engine,
-      container,
-      satelliteOptions,
-      deps,
-      layers.deploy,
-      layers.rpc,
-    );
+    // The FUSE side is readied while the satellite starts its runtime (this thread waits).
+    let prepared: Promise<PreparedMount> | undefined;
+    try {
+      satellite = await startSatellite(
+        engine,
+        container,
+        {
+          ...satelliteOptions,
+          onStarted: () => {
+            prepared = prepareMount(options.mountpoint, layers.fuse);
+            prepared.catch(() => {}); // reported when awaited below
+          },
+        },
+        deps,
+        layers.deploy,
+        layers.rpc,
+      );
+    } catch (error) {
+      prepared?.then((p) => p.cancel(), () => {});
+      throw error;
+    }
     link.attach(satellite);
     const fs = events = new ContainerFs(link, layers.fs);
     try {
-      fuse = await mount(fs, options.mountpoint, layers.fuse);
+      fuse = await (await (prepared ?? prepareMount(options.mountpoint, layers.fuse))).mount(fs);
       await Deno.stat(options.mountpoint); // the mount answers
     } catch (error) {
       throw new MountError("mountpoint", (error as Error).message);

@@ -10,6 +10,7 @@ import {
   type FileSystem,
   inspectMountpoint,
   mount,
+  prepareMount,
   recoverStaleMount,
   unmount,
 } from "../../src/fuse/mod.ts";
@@ -53,6 +54,42 @@ Deno.test("mount: refuses a missing, non-directory or non-empty mountpoint", asy
     deepStrictEqual(r.list, []);
     await s.unmount();
     deepStrictEqual(await inspectMountpoint(`${base}/full`), "non-empty");
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("mount: a prepared mount checks its mountpoint again, mounts once, cancels", async () => {
+  const base = await Deno.makeTempDir({ prefix: "dfh-fuse-" });
+  try {
+    await expectError(prepareMount(`${base}/missing`), /^Cannot mount '.*missing': no such/);
+    await Deno.mkdir(`${base}/a`);
+    await Deno.mkdir(`${base}/b`);
+    const fs = new MemFs();
+    // Prepared, then something else mounted there meanwhile: refused at mount, nothing stacked.
+    const first = await prepareMount(`${base}/a`);
+    const other = await mount(fs, `${base}/a`);
+    await expectError(first.mount(fs), /^Cannot mount '.*a': something is already mounted/);
+    await other.unmount();
+    deepStrictEqual(await inspectMountpoint(`${base}/a`), "empty");
+    // A prepared mount serves like mount()'s, and only once.
+    const prepared = await prepareMount(`${base}/b`);
+    const s = await prepared.mount(fs);
+    await Deno.writeTextFile(`${base}/b/f`, "hello");
+    deepStrictEqual(await Deno.readTextFile(`${base}/b/f`), "hello");
+    await expectError(prepared.mount(fs), /already mounted once/);
+    await s.unmount();
+    // Cancelled, its reader thread ends: a process that prepared and cancelled exits by itself
+    // (a reader left running keeps it alive).
+    const mod = new URL("../../src/fuse/mod.ts", import.meta.url).href;
+    const script = `const { prepareMount } = await import(${JSON.stringify(mod)});\n` +
+      `const p = await prepareMount(${JSON.stringify(`${base}/b`)});\n` +
+      `p.cancel(); p.cancel(); console.log("cancelled");`;
+    const child = new Deno.Command(DENO, { args: ["eval", script], stdout: "piped" }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const out = await child.output();
+    clearTimeout(timer);
+    deepStrictEqual([out.code, new TextDecoder().decode(out.stdout).trim()], [0, "cancelled"]);
   } finally {
     await Deno.remove(base, { recursive: true });
   }
