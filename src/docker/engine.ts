@@ -1,11 +1,12 @@
 /**
- * The engine client: dockerode for regular API calls, raw hijacked connections for exec streams.
+ * The engine client. The calls a mount makes (version, inspections, path checks, exec create,
+ * start and inspect) go over raw connections (http.ts); dockerode, loaded on first use, serves
+ * the others (archive downloads, the event stream). Loading it and its first request cost about
+ * 150 ms here, which a mount no longer waits for.
  */
 
-import "./unused_deps.ts"; // first: dockerode then loads without what it never needs here
-import Docker from "dockerode";
 import { Buffer } from "node:buffer";
-import { type EngineConfig, resolveEngineConfig } from "./config.ts";
+import { resolveEngineConfig } from "./config.ts";
 import { DockerError, errorMessage } from "./errors.ts";
 import {
   awaitExecStart,
@@ -15,6 +16,8 @@ import {
   type ExecState,
   type RawExecSession,
 } from "./exec.ts";
+import type { Dockerode, DockerodeExec, NodeDuplex } from "./dockerode.ts";
+import { type ApiResponse, EngineApi, responseJson, responseMessage } from "./http.ts";
 import { type TarEntry, type TarPart, tarParts } from "./tar.ts";
 import {
   type ByteConn,
@@ -59,41 +62,6 @@ export interface ContainerInfo {
 const CLIENT_API_VERSION = "1.47";
 /** Oldest API version we accept (Docker 1.12+). */
 const MIN_API_VERSION = "1.24";
-
-// dockerode has no bundled types; these are the parts we use.
-interface DockerodeModem {
-  dial(options: Record<string, unknown>, callback: (error: unknown, data: unknown) => void): void;
-  version?: string;
-  sshOptions?: Record<string, unknown>;
-}
-interface DockerodeContainer {
-  inspect(): Promise<Record<string, unknown>>;
-  infoArchive(options: { path: string }): Promise<{ resume(): void }>;
-  putArchive(file: unknown, options: { path: string }): Promise<unknown>;
-  getArchive(options: { path: string }): Promise<NodeDuplex>;
-  exec(options: Record<string, unknown>): Promise<DockerodeExec>;
-}
-interface DockerodeExec {
-  id: string;
-  start(options: Record<string, unknown>): Promise<NodeDuplex>;
-  inspect(): Promise<Record<string, unknown>>;
-}
-interface NodeDuplex {
-  on(event: string, listener: (...args: unknown[]) => void): void;
-  write(data: Uint8Array, callback?: (error?: unknown) => void): boolean;
-  end(callback?: () => void): void;
-  destroy(): void;
-  pause(): void;
-  resume(): void;
-}
-interface Dockerode {
-  modem: DockerodeModem;
-  version(): Promise<Record<string, unknown>>;
-  getContainer(id: string): DockerodeContainer;
-  getImage(id: string): { inspect(): Promise<Record<string, unknown>> };
-  getExec(id: string): DockerodeExec;
-  getEvents(options: Record<string, unknown>): Promise<NodeDuplex>;
-}
 
 interface HttpError {
   statusCode?: number;
@@ -145,14 +113,17 @@ export class Engine {
   readonly flavor: "docker" | "podman";
   /** the API version in use, e.g. "1.47" */
   readonly apiVersion: string;
-  #docker: Dockerode;
+  #loadDocker: () => Promise<Dockerode>;
+  #docker: Promise<Dockerode> | undefined;
+  #api: EngineApi;
   #dial: Dialer;
   #execTransport: "raw" | "dockerode";
   #onClose: (() => void) | undefined;
   #closed = false;
 
+  /** `docker` loads dockerode (on the first call that needs it). */
   constructor(
-    docker: Dockerode,
+    docker: () => Promise<Dockerode>,
     dial: Dialer,
     init: {
       description: string;
@@ -165,13 +136,58 @@ export class Engine {
     },
   ) {
     this.#onClose = init.onClose;
-    this.#docker = docker;
+    this.#loadDocker = docker;
     this.#dial = dial;
+    this.#api = new EngineApi(dial, init.apiVersion);
     this.description = init.description;
     this.isRemote = init.isRemote;
     this.flavor = init.flavor ?? "docker";
     this.apiVersion = init.apiVersion;
     this.#execTransport = init.execTransport ?? "raw";
+  }
+
+  #dockerode(): Promise<Dockerode> {
+    return this.#docker ??= this.#loadDocker();
+  }
+
+  /**
+   * A request over a raw connection; a failed connection is "unreachable" as `#wrap` says it.
+   * The caller judges the status.
+   */
+  async #request(
+    method: string,
+    path: string,
+    what: string,
+    json?: unknown,
+  ): Promise<ApiResponse> {
+    try {
+      return await this.#api.request(method, path, json === undefined ? {} : { json });
+    } catch (error) {
+      if (error instanceof DockerError && error.code === "unreachable") {
+        throw new DockerError(
+          "unreachable",
+          `Cannot ${what}: the Docker engine at ${this.description} is unreachable: ${error.reason}`,
+          { cause: error, reason: error.reason },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** The engine's refusal of a request as DockerError "api" (callers map known statuses first). */
+  #refused(response: ApiResponse, what: string): DockerError {
+    const reason = responseMessage(response);
+    return new DockerError("api", `Cannot ${what}: ${reason}`, { reason });
+  }
+
+  /** A JSON object answered with a 2xx status; else `#refused`. */
+  #object(response: ApiResponse, what: string): Record<string, unknown> {
+    if (response.status < 200 || response.status >= 300) throw this.#refused(response, what);
+    const value = responseJson(response, what);
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw new DockerError("protocol", `Cannot ${what}: the engine's answer is not an object`);
+    }
+    return value as Record<string, unknown>;
   }
 
   #wrap(error: unknown, what: string): DockerError {
@@ -201,23 +217,18 @@ export class Engine {
     if (nameOrIdPrefix === "" || /[\/?#\s]/.test(nameOrIdPrefix.replace(/^\//, ""))) {
       throw new DockerError("not-found", `Cannot ${what}: not a container name or id`);
     }
-    let info: Record<string, unknown>;
-    try {
-      info = await this.#docker.getContainer(nameOrIdPrefix.replace(/^\//, "")).inspect();
-    } catch (error) {
-      const status = httpStatus(error);
-      if (status === 404) {
-        throw new DockerError("not-found", `Cannot ${what}: no such container`, { cause: error });
-      }
-      if (status === 400 && /multiple/i.test(engineMessage(error))) {
-        throw new DockerError(
-          "not-found",
-          `Cannot ${what}: the id prefix matches several containers`,
-          { cause: error },
-        );
-      }
-      throw this.#wrap(error, what);
+    const ref = encodeURIComponent(nameOrIdPrefix.replace(/^\//, ""));
+    const response = await this.#request("GET", `/containers/${ref}/json`, what);
+    if (response.status === 404) {
+      throw new DockerError("not-found", `Cannot ${what}: no such container`);
     }
+    if (response.status === 400 && /multiple/i.test(responseMessage(response))) {
+      throw new DockerError(
+        "not-found",
+        `Cannot ${what}: the id prefix matches several containers`,
+      );
+    }
+    const info = this.#object(response, what);
     const state = (info.State ?? {}) as {
       Running?: boolean;
       Paused?: boolean;
@@ -237,15 +248,18 @@ export class Engine {
     let architecture = "";
     let variant: string | undefined;
     let os = "linux";
-    try {
-      const image = await this.#docker.getImage(String(info.Image ?? "")).inspect();
+    {
+      const what = `inspect the image of container '${name}'`;
+      const imageRef = encodeURIComponent(String(info.Image ?? ""));
+      const image = this.#object(
+        await this.#request("GET", `/images/${imageRef}/json`, what),
+        what,
+      );
       architecture = String(image.Architecture ?? "");
       variant = typeof image.Variant === "string" && image.Variant !== ""
         ? image.Variant
         : undefined;
       os = String(image.Os ?? "linux");
-    } catch (error) {
-      throw this.#wrap(error, `inspect the image of container '${name}'`);
     }
     const mounts = Array.isArray(info.Mounts) ? info.Mounts as Record<string, unknown>[] : [];
     const hostConfig = (info.HostConfig ?? {}) as {
@@ -299,14 +313,15 @@ export class Engine {
 
   /** Whether a path exists in the container (HEAD on the archive endpoint; symlinks not followed). */
   async pathExists(containerId: string, path: string): Promise<boolean> {
-    try {
-      const response = await this.#docker.getContainer(containerId).infoArchive({ path });
-      response.resume();
-      return true;
-    } catch (error) {
-      if (httpStatus(error) === 404) return false;
-      throw this.#wrap(error, `check '${path}' in container ${containerId.slice(0, 12)}`);
-    }
+    const what = `check '${path}' in container ${containerId.slice(0, 12)}`;
+    const response = await this.#request(
+      "HEAD",
+      `/containers/${encodeURIComponent(containerId)}/archive?path=${encodeURIComponent(path)}`,
+      what,
+    );
+    if (response.status === 404) return false;
+    if (response.status >= 200 && response.status < 300) return true;
+    throw this.#refused(response, what);
   }
 
   /**
@@ -321,7 +336,7 @@ export class Engine {
     const what = `read '${path}' from container ${containerId.slice(0, 12)}`;
     let stream: NodeDuplex;
     try {
-      stream = await this.#docker.getContainer(containerId).getArchive({ path });
+      stream = await (await this.#dockerode()).getContainer(containerId).getArchive({ path });
     } catch (error) {
       if (httpStatus(error) === 404) return undefined;
       throw this.#wrap(error, what);
@@ -420,9 +435,11 @@ export class Engine {
     options?: { user?: string; env?: Record<string, string>; awaitStart?: boolean },
   ): Promise<ExecSession> {
     const what = `run '${argv[0] ?? ""}' in container ${containerId.slice(0, 12)}`;
-    let exec: DockerodeExec;
-    try {
-      exec = await this.#docker.getContainer(containerId).exec({
+    const created = await this.#request(
+      "POST",
+      `/containers/${encodeURIComponent(containerId)}/exec`,
+      what,
+      {
         AttachStdin: true,
         AttachStdout: true,
         AttachStderr: true,
@@ -432,21 +449,27 @@ export class Engine {
         ...(options?.env
           ? { Env: Object.entries(options.env).map(([key, value]) => `${key}=${value}`) }
           : {}),
-      });
-    } catch (error) {
-      const status = httpStatus(error);
-      if (status === 404) {
-        throw new DockerError("not-found", `Cannot ${what}: no such container`, { cause: error });
-      }
-      if (status === 409) {
-        throw new DockerError("not-running", `Cannot ${what}: ${engineMessage(error)}`, {
-          cause: error,
-        });
-      }
-      throw refusedStart(this.#wrap(error, what), what);
+      },
+    );
+    if (created.status === 404) {
+      throw new DockerError("not-found", `Cannot ${what}: no such container`);
+    }
+    if (created.status === 409) {
+      throw new DockerError("not-running", `Cannot ${what}: ${responseMessage(created)}`);
+    }
+    if (created.status < 200 || created.status >= 300) {
+      throw refusedStart(this.#refused(created, what), what);
+    }
+    const execId = this.#object(created, what).Id;
+    if (typeof execId !== "string" || !/^[0-9a-f]+$/i.test(execId)) {
+      throw new DockerError("protocol", `Cannot ${what}: the engine's answer has no exec id`);
     }
     const inspect = async (): Promise<ExecState> => {
-      const info = await this.#docker.getExec(exec.id).inspect();
+      const inspectWhat = `inspect the exec of ${what}`;
+      const info = this.#object(
+        await this.#request("GET", `/exec/${execId}/json`, inspectWhat),
+        inspectWhat,
+      );
       const code = info.ExitCode;
       return {
         running: info.Running === true,
@@ -459,6 +482,7 @@ export class Engine {
     if (this.#execTransport === "dockerode") {
       let socket: NodeDuplex;
       try {
+        const exec: DockerodeExec = (await this.#dockerode()).getExec(execId);
         socket = await exec.start({ hijack: true, stdin: true, Detach: false, Tty: false });
       } catch (error) {
         throw refusedStart(this.#wrap(error, what), what);
@@ -468,7 +492,7 @@ export class Engine {
       const prefix = `/v${this.apiVersion}`;
       let started: { conn: ByteConn; rest: Uint8Array };
       try {
-        started = await startExecHijacked(this.#dial, prefix, exec.id);
+        started = await startExecHijacked(this.#dial, prefix, execId);
       } catch (error) {
         throw refusedStart(error, what);
       }
@@ -499,7 +523,7 @@ export class Engine {
     const filters = JSON.stringify({ type: ["container"], container: [container] });
     let stream: NodeDuplex;
     try {
-      stream = await this.#docker.getEvents({ filters });
+      stream = await (await this.#dockerode()).getEvents({ filters });
     } catch (error) {
       throw this.#wrap(error, `watch container '${container}'`);
     }
@@ -705,19 +729,26 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
   // dockerode cannot speak through an ssh child process; give it a private unix socket whose
   // connections are forwarded over `ssh … docker system dial-stdio`.
   const forwarder = config.endpoint.kind === "ssh" ? await startForwarder(dial) : undefined;
-  const docker = createDockerode(config, forwarder?.socketPath);
   let apiVersion = config.apiVersion;
   let flavor: "docker" | "podman" = "docker";
   try {
-    // One round trip: the version answer also says that someone is there (a remote engine
-    // pays each call's round trip before the mount can start).
-    const version = await docker.version();
-    const components = Array.isArray(version.Components) ? version.Components : [];
-    if (components.some((c) => /podman/i.test(String((c as { Name?: unknown })?.Name)))) {
+    // One round trip that also says someone is there (a remote engine pays each call's round
+    // trip before the mount can start). Not /version: Docker runs `runc --version` and
+    // `docker-init --version` to answer it (35 ms here, against 1 ms for the ping).
+    const response = await new EngineApi(dial).request("GET", "/_ping");
+    if (response.status < 200 || response.status >= 300) {
+      throw new DockerError(
+        "api",
+        `Cannot connect to the Docker engine at ${config.description}: ${
+          responseMessage(response)
+        }`,
+      );
+    }
+    const headers = response.headers ?? new Map<string, string>();
+    if (headers.has("libpod-api-version") || /^libpod/i.test(headers.get("server") ?? "")) {
       flavor = "podman";
     }
-    const serverApi = String(version.ApiVersion ?? "");
-    const serverMin = String(version.MinAPIVersion ?? MIN_API_VERSION);
+    const serverApi = headers.get("api-version") ?? "";
     if (apiVersion === undefined) {
       if (!/^\d+\.\d+$/.test(serverApi)) {
         throw new DockerError(
@@ -725,9 +756,10 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
           `Cannot use the Docker engine at ${config.description}: it reports no API version`,
         );
       }
+      // A newer engine still speaks CLIENT_API_VERSION (the oldest Docker 29 speaks is 1.44).
       apiVersion = compareVersions(serverApi, CLIENT_API_VERSION) < 0
         ? serverApi
-        : (compareVersions(serverMin, CLIENT_API_VERSION) > 0 ? serverMin : CLIENT_API_VERSION);
+        : CLIENT_API_VERSION;
       if (compareVersions(apiVersion, MIN_API_VERSION) < 0) {
         throw new DockerError(
           "unsupported",
@@ -737,25 +769,33 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
     }
   } catch (error) {
     forwarder?.close();
-    if (error instanceof DockerError) throw error;
-    const status = httpStatus(error);
+    if (!(error instanceof DockerError)) throw error;
+    if (error.code !== "unreachable") throw error;
+    const text = error.cause !== undefined ? errorMessage(error.cause) : error.reason;
     throw new DockerError(
-      status === undefined ? "unreachable" : "api",
-      `Cannot connect to the Docker engine at ${config.description}: ${
-        status === undefined ? errorMessage(error) : engineMessage(error)
-      }${status === undefined ? hint(errorMessage(error)) : ""}`,
+      "unreachable",
+      `Cannot connect to the Docker engine at ${config.description}: ${text}${hint(text)}`,
       { cause: error },
     );
   }
-  docker.modem.version = `v${apiVersion}`;
-  return new Engine(docker, dial, {
-    description: config.description,
-    isRemote: config.endpoint.kind !== "unix",
-    apiVersion,
-    flavor,
-    execTransport: options?.execTransport,
-    onClose: forwarder?.close,
-  });
+  const version = apiVersion;
+  return new Engine(
+    async () => {
+      const { createDockerode } = await import("./dockerode.ts");
+      const docker = createDockerode(config, forwarder?.socketPath);
+      docker.modem.version = `v${version}`;
+      return docker;
+    },
+    dial,
+    {
+      description: config.description,
+      isRemote: config.endpoint.kind !== "unix",
+      apiVersion,
+      flavor,
+      execTransport: options?.execTransport,
+      onClose: forwarder?.close,
+    },
+  );
 }
 
 /** A short hint for the usual causes of a failed connection. */
@@ -770,46 +810,4 @@ function hint(message: string): string {
     return " (TLS verification failed: check DOCKER_CERT_PATH/ca.pem)";
   }
   return "";
-}
-
-function createDockerode(config: EngineConfig, forwarderSocket?: string): Dockerode {
-  const endpoint = config.endpoint;
-  // Every connection option is given explicitly so docker-modem's own reading of process.env
-  // (DOCKER_HOST, DOCKER_CERT_PATH, …) cannot leak in.
-  const base: Record<string, unknown> = {
-    socketPath: undefined,
-    host: undefined,
-    port: undefined,
-    protocol: undefined,
-    ca: undefined,
-    cert: undefined,
-    key: undefined,
-    pathPrefix: "/",
-    timeout: undefined,
-    version: undefined,
-  };
-  let options: Record<string, unknown>;
-  switch (endpoint.kind) {
-    case "unix":
-      options = { ...base, socketPath: endpoint.path };
-      break;
-    case "tcp":
-      options = endpoint.tls === undefined
-        ? { ...base, host: endpoint.hostname, port: endpoint.port, protocol: "http" }
-        : {
-          ...base,
-          host: endpoint.hostname,
-          port: endpoint.port,
-          protocol: "https",
-          ca: endpoint.tls.ca,
-          cert: endpoint.tls.cert,
-          key: endpoint.tls.key,
-        };
-      break;
-    case "ssh":
-      options = { ...base, socketPath: forwarderSocket };
-      break;
-  }
-  // deno-lint-ignore no-explicit-any
-  return new (Docker as any)(options) as Dockerode;
 }

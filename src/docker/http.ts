@@ -22,6 +22,8 @@ import {
 export interface ApiResponse {
   status: number;
   body: Uint8Array;
+  /** names in lower case */
+  headers?: ReadonlyMap<string, string>;
 }
 
 export interface RequestOptions {
@@ -42,18 +44,21 @@ export class EngineApi {
   readonly #dial: Dialer;
   readonly #prefix: string;
 
-  /** `apiVersion` like "1.41": paths are sent as /v1.41/… */
-  constructor(dial: Dialer, apiVersion: string) {
+  /** `apiVersion` like "1.41": paths are sent as /v1.41/… (without: as they are). */
+  constructor(dial: Dialer, apiVersion?: string) {
     this.#dial = dial;
-    this.#prefix = `/v${apiVersion}`;
+    this.#prefix = apiVersion === undefined ? "" : `/v${apiVersion}`;
   }
 
   /** Sends a request and reads the whole response. Throws DockerError "unreachable" on I/O. */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<ApiResponse> {
     const { conn, head } = await this.#send(method, path, options);
     try {
-      const body = await readBody(conn, head, options.limit ?? DEFAULT_LIMIT);
-      return { status: head.status, body };
+      // An answer to HEAD has no body, whatever its Content-Length says.
+      const body = method === "HEAD"
+        ? new Uint8Array()
+        : await readBody(conn, head, options.limit ?? DEFAULT_LIMIT);
+      return { status: head.status, body, headers: head.headers };
     } catch (error) {
       throw connectionError(method, path, error);
     } finally {

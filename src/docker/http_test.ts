@@ -13,6 +13,8 @@ const decoder = new TextDecoder();
 async function withServer(
   reply: (request: string) => string | Uint8Array,
   fn: (api: EngineApi, requests: string[]) => Promise<void>,
+  /** null: an unversioned client */
+  apiVersion: string | null = "1.41",
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "dockerfuse-http-" });
   const path = `${dir}/engine.sock`;
@@ -43,7 +45,10 @@ async function withServer(
     }
   })();
   try {
-    await fn(new EngineApi(() => Deno.connect({ transport: "unix", path }), "1.41"), requests);
+    await fn(
+      new EngineApi(() => Deno.connect({ transport: "unix", path }), apiVersion ?? undefined),
+      requests,
+    );
   } finally {
     listener.close();
     await serving.catch(() => {});
@@ -63,6 +68,20 @@ Deno.test("http: a JSON request is sent with its length under the API version pr
       match(requests[0], /Content-Length: 7\r\n/);
       ok(requests[0].endsWith('\r\n\r\n{"a":1}'));
     },
+  );
+});
+
+Deno.test("http: HEAD reads no body whatever its length says; unversioned paths as given", async () => {
+  await withServer(
+    () => "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 512\r\n\r\n",
+    async (api, requests) => {
+      const response = await api.request("HEAD", "/_ping");
+      equal(response.status, 200);
+      equal(response.body.length, 0);
+      equal(response.headers?.get("api-version"), "1.41");
+      match(requests[0], /^HEAD \/_ping HTTP\/1\.1\r\n/);
+    },
+    null,
   );
 });
 
