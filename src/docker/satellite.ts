@@ -134,7 +134,7 @@ async function bundleFileEntries(
       path: `${prefix}${file.path}`,
       type: "file",
       mode: privateMode(file.mode),
-      source: { length, chunks: () => fileChunks(path) },
+      source: { length, chunks: () => fileChunks(path), file: path },
       ...owner,
     });
   }

@@ -29,6 +29,8 @@ export interface TarEntry {
 export interface TarSource {
   readonly length: number;
   chunks(): AsyncIterable<Uint8Array>;
+  /** The host file the chunks are read from, whole (a local copy may then be the kernel's). */
+  readonly file?: string;
 }
 
 /** A piece of an archive: bytes at hand, or a file's contents read when sent. */

@@ -213,6 +213,38 @@ Deno.test("deploy: the host makes a private dir of root's and writes only into i
       "/real/p4 700 0:0\n/real/p4/lib 700 0:0\n/real/p4/lib/a.txt 600 0:0",
     );
     equal(await Deno.readTextFile(`${hostPathOf(pid, "/real")}/p4/lib/a.txt`), "hello\n");
+    // A source naming its host file is copied by the kernel (bigger than one sendfile call),
+    // with progress; a file shorter than announced is refused and removed.
+    const host = await Deno.makeTempFile({ prefix: "dockerfuse-place-" });
+    try {
+      const bytes = new Uint8Array(9 * 1024 * 1024 + 123).map((_, i) => (i * 7) % 251);
+      await Deno.writeFile(host, bytes);
+      const fromFile = (length: number): TarEntry => ({
+        path: "big.bin",
+        type: "file",
+        mode: 0o700,
+        source: {
+          length,
+          file: host,
+          chunks: () => {
+            throw new Error("a host file is not read through chunks");
+          },
+        },
+      });
+      const steps: number[] = [];
+      equal(await place("/real", "p5", [fromFile(bytes.length)], (n) => steps.push(n)), undefined);
+      equal(steps.at(-1), bytes.length);
+      ok(steps.length >= 2, `progress ${steps}`);
+      const copied = await Deno.readFile(`${hostPathOf(pid, "/real")}/p5/big.bin`);
+      ok(copied.length === bytes.length && copied.every((b, i) => b === bytes[i]), "copy differs");
+      equal(await sh("stat -c '%a %u:%g' /real/p5/big.bin"), "700 0:0");
+      ok(/gave 9437307 bytes, not 9437308/.test(
+        await place("/real", "p6", [fromFile(bytes.length + 1)]) ?? "",
+      ));
+      equal(await sh("test -e /real/p6 && echo left || echo gone"), "gone");
+    } finally {
+      await Deno.remove(host);
+    }
   });
 });
 
