@@ -492,9 +492,15 @@ async function mountPrepared<H>(
     throw new Error(`Cannot mount '${mountpoint}': ${reason}`);
   };
   const abs = absolute(mountpoint);
-  // Again: time went by since prepareMount.
-  await checkMountpoint(mountpoint, options).catch((e) => fail((e as Error).message));
-  const rootMode = (await Deno.stat(abs)).mode! & S_IFMT;
+  let rootMode: number;
+  try {
+    // Again: time went by since prepareMount.
+    await checkMountpoint(mountpoint, options);
+    rootMode = (await Deno.stat(abs)).mode! & S_IFMT;
+  } catch (error) {
+    reader?.terminate();
+    throw error;
+  }
 
   // Before mounting: the kernel offers io_uring in the INIT it queues at mount(2).
   const ringCpus = options.ioUring ? await ringCpusFor(options) : undefined;
