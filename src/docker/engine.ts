@@ -1,5 +1,5 @@
 /**
- * The engine client. The calls a mount makes (version, inspections, path checks, exec create,
+ * The engine client. The calls a mount makes (the ping, inspections, path checks, exec create,
  * start and inspect) go over raw connections (http.ts); dockerode, loaded on first use, serves
  * the others (archive downloads, the event stream). Loading it and its first request cost about
  * 150 ms here, which a mount no longer waits for.
