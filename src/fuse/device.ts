@@ -249,10 +249,11 @@ export class FuseDevice implements Device {
   #slotSize: number;
   #closed = false;
   #iov = new BigUint64Array(16);
+  /** The reader: given or started by `start`; started once `#started`. */
   #worker: Worker | undefined;
+  #started = false;
   #spinMicros: number;
   #readerSpinMicros: number;
-  #reader: Worker | undefined;
 
   /**
    * `slotSize` must be at least max_write + 8 KiB; `slots` bounds requests read ahead;
@@ -270,7 +271,7 @@ export class FuseDevice implements Device {
       reader?: Worker;
     },
   ) {
-    this.#reader = options.reader;
+    this.#worker = options.reader;
     this.#spinMicros = Math.max(0, Math.min(1000, options.spinMicros ?? 0));
     this.#readerSpinMicros = Math.max(0, Math.min(1000, options.readerSpinMicros ?? 0));
     this.fd = fd;
@@ -279,7 +280,8 @@ export class FuseDevice implements Device {
   }
 
   start(sink: DeviceSink): void {
-    if (this.#worker) return;
+    if (this.#started) return;
+    this.#started = true;
     const slots = this.#slots, slotSize = this.#slotSize;
     const dataOffset = Math.ceil((CTRL_SLOTS + slots * SLOT_WORDS) * 4 / 4096) * 4096;
     const sab = new SharedArrayBuffer(dataOffset + slots * slotSize);
@@ -298,9 +300,8 @@ export class FuseDevice implements Device {
         },
       });
     }
-    this.#worker = this.#reader ?? spawnReader();
-    this.#reader = undefined;
-    this.#worker.postMessage({
+    const worker = this.#worker ??= spawnReader();
+    worker.postMessage({
       sab,
       fd: this.fd,
       slots,
@@ -384,7 +385,7 @@ export class FuseDevice implements Device {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    (this.#worker ?? this.#reader)?.terminate();
+    this.#worker?.terminate();
     libc().close(this.fd);
   }
 }
