@@ -744,7 +744,7 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
         }`,
       );
     }
-    const headers = response.headers ?? new Map<string, string>();
+    const headers = response.headers;
     if (headers.has("libpod-api-version") || /^libpod/i.test(headers.get("server") ?? "")) {
       flavor = "podman";
     }

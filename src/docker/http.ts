@@ -23,7 +23,7 @@ export interface ApiResponse {
   status: number;
   body: Uint8Array;
   /** names in lower case */
-  headers?: ReadonlyMap<string, string>;
+  headers: ReadonlyMap<string, string>;
 }
 
 export interface RequestOptions {
