@@ -22,13 +22,13 @@ import {
   type MountDefaults,
   mountOptions,
 } from "../mount/options.ts";
-import { ENGINE_DEFAULTS, type EngineMountOptions } from "../tree/mod.ts";
+import { ENGINE_DEFAULTS, type EngineMountOptions } from "../tree/options.ts";
 import { DEPLOY_MODES, type DeployMode } from "../docker/deploy.ts";
 import {
   DEFAULT_PLUGIN_SOCKET,
   DEFAULT_STATE_DIR,
   type VolumePluginOptions,
-} from "../plugin/mod.ts";
+} from "../plugin/options.ts";
 
 /** A parsed command line. */
 export type Invocation =

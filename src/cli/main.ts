@@ -5,18 +5,17 @@
  * @module
  */
 
-import { PROTOCOL_VERSION } from "../protocol/mod.ts";
+// Only what parsing and every subcommand need is imported here; each subcommand's own layers
+// are loaded once it is chosen (a mount does not wait for the engine tree or the plugin).
+import { PROTOCOL_VERSION } from "../protocol/methods.ts";
 import type { ContainerMountOptions } from "../mount/options.ts";
 import { parseArgs } from "./args.ts";
 import { CliError, ExitCode } from "./exit_codes.ts";
 import { createLogger } from "./log.ts";
 import { cliRunArgs } from "./launch.ts";
-import { runMount, runUnmount } from "./mount.ts";
-import { type EngineDeps, runEngine } from "./engine.ts";
+import type { EngineDeps } from "./engine.ts";
 import { mountOptions } from "../mount/options.ts";
-import { runPrune } from "./prune.ts";
 import { progressBar } from "./progress.ts";
-import { runVolumePlugin } from "../plugin/mod.ts";
 
 /** dockerfuse's own version. */
 export const VERSION = "0.1.0";
@@ -221,15 +220,20 @@ async function main(args: readonly string[]): Promise<number> {
         );
       }
       return ExitCode.Ok;
-    case "unmount":
+    case "unmount": {
+      const { runUnmount } = await import("./mount.ts");
       return await runUnmount(
         invocation.mountpoint,
         createLogger({ format: "text", debug: false }),
       );
-    case "prune":
+    }
+    case "prune": {
+      const { runPrune } = await import("./prune.ts");
       return await runPrune(Deno.env.toObject(), createLogger({ format: "text", debug: false }));
+    }
     case "volume-plugin": {
       const { options } = invocation;
+      const { runVolumePlugin } = await import("../plugin/mod.ts");
       const stop = new AbortController();
       for (const signal of ["SIGINT", "SIGTERM"] as const) {
         Deno.addSignalListener(signal, () => stop.abort());
@@ -244,6 +248,7 @@ async function main(args: readonly string[]): Promise<number> {
     }
     case "engine": {
       const { options } = invocation;
+      const { runEngine } = await import("./engine.ts");
       return await serveHere(
         args,
         invocation,
@@ -254,6 +259,7 @@ async function main(args: readonly string[]): Promise<number> {
     }
     case "mount": {
       const { options } = invocation;
+      const { runMount } = await import("./mount.ts");
       return await serveHere(
         args,
         invocation,

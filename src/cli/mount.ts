@@ -5,7 +5,8 @@
  * @module
  */
 
-import { inspectMountpoint, type Logger, unmount } from "../fuse/mod.ts";
+import type { Logger } from "../fuse/mod.ts";
+import { inspectMountpoint, unmount } from "../fuse/mountpoint.ts";
 import {
   type ContainerMountDeps,
   type ContainerMountOptions,

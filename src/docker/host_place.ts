@@ -24,7 +24,7 @@
 
 import { isCleanRelativePath, type TarEntry } from "./tar.ts";
 import { errorMessage } from "./errors.ts";
-import { openFlagsFromWire } from "../protocol/mod.ts";
+import { openFlagsFromWire } from "../protocol/methods.ts";
 import {
   AT_EMPTY_PATH,
   AT_REMOVEDIR,

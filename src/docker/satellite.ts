@@ -8,7 +8,7 @@ import type { ExecSession } from "./exec.ts";
 import { isCleanRelativePath, readTar, type TarEntry, tarParts } from "./tar.ts";
 import { randomHex } from "./bytes.ts";
 import { placeOnHost } from "./host_place.ts";
-import { DIRECT_TOKEN_CHARS, DIRECT_TOKEN_ENV } from "../protocol/mod.ts";
+import { DIRECT_TOKEN_CHARS, DIRECT_TOKEN_ENV } from "../protocol/methods.ts";
 
 export interface SatelliteManifest {
   formatVersion: 1;

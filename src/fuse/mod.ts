@@ -13,17 +13,15 @@
 export * from "./errno.ts";
 export type * from "./filesystem.ts";
 export type * from "./options.ts";
+export { mount, type PreparedMount, prepareMount } from "./mount.ts";
 export {
   abortConnection,
   checkMountpoint,
   inspectMountpoint,
-  mount,
   type MountpointState,
-  type PreparedMount,
-  prepareMount,
   recoverStaleMount,
   unmount,
-} from "./mount.ts";
+} from "./mountpoint.ts";
 export { Session, type SessionOptions } from "./session.ts";
 export type { Device } from "./device.ts";
 export { warmUp, type WarmUpPace, type WarmUpStats } from "./warm_up.ts";

@@ -25,22 +25,14 @@ import {
   readManifest,
 } from "../docker/mod.ts";
 import { deployChosen } from "../docker/deploy.ts";
-import { ContainerFs } from "../fs/mod.ts";
-import {
-  checkMountpoint,
-  type FuseSession,
-  inspectMountpoint,
-  type Logger,
-  type PreparedMount,
-  prepareMount,
-  recoverStaleMount,
-} from "../fuse/mod.ts";
-import { type Change, RpcClient } from "../protocol/mod.ts";
-import { type Channel, DIRECT_BULK_BYTES, openChannel } from "./direct.ts";
+import type { ContainerFs } from "../fs/mod.ts";
+import type { FuseSession, Logger, PreparedMount } from "../fuse/mod.ts";
+import { checkMountpoint, inspectMountpoint, recoverStaleMount } from "../fuse/mountpoint.ts";
+import type { Change } from "../protocol/mod.ts";
+import type { Channel } from "./direct.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
-import { ReconnectingRpc } from "./reconnecting_rpc.ts";
-import { warmUpWhenIdle } from "./warm_up.ts";
+import type { ReconnectingRpc } from "./reconnecting_rpc.ts";
 
 export {
   type ContainerMountOptions,
@@ -51,7 +43,12 @@ export {
   type MountDefaults,
   mountOptions,
 } from "./options.ts";
-export { warmUpWhenIdle } from "./warm_up.ts";
+
+/** The modules of `running.ts`: loaded once per process, when a first satellite has started. */
+let running: Promise<typeof import("./running.ts")> | undefined;
+function loadRunning(): Promise<typeof import("./running.ts")> {
+  return running ??= import("./running.ts");
+}
 
 /** Surroundings of a mount (injected). */
 export interface ContainerMountDeps {
@@ -262,6 +259,7 @@ async function startSatellite(
   }).then((d) => d.session)).catch(rethrowDocker);
   options.onStarted?.();
   const stderrTail = watchStderr(exec.stderr, logger);
+  const { DIRECT_BULK_BYTES, openChannel, RpcClient } = await loadRunning();
   const failed = (error: unknown): MountError => {
     const tail = stderrTail();
     return new MountError(
@@ -356,6 +354,7 @@ export async function connectSatellite(
   start?: (bundleDir: string) => Promise<ExecSession>,
 ): Promise<SatelliteLink> {
   await prepareBundle(container, deps);
+  const { ContainerFs } = await loadRunning();
   const satellite = await startSatellite(
     engine,
     container,
@@ -396,15 +395,12 @@ export async function mountContainer(
   let engine = await connectEngine(engineOptions).catch(rethrowDocker);
   let satellite: MountSatellite | undefined;
   let fuse: FuseSession | undefined;
-  // A request made while the satellite is away waits this long for the next one.
-  const link = new ReconnectingRpc({
-    graceMs: options.reconnect ? options.reconnectGrace * 1000 : 0,
-  });
+  let link: ReconnectingRpc | undefined;
   const stopping = new AbortController();
   let current = (): Satellite | undefined => satellite;
   const teardown = async (): Promise<void> => {
     stopping.abort();
-    link.end();
+    link?.end();
     if (fuse) await detach(fuse, options.mountpoint, logger);
     await current()?.stop();
     engine.close();
@@ -434,7 +430,7 @@ export async function mountContainer(
         {
           ...satelliteOptions,
           onStarted: () => {
-            prepared = prepareMount(options.mountpoint, layers.fuse);
+            prepared = loadRunning().then((r) => r.prepareMount(options.mountpoint, layers.fuse));
             prepared.catch(() => {}); // reported when awaited below
           },
         },
@@ -446,8 +442,13 @@ export async function mountContainer(
       prepared?.then((p) => p.cancel(), () => {});
       throw error;
     }
-    link.attach(satellite);
-    const fs = events = new ContainerFs(link, layers.fs);
+    const { ContainerFs, prepareMount, ReconnectingRpc, warmUpWhenIdle } = await loadRunning();
+    // A request made while the satellite is away waits this long for the next one.
+    const rpcLink = link = new ReconnectingRpc({
+      graceMs: options.reconnect ? options.reconnectGrace * 1000 : 0,
+    });
+    rpcLink.attach(satellite);
+    const fs = events = new ContainerFs(rpcLink, layers.fs);
     try {
       fuse = await (await (prepared ?? prepareMount(options.mountpoint, layers.fuse))).mount(fs);
       await Deno.stat(options.mountpoint); // the mount answers
@@ -503,7 +504,7 @@ export async function mountContainer(
         },
       };
       const supervisor = supervise(satellite, {
-        link,
+        link: rpcLink,
         steps,
         logger,
         describe: (c) => c.name,

@@ -14,7 +14,7 @@
 import type { DeployMode } from "../docker/deploy.ts";
 import type { ContainerFsOptions } from "../fs/mod.ts";
 import type { Logger, MountOptions as FuseMountOptions } from "../fuse/mod.ts";
-import { WALK_SLICE_MS } from "../protocol/mod.ts";
+import { WALK_SLICE_MS } from "../protocol/methods.ts";
 
 /** What to mount, and how. Timeouts in seconds. */
 export interface ContainerMountOptions {

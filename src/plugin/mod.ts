@@ -23,6 +23,7 @@ import { mountContainer } from "../mount/mod.ts";
 import { type MountFunction, VolumeDriver } from "./driver.ts";
 import { handlePluginRequest } from "./http.ts";
 import { JsonFileStore } from "./store.ts";
+import type { VolumePluginOptions } from "./options.ts";
 
 export {
   type LiveMount,
@@ -33,22 +34,11 @@ export {
   type VolumeInfo,
 } from "./driver.ts";
 export { handlePluginRequest, PLUGIN_CONTENT_TYPE } from "./http.ts";
+export { DEFAULT_PLUGIN_SOCKET, DEFAULT_STATE_DIR, type VolumePluginOptions } from "./options.ts";
 export { JsonFileStore, parseStore, type VolumeRecord, type VolumeStore } from "./store.ts";
 
-/** Where dockerd looks for legacy plugin sockets; the file name is the driver name. */
-export const DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/dockerfuse.sock";
-/** Volume definitions and mountpoints. */
-export const DEFAULT_STATE_DIR = "/var/lib/dockerfuse";
 /** How long a stopping plugin lets requests in flight finish. */
 const SHUTDOWN_GRACE_MS = 2000;
-
-/** What `dockerfuse volume-plugin` was asked to do. */
-export interface VolumePluginOptions {
-  socket: string;
-  stateDir: string;
-  debug: boolean;
-  logFormat: "text" | "json";
-}
 
 /** Surroundings of the plugin (injected). */
 export interface VolumePluginDeps {

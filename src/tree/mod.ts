@@ -33,8 +33,8 @@ import {
   MountError,
   prepareMountpoint,
   type SatelliteLink,
-  warmUpWhenIdle,
 } from "../mount/mod.ts";
+import { warmUpWhenIdle } from "../mount/warm_up.ts";
 import type { Attachment } from "./attach.ts";
 import {
   type ContainerSummary,
@@ -44,10 +44,12 @@ import {
   type VolumeSummary,
 } from "./engine_api.ts";
 import type { Target } from "./layout.ts";
+import type { EngineMountOptions } from "./options.ts";
 import { TreeFs, type TreeSource } from "./tree_fs.ts";
 
 export { AttachManager } from "./attach.ts";
 export { TreeFs } from "./tree_fs.ts";
+export { ENGINE_DEFAULTS, type EngineMountOptions } from "./options.ts";
 
 /** Label on every helper container of the tree. */
 export const HELPER_LABEL = "dev.dockerfuse.helper";
@@ -55,18 +57,6 @@ export const HELPER_LABEL = "dev.dockerfuse.helper";
 const OWN_LABELS = "dev.dockerfuse.";
 /** Label naming the process owning a helper: "<hostname>:<pid>:<process start ticks>". */
 export const OWNER_LABEL = "dev.dockerfuse.owner";
-
-/** Options of an engine mount: a container mount's (but what and which path), plus the policy. */
-export interface EngineMountOptions extends Omit<ContainerMountOptions, "container" | "path"> {
-  /** Seconds without use before a target's satellite is detached. */
-  idleTimeout: number;
-  /** Satellites attached at most at once. */
-  maxAttached: number;
-}
-
-/** The defaults of the engine mount's own options. */
-export const ENGINE_DEFAULTS: Readonly<Pick<EngineMountOptions, "idleTimeout" | "maxAttached">> =
-  Object.freeze({ idleTimeout: 60, maxAttached: 8 });
 
 /**
  * The satellite image volume helpers are created from (the sidecar mode's, imported once per
