@@ -26,6 +26,7 @@ import {
   abortConnection,
   absolute,
   checkMountpoint,
+  fuseConnectionAt,
   runFusermount,
   unmount,
 } from "./mountpoint.ts";
@@ -349,12 +350,8 @@ async function mountPrepared<H>(
     }
     options.logger?.warn("FUSE: the kernel did not agree to io_uring: serving /dev/fuse");
   }
-  // The fusectl connection id is the minor device number of the mount (for abort()).
-  let connection: number | undefined;
-  try {
-    const dev = (await Deno.stat(abs)).dev;
-    connection = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-  } catch { /* abort() will report false */ }
+  // For abort() and the read-ahead window; undefined: abort() reports false.
+  const connection = await fuseConnectionAt(abs);
   const readAheadKb = options.readAheadKb ?? DEFAULT_READ_AHEAD_KB;
   if (connection !== undefined && readAheadKb > 0) {
     // sysfs is writable by root only: others keep the kernel's window.

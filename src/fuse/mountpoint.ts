@@ -35,9 +35,17 @@ function normalize(path: string): string {
   return "/" + out.join("/");
 }
 
-/** Mount points listed in /proc/self/mountinfo (octal escapes decoded) → filesystem type. */
-async function mountPoints(): Promise<Map<string, string>> {
-  const map = new Map<string, string>();
+/** One line of /proc/self/mountinfo: where, what type, and the device it shows. */
+interface MountInfo {
+  path: string;
+  type: string;
+  major: number;
+  minor: number;
+}
+
+/** The mounts listed in /proc/self/mountinfo (octal escapes decoded), oldest first. */
+async function mountInfo(): Promise<MountInfo[]> {
+  const mounts: MountInfo[] = [];
   const unescape = (f: string) =>
     f.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
   try {
@@ -45,10 +53,31 @@ async function mountPoints(): Promise<Map<string, string>> {
     for (const line of text.split("\n")) {
       const fields = line.split(" ");
       const sep = fields.indexOf("-");
-      if (fields[4] && sep > 0) map.set(unescape(fields[4]), fields[sep + 1] ?? "");
+      if (!fields[4] || sep <= 0) continue;
+      const [major, minor] = (fields[2] ?? "").split(":").map(Number);
+      mounts.push({ path: unescape(fields[4]), type: fields[sep + 1] ?? "", major, minor });
     }
   } catch { /* no /proc: treat as nothing mounted */ }
-  return map;
+  return mounts;
+}
+
+/** Mount points → filesystem type (the last mount made at a path wins). */
+async function mountPoints(): Promise<Map<string, string>> {
+  return new Map((await mountInfo()).map((m) => [m.path, m.type]));
+}
+
+/**
+ * The FUSE connection (fusectl's number: the minor device number of an anonymous device) of the
+ * FUSE mount last made at absolute path `abs`; read from mountinfo, not by a stat, which the
+ * mount's own server would have to answer.
+ */
+export async function fuseConnectionAt(abs: string): Promise<number | undefined> {
+  const found = (await mountInfo()).findLast((m) =>
+    m.path === abs && (m.type === "fuse" || m.type.startsWith("fuse."))
+  );
+  return found !== undefined && found.major === 0 && Number.isSafeInteger(found.minor)
+    ? found.minor
+    : undefined;
 }
 
 function isNotConnected(error: unknown): boolean {
