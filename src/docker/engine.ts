@@ -35,6 +35,27 @@ export interface EngineOptions {
   home?: string;
   /** how exec streams travel: our own connection (default) or dockerode's hijacked socket */
   execTransport?: "raw" | "dockerode";
+  /**
+   * The container the caller inspects first: its inspection is asked beside the ping (without
+   * an API version in the path, none being agreed yet), so a remote engine's round trip for it is
+   * paid once; `inspectContainer` of the same name takes that answer.
+   */
+  container?: string;
+}
+
+/** The path of a container's inspection, or undefined for what cannot name a container. */
+function inspectPath(nameOrIdPrefix: string): string | undefined {
+  if (nameOrIdPrefix === "" || /[\/?#\s]/.test(nameOrIdPrefix.replace(/^\//, ""))) {
+    return undefined;
+  }
+  return `/containers/${encodeURIComponent(nameOrIdPrefix.replace(/^\//, ""))}/json`;
+}
+
+/** A container's inspection asked ahead (see `EngineOptions.container`): used once. */
+interface EarlyInspect {
+  path: string;
+  /** undefined when the request failed: then it is asked again, and fails as it will */
+  response: Promise<ApiResponse | undefined>;
 }
 
 export interface ContainerInfo {
@@ -120,6 +141,7 @@ export class Engine {
   #execTransport: "raw" | "dockerode";
   #onClose: (() => void) | undefined;
   #closed = false;
+  #early: EarlyInspect | undefined;
 
   /** `docker` loads dockerode (on the first call that needs it). */
   constructor(
@@ -133,9 +155,12 @@ export class Engine {
       execTransport?: "raw" | "dockerode";
       /** releases what the connection holds (e.g. the ssh forwarder) */
       onClose?: () => void;
+      /** a container's inspection asked beside the ping */
+      early?: EarlyInspect;
     },
   ) {
     this.#onClose = init.onClose;
+    this.#early = init.early;
     this.#loadDocker = docker;
     this.#dial = dial;
     this.#api = new EngineApi(dial, init.apiVersion);
@@ -214,11 +239,13 @@ export class Engine {
     options?: { allowStopped?: boolean },
   ): Promise<ContainerInfo> {
     const what = `use container '${nameOrIdPrefix}'`;
-    if (nameOrIdPrefix === "" || /[\/?#\s]/.test(nameOrIdPrefix.replace(/^\//, ""))) {
+    const path = inspectPath(nameOrIdPrefix);
+    if (path === undefined) {
       throw new DockerError("not-found", `Cannot ${what}: not a container name or id`);
     }
-    const ref = encodeURIComponent(nameOrIdPrefix.replace(/^\//, ""));
-    const response = await this.#request("GET", `/containers/${ref}/json`, what);
+    const early = this.#early?.path === path ? this.#early.response : undefined;
+    this.#early = undefined;
+    const response = await early ?? await this.#request("GET", path, what);
     if (response.status === 404) {
       throw new DockerError("not-found", `Cannot ${what}: no such container`);
     }
@@ -731,6 +758,11 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
   const forwarder = config.endpoint.kind === "ssh" ? await startForwarder(dial) : undefined;
   let apiVersion = config.apiVersion;
   let flavor: "docker" | "podman" = "docker";
+  const earlyPath = options?.container === undefined ? undefined : inspectPath(options.container);
+  const early = earlyPath === undefined ? undefined : {
+    path: earlyPath,
+    response: new EngineApi(dial).request("GET", earlyPath).catch(() => undefined),
+  };
   try {
     // One round trip that also says someone is there (a remote engine pays each call's round
     // trip before the mount can start). Not /version: Docker runs `runc --version` and
@@ -794,6 +826,7 @@ export async function connectEngine(options?: EngineOptions): Promise<Engine> {
       flavor,
       execTransport: options?.execTransport,
       onClose: forwarder?.close,
+      early,
     },
   );
 }

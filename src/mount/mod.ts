@@ -392,7 +392,9 @@ export async function mountContainer(
   await prepareMountpoint(options, logger);
   const engineOptions = { env: deps.env, home: deps.env.HOME };
   // Replaced when the engine is reconnected to.
-  let engine = await connectEngine(engineOptions).catch(rethrowDocker);
+  // The container is inspected beside the ping: one round trip less to a remote engine.
+  let engine = await connectEngine({ ...engineOptions, container: options.container })
+    .catch(rethrowDocker);
   let satellite: MountSatellite | undefined;
   let fuse: FuseSession | undefined;
   let link: ReconnectingRpc | undefined;

@@ -80,6 +80,84 @@ Deno.test("engine: an unreachable engine is a clear error naming the address", a
   ok(!tcp.message.includes("s3cret"), tcp.message);
 });
 
+/**
+ * A proxy in front of the engine's socket that records each request line (every request of
+ * http.ts has a connection of its own); `close` ends it.
+ */
+async function recordingProxy(
+  socket: string,
+): Promise<{ path: string; lines: string[]; close: () => void }> {
+  const dir = await Deno.makeTempDir({ prefix: "dfh-proxy-" });
+  const path = `${dir}/docker.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  const lines: string[] = [];
+  (async () => {
+    for await (const client of listener) {
+      (async () => {
+        const engine = await Deno.connect({ transport: "unix", path: socket });
+        let first = true;
+        const toEngine = client.readable.pipeThrough(
+          new TransformStream<Uint8Array, Uint8Array>({
+            transform(chunk, out) {
+              if (first) lines.push(new TextDecoder().decode(chunk).split("\r\n")[0]);
+              first = false;
+              out.enqueue(chunk);
+            },
+          }),
+        ).pipeTo(engine.writable).catch(() => {});
+        await Promise.all([toEngine, engine.readable.pipeTo(client.writable).catch(() => {})]);
+      })();
+    }
+  })().catch(() => {});
+  return {
+    path,
+    lines,
+    close: () => {
+      listener.close();
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("engine: the container named at connect is inspected beside the ping, its answer used once", async () => {
+  const theBed = await bed();
+  ok(theBed.dockerHost.startsWith("unix://"), theBed.dockerHost);
+  const proxy = await recordingProxy(theBed.dockerHost.slice("unix://".length));
+  try {
+    await withContainer("musl", async (id) => {
+      const name = (await (await engineFor(theBed)).inspectContainer(id)).name;
+      const engine = await connectEngine({
+        env: { DOCKER_HOST: `unix://${proxy.path}` },
+        home: "/nonexistent-home",
+        container: name,
+      });
+      const pathOf = (line: string): string => line.split(" ")[1] ?? "";
+      const asked = proxy.lines.map(pathOf);
+      // Both were asked before the version was known: the inspection has none in its path.
+      ok(asked.includes("/_ping"), JSON.stringify(asked));
+      ok(asked.includes(`/containers/${name}/json`), JSON.stringify(asked));
+      const info = await engine.inspectContainer(name);
+      ok(info.id === id && info.running, JSON.stringify(info));
+      const containerPaths = (): string[] =>
+        proxy.lines.map(pathOf).filter((p) => p.endsWith(`/containers/${name}/json`));
+      ok(containerPaths().length === 1, JSON.stringify(proxy.lines));
+      // Used once: the next inspection asks the engine (versioned), and sees a stop.
+      const stopped = await dockerCli(theBed, ["stop", "-t", "0", id]);
+      ok(stopped.code === 0, stopped.stderr);
+      const error = await assertRejects(engine.inspectContainer(name), DockerError);
+      ok(error.code === "not-running", `${error.code}: ${error.message}`);
+      ok(
+        containerPaths().length === 2 &&
+          containerPaths()[1] === `/v${engine.apiVersion}/containers/${name}/json`,
+        JSON.stringify(proxy.lines),
+      );
+      engine.close();
+    });
+  } finally {
+    proxy.close();
+  }
+});
+
 Deno.test("engine: containers by name or id prefix; missing and stopped ones", async () => {
   const theBed = await bed();
   const engine = await engineFor(theBed);
