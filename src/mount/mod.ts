@@ -259,7 +259,10 @@ async function startSatellite(
   }).then((d) => d.session)).catch(rethrowDocker);
   options.onStarted?.();
   const stderrTail = watchStderr(exec.stderr, logger);
-  const { DIRECT_BULK_BYTES, openChannel, RpcClient } = await loadRunning();
+  const { DIRECT_BULK_BYTES, openChannel, RpcClient } = await loadRunning().catch((error) => {
+    exec.kill();
+    throw error;
+  });
   const failed = (error: unknown): MountError => {
     const tail = stderrTail();
     return new MountError(
