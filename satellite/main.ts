@@ -293,7 +293,13 @@ function main(): number {
   out.push(dispatcher.helloFrame(listener >= 0 ? { ...hello, direct: true } : hello));
   out.flush();
   // While the client mounts, the listing code is compiled ahead (warm_up.ts).
-  warmUpWhenIdle({ whenIdle: (fn) => loop.whenIdle(fn), listAt: (path) => fs.listAt(path) });
+  // Then the first I/O worker starts, so that the first read does not wait for it.
+  warmUpWhenIdle(
+    { whenIdle: (fn) => loop.whenIdle(fn), listAt: (path) => fs.listAt(path) },
+    () => {
+      if (ioWorkersFit(limit)) loop.whenIdle(() => io.prestart());
+    },
+  );
 
   const decoder = new FrameDecoder(MAX_FRAME_BYTES);
   // One input buffer for the whole run: complete frames are handed to the decoder as views into

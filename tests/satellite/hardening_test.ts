@@ -362,3 +362,19 @@ Deno.test("unlink without an idle loop drops the reference at once", async () =>
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("the first I/O worker starts once the satellite is idle, before any read asks for it", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dfs-prestart-" });
+  const h = startSatellite(root);
+  try {
+    await h.client.ready;
+    // Nothing is asked: the warm-up's listings run, then the worker starts on an idle turn.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+  } finally {
+    await h.stop();
+    await Deno.remove(root, { recursive: true });
+  }
+  const log = await h.stderr;
+  ok(/I\/O worker 1 started ahead of the first job/.test(log), log);
+  ok(h.calls.every((method) => method !== "read" && method !== "open"), h.calls.join(", "));
+});
