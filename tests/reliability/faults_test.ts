@@ -215,6 +215,12 @@ Deno.test("fault: a paused container times requests out with EIO; nothing wedges
       const status = await child.status;
       console.log(`  SIGINT ended a pending cat in ${Math.round(performance.now() - t0)} ms`);
       equal(status.signal, "SIGINT", `cat ended with ${JSON.stringify(status)}`);
+      // The reply reaches the kernel before its line reaches the log: wait for the line.
+      await waitFor(
+        () => fuseTrace(m).get(request.unique)?.reply !== undefined,
+        `a reply to ${request.op} ${request.unique}`,
+        m,
+      );
       const trace = fuseTrace(m);
       ok(
         [...trace.values()].some((r) => r.op === "INTERRUPT"),
