@@ -109,10 +109,11 @@ export class CachedAttrs {
   readonly filter: ReaderFilter;
   #seqs: Int32Array;
   #keys: BigInt64Array;
+  /** `#keys` as 32-bit halves, probed without making BigInts (see node_rows.ts). */
+  #keyHalves: Int32Array;
   #attrs: Int32Array;
   #words = new DataView(new ArrayBuffer(ATTR_SIZE));
-  /** Node ids with an entry (to end entries without probing for nodes never recorded). */
-  #recorded = new Set<bigint>();
+  #wordBytes = new Uint8Array(this.#words.buffer);
 
   constructor() {
     const state: State = {
@@ -122,6 +123,7 @@ export class CachedAttrs {
     };
     this.#seqs = new Int32Array(state.seqs);
     this.#keys = new BigInt64Array(state.keys);
+    this.#keyHalves = new Int32Array(state.keys);
     this.#attrs = new Int32Array(state.attrs);
     this.filter = shipFilter(cachedAttrsFilter, state, CONSTANTS);
   }
@@ -129,21 +131,18 @@ export class CachedAttrs {
   /** GETATTR of `nodeId` is answered with `attr` (an encoded fuse_attr) for `seconds`. */
   record(nodeId: bigint, attr: Uint8Array, seconds: number): void {
     if (!(seconds > 0) || attr.length !== ATTR_SIZE) return this.end(nodeId);
-    const node = BigInt.asIntN(64, nodeId);
+    const id = Number(nodeId);
     const now = Date.now();
-    const own = rowOf(this.#keys, 2, node);
-    const slot = own >= 0 ? own : freeRow(this.#keys, 2, node, BigInt(now));
+    const own = rowOf(this.#keyHalves, 2, id);
+    const slot = own >= 0 ? own : freeRow(this.#keyHalves, 2, id, now);
     if (slot < 0) return;
-    this.#write(slot, node, BigInt(Math.floor(now + seconds * 1000)), attr);
-    this.#recorded.add(nodeId);
+    this.#write(slot, nodeId, BigInt(Math.floor(now + seconds * 1000)), attr);
   }
 
   /** Ends `nodeId`'s entry (it changes, or may have). */
   end(nodeId: bigint): void {
-    if (!this.#recorded.delete(nodeId)) return;
-    const node = BigInt.asIntN(64, nodeId);
-    const own = rowOf(this.#keys, 2, node);
-    if (own >= 0) this.#write(own, node, 0n, undefined);
+    const own = rowOf(this.#keyHalves, 2, Number(nodeId));
+    if (own >= 0) this.#write(own, nodeId, 0n, undefined);
   }
 
   /** Rewrites slot `i` between an odd and an even sequence number. */
@@ -153,7 +152,7 @@ export class CachedAttrs {
     Atomics.store(this.#keys, 2 * i + 1, until);
     if (attr !== undefined) {
       const words = this.#words;
-      new Uint8Array(words.buffer).set(attr);
+      this.#wordBytes.set(attr);
       for (let w = 0; w < ATTR_SIZE / 4; w++) {
         Atomics.store(this.#attrs, i * (ATTR_SIZE / 4) + w, words.getInt32(4 * w, true));
       }

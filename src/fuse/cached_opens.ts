@@ -144,6 +144,8 @@ export class CachedOpens {
   /** What the device runs on its reader thread. */
   readonly filter: ReaderFilter;
   #marks: BigInt64Array;
+  /** `#marks` as 32-bit halves, probed without making BigInts (see node_rows.ts). */
+  #markHalves: Int32Array;
   #adopted: Int32Array;
   /** Marked node ids (to end marks without probing for nodes never marked). */
   #marked = new Set<bigint>();
@@ -155,6 +157,7 @@ export class CachedOpens {
       issued: new SharedArrayBuffer(8),
     };
     this.#marks = new BigInt64Array(state.marks);
+    this.#markHalves = new Int32Array(state.marks);
     this.#adopted = new Int32Array(state.adopted);
     this.filter = shipFilter(cachedOpensFilter, state, CONSTANTS);
   }
@@ -170,7 +173,7 @@ export class CachedOpens {
     const until = BigInt(seconds > 0 ? Math.floor(now + seconds * 1000) : 0);
     const word = (dir ? 1n << 48n : 0n) | (BigInt(fopenFlags & 0xffff) << 32n) |
       BigInt(flags >>> 0);
-    const own = rowOf(q, 3, node);
+    const own = rowOf(this.#markHalves, 3, Number(nodeId));
     if (own >= 0) {
       Atomics.store(q, 3 * own + 1, 0n);
       Atomics.store(q, 3 * own + 2, word);
@@ -179,7 +182,7 @@ export class CachedOpens {
       else this.#marked.add(nodeId);
       return;
     }
-    const free = until === 0n ? -1 : freeRow(q, 3, node, BigInt(now));
+    const free = until === 0n ? -1 : freeRow(this.#markHalves, 3, Number(nodeId), now);
     if (free < 0) return;
     // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
     Atomics.store(q, 3 * free + 1, 0n);

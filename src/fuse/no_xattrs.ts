@@ -101,27 +101,31 @@ export class NoXattrs {
   /** What the device runs on its reader thread. */
   readonly filter: ReaderFilter;
   #table: BigInt64Array;
+  /** `#table` as 32-bit halves, probed without making BigInts (see node_rows.ts). */
+  #halves: Int32Array;
 
   constructor() {
     const state = new SharedArrayBuffer(SLOTS * 16);
     this.#table = new BigInt64Array(state);
+    this.#halves = new Int32Array(state);
     this.filter = shipFilter(noXattrsFilter, state, CONSTANTS);
   }
 
   /** Lists `nodeId` for `seconds` (0 or less: unlists it). */
   mark(nodeId: bigint, seconds: number): void {
     const q = this.#table;
-    const node = BigInt.asIntN(64, nodeId);
+    const id = Number(nodeId);
     const now = Date.now();
-    const until = BigInt(seconds > 0 ? Math.floor(now + seconds * 1000) : 0);
-    const nowBig = BigInt(now);
-    const own = rowOf(q, 2, node);
+    const untilMs = seconds > 0 ? Math.floor(now + seconds * 1000) : 0;
+    const until = BigInt(untilMs);
+    const own = rowOf(this.#halves, 2, id);
     if (own >= 0) {
       Atomics.store(q, 2 * own + 1, until);
       return;
     }
-    const free = until > nowBig ? freeRow(q, 2, node, nowBig) : -1;
+    const free = untilMs > now ? freeRow(this.#halves, 2, id, now) : -1;
     if (free < 0) return;
+    const node = BigInt.asIntN(64, nodeId);
     // Invalidate, then re-key: the reader never pairs the new key with an old deadline.
     Atomics.store(q, 2 * free + 1, 0n);
     Atomics.store(q, 2 * free, node);
