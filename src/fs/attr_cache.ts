@@ -4,8 +4,8 @@
  *
  * Invariants:
  * - Node attributes: the last attributes told to the kernel for an inode (by LOOKUP,
- *   READDIRPLUS, CREATE, GETATTR, SETATTR…) are what `attrOf` answers for its node. Attributes
- *   told by key before the FUSE layer handed us the node move into `node.data` on first use.
+ *   READDIRPLUS, CREATE, GETATTR, SETATTR…) are what `attrOf` answers for its node: `setAttr`
+ *   keeps them in `node.data` as the answer is written (entries through `FileSystem.entered`).
  *   They decide set-group-ID inheritance and the page-cache policy of an open.
  * - "No xattrs": an inode the satellite said has no xattrs answers GETXATTR/LISTXATTR locally
  *   for the attribute timeout its attributes were told with (the change feed's long one where it
@@ -35,8 +35,6 @@ import { BoundedMap } from "./bounded_map.ts";
 
 /** Bounds of the caches (entries). */
 export interface AttrCacheLimits {
-  /** Attributes told to the kernel for nodes not handed to us yet. */
-  told: number;
   /** Inodes known to have no xattrs. */
   noXattrs: number;
   /** Names listed with their attributes. */
@@ -51,7 +49,6 @@ export interface AttrCacheLimits {
 
 /** Default bounds: a few megabytes at most. */
 export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
-  told: 65536,
   noXattrs: 65536,
   listed: 65536,
   changed: 4096,
@@ -87,7 +84,6 @@ export class AttrCache {
   readonly #listedTtlMs: number;
   readonly #now: () => number;
   readonly #vouched: (key: string) => boolean;
-  readonly #told: BoundedMap<string, Attr>;
   /** Inode key → until when (ms) "no xattrs" is trusted. */
   readonly #noXattrs: BoundedMap<string, number>;
   /** "dirKey/name" → the listed attributes and until when they serve. */
@@ -107,7 +103,6 @@ export class AttrCache {
     this.#now = options.now ?? Date.now;
     this.#vouched = options.vouched ?? (() => false);
     const limits = { ...ATTR_CACHE_LIMITS, ...options.limits };
-    this.#told = new BoundedMap(limits.told);
     this.#noXattrs = new BoundedMap(limits.noXattrs);
     this.#listed = new BoundedMap(limits.listed);
     this.#changed = new BoundedMap(limits.changed);
@@ -122,26 +117,14 @@ export class AttrCache {
 
   // --- node attributes ---------------------------------------------------------------------
 
-  /** Attributes told to the kernel for the inode `key` (its node may not exist yet). */
-  tell(key: string, attr: Attr): void {
-    this.#told.set(key, attr);
-    if (this.#changed.size > 0) this.#changed.delete(key);
-  }
-
   /** Attributes told to the kernel for `node`. */
   setAttr(node: Node, attr: Attr): void {
-    this.#told.delete(node.key);
     if (this.#changed.size > 0) this.#changed.delete(node.key);
     node.data = attr;
   }
 
   /** The attributes last told to the kernel for `node`, if known. */
   attrOf(node: Node): Attr | undefined {
-    const told = this.#told.get(node.key);
-    if (told !== undefined) {
-      this.#told.delete(node.key);
-      node.data = told;
-    }
     return node.data as Attr | undefined;
   }
 
@@ -153,17 +136,11 @@ export class AttrCache {
 
   /** Forgets what was learnt from the satellite (a new one answers now); nodes keep theirs. */
   clear(): void {
-    this.#told.clear();
     this.#noXattrs.clear();
     this.#listed.clear();
     this.#changed.clear();
     this.#complete.clear();
     this.#completeCount = 0;
-  }
-
-  /** The kernel forgot the inode `key`. */
-  forget(key: string): void {
-    this.#told.delete(key);
   }
 
   // --- "no xattrs" -------------------------------------------------------------------------

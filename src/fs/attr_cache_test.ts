@@ -13,24 +13,14 @@ function cache(
   };
 }
 
-Deno.test("attr cache: attributes told by key reach the node when it is handed over", () => {
-  const { cache: c } = cache();
-  const attr = statToAttr(fakeStat({ size: 0n }));
-  c.tell("8:1:100", attr);
-  const node = fakeNode("8:1:100");
-  deepStrictEqual(c.attrOf(node), attr);
-  deepStrictEqual(node.data, attr);
-  deepStrictEqual(c.attrOf(fakeNode("8:1:101")), undefined);
-});
-
-Deno.test("attr cache: newer attributes told by key win over the node's older ones", () => {
+Deno.test("attr cache: a node's attributes are the last told, newer replacing older", () => {
   const { cache: c } = cache();
   const node = fakeNode("k");
+  deepStrictEqual(c.attrOf(node), undefined);
   c.setAttr(node, statToAttr(fakeStat({ size: 1n })));
-  c.tell("k", statToAttr(fakeStat({ size: 2n })));
+  c.setAttr(node, statToAttr(fakeStat({ size: 2n })));
   deepStrictEqual(c.attrOf(node)?.size, 2);
-  c.setAttr(node, statToAttr(fakeStat({ size: 3n })));
-  deepStrictEqual(c.attrOf(node)?.size, 3);
+  deepStrictEqual(c.attrOf(fakeNode("k")), undefined, "kept with the node, not by key");
 });
 
 Deno.test("attr cache: extend grows a known size only", () => {
@@ -42,20 +32,6 @@ Deno.test("attr cache: extend grows a known size only", () => {
   c.extend(node, 10);
   c.extend(node, 4);
   deepStrictEqual(c.attrOf(node)?.size, 10);
-});
-
-Deno.test("attr cache: forget drops attributes told for a node never handed over", () => {
-  const { cache: c } = cache();
-  c.tell("k", statToAttr(fakeStat()));
-  c.forget("k");
-  deepStrictEqual(c.attrOf(fakeNode("k")), undefined);
-});
-
-Deno.test("attr cache: told attributes keep their own bound", () => {
-  const { cache: c } = cache({ limits: { told: 2 } });
-  for (const k of ["a", "b", "c"]) c.tell(k, statToAttr(fakeStat()));
-  deepStrictEqual(c.attrOf(fakeNode("a")), undefined);
-  deepStrictEqual(c.attrOf(fakeNode("c"))?.size, 10);
 });
 
 Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires", () => {
@@ -150,7 +126,7 @@ Deno.test("attr cache: newer attributes of a changed directory replace its noted
   c.setAttr(dir, statToAttr(fakeStat({ mode: 0o040644 })));
   deepStrictEqual(c.takeChanged("d", 0), undefined, "a GETATTR after the chmod must not see 0755");
   c.noteChanged("d", statToAttr(fakeStat({ mode: 0o040755 })), 0);
-  c.tell("d", statToAttr(fakeStat({ mode: 0o040700 })));
+  c.setAttr(fakeNode("d"), statToAttr(fakeStat({ mode: 0o040700 })));
   deepStrictEqual(c.takeChanged("d", 0), undefined, "attributes told by a lookup are newer too");
 });
 

@@ -506,8 +506,8 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
     const key = statKey(stat);
+    // An entry's attributes are kept when the kernel is told (`entered`).
     if (node !== undefined) this.#attrs.setAttr(node, attr);
-    else this.#attrs.tell(key, attr);
     const t = this.#timeouts(stat, key, parent, since);
     this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs, t.attr * 1000);
     this.#noteLong(key, t.attr, since);
@@ -780,9 +780,12 @@ export class ContainerFs implements FileSystem<Handle> {
     return undefined;
   }
 
+  entered(node: Node, entry: Entry): void {
+    this.#attrs.setAttr(node, entry.attr);
+  }
+
   forget(node: Node): void {
     this.#nodes.forget(node.key);
-    this.#attrs.forget(node.key);
     this.#seen.delete(node);
     this.#live?.forget(node);
   }

@@ -61,9 +61,11 @@ function value<T>(result: T | Errno): T {
   return result;
 }
 
-/** The node the FUSE layer would make for `entry` found at (parent, name). */
-function nodeFor(entry: Entry, parent: Node, name: string): Node {
-  return fakeNode(entry.key!, parent, name);
+/** The node the FUSE layer would make for `entry` found at (parent, name), told to `fs`. */
+function nodeFor(fs: ContainerFs, entry: Entry, parent: Node, name: string): Node {
+  const node = fakeNode(entry.key!, parent, name);
+  fs.entered(node, entry);
+  return node;
 }
 
 const writeInfo = { flags: O_RDWR, writeFlags: 0, lockOwner: 0n };
@@ -74,7 +76,7 @@ Deno.test("container fs: a file of size 0 found by LOOKUP is opened with direct 
   rpc.on("lstat", () => ok(status));
   rpc.on("open", () => ok({ handle: 1 }));
   const entry = value(await fs.lookup(fakeContext(), root, "status"));
-  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "status"), O_RDONLY));
+  const opened = value(await fs.open(fakeContext(), nodeFor(fs, entry, root, "status"), O_RDONLY));
   deepStrictEqual([opened.directIo, opened.keepCache], [true, false]);
 });
 
@@ -91,7 +93,7 @@ Deno.test("container fs: a file of size 0 listed by READDIRPLUS is opened with d
   const dir = value(await fs.opendir(fakeContext(), root));
   const listed = value(await fs.readdir(fakeContext(), root, dir.handle, 0, true));
   deepStrictEqual(listed.map((e) => e.name), ["status"]);
-  const node = nodeFor(listed[0].entry!, root, "status");
+  const node = nodeFor(fs, listed[0].entry!, root, "status");
   const opened = value(await fs.open(fakeContext(), node, O_RDONLY));
   deepStrictEqual(opened.directIo, true);
 });
@@ -101,7 +103,7 @@ Deno.test("container fs: a regular file with a size keeps the page cache", async
   rpc.on("lstat", () => ok(fakeStat({ size: 5n })));
   rpc.on("open", () => ok({ handle: 1 }));
   const entry = value(await fs.lookup(fakeContext(), root, "f"));
-  const opened = value(await fs.open(fakeContext(), nodeFor(entry, root, "f"), O_RDONLY));
+  const opened = value(await fs.open(fakeContext(), nodeFor(fs, entry, root, "f"), O_RDONLY));
   deepStrictEqual([opened.directIo, opened.keepCache], [false, true]);
 });
 
@@ -380,7 +382,7 @@ Deno.test("container fs: GETATTR of the directories right after a mkdir, symlink
   const dir = (nlink: number) => fakeStat({ ino: 1n, mode: S_IFDIR | 0o755, nlink });
   const sub = fakeStat({ ino: 2n, mode: S_IFDIR | 0o755 });
   rpc.on("lstat", (p) => ok(p.path === "" ? dir(1) : sub));
-  const d = nodeFor(value(await fs.lookup(fakeContext(), root, "d")), root, "d");
+  const d = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "d")), root, "d");
   rpc.on("mkdir", () => ok({ stat: fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 }), dir: dir(3) }));
   rpc.on("symlink", () => ok({ stat: fakeStat({ ino: 9n, mode: S_IFLNK | 0o777 }), dir: dir(4) }));
   rpc.on("mknod", () => ok({ stat: fakeStat({ ino: 10n, mode: S_IFIFO | 0o644 }), dir: dir(5) }));
@@ -396,7 +398,7 @@ Deno.test("container fs: GETATTR of the directories right after a mkdir, symlink
   deepStrictEqual(await nlinkOf(root), 4);
   const fifo = value(await fs.mknod(ctx, root, "p", S_IFIFO | 0o644, 0));
   deepStrictEqual(await nlinkOf(root), 5);
-  value(await fs.link(ctx, nodeFor(fifo, root, "p"), root, "p2"));
+  value(await fs.link(ctx, nodeFor(fs, fifo, root, "p"), root, "p2"));
   deepStrictEqual(await nlinkOf(root), 6);
   await fs.rename(ctx, root, "p2", d, "p3", 0);
   deepStrictEqual([await nlinkOf(root), await nlinkOf(d)], [7, 9]);
@@ -416,7 +418,7 @@ Deno.test("container fs: xattr probes of an inode without xattrs are answered lo
   rpc.on("lstat", () => ok(fakeStat({ hasXattrs: false })));
   rpc.on("setxattr", () => ok(null));
   rpc.on("getxattr", () => ok(new Uint8Array([1])));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   deepStrictEqual(await fs.getxattr(fakeContext(), node, "security.capability"), ENODATA);
   deepStrictEqual(await fs.listxattr(fakeContext(), node), []);
   deepStrictEqual(rpc.methods(), ["lookup"]);
@@ -433,7 +435,7 @@ Deno.test("container fs: an open's read-ahead serves reads until the file is wri
   rpc.on("open", (p) => ok(p.readAhead ? { handle: next++, data: bytes } : { handle: next++ }));
   rpc.on("write", (p) => ok(p.data.length));
   rpc.on("read", () => ok(new TextEncoder().encode("HELLO")));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const reader = value(await fs.open(fakeContext(), node, O_RDONLY)).handle;
   deepStrictEqual(rpc.paramsOf("open")[0].readAhead! > 0, true);
   deepStrictEqual(value(await fs.read(fakeContext(), node, reader, 0, 4096)), bytes);
@@ -452,7 +454,7 @@ Deno.test("container fs: a write-behind failure is reported by the handle's next
   rpc.on("lstat", () => ok(fakeStat()));
   rpc.on("open", () => ok({ handle: 1 }));
   rpc.on("write", () => results.shift()!);
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
   deepStrictEqual(await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo), 10);
   await new Promise((r) => setTimeout(r, 0));
@@ -469,7 +471,7 @@ Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite
     rpc.on("lstat", () => ok(fakeStat()));
     rpc.on("open", () => ok({ handle: 1 }));
     rpc.on("write", () => fail("EDQUOT"));
-    const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+    const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
     const h = value(await fs.open(fakeContext(), node, flags)).handle;
     const info = { ...writeInfo, flags };
     const r = await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), info);
@@ -504,6 +506,7 @@ async function withWalkedSubdir(
   rpc.on("release", () => ok(null));
   const rootDir = value(await fs.opendir(fakeContext(), root)).handle;
   const d = nodeFor(
+    fs,
     value(await fs.readdir(fakeContext(), root, rootDir, 0, true))[0].entry!,
     root,
     "d",
@@ -524,7 +527,7 @@ Deno.test("container fs: a subdirectory walked ahead opens without a round trip,
   const listed = value(await fs.readdir(fakeContext(), d, opened, 0, true));
   deepStrictEqual(listed.map((e) => e.name), ["x", "l"]);
   deepStrictEqual(rpc.paramsOf("opendir").length, 1, "served from the walk");
-  const l = nodeFor(listed[1].entry!, d, "l");
+  const l = nodeFor(fs, listed[1].entry!, d, "l");
   deepStrictEqual(await fs.readlink(fakeContext(), l), "../t");
   deepStrictEqual(rpc.paramsOf("readlink").length, 0, "the target came with the walk");
   // A change through the mount drops what was walked: asked again.
@@ -557,7 +560,7 @@ Deno.test("container fs: a file created in a set-group-ID directory found by LOO
     "mkdir",
     (p) => ok({ stat: fakeStat({ ino: 11n, mode: S_IFDIR | p.mode, gid: p.owner!.gid }) }),
   );
-  const dir = nodeFor(value(await fs.lookup(fakeContext(), root, "sg")), root, "sg");
+  const dir = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "sg")), root, "sg");
   const ctx = fakeContext({ uid: 1000, gid: 1000 });
   value(await fs.create(ctx, dir, "f", S_IFREG | 0o644, O_WRONLY));
   value(await fs.mkdir(ctx, dir, "d", 0o755));
@@ -581,7 +584,7 @@ Deno.test("container fs: a directory listed by READDIRPLUS passes its set-group-
   rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n }) }));
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
   const listed = value(await fs.readdir(fakeContext(), root, handle, 0, true));
-  const dir = nodeFor(listed[0].entry!, root, "sg");
+  const dir = nodeFor(fs, listed[0].entry!, root, "sg");
   value(await fs.create(fakeContext({ uid: 5, gid: 5 }), dir, "f", S_IFREG | 0o644, O_WRONLY));
   deepStrictEqual(rpc.paramsOf("create")[0].owner, { uid: 5, gid: 100 });
 });
@@ -608,7 +611,7 @@ async function twoWriters(
   rpc.on("fsync", () => ok(null));
   rpc.on("flush", () => ok(undefined));
   rpc.on("release", () => ok(null));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const a = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
   const b = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
   return { rpc, fs, node, a, b, logger };
@@ -680,7 +683,7 @@ Deno.test("container fs: an interrupted open releases the satellite's handle whe
   rpc.on("lstat", () => ok(fakeStat()));
   rpc.on("open", () => answer.promise);
   rpc.on("release", () => ok(null));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const controller = new AbortController();
   const opening = fs.open(fakeContext({ controller }), node, O_RDONLY);
   await new Promise((r) => setTimeout(r, 0));
@@ -738,7 +741,7 @@ Deno.test("container fs: O_DIRECT is not passed to the satellite", async () => {
   rpc.on("lstat", () => ok(fakeStat()));
   rpc.on("open", () => ok({ handle: 1 }));
   rpc.on("create", () => ok({ handle: 2, stat: fakeStat({ ino: 12n }) }));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   value(await fs.open(fakeContext(), node, O_RDWR | O_DIRECT));
   value(await fs.create(fakeContext(), root, "g", S_IFREG | 0o644, O_WRONLY | O_DIRECT));
   deepStrictEqual(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
@@ -749,7 +752,7 @@ Deno.test("container fs: O_DIRECT is stripped in aarch64's numbering too", async
   const { rpc, fs, root } = setup({ hostArch: "aarch64" });
   rpc.on("lstat", () => ok(fakeStat()));
   rpc.on("open", () => ok({ handle: 1 }));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const AARCH64_O_DIRECT = 0o200000;
   value(await fs.open(fakeContext(), node, O_RDWR | AARCH64_O_DIRECT));
   deepStrictEqual(rpc.paramsOf("open")[0].flags, OpenFlags.O_RDWR);
@@ -827,7 +830,7 @@ Deno.test("container fs: a write the satellite claims larger than sent is an err
   rpc.on("lstat", () => ok(fakeStat()));
   rpc.on("open", () => ok({ handle: 1 }));
   rpc.on("write", () => ok(4096));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const h = value(await fs.open(fakeContext(), node, O_RDWR)).handle;
   const r = await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo);
   deepStrictEqual((r as Errno).name, "EIO");
@@ -864,7 +867,7 @@ Deno.test("container fs: a write asked to kill set-user/group-ID clears them onc
   rpc.on("open", () => ok({ handle: 1 }));
   rpc.on("setattr", (p) => ok(fakeStat({ mode: S_IFREG | p.mode!, size: 0n })));
   rpc.on("write", () => ok(1));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
   const kill = { ...writeInfo, writeFlags: abi.FUSE_WRITE_KILL_SUIDGID };
   deepStrictEqual(await fs.write(fakeContext(), node, h, 0, new Uint8Array(1), kill), 1);
@@ -876,7 +879,7 @@ Deno.test("container fs: a write asked to kill set-user/group-ID clears them onc
   rpc2.on("lstat", () => ok(fakeStat({ mode: S_IFREG | S_ISGID | 0o666, size: 0n })));
   rpc2.on("open", () => ok({ handle: 1 }));
   rpc2.on("write", () => ok(1));
-  const node2 = nodeFor(value(await fs2.lookup(fakeContext(), root2, "g")), root2, "g");
+  const node2 = nodeFor(fs, value(await fs2.lookup(fakeContext(), root2, "g")), root2, "g");
   const h2 = value(await fs2.open(fakeContext(), node2, O_WRONLY)).handle;
   deepStrictEqual(await fs2.write(fakeContext(), node2, h2, 0, new Uint8Array(1), kill), 1);
   deepStrictEqual(rpc2.paramsOf("setattr").length, 0);
@@ -919,7 +922,7 @@ Deno.test("container fs: a path that now holds another inode answers ESTALE, nev
   const link = fakeStat({ ino: 8n, mode: 0o120777, size: 5n });
   let atPath = file;
   rpc.on("lstat", () => ok(atPath));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "sw")), root, "sw");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "sw")), root, "sw");
   // inside the container, "sw" is replaced by a symlink after the kernel's lookup
   atPath = link;
   deepStrictEqual(await fs.getattr(fakeContext(), node, undefined), ESTALE);
@@ -947,7 +950,7 @@ Deno.test("container fs: a truncate through a handle whose name went elsewhere a
   const file = fakeStat({ ino: 7n });
   rpc.on("lstat", () => ok(file));
   rpc.on("open", () => ok({ handle: 4 }));
-  const node = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   const handle = value(await fs.open(fakeContext(), node, O_RDWR)).handle as Handle;
   rpc.on("setattr", () => ok(fakeStat({ ino: 9n }))); // another file took the name
   rpc.on("fstat", () => ok({ ...file, size: 0n }));
@@ -959,7 +962,7 @@ Deno.test("container fs: a directory made through the mount is known empty for t
   const { rpc, fs, root } = setup();
   rpc.on("lstat", (p) => p.path === "" ? ok(fakeStat({ mode: S_IFDIR | 0o755 })) : fail("ENOENT"));
   rpc.on("mkdir", () => ok({ stat: fakeStat({ ino: 8n, mode: S_IFDIR | 0o755 }) }));
-  const dir = nodeFor(value(await fs.mkdir(fakeContext(), root, "new", 0o755)), root, "new");
+  const dir = nodeFor(fs, value(await fs.mkdir(fakeContext(), root, "new", 0o755)), root, "new");
   // The creates that follow (`mkdir d && touch d/a d/b`) need not ask whether their names exist.
   deepStrictEqual(await fs.lookup(fakeContext(), dir, "a"), ENOENT);
   deepStrictEqual(rpc.paramsOf("lookup").filter((p) => p.path !== "").length, 0);
@@ -1068,7 +1071,7 @@ Deno.test("container fs: a create or a write in a directory leaves the other nam
   rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 9n }) }));
   rpc.on("setattr", () => ok(fakeStat({ ino: 7n, mode: 0o100600 })));
   value(await fs.create(fakeContext(), root, "new", 0o644, O_RDWR));
-  const f = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const f = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   value(await fs.setattr(fakeContext(), f, { mode: 0o600 }, undefined));
   deepStrictEqual(
     value(await fs.lookup(fakeContext(), root, "g")).key,
@@ -1094,7 +1097,7 @@ Deno.test("container fs: a chmod of a file with two names makes the other name's
   rpc.on("lstat", () => ok({ ...f, mode: 0o100600 }));
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
   value(await fs.readdir(fakeContext(), root, handle, 0, true));
-  const fNode = nodeFor(value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const fNode = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
   value(await fs.setattr(fakeContext(), fNode, { mode: 0o600 }, undefined));
   deepStrictEqual(value(await fs.lookup(fakeContext(), root, "h")).attr.mode, 0o100600);
   deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path), ["h"], "h asked again");
@@ -1141,7 +1144,7 @@ async function rootOfSmallFiles(
       true,
     ),
   );
-  const nodes = listed.filter((e) => e.entry).map((e) => nodeFor(e.entry!, root, e.name));
+  const nodes = listed.filter((e) => e.entry).map((e) => nodeFor(fs, e.entry!, root, e.name));
   return { rpc, fs, root, nodes };
 }
 
@@ -1219,7 +1222,7 @@ Deno.test("container fs: names in a directory go by its node handle; a stale one
   rpc.on("lookup", () => ok({ stat: dir, node: 77 }));
   let stale = true;
   rpc.on("unlink", (p) => stale && p.at !== undefined ? fail("ESTALE") : ok(undefined));
-  const d = nodeFor(value(await fs.lookup(fakeContext(), root, "d")), root, "d");
+  const d = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "d")), root, "d");
   rpc.on("lookup", () => fail("ENOENT"));
   deepStrictEqual(await fs.lookup(fakeContext(), d, "x"), ENOENT);
   deepStrictEqual(rpc.paramsOf("lookup").map((p) => [p.at, p.path]), [[undefined, "d"], [77, "x"]]);
@@ -1248,7 +1251,7 @@ Deno.test("container fs: the node handle of a directory goes back when the kerne
   );
   const first = value(await fs.lookup(fakeContext(), root, "d"));
   value(await fs.lookup(fakeContext(), root, "d2")); // the same inode again: its second handle goes back
-  fs.forget(nodeFor(first, root, "d"));
+  fs.forget(nodeFor(fs, first, root, "d"));
   await new Promise((r) => setTimeout(r, 0));
   deepStrictEqual(rpc.paramsOf("forget"), [{ nodes: [10] }, { nodes: [9] }]);
 });

@@ -271,6 +271,12 @@ export interface FileSystem<H = unknown> {
   lookup?(ctx: RequestContext, parent: Node, name: string): Result<Entry>;
   /** The kernel forgot the node entirely; the layer dropped it from its table. */
   forget?(node: Node): void;
+  /**
+   * `entry` is being told to the kernel as `node` (an entry answer, or one entry of a
+   * READDIRPLUS answer): called once per entry sent, as its answer is written. Entries a
+   * READDIRPLUS answer could not hold are not told.
+   */
+  entered?(node: Node, entry: Entry): void;
   getattr?(ctx: RequestContext, node: Node, handle: H | undefined): Result<AttrResult>;
   setattr?(
     ctx: RequestContext,

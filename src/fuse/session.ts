@@ -989,6 +989,7 @@ export class Session<H = unknown> {
       attr,
     );
     const node = this.nodes.enter(parent, name, entry.key ?? String(attr.ino), attr.ino, attr.mode);
+    this.#fs.entered?.(node, entry);
     encodeEntryNodeId(s, OUT_HEADER_SIZE, node.nodeId);
     if (entry.noXattrs) this.#noXattrs?.mark(node.nodeId, attrTimeout);
     this.#recordAttr(req, node.nodeId, OUT_HEADER_SIZE + 40, attrTimeout, entry.stable);
@@ -1587,6 +1588,7 @@ export class Session<H = unknown> {
             );
             const key = e.key ?? String(e.attr.ino);
             const child = this.nodes.enter(node, d.name, key, e.attr.ino, e.attr.mode);
+            this.#fs.entered?.(child, e);
             encodeEntryNodeId(s, at, child.nodeId);
             if (e.noXattrs) this.#noXattrs?.mark(child.nodeId, attrTimeout);
             this.#recordAttr(req, child.nodeId, at + 40, attrTimeout, e.stable);

@@ -15,7 +15,7 @@ import {
 } from "./_test_utils.ts";
 import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
 import { ENOENT } from "./errno.ts";
-import type { FileSystem, Node } from "./filesystem.ts";
+import type { Entry, FileSystem, Node } from "./filesystem.ts";
 import { Session, type SessionOptions } from "./session.ts";
 
 function header(reply: Reply): { len: number; error: number; unique: bigint } {
@@ -168,6 +168,44 @@ Deno.test("fixture: LOOKUP entry_out layout, then FORGET drops the node", async 
   deepStrictEqual(device.take().length, 0, "FORGET and BATCH_FORGET get no reply");
   device.send(frame({ opcode: 1, unique: 24n, body: body("missing") }));
   deepStrictEqual(header(device.take()[0]), { len: 16, error: -2, unique: 24n });
+  device.end();
+  await session.closed;
+});
+
+Deno.test("fixture: the filesystem hears of each entry told to the kernel, as its node", async () => {
+  const told: [string | undefined, bigint][] = [];
+  const fs = new MemFs();
+  (fs as FileSystem).entered = (node: Node, entry: Entry) => told.push([node.path, entry.attr.ino]);
+  const { device, session } = await started(fs);
+  for (const [i, n] of ["a", "bbbbbbbbb"].entries()) {
+    device.send(
+      frame({ opcode: 9, unique: BigInt(60 + i), body: body([0o755, "u32"], [0, "u32"], n) }),
+    );
+  }
+  device.send(frame({ opcode: 1, unique: 62n, body: body("a") }));
+  deepStrictEqual(told.map(([p]) => p), ["/a", "/bbbbbbbbb", "/a"], "MKDIR, MKDIR, LOOKUP");
+  deepStrictEqual(told[0][1], told[2][1]);
+  device.send(frame({ opcode: 27, unique: 63n, body: body([0, "u32"], [0, "u32"]) }));
+  const fh = new DataView(device.take()[3].bytes.buffer).getBigUint64(16, true);
+  told.length = 0;
+  // Room for ".", ".." and "a" (160 bytes each), not for "bbbbbbbbb" (168).
+  device.send(
+    frame({
+      opcode: Opcode.READDIRPLUS,
+      unique: 64n,
+      body: body(
+        [Number(fh), "u64"],
+        [0, "u64"],
+        [500, "u32"],
+        [0, "u32"],
+        [0, "u64"],
+        [0, "u32"],
+        [0, "u32"],
+      ),
+    }),
+  );
+  deepStrictEqual(header(device.take()[0]).len, 16 + 480);
+  deepStrictEqual(told.map(([p]) => p), ["/a"], "only the entry the answer holds");
   device.end();
   await session.closed;
 });
