@@ -37,7 +37,7 @@ import { BoundedMap } from "./bounded_map.ts";
 export interface AttrCacheLimits {
   /** Inodes known to have no xattrs. */
   noXattrs: number;
-  /** Names listed with their attributes. */
+  /** Names of listings kept to answer LOOKUPs, in all. */
   listed: number;
   /** Directories' attributes after our change in them. */
   changed: number;
@@ -55,6 +55,14 @@ export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
   completeDirs: 256,
   completeNames: 65536,
 };
+
+/** A directory's listing as it answers LOOKUPs (a DirListing). */
+export interface ListedNames {
+  /** Names it holds. */
+  readonly size: number;
+  /** The attributes it showed `name` with (checked), if any. */
+  statOf(name: string): Stat | undefined;
+}
 
 /** A name's attributes from a listing asked after change event `since` (if known). */
 export interface Listed {
@@ -78,6 +86,17 @@ export interface AttrCacheOptions {
 /** State of the "no xattrs" knowledge of an inode. */
 export type NoXattrsState = "yes" | "expired" | "unknown";
 
+/** A listing kept to answer LOOKUPs. */
+interface ListedDir {
+  readonly names: ListedNames;
+  until: number;
+  since: number | undefined;
+  /** Names it answered once, or whose change through the mount it no longer shows. */
+  used: Set<string> | undefined;
+  /** Its size when last noted (its share of the bound). */
+  counted: number;
+}
+
 /** The attribute and xattr cache of one mount. */
 export class AttrCache {
   readonly #attrTtlMs: number;
@@ -86,8 +105,10 @@ export class AttrCache {
   readonly #vouched: (key: string) => boolean;
   /** Inode key → until when (ms) "no xattrs" is trusted. */
   readonly #noXattrs: BoundedMap<string, number>;
-  /** "dirKey/name" → the listed attributes and until when they serve. */
-  readonly #listed: BoundedMap<string, Listed & { until: number }>;
+  /** Directory key → its listing, until when it serves, and the names it no longer answers. */
+  readonly #listed = new Map<string, ListedDir>();
+  readonly #listedLimit: number;
+  #listedNames = 0;
   readonly #changed: BoundedMap<string, { attr: Attr; until: number; changes: number }>;
   /** Directory key → every name of its complete listing and until when it answers. */
   readonly #complete: BoundedMap<
@@ -104,7 +125,7 @@ export class AttrCache {
     this.#vouched = options.vouched ?? (() => false);
     const limits = { ...ATTR_CACHE_LIMITS, ...options.limits };
     this.#noXattrs = new BoundedMap(limits.noXattrs);
-    this.#listed = new BoundedMap(limits.listed);
+    this.#listedLimit = limits.listed;
     this.#changed = new BoundedMap(limits.changed);
     this.#complete = new BoundedMap(limits.completeDirs);
     this.#completeNames = limits.completeNames;
@@ -137,7 +158,7 @@ export class AttrCache {
   /** Forgets what was learnt from the satellite (a new one answers now); nodes keep theirs. */
   clear(): void {
     this.#noXattrs.clear();
-    this.#listed.clear();
+    this.forgetAllListed();
     this.#changed.clear();
     this.#complete.clear();
     this.#completeCount = 0;
@@ -175,26 +196,56 @@ export class AttrCache {
   // --- listed names ------------------------------------------------------------------------
 
   /**
-   * A listing made at `fetchedAt` (ms), asked after change event `since`, showed `name` in
-   * `dirKey` with `stat`.
+   * `names`, a listing of `dirKey` made at `fetchedAt` (ms) and asked after change event `since`,
+   * answers LOOKUPs of its names with their attributes, once each. Noted again as it grows (a
+   * further batch), it serves until its oldest batch's time, with that batch's `since`.
    */
-  noteListed(dirKey: string, name: string, stat: Stat, fetchedAt: number, since?: number): void {
-    if (this.#listedTtlMs <= 0) return;
-    this.#listed.set(`${dirKey}/${name}`, { stat, since, until: fetchedAt + this.#listedTtlMs });
+  noteListed(dirKey: string, names: ListedNames, fetchedAt: number, since?: number): void {
+    if (this.#listedTtlMs <= 0 || names.size > this.#listedLimit) {
+      return this.forgetListedDir(dirKey);
+    }
+    const until = fetchedAt + this.#listedTtlMs;
+    const held = this.#listed.get(dirKey);
+    if (held !== undefined && held.names === names) {
+      this.#listedNames += names.size - held.counted;
+      held.counted = names.size;
+      held.until = Math.min(held.until, until);
+      held.since = held.since === undefined || since === undefined
+        ? undefined
+        : Math.min(held.since, since);
+    } else {
+      this.forgetListedDir(dirKey);
+      this.#listed.set(dirKey, { names, until, since, used: undefined, counted: names.size });
+      this.#listedNames += names.size;
+    }
+    for (const key of this.#listed.keys()) {
+      if (this.#listedNames <= this.#listedLimit) break;
+      if (key !== dirKey) this.forgetListedDir(key); // oldest first
+    }
   }
 
   /** The listed attributes of `name` in `dirKey` (and their `since`) when still fresh; once. */
   takeListed(dirKey: string, name: string): Listed | undefined {
-    const key = `${dirKey}/${name}`;
-    const listed = this.#listed.get(key);
-    if (listed === undefined) return undefined;
-    this.#listed.delete(key);
-    return listed.until > this.#now() ? listed : undefined;
+    const dir = this.#listed.get(dirKey);
+    if (dir === undefined || dir.used?.has(name)) return undefined;
+    const stat = dir.names.statOf(name);
+    if (stat === undefined) return undefined;
+    (dir.used ??= new Set()).add(name);
+    return dir.until > this.#now() ? { stat, since: dir.since } : undefined;
   }
 
   /** `name` in `dirKey` changes through the mount. */
   forgetListed(dirKey: string, name: string): void {
-    if (this.#listed.size > 0) this.#listed.delete(`${dirKey}/${name}`);
+    const dir = this.#listed.get(dirKey);
+    if (dir !== undefined) (dir.used ??= new Set()).add(name);
+  }
+
+  /** No listing of `dirKey` answers LOOKUPs. */
+  forgetListedDir(dirKey: string): void {
+    const dir = this.#listed.get(dirKey);
+    if (dir === undefined) return;
+    this.#listed.delete(dirKey);
+    this.#listedNames -= dir.counted;
   }
 
   /**
@@ -204,6 +255,7 @@ export class AttrCache {
    */
   forgetAllListed(): void {
     this.#listed.clear();
+    this.#listedNames = 0;
   }
 
   // --- complete listings -----------------------------------------------------------------

@@ -1,7 +1,13 @@
 import { deepStrictEqual } from "node:assert/strict";
-import { AttrCache, type AttrCacheOptions } from "./attr_cache.ts";
+import { AttrCache, type AttrCacheOptions, type ListedNames } from "./attr_cache.ts";
+import type { Stat } from "../protocol/mod.ts";
 import { statToAttr } from "./checks.ts";
 import { fakeNode, fakeStat } from "./_fake_rpc.ts";
+
+/** A listing showing `names` with `stat`. */
+function listing(names: string[], stat: Stat = fakeStat()): ListedNames {
+  return { size: names.length, statOf: (n) => names.includes(n) ? stat : undefined };
+}
 
 function cache(
   options: Partial<AttrCacheOptions> = {},
@@ -64,7 +70,7 @@ Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires
 Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
   const { cache: c } = cache({ attrTtlMs: 0, listedTtlMs: 0 });
   c.noteXattrs("k", false);
-  c.noteListed("d", "n", fakeStat(), 1000);
+  c.noteListed("d", listing(["n"]), 1000);
   c.noteChanged("d", statToAttr(fakeStat()), 0);
   deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChanged("d", 0)], [
     "unknown",
@@ -76,26 +82,52 @@ Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
 Deno.test("attr cache: a listed name answers one LOOKUP within its time", () => {
   const { cache: c, clock } = cache();
   const stat = fakeStat();
-  c.noteListed("d", "n", stat, clock.now, 7);
+  c.noteListed("d", listing(["n", "m"], stat), clock.now, 7);
   const taken = c.takeListed("d", "n");
   deepStrictEqual([taken?.stat, taken?.since], [stat, 7], "with the event it was read after");
   deepStrictEqual(c.takeListed("d", "n"), undefined, "used once");
-  c.noteListed("d", "n", stat, clock.now);
+  deepStrictEqual(c.takeListed("d", "x"), undefined, "not listed");
+  deepStrictEqual(c.takeListed("e", "n"), undefined, "another directory");
+  c.forgetListed("d", "m");
+  deepStrictEqual(c.takeListed("d", "m"), undefined, "forgotten at a change");
+  c.noteListed("d", listing(["n"], stat), clock.now);
   clock.now += 500;
   deepStrictEqual(c.takeListed("d", "n"), undefined, "expired");
-  c.noteListed("d", "n", stat, clock.now);
-  c.forgetListed("d", "n");
-  deepStrictEqual(c.takeListed("d", "n"), undefined, "forgotten at a change");
+  c.noteListed("d", listing(["n"], stat), clock.now);
+  c.forgetListedDir("d");
+  deepStrictEqual(c.takeListed("d", "n"), undefined, "the directory's listing forgotten");
+});
+
+Deno.test("attr cache: a listing noted again as it grows serves from its oldest batch", () => {
+  const { cache: c, clock } = cache();
+  const names = ["a"];
+  const growing: ListedNames = {
+    get size() {
+      return names.length;
+    },
+    statOf: (n) => names.includes(n) ? fakeStat() : undefined,
+  };
+  c.noteListed("d", growing, clock.now, 3);
+  clock.now += 300;
+  names.push("b");
+  c.noteListed("d", growing, clock.now, 9);
+  deepStrictEqual(c.takeListed("d", "b")?.since, 3, "the older batch's event");
+  clock.now += 200;
+  deepStrictEqual(c.takeListed("d", "a"), undefined, "expired with the first batch");
 });
 
 Deno.test("attr cache: listed names and changed directories have their own bounds", () => {
-  const { cache: c, clock } = cache({ limits: { listed: 1, changed: 1 } });
-  c.noteListed("d", "a", fakeStat(), clock.now);
-  c.noteListed("d", "b", fakeStat(), clock.now);
+  const { cache: c, clock } = cache({ limits: { listed: 2, changed: 1 } });
+  c.noteListed("d", listing(["a"]), clock.now);
+  c.noteListed("e", listing(["b"]), clock.now);
+  c.noteListed("f", listing(["c"]), clock.now);
+  c.noteListed("g", listing(["x", "y", "z"]), clock.now);
   c.noteChanged("x", statToAttr(fakeStat()), 0);
   c.noteChanged("y", statToAttr(fakeStat()), 0);
-  deepStrictEqual(c.takeListed("d", "a"), undefined);
-  deepStrictEqual(c.takeListed("d", "b")?.stat.ino, 100n);
+  deepStrictEqual(c.takeListed("d", "a"), undefined, "the oldest listing went");
+  deepStrictEqual(c.takeListed("e", "b")?.stat.ino, 100n);
+  deepStrictEqual(c.takeListed("f", "c")?.stat.ino, 100n);
+  deepStrictEqual(c.takeListed("g", "x"), undefined, "larger than the bound: not kept");
   deepStrictEqual(c.takeChanged("x", 0), undefined);
   deepStrictEqual(c.takeChanged("y", 0)?.ino, 100n);
 });

@@ -1700,12 +1700,7 @@ export class ContainerFs implements FileSystem<Handle> {
     // came right behind the answer): shown once, never kept for later lookups.
     const stale = since !== undefined && this.#live?.changedSince(dir, since) === true;
     const describe = (e: ShownEntry): Entry | undefined => {
-      if (e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
-      // Names answer LOOKUPs only from a listing asked after the last change through the mount.
-      if (!stale && listing.changesAt === this.#changes.count) {
-        this.#attrs.noteListed(dir.key, e.name, e.stat, at, since);
-      }
-      if (!plus) return undefined;
+      if (!plus || e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
       const entry = this.#entry(e.stat, undefined, dir, since);
       return isErrno(entry) ? undefined : entry;
     };
@@ -1718,6 +1713,10 @@ export class ContainerFs implements FileSystem<Handle> {
       }
     };
     const shown = listing.fill(offset, entries, eof, describe, dropped);
+    // Names answer LOOKUPs only from a listing asked after the last change through the mount.
+    if (!stale && listing.changesAt === this.#changes.count) {
+      this.#attrs.noteListed(dir.key, listing, at, since);
+    } else this.#attrs.forgetListedDir(dir.key);
     if (shown) listing.since = since;
     if (offset === 0) listing.madeAt ??= at;
     // Read whole with nothing changed through the mount since it was asked: absent names are so.

@@ -31,7 +31,9 @@ import {
   S_IFSOCK,
 } from "../linux/mod.ts";
 import type { DirEntry as WireDirEntry } from "../protocol/mod.ts";
-import { nameProblem } from "./checks.ts";
+import type { Stat } from "../protocol/mod.ts";
+import { nameProblem, statProblem } from "./checks.ts";
+import type { ListedNames } from "./attr_cache.ts";
 
 const DT_TO_IFMT: Readonly<Record<number, number>> = {
   [DT_FIFO]: S_IFIFO,
@@ -50,7 +52,7 @@ export type ShownEntry = WireDirEntry & { readonly name: string };
 export type DropReason = string;
 
 /** The stream of one open directory. */
-export class DirListing {
+export class DirListing implements ListedNames {
   readonly cookies: bigint[] = [0n];
   /** Entries of the last batch, from position `bufferStart`. */
   buffer: DirEntry[] = [];
@@ -64,6 +66,8 @@ export class DirListing {
   end: number | undefined;
   /** Name → the position it is shown at. */
   readonly #shownAt = new Map<string, number>();
+  /** The satellite's entry shown at each position. */
+  readonly #shown: WireDirEntry[] = [];
   /** Positions [0, covered) were all read. */
   #covered = 0;
   /** Some entry was left out (its name is not known to be absent). */
@@ -92,6 +96,18 @@ export class DirListing {
     return this.#shownAt.keys();
   }
 
+  /** How many names were shown so far. */
+  get size(): number {
+    return this.#shownAt.size;
+  }
+
+  /** The attributes `name` was shown with, when it was and they pass the checks. */
+  statOf(name: string): Stat | undefined {
+    const at = this.#shownAt.get(name);
+    const stat = at === undefined ? undefined : this.#shown[at]?.stat;
+    return stat === undefined || statProblem(stat) !== undefined ? undefined : stat;
+  }
+
   /**
    * Makes `entries` (read from position `offset`) the buffer; `describe` gives the READDIRPLUS
    * entry of a shown name (undefined: none), `dropped` hears of each entry left out. False when
@@ -117,6 +133,7 @@ export class DirListing {
       const next = offset + buffer.length + 1;
       this.cookies[next] = e.offset;
       this.#shownAt.set(shown.name, next - 1);
+      this.#shown[next - 1] = e;
       buffer.push({
         name: shown.name,
         ino: e.ino,
