@@ -35,8 +35,6 @@ import { BoundedMap } from "./bounded_map.ts";
 
 /** Bounds of the caches (entries). */
 export interface AttrCacheLimits {
-  /** Inodes known to have no xattrs. */
-  noXattrs: number;
   /** Names of listings kept to answer LOOKUPs, in all. */
   listed: number;
   /** Directories' attributes after our change in them. */
@@ -49,7 +47,6 @@ export interface AttrCacheLimits {
 
 /** Default bounds: a few megabytes at most. */
 export const ATTR_CACHE_LIMITS: AttrCacheLimits = {
-  noXattrs: 65536,
   listed: 65536,
   changed: 4096,
   completeDirs: 256,
@@ -86,6 +83,17 @@ export interface AttrCacheOptions {
 /** State of the "no xattrs" knowledge of an inode. */
 export type NoXattrsState = "yes" | "expired" | "unknown";
 
+/** What is known of an inode, kept with its node (`node.data`). */
+interface NodeFacts {
+  attr: Attr | undefined;
+  /** Until when (ms) "no xattrs" is trusted (0: not known), learnt in `xattrsEpoch`. */
+  noXattrsUntil: number;
+  xattrsEpoch: number;
+  /** As `noteLong` was told (`longChanges` -1: never). */
+  longSeq: number;
+  longChanges: number;
+}
+
 /** A listing kept to answer LOOKUPs. */
 interface ListedDir {
   readonly names: ListedNames;
@@ -103,8 +111,8 @@ export class AttrCache {
   readonly #listedTtlMs: number;
   readonly #now: () => number;
   readonly #vouched: (key: string) => boolean;
-  /** Inode key → until when (ms) "no xattrs" is trusted. */
-  readonly #noXattrs: BoundedMap<string, number>;
+  /** Bumped by `clear`: "no xattrs" learnt before is not trusted. */
+  #xattrsEpoch = 0;
   /** Directory key → its listing, until when it serves, and the names it no longer answers. */
   readonly #listed = new Map<string, ListedDir>();
   readonly #listedLimit: number;
@@ -124,7 +132,6 @@ export class AttrCache {
     this.#now = options.now ?? Date.now;
     this.#vouched = options.vouched ?? (() => false);
     const limits = { ...ATTR_CACHE_LIMITS, ...options.limits };
-    this.#noXattrs = new BoundedMap(limits.noXattrs);
     this.#listedLimit = limits.listed;
     this.#changed = new BoundedMap(limits.changed);
     this.#complete = new BoundedMap(limits.completeDirs);
@@ -138,26 +145,54 @@ export class AttrCache {
 
   // --- node attributes ---------------------------------------------------------------------
 
+  /** What is known of `node`'s inode (made on first use). */
+  #facts(node: Node): NodeFacts {
+    let facts = node.data as NodeFacts | undefined;
+    if (facts === undefined) {
+      facts = { attr: undefined, noXattrsUntil: 0, xattrsEpoch: 0, longSeq: 0, longChanges: -1 };
+      node.data = facts;
+    }
+    return facts;
+  }
+
   /** Attributes told to the kernel for `node`. */
   setAttr(node: Node, attr: Attr): void {
     if (this.#changed.size > 0) this.#changed.delete(node.key);
-    node.data = attr;
+    this.#facts(node).attr = attr;
   }
 
   /** The attributes last told to the kernel for `node`, if known. */
   attrOf(node: Node): Attr | undefined {
-    return node.data as Attr | undefined;
+    return (node.data as NodeFacts | undefined)?.attr;
   }
 
   /** `node` was written up to `end` through the mount: its size is at least that now. */
   extend(node: Node, end: number): void {
     const attr = this.attrOf(node);
-    if (attr !== undefined && attr.size < end) node.data = { ...attr, size: end };
+    if (attr !== undefined && attr.size < end) this.#facts(node).attr = { ...attr, size: end };
+  }
+
+  /**
+   * `node`'s attributes were told with the change feed's long timeout, read after event `seq`,
+   * when `changes` changes through the mount had been counted.
+   */
+  noteLong(node: Node, seq: number, changes: number): void {
+    const facts = this.#facts(node);
+    facts.longSeq = seq;
+    facts.longChanges = changes;
+  }
+
+  /** What `noteLong` last noted of `node`, if anything. */
+  longOf(node: Node): { seq: number; changes: number } | undefined {
+    const facts = node.data as NodeFacts | undefined;
+    return facts === undefined || facts.longChanges < 0
+      ? undefined
+      : { seq: facts.longSeq, changes: facts.longChanges };
   }
 
   /** Forgets what was learnt from the satellite (a new one answers now); nodes keep theirs. */
   clear(): void {
-    this.#noXattrs.clear();
+    this.#xattrsEpoch++;
     this.forgetAllListed();
     this.#changed.clear();
     this.#complete.clear();
@@ -167,30 +202,31 @@ export class AttrCache {
   // --- "no xattrs" -------------------------------------------------------------------------
 
   /**
-   * Records what the satellite said of `key`'s xattrs along with its attributes. Attributes
+   * Records what the satellite said of `node`'s xattrs along with its attributes. Attributes
    * read without the probe (an fstat, a setattr's answer) leave what is known as it is: no
    * change that comes with them adds an xattr (a write, chown or truncate only removes
    * security.capability), and the xattr calls and the change feed forget it themselves.
    */
-  noteXattrs(key: string, hasXattrs: boolean | undefined, ttlMs = this.#attrTtlMs): void {
+  noteXattrs(node: Node, hasXattrs: boolean | undefined, ttlMs = this.#attrTtlMs): void {
     if (hasXattrs === undefined) return;
-    if (hasXattrs || ttlMs <= 0) {
-      this.#noXattrs.delete(key);
-      return;
-    }
-    this.#noXattrs.set(key, this.#now() + ttlMs);
+    const facts = this.#facts(node);
+    facts.noXattrsUntil = hasXattrs || ttlMs <= 0 ? 0 : this.#now() + ttlMs;
+    facts.xattrsEpoch = this.#xattrsEpoch;
   }
 
   /** "yes" inside the timeout; "expired" when it was so before (worth one listxattr to renew). */
-  noXattrs(key: string): NoXattrsState {
-    const until = this.#noXattrs.get(key);
-    if (until === undefined) return "unknown";
-    return until > this.#now() ? "yes" : "expired";
+  noXattrs(node: Node): NoXattrsState {
+    const facts = node.data as NodeFacts | undefined;
+    if (
+      facts === undefined || facts.noXattrsUntil === 0 || facts.xattrsEpoch !== this.#xattrsEpoch
+    ) return "unknown";
+    return facts.noXattrsUntil > this.#now() ? "yes" : "expired";
   }
 
-  /** The xattrs of `key` change (or were seen non-empty). */
-  forgetXattrs(key: string): void {
-    this.#noXattrs.delete(key);
+  /** The xattrs of `node` change (or were seen non-empty). */
+  forgetXattrs(node: Node): void {
+    const facts = node.data as NodeFacts | undefined;
+    if (facts !== undefined) facts.noXattrsUntil = 0;
   }
 
   // --- listed names ------------------------------------------------------------------------

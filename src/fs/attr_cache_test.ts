@@ -42,37 +42,54 @@ Deno.test("attr cache: extend grows a known size only", () => {
 
 Deno.test("attr cache: 'no xattrs' holds for the attribute timeout, then expires", () => {
   const { cache: c, clock } = cache();
-  deepStrictEqual(c.noXattrs("k"), "unknown");
-  c.noteXattrs("k", false);
-  deepStrictEqual(c.noXattrs("k"), "yes");
+  const k = fakeNode("k");
+  deepStrictEqual(c.noXattrs(k), "unknown");
+  c.noteXattrs(k, false);
+  deepStrictEqual(c.noXattrs(k), "yes");
   clock.now += 1000;
-  deepStrictEqual(c.noXattrs("k"), "expired");
-  c.noteXattrs("k", true);
-  deepStrictEqual(c.noXattrs("k"), "unknown");
-  c.noteXattrs("k", false);
-  c.forgetXattrs("k");
-  deepStrictEqual(c.noXattrs("k"), "unknown");
-  c.noteXattrs("k", undefined);
-  deepStrictEqual(c.noXattrs("k"), "unknown");
+  deepStrictEqual(c.noXattrs(k), "expired");
+  c.noteXattrs(k, true);
+  deepStrictEqual(c.noXattrs(k), "unknown");
+  c.noteXattrs(k, false);
+  c.forgetXattrs(k);
+  deepStrictEqual(c.noXattrs(k), "unknown");
+  c.noteXattrs(k, undefined);
+  deepStrictEqual(c.noXattrs(k), "unknown");
   // Attributes read without the probe (fstat after a write) leave "no xattrs" as it was.
-  c.noteXattrs("k", false);
-  c.noteXattrs("k", undefined);
-  deepStrictEqual(c.noXattrs("k"), "yes");
-  c.forgetXattrs("k");
+  c.noteXattrs(k, false);
+  c.noteXattrs(k, undefined);
+  deepStrictEqual(c.noXattrs(k), "yes");
+  c.forgetXattrs(k);
   // Told with the change feed's long timeout: as long as the attributes it came with.
-  c.noteXattrs("k", false, 60_000);
+  c.noteXattrs(k, false, 60_000);
   clock.now += 59_000;
-  deepStrictEqual(c.noXattrs("k"), "yes");
+  deepStrictEqual(c.noXattrs(k), "yes");
   clock.now += 1000;
-  deepStrictEqual(c.noXattrs("k"), "expired");
+  deepStrictEqual(c.noXattrs(k), "expired");
+  // Kept with the node: another node of the same key knows nothing; `clear` forgets it.
+  c.noteXattrs(k, false);
+  deepStrictEqual([c.noXattrs(fakeNode("k")), c.noXattrs(k)], ["unknown", "yes"]);
+  c.clear();
+  deepStrictEqual(c.noXattrs(k), "unknown", "learnt from a satellite gone");
+});
+
+Deno.test("attr cache: attributes told with the long timeout are noted with their node", () => {
+  const { cache: c } = cache();
+  const node = fakeNode("k");
+  deepStrictEqual(c.longOf(node), undefined);
+  c.noteLong(node, 5, 2);
+  c.setAttr(node, statToAttr(fakeStat()));
+  deepStrictEqual(c.longOf(node), { seq: 5, changes: 2 });
+  deepStrictEqual(c.longOf(fakeNode("k")), undefined);
 });
 
 Deno.test("attr cache: without an attribute timeout nothing is trusted", () => {
   const { cache: c } = cache({ attrTtlMs: 0, listedTtlMs: 0 });
-  c.noteXattrs("k", false);
+  const k = fakeNode("k");
+  c.noteXattrs(k, false);
   c.noteListed("d", listing(["n"]), 1000);
   c.noteChanged("d", statToAttr(fakeStat()), 0);
-  deepStrictEqual([c.noXattrs("k"), c.takeListed("d", "n")?.stat, c.takeChanged("d", 0)], [
+  deepStrictEqual([c.noXattrs(k), c.takeListed("d", "n")?.stat, c.takeChanged("d", 0)], [
     "unknown",
     undefined,
     undefined,

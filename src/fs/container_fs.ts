@@ -131,6 +131,19 @@ export interface Handle {
   lazy?: boolean;
 }
 
+/**
+ * An entry as this filesystem answers it: what `entered` keeps of it when the kernel is told,
+ * besides its attributes.
+ */
+interface FsEntry extends Entry {
+  /** Whether the inode has xattrs, when the satellite probed. */
+  hasXattrs: boolean | undefined;
+  /** With the change feed's long timeout: the event its attributes were read after. */
+  longSince: number | undefined;
+  /** Changes through the mount counted when it was made. */
+  changes: number;
+}
+
 /** Options of {@link ContainerFs}. Timeouts in seconds. */
 export interface ContainerFsOptions {
   attrTimeout: number;
@@ -172,8 +185,6 @@ const SMALL_FILE_BYTES = 64 * 1024;
 const SMALL_FILES_QUIET_MS = 1000;
 /** Batches of only unshowable names read in a row before a listing is given up (EIO). */
 const MAX_SKIPPED_BATCHES = 1024;
-/** Most inodes remembered as told with the long timeout (then forgotten all at once). */
-const TOLD_LONG_LIMIT = 65536;
 /** Nodes remembered for revalidation after a reconnect. */
 const SEEN_LIMIT = 4096;
 /** Handle id of a directory opened from a listing fetched ahead (no satellite handle). */
@@ -253,12 +264,6 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #warned = new Set<string>();
   /** The change feed's view, when the feed is on. */
   readonly #live: LiveView | undefined;
-  /**
-   * Inodes whose attributes were told with the long timeout: the event count and the count of
-   * changes through the mount then. While neither moved for them, a GETATTR (the kernel asks
-   * after a readdir invalidated the directory's atime) is answered from `AttrCache`.
-   */
-  readonly #toldLong = new Map<string, { seq: number; changes: number }>();
   /** LOOKUP misses by directory key: how many, and when the last one was. */
   readonly #lookupMisses = new BoundedMap<string, { count: number; at: number }>(LOOKUP_MISS_DIRS);
   /** Listings made for LOOKUPs, by directory key, while they are in flight. */
@@ -311,16 +316,16 @@ export class ContainerFs implements FileSystem<Handle> {
       attrTimeout: options.attrTimeout,
       unwatch: (dirs) => void this.#rpc.unwatch({ dirs }),
       local: {
-        dropped: (dirKey, name, childKey) => {
+        dropped: (dirKey, name, child) => {
           this.#changes.note();
           this.#ahead.drop();
-          this.#smallFiles.dropDir(dirKey, childKey);
+          this.#smallFiles.dropDir(dirKey, child?.key);
           this.#attrs.forgetComplete(dirKey);
           this.#attrs.forgetChanged(dirKey);
           if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
-          if (childKey !== undefined) {
-            this.#openFiles.changed(childKey);
-            this.#attrs.forgetXattrs(childKey);
+          if (child !== undefined) {
+            this.#openFiles.changed(child.key);
+            this.#attrs.forgetXattrs(child);
           }
         },
         droppedAll: () => {
@@ -506,19 +511,21 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
     const key = statKey(stat);
-    // An entry's attributes are kept when the kernel is told (`entered`).
-    if (node !== undefined) this.#attrs.setAttr(node, attr);
     const t = this.#timeouts(stat, key, parent, since);
-    this.#attrs.noteXattrs(node?.key ?? key, stat.hasXattrs, t.attr * 1000);
-    this.#noteLong(key, t.attr, since);
-    return {
+    const stable = this.#long(t.attr);
+    const entry: FsEntry = {
       attr,
       key,
       entryTimeout: t.entry,
       attrTimeout: t.attr,
       noXattrs: stat.hasXattrs === false,
-      stable: this.#long(t.attr),
+      stable,
+      hasXattrs: stat.hasXattrs,
+      longSince: stable ? since : undefined,
+      changes: this.#changes.count,
     };
+    if (node !== undefined) this.entered(node, entry);
+    return entry;
   }
 
   #timeouts(stat: Stat, key: string, parent?: Node, since?: number): Timeouts {
@@ -544,16 +551,9 @@ export class ContainerFs implements FileSystem<Handle> {
     return this.#live?.seq ?? 0;
   }
 
-  /** Remembers attributes of `key` told with the long timeout (see `#toldLong`). */
-  #noteLong(key: string, timeout: number, since: number | undefined): void {
-    if (!this.#long(timeout) || since === undefined) return;
-    if (this.#toldLong.size >= TOLD_LONG_LIMIT) this.#toldLong.clear();
-    this.#toldLong.set(key, { seq: since, changes: this.#changes.count });
-  }
-
   /** Attributes of `node` the feed still vouches for, as told to the kernel. */
   #vouchedAttr(node: Node): AttrResult | undefined {
-    const told = this.#toldLong.get(node.key);
+    const told = this.#attrs.longOf(node);
     if (told === undefined || this.#live === undefined) return undefined;
     const attr = this.#attrs.attrOf(node);
     if (attr === undefined || told.changes !== this.#changes.count) return undefined;
@@ -606,8 +606,10 @@ export class ContainerFs implements FileSystem<Handle> {
         `${stat.devMajor}:${stat.devMinor}:`,
         since,
       );
-    this.#attrs.noteXattrs(node.key, stat.hasXattrs, timeout * 1000);
-    this.#noteLong(node.key, timeout, since);
+    this.#attrs.noteXattrs(node, stat.hasXattrs, timeout * 1000);
+    if (this.#long(timeout) && since !== undefined) {
+      this.#attrs.noteLong(node, since, this.#changes.count);
+    }
     return { attr, timeout, noXattrs: stat.hasXattrs === false, stable: this.#long(timeout) };
   }
 
@@ -782,6 +784,11 @@ export class ContainerFs implements FileSystem<Handle> {
 
   entered(node: Node, entry: Entry): void {
     this.#attrs.setAttr(node, entry.attr);
+    const e = entry as Partial<FsEntry>; // the entries this filesystem answers are FsEntry
+    this.#attrs.noteXattrs(node, e.hasXattrs, (entry.attrTimeout ?? 0) * 1000);
+    if (e.longSince !== undefined && e.changes !== undefined) {
+      this.#attrs.noteLong(node, e.longSince, e.changes);
+    }
   }
 
   forget(node: Node): void {
@@ -1965,7 +1972,7 @@ export class ContainerFs implements FileSystem<Handle> {
   ): Promise<void | Errno> {
     const where = this.#where(node);
     if (isErrno(where)) return where;
-    this.#attrs.forgetXattrs(node.key);
+    this.#attrs.forgetXattrs(node);
     this.#changed(node.parent, node.name, node);
     const r = await this.#at(
       node,
@@ -1978,12 +1985,12 @@ export class ContainerFs implements FileSystem<Handle> {
 
   /** True when `node` has no xattrs (known, or renewed with one listxattr). */
   async #hasNoXattrs(ctx: RequestContext, node: Node): Promise<boolean> {
-    const state = this.#attrs.noXattrs(node.key);
+    const state = this.#attrs.noXattrs(node);
     if (state !== "expired") return state === "yes";
-    this.#attrs.forgetXattrs(node.key);
+    this.#attrs.forgetXattrs(node);
     const r = await this.#at(node, undefined, (w) => this.#rpc.listxattr(w, this.#opts(ctx)));
     if (isErrno(r) || !r.ok || r.value.length > 0) return false;
-    this.#attrs.noteXattrs(node.key, false);
+    this.#attrs.noteXattrs(node, false);
     return true;
   }
 
@@ -2003,7 +2010,7 @@ export class ContainerFs implements FileSystem<Handle> {
   async listxattr(ctx: RequestContext, node: Node): Promise<string[] | Errno> {
     const where = this.#where(node);
     if (isErrno(where)) return where;
-    if (this.#attrs.noXattrs(node.key) === "yes") return [];
+    if (this.#attrs.noXattrs(node) === "yes") return [];
     const r = await this.#at(node, undefined, (w) => this.#rpc.listxattr(w, this.#opts(ctx)));
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
@@ -2016,7 +2023,7 @@ export class ContainerFs implements FileSystem<Handle> {
   async removexattr(ctx: RequestContext, node: Node, name: string): Promise<void | Errno> {
     const where = this.#where(node);
     if (isErrno(where)) return where;
-    this.#attrs.forgetXattrs(node.key);
+    this.#attrs.forgetXattrs(node);
     this.#changed(node.parent, node.name, node);
     const r = await this.#at(
       node,

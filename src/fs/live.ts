@@ -34,8 +34,8 @@ export interface KernelCaches {
 
 /** The client's own caches, keyed like nodes ("" is the root). */
 export interface LocalCaches {
-  /** `name` in directory `dirKey` (or the directory itself) changed; `childKey` its node's. */
-  dropped(dirKey: string, name: string | undefined, childKey: string | undefined): void;
+  /** `name` in directory `dirKey` (or the directory itself) changed; `child` its node. */
+  dropped(dirKey: string, name: string | undefined, child: Node | undefined): void;
   /** Everything may have changed. */
   droppedAll(): void;
 }
@@ -303,7 +303,7 @@ export class LiveView {
         name === undefined ? "" : ` ${JSON.stringify(name)}`
       }`,
     );
-    this.#options.local.dropped(dirKey, name, child?.key);
+    this.#options.local.dropped(dirKey, name, child);
     if (kernel === undefined || dir === undefined) return;
     if (name === undefined) {
       this.#inval(dir, 0, "inode+data");

@@ -44,7 +44,7 @@ function setup(longTimeout = 60) {
     attrTimeout: 2,
     unwatch: (dirs) => unwatched.push(dirs),
     local: {
-      dropped: (dir, name, child) => dropped.push(`${dir}|${name ?? ""}|${child ?? ""}`),
+      dropped: (dir, name, child) => dropped.push(`${dir}|${name ?? ""}|${child?.key ?? ""}`),
       droppedAll: () => dropped.push("all"),
     },
     logger: quiet,
