@@ -3,16 +3,18 @@
  * trip or to decide like the container would.
  *
  * Invariants:
- * - Node attributes: the last attributes told to the kernel for an inode (by LOOKUP,
- *   READDIRPLUS, CREATE, GETATTR, SETATTR…) are what `attrOf` answers for its node: `setAttr`
- *   keeps them in `node.data` as the answer is written (entries through `FileSystem.entered`).
- *   They decide set-group-ID inheritance and the page-cache policy of an open.
+ * - What is known of an inode is kept with its node (`node.data`, made on first use), so a
+ *   listed entry costs no map insertion: the last attributes told to the kernel (by LOOKUP,
+ *   READDIRPLUS, CREATE, GETATTR, SETATTR…; entries as the answer is written, through
+ *   `FileSystem.entered`) are what `attrOf` answers; they decide set-group-ID inheritance and the
+ *   page-cache policy of an open.
  * - "No xattrs": an inode the satellite said has no xattrs answers GETXATTR/LISTXATTR locally
  *   for the attribute timeout its attributes were told with (the change feed's long one where it
  *   vouches: an xattr change inside the container is an event that forgets it); any xattr change
- *   through the mount forgets it.
+ *   through the mount forgets it, and so does a new satellite (`clear`).
  * - Listed names: attributes of a name listed with `plus` answer its next LOOKUP once, within
- *   min(entry, attribute timeout) of the listing; a change of the name forgets it.
+ *   min(entry, attribute timeout) of the listing; a change of the name forgets it. The listing
+ *   itself answers (kept per directory, bounded by its names), not an entry per name.
  * - Complete listings: the names of a directory whose listing was read whole (every batch, up to
  *   the end, nothing dropped and nothing changed through the mount meanwhile) answer a LOOKUP of
  *   any other name with ENOENT, within min(entry, attribute timeout) of when the satellite made
@@ -24,6 +26,7 @@
  *   its next GETATTR once, within the attribute timeout, unless newer attributes of it were told
  *   since (a chmod of the directory must not be answered with its mode from before).
  * - Every map has its own bound; past it the oldest entry goes (a miss only costs a round trip).
+ *   What nodes hold lasts as long as the kernel keeps the node.
  *
  * @module
  */
