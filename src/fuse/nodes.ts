@@ -75,14 +75,15 @@ export class NodeImpl implements Node {
 /** Node ids, keys and names of a session. */
 export class NodeTable {
   readonly root: NodeImpl;
-  #byId = new Map<bigint, NodeImpl>();
+  /** By node id as a number (ids count up from 2: far below 2^53; number keys hash cheaply). */
+  #byId = new Map<number, NodeImpl>();
   #byKey = new Map<string, NodeImpl>();
-  #nextId = 2n;
+  #nextId = 2;
 
   constructor(rootIno: bigint = 1n) {
     this.root = new NodeImpl(FUSE_ROOT_ID, "", rootIno, S_IFDIR);
     this.root.lookups = 1;
-    this.#byId.set(FUSE_ROOT_ID, this.root);
+    this.#byId.set(Number(FUSE_ROOT_ID), this.root);
   }
 
   get size(): number {
@@ -90,7 +91,7 @@ export class NodeTable {
   }
 
   get(nodeId: bigint): NodeImpl | undefined {
-    return this.#byId.get(nodeId);
+    return this.#byId.get(Number(nodeId));
   }
 
   /** The node of identity `key` (the root's is ""), if the table holds one. */
@@ -127,8 +128,9 @@ export class NodeTable {
       node = undefined;
     }
     if (!node) {
-      node = new NodeImpl(this.#nextId++, key, ino, type);
-      this.#byId.set(node.nodeId, node);
+      const id = this.#nextId++;
+      node = new NodeImpl(BigInt(id), key, ino, type);
+      this.#byId.set(id, node);
       if (!above) this.#byKey.set(key, node);
     } else {
       node.ino = ino;
@@ -156,11 +158,11 @@ export class NodeTable {
 
   /** FORGET: drops `count` lookups; returns the node if it was removed from the table. */
   forget(nodeId: bigint, count: number): NodeImpl | undefined {
-    const node = this.#byId.get(nodeId);
+    const node = this.#byId.get(Number(nodeId));
     if (!node || node === this.root) return undefined;
     node.lookups -= count;
     if (node.lookups > 0) return undefined;
-    this.#byId.delete(nodeId);
+    this.#byId.delete(Number(nodeId));
     if (this.#byKey.get(node.key) === node) this.#byKey.delete(node.key);
     for (const link of node.links) {
       if (link.parent.children?.get(link.name) === node) link.parent.children.delete(link.name);
