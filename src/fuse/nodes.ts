@@ -32,8 +32,14 @@ export class NodeImpl implements Node {
   data: unknown = undefined;
   /** Kernel lookup count; the node is dropped when FORGET brings it to 0 (root: never). */
   lookups = 0;
-  /** Known names, current first. */
-  links: Link[] = [];
+  /**
+   * The current name: its directory (undefined: none) and name. Kept inline, not as a Link: a
+   * node made for a listed entry has one name, so it costs no array and no Link.
+   */
+  linkParent: NodeImpl | undefined = undefined;
+  linkName = "";
+  /** Older names (hard links), newest first. */
+  olderLinks: Link[] | undefined = undefined;
   /** Children known by name (only for directories that had entries answered). */
   children: Map<string, NodeImpl> | undefined;
 
@@ -45,11 +51,18 @@ export class NodeImpl implements Node {
   }
 
   get parent(): Node | undefined {
-    return this.links[0]?.parent;
+    return this.linkParent;
   }
 
   get name(): string {
-    return this.links[0]?.name ?? "";
+    return this.linkName;
+  }
+
+  /** Every known name, current first. */
+  links(): Link[] {
+    if (this.linkParent === undefined) return [];
+    const current = { parent: this.linkParent, name: this.linkName };
+    return this.olderLinks === undefined ? [current] : [current, ...this.olderLinks];
   }
 
   get path(): string | undefined {
@@ -63,10 +76,10 @@ export class NodeImpl implements Node {
         for (let i = names.length - 1; i >= 0; i--) p += "/" + names[i];
         return p;
       }
-      const link = n.links[0];
-      if (!link) return undefined;
-      names.push(link.name);
-      n = link.parent;
+      const parent: NodeImpl | undefined = n.linkParent;
+      if (parent === undefined) return undefined;
+      names.push(n.linkName);
+      n = parent;
     }
     return undefined;
   }
@@ -123,7 +136,7 @@ export class NodeTable {
     const above = node !== undefined && this.#above(node, parent, name);
     if (
       node && node !== this.root &&
-      (node.links.length === 0 || (type && node.type !== type) || above)
+      (node.linkParent === undefined || (type && node.type !== type) || above)
     ) {
       node = undefined;
     }
@@ -151,7 +164,7 @@ export class NodeTable {
     let n: NodeImpl | undefined = parent;
     for (let depth = 0; n !== undefined && depth < MAX_DEPTH; depth++) {
       if (n === node) return true;
-      n = n.links[0]?.parent;
+      n = n.linkParent;
     }
     return false;
   }
@@ -164,7 +177,7 @@ export class NodeTable {
     if (node.lookups > 0) return undefined;
     this.#byId.delete(Number(nodeId));
     if (this.#byKey.get(node.key) === node) this.#byKey.delete(node.key);
-    for (const link of node.links) {
+    for (const link of node.links()) {
       if (link.parent.children?.get(link.name) === node) link.parent.children.delete(link.name);
     }
     // Links are kept: an implementation still holding the node can read its last path.
@@ -194,30 +207,37 @@ export class NodeTable {
   }
 
   #addLink(node: NodeImpl, parent: NodeImpl, name: string): void {
-    const links = node.links;
-    for (let i = 0; i < links.length; i++) {
-      if (links[i].parent === parent && links[i].name === name) {
-        links.splice(i, 1);
-        break;
-      }
+    (parent.children ??= new Map()).set(name, node);
+    const current = node.linkParent;
+    const currentName = node.linkName;
+    if (current === parent && currentName === name) return;
+    node.linkParent = parent;
+    node.linkName = name;
+    if (current === undefined) return;
+    // The name it had becomes its newest older name; (parent, name) leaves the older ones.
+    const older: Link[] = [{ parent: current, name: currentName }];
+    for (const link of node.olderLinks ?? []) {
+      if (link.parent !== parent || link.name !== name) older.push(link);
     }
-    links.unshift({ parent, name });
-    if (links.length > MAX_LINKS) {
-      const dropped = links.pop()!;
+    if (older.length > MAX_LINKS - 1) {
+      const dropped = older.pop()!;
       if (dropped.parent.children?.get(dropped.name) === node) {
         dropped.parent.children.delete(dropped.name);
       }
     }
-    (parent.children ??= new Map()).set(name, node);
+    node.olderLinks = older;
   }
 
   #removeLink(node: NodeImpl, parent: NodeImpl, name: string): void {
-    const links = node.links;
-    for (let i = 0; i < links.length; i++) {
-      if (links[i].parent === parent && links[i].name === name) {
-        links.splice(i, 1);
-        break;
-      }
+    if (node.linkParent === parent && node.linkName === name) {
+      const next = node.olderLinks?.shift();
+      node.linkParent = next?.parent;
+      node.linkName = next?.name ?? "";
+      if (node.olderLinks?.length === 0) node.olderLinks = undefined;
+    } else if (node.olderLinks !== undefined) {
+      const i = node.olderLinks.findIndex((l) => l.parent === parent && l.name === name);
+      if (i >= 0) node.olderLinks.splice(i, 1);
+      if (node.olderLinks.length === 0) node.olderLinks = undefined;
     }
     if (parent.children?.get(name) === node) parent.children.delete(name);
   }

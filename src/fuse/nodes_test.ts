@@ -44,3 +44,34 @@ Deno.test("NodeTable: a directory answered with the key of itself or one above g
   equal(t.enter(top, "moved", "1:22", 22n, DIR), other);
   equal(other.path, "/top/moved");
 });
+
+Deno.test("NodeTable: a node's names: the newest is current, an unlinked one gives way to the next", () => {
+  const t = new NodeTable();
+  const a = t.enter(t.root, "a", "1:30", 30n, FILE);
+  t.enter(t.root, "b", "1:30", 30n, FILE);
+  equal(a.path, "/b");
+  t.enter(t.root, "a", "1:30", 30n, FILE);
+  equal(a.path, "/a", "named again: current again");
+  t.removeName(t.root, "a");
+  equal(a.path, "/b");
+  t.rename(t.root, "b", t.root, "c", false);
+  equal(a.path, "/c");
+  equal(t.child(t.root, "b"), undefined);
+  t.removeName(t.root, "c");
+  equal(a.parent, undefined);
+  equal(a.path, undefined);
+  equal(t.child(t.root, "c"), undefined);
+});
+
+Deno.test("NodeTable: at most 16 names per node are kept, the oldest dropped from its directory", () => {
+  const t = new NodeTable();
+  const node = t.enter(t.root, "n0", "1:40", 40n, FILE);
+  for (let i = 1; i < 20; i++) t.enter(t.root, `n${i}`, "1:40", 40n, FILE);
+  equal(node.links().length, 16);
+  equal(node.path, "/n19");
+  for (let i = 0; i < 4; i++) equal(t.child(t.root, `n${i}`), undefined, `n${i} dropped`);
+  for (let i = 4; i < 20; i++) equal(t.child(t.root, `n${i}`), node, `n${i} kept`);
+  // Forgotten: no directory holds it any more.
+  t.forget(node.nodeId, 20);
+  for (let i = 4; i < 20; i++) equal(t.child(t.root, `n${i}`), undefined);
+});
