@@ -112,8 +112,9 @@ export class CachedAttrs {
   /** `#keys` as 32-bit halves, probed without making BigInts (see node_rows.ts). */
   #keyHalves: Int32Array;
   #attrs: Int32Array;
-  #words = new DataView(new ArrayBuffer(ATTR_SIZE));
-  #wordBytes = new Uint8Array(this.#words.buffer);
+  /** The buffer the last recorded attributes came from, as 32-bit words. */
+  #sourceBuffer: ArrayBufferLike | undefined;
+  #source: Int32Array | undefined;
 
   constructor() {
     const state: State = {
@@ -128,15 +129,18 @@ export class CachedAttrs {
     this.filter = shipFilter(cachedAttrsFilter, state, CONSTANTS);
   }
 
-  /** GETATTR of `nodeId` is answered with `attr` (an encoded fuse_attr) for `seconds`. */
-  record(nodeId: bigint, attr: Uint8Array, seconds: number): void {
-    if (!(seconds > 0) || attr.length !== ATTR_SIZE) return this.end(nodeId);
+  /**
+   * GETATTR of `nodeId` is answered for `seconds` with the encoded fuse_attr at bytes
+   * [at, at + ATTR_SIZE) of `bytes` (the reply being written: no copy is made to call this).
+   */
+  record(nodeId: bigint, bytes: Uint8Array, seconds: number, at = 0): void {
+    if (!(seconds > 0) || at < 0 || bytes.length - at < ATTR_SIZE) return this.end(nodeId);
     const id = Number(nodeId);
     const now = Date.now();
     const own = rowOf(this.#keyHalves, 2, id);
     const slot = own >= 0 ? own : freeRow(this.#keyHalves, 2, id, now);
     if (slot < 0) return;
-    this.#write(slot, nodeId, BigInt(Math.floor(now + seconds * 1000)), attr);
+    this.#write(slot, nodeId, BigInt(Math.floor(now + seconds * 1000)), bytes, at);
   }
 
   /** Ends `nodeId`'s entry (it changes, or may have). */
@@ -146,15 +150,28 @@ export class CachedAttrs {
   }
 
   /** Rewrites slot `i` between an odd and an even sequence number. */
-  #write(i: number, node: bigint, until: bigint, attr: Uint8Array | undefined): void {
+  #write(i: number, node: bigint, until: bigint, bytes?: Uint8Array, at = 0): void {
     Atomics.add(this.#seqs, i, 1);
     Atomics.store(this.#keys, 2 * i, node);
     Atomics.store(this.#keys, 2 * i + 1, until);
-    if (attr !== undefined) {
-      const words = this.#words;
-      this.#wordBytes.set(attr);
-      for (let w = 0; w < ATTR_SIZE / 4; w++) {
-        Atomics.store(this.#attrs, i * (ATTR_SIZE / 4) + w, words.getInt32(4 * w, true));
+    if (bytes !== undefined) {
+      const words = ATTR_SIZE / 4;
+      const base = i * words;
+      const start = bytes.byteOffset + at;
+      if ((start & 3) === 0) {
+        // Little-endian hosts (x86_64, aarch64): the words as the reply holds them.
+        if (this.#sourceBuffer !== bytes.buffer) {
+          this.#sourceBuffer = bytes.buffer;
+          this.#source = new Int32Array(bytes.buffer, 0, bytes.buffer.byteLength >> 2);
+        }
+        const source = this.#source!;
+        const from = start >> 2;
+        for (let w = 0; w < words; w++) Atomics.store(this.#attrs, base + w, source[from + w]);
+      } else {
+        const view = new DataView(bytes.buffer, start, ATTR_SIZE);
+        for (let w = 0; w < words; w++) {
+          Atomics.store(this.#attrs, base + w, view.getInt32(4 * w, true));
+        }
       }
     }
     Atomics.add(this.#seqs, i, 1);

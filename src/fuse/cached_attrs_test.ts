@@ -139,3 +139,22 @@ Deno.test("cached attrs and opens: an answer a change overlapped is not repeated
   device.end();
   await session.closed;
 });
+
+Deno.test("cached attrs: attributes recorded from within a larger buffer, aligned or not", () => {
+  const table = new CachedAttrs();
+  const filter = evaluated(table.filter);
+  const attr = Uint8Array.from({ length: ATTR_SIZE }, (_, i) => i * 7 + 1);
+  const reply = new Uint8Array(256);
+  reply.set(attr, 40);
+  table.record(7n, reply, 60, 40);
+  const odd = new Uint8Array(260).subarray(2); // byteOffset 2: its words are not aligned
+  odd.set(attr, 41);
+  table.record(8n, odd, 60, 41);
+  for (const node of [7n, 8n]) {
+    const [n, answer] = runFilter(filter, getattr(node));
+    deepStrictEqual(n, OUT_HEADER_SIZE + ATTR_OUT_SIZE);
+    deepStrictEqual(new Uint8Array(answer.buffer, OUT_HEADER_SIZE + 16, ATTR_SIZE), attr);
+  }
+  table.record(9n, reply, 60, 256 - ATTR_SIZE + 1);
+  deepStrictEqual(runFilter(filter, getattr(9n))[0], 0, "attributes past the buffer's end");
+});

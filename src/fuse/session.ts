@@ -823,7 +823,7 @@ export class Session<H = unknown> {
     const sv = this.#scratchFor(OUT_HEADER_SIZE + ATTR_OUT_SIZE);
     encodeAttrOut(sv, OUT_HEADER_SIZE, timeout, a.attr);
     const at = OUT_HEADER_SIZE + 16;
-    this.#cachedAttrs.record(dir.nodeId, this.#scratch.subarray(at, at + ATTR_SIZE), timeout);
+    this.#cachedAttrs.record(dir.nodeId, this.#scratch, timeout, at);
   }
 
   static #renamed(s: Session, req: Request): void {
@@ -939,7 +939,7 @@ export class Session<H = unknown> {
     const cached = this.#cachedAttrs;
     if (cached === undefined) return;
     if (stable !== true || !this.#mayRecord(req)) return cached.end(nodeId);
-    cached.record(nodeId, this.#scratch.subarray(at, at + ATTR_SIZE), seconds);
+    cached.record(nodeId, this.#scratch, seconds, at);
   }
 
   /** The handle of `fh`; for a number the reader made, one asked of the filesystem now. */
