@@ -56,6 +56,8 @@ export interface WarmUpStats {
   dirs: number;
   /** Entries answered in READDIRPLUS replies. */
   entries: number;
+  /** Longest attribute timeout (seconds) a GETATTR was answered with. */
+  attrValid: number;
 }
 
 /** A device with no kernel: the script's requests in, replies to whoever waits for them. */
@@ -224,7 +226,7 @@ export async function warmUp<H>(
   const device = new ScriptDevice();
   const session = new Session(fs, device, { ...options, debug: false });
   const script = new Script(device, pace);
-  const stats: WarmUpStats = { requests: 0, dirs: 0, entries: 0 };
+  const stats: WarmUpStats = { requests: 0, dirs: 0, entries: 0, attrValid: 0 };
   session.start();
   try {
     await script.ask(Opcode.INIT, 0n, 16, (v) =>
@@ -285,12 +287,14 @@ async function walk<H>(
   stats.entries += children.length;
   const first = children[0];
   if (first !== undefined) {
-    await script.ask(
+    const attr = await script.ask(
       Opcode.GETATTR,
       first.nodeId,
       GETATTR_IN_SIZE,
       (v) => encodeGetattrIn(v, 0, { flags: 0, fh: 0n }),
     );
+    const valid = attr === undefined ? 0 : Number(attr.getBigUint64(OUT_HEADER_SIZE, true));
+    stats.attrValid = Math.max(stats.attrValid, valid);
     await script.lookup(dir, first.name);
   }
   await script.ask(

@@ -14,13 +14,16 @@
  * @module
  */
 
-import { ContainerFs } from "../fs/mod.ts";
+import { ContainerFs, type KernelCaches } from "../fs/mod.ts";
 import { type Logger, warmUp, type WarmUpPace, type WarmUpStats } from "../fuse/mod.ts";
 import {
+  type Change,
+  ChangeKind,
   Dispatcher,
   type EntryList,
   FrameDecoder,
   type Handlers,
+  inodeKey,
   isMethodName,
   MAX_FRAME_BYTES,
   METHODS,
@@ -177,8 +180,28 @@ function slice(list: EntryList, from: number, to: number): EntryList {
   };
 }
 
-/** The stand-in satellite's handlers over `root`; methods it does not need answer ENOSYS. */
-function handlers(root: SynthDir): Handlers {
+/**
+ * The kernel as the change feed's invalidations reach it: nothing to invalidate (the session's
+ * requests are the script's), no node known by key.
+ */
+const NO_KERNEL: KernelCaches = {
+  invalidateEntry: () => Promise.resolve(true),
+  invalidateInode: () => Promise.resolve(true),
+  storeData: () => Promise.resolve(true),
+  nodeOf: () => undefined,
+  childOf: () => undefined,
+  knownNodes: () => [],
+};
+
+/**
+ * The stand-in satellite's handlers over `root`; methods it does not need answer ENOSYS. Like
+ * the satellite, it watches each directory it lists and says so (`notify`, WATCHED) before the
+ * listing: a mount's entries then come with the feed's long timeouts, and those paths are the
+ * ones compiled.
+ */
+function handlers(root: SynthDir, notify: (changes: Change[]) => void): Handlers {
+  const watched = (d: SynthDir): void =>
+    notify([{ dir: inodeKey(d.stat), what: ChangeKind.WATCHED }]);
   const open = new Map<number, SynthDir>();
   let nextHandle = 1;
   const enoent = new RpcFailure("ENOENT");
@@ -193,9 +216,15 @@ function handlers(root: SynthDir): Handlers {
       return found === undefined ? enoent : { stat: found };
     },
     forget: () => null,
+    watch: () => {
+      notify([{ dir: inodeKey(root.stat), name: "", what: ChangeKind.WATCHED }]);
+      return { root: inodeKey(root.stat) };
+    },
+    unwatch: () => null,
     opendir: ({ path, readAhead }) => {
       const d = resolve(root, path).dir;
       if (d === undefined) return enoent;
+      watched(d);
       const handle = nextHandle++;
       open.set(handle, d);
       if (readAhead === undefined) return { handle };
@@ -220,6 +249,7 @@ function handlers(root: SynthDir): Handlers {
       let walked = 0;
       const visit = (path: string, d: SynthDir): boolean => {
         if (dirs.length > 0 && entries + d.list.names.length > maxEntries) return false;
+        watched(d);
         dirs.push({ path, self: d.stat, entries: d.list });
         entries += d.list.names.length;
         for (const [name, sub] of d.dirs) {
@@ -255,8 +285,10 @@ async function round(
   const toSatellite = new TransformStream<Uint8Array, Uint8Array>();
   const fromSatellite = new TransformStream<Uint8Array, Uint8Array>();
   const writer = fromSatellite.writable.getWriter();
-  const dispatcher = new Dispatcher(handlers(root));
   const answer = (frame: Uint8Array): void => void writer.write(frame).catch(() => {});
+  let notify = (_changes: Change[]): void => {};
+  const dispatcher = new Dispatcher(handlers(root, (changes) => notify(changes)));
+  notify = (changes) => answer(dispatcher.eventFrame({ changes }));
   answer(dispatcher.helloFrame({
     protocol: PROTOCOL_VERSION,
     buildId: "warm-up",
@@ -277,10 +309,15 @@ async function round(
     }
     await writer.close().catch(() => {});
   })();
-  const client = new RpcClient(fromSatellite.readable, toSatellite.writable, { timeoutMs: 0 });
+  let fs: ContainerFs | undefined;
+  const client = new RpcClient(fromSatellite.readable, toSatellite.writable, {
+    timeoutMs: 0,
+    onEvent: (changes) => fs?.onChanges(changes),
+  });
   try {
     await client.ready;
-    const fs = new ContainerFs(client.call, { ...layers.fs, logger: quiet(logger) });
+    fs = new ContainerFs(client.call, { ...layers.fs, logger: quiet(logger) });
+    if (layers.fs.live !== undefined) fs.attachKernel(NO_KERNEL);
     return await warmUp(fs, TOP, { ...layers.fuse, logger: quiet(logger) }, pace);
   } finally {
     await client.close("warm-up done", 0);
