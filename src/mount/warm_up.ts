@@ -99,6 +99,12 @@ function dir(
   const targets: (string | null)[] = [];
   const dirs = new Map<string, SynthDir>();
   const stats = new Map<string, Stat>();
+  // "." and ".." first, without attributes, as getdents64 gives them to the satellite.
+  for (const dot of [".", ".."]) {
+    writer.add(inos.next, DT_DIR, BigInt(names.length + 1));
+    names.push(dot);
+    targets.push(null);
+  }
   for (const e of entries) {
     writeStat(view, 0, e.stat);
     writer.add(
