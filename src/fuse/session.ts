@@ -32,7 +32,6 @@ import {
   ACCESS_IN_SIZE,
   type AccessIn,
   ATTR_OUT_SIZE,
-  ATTR_SIZE,
   COPY_FILE_RANGE_IN_SIZE,
   type CopyFileRangeIn,
   CREATE_IN_SIZE,
