@@ -33,7 +33,7 @@ import {
 import type { DirEntry as WireDirEntry } from "../protocol/mod.ts";
 import type { Stat } from "../protocol/mod.ts";
 import { nameProblem, statProblem } from "./checks.ts";
-import type { ListedNames } from "./attr_cache.ts";
+import { ATTR_CACHE_LIMITS, type ListedNames } from "./attr_cache.ts";
 
 const DT_TO_IFMT: Readonly<Record<number, number>> = {
   [DT_FIFO]: S_IFIFO,
@@ -66,7 +66,11 @@ export class DirListing implements ListedNames {
   end: number | undefined;
   /** Name → the position it is shown at. */
   readonly #shownAt = new Map<string, number>();
-  /** The satellite's entry shown at each position. */
+  /**
+   * The satellite's entry shown at each position, for `statOf`: the first
+   * `ATTR_CACHE_LIMITS.listed` only (a larger listing answers no LOOKUP, and a huge directory
+   * read batch by batch keeps its names but not every entry).
+   */
   readonly #shown: WireDirEntry[] = [];
   /** Positions [0, covered) were all read. */
   #covered = 0;
@@ -133,7 +137,7 @@ export class DirListing implements ListedNames {
       const next = offset + buffer.length + 1;
       this.cookies[next] = e.offset;
       this.#shownAt.set(shown.name, next - 1);
-      this.#shown[next - 1] = e;
+      if (next <= ATTR_CACHE_LIMITS.listed) this.#shown[next - 1] = e;
       buffer.push({
         name: shown.name,
         ino: e.ino,

@@ -2,6 +2,7 @@ import { deepStrictEqual } from "node:assert/strict";
 import type { Entry } from "../fuse/mod.ts";
 import { DT_DIR, DT_LNK, DT_REG, S_IFDIR, S_IFLNK, S_IFREG } from "../linux/mod.ts";
 import type { DirEntry as WireDirEntry } from "../protocol/mod.ts";
+import { ATTR_CACHE_LIMITS } from "./attr_cache.ts";
 import { DirListing } from "./dir_listing.ts";
 import { fakeStat } from "./_fake_rpc.ts";
 
@@ -97,4 +98,23 @@ Deno.test("dir listing: entries are described except the dots", () => {
   }, () => {});
   deepStrictEqual(described, ["f"]);
   deepStrictEqual(l.buffer.map((d) => d.entry), [undefined, entry]);
+});
+
+Deno.test("dir listing: shown names give their attributes, those of a huge listing's start only", () => {
+  const l = new DirListing();
+  const max = ATTR_CACHE_LIMITS.listed;
+  const stat = fakeStat();
+  const batch = (from: number, to: number): WireDirEntry[] =>
+    Array.from({ length: to - from }, (_, i) => ({ ...e(`f${from + i}`, from + i + 1), stat }));
+  fill(l, 0, [e("bare", 1), ...batch(1, 1000)], false);
+  deepStrictEqual([l.statOf("f1"), l.statOf("bare"), l.statOf("missing")], [
+    stat,
+    undefined,
+    undefined,
+  ]);
+  let end = 1000;
+  for (; end < max + 1000; end += 4096) fill(l, end, batch(end, end + 4096), false);
+  deepStrictEqual(l.size, end);
+  deepStrictEqual(l.statOf(`f${max - 1}`), stat, "the last one kept");
+  deepStrictEqual(l.statOf(`f${max}`), undefined, "beyond: names only");
 });
