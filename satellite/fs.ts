@@ -139,6 +139,8 @@ function failure(errno: number, what?: string): RpcFailure {
   return new RpcFailure(errnoName(errno), what);
 }
 
+/** Descriptor numbers whose xattr probe prefix is kept (a walk uses a few at once). */
+const XATTR_PREFIXES = 1024;
 const textEncoder = new TextEncoder();
 
 /** Options of {@link SatelliteFs}. */
@@ -151,6 +153,8 @@ export interface SatelliteFsOptions {
   walkPaths?: boolean;
   /** chmod through O_PATH descriptors even where fchmodat2 exists (tests the fallback). */
   noFchmodat2?: boolean;
+  /** Probe xattrs through `procFd` even where listxattrat exists (tests the fallback). */
+  noListxattrat?: boolean;
   /**
    * Runs reads, fsync, fallocate and copy_file_range off the main thread (satellite/workers.ts);
    * without it (or when it cannot), they run inline.
@@ -181,7 +185,10 @@ export class SatelliteFs {
   readonly #options: SatelliteFsOptions;
   #walkHook: ((fd: number) => void) | undefined;
   /** "/proc/self/fd/<fd>/" of long-lived directory fds (the root), encoded. */
+  /** "/proc/…/fd/N/" by descriptor number, for the xattr probe (see `#hasXattrsAt`). */
   readonly #xattrPrefixes = new Map<number, Uint8Array>();
+  /** The xattr probe's path, built in place for each entry. */
+  #xattrPath = new Uint8Array(512);
   #listxattrat = true;
   /** O_PATH descriptors of unlinked files, closed when the loop is idle (`#unlinkFile`). */
   #held: number[] = [];
@@ -226,6 +233,7 @@ export class SatelliteFs {
     this.#nonblock = f(OpenFlags.O_NONBLOCK);
     this.#openat2 = !options.walkPaths;
     this.#fchmodat2 = !options.noFchmodat2;
+    this.#listxattrat = !options.noListxattrat;
   }
 
   /** What `walk` (walk.ts) uses: directories opened without following, listed whole. */
@@ -765,9 +773,14 @@ export class SatelliteFs {
     let prefix = this.#xattrPrefixes.get(dirfd);
     if (prefix === undefined) {
       prefix = textEncoder.encode(`${procFd}/${dirfd}/`);
-      if (dirfd === this.#rootFd) this.#xattrPrefixes.set(dirfd, prefix);
+      // Its text depends on the descriptor's number only, so it holds for any open there.
+      if (this.#xattrPrefixes.size < XATTR_PREFIXES) this.#xattrPrefixes.set(dirfd, prefix);
     }
-    const full = new Uint8Array(prefix.length + name.length);
+    // `name` ends with its NUL: the path is read up to it, whatever the buffer holds after.
+    if (this.#xattrPath.length < prefix.length + name.length) {
+      this.#xattrPath = new Uint8Array(2 * (prefix.length + name.length));
+    }
+    const full = this.#xattrPath;
     full.set(prefix);
     full.set(name, prefix.length);
     for (;;) {

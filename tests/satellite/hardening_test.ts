@@ -6,6 +6,7 @@
 import { deepStrictEqual, ok, strictEqual } from "node:assert/strict";
 import { AT_FDCWD, O_CLOEXEC, O_PATH } from "../../src/linux/mod.ts";
 import { OpenFlags, RpcClient, RpcFailure } from "../../src/protocol/mod.ts";
+import { type EntryList, entryList } from "../../src/protocol/records.ts";
 import { SatelliteFs } from "../../satellite/fs.ts";
 import { cString, Libc } from "../../satellite/libc.ts";
 import { errnoOf, startSatellite, valueOf } from "./harness.ts";
@@ -20,6 +21,7 @@ function inProcess(
     procFd?: string;
     rootPath?: string;
     noFchmodat2?: boolean;
+    noListxattrat?: boolean;
     whenIdle?: (fn: () => void) => void;
   } = {},
 ): { h: ReturnType<SatelliteFs["handlers"]>; close: () => void } {
@@ -241,6 +243,52 @@ Deno.test("xattrs without /proc go through descriptors, never a path joined to t
   } finally {
     close();
     await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("listed entries say which have xattrs, through listxattrat or through /proc", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dfsat-probe-" });
+  const long = "x".repeat(255);
+  const tagged: string[] = [];
+  for (const dir of ["a", "b"]) {
+    Deno.mkdirSync(`${root}/${dir}`);
+    for (const name of ["plain", "tagged", long]) {
+      Deno.writeTextFileSync(`${root}/${dir}/${name}`, name);
+      if (name === "plain") continue;
+      const set = new Deno.Command("setfattr", {
+        args: ["-n", "user.k", "-v", "1", `${root}/${dir}/${name}`],
+      }).outputSync();
+      ok(set.success, new TextDecoder().decode(set.stderr));
+      tagged.push(`${dir}/${name}`);
+    }
+  }
+  try {
+    for (
+      const options of [{ procFd: "/proc/self/fd" }, {
+        procFd: "/proc/self/fd",
+        noListxattrat: true,
+      }]
+    ) {
+      const { h, close } = inProcess(root, options);
+      try {
+        const seen: string[] = [];
+        for (const dir of ["a", "b"]) {
+          const opened = h.opendir({ path: dir, readAhead: 16 }) as { entries: EntryList };
+          const entries = entryList(16).parse(opened.entries);
+          ok(Array.isArray(entries), `${dir}: ${Deno.inspect(opened)}`);
+          for (const e of entries) {
+            if (e.name === "." || e.name === "..") continue;
+            strictEqual(typeof e.stat?.hasXattrs, "boolean", `${dir}/${e.name}: probed`);
+            if (e.stat?.hasXattrs) seen.push(`${dir}/${e.name as string}`);
+          }
+        }
+        deepStrictEqual(seen.sort(), [...tagged].sort(), JSON.stringify(options));
+      } finally {
+        close();
+      }
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
 
