@@ -184,7 +184,6 @@ export class SatelliteFs {
   readonly #euid: number;
   readonly #options: SatelliteFsOptions;
   #walkHook: ((fd: number) => void) | undefined;
-  /** "/proc/self/fd/<fd>/" of long-lived directory fds (the root), encoded. */
   /** "/proc/…/fd/N/" by descriptor number, for the xattr probe (see `#hasXattrsAt`). */
   readonly #xattrPrefixes = new Map<number, Uint8Array>();
   /** The xattr probe's path, built in place for each entry. */

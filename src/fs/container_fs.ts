@@ -503,10 +503,11 @@ export class ContainerFs implements FileSystem<Handle> {
   }
 
   /**
-   * The entry told to the kernel for `stat` (for `node` when the answer is about it), an entry
-   * of `parent` read by the satellite after event `since` (the live view's timeouts).
+   * The entry told to the kernel for `stat`, an entry of `parent` read by the satellite after
+   * event `since` (the live view's timeouts). Its node keeps it when the kernel is told
+   * (`entered`).
    */
-  #entry(stat: Stat, node?: Node, parent?: Node, since?: number): Entry | Errno {
+  #entry(stat: Stat, parent?: Node, since?: number): Entry | Errno {
     const checked = this.#checked(stat);
     if (isErrno(checked)) return checked;
     const attr = statToAttr(stat);
@@ -524,7 +525,6 @@ export class ContainerFs implements FileSystem<Handle> {
       longSince: stable ? since : undefined,
       changes: this.#changes.count,
     };
-    if (node !== undefined) this.entered(node, entry);
     return entry;
   }
 
@@ -642,10 +642,9 @@ export class ContainerFs implements FileSystem<Handle> {
     dir: Node,
     made: { stat: Stat; dir?: Stat },
     since: number,
-    existing?: Node,
   ): Entry | Errno {
     const changed = this.#dirChanged(dir, made.dir, since);
-    const entry = this.#entry(made.stat, existing);
+    const entry = this.#entry(made.stat);
     if (!isErrno(entry) && changed !== undefined) entry.dir = changed.dir;
     return entry;
   }
@@ -830,25 +829,25 @@ export class ContainerFs implements FileSystem<Handle> {
     const path = base === undefined ? undefined : base === "" ? name : `${base}/${name}`;
     const since = this.#since();
     const listed = this.#attrs.takeListed(parent.key, name);
-    if (listed !== undefined) return this.#entry(listed.stat, undefined, parent, listed.since);
+    if (listed !== undefined) return this.#entry(listed.stat, parent, listed.since);
     // Not in a fresh complete listing of the parent: the kernel could have been told as much.
     if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
     // A directory walked ahead, entered later than its parent's listing is fresh (any event
     // drops what the walker holds: it is as new as the last event).
     const walked = path === undefined ? undefined : this.#ahead.dirStat(path);
-    if (walked !== undefined) return this.#entry(walked, undefined, parent, since);
+    if (walked !== undefined) return this.#entry(walked, parent, since);
     // Names asked one by one: the directory's listing answers this one and those to come.
     const listing = this.#listingForLookups.get(parent.key) ?? this.#listForLookups(ctx, parent);
     if (listing !== undefined) {
       await listing;
       const listed = this.#attrs.takeListed(parent.key, name);
-      if (listed !== undefined) return this.#entry(listed.stat, undefined, parent, listed.since);
+      if (listed !== undefined) return this.#entry(listed.stat, parent, listed.since);
       if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
     }
     const r = await this.#at(parent, name, (w) => this.#rpc.lookup(w, this.#opts(ctx)));
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    const entry = this.#entry(r.value.stat, undefined, parent, since);
+    const entry = this.#entry(r.value.stat, parent, since);
     this.#keepNode(entry, r.value.node);
     return entry;
   }
@@ -1190,7 +1189,7 @@ export class ContainerFs implements FileSystem<Handle> {
       (places) => this.#rpc.link(places, this.#opts(ctx)),
     );
     if (isErrno(r)) return r;
-    return r.ok ? this.#made(newParent, r.value, since, node) : fail(r);
+    return r.ok ? this.#made(newParent, r.value, since) : fail(r);
   }
 
   /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */
@@ -1708,7 +1707,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const stale = since !== undefined && this.#live?.changedSince(dir, since) === true;
     const describe = (e: ShownEntry): Entry | undefined => {
       if (!plus || e.stat === undefined || statProblem(e.stat) !== undefined) return undefined;
-      const entry = this.#entry(e.stat, undefined, dir, since);
+      const entry = this.#entry(e.stat, dir, since);
       return isErrno(entry) ? undefined : entry;
     };
     const dropped = (e: WireDirEntry, reason: string): void => {
