@@ -94,7 +94,7 @@ import { AttrCache } from "./attr_cache.ts";
 import { BoundedMap } from "./bounded_map.ts";
 import { statKey, statProblem, statToAttr, targetProblem } from "./checks.ts";
 import { DirListing, type ShownEntry } from "./dir_listing.ts";
-import { type KernelCaches, LiveView, type Timeouts } from "./live.ts";
+import { type KernelCaches, LiveView, type Timeouts, xattrsMayChange } from "./live.ts";
 import { NodeHandles, type Where } from "./node_handles.ts";
 import { SubtreeAhead, type WalkedListing } from "./subtree.ts";
 import { MountChanges } from "./mount_changes.ts";
@@ -316,7 +316,7 @@ export class ContainerFs implements FileSystem<Handle> {
       attrTimeout: options.attrTimeout,
       unwatch: (dirs) => void this.#rpc.unwatch({ dirs }),
       local: {
-        dropped: (dirKey, name, child) => {
+        dropped: (dirKey, name, child, what) => {
           this.#changes.note();
           this.#ahead.drop();
           this.#smallFiles.dropDir(dirKey, child?.key);
@@ -325,7 +325,8 @@ export class ContainerFs implements FileSystem<Handle> {
           if (name !== undefined) this.#attrs.forgetListed(dirKey, name);
           if (child !== undefined) {
             this.#openFiles.changed(child.key);
-            this.#attrs.forgetXattrs(child);
+            // A change of contents alone (a write, the mount's own told back) keeps "no xattrs".
+            if (xattrsMayChange(what)) this.#attrs.forgetXattrs(child);
           }
         },
         droppedAll: () => {

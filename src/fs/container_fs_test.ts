@@ -28,6 +28,7 @@ import {
   type WalkEntry,
 } from "../protocol/mod.ts";
 import { ContainerFs, type ContainerFsOptions, type Handle } from "./container_fs.ts";
+import type { KernelCaches } from "./live.ts";
 import {
   deferred,
   fail,
@@ -425,6 +426,38 @@ Deno.test("container fs: xattr probes of an inode without xattrs are answered lo
   await fs.setxattr(fakeContext(), node, "user.k", new Uint8Array([1]), 0);
   deepStrictEqual(await fs.getxattr(fakeContext(), node, "user.k"), new Uint8Array([1]));
   deepStrictEqual(rpc.methods(), ["lookup", "setxattr", "getxattr"]);
+});
+
+/** The kernel's caches as the change feed sees them: `root` and its children by name. */
+function kernelOf(root: Node, children: Record<string, Node>): KernelCaches {
+  return {
+    invalidateEntry: () => Promise.resolve(true),
+    invalidateInode: () => Promise.resolve(true),
+    storeData: () => Promise.resolve(true),
+    nodeOf: (key) => (key === "" ? root : undefined),
+    childOf: (parent, name) => (parent === root ? children[name] : undefined),
+    knownNodes: () => [root, ...Object.values(children)],
+  };
+}
+
+Deno.test('container fs: a change of contents keeps an inode\'s "no xattrs"; one of attributes drops it', async () => {
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  rpc.on("lstat", () => ok(fakeStat({ ino: 7n, hasXattrs: false })));
+  rpc.on("getxattr", () => fail("ENODATA"));
+  rpc.on("watch", () => ok({ root: "0:1:1" }));
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  fs.attachKernel(kernelOf(root, { f: node }));
+  fs.onChanges([{ dir: "0:1:1", what: ChangeKind.WATCHED, name: "" }]);
+  const xattrCalls = (): string[] => rpc.methods().filter((m) => m.includes("xattr"));
+  // Written (in the container, or through the mount and told back): a write never adds an
+  // xattr, so the kernel's security.capability probe before each write stays local.
+  fs.onChanges([{ dir: "0:1:1", name: "f", what: ChangeKind.DATA }]);
+  deepStrictEqual(await fs.getxattr(fakeContext(), node, "security.capability"), ENODATA);
+  deepStrictEqual(xattrCalls(), [], "answered without the satellite");
+  // An attribute change may be a setxattr inside the container: asked again.
+  fs.onChanges([{ dir: "0:1:1", name: "f", what: ChangeKind.ATTR | ChangeKind.DATA }]);
+  deepStrictEqual(await fs.getxattr(fakeContext(), node, "security.capability"), ENODATA);
+  deepStrictEqual(xattrCalls(), ["getxattr"]);
 });
 
 Deno.test("container fs: an open's read-ahead serves reads until the file is written", async () => {

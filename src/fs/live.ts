@@ -24,7 +24,12 @@ import { type Change, ChangeKind } from "../protocol/mod.ts";
 /** The kernel caches the view drops entries from (a FUSE session). */
 export interface KernelCaches {
   invalidateEntry(parent: Node, name: string): Promise<boolean>;
-  invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
+  invalidateInode(
+    node: Node,
+    offset?: number,
+    length?: number,
+    xattrsKept?: boolean,
+  ): Promise<boolean>;
   /** Puts `data` into the kernel's page cache of `node` at `offset`. */
   storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean>;
   nodeOf(key: string): Node | undefined;
@@ -34,10 +39,27 @@ export interface KernelCaches {
 
 /** The client's own caches, keyed like nodes ("" is the root). */
 export interface LocalCaches {
-  /** `name` in directory `dirKey` (or the directory itself) changed; `child` its node. */
-  dropped(dirKey: string, name: string | undefined, child: Node | undefined): void;
+  /**
+   * `name` in directory `dirKey` (or the directory itself) changed; `child` its node; `what` the
+   * event's `ChangeKind` bits (undefined: anything may have changed, the watch was dropped).
+   */
+  dropped(
+    dirKey: string,
+    name: string | undefined,
+    child: Node | undefined,
+    what: number | undefined,
+  ): void;
   /** Everything may have changed. */
   droppedAll(): void;
+}
+
+/**
+ * Whether a change of `what` (`ChangeKind` bits; undefined: unknown) may have set or removed an
+ * extended attribute: anything but a change of contents alone (xattrs change with an attribute
+ * event; a write can only remove security.capability).
+ */
+export function xattrsMayChange(what: number | undefined): boolean {
+  return what === undefined || (what & ~ChangeKind.DATA) !== 0;
 }
 
 /** Options of {@link LiveView}. Timeouts in seconds. */
@@ -303,7 +325,7 @@ export class LiveView {
         name === undefined ? "" : ` ${JSON.stringify(name)}`
       }`,
     );
-    this.#options.local.dropped(dirKey, name, child);
+    this.#options.local.dropped(dirKey, name, child, c.what);
     if (kernel === undefined || dir === undefined) return;
     if (name === undefined) {
       this.#inval(dir, 0, "inode+data");
@@ -316,14 +338,15 @@ export class LiveView {
     }
     if (child !== undefined) {
       // A name's change drops its data too: a symlink's cached target, a reused inode number.
-      if (c.what & (ChangeKind.DATA | ChangeKind.NAME)) this.#inval(child, 0, "inode+data");
-      else this.#inval(child, -1, "attributes");
+      if (c.what & (ChangeKind.DATA | ChangeKind.NAME)) {
+        this.#inval(child, 0, "inode+data", !xattrsMayChange(c.what));
+      } else this.#inval(child, -1, "attributes");
     }
   }
 
-  #inval(node: Node, offset: number, what: string): void {
+  #inval(node: Node, offset: number, what: string, xattrsKept = false): void {
     this.#debug(`invalidate ${what} of ${node.path ?? node.key}`);
-    this.#track(this.#kernel!.invalidateInode(node, offset, 0));
+    this.#track(this.#kernel!.invalidateInode(node, offset, 0, xattrsKept));
   }
 
   /** A watch was dropped: what the kernel caches below that directory is no longer vouched for. */
@@ -333,7 +356,7 @@ export class LiveView {
     const dir = kernel?.nodeOf(key);
     if (kernel === undefined || dir === undefined) return; // forgotten: nothing cached below
     this.#debug(`unwatched ${dir.path ?? `dir ${dirKey}`}`);
-    this.#options.local.dropped(key, undefined, undefined);
+    this.#options.local.dropped(key, undefined, undefined, undefined);
     this.#inval(dir, 0, "inode+data");
     for (const node of kernel.knownNodes()) {
       if (node.parent !== dir) continue;

@@ -28,8 +28,9 @@ function setup(longTimeout = 60) {
   const calls: string[] = [];
   const kernel: KernelCaches = {
     invalidateEntry: (p, name) => (calls.push(`entry ${p.path} ${name}`), Promise.resolve(true)),
-    invalidateInode: (n, offset = 0) => (
-      calls.push(`inode ${n.path} ${offset}`), Promise.resolve(true)
+    invalidateInode: (n, offset = 0, _length, xattrsKept) => (
+      calls.push(`inode ${n.path} ${offset}${xattrsKept ? " xattrs kept" : ""}`),
+        Promise.resolve(true)
     ),
     nodeOf: (key) => key === "" ? root : nodes.find((n) => n.key === key),
     childOf: (p, name) => nodes.find((n) => n.parent === p && n.name === name),
@@ -44,7 +45,8 @@ function setup(longTimeout = 60) {
     attrTimeout: 2,
     unwatch: (dirs) => unwatched.push(dirs),
     local: {
-      dropped: (dir, name, child) => dropped.push(`${dir}|${name ?? ""}|${child?.key ?? ""}`),
+      dropped: (dir, name, child, what) =>
+        dropped.push(`${dir}|${name ?? ""}|${child?.key ?? ""}|${what ?? "?"}`),
       droppedAll: () => dropped.push("all"),
     },
     logger: quiet,
@@ -94,18 +96,28 @@ Deno.test("live: each change drops what the kernel and the client cache of it", 
     watched("0:9:10"),
     { dir: "0:9:20", name: "f", what: ChangeKind.DATA },
     { dir: "0:9:20", name: "f", what: ChangeKind.ATTR },
+    { dir: "0:9:20", name: "f", what: ChangeKind.DATA | ChangeKind.ATTR },
     { dir: "0:9:20", name: "new", what: ChangeKind.NAME },
     { dir: "0:9:10", what: ChangeKind.SELF },
     { dir: "0:9:20", name: "a/b", what: ChangeKind.NAME }, // never a name: ignored
   ]);
+  // A change of contents alone cannot have brought an xattr: the reader's answers stay.
   deepStrictEqual(calls, [
-    "inode /d/f 0",
+    "inode /d/f 0 xattrs kept",
     "inode /d/f -1",
+    "inode /d/f 0",
     "entry /d new",
     "inode /d 0",
     "inode / 0",
   ]);
-  deepStrictEqual(dropped, ["0:9:20|f|0:9:30", "0:9:20|f|0:9:30", "0:9:20|new|", "||"]);
+  // With the event's kind: a change of contents alone leaves what is known of xattrs.
+  deepStrictEqual(dropped, [
+    `0:9:20|f|0:9:30|${ChangeKind.DATA}`,
+    `0:9:20|f|0:9:30|${ChangeKind.ATTR}`,
+    `0:9:20|f|0:9:30|${ChangeKind.DATA | ChangeKind.ATTR}`,
+    `0:9:20|new||${ChangeKind.NAME}`,
+    `|||${ChangeKind.SELF}`,
+  ]);
 });
 
 Deno.test("live: an overflow drops everything and vouches for nothing in flight", () => {

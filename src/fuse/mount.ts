@@ -203,8 +203,13 @@ class MountedSession implements FuseSession {
     return this.#session.invalidateEntry(parent, name);
   }
 
-  invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean> {
-    return this.#session.invalidateInode(node, offset, length);
+  invalidateInode(
+    node: Node,
+    offset?: number,
+    length?: number,
+    xattrsKept?: boolean,
+  ): Promise<boolean> {
+    return this.#session.invalidateInode(node, offset, length, xattrsKept);
   }
 
   storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean> {

@@ -98,6 +98,27 @@ Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it
   await session.closed;
 });
 
+Deno.test("no-xattrs: an inode's invalidation ends it, unless only its contents changed", async () => {
+  const fs = new MemFs({ reportNoXattrs: true });
+  const { device, session } = await initialized(fs);
+  device.send(
+    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
+  );
+  device.take();
+  const node = session.nodes.get(2n)!;
+  // Written: a write never adds an xattr (the kernel asks security.capability before each).
+  await session.invalidateInode(node, 0, 0, true);
+  device.send(getxattr(2n, 3n));
+  deepStrictEqual(device.take().map((r) => [r.byFilter, r.error]), [[true, -ERRNO.ENODATA]]);
+  // Any other change may have set one: the filesystem answers.
+  await session.invalidateInode(node, -1, 0);
+  device.send(getxattr(2n, 4n));
+  deepStrictEqual(device.take().map((r) => [r.byFilter, r.error]), [[false, -ERRNO.ENODATA]]);
+  deepStrictEqual(fs.getxattrCalls, 1);
+  device.end();
+  await session.closed;
+});
+
 Deno.test("no-xattrs: off while tracing (the trace shows every request)", async () => {
   const fs = new MemFs({ reportNoXattrs: true });
   const { device, session } = await initialized(fs, { debug: true });

@@ -118,8 +118,15 @@ export interface FuseSession {
    * Ask the kernel to drop cached attributes and, for the byte range (offset, length; length 0
    * = to the end, offset -1 = attributes only), cached data of `node` (FUSE_NOTIFY_INVAL_INODE).
    * Like `invalidateEntry`, safe inside handlers; resolves true if the kernel accepted it.
+   * `xattrsKept`: the change was of contents only (which never adds an extended attribute), so
+   * a node known to have none keeps its GETXATTRs answered without the filesystem.
    */
-  invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
+  invalidateInode(
+    node: Node,
+    offset?: number,
+    length?: number,
+    xattrsKept?: boolean,
+  ): Promise<boolean>;
   /**
    * Put `data` into the kernel's page cache of `node` at `offset` (FUSE_NOTIFY_STORE): reads of
    * it are then answered by the kernel. Resolves true if the kernel accepted it.

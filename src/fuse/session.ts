@@ -1021,9 +1021,12 @@ export class Session<H = unknown> {
     return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
   }
 
-  /** FUSE_NOTIFY_INVAL_INODE; offset -1 = attributes only, length 0 = to the end. */
-  invalidateInode(node: Node, offset = 0, length = 0): Promise<boolean> {
-    this.#noXattrs?.mark(node.nodeId, 0); // an xattr may have come with the change
+  /**
+   * FUSE_NOTIFY_INVAL_INODE; offset -1 = attributes only, length 0 = to the end; `xattrsKept`:
+   * the change was of contents only (see `MountedFuse.invalidateInode`).
+   */
+  invalidateInode(node: Node, offset = 0, length = 0, xattrsKept = false): Promise<boolean> {
+    if (!xattrsKept) this.#noXattrs?.mark(node.nodeId, 0); // an xattr may have come with it
     this.#changed(node.nodeId);
     const total = OUT_HEADER_SIZE + NOTIFY_INVAL_INODE_SIZE;
     const buf = new Uint8Array(total);
