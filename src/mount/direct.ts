@@ -16,7 +16,12 @@
  */
 
 import { concatBytes, type ExecSession, withHead } from "../docker/mod.ts";
-import { DIRECT_SOCKET_NAME, firstFrameLength, helloOfFrame } from "../protocol/mod.ts";
+import {
+  DIRECT_SOCKET_NAME,
+  firstFrameLength,
+  helloOfFrame,
+  type RawConn,
+} from "../protocol/mod.ts";
 
 /**
  * Bytes of 64 KiB+ reads and writes in flight on the direct channel (the exec stream's 2 MiB,
@@ -26,17 +31,27 @@ import { DIRECT_SOCKET_NAME, firstFrameLength, helloOfFrame } from "../protocol/
  */
 export const DIRECT_BULK_BYTES = 1 << 20;
 
-/** Where the RPC client reads and writes. */
-export interface Channel {
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly writable: WritableStream<Uint8Array>;
-  /** "direct": the satellite's socket; "exec": the engine's exec stream. */
-  readonly kind: "direct" | "exec";
-  /** Why a direct channel offered was not taken. */
-  readonly note?: string;
-  /** Closes the socket (nothing for the exec stream, which its session owns). */
-  close(): void;
-}
+/**
+ * Where the RPC client reads and writes: the engine's exec stream, or the satellite's socket
+ * (used directly, without web streams: see `RawConn`).
+ */
+export type Channel =
+  | {
+    readonly kind: "exec";
+    readonly readable: ReadableStream<Uint8Array>;
+    readonly writable: WritableStream<Uint8Array>;
+    /** Why a direct channel offered was not taken. */
+    readonly note?: string;
+    /** Nothing: the exec session owns its stream. */
+    close(): void;
+  }
+  | {
+    readonly kind: "direct";
+    readonly conn: RawConn;
+    readonly note?: undefined;
+    /** Closes the socket. */
+    close(): void;
+  };
 
 /**
  * Reads the satellite's hello from the exec stream and takes the direct channel when it offers
@@ -44,9 +59,9 @@ export interface Channel {
  */
 export async function openChannel(exec: ExecSession): Promise<Channel> {
   const onExec = (readable: ReadableStream<Uint8Array>, note?: string): Channel => ({
+    kind: "exec",
     readable,
     writable: exec.stdin,
-    kind: "exec",
     note,
     close() {},
   });
@@ -83,9 +98,8 @@ export async function openChannel(exec: ExecSession): Promise<Channel> {
   }
   // The hello on the exec stream stays unread there: the satellite says it again on the socket.
   return {
-    readable: conn.readable,
-    writable: conn.writable,
     kind: "direct",
+    conn,
     close() {
       try {
         conn.close();

@@ -10,7 +10,7 @@ import {
   Dispatcher,
   firstFrameLength,
   type Hello,
-  helloOfFrame,
+  RpcClient,
 } from "../protocol/mod.ts";
 import { openChannel } from "./direct.ts";
 
@@ -77,11 +77,14 @@ Deno.test("direct channel: taken when offered, the secret sent first, the hello 
     });
     const channel = await openChannel(exec).finally(() => Deno.chdir(cwd));
     const { conn, secret } = await served;
-    equal(channel.kind, "direct");
+    ok(channel.kind === "direct");
     equal(secret, SECRET);
-    equal(helloOfFrame(await readFrame(channel.readable))?.buildId, "on the socket");
+    // The RPC client reads the socket itself, not through a web stream.
+    const client = new RpcClient(channel.conn);
+    equal((await client.ready).buildId, "on the socket");
+    conn.close(); // the satellite goes: the client reads the end of its socket
+    equal((await client.closed).reason, "satellite closed its output");
     channel.close();
-    conn.close();
   } finally {
     listener.close();
     await Deno.remove(dir, { recursive: true });
@@ -94,7 +97,7 @@ Deno.test("direct channel: the exec stream, hello included, when none is offered
   // Not asked for: the exec stream as it is, nothing read from it.
   const plain = fakeExec([hello], {});
   const untouched = await openChannel(plain.exec);
-  equal(untouched.kind, "exec");
+  ok(untouched.kind === "exec");
   equal(untouched.readable, plain.exec.stdout);
   // Asked for, but the hello (split in two chunks) does not offer it.
   const split = fakeExec([hello.subarray(0, 3), hello.subarray(3)], {
@@ -102,14 +105,14 @@ Deno.test("direct channel: the exec stream, hello included, when none is offered
     directToken: SECRET,
   });
   const notOffered = await openChannel(split.exec);
-  equal(notOffered.kind, "exec");
+  ok(notOffered.kind === "exec");
   equal(notOffered.note, undefined);
   deepStrictEqual(await readFrame(notOffered.readable), hello);
   // Offered, but there is no socket where it should be (a pid without it): the note says why,
   // and nothing was written to the satellite.
   const unreachable = fakeExec([offered], { pid: Deno.pid, directToken: SECRET });
   const fallback = await openChannel(unreachable.exec);
-  equal(fallback.kind, "exec");
+  ok(fallback.kind === "exec");
   ok(fallback.note?.startsWith("cannot connect"), String(fallback.note));
   deepStrictEqual(await readFrame(fallback.readable), offered);
   deepStrictEqual(unreachable.written(), []);

@@ -28,7 +28,7 @@ import { deployChosen } from "../docker/deploy.ts";
 import type { ContainerFs } from "../fs/mod.ts";
 import type { FuseSession, Logger, PreparedMount } from "../fuse/mod.ts";
 import { checkMountpoint, inspectMountpoint, recoverStaleMount } from "../fuse/mountpoint.ts";
-import type { Change } from "../protocol/mod.ts";
+import type { Change, RpcClientOptions } from "../protocol/mod.ts";
 import type { Channel } from "./direct.ts";
 import { type ContainerMountOptions, type LayerOptions, layerOptions } from "./options.ts";
 import { type ReconnectSteps, type Satellite, supervise, waitForContainer } from "./reconnect.ts";
@@ -281,7 +281,7 @@ async function startSatellite(
   if (channel.note !== undefined) {
     logger.info(`Not using the satellite's direct socket: ${channel.note}`);
   }
-  const rpc = new RpcClient(channel.readable, channel.writable, {
+  const clientOptions: RpcClientOptions = {
     expectedBuildId: bundle.buildId,
     ...(channel.kind === "direct" ? { bulkBytes: DIRECT_BULK_BYTES } : {}),
     ...rpcOptions,
@@ -294,7 +294,10 @@ async function startSatellite(
           }`,
         )
       : undefined,
-  });
+  };
+  const rpc = channel.kind === "direct"
+    ? new RpcClient(channel.conn, clientOptions)
+    : new RpcClient(channel.readable, channel.writable, clientOptions);
   let execEnded = false;
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> =>

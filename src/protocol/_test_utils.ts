@@ -14,6 +14,7 @@ import {
   type Hello,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
+  type RawConn,
   RpcClient,
   type RpcClientOptions,
   type RpcResult,
@@ -51,6 +52,41 @@ export interface FakeOptions {
   /** Keep responses in `held` instead of sending them. */
   hold?: boolean;
   client?: RpcClientOptions;
+  /** The client reads through a `RawConn` that gives at most this many bytes per read. */
+  rawReadBytes?: number;
+}
+
+/** A `RawConn` over a pair of streams, giving at most `maxRead` bytes per read. */
+function rawConnOver(
+  readable: ReadableStream<Uint8Array>,
+  writable: WritableStream<Uint8Array>,
+  maxRead: number,
+): RawConn {
+  const reader = readable.getReader();
+  const writer = writable.getWriter();
+  let pending: Uint8Array = new Uint8Array(0);
+  return {
+    async read(buffer) {
+      while (pending.length === 0) {
+        const { value, done } = await reader.read();
+        if (done) return null;
+        pending = value;
+      }
+      const n = Math.min(buffer.length, pending.length, maxRead);
+      buffer.set(pending.subarray(0, n));
+      pending = pending.subarray(n);
+      return n;
+    },
+    async write(bytes) {
+      await writer.write(bytes.slice());
+      return bytes.length;
+    },
+    closeWrite: () => writer.close().catch(() => {}),
+    close() {
+      writer.abort().catch(() => {});
+      reader.cancel().catch(() => {});
+    },
+  };
 }
 
 /** Starts a fake satellite with `handlers` and a client connected to it. */
@@ -82,7 +118,12 @@ export function startFake(handlers: Partial<Handlers>, options: FakeOptions = {}
       // client went away
     }
   })();
-  const client = new RpcClient(fromSat.readable, toSat.writable, options.client);
+  const client = options.rawReadBytes === undefined
+    ? new RpcClient(fromSat.readable, toSat.writable, options.client)
+    : new RpcClient(
+      rawConnOver(fromSat.readable, toSat.writable, options.rawReadBytes),
+      options.client,
+    );
   return {
     client,
     dispatcher,

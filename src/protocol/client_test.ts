@@ -30,8 +30,21 @@ function shuffle<T>(items: T[], seed: number): T[] {
   return items;
 }
 
-Deno.test("100 calls in flight complete correctly when answered out of order", async () => {
-  const fake = startFake(handlers, { hold: true });
+for (
+  const [how, rawReadBytes] of [
+    ["", undefined],
+    [" (a connection read directly, frames split across reads)", 7],
+    [" (a connection read directly, results left as views into its reads)", 1 << 20],
+  ] as const
+) {
+  Deno.test(`100 calls in flight complete correctly when answered out of order${how}`, async () => {
+    await hundredCalls(rawReadBytes);
+  });
+}
+
+/** 100 calls answered in a shuffled order; every result checked once all are in. */
+async function hundredCalls(rawReadBytes: number | undefined): Promise<void> {
+  const fake = startFake(handlers, { hold: true, rawReadBytes });
   await fake.client.ready;
   const calls: Promise<RpcResult<unknown>>[] = Array.from(
     { length: 100 },
@@ -53,7 +66,7 @@ Deno.test("100 calls in flight complete correctly when answered out of order", a
   });
   equal(fake.client.inFlight, 0);
   await fake.client.close();
-});
+}
 
 Deno.test("a call times out with EIO, and its late answer is ignored", async () => {
   const fake = startFake(handlers, { hold: true });

@@ -42,6 +42,7 @@ export {
   type CallOptions,
   type CloseInfo,
   helloOfFrame,
+  type RawConn,
   type RpcCalls,
   RpcClient,
   type RpcClientOptions,
