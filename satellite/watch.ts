@@ -33,6 +33,7 @@ import {
   inodeKey,
   INVALID,
   MAX_CHANGES,
+  OpenFlags,
   type PathArg,
   RECORD_BYTES,
   recordMode,
@@ -292,7 +293,13 @@ export class Watcher {
     }
     // Remember what open files and directories are called.
     const open = h.open;
-    h.open = (p) => this.#named(open(p), p.path as PathArg);
+    h.open = (p) => {
+      const opened = () => this.#named(open(p), p.path as PathArg);
+      // An open with O_TRUNC changes the file: that event is the client's own too.
+      return (p.flags as number) & OpenFlags.O_TRUNC
+        ? this.#echoFree(opened, this.#echoOf(p, ["path"]))
+        : opened();
+    };
     const create = h.create;
     h.create = (p) => this.#named(create(p), p.path as PathArg);
     const opendir = h.opendir;

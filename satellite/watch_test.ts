@@ -9,6 +9,7 @@ import {
   type Handlers,
   Later,
   type NowReply,
+  OpenFlags,
   type Reply,
   RpcFailure,
 } from "../src/protocol/mod.ts";
@@ -115,6 +116,12 @@ Deno.test("watch: the client's own changes are not echoed; others' meanwhile are
     s.handlers.write({ handle: created.handle, offset: 0n, data: new Uint8Array([1, 2]) });
     s.handlers.chmod({ path: "mine", mode: 0o600 });
     s.handlers.release({ handle: created.handle });
+    // Opened again with O_TRUNC (an editor saving in place): its truncation is the client's own.
+    const truncated = now(
+      s.handlers.open({ path: "mine", flags: OpenFlags.O_WRONLY | OpenFlags.O_TRUNC }),
+    );
+    ok(!(truncated instanceof RpcFailure));
+    s.handlers.release({ handle: truncated.handle });
     Deno.writeTextFileSync(`${s.dir}/theirs`, "y");
     s.handlers.unlink({ path: "mine" });
     deepStrictEqual(kinds(s.take()), [`${ChangeKind.NAME | ChangeKind.DATA} theirs`]);
