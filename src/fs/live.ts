@@ -18,24 +18,14 @@
  * @module
  */
 
-import type { Logger, Node } from "../fuse/mod.ts";
+import type { FuseSession, Logger, Node } from "../fuse/mod.ts";
 import { type Change, ChangeKind } from "../protocol/mod.ts";
 
-/** The kernel caches the view drops entries from (a FUSE session). */
-export interface KernelCaches {
-  invalidateEntry(parent: Node, name: string): Promise<boolean>;
-  invalidateInode(
-    node: Node,
-    offset?: number,
-    length?: number,
-    xattrsKept?: boolean,
-  ): Promise<boolean>;
-  /** Puts `data` into the kernel's page cache of `node` at `offset`. */
-  storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean>;
-  nodeOf(key: string): Node | undefined;
-  childOf(parent: Node, name: string): Node | undefined;
-  knownNodes(): Node[];
-}
+/** The kernel caches the view drops entries from (a FUSE session's, declared there). */
+export type KernelCaches = Pick<
+  FuseSession,
+  "invalidateEntry" | "invalidateInode" | "storeData" | "nodeOf" | "childOf" | "knownNodes"
+>;
 
 /** The client's own caches, keyed like nodes ("" is the root). */
 export interface LocalCaches {

@@ -36,6 +36,7 @@ import {
   Errno,
   EXDEV,
   type FileSystem,
+  type FuseSession,
   type Logger,
   type Node,
   type Opened,
@@ -89,10 +90,7 @@ export interface TreeSource {
 }
 
 /** Kernel cache invalidation (the FUSE session's, once mounted). */
-export interface Invalidator {
-  invalidateEntry(parent: Node, name: string): Promise<boolean>;
-  invalidateInode(node: Node, offset?: number, length?: number): Promise<boolean>;
-}
+export type Invalidator = Pick<FuseSession, "invalidateEntry" | "invalidateInode">;
 
 /** Options of {@link TreeFs}. Times in seconds unless named ...Ms. */
 export interface TreeFsOptions {
