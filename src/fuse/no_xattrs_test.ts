@@ -11,6 +11,10 @@ import { NoXattrs } from "./no_xattrs.ts";
 const getxattr = (nodeId: bigint, unique = 7n) =>
   frame({ opcode: Opcode.GETXATTR, unique, nodeId, body: body([0, "u32"], [0, "u32"], "a.b") });
 
+/** MKDIR "d" in the root (its node is 2 in a fresh session). */
+const mkdirD = () =>
+  frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") });
+
 Deno.test("no-xattrs filter: answers GETXATTR (ENODATA) and LISTXATTR (empty) on listed nodes only", () => {
   const table = new NoXattrs();
   const filter = evaluated(table.filter);
@@ -73,9 +77,7 @@ Deno.test("no-xattrs filter: colliding nodes share probes; a full probe sequence
 Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it", async () => {
   const fs = new MemFs({ reportNoXattrs: true });
   const { device, session } = await initialized(fs);
-  device.send(
-    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
-  );
+  device.send(mkdirD());
   device.take();
   device.send(getxattr(2n, 3n));
   const [answered] = device.take();
@@ -101,9 +103,7 @@ Deno.test("no-xattrs: the session lists entries without xattrs; SETXATTR ends it
 Deno.test("no-xattrs: an inode's invalidation ends it, unless only its contents changed", async () => {
   const fs = new MemFs({ reportNoXattrs: true });
   const { device, session } = await initialized(fs);
-  device.send(
-    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
-  );
+  device.send(mkdirD());
   device.take();
   const node = session.nodes.get(2n)!;
   // Written: a write never adds an xattr (the kernel asks security.capability before each).
@@ -122,9 +122,7 @@ Deno.test("no-xattrs: an inode's invalidation ends it, unless only its contents 
 Deno.test("no-xattrs: off while tracing (the trace shows every request)", async () => {
   const fs = new MemFs({ reportNoXattrs: true });
   const { device, session } = await initialized(fs, { debug: true });
-  device.send(
-    frame({ opcode: Opcode.MKDIR, unique: 2n, body: body([0o755, "u32"], [0, "u32"], "d") }),
-  );
+  device.send(mkdirD());
   device.send(getxattr(2n, 3n));
   const replies = device.take();
   deepStrictEqual(replies.map((r) => [r.byFilter, r.error]), [[false, 0], [false, -ERRNO.ENODATA]]);
