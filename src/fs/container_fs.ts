@@ -101,7 +101,7 @@ import { MountChanges } from "./mount_changes.ts";
 import { OpenFiles, type ReadAhead } from "./open_files.ts";
 import { SmallFiles } from "./small_files.ts";
 import { fixedLink, isLink, type RpcLink } from "./rpc_link.ts";
-import { FileWrites, WriteBehind } from "./write_behind.ts";
+import { FileWrites, WRITE_AHEAD_BYTES, WriteBehind } from "./write_behind.ts";
 
 /** An open file or directory: the satellite's handle id. */
 export interface Handle {
@@ -229,6 +229,12 @@ function expired(entries: DirEntry[]): DirEntry[] {
 function relPath(node: Node): string | undefined {
   const path = node.path;
   return path === undefined ? undefined : path.slice(1);
+}
+
+/** What the kernel may be answered ahead of writes through `handle` (see write_behind.ts). */
+function writeAhead(handle: Handle, flags: number): number | undefined {
+  const writable = (flags & O_ACCMODE) !== O_RDONLY && (flags & O_DSYNC) === 0;
+  return writable && handle.writes?.early === true ? WRITE_AHEAD_BYTES : undefined;
 }
 
 function fail(result: RpcResult<unknown> & { ok: false }): Errno {
@@ -705,7 +711,8 @@ export class ContainerFs implements FileSystem<Handle> {
    * connection did not come back within the grace period answers EIO (and is tried again).
    */
   async #via(node: Node, handle: Handle): Promise<RpcCalls | Errno> {
-    if (handle.lost !== undefined) return handle.lost;
+    const now = this.#viaNow(handle);
+    if (now !== undefined) return now;
     if (handle.lazy === true && !handle.dir) {
       // Opened from the kernel's cache: its first call that needs the file opens it for real.
       const failed = await (handle.reopening ??= this.#reopen(node, handle).finally(() => {
@@ -715,8 +722,6 @@ export class ContainerFs implements FileSystem<Handle> {
       handle.lazy = false;
       return this.#link.on(handle.gen);
     }
-    if (handle.id === NO_HANDLE) return this.#rpc;
-    if (handle.gen === this.#link.generation && this.#link.up) return this.#link.on(handle.gen);
     if (!this.#link.up && !await this.#link.connected()) return EIO;
     if (handle.gen !== this.#link.generation) {
       const failed = await (handle.reopening ??= this.#reopen(node, handle).finally(() => {
@@ -725,6 +730,15 @@ export class ContainerFs implements FileSystem<Handle> {
       if (failed !== undefined) return failed;
     }
     return this.#link.on(handle.gen);
+  }
+
+  /** `#via` without waiting, when nothing needs opening or a connection: else undefined. */
+  #viaNow(handle: Handle): RpcCalls | Errno | undefined {
+    if (handle.lost !== undefined) return handle.lost;
+    if (handle.lazy === true && !handle.dir) return undefined;
+    if (handle.id === NO_HANDLE) return this.#rpc;
+    if (handle.gen === this.#link.generation && this.#link.up) return this.#link.on(handle.gen);
+    return undefined;
   }
 
   /** Opens `handle`'s file again on the current connection, if the same inode is at its path. */
@@ -1198,7 +1212,12 @@ export class ContainerFs implements FileSystem<Handle> {
     const attr = this.#attrs.attrOf(node);
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
     const handle = this.#newFile(id, gen, flags, node.key, !special);
-    return { handle, directIo: special, keepCache: !special };
+    return {
+      handle,
+      directIo: special,
+      keepCache: !special,
+      writeAhead: writeAhead(handle, flags),
+    };
   }
 
   /** A registered handle of the open file `id` (of connection `gen`) of inode `key`. */
@@ -1431,7 +1450,8 @@ export class ContainerFs implements FileSystem<Handle> {
     }
     const changed = this.#dirChanged(parent, r.value.dir, since);
     if (changed !== undefined) entry.dir = changed.dir;
-    return { handle: this.#newFile(r.value.handle, cur.gen, flags, entry.key!, true), entry };
+    const handle = this.#newFile(r.value.handle, cur.gen, flags, entry.key!, true);
+    return { handle, entry, writeAhead: writeAhead(handle, flags) };
   }
 
   async read(
@@ -1497,6 +1517,7 @@ export class ContainerFs implements FileSystem<Handle> {
     info: WriteInfo,
   ): Promise<number | Errno> {
     const writes = handle.writes!;
+    if (info.answered === true) return this.#writeAnswered(node, handle, offset, data);
     const error = this.#writes.takeError([writes]);
     if (error !== undefined) return error;
     const rpc = await this.#via(node, handle);
@@ -1506,15 +1527,53 @@ export class ContainerFs implements FileSystem<Handle> {
       if (killed !== undefined) return killed;
     }
     writes.dirty = true;
+    if (writes.early && (info.flags & O_DSYNC) === 0) {
+      return this.#writeBehind(node, handle, offset, data, rpc);
+    }
     this.#dataChanged(node, handle);
     this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
-    if (writes.early && (info.flags & O_DSYNC) === 0) {
-      return this.#writes.write(writes, params, rpc);
-    }
     const r = await rpc.write(params, this.#opts(ctx));
     if (!r.ok) return fail(r);
     return r.value <= data.length ? r.value : EIO; // more than sent: not an answer to this
+  }
+
+  /**
+   * A write the kernel was told succeeded (`WriteInfo.answered`): queued at once when its
+   * connection is up (before anything the kernel sent after it), else once it is; a failure is
+   * kept for the handle's next flush or fsync.
+   */
+  #writeAnswered(node: Node, handle: Handle, offset: number, data: Uint8Array): Promise<number> {
+    const writes = handle.writes!;
+    writes.dirty = true;
+    const now = this.#viaNow(handle);
+    if (now !== undefined && !isErrno(now)) {
+      return this.#writeBehind(node, handle, offset, data, now);
+    }
+    const late: Promise<number> = (async () => {
+      const rpc = now ?? await this.#via(node, handle);
+      if (!isErrno(rpc)) return await this.#writeBehind(node, handle, offset, data, rpc);
+      writes.error ??= rpc;
+      return data.length;
+    })();
+    // A flush or fsync meanwhile waits for it as for a write under way.
+    const pending = late.then(() => void writes.pending.delete(pending));
+    writes.pending.add(pending);
+    return late;
+  }
+
+  /** Queues a write answered before the satellite's answer (see write_behind.ts). */
+  #writeBehind(
+    node: Node,
+    handle: Handle,
+    offset: number,
+    data: Uint8Array,
+    rpc: RpcCalls,
+  ): Promise<number> {
+    this.#dataChanged(node, handle);
+    this.#attrs.extend(node, offset + data.length);
+    const params = { handle: handle.id, offset: BigInt(offset), data };
+    return this.#writes.write(handle.writes!, params, rpc);
   }
 
   /**

@@ -512,6 +512,51 @@ Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite
   }
 });
 
+Deno.test("container fs: writes may be answered ahead on write-behind handles only", async () => {
+  for (
+    const [writeBehind, flags, ahead] of [
+      [true, O_WRONLY, true],
+      [true, O_WRONLY | O_DSYNC, false],
+      [true, O_RDONLY, false],
+      [false, O_WRONLY, false],
+    ] as const
+  ) {
+    const { rpc, fs, root } = setup({ writeBehind });
+    rpc.on("lstat", () => ok(fakeStat()));
+    rpc.on("open", () => ok({ handle: 1 }));
+    const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+    const opened = value(await fs.open(fakeContext(), node, flags));
+    deepStrictEqual((opened.writeAhead ?? 0) > 0, ahead, `writeBehind ${writeBehind}, ${flags}`);
+  }
+});
+
+Deno.test("container fs: a write answered ahead is queued at once; its failure waits for the flush", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  rpc.on("fstat", () => ok(fakeStat({ size: 10n })));
+  let answerWrite: ((r: ReturnType<typeof fail>) => void) | undefined;
+  rpc.on("write", () => new Promise((resolve) => answerWrite = resolve));
+  rpc.on("flush", () => ok(undefined));
+  rpc.on("fsync", () => ok(null));
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  const info = { ...writeInfo, answered: true };
+  const written = fs.write(fakeContext(), node, h, 0, new Uint8Array(10), info);
+  // Synchronously: queued before anything the kernel sent after it.
+  deepStrictEqual(rpc.methods().slice(-1), ["write"]);
+  deepStrictEqual(await written, 10);
+  const flushed = fs.flush(fakeContext(), node, h);
+  await new Promise((r) => setTimeout(r, 0));
+  answerWrite!(fail("ENOSPC"));
+  deepStrictEqual(await flushed, ENOSPC, "the flush reports what the kernel was not told");
+  // A second answered write after a failure nobody was told of yet is not refused either.
+  const again = fs.write(fakeContext(), node, h, 10, new Uint8Array(5), info);
+  answerWrite!(fail("EIO"));
+  deepStrictEqual(await again, 5);
+  deepStrictEqual((await fs.fsync(fakeContext(), node, h, false) as Errno).name, "EIO");
+});
+
 /**
  * The root listed with one subdirectory "d", which the satellite's walks answer with `inD`; the
  * walk ahead that listing starts has been answered.

@@ -21,6 +21,12 @@ import { EIO, type Errno, errnoOf, type Logger } from "../fuse/mod.ts";
 import type { ParamsOf, RpcCalls } from "../protocol/mod.ts";
 import { BoundedMap } from "./bounded_map.ts";
 
+/**
+ * Bytes of writes through one handle the FUSE layer may answer before the filesystem sees them
+ * (`Opened.writeAhead`): small writes only, a bulk write waits its turn here.
+ */
+export const WRITE_AHEAD_BYTES = 256 * 1024;
+
 /** Write state of one open file handle. */
 export class FileWrites {
   /** Identity of the inode (`Entry.key`). */

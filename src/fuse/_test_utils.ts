@@ -40,12 +40,14 @@ export class FakeDevice implements Device {
   describe: (() => string) | undefined = undefined;
   #sink: DeviceSink | undefined;
   #filter: RequestFilter | undefined;
+  #ahead: RequestFilter | undefined;
   #filterReply = new DataView(new ArrayBuffer(4096));
 
   start(sink: DeviceSink): void {
     this.#sink = sink;
     // Evaluated exactly as the reader worker does: the source must be self-contained.
     if (sink.filter) this.#filter = evaluated(sink.filter);
+    if (sink.ahead) this.#ahead = evaluated(sink.ahead);
   }
 
   /** Delivers one frame (length `length`, default the frame's). */
@@ -53,14 +55,17 @@ export class FakeDevice implements Device {
     const bytes = new Uint8Array(BUF);
     bytes.set(frame.subarray(0, Math.min(frame.length, BUF)));
     const view = new DataView(bytes.buffer);
-    const n = this.#filter?.(view, length, this.#filterReply) ?? 0;
-    if (n > 0) {
-      const out = new Uint8Array(this.#filterReply.buffer, 0, n).slice();
+    // As the reader: an answer ahead is sent and the request handed on all the same (the
+    // session releases every request before this returns, so the filter is never held back).
+    const early = this.#ahead?.(view, length, this.#filterReply) ?? 0;
+    const n = early > 0 ? 0 : this.#filter?.(view, length, this.#filterReply) ?? 0;
+    if (early > 0 || n > 0) {
+      const out = new Uint8Array(this.#filterReply.buffer, 0, early || n).slice();
       this.replies.push(reply(out, true));
-      return;
+      if (n > 0) return;
     }
     this.delivered++;
-    this.#sink!.request({ bytes, view, release() {} }, length);
+    this.#sink!.request({ bytes, view, release() {} }, length, early > 0);
   }
 
   write(parts: Uint8Array[], total: number): number {

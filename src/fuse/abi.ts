@@ -561,6 +561,15 @@ export function encodeReadIn(v: DataView, o: number, read: Readonly<ReadIn>): vo
 
 /** fuse_write_in (40): same layout as read_in; the data follows at WRITE_IN_SIZE. */
 export const WRITE_IN_SIZE = 40;
+/** Where fuse_write_in's fields sit in its body (the reader's early answers read them too). */
+export const WriteInOffset = {
+  FH: 0,
+  OFFSET: 8,
+  SIZE: 16,
+  WRITE_FLAGS: 20,
+  LOCK_OWNER: 24,
+  FLAGS: 32,
+} as const;
 export interface WriteIn {
   fh: bigint;
   /** Offset (beyond 2^53 - 1: EFBIG). */
@@ -573,17 +582,17 @@ export interface WriteIn {
 }
 export function decodeWriteIn(v: DataView, o: number, n: number): Decoded<WriteIn> {
   if (n < WRITE_IN_SIZE) return ERRNO.EINVAL;
-  const offset = safeU64(v, o + 8);
+  const offset = safeU64(v, o + WriteInOffset.OFFSET);
   if (offset < 0) return ERRNO.EFBIG;
-  const size = v.getUint32(o + 16, true);
+  const size = v.getUint32(o + WriteInOffset.SIZE, true);
   if (size > n - WRITE_IN_SIZE) return ERRNO.EINVAL;
   return {
-    fh: v.getBigUint64(o, true),
+    fh: v.getBigUint64(o + WriteInOffset.FH, true),
     offset,
     size,
-    writeFlags: v.getUint32(o + 20, true),
-    lockOwner: v.getBigUint64(o + 24, true),
-    flags: v.getUint32(o + 32, true),
+    writeFlags: v.getUint32(o + WriteInOffset.WRITE_FLAGS, true),
+    lockOwner: v.getBigUint64(o + WriteInOffset.LOCK_OWNER, true),
+    flags: v.getUint32(o + WriteInOffset.FLAGS, true),
   };
 }
 

@@ -14,7 +14,10 @@
  * A slot is owned by the worker while its state is 0 and by the JS thread while it is 1 or 2.
  *
  * The device knows nothing of the protocol: a sink may give a `ReaderFilter` that the reader
- * runs on each request before handing it over (the session's no-xattrs shortcut).
+ * runs on each request before handing it over (the session's no-xattrs shortcut), and an
+ * `ahead` filter whose answers are sent and the request handed over all the same, marked
+ * answered (writes answered ahead). While such a request is not yet released by the sink, the
+ * reader answers nothing with the first filter: its answers could predate that request's change.
  *
  * After answering two requests in a row itself the reader polls the device (non-blocking
  * reads, giving way to any thread ready on its CPU) for a while before it sleeps: a process
@@ -85,12 +88,20 @@ export function combineFilters(filters: readonly ReaderFilter[]): ReaderFilter |
 
 /** Receives what a device reads. */
 export interface DeviceSink {
-  /** One request of `length` bytes in `buffer`; the sink must call `buffer.release()`. */
-  request(buffer: RequestBuffer, length: number): void;
+  /**
+   * One request of `length` bytes in `buffer`; the sink must call `buffer.release()`.
+   * `answered`: the `ahead` filter already answered it (the sink must not).
+   */
+  request(buffer: RequestBuffer, length: number, answered?: boolean): void;
   /** The connection is gone (`errno` ENODEV when unmounted) or the reader failed. */
   end(errno: number): void;
   /** Run by the reader on each request first (devices without a reader thread may ignore it). */
   readonly filter?: ReaderFilter;
+  /**
+   * Run by the reader before `filter`: a request it answers is handed over too, marked answered
+   * (devices without a reader thread may ignore it; devices that run it must mark them).
+   */
+  readonly ahead?: ReaderFilter;
 }
 
 /**
@@ -144,8 +155,10 @@ const lib = Deno.dlopen("libc.so.6", {
 const errnoView = new Deno.UnsafePointerView(lib.__errno_location());
 const errno = () => errnoView.getInt32(0);
 self.onmessage = (event) => {
-  const { sab, fd, slots, slotSize, dataOffset, filterSource, filterState, spinMicros } =
-    event.data;
+  const {
+    sab, fd, slots, slotSize, dataOffset, filterSource, filterState, aheadSource, aheadState,
+    spinMicros,
+  } = event.data;
   // Spinning reads are non-blocking; sleeping is a poll() for input (or an error: the next
   // read then reports it).
   const spinMs = spinMicros / 1000;
@@ -166,19 +179,32 @@ self.onmessage = (event) => {
     dataViews.push(new DataView(sab, dataOffset + i * slotSize, slotSize));
   }
   const filter = filterSource ? new Function("return (" + filterSource + ");")()(filterState) : null;
+  const ahead = aheadSource ? new Function("return (" + aheadSource + ");")()(aheadState) : null;
   const reply = new Uint8Array(${FILTER_REPLY_MAX});
   const replyView = new DataView(reply.buffer);
-  // A reply the filter wrote: sent here; a failed write means the request was interrupted.
-  const answered = (s, n) => {
+  // A reply \`f\` wrote: sent here; a failed write means the request was interrupted.
+  const answered = (f, s, n) => {
     let r = 0;
     try {
-      r = filter(dataViews[s], n, replyView);
+      r = f(dataViews[s], n, replyView);
     } catch {
       return false;
     }
     if (!(r > 0 && r <= ${FILTER_REPLY_MAX})) return false;
     lib.write(fd, reply, BigInt(r));
     return true;
+  };
+  // Slots holding a request answered ahead, maybe not yet released by the JS thread.
+  const aheadIn = new Uint8Array(slots);
+  let aheadOut = 0;
+  const aheadReleased = () => {
+    for (let k = 0; k < slots && aheadOut > 0; k++) {
+      if (aheadIn[k] === 1 && Atomics.load(ctrl, ${CTRL_SLOTS} + k * ${SLOT_WORDS}) === 0) {
+        aheadIn[k] = 0;
+        aheadOut--;
+      }
+    }
+    return aheadOut === 0;
   };
   let next = 0, seq = 0, end = 0, failures = 0;
   for (;;) {
@@ -189,6 +215,7 @@ self.onmessage = (event) => {
       if (Atomics.load(ctrl, ${CTRL_SLOTS} + i * ${SLOT_WORDS}) === 0) { s = i; break; }
     }
     if (s < 0) { Atomics.wait(ctrl, ${CTRL_FREED}, freed); continue; }
+    if (aheadIn[s] === 1) { aheadIn[s] = 0; aheadOut--; }
     const n = Number(lib.read(fd, views[s], slotBytes));
     if (n < 0) {
       const e = errno();
@@ -207,14 +234,17 @@ self.onmessage = (event) => {
       break;
     }
     failures = 0;
-    if (filter !== null && answered(s, n)) {
+    const early = ahead !== null && answered(ahead, s, n);
+    if (!early && filter !== null && (aheadOut === 0 || aheadReleased()) && answered(filter, s, n)) {
       if (spinning && ++answeredInRow >= 2) spinUntil = performance.now() + spinMs;
       continue;
     }
     spinUntil = 0;
     answeredInRow = 0;
     const base = ${CTRL_SLOTS} + s * ${SLOT_WORDS};
-    ctrl[base + 1] = n;
+    if (early) { aheadIn[s] = 1; aheadOut++; }
+    // A negative length: answered ahead.
+    ctrl[base + 1] = early ? -n : n;
     ctrl[base + 2] = ++seq;
     Atomics.store(ctrl, base, 1);
     Atomics.add(ctrl, ${CTRL_FILLED}, 1);
@@ -309,6 +339,8 @@ export class FuseDevice implements Device {
       dataOffset,
       filterSource: sink.filter?.source,
       filterState: sink.filter?.state,
+      aheadSource: sink.ahead?.source,
+      aheadState: sink.ahead?.state,
       spinMicros: this.#readerSpinMicros,
     });
 
@@ -330,7 +362,8 @@ export class FuseDevice implements Device {
         for (const i of pending) {
           const base = CTRL_SLOTS + i * SLOT_WORDS;
           Atomics.store(ctrl, base, 2);
-          sink.request(buffers[i], ctrl[base + 1]);
+          const n = ctrl[base + 1];
+          sink.request(buffers[i], n < 0 ? -n : n, n < 0);
         }
         const end = Atomics.load(ctrl, CTRL_END);
         if (end !== 0) {

@@ -140,6 +140,12 @@ export interface Opened<H = unknown> {
    * without asking (needs `cachedHandle`); the session ends it early when the node changes.
    */
   reuse?: number;
+  /**
+   * Bytes of writes through this open file that may be answered before the filesystem sees
+   * them (on the device's reader thread; the session hands each on with `WriteInfo.answered`).
+   * Only for a filesystem that keeps such a write's failure for the next flush or fsync.
+   */
+  writeAhead?: number;
 }
 
 /** A create answer: the new entry plus its open file. */
@@ -235,6 +241,11 @@ export interface WriteInfo {
   /** FUSE_WRITE_* flags (FUSE_WRITE_CACHE for writeback writes, FUSE_WRITE_KILL_SUIDGID). */
   writeFlags: number;
   lockOwner: bigint;
+  /**
+   * The kernel was already told the whole write succeeded (see `Opened.writeAhead`): the
+   * answer is not sent; a failure must be kept for the handle's next flush or fsync.
+   */
+  answered?: boolean;
 }
 
 /** Extra information on RELEASE. */

@@ -180,6 +180,7 @@ import { type NodeImpl, NodeTable } from "./nodes.ts";
 import { NoXattrs } from "./no_xattrs.ts";
 import { CachedAttrs } from "./cached_attrs.ts";
 import { CachedOpens } from "./cached_opens.ts";
+import { EarlyWrites } from "./early_writes.ts";
 
 const MiB = 1024 * 1024;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -251,6 +252,8 @@ class Request implements RequestContext {
   /** It may change nodes: counted in flight until answered. */
   changing = false;
   replied = false;
+  /** The reader answered it already (a write answered ahead): replies are not sent. */
+  answeredAhead = false;
   /** Watchdog rounds it has been in flight through (see `Session.#watch`). */
   watched = 0;
   #controller: AbortController | undefined;
@@ -387,6 +390,8 @@ export class Session<H = unknown> {
   #cachedOpens: CachedOpens | undefined;
   /** Stable attributes answered on the reader thread; none when tracing. */
   #cachedAttrs: CachedAttrs | undefined;
+  /** Writes answered ahead on the reader thread; none when tracing. */
+  #earlyWrites: EarlyWrites | undefined;
   /** Moves at every change through the mount (dispatched or answered) and every invalidation. */
   #changeEpoch = 0;
   /** Requests that may change nodes, dispatched and not yet answered. */
@@ -426,6 +431,7 @@ export class Session<H = unknown> {
       ? undefined
       : new CachedOpens();
     this.#cachedAttrs = this.#debug ? undefined : new CachedAttrs();
+    this.#earlyWrites = this.#debug ? undefined : new EarlyWrites();
     this.#lacks = new Uint8Array(Session.#OPS.length);
     for (const [opcode, record] of Session.#OPS.entries()) {
       if (record?.method !== undefined && fs[record.method] === undefined) this.#lacks[opcode] = 1;
@@ -457,7 +463,7 @@ export class Session<H = unknown> {
     Deno.unrefTimer(watchdog);
     this.#watchdog = watchdog;
     this.#device.start({
-      request: (buffer, length) => this.dispatch(buffer, length),
+      request: (buffer, length, answered) => this.dispatch(buffer, length, answered),
       end: (code) => {
         if (code !== ERRNO.ENODEV) this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}`);
         this.#finish();
@@ -466,6 +472,7 @@ export class Session<H = unknown> {
         [this.#noXattrs?.filter, this.#cachedOpens?.filter, this.#cachedAttrs?.filter]
           .filter((f) => f !== undefined),
       ),
+      ahead: this.#earlyWrites?.filter,
     });
   }
 
@@ -513,7 +520,7 @@ export class Session<H = unknown> {
    * Handles one request of `length` bytes in `buf` (exposed for tests; the loop calls it).
    * Never throws.
    */
-  dispatch(buf: RequestBuffer, length: number): void {
+  dispatch(buf: RequestBuffer, length: number, answered = false): void {
     let req: Request | undefined;
     try {
       if (length < IN_HEADER_SIZE || length > buf.bytes.length) {
@@ -523,6 +530,7 @@ export class Session<H = unknown> {
       }
       this.#requests++;
       req = new Request(buf.bytes, buf.view, length);
+      req.answeredAhead = answered;
       const opcode = req.opcode;
       if (this.#debug) {
         this.#log.debug(
@@ -708,6 +716,12 @@ export class Session<H = unknown> {
 
   #replyError(req: Request, code: number): void {
     if (req.replied) return;
+    if (req.answeredAhead) {
+      // Only the session's own checks get here (the filesystem keeps a write's failure).
+      this.#log.warn(
+        `FUSE: a write answered ahead (request ${req.unique}) failed: ${errnoOf(code).name}`,
+      );
+    }
     this.#answered(req);
     const s = this.#scratchView;
     encodeOutHeader(s, OUT_HEADER_SIZE, -code, req.unique);
@@ -747,6 +761,7 @@ export class Session<H = unknown> {
 
   /** Writes; returns 0 or errno. ENOENT means the kernel gave up on the request. */
   #write(req: Request, parts: Uint8Array[], total: number): number {
+    if (req.answeredAhead) return 0; // the reader sent the answer
     const e = this.#device.write(parts, total);
     if (e !== 0 && e !== ERRNO.ENOENT && !this.#ended) {
       this.#log.warn(`FUSE: reply to request ${req.unique} failed: ${errnoOf(e).name}`);
@@ -838,10 +853,15 @@ export class Session<H = unknown> {
     encodeOpenOut(sv, OUT_HEADER_SIZE, fh, openFlags);
     if (s.#replyScratch(req, OPEN_OUT_SIZE) === ERRNO.ENOENT) {
       s.#handles.delete(fh);
-    } else if (o.reuse !== undefined && o.reuse > 0 && s.#mayRecord(req)) {
-      const dir = req.opcode === Opcode.OPENDIR;
+      return;
+    }
+    const dir = req.opcode === Opcode.OPENDIR;
+    if (o.reuse !== undefined && o.reuse > 0 && s.#mayRecord(req)) {
       const flags = (req.input as OpenIn).flags;
       s.#cachedOpens?.mark(req.node!.nodeId, dir, flags, openFlags, o.reuse);
+    }
+    if (!dir && o.writeAhead !== undefined && o.writeAhead > 0) {
+      s.#earlyWrites?.grant(fh, o.writeAhead);
     }
   }
 
@@ -859,6 +879,8 @@ export class Session<H = unknown> {
     if (s.#replyScratch(req, ENTRY_OUT_SIZE + OPEN_OUT_SIZE) === ERRNO.ENOENT) {
       s.#handles.delete(fh);
       s.#dropLookup(node);
+    } else if (c.writeAhead !== undefined && c.writeAhead > 0) {
+      s.#earlyWrites?.grant(fh, c.writeAhead);
     }
   }
 
@@ -1349,8 +1371,15 @@ export class Session<H = unknown> {
           writeFlags: inp.writeFlags,
           lockOwner: inp.lockOwner,
           flags: inp.flags & s.#openFlagMask,
+          answered: req.answeredAhead,
         };
         const r = s.#fs.write!(req, req.node!, s.#handle(inp.fh, req), inp.offset, data, info);
+        if (req.answeredAhead) {
+          // Taken on (queued, or failed and kept): the reader may answer its bytes again.
+          const refund = (): void => s.#earlyWrites?.refund(inp.fh, inp.size);
+          if (r instanceof Promise) r.then(refund, refund);
+          else refund();
+        }
         return s.#then(req, r, Session.#written);
       },
     });
@@ -1529,6 +1558,7 @@ export class Session<H = unknown> {
 
   /** RELEASE/RELEASEDIR: the handle goes in any case; the answer is always success. */
   #release(req: Request, inp: ReleaseIn, dir: boolean): void | Promise<void> {
+    if (!dir) this.#earlyWrites?.end(inp.fh);
     const had = this.#handles.has(inp.fh);
     const handle = this.#handles.get(inp.fh) as H;
     this.#handles.delete(inp.fh);

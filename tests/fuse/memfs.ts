@@ -52,6 +52,7 @@ import {
   type SetAttrChanges,
   type StatFs,
   type Timestamp,
+  type WriteInfo,
 } from "../../src/fuse/mod.ts";
 
 /** Bytes per chunk of a file's sparse chunk map. */
@@ -225,6 +226,8 @@ interface FileHandle {
   flags: number;
   /** Directory listing snapshot (opendir), refreshed when read from offset 0. */
   listing?: { name: string; inode: Inode }[];
+  /** A write answered ahead failed: the next flush reports it. */
+  error?: Errno;
 }
 
 /** Options of the memory filesystem. */
@@ -253,6 +256,8 @@ export interface MemFsOptions {
    * Changes of names answer the directory's attributes after them (`DirChanged`, `Entry.dir`).
    */
   dirChanged?: boolean;
+  /** Let the layer answer this many bytes of writes ahead per writable open (`writeAhead`). */
+  writeAhead?: number;
 }
 
 /** The memory filesystem. */
@@ -271,6 +276,8 @@ export class MemFs implements FileSystem<FileHandle> {
   cachedHandles = 0;
   /** Calls of getattr. */
   getattrCalls = 0;
+  /** Writes the layer answered before handing them here (`WriteInfo.answered`). */
+  answeredWrites = 0;
 
   constructor(options: MemFsOptions = {}) {
     this.#options = options;
@@ -547,6 +554,7 @@ export class MemFs implements FileSystem<FileHandle> {
       handle: { inode, flags },
       directIo: this.#options.directIo,
       keepCache: this.#options.keepCache,
+      writeAhead: (flags & O_ACCMODE) === O_RDONLY ? undefined : this.#options.writeAhead,
     };
   }
 
@@ -606,16 +614,29 @@ export class MemFs implements FileSystem<FileHandle> {
     handle: FileHandle,
     offset: number,
     data: Uint8Array,
+    info?: WriteInfo,
   ): number | Errno {
     const inode = handle?.inode;
-    if (!inode?.data) return EINVAL;
+    if (info?.answered) this.answeredWrites++;
+    if (!inode?.data) {
+      if (info?.answered && handle !== undefined) handle.error ??= EINVAL;
+      return EINVAL;
+    }
     const at = handle.flags & O_APPEND ? inode.data.size : offset;
     inode.data.write(at, data);
     inode.mtime = inode.ctime = now();
     return data.length;
   }
 
-  flush(): void {}
+  flush(
+    _ctx: RequestContext,
+    _node: Node,
+    handle: FileHandle,
+  ): void | Errno {
+    const error = handle?.error;
+    if (handle !== undefined) handle.error = undefined;
+    return error;
+  }
 
   release(): void {}
 
