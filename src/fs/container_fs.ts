@@ -1207,7 +1207,11 @@ export class ContainerFs implements FileSystem<Handle> {
     return r.ok ? this.#made(newParent, r.value, since) : fail(r);
   }
 
-  /** Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. */
+  /**
+   * Page cache policy: files that report size 0 (procfs, sysfs…) are read directly. A read-only
+   * open's close sends no FLUSH: it has nothing to report (locks are the kernel's, and without
+   * the writeback cache a flush reports only its own handle's writes).
+   */
   #opened(node: Node, id: number, gen: number, flags: number): Opened<Handle> {
     const attr = this.#attrs.attrOf(node);
     const special = attr !== undefined && (attr.mode & S_IFMT) === S_IFREG && attr.size === 0;
@@ -1216,6 +1220,7 @@ export class ContainerFs implements FileSystem<Handle> {
       handle,
       directIo: special,
       keepCache: !special,
+      noFlush: (flags & O_ACCMODE) === O_RDONLY && !this.#options.writebackCache,
       writeAhead: writeAhead(handle, flags),
     };
   }

@@ -530,6 +530,24 @@ Deno.test("container fs: writes may be answered ahead on write-behind handles on
   }
 });
 
+Deno.test("container fs: closing a read-only open sends no FLUSH unless the writeback cache is on", async () => {
+  for (
+    const [writebackCache, flags, noFlush] of [
+      [false, O_RDONLY, true],
+      [false, O_RDWR, false],
+      [false, O_WRONLY, false],
+      [true, O_RDONLY, false],
+    ] as const
+  ) {
+    const { rpc, fs, root } = setup({ writebackCache });
+    rpc.on("lstat", () => ok(fakeStat()));
+    rpc.on("open", () => ok({ handle: 1 }));
+    const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+    const opened = value(await fs.open(fakeContext(), node, flags));
+    deepStrictEqual(opened.noFlush === true, noFlush, `writeback ${writebackCache}, ${flags}`);
+  }
+});
+
 Deno.test("container fs: a write answered ahead is queued at once; its failure waits for the flush", async () => {
   const { rpc, fs, root } = setup();
   rpc.on("lstat", () => ok(fakeStat()));
