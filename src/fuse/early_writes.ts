@@ -10,6 +10,8 @@
  * on (to its close, whose FLUSH then waits for the write's result).
  *
  * Invariants:
+ * - Only a write the session would take is answered: whole (its data all there), at an offset
+ *   below 2^53.
  * - A handle's row holds its number and its credit: the bytes the reader may still answer
  *   ahead. The reader takes a write's bytes from the credit (compare-and-swap) before it
  *   answers; the session gives them back once the filesystem has taken the write on. A write
@@ -45,6 +47,7 @@ interface FilterConstants extends FilterHeader {
   readonly opcode: number;
   readonly minLength: number;
   readonly fhAt: number;
+  readonly offsetAt: number;
   readonly sizeAt: number;
   readonly writeFlagsAt: number;
   readonly killSuidgid: number;
@@ -57,6 +60,7 @@ const CONSTANTS: FilterConstants = {
   opcode: Opcode.WRITE,
   minLength: IN_HEADER_SIZE + WRITE_IN_SIZE,
   fhAt: IN_HEADER_SIZE + WriteInOffset.FH,
+  offsetAt: IN_HEADER_SIZE + WriteInOffset.OFFSET,
   sizeAt: IN_HEADER_SIZE + WriteInOffset.SIZE,
   writeFlagsAt: IN_HEADER_SIZE + WriteInOffset.WRITE_FLAGS,
   killSuidgid: FUSE_WRITE_KILL_SUIDGID,
@@ -85,6 +89,8 @@ export function earlyWritesFilter(state: State, k: FilterConstants): RequestFilt
     const size = request.getUint32(k.sizeAt, true);
     if (size > length - k.minLength) return 0;
     if ((request.getUint32(k.writeFlagsAt, true) & k.killSuidgid) !== 0) return 0;
+    // An offset the session refuses (past 2^53 - 1: EFBIG) must be answered by it.
+    if (request.getUint32(k.offsetAt + 4, true) >= 0x200000) return 0;
     const fh = request.getBigInt64(k.fhAt, true);
     const i = request.getUint32(k.fhAt, true) & mask;
     if (fh === 0n || Atomics.load(keys, i) !== fh) return 0;

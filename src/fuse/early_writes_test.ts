@@ -67,6 +67,16 @@ Deno.test("early writes filter: answers writes within the credit of a granted ha
   const short = write(3n, 10);
   new DataView(short.buffer).setUint32(IN_HEADER_SIZE + WriteInOffset.SIZE, 11, true);
   deepStrictEqual(runFilter(filter, short)[0], 0, "claims more data than it carries");
+  const far = write(3n, 10);
+  new DataView(far.buffer).setBigUint64(IN_HEADER_SIZE + WriteInOffset.OFFSET, 1n << 53n, true);
+  deepStrictEqual(runFilter(filter, far)[0], 0, "an offset the session refuses (EFBIG)");
+  new DataView(far.buffer).setBigUint64(
+    IN_HEADER_SIZE + WriteInOffset.OFFSET,
+    (1n << 53n) - 1n,
+    true,
+  );
+  deepStrictEqual(runFilter(filter, far)[0], REPLY, "the largest offset it takes");
+  table.refund(3n, 10);
   deepStrictEqual(runFilter(filter, frame({ opcode: Opcode.GETATTR, nodeId: 2n }))[0], 0);
   table.end(3n);
   deepStrictEqual(runFilter(filter, write(3n, 10))[0], 0, "ended");
