@@ -179,7 +179,17 @@ export async function withMount(
   const m = await startMount(kind, options);
   try {
     await fn(m);
+  } catch (error) {
+    // What the mount logged goes with the failure (an errno from nowhere says where it came from).
+    const tail = m.stderr().trimEnd().split("\n").slice(-MOUNT_LOG_LINES).join("\n");
+    if (error instanceof Error && tail !== "") {
+      error.message += `\n--- the mount's last ${MOUNT_LOG_LINES} log lines ---\n${tail}`;
+    }
+    throw error;
   } finally {
     await m.cleanup();
   }
 }
+
+/** Lines of a mount's log a failed test shows. */
+const MOUNT_LOG_LINES = 40;
