@@ -55,8 +55,7 @@ export class FakeDevice implements Device {
     const bytes = new Uint8Array(BUF);
     bytes.set(frame.subarray(0, Math.min(frame.length, BUF)));
     const view = new DataView(bytes.buffer);
-    // As the reader: an answer ahead is sent and the request handed on all the same (the
-    // session releases every request before this returns, so the filter is never held back).
+    // As the reader: an answer ahead is sent and the request handed on all the same.
     const early = this.#ahead?.(view, length, this.#filterReply) ?? 0;
     const n = early > 0 ? 0 : this.#filter?.(view, length, this.#filterReply) ?? 0;
     if (early > 0 || n > 0) {

@@ -21,6 +21,8 @@
  *   and ends an entry when an answer for the node is not stable.
  * - The table is lossy (a full probe sequence drops a new entry: GETATTR then reaches the
  *   filesystem, which answers the same).
+ * - A node with a write answered ahead that the session has not seen yet (`held`, see
+ *   early_writes.ts) is not answered for.
  *
  * @module
  */
@@ -59,11 +61,12 @@ const CONSTANTS: FilterConstants = {
   probes: PROBES,
 };
 
-/** The shared state: sequence numbers, [nodeId, until ms] pairs, attribute bytes. */
+/** The shared state: sequence numbers, [nodeId, until ms] pairs, attribute bytes, held nodes. */
 interface State {
   readonly seqs: SharedArrayBuffer;
   readonly keys: SharedArrayBuffer;
   readonly attrs: SharedArrayBuffer;
+  readonly held: SharedArrayBuffer;
 }
 
 /**
@@ -74,11 +77,13 @@ export function cachedAttrsFilter(state: State, k: FilterConstants): RequestFilt
   const seqs = new Int32Array(state.seqs);
   const keys = new BigInt64Array(state.keys);
   const attrs = new Int32Array(state.attrs);
+  const held = new Int32Array(state.held);
   const words = k.attrSize / 4;
   const mask = k.slots - 1;
   return (request: DataView, length: number, reply: DataView): number => {
     if (length < k.minLength || request.getUint32(k.opcodeAt, true) !== k.opcode) return 0;
     if (request.getUint32(k.lenAt, true) !== length) return 0;
+    if (Atomics.load(held, request.getUint32(k.nodeIdAt, true) & (held.length - 1)) !== 0) return 0;
     const node = request.getBigInt64(k.nodeIdAt, true);
     const h = request.getUint32(k.nodeIdAt, true) & mask;
     for (let p = 0; p < k.probes; p++) {
@@ -116,11 +121,13 @@ export class CachedAttrs {
   #sourceBuffer: ArrayBufferLike | undefined;
   #source: Int32Array | undefined;
 
-  constructor() {
+  /** `held`: the nodes not to answer for (`EarlyWrites.held`; a power of two of counters). */
+  constructor(held: SharedArrayBuffer = new SharedArrayBuffer(4)) {
     const state: State = {
       seqs: new SharedArrayBuffer(SLOTS * 4),
       keys: new SharedArrayBuffer(SLOTS * 16),
       attrs: new SharedArrayBuffer(SLOTS * ATTR_SIZE),
+      held,
     };
     this.#seqs = new Int32Array(state.seqs);
     this.#keys = new BigInt64Array(state.keys);

@@ -27,6 +27,8 @@
  *   request on the file was answered).
  * - The tables are lossy (a full probe sequence drops a new mark: the open then reaches the
  *   filesystem, which answers the same).
+ * - A node with a write answered ahead that the session has not seen yet (`held`, see
+ *   early_writes.ts) is not opened from a mark.
  *
  * @module
  */
@@ -79,11 +81,12 @@ const CONSTANTS: FilterConstants = {
   adoptedSlots: ADOPTED_SLOTS,
 };
 
-/** The shared state: the marks table, the adoption counts, the last handle number made. */
+/** The shared state: the marks table, the adoption counts, the last handle number made, held nodes. */
 interface State {
   readonly marks: SharedArrayBuffer;
   readonly adopted: SharedArrayBuffer;
   readonly issued: SharedArrayBuffer;
+  readonly held: SharedArrayBuffer;
 }
 
 /**
@@ -95,6 +98,7 @@ export function cachedOpensFilter(state: State, k: FilterConstants): RequestFilt
   const marks = new BigInt64Array(state.marks);
   const adopted = new Int32Array(state.adopted);
   const issued = new BigInt64Array(state.issued);
+  const held = new Int32Array(state.held);
   const mask = k.slots - 1;
   const fhBit = 1n << 63n;
   const header = (reply: DataView, request: DataView, length: number): void => {
@@ -114,6 +118,7 @@ export function cachedOpensFilter(state: State, k: FilterConstants): RequestFilt
       return k.outSize;
     }
     if ((opcode !== k.open && opcode !== k.opendir) || length < k.openMin) return 0;
+    if (Atomics.load(held, request.getUint32(k.nodeIdAt, true) & (held.length - 1)) !== 0) return 0;
     const node = request.getBigInt64(k.nodeIdAt, true);
     const flags = request.getUint32(k.body, true);
     const h = request.getUint32(k.nodeIdAt, true) & mask;
@@ -150,11 +155,13 @@ export class CachedOpens {
   /** Marked node ids (to end marks without probing for nodes never marked). */
   #marked = new Set<bigint>();
 
-  constructor() {
+  /** `held`: the nodes not to open from a mark (`EarlyWrites.held`; a power of two of counters). */
+  constructor(held: SharedArrayBuffer = new SharedArrayBuffer(4)) {
     const state: State = {
       marks: new SharedArrayBuffer(SLOTS * 24),
       adopted: new SharedArrayBuffer(ADOPTED_SLOTS * 4),
       issued: new SharedArrayBuffer(8),
+      held,
     };
     this.#marks = new BigInt64Array(state.marks);
     this.#markHalves = new Int32Array(state.marks);

@@ -16,8 +16,7 @@
  * The device knows nothing of the protocol: a sink may give a `ReaderFilter` that the reader
  * runs on each request before handing it over (the session's no-xattrs shortcut), and an
  * `ahead` filter whose answers are sent and the request handed over all the same, marked
- * answered (writes answered ahead). While such a request is not yet released by the sink, the
- * reader answers nothing with the first filter: its answers could predate that request's change.
+ * answered (writes answered ahead).
  *
  * After answering two requests in a row itself the reader polls the device (non-blocking
  * reads, giving way to any thread ready on its CPU) for a while before it sleeps: a process
@@ -194,18 +193,7 @@ self.onmessage = (event) => {
     lib.write(fd, reply, BigInt(r));
     return true;
   };
-  // Slots holding a request answered ahead, maybe not yet released by the JS thread.
-  const aheadIn = new Uint8Array(slots);
-  let aheadOut = 0;
-  const aheadReleased = () => {
-    for (let k = 0; k < slots && aheadOut > 0; k++) {
-      if (aheadIn[k] === 1 && Atomics.load(ctrl, ${CTRL_SLOTS} + k * ${SLOT_WORDS}) === 0) {
-        aheadIn[k] = 0;
-        aheadOut--;
-      }
-    }
-    return aheadOut === 0;
-  };
+
   let next = 0, seq = 0, end = 0, failures = 0;
   for (;;) {
     const freed = Atomics.load(ctrl, ${CTRL_FREED});
@@ -215,7 +203,6 @@ self.onmessage = (event) => {
       if (Atomics.load(ctrl, ${CTRL_SLOTS} + i * ${SLOT_WORDS}) === 0) { s = i; break; }
     }
     if (s < 0) { Atomics.wait(ctrl, ${CTRL_FREED}, freed); continue; }
-    if (aheadIn[s] === 1) { aheadIn[s] = 0; aheadOut--; }
     const n = Number(lib.read(fd, views[s], slotBytes));
     if (n < 0) {
       const e = errno();
@@ -235,14 +222,13 @@ self.onmessage = (event) => {
     }
     failures = 0;
     const early = ahead !== null && answered(ahead, s, n);
-    if (!early && filter !== null && (aheadOut === 0 || aheadReleased()) && answered(filter, s, n)) {
+    if (!early && filter !== null && answered(filter, s, n)) {
       if (spinning && ++answeredInRow >= 2) spinUntil = performance.now() + spinMs;
       continue;
     }
     spinUntil = 0;
     answeredInRow = 0;
     const base = ${CTRL_SLOTS} + s * ${SLOT_WORDS};
-    if (early) { aheadIn[s] = 1; aheadOut++; }
     // A negative length: answered ahead.
     ctrl[base + 1] = early ? -n : n;
     ctrl[base + 2] = ++seq;

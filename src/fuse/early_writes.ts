@@ -20,8 +20,11 @@
  * - Rows are set by the session at the open's answer and ended at its RELEASE, which the kernel
  *   sends only after every request on the file was answered; the session's handle numbers are
  *   never reused, so a row never serves another open.
- * - The device answers nothing else on the reader thread while a write answered ahead is not
- *   yet released by the session (see device.ts): a cached attribute or open could predate it.
+ * - While a write answered ahead is not yet seen by the session, the reader answers no GETATTR
+ *   or OPEN of its node from its caches (a cached size could predate the write): its node is
+ *   counted in `held`, a table by the node id's low bits the cached attrs and opens filters
+ *   check (a collision only holds back more). The session has ended those caches' entries for
+ *   the node before it takes the count back (see `Session.dispatch`).
  * - The table is lossy (a taken row leaves a new open without early answers).
  *
  * @module
@@ -41,6 +44,8 @@ import { type ReaderFilter, type RequestFilter, shipFilter } from "./device.ts";
 
 /** Rows, direct-mapped by the handle number's low bits (a power of two). */
 const SLOTS = 1 << 12;
+/** Counters of the held-nodes table (a power of two). */
+const HELD_SLOTS = 1 << 10;
 
 /** What the filter needs to know of the ABI besides the headers. */
 interface FilterConstants extends FilterHeader {
@@ -68,10 +73,11 @@ const CONSTANTS: FilterConstants = {
   slots: SLOTS,
 };
 
-/** The shared state: handle numbers (0: free) and their credits in bytes. */
+/** The shared state: handle numbers (0: free), their credits in bytes, the held nodes. */
 interface State {
   readonly keys: SharedArrayBuffer;
   readonly credits: SharedArrayBuffer;
+  readonly held: SharedArrayBuffer;
 }
 
 /**
@@ -82,6 +88,7 @@ interface State {
 export function earlyWritesFilter(state: State, k: FilterConstants): RequestFilter {
   const keys = new BigInt64Array(state.keys);
   const credits = new Int32Array(state.credits);
+  const held = new Int32Array(state.held);
   const mask = k.slots - 1;
   return (request: DataView, length: number, reply: DataView): number => {
     if (length < k.minLength || request.getUint32(k.opcodeAt, true) !== k.opcode) return 0;
@@ -103,6 +110,7 @@ export function earlyWritesFilter(state: State, k: FilterConstants): RequestFilt
       Atomics.add(credits, i, size); // ended meanwhile: not this handle's credit
       return 0;
     }
+    Atomics.add(held, request.getUint32(k.nodeIdAt, true) & (held.length - 1), 1);
     reply.setUint32(k.outLenAt, k.outSize + k.writeOutSize, true);
     reply.setInt32(k.outErrorAt, 0, true);
     reply.setBigUint64(k.outUniqueAt, request.getBigUint64(k.uniqueAt, true), true);
@@ -116,17 +124,28 @@ export function earlyWritesFilter(state: State, k: FilterConstants): RequestFilt
 export class EarlyWrites {
   /** What the device runs on its reader thread, handing answered requests on. */
   readonly filter: ReaderFilter;
+  /** Nodes with writes answered ahead the session has not seen: give it to the caches' filters. */
+  readonly held: SharedArrayBuffer;
   #keys: BigInt64Array;
   #credits: Int32Array;
+  #held: Int32Array;
 
   constructor() {
     const state: State = {
       keys: new SharedArrayBuffer(SLOTS * 8),
       credits: new SharedArrayBuffer(SLOTS * 4),
+      held: new SharedArrayBuffer(HELD_SLOTS * 4),
     };
     this.#keys = new BigInt64Array(state.keys);
     this.#credits = new Int32Array(state.credits);
+    this.#held = new Int32Array(state.held);
+    this.held = state.held;
     this.filter = shipFilter(earlyWritesFilter, state, CONSTANTS);
+  }
+
+  /** The session has seen a write the reader answered ahead on `nodeId` (and ended its caches). */
+  seen(nodeId: bigint): void {
+    Atomics.sub(this.#held, Number(BigInt.asUintN(32, nodeId)) & (HELD_SLOTS - 1), 1);
   }
 
   /** Writes through handle `fh` may be answered ahead, up to `bytes` at a time; false: not. */

@@ -5,6 +5,7 @@ import { deepStrictEqual, ok } from "node:assert/strict";
 import { MemFs } from "../../tests/fuse/memfs.ts";
 import { body, evaluated, type FakeDevice, frame, initialized, runFilter } from "./_test_utils.ts";
 import {
+  ATTR_SIZE,
   FUSE_WRITE_KILL_SUIDGID,
   IN_HEADER_SIZE,
   Opcode,
@@ -12,6 +13,8 @@ import {
   WRITE_OUT_SIZE,
   WriteInOffset,
 } from "./abi.ts";
+import { CachedAttrs } from "./cached_attrs.ts";
+import { CachedOpens } from "./cached_opens.ts";
 import { EarlyWrites } from "./early_writes.ts";
 import type { RequestContext } from "./filesystem.ts";
 
@@ -94,6 +97,32 @@ Deno.test("early writes filter: a row is the handle's alone until it ends", () =
   ok(table.grant(5n + 4096n, 100), "free again");
   deepStrictEqual(runFilter(filter, write(5n + 4096n, 10))[0], REPLY);
   deepStrictEqual(runFilter(filter, write(5n, 10))[0], 0);
+});
+
+Deno.test("early writes: the caches answer nothing for a node until the session saw its write", () => {
+  const table = new EarlyWrites();
+  const attrs = new CachedAttrs(table.held);
+  const opens = new CachedOpens(table.held);
+  const early = evaluated(table.filter);
+  const attrFilter = evaluated(attrs.filter);
+  const openFilter = evaluated(opens.filter);
+  const getattr = (nodeId: bigint) =>
+    frame({ opcode: Opcode.GETATTR, nodeId, body: body([0, "u32"], [0, "u32"], [0, "u64"]) });
+  const open = (nodeId: bigint) =>
+    frame({ opcode: Opcode.OPEN, nodeId, body: body([0o100000, "u32"], [0, "u32"]) });
+  for (const node of [2n, 3n]) {
+    attrs.record(node, new Uint8Array(ATTR_SIZE), 60);
+    opens.mark(node, false, 0o100000, 0, 60);
+  }
+  ok(table.grant(3n, 100));
+  deepStrictEqual(runFilter(early, write(3n, 10))[0], REPLY, "a write of node 2, answered ahead");
+  deepStrictEqual(runFilter(attrFilter, getattr(2n))[0], 0, "its attributes wait for the session");
+  deepStrictEqual(runFilter(openFilter, open(2n))[0], 0, "its opens too");
+  ok(runFilter(attrFilter, getattr(3n))[0] > 0, "another node is answered");
+  ok(runFilter(openFilter, open(3n))[0] > 0);
+  table.seen(2n);
+  ok(runFilter(attrFilter, getattr(2n))[0] > 0, "seen: answered again");
+  ok(runFilter(openFilter, open(2n))[0] > 0);
 });
 
 /** CREATE of "f" in the root (node 2 in a fresh session): its handle number. */

@@ -427,11 +427,12 @@ export class Session<H = unknown> {
     this.#scratch = new Uint8Array(64 * 1024);
     this.#scratchView = new DataView(this.#scratch.buffer);
     this.#noXattrs = this.#debug ? undefined : new NoXattrs();
+    this.#earlyWrites = this.#debug ? undefined : new EarlyWrites();
+    const held = this.#earlyWrites?.held;
     this.#cachedOpens = this.#debug || fs.cachedHandle === undefined
       ? undefined
-      : new CachedOpens();
-    this.#cachedAttrs = this.#debug ? undefined : new CachedAttrs();
-    this.#earlyWrites = this.#debug ? undefined : new EarlyWrites();
+      : new CachedOpens(held);
+    this.#cachedAttrs = this.#debug ? undefined : new CachedAttrs(held);
     this.#lacks = new Uint8Array(Session.#OPS.length);
     for (const [opcode, record] of Session.#OPS.entries()) {
       if (record?.method !== undefined && fs[record.method] === undefined) this.#lacks[opcode] = 1;
@@ -567,6 +568,9 @@ export class Session<H = unknown> {
       this.#log.error(`FUSE: internal error on a request: ${error}`);
       if (req && !req.replied) this.#replyError(req, ERRNO.EIO);
       buf.release();
+    } finally {
+      // Seen, and the caches of its node ended (`#changing`): the reader may answer for it again.
+      if (answered && req !== undefined) this.#earlyWrites?.seen(req.nodeId);
     }
   }
 
