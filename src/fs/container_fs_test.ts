@@ -1,7 +1,7 @@
 // ContainerFs against a fake satellite RPC: the FUSE → RPC mapping and its hardening (issue 15).
 
 import { deepStrictEqual, ok as assert } from "node:assert/strict";
-import type { Entry, Errno, Node } from "../fuse/mod.ts";
+import type { Entry, Errno, Node, Opened } from "../fuse/mod.ts";
 import { abi, EINTR, ENODATA, ENOENT, ENOSPC, ESTALE, isErrno } from "../fuse/mod.ts";
 import {
   DT_DIR,
@@ -512,6 +512,18 @@ Deno.test("container fs: O_DSYNC writes and --sync-writes wait for the satellite
   }
 });
 
+/** The answer to an open of file "f" with `flags`, on a filesystem of `options`. */
+async function openedWith(
+  options: Partial<ContainerFsOptions>,
+  flags: number,
+): Promise<Opened<Handle>> {
+  const { rpc, fs, root } = setup(options);
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  return value(await fs.open(fakeContext(), node, flags));
+}
+
 Deno.test("container fs: writes may be answered ahead on write-behind handles only", async () => {
   for (
     const [writeBehind, flags, ahead] of [
@@ -521,11 +533,7 @@ Deno.test("container fs: writes may be answered ahead on write-behind handles on
       [false, O_WRONLY, false],
     ] as const
   ) {
-    const { rpc, fs, root } = setup({ writeBehind });
-    rpc.on("lstat", () => ok(fakeStat()));
-    rpc.on("open", () => ok({ handle: 1 }));
-    const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
-    const opened = value(await fs.open(fakeContext(), node, flags));
+    const opened = await openedWith({ writeBehind }, flags);
     deepStrictEqual((opened.writeAhead ?? 0) > 0, ahead, `writeBehind ${writeBehind}, ${flags}`);
   }
 });
@@ -539,11 +547,7 @@ Deno.test("container fs: closing a read-only open sends no FLUSH unless the writ
       [true, O_RDONLY, false],
     ] as const
   ) {
-    const { rpc, fs, root } = setup({ writebackCache });
-    rpc.on("lstat", () => ok(fakeStat()));
-    rpc.on("open", () => ok({ handle: 1 }));
-    const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
-    const opened = value(await fs.open(fakeContext(), node, flags));
+    const opened = await openedWith({ writebackCache }, flags);
     deepStrictEqual(opened.noFlush === true, noFlush, `writeback ${writebackCache}, ${flags}`);
   }
 });
