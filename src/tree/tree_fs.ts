@@ -681,7 +681,9 @@ export class TreeFs implements FileSystem<TreeHandle> {
       lease.release();
       return r ?? EIO;
     }
-    return { ...r, handle: { kind: "sub", lease, inner: r.handle } };
+    // No writes answered ahead: the container may go at any moment, and a write to a file of a
+    // removed container must fail itself (EIO), not only the close after it.
+    return { ...r, writeAhead: undefined, handle: { kind: "sub", lease, inner: r.handle } };
   }
 
   open(ctx: RequestContext, node: Node, flags: number): Promise<Opened<TreeHandle> | Errno> {
