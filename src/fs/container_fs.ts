@@ -231,10 +231,15 @@ function relPath(node: Node): string | undefined {
   return path === undefined ? undefined : path.slice(1);
 }
 
+/** Writes through `writes` (of a file opened with `flags`) are answered once queued. */
+function writesBehind(writes: FileWrites | undefined, flags: number): boolean {
+  return writes?.early === true && (flags & O_DSYNC) === 0;
+}
+
 /** What the kernel may be answered ahead of writes through `handle` (see write_behind.ts). */
 function writeAhead(handle: Handle, flags: number): number | undefined {
-  const writable = (flags & O_ACCMODE) !== O_RDONLY && (flags & O_DSYNC) === 0;
-  return writable && handle.writes?.early === true ? WRITE_AHEAD_BYTES : undefined;
+  const writable = (flags & O_ACCMODE) !== O_RDONLY;
+  return writable && writesBehind(handle.writes, flags) ? WRITE_AHEAD_BYTES : undefined;
 }
 
 function fail(result: RpcResult<unknown> & { ok: false }): Errno {
@@ -1532,9 +1537,7 @@ export class ContainerFs implements FileSystem<Handle> {
       if (killed !== undefined) return killed;
     }
     writes.dirty = true;
-    if (writes.early && (info.flags & O_DSYNC) === 0) {
-      return this.#writeBehind(node, handle, offset, data, rpc);
-    }
+    if (writesBehind(writes, info.flags)) return this.#writeBehind(node, handle, offset, data, rpc);
     this.#dataChanged(node, handle);
     this.#attrs.extend(node, offset + data.length);
     const params = { handle: handle.id, offset: BigInt(offset), data };
