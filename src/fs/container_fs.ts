@@ -1564,9 +1564,7 @@ export class ContainerFs implements FileSystem<Handle> {
       writes.error ??= rpc;
       return data.length;
     })();
-    // A flush or fsync meanwhile waits for it as for a write under way.
-    const pending = late.then(() => void writes.pending.delete(pending));
-    writes.pending.add(pending);
+    this.#writes.track(writes, late);
     return late;
   }
 

@@ -103,6 +103,17 @@ export class WriteBehind {
     return length;
   }
 
+  /**
+   * `work` (a write answered before it could be queued: its connection is coming back) counts
+   * as under way through `file` until it settles: a flush or fsync meanwhile waits for it.
+   */
+  track(file: FileWrites, work: Promise<unknown>): void {
+    const done: Promise<void> = work.then(() => {}, () => {}).then(() => {
+      file.pending.delete(done);
+    });
+    file.pending.add(done);
+  }
+
   /** Waits until the early-answered writes of `files` are answered. */
   async settle(files: Iterable<FileWrites>): Promise<void> {
     for (const file of files) {

@@ -146,3 +146,27 @@ Deno.test("write behind: a held write that fails before it is sent is answered w
   await wb.settle([file]);
   deepStrictEqual(wb.takeError([file]), EIO);
 });
+
+Deno.test("write behind: tracked work is waited for by settle, whether it succeeds or fails", async () => {
+  const { wb } = setup();
+  const file = new FileWrites("k", true);
+  for (const outcome of ["resolve", "reject"] as const) {
+    let resolve!: (n: number) => void, reject!: (e: Error) => void;
+    const work = {
+      promise: new Promise<number>((y, n) => (resolve = y, reject = n)),
+      resolve: (n: number) => resolve(n),
+      reject: (e: Error) => reject(e),
+    };
+    work.promise.catch(() => {}); // its owner handles it; tracking must not fail on it
+    wb.track(file, work.promise);
+    deepStrictEqual(file.pending.size, 1);
+    let settled = false;
+    const waiting = wb.settle([file]).then(() => settled = true);
+    await new Promise((r) => setTimeout(r, 0));
+    deepStrictEqual(settled, false, `settle waits for the tracked work (${outcome})`);
+    if (outcome === "resolve") work.resolve(1);
+    else work.reject(new Error("gone"));
+    await waiting;
+    deepStrictEqual(file.pending.size, 0);
+  }
+});
