@@ -10,7 +10,8 @@
  *
  * Control words (Int32Array at the start of the shared buffer):
  *   [0] filled counter (worker → main), [1] slot-freed counter (main → worker),
- *   [2] end errno (set by the worker when it stops), then per slot: state, length, sequence.
+ *   [2] end errno (set by the worker when it stops), [3] errno of a failed read the worker
+ *   retries (main → 0 once reported), then per slot: state, length, sequence.
  * A slot is owned by the worker while its state is 0 and by the JS thread while it is 1 or 2.
  *
  * The device knows nothing of the protocol: a sink may give a `ReaderFilter` that the reader
@@ -35,7 +36,14 @@ import { errno, libc } from "./libc.ts";
 const CTRL_FILLED = 0;
 const CTRL_FREED = 1;
 const CTRL_END = 2;
+const CTRL_RETRIED = 3;
 const CTRL_SLOTS = 4;
+/**
+ * Reads that failed with an errno the kernel does not document for /dev/fuse are retried this
+ * many times in a row, 1 ms apart, before the reader gives up: an unmounted or aborted
+ * connection answers ENODEV or ECONNABORTED at once, so only a transient failure outlives it.
+ */
+const ODD_RETRIES = 200;
 const SLOT_WORDS = 3;
 /** Largest reply a reader filter may write. */
 export const FILTER_REPLY_MAX = 4096;
@@ -94,6 +102,8 @@ export interface DeviceSink {
   request(buffer: RequestBuffer, length: number, answered?: boolean): void;
   /** The connection is gone (`errno` ENODEV when unmounted) or the reader failed. */
   end(errno: number): void;
+  /** A read failed with `errno` and the reader reads again (reported once per wake-up). */
+  retried?(errno: number): void;
   /** Run by the reader on each request first (devices without a reader thread may ignore it). */
   readonly filter?: ReaderFilter;
   /**
@@ -194,7 +204,9 @@ self.onmessage = (event) => {
     return true;
   };
 
-  let next = 0, seq = 0, end = 0, failures = 0;
+  // A word nobody changes: waiting on it sleeps.
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  let next = 0, seq = 0, end = 0, failures = 0, oddFailures = 0;
   for (;;) {
     const freed = Atomics.load(ctrl, ${CTRL_FREED});
     let s = -1;
@@ -217,10 +229,22 @@ self.onmessage = (event) => {
       // EINTR, EAGAIN, ENOENT (an interrupted request): read again.
       const retry = e === ${ERRNO.EINTR} || e === ${ERRNO.EAGAIN} || e === ${ERRNO.ENOENT};
       if (retry && ++failures < 1000) continue;
+      // Gone (unmounted, aborted, not a device): stop. Anything else is retried a while, said
+      // to the JS thread, so one odd failure does not end a mount.
+      const gone = e === ${ERRNO.ENODEV} || e === ${ERRNO.ECONNABORTED} || e === ${ERRNO.EBADF} ||
+        e === ${ERRNO.EPERM};
+      if (!retry && !gone && ++oddFailures < ${ODD_RETRIES}) {
+        Atomics.store(ctrl, ${CTRL_RETRIED}, e || ${ERRNO.EIO});
+        Atomics.add(ctrl, ${CTRL_FILLED}, 1);
+        Atomics.notify(ctrl, ${CTRL_FILLED});
+        Atomics.wait(nap, 0, 0, 1);
+        continue;
+      }
       end = e || ${ERRNO.EIO};
       break;
     }
     failures = 0;
+    oddFailures = 0;
     const early = ahead !== null && answered(ahead, s, n);
     if (!early && filter !== null && answered(filter, s, n)) {
       if (spinning && ++answeredInRow >= 2) spinUntil = performance.now() + spinMs;
@@ -351,6 +375,8 @@ export class FuseDevice implements Device {
           const n = ctrl[base + 1];
           sink.request(buffers[i], n < 0 ? -n : n, n < 0);
         }
+        const retried = Atomics.exchange(ctrl, CTRL_RETRIED, 0);
+        if (retried !== 0) sink.retried?.(retried);
         const end = Atomics.load(ctrl, CTRL_END);
         if (end !== 0) {
           sink.end(end);

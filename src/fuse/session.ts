@@ -469,6 +469,8 @@ export class Session<H = unknown> {
         if (code !== ERRNO.ENODEV) this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}`);
         this.#finish();
       },
+      retried: (code) =>
+        this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}; reading again`),
       filter: combineFilters(
         [this.#noXattrs?.filter, this.#cachedOpens?.filter, this.#cachedAttrs?.filter]
           .filter((f) => f !== undefined),
