@@ -39,9 +39,11 @@ const CTRL_END = 2;
 const CTRL_RETRIED = 3;
 const CTRL_SLOTS = 4;
 /**
- * Reads that failed with an errno the kernel does not document for /dev/fuse are retried this
- * many times in a row, 1 ms apart, before the reader gives up: an unmounted or aborted
- * connection answers ENODEV or ECONNABORTED at once, so only a transient failure outlives it.
+ * Reads that failed with any other errno than "gone" are retried this many times in a row, 1 ms
+ * apart, before the reader gives up: an unmounted or aborted connection answers ENODEV or
+ * ECONNABORTED again at once, so only a transient failure outlives it. The errno seen can be
+ * wrong: CI once read ERANGE, which no read of /dev/fuse returns (V8's own calls between the
+ * failed read and the errno's reading can overwrite it, e.g. an EINTR).
  */
 const ODD_RETRIES = 200;
 const SLOT_WORDS = 3;
