@@ -157,8 +157,12 @@ interface RingInit {
   filterState: unknown;
 }
 
+/** Failed waits in a row a ring thread retries, 1 ms apart, before it stops. */
+const ENTER_RETRIES = 200;
+
 /** Layout and ABI numbers the ring thread's self-contained code uses. */
 const RING_CONSTANTS = {
+  ENTER_RETRIES,
   CTRL_FILLED,
   CTRL_GO,
   CTRL_REGISTERED,
@@ -441,9 +445,19 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
     }
   }
   let armed = live ? init.depth : 0;
+  // A failed wait is retried a while (1 ms apart) before the thread gives up: the errno seen may
+  // be another than the call's (the runtime's own calls can overwrite it), and the kernel ends
+  // the entries of a connection that is gone, which ends this loop anyway.
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  let failures = 0;
   while (live && armed > 0) {
     const r = enter(true);
-    if (r < 0 && r !== -K.EINTR) break;
+    if (r < 0 && r !== -K.EINTR) {
+      if (++failures >= K.ENTER_RETRIES) break;
+      Atomics.wait(nap, 0, 0, 1);
+      continue;
+    }
+    failures = 0;
     let head = Atomics.load(cqWords, cqHeadAt);
     const tail = Atomics.load(cqWords, cqTailAt);
     while (head !== tail) {
