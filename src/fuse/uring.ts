@@ -453,7 +453,7 @@ function ringThread(init: RingInit, K: typeof RING_CONSTANTS): void {
   while (live && armed > 0) {
     const r = enter(true);
     if (r < 0 && r !== -K.EINTR) {
-      if (++failures >= K.ENTER_RETRIES) break;
+      if (++failures >= K.ENTER_RETRIES || Atomics.load(ctrl, K.CTRL_GO) !== 1) break;
       Atomics.wait(nap, 0, 0, 1);
       continue;
     }
