@@ -104,7 +104,7 @@ export interface DeviceSink {
   request(buffer: RequestBuffer, length: number, answered?: boolean): void;
   /** The connection is gone (`errno` ENODEV when unmounted) or the reader failed. */
   end(errno: number): void;
-  /** A read failed with `errno` and the reader reads again (reported once per wake-up). */
+  /** A read failed with `errno` and the reader reads again (said once per run of failures). */
   retried?(errno: number): void;
   /** Run by the reader on each request first (devices without a reader thread may ignore it). */
   readonly filter?: ReaderFilter;
@@ -236,9 +236,11 @@ self.onmessage = (event) => {
       const gone = e === ${ERRNO.ENODEV} || e === ${ERRNO.ECONNABORTED} || e === ${ERRNO.EBADF} ||
         e === ${ERRNO.EPERM};
       if (!retry && !gone && ++oddFailures < ${ODD_RETRIES}) {
-        Atomics.store(ctrl, ${CTRL_RETRIED}, e || ${ERRNO.EIO});
-        Atomics.add(ctrl, ${CTRL_FILLED}, 1);
-        Atomics.notify(ctrl, ${CTRL_FILLED});
+        if (oddFailures === 1) { // said once per run of failures
+          Atomics.store(ctrl, ${CTRL_RETRIED}, e || ${ERRNO.EIO});
+          Atomics.add(ctrl, ${CTRL_FILLED}, 1);
+          Atomics.notify(ctrl, ${CTRL_FILLED});
+        }
         Atomics.wait(nap, 0, 0, 1);
         continue;
       }
