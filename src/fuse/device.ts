@@ -38,15 +38,16 @@ const CTRL_FREED = 1;
 const CTRL_END = 2;
 const CTRL_RETRIED = 3;
 const CTRL_SLOTS = 4;
+const SLOT_WORDS = 3;
 /**
  * Reads that failed with any other errno than "gone" are retried this many times in a row, 1 ms
- * apart, before the reader gives up: an unmounted or aborted connection answers ENODEV or
- * ECONNABORTED again at once, so only a transient failure outlives it. The errno seen can be
- * wrong: CI once read ERANGE, which no read of /dev/fuse returns (V8's own calls between the
- * failed read and the errno's reading can overwrite it, e.g. an EINTR).
+ * apart, before a reader thread gives up (this one, and the io_uring rings' waits): an unmounted
+ * or aborted connection answers ENODEV or ECONNABORTED again at once, so only a transient failure
+ * outlives it. The errno seen can be wrong: CI once read ERANGE, which no read of /dev/fuse
+ * returns (V8's own calls between the failed read and the errno's reading can overwrite it, e.g.
+ * an EINTR).
  */
-const ODD_RETRIES = 200;
-const SLOT_WORDS = 3;
+export const FAILED_READ_RETRIES = 200;
 /** Largest reply a reader filter may write. */
 export const FILTER_REPLY_MAX = 4096;
 
@@ -235,7 +236,7 @@ self.onmessage = (event) => {
       // to the JS thread, so one odd failure does not end a mount.
       const gone = e === ${ERRNO.ENODEV} || e === ${ERRNO.ECONNABORTED} || e === ${ERRNO.EBADF} ||
         e === ${ERRNO.EPERM};
-      if (!retry && !gone && ++oddFailures < ${ODD_RETRIES}) {
+      if (!retry && !gone && ++oddFailures < ${FAILED_READ_RETRIES}) {
         if (oddFailures === 1) { // said once per run of failures
           Atomics.store(ctrl, ${CTRL_RETRIED}, e || ${ERRNO.EIO});
           Atomics.add(ctrl, ${CTRL_FILLED}, 1);

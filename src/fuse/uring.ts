@@ -66,6 +66,7 @@ import {
 import {
   type Device,
   type DeviceSink,
+  FAILED_READ_RETRIES,
   FILTER_REPLY_MAX,
   joinReply,
   type RequestBuffer,
@@ -157,12 +158,9 @@ interface RingInit {
   filterState: unknown;
 }
 
-/** Failed waits in a row a ring thread retries, 1 ms apart, before it stops. */
-const ENTER_RETRIES = 200;
-
 /** Layout and ABI numbers the ring thread's self-contained code uses. */
 const RING_CONSTANTS = {
-  ENTER_RETRIES,
+  ENTER_RETRIES: FAILED_READ_RETRIES,
   CTRL_FILLED,
   CTRL_GO,
   CTRL_REGISTERED,
