@@ -151,12 +151,7 @@ Deno.test("write behind: tracked work is waited for by settle, whether it succee
   const { wb } = setup();
   const file = new FileWrites("k", true);
   for (const outcome of ["resolve", "reject"] as const) {
-    let resolve!: (n: number) => void, reject!: (e: Error) => void;
-    const work = {
-      promise: new Promise<number>((y, n) => (resolve = y, reject = n)),
-      resolve: (n: number) => resolve(n),
-      reject: (e: Error) => reject(e),
-    };
+    const work = Promise.withResolvers<number>();
     work.promise.catch(() => {}); // its owner handles it; tracking must not fail on it
     wb.track(file, work.promise);
     deepStrictEqual(file.pending.size, 1);
