@@ -197,6 +197,14 @@ const NO_HANDLE = -1;
  */
 const LOOKUP_MISSES_TO_LIST = 2;
 const LOOKUP_MISS_MS = 1000;
+/**
+ * Names a listing may hold per LOOKUP miss it saves: a directory listed for LOOKUPs again within
+ * `LOOKUP_MISS_MS` (its last listing dropped by a change through the mount before it answered
+ * them) is listed once its misses reach its last listing's names / this. A LOOKUP round trip
+ * costs about as much as listing this many names, so a directory changed between LOOKUPs (an
+ * `rm` of names the kernel forgot) costs about a round trip per LOOKUP, not a listing per two.
+ */
+const LISTED_NAMES_PER_MISS = 8;
 /** Directories whose LOOKUP misses are counted at most. */
 const LOOKUP_MISS_DIRS = 256;
 /** The signal of work done for several requests: never aborted. */
@@ -276,7 +284,10 @@ export class ContainerFs implements FileSystem<Handle> {
   /** The change feed's view, when the feed is on. */
   readonly #live: LiveView | undefined;
   /** LOOKUP misses by directory key: how many, and when the last one was. */
-  readonly #lookupMisses = new BoundedMap<string, { count: number; at: number }>(LOOKUP_MISS_DIRS);
+  /** Per directory: LOOKUP misses in a row, the last one's time, its last listing's names. */
+  readonly #lookupMisses = new BoundedMap<string, { count: number; at: number; listed: number }>(
+    LOOKUP_MISS_DIRS,
+  );
   /** Listings made for LOOKUPs, by directory key, while they are in flight. */
   readonly #listingForLookups = new Map<string, Promise<void>>();
   /** Small files read ahead of their opens (see small_files.ts). */
@@ -883,22 +894,30 @@ export class ContainerFs implements FileSystem<Handle> {
     if (path === undefined) return undefined;
     // A walk ahead brought the directory's listing (or is bringing it): no round trip of its own.
     const held = this.#ahead.holds(dir.key);
+    const last = this.#lookupMisses.get(dir.key);
+    const recent = last !== undefined && Date.now() - last.at <= LOOKUP_MISS_MS;
+    const listed = recent ? last.listed : 0;
     if (!held) {
-      const now = Date.now();
-      const last = this.#lookupMisses.get(dir.key);
-      const count = last !== undefined && now - last.at <= LOOKUP_MISS_MS ? last.count + 1 : 1;
-      this.#lookupMisses.set(dir.key, { count, at: now });
-      if (count < LOOKUP_MISSES_TO_LIST) return undefined;
+      const count = recent ? last.count + 1 : 1;
+      this.#lookupMisses.set(dir.key, { count, at: Date.now(), listed });
+      const wanted = Math.max(LOOKUP_MISSES_TO_LIST, Math.ceil(listed / LISTED_NAMES_PER_MISS));
+      if (count < wanted) return undefined;
     }
-    this.#lookupMisses.delete(dir.key);
     const list = async (): Promise<void> => {
       const changesAt = this.#changes.mark();
       const since = this.#since();
       const ahead = held ? await this.#ahead.take(dir.key) : undefined;
-      if (ahead !== undefined) return void this.#fromAhead(dir, path, ahead, changesAt, since);
-      // Several LOOKUPs wait for it: one of them being interrupted does not cancel it.
-      const opened = await this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path);
-      if (!isErrno(opened)) await this.#releaseHandle(opened.handle);
+      let names = ahead?.entries.length ?? 0;
+      if (ahead !== undefined) this.#fromAhead(dir, path, ahead, changesAt, since);
+      else {
+        // Several LOOKUPs wait for it: one of them being interrupted does not cancel it.
+        const opened = await this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path);
+        if (!isErrno(opened)) {
+          names = opened.handle.listing?.size ?? 0;
+          await this.#releaseHandle(opened.handle);
+        }
+      }
+      this.#lookupMisses.set(dir.key, { count: 0, at: Date.now(), listed: Math.max(names, 1) });
     };
     const listing = list().catch(() => {}).finally(() => this.#listingForLookups.delete(dir.key));
     this.#listingForLookups.set(dir.key, listing);
