@@ -667,7 +667,8 @@ export class ContainerFs implements FileSystem<Handle> {
     since: number,
   ): Entry | Errno {
     const changed = this.#dirChanged(dir, made.dir, since);
-    const entry = this.#entry(made.stat);
+    // The feed vouches for what is made in a watched directory as for what is found there.
+    const entry = this.#entry(made.stat, dir, since);
     if (!isErrno(entry) && changed !== undefined) entry.dir = changed.dir;
     return entry;
   }
@@ -1472,7 +1473,7 @@ export class ContainerFs implements FileSystem<Handle> {
     );
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
-    const entry = this.#entry(r.value.stat);
+    const entry = this.#entry(r.value.stat, parent, since);
     if (isErrno(entry)) {
       this.#orphan(cur.rpc)(r.value);
       return entry;

@@ -238,6 +238,31 @@ Deno.test("container fs: entries an OPENDIR brought keep the long timeout while 
   deepStrictEqual(listed[0].entry!.entryTimeout, 60);
 });
 
+Deno.test("container fs: what is made in a watched directory gets the long timeouts, as if found there", async () => {
+  // A created file with the short timeouts was looked up again by the unlink that followed a
+  // second later: one round trip per file of `rm` after a build.
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  const rootKey = "0:1:1";
+  fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
+  rpc.on("lstat", () => ok(fakeStat({ ino: 1n, mode: S_IFDIR | 0o755, devMajor: 0, devMinor: 1 })));
+  rpc.on("create", () => ok({ handle: 4, stat: fakeStat({ ino: 10n, devMajor: 0, devMinor: 1 }) }));
+  rpc.on(
+    "mkdir",
+    () => ok({ stat: fakeStat({ ino: 11n, mode: S_IFDIR | 0o755, devMajor: 0, devMinor: 1 }) }),
+  );
+  const created = value(await fs.create(fakeContext(), root, "n", S_IFREG | 0o644, O_WRONLY));
+  deepStrictEqual([created.entry.entryTimeout, created.entry.attrTimeout], [60, 60]);
+  const made = value(await fs.mkdir(fakeContext(), root, "d", 0o755));
+  deepStrictEqual(made.entryTimeout, 60, "the name; the new directory is not watched yet");
+  // An event in the directory while a create is under way: that answer may be older than it.
+  rpc.on("create", () => {
+    fs.onChanges([{ dir: rootKey, name: "x", what: ChangeKind.NAME }]);
+    return ok({ handle: 5, stat: fakeStat({ ino: 12n, devMajor: 0, devMinor: 1 }) });
+  });
+  const late = value(await fs.create(fakeContext(), root, "m", S_IFREG | 0o644, O_WRONLY));
+  deepStrictEqual([late.entry.entryTimeout, late.entry.attrTimeout], [0, 0]);
+});
+
 /** A root listed whole in one batch (names `f` and `g`), read through READDIRPLUS. */
 async function listRoot(
   options: Partial<ContainerFsOptions> & { eof?: boolean } = {},
