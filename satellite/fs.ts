@@ -50,6 +50,7 @@ import {
   LOCAL_FS_TYPES,
   MODE_PERM_MASK,
   PATH_MAX,
+  QUIET_CLOSE_FS_TYPES,
   RESOLVE_BENEATH,
   RESOLVE_NO_MAGICLINKS,
   RESOLVE_NO_SYMLINKS,
@@ -1005,6 +1006,9 @@ export class SatelliteFs {
     const fd = this.#openAt(p, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, false);
+    if ((p.flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) !== 0 && this.#quietClose(fd)) {
+      return { handle, quietClose: true }; // (read ahead and stat are asked of read-only opens)
+    }
     if (!p.readAhead && !p.stat) return { handle };
     // The opened file's own attributes: whose file this is, whatever its name became.
     if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle };
@@ -1109,7 +1113,7 @@ export class SatelliteFs {
     return pending === 0 ? files : later;
   }
 
-  #create(p: ParamsOf<"create">): { handle: number; stat: Stat; dir?: Stat } | RpcFailure {
+  #create(p: ParamsOf<"create">): ResultOf<"create"> | RpcFailure {
     const r = this.#resolve(p);
     if (typeof r === "number") return failure(r);
     let fd: number;
@@ -1142,7 +1146,18 @@ export class SatelliteFs {
       this.#c.fn.close(fd);
       return stat;
     }
-    return { handle: this.#addHandle(fd, false), stat, dir: this.#parentStat(p) };
+    const quietClose = (p.flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) !== 0 &&
+      this.#quietClose(fd);
+    const handle = this.#addHandle(fd, false);
+    const dir = this.#parentStat(p);
+    return quietClose ? { handle, stat, dir, quietClose } : { handle, stat, dir };
+  }
+
+  /** Whether `fd`'s close reports nothing its writes did not (see QUIET_CLOSE_FS_TYPES). */
+  #quietClose(fd: number): boolean {
+    if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) !== 0) return false;
+    // f_type, the first field (a long: its low 32 bits hold every magic number)
+    return QUIET_CLOSE_FS_TYPES.has(new DataView(this.#statfsBuf.buffer).getUint32(0, true));
   }
 
   /** openat, retried on EINTR; the fd or -errno. */

@@ -122,6 +122,11 @@ export interface Handle {
   listing?: DirListing;
   /** Write state (files only). */
   readonly writes?: FileWrites;
+  /**
+   * The file's close reports nothing its writes did not (the satellite's `quietClose`): a flush
+   * waits for the writes and asks the satellite nothing.
+   */
+  quietClose?: boolean;
   /** Read-ahead of the open (files only; see `OpenFiles`). */
   readAhead?: ReadAhead;
   /**
@@ -1332,6 +1337,7 @@ export class ContainerFs implements FileSystem<Handle> {
     if (isErrno(r)) return r;
     if (!r.ok) return fail(r);
     const opened = this.#opened(node, r.value.handle, cur.gen, flags);
+    if (r.value.quietClose === true) opened.handle.quietClose = true;
     if (readAhead !== undefined && !opened.directIo && this.#live?.fileVouched(node)) {
       // Read-only and vouched for: later opens alike are answered as the lazy ones above.
       opened.noFlush = true;
@@ -1481,6 +1487,7 @@ export class ContainerFs implements FileSystem<Handle> {
     const changed = this.#dirChanged(parent, r.value.dir, since);
     if (changed !== undefined) entry.dir = changed.dir;
     const handle = this.#newFile(r.value.handle, cur.gen, flags, entry.key!, true);
+    if (r.value.quietClose === true) handle.quietClose = true;
     return { handle, entry, writeAhead: writeAhead(handle, flags) };
   }
 
@@ -1643,8 +1650,11 @@ export class ContainerFs implements FileSystem<Handle> {
 
   async flush(ctx: RequestContext, node: Node, handle: Handle): Promise<void | Errno> {
     const covered = this.#covered(handle);
-    // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes.
-    if (!handle.writes?.dirty) {
+    // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes, nor
+    // where a close reports none. (Its attributes after are then asked when the kernel wants
+    // them: a flush that waited for them cost a round trip per file written.)
+    if (!handle.writes?.dirty || handle.quietClose === true) {
+      if (handle.writes !== undefined) handle.writes.dirty = false;
       await this.#writes.settle(covered);
       return this.#writes.takeError(covered, this.#lostOf(handle));
     }

@@ -24,6 +24,7 @@ import {
   ChangeKind,
   type DirEntry as WireDirEntry,
   OpenFlags,
+  type RpcResult,
   type Stat,
   type WalkEntry,
 } from "../protocol/mod.ts";
@@ -602,6 +603,42 @@ Deno.test("container fs: a write answered ahead is queued at once; its failure w
   answerWrite!(fail("EIO"));
   deepStrictEqual(await again, 5);
   deepStrictEqual((await fs.fsync(fakeContext(), node, h, false) as Errno).name, "EIO");
+});
+
+Deno.test("container fs: where the satellite says a close is quiet, a flush waits for the writes and asks nothing", async () => {
+  for (const opening of ["open", "create"] as const) {
+    const { rpc, fs, root } = setup();
+    rpc.on("lstat", () => ok(fakeStat()));
+    rpc.on("open", () => ok({ handle: 1, quietClose: true }));
+    rpc.on("create", () => ok({ handle: 1, stat: fakeStat({ ino: 9n }), quietClose: true }));
+    let answerWrite: ((r: RpcResult<number>) => void) | undefined;
+    rpc.on("write", () => new Promise((resolve) => answerWrite = resolve));
+    rpc.on("flush", () => ok(undefined));
+    const node = opening === "open"
+      ? nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f")
+      : root;
+    const h = opening === "open"
+      ? value(await fs.open(fakeContext(), node, O_WRONLY)).handle
+      : value(await fs.create(fakeContext(), root, "n", S_IFREG | 0o644, O_WRONLY)).handle;
+    const info = { ...writeInfo, answered: true };
+    deepStrictEqual(await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), info), 10);
+    let flushed = false;
+    const flushing = fs.flush(fakeContext(), node, h).then((r) => {
+      flushed = true;
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 0));
+    deepStrictEqual(flushed, false, `${opening}: the flush waits for the write`);
+    answerWrite!(ok(10));
+    deepStrictEqual(await flushing, undefined);
+    deepStrictEqual(rpc.paramsOf("flush").length, 0, `${opening}: no flush asked`);
+    // A failed write is still reported by the close.
+    const again = fs.write(fakeContext(), node, h, 10, new Uint8Array(5), info);
+    answerWrite!(fail("ENOSPC"));
+    deepStrictEqual(await again, 5);
+    deepStrictEqual(await fs.flush(fakeContext(), node, h), ENOSPC, opening);
+    deepStrictEqual(rpc.paramsOf("flush").length, 0, opening);
+  }
 });
 
 /**

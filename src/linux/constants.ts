@@ -307,3 +307,16 @@ export const LOCAL_FS_TYPES: ReadonlySet<number> = new Set([
   0x01021994, // tmpfs
   0x794c7630, // overlayfs (its upper layer is a local filesystem)
 ]);
+
+/**
+ * statfs(2) f_type of filesystems whose files have no flush of their own (ext4, xfs, tmpfs), or
+ * pass it to such a one (overlayfs: its upper layer's): there `close()` reports no error a write
+ * did not report already, so a close-time flush has nothing to ask (NFS, CIFS, FUSE write back
+ * at close and can fail there).
+ */
+export const QUIET_CLOSE_FS_TYPES: ReadonlySet<number> = new Set([
+  0xef53, // ext2, ext3, ext4
+  0x58465342, // xfs
+  0x01021994, // tmpfs
+  0x794c7630, // overlayfs
+]);

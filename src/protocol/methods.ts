@@ -253,12 +253,17 @@ export const METHODS = {
    */
   open: method(
     obj({ at, path, flags: u32, readAhead: opt(u32), stat: opt(bool) }),
-    obj({ handle, data: opt(bytes(MAX_OPEN_READ_AHEAD)), stat: opt(statSchema) }),
+    obj({
+      handle,
+      data: opt(bytes(MAX_OPEN_READ_AHEAD)),
+      stat: opt(statSchema),
+      quietClose: opt(bool),
+    }),
   ),
   /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
   create: method(
     obj({ at, path, flags: u32, mode: u32, owner }),
-    obj({ handle, stat: statSchema, dir: opt(statSchema) }),
+    obj({ handle, stat: statSchema, dir: opt(statSchema), quietClose: opt(bool) }),
   ),
   /** Up to `size` bytes at `offset`; shorter at end of file. */
   read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES)),
@@ -268,7 +273,10 @@ export const METHODS = {
   release: method(obj({ handle }), nil),
   /**
    * close()-time flush of a file handle (reports deferred write errors); answers the file's
-   * attributes after it (what a stat right after close asks), when fstat gives them.
+   * attributes after it (what a stat right after close asks), when fstat gives them. A handle
+   * opened writable on a filesystem whose close reports nothing more than its writes (see
+   * QUIET_CLOSE_FS_TYPES) is answered `quietClose` by open and create: its flush need not be
+   * asked.
    */
   flush: method(obj({ handle }), opt(statSchema)),
   /** fsync, or fdatasync when `datasync`. Works on directory handles too. */

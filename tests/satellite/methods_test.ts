@@ -43,6 +43,7 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       equal(r.stat.mode, 0o100640);
       equal(r.stat.uid, 1234);
       equal(r.stat.gid, 4321);
+      equal(r.quietClose, true, "tmpfs: a close reports nothing a write did not");
       equal(
         valueOf(await c.write({ handle: r.handle, offset: 0n, data: enc.encode("hello world") })),
         11,
@@ -81,6 +82,22 @@ Deno.test("satellite serves every method over pipes", async (t) => {
       equal(r.stat.uid, 1234); // not re-chowned
       valueOf(await c.release({ handle: r.handle }));
     });
+
+    await t.step(
+      "open: a writable handle on tmpfs has a quiet close, a read-only one is not asked",
+      async () => {
+        for (
+          const [flags, quiet] of [[OpenFlags.O_WRONLY, true], [OpenFlags.O_RDWR, true], [
+            0,
+            undefined,
+          ]] as const
+        ) {
+          const r = valueOf(await c.open({ path: "f.txt", flags }));
+          equal(r.quietClose, quiet, `flags ${flags}`);
+          valueOf(await c.release({ handle: r.handle }));
+        }
+      },
+    );
 
     await t.step("open: errors", async () => {
       equal(errnoOf(await c.open({ path: "missing", flags: 0 })), "ENOENT");
