@@ -343,6 +343,16 @@ export class AttrCache {
   }
 
   /**
+   * True when `name` is known absent (see `knownAbsent`) from a listing read under the change
+   * feed's watch, which still watches `dirKey`: what the feed vouches for.
+   */
+  absentVouched(dirKey: string, name: string): boolean {
+    const complete = this.#complete.get(dirKey);
+    return complete !== undefined && complete.vouchable && this.#vouched(dirKey) &&
+      !complete.names.has(name);
+  }
+
+  /**
    * Up to `max` names of `dirKey`'s complete listing, those after `name` first (readdir order,
    * then from the start again), leaving out `name` and those `skip` says; held or not for
    * lookups. Undefined when no listing is held or `name` is not in it.

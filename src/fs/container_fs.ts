@@ -29,6 +29,7 @@
 
 import {
   abi,
+  Absent,
   type Attr,
   type AttrResult,
   type Created,
@@ -865,10 +866,12 @@ export class ContainerFs implements FileSystem<Handle> {
     const base = relPath(parent);
     const path = base === undefined ? undefined : base === "" ? name : `${base}/${name}`;
     const since = this.#since();
+    // Watched before the satellite is asked: an answer "absent" is then as new as the watch.
+    const watched = this.#live?.watches(parent.key) === true;
     const listed = this.#attrs.takeListed(parent.key, name);
     if (listed !== undefined) return this.#entry(listed.stat, parent, listed.since);
     // Not in a fresh complete listing of the parent: the kernel could have been told as much.
-    if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
+    if (this.#attrs.knownAbsent(parent.key, name)) return this.#absentListed(parent, name, since);
     // A directory walked ahead, entered later than its parent's listing is fresh (any event
     // drops what the walker holds: it is as new as the last event).
     const walked = path === undefined ? undefined : this.#ahead.dirStat(path);
@@ -879,14 +882,30 @@ export class ContainerFs implements FileSystem<Handle> {
       await listing;
       const listed = this.#attrs.takeListed(parent.key, name);
       if (listed !== undefined) return this.#entry(listed.stat, parent, listed.since);
-      if (this.#attrs.knownAbsent(parent.key, name)) return ENOENT;
+      if (this.#attrs.knownAbsent(parent.key, name)) {
+        return this.#absentListed(parent, name, since);
+      }
     }
     const r = await this.#at(parent, name, (w) => this.#rpc.lookup(w, this.#opts(ctx)));
     if (isErrno(r)) return r;
-    if (!r.ok) return fail(r);
+    if (!r.ok) {
+      if (r.code !== "ENOENT" || !watched) return fail(r);
+      return this.#absent(parent, name, since);
+    }
     const entry = this.#entry(r.value.stat, parent, since);
     this.#keepNode(entry, r.value.node);
     return entry;
+  }
+
+  /** ENOENT for `name` in `parent`, the feed's long negative timeout where it vouches. */
+  #absent(parent: Node, name: string, since: number): Errno {
+    const timeout = this.#live?.negative(parent, name, since);
+    return timeout === undefined ? ENOENT : new Absent(timeout);
+  }
+
+  /** ENOENT for `name`, absent from `parent`'s complete listing (see `#absent`). */
+  #absentListed(parent: Node, name: string, since: number): Errno {
+    return this.#attrs.absentVouched(parent.key, name) ? this.#absent(parent, name, since) : ENOENT;
   }
 
   /**

@@ -1,8 +1,18 @@
 // ContainerFs against a fake satellite RPC: the FUSE → RPC mapping and its hardening (issue 15).
 
-import { deepStrictEqual, ok as assert } from "node:assert/strict";
+import { deepStrictEqual, equal, ok as assert } from "node:assert/strict";
 import type { Entry, Errno, Node, Opened } from "../fuse/mod.ts";
-import { abi, EINTR, ENODATA, ENOENT, ENOSPC, ESTALE, isErrno } from "../fuse/mod.ts";
+import {
+  abi,
+  Absent,
+  EACCES,
+  EINTR,
+  ENODATA,
+  ENOENT,
+  ENOSPC,
+  ESTALE,
+  isErrno,
+} from "../fuse/mod.ts";
 import {
   DT_DIR,
   DT_LNK,
@@ -145,9 +155,10 @@ Deno.test("container fs: a listing read before an event handled first answers no
   rpc.on("lstat", () => fail("ENOENT"));
   const handle = value(await fs.opendir(fakeContext(), root)).handle;
   value(await fs.readdir(fakeContext(), root, handle, 0, true));
-  deepStrictEqual(await fs.lookup(fakeContext(), root, "f"), ENOENT);
+  // (Asked after the event, in the watched root: absent for the long timeout.)
+  deepStrictEqual(((await fs.lookup(fakeContext(), root, "f")) as Errno).code, ENOENT.code);
   deepStrictEqual(rpc.methods().filter((m) => m === "lookup").length, 1, "asked, not listed");
-  deepStrictEqual(await fs.lookup(fakeContext(), root, "g"), ENOENT);
+  deepStrictEqual(((await fs.lookup(fakeContext(), root, "g")) as Errno).code, ENOENT.code);
   deepStrictEqual(rpc.methods().filter((m) => m === "lookup").length, 2, "no absent names");
 });
 
@@ -262,6 +273,28 @@ Deno.test("container fs: what is made in a watched directory gets the long timeo
   });
   const late = value(await fs.create(fakeContext(), root, "m", S_IFREG | 0o644, O_WRONLY));
   deepStrictEqual([late.entry.entryTimeout, late.entry.attrTimeout], [0, 0]);
+});
+
+Deno.test("container fs: a name the satellite finds absent in a watched directory is kept absent for the long timeout", async () => {
+  const { rpc, fs, root } = setup({ live: { timeout: 60, maxWatches: 100 } });
+  rpc.on("lookup", () => fail("ENOENT"));
+  rpc.on("opendir", () => fail("EACCES")); // (no listing for the misses: the lookups are tested)
+  // Not watched: the mount's negative timeout (the ENOENT singleton).
+  equal(await fs.lookup(fakeContext(), root, "a"), ENOENT);
+  const rootKey = "0:1:1";
+  fs.onChanges([{ dir: rootKey, what: ChangeKind.WATCHED, name: "" }]);
+  const absent = await fs.lookup(fakeContext(), root, "b");
+  assert(absent instanceof Absent && absent.timeout === 60, String(absent));
+  deepStrictEqual((absent as Errno).code, ENOENT.code);
+  // An event in the directory while the satellite is asked: that answer may predate it.
+  rpc.on("lookup", () => {
+    fs.onChanges([{ dir: rootKey, name: "x", what: ChangeKind.NAME }]);
+    return fail("ENOENT");
+  });
+  equal(await fs.lookup(fakeContext(), root, "c"), ENOENT);
+  // Other failures are passed on as they are.
+  rpc.on("lookup", () => fail("EACCES"));
+  equal(await fs.lookup(fakeContext(), root, "d"), EACCES);
 });
 
 /** A root listed whole in one batch (names `f` and `g`), read through READDIRPLUS. */

@@ -75,6 +75,8 @@ export interface Timeouts {
 
 /** Most directories whose last event is remembered; beyond, answers in flight get timeout 0. */
 const LAST_EVENTS_LIMIT = 65536;
+/** Most names given a long negative timeout at once; beyond, "no such name" gets the short one. */
+const NEGATIVES_LIMIT = 16384;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** The satellite's directory keys → what the kernel and the client cache. */
@@ -93,6 +95,12 @@ export class LiveView {
   /** `seq` of the last event about everything (overflow, reset). */
   #allAt = 0;
   #unwatching: string[] = [];
+  /**
+   * Names the kernel was told are absent for the long timeout, by directory key: a dropped
+   * watch or an overflow must drop those negative entries (an event naming one drops it anyway).
+   */
+  readonly #negatives = new Map<string, Set<string>>();
+  #negativeCount = 0;
 
   constructor(options: LiveOptions) {
     this.#options = options;
@@ -124,6 +132,7 @@ export class LiveView {
    */
   reset(): void {
     this.#watched.clear();
+    for (const key of [...this.#negatives.keys()]) this.#dropNegatives(key, true);
     this.#rootKey = "";
     this.#all("reconnected");
   }
@@ -200,6 +209,37 @@ export class LiveView {
     };
   }
 
+  /**
+   * Timeout of "no such name" for `name` in `parent`, known after event `since` (asked after it,
+   * or held in a listing read under the watch): the long one while the feed vouches for the
+   * directory, else undefined (the mount's negative timeout). Then the kernel keeps the negative
+   * entry until an event names it, the watch is dropped or the feed overflows.
+   */
+  negative(parent: Node, name: string, since: number): number | undefined {
+    const key = this.#keyOf(parent);
+    const long = this.#options.longTimeout;
+    if (long <= 0 || !this.#fresh(key, since)) return undefined;
+    let names = this.#negatives.get(key);
+    if (names?.has(name)) return long;
+    if (this.#negativeCount >= NEGATIVES_LIMIT) return undefined;
+    if (names === undefined) this.#negatives.set(key, names = new Set());
+    names.add(name);
+    this.#negativeCount++;
+    return long;
+  }
+
+  /** Forgets the negative entries noted in directory `key`, telling the kernel when `drop`. */
+  #dropNegatives(key: string, drop: boolean): void {
+    const names = this.#negatives.get(key);
+    if (names === undefined) return;
+    this.#negatives.delete(key);
+    this.#negativeCount -= names.size;
+    const kernel = this.#kernel;
+    const dir = drop ? kernel?.nodeOf(this.#nodeKey(key)) : undefined;
+    if (kernel === undefined || dir === undefined) return;
+    for (const name of names) this.#track(kernel.invalidateEntry(dir, name));
+  }
+
   /** Attribute timeout of `node` (a directory or not, on `dev`) answered from `since`. */
   attr(node: Node, dir: boolean, dev: string, since: number): number {
     const key = this.#keyOf(node);
@@ -247,6 +287,7 @@ export class LiveView {
    */
   forget(node: Node): void {
     const key = this.#keyOf(node);
+    this.#dropNegatives(key, false); // the kernel dropped its children before it
     if (node.key === "" || !this.#watched.has(key)) return;
     if (this.#unwatching.push(key) === 1) {
       queueMicrotask(() => {
@@ -322,6 +363,8 @@ export class LiveView {
       return;
     }
     if (c.what & ChangeKind.NAME) {
+      const negatives = this.#negatives.get(c.dir);
+      if (negatives?.delete(name)) this.#negativeCount--;
       this.#debug(`invalidate entry ${dir.path ?? dir.key}/${name}`);
       this.#track(kernel.invalidateEntry(dir, name));
       this.#inval(dir, 0, "listing");
@@ -341,6 +384,7 @@ export class LiveView {
 
   /** A watch was dropped: what the kernel caches below that directory is no longer vouched for. */
   #unwatched(dirKey: string): void {
+    this.#dropNegatives(dirKey, true);
     const kernel = this.#kernel;
     const key = this.#nodeKey(dirKey);
     const dir = kernel?.nodeOf(key);
@@ -361,6 +405,7 @@ export class LiveView {
     this.#allAt = this.#seq;
     this.#lastEvent.clear();
     this.#options.local.droppedAll();
+    for (const key of [...this.#negatives.keys()]) this.#dropNegatives(key, true);
     const kernel = this.#kernel;
     if (kernel === undefined) return;
     const nodes = kernel.knownNodes();

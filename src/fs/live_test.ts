@@ -165,3 +165,40 @@ Deno.test("live: with a long timeout of 0 the mount's timeouts apply everywhere"
   deepStrictEqual(live.entry(root, "0:9:40", false, "0:9:", live.seq), { entry: 1, attr: 2 });
   ok(!live.fileVouched(f));
 });
+
+Deno.test("live: a name found absent in a watched directory is cached until something could change that", () => {
+  const { live, root, d, calls } = setup();
+  const since = live.seq;
+  equal(live.negative(d, "x", since), undefined, "not watched: the mount's negative timeout");
+  live.onChanges([watched("0:9:10"), watched("0:9:20")]);
+  equal(live.negative(d, "x", since), 60);
+  equal(live.negative(d, "y", since), 60);
+  equal(live.negative(root, "r", since), 60);
+  // An event of the directory after the answer was asked: that answer may predate it.
+  live.onChanges([{ dir: "0:9:20", name: "z", what: ChangeKind.NAME }]);
+  equal(live.negative(d, "w", since), undefined);
+  // The event naming a name drops its negative entry (as any entry) and its noting.
+  calls.length = 0;
+  live.onChanges([{ dir: "0:9:20", name: "x", what: ChangeKind.NAME }]);
+  ok(calls.includes("entry /d x"), calls.join("; "));
+  // A dropped watch drops the negative entries still noted there: the kernel would keep them.
+  calls.length = 0;
+  live.onChanges([{ dir: "0:9:20", what: ChangeKind.UNWATCHED }]);
+  ok(calls.includes("entry /d y"), calls.join("; "));
+  ok(!calls.includes("entry /d x"), "dropped already");
+  equal(live.negative(d, "y", live.seq), undefined, "no longer vouched");
+  // An overflow drops every one, the root's too.
+  calls.length = 0;
+  live.onChanges([{ dir: "", what: ChangeKind.OVERFLOW }]);
+  ok(calls.includes("entry / r"), calls.join("; "));
+});
+
+Deno.test("live: a reconnect drops the negative entries the feed vouched for", () => {
+  const { live, root, calls } = setup();
+  live.onChanges([watched("0:9:10")]);
+  equal(live.negative(root, "r", live.seq), 60);
+  calls.length = 0;
+  live.reset();
+  ok(calls.includes("entry / r"), calls.join("; "));
+  equal(live.negative(root, "r", live.seq), undefined);
+});

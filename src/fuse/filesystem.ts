@@ -42,7 +42,21 @@
  * @module
  */
 
-import type { Errno } from "./errno.ts";
+import { ERRNO } from "../linux/mod.ts";
+import { Errno } from "./errno.ts";
+
+/**
+ * LOOKUP's "no such name" that the kernel may keep (a negative entry) for `timeout` seconds
+ * rather than the mount's negative timeout. An `Errno` of code ENOENT, but not the ENOENT
+ * singleton: test a lookup's result with `isErrno` and `code`.
+ */
+export class Absent extends Errno {
+  readonly timeout: number;
+  constructor(timeout: number) {
+    super(ERRNO.ENOENT, "ENOENT");
+    this.timeout = timeout;
+  }
+}
 
 /** Seconds since the epoch plus nanoseconds (0..999,999,999). */
 export interface Timestamp {

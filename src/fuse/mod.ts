@@ -12,6 +12,7 @@
 
 export * from "./errno.ts";
 export type * from "./filesystem.ts";
+export { Absent } from "./filesystem.ts";
 export type * from "./options.ts";
 export { mount, type PreparedMount, prepareMount } from "./mount.ts";
 export {

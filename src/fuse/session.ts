@@ -176,6 +176,7 @@ import type {
   SetAttrChanges,
   StatFs,
 } from "./filesystem.ts";
+import { Absent } from "./filesystem.ts";
 import { type NodeImpl, NodeTable } from "./nodes.ts";
 import { NoXattrs } from "./no_xattrs.ts";
 import { CachedAttrs } from "./cached_attrs.ts";
@@ -1546,9 +1547,10 @@ export class Session<H = unknown> {
 
   #lookupDone(req: Request, value: Entry | Errno): void {
     if (value instanceof Errno) {
-      if (value.code === ERRNO.ENOENT && this.#negativeTimeout > 0) {
+      const timeout = value instanceof Absent ? value.timeout : this.#negativeTimeout;
+      if (value.code === ERRNO.ENOENT && timeout > 0) {
         const s = this.#scratchFor(OUT_HEADER_SIZE + ENTRY_OUT_SIZE);
-        encodeEntryOut(s, OUT_HEADER_SIZE, 0n, 0, this.#negativeTimeout, 0, undefined);
+        encodeEntryOut(s, OUT_HEADER_SIZE, 0n, 0, timeout, 0, undefined);
         this.#replyScratch(req, ENTRY_OUT_SIZE);
         return;
       }

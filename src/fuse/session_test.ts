@@ -15,7 +15,7 @@ import {
 } from "./_test_utils.ts";
 import { IN_HEADER_SIZE, Opcode } from "./abi.ts";
 import { ENOENT } from "./errno.ts";
-import type { Entry, FileSystem, Node } from "./filesystem.ts";
+import { Absent, type Entry, type FileSystem, type Node } from "./filesystem.ts";
 import { Session, type SessionOptions } from "./session.ts";
 
 function header(reply: Reply): { len: number; error: number; unique: bigint } {
@@ -170,6 +170,32 @@ Deno.test("fixture: LOOKUP entry_out layout, then FORGET drops the node", async 
   deepStrictEqual(header(device.take()[0]), { len: 16, error: -2, unique: 24n });
   device.end();
   await session.closed;
+});
+
+Deno.test("fixture: LOOKUP's ENOENT is a negative entry for the mount's timeout, or an Absent's own", async () => {
+  const fs: FileSystem = {
+    lookup: (_ctx, _parent, name) => name === "long" ? new Absent(60) : ENOENT,
+  };
+  const { device, session } = await started(fs, false, { negativeTimeout: 2 });
+  device.send(frame({ opcode: 1, unique: 30n, body: body("short") }));
+  device.send(frame({ opcode: 1, unique: 31n, body: body("long") }));
+  await settle();
+  const [short, long] = device.take();
+  for (const [r, valid] of [[short, 2n], [long, 60n]] as const) {
+    deepStrictEqual(header(r), { len: 16 + 128, error: 0, unique: r.unique });
+    const v = new DataView(r.bytes.buffer, 16);
+    deepStrictEqual(v.getBigUint64(0, true), 0n, "node id 0: a negative entry");
+    deepStrictEqual(v.getBigUint64(16, true), valid, "entry_valid");
+  }
+  device.end();
+  await session.closed;
+  // Without a negative timeout, a plain ENOENT is an error reply.
+  const plain = await started(fs);
+  plain.device.send(frame({ opcode: 1, unique: 32n, body: body("short") }));
+  await settle();
+  deepStrictEqual(header(plain.device.take()[0]), { len: 16, error: -2, unique: 32n });
+  plain.device.end();
+  await plain.session.closed;
 });
 
 Deno.test("fixture: the filesystem hears of each entry told to the kernel, as its node", async () => {
