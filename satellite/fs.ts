@@ -34,10 +34,12 @@ import {
   type StatFs,
   statOfStatx,
   statxBlocks,
+  statxGid,
   statxIno,
   statxMode,
   statxNlink,
   statxSize,
+  statxUid,
   UTIME_OMIT,
 } from "../src/protocol/mod.ts";
 import {
@@ -1210,13 +1212,16 @@ export class SatelliteFs {
     fd: number | undefined,
     isDir: boolean,
   ): number {
-    const ino = this.#statx(
-        fd ?? dirfd,
-        fd === undefined ? name : EMPTY,
-        fd === undefined ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH,
-      ) === 0
-      ? statxIno(this.#statView)
-      : undefined;
+    const known = this.#statx(
+      fd ?? dirfd,
+      fd === undefined ? name : EMPTY,
+      fd === undefined ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH,
+    ) === 0;
+    const v = this.#statView;
+    // Made as the caller's already (root's, or in a set-group-ID directory): a chown would only
+    // move its ctime and send the change feed an event to drop.
+    if (known && statxUid(v) === owner.uid && statxGid(v) === owner.gid) return 0;
+    const ino = known ? statxIno(v) : undefined;
     const rc = fd === undefined
       ? this.#c.fn.fchownat(dirfd, name, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW)
       : this.#c.fn.fchown(fd, owner.uid, owner.gid);

@@ -60,6 +60,7 @@ import {
   IN_ONLYDIR,
   IN_Q_OVERFLOW,
   INOTIFY_EVENT_BYTES,
+  NAME_MAX,
   S_IFDIR,
   S_IFMT,
   UNWATCHABLE_FS_TYPES,
@@ -104,6 +105,12 @@ const WATCH_MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODI
   IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR |
   IN_EXCL_UNLINK;
 const READ_BYTES = 64 * 1024;
+/**
+ * A read that left at least this much of the buffer unused took every event queued then (the
+ * kernel hands over whole events while the next one fits: at most a header and NAME_MAX + 1
+ * bytes of name): no second read to find the queue empty.
+ */
+const READ_DRAINED_ROOM = INOTIFY_EVENT_BYTES + NAME_MAX + 1;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Requests naming what they change by path: their path-valued params. */
@@ -498,6 +505,7 @@ export class Watcher {
         return;
       }
       this.#parse(n, echo);
+      if (n <= this.#buf.length - READ_DRAINED_ROOM) return;
     }
   }
 

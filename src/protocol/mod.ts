@@ -28,10 +28,12 @@ export {
   statOfRecord,
   statOfStatx,
   statxBlocks,
+  statxGid,
   statxIno,
   statxMode,
   statxNlink,
   statxSize,
+  statxUid,
   type WalkEntry,
   writeStat,
 } from "./records.ts";

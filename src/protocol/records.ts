@@ -192,6 +192,16 @@ export function statxSize(view: DataView, at = 0): bigint {
   return view.getBigUint64(at + AT.size, true);
 }
 
+/** `stx_uid` of the `struct statx` at byte `at` of `view`. */
+export function statxUid(view: DataView, at = 0): number {
+  return view.getUint32(at + AT.uid, true);
+}
+
+/** `stx_gid` of the `struct statx` at byte `at` of `view`. */
+export function statxGid(view: DataView, at = 0): number {
+  return view.getUint32(at + AT.gid, true);
+}
+
 /** `stx_nlink` of the `struct statx` at byte `at` of `view`. */
 export function statxNlink(view: DataView, at = 0): number {
   return view.getUint32(at + AT.nlink, true);
