@@ -290,6 +290,8 @@ export class ContainerFs implements FileSystem<Handle> {
   /** The change feed's view, when the feed is on. */
   readonly #live: LiveView | undefined;
   /** LOOKUP misses by directory key: how many, and when the last one was. */
+  /** Attributes asked after a quiet close, by inode key, until they come (`#attrsAfterClose`). */
+  readonly #attrsComing = new Map<string, Promise<void>>();
   /** Per directory: LOOKUP misses in a row, the last one's time, its last listing's names. */
   readonly #lookupMisses = new BoundedMap<string, { count: number; at: number; listed: number }>(
     LOOKUP_MISS_DIRS,
@@ -963,6 +965,8 @@ export class ContainerFs implements FileSystem<Handle> {
     handle: Handle | undefined,
   ): Promise<AttrResult | Errno> {
     this.#see(node);
+    const coming = this.#attrsComing.get(node.key);
+    if (coming !== undefined) await coming;
     // Asked right after our own change in it (the kernel drops a directory's attributes then).
     const changed = this.#attrs.takeChanged(node.key, this.#changes.count);
     if (changed !== undefined) {
@@ -1673,9 +1677,12 @@ export class ContainerFs implements FileSystem<Handle> {
     // where a close reports none. (Its attributes after are then asked when the kernel wants
     // them: a flush that waited for them cost a round trip per file written.)
     if (!handle.writes?.dirty || handle.quietClose === true) {
+      const written = handle.writes?.dirty === true;
       if (handle.writes !== undefined) handle.writes.dirty = false;
       await this.#writes.settle(covered);
-      return this.#writes.takeError(covered, this.#lostOf(handle));
+      const error = this.#writes.takeError(covered, this.#lostOf(handle));
+      if (error === undefined && written) this.#attrsAfterClose(node, handle);
+      return error;
     }
     handle.writes.dirty = false;
     const rpc = await this.#via(node, handle);
@@ -1697,6 +1704,28 @@ export class ContainerFs implements FileSystem<Handle> {
       const attr = statProblem(r.value) ? undefined : statToAttr(r.value);
       this.#attrs.noteChanged(node.key, attr, changes);
     }
+  }
+
+  /**
+   * Asks for the attributes of a file closed after writes without waiting for them: a stat right
+   * after the close (tar's chown and utimens, make, editors) waits for that answer rather than
+   * asking again; a close nobody stats after does not wait for it.
+   */
+  #attrsAfterClose(node: Node, handle: Handle): void {
+    if (handle.id === NO_HANDLE || handle.gen !== this.#link.generation || !this.#link.up) return;
+    // Noted with the count from before: any change since keeps them from serving.
+    const changes = this.#changes.count;
+    const key = node.key;
+    const coming: Promise<void> = this.#link.on(handle.gen).fstat({ handle: handle.id }).then(
+      (r) => {
+        if (!r.ok || statProblem(r.value) !== undefined) return;
+        this.#attrs.noteChanged(key, statToAttr(r.value), changes);
+      },
+      () => {},
+    ).finally(() => {
+      if (this.#attrsComing.get(key) === coming) this.#attrsComing.delete(key);
+    });
+    this.#attrsComing.set(key, coming);
   }
 
   async release(

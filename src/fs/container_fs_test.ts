@@ -674,6 +674,30 @@ Deno.test("container fs: where the satellite says a close is quiet, a flush wait
   }
 });
 
+Deno.test("container fs: a stat right after a quiet close waits for the attributes asked behind it", async () => {
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1, quietClose: true }));
+  rpc.on("write", () => ok(10));
+  let answerFstat: ((r: RpcResult<Stat>) => void) | undefined;
+  rpc.on("fstat", () => new Promise((resolve) => answerFstat = resolve));
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  value(await fs.write(fakeContext(), node, h, 0, new Uint8Array(10), writeInfo));
+  // The close does not wait for the attributes…
+  deepStrictEqual(await fs.flush(fakeContext(), node, h), undefined);
+  deepStrictEqual(rpc.paramsOf("fstat").length, 1, "asked behind the close");
+  // …a stat right after does, and asks nothing else.
+  const lstats = rpc.paramsOf("lstat").length;
+  const stat = fs.getattr(fakeContext(), node, undefined);
+  answerFstat!(ok(fakeStat({ size: 10n })));
+  deepStrictEqual(value(await stat).attr.size, 10);
+  deepStrictEqual(rpc.paramsOf("lstat").length, lstats);
+  // A close without writes asks nothing.
+  await fs.flush(fakeContext(), node, h);
+  deepStrictEqual(rpc.paramsOf("fstat").length, 1);
+});
+
 /**
  * The root listed with one subdirectory "d", which the satellite's walks answer with `inD`; the
  * walk ahead that listing starts has been answered.
