@@ -34,6 +34,7 @@ import {
   ChangeKind,
   type DirEntry as WireDirEntry,
   OpenFlags,
+  type ResultOf,
   type RpcResult,
   type Stat,
   type WalkEntry,
@@ -1190,6 +1191,21 @@ Deno.test("container fs: a directory made through the mount is known empty for t
   deepStrictEqual(rpc.paramsOf("lookup").map((p) => p.path).filter((p) => p !== ""), ["new/a"]);
 });
 
+/** An opendir answer listing `stats` (regular files by name) whole, in one batch. */
+function wholeListing(stats: Map<string, Stat>): ResultOf<"opendir"> {
+  return {
+    handle: 3,
+    eof: true,
+    entries: [...stats].map(([name, stat], i) => ({
+      name,
+      ino: stat.ino,
+      type: DT_REG,
+      offset: BigInt(i + 1),
+      stat,
+    })),
+  };
+}
+
 Deno.test("container fs: names looked up one by one get their directory listed at the second miss", async () => {
   const { rpc, fs, root } = setup();
   const stats = new Map(
@@ -1198,17 +1214,7 @@ Deno.test("container fs: names looked up one by one get their directory listed a
   const listed = deferred<void>();
   rpc.on("opendir", async () => {
     await listed.promise;
-    return ok({
-      handle: 3,
-      eof: true,
-      entries: [...stats].map(([name, stat], i) => ({
-        name,
-        ino: stat.ino,
-        type: DT_REG,
-        offset: BigInt(i + 1),
-        stat,
-      })),
-    });
+    return ok(wholeListing(stats));
   });
   rpc.on("release", () => ok(null));
   rpc.on("lstat", (p) => {
@@ -1239,17 +1245,7 @@ Deno.test("container fs: a directory changed between LOOKUPs is listed again onl
   let listed = 0;
   rpc.on("opendir", () => {
     listed += stats.size;
-    return ok({
-      handle: 3,
-      eof: true,
-      entries: [...stats].map(([name, stat], i) => ({
-        name,
-        ino: stat.ino,
-        type: DT_REG,
-        offset: BigInt(i + 1),
-        stat,
-      })),
-    });
+    return ok(wholeListing(stats));
   });
   rpc.on("release", () => ok(null));
   rpc.on("lookup", (p) => {
