@@ -1008,14 +1008,13 @@ export class SatelliteFs {
     const fd = this.#openAt(p, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, false);
-    if ((p.flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) !== 0 && this.#quietClose(fd)) {
-      return { handle, quietClose: true }; // (read ahead and stat are asked of read-only opens)
-    }
-    if (!p.readAhead && !p.stat) return { handle };
+    const writable = (p.flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) !== 0;
+    const quietClose = writable && this.#quietClose(fd) ? true : undefined;
+    if (!p.readAhead && !p.stat) return { handle, quietClose };
     // The opened file's own attributes: whose file this is, whatever its name became.
-    if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle };
+    if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle, quietClose };
     const stat = p.stat ? this.#readStat() : undefined;
-    if (!p.readAhead) return { handle, stat };
+    if (!p.readAhead) return { handle, stat, quietClose };
     // Regular files with a size only: procfs/sysfs files report 0 and are read on demand.
     const st = this.#statView;
     if ((statxMode(st) & S_IFMT) !== S_IFREG || statxSize(st) === 0n) {

@@ -289,7 +289,6 @@ export class ContainerFs implements FileSystem<Handle> {
   readonly #warned = new Set<string>();
   /** The change feed's view, when the feed is on. */
   readonly #live: LiveView | undefined;
-  /** LOOKUP misses by directory key: how many, and when the last one was. */
   /** Attributes asked after a quiet close, by inode key, until they come (`#attrsAfterClose`). */
   readonly #attrsComing = new Map<string, Promise<void>>();
   /** Per directory: LOOKUP misses in a row, the last one's time, its last listing's names. */
@@ -1674,8 +1673,7 @@ export class ContainerFs implements FileSystem<Handle> {
   async flush(ctx: RequestContext, node: Node, handle: Handle): Promise<void | Errno> {
     const covered = this.#covered(handle);
     // close(dup(fd)) only reports deferred write errors: nothing to ask after no writes, nor
-    // where a close reports none. (Its attributes after are then asked when the kernel wants
-    // them: a flush that waited for them cost a round trip per file written.)
+    // where a close reports none (then the attributes after the writes are asked behind it).
     if (!handle.writes?.dirty || handle.quietClose === true) {
       const written = handle.writes?.dirty === true;
       if (handle.writes !== undefined) handle.writes.dirty = false;

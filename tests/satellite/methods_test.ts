@@ -95,6 +95,11 @@ Deno.test("satellite serves every method over pipes", async (t) => {
           const r = valueOf(await c.open({ path: "f.txt", flags }));
           equal(r.quietClose, quiet, `flags ${flags}`);
           valueOf(await c.release({ handle: r.handle }));
+          // A reopen after a reconnect asks for the file's attributes too: both come.
+          const again = valueOf(await c.open({ path: "f.txt", flags, stat: true }));
+          equal(again.quietClose, quiet, `flags ${flags}, stat`);
+          equal(again.stat?.size, 11n, `flags ${flags}, stat`);
+          valueOf(await c.release({ handle: again.handle }));
         }
       },
     );
