@@ -668,9 +668,15 @@ export class SatelliteFs {
     const v = this.#statView;
     if ((statxMode(v) & S_IFMT) !== S_IFREG || statxNlink(v) !== 1) return false;
     if (statxBlocks(v) > HELD_BLOCKS) return false;
-    if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) !== 0) return false;
+    const type = this.#fsType(fd);
+    return type !== undefined && LOCAL_FS_TYPES.has(type);
+  }
+
+  /** statfs(2) f_type of `fd`'s filesystem; undefined when fstatfs fails. */
+  #fsType(fd: number): number | undefined {
+    if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) !== 0) return undefined;
     // f_type, the first field (a long: its low 32 bits hold every magic number)
-    return LOCAL_FS_TYPES.has(new DataView(this.#statfsBuf.buffer).getUint32(0, true));
+    return new DataView(this.#statfsBuf.buffer).getUint32(0, true);
   }
 
   /** Closes the references `#unlinkFile` held. */
@@ -1008,8 +1014,7 @@ export class SatelliteFs {
     const fd = this.#openAt(p, this.#openFlags(p.flags));
     if (fd instanceof RpcFailure) return fd;
     const handle = this.#addHandle(fd, false);
-    const writable = (p.flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) !== 0;
-    const quietClose = writable && this.#quietClose(fd) ? true : undefined;
+    const quietClose = this.#quietClose(fd, p.flags);
     if (!p.readAhead && !p.stat) return { handle, quietClose };
     // The opened file's own attributes: whose file this is, whatever its name became.
     if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle, quietClose };
@@ -1147,18 +1152,18 @@ export class SatelliteFs {
       this.#c.fn.close(fd);
       return stat;
     }
-    const quietClose = (p.flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) !== 0 &&
-      this.#quietClose(fd);
-    const handle = this.#addHandle(fd, false);
-    const dir = this.#parentStat(p);
-    return quietClose ? { handle, stat, dir, quietClose } : { handle, stat, dir };
+    const quietClose = this.#quietClose(fd, p.flags);
+    return { handle: this.#addHandle(fd, false), stat, dir: this.#parentStat(p), quietClose };
   }
 
-  /** Whether `fd`'s close reports nothing its writes did not (see QUIET_CLOSE_FS_TYPES). */
-  #quietClose(fd: number): boolean {
-    if (num(this.#c.fn.fstatfs(fd, this.#statfsBuf)) !== 0) return false;
-    // f_type, the first field (a long: its low 32 bits hold every magic number)
-    return QUIET_CLOSE_FS_TYPES.has(new DataView(this.#statfsBuf.buffer).getUint32(0, true));
+  /**
+   * `quietClose` of a file opened with wire `flags` as `fd`: true when it is writable and its
+   * close reports nothing its writes did not (see QUIET_CLOSE_FS_TYPES), else undefined.
+   */
+  #quietClose(fd: number, flags: number): true | undefined {
+    if ((flags & (OpenFlags.O_WRONLY | OpenFlags.O_RDWR)) === 0) return undefined;
+    const type = this.#fsType(fd);
+    return type !== undefined && QUIET_CLOSE_FS_TYPES.has(type) ? true : undefined;
   }
 
   /** openat, retried on EINTR; the fd or -errno. */

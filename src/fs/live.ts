@@ -132,7 +132,7 @@ export class LiveView {
    */
   reset(): void {
     this.#watched.clear();
-    for (const key of [...this.#negatives.keys()]) this.#dropNegatives(key, true);
+    this.#dropAllNegatives();
     this.#rootKey = "";
     this.#all("reconnected");
   }
@@ -226,6 +226,11 @@ export class LiveView {
     names.add(name);
     this.#negativeCount++;
     return long;
+  }
+
+  /** Drops every negative entry noted (a reconnect, an overflow). */
+  #dropAllNegatives(): void {
+    for (const key of [...this.#negatives.keys()]) this.#dropNegatives(key, true);
   }
 
   /** Forgets the negative entries noted in directory `key`, telling the kernel when `drop`. */
@@ -405,7 +410,7 @@ export class LiveView {
     this.#allAt = this.#seq;
     this.#lastEvent.clear();
     this.#options.local.droppedAll();
-    for (const key of [...this.#negatives.keys()]) this.#dropNegatives(key, true);
+    this.#dropAllNegatives();
     const kernel = this.#kernel;
     if (kernel === undefined) return;
     const nodes = kernel.knownNodes();
