@@ -459,7 +459,13 @@ export class Engine {
   async exec(
     containerId: string,
     argv: string[],
-    options?: { user?: string; env?: Record<string, string>; awaitStart?: boolean },
+    options?: {
+      user?: string;
+      env?: Record<string, string>;
+      awaitStart?: boolean;
+      /** called once the engine started the exec (its process may still fail to run) */
+      onStarting?: () => void;
+    },
   ): Promise<ExecSession> {
     const what = `run '${argv[0] ?? ""}' in container ${containerId.slice(0, 12)}`;
     const created = await this.#request(
@@ -525,6 +531,7 @@ export class Engine {
       }
       session = createExecSession(started.conn, started.rest, inspect, label);
     }
+    options?.onStarting?.();
     if (options?.awaitStart) {
       const start = await awaitExecStart(session, inspect);
       if (!start.started) {

@@ -77,6 +77,59 @@ Deno.test("exec start: a running process with a pid is started and its output is
   await session.exited;
 });
 
+/** A connection whose first bytes come only when `release` is called. */
+function heldConn(incoming: Uint8Array): { conn: ByteConn; release(): void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const inner = conn(incoming, false);
+  let first = true;
+  return {
+    conn: {
+      ...inner,
+      async read(buffer: Uint8Array): Promise<number | null> {
+        if (first) {
+          first = false;
+          await released;
+        }
+        return await inner.read(buffer);
+      },
+    },
+    release,
+  };
+}
+
+Deno.test("exec start: the engine is not polled while the process starts, only once it printed", async () => {
+  let asked = 0;
+  const inspect = (): Promise<ExecState> => {
+    asked++;
+    return Promise.resolve({ running: true, code: null, pid: 4242 });
+  };
+  const held = heldConn(frame(2, "starting\n"));
+  const session = createExecSession(held.conn, new Uint8Array(), inspect, "t");
+  const start = awaitExecStart(session, inspect, 60_000);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  equal(asked, 0);
+  held.release();
+  deepStrictEqual(await start, { started: true, pid: 4242 });
+  equal(asked, 1);
+  session.kill();
+  await session.exited;
+});
+
+Deno.test("exec start: a process silent for the quiet time is polled as before", async () => {
+  const inspect = inspectSequence([
+    { running: true, code: null, pid: 0 },
+    { running: true, code: null, pid: 77 },
+  ]);
+  const held = heldConn(frame(1, "late"));
+  const session = createExecSession(held.conn, new Uint8Array(), inspect, "t");
+  deepStrictEqual(await awaitExecStart(session, inspect, 10), { started: true, pid: 77 });
+  held.release();
+  await session.firstOutput;
+  session.kill();
+  await session.exited;
+});
+
 Deno.test("exec start: stderr is part of the reason, and each exit code is named", () => {
   equal(
     failedStartReason({ started: false, code: 127, output: "sh: not found" }),

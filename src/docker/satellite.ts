@@ -42,6 +42,11 @@ export interface DeployOptions {
   placeOnHost?: boolean;
   /** notable choices and steps, for the user's log */
   log?: (message: string) => void;
+  /**
+   * Called once the engine took the request to run the satellite, while its runtime starts (the
+   * start may still fail): work to overlap with that start goes here.
+   */
+  onStarting?: () => void;
 }
 
 /** Reads and checks a manifest.json. Throws DockerError("bundle") with a clear message. */
@@ -457,7 +462,12 @@ export async function deploySatellite(
     argv.push("--listen");
   }
   try {
-    const session = await engine.exec(container.id, argv, { user, env, awaitStart: true });
+    const session = await engine.exec(container.id, argv, {
+      user,
+      env,
+      awaitStart: true,
+      onStarting: options.onStarting,
+    });
     return directToken === undefined ? session : { ...session, directToken };
   } catch (error) {
     if (!(error instanceof DockerError) || error.code !== "exec") throw error;

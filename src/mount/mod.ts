@@ -241,7 +241,7 @@ async function startSatellite(
   options: {
     debug: boolean;
     onEvent?: (changes: readonly Change[]) => void;
-    /** Called once the satellite's process started, while it starts its runtime. */
+    /** Called once, when the satellite's process is starting, while its runtime starts. */
     onStarted?: () => void;
   },
   deps: ContainerMountDeps,
@@ -252,12 +252,18 @@ async function startSatellite(
   const { logger } = deps;
   const bundle = await bundleFor(deps.bundleRoot, container.arch);
   const started = performance.now();
+  let starting = false;
+  const onStarting = (): void => {
+    if (!starting) options.onStarted?.();
+    starting = true;
+  };
   const exec = await (start ? start(bundle.dir) : deployChosen(engine, container, bundle.dir, {
     ...deploy,
     onProgress: deps.onProgress,
     log: (message) => logger.info(message),
+    onStarting,
   }).then((d) => d.session)).catch(rethrowDocker);
-  options.onStarted?.();
+  onStarting();
   const stderrTail = watchStderr(exec.stderr, logger);
   const { DIRECT_BULK_BYTES, openChannel, RpcClient } = await loadRunning().catch((error) => {
     exec.kill();
