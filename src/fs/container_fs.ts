@@ -1178,7 +1178,9 @@ export class ContainerFs implements FileSystem<Handle> {
     name: string,
   ): Promise<void | DirChanged | Errno> {
     const where = this.#where(parent, name);
-    this.#changed(parent, name, "links");
+    // The inode's link count drops: other names of it (in other listings) change too, unless
+    // the kernel's node for the name is known to have no other (nlink 1).
+    this.#changed(parent, name, this.#kernel?.childOf(parent, name) ?? "links");
     if (isErrno(where)) return where;
     const since = this.#since();
     const r = await this.#at(parent, name, (w) => this.#rpc.unlink(w, this.#opts(ctx)), where);

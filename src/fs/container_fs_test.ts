@@ -1267,6 +1267,42 @@ Deno.test("container fs: a directory changed between LOOKUPs is listed again onl
   deepStrictEqual(rpc.paramsOf("unlink").length, 200);
 });
 
+Deno.test("container fs: an unlink of a name with no other link keeps the listing that answers the next LOOKUPs", async () => {
+  // `rm` of names the kernel forgot: a LOOKUP, then the UNLINK, name after name. The directory's
+  // listing answers the LOOKUPs; an unlink drops only its own name when the kernel's node for it
+  // has one link (with more, the other names' link count changes: every listing goes).
+  const { rpc, fs, root } = setup();
+  const children: Record<string, Node> = {};
+  fs.attachKernel(kernelOf(root, children));
+  const names = Array.from({ length: 50 }, (_, i) => `f${i}`);
+  const nlink = (name: string): number => name === "f20" ? 2 : 1;
+  const stats = new Map(
+    names.map((n, i) => [n, fakeStat({ ino: 1000n + BigInt(i), nlink: nlink(n) })]),
+  );
+  rpc.on("opendir", () => ok(wholeListing(stats)));
+  rpc.on("release", () => ok(null));
+  rpc.on("lookup", (p) => {
+    const stat = stats.get(String(p.path));
+    return stat ? ok({ stat }) : fail("ENOENT");
+  });
+  rpc.on("unlink", (p) => {
+    stats.delete(String(p.path));
+    return ok(undefined);
+  });
+  for (const name of names) {
+    children[name] = nodeFor(fs, value(await fs.lookup(fakeContext(), root, name)), root, name);
+    await fs.unlink(fakeContext(), root, name);
+  }
+  // f0 asks, f1 lists the directory; after f20's unlink (two links) the listing is gone: f21 to
+  // f26 ask, f27 lists it again (at its 50 / 8 = 7th miss), and that listing serves the rest.
+  deepStrictEqual(
+    rpc.paramsOf("lookup").map((p) => p.path),
+    ["f0", "f21", "f22", "f23", "f24", "f25", "f26"],
+  );
+  deepStrictEqual(rpc.paramsOf("opendir").length, 2);
+  deepStrictEqual(rpc.paramsOf("unlink").length, 50);
+});
+
 Deno.test("container fs: a listing for LOOKUPs that fails leaves the names to lstat", async () => {
   const { rpc, fs, root } = setup();
   const stat = fakeStat({ ino: 30n });
