@@ -1235,16 +1235,14 @@ Deno.test("container fs: names looked up one by one get their directory listed a
   deepStrictEqual(rpc.methods(), ["lookup", "opendir", "release"], "one listing, no more stats");
 });
 
-Deno.test("container fs: a directory changed between LOOKUPs is listed again only after its names / 8 misses", async () => {
-  // An unlink loop over names the kernel forgot (its entries timed out): every unlink drops the
-  // listing, so listing at every second miss cost a listing per two unlinks (quadratic: 4 ms per
-  // unlink in a 500-name directory).
-  const { rpc, fs, root } = setup();
-  const names = Array.from({ length: 200 }, (_, i) => `f${i}`);
-  const stats = new Map(names.map((n, i) => [n, fakeStat({ ino: 1000n + BigInt(i) })]));
-  let listed = 0;
+/**
+ * The root directory holding `stats` (by name) as the satellite serves it: listed whole, looked
+ * up, unlinked from; `listed` counts the names its listings carried.
+ */
+function serveDirectory(rpc: FakeRpc, stats: Map<string, Stat>): { listed: number } {
+  const served = { listed: 0 };
   rpc.on("opendir", () => {
-    listed += stats.size;
+    served.listed += stats.size;
     return ok(wholeListing(stats));
   });
   rpc.on("release", () => ok(null));
@@ -1256,6 +1254,17 @@ Deno.test("container fs: a directory changed between LOOKUPs is listed again onl
     stats.delete(String(p.path));
     return ok(undefined);
   });
+  return served;
+}
+
+Deno.test("container fs: a directory changed between LOOKUPs is listed again only after its names / 8 misses", async () => {
+  // An unlink loop over names the kernel forgot (its entries timed out): every unlink drops the
+  // listing, so listing at every second miss cost a listing per two unlinks (quadratic: 4 ms per
+  // unlink in a 500-name directory).
+  const { rpc, fs, root } = setup();
+  const names = Array.from({ length: 200 }, (_, i) => `f${i}`);
+  const stats = new Map(names.map((n, i) => [n, fakeStat({ ino: 1000n + BigInt(i) })]));
+  const served = serveDirectory(rpc, stats);
   for (const name of names) {
     value(await fs.lookup(fakeContext(), root, name));
     await fs.unlink(fakeContext(), root, name);
@@ -1263,7 +1272,7 @@ Deno.test("container fs: a directory changed between LOOKUPs is listed again onl
   // Listing at every second miss would list 200 + 199 + … names (10,000); now the first listing's
   // 200 and at most 8 per miss after it.
   assert(rpc.paramsOf("opendir").length >= 2, "listed at all");
-  assert(listed <= 200 + 8 * 200, `${listed} names listed for 200 unlinks`);
+  assert(served.listed <= 200 + 8 * 200, `${served.listed} names listed for 200 unlinks`);
   deepStrictEqual(rpc.paramsOf("unlink").length, 200);
 });
 
@@ -1279,16 +1288,7 @@ Deno.test("container fs: an unlink of a name with no other link keeps the listin
   const stats = new Map(
     names.map((n, i) => [n, fakeStat({ ino: 1000n + BigInt(i), nlink: nlink(n) })]),
   );
-  rpc.on("opendir", () => ok(wholeListing(stats)));
-  rpc.on("release", () => ok(null));
-  rpc.on("lookup", (p) => {
-    const stat = stats.get(String(p.path));
-    return stat ? ok({ stat }) : fail("ENOENT");
-  });
-  rpc.on("unlink", (p) => {
-    stats.delete(String(p.path));
-    return ok(undefined);
-  });
+  serveDirectory(rpc, stats);
   for (const name of names) {
     children[name] = nodeFor(fs, value(await fs.lookup(fakeContext(), root, name)), root, name);
     await fs.unlink(fakeContext(), root, name);
