@@ -1018,13 +1018,11 @@ export class SatelliteFs {
     if (!p.readAhead && !p.stat) return { handle, quietClose };
     // The opened file's own attributes: whose file this is, whatever its name became.
     if (this.#statx(fd, EMPTY, AT_EMPTY_PATH) !== 0) return { handle, quietClose };
-    const stat = p.stat ? this.#readStat() : undefined;
-    if (!p.readAhead) return { handle, stat, quietClose };
+    const opened: Opened = { handle, stat: p.stat ? this.#readStat() : undefined, quietClose };
+    if (!p.readAhead) return opened;
     // Regular files with a size only: procfs/sysfs files report 0 and are read on demand.
     const st = this.#statView;
-    if ((statxMode(st) & S_IFMT) !== S_IFREG || statxSize(st) === 0n) {
-      return { handle, stat };
-    }
+    if ((statxMode(st) & S_IFMT) !== S_IFREG || statxSize(st) === 0n) return opened;
     // Best effort: a failed read leaves the data to the client's first READ.
     const size = Math.min(p.readAhead, MAX_OPEN_READ_AHEAD);
     const io = this.#options.io;
@@ -1039,8 +1037,8 @@ export class SatelliteFs {
         done: (r, data) =>
           later.settle(
             r < 0n
-              ? { handle, stat }
-              : { handle, stat, data: data.subarray(DATA_OFFSET, DATA_OFFSET + Number(r)) },
+              ? opened
+              : { ...opened, data: data.subarray(DATA_OFFSET, DATA_OFFSET + Number(r)) },
           ),
       });
       if (submitted) return later;
@@ -1048,7 +1046,7 @@ export class SatelliteFs {
     // One buffer for every open: the reply is encoded (copied) before the next request.
     const data = this.#aheadBuf.subarray(0, size);
     const done = this.#whole("pread64", fd, data, 0n);
-    return done < 0 ? { handle, stat } : { handle, stat, data: data.subarray(0, done) };
+    return done < 0 ? opened : { ...opened, data: data.subarray(0, done) };
   }
 
   /**

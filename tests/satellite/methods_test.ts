@@ -100,6 +100,10 @@ Deno.test("satellite serves every method over pipes", async (t) => {
           equal(again.quietClose, quiet, `flags ${flags}, stat`);
           equal(again.stat?.size, 11n, `flags ${flags}, stat`);
           valueOf(await c.release({ handle: again.handle }));
+          // With a read ahead too (what a read-only open asks): quietClose still comes.
+          const ahead = valueOf(await c.open({ path: "f.txt", flags, readAhead: 4096 }));
+          equal(ahead.quietClose, quiet, `flags ${flags}, readAhead`);
+          valueOf(await c.release({ handle: ahead.handle }));
         }
       },
     );
