@@ -236,7 +236,7 @@ const START_POLLS = 200;
  * while the runtime starts the process cost the engine CPU that the start itself needs (measured
  * on 2 cores: a satellite's first output 80 ms later with 2–50 ms polls than without).
  */
-export const QUIET_START_MS = 1000;
+const QUIET_START_MS = 1000;
 
 /**
  * Tells whether the runtime started the process: started once exec inspect shows it running
