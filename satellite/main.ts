@@ -19,11 +19,15 @@
 
 import {
   type Change,
+  DecodedRequest,
   DIRECT_TOKEN_ENV,
   Dispatcher,
+  type Fatal,
   firstFrameLength,
   FRAME_HEADER_BYTES,
   FrameDecoder,
+  isAhead,
+  isQuery,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
 } from "../src/protocol/mod.ts";
@@ -62,6 +66,8 @@ const USAGE =
   "usage: satellite --root PATH [--root-in DIR] [--self DIR [--listen]] [--walk-paths]" +
   " [--node-budget N]";
 const BATCH_BYTES = 256 * 1024;
+/** Longest a walk waits while queries sent after it are served (see `onFrame` in `main`). */
+const WALK_WAIT_MS = 20;
 
 function log(message: string): void {
   try {
@@ -306,9 +312,7 @@ function main(): number {
   // it (it copies only frames split across its input), a partial frame moves to the front.
   const input = new Uint8Array(MAX_FRAME_BYTES + FRAME_HEADER_BYTES);
   let fill = 0;
-  const onFrame = (body: Uint8Array) => {
-    if (fatal !== undefined) return;
-    const response = dispatcher.handle(body);
+  const answer = (response: Uint8Array | Fatal | undefined): void => {
     guard.tick(response instanceof Uint8Array ? response.length : 0);
     if (response === undefined) return; // answered later, by the I/O worker's completion
     if (response instanceof Uint8Array) {
@@ -317,6 +321,47 @@ function main(): number {
       fatal = response.fatal;
       out.push(response.frame);
     }
+  };
+  // Walks wait (their frames copied: the input buffer is reused) while the queries sent after
+  // them are served (how methods are ordered: methods.ts); any other call runs them first. One
+  // runs per idle turn of the loop, so a query read meanwhile waits for one walk at most; under
+  // a steady stream of queries, one runs before the next query once the first has waited
+  // WALK_WAIT_MS.
+  const walks: Uint8Array[] = [];
+  let walksSince = 0;
+  let walkSoon = false;
+  const serveWalk = (): void => {
+    const body = walks.shift();
+    if (body === undefined || fatal !== undefined) return;
+    walksSince = performance.now();
+    answer(dispatcher.handle(body));
+  };
+  const walkWhenIdle = (): void => {
+    if (walkSoon || walks.length === 0) return;
+    walkSoon = true;
+    loop.whenIdle(() => {
+      walkSoon = false;
+      serveWalk();
+      out.flush();
+      if (out.broken) return end(0);
+      walkWhenIdle();
+    });
+  };
+  const onFrame = (body: Uint8Array): void => {
+    if (fatal !== undefined) return;
+    const request = dispatcher.decode(body);
+    if (!(request instanceof DecodedRequest)) return answer(request);
+    if (isAhead(request.method)) {
+      if (walks.push(body.slice()) === 1) walksSince = performance.now();
+      return walkWhenIdle();
+    }
+    if (walks.length > 0) {
+      if (!isQuery(request.method, request.params)) {
+        // A change: the walks sent before it are served before it.
+        while (walks.length > 0 && fatal === undefined) serveWalk();
+      } else if (performance.now() - walksSince >= WALK_WAIT_MS) serveWalk();
+    }
+    answer(dispatcher.run(request));
   };
   // Requests: stdin, or the direct channel. Every frame of a read is handled before the next read.
   const onInput = (fd: number) => (): void => {

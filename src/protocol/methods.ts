@@ -17,6 +17,7 @@
 
 import {
   AARCH64_OPEN_FLAGS,
+  O_ACCMODE,
   O_APPEND,
   O_CLOEXEC,
   O_CREAT,
@@ -102,9 +103,9 @@ export const MAX_WALK_ENTRIES = 4096;
 /** Most paths one `walk` asks for. */
 export const MAX_WALK_PATHS = 256;
 /**
- * The `maxMs` a client near the satellite asks a walk for: the satellite answers requests in
- * order, so a walk ahead delays the requests read behind it by up to this. A client far away
- * asks for none (each answer cut short would cost it a round trip).
+ * The `maxMs` a client near the satellite asks a walk for: a walk under way delays the requests
+ * read meanwhile by up to this (queries then overtake the walks still waiting, see `Order`). A
+ * client far away asks for none (each answer cut short would cost it a round trip).
  */
 export const WALK_SLICE_MS = 10;
 /** Longest `maxMs` a walk takes. */
@@ -167,12 +168,37 @@ export {
   XATTR_REPLACE,
 } from "../linux/mod.ts";
 
+/**
+ * How the satellite orders a method's calls. Calls are served in the order sent, but for one
+ * exception: a call made ahead of need (`ahead`: a walk) waits while the queries sent after it
+ * are served, so that a `stat` or an `open` the kernel waits for is not held up by listings
+ * nobody asked for yet. A query (`query`, or `query(params)` true) changes nothing a walk reads
+ * (but access times, which reads on the I/O workers never kept in order), so it commutes with a
+ * walk: every answer is one the calls in order could have given. Anything else sent after a
+ * waiting walk (a change) is served after it, so what is sent after a change still sees it.
+ */
+interface Order<P> {
+  readonly ahead?: true;
+  readonly query?: true | ((params: P) => boolean);
+}
+
+/** One method: its params and result schemas, and how its calls are ordered ({@link Order}). */
+interface Method<P, R, W> {
+  readonly params: Schema<P>;
+  readonly result: Schema<R, W>;
+  readonly ahead: boolean;
+  readonly query: boolean | ((params: P) => boolean);
+}
+
 function method<P, R, W>(
   params: Schema<P>,
   result: Schema<R, W>,
-): { params: Schema<P>; result: Schema<R, W> } {
-  return { params, result };
+  order: Order<P> = {},
+): Method<P, R, W> {
+  return { params, result, ahead: order.ahead === true, query: order.query ?? false };
 }
+
+const QUERY = { query: true } as const;
 
 /**
  * Attributes of the parent directory right after a change in it (`dir` of create, unlink,
@@ -193,18 +219,18 @@ const madeSchema = obj({ stat: statSchema, dir: opt(statSchema) });
  */
 export const METHODS = {
   /** Attributes of `path` (final symlink not followed). */
-  lstat: method(obj({ at, path }), statSchema),
+  lstat: method(obj({ at, path }), statSchema, QUERY),
   /**
    * `lstat`, and for a directory a node handle (`node`) while the satellite's descriptor budget
    * lasts: an O_PATH descriptor it holds until `forget`, that later paths may be relative to
    * (`at`). A directory keeps its handle while it is held: answered again, the same handle
    * counts once more, and each answer is given back by one id in `forget`.
    */
-  lookup: method(obj({ at, path }), obj({ stat: statSchema, node: opt(nodeId) })),
+  lookup: method(obj({ at, path }), obj({ stat: statSchema, node: opt(nodeId) }), QUERY),
   /** Gives back node handle answers (one per id); unknown ids are passed over. */
   forget: method(obj({ nodes: arr(nodeId, MAX_FORGET) }), nil),
   /** Attributes of an open file or directory (also once unlinked). */
-  fstat: method(obj({ handle }), statSchema),
+  fstat: method(obj({ handle }), statSchema, QUERY),
   /**
    * Opens a directory for readdir; with `readAhead`, also up to that many first entries (as
    * `readdir` from offset 0 with `plus`) in the same round trip; with `node`, also a node handle
@@ -218,6 +244,7 @@ export const METHODS = {
       eof: opt(bool),
       node: opt(nodeId),
     }),
+    QUERY,
   ),
   /**
    * Lists the subtrees of `paths`, in order, depth first (children in readdir order), each
@@ -231,6 +258,7 @@ export const METHODS = {
   walk: method(
     obj({ paths: arr(path, MAX_WALK_PATHS), maxEntries: u32, maxBytes: u32, maxMs: opt(u32) }),
     obj({ dirs: arr(walkDirSchema, MAX_WALK_ENTRIES), walked: u32 }),
+    { ahead: true },
   ),
   /**
    * Reads whole, in order, the regular files among `names` (entries of directory `dir`) of at
@@ -241,11 +269,13 @@ export const METHODS = {
   readFiles: method(
     obj({ at, dir: path, names: arr(name, MAX_READ_FILES), maxFileBytes: u32, maxBytes: u32 }),
     arr(opt(wholeFileSchema), MAX_READ_FILES),
+    QUERY,
   ),
   /** Entries after cookie `offset` (0: from the start); `plus` adds each entry's Stat. */
   readdir: method(
     obj({ handle, offset: u64, plus: bool, maxEntries: opt(u32) }),
     obj({ entries: entryList(MAX_READDIR_ENTRIES), eof: bool }),
+    QUERY,
   ),
   /**
    * Opens an existing file (never creates; O_NOFOLLOW is implied). With `readAhead`, also the
@@ -259,6 +289,8 @@ export const METHODS = {
       stat: opt(statSchema),
       quietClose: opt(bool),
     }),
+    // Read-only opens only: a truncating open changes the file.
+    { query: (p) => (p.flags & (O_ACCMODE | O_TRUNC)) === 0 },
   ),
   /** Creates (or, without O_EXCL, opens) a regular file and opens it. */
   create: method(
@@ -266,7 +298,7 @@ export const METHODS = {
     obj({ handle, stat: statSchema, dir: opt(statSchema), quietClose: opt(bool) }),
   ),
   /** Up to `size` bytes at `offset`; shorter at end of file. */
-  read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES)),
+  read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES), QUERY),
   /** Writes `data` at `offset`; returns bytes written. */
   write: method(obj({ handle, offset: u64, data: bytes(MAX_IO_BYTES) }), u32),
   /** Closes a file or directory handle. */
@@ -322,23 +354,23 @@ export const METHODS = {
   link: method(obj({ fromAt: at, from: path, toAt: at, to: path }), madeSchema),
   /** Creates symlink `path` with content `target`. */
   symlink: method(obj({ at, path, target: name, owner }), madeSchema),
-  readlink: method(obj({ at, path }), name),
+  readlink: method(obj({ at, path }), name, QUERY),
   /** chmod (final symlink not followed: EOPNOTSUPP on a symlink). */
   chmod: method(obj({ at, path, mode: u32 }), nil),
   /** fchownat(AT_SYMLINK_NOFOLLOW); an absent id is left unchanged. */
   chown: method(obj({ at, path, uid: opt(u32), gid: opt(u32) }), nil),
   /** utimensat(AT_SYMLINK_NOFOLLOW); an absent time is left unchanged. */
   utimens: method(obj({ at, path, atime: time, mtime: time }), nil),
-  statfs: method(obj({ at, path }), statFsSchema),
+  statfs: method(obj({ at, path }), statFsSchema, QUERY),
   /** Creates a fifo, socket or device node (`mode` includes the S_IF* type). */
   mknod: method(
     obj({ at, path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
     madeSchema,
   ),
   /** The value of an extended attribute (final symlink not followed). */
-  getxattr: method(obj({ at, path, name: str(255) }), bytes(65536)),
+  getxattr: method(obj({ at, path, name: str(255) }), bytes(65536), QUERY),
   setxattr: method(obj({ at, path, name: str(255), value: bytes(65536), flags: u32 }), nil),
-  listxattr: method(obj({ at, path }), arr(name, 65536)),
+  listxattr: method(obj({ at, path }), arr(name, 65536), QUERY),
   removexattr: method(obj({ at, path, name: str(255) }), nil),
   fallocate: method(obj({ handle, mode: u32, offset: u64, length: u64 }), nil),
   /** lseek; for SEEK_DATA / SEEK_HOLE. Returns the new offset. */
@@ -400,6 +432,17 @@ export type ParamsOf<M extends MethodName> = Infer<(typeof METHODS)[M]["params"]
 export type ResultOf<M extends MethodName> = Infer<(typeof METHODS)[M]["result"]>;
 /** Result of method `M`, as the satellite sends it (listings as records). */
 export type WireResultOf<M extends MethodName> = InferWire<(typeof METHODS)[M]["result"]>;
+
+/** True when calls of `method` wait while later queries are served ({@link Order}). */
+export function isAhead(method: MethodName): boolean {
+  return METHODS[method].ahead;
+}
+
+/** True when a call of `method` with (parsed) `params` is a query ({@link Order}). */
+export function isQuery(method: MethodName, params: unknown): boolean {
+  const query = METHODS[method].query as boolean | ((params: unknown) => boolean);
+  return typeof query === "function" ? query(params) : query;
+}
 
 /** True when `name` is a method of the table. */
 export function isMethodName(name: unknown): name is MethodName {

@@ -54,6 +54,7 @@ export {
 } from "./client.ts";
 export {
   BytesReply,
+  DecodedRequest,
   Dispatcher,
   type Fatal,
   type Handlers,

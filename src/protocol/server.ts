@@ -105,6 +105,18 @@ export type Handlers = {
   readonly [M in MethodName]: (params: ParamsOf<M>) => Reply<WireResultOf<M>>;
 };
 
+/** A request decoded and checked, not yet run ({@link Dispatcher.decode}). */
+export class DecodedRequest {
+  readonly id: number;
+  readonly method: MethodName;
+  readonly params: unknown;
+  constructor(id: number, method: MethodName, params: unknown) {
+    this.id = id;
+    this.method = method;
+    this.params = params;
+  }
+}
+
 /** A fatal protocol error: the connection must be closed after sending `frame`. */
 export interface Fatal {
   readonly fatal: string;
@@ -153,6 +165,15 @@ export class Dispatcher {
    * answer comes later (through `onLate`). Never throws.
    */
   handle(body: Uint8Array): Uint8Array | Fatal | undefined {
+    const request = this.decode(body);
+    return request instanceof DecodedRequest ? this.run(request) : request;
+  }
+
+  /**
+   * Decodes and checks one request frame body: the request to {@link run}, or what answers it
+   * at once (an error frame, or a Fatal). Never throws. The params may be views into `body`.
+   */
+  decode(body: Uint8Array): DecodedRequest | Uint8Array | Fatal {
     const decoded = decodeBody(this.#unpackr, body);
     if (!decoded.ok) return this.#fatal(decoded.error);
     const message = decoded.value;
@@ -168,9 +189,18 @@ export class Dispatcher {
     if (params === INVALID) {
       return this.#error(id, "EINVAL", `invalid ${method} params`);
     }
+    return new DecodedRequest(id, method, params);
+  }
+
+  /**
+   * Calls the handler of a decoded request: the response frame, or undefined when the answer
+   * comes later (through `onLate`). Never throws.
+   */
+  run(request: DecodedRequest): Uint8Array | undefined {
+    const { id, method } = request;
     let reply: unknown;
     try {
-      reply = (this.#handlers[method] as (p: unknown) => unknown)(params);
+      reply = (this.#handlers[method] as (p: unknown) => unknown)(request.params);
     } catch (e) {
       this.#onError?.(method, e);
       return this.#error(id, "EIO", `${method} failed: ${e instanceof Error ? e.message : e}`);

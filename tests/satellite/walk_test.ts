@@ -91,3 +91,55 @@ Deno.test("walk never enters another filesystem", async () => {
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("queries sent after walks are served first; a change waits for them", async () => {
+  const root = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "dfwalk-order-" });
+  for (let d = 0; d < 4; d++) {
+    await Deno.mkdir(`${root}/t${d}`);
+    for (let i = 0; i < 50; i++) await Deno.writeTextFile(`${root}/t${d}/f${i}`, "x");
+  }
+  await Deno.writeTextFile(`${root}/file`, "hello");
+  const h = startSatellite(root);
+  const c = h.client.call;
+  try {
+    await h.client.ready;
+    h.calls.length = 0;
+    // Sent in one turn: one write, read by the satellite at once.
+    const walk = (path: string) => c.walk({ paths: [path], maxEntries: 4096, maxBytes: 1 << 20 });
+    const first = walk("t0");
+    const second = walk("t1");
+    const stat = c.lstat({ path: "file" });
+    const opened = c.open({ path: "file", flags: 0 });
+    const statfs = c.statfs({ path: "" });
+    const made = c.mkdir({ path: "t2/new", mode: 0o755 });
+    const third = walk("t2");
+    const after = c.lstat({ path: "t2/new" });
+    const results = await Promise.all([first, second, stat, opened, statfs, made, third, after]);
+    ok(results.every((r) => r.ok), JSON.stringify(results.map((r) => r.ok)));
+    deepStrictEqual(h.calls, [
+      "lstat", // queries overtake the walks sent before them…
+      "open",
+      "statfs",
+      "walk", // …which are served before the change sent after them,
+      "walk",
+      "mkdir",
+      "lstat", // and the walk sent after the change waits for the query behind it.
+      "walk",
+    ]);
+    const listed = (r: typeof results[0]) => (r.ok ? (r.value as { dirs: WalkDir[] }).dirs : []);
+    ok(!names(listed(results[0])[0]).includes("new"));
+    ok(names(listed(results[6])[0]).includes("new"), "the walk after the change sees it");
+    valueOf(await c.release({ handle: valueOf(await opened).handle }));
+
+    // A truncating open is a change: the walk before it is served first.
+    h.calls.length = 0;
+    const w = walk("t3");
+    const trunc = c.open({ path: "file", flags: 0o1001 }); // O_WRONLY | O_TRUNC
+    valueOf(await w);
+    valueOf(await c.release({ handle: valueOf(await trunc).handle }));
+    deepStrictEqual(h.calls, ["walk", "open", "release"]);
+  } finally {
+    equal(await h.stop(), 0);
+    await Deno.remove(root, { recursive: true });
+  }
+});
