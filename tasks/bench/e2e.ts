@@ -41,6 +41,11 @@ const SVG_DEFAULT = new URL("./e2e.svg", import.meta.url).pathname;
 export const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 const BIG_MIB = 256;
 const SMALL_FILES = 500;
+/** The walked tree: TREE_DIRS directories of TREE_FILES empty files under /bench/tree. */
+const TREE_DIRS = 60;
+const TREE_FILES = 99;
+/** Entries a walk of the tree meets (`find` prints them all): the tree, its directories, files. */
+const TREE_ENTRIES = 1 + TREE_DIRS * (1 + TREE_FILES);
 /** Timed `stat + ls` samples per run of the "while streaming" row (its figure: their median). */
 const BUSY_SAMPLES = 20;
 const decoder = new TextDecoder();
@@ -68,14 +73,22 @@ interface Workload {
   warm?: boolean;
   /** Contenders that cannot run it. */
   skip?: Contender[];
+  /** Entries it walks: `--cpu` then also shows dockerfuse's CPU per entry (issue #13). */
+  entries?: number;
 }
 
 const WORKLOADS: Workload[] = [
-  { id: "find", label: "find 6,000-entry tree", script: (p) => `find ${p}/bench/tree >/dev/null` },
+  {
+    id: "find",
+    label: "find 6,000-entry tree",
+    script: (p) => `find ${p}/bench/tree >/dev/null`,
+    entries: TREE_ENTRIES,
+  },
   {
     id: "ls",
     label: "ls -lR 6,000-entry tree",
     script: (p) => `ls -lR ${p}/bench/tree >/dev/null`,
+    entries: TREE_ENTRIES,
   },
   {
     id: "grep",
@@ -141,10 +154,10 @@ set -e
 rm -rf /bench; mkdir -p /bench/tree /bench/docs
 cd /bench/tree
 d=0
-while [ $d -lt 60 ]; do
+while [ $d -lt ${TREE_DIRS} ]; do
   mkdir d$d; cd d$d
   f=0; names=""
-  while [ $f -lt 99 ]; do names="$names f$f.txt"; f=$((f+1)); done
+  while [ $f -lt ${TREE_FILES} ]; do names="$names f$f.txt"; f=$((f+1)); done
   touch $names; cd ..; d=$((d+1))
 done
 cd /bench/docs
@@ -483,6 +496,17 @@ function cpuDelta(before: CpuSnapshot, after: CpuSnapshot): Map<string, number> 
   return out;
 }
 
+/** `name`'s CPU per entry of a walk of `entries` (µs, mean of the runs), its user part beside. */
+function perEntry(
+  sums: { runs: number; seconds: Map<string, number> },
+  name: string,
+  entries: number,
+): string {
+  const all = (sums.seconds.get(name) ?? 0) / sums.runs;
+  const user = all - (sums.seconds.get(name + SYS) ?? 0) / sums.runs;
+  return `${(all / entries * 1e6).toFixed(1)} (user ${(user / entries * 1e6).toFixed(1)})`;
+}
+
 /** CPU seconds per process name, summed over the runs, per workload and contender. */
 const cpuSums = new Map<string, { runs: number; seconds: Map<string, number> }>();
 
@@ -719,6 +743,16 @@ async function main(args: string[]): Promise<number> {
               top.map(([k]) => `${k} ${perRun(k)} (system ${perRun(k + SYS)})`).join(", ")
             }`,
           );
+          if (c === "dockerfuse" && w.entries !== undefined) {
+            console.error(
+              `${w.id.padEnd(10)} ${c.padEnd(10)} cpu µs/entry: ${
+                ["dockerfuse client", "satellite"].map((k) =>
+                  `${k} ${perEntry(entry, k, w.entries!)}`
+                )
+                  .join(", ")
+              }`,
+            );
+          }
         }
       }
     }
