@@ -333,6 +333,7 @@ function main(): number {
   const serveWalk = (): void => {
     const body = walks.shift();
     if (body === undefined || fatal !== undefined) return;
+    out.flush(); // the answers before it do not wait for it
     walksSince = performance.now();
     answer(dispatcher.handle(body));
   };
