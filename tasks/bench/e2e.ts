@@ -496,19 +496,26 @@ function cpuDelta(before: CpuSnapshot, after: CpuSnapshot): Map<string, number> 
   return out;
 }
 
+/** CPU seconds by process name, summed over `runs` runs. */
+interface CpuSums {
+  runs: number;
+  seconds: Map<string, number>;
+}
+
+/** `name`'s CPU seconds per run (its system part with the SYS suffix). */
+function perRun(sums: CpuSums, name: string): number {
+  return (sums.seconds.get(name) ?? 0) / sums.runs;
+}
+
 /** `name`'s CPU per entry of a walk of `entries` (µs, mean of the runs), its user part beside. */
-function perEntry(
-  sums: { runs: number; seconds: Map<string, number> },
-  name: string,
-  entries: number,
-): string {
-  const all = (sums.seconds.get(name) ?? 0) / sums.runs;
-  const user = all - (sums.seconds.get(name + SYS) ?? 0) / sums.runs;
+function perEntry(sums: CpuSums, name: string, entries: number): string {
+  const all = perRun(sums, name);
+  const user = all - perRun(sums, name + SYS);
   return `${(all / entries * 1e6).toFixed(1)} (user ${(user / entries * 1e6).toFixed(1)})`;
 }
 
 /** CPU seconds per process name, summed over the runs, per workload and contender. */
-const cpuSums = new Map<string, { runs: number; seconds: Map<string, number> }>();
+const cpuSums = new Map<string, CpuSums>();
 
 function addCpu(key: string, delta: Map<string, number>): void {
   const entry = cpuSums.get(key) ?? { runs: 0, seconds: new Map() };
@@ -736,20 +743,18 @@ async function main(args: string[]): Promise<number> {
           const top = [...entry.seconds].sort((a, b) => b[1] - a[1]).filter(([k, v]) =>
             !k.endsWith(SYS) && v / entry.runs >= 0.005
           );
-          const perRun = (k: string): string =>
-            ((entry.seconds.get(k) ?? 0) / entry.runs).toFixed(3);
+          const seconds = (k: string): string => perRun(entry, k).toFixed(3);
           console.error(
             `${w.id.padEnd(10)} ${c.padEnd(10)} cpu s/run: ${
-              top.map(([k]) => `${k} ${perRun(k)} (system ${perRun(k + SYS)})`).join(", ")
+              top.map(([k]) => `${k} ${seconds(k)} (system ${seconds(k + SYS)})`).join(", ")
             }`,
           );
-          if (c === "dockerfuse" && w.entries !== undefined) {
+          const entries = w.entries;
+          if (c === "dockerfuse" && entries !== undefined) {
+            const sides = ["dockerfuse client", "satellite"];
             console.error(
               `${w.id.padEnd(10)} ${c.padEnd(10)} cpu µs/entry: ${
-                ["dockerfuse client", "satellite"].map((k) =>
-                  `${k} ${perEntry(entry, k, w.entries!)}`
-                )
-                  .join(", ")
+                sides.map((k) => `${k} ${perEntry(entry, k, entries)}`).join(", ")
               }`,
             );
           }
