@@ -48,6 +48,8 @@ import {
   AT_NO_AUTOMOUNT,
   AT_REMOVEDIR,
   AT_SYMLINK_NOFOLLOW,
+  DIRENT64,
+  DIRENT64_MIN_RECLEN,
   ERRNO,
   LOCAL_FS_TYPES,
   MODE_PERM_MASK,
@@ -97,6 +99,11 @@ const {
   ERANGE,
 } = ERRNO;
 const I64_MAX = (1n << 63n) - 1n;
+
+/** Room left for one getdents64 call of `#listAll` (an entry takes at most about 280 bytes). */
+const DENT_CHUNK = 32 * 1024;
+/** Largest `#listAll` buffer kept between listings. */
+const LIST_BYTES_KEPT = 256 * 1024;
 
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
@@ -201,6 +208,9 @@ export class SatelliteFs {
   readonly #readBuf = new Uint8Array(BytesReply.bytesFor(MAX_IO_BYTES));
   readonly #aheadBuf = new Uint8Array(MAX_OPEN_READ_AHEAD);
   readonly #dentView = new DataView(this.#dentBuf.buffer);
+  /** getdents64's output for a whole directory (`#listAll`), grown as needed and reused. */
+  #listBytes = new Uint8Array(4 * DENT_CHUNK);
+  #listView = new DataView(this.#listBytes.buffer);
   readonly #flags: Record<
     "O_PATH" | "O_DIRECTORY" | "O_NOFOLLOW" | "O_CLOEXEC" | "O_NOCTTY" | "O_RDONLY" | "O_WRONLY",
     number
@@ -909,15 +919,15 @@ export class SatelliteFs {
     const v = this.#dentView;
     let at = 0;
     while (at < n) {
-      const reclen = v.getUint16(at + 16, true);
-      if (reclen < 20 || at + reclen > n) break;
-      let end = at + 19;
+      const reclen = v.getUint16(at + DIRENT64.reclen, true);
+      if (reclen < DIRENT64_MIN_RECLEN || at + reclen > n) break;
+      let end = at + DIRENT64.name;
       while (end < at + reclen && this.#dentBuf[end] !== 0) end++;
       dir.buffered.push({
-        ino: v.getBigUint64(at, true),
-        offset: v.getBigInt64(at + 8, true) & 0xffffffffffffffffn,
-        type: this.#dentBuf[at + 18],
-        name: this.#dentBuf.slice(at + 19, end),
+        ino: v.getBigUint64(at + DIRENT64.ino, true),
+        offset: v.getBigInt64(at + DIRENT64.off, true) & 0xffffffffffffffffn,
+        type: this.#dentBuf[at + DIRENT64.type],
+        name: this.#dentBuf.slice(at + DIRENT64.name, end),
       });
       at += reclen;
     }
@@ -948,19 +958,92 @@ export class SatelliteFs {
 
   /**
    * Every entry of the open directory `fd` from its start, as readdir `plus` answers them; the
-   * count seen (before reading attributes) when there are more than `limit`; -errno.
+   * count seen (before reading attributes) when there are more than `limit`; -1 when it cannot be
+   * read. Works on getdents64's output in place (`#listBytes`): no object per entry but its name.
+   * Not reentrant: the listing is complete before it returns.
    */
   #listAll(fd: number, limit: number): Listing | number {
-    const dir: DirState = { position: 0n, buffered: [] };
+    const listed = this.#listInPlace(fd, limit);
+    // A large directory (one past `limit` too) may have grown it to megabytes: not kept.
+    if (this.#listBytes.length > LIST_BYTES_KEPT) this.#resizeListBytes(0, 4 * DENT_CHUNK);
+    return listed;
+  }
+
+  #listInPlace(fd: number, limit: number): Listing | number {
+    let used = 0;
+    let count = 0;
     for (;;) {
-      const more = this.#fill(fd, dir);
-      if (more instanceof RpcFailure) return -1;
-      if (!more) break;
-      if (dir.buffered.length > limit) return dir.buffered.length;
+      if (this.#listBytes.length - used < DENT_CHUNK) this.#resizeListBytes(used);
+      const n = num(
+        this.#c.fn.sys_getdents64(
+          this.#c.sys.getdents64,
+          fd,
+          this.#listBytes.subarray(used),
+          BigInt(this.#listBytes.length - used),
+        ),
+      );
+      if (n < 0) return -1;
+      if (n === 0) break;
+      const end = used + n;
+      for (let at = used; at < end; count++) {
+        const reclen = this.#listView.getUint16(at + DIRENT64.reclen, true);
+        if (reclen < DIRENT64_MIN_RECLEN || at + reclen > end) break;
+        at += reclen;
+      }
+      used = end;
+      if (count > limit) return count;
     }
     const out = newListing();
-    for (const raw of dir.buffered) this.#addEntry(out, fd, raw, true);
+    const bytes = this.#listBytes;
+    for (let at = 0; at < used;) {
+      const reclen = this.#listView.getUint16(at + DIRENT64.reclen, true);
+      if (reclen < DIRENT64_MIN_RECLEN || at + reclen > used) break;
+      const nameAt = at + DIRENT64.name;
+      let nul = nameAt;
+      while (nul < at + reclen && bytes[nul] !== 0) nul++;
+      this.#addDirent(out, fd, at, bytes.subarray(nameAt, nul));
+      at += reclen;
+    }
     return out;
+  }
+
+  /**
+   * Appends the entry at byte `at` of `#listBytes` (its name a view there, the NUL after it
+   * within the record) with its attributes, unless it vanished since getdents64.
+   */
+  #addDirent(out: Listing, fd: number, at: number, name: Uint8Array): void {
+    const view = this.#listView;
+    if (!isDotName(name)) {
+      const end = name.byteOffset + name.length;
+      const cname = this.#listBytes[end] === 0
+        ? this.#listBytes.subarray(name.byteOffset, end + 1)
+        : withNul(name);
+      const errno = this.#statx(fd, cname, AT_SYMLINK_NOFOLLOW);
+      if (errno === ENOENT) return;
+      if (errno === 0) {
+        // The xattr probe leaves statx's buffer alone: it is copied into the record after it.
+        const xattrs = this.#hasXattrsAt(fd, cname);
+        out.records.addDirent(view, at, this.#statBuf, xattrs);
+        out.names.push(decodeName(name));
+        return;
+      }
+    }
+    out.records.addDirent(view, at);
+    out.names.push(decodeName(name));
+  }
+
+  /**
+   * Replaces `#listBytes` by one of `size` bytes (default: room for at least DENT_CHUNK more
+   * after the first `used`), keeping those.
+   */
+  #resizeListBytes(
+    used: number,
+    size = Math.max(2 * this.#listBytes.length, used + DENT_CHUNK),
+  ): void {
+    const bigger = new Uint8Array(size);
+    bigger.set(this.#listBytes.subarray(0, used));
+    this.#listBytes = bigger;
+    this.#listView = new DataView(bigger.buffer);
   }
 
   #readdir(p: ParamsOf<"readdir">): { entries: EntryList; eof: boolean } | RpcFailure {

@@ -127,6 +127,14 @@ export const DT_REG = 8;
 export const DT_LNK = 10;
 export const DT_SOCK = 12;
 
+/**
+ * Byte offsets in a `struct linux_dirent64` (getdents64): `d_ino` u64, `d_off` u64, `d_reclen`
+ * u16, `d_type` u8, then the NUL-terminated name, padded to `d_reclen`.
+ */
+export const DIRENT64 = { ino: 0, off: 8, reclen: 16, type: 18, name: 19 } as const;
+/** The smallest valid `d_reclen`: the fixed part and a one-byte name with its NUL. */
+export const DIRENT64_MIN_RECLEN = 20;
+
 // open(2) flags, in x86_64's numbering (also the protocol's). aarch64 numbers O_DIRECTORY,
 // O_NOFOLLOW, O_DIRECT and O_LARGEFILE differently (protocol/methods.ts translates).
 export const O_ACCMODE = 0o3;

@@ -24,6 +24,7 @@
  * @module
  */
 
+import { DIRENT64 } from "../linux/mod.ts";
 import { INVALID, type Invalid, name, type Schema } from "./schema.ts";
 
 /**
@@ -272,6 +273,28 @@ export class RecordWriter {
     v.setUint8(at + AT.type, type);
     v.setUint8(at + AT.flags, statx === undefined ? 0 : RecordFlag.STAT | xattrFlags(xattrs));
     this.#bytes.fill(0, at + AT.flags + 1, at + RECORD_BYTES);
+  }
+
+  /**
+   * Appends the entry of the `struct linux_dirent64` at byte `at` of `dirents` (getdents64's
+   * output), as `add` does, copying its inode number and cookie without converting them.
+   */
+  addDirent(dirents: DataView, at: number, statx?: Uint8Array, xattrs?: boolean): void {
+    if ((this.#count + 1) * RECORD_BYTES > this.#bytes.length) this.#grow();
+    const rec = this.#count++ * RECORD_BYTES;
+    const v = this.#view;
+    if (statx !== undefined) {
+      this.#bytes.set(statx.subarray(0, STATX_RECORD_BYTES), rec);
+    } else {
+      this.#bytes.fill(0, rec, rec + STATX_RECORD_BYTES);
+      v.setUint32(rec + AT.ino, dirents.getUint32(at + DIRENT64.ino, true), true);
+      v.setUint32(rec + AT.ino + 4, dirents.getUint32(at + DIRENT64.ino + 4, true), true);
+    }
+    v.setUint32(rec + AT.cookie, dirents.getUint32(at + DIRENT64.off, true), true);
+    v.setUint32(rec + AT.cookie + 4, dirents.getUint32(at + DIRENT64.off + 4, true), true);
+    v.setUint8(rec + AT.type, dirents.getUint8(at + DIRENT64.type));
+    v.setUint8(rec + AT.flags, statx === undefined ? 0 : RecordFlag.STAT | xattrFlags(xattrs));
+    this.#bytes.fill(0, rec + AT.flags + 1, rec + RECORD_BYTES);
   }
 
   /** Whether record `i` has attributes. */

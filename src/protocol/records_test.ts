@@ -173,6 +173,32 @@ Deno.test("records: the writer copies statx's buffer as the kernel lays it out",
   equal(again[3].stat!.mode, 0o40700);
 });
 
+Deno.test("records: an entry appended from getdents64's bytes is the one `add` writes", () => {
+  const statx = new Uint8Array(256).map((_, i) => (i * 13) & 0xff);
+  // Two struct linux_dirent64 back to back: d_ino, d_off (both above 2^32), d_reclen, d_type.
+  const dirents = new DataView(new ArrayBuffer(64));
+  for (
+    const [at, ino, off, type] of [[0, 0x1_0000_0007n, 0x8000_0000_0000_0001n, 8], [
+      32,
+      5n,
+      0xffff_ffff_ffff_ffffn,
+      10,
+    ]] as const
+  ) {
+    dirents.setBigUint64(at, ino, true);
+    dirents.setBigUint64(at + 8, off, true);
+    dirents.setUint16(at + 16, 32, true);
+    dirents.setUint8(at + 18, type);
+  }
+  const fromDirents = new RecordWriter();
+  fromDirents.addDirent(dirents, 0, statx, true);
+  fromDirents.addDirent(dirents, 32);
+  const fromValues = new RecordWriter();
+  fromValues.add(0x1_0000_0007n, 8, 0x8000_0000_0000_0001n, statx, true);
+  fromValues.add(5n, 10, 0xffff_ffff_ffff_ffffn);
+  deepStrictEqual(fromDirents.bytes(), fromValues.bytes());
+});
+
 Deno.test("records: malformed listings are refused", () => {
   const good = entryListOf(ENTRIES);
   const schema = entryList(10, true);

@@ -143,3 +143,57 @@ Deno.test("queries sent after walks are served first; a change waits for them", 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("walk lists a directory larger than one getdents64 buffer, entry for entry", async () => {
+  const root = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "dfwalk-big-" });
+  // 1,500 names of 100 bytes: about 180 KiB of getdents64 output, several calls and more than
+  // the listing buffer starts with; one name is not UTF-8, one a dangling symlink. `huge` has
+  // more entries than a walk lists (passed over), read to over 256 KiB: not kept after.
+  await Deno.mkdir(`${root}/big`);
+  await Deno.mkdir(`${root}/huge`);
+  const long = (i: number) => `${String(i).padStart(5, "0")}-${"x".repeat(94)}`;
+  for (let i = 0; i < 1500; i++) {
+    Deno.writeFileSync(`${root}/big/${long(i)}`, new Uint8Array(i % 7));
+  }
+  for (let i = 0; i < 4200; i++) Deno.writeFileSync(`${root}/huge/${long(i)}`, new Uint8Array());
+  await Deno.symlink("nowhere", `${root}/big/dangling`);
+  const raw = new Uint8Array([0x62, 0xff, 0x2e, 0x74]); // "b\xff.t"
+  const h = startSatellite(root);
+  const c = h.client.call;
+  try {
+    const path = new Uint8Array([...new TextEncoder().encode("big/"), ...raw]);
+    valueOf(await c.mknod({ path, mode: 0o100600, rdevMajor: 0, rdevMinor: 0 }));
+    // Twice, before and after the directory too large to list.
+    for (const round of [1, 2]) {
+      const walked = valueOf(
+        await c.walk({ paths: ["big"], maxEntries: 4000, maxBytes: 768 * 1024 }),
+      );
+      const huge = valueOf(
+        await c.walk({ paths: ["huge"], maxEntries: 4000, maxBytes: 768 * 1024 }),
+      );
+      deepStrictEqual([huge.walked, huge.dirs.length], [1, 0], "passed over");
+      deepStrictEqual(walked.dirs.map((d) => d.path), ["big"], `round ${round}`);
+      const entries = walked.dirs[0].entries;
+      equal(entries.length, 1500 + 2 + 2, `round ${round}: every entry, . and .. included`);
+      for (const e of entries) {
+        if (e.name === "." || e.name === "..") continue;
+        if (e.name instanceof Uint8Array) {
+          deepStrictEqual(e.name, raw);
+          continue;
+        }
+        const st = Deno.lstatSync(`${root}/big/${e.name}`);
+        equal(e.ino, BigInt(st.ino!), `${e.name}: the inode`);
+        equal(e.stat?.ino, BigInt(st.ino!), `${e.name}: the attributes' inode`);
+        equal(e.stat?.size, BigInt(st.size), `${e.name}: the size`);
+      }
+      equal(new Set(entries.map((e) => e.offset)).size, entries.length, "one cookie each");
+      const dangling = entries.find((e) => e.name === "dangling");
+      equal(dangling?.type, DT_LNK);
+      equal(dangling?.target, "nowhere");
+      ok(entries.some((e) => e.name instanceof Uint8Array), "the name that is not UTF-8");
+    }
+  } finally {
+    equal(await h.stop(), 0);
+    await Deno.remove(root, { recursive: true });
+  }
+});
