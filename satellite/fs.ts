@@ -765,9 +765,15 @@ export class SatelliteFs {
 
   /**
    * Whether `name` (NUL-terminated) in `dirfd` has extended attributes, without following a final
-   * symlink; undefined when it cannot be told (no /proc, or llistxattr failed).
+   * symlink; undefined when it cannot be told (no /proc, or llistxattr failed). `here`: the
+   * working directory is `dirfd`, and `name` one component (no "/", ".", "..").
    */
-  #hasXattrsAt(dirfd: number, name: Uint8Array): boolean | undefined {
+  #hasXattrsAt(dirfd: number, name: Uint8Array, here = false): boolean | undefined {
+    while (here) {
+      const n = num(this.#c.fn.llistxattr(name, null, 0n));
+      if (n >= 0) return n > 0;
+      if (this.#c.errno() !== EINTR) return undefined;
+    }
     // listxattrat(2) (Linux 6.13) spares the walk through /proc.
     while (this.#listxattrat) {
       const n = num(
@@ -995,23 +1001,32 @@ export class SatelliteFs {
     }
     const out = newListing();
     const bytes = this.#listBytes;
-    for (let at = 0; at < used;) {
-      const reclen = this.#listView.getUint16(at + DIRENT64.reclen, true);
-      if (reclen < DIRENT64_MIN_RECLEN || at + reclen > used) break;
-      const nameAt = at + DIRENT64.name;
-      let nul = nameAt;
-      while (nul < at + reclen && bytes[nul] !== 0) nul++;
-      this.#addDirent(out, fd, at, bytes.subarray(nameAt, nul));
-      at += reclen;
+    // Without listxattrat, each entry's xattr probe names it relative to the working directory,
+    // moved into `fd` for the listing: a path through /proc costs twice as much. The working
+    // directory is the root's again before anything else runs.
+    const here = !this.#listxattrat && this.#c.fn.fchdir(fd) === 0;
+    try {
+      for (let at = 0; at < used;) {
+        const reclen = this.#listView.getUint16(at + DIRENT64.reclen, true);
+        if (reclen < DIRENT64_MIN_RECLEN || at + reclen > used) break;
+        const nameAt = at + DIRENT64.name;
+        let nul = nameAt;
+        while (nul < at + reclen && bytes[nul] !== 0) nul++;
+        this.#addDirent(out, fd, at, bytes.subarray(nameAt, nul), here);
+        at += reclen;
+      }
+    } finally {
+      if (here) this.#c.fn.fchdir(this.#rootFd);
     }
     return out;
   }
 
   /**
    * Appends the entry at byte `at` of `#listBytes` (its name a view there, the NUL after it
-   * within the record) with its attributes, unless it vanished since getdents64.
+   * within the record) with its attributes, unless it vanished since getdents64. `here`: the
+   * working directory is `fd`.
    */
-  #addDirent(out: Listing, fd: number, at: number, name: Uint8Array): void {
+  #addDirent(out: Listing, fd: number, at: number, name: Uint8Array, here: boolean): void {
     const view = this.#listView;
     if (!isDotName(name)) {
       const end = name.byteOffset + name.length;
@@ -1022,7 +1037,7 @@ export class SatelliteFs {
       if (errno === ENOENT) return;
       if (errno === 0) {
         // The xattr probe leaves statx's buffer alone: it is copied into the record after it.
-        const xattrs = this.#hasXattrsAt(fd, cname);
+        const xattrs = this.#hasXattrsAt(fd, cname, here);
         out.records.addDirent(view, at, this.#statBuf, xattrs);
         out.names.push(decodeName(name));
         return;

@@ -54,6 +54,7 @@ const SYMBOLS = {
   readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
   fchmodat: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  fchdir: { parameters: ["i32"], result: "i32" },
   fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i32" },
   fchown: { parameters: ["i32", "u32", "u32"], result: "i32" },
   utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },

@@ -246,7 +246,7 @@ Deno.test("xattrs without /proc go through descriptors, never a path joined to t
   }
 });
 
-Deno.test("listed entries say which have xattrs, through listxattrat or through /proc", async () => {
+Deno.test("listed entries say which have xattrs, through listxattrat, /proc or by name", async () => {
   const root = await Deno.makeTempDir({ prefix: "dfsat-probe-" });
   const long = "x".repeat(255);
   const tagged: string[] = [];
@@ -263,27 +263,44 @@ Deno.test("listed entries say which have xattrs, through listxattrat or through 
     }
   }
   try {
+    const cwd = Deno.cwd();
+    // Without listxattrat a walk probes each name from its directory, made the working one for
+    // the listing (no /proc needed), then leaves the root's as the working directory.
     for (
-      const options of [{ procFd: "/proc/self/fd" }, {
-        procFd: "/proc/self/fd",
-        noListxattrat: true,
-      }]
+      const options of [
+        { procFd: "/proc/self/fd" },
+        { procFd: "/proc/self/fd", noListxattrat: true },
+        { noListxattrat: true, walkOnly: true },
+      ]
     ) {
       const { h, close } = inProcess(root, options);
       try {
         const seen: string[] = [];
-        for (const dir of ["a", "b"]) {
-          const opened = h.opendir({ path: dir, readAhead: 16 }) as { entries: EntryList };
-          const entries = entryList(16).parse(opened.entries);
-          ok(Array.isArray(entries), `${dir}: ${Deno.inspect(opened)}`);
+        const walked: string[] = [];
+        const note = (dir: string, list: EntryList, into: string[]): void => {
+          const entries = entryList(16).parse(list);
+          ok(Array.isArray(entries), `${dir}: ${Deno.inspect(list)}`);
           for (const e of entries) {
             if (e.name === "." || e.name === "..") continue;
             strictEqual(typeof e.stat?.hasXattrs, "boolean", `${dir}/${e.name}: probed`);
-            if (e.stat?.hasXattrs) seen.push(`${dir}/${e.name as string}`);
+            if (e.stat?.hasXattrs) into.push(`${dir}/${e.name as string}`);
           }
+        };
+        for (const dir of ["a", "b"]) {
+          if (options.walkOnly) continue;
+          const opened = h.opendir({ path: dir, readAhead: 16 }) as { entries: EntryList };
+          note(dir, opened.entries, seen);
         }
-        deepStrictEqual(seen.sort(), [...tagged].sort(), JSON.stringify(options));
+        Deno.chdir("/");
+        const walk = h.walk({ paths: ["a", "b"], maxEntries: 100, maxBytes: 1 << 20 });
+        ok(!(walk instanceof RpcFailure) && "dirs" in walk, Deno.inspect(walk));
+        for (const dir of walk.dirs) note(dir.path as string, dir.entries, walked);
+        const after = options.noListxattrat ? root : "/";
+        strictEqual(Deno.cwd(), after, "the working directory after a walk");
+        if (!options.walkOnly) deepStrictEqual(seen.sort(), [...tagged].sort(), "readdir");
+        deepStrictEqual(walked.sort(), [...tagged].sort(), `walk ${JSON.stringify(options)}`);
       } finally {
+        Deno.chdir(cwd);
         close();
       }
     }
