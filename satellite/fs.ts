@@ -942,16 +942,16 @@ export class SatelliteFs {
 
   /**
    * Appends `raw` to `out`, with its attributes when `plus` (never for "." and ".."); false when
-   * it vanished since getdents64 (not appended).
+   * it vanished since getdents64 (not appended). `here`: the working directory is `fd`.
    */
-  #addEntry(out: Listing, fd: number, raw: RawEntry, plus: boolean): boolean {
+  #addEntry(out: Listing, fd: number, raw: RawEntry, plus: boolean, here: boolean): boolean {
     if (plus && !isDotName(raw.name)) {
       const cname = withNul(raw.name);
       const errno = this.#statx(fd, cname, AT_SYMLINK_NOFOLLOW);
       if (errno === ENOENT) return false;
       if (errno === 0) {
         // The xattr probe leaves statx's buffer alone: it is copied into the record after it.
-        const xattrs = this.#hasXattrsAt(fd, cname);
+        const xattrs = this.#hasXattrsAt(fd, cname, here);
         out.records.add(raw.ino, raw.type, raw.offset, this.#statBuf, xattrs);
         out.names.push(decodeName(raw.name));
         return true;
@@ -1075,22 +1075,30 @@ export class SatelliteFs {
     const out = newListing();
     let budget = READDIR_BUDGET;
     let eof = false;
-    while (out.names.length < max && budget > 0) {
-      if (dir.buffered.length === 0) {
-        const more = this.#fill(h.fd, dir);
-        if (more instanceof RpcFailure) {
-          if (out.names.length === 0) return more;
-          break;
+    // As in #listInPlace: the xattr probe by name from the directory.
+    const here = p.plus && !this.#listxattrat && this.#c.fn.fchdir(h.fd) === 0;
+    try {
+      while (out.names.length < max && budget > 0) {
+        if (dir.buffered.length === 0) {
+          const more = this.#fill(h.fd, dir);
+          if (more instanceof RpcFailure) {
+            if (out.names.length === 0) return more;
+            break;
+          }
+          if (!more) {
+            eof = true;
+            break;
+          }
+          continue;
         }
-        if (!more) {
-          eof = true;
-          break;
+        const raw = dir.buffered.shift()!;
+        dir.position = raw.offset;
+        if (this.#addEntry(out, h.fd, raw, p.plus, here)) {
+          budget -= raw.name.length + RECORD_BYTES;
         }
-        continue;
       }
-      const raw = dir.buffered.shift()!;
-      dir.position = raw.offset;
-      if (this.#addEntry(out, h.fd, raw, p.plus)) budget -= raw.name.length + RECORD_BYTES;
+    } finally {
+      if (here) this.#c.fn.fchdir(this.#rootFd);
     }
     return { entries: wireListing(out), eof: eof && dir.buffered.length === 0 };
   }
