@@ -274,6 +274,8 @@ function main(): number {
     (frame) => {
       if (fatal === undefined) out.push(frame);
     },
+    // Every frame is pushed (copied, or written when large) before the next is made.
+    { reuseFrames: true },
   );
   eventFrame = (changes) => dispatcher.eventFrame({ changes });
   if (!fs) {

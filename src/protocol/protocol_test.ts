@@ -158,6 +158,37 @@ Deno.test("dispatcher: a Later answer goes to onLate once settled, with the requ
   ]);
 });
 
+Deno.test("dispatcher: with reuseFrames each answer is made where the one before was", () => {
+  const packr = createPackr();
+  const unpackr = createUnpackr();
+  const data = new Uint8Array(60 * 1024).fill(7);
+  const handlers = { readlink: () => "x", getxattr: () => data } as unknown as Handlers;
+  // Copied: msgpackr makes every frame in one buffer shared by all its encoders.
+  const bodies = [1, 2, 3, 4].map((id) =>
+    (id % 2
+      ? encodeRequest(packr, id, "getxattr", { path: "f", name: "user.a" })
+      : encodeRequest(packr, id, "readlink", { path: "l" })).subarray(4).slice()
+  );
+  for (const reuseFrames of [false, true]) {
+    const d = new Dispatcher(handlers, undefined, undefined, { reuseFrames });
+    const frames: Uint8Array[] = [];
+    for (const [i, body] of bodies.entries()) {
+      const frame = d.handle(body);
+      ok(frame instanceof Uint8Array, Deno.inspect(frame));
+      const decoded = decodeBody(unpackr, frame.slice().subarray(4));
+      ok(decoded.ok && decoded.value[0] === Kind.RESULT && decoded.value[1] === i + 1);
+      frames.push(frame);
+    }
+    const offsets = frames.map((f) => f.byteOffset);
+    if (reuseFrames) {
+      ok(frames.every((f) => f.buffer === frames[0].buffer), "one buffer for every answer");
+      equal(new Set(offsets).size, 1, `all at one place: ${offsets}`);
+    } else {
+      ok(offsets[1] > offsets[0], `each after the one before: ${offsets}`);
+    }
+  }
+});
+
 Deno.test("firstFrameLength: a whole frame's length, nothing while partial, 0 for an impossible header", () => {
   const frame = encodeFrame(createPackr(), [Kind.FATAL, "x"]);
   const total = frame.length;

@@ -260,19 +260,10 @@ export class RecordWriter {
    * when the entry has no attributes; `xattrs`: whether it has extended attributes, if known.
    */
   add(ino: bigint, type: number, cookie: bigint, statx?: Uint8Array, xattrs?: boolean): void {
-    if ((this.#count + 1) * RECORD_BYTES > this.#bytes.length) this.#grow();
-    const at = this.#count++ * RECORD_BYTES;
-    const v = this.#view;
-    if (statx !== undefined) {
-      this.#bytes.set(statx.subarray(0, STATX_RECORD_BYTES), at);
-    } else {
-      this.#bytes.fill(0, at, at + STATX_RECORD_BYTES);
-      v.setBigUint64(at + AT.ino, ino, true);
-    }
-    v.setBigUint64(at + AT.cookie, cookie, true);
-    v.setUint8(at + AT.type, type);
-    v.setUint8(at + AT.flags, statx === undefined ? 0 : RecordFlag.STAT | xattrFlags(xattrs));
-    this.#bytes.fill(0, at + AT.flags + 1, at + RECORD_BYTES);
+    const rec = this.#begin(statx);
+    if (statx === undefined) this.#view.setBigUint64(rec + AT.ino, ino, true);
+    this.#view.setBigUint64(rec + AT.cookie, cookie, true);
+    this.#end(rec, type, statx, xattrs);
   }
 
   /**
@@ -280,20 +271,33 @@ export class RecordWriter {
    * output), as `add` does, copying its inode number and cookie without converting them.
    */
   addDirent(dirents: DataView, at: number, statx?: Uint8Array, xattrs?: boolean): void {
-    if ((this.#count + 1) * RECORD_BYTES > this.#bytes.length) this.#grow();
-    const rec = this.#count++ * RECORD_BYTES;
+    const rec = this.#begin(statx);
     const v = this.#view;
-    if (statx !== undefined) {
-      this.#bytes.set(statx.subarray(0, STATX_RECORD_BYTES), rec);
-    } else {
-      this.#bytes.fill(0, rec, rec + STATX_RECORD_BYTES);
+    if (statx === undefined) {
       v.setUint32(rec + AT.ino, dirents.getUint32(at + DIRENT64.ino, true), true);
       v.setUint32(rec + AT.ino + 4, dirents.getUint32(at + DIRENT64.ino + 4, true), true);
     }
     v.setUint32(rec + AT.cookie, dirents.getUint32(at + DIRENT64.off, true), true);
     v.setUint32(rec + AT.cookie + 4, dirents.getUint32(at + DIRENT64.off + 4, true), true);
-    v.setUint8(rec + AT.type, dirents.getUint8(at + DIRENT64.type));
-    v.setUint8(rec + AT.flags, statx === undefined ? 0 : RecordFlag.STAT | xattrFlags(xattrs));
+    this.#end(rec, dirents.getUint8(at + DIRENT64.type), statx, xattrs);
+  }
+
+  /** Opens the next record, statx's part copied (or zeroed); returns its byte offset. */
+  #begin(statx: Uint8Array | undefined): number {
+    if ((this.#count + 1) * RECORD_BYTES > this.#bytes.length) this.#grow();
+    const rec = this.#count++ * RECORD_BYTES;
+    if (statx !== undefined) this.#bytes.set(statx.subarray(0, STATX_RECORD_BYTES), rec);
+    else this.#bytes.fill(0, rec, rec + STATX_RECORD_BYTES);
+    return rec;
+  }
+
+  /** Closes the record at `rec`: its type, flags and padding. */
+  #end(rec: number, type: number, statx: Uint8Array | undefined, xattrs?: boolean): void {
+    this.#view.setUint8(rec + AT.type, type);
+    this.#view.setUint8(
+      rec + AT.flags,
+      statx === undefined ? 0 : RecordFlag.STAT | xattrFlags(xattrs),
+    );
     this.#bytes.fill(0, rec + AT.flags + 1, rec + RECORD_BYTES);
   }
 

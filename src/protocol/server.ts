@@ -130,34 +130,41 @@ export class Dispatcher {
   readonly #unpackr: Unpackr = createUnpackr();
   readonly #onError: ((method: string, error: unknown) => void) | undefined;
   readonly #onLate: ((frame: Uint8Array) => void) | undefined;
+  readonly #reuse: boolean;
 
   /**
    * `onError` observes handler exceptions (they answer EIO); `onLate` takes the frames of
-   * answers handlers give later (required when a handler may return a {@link Later}).
+   * answers handlers give later (required when a handler may return a {@link Later}). With
+   * `reuseFrames`, every frame returned (or given to `onLate`) is valid only until the next one
+   * is made by any msgpackr encoder of the process (they share one buffer): its bytes must be
+   * written or copied first (the satellite's output does), and large answers then cost no new
+   * buffer each.
    */
   constructor(
     handlers: Handlers,
     onError?: (method: string, error: unknown) => void,
     onLate?: (frame: Uint8Array) => void,
+    options: { reuseFrames?: boolean } = {},
   ) {
     this.#handlers = handlers;
     this.#onError = onError;
     this.#onLate = onLate;
+    this.#reuse = options.reuseFrames ?? false;
   }
 
   /** The handshake frame, sent first. */
   helloFrame(hello: Hello): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.HELLO, hello]);
+    return encodeFrame(this.#packr, [Kind.HELLO, hello], this.#reuse);
   }
 
   /** A change feed event frame (unasked). */
   eventFrame(event: ChangeEvent): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.EVENT, event]);
+    return encodeFrame(this.#packr, [Kind.EVENT, event], this.#reuse);
   }
 
   /** The frame announcing a fatal protocol error, sent last. */
   fatalFrame(message: string): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.FATAL, message]);
+    return encodeFrame(this.#packr, [Kind.FATAL, message], this.#reuse);
   }
 
   /**
@@ -221,7 +228,11 @@ export class Dispatcher {
       const encode = METHODS[method as MethodName].result.encode as
         | ((value: unknown) => unknown)
         | undefined;
-      return encodeFrame(this.#packr, [Kind.RESULT, id, encode ? encode(reply) : reply]);
+      return encodeFrame(
+        this.#packr,
+        [Kind.RESULT, id, encode ? encode(reply) : reply],
+        this.#reuse,
+      );
     } catch (e) {
       this.#onError?.(method, e);
       return this.#error(id, "EIO", `${method} result cannot be encoded`);
@@ -229,7 +240,7 @@ export class Dispatcher {
   }
 
   #error(id: number, code: ErrnoName, message: string | undefined): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.ERROR, id, code, message ?? null]);
+    return encodeFrame(this.#packr, [Kind.ERROR, id, code, message ?? null], this.#reuse);
   }
 
   #fatal(message: string): Fatal {

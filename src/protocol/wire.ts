@@ -16,7 +16,7 @@
 
 // "msgpackr/pack" resolves to msgpackr's pure-JS entry under Deno's conditions: no native
 // addon loader (which would probe the system with child processes inside containers).
-import { Packr, RESERVE_START_SPACE, Unpackr } from "msgpackr/pack";
+import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, Unpackr } from "msgpackr/pack";
 import { MAX_FRAME_BYTES } from "./methods.ts";
 
 /** Message kinds (first array element). */
@@ -46,9 +46,14 @@ export function createUnpackr(): Unpackr {
   return new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" });
 }
 
-/** Encodes `message` as one frame (length prefix included). Throws only on unencodable input. */
-export function encodeFrame(packr: Packr, message: unknown): Uint8Array {
-  const frame = packr.pack(message, RESERVE_START_SPACE | FRAME_HEADER_BYTES);
+/**
+ * Encodes `message` as one frame (length prefix included). Throws only on unencodable input.
+ * With `reuse`, the frame is a view that `packr`'s next encoding overwrites (no buffer is
+ * allocated for it once `packr`'s has grown to the largest frame); without, it stays valid.
+ */
+export function encodeFrame(packr: Packr, message: unknown, reuse = false): Uint8Array {
+  const mode = reuse ? RESET_BUFFER_MODE : 0;
+  const frame = packr.pack(message, RESERVE_START_SPACE | FRAME_HEADER_BYTES | mode);
   const bodyLength = frame.length - FRAME_HEADER_BYTES;
   frame[0] = bodyLength >>> 24;
   frame[1] = (bodyLength >>> 16) & 0xff;
