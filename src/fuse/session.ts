@@ -220,6 +220,14 @@ export function maxWriteOf(options: SessionOptions): number {
 /** Watchdog rounds (of half `stuckAfterMs`) after which a request in flight is logged. */
 const STUCK_ROUNDS = 3;
 
+/**
+ * NOTIFY_STORE buffers kept for messages over STORE_POOLED_FROM bytes: their size (a small file
+ * read ahead and its header fit), and how many (the stores of one `readFiles` answer).
+ */
+const STORE_POOLED_FROM = 16 * 1024;
+const STORE_BUFFER_BYTES = 128 * 1024;
+const STORE_BUFFERS_KEPT = 16;
+
 /** One request in flight; it is also the `RequestContext` given to the implementation. */
 class Request implements RequestContext {
   len = 0;
@@ -402,6 +410,8 @@ export class Session<H = unknown> {
   #openFlagMask = ~0;
   #ended = false;
   #destroyed = false;
+  /** NOTIFY_STORE buffers written and free again (`storeData`). */
+  readonly #storeBuffers: Uint8Array<ArrayBuffer>[] = [];
   #proto = FUSE_KERNEL_MINOR_VERSION;
   #readyResolve!: () => void;
   #readyReject!: (e: Error) => void;
@@ -1070,13 +1080,26 @@ export class Session<H = unknown> {
    * or up to the end of the file, become up to date); true if the kernel took it.
    */
   storeData(node: Node, offset: number, data: Uint8Array): Promise<boolean> {
+    if (this.#ended) return Promise.resolve(false);
     const total = OUT_HEADER_SIZE + NOTIFY_STORE_SIZE + data.length;
-    const buf = new Uint8Array(total);
+    // Large messages are built in buffers used again once written: a new one costs a page
+    // fault per 4 KiB written to (15 µs each, measured on a VM), more than copying the data.
+    const pooled = total > STORE_POOLED_FROM && total <= STORE_BUFFER_BYTES;
+    const buf = (pooled ? this.#storeBuffers.pop() : undefined) ??
+      new Uint8Array(pooled ? STORE_BUFFER_BYTES : total);
+    const message = buf.subarray(0, total);
     const v = new DataView(buf.buffer);
     encodeOutHeader(v, total, NotifyCode.STORE, 0n);
     encodeNotifyStore(v, OUT_HEADER_SIZE, node.nodeId, offset, data.length);
-    buf.set(data, OUT_HEADER_SIZE + NOTIFY_STORE_SIZE);
-    return this.#ended ? Promise.resolve(false) : this.#device.notify(buf);
+    message.set(data, OUT_HEADER_SIZE + NOTIFY_STORE_SIZE);
+    const sent = this.#device.notify(message);
+    if (pooled) {
+      const done = (): void => {
+        if (this.#storeBuffers.length < STORE_BUFFERS_KEPT) this.#storeBuffers.push(buf);
+      };
+      sent.then(done, done);
+    }
+    return sent;
   }
 
   // -------------------------------------------------------------------------------------------

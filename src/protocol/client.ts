@@ -183,8 +183,11 @@ export interface RawConn {
 
 /** The client's side of the byte stream, over web streams or a {@link RawConn}. */
 interface Io {
-  /** The next bytes read (never written again: results may be views into them), null at end. */
-  read(): Promise<Uint8Array | null>;
+  /**
+   * The next bytes read (never written again: results may be views into them), null at end.
+   * With `into`, the Io may read into it instead (the view it filled is returned).
+   */
+  read(into?: Uint8Array): Promise<Uint8Array | null>;
   write(bytes: Uint8Array): Promise<void>;
   /** Ends writing (aborts, with `error`) and reading; never waits for a stuck writer. */
   end(error: boolean, reason: string): Promise<void>;
@@ -215,7 +218,11 @@ function rawIo(conn: RawConn): Io {
   let buffer = new Uint8Array(RAW_BUFFER_BYTES);
   let at = 0;
   return {
-    read: async () => {
+    read: async (into) => {
+      if (into !== undefined) {
+        const n = await conn.read(into);
+        return n === null ? null : into.subarray(0, n);
+      }
       if (buffer.length - at < RAW_READ_MIN_BYTES) {
         buffer = new Uint8Array(RAW_BUFFER_BYTES);
         at = 0;
@@ -536,7 +543,9 @@ export class RpcClient {
     const onFrame = (body: Uint8Array) => this.#onFrame(body);
     try {
       while (!this.#closeInfo) {
-        const value = await this.#io.read();
+        // The rest of a large frame is read into its body: no copy, and no fresh buffer
+        // (each new page costs a fault) for bytes that are copied out at once.
+        const value = await this.#io.read(this.#decoder.room(RAW_READ_MIN_BYTES));
         if (value === null) {
           this.#finish(
             this.#hello ? "satellite closed its output" : "satellite exited before the handshake",

@@ -33,6 +33,37 @@ withSeed("frame decoder: any chunking yields the same frames", () => {
   ok(decoder.idle);
 });
 
+withSeed("frame decoder: bodies read into room() are the same frames, without a copy", () => {
+  const rand = rng(SEED + 1);
+  const bodies = Array.from({ length: 40 }, () => randomBytes(rand, 1 + rand(200_000)));
+  const stream = new Uint8Array(bodies.reduce((n, b) => n + 4 + b.length, 0));
+  let w = 0;
+  for (const b of bodies) {
+    new DataView(stream.buffer).setUint32(w, b.length);
+    stream.set(b, w + 4);
+    w += 4 + b.length;
+  }
+  const decoder = new FrameDecoder();
+  const got: Uint8Array[] = [];
+  let at = 0;
+  let direct = 0;
+  while (at < stream.length) {
+    const n = 1 + rand(rand(2) ? 7 : 70_000);
+    // As a reader would: into the body's room when there is one, else a chunk of its own.
+    const room = decoder.room(1024);
+    const into = room ?? new Uint8Array(n);
+    const filled = into.subarray(0, Math.min(n, into.length, stream.length - at));
+    filled.set(stream.subarray(at, at + filled.length));
+    if (room) direct++;
+    equal(decoder.push(filled, (b) => got.push(b)), undefined);
+    at += filled.length;
+  }
+  ok(direct > 0, "some reads went into a body");
+  equal(got.length, bodies.length);
+  got.forEach((b, i) => ok(b.length === bodies[i].length && b.every((x, j) => x === bodies[i][j])));
+  ok(decoder.idle);
+});
+
 withSeed("frame decoder: zero and oversized lengths are errors that stick", () => {
   const d1 = new FrameDecoder();
   ok(d1.push(new Uint8Array([0, 0, 0, 0]), () => {})!.includes("empty"));

@@ -161,6 +161,16 @@ export class FrameDecoder {
     return this.#headerFill === 0 && this.#body === null;
   }
 
+  /**
+   * Where the next bytes of the body being assembled go, when at least `min` of it are still
+   * missing: a reader may read into it, then `push` the view it filled (not copied again).
+   */
+  room(min: number): Uint8Array | undefined {
+    const body = this.#body;
+    if (body === null || body.length - this.#bodyFill < min) return undefined;
+    return body.subarray(this.#bodyFill);
+  }
+
   /** Feeds a chunk; calls `onFrame` per complete body. Returns an error string if the stream is bad. */
   push(chunk: Uint8Array, onFrame: (body: Uint8Array) => void): string | undefined {
     if (this.#error !== undefined) return this.#error;
@@ -169,7 +179,10 @@ export class FrameDecoder {
     while (pos < end) {
       if (this.#body !== null) {
         const n = Math.min(end - pos, this.#body.length - this.#bodyFill);
-        this.#body.set(chunk.subarray(pos, pos + n), this.#bodyFill);
+        // Read into `room()`: already where it belongs.
+        const inPlace = pos === 0 && chunk.buffer === this.#body.buffer &&
+          chunk.byteOffset === this.#body.byteOffset + this.#bodyFill;
+        if (!inPlace) this.#body.set(chunk.subarray(pos, pos + n), this.#bodyFill);
         this.#bodyFill += n;
         pos += n;
         if (this.#bodyFill === this.#body.length) {
