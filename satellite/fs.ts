@@ -105,6 +105,9 @@ const DENT_CHUNK = 32 * 1024;
 /** Largest `#listAll` buffer kept between listings. */
 const LIST_BYTES_KEPT = 256 * 1024;
 
+/** `readFiles` buffers kept between answers (each MAX_READ_FILES_BYTES). */
+const FILES_BUFFERS_KEPT = 2;
+
 /** Most bytes of entries one readdir answer carries (names + attributes, estimated). */
 const READDIR_BUDGET = 512 * 1024;
 
@@ -199,6 +202,8 @@ export class SatelliteFs {
   /** The xattr probe's path, built in place for each entry. */
   #xattrPath = new Uint8Array(512);
   #listxattrat = true;
+  /** Buffers `readFiles` answers are assembled in, free again (see there). */
+  readonly #filesBuffers: Uint8Array[] = [];
   /** O_PATH descriptors of unlinked files, closed when the loop is idle (`#unlinkFile`). */
   #held: number[] = [];
   readonly #statfsBuf = new Uint8Array(128);
@@ -1169,8 +1174,23 @@ export class SatelliteFs {
     const files: ReadFiles = new Array(p.names.length).fill(undefined);
     const io = this.#options.io;
     const later = new Later<ReadFiles>();
+    // Contents are copied into one buffer, used again once the answer is encoded (by the next
+    // idle turn): a new one costs a page fault per 4 KiB (15 µs each, measured on a VM).
+    const whenIdle = this.#options.whenIdle;
+    const staging = (whenIdle ? this.#filesBuffers.pop() : undefined) ??
+      new Uint8Array(MAX_READ_FILES_BYTES);
+    let used = 0;
+    const answered = (): void => {
+      whenIdle?.(() => {
+        if (this.#filesBuffers.length < FILES_BUFFERS_KEPT) this.#filesBuffers.push(staging);
+      });
+    };
     let pending = 0; // reads on the worker not yet done
-    const settle = (): void => void (--pending === 0 && later.settle(files));
+    const settle = (): void => {
+      if (--pending !== 0) return;
+      later.settle(files);
+      answered();
+    };
     let budget = Math.min(p.maxBytes, MAX_READ_FILES_BYTES);
     try {
       for (let i = 0; i < p.names.length && budget > 0; i++) {
@@ -1196,7 +1216,10 @@ export class SatelliteFs {
         const stat = this.#readStat();
         const take = (data: Uint8Array): void => {
           // Whole, as the stat says, or nothing: a file that changed meanwhile is read at its open.
-          if (data.length === size) files[i] = { stat, data: data.slice() };
+          if (data.length !== size) return;
+          staging.set(data, used);
+          files[i] = { stat, data: staging.subarray(used, used + size) };
+          used += size;
         };
         pending++;
         const submitted = io?.submit({
@@ -1220,7 +1243,9 @@ export class SatelliteFs {
     } finally {
       this.#c.fn.close(dirfd);
     }
-    return pending === 0 ? files : later;
+    if (pending !== 0) return later;
+    answered();
+    return files;
   }
 
   #create(p: ParamsOf<"create">): ResultOf<"create"> | RpcFailure {

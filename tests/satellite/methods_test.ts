@@ -438,6 +438,28 @@ Deno.test("satellite serves every method over pipes", async (t) => {
           errnoOf(await c.readFiles({ dir: "nowhere", names, maxFileBytes: 9, maxBytes: 9 })),
           "ENOENT",
         );
+        // Answers are assembled in buffers used again: several at once, each whole and its own.
+        const many = Array.from({ length: 12 }, (_, i) => `m${i}`);
+        for (const [i, name] of many.entries()) {
+          await Deno.writeFile(`${root}/rf/${name}`, new Uint8Array(30_000 + i).fill(65 + i));
+        }
+        const answers = await Promise.all(
+          [0, 1, 2, 3, 4, 5].map((k) =>
+            c.readFiles({
+              dir: "rf",
+              names: many.slice(k * 2, k * 2 + 2),
+              maxFileBytes: 65536,
+              maxBytes: 512 * 1024,
+            })
+          ),
+        );
+        for (const [k, answer] of answers.entries()) {
+          for (const [j, file] of valueOf(answer).entries()) {
+            const i = k * 2 + j;
+            equal(file?.data.length, 30_000 + i, many[i]);
+            ok(file!.data.every((b) => b === 65 + i), `${many[i]}: its own bytes`);
+          }
+        }
       },
     );
 
