@@ -154,17 +154,17 @@ export class Dispatcher {
 
   /** The handshake frame, sent first. */
   helloFrame(hello: Hello): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.HELLO, hello], this.#reuse);
+    return this.#frame([Kind.HELLO, hello]);
   }
 
   /** A change feed event frame (unasked). */
   eventFrame(event: ChangeEvent): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.EVENT, event], this.#reuse);
+    return this.#frame([Kind.EVENT, event]);
   }
 
   /** The frame announcing a fatal protocol error, sent last. */
   fatalFrame(message: string): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.FATAL, message], this.#reuse);
+    return this.#frame([Kind.FATAL, message]);
   }
 
   /**
@@ -228,19 +228,20 @@ export class Dispatcher {
       const encode = METHODS[method as MethodName].result.encode as
         | ((value: unknown) => unknown)
         | undefined;
-      return encodeFrame(
-        this.#packr,
-        [Kind.RESULT, id, encode ? encode(reply) : reply],
-        this.#reuse,
-      );
+      return this.#frame([Kind.RESULT, id, encode ? encode(reply) : reply]);
     } catch (e) {
       this.#onError?.(method, e);
       return this.#error(id, "EIO", `${method} result cannot be encoded`);
     }
   }
 
+  /** `message` as a frame, made as the constructor's `reuseFrames` says. */
+  #frame(message: unknown[]): Uint8Array {
+    return encodeFrame(this.#packr, message, this.#reuse);
+  }
+
   #error(id: number, code: ErrnoName, message: string | undefined): Uint8Array {
-    return encodeFrame(this.#packr, [Kind.ERROR, id, code, message ?? null], this.#reuse);
+    return this.#frame([Kind.ERROR, id, code, message ?? null]);
   }
 
   #fatal(message: string): Fatal {
