@@ -1276,6 +1276,7 @@ export class ContainerFs implements FileSystem<Handle> {
       keepCache: !special,
       noFlush: (flags & O_ACCMODE) === O_RDONLY && !this.#options.writebackCache,
       writeAhead: writeAhead(handle, flags),
+      quietFlush: this.#quietFlush(),
     };
   }
 
@@ -1512,7 +1513,16 @@ export class ContainerFs implements FileSystem<Handle> {
     if (changed !== undefined) entry.dir = changed.dir;
     const handle = this.#newFile(r.value.handle, cur.gen, flags, entry.key!, true);
     if (r.value.quietClose === true) handle.quietClose = true;
-    return { handle, entry, writeAhead: writeAhead(handle, flags) };
+    return { handle, entry, writeAhead: writeAhead(handle, flags), quietFlush: this.#quietFlush() };
+  }
+
+  /**
+   * Whether a new handle's flush has nothing to do until a write through it (`flush`: no writes
+   * of its own to settle or report); not with the writeback cache, whose flush covers every
+   * handle of the inode.
+   */
+  #quietFlush(): boolean {
+    return !this.#options.writebackCache;
   }
 
   async read(

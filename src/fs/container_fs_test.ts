@@ -612,6 +612,22 @@ Deno.test("container fs: closing a read-only open sends no FLUSH unless the writ
   }
 });
 
+Deno.test("container fs: a new handle's flush asks nothing before a write (quietFlush), unless the writeback cache is on", async () => {
+  for (const writebackCache of [false, true]) {
+    const opened = await openedWith({ writebackCache }, O_WRONLY);
+    deepStrictEqual(opened.quietFlush === true, !writebackCache, `writeback ${writebackCache}`);
+  }
+  // What the session then skips: a flush of a fresh handle asks the satellite nothing.
+  const { rpc, fs, root } = setup();
+  rpc.on("lstat", () => ok(fakeStat()));
+  rpc.on("open", () => ok({ handle: 1 }));
+  const node = nodeFor(fs, value(await fs.lookup(fakeContext(), root, "f")), root, "f");
+  const h = value(await fs.open(fakeContext(), node, O_WRONLY)).handle;
+  const before = rpc.methods().length;
+  deepStrictEqual(await fs.flush(fakeContext(), node, h), undefined);
+  deepStrictEqual(rpc.methods().slice(before), []);
+});
+
 Deno.test("container fs: a write answered ahead is queued at once; its failure waits for the flush", async () => {
   const { rpc, fs, root } = setup();
   rpc.on("lstat", () => ok(fakeStat()));

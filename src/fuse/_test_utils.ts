@@ -42,6 +42,7 @@ export class FakeDevice implements Device {
   #filter: RequestFilter | undefined;
   #ahead: RequestFilter | undefined;
   #filterReply = new DataView(new ArrayBuffer(4096));
+  #failNext = 0;
 
   start(sink: DeviceSink): void {
     this.#sink = sink;
@@ -68,8 +69,16 @@ export class FakeDevice implements Device {
   }
 
   write(parts: Uint8Array[], total: number): number {
+    const failed = this.#failNext;
+    this.#failNext = 0;
+    if (failed !== 0) return failed;
     this.replies.push(reply(joinReply(parts, total), false));
     return 0;
+  }
+
+  /** The next reply is refused with `errno` (ENOENT: the request was interrupted). */
+  failNextReply(errno: number): void {
+    this.#failNext = errno;
   }
 
   notify(message: Uint8Array<ArrayBuffer>): Promise<boolean> {

@@ -625,13 +625,17 @@ export function encodeReleaseIn(v: DataView, o: number, release: Readonly<Releas
 
 /** fuse_flush_in (24): 0 u64 fh | 8 unused | 12 pad | 16 u64 lock_owner */
 export const FLUSH_IN_SIZE = 24;
+export const FlushInOffset = { FH: 0, LOCK_OWNER: 16 } as const;
 export interface FlushIn {
   fh: bigint;
   lockOwner: bigint;
 }
 export function decodeFlushIn(v: DataView, o: number, n: number): Decoded<FlushIn> {
   if (n < FLUSH_IN_SIZE) return ERRNO.EINVAL;
-  return { fh: v.getBigUint64(o, true), lockOwner: v.getBigUint64(o + 16, true) };
+  return {
+    fh: v.getBigUint64(o + FlushInOffset.FH, true),
+    lockOwner: v.getBigUint64(o + FlushInOffset.LOCK_OWNER, true),
+  };
 }
 
 /** fuse_fsync_in (16): 0 u64 fh | 8 fsync_flags | 12 pad */

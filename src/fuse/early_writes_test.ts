@@ -6,6 +6,7 @@ import { MemFs } from "../../tests/fuse/memfs.ts";
 import { body, evaluated, type FakeDevice, frame, initialized, runFilter } from "./_test_utils.ts";
 import {
   ATTR_SIZE,
+  FlushInOffset,
   FUSE_WRITE_KILL_SUIDGID,
   IN_HEADER_SIZE,
   Opcode,
@@ -16,6 +17,7 @@ import {
 import { CachedAttrs } from "./cached_attrs.ts";
 import { CachedOpens } from "./cached_opens.ts";
 import { EarlyWrites } from "./early_writes.ts";
+import { ERRNO } from "../linux/mod.ts";
 import type { RequestContext } from "./filesystem.ts";
 
 const REPLY = OUT_HEADER_SIZE + WRITE_OUT_SIZE;
@@ -201,4 +203,95 @@ Deno.test("early writes: none when tracing (every request reaches the session)",
   device.send(write(fh, 10, { unique: 3n }));
   deepStrictEqual(device.take().map((r) => r.byFilter), [false]);
   deepStrictEqual(fs.answeredWrites, 0);
+});
+
+const flush = (fh: bigint, unique = 8n) =>
+  frame({
+    opcode: Opcode.FLUSH,
+    unique,
+    nodeId: 2n,
+    body: body([Number(fh), "u64"], [0, "u32"], [0, "u32"], [0, "u64"]),
+  });
+
+Deno.test("quiet flushes filter: answers a flush of a quiet row until a write goes through it", () => {
+  const table = new EarlyWrites();
+  const ahead = evaluated(table.filter);
+  const quiet = evaluated(table.quietFlushes);
+  deepStrictEqual(runFilter(quiet, flush(3n))[0], 0, "no row");
+  ok(table.grant(3n, 0, true));
+  const [n, reply] = runFilter(quiet, flush(3n, 77n));
+  deepStrictEqual(n, OUT_HEADER_SIZE);
+  deepStrictEqual(
+    [reply.getUint32(0, true), reply.getInt32(4, true), reply.getBigUint64(8, true)],
+    [OUT_HEADER_SIZE, 0, 77n],
+  );
+  deepStrictEqual(runFilter(quiet, flush(3n))[0], OUT_HEADER_SIZE, "again: still quiet");
+  deepStrictEqual(runFilter(quiet, flush(4n))[0], 0, "another handle");
+  const f = flush(3n);
+  deepStrictEqual(runFilter(quiet, f, f.length - 1)[0], 0, "length disagrees with the header");
+  const zero = flush(0n);
+  deepStrictEqual(runFilter(quiet, zero)[0], 0, "handle 0");
+  // The filter run ahead saw a write (no credit: not answered): no longer quiet.
+  deepStrictEqual(runFilter(ahead, write(3n, 10))[0], 0);
+  ok(!table.quiet(3n));
+  deepStrictEqual(runFilter(quiet, flush(3n))[0], 0, "after a write");
+
+  // A write only the answering filters see (io_uring rings run no `ahead`) ends it too.
+  ok(table.grant(5n, 64, true));
+  deepStrictEqual(runFilter(quiet, write(5n, 10))[0], 0, "a write is never answered there");
+  deepStrictEqual(runFilter(quiet, flush(5n))[0], 0);
+  // A write answered ahead ends it as well.
+  ok(table.grant(6n, 64, true));
+  deepStrictEqual(runFilter(ahead, write(6n, 10))[0], OUT_HEADER_SIZE + WRITE_OUT_SIZE);
+  deepStrictEqual(runFilter(quiet, flush(6n))[0], 0);
+
+  ok(table.grant(7n, 64));
+  deepStrictEqual(runFilter(quiet, flush(7n))[0], 0, "granted without quiet");
+  ok(table.grant(8n, 0, true));
+  table.end(8n);
+  deepStrictEqual(runFilter(quiet, flush(8n))[0], 0, "ended");
+  const fh = flush(9n);
+  ok(table.grant(9n, 0, true));
+  new DataView(fh.buffer).setBigUint64(IN_HEADER_SIZE + FlushInOffset.FH, 9n + 4096n, true);
+  deepStrictEqual(runFilter(quiet, fh)[0], 0, "same row, another handle");
+});
+
+Deno.test("quiet flushes: a flush before any write never reaches the filesystem, one after it does", async () => {
+  const fs = new MemFs({ writeAhead: 64, quietFlush: true });
+  const { device } = await initialized(fs);
+  const fh = create(device);
+  const delivered = device.delivered;
+  device.send(flush(fh, 3n));
+  deepStrictEqual(device.take().map((r) => [r.unique, r.byFilter, r.error]), [[3n, true, 0]]);
+  deepStrictEqual([fs.flushes, device.delivered], [0, delivered], "not handed on");
+  device.send(write(fh, 10, { unique: 4n }));
+  device.take();
+  device.send(flush(fh, 5n));
+  deepStrictEqual(device.take().map((r) => [r.unique, r.byFilter]), [[5n, false]]);
+  deepStrictEqual(fs.flushes, 1);
+  device.send(release(fh));
+  device.take();
+  // Without `quietFlush`, every flush reaches it.
+  const plain = new MemFs({ writeAhead: 64 });
+  const second = await initialized(plain);
+  const fh2 = create(second.device);
+  second.device.send(flush(fh2, 6n));
+  deepStrictEqual(second.device.take().map((r) => r.byFilter), [false]);
+  deepStrictEqual(plain.flushes, 1);
+});
+
+Deno.test("quiet flushes: an open whose answer the kernel did not take leaves no row", async () => {
+  const fs = new MemFs({ writeAhead: 64, quietFlush: true });
+  const { device } = await initialized(fs);
+  device.failNextReply(ERRNO.ENOENT); // the opener was interrupted
+  device.send(frame({
+    opcode: Opcode.CREATE,
+    unique: 2n,
+    body: body([0o102, "u32"], [0o644, "u32"], [0, "u32"], [0, "u32"], "g"),
+  }));
+  deepStrictEqual(device.take(), []);
+  for (let fh = 1n; fh < 8n; fh++) {
+    device.send(flush(fh, 10n + fh));
+  }
+  deepStrictEqual(device.take().every((r) => !r.byFilter), true);
 });

@@ -160,6 +160,11 @@ export interface Opened<H = unknown> {
    * Only for a filesystem that keeps such a write's failure for the next flush or fsync.
    */
   writeAhead?: number;
+  /**
+   * A FLUSH of this open file before any WRITE through it has nothing to report: the session
+   * may answer it (success) without the filesystem (on the device's reader thread).
+   */
+  quietFlush?: boolean;
 }
 
 /** A create answer: the new entry plus its open file. */

@@ -482,9 +482,14 @@ export class Session<H = unknown> {
       },
       retried: (code) =>
         this.#log.warn(`FUSE device read failed: ${errnoOf(code).name}; reading again`),
+      // Quiet flushes first: they must see every WRITE (io_uring rings run no `ahead`).
       filter: combineFilters(
-        [this.#noXattrs?.filter, this.#cachedOpens?.filter, this.#cachedAttrs?.filter]
-          .filter((f) => f !== undefined),
+        [
+          this.#earlyWrites?.quietFlushes,
+          this.#noXattrs?.filter,
+          this.#cachedOpens?.filter,
+          this.#cachedAttrs?.filter,
+        ].filter((f) => f !== undefined),
       ),
       ahead: this.#earlyWrites?.filter,
     });
@@ -868,18 +873,27 @@ export class Session<H = unknown> {
     const sv = s.#scratchFor(OUT_HEADER_SIZE + OPEN_OUT_SIZE);
     const openFlags = s.#openFlags(o);
     encodeOpenOut(sv, OUT_HEADER_SIZE, fh, openFlags);
+    const dir = req.opcode === Opcode.OPENDIR;
+    if (!dir) s.#grantEarly(fh, o);
     if (s.#replyScratch(req, OPEN_OUT_SIZE) === ERRNO.ENOENT) {
+      s.#earlyWrites?.end(fh);
       s.#handles.delete(fh);
       return;
     }
-    const dir = req.opcode === Opcode.OPENDIR;
     if (o.reuse !== undefined && o.reuse > 0 && s.#mayRecord(req)) {
       const flags = (req.input as OpenIn).flags;
       s.#cachedOpens?.mark(req.node!.nodeId, dir, flags, openFlags, o.reuse);
     }
-    if (!dir && o.writeAhead !== undefined && o.writeAhead > 0) {
-      s.#earlyWrites?.grant(fh, o.writeAhead);
-    }
+  }
+
+  /**
+   * What the reader may answer for a file's new handle `fh` (writes ahead, quiet flushes): set
+   * before the open's answer, so before any request through the handle.
+   */
+  #grantEarly(fh: bigint, o: Opened<unknown>): void {
+    const bytes = o.writeAhead !== undefined && o.writeAhead > 0 ? o.writeAhead : 0;
+    const quiet = o.quietFlush === true && !o.noFlush;
+    if (bytes > 0 || quiet) this.#earlyWrites?.grant(fh, bytes, quiet);
   }
 
   static #openedNoHandle(s: Session, req: Request): void {
@@ -893,11 +907,11 @@ export class Session<H = unknown> {
     const node = s.#encodeEntry(req, req.node!, req.name, c.entry, OPEN_OUT_SIZE);
     const fh = s.#addHandle(c.handle);
     encodeOpenOut(s.#scratchView, OUT_HEADER_SIZE + ENTRY_OUT_SIZE, fh, s.#openFlags(c));
+    s.#grantEarly(fh, c);
     if (s.#replyScratch(req, ENTRY_OUT_SIZE + OPEN_OUT_SIZE) === ERRNO.ENOENT) {
+      s.#earlyWrites?.end(fh);
       s.#handles.delete(fh);
       s.#dropLookup(node);
-    } else if (c.writeAhead !== undefined && c.writeAhead > 0) {
-      s.#earlyWrites?.grant(fh, c.writeAhead);
     }
   }
 

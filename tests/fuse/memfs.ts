@@ -258,6 +258,8 @@ export interface MemFsOptions {
   dirChanged?: boolean;
   /** Let the layer answer this many bytes of writes ahead per writable open (`writeAhead`). */
   writeAhead?: number;
+  /** Let the layer answer flushes before a write without asking (`quietFlush`). */
+  quietFlush?: boolean;
 }
 
 /** The memory filesystem. */
@@ -278,6 +280,8 @@ export class MemFs implements FileSystem<FileHandle> {
   getattrCalls = 0;
   /** Writes the layer answered before handing them here (`WriteInfo.answered`). */
   answeredWrites = 0;
+  /** Flushes that reached the filesystem. */
+  flushes = 0;
 
   constructor(options: MemFsOptions = {}) {
     this.#options = options;
@@ -555,6 +559,7 @@ export class MemFs implements FileSystem<FileHandle> {
       directIo: this.#options.directIo,
       keepCache: this.#options.keepCache,
       writeAhead: (flags & O_ACCMODE) === O_RDONLY ? undefined : this.#options.writeAhead,
+      quietFlush: this.#options.quietFlush,
     };
   }
 
@@ -633,6 +638,7 @@ export class MemFs implements FileSystem<FileHandle> {
     _node: Node,
     handle: FileHandle,
   ): void | Errno {
+    this.flushes++;
     const error = handle?.error;
     if (handle !== undefined) handle.error = undefined;
     return error;
