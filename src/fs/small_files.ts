@@ -254,9 +254,10 @@ export class SmallFiles {
 
   /** Forgets every content held (a change, an event, a reconnect), and fetches under way. */
   clear(): void {
-    this.#held.clear();
+    // At every change: an empty table is left as it is (clearing one allocates a new one).
+    if (this.#held.size > 0) this.#held.clear();
     this.#bytes = 0;
-    this.#dirs.clear();
+    if (this.#dirs.size > 0) this.#dirs.clear();
     this.#servedAt = -Infinity;
   }
 

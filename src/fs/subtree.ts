@@ -303,19 +303,29 @@ export class SubtreeAhead {
     return undefined;
   }
 
-  /** Forgets every listing, target and queued directory (something changed through the mount). */
+  /**
+   * Forgets every listing, target and queued directory (something changed through the mount).
+   * At every change (each file a shell loop creates): empty tables are left as they are, as
+   * clearing one allocates a new one.
+   */
   drop(): void {
-    this.#taken.clear();
-    this.#takenEntries = 0;
-    this.#selves.clear();
-    this.#seen.clear();
     this.#epoch++;
-    this.#done.clear();
+    this.#takenEntries = 0;
     this.#doneEntries = 0;
-    this.#targets.clear();
-    this.#stack = [];
-    this.#queued.clear();
-    this.#asked.clear();
+    for (
+      const table of [
+        this.#taken,
+        this.#selves,
+        this.#seen,
+        this.#done,
+        this.#targets,
+        this.#queued,
+        this.#asked,
+      ]
+    ) {
+      if (table.size > 0) table.clear();
+    }
+    if (this.#stack.length > 0) this.#stack = [];
   }
 
   /** Remembers where `dirKey` is and its subdirectories (worth walking); returns those. */
