@@ -401,12 +401,19 @@ export async function mountContainer(
   deps: ContainerMountDeps,
 ): Promise<ContainerMount> {
   const { logger } = deps;
-  await prepareMountpoint(options, logger);
   const engineOptions = { env: deps.env, home: deps.env.HOME };
+  // The container is inspected beside the ping: one round trip less to a remote engine. Both
+  // while the mountpoint is checked; a bad mountpoint is reported without waiting for them.
+  const connecting = connectEngine({ ...engineOptions, container: options.container });
+  connecting.catch(() => {}); // reported when awaited below
+  try {
+    await prepareMountpoint(options, logger);
+  } catch (error) {
+    connecting.then((e) => e.close(), () => {});
+    throw error;
+  }
   // Replaced when the engine is reconnected to.
-  // The container is inspected beside the ping: one round trip less to a remote engine.
-  let engine = await connectEngine({ ...engineOptions, container: options.container })
-    .catch(rethrowDocker);
+  let engine = await connecting.catch(rethrowDocker);
   let satellite: MountSatellite | undefined;
   let fuse: FuseSession | undefined;
   let link: ReconnectingRpc | undefined;
