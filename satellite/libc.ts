@@ -41,6 +41,7 @@ const SYMBOLS = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
   pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   lseek64: { parameters: ["i32", "i64", "i32"], result: "i64" },
   fsync: { parameters: ["i32"], result: "i32" },

@@ -218,6 +218,9 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const F_SETPIPE_SZ = 1031;
+
+/** posix_fadvise(2): the pages will be read soon (the kernel starts reading them now). */
+export const POSIX_FADV_WILLNEED = 3;
 /** getrlimit/setrlimit resource: open descriptors (7 on x86_64 and aarch64 alike). */
 export const RLIMIT_NOFILE = 7;
 
