@@ -203,6 +203,8 @@ function main(): number {
     }
     if (listener < 0) log(`not offering the direct channel (errno ${-listener})`);
   }
+  /** What waits for the offer to end (the warm-up, below). */
+  let afterOffer = (): void => {};
   /** Ends the offer of the direct channel, and deletes the upload (the socket's directory). */
   const endOffer = (): void => {
     if (listener < 0) return;
@@ -213,6 +215,7 @@ function main(): number {
       Deno.chdir("/");
     } catch { /* the upload is deleted by its path */ }
     removeSelf(args.self!);
+    afterOffer();
   };
   if (listener < 0 && args.self !== undefined) removeSelf(args.self);
   libc.fn.umask(0);
@@ -300,14 +303,18 @@ function main(): number {
   };
   out.push(dispatcher.helloFrame(listener >= 0 ? { ...hello, direct: true } : hello));
   out.flush();
-  // While the client mounts, the listing code is compiled ahead (warm_up.ts).
-  // Then the first I/O worker starts, so that the first read does not wait for it.
-  warmUpWhenIdle(
-    { whenIdle: (fn) => loop.whenIdle(fn), listAt: (path) => fs.listAt(path) },
-    () => {
-      if (ioWorkersFit(limit)) loop.whenIdle(() => io.prestart());
-    },
-  );
+  // While the client mounts, the listing code is compiled ahead (warm_up.ts), then the first I/O
+  // worker starts, so that the first read does not wait for it. Not while the direct channel is
+  // offered: a listing moves the working directory (the xattr probe by name), where the client
+  // finds the socket (/proc/<pid>/cwd); a client slow to connect (a busy host) found it gone.
+  afterOffer = () =>
+    warmUpWhenIdle(
+      { whenIdle: (fn) => loop.whenIdle(fn), listAt: (path) => fs.listAt(path) },
+      () => {
+        if (ioWorkersFit(limit)) loop.whenIdle(() => io.prestart());
+      },
+    );
+  if (listener < 0) afterOffer();
 
   const decoder = new FrameDecoder(MAX_FRAME_BYTES);
   // One input buffer for the whole run: complete frames are handed to the decoder as views into

@@ -5,6 +5,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { connectEngine, deploySatellite, readManifest } from "../../src/docker/mod.ts";
 import { RpcClient } from "../../src/protocol/mod.ts";
+import { openChannel } from "../../src/mount/direct.ts";
 import {
   ensureTestBed,
   type ImageKind,
@@ -133,6 +134,43 @@ for (const kind of KINDS) {
     }
   });
 }
+
+// A client slow to take the direct channel (a busy host: CI, a build running) found the socket
+// gone: the satellite's idle warm-up, listing /proc meanwhile, moved its working directory there
+// (the xattr probe by name, Docker's seccomp refusing listxattrat) and back to the root, away
+// from the directory holding the socket (/proc/<pid>/cwd/…): the mount fell back to the exec
+// stream, several times slower. The client here waits until the warm-up has had its time.
+Deno.test("the direct socket stays reachable for a client that connects late", async () => {
+  const bed = await prepare();
+  const engine = await connectEngine({ env: { DOCKER_HOST: bed.dockerHost } });
+  const id = await startTestContainer(bed, "glibc", {
+    name: `dfh-sat-late-${crypto.randomUUID().slice(0, 8)}`,
+  });
+  try {
+    const info = await engine.inspectContainer(id);
+    const bundleDir = `${ROOT}dist/satellite/${info.arch}`;
+    const manifest = await readManifest(bundleDir);
+    const session = await deploySatellite(engine, info, bundleDir, { root: "/", direct: true });
+    ok(session.directToken !== undefined && session.pid !== undefined, "a direct offer is made");
+    const stderr = new Response(session.stderr).text();
+    // The warm-up: WARM_UP_LISTINGS listings of /proc, one per idle turn (about 0.2 s here).
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const channel = await openChannel(session);
+    equal(channel.note, undefined, "no reason to stay on the exec stream");
+    ok(channel.kind === "direct");
+    const client = new RpcClient(channel.conn, { expectedBuildId: manifest.buildId });
+    equal((await client.ready).arch, info.arch);
+    const st = await client.call.lstat({ path: "data/hello.txt" });
+    ok(st.ok, !st.ok ? st.message : "");
+    await client.close();
+    channel.close();
+    const { code } = await session.exited;
+    equal(code, 0, `satellite exit code; stderr: ${await stderr}`);
+  } finally {
+    engine.close();
+    await removeTestContainer(bed, id);
+  }
+});
 
 async function bundleBytes(dir: string, files: { path: string }[]): Promise<number> {
   let n = 0;
