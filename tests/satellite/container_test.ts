@@ -139,7 +139,7 @@ for (const kind of KINDS) {
 // gone: the satellite's idle warm-up, listing /proc meanwhile, moved its working directory there
 // (the xattr probe by name, Docker's seccomp refusing listxattrat) and back to the root, away
 // from the directory holding the socket (/proc/<pid>/cwd/…): the mount fell back to the exec
-// stream, several times slower. The client here waits until the warm-up has had its time.
+// stream (every call through dockerd). The client here waits until the warm-up has had its time.
 Deno.test("the direct socket stays reachable for a client that connects late", async () => {
   const bed = await prepare();
   const engine = await connectEngine({ env: { DOCKER_HOST: bed.dockerHost } });
@@ -153,7 +153,8 @@ Deno.test("the direct socket stays reachable for a client that connects late", a
     const session = await deploySatellite(engine, info, bundleDir, { root: "/", direct: true });
     ok(session.directToken !== undefined && session.pid !== undefined, "a direct offer is made");
     const stderr = new Response(session.stderr).text();
-    // The warm-up: WARM_UP_LISTINGS listings of /proc, one per idle turn (about 0.2 s here).
+    // Time for the warm-up (WARM_UP_LISTINGS listings of /proc, one per idle turn) to run: on the
+    // code before the fix, this wait made the socket unreachable.
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const channel = await openChannel(session);
     equal(channel.note, undefined, "no reason to stay on the exec stream");
