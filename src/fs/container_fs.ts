@@ -937,7 +937,7 @@ export class ContainerFs implements FileSystem<Handle> {
       if (ahead !== undefined) this.#fromAhead(dir, path, ahead, changesAt, since);
       else {
         // Several LOOKUPs wait for it: one of them being interrupted does not cancel it.
-        const opened = await this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path);
+        const opened = await this.#openDir({ ...ctx, signal: UNINTERRUPTED }, dir, path, false);
         if (!isErrno(opened)) {
           names = opened.handle.listing?.size ?? 0;
           await this.#releaseHandle(opened.handle);
@@ -1939,11 +1939,17 @@ export class ContainerFs implements FileSystem<Handle> {
     return { listing, since };
   }
 
-  /** Opens directory `node` at `path` on the satellite, with its first batch of entries. */
+  /**
+   * Opens directory `node` at `path` on the satellite, with its first batch of entries; a whole
+   * listing's subdirectories are walked ahead unless `ahead` is false (listed for LOOKUPs: a
+   * walk ahead of everything below a directory where names are only looked up, the root's
+   * after a cold `stat`, held up the changes made next).
+   */
   async #openDir(
     ctx: RequestContext,
     node: Node,
     path: string,
+    ahead = true,
   ): Promise<{ handle: Handle; cache: DirCache } | Errno> {
     // The first batch comes along (with attributes): a listing costs one round trip.
     const cur = await this.#current();
@@ -1975,7 +1981,7 @@ export class ContainerFs implements FileSystem<Handle> {
         // Whole, and nothing changed through the mount or in the directory since it was asked.
         const kept = changesAt !== undefined && changesAt === this.#changes.count &&
           this.#live?.changedSince(node, since) !== true;
-        this.#ahead.queue(node.key, path, entries, kept ? askedAt : undefined);
+        this.#ahead.queue(node.key, path, entries, kept ? askedAt : undefined, ahead);
       }
     }
     return { handle, cache: this.#dirCache(node, since) };

@@ -206,11 +206,19 @@ export class SubtreeAhead {
 
   /**
    * The directory `dirKey` at protocol path `path` was listed whole as `entries`: its
-   * subdirectories not fetched yet are walked next. With `listedAt` (when that listing was asked;
+   * subdirectories not fetched yet are walked next, unless `ahead` is false (a listing made to
+   * answer LOOKUPs, not to be read: where they are is only remembered, and the first one
+   * opened is walked then, with its siblings). With `listedAt` (when that listing was asked;
    * the caller vouches that nothing changed since) the listing also serves the directory's next
    * opendir within its time, as a walked one would (`rm -r` and `find` open a directory twice).
    */
-  queue(dirKey: string, path: string, entries: readonly WireDirEntry[], listedAt?: number): void {
+  queue(
+    dirKey: string,
+    path: string,
+    entries: readonly WireDirEntry[],
+    listedAt?: number,
+    ahead = true,
+  ): void {
     if (this.#ttlMs <= 0) return;
     const now = this.#now();
     if (listedAt !== undefined && now - listedAt < this.#ttlMs && !this.#done.has(dirKey)) {
@@ -219,6 +227,7 @@ export class SubtreeAhead {
       this.#seen.set(dirKey, listedAt);
     }
     const subdirs = this.#learn(dirKey, path, entries, now);
+    if (!ahead) return;
     this.#push(subdirs.filter((q) => !this.#done.has(q.key) && !this.#asked.has(q.key)));
     this.#pump();
   }

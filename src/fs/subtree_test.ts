@@ -275,3 +275,16 @@ Deno.test("subtree: a whole opendir listing serves the next opendir within its t
   equal(rpc.paramsOf("walk").filter((p) => p.paths.includes("a")).length, 1);
   equal(ahead.target(key(6n)), "../f");
 });
+
+Deno.test("subtree: a listing made for lookups walks nothing until a subdirectory is opened", async () => {
+  const { rpc, ahead } = setup(TREE);
+  ahead.queue(ROOT_KEY, "", ROOT_LISTING, undefined, false);
+  await tick();
+  equal(rpc.paramsOf("walk").length, 0, "no walk ahead of the lookups");
+  equal(ahead.holds(key(3n)), false);
+  // Opened later (a traversal begins there): walked then, with its subtree, in one answer.
+  deepStrictEqual((await ahead.take(key(3n)))?.entries, TREE["a"]);
+  deepStrictEqual(rpc.paramsOf("walk").map((p) => p.paths), [["a"]]);
+  deepStrictEqual((await ahead.take(key(4n)))?.entries, TREE["a/b"]);
+  equal(rpc.paramsOf("walk").length, 1);
+});
