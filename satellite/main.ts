@@ -28,8 +28,10 @@ import {
   FrameDecoder,
   isAhead,
   isQuery,
+  isRenaming,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
+  type WireResultOf,
 } from "../src/protocol/mod.ts";
 import { acceptProven, listenHere } from "./direct.ts";
 import {
@@ -66,6 +68,8 @@ const USAGE =
   "usage: satellite --root PATH [--root-in DIR] [--self DIR [--listen]] [--walk-paths]" +
   " [--node-budget N]";
 const BATCH_BYTES = 256 * 1024;
+/** A walk's answer when a change of names comes before it is served (`Order`, methods.ts). */
+const NOTHING_WALKED: WireResultOf<"walk"> = { dirs: [], walked: 0 };
 /** Longest a walk waits while queries sent after it are served (see `onFrame` in `main`). */
 const WALK_WAIT_MS = 20;
 
@@ -346,6 +350,12 @@ function main(): number {
     walksSince = performance.now();
     answer(dispatcher.handle(body));
   };
+  const skipWalk = (): void => {
+    const walk = dispatcher.decode(walks.shift()!);
+    if (walk instanceof DecodedRequest && walk.method === "walk") {
+      answer(dispatcher.answer(walk as DecodedRequest & { method: "walk" }, NOTHING_WALKED));
+    } else answer(walk instanceof DecodedRequest ? dispatcher.run(walk) : walk);
+  };
   const walkWhenIdle = (): void => {
     if (walkSoon || walks.length === 0) return;
     walkSoon = true;
@@ -366,7 +376,11 @@ function main(): number {
       return walkWhenIdle();
     }
     if (walks.length > 0) {
-      if (!isQuery(request.method, request.params)) {
+      if (isRenaming(request.method)) {
+        // A change of names: the walks sent before it are answered empty (the client keeps
+        // none of them now), not served.
+        while (walks.length > 0 && fatal === undefined) skipWalk();
+      } else if (!isQuery(request.method, request.params)) {
         // A change: the walks sent before it are served before it.
         while (walks.length > 0 && fatal === undefined) serveWalk();
       } else if (performance.now() - walksSince >= WALK_WAIT_MS) serveWalk();

@@ -175,11 +175,16 @@ export {
  * nobody asked for yet. A query (`query`, or `query(params)` true) changes nothing a walk reads
  * (but access times, which reads on the I/O workers never kept in order), so it commutes with a
  * walk: every answer is one the calls in order could have given. Anything else sent after a
- * waiting walk (a change) is served after it, so what is sent after a change still sees it.
+ * waiting walk (a change) is served after it, so what is sent after a change still sees it;
+ * but a change of names (`renames`: create, mkdir, unlink, rename…) answers the walks still
+ * waiting at once with nothing walked (`walked` 0, no directories) before it is served. The
+ * client keeps no walk answered after it sent such a change (what a walk lists may no longer
+ * hold), so serving them first would only hold the change up.
  */
 interface Order<P> {
   readonly ahead?: true;
   readonly query?: true | ((params: P) => boolean);
+  readonly renames?: true;
 }
 
 /** One method: its params and result schemas, and how its calls are ordered ({@link Order}). */
@@ -188,6 +193,7 @@ interface Method<P, R, W> {
   readonly result: Schema<R, W>;
   readonly ahead: boolean;
   readonly query: boolean | ((params: P) => boolean);
+  readonly renames: boolean;
 }
 
 function method<P, R, W>(
@@ -195,10 +201,17 @@ function method<P, R, W>(
   result: Schema<R, W>,
   order: Order<P> = {},
 ): Method<P, R, W> {
-  return { params, result, ahead: order.ahead === true, query: order.query ?? false };
+  return {
+    params,
+    result,
+    ahead: order.ahead === true,
+    query: order.query ?? false,
+    renames: order.renames === true,
+  };
 }
 
 const QUERY = { query: true } as const;
+const RENAMES = { renames: true } as const;
 
 /**
  * Attributes of the parent directory right after a change in it (`dir` of create, unlink,
@@ -296,6 +309,7 @@ export const METHODS = {
   create: method(
     obj({ at, path, flags: u32, mode: u32, owner }),
     obj({ handle, stat: statSchema, dir: opt(statSchema), quietClose: opt(bool) }),
+    RENAMES,
   ),
   /** Up to `size` bytes at `offset`; shorter at end of file. */
   read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES), QUERY),
@@ -339,9 +353,10 @@ export const METHODS = {
   mkdir: method(
     obj({ at, path, mode: u32, owner }),
     obj({ stat: statSchema, dir: opt(statSchema), node: opt(nodeId) }),
+    RENAMES,
   ),
-  rmdir: method(obj({ at, path }), opt(changedDir)),
-  unlink: method(obj({ at, path }), opt(changedDir)),
+  rmdir: method(obj({ at, path }), opt(changedDir), RENAMES),
+  unlink: method(obj({ at, path }), opt(changedDir), RENAMES),
   /**
    * renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags; answers the attributes of the
    * directories of `from` and `to` after it.
@@ -349,11 +364,12 @@ export const METHODS = {
   rename: method(
     obj({ fromAt: at, from: path, toAt: at, to: path, flags: u32 }),
     obj({ fromDir: opt(statSchema), toDir: opt(statSchema) }),
+    RENAMES,
   ),
   /** Hard link `to` → existing `from`; answers the Stat of the inode and of `to`'s directory. */
-  link: method(obj({ fromAt: at, from: path, toAt: at, to: path }), madeSchema),
+  link: method(obj({ fromAt: at, from: path, toAt: at, to: path }), madeSchema, RENAMES),
   /** Creates symlink `path` with content `target`. */
-  symlink: method(obj({ at, path, target: name, owner }), madeSchema),
+  symlink: method(obj({ at, path, target: name, owner }), madeSchema, RENAMES),
   readlink: method(obj({ at, path }), name, QUERY),
   /** chmod (final symlink not followed: EOPNOTSUPP on a symlink). */
   chmod: method(obj({ at, path, mode: u32 }), nil),
@@ -366,6 +382,7 @@ export const METHODS = {
   mknod: method(
     obj({ at, path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
     madeSchema,
+    RENAMES,
   ),
   /** The value of an extended attribute (final symlink not followed). */
   getxattr: method(obj({ at, path, name: str(255) }), bytes(65536), QUERY),
@@ -436,6 +453,11 @@ export type WireResultOf<M extends MethodName> = InferWire<(typeof METHODS)[M]["
 /** True when calls of `method` wait while later queries are served ({@link Order}). */
 export function isAhead(method: MethodName): boolean {
   return METHODS[method].ahead;
+}
+
+/** True when a call of `method` answers the walks waiting before it empty ({@link Order}). */
+export function isRenaming(method: MethodName): boolean {
+  return METHODS[method].renames;
 }
 
 /** True when a call of `method` with (parsed) `params` is a query ({@link Order}). */

@@ -13,17 +13,20 @@ import {
   errnoNumber,
   firstFrameLength,
   INVALID,
+  isQuery,
+  isRenaming,
   Kind,
   LARGE_PAYLOAD_BYTES,
   MAX_FRAME_BYTES,
   MAX_PATH_BYTES,
+  type MethodName,
   METHODS,
   OpenFlags,
   openFlagsFromWire,
   openFlagsToWire,
   RpcFailure,
 } from "./mod.ts";
-import { Dispatcher, type Handlers, Later } from "./server.ts";
+import { DecodedRequest, Dispatcher, type Handlers, Later } from "./server.ts";
 
 Deno.test("errno names map to Linux numbers and back", () => {
   equal(errnoNumber("ENOENT"), 2);
@@ -198,4 +201,35 @@ Deno.test("firstFrameLength: a whole frame's length, nothing while partial, 0 fo
   deepStrictEqual(firstFrameLength(new Uint8Array([...frame, ...frame])), total);
   deepStrictEqual(firstFrameLength(new Uint8Array(4)), 0);
   deepStrictEqual(firstFrameLength(new Uint8Array([0xff, 0xff, 0xff, 0xff, 1])), 0);
+});
+
+Deno.test("dispatcher: a walk answered without its handler; which changes rename", () => {
+  let ran = 0;
+  const d = new Dispatcher({ walk: () => (ran++, { dirs: [], walked: 9 }) } as unknown as Handlers);
+  const packr = createPackr();
+  const unpackr = createUnpackr();
+  const body = encodeRequest(packr, 5, "walk", { paths: ["a"], maxEntries: 1, maxBytes: 1 })
+    .subarray(4);
+  const request = d.decode(body);
+  ok(request instanceof DecodedRequest && request.method === "walk");
+  const frame = d.answer(request as DecodedRequest & { method: "walk" }, {
+    dirs: [],
+    walked: 0,
+  });
+  const decoded = decodeBody(unpackr, frame.subarray(4));
+  deepStrictEqual(decoded.ok && decoded.value, [Kind.RESULT, 5, { dirs: [], walked: 0 }]);
+  equal(ran, 0, "the handler did not run");
+  // The changes after which the client keeps no walk answer (it drops what walks brought).
+  const renaming = Object.keys(METHODS).filter((m) => isRenaming(m as MethodName)).sort();
+  deepStrictEqual(renaming, [
+    "create",
+    "link",
+    "mkdir",
+    "mknod",
+    "rename",
+    "rmdir",
+    "symlink",
+    "unlink",
+  ]);
+  ok(renaming.every((m) => !isQuery(m as MethodName, {})), "none is a query");
 });

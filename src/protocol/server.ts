@@ -221,6 +221,17 @@ export class Dispatcher {
     return this.#answer(id, method, reply);
   }
 
+  /**
+   * The answer `value` to a decoded request whose handler is not run (a walk answered empty, see
+   * `Order` in methods.ts). Never throws.
+   */
+  answer<M extends MethodName>(
+    request: DecodedRequest & { readonly method: M },
+    value: WireResultOf<M>,
+  ): Uint8Array {
+    return this.#answer(request.id, request.method, value);
+  }
+
   #answer(id: number, method: string, reply: unknown): Uint8Array {
     if (reply instanceof RpcFailure) return this.#error(id, reply.code, reply.message);
     if (reply instanceof BytesReply) return bytesFrame(id, reply);

@@ -92,7 +92,7 @@ Deno.test("walk never enters another filesystem", async () => {
   }
 });
 
-Deno.test("queries sent after walks are served first; a change waits for them", async () => {
+Deno.test("queries sent after walks are served first; a change waits for them, a change of names answers them empty", async () => {
   const root = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "dfwalk-order-" });
   for (let d = 0; d < 4; d++) {
     await Deno.mkdir(`${root}/t${d}`);
@@ -120,22 +120,24 @@ Deno.test("queries sent after walks are served first; a change waits for them", 
       "lstat", // queries overtake the walks sent before them…
       "open",
       "statfs",
-      "walk", // …which are served before the change sent after them,
+      "walk", // …which a change of names sent after them answers empty, unserved,
       "walk",
       "mkdir",
       "lstat", // and the walk sent after the change waits for the query behind it.
       "walk",
     ]);
+    for (const skipped of [results[0], results[1]]) {
+      deepStrictEqual(valueOf(skipped), { dirs: [], walked: 0 });
+    }
     const listed = (r: typeof results[0]) => (r.ok ? (r.value as { dirs: WalkDir[] }).dirs : []);
-    ok(!names(listed(results[0])[0]).includes("new"));
     ok(names(listed(results[6])[0]).includes("new"), "the walk after the change sees it");
     valueOf(await c.release({ handle: valueOf(await opened).handle }));
 
-    // A truncating open is a change: the walk before it is served first.
+    // Any other change (a truncating open) waits for the walk before it, served first.
     h.calls.length = 0;
     const w = walk("t3");
     const trunc = c.open({ path: "file", flags: 0o1001 }); // O_WRONLY | O_TRUNC
-    valueOf(await w);
+    equal(valueOf(await w).walked, 1);
     valueOf(await c.release({ handle: valueOf(await trunc).handle }));
     deepStrictEqual(h.calls, ["walk", "open", "release"]);
   } finally {
