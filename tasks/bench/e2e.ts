@@ -4,12 +4,14 @@
 // Prints a table (seconds, ratios), `--json` prints the figures as JSON instead, and the SVG chart
 // is written to tasks/bench/e2e.svg (`--svg PATH` elsewhere, `--no-svg` not at all; a run of
 // some rows or contenders only writes a chart when `--svg` says where).
-// Run: deno task bench e2e [--runs=N] [--json] [--only=a,b] [--cpu]
+// Run: deno task bench e2e [--runs=N] [--json] [--only=a,b] [--cpu] [--requests]
 // Rows (ids for --only): find, ls, grep, read, write, create, readsmall, rm, mount, busy (the
 // median of 20 stat + ls while a 256 MiB read streams, tasks/bench/busy.ts).
 // `--cpu` adds, per workload and contender, the CPU seconds each process (by name) spent during
 // the timed runs, and of it the system time (in the kernel): where the time goes (dockerd,
-// containerd-shim, satellite, client, sftp-server…).
+// containerd-shim, satellite, client, sftp-server…). `--requests` adds, per workload and FUSE
+// contender, one more run under the kernel's FUSE request trace: the requests by opcode, their
+// count, median latency and total (fuse_trace.ts; needs the fuse tracepoints, Linux 6.15+).
 // Needs root (drop_caches, mounts), Docker, and sshfs/socat/openssh-sftp-server (apt-installed
 // when missing).
 
@@ -20,6 +22,7 @@ import {
   type TestBed,
 } from "../testbed/mod.ts";
 import { measureWhileStreaming } from "./busy.ts";
+import { describeProfile, FuseTrace, type RequestProfile } from "./fuse_trace.ts";
 
 export const CLI = new URL("../../src/cli/main.ts", import.meta.url).pathname;
 
@@ -185,6 +188,11 @@ interface Options {
   dockerfuseArgs: string[];
   /** Also account CPU seconds per process name during each timed run (`--cpu`). */
   cpu: boolean;
+  /**
+   * After a row's timed runs, one more run per FUSE contender under the kernel's request trace
+   * (`--requests`): which requests the workload sent, how long each kind waited (fuse_trace.ts).
+   */
+  requests: boolean;
 }
 
 function parseArgs(args: string[]): Options {
@@ -196,6 +204,7 @@ function parseArgs(args: string[]): Options {
     contenders: new Set(CONTENDERS),
     dockerfuseArgs: [],
     cpu: false,
+    requests: false,
   };
   // "--runs=3" as well as "--runs 3" (tasks/bench.ts passes only dash-words through).
   args = args.flatMap((a) => a.startsWith("--") && a.includes("=") ? a.split(/=(.*)/s, 2) : [a]);
@@ -209,6 +218,7 @@ function parseArgs(args: string[]): Options {
     else if (a === "--contenders") o.contenders = new Set(args[++i].split(",") as Contender[]);
     else if (a === "--dockerfuse-arg") o.dockerfuseArgs.push(args[++i]);
     else if (a === "--cpu") o.cpu = true;
+    else if (a === "--requests") o.requests = true;
     else throw new Error(`Cannot run the e2e benchmark: unknown argument '${a}'`);
   }
   // The README's chart is the whole table's: a partial run does not overwrite it.
@@ -531,6 +541,7 @@ async function measureOnce(
   native: string,
   mp: string,
   opts: Options,
+  trace?: { profile?: RequestProfile },
 ): Promise<number | null> {
   if (who === "channel") {
     if (!w.channel) return null;
@@ -578,9 +589,20 @@ async function measureOnce(
     if (w.before) await sh(w.before(m.root));
     await dropCaches();
     if (w.warm) await sh(w.script(m.root)); // the cold run: same mount, nothing dropped after
-    const before = opts.cpu ? await cpuSnapshot() : undefined;
-    const t = await timed(w.script(m.root));
-    if (before) addCpu(`${w.id} ${who}`, cpuDelta(before, await cpuSnapshot()));
+    let t: number | null = null;
+    if (trace !== undefined) {
+      // Traced, not timed: the trace's own cost is not in the table.
+      const tracing = await FuseTrace.start();
+      try {
+        await timed(w.script(m.root));
+      } finally {
+        trace.profile = await tracing.stop(m.root);
+      }
+    } else {
+      const before = opts.cpu ? await cpuSnapshot() : undefined;
+      t = await timed(w.script(m.root));
+      if (before) addCpu(`${w.id} ${who}`, cpuDelta(before, await cpuSnapshot()));
+    }
     if (w.after) await sh(w.after(m.root));
     return t;
   } finally {
@@ -736,6 +758,16 @@ async function main(args: string[]): Promise<number> {
         }
       }
       results[w.id] = row;
+      const traced = w.script !== undefined && w.id !== "busy" && w.id !== "mount";
+      if (opts.requests && !opts.json && traced) {
+        for (const c of contenders) {
+          if ((c !== "dockerfuse" && c !== "sshfs") || skip.has(c)) continue;
+          const trace: { profile?: RequestProfile } = {};
+          await measureOnce(w, c, container, native, mp, opts, trace);
+          if (trace.profile === undefined) continue;
+          console.error(`${w.id.padEnd(10)} ${c.padEnd(10)} ${describeProfile(trace.profile)}`);
+        }
+      }
       if (opts.cpu && !opts.json) {
         for (const c of contenders) {
           const entry = cpuSums.get(`${w.id} ${c}`);
