@@ -19,6 +19,7 @@
 
 import {
   type Change,
+  changesNames,
   DecodedRequest,
   DIRECT_TOKEN_ENV,
   Dispatcher,
@@ -28,7 +29,6 @@ import {
   FrameDecoder,
   isAhead,
   isQuery,
-  isRenaming,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   type WireResultOf,
@@ -376,7 +376,7 @@ function main(): number {
       return walkWhenIdle();
     }
     if (walks.length > 0) {
-      if (isRenaming(request.method)) {
+      if (changesNames(request.method)) {
         // A change of names: the walks sent before it are answered empty (the client keeps
         // none of them now), not served.
         while (walks.length > 0 && fatal === undefined) skipWalk();

@@ -176,7 +176,7 @@ export {
  * (but access times, which reads on the I/O workers never kept in order), so it commutes with a
  * walk: every answer is one the calls in order could have given. Anything else sent after a
  * waiting walk (a change) is served after it, so what is sent after a change still sees it;
- * but a change of names (`renames`: create, mkdir, unlink, rename…) answers the walks still
+ * but a change of names (`changesNames`: create, mkdir, unlink, rename…) answers the walks still
  * waiting at once with nothing walked (`walked` 0, no directories) before it is served. The
  * client keeps no walk answered after it sent such a change (what a walk lists may no longer
  * hold), so serving them first would only hold the change up.
@@ -184,7 +184,7 @@ export {
 interface Order<P> {
   readonly ahead?: true;
   readonly query?: true | ((params: P) => boolean);
-  readonly renames?: true;
+  readonly changesNames?: true;
 }
 
 /** One method: its params and result schemas, and how its calls are ordered ({@link Order}). */
@@ -193,7 +193,7 @@ interface Method<P, R, W> {
   readonly result: Schema<R, W>;
   readonly ahead: boolean;
   readonly query: boolean | ((params: P) => boolean);
-  readonly renames: boolean;
+  readonly changesNames: boolean;
 }
 
 function method<P, R, W>(
@@ -206,12 +206,12 @@ function method<P, R, W>(
     result,
     ahead: order.ahead === true,
     query: order.query ?? false,
-    renames: order.renames === true,
+    changesNames: order.changesNames === true,
   };
 }
 
 const QUERY = { query: true } as const;
-const RENAMES = { renames: true } as const;
+const CHANGES_NAMES = { changesNames: true } as const;
 
 /**
  * Attributes of the parent directory right after a change in it (`dir` of create, unlink,
@@ -309,7 +309,7 @@ export const METHODS = {
   create: method(
     obj({ at, path, flags: u32, mode: u32, owner }),
     obj({ handle, stat: statSchema, dir: opt(statSchema), quietClose: opt(bool) }),
-    RENAMES,
+    CHANGES_NAMES,
   ),
   /** Up to `size` bytes at `offset`; shorter at end of file. */
   read: method(obj({ handle, offset: u64, size: u32 }), bytes(MAX_IO_BYTES), QUERY),
@@ -353,10 +353,10 @@ export const METHODS = {
   mkdir: method(
     obj({ at, path, mode: u32, owner }),
     obj({ stat: statSchema, dir: opt(statSchema), node: opt(nodeId) }),
-    RENAMES,
+    CHANGES_NAMES,
   ),
-  rmdir: method(obj({ at, path }), opt(changedDir), RENAMES),
-  unlink: method(obj({ at, path }), opt(changedDir), RENAMES),
+  rmdir: method(obj({ at, path }), opt(changedDir), CHANGES_NAMES),
+  unlink: method(obj({ at, path }), opt(changedDir), CHANGES_NAMES),
   /**
    * renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE flags; answers the attributes of the
    * directories of `from` and `to` after it.
@@ -364,12 +364,12 @@ export const METHODS = {
   rename: method(
     obj({ fromAt: at, from: path, toAt: at, to: path, flags: u32 }),
     obj({ fromDir: opt(statSchema), toDir: opt(statSchema) }),
-    RENAMES,
+    CHANGES_NAMES,
   ),
   /** Hard link `to` → existing `from`; answers the Stat of the inode and of `to`'s directory. */
-  link: method(obj({ fromAt: at, from: path, toAt: at, to: path }), madeSchema, RENAMES),
+  link: method(obj({ fromAt: at, from: path, toAt: at, to: path }), madeSchema, CHANGES_NAMES),
   /** Creates symlink `path` with content `target`. */
-  symlink: method(obj({ at, path, target: name, owner }), madeSchema, RENAMES),
+  symlink: method(obj({ at, path, target: name, owner }), madeSchema, CHANGES_NAMES),
   readlink: method(obj({ at, path }), name, QUERY),
   /** chmod (final symlink not followed: EOPNOTSUPP on a symlink). */
   chmod: method(obj({ at, path, mode: u32 }), nil),
@@ -382,7 +382,7 @@ export const METHODS = {
   mknod: method(
     obj({ at, path, mode: u32, rdevMajor: u32, rdevMinor: u32, owner }),
     madeSchema,
-    RENAMES,
+    CHANGES_NAMES,
   ),
   /** The value of an extended attribute (final symlink not followed). */
   getxattr: method(obj({ at, path, name: str(255) }), bytes(65536), QUERY),
@@ -456,8 +456,8 @@ export function isAhead(method: MethodName): boolean {
 }
 
 /** True when a call of `method` answers the walks waiting before it empty ({@link Order}). */
-export function isRenaming(method: MethodName): boolean {
-  return METHODS[method].renames;
+export function changesNames(method: MethodName): boolean {
+  return METHODS[method].changesNames;
 }
 
 /** True when a call of `method` with (parsed) `params` is a query ({@link Order}). */

@@ -2,6 +2,7 @@
 
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import {
+  changesNames,
   createPackr,
   createUnpackr,
   decodeBody,
@@ -14,7 +15,6 @@ import {
   firstFrameLength,
   INVALID,
   isQuery,
-  isRenaming,
   Kind,
   LARGE_PAYLOAD_BYTES,
   MAX_FRAME_BYTES,
@@ -220,7 +220,7 @@ Deno.test("dispatcher: a walk answered without its handler; which changes rename
   deepStrictEqual(decoded.ok && decoded.value, [Kind.RESULT, 5, { dirs: [], walked: 0 }]);
   equal(ran, 0, "the handler did not run");
   // The changes after which the client keeps no walk answer (it drops what walks brought).
-  const renaming = Object.keys(METHODS).filter((m) => isRenaming(m as MethodName)).sort();
+  const renaming = Object.keys(METHODS).filter((m) => changesNames(m as MethodName)).sort();
   deepStrictEqual(renaming, [
     "create",
     "link",
