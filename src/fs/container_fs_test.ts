@@ -1321,8 +1321,8 @@ Deno.test("container fs: an unlink of a name with no other link keeps the listin
 
 Deno.test("container fs: a listing for LOOKUPs walks nothing ahead; an OPENDIR below it does", async () => {
   // A cold `stat` of two names under the root listed it, and walked the whole container
-  // ahead: the creates made next waited behind those walks (500 creates 0.77-0.83 s, 0.60-0.64
-  // without).
+  // ahead: the creates made next waited behind those walks (the first file of a create loop
+  // right after mounting waited 120 ms).
   const { rpc, fs, root } = setup();
   const sub = fakeStat({ ino: 5n, mode: S_IFDIR | 0o755 });
   rpc.on("opendir", () =>

@@ -203,7 +203,7 @@ Deno.test("firstFrameLength: a whole frame's length, nothing while partial, 0 fo
   deepStrictEqual(firstFrameLength(new Uint8Array([0xff, 0xff, 0xff, 0xff, 1])), 0);
 });
 
-Deno.test("dispatcher: a walk answered without its handler; which changes rename", () => {
+Deno.test("dispatcher: a walk answered without its handler; which calls change names", () => {
   let ran = 0;
   const d = new Dispatcher({ walk: () => (ran++, { dirs: [], walked: 9 }) } as unknown as Handlers);
   const packr = createPackr();

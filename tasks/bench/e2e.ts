@@ -758,8 +758,8 @@ async function main(args: string[]): Promise<number> {
         }
       }
       results[w.id] = row;
-      const traced = w.script !== undefined && w.id !== "busy" && w.id !== "mount";
-      if (opts.requests && !opts.json && traced) {
+      // Rows without a script (mount, busy) time no workload of their own to trace.
+      if (opts.requests && !opts.json && w.script !== undefined) {
         for (const c of contenders) {
           if ((c !== "dockerfuse" && c !== "sshfs") || skip.has(c)) continue;
           const trace: { profile?: RequestProfile } = {};

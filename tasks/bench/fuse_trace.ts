@@ -43,8 +43,6 @@ export async function connectionOf(path: string): Promise<number> {
 export function profileOf(trace: string, connection: number): RequestProfile {
   const sent = new Map<string, { at: number; opcode: string }>();
   const latencies = new Map<string, number[]>();
-  let answered = 0;
-  let totalUs = 0;
   const line =
     /\s(\d+\.\d+): fuse_request_(send|end): connection (\d+) req (\d+)(?: opcode \d+ \((\w+)\))?/g;
   for (const m of trace.matchAll(line)) {
@@ -61,8 +59,6 @@ export function profileOf(trace: string, connection: number): RequestProfile {
     const list = latencies.get(request.opcode) ?? [];
     list.push(us);
     latencies.set(request.opcode, list);
-    answered++;
-    totalUs += us;
   }
   const byOpcode = [...latencies].map(([opcode, us]) => {
     us.sort((a, b) => a - b);
@@ -73,10 +69,19 @@ export function profileOf(trace: string, connection: number): RequestProfile {
       totalUs: us.reduce((a, b) => a + b, 0),
     };
   }).sort((a, b) => b.totalUs - a.totalUs);
-  return { answered, unanswered: sent.size, totalUs, overrun: false, byOpcode };
+  return {
+    answered: byOpcode.reduce((n, o) => n + o.count, 0),
+    unanswered: sent.size,
+    totalUs: byOpcode.reduce((n, o) => n + o.totalUs, 0),
+    overrun: false,
+    byOpcode,
+  };
 }
 
-/** One line: "N requests, Σ s: OPCODE n × median µs = total ms, …" (the `top` costliest). */
+/**
+ * One line: "N requests answered in T ms together: OPCODE n × median µs = total ms, …" (the
+ * `top` costliest opcodes).
+ */
 export function describeProfile(p: RequestProfile, top = 6): string {
   const ms = (us: number): string => (us / 1000).toFixed(us < 10_000 ? 1 : 0);
   const parts = p.byOpcode.slice(0, top).map((o) =>
